@@ -1,0 +1,54 @@
+"""Show the exact prompts a model will see, after its chat template and the length budget.
+
+    python run/render.py --task cci --data resource/data/cci_dev.json --model models/tiny-llama \
+        --prompt highlight+definitions --max_length 1024 --n 2
+
+Prints each rendered prompt (and the training target when the item has gold), then how many
+prompts were cut to fit ``--max_length``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))  # run from a checkout too
+
+from malpyeong.backbones import get_backbone, load_tokenizer  # noqa: E402
+from malpyeong.budget import fit_prompt  # noqa: E402
+from malpyeong.cli import run_cli  # noqa: E402
+from malpyeong.data import load_items  # noqa: E402
+from malpyeong.tasks import get_task  # noqa: E402
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--task", required=True)
+    parser.add_argument("--data", required=True, help="a data file of the task")
+    parser.add_argument("--model", required=True, help="hub id or local path (for its tokenizer)")
+    parser.add_argument("--prompt", default="baseline", help="prompt variant, flags joined by '+'")
+    parser.add_argument("--max_length", type=int, default=None, help="token budget for the prompt")
+    parser.add_argument("--n", type=int, default=1, help="how many prompts to print (0: none)")
+    args = parser.parse_args(argv)
+    task = get_task(args.task)
+    spec = task.prompt_spec(args.prompt)
+    items = load_items(args.data, task)
+    backbone = get_backbone(args.model)
+    tokenizer = load_tokenizer(args.model, backbone)
+    fitted = [fit_prompt(task, it, tokenizer, backbone, spec, args.max_length) for it in items]
+    for item, fp in list(zip(items, fitted))[: args.n]:
+        print(f"===== {item.id} ({len(fp.input_ids)} tokens, {fp.dropped} utterances cut)")
+        print(fp.text)
+        if task.has_output(item):
+            print(f"----- target\n{task.target(item, spec)}")
+    lengths = sorted(len(fp.input_ids) for fp in fitted)
+    cut = sum(fp.dropped > 0 for fp in fitted)
+    print(f"{len(items)} prompts ({spec}), tokens min {lengths[0]} / median {lengths[len(lengths) // 2]}"
+          f" / max {lengths[-1]}; {cut} cut to fit {args.max_length or 'no limit'}"
+          f"{'; ' + str(sum(not f.fits for f in fitted)) + ' still over' if not all(f.fits for f in fitted) else ''}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(run_cli(main))

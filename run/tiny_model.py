@@ -1,0 +1,43 @@
+"""Build a tiny random-weight model of a real architecture, for tests and the demo.
+
+    python run/tiny_model.py --family gemma2 --out models/tiny-gemma2
+
+The folder loads with ``from_pretrained`` like any hub model: a safetensors checkpoint, a
+Korean BPE tokenizer with the family's special tokens and chat template.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))  # run from a checkout too
+
+from malpyeong.cli import run_cli  # noqa: E402
+from malpyeong.errors import UserError  # noqa: E402
+from malpyeong.tiny import FAMILIES, build_tiny_model  # noqa: E402
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--family", required=True, choices=FAMILIES)
+    parser.add_argument("--out", required=True, help="folder to write")
+    parser.add_argument("--hidden_size", type=int, default=64)
+    parser.add_argument("--layers", type=int, default=2)
+    parser.add_argument("--vocab_size", type=int, default=2000)
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--overwrite", action="store_true", help="replace an existing folder")
+    args = parser.parse_args(argv)
+    out = Path(args.out)
+    if out.exists() and any(out.iterdir()) and not args.overwrite:
+        raise UserError("output folder exists and is not empty", file=str(out),
+                        hint="pass --overwrite to replace it")
+    build_tiny_model(args.family, out, seed=args.seed, hidden_size=args.hidden_size,
+                     layers=args.layers, vocab_size=args.vocab_size)
+    print(f"wrote tiny {args.family} model to {out}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(run_cli(main))

@@ -1,0 +1,326 @@
+"""Backbone registry: each model family's quirks, and the one function that loads a model.
+
+Quirks that broke public competition code and are handled here once: Gemma's chat template
+rejects a system turn (we fold it into the first user turn), Gemma-2 needs eager attention
+(soft-capping), Llama-3 and Qwen2 ship no pad token, chat templates already carry BOS (so
+the rendered text is encoded without adding a second one), and base models have no chat
+template at all (we give them their family's format).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+from dataclasses import asdict, dataclass, replace
+from pathlib import Path
+from typing import Any
+
+from malpyeong.errors import UserError
+
+log = logging.getLogger(__name__)
+
+# Chat formats, written for the families' published layouts (used for tiny models and for
+# models whose tokenizer has no template).
+TEMPLATES = {
+    "llama3": (
+        "{{ bos_token }}{% for m in messages %}<|start_header_id|>{{ m['role'] }}<|end_header_id|>\n\n"
+        "{{ m['content'] | trim }}<|eot_id|>{% endfor %}"
+        "{% if add_generation_prompt %}<|start_header_id|>assistant<|end_header_id|>\n\n{% endif %}"
+    ),
+    "gemma2": (
+        "{{ bos_token }}{% for m in messages %}{% if m['role'] == 'system' %}"
+        "{{ raise_exception('System role not supported') }}{% endif %}"
+        "<start_of_turn>{{ 'model' if m['role'] == 'assistant' else m['role'] }}\n"
+        "{{ m['content'] | trim }}<end_of_turn>\n{% endfor %}"
+        "{% if add_generation_prompt %}<start_of_turn>model\n{% endif %}"
+    ),
+    "chatml": (
+        "{% for m in messages %}{% if loop.first and m['role'] != 'system' %}"
+        "<|im_start|>system\nYou are a helpful assistant.<|im_end|>\n{% endif %}"
+        "<|im_start|>{{ m['role'] }}\n{{ m['content'] }}<|im_end|>\n{% endfor %}"
+        "{% if add_generation_prompt %}<|im_start|>assistant\n{% endif %}"
+    ),
+    "mistral": (
+        "{{ bos_token }}{% for m in messages %}{% if m['role'] == 'system' %}"
+        "{{ raise_exception('System role not supported') }}{% elif m['role'] == 'user' %}"
+        "[INST] {{ m['content'] | trim }} [/INST]{% else %}{{ m['content'] | trim }}{{ eos_token }}"
+        "{% endif %}{% endfor %}"
+    ),
+    # SOLAR / EEVE style ("### User:" / "### Assistant:") for Llama-architecture Korean bases.
+    "solar": (
+        "{{ bos_token }}{% for m in messages %}{% if m['role'] == 'system' %}### System:\n"
+        "{% elif m['role'] == 'user' %}### User:\n{% else %}### Assistant:\n{% endif %}"
+        "{{ m['content'] | trim }}{% if m['role'] == 'assistant' %}{{ eos_token }}{% endif %}\n\n"
+        "{% endfor %}{% if add_generation_prompt %}### Assistant:\n{% endif %}"
+    ),
+}
+
+# Text that ends an assistant turn, per chat format (generation stops there too).
+END_OF_TURN = {"llama3": "<|eot_id|>", "gemma2": "<end_of_turn>", "chatml": "<|im_end|>",
+               "mistral": None, "solar": None, "glm4": "<|user|>"}
+
+# What a chat family's user turn starts with, before any text (Magpie feeds exactly this).
+PRE_QUERY = {
+    "llama3": "<|begin_of_text|><|start_header_id|>user<|end_header_id|>\n\n",
+    "gemma2": "<bos><start_of_turn>user\n",
+    "chatml": "<|im_start|>user\n",
+    "mistral": "<s>[INST] ",
+    "solar": "<s>### User:\n",
+    "glm4": "[gMASK]<sop><|user|>\n",
+}
+
+
+@dataclass(frozen=True)
+class Backbone:
+    """A model family's quirks. ``name`` is a hub id, or a path for inferred entries."""
+
+    name: str
+    family: str  # architecture family: llama, gemma2, qwen2, mistral, chatglm
+    chat_format: str  # key of TEMPLATES / PRE_QUERY
+    system_role: bool  # does the chat template accept a system turn?
+    attn_implementation: str  # "sdpa" or "eager"
+    pad_token: str | None  # token to use as pad when the tokenizer has none (None: eos)
+    trust_remote_code: bool = False
+    licence: str = "see model card"
+    instruct: bool = True
+    notes: str = ""
+    padding_side: str = "right"  # for training; generation and scoring pad on the left
+
+
+REGISTRY: dict[str, Backbone] = {b.name: b for b in [
+    Backbone("MLP-KTLim/llama-3-Korean-Bllossom-8B", "llama", "llama3", True, "sdpa",
+             "<|end_of_text|>", licence="llama3", notes="Llama-3 8B with Korean vocabulary expansion"),
+    Backbone("x2bee/POLAR-14B-v0.2", "llama", "chatml", True, "sdpa", None,
+             licence="apache-2.0", notes="SOLAR-style depth-upscaled Llama architecture"),
+    Backbone("rtzr/ko-gemma-2-9b-it", "gemma2", "gemma2", False, "eager", "<pad>",
+             licence="gemma", notes="Gemma-2 soft-capping needs eager attention"),
+    Backbone("google/gemma-2-9b-it", "gemma2", "gemma2", False, "eager", "<pad>",
+             licence="gemma", notes="Gemma-2 soft-capping needs eager attention"),
+    Backbone("beomi/Solar-Ko-Recovery-11B", "llama", "solar", True, "sdpa", None,
+             licence="apache-2.0", instruct=False, notes="base model; no chat template shipped"),
+    Backbone("yanolja/EEVE-Korean-Instruct-10.8B-v1.0", "llama", "solar", True, "sdpa", None,
+             licence="apache-2.0", notes="SOLAR-based; '### User:/### Assistant:' turns"),
+    Backbone("Qwen/Qwen2-7B", "qwen2", "chatml", True, "sdpa", "<|endoftext|>",
+             licence="apache-2.0", instruct=False, notes="base model"),
+    Backbone("Qwen/Qwen2-7B-Instruct", "qwen2", "chatml", True, "sdpa", "<|endoftext|>",
+             licence="apache-2.0"),
+    Backbone("THUDM/glm-4-9b-chat", "chatglm", "glm4", True, "eager", None, trust_remote_code=True,
+             licence="glm-4", notes="custom code: pass --trust_remote_code"),
+    Backbone("cpm-ai/Ocelot-Ko-self-instruction-10.8B-v1.0", "llama", "solar", True, "sdpa", None,
+             licence="cc-by-nc-4.0", notes="SOLAR-based Korean instruction model"),
+    Backbone("Qwen/Qwen2.5-3B-Instruct", "qwen2", "chatml", True, "sdpa", "<|endoftext|>",
+             licence="qwen-research"),
+    Backbone("meta-llama/Llama-3.2-3B-Instruct", "llama", "llama3", True, "sdpa",
+             "<|finetune_right_pad_id|>", licence="llama3.2", notes="gated on the hub"),
+]}
+
+# Defaults inferred from config.json's model_type for any other hub id or local path.
+BY_MODEL_TYPE = {
+    "gemma2": ("gemma2", "gemma2", False, "eager", "<pad>"),
+    "gemma": ("gemma", "gemma2", False, "sdpa", "<pad>"),
+    "gemma3_text": ("gemma3", "gemma2", False, "eager", "<pad>"),
+    "llama": ("llama", "llama3", True, "sdpa", None),
+    "qwen2": ("qwen2", "chatml", True, "sdpa", None),
+    "qwen3": ("qwen3", "chatml", True, "sdpa", None),
+    "mistral": ("mistral", "mistral", False, "sdpa", None),
+    "chatglm": ("chatglm", "glm4", True, "eager", None),
+}
+
+
+def _local_config(name: str) -> dict | None:
+    path = Path(name) / "config.json"
+    if path.is_file():
+        return json.loads(path.read_text(encoding="utf-8"))
+    try:  # a hub id that is already in the local cache
+        from huggingface_hub import try_to_load_from_cache
+
+        cached = try_to_load_from_cache(name, "config.json")
+        if isinstance(cached, str):
+            return json.loads(Path(cached).read_text(encoding="utf-8"))
+    except Exception:  # noqa: BLE001 - a malformed id is reported when loading
+        pass
+    return None
+
+
+def get_backbone(name: str) -> Backbone:
+    """The registry entry for ``name``, or defaults inferred from its config.json."""
+    if name in REGISTRY:
+        return REGISTRY[name]
+    config = _local_config(name)
+    model_type = (config or {}).get("model_type", "llama")
+    family, fmt, system, attn, pad = BY_MODEL_TYPE.get(model_type, BY_MODEL_TYPE["llama"])
+    if config and config.get("malpyeong_chat_format"):
+        fmt = config["malpyeong_chat_format"]
+    if model_type not in BY_MODEL_TYPE and config is not None:
+        log.warning("model_type %r is not known; assuming Llama-style defaults", model_type)
+    return Backbone(name, family, fmt, system, attn, pad, licence="unknown (not in the registry)")
+
+
+def registry_table() -> str:
+    """The table ``run/train.py --list-models`` prints."""
+    head = ("model", "family", "chat", "system", "attention", "pad", "remote code", "licence")
+    rows = [head] + [(b.name, b.family, b.chat_format, "yes" if b.system_role else "fold",
+                      b.attn_implementation, b.pad_token or "eos",
+                      "yes" if b.trust_remote_code else "no", b.licence)
+                     for b in REGISTRY.values()]
+    widths = [max(len(r[i]) for r in rows) for i in range(len(head))]
+    return "\n".join("  ".join(c.ljust(w) for c, w in zip(r, widths)).rstrip() for r in rows)
+
+
+# ---------------------------------------------------------------------------------------------
+# chat rendering
+
+
+def fold_system(messages: list[dict]) -> list[dict]:
+    """Merge a leading system turn into the first user turn (for templates without system)."""
+    if not messages or messages[0]["role"] != "system":
+        return messages
+    system, rest = messages[0]["content"], list(messages[1:])
+    if rest and rest[0]["role"] == "user":
+        rest[0] = {"role": "user", "content": f"{system}\n\n{rest[0]['content']}"}
+    else:
+        rest.insert(0, {"role": "user", "content": system})
+    return rest
+
+
+def render_chat(tokenizer: Any, messages: list[dict], backbone: Backbone, *,
+                add_generation_prompt: bool = True) -> str:
+    """The prompt text exactly as the model sees it."""
+    if not backbone.system_role:
+        messages = fold_system(messages)
+    return tokenizer.apply_chat_template(messages, tokenize=False,
+                                         add_generation_prompt=add_generation_prompt)
+
+
+def encode(tokenizer: Any, text: str) -> list[int]:
+    """Token ids of rendered chat text; no second BOS when the template already wrote one."""
+    bos = tokenizer.bos_token
+    add = not (bos and text.startswith(bos))
+    return tokenizer(text, add_special_tokens=add, verbose=False)["input_ids"]
+
+
+def end_of_turn_ids(tokenizer: Any, backbone: Backbone) -> list[int]:
+    """Token ids that end a generated answer: EOS plus the family's end-of-turn token."""
+    ids = [tokenizer.eos_token_id] if tokenizer.eos_token_id is not None else []
+    eot = END_OF_TURN.get(backbone.chat_format)
+    if eot and eot in tokenizer.get_vocab():
+        ids.append(tokenizer.convert_tokens_to_ids(eot))
+    return sorted(set(ids))
+
+
+# ---------------------------------------------------------------------------------------------
+# loading
+
+
+def _load_error(name: str, err: Exception) -> UserError:
+    offline = os.environ.get("HF_HUB_OFFLINE") == "1"
+    if Path(name).exists():
+        return UserError(f"cannot load model: {type(err).__name__}: {str(err).splitlines()[0][:200]}",
+                         file=name)
+    where = "not in the local hub cache and HF_HUB_OFFLINE=1" if offline else \
+        "not a local folder, and the hub could not provide it"
+    return UserError(f"cannot load model '{name}': {where}", field="model",
+                     hint="give a local path, or download it first with `hf download`")
+
+
+def load_tokenizer(name: str, backbone: Backbone | None = None, *,
+                   trust_remote_code: bool | None = None) -> Any:
+    """Tokenizer with a pad token and a chat template guaranteed."""
+    from transformers import AutoTokenizer
+
+    backbone = backbone or get_backbone(name)
+    remote = backbone.trust_remote_code if trust_remote_code is None else trust_remote_code
+    try:
+        tok = AutoTokenizer.from_pretrained(name, trust_remote_code=remote)
+    except (OSError, ValueError) as err:
+        raise _load_error(name, err) from None
+    if tok.pad_token is None:
+        pad = backbone.pad_token
+        if pad and pad in tok.get_vocab():
+            tok.pad_token = pad
+        else:
+            tok.pad_token = tok.eos_token
+    if not getattr(tok, "chat_template", None):
+        tok.chat_template = TEMPLATES.get(backbone.chat_format, TEMPLATES["chatml"])
+    tok.padding_side = backbone.padding_side
+    return tok
+
+
+def quantization_config(compute_dtype: Any = None) -> Any:
+    """QLoRA's 4-bit NF4 with double quantisation; bf16 compute where the hardware has it."""
+    import torch
+    from transformers import BitsAndBytesConfig
+
+    if compute_dtype is None:
+        compute_dtype = torch.bfloat16 if (not torch.cuda.is_available()
+                                           or torch.cuda.is_bf16_supported()) else torch.float16
+    return BitsAndBytesConfig(load_in_4bit=True, bnb_4bit_quant_type="nf4",
+                              bnb_4bit_use_double_quant=True, bnb_4bit_compute_dtype=compute_dtype,
+                              bnb_4bit_quant_storage=compute_dtype)
+
+
+def resolve_dtype(dtype: str | None) -> Any:
+    import torch
+
+    if dtype in (None, "auto"):
+        if torch.cuda.is_available():
+            return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
+        return torch.float32
+    try:
+        return {"bf16": torch.bfloat16, "bfloat16": torch.bfloat16, "fp16": torch.float16,
+                "float16": torch.float16, "fp32": torch.float32, "float32": torch.float32}[dtype]
+    except KeyError:
+        raise UserError(f"unknown dtype '{dtype}'", field="dtype",
+                        hint="bf16, fp16, fp32 or auto") from None
+
+
+def load_model(name: str, method: str = "full", *, backbone: Backbone | None = None,
+               dtype: str | None = "auto", device_map: Any = None,
+               trust_remote_code: bool | None = None, attn_implementation: str | None = None) -> Any:
+    """A causal LM from a hub id or local path; ``method`` is full, lora or qlora.
+
+    For qlora the base is loaded 4-bit (NF4); adapters are attached by the trainer (peft), so
+    this function is the same for training and for inference on a base model.
+    """
+    import torch
+    from transformers import AutoModelForCausalLM
+
+    if method not in ("full", "lora", "qlora"):
+        raise UserError(f"unknown method '{method}'", field="method", hint="full, lora or qlora")
+    backbone = backbone or get_backbone(name)
+    remote = backbone.trust_remote_code if trust_remote_code is None else trust_remote_code
+    kwargs: dict[str, Any] = {
+        "dtype": resolve_dtype(dtype),
+        "attn_implementation": attn_implementation or backbone.attn_implementation,
+        "trust_remote_code": remote,
+    }
+    if method == "qlora":
+        kwargs["quantization_config"] = quantization_config(
+            kwargs["dtype"] if kwargs["dtype"] != torch.float32 else None)
+        kwargs["dtype"] = kwargs["quantization_config"].bnb_4bit_compute_dtype
+        if device_map is None:
+            device_map = {"": _local_device()}
+    if device_map is not None:
+        kwargs["device_map"] = device_map
+    try:
+        model = AutoModelForCausalLM.from_pretrained(name, **kwargs)
+    except (OSError, ValueError) as err:
+        raise _load_error(name, err) from None
+    return model
+
+
+def _local_device() -> Any:
+    import torch
+
+    if torch.cuda.is_available():
+        return int(os.environ.get("LOCAL_RANK", 0))
+    return "cpu"
+
+
+def describe(backbone: Backbone) -> dict:
+    return asdict(backbone)
+
+
+__all__ = ["REGISTRY", "Backbone", "end_of_turn_ids", "encode", "fold_system", "get_backbone",
+           "load_model", "load_tokenizer", "registry_table", "render_chat", "replace"]

@@ -1,0 +1,37 @@
+"""Shared entry-point plumbing for the scripts in run/, orpo/, ensemble/ and eda/."""
+
+from __future__ import annotations
+
+import logging
+import os
+import sys
+from collections.abc import Callable
+
+from malpyeong.errors import UserError, UserErrors
+
+EXIT_USER_ERROR = 2
+
+
+def run_cli(main: Callable[[list[str] | None], int | None], argv: list[str] | None = None) -> int:
+    """Call ``main(argv)``; a ``UserError`` becomes one line per problem on stderr and exit 2."""
+    logging.basicConfig(level=os.environ.get("MALPYEONG_LOG", "INFO"),
+                        format="%(levelname)s %(name)s: %(message)s")
+    try:
+        code = main(argv)
+    except UserErrors as errs:
+        for line in errs.lines():
+            print(f"error: {line}", file=sys.stderr)
+        return EXIT_USER_ERROR
+    except UserError as err:
+        print(f"error: {err.line()}", file=sys.stderr)
+        return EXIT_USER_ERROR
+    except KeyboardInterrupt:
+        print("interrupted; rerun the same command to resume where it stopped", file=sys.stderr)
+        return 130
+    except Exception as err:  # noqa: BLE001 - CUDA OOM is a user-fixable condition
+        if type(err).__name__ == "OutOfMemoryError" or "CUDA out of memory" in str(err):
+            print("error: CUDA out of memory: lower --per_device_train_batch_size / --batch_size "
+                  "or --max_length, or use --method qlora", file=sys.stderr)
+            return EXIT_USER_ERROR
+        raise
+    return int(code or 0)

@@ -1,0 +1,185 @@
+"""Official NIKL files in and out.
+
+Reading accepts what the real files contain: a JSON list or JSONL, an optional UTF-8 BOM, utterances
+that are JSON numbers. Every problem found is reported at once (file, item id, field); a task's
+``parse_item`` turns a raw record into its typed item. Writing produces the official submission
+layout (the test items with ``output`` filled, ``ensure_ascii=False``, ``indent=4``), atomically.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from collections import Counter
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from malpyeong.errors import UserError, UserErrors
+from malpyeong.io import atomic_write_json, ensure_writable
+
+if TYPE_CHECKING:
+    from malpyeong.tasks.base import Task
+
+
+MAX_ERRORS_PER_FILE = 20  # past this a file is usually of another task; say so instead of flooding
+
+
+@dataclass(frozen=True)
+class Utterance:
+    speaker: str
+    utterance: str
+    utterance_id: str | None = None
+
+
+def read_records(path: str | os.PathLike) -> list[Any]:
+    """Raw records of a JSON-list or JSONL file; one ``UserError`` naming the file when unreadable."""
+    path = Path(path)
+    name = str(path)
+    if not path.is_file():
+        raise UserError("file not found", file=name, hint="check the path")
+    raw = path.read_bytes()
+    try:
+        text = raw.decode("utf-8-sig")
+    except UnicodeDecodeError as err:
+        raise UserError(f"not UTF-8 text (byte {err.start})", file=name,
+                        hint="save the file as UTF-8") from None
+    if not text.strip():
+        raise UserError("empty file", file=name, hint="expected a JSON list of items")
+    stripped = text.lstrip()
+    if stripped.startswith("["):
+        try:
+            data = json.loads(text)
+        except json.JSONDecodeError as err:
+            raise UserError(f"not valid JSON (line {err.lineno}, column {err.colno}: {err.msg})",
+                            file=name) from None
+        return data
+    if stripped.startswith("{"):
+        # JSONL (one object per line), or a single object, which is not a valid data file.
+        records = []
+        for lineno, line in enumerate(text.splitlines(), 1):
+            if not line.strip():
+                continue
+            try:
+                records.append(json.loads(line))
+            except json.JSONDecodeError:
+                try:
+                    json.loads(text)
+                except json.JSONDecodeError as err:
+                    raise UserError(f"not valid JSON or JSONL (line {lineno}: {err.msg})",
+                                    file=name) from None
+                raise UserError("top level is an object, not a list of items", file=name,
+                                hint="wrap the items in [ ... ] or write one item per line") from None
+        return records
+    try:
+        data = json.loads(text)
+    except json.JSONDecodeError as err:
+        raise UserError(f"not valid JSON (line {err.lineno}, column {err.colno}: {err.msg})",
+                        file=name) from None
+    raise UserError(f"top level is a {type(data).__name__}, not a list of items", file=name)
+
+
+def item_label(record: Any, index: int) -> str:
+    """How to name an item in a message: its id when it has a usable one, else its index."""
+    if isinstance(record, dict) and isinstance(record.get("id"), str) and record["id"]:
+        return record["id"]
+    return f"#{index}"
+
+
+def load_items(path: str | os.PathLike, task: str | Task, *, require_output: bool = False) -> list:
+    """Read and validate a data file for ``task``; raise ``UserErrors`` listing every problem.
+
+    ``require_output``: training and dev files must carry gold outputs (test files have ``""``).
+    """
+    from malpyeong.tasks import get_task
+
+    task = get_task(task) if isinstance(task, str) else task
+    name = str(path)
+    records = read_records(path)
+    if not isinstance(records, list):
+        raise UserError(f"top level is a {type(records).__name__}, not a list of items", file=name)
+    if not records:
+        raise UserError("no items in the file", file=name)
+    errors: list[UserError] = []
+    items = []
+    for index, record in enumerate(records):
+        label = item_label(record, index)
+        problems: list[tuple[str, str]] = []
+        item = task.parse_item(record, problems)
+        if require_output and item is not None and not task.has_output(item):
+            problems.append(("output", "empty; this file needs gold outputs (train/dev)"))
+        for field, problem in problems:
+            errors.append(UserError(problem, file=name, item=label, field=field))
+        if item is not None and not problems:
+            items.append(item)
+    ids = Counter(r.get("id") for r in records if isinstance(r, dict) and isinstance(r.get("id"), str))
+    for dup, n in ids.items():
+        if n > 1:
+            errors.append(UserError(f"duplicate id ({n} items share it)", file=name, item=dup,
+                                    field="id", hint="ids must be unique within a file"))
+    if len(errors) > MAX_ERRORS_PER_FILE:
+        more = len(errors) - MAX_ERRORS_PER_FILE
+        errors = errors[:MAX_ERRORS_PER_FILE] + [UserError(
+            f"... and {more} more problem(s) in this file", file=name,
+            hint=f"is this really a {task.name} file?")]
+    if errors:
+        raise UserErrors(errors)
+    return items
+
+
+def write_submission(items: list, outputs: dict[str, str], path: str | os.PathLike, *,
+                     overwrite: bool = False) -> Path:
+    """Write ``items`` (as read from the test file) with ``output`` filled from ``outputs[id]``."""
+    path = ensure_writable(path, overwrite)
+    missing = [it.id for it in items if it.id not in outputs]
+    if missing:
+        raise UserError(f"no prediction for {len(missing)} item(s), e.g. {missing[0]}", file=str(path))
+    rows = []
+    for it in items:
+        row = dict(it.raw)
+        row["output"] = outputs[it.id]
+        rows.append(row)
+    atomic_write_json(path, rows, indent=4)
+    return path
+
+
+def check_submission(pred_path: str | os.PathLike, test_path: str | os.PathLike,
+                     task: str | Task) -> int:
+    """The official scorer's submission checks; raise ``UserErrors`` on failure, return the count.
+
+    Same number of items as the test file, unique ids, every id present in the test file, every
+    output valid for the task.
+    """
+    from malpyeong.tasks import get_task
+
+    task = get_task(task) if isinstance(task, str) else task
+    pred = read_records(pred_path)
+    test = read_records(test_path)
+    pname = str(pred_path)
+    if not isinstance(pred, list):
+        raise UserError("top level is not a list", file=pname)
+    if not isinstance(test, list):
+        raise UserError("top level is not a list", file=str(test_path))
+    errors: list[UserError] = []
+    if len(pred) != len(test):
+        errors.append(UserError(f"{len(pred)} items, the test file has {len(test)}", file=pname,
+                                hint="predict every test item"))
+    test_ids = {r.get("id") for r in test if isinstance(r, dict)}
+    seen: Counter = Counter()
+    for index, row in enumerate(pred):
+        label = item_label(row, index)
+        if not isinstance(row, dict) or not isinstance(row.get("id"), str):
+            errors.append(UserError("item has no string id", file=pname, item=label, field="id"))
+            continue
+        seen[row["id"]] += 1
+        if row["id"] not in test_ids:
+            errors.append(UserError("id not in the test file", file=pname, item=label, field="id"))
+        problem = task.check_output(row.get("output"))
+        if problem:
+            errors.append(UserError(problem, file=pname, item=label, field="output"))
+    for dup, n in seen.items():
+        if n > 1:
+            errors.append(UserError(f"duplicate id ({n} times)", file=pname, item=dup, field="id"))
+    if errors:
+        raise UserErrors(errors)
+    return len(pred)

@@ -1,0 +1,43 @@
+"""The one error type for user mistakes.
+
+Every CLI turns a ``UserError`` into a single line on stderr and exit code 2; anything else
+escaping is a bug in malpyeong and should show its traceback.
+"""
+
+from __future__ import annotations
+
+
+class UserError(Exception):
+    """A problem the user can fix: bad input file, unknown name, existing output, ..."""
+
+    def __init__(self, message: str, *, file: str | None = None, item: str | None = None,
+                 field: str | None = None, hint: str | None = None) -> None:
+        self.file, self.item, self.field, self.hint = file, item, field, hint
+        self.problem = message
+        super().__init__(self.line())
+
+    def line(self) -> str:
+        """``file: item <id>: field <name>: problem (hint)`` with the parts that are known."""
+        parts = []
+        if self.file:
+            parts.append(str(self.file))
+        if self.item is not None:
+            parts.append(f"item {self.item}")
+        if self.field:
+            parts.append(f"field '{self.field}'")
+        parts.append(self.problem)
+        text = ": ".join(parts)
+        if self.hint:
+            text += f" ({self.hint})"
+        return text
+
+
+class UserErrors(UserError):
+    """Several problems found at once (validation reports all of them, one line each)."""
+
+    def __init__(self, errors: list[UserError]) -> None:
+        self.errors = errors
+        super().__init__(f"{len(errors)} problem(s)")
+
+    def lines(self) -> list[str]:
+        return [e.line() for e in self.errors]

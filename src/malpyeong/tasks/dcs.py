@@ -1,0 +1,154 @@
+"""DCS, 일상 대화 요약: summarise a long two-speaker dialogue on given keywords."""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from typing import Any
+
+from malpyeong.data import Utterance
+from malpyeong.tasks.base import (
+    OFFICIAL_SYSTEM,
+    GenerateTask,
+    Problems,
+    PromptSpec,
+    conversation_lines,
+)
+
+PERSONA_KO = ("당신은 긴 일상 대화를 정확하고 간결하게 요약하는 전문 편집자입니다. "
+              "대화에 없는 내용은 쓰지 않습니다.")
+PERSONA_EN = ("You are an editor who summarises long everyday conversations accurately and concisely, "
+              "never adding facts that are not in the conversation.")
+STYLE_KO = ("'두 화자는 이 대화에서 ...에 대해 이야기했습니다.'로 시작하고, 각 화자가 한 말을 "
+            "화자 이름으로 나누어 3~5문장으로 쓰세요.")
+STYLE_EN = ("Start with '두 화자는 이 대화에서 ...에 대해 이야기했습니다.' and write 3-5 Korean sentences, "
+            "what each speaker said under the speaker's name.")
+OMITTED = "(중략)"
+
+
+@dataclass(frozen=True)
+class DCSItem:
+    id: str
+    conversation: tuple[Utterance, ...]
+    keywords: tuple[str, ...]
+    summary: str
+    raw: dict
+
+
+class DCSTask(GenerateTask):
+    name = "dcs"
+    metric_names = ("rouge1", "bertscore", "bleurt", "aggregate")
+    prompt_flags = {
+        "persona": "an editor persona as system prompt",
+        "style": "describe the official summary style (speaker by speaker, 3-5 sentences)",
+        "en": "English instructions",
+        "bilingual": "Korean and English instructions",
+    }
+
+    def parse_item(self, record: Any, problems: Problems) -> DCSItem | None:
+        if not isinstance(record, dict):
+            problems.append(("item", f"is a {type(record).__name__}, not an object"))
+            return None
+        rid = record.get("id")
+        if not isinstance(rid, str) or not rid:
+            problems.append(("id", "missing or not a non-empty string"))
+        inp = record.get("input")
+        if not isinstance(inp, dict):
+            problems.append(("input", "missing or not an object"))
+            return None
+        conv = inp.get("conversation")
+        utterances: list[Utterance] = []
+        if not isinstance(conv, list):
+            problems.append(("input.conversation", "missing or not a list"))
+        elif not conv:
+            problems.append(("input.conversation", "empty"))
+        else:
+            for i, u in enumerate(conv):
+                where = f"input.conversation[{i}]"
+                if not isinstance(u, dict):
+                    problems.append((where, "not an object"))
+                    continue
+                speaker, text = u.get("speaker"), u.get("utterance")
+                if isinstance(text, (int, float)) and not isinstance(text, bool):
+                    text = str(text)
+                if isinstance(speaker, bool) or not isinstance(speaker, (str, int)) or speaker == "":
+                    problems.append((f"{where}.speaker", "missing or not a string"))
+                if not isinstance(text, str):
+                    problems.append((f"{where}.utterance", "missing or not a string"))
+                    text = ""
+                utterances.append(Utterance(str(speaker), text))
+        keywords = inp.get("subject_keyword")
+        if not isinstance(keywords, list) or not keywords or \
+                not all(isinstance(k, str) and k.strip() for k in keywords):
+            problems.append(("input.subject_keyword", "missing or not a non-empty list of strings"))
+            keywords = []
+        if "output" not in record:
+            problems.append(("output", "missing (use \"\" in test files)"))
+        output = record.get("output")
+        if "output" in record and not isinstance(output, str):
+            problems.append(("output", f"is a {type(output).__name__}, not a string"))
+        if problems:
+            return None
+        return DCSItem(rid, tuple(utterances), tuple(keywords), output or "", record)
+
+    def has_output(self, item: DCSItem) -> bool:
+        return bool(item.summary.strip())
+
+    def messages(self, item: DCSItem, prompt: str | PromptSpec | None = None) -> list[dict]:
+        spec = self.prompt_spec(prompt)
+        chat = "\n".join(["[Conversation]", *conversation_lines(item.conversation)])
+        keys = ", ".join(item.keywords)
+        ko = f"[Question]\n위 {keys} 주제에 대한 대화를 요약해주세요."
+        en = f"[Question]\nSummarise the conversation above on the topic(s): {keys}."
+        question = {"ko": ko, "en": en, "bilingual": f"{ko}\n{en.split(chr(10), 1)[1]}"}[spec.language]
+        if "style" in spec:
+            question += "\n" + {"ko": STYLE_KO, "en": STYLE_EN, "bilingual": f"{STYLE_KO}\n{STYLE_EN}"}[spec.language]
+        system = OFFICIAL_SYSTEM
+        if "persona" in spec:
+            system = {"ko": PERSONA_KO, "en": PERSONA_EN, "bilingual": f"{PERSONA_KO}\n{PERSONA_EN}"}[spec.language]
+        return [{"role": "system", "content": system},
+                {"role": "user", "content": chat + "\n\n" + question}]
+
+    def target(self, item: DCSItem, prompt: str | PromptSpec | None = None, **_: Any) -> str:
+        if not item.summary.strip():
+            raise ValueError(f"item {item.id} has no gold summary")
+        return item.summary.strip()
+
+    def clean_output(self, text: str) -> str:
+        """Strip chat artefacts and a repeated tail from a generated summary."""
+        text = re.sub(r"<\|[^|>]*\|>|<(?:start|end)_of_turn>|</?s>|<eos>|<bos>|\[/?INST\]", " ", text)
+        text = re.sub(r"^\s*(?:model|assistant)\s*\n", "", text)
+        text = re.sub(r"^\s*(?:요약|Summary)\s*[:：]\s*", "", text)
+        text = " ".join(text.split())
+        return drop_repeated_tail(text)
+
+    def drop_order(self, item: DCSItem) -> list[int]:
+        """The middle first, outwards; the first and last utterances stay."""
+        n = len(item.conversation)
+        middle = (n - 1) / 2
+        return sorted(range(1, n - 1), key=lambda i: (abs(i - middle), i))
+
+    def with_conversation(self, item: DCSItem, conversation: tuple[Utterance, ...]) -> DCSItem:
+        from dataclasses import replace
+        return replace(item, conversation=conversation)
+
+    def evaluate(self, gold: list[DCSItem], outputs: dict[str, str], **options: Any) -> dict:
+        from malpyeong import metrics
+
+        refs = [it.summary for it in gold]
+        preds = [outputs[it.id] for it in gold]
+        return metrics.dcs_scores(refs, preds, **options)
+
+
+def drop_repeated_tail(text: str) -> str:
+    """Cut a summary where it starts repeating a sentence it already wrote (a common decoding loop)."""
+    sentences = re.split(r"(?<=[.!?다요])\s+", text)
+    kept: list[str] = []
+    seen: set[str] = set()
+    for sentence in sentences:
+        key = sentence.strip()
+        if key and key in seen:
+            break
+        seen.add(key)
+        kept.append(sentence)
+    return " ".join(kept).strip()
