@@ -1,0 +1,108 @@
+"""Remove exact and near-duplicate items (Simhash), and items leaking dev/test dialogues.
+
+    python run/dedup.py --task cci --in resource/data/cci_train.json --out data/cci_train.dedup.json
+    python run/dedup.py --task cci --in train.json aug.json --out data/train.clean.json \\
+        --against resource/data/cci_dev.json resource/data/cci_test.json
+    python run/dedup.py --task text --in magpie.jsonl --out magpie.dedup.jsonl --k 4 --keep longest
+
+Exact duplicates (equal after dropping case, spaces and punctuation) go first, then items whose
+64-bit Simhash fingerprints are within --k bits (clusters by union-find; one item kept per
+cluster: --keep first | longest). CCI items are compared on dialogue *and* question, so
+different questions about one dialogue all stay. --against drops items whose dialogue, or any
+--window consecutive utterances of it, is an exact/near copy of a dialogue (or window) of the
+given dev/test files. Output: the kept items in the input's format (cci/dcs: official JSON
+list; text: JSONL), and a JSON report (default OUT with suffix .report.json) that says which
+item was dropped for which.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))  # run from a checkout too
+
+from malpyeong.cli import run_cli  # noqa: E402
+from malpyeong.errors import UserError  # noqa: E402
+from malpyeong.io import atomic_write_json, atomic_write_text, ensure_writable  # noqa: E402
+from malpyeong.prep.dedup import (  # noqa: E402
+    KEEP,
+    TASKS,
+    contamination,
+    dedup,
+    read_records,
+    reference_records,
+)
+from malpyeong.prep.simhash import FEATURES  # noqa: E402
+
+
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(description=__doc__,
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--task", required=True, choices=TASKS)
+    p.add_argument("--in", dest="inputs", nargs="+", required=True, metavar="FILE",
+                   help="input files, read in this order ('first' means first here)")
+    p.add_argument("--out", required=True, help="kept items")
+    p.add_argument("--k", type=int, default=3, help="max Hamming distance of near-duplicates")
+    p.add_argument("--features", choices=FEATURES, default="char5",
+                   help="char5: character 5-grams; morph3: Mecab morpheme 3-grams (slower)")
+    p.add_argument("--keep", choices=KEEP, default="first", help="which item of a cluster stays")
+    p.add_argument("--against", nargs="+", default=[], metavar="FILE",
+                   help="official dev/test files whose dialogues must not leak into the output")
+    p.add_argument("--window", type=int, default=4,
+                   help="utterances per window for --against")
+    p.add_argument("--min-window-chars", type=int, default=40,
+                   help="windows with fewer letters/digits are not compared")
+    p.add_argument("--report", help="JSON report (default: OUT with suffix .report.json)")
+    p.add_argument("--overwrite", action="store_true", help="replace existing outputs")
+    return p.parse_args(argv)
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    if not 0 <= args.k <= 63:
+        raise UserError(f"--k must be between 0 and 63, got {args.k}", field="k")
+    if args.window < 1:
+        raise UserError(f"--window must be >= 1, got {args.window}", field="window")
+    out = Path(args.out)
+    report_path = Path(args.report) if args.report else out.with_suffix(".report.json")
+    if report_path.resolve() == out.resolve():
+        raise UserError("--report and --out are the same file", field="report")
+    ensure_writable(out, args.overwrite)
+    ensure_writable(report_path, args.overwrite)
+    t0 = time.perf_counter()
+
+    records = [r for path in args.inputs for r in read_records(path, args.task)]
+    if not records:
+        raise UserError("no items in the input", file=", ".join(args.inputs))
+    refs = [r for path in args.against for r in reference_records(path)]
+
+    leaked = contamination(records, refs, k=args.k, features=args.features,
+                           window=args.window, min_chars=args.min_window_chars) if refs else {}
+    clean = [r for i, r in enumerate(records) if i not in leaked]
+    kept, report = dedup(clean, k=args.k, features=args.features, keep=args.keep)
+    kept_raw = [clean[i].raw for i in kept]
+
+    if args.task == "text":
+        atomic_write_text(out, "".join(json.dumps(x, ensure_ascii=False) + "\n" for x in kept_raw))
+    else:
+        atomic_write_json(out, kept_raw, indent=4)
+    report = {"task": args.task, "inputs": args.inputs, "against": args.against, "k": args.k,
+              "features": args.features, "keep": args.keep, "window": args.window,
+              "min_window_chars": args.min_window_chars, "n_in": len(records),
+              "n_contaminated": len(leaked), **{k: v for k, v in report.items() if k != "n_in"},
+              "contaminated": list(leaked.values()),
+              "seconds": round(time.perf_counter() - t0, 3)}
+    atomic_write_json(report_path, report, indent=2)
+
+    print(f"{len(records)} in -> {len(kept)} kept: {len(leaked)} leaking dev/test dialogues, "
+          f"{report['n_exact_dups']} exact and {report['n_near_dups']} near duplicates removed "
+          f"({len(report['clusters'])} clusters); wrote {out} and {report_path}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(run_cli(main))
