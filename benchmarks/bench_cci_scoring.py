@@ -1,0 +1,114 @@
+"""Benchmark: CCI option scoring as run/test.py runs it, against the official baseline's loop.
+
+    python benchmarks/bench_cci_scoring.py [--data ../shared/data/nikl/cci_test.json]
+        [--batch_size 0] [--limit 0] [--threads 0] [--no_grad_baseline]
+
+Model: a random-weight Llama-architecture model built on the spot (hidden 256, 4 layers,
+4 attention heads / 2 KV heads, intermediate 768, the tiny 2,000-token Korean BPE tokenizer, so
+a real CCI prompt is 600-1,400 tokens): small enough for a CPU, big enough that the matrix
+products, not Python, cost the time. Same model, same prompts (baseline prompt, no length
+budget), same items for both.
+
+Ours: ``run_prediction`` end to end (prompt rendering, letter scoring with shared-prefix
+batches, results + sidecar written). Baseline, as the official NIKL test.py does it: one item at
+a time in file order, ``model(**inputs)`` on the whole prompt (autograd left on, as there; pass
+--no_grad_baseline to time it under ``torch.inference_mode`` instead), argmax over the logits
+of ``tokenizer.vocab['A'/'B'/'C']`` at the last position. Asserts identical predictions and
+prints both rates and the ratio. Skips (exit 0, message) when the data file is absent.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))  # run from a checkout too
+
+from malpyeong.budget import fit_prompt  # noqa: E402
+from malpyeong.data import load_items  # noqa: E402
+from malpyeong.loading import load_for_inference  # noqa: E402
+from malpyeong.predict import PredictOptions, default_batch_size, run_prediction  # noqa: E402
+from malpyeong.results import read_results  # noqa: E402
+from malpyeong.tasks import get_task  # noqa: E402
+from malpyeong.tiny import build_tiny_model  # noqa: E402
+
+DEFAULT_DATA = Path(__file__).resolve().parents[2] / "shared" / "data" / "nikl" / "cci_test.json"
+
+
+def baseline(model, tokenizer, backbone, task, items, no_grad: bool) -> tuple[list[str], float]:
+    """The official loop: one item at a time, full logits, argmax over the A/B/C logits."""
+    import contextlib
+
+    import torch
+
+    letters = [tokenizer.vocab[c] for c in "ABC"]
+    outputs = []
+    start = time.perf_counter()
+    with torch.inference_mode() if no_grad else contextlib.nullcontext():
+        for item in items:
+            ids = fit_prompt(task, item, tokenizer, backbone).input_ids
+            inputs = {"input_ids": torch.tensor([ids])}
+            logits = model(**inputs).logits[:, -1].flatten()
+            probs = torch.softmax(torch.stack([logits[i] for i in letters]), dim=0)
+            outputs.append(task.output_for(int(probs.argmax())))
+    return outputs, time.perf_counter() - start
+
+
+def main() -> int:
+    p = argparse.ArgumentParser(description=__doc__,
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--data", default=str(DEFAULT_DATA))
+    p.add_argument("--batch_size", type=int, default=0, help="0: run/test.py's default")
+    p.add_argument("--limit", type=int, default=0, help="first N items only (0: all)")
+    p.add_argument("--threads", type=int, default=0, help="torch threads (0: torch's default)")
+    p.add_argument("--no_grad_baseline", action="store_true")
+    args = p.parse_args()
+    logging.basicConfig(level=logging.WARNING)
+    if not Path(args.data).is_file():
+        print(f"skipped: {args.data} not found (the real CCI test file is needed)")
+        return 0
+    import torch
+
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    task = get_task("cci")
+    items = load_items(args.data, task)
+    if args.limit:
+        items = items[:args.limit]
+    with tempfile.TemporaryDirectory() as tmp:
+        model_dir = build_tiny_model("llama", Path(tmp) / "model", hidden_size=256, layers=4)
+        loaded = load_for_inference(str(model_dir))
+        model, tok, backbone = loaded.model, loaded.tokenizer, loaded.backbone
+        n_params = sum(p.numel() for p in model.parameters())
+        lengths = sorted(len(fit_prompt(task, it, tok, backbone).input_ids) for it in items)
+        print(f"{len(items)} items from {args.data}; model: llama hidden 256, 4 layers, "
+              f"{n_params / 1e6:.1f}M parameters; prompt tokens min {lengths[0]} / median "
+              f"{lengths[len(lengths) // 2]} / max {lengths[-1]}; torch threads "
+              f"{torch.get_num_threads()}")
+
+        args.batch_size = args.batch_size or default_batch_size(task, model)
+        out = Path(tmp) / "results" / "bench.json"
+        start = time.perf_counter()
+        run_prediction(model, tok, backbone, task, items, out, options=PredictOptions(),
+                       model_name="tiny", batch_size=args.batch_size, progress=False)
+        ours_s = time.perf_counter() - start
+        res = read_results(out)
+        ours = [res.outputs[it.id] for it in items]
+
+        theirs, base_s = baseline(model, tok, backbone, task, items, args.no_grad_baseline)
+    same = sum(a == b for a, b in zip(ours, theirs, strict=True))
+    print(f"ours (run_prediction, batch {args.batch_size}): {len(items) / ours_s:8.2f} items/s "
+          f"({ours_s:.1f} s)")
+    print(f"baseline (official loop{', inference_mode' if args.no_grad_baseline else ''}): "
+          f"{len(items) / base_s:8.2f} items/s ({base_s:.1f} s)")
+    print(f"speed-up: {base_s / ours_s:.2f}x; same predictions: {same}/{len(items)}")
+    assert same == len(items), "predictions differ"
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,116 @@
+"""Benchmark: batched DCS generation (as run/test.py runs it) against a batch-1 generate loop.
+
+    python benchmarks/bench_dcs_generation.py [--data ../shared/data/nikl/dcs_test.json]
+        [--n 32] [--batch_size 8] [--max_length 1024] [--max_new_tokens 256] [--threads 0]
+
+Model: the same random-weight Llama-architecture model as bench_cci_scoring.py (hidden 256,
+4 layers, tiny 2,000-token Korean BPE tokenizer), built on the spot. Prompts: the first --n
+real DCS test conversations, baseline prompt, fitted to --max_length (prompt + new tokens) by
+the length budget. Both decode greedily for exactly the same budget of --max_new_tokens and
+stop at EOS / end of turn.
+
+Ours: ``run_prediction`` end to end (length-sorted, left-padded batches of --batch_size,
+results + sidecar written). Baseline: ``model.generate`` on one prompt at a time in file order.
+Prints both rates, the ratio, and how many generations are identical (greedy decoding of the
+same model: all of them, barring float ties). Skips (exit 0, message) when the file is absent.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))  # run from a checkout too
+
+from malpyeong.backbones import end_of_turn_ids  # noqa: E402
+from malpyeong.data import load_items  # noqa: E402
+from malpyeong.generation import cut_at_stop, stop_token_ids_for  # noqa: E402
+from malpyeong.loading import load_for_inference  # noqa: E402
+from malpyeong.predict import PredictOptions, generation_prompts, run_prediction  # noqa: E402
+from malpyeong.results import read_results  # noqa: E402
+from malpyeong.tasks import get_task  # noqa: E402
+from malpyeong.tiny import build_tiny_model  # noqa: E402
+
+DEFAULT_DATA = Path(__file__).resolve().parents[2] / "shared" / "data" / "nikl" / "dcs_test.json"
+
+
+def batch_one_loop(model, tokenizer, backbone, task, items, max_length: int,
+                   max_new_tokens: int) -> tuple[list[str], float]:
+    import torch
+
+    stops = stop_token_ids_for(model, tokenizer, end_of_turn_ids(tokenizer, backbone))
+    texts = []
+    start = time.perf_counter()
+    for item in items:
+        ids = generation_prompts(task, [item], tokenizer, backbone, max_length=max_length,
+                                 max_new_tokens=max_new_tokens)[0].input_ids
+        with torch.inference_mode():
+            out = model.generate(input_ids=torch.tensor([ids]), max_new_tokens=max_new_tokens,
+                                 do_sample=False, eos_token_id=stops,
+                                 pad_token_id=tokenizer.pad_token_id, temperature=None,
+                                 top_p=None, top_k=None)
+        new = out[0, len(ids):].tolist()
+        texts.append(tokenizer.decode(cut_at_stop(new, set(stops)), skip_special_tokens=False))
+    return texts, time.perf_counter() - start
+
+
+def main() -> int:
+    p = argparse.ArgumentParser(description=__doc__,
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--data", default=str(DEFAULT_DATA))
+    p.add_argument("--n", type=int, default=32, help="number of conversations (0: all)")
+    p.add_argument("--batch_size", type=int, default=8)
+    p.add_argument("--max_length", type=int, default=1024)
+    p.add_argument("--max_new_tokens", type=int, default=256, help="run/test.py's default")
+    p.add_argument("--threads", type=int, default=0, help="torch threads (0: torch's default)")
+    args = p.parse_args()
+    logging.basicConfig(level=logging.WARNING)
+    if not Path(args.data).is_file():
+        print(f"skipped: {args.data} not found (the real DCS test file is needed)")
+        return 0
+    import torch
+
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    task = get_task("dcs")
+    items = load_items(args.data, task)
+    if args.n:
+        items = items[:args.n]
+    with tempfile.TemporaryDirectory() as tmp:
+        model_dir = build_tiny_model("llama", Path(tmp) / "model", hidden_size=256, layers=4)
+        loaded = load_for_inference(str(model_dir))
+        model, tok, backbone = loaded.model, loaded.tokenizer, loaded.backbone
+        fitted = generation_prompts(task, items, tok, backbone, max_length=args.max_length,
+                                    max_new_tokens=args.max_new_tokens)
+        lengths = sorted(len(f.input_ids) for f in fitted)
+        print(f"{len(items)} conversations from {args.data}; prompt tokens min {lengths[0]} / "
+              f"median {lengths[len(lengths) // 2]} / max {lengths[-1]} (budget "
+              f"{args.max_length} incl. {args.max_new_tokens} new); greedy, "
+              f"{args.max_new_tokens} new tokens; torch threads {torch.get_num_threads()}")
+
+        out = Path(tmp) / "results" / "dcs.json"
+        options = PredictOptions(max_length=args.max_length, max_new_tokens=args.max_new_tokens)
+        start = time.perf_counter()
+        run_prediction(model, tok, backbone, task, items, out, options=options,
+                       model_name="tiny", batch_size=args.batch_size, progress=False)
+        ours_s = time.perf_counter() - start
+        res = read_results(out)
+        ours = [res.texts[it.id] for it in items]
+        theirs, base_s = batch_one_loop(model, tok, backbone, task, items, args.max_length,
+                                        args.max_new_tokens)
+    same = sum(a == b for a, b in zip(ours, theirs, strict=True))
+    new_tokens = sum(len(tok.encode(t, add_special_tokens=False)) for t in theirs)
+    print(f"ours (run_prediction, batch {args.batch_size}): {len(items) / ours_s:7.2f} items/s "
+          f"({ours_s:.1f} s)")
+    print(f"baseline (batch-1 generate loop): {len(items) / base_s:7.2f} items/s ({base_s:.1f} s);"
+          f" {new_tokens / len(items):.0f} new tokens per item")
+    print(f"speed-up: {base_s / ours_s:.2f}x; identical generations: {same}/{len(items)}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

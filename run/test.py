@@ -1,0 +1,151 @@
+"""Predict a test (or dev) file with a model: CCI option scores, or DCS summaries.
+
+    python run/test.py --model runs/cci/tiny --task cci --input resource/data/cci_test.json \
+        --output results/cci_tiny.json
+    python run/test.py --model rtzr/ko-gemma-2-9b-it --task cci --input data/cci_test.json \
+        --output results/cci_gemma_loglik.json --scoring loglik --permute --batch_size 8
+    python run/test.py --model runs/dcs/gemma_lora --task dcs --input data/dcs_test.json \
+        --output results/dcs_gemma.json --max_new_tokens 256 --num_beams 4
+
+--model is a hub id, a local model folder, a LoRA adapter folder, or a training run folder (its
+prompt and max_length become the defaults). Writes results/NAME.json (the submission layout)
+and results/NAME.sidecar.jsonl (per item: option probabilities or the raw generation, and how
+many utterances the length budget cut). Interrupted? Run the same command again: it resumes.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))  # run from a checkout too
+
+from malpyeong.cli import run_cli  # noqa: E402
+from malpyeong.data import load_items  # noqa: E402
+from malpyeong.errors import UserError  # noqa: E402
+from malpyeong.io import ensure_writable  # noqa: E402
+from malpyeong.loading import load_for_inference, resolve_source  # noqa: E402
+from malpyeong.predict import (  # noqa: E402
+    SCORINGS,
+    PredictOptions,
+    default_batch_size,
+    run_prediction,
+)
+from malpyeong.results import partial_path, sidecar_path  # noqa: E402
+from malpyeong.tasks import TASKS, get_task  # noqa: E402
+
+log = logging.getLogger("test")
+
+
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(description=__doc__,
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--model", required=True, help="hub id, model folder, adapter folder or run folder")
+    p.add_argument("--task", required=True, help=f"one of {', '.join(TASKS)}")
+    p.add_argument("--input", required=True, help="the file to predict (official layout)")
+    p.add_argument("--output", required=True, help="results/NAME.json (sidecar written next to it)")
+    p.add_argument("--prompt", default=None, help="prompt variant (default: the run's, or baseline)")
+    p.add_argument("--max_length", type=int, default=None,
+                   help="token budget; conversation is cut to fit (default: the run's, or none)")
+    p.add_argument("--batch_size", type=int, default=None,
+                   help="default: 16 for choice scoring on a GPU, else 8")
+    p.add_argument("--scoring", default="letter", choices=SCORINGS,
+                   help="choice tasks: letter logits (default) or option log-likelihood")
+    p.add_argument("--permute", action="store_true",
+                   help="choice tasks: average the cyclic option orders (cancels position bias)")
+    p.add_argument("--max_new_tokens", type=int, default=256, help="generate tasks")
+    p.add_argument("--num_beams", type=int, default=1, help="generate tasks: beam search width")
+    p.add_argument("--do_sample", action="store_true", help="generate tasks: sample, not greedy")
+    p.add_argument("--temperature", type=float, default=1.0)
+    p.add_argument("--top_p", type=float, default=1.0)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--engine", default="hf", choices=("hf", "vllm"),
+                   help="generate tasks: transformers (default) or vLLM when installed")
+    p.add_argument("--dtype", default="auto", help="auto, bf16, fp16 or fp32")
+    p.add_argument("--device", default=None, help="cpu, cuda, cuda:1 (default: cuda if present)")
+    p.add_argument("--load_in_4bit", action="store_true", help="NF4 base (GPU, bitsandbytes)")
+    p.add_argument("--trust_remote_code", action="store_true", default=None)
+    p.add_argument("--overwrite", action="store_true", help="replace existing results")
+    p.add_argument("--no_progress", action="store_true", help="no progress bar")
+    return p.parse_args(argv)
+
+
+def check_args(args: argparse.Namespace, task: object) -> None:
+    """Every mistake we can see before loading a model."""
+    for name in ("batch_size", "max_new_tokens", "num_beams", "max_length"):
+        value = getattr(args, name)
+        if value is not None and value < 1:
+            raise UserError(f"must be at least 1, got {value}", field=name)
+    if not (0 < args.top_p <= 1):
+        raise UserError(f"must be in (0, 1], got {args.top_p}", field="top_p")
+    if args.temperature <= 0:
+        raise UserError(f"must be positive, got {args.temperature}", field="temperature")
+    if task.kind == "choice" and args.engine != "hf":
+        raise UserError("--engine vllm is for generate tasks", field="engine")
+    if task.kind != "choice" and (args.permute or args.scoring != "letter"):
+        raise UserError(f"--scoring/--permute are for choice tasks, not {task.name}",
+                        field="scoring")
+    if args.engine == "vllm":
+        try:
+            import vllm  # noqa: F401
+        except ImportError:
+            raise UserError("vLLM is not installed", field="engine",
+                            hint="pip install vllm, or use --engine hf") from None
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    task = get_task(args.task)
+    check_args(args, task)
+    source = resolve_source(args.model)
+    if source.run.get("task") and source.run["task"] != task.name:
+        raise UserError(f"this run was trained for task {source.run['task']}, not {task.name}",
+                        file=args.model, field="task")
+    prompt = args.prompt or source.defaults.get("prompt") or "baseline"
+    spec = task.prompt_spec(prompt)
+    max_length = args.max_length or source.defaults.get("max_length")
+    items = load_items(args.input, task)
+    ensure_writable(args.output, args.overwrite)
+    ensure_writable(sidecar_path(args.output), args.overwrite)
+    options = PredictOptions(prompt=str(spec), max_length=max_length, scoring=args.scoring,
+                             permute=args.permute, max_new_tokens=args.max_new_tokens,
+                             num_beams=args.num_beams, do_sample=args.do_sample,
+                             temperature=args.temperature, top_p=args.top_p, seed=args.seed,
+                             engine=args.engine)
+    log.info("task %s, %d items from %s; prompt %s, max_length %s; %s", task.name, len(items),
+             args.input, spec, max_length,
+             f"scoring {args.scoring}{' + permute' if args.permute else ''}"
+             if task.kind == "choice" else f"max_new_tokens {args.max_new_tokens}")
+    if partial_path(args.output).exists():
+        log.info("found %s: resuming", partial_path(args.output))
+    llm = None
+    loaded = load_for_inference(args.model, dtype=args.dtype, device=args.device,
+                                load_in_4bit=args.load_in_4bit,
+                                trust_remote_code=args.trust_remote_code,
+                                with_model=args.engine == "hf")
+    if args.engine == "vllm":
+        if loaded.source.adapter:
+            raise UserError("--engine vllm needs a merged model, this is an adapter",
+                            file=args.model, hint="train with --merge, or use --engine hf")
+        from vllm import LLM
+
+        llm = LLM(model=loaded.source.weights, tokenizer=loaded.source.tokenizer,
+                  dtype="auto" if args.dtype == "auto" else args.dtype, seed=args.seed,
+                  trust_remote_code=bool(args.trust_remote_code))
+    batch_size = args.batch_size or default_batch_size(task, loaded.model)
+    summary = run_prediction(loaded.model, loaded.tokenizer, loaded.backbone, task, items,
+                             args.output, options=options, model_name=args.model,
+                             batch_size=batch_size, overwrite=args.overwrite,
+                             progress=not args.no_progress, llm=llm)
+    rate = f"{summary.items_per_s:.2f} items/s" if summary.n > summary.resumed else "all resumed"
+    print(f"{summary.output}: {summary.n} {task.name} predictions ({summary.resumed} resumed; "
+          f"{rate}); {summary.cut} prompts cut to fit max_length {max_length or 'none'}"
+          f"{f', {summary.over_budget} still over' if summary.over_budget else ''}; "
+          f"details in {summary.sidecar}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(run_cli(main))

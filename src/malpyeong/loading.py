@@ -1,0 +1,182 @@
+"""Load a model for inference from whatever the user points at.
+
+Four kinds of source, told apart by the files in the folder:
+
+- a training run folder (``malpyeong_run.json``): its merged model when it has one (fastest at
+  inference), else its LoRA adapter on the base named in the run file; the run's prompt and
+  max_length become the defaults of ``run/test.py``;
+- a LoRA adapter folder (``adapter_config.json``): the base named in the adapter config, with
+  the adapter attached and, unless the base is 4-bit, merged in;
+- a local model folder (``config.json``), or a hub id: loaded as it is.
+
+The chat format comes from the base model's backbone entry (an adapter or merged copy of
+``rtzr/ko-gemma-2-9b-it`` is still a Gemma-2 chat model).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from malpyeong.backbones import REGISTRY, Backbone, get_backbone, load_model, load_tokenizer
+from malpyeong.errors import UserError
+
+log = logging.getLogger(__name__)
+
+RUN_FILE = "malpyeong_run.json"
+ADAPTER_FILE = "adapter_config.json"
+
+
+@dataclass
+class ModelSource:
+    """What to load: the weights, the adapter on top, the tokenizer, and the run's defaults."""
+
+    kind: str  # "run", "adapter", "local" or "hub"
+    weights: str  # model folder or hub id whose weights are loaded
+    base: str  # the base model id/path (its backbone entry gives the chat format)
+    adapter: str | None = None  # LoRA adapter folder to attach
+    tokenizer: str | None = None  # where the tokenizer is read from
+    run: dict = field(default_factory=dict)  # malpyeong_run.json when from a run folder
+
+    @property
+    def defaults(self) -> dict:
+        """Prediction defaults recorded by training (prompt variant, max_length)."""
+        return {k: self.run[k] for k in ("prompt", "max_length") if self.run.get(k) is not None}
+
+
+def _has_tokenizer(folder: Path) -> bool:
+    return any((folder / f).is_file() for f in ("tokenizer.json", "tokenizer_config.json",
+                                                "tokenizer.model"))
+
+
+def _read_json(path: Path) -> dict:
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError) as err:
+        raise UserError(f"cannot read: {err}", file=str(path)) from None
+    if not isinstance(data, dict):
+        raise UserError("not a JSON object", file=str(path))
+    return data
+
+
+def _adapter_base(folder: Path) -> str:
+    config = _read_json(folder / ADAPTER_FILE)
+    base = config.get("base_model_name_or_path")
+    if not base:
+        raise UserError("adapter config names no base model", file=str(folder / ADAPTER_FILE),
+                        field="base_model_name_or_path")
+    return str(base)
+
+
+def resolve_source(name: str | os.PathLike) -> ModelSource:
+    """Decide what ``name`` is (run folder, adapter, local model, hub id) without loading it."""
+    name = str(name)
+    path = Path(name)
+    if path.is_dir():
+        if (path / RUN_FILE).is_file():
+            return _run_source(path)
+        if (path / ADAPTER_FILE).is_file():
+            base = _adapter_base(path)
+            return ModelSource("adapter", base, base, adapter=str(path),
+                               tokenizer=str(path) if _has_tokenizer(path) else base)
+        if (path / "config.json").is_file():
+            return ModelSource("local", name, name, tokenizer=name)
+        raise UserError("not a model folder (no config.json, adapter_config.json or "
+                        f"{RUN_FILE})", file=name, field="model")
+    if path.exists():
+        raise UserError("is a file, not a model folder or hub id", file=name, field="model")
+    if name.startswith((".", "/", "~")) or name.count("/") > 1:
+        raise UserError("folder not found", file=name, field="model", hint="check the path")
+    return ModelSource("hub", name, name, tokenizer=name)
+
+
+def _run_source(path: Path) -> ModelSource:
+    run = _read_json(path / RUN_FILE)
+    base = run.get("model")
+    if not isinstance(base, str) or not base:
+        raise UserError("names no base model", file=str(path / RUN_FILE), field="model")
+    merged = run.get("merged_dir")
+    if merged and (path / merged / "config.json").is_file():
+        folder = path / merged
+        tok = folder if _has_tokenizer(folder) else (path if _has_tokenizer(path) else None)
+        return ModelSource("run", str(folder), base, tokenizer=str(tok or base), run=run)
+    adapter = run.get("adapter_dir")
+    if adapter and (path / adapter / ADAPTER_FILE).is_file():
+        folder = path / adapter
+        tok = folder if _has_tokenizer(folder) else (path if _has_tokenizer(path) else None)
+        return ModelSource("run", base, base, adapter=str(folder), tokenizer=str(tok or base),
+                           run=run)
+    raise UserError("the run folder has neither a merged model nor an adapter "
+                    f"(merged_dir={merged!r}, adapter_dir={adapter!r})", file=str(path),
+                    field="model", hint="did training finish?")
+
+
+@dataclass
+class Loaded:
+    model: Any
+    tokenizer: Any
+    backbone: Backbone
+    source: ModelSource
+
+
+def load_for_inference(name: str | os.PathLike, *, dtype: str | None = "auto",
+                       device: str | None = None, load_in_4bit: bool = False,
+                       trust_remote_code: bool | None = None, merge: bool = True,
+                       with_model: bool = True) -> Loaded:
+    """Model (eval mode), tokenizer (left padding) and backbone for ``name``.
+
+    ``load_in_4bit`` loads the base NF4-quantised (QLoRA style; needs a GPU and bitsandbytes);
+    the adapter then stays attached instead of being merged. ``with_model=False`` loads only the
+    tokenizer (for checks that need no weights).
+    """
+    source = resolve_source(name)
+    # The base's registry entry when it has one (a merged copy keeps the base's chat quirks);
+    # otherwise what the loaded weights' own config.json says.
+    backbone = REGISTRY.get(source.base) or get_backbone(source.weights)
+    tokenizer = load_tokenizer(source.tokenizer or source.weights, backbone,
+                               trust_remote_code=trust_remote_code)
+    tokenizer.padding_side = "left"
+    model = None
+    if with_model:
+        device_map = _device_map(device)
+        model = load_model(source.weights, "qlora" if load_in_4bit else "full", backbone=backbone,
+                           dtype=dtype, device_map=device_map, trust_remote_code=trust_remote_code)
+        if source.adapter:
+            model = _attach_adapter(model, tokenizer, source.adapter, merge and not load_in_4bit)
+        model.eval()
+    log.info("loaded %s (%s%s)", name, source.kind,
+             f", adapter {source.adapter}" if source.adapter else "")
+    return Loaded(model, tokenizer, backbone, source)
+
+
+def _device_map(device: str | None) -> Any:
+    import torch
+
+    if device in (None, "auto"):
+        return {"": 0} if torch.cuda.is_available() else None
+    if device == "cpu":
+        return None
+    return {"": device}
+
+
+def _attach_adapter(model: Any, tokenizer: Any, adapter: str, merge: bool) -> Any:
+    try:
+        from peft import PeftModel
+    except ImportError as err:
+        raise UserError("loading a LoRA adapter needs peft", hint="pip install peft") from err
+    emb = model.get_input_embeddings()
+    if emb is not None and len(tokenizer) > emb.weight.shape[0]:
+        model.resize_token_embeddings(len(tokenizer))  # training added tokens (e.g. a pad)
+    try:
+        model = PeftModel.from_pretrained(model, adapter)
+    except (OSError, ValueError, RuntimeError) as err:
+        raise UserError(f"cannot attach adapter: {str(err).splitlines()[0][:200]}",
+                        file=adapter, field="model") from None
+    return model.merge_and_unload() if merge else model
+
+
+__all__ = ["Loaded", "ModelSource", "load_for_inference", "resolve_source"]
