@@ -1,0 +1,92 @@
+"""Combine several models' results files into one submission: voting (CCI) or MBR (DCS).
+
+    D=resource/data
+    python ensemble/vote.py results/*.json --output results/vote.json --test $D/cci_test.json
+    python ensemble/vote.py results/dev/*.json --gold $D/cci_dev.json          # diagnostics only
+    python ensemble/vote.py results/test/*.json --dev-results results/dev/*.json \\
+        --gold $D/cci_dev.json --method soft --calibrate --output results/soft.json
+    python ensemble/vote.py results/dev/*.json --gold $D/cci_dev.json --select members.json
+    python ensemble/vote.py results/test/*.json --members members.json --output results/sel.json
+    python ensemble/vote.py results/dcs/*.json --task dcs --output results/dcs_mbr.json
+
+Inputs are results files of run/test.py (NAME.json + NAME.sidecar.jsonl); a model's name is its
+file stem. Every input is checked first (same ids, valid outputs, no duplicates): any problem
+stops the run with exit 2. Ties are broken by summed sidecar probabilities, then the weights,
+then --priority; a tie nothing breaks is an error asking for --priority (never the file order).
+With --gold: per-model accuracy, agreement and error-correlation matrices, the ensemble's accuracy
+and the oracle ceiling, computed on the gold file's items (the inputs themselves, or
+--dev-results: the same models' dev predictions, matched by file name). DCS takes, per id, the
+summary with the highest mean ROUGE-1 (or BERTScore with --bertscore-model) to the others.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))  # run from a checkout too
+
+from malpyeong.cli import run_cli  # noqa: E402
+from malpyeong.ensemble import METHODS, VoteJob, run_vote  # noqa: E402
+from malpyeong.errors import UserError  # noqa: E402
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("inputs", nargs="+", help="results files (results/NAME.json)")
+    parser.add_argument("--output", help="the combined submission to write")
+    parser.add_argument("--overwrite", action="store_true", help="replace existing outputs")
+    parser.add_argument("--task", choices=["cci", "dcs"],
+                        help="default: from the sidecar headers, else guessed from the outputs")
+    parser.add_argument("--test", help="the test file: the output takes its items and order and "
+                                       "is checked against it with the official checks")
+    g = parser.add_argument_group("voting (choice tasks)")
+    g.add_argument("--method", choices=METHODS, help="hard (default), weighted or soft")
+    g.add_argument("--weights", nargs="+", type=float, metavar="W",
+                   help="one weight per input, in input order (default with --gold: dev accuracy)")
+    g.add_argument("--priority", nargs="+", metavar="NAME",
+                   help="every model, most trusted first: the last tie-break")
+    g.add_argument("--calibrate", action="store_true",
+                   help="soft voting: fit a temperature per model on dev (minimum NLL) first")
+    g = parser.add_argument_group("dev evaluation and ensemble selection")
+    g.add_argument("--gold", help="a file with gold outputs (dev): report per model, ensemble, "
+                                  "oracle; needed by --calibrate and --select")
+    g.add_argument("--dev-results", nargs="+", metavar="FILE",
+                   help="the same models' predictions on --gold (matched by file name), when "
+                        "the inputs are test predictions")
+    g.add_argument("--select", metavar="FILE",
+                   help="greedy ensemble selection on dev (Caruana); write members and weights "
+                        "to FILE and vote with them")
+    g.add_argument("--members", metavar="FILE", help="vote with the members of a --select file")
+    g.add_argument("--rounds", type=int, default=25, help="selection rounds (default 25)")
+    g.add_argument("--init", type=int, default=0,
+                   help="selection starts from the N best single models (default 0: the best "
+                        "prefix of the models ranked by dev accuracy)")
+    g.add_argument("--folds", type=int, default=5, help="cross-validation folds (default 5)")
+    g.add_argument("--seed", type=int, default=0, help="seed of the fold split")
+    g = parser.add_argument_group("summaries (generate tasks)")
+    g.add_argument("--bertscore-model", metavar="PATH",
+                   help="MBR by BERTScore F1 with this model (e.g. a local "
+                        "bert-base-multilingual-cased) instead of ROUGE-1")
+    parser.add_argument("--report", metavar="FILE",
+                        help="write everything (ties, winners per id, diagnostics) as JSON")
+    args = parser.parse_args(argv)
+    if args.rounds < 1 or args.init < 0 or args.folds < 2:
+        raise UserError("--rounds must be >= 1, --init >= 0 and --folds >= 2", field="rounds")
+    if args.select and (args.members or args.weights):
+        raise UserError("--select chooses the members and weights itself; --members and "
+                        "--weights go in a separate run", field="select")
+    job = VoteJob(inputs=args.inputs, output=args.output, task=args.task, method=args.method,
+                  weights=args.weights, priority=args.priority, gold=args.gold,
+                  dev_results=args.dev_results, calibrate=args.calibrate, select=args.select,
+                  members=args.members, rounds=args.rounds, init=args.init, folds=args.folds,
+                  seed=args.seed, test=args.test, bertscore_model=args.bertscore_model,
+                  report=args.report, overwrite=args.overwrite)
+    run_vote(job)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(run_cli(main))

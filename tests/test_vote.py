@@ -1,0 +1,361 @@
+"""Voting: input checks, tie rules, weighted and soft voting, calibration, diagnostics."""
+
+from __future__ import annotations
+
+import copy
+import importlib.util
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from malpyeong.cli import run_cli
+from malpyeong.ensemble import (
+    apply_temperature,
+    choice_diagnostics,
+    fit_temperature,
+    nll,
+    vote_choices,
+)
+
+ROOT = Path(__file__).resolve().parents[1]
+LABELS = ("inference_1", "inference_2", "inference_3")
+
+
+def load_script(rel: str):
+    spec = importlib.util.spec_from_file_location(rel.replace("/", "_")[:-3], ROOT / rel)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+VOTE = load_script("ensemble/vote.py")
+
+
+def vote(*argv: str) -> int:
+    return run_cli(VOTE.main, [str(a) for a in argv])
+
+
+def cci_items(record: dict, n: int, gold: list[int] | None = None) -> list[dict]:
+    """``n`` copies of our own test item with ids v-000..; ``output`` gold label or ""."""
+    items = []
+    for i in range(n):
+        it = copy.deepcopy(record)
+        it["id"] = f"v-{i:03d}"
+        it["output"] = LABELS[gold[i]] if gold is not None else ""
+        items.append(it)
+    return items
+
+
+def write_results(path: Path, items: list[dict], choices: list[int],
+                  probs: list[list[float]] | None = None, task: str = "cci") -> Path:
+    """A results file (submission layout) and, with ``probs``, its sidecar (results contract)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    rows = []
+    for it, c in zip(items, choices, strict=True):
+        row = copy.deepcopy(it)
+        row["output"] = LABELS[c]
+        rows.append(row)
+    path.write_text(json.dumps(rows, ensure_ascii=False, indent=4), encoding="utf-8")
+    if probs is not None:
+        lines = [json.dumps({"_meta": {"model": path.stem, "task": task}})]
+        lines += [json.dumps({"id": r["id"], "output": r["output"], "probs": p})
+                  for r, p in zip(rows, probs, strict=True)]
+        path.with_name(path.stem + ".sidecar.jsonl").write_text("\n".join(lines) + "\n")
+    return path
+
+
+def read_outputs(path: Path) -> list[str]:
+    return [r["output"] for r in json.loads(path.read_text(encoding="utf-8"))]
+
+
+# ----------------------------------------------------------------------------------- ties
+
+
+def tie_setup(tmp_path: Path, record: dict, with_probs: bool) -> tuple[list[Path], Path]:
+    """Item v-000 is a 2-2-1 tie (A, A, B, B, C); item v-001 is a clear A majority."""
+    items = cci_items(record, 2)
+    votes = [[0, 0], [0, 0], [1, 0], [1, 1], [2, 2]]
+    # Summed over all five models on v-000: A = 1.45, B = 2.05 -> B.
+    probs = [[[0.5, 0.3, 0.2], [0.8, 0.1, 0.1]],
+             [[0.4, 0.35, 0.25], [0.7, 0.2, 0.1]],
+             [[0.3, 0.4, 0.3], [0.6, 0.2, 0.2]],
+             [[0.05, 0.9, 0.05], [0.3, 0.6, 0.1]],
+             [[0.2, 0.1, 0.7], [0.1, 0.1, 0.8]]]
+    paths = [write_results(tmp_path / f"m{j}.json", items, votes[j],
+                           probs[j] if with_probs else None) for j in range(5)]
+    test = tmp_path / "test.json"
+    test.write_text(json.dumps(cci_items(record, 2), ensure_ascii=False), encoding="utf-8")
+    return paths, test
+
+
+def test_tie_without_sidecars_needs_priority(tmp_path, cci_record, capsys):
+    paths, test = tie_setup(tmp_path, cci_record, with_probs=False)
+    out = tmp_path / "vote.json"
+    assert vote(*paths, "--output", out, "--test", test) == 2
+    err = capsys.readouterr().err
+    assert "1 tie(s) that no rule can break, e.g. v-000" in err and "--priority" in err
+    assert not out.exists()  # never a submission decided by file order
+    # m3 (voted B) is trusted most -> B; m0 (voted A) first -> A.
+    assert vote(*paths, "--output", out, "--test", test, "--priority",
+                "m3", "m0", "m1", "m2", "m4") == 0
+    text = capsys.readouterr().out
+    assert "1 of 2 ids were ties (1 by priority)" in text
+    assert "v-000: inference_1=2, inference_2=2 -> inference_2 by priority (m3 chose it)" in text
+    assert read_outputs(out) == ["inference_2", "inference_1"]
+    assert vote(*paths, "--output", out, "--overwrite", "--priority",
+                "m0", "m3", "m1", "m2", "m4") == 0
+    assert read_outputs(out) == ["inference_1", "inference_1"]
+
+
+def test_tie_with_sidecars_uses_summed_probabilities(tmp_path, cci_record, capsys):
+    paths, test = tie_setup(tmp_path, cci_record, with_probs=True)
+    out = tmp_path / "vote.json"
+    # The priority would say A; the probabilities come first and say B.
+    assert vote(*paths, "--output", out, "--test", test, "--priority",
+                "m0", "m1", "m2", "m3", "m4") == 0
+    text = capsys.readouterr().out
+    assert "1 of 2 ids were ties (1 by probabilities)" in text
+    assert "-> inference_2 by probabilities (probabilities 1.4500 vs 2.0500)" in text
+    assert read_outputs(out) == ["inference_2", "inference_1"]
+    assert "passes the official submission checks" in text
+
+
+def test_tie_broken_by_weights(tmp_path, cci_record, capsys):
+    paths, _ = tie_setup(tmp_path, cci_record, with_probs=False)
+    out = tmp_path / "vote.json"
+    # A voters weigh 1 + 1, B voters 1 + 3: B.
+    assert vote(*paths, "--output", out, "--weights", "1", "1", "1", "3", "1") == 0
+    assert "(1 by weights)" in capsys.readouterr().out
+    assert read_outputs(out) == ["inference_2", "inference_1"]
+
+
+def test_vote_choices_chain_order():
+    votes = np.array([[0], [0], [1], [1], [2]])
+    # Summed probabilities tie too (A = B = 1.8, up to float rounding): the weights decide.
+    probs = np.array([[[0.5, 0.4, 0.1]], [[0.5, 0.4, 0.1]], [[0.3, 0.5, 0.2]],
+                      [[0.3, 0.5, 0.2]], [[0.2, 0.0, 0.8]]])
+    out = vote_choices(votes, 3, "hard", probs=probs, weights=[1, 2, 1, 1, 1])
+    assert out.ties[0].rule == "weights" and out.pred.tolist() == [0]
+    out = vote_choices(votes, 3, "hard", probs=probs, priority=[4, 2, 0, 1, 3])
+    assert out.ties[0].rule == "priority" and out.pred.tolist() == [1]  # m4 voted C: skip
+    out = vote_choices(votes, 3, "hard", probs=probs)
+    assert out.ties[0].winner is None
+
+
+# --------------------------------------------------------------------------- input checks
+
+
+def test_mismatched_id_sets_name_file_and_ids(tmp_path, cci_record, capsys):
+    items = cci_items(cci_record, 4)
+    a = write_results(tmp_path / "a.json", items, [0, 1, 2, 0])
+    b = write_results(tmp_path / "b.json", items[:3], [0, 1, 2])  # lacks v-003
+    other = copy.deepcopy(items[3])
+    other["id"] = "v-999"
+    c = write_results(tmp_path / "c.json", items[:3] + [other], [0, 1, 2, 0])
+    out = tmp_path / "vote.json"
+    assert vote(a, b, c, "--output", out) == 2
+    err = capsys.readouterr().err
+    assert f"{b}: field 'id': 1 id(s) of {a} missing: v-003" in err
+    assert f"{c}: field 'id': 1 id(s) of {a} missing: v-003; 1 id(s) not in {a}: v-999" in err
+    assert not out.exists()
+
+
+def test_ids_checked_against_test_file(tmp_path, cci_record, capsys):
+    items = cci_items(cci_record, 3)
+    paths = [write_results(tmp_path / f"m{j}.json", items[:2], [0, 0]) for j in range(3)]
+    test = tmp_path / "test.json"
+    test.write_text(json.dumps(cci_items(cci_record, 3), ensure_ascii=False), encoding="utf-8")
+    assert vote(*paths, "--output", tmp_path / "o.json", "--test", test) == 2
+    err = capsys.readouterr().err
+    assert err.count(f"1 id(s) of {test} missing: v-002") == 3
+
+
+def test_duplicate_ids_and_invalid_outputs(tmp_path, cci_record, capsys):
+    items = cci_items(cci_record, 2)
+    a = write_results(tmp_path / "a.json", items, [0, 1])
+    dup = write_results(tmp_path / "dup.json", [items[0], items[0], items[1]], [0, 0, 1])
+    bad = write_results(tmp_path / "bad.json", items, [0, 1])
+    rows = json.loads(bad.read_text(encoding="utf-8"))
+    rows[1]["output"] = "inference_4"
+    bad.write_text(json.dumps(rows, ensure_ascii=False), encoding="utf-8")
+    assert vote(a, dup, bad, "--output", tmp_path / "o.json") == 2
+    err = capsys.readouterr().err
+    assert f"{dup}: item v-000: field 'id': duplicate id (2 items share it)" in err
+    assert f"{bad}: item v-001: field 'output': output 'inference_4' is not one of" in err
+
+
+def test_stale_sidecar_is_an_error(tmp_path, cci_record, capsys):
+    items = cci_items(cci_record, 2)
+    a = write_results(tmp_path / "a.json", items, [0, 1], [[0.8, 0.1, 0.1], [0.1, 0.8, 0.1]])
+    side = a.with_name("a.sidecar.jsonl")
+    side.write_text("\n".join(side.read_text().splitlines()[:2]) + "\n")  # lost v-001
+    b = write_results(tmp_path / "b.json", items, [0, 1])
+    assert vote(a, b, "--output", tmp_path / "o.json", "--method", "soft") == 2
+    assert "sidecar has no probabilities for 1 id(s): v-001" in capsys.readouterr().err
+
+
+def test_existing_output_needs_overwrite(tmp_path, cci_record, capsys):
+    items = cci_items(cci_record, 1)
+    paths = [write_results(tmp_path / f"m{j}.json", items, [0]) for j in range(3)]
+    out = tmp_path / "o.json"
+    out.write_text("keep")
+    assert vote(*paths, "--output", out) == 2
+    assert "output exists" in capsys.readouterr().err and out.read_text() == "keep"
+
+
+# ----------------------------------------------------------------------------- many files
+
+
+def test_eleven_files(tmp_path, cci_record, capsys):
+    n, m = 6, 11
+    gold = [0, 1, 2, 0, 1, 2]
+    items = cci_items(cci_record, n)
+    # Item i gets 6 + i % 3 votes for its gold option (a majority of 11), the rest split.
+    paths = []
+    for j in range(m):
+        choices = []
+        for i in range(n):
+            right = 6 + i % 3
+            choices.append(gold[i] if j < right else (gold[i] + 1 + j % 2) % 3)
+        paths.append(write_results(tmp_path / f"model{j:02d}.json", items, choices))
+    test = tmp_path / "test.json"
+    test.write_text(json.dumps(cci_items(cci_record, n), ensure_ascii=False), encoding="utf-8")
+    out = tmp_path / "vote.json"
+    assert vote(*paths, "--output", out, "--test", test) == 0
+    text = capsys.readouterr().out
+    assert "11 cci results files, 6 items each" in text
+    assert "0 of 6 ids were ties" in text
+    assert read_outputs(out) == [LABELS[g] for g in gold]
+
+
+# ------------------------------------------------------------------------- soft vs hard
+
+
+def test_soft_and_hard_disagree_as_constructed(tmp_path, cci_record, capsys):
+    items = cci_items(cci_record, 2)
+    # v-000: two models lean weakly to A, one is sure of B. Hard: A (2 votes). Soft: mean
+    # A = (0.4 + 0.4 + 0.0) / 3 = 0.267, B = (0.35 + 0.35 + 1.0) / 3 = 0.567 -> B.
+    # v-001: all agree on C.
+    probs = [[[0.4, 0.35, 0.25], [0.1, 0.1, 0.8]],
+             [[0.4, 0.35, 0.25], [0.2, 0.1, 0.7]],
+             [[0.0, 1.0, 0.0], [0.0, 0.1, 0.9]]]
+    choices = [[0, 2], [0, 2], [1, 2]]
+    paths = [write_results(tmp_path / f"m{j}.json", items, choices[j], probs[j])
+             for j in range(3)]
+    hard, soft = tmp_path / "hard.json", tmp_path / "soft.json"
+    assert vote(*paths, "--output", hard) == 0
+    assert vote(*paths, "--output", soft, "--method", "soft") == 0
+    assert read_outputs(hard) == ["inference_1", "inference_3"]
+    assert read_outputs(soft) == ["inference_2", "inference_3"]
+    # Weighted: m2 alone (weight 3) outweighs m0 + m1.
+    weighted = tmp_path / "weighted.json"
+    assert vote(*paths, "--output", weighted, "--method", "weighted",
+                "--weights", "1", "1", "3") == 0
+    assert read_outputs(weighted) == ["inference_2", "inference_3"]
+
+
+def test_seven_independent_models_at_70_percent_vote_above_85():
+    """Condorcet: 7 independent 70% models (wrong answers split evenly) -> about 0.93 plurality
+    accuracy (0.87 for a strict majority); the tie-break is a fixed priority."""
+    rng = np.random.default_rng(1234)
+    n, m, k = 5000, 7, 3
+    gold = rng.integers(0, k, size=n)
+    right = rng.random((m, n)) < 0.7
+    wrong = (gold[None, :] + rng.integers(1, k, size=(m, n))) % k
+    votes = np.where(right, gold[None, :], wrong)
+    singles = (votes == gold).mean(axis=1)
+    assert np.all(np.abs(singles - 0.7) < 0.03)
+    out = vote_choices(votes, k, "hard", priority=list(range(m)))
+    acc = float((out.pred == gold).mean())
+    assert acc > 0.85
+    assert all(t.rule == "priority" for t in out.ties)
+
+
+# ------------------------------------------------------------------- calibration, diagnostics
+
+
+def test_temperature_recovers_overconfidence():
+    rng = np.random.default_rng(7)
+    n = 6000
+    logits = rng.normal(0, 1.5, size=(n, 3))
+    true = np.exp(logits) / np.exp(logits).sum(1, keepdims=True)
+    gold = np.array([rng.choice(3, p=p) for p in true])
+    reported = apply_temperature(true, 1 / 3)  # three times too sharp
+    t = fit_temperature(reported, gold)
+    assert abs(t - 3.0) < 0.3
+    assert nll(apply_temperature(reported, t), gold) < nll(reported, gold)
+    # Calibrated probabilities already: T stays about 1.
+    assert abs(fit_temperature(true, gold) - 1.0) < 0.1
+
+
+def test_diagnostics_exact_values():
+    gold = np.array([0, 1, 2, 0])
+    votes = np.array([[0, 1, 2, 1],    # 3/4
+                      [0, 1, 0, 0],    # 3/4
+                      [1, 1, 2, 2]])   # 2/4
+    d = choice_diagnostics(["a", "b", "c"], votes, gold, np.array([0, 1, 2, 0]))
+    assert d["accuracy"] == {"a": 0.75, "b": 0.75, "c": 0.5}
+    assert d["agreement"][0] == [1.0, 0.5, 0.5]
+    assert d["oracle"] == 1.0 and d["ensemble"] == 1.0 and d["all_wrong"] == 0.0
+    # a errs on item 3, b on item 2: error indicators (0,0,0,1) and (0,0,1,0): phi = -1/3.
+    assert d["error_correlation"][0][1] == pytest.approx(-1 / 3)
+
+
+def test_gold_report_weights_and_calibration(tmp_path, cci_record, capsys):
+    gold = [0, 1, 2, 0, 1, 2]
+    dev = tmp_path / "dev.json"
+    dev.write_text(json.dumps(cci_items(cci_record, 6, gold), ensure_ascii=False),
+                   encoding="utf-8")
+    items = cci_items(cci_record, 6)
+    choices = [[0, 1, 2, 0, 1, 0], [0, 1, 2, 1, 1, 2], [1, 1, 2, 0, 0, 2]]
+    probs = [[[0.9 if c == o else 0.05 for o in range(3)] for c in ch] for ch in choices]
+    paths = [write_results(tmp_path / f"m{j}.json", items, choices[j], probs[j])
+             for j in range(3)]
+    out = tmp_path / "w.json"
+    assert vote(*paths, "--gold", dev, "--method", "weighted", "--output", out) == 0
+    text = capsys.readouterr().out
+    assert "weights = dev accuracy: m0 0.8333, m1 0.8333, m2 0.6667" in text
+    assert "ensemble accuracy 1.0000 (best single 0.8333)" in text
+    assert "oracle (any model right) 1.0000" in text
+    assert "agreement" in text and "error corr." in text
+    assert vote(*paths, "--gold", dev, "--method", "soft", "--calibrate") == 0
+    text = capsys.readouterr().out
+    assert "temperature calibration on dev" in text and "m0: T=" in text
+
+
+def test_dev_results_matched_by_name(tmp_path, cci_record, capsys):
+    gold = [0, 1, 2]
+    dev = tmp_path / "dev.json"
+    dev.write_text(json.dumps(cci_items(cci_record, 3, gold), ensure_ascii=False),
+                   encoding="utf-8")
+    test_items = cci_items(cci_record, 2)
+    for it in test_items:
+        it["id"] = it["id"].replace("v-", "t-")
+    test = tmp_path / "test.json"
+    test.write_text(json.dumps(test_items, ensure_ascii=False), encoding="utf-8")
+    dev_items = cci_items(cci_record, 3)
+    dpaths = [write_results(tmp_path / "dev" / f"m{j}.json", dev_items, c)
+              for j, c in enumerate([[0, 1, 2], [0, 1, 0], [1, 0, 2]])]
+    tpaths = [write_results(tmp_path / "test" / f"m{j}.json", test_items, c)
+              for j, c in enumerate([[0, 1], [1, 1], [1, 0]])]
+    out = tmp_path / "sub.json"
+    # Hard vote on test; v-000 ... t-000: votes A, B, B -> B; t-001: B, B, A -> B.
+    assert vote(*tpaths, "--dev-results", *dpaths, "--gold", dev, "--output", out,
+                "--test", test) == 0
+    assert read_outputs(out) == ["inference_2", "inference_2"]
+    text = capsys.readouterr().out
+    assert "dev diagnostics (3 items)" in text
+    # Without --dev-results the test predictions cannot be scored against dev.
+    assert vote(*tpaths, "--gold", dev, "--output", out, "--overwrite") == 2
+    assert "--dev-results" in capsys.readouterr().err
+
+
+def test_soft_without_sidecars_names_the_files(tmp_path, cci_record, capsys):
+    items = cci_items(cci_record, 1)
+    a = write_results(tmp_path / "a.json", items, [0], [[0.6, 0.2, 0.2]])
+    b = write_results(tmp_path / "b.json", items, [1])
+    assert vote(a, b, "--method", "soft", "--output", tmp_path / "o.json") == 2
+    err = capsys.readouterr().err
+    assert f"no sidecar with probs for: {b}" in err and str(a) + "," not in err
