@@ -1,0 +1,295 @@
+"""Sequence-level knowledge distillation: a teacher writes training targets for a student.
+
+DCS: the teacher summarises each dialogue; the cleaned summary becomes a completion.
+CCI: the teacher answers with the task's ``cot`` prompt (a short rationale, then ``정답: X``);
+a rationale is kept only when the teacher's answer is the gold one, and the completion is the
+task's own CoT target (``<rationale>\\n정답: <gold letter>``), so a student trained on it learns
+reasoning that led to the right answer.
+
+The generation itself is injected (``generate``: prompts → texts), so the logic here is tested
+with a stub teacher; :func:`engine_generate` binds the real batched engine.
+
+Output records, one per kept item, in the trainer's prompt–completion format::
+
+    {"id": <item id>, "prompt_messages": [system, user], "completion": "...",
+     "source": "distill", "task": "cci" | "dcs"}
+
+``id`` is the id of the item the record was made from, so gold and teacher records of one item
+can be told apart only by ``source``.
+
+Resume: every teacher output is appended to a raw JSONL file (``OUT.raw.jsonl``, first line a
+``{"_meta": ...}`` header with the settings); a rerun skips the ids already there and refuses
+to mix outputs made with other settings. The raw file stays after the run, so changing only
+the post-processing never needs the teacher again.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+from malpyeong.errors import UserError
+from malpyeong.io import JsonlAppender, read_jsonl
+
+log = logging.getLogger(__name__)
+
+# prompts (whatever the bound engine takes: items here) -> one raw text per prompt
+Generate = Callable[[list[Any]], list[str]]
+SOURCE = "distill"
+
+
+# ---------------------------------------------------------------------------------------------
+# raw file: resume from it, refuse to mix settings
+
+
+def raw_path(out: str | os.PathLike) -> Path:
+    """Where a generator keeps its raw outputs (and resumes from): ``OUT.raw.jsonl``."""
+    out = Path(out)
+    return out.with_name(out.name + ".raw.jsonl")
+
+
+def open_raw(
+    path: str | os.PathLike, meta: dict, key: str
+) -> tuple[dict[Any, dict], JsonlAppender]:
+    """Rows already in the raw file by ``row[key]``, and an appender for new rows.
+
+    A new file starts with ``{"_meta": meta}``. An existing file must carry the same meta: rows
+    made by another model or with other settings are not silently mixed into one dataset.
+    """
+    path = Path(path)
+    rows = read_jsonl(path) if path.exists() else []
+    done: dict[Any, dict] = {}
+    if rows:
+        head = rows[0].get("_meta")
+        if head is None:
+            raise UserError(
+                "raw file has no _meta header", file=str(path), hint="delete it to start over"
+            )
+        diff = sorted(k for k in set(head) | set(meta) if head.get(k) != meta.get(k))
+        if diff:
+            k = diff[0]
+            raise UserError(
+                f"made with other settings: {k} was {head.get(k)!r}, now {meta.get(k)!r}",
+                file=str(path),
+                hint="use the same settings to resume, or delete it",
+            )
+        done = {r[key]: r for r in rows[1:] if key in r}
+    appender = JsonlAppender(path)
+    if not rows:
+        appender.write({"_meta": meta})
+    return done, appender
+
+
+def progress(total: int, initial: int, desc: str, enabled: bool = True) -> Any:
+    from malpyeong.generation import progress_bar
+
+    return progress_bar(total, enabled, desc, initial=initial)
+
+
+# ---------------------------------------------------------------------------------------------
+# distillation
+
+
+def rationale_of(text: str) -> str:
+    """The teacher's reasoning: its text before the ``정답:`` line, trimmed."""
+    import re
+
+    m = re.search(r"정답\s*[:：]", text)
+    body = text[: m.start()] if m else text
+    return body.strip()
+
+
+def run_teacher(
+    items: Sequence[Any],
+    generate: Generate,
+    *,
+    done: dict[str, dict] | None = None,
+    on_row: Callable[[dict], None] | None = None,
+    chunk_size: int = 32,
+    length: Callable[[Any], int] | None = None,
+    show_progress: bool = True,
+) -> dict[str, dict]:
+    """Teacher text for every item not in ``done``: ``{id: {"id", "text"}}`` for all items.
+
+    Items go to ``generate`` in chunks of ``chunk_size`` (longest first by ``length``, so
+    batches are even and an out-of-memory shows at once); each chunk's rows are reported to
+    ``on_row`` (the raw-file writer) as soon as it is done.
+    """
+    rows = {k: v for k, v in (done or {}).items()}
+    pending = [it for it in items if it.id not in rows]
+    if length is not None:
+        pending.sort(key=lambda it: -length(it))
+    bar = progress(len(items), len(items) - len(pending), "teacher", show_progress)
+    try:
+        for lo in range(0, len(pending), chunk_size):
+            chunk = pending[lo : lo + chunk_size]
+            texts = generate(chunk)
+            if len(texts) != len(chunk):
+                raise RuntimeError(f"generate returned {len(texts)} texts for {len(chunk)} prompts")
+            for it, text in zip(chunk, texts, strict=True):
+                row = {"id": it.id, "text": text}
+                rows[it.id] = row
+                if on_row is not None:
+                    on_row(row)
+            bar.update(len(chunk))
+    finally:
+        bar.close()
+    return rows
+
+
+def build_records(
+    task: Any, items: Sequence[Any], texts: dict[str, str], *, prompt: str | None = None
+) -> tuple[list[dict], dict]:
+    """Training records from teacher texts, and a report of what was kept and why not.
+
+    CCI: kept when ``task.parse_answer`` finds the gold option and a rationale precedes it.
+    DCS: kept when the cleaned summary is non-empty.
+    """
+    spec = task.prompt_spec(student_prompt(task, prompt))
+    records: list[dict] = []
+    why: dict[str, str] = {}
+    for it in items:
+        text = texts.get(it.id)
+        if text is None:
+            why[it.id] = "missing"
+            continue
+        if task.kind == "choice":
+            answer = task.parse_answer(text)
+            rationale = rationale_of(text)
+            if answer is None:
+                why[it.id] = "no_answer"
+                continue
+            if answer != task.label_index(it):
+                why[it.id] = "wrong_answer"
+                continue
+            if not rationale:
+                why[it.id] = "no_rationale"
+                continue
+            completion = task.target(it, spec, rationale=rationale)
+        else:
+            completion = task.clean_output(text)
+            if not completion:
+                why[it.id] = "empty"
+                continue
+        records.append(
+            {
+                "id": it.id,
+                "prompt_messages": task.messages(it, spec),
+                "completion": completion,
+                "source": SOURCE,
+                "task": task.name,
+            }
+        )
+    counts: dict[str, int] = {}
+    for reason in why.values():
+        counts[reason] = counts.get(reason, 0) + 1
+    report = {
+        "task": task.name,
+        "prompt": str(spec),
+        "n_items": len(items),
+        "n_kept": len(records),
+        "dropped": counts,
+        "dropped_ids": why,
+    }
+    if task.kind == "choice":
+        answered = len(items) - counts.get("missing", 0) - counts.get("no_answer", 0)
+        right = answered - counts.get("wrong_answer", 0)
+        report["teacher_accuracy"] = right / len(items) if items else 0.0
+    return records, report
+
+
+def student_prompt(task: Any, prompt: str | None) -> str:
+    """The prompt variant teacher and student share: CCI always includes ``cot``."""
+    prompt = prompt or ("cot" if task.kind == "choice" else "baseline")
+    if task.kind == "choice":
+        flags = {f for f in prompt.split("+") if f and f != "baseline"}
+        flags.add("cot")
+        prompt = "+".join(sorted(flags))
+    return prompt
+
+
+def distill(
+    task: Any,
+    items: Sequence[Any],
+    generate: Generate,
+    *,
+    prompt: str | None = None,
+    done: dict[str, dict] | None = None,
+    on_row: Callable[[dict], None] | None = None,
+    chunk_size: int = 32,
+    show_progress: bool = True,
+) -> tuple[list[dict], dict]:
+    """Run the teacher on ``items`` (skipping ``done``) and build the kept training records."""
+    if task.kind == "choice":
+        missing = [it.id for it in items if task.label_index(it) is None]
+        if missing:
+            raise UserError(
+                f"{len(missing)} item(s) have no gold answer, e.g. {missing[0]}",
+                field="output",
+                hint="CCI distillation needs a training file with gold",
+            )
+
+    def size(it: Any) -> int:
+        return sum(len(u.utterance) for u in it.conversation)
+
+    rows = run_teacher(
+        items,
+        generate,
+        done=done,
+        on_row=on_row,
+        chunk_size=chunk_size,
+        length=size,
+        show_progress=show_progress,
+    )
+    return build_records(task, items, {k: r["text"] for k, r in rows.items()}, prompt=prompt)
+
+
+# ---------------------------------------------------------------------------------------------
+# the real teacher
+
+
+def engine_generate(
+    model: Any,
+    tokenizer: Any,
+    backbone: Any,
+    task: Any,
+    *,
+    prompt: str | None,
+    max_length: int | None = None,
+    max_new_tokens: int = 256,
+    batch_size: int = 8,
+    num_beams: int = 1,
+) -> Generate:
+    """``generate(items)`` on a loaded teacher: prompts fitted by the length budget, decoded
+    greedily (or by beam search) with the batched engine, stopped at the end of the turn."""
+    from malpyeong.backbones import end_of_turn_ids
+    from malpyeong.budget import fit_prompt
+    from malpyeong.generation import generate_texts
+
+    tokenizer.padding_side = "left"
+    spec = student_prompt(task, prompt)
+    stops = end_of_turn_ids(tokenizer, backbone)
+
+    def generate(items: list[Any]) -> list[str]:
+        fitted = [
+            fit_prompt(task, it, tokenizer, backbone, spec, max_length, reserve=max_new_tokens)
+            for it in items
+        ]
+        over = sum(not f.fits for f in fitted)
+        if over:
+            log.warning("%d prompt(s) stay over --max_length after cutting the dialogue", over)
+        return generate_texts(
+            model,
+            tokenizer,
+            [f.input_ids for f in fitted],
+            max_new_tokens=max_new_tokens,
+            batch_size=batch_size,
+            num_beams=num_beams,
+            stop_token_ids=stops,
+            progress=False,
+        )
+
+    return generate
