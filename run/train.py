@@ -1,0 +1,49 @@
+"""Fine-tune a backbone on a task (SFT): full, LoRA or QLoRA, from one YAML recipe.
+
+    python run/train.py --config resource/configs/cci/tiny_lora.yaml          # seconds, on a CPU
+    python run/train.py --model rtzr/ko-gemma-2-9b-it --task cci --method qlora \\
+        --config resource/configs/cci/ko-gemma-2-9b-it_qlora.yaml --output_dir runs/cci/gemma
+    python run/train.py --list-models
+
+Every hyperparameter lives in the recipe (our keys below, plus every trl SFTConfig /
+transformers TrainingArguments field); ``--key value`` flags override it. Multi-GPU: the same
+command under ``accelerate launch --config_file resource/configs/accelerate/ddp.yaml`` (or
+``deepspeed_zero3.yaml``).
+
+The run folder gets the adapter (or model), tokenizer, resolved config.yaml, TensorBoard logs,
+dev_metrics.json, data_stats.json (prompts cut by the length budget) and malpyeong_run.json.
+``--resume`` continues from the last checkpoint; ``--merge`` also writes a merged full model.
+Exit 2 with one line on stderr for a user mistake (unknown recipe key, model, task, prompt,
+invalid data, existing run folder, CUDA out of memory).
+"""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))  # run from a checkout too
+
+from malpyeong.cli import run_cli  # noqa: E402
+from malpyeong.training import has_flag, quiet_libraries  # noqa: E402
+
+
+def main(argv: list[str] | None = None) -> int:
+    if has_flag(argv, "--list-models"):
+        from malpyeong.backbones import registry_table
+
+        print(registry_table())
+        return 0
+    quiet_libraries()
+    from malpyeong.training import sft_parser, train_sft
+
+    parser = sft_parser()
+    parser.parser.description = __doc__
+    script, config = parser.parse(argv)
+    out = train_sft(script, config)
+    print(f"run folder: {out}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(run_cli(main))

@@ -1,0 +1,89 @@
+"""Every shipped recipe parses through the real parsers, and every registry backbone has recipes."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+import yaml
+from conftest import ROOT
+
+from malpyeong.backbones import REGISTRY
+from malpyeong.training import orpo_parser, sft_parser
+
+CONFIGS = ROOT / "resource" / "configs"
+RECIPES = sorted(p for task in ("cci", "dcs") for p in (CONFIGS / task).glob("*.yaml"))
+
+
+@pytest.fixture(scope="module")
+def stand_ins(tmp_path_factory) -> dict[str, str]:
+    """Files a recipe points at that a fresh checkout does not have yet (pairs, an SFT adapter)."""
+    root = tmp_path_factory.mktemp("recipes")
+    pairs = root / "pairs.jsonl"
+    pairs.write_text(json.dumps({"id": "x#B", "source_id": "x", "task": "cci", "record": {},
+                                 "chosen": "A", "rejected": "B"}) + "\n", encoding="utf-8")
+    adapter = root / "adapter"
+    adapter.mkdir()
+    (adapter / "adapter_config.json").write_text("{}", encoding="utf-8")
+    return {"pairs": str(pairs), "sft_adapter": str(adapter), "output_dir": str(root / "out")}
+
+
+def test_recipes_exist_for_every_backbone_and_task():
+    names = {p.relative_to(CONFIGS).as_posix() for p in RECIPES}
+    for model in REGISTRY:
+        short = model.split("/")[-1]
+        for task in ("cci", "dcs"):
+            for method in ("qlora", "lora", "orpo"):
+                assert f"{task}/{short}_{method}.yaml" in names, (task, short, method)
+    for name in ("cci/tiny_lora.yaml", "cci/tiny_qlora.yaml", "cci/tiny_full.yaml",
+                 "cci/tiny_orpo.yaml", "dcs/tiny_lora.yaml"):
+        assert name in names
+
+
+@pytest.mark.parametrize("path", RECIPES, ids=lambda p: p.relative_to(CONFIGS).as_posix())
+def test_recipe_parses(path: Path, stand_ins, tmp_path):
+    data = yaml.safe_load(path.read_text(encoding="utf-8"))
+    task, stem = path.parent.name, path.stem
+    method = stem.rsplit("_", 1)[1]
+    orpo = method == "orpo"
+    parser = orpo_parser() if orpo else sft_parser()
+    parser.check_recipe(str(path))  # every key is known
+    text = path.read_text(encoding="utf-8")
+    command = ("orpo/train.py" if orpo else "run/train.py") + f" --config {path.relative_to(ROOT)}"
+    assert command in text, "the header shows the command that runs this recipe"
+    if not stem.startswith("tiny"):
+        assert data["model"] in REGISTRY and data["model"].split("/")[-1] + f"_{method}" == stem
+        assert REGISTRY[data["model"]].trust_remote_code == bool(data.get("trust_remote_code"))
+    assert data.get("task", task) == task and data["output_dir"].startswith(f"runs/{task}/")
+    if not orpo:
+        assert data["method"] == method
+    elif not stem.startswith("tiny"):
+        assert data["method"] == "qlora"  # ORPO continues the SFT QLoRA adapter
+    # parse for real, with paths a checkout may lack replaced by stand-ins
+    local = {k: (stand_ins[k] if k in stand_ins else v) for k, v in data.items()}
+    for key in ("train_file", "dev_file"):
+        if key in local:
+            local[key] = str(ROOT / local[key])
+    copy = tmp_path / path.name
+    copy.write_text(yaml.safe_dump(local, allow_unicode=True), encoding="utf-8")
+    script, config = parser.parse(["--config", str(copy)])
+    assert script.model == data["model"] and script.method == data["method"]
+    assert config.learning_rate == pytest.approx(float(data["learning_rate"]))
+    assert config.per_device_train_batch_size == data["per_device_train_batch_size"]
+    assert config.gradient_checkpointing == data["gradient_checkpointing"]
+    if orpo:
+        assert config.beta == pytest.approx(data["beta"])
+    else:
+        assert config.max_length == data["max_length"]
+
+
+def test_accelerate_configs_load_in_accelerate():
+    from accelerate.commands.config.config_args import ClusterConfig
+
+    ddp = ClusterConfig.from_yaml_file(str(CONFIGS / "accelerate" / "ddp.yaml"))
+    assert ddp.distributed_type.value == "MULTI_GPU" and ddp.mixed_precision == "bf16"
+    zero3 = ClusterConfig.from_yaml_file(str(CONFIGS / "accelerate" / "deepspeed_zero3.yaml"))
+    assert zero3.distributed_type.value == "DEEPSPEED"
+    assert zero3.deepspeed_config["zero_stage"] == 3
+    assert zero3.deepspeed_config["zero3_save_16bit_model"] is True
