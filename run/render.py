@@ -37,7 +37,7 @@ def main(argv: list[str] | None = None) -> int:
     backbone = get_backbone(args.model)
     tokenizer = load_tokenizer(args.model, backbone)
     fitted = [fit_prompt(task, it, tokenizer, backbone, spec, args.max_length) for it in items]
-    for item, fp in list(zip(items, fitted))[: args.n]:
+    for item, fp in list(zip(items, fitted, strict=False))[: args.n]:
         print(f"===== {item.id} ({len(fp.input_ids)} tokens, {fp.dropped} utterances cut)")
         print(fp.text)
         if task.has_output(item):

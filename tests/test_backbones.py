@@ -8,7 +8,14 @@ import sys
 import pytest
 from conftest import ROOT
 
-from malpyeong.backbones import REGISTRY, fold_system, get_backbone, load_model, load_tokenizer, registry_table
+from malpyeong.backbones import (
+    REGISTRY,
+    fold_system,
+    get_backbone,
+    load_model,
+    load_tokenizer,
+    registry_table,
+)
 from malpyeong.budget import fit_prompt
 from malpyeong.errors import UserError
 from malpyeong.tasks import get_task

@@ -23,18 +23,6 @@ from malpyeong.tasks import get_task
 DCS = get_task("dcs")
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    """Tiny models gain nothing from a second thread, and on a shared 2-core machine the
-    OpenMP threads of two busy processes stall each other (10x slower): use one here."""
-    import torch
-
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
 @pytest.fixture(scope="module")
 def setup(tiny_llama):
     backbone = get_backbone(str(tiny_llama))

@@ -26,16 +26,6 @@ from malpyeong.training import (
 )
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    import torch
-
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
 def test_cci_pairs_two_per_item_in_the_sft_style(cci_record, tmp_path):
     task = get_task("cci")
     items = load_items(write_json(tmp_path / "c.json", [cci_record]), task)

@@ -33,18 +33,6 @@ from malpyeong.tasks import get_task
 CCI = get_task("cci")
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    """Tiny models gain nothing from a second thread, and on a shared 2-core machine the
-    OpenMP threads of two busy processes stall each other (10x slower): use one here."""
-    import torch
-
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
 def _load(path: Path):
     backbone = get_backbone(str(path))
     tokenizer = load_tokenizer(str(path), backbone)

@@ -96,17 +96,6 @@ def write_json(path: Path, obj) -> Path:
     return path
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    """One torch thread: on a shared 2-core machine two threads spin against each other."""
-    import torch
-
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
 @pytest.fixture(scope="module")
 def synthetic(tmp_path_factory) -> dict:
     root = tmp_path_factory.mktemp("synthetic")

@@ -165,7 +165,7 @@ def registry_table() -> str:
                       "yes" if b.trust_remote_code else "no", b.licence)
                      for b in REGISTRY.values()]
     widths = [max(len(r[i]) for r in rows) for i in range(len(head))]
-    return "\n".join("  ".join(c.ljust(w) for c, w in zip(r, widths)).rstrip() for r in rows)
+    return "\n".join("  ".join(c.ljust(w) for c, w in zip(r, widths, strict=False)).rstrip() for r in rows)
 
 
 # ---------------------------------------------------------------------------------------------

@@ -146,6 +146,54 @@ class GenerateTask(Task):
         return None
 
 
+def utterance_text(value: Any) -> str | None:
+    """Utterances may be JSON numbers in the real files (e.g. ``40``); read them as text."""
+    if isinstance(value, bool):
+        return None
+    if isinstance(value, (int, float)):
+        return str(value)
+    return value if isinstance(value, str) else None
+
+
+def parse_envelope(record: Any, problems: Problems, *, utterance_ids: bool
+                   ) -> tuple[str | None, dict | None, list[Utterance]]:
+    """The parts every dialogue task shares: ``id``, ``input`` and ``input.conversation``.
+
+    Returns ``(id, input, utterances)``; ``input`` is None when the record cannot be read
+    further. ``utterance_ids``: whether each utterance must carry an ``utterance_id`` (CCI).
+    """
+    if not isinstance(record, dict):
+        problems.append(("item", f"is a {type(record).__name__}, not an object"))
+        return None, None, []
+    rid = record.get("id")
+    if not isinstance(rid, str) or not rid:
+        problems.append(("id", "missing or not a non-empty string"))
+    inp = record.get("input")
+    if not isinstance(inp, dict):
+        problems.append(("input", "missing or not an object"))
+        return rid, None, []
+    conv = inp.get("conversation")
+    utterances: list[Utterance] = []
+    if not isinstance(conv, list):
+        problems.append(("input.conversation", "missing or not a list"))
+    elif not conv:
+        problems.append(("input.conversation", "empty"))
+    for i, u in enumerate(conv if isinstance(conv, list) else []):
+        where = f"input.conversation[{i}]"
+        if not isinstance(u, dict):
+            problems.append((where, "not an object"))
+            continue
+        speaker, text, uid = u.get("speaker"), utterance_text(u.get("utterance")), u.get("utterance_id")
+        if isinstance(speaker, bool) or not isinstance(speaker, (int, str)) or speaker == "":
+            problems.append((f"{where}.speaker", "missing or not an integer or string"))
+        if text is None:
+            problems.append((f"{where}.utterance", "missing or not a string"))
+        if utterance_ids and (not isinstance(uid, str) or not uid):
+            problems.append((f"{where}.utterance_id", "missing or not a string"))
+        utterances.append(Utterance(str(speaker), text or "", uid if isinstance(uid, str) else None))
+    return rid, inp, utterances
+
+
 def conversation_lines(conversation: tuple[Utterance, ...], marked: set[int] = frozenset(),
                        mark: str = "") -> list[str]:
     """``화자{speaker}: {utterance}`` per utterance, as the official baseline writes them."""

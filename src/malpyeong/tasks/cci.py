@@ -18,6 +18,7 @@ from malpyeong.tasks.base import (
     Problems,
     PromptSpec,
     conversation_lines,
+    parse_envelope,
 )
 
 CATEGORIES = ("원인", "후행사건", "전제", "동기", "반응")
@@ -70,15 +71,6 @@ class CCIItem:
         return [i for i, u in enumerate(self.conversation) if u.utterance_id in ids]
 
 
-def _text(value: Any) -> str | None:
-    """Utterances may be JSON numbers in the real files (e.g. ``40``); read them as text."""
-    if isinstance(value, bool):
-        return None
-    if isinstance(value, (int, float)):
-        return str(value)
-    return value if isinstance(value, str) else None
-
-
 class CCITask(ChoiceTask):
     name = "cci"
     n_choices = 3
@@ -95,36 +87,9 @@ class CCITask(ChoiceTask):
 
     # ----- data -----
     def parse_item(self, record: Any, problems: Problems) -> CCIItem | None:
-        if not isinstance(record, dict):
-            problems.append(("item", f"is a {type(record).__name__}, not an object"))
+        rid, inp, utterances = parse_envelope(record, problems, utterance_ids=True)
+        if inp is None:
             return None
-        rid = record.get("id")
-        if not isinstance(rid, str) or not rid:
-            problems.append(("id", "missing or not a non-empty string"))
-        inp = record.get("input")
-        if not isinstance(inp, dict):
-            problems.append(("input", "missing or not an object"))
-            return None
-        conv = inp.get("conversation")
-        utterances: list[Utterance] = []
-        if not isinstance(conv, list):
-            problems.append(("input.conversation", "missing or not a list"))
-        elif not conv:
-            problems.append(("input.conversation", "empty"))
-        else:
-            for i, u in enumerate(conv):
-                where = f"input.conversation[{i}]"
-                if not isinstance(u, dict):
-                    problems.append((where, "not an object"))
-                    continue
-                speaker, text, uid = u.get("speaker"), _text(u.get("utterance")), u.get("utterance_id")
-                if isinstance(speaker, bool) or not isinstance(speaker, (int, str)):
-                    problems.append((f"{where}.speaker", "missing or not an integer"))
-                if text is None:
-                    problems.append((f"{where}.utterance", "missing or not a string"))
-                if not isinstance(uid, str) or not uid:
-                    problems.append((f"{where}.utterance_id", "missing or not a string"))
-                utterances.append(Utterance(str(speaker), text or "", uid if isinstance(uid, str) else None))
         ref = inp.get("reference_id")
         if not isinstance(ref, list) or not ref or not all(isinstance(r, str) for r in ref):
             problems.append(("input.reference_id", "missing or not a non-empty list of utterance ids"))
@@ -197,7 +162,7 @@ class CCITask(ChoiceTask):
                 lines.append(DEFINITIONS_EN[item.category])
             parts.append("\n".join(["[Definition]", *lines]))
         parts.append("[Question]\n" + self.question(item, spec))
-        options = "\n".join(f"{letter}. {text}" for letter, text in zip(self.letters, item.options))
+        options = "\n".join(f"{letter}. {text}" for letter, text in zip(self.letters, item.options, strict=True))
         parts.append("[Option]\n" + options)
         if "cot" in spec:
             ko = "먼저 대화의 근거를 한두 문장으로 설명한 뒤, 마지막 줄에 '정답: A'처럼 답을 쓰세요."

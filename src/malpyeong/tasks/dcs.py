@@ -13,6 +13,7 @@ from malpyeong.tasks.base import (
     Problems,
     PromptSpec,
     conversation_lines,
+    parse_envelope,
 )
 
 PERSONA_KO = ("당신은 긴 일상 대화를 정확하고 간결하게 요약하는 전문 편집자입니다. "
@@ -46,37 +47,9 @@ class DCSTask(GenerateTask):
     }
 
     def parse_item(self, record: Any, problems: Problems) -> DCSItem | None:
-        if not isinstance(record, dict):
-            problems.append(("item", f"is a {type(record).__name__}, not an object"))
+        rid, inp, utterances = parse_envelope(record, problems, utterance_ids=False)
+        if inp is None:
             return None
-        rid = record.get("id")
-        if not isinstance(rid, str) or not rid:
-            problems.append(("id", "missing or not a non-empty string"))
-        inp = record.get("input")
-        if not isinstance(inp, dict):
-            problems.append(("input", "missing or not an object"))
-            return None
-        conv = inp.get("conversation")
-        utterances: list[Utterance] = []
-        if not isinstance(conv, list):
-            problems.append(("input.conversation", "missing or not a list"))
-        elif not conv:
-            problems.append(("input.conversation", "empty"))
-        else:
-            for i, u in enumerate(conv):
-                where = f"input.conversation[{i}]"
-                if not isinstance(u, dict):
-                    problems.append((where, "not an object"))
-                    continue
-                speaker, text = u.get("speaker"), u.get("utterance")
-                if isinstance(text, (int, float)) and not isinstance(text, bool):
-                    text = str(text)
-                if isinstance(speaker, bool) or not isinstance(speaker, (str, int)) or speaker == "":
-                    problems.append((f"{where}.speaker", "missing or not a string"))
-                if not isinstance(text, str):
-                    problems.append((f"{where}.utterance", "missing or not a string"))
-                    text = ""
-                utterances.append(Utterance(str(speaker), text))
         keywords = inp.get("subject_keyword")
         if not isinstance(keywords, list) or not keywords or \
                 not all(isinstance(k, str) and k.strip() for k in keywords):
@@ -127,10 +100,6 @@ class DCSTask(GenerateTask):
         n = len(item.conversation)
         middle = (n - 1) / 2
         return sorted(range(1, n - 1), key=lambda i: (abs(i - middle), i))
-
-    def with_conversation(self, item: DCSItem, conversation: tuple[Utterance, ...]) -> DCSItem:
-        from dataclasses import replace
-        return replace(item, conversation=conversation)
 
     def evaluate(self, gold: list[DCSItem], outputs: dict[str, str], **options: Any) -> dict:
         from malpyeong import metrics
