@@ -25,6 +25,10 @@ def run_cli(main: Callable[[list[str] | None], int | None], argv: list[str] | No
     except UserError as err:
         print(f"error: {err.line()}", file=sys.stderr)
         return EXIT_USER_ERROR
+    except BrokenPipeError:
+        # the reader went away (`... | head`): stop quietly, as a Unix tool does
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 141
     except KeyboardInterrupt:
         print("interrupted; rerun the same command to resume where it stopped", file=sys.stderr)
         return 130
