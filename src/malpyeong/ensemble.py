@@ -160,17 +160,7 @@ def load_results(paths: Sequence[str | os.PathLike], task: Any,
     """Read and check results files (see :func:`check_results`)."""
     if not paths:
         raise UserError("no results files given")
-    errors: list[UserError] = []
-    results = []
-    for p in paths:
-        try:
-            results.append(read_results(p))
-        except UserErrors as errs:
-            errors.extend(errs.errors)
-        except UserError as err:
-            errors.append(err)
-    if errors:
-        raise UserErrors(errors)
+    results = _read_all(paths)
     check_results(results, task, expected)
     return results
 
@@ -797,7 +787,8 @@ class VoteJob:
     overwrite: bool = False
 
 
-def _read_all(paths: Sequence[str]) -> list[Results]:
+def _read_all(paths: Sequence[str | os.PathLike]) -> list[Results]:
+    """Read every results file, reporting all unreadable ones at once."""
     errors: list[UserError] = []
     out = []
     for p in paths:
