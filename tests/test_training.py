@@ -471,3 +471,70 @@ def test_qlora_learns_the_rule_on_cpu(synthetic):
     assert 0.15 <= before <= 0.55, before
     assert after >= 0.8, after
     assert json.loads((out / "dev_metrics.json").read_text())["best"] >= 0.8
+
+
+# ------------------------------------------------------------------------------ extra SFT data
+
+
+def _extra_files(tmp_path: Path) -> tuple[Path, Path]:
+    magpie = tmp_path / "magpie.jsonl"
+    magpie.write_text("\n".join(json.dumps(r, ensure_ascii=False) for r in [
+        {"id": "magpie-000001", "source": "magpie", "messages": [
+            {"role": "user", "content": "주말에 할 만한 취미를 추천해 줘."},
+            {"role": "assistant", "content": "가까운 공원에서 산책을 해 보세요."}]},
+        {"id": "magpie-000002", "source": "magpie", "messages": [
+            {"role": "user", "content": "김치찌개 끓이는 법을 알려 줘."},
+            {"role": "assistant", "content": "김치와 돼지고기를 먼저 볶으세요."}]},
+    ]) + "\n", encoding="utf-8")
+    distill = tmp_path / "distill.jsonl"
+    distill.write_text(json.dumps({
+        "id": "d-1", "source": "distill", "task": "cci",
+        "prompt_messages": [{"role": "system", "content": "당신은 도우미입니다."},
+                            {"role": "user", "content": "위 대화의 원인으로 올바른 지문은?"}],
+        "completion": "비가 와서 그렇다.\n정답: B"}, ensure_ascii=False) + "\n", encoding="utf-8")
+    return magpie, distill
+
+
+def test_extra_records_are_read_and_trained_on_the_answer_only(tiny_models, tmp_path):
+    from malpyeong.training import build_record_examples, load_sft_records
+
+    magpie, distill = _extra_files(tmp_path)
+    records = load_sft_records(magpie) + load_sft_records(distill)
+    assert [r[0] for r in records] == ["magpie-000001", "magpie-000002", "d-1"]
+    assert records[2][2] == "비가 와서 그렇다.\n정답: B"
+    path = str(tiny_models["gemma2"])
+    tok, backbone = load_tokenizer(path), get_backbone(path)
+    rows, stats = build_record_examples(records, tok, backbone, max_length=None)
+    assert stats.examples == 3
+    for row, (_, prompt, completion) in zip(rows, records, strict=True):
+        answer = [t for t, lab in zip(row["input_ids"], row["labels"], strict=True) if lab != -100]
+        assert tok.decode(answer) == completion + "<end_of_turn>"
+        prompt_text = tok.decode(row["input_ids"][: len(row["input_ids"]) - len(answer)])
+        assert prompt_text.endswith("<start_of_turn>model\n") and prompt[-1]["content"] in prompt_text
+    # the system turn of the distillation record is folded for Gemma, one BOS
+    assert rows[2]["input_ids"].count(tok.bos_token_id) == 1
+    _, short = build_record_examples(records, tok, backbone, max_length=10)
+    assert short.examples == 0 and short.over_budget == 3
+
+
+def test_bad_extra_record_is_one_clear_error(tmp_path):
+    from malpyeong.training import load_sft_records
+
+    bad = tmp_path / "bad.jsonl"
+    bad.write_text('{"id": "x1", "messages": [{"role": "user", "content": "질문"}]}\n', encoding="utf-8")
+    with pytest.raises(UserError, match="x1.*final assistant answer"):
+        load_sft_records(bad)
+
+
+def test_sft_run_mixes_extra_records_by_ratio(small_files, tiny_llama, tmp_path):
+    magpie, distill = _extra_files(tmp_path)
+    out = tmp_path / "mixed"
+    train_sft(*sft_parser().parse(sft_argv(
+        tiny_llama, small_files["train"], None, out, "--max_steps", "1",
+        "--extra_train_files", str(magpie), str(distill), "--extra_train_ratio", "0.125")))
+    extra = json.loads((out / "data_stats.json").read_text())["extra"]
+    # 16 gold items -> round(0.125 * 16) = 2 of the 3 extra records mixed in
+    assert extra["examples"] == 3 and extra["mixed_in"] == 2
+    with pytest.raises(UserError, match="extra_train_files"):
+        sft_parser().parse(sft_argv(tiny_llama, small_files["train"], None, tmp_path / "x",
+                                    "--extra_train_files", str(tmp_path / "missing.jsonl")))

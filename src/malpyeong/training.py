@@ -164,6 +164,11 @@ class SFTArguments(CommonArguments):
         "bias"))
     shuffle_copies: int = field(default=1, metadata=_help(
         "with --shuffle_options: permuted copies per item (1-5)"))
+    extra_train_files: list[str] | None = field(default=None, metadata=_help(
+        "extra SFT records to mix in (JSONL from run/magpie.py or run/distill.py: 'messages' "
+        "ending with the assistant turn, or 'prompt_messages' + 'completion')"))
+    extra_train_ratio: float | None = field(default=None, metadata=_help(
+        "extra records per gold training example (e.g. 0.5: one for every two); default: all"))
     completion_logits: bool = field(default=True, metadata=_help(
         "project only the completion positions onto the vocabulary (faster with long prompts); "
         "false: trl's fused LM head over every position"))
@@ -177,6 +182,10 @@ class SFTArguments(CommonArguments):
         _choice(self.target_style, TARGET_STYLES, "target_style")
         if not 1 <= self.shuffle_copies <= 5:
             raise UserError(f"must be 1 to 5, got {self.shuffle_copies}", field="shuffle_copies")
+        for path in self.extra_train_files or []:
+            _existing(path, "extra_train_files")
+        if self.extra_train_ratio is not None and self.extra_train_ratio < 0:
+            raise UserError(f"must be >= 0, got {self.extra_train_ratio}", field="extra_train_ratio")
 
 
 @dataclass
@@ -482,6 +491,73 @@ def build_sft_examples(task: Any, items: Sequence[Any], tokenizer: Any, backbone
         log.warning("%d example(s) dropped: prompt + completion exceed max_length %s even with "
                     "the conversation cut", stats.over_budget, max_length)
     return rows, stats
+
+
+def load_sft_records(path: str | os.PathLike) -> list[tuple[str, list[dict], str]]:
+    """``(id, prompt messages, completion)`` of each record of a Magpie / distillation file."""
+    from malpyeong.data import item_label, read_records
+
+    records = read_records(path)
+    if not isinstance(records, list):
+        raise UserError("expected JSONL records or a JSON list of them", file=str(path))
+    out = []
+    for index, rec in enumerate(records):
+        label = item_label(rec, index)
+        if isinstance(rec, dict) and isinstance(rec.get("messages"), list) and rec["messages"]:
+            *prompt, last = rec["messages"]
+            completion = last.get("content") if isinstance(last, dict) and \
+                last.get("role") == "assistant" else None
+            where = "messages"
+        elif isinstance(rec, dict) and isinstance(rec.get("prompt_messages"), list):
+            prompt, completion, where = rec["prompt_messages"], rec.get("completion"), "completion"
+        else:
+            raise UserError("neither 'messages' nor 'prompt_messages' + 'completion'",
+                            file=str(path), item=label, field="messages")
+        ok = prompt and all(isinstance(m, dict) and m.get("role") in ("system", "user", "assistant")
+                            and isinstance(m.get("content"), str) for m in prompt)
+        if not ok or not isinstance(completion, str) or not completion.strip():
+            raise UserError("needs chat turns {role, content} and a final assistant answer",
+                            file=str(path), item=label, field=where)
+        out.append((label, prompt, completion))
+    return out
+
+
+def build_record_examples(records: Sequence[tuple[str, list[dict], str]], tokenizer: Any,
+                          backbone: Backbone, max_length: int | None) -> tuple[list[dict], BudgetStats]:
+    """Rows like ``build_sft_examples``'s from chat records; ones over ``max_length`` are dropped
+    (their text is free-form, so there is no conversation to cut)."""
+    affixes = assistant_affixes(tokenizer, backbone)
+    stats = BudgetStats(items=len(records))
+    rows = []
+    for rid, prompt, completion in records:
+        prompt_ids = encode(tokenizer, render_chat(tokenizer, prompt, backbone))
+        done = completion_ids(tokenizer, affixes, completion)
+        ids = prompt_ids + done
+        if max_length is not None and len(ids) > max_length:
+            stats.over_budget += 1
+            continue
+        rows.append({"id": rid, "input_ids": ids, "labels": [-100] * len(prompt_ids) + done})
+        stats.tokens += len(ids)
+        stats.completion_tokens += len(done)
+    stats.examples = len(rows)
+    return rows, stats
+
+
+def mix_extra_rows(rows: list[dict], script: SFTArguments, tokenizer: Any, backbone: Backbone,
+                   max_length: int | None, seed: int) -> tuple[list[dict], dict | None]:
+    """Gold rows plus the recipe's extra records, by ``extra_train_ratio`` (see prep.magpie.mix)."""
+    if not script.extra_train_files:
+        return rows, None
+    from malpyeong.prep.magpie import mix
+
+    records = [r for path in script.extra_train_files for r in load_sft_records(path)]
+    extra, stats = build_record_examples(records, tokenizer, backbone, max_length)
+    ratio = script.extra_train_ratio if script.extra_train_ratio is not None \
+        else len(extra) / max(len(rows), 1)
+    mixed = mix(rows, extra, ratio, seed)
+    info = {**stats.as_dict(), "files": list(script.extra_train_files),
+            "mixed_in": len(mixed) - len(rows)}
+    return mixed, info
 
 
 # =============================================================================================
@@ -987,11 +1063,13 @@ def train_sft(script: SFTArguments, config: Any) -> Path:
     if not rows:
         raise UserError("no training example fits max_length", field="max_length",
                         hint=f"raise --max_length (now {max_length})")
+    rows, extra_stats = mix_extra_rows(rows, script, tokenizer, backbone, max_length, config.seed)
     dev_rows, dev_stats = build_sft_examples(task, dev_items, tokenizer, backbone, script.prompt,
                                              max_length, target_style=script.target_style)
     if dev_items and not dev_rows:
         raise UserError("no dev example fits max_length", file=script.dev_file, field="max_length")
-    stats = {"train": train_stats.as_dict(), "dev": dev_stats.as_dict() if dev_items else None}
+    stats = {"train": train_stats.as_dict(), "dev": dev_stats.as_dict() if dev_items else None,
+             "extra": extra_stats}
     if main_process():
         atomic_write_json(out / "data_stats.json", stats)
         write_config(out, script, config)
