@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import copy
+import importlib.util
 import os
 import sys
 from pathlib import Path
@@ -49,6 +50,17 @@ DCS_ITEM = {
     },
     "output": "두 화자는 이 대화에서 요리 취미에 대해 이야기했습니다.",
 }
+
+
+def load_script(path: str | Path):
+    """A script of run/, orpo/, ensemble/ or eda/ imported as a module (its ``main`` runs in this
+    process, so a test can call it without starting a new interpreter)."""
+    path = Path(path) if Path(path).is_absolute() else ROOT / path
+    name = "script_" + "_".join(path.relative_to(ROOT).with_suffix("").parts)
+    spec = importlib.util.spec_from_file_location(name, path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
 
 
 @pytest.fixture

@@ -3,13 +3,13 @@
 from __future__ import annotations
 
 import copy
-import importlib.util
 import json
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
+from conftest import load_script
 
 from malpyeong.cli import run_cli
 from malpyeong.errors import UserError
@@ -142,9 +142,7 @@ def read_records_from(items: list[dict]) -> list[Record]:
 # --------------------------------------------------------------------------------------------
 
 def _cli():
-    spec = importlib.util.spec_from_file_location("dedup_cli", ROOT / "run" / "dedup.py")
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
+    mod = load_script(ROOT / "run" / "dedup.py")
     return mod.main
 
 

@@ -4,7 +4,6 @@ the raw file, and run/distill.py end to end on a tiny teacher."""
 from __future__ import annotations
 
 import copy
-import importlib.util
 import json
 import os
 import subprocess
@@ -12,7 +11,7 @@ import sys
 from types import SimpleNamespace
 
 import pytest
-from conftest import ROOT
+from conftest import ROOT, load_script
 
 from malpyeong.cli import run_cli
 from malpyeong.data import load_items
@@ -175,9 +174,7 @@ def test_resume_from_raw_file(cci_record, tmp_path):
 
 def _call(capsys, *args: str) -> SimpleNamespace:
     """run/distill.py's main in this process (the model loads without a new interpreter)."""
-    spec = importlib.util.spec_from_file_location("run_distill", ROOT / "run" / "distill.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
+    module = load_script(ROOT / "run" / "distill.py")
     capsys.readouterr()
     code = run_cli(module.main, list(args))
     return SimpleNamespace(returncode=code, stderr=capsys.readouterr().err)

@@ -7,7 +7,7 @@ import subprocess
 import sys
 
 import pytest
-from conftest import ROOT, SAMPLES
+from conftest import ROOT, SAMPLES, load_script
 
 EVALUATE = ROOT / "run" / "evaluate.py"
 LABELS = ("inference_1", "inference_2", "inference_3")
@@ -20,13 +20,10 @@ def run(*args: str) -> subprocess.CompletedProcess:
 
 
 def in_process(argv: list[str], capsys) -> tuple[int, str, str]:
-    import importlib.util
 
     from malpyeong.cli import run_cli
 
-    spec = importlib.util.spec_from_file_location("malpyeong_run_evaluate", EVALUATE)
-    script = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(script)
+    script = load_script(EVALUATE)
 
     code = run_cli(script.main, argv)
     out = capsys.readouterr()

@@ -3,7 +3,6 @@ mixing, and run/magpie.py end to end on a tiny model."""
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import os
 import subprocess
@@ -11,7 +10,7 @@ import sys
 from types import SimpleNamespace
 
 import pytest
-from conftest import ROOT
+from conftest import ROOT, load_script
 
 from malpyeong.backbones import PRE_QUERY, get_backbone, load_tokenizer
 from malpyeong.cli import run_cli
@@ -289,9 +288,7 @@ def test_mix_by_ratio():
 
 def _call(capsys, *args: str) -> SimpleNamespace:
     """run/magpie.py's main in this process (the model loads without a new interpreter)."""
-    spec = importlib.util.spec_from_file_location("run_magpie", ROOT / "run" / "magpie.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
+    module = load_script(ROOT / "run" / "magpie.py")
     capsys.readouterr()
     code = run_cli(module.main, list(args))
     return SimpleNamespace(returncode=code, stderr=capsys.readouterr().err)

@@ -3,19 +3,17 @@
 from __future__ import annotations
 
 import copy
-import importlib.util
 import json
 from pathlib import Path
 
 import pytest
+from conftest import load_script
 
 from malpyeong.cli import run_cli
 from malpyeong.ensemble import mbr_choose, rouge1_similarity
 
 ROOT = Path(__file__).resolve().parents[1]
-_spec = importlib.util.spec_from_file_location("ensemble_vote_mbr", ROOT / "ensemble/vote.py")
-VOTE = importlib.util.module_from_spec(_spec)
-_spec.loader.exec_module(VOTE)
+VOTE = load_script(ROOT / "ensemble/vote.py")
 
 pytest.importorskip("mecab", reason="ROUGE-1 needs python-mecab-ko")
 

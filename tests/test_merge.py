@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import copy
-import importlib.util
 import json
 import math
 from pathlib import Path
@@ -11,13 +10,12 @@ from pathlib import Path
 import pytest
 import torch
 import yaml
+from conftest import load_script
 
 from malpyeong.cli import run_cli
 
 ROOT = Path(__file__).resolve().parents[1]
-_spec = importlib.util.spec_from_file_location("ensemble_merge", ROOT / "ensemble/merge.py")
-MERGE = importlib.util.module_from_spec(_spec)
-_spec.loader.exec_module(MERGE)
+MERGE = load_script(ROOT / "ensemble/merge.py")
 
 TARGETS = ["q_proj", "v_proj"]
 
@@ -25,6 +23,19 @@ TARGETS = ["q_proj", "v_proj"]
 def merge(*argv) -> int:
     return run_cli(MERGE.main, [str(a) for a in argv] + ["--quiet"])
 
+
+
+def write_dev(tmp_path, cci_record: dict, labels: list[str]):
+    """A dev file of copies of ``cci_record`` with the given gold labels (ids dev-0, dev-1, ...)."""
+    items = []
+    for i, label in enumerate(labels):
+        it = copy.deepcopy(cci_record)
+        it["id"] = f"dev-{i}"
+        it["output"] = label
+        items.append(it)
+    dev = tmp_path / "dev.json"
+    dev.write_text(json.dumps(items, ensure_ascii=False), encoding="utf-8")
+    return dev
 
 def write_yaml(path: Path, obj: dict) -> Path:
     path.write_text(yaml.safe_dump(obj), encoding="utf-8")
@@ -247,16 +258,8 @@ def test_config_errors_exit_2(tiny_llama, adapters, tmp_path, capsys):
 
 
 def test_search_adapters_on_dev(tiny_llama, adapters, tmp_path, cci_record, capsys):
-    pytest.importorskip("malpyeong.predict")
     a, b = adapters
-    items = []
-    for i, label in enumerate(["inference_1", "inference_2", "inference_3", "inference_1"]):
-        it = copy.deepcopy(cci_record)
-        it["id"] = f"dev-{i}"
-        it["output"] = label
-        items.append(it)
-    dev = tmp_path / "dev.json"
-    dev.write_text(json.dumps(items, ensure_ascii=False), encoding="utf-8")
+    dev = write_dev(tmp_path, cci_record, ["inference_1", "inference_2", "inference_3", "inference_1"])
     cfg = write_yaml(tmp_path / "m.yaml", {
         "merge_method": "linear", "base_model": str(tiny_llama),
         "models": [{"model": str(a), "parameters": {"weight": 0.5}},
@@ -302,16 +305,8 @@ def test_example_configs_follow_the_schema(path):
 
 
 def test_search_full_models_keeps_the_best(two_llamas, tmp_path, cci_record, capsys):
-    pytest.importorskip("malpyeong.predict")
     a, b = two_llamas
-    items = []
-    for i, label in enumerate(["inference_1", "inference_3", "inference_2"]):
-        it = copy.deepcopy(cci_record)
-        it["id"] = f"dev-{i}"
-        it["output"] = label
-        items.append(it)
-    dev = tmp_path / "dev.json"
-    dev.write_text(json.dumps(items, ensure_ascii=False), encoding="utf-8")
+    dev = write_dev(tmp_path, cci_record, ["inference_1", "inference_3", "inference_2"])
     cfg = write_yaml(tmp_path / "m.yaml", {
         "merge_method": "linear", "models": [str(a), str(b)], "parameters": {"weight": 1.0},
         "search": {"weight": [[1.0, 0.0], [0.0, 1.0], [0.5, 0.5]]}})

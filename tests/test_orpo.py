@@ -2,13 +2,12 @@
 
 from __future__ import annotations
 
-import importlib.util
 import json
 from pathlib import Path
 
 import pytest
 import yaml
-from conftest import ROOT
+from conftest import ROOT, load_script
 from test_training import build_synthetic_model, make_synthetic_cci, write_json
 
 from malpyeong.backbones import get_backbone, load_tokenizer
@@ -90,9 +89,7 @@ def test_pairs_file_round_trip_and_errors(cci_record, tmp_path):
 def test_build_pairs_cli(tmp_path, capsys):
     from malpyeong.cli import run_cli
 
-    spec = importlib.util.spec_from_file_location("build_pairs", ROOT / "orpo" / "build_pairs.py")
-    cli = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(cli)
+    cli = load_script(ROOT / "orpo" / "build_pairs.py")
     out = tmp_path / "pairs.jsonl"
     data = ROOT / "resource" / "data" / "cci_train.json"
     assert run_cli(cli.main, ["--task", "cci", "--data", str(data), "--out", str(out)]) == 0

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from conftest import NIKL, SAMPLES
+from conftest import NIKL, SAMPLES, load_script
 
 from malpyeong.backbones import encode, get_backbone, load_model, load_tokenizer
 from malpyeong.data import check_submission, load_items
@@ -442,14 +442,7 @@ def test_adapter_is_loaded_merged_and_scores_like_the_peft_model(tiny_llama, ada
 
 
 def _script(name: str):
-    import importlib.util
-
-    from conftest import ROOT
-
-    spec = importlib.util.spec_from_file_location(f"malpyeong_run_{name}", ROOT / "run" / f"{name}.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return load_script(f"run/{name}.py")
 
 
 def test_test_py_takes_the_run_folder_defaults(tiny_llama, adapter_dir, tmp_path, capsys):

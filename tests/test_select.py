@@ -3,21 +3,19 @@
 from __future__ import annotations
 
 import copy
-import importlib.util
 import json
 from pathlib import Path
 
 import numpy as np
 import pytest
+from conftest import load_script
 
 from malpyeong.cli import run_cli
 from malpyeong.ensemble import caruana_select, cross_validate_selection, expected_accuracy
 
 ROOT = Path(__file__).resolve().parents[1]
 LABELS = ("inference_1", "inference_2", "inference_3")
-_spec = importlib.util.spec_from_file_location("ensemble_vote_sel", ROOT / "ensemble/vote.py")
-VOTE = importlib.util.module_from_spec(_spec)
-_spec.loader.exec_module(VOTE)
+VOTE = load_script(ROOT / "ensemble/vote.py")
 
 
 def simulate(seed: int, n: int = 300, accs=(0.72, 0.7, 0.68, 0.66, 0.64)):

@@ -9,13 +9,12 @@ by option scoring, QLoRA (4-bit base, on the CPU) >= 80%.
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import random
 from pathlib import Path
 
 import pytest
-from conftest import ROOT
+from conftest import ROOT, load_script
 
 from malpyeong.backbones import get_backbone, load_model, load_tokenizer
 from malpyeong.budget import fit_prompt
@@ -266,9 +265,7 @@ def test_output_dir_rules(tmp_path):
 
 
 def _train_cli():
-    spec = importlib.util.spec_from_file_location("train_cli", ROOT / "run" / "train.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
+    module = load_script(ROOT / "run" / "train.py")
     return module
 
 

@@ -3,12 +3,12 @@
 from __future__ import annotations
 
 import copy
-import importlib.util
 import json
 from pathlib import Path
 
 import numpy as np
 import pytest
+from conftest import load_script
 
 from malpyeong.cli import run_cli
 from malpyeong.ensemble import (
@@ -21,13 +21,6 @@ from malpyeong.ensemble import (
 
 ROOT = Path(__file__).resolve().parents[1]
 LABELS = ("inference_1", "inference_2", "inference_3")
-
-
-def load_script(rel: str):
-    spec = importlib.util.spec_from_file_location(rel.replace("/", "_")[:-3], ROOT / rel)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
 
 
 VOTE = load_script("ensemble/vote.py")
