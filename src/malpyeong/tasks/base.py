@@ -96,6 +96,15 @@ class Task:
     def with_conversation(self, item: Any, conversation: tuple[Utterance, ...]) -> Any:
         return replace(item, conversation=conversation)
 
+    # ----- text views (dedup, contamination guard) -----
+    def dedup_parts(self, item: Any) -> list[str]:
+        """The texts that must *all* be near-duplicates for two items to count as duplicates."""
+        raise NotImplementedError
+
+    def dialogue_lines(self, item: Any) -> list[str]:
+        """The item's dialogue, one string per utterance (windows of the contamination guard)."""
+        return [u.utterance for u in item.conversation]
+
     # ----- outputs and metrics -----
     def evaluate(self, gold: list[Any], outputs: dict[str, str], **options: Any) -> dict:
         raise NotImplementedError

@@ -205,6 +205,12 @@ class CCITask(ChoiceTask):
         candidates = [i for i in range(len(item.conversation)) if not (lo <= i <= hi)]
         return sorted(candidates, key=lambda i: (-(lo - i if i < lo else i - hi), i))
 
+    def dedup_parts(self, item: CCIItem) -> list[str]:
+        """The dialogue, and the question (category, reference ids, options): two questions about
+        one dialogue are different items, a copy of the whole item is not."""
+        question = "\n".join([item.category, " ".join(item.reference_id), *item.options])
+        return ["\n".join(self.dialogue_lines(item)), question]
+
     # ----- metrics -----
     def evaluate(self, gold: list[CCIItem], outputs: dict[str, str], **_: Any) -> dict:
         from malpyeong import metrics

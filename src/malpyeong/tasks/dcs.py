@@ -101,6 +101,10 @@ class DCSTask(GenerateTask):
         middle = (n - 1) / 2
         return sorted(range(1, n - 1), key=lambda i: (abs(i - middle), i))
 
+    def dedup_parts(self, item: DCSItem) -> list[str]:
+        """The dialogue and its subject keywords, as one part."""
+        return ["\n".join(self.dialogue_lines(item)) + "\n" + " ".join(item.keywords)]
+
     def evaluate(self, gold: list[DCSItem], outputs: dict[str, str], **options: Any) -> dict:
         from malpyeong import metrics
 
