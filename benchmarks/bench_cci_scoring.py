@@ -26,15 +26,13 @@ import tempfile
 import time
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))  # run from a checkout too
-
-from malpyeong.budget import fit_prompt  # noqa: E402
-from malpyeong.data import load_items  # noqa: E402
-from malpyeong.loading import load_for_inference  # noqa: E402
-from malpyeong.predict import PredictOptions, default_batch_size, run_prediction  # noqa: E402
-from malpyeong.results import read_results  # noqa: E402
-from malpyeong.tasks import get_task  # noqa: E402
-from malpyeong.tiny import build_tiny_model  # noqa: E402
+from malpyeong.budget import fit_prompt
+from malpyeong.data import load_items
+from malpyeong.loading import load_for_inference
+from malpyeong.predict import PredictOptions, default_batch_size, run_prediction
+from malpyeong.results import read_results
+from malpyeong.tasks import get_task
+from malpyeong.tiny import build_tiny_model
 
 DEFAULT_DATA = Path(__file__).resolve().parents[2] / "shared" / "data" / "nikl" / "cci_test.json"
 

@@ -26,16 +26,14 @@ import tempfile
 import time
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))  # run from a checkout too
-
-from malpyeong.backbones import end_of_turn_ids  # noqa: E402
-from malpyeong.data import load_items  # noqa: E402
-from malpyeong.generation import cut_at_stop, stop_token_ids_for  # noqa: E402
-from malpyeong.loading import load_for_inference  # noqa: E402
-from malpyeong.predict import PredictOptions, generation_prompts, run_prediction  # noqa: E402
-from malpyeong.results import read_results  # noqa: E402
-from malpyeong.tasks import get_task  # noqa: E402
-from malpyeong.tiny import build_tiny_model  # noqa: E402
+from malpyeong.backbones import end_of_turn_ids
+from malpyeong.data import load_items
+from malpyeong.generation import cut_at_stop, stop_token_ids_for
+from malpyeong.loading import load_for_inference
+from malpyeong.predict import PredictOptions, generation_prompts, run_prediction
+from malpyeong.results import read_results
+from malpyeong.tasks import get_task
+from malpyeong.tiny import build_tiny_model
 
 DEFAULT_DATA = Path(__file__).resolve().parents[2] / "shared" / "data" / "nikl" / "dcs_test.json"
 

@@ -29,9 +29,7 @@ from pathlib import Path
 
 import numpy as np
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))  # run from a checkout too
-
-from malpyeong.prep.simhash import (  # noqa: E402
+from malpyeong.prep.simhash import (
     all_pairs_bruteforce,
     char5_features,
     clusters,

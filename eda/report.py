@@ -17,12 +17,10 @@ import argparse
 import sys
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))  # run from a checkout too
-
-from malpyeong.cli import run_cli  # noqa: E402
-from malpyeong.data import load_items  # noqa: E402
-from malpyeong.errors import UserError  # noqa: E402
-from malpyeong.tasks import get_task  # noqa: E402
+from malpyeong.cli import run_cli, task_argument
+from malpyeong.data import load_items
+from malpyeong.errors import UserError
+from malpyeong.tasks import get_task
 
 
 def split_names(paths: list[str]) -> list[str]:
@@ -45,7 +43,7 @@ def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
-    p.add_argument("--task", required=True, help="cci or dcs")
+    task_argument(p)
     p.add_argument("--data", nargs="+", required=True, metavar="FILE", help="data files, in order")
     p.add_argument("--out", required=True, help="report folder (index.html, stats.json, *.png)")
     p.add_argument("--tokenizer", help="model whose tokenizer measures prompt lengths")

@@ -18,13 +18,10 @@ from __future__ import annotations
 
 import argparse
 import sys
-from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))  # run from a checkout too
-
-from malpyeong.cli import run_cli  # noqa: E402
-from malpyeong.errors import UserError  # noqa: E402
-from malpyeong.merging import (  # noqa: E402
+from malpyeong.cli import run_cli
+from malpyeong.errors import UserError
+from malpyeong.merging import (
     ENGINES,
     EvalOptions,
     MergeJob,

@@ -23,13 +23,10 @@ from __future__ import annotations
 
 import argparse
 import sys
-from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))  # run from a checkout too
-
-from malpyeong.cli import run_cli  # noqa: E402
-from malpyeong.ensemble import METHODS, VoteJob, run_vote  # noqa: E402
-from malpyeong.errors import UserError  # noqa: E402
+from malpyeong.cli import run_cli
+from malpyeong.ensemble import METHODS, VoteJob, run_vote
+from malpyeong.errors import UserError
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -16,30 +16,28 @@ from __future__ import annotations
 import argparse
 import sys
 from collections import Counter
-from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))  # run from a checkout too
-
-from malpyeong.cli import run_cli  # noqa: E402
-from malpyeong.data import load_items  # noqa: E402
-from malpyeong.errors import UserError  # noqa: E402
-from malpyeong.io import ensure_writable  # noqa: E402
-from malpyeong.pairs import build_pairs, write_pairs  # noqa: E402
-from malpyeong.tasks import TASKS, get_task  # noqa: E402
+from malpyeong.cli import run_cli, task_argument
+from malpyeong.data import load_items
+from malpyeong.errors import UserError
+from malpyeong.io import ensure_writable
+from malpyeong.pairs import build_pairs, write_pairs
+from malpyeong.tasks import get_task
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--task", required=True, help=f"one of {', '.join(TASKS)}")
+    task_argument(parser)
     parser.add_argument("--data", required=True, help="training file with gold outputs")
     parser.add_argument("--out", required=True, help="pairs file to write (JSONL)")
-    parser.add_argument("--target_style", default="letter_text", choices=["letter_text", "letter"],
-                        help="CCI response style; use the one the SFT run used")
-    parser.add_argument("--results", help="DCS: a results file whose outputs are the rejected "
-                                          "summaries")
+    parser.add_argument("--target_style", default=None,
+                        help="response style of the task's targets (CCI: letter_text, the "
+                             "default, or letter); use the one the SFT run used")
+    parser.add_argument("--results", help="generate tasks: a results file whose outputs are the "
+                                          "rejected answers")
     parser.add_argument("--seed", type=int, default=0,
-                        help="tie-break for DCS other-dialogue picks")
+                        help="tie-break when picking another item's output as rejected")
     parser.add_argument("--overwrite", action="store_true", help="replace an existing --out")
     args = parser.parse_args(argv)
 

@@ -15,12 +15,9 @@ log-probability margin before and after, malpyeong_run.json).
 from __future__ import annotations
 
 import sys
-from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))  # run from a checkout too
-
-from malpyeong.cli import run_cli  # noqa: E402
-from malpyeong.training import has_flag, quiet_libraries  # noqa: E402
+from malpyeong.cli import run_cli
+from malpyeong.training import has_flag, quiet_libraries
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -23,12 +23,10 @@ import sys
 import time
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))  # run from a checkout too
-
-from malpyeong.cli import run_cli  # noqa: E402
-from malpyeong.errors import UserError  # noqa: E402
-from malpyeong.io import atomic_write_json, atomic_write_text, ensure_writable  # noqa: E402
-from malpyeong.prep.dedup import (  # noqa: E402
+from malpyeong.cli import run_cli
+from malpyeong.errors import UserError
+from malpyeong.io import atomic_write_json, atomic_write_text, ensure_writable
+from malpyeong.prep.dedup import (
     KEEP,
     TASKS,
     contamination,
@@ -36,7 +34,7 @@ from malpyeong.prep.dedup import (  # noqa: E402
     read_records,
     reference_records,
 )
-from malpyeong.prep.simhash import FEATURES  # noqa: E402
+from malpyeong.prep.simhash import FEATURES
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:

@@ -21,16 +21,15 @@ from __future__ import annotations
 import argparse
 import json
 import sys
-from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))  # run from a checkout too
-
-from malpyeong.cli import run_cli  # noqa: E402
-from malpyeong.data import load_items  # noqa: E402
-from malpyeong.errors import UserError  # noqa: E402
-from malpyeong.io import atomic_write_json, atomic_write_text, ensure_writable  # noqa: E402
-from malpyeong.prep.distill import distill, engine_generate, open_raw, raw_path, student_prompt  # noqa: E402
-from malpyeong.tasks import get_task  # noqa: E402
+from malpyeong.answer import AnswerSettings
+from malpyeong.cli import run_cli, task_argument
+from malpyeong.data import load_items
+from malpyeong.engines import GenerationSettings, HFEngine
+from malpyeong.errors import UserError
+from malpyeong.io import atomic_write_json, atomic_write_text, ensure_writable
+from malpyeong.prep.distill import distill, engine_generate, open_raw, raw_path, student_prompt
+from malpyeong.tasks import get_task
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
@@ -38,7 +37,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
     p.add_argument("--teacher", required=True, help="teacher model: hub id or local path")
-    p.add_argument("--task", required=True, help="cci or dcs")
+    task_argument(p)
     p.add_argument(
         "--in",
         dest="inp",
@@ -82,15 +81,14 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     task = get_task(args.task)
-    prompt = student_prompt(task, args.prompt)
-    task.prompt_spec(prompt)  # an unknown variant fails before anything loads
+    spec = student_prompt(task, args.prompt)  # an unknown variant fails before anything loads
     out = ensure_writable(args.out, args.overwrite)
     report_path = out.with_name(out.name + ".report.json")  # goes with OUT
-    items = load_items(args.inp, task, require_output=task.kind == "choice")
+    items = load_items(args.inp, task, require_output=task.distill_needs_gold)
     meta = {
         "teacher": args.teacher,
         "task": task.name,
-        "prompt": prompt,
+        "prompt": str(spec),
         "max_length": args.max_length,
         "max_new_tokens": args.max_new_tokens,
         "num_beams": args.num_beams,
@@ -110,22 +108,21 @@ def main(argv: list[str] | None = None) -> int:
                 dtype=args.dtype,
                 device_map={"": 0} if _cuda() else None,
             )
-            generate = engine_generate(
-                model,
-                tokenizer,
-                backbone,
-                task,
-                prompt=prompt,
+            settings = AnswerSettings(
+                prompt=spec,
                 max_length=args.max_length,
-                max_new_tokens=args.max_new_tokens,
+                generation=GenerationSettings(
+                    max_new_tokens=args.max_new_tokens, num_beams=args.num_beams
+                ),
                 batch_size=args.batch_size,
-                num_beams=args.num_beams,
             )
+            tokenizer.padding_side = "left"
+            generate = engine_generate(HFEngine(model, tokenizer, backbone), task, settings)
         records, report = distill(
             task,
             items,
             generate,
-            prompt=prompt,
+            prompt=spec,
             done=done,
             on_row=raw.write,
             chunk_size=args.batch_size * 4,

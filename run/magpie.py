@@ -21,14 +21,12 @@ import json
 import sys
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))  # run from a checkout too
-
-from malpyeong.cli import run_cli  # noqa: E402
-from malpyeong.errors import UserError  # noqa: E402
-from malpyeong.io import atomic_write_json, atomic_write_text, ensure_writable  # noqa: E402
-from malpyeong.prep.distill import open_raw, raw_path  # noqa: E402
-from malpyeong.prep.filters import FilterConfig, filter_pairs  # noqa: E402
-from malpyeong.prep.magpie import engine_functions, generate_pairs, pre_query, to_record  # noqa: E402
+from malpyeong.cli import run_cli
+from malpyeong.errors import UserError
+from malpyeong.io import atomic_write_json, atomic_write_text, ensure_writable
+from malpyeong.prep.distill import open_raw, raw_path
+from malpyeong.prep.filters import FilterConfig, filter_pairs
+from malpyeong.prep.magpie import engine_functions, generate_pairs, pre_query, to_record
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:

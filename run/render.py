@@ -11,20 +11,17 @@ from __future__ import annotations
 
 import argparse
 import sys
-from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))  # run from a checkout too
-
-from malpyeong.backbones import get_backbone, load_tokenizer  # noqa: E402
-from malpyeong.budget import fit_prompt  # noqa: E402
-from malpyeong.cli import run_cli  # noqa: E402
-from malpyeong.data import load_items  # noqa: E402
-from malpyeong.tasks import get_task  # noqa: E402
+from malpyeong.backbones import get_backbone, load_tokenizer
+from malpyeong.budget import fit_prompt
+from malpyeong.cli import run_cli, task_argument
+from malpyeong.data import load_items
+from malpyeong.tasks import get_task
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--task", required=True)
+    task_argument(parser)
     parser.add_argument("--data", required=True, help="a data file of the task")
     parser.add_argument("--model", required=True, help="hub id or local path (for its tokenizer)")
     parser.add_argument("--prompt", default="baseline", help="prompt variant, flags joined by '+'")
@@ -41,7 +38,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"===== {item.id} ({len(fp.input_ids)} tokens, {fp.dropped} utterances cut)")
         print(fp.text)
         if task.has_output(item):
-            print(f"----- target\n{task.target(item, spec)}")
+            print(f"----- target\n{task.target(item)}")
     lengths = sorted(len(fp.input_ids) for fp in fitted)
     cut = sum(fp.dropped > 0 for fp in fitted)
     print(f"{len(items)} prompts ({spec}), tokens min {lengths[0]} / median {lengths[len(lengths) // 2]}"

@@ -18,23 +18,19 @@ from __future__ import annotations
 import argparse
 import logging
 import sys
-from pathlib import Path
+from dataclasses import replace
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))  # run from a checkout too
-
-from malpyeong.cli import run_cli  # noqa: E402
-from malpyeong.data import load_items  # noqa: E402
-from malpyeong.errors import UserError  # noqa: E402
-from malpyeong.io import ensure_writable  # noqa: E402
-from malpyeong.loading import load_for_inference, resolve_source  # noqa: E402
-from malpyeong.predict import (  # noqa: E402
-    SCORINGS,
-    PredictOptions,
-    default_batch_size,
-    run_prediction,
-)
-from malpyeong.results import partial_path, sidecar_path  # noqa: E402
-from malpyeong.tasks import TASKS, get_task  # noqa: E402
+from malpyeong.answer import AnswerSettings, default_batch_size
+from malpyeong.cli import run_cli, task_argument
+from malpyeong.data import load_items
+from malpyeong.engines import GenerationSettings
+from malpyeong.errors import UserError
+from malpyeong.io import ensure_writable
+from malpyeong.loading import load_engine, resolve_source
+from malpyeong.predict import run_prediction
+from malpyeong.results import partial_path, sidecar_path
+from malpyeong.scoring import SCORINGS
+from malpyeong.tasks import get_task
 
 log = logging.getLogger("test")
 
@@ -43,7 +39,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--model", required=True, help="hub id, model folder, adapter folder or run folder")
-    p.add_argument("--task", required=True, help=f"one of {', '.join(TASKS)}")
+    task_argument(p)
     p.add_argument("--input", required=True, help="the file to predict (official layout)")
     p.add_argument("--output", required=True, help="results/NAME.json (sidecar written next to it)")
     p.add_argument("--prompt", default=None, help="prompt variant (default: the run's, or baseline)")
@@ -72,7 +68,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     return p.parse_args(argv)
 
 
-def check_args(args: argparse.Namespace, task: object) -> None:
+def check_args(args: argparse.Namespace) -> None:
     """Every mistake we can see before loading a model."""
     for name in ("batch_size", "max_new_tokens", "num_beams", "max_length"):
         value = getattr(args, name)
@@ -82,11 +78,6 @@ def check_args(args: argparse.Namespace, task: object) -> None:
         raise UserError(f"must be in (0, 1], got {args.top_p}", field="top_p")
     if args.temperature <= 0:
         raise UserError(f"must be positive, got {args.temperature}", field="temperature")
-    if task.kind == "choice" and args.engine != "hf":
-        raise UserError("--engine vllm is for generate tasks", field="engine")
-    if task.kind != "choice" and (args.permute or args.scoring != "letter"):
-        raise UserError(f"--scoring/--permute are for choice tasks, not {task.name}",
-                        field="scoring")
     if args.engine == "vllm":
         try:
             import vllm  # noqa: F401
@@ -98,7 +89,7 @@ def check_args(args: argparse.Namespace, task: object) -> None:
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     task = get_task(args.task)
-    check_args(args, task)
+    check_args(args)
     source = resolve_source(args.model)
     if source.run.get("task") and source.run["task"] != task.name:
         raise UserError(f"this run was trained for task {source.run['task']}, not {task.name}",
@@ -109,36 +100,26 @@ def main(argv: list[str] | None = None) -> int:
     items = load_items(args.input, task)
     ensure_writable(args.output, args.overwrite)
     ensure_writable(sidecar_path(args.output), args.overwrite)
-    options = PredictOptions(prompt=str(spec), max_length=max_length, scoring=args.scoring,
-                             permute=args.permute, max_new_tokens=args.max_new_tokens,
-                             num_beams=args.num_beams, do_sample=args.do_sample,
-                             temperature=args.temperature, top_p=args.top_p, seed=args.seed,
-                             engine=args.engine)
-    log.info("task %s, %d items from %s; prompt %s, max_length %s; %s", task.name, len(items),
-             args.input, spec, max_length,
-             f"scoring {args.scoring}{' + permute' if args.permute else ''}"
-             if task.kind == "choice" else f"max_new_tokens {args.max_new_tokens}")
+    generation = GenerationSettings(max_new_tokens=args.max_new_tokens, num_beams=args.num_beams,
+                                    do_sample=args.do_sample, temperature=args.temperature,
+                                    top_p=args.top_p, seed=args.seed)
+    settings = AnswerSettings(prompt=spec, max_length=max_length, scoring=args.scoring,
+                              permute=args.permute, generation=generation,
+                              batch_size=args.batch_size or 8)
+    settings.check_for(task, args.engine)
+    shown = {k: v for k, v in settings.meta(task, args.engine).items() if k != "prompt"}
+    log.info("task %s, %d items from %s; prompt %s; %s", task.name, len(items), args.input,
+             spec, ", ".join(f"{k} {v}" for k, v in shown.items()))
     if partial_path(args.output).exists():
         log.info("found %s: resuming", partial_path(args.output))
-    llm = None
-    loaded = load_for_inference(args.model, dtype=args.dtype, device=args.device,
-                                load_in_4bit=args.load_in_4bit,
-                                trust_remote_code=args.trust_remote_code,
-                                with_model=args.engine == "hf")
-    if args.engine == "vllm":
-        if loaded.source.adapter:
-            raise UserError("--engine vllm needs a merged model, this is an adapter",
-                            file=args.model, hint="train with --merge, or use --engine hf")
-        from vllm import LLM
-
-        llm = LLM(model=loaded.source.weights, tokenizer=loaded.source.tokenizer,
-                  dtype="auto" if args.dtype == "auto" else args.dtype, seed=args.seed,
-                  trust_remote_code=bool(args.trust_remote_code))
-    batch_size = args.batch_size or default_batch_size(task, loaded.model)
-    summary = run_prediction(loaded.model, loaded.tokenizer, loaded.backbone, task, items,
-                             args.output, options=options, model_name=args.model,
-                             batch_size=batch_size, overwrite=args.overwrite,
-                             progress=not args.no_progress, llm=llm)
+    engine = load_engine(source, engine=args.engine, dtype=args.dtype, device=args.device,
+                         load_in_4bit=args.load_in_4bit, trust_remote_code=args.trust_remote_code,
+                         seed=args.seed)
+    if args.batch_size is None:
+        settings = replace(settings, batch_size=default_batch_size(task, getattr(engine, "model", None)))
+    summary = run_prediction(engine, task, items, args.output, settings=settings,
+                             model_name=args.model, overwrite=args.overwrite,
+                             progress=not args.no_progress)
     rate = f"{summary.items_per_s:.2f} items/s" if summary.n > summary.resumed else "all resumed"
     print(f"{summary.output}: {summary.n} {task.name} predictions ({summary.resumed} resumed; "
           f"{rate}); {summary.cut} prompts cut to fit max_length {max_length or 'none'}"

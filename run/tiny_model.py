@@ -12,11 +12,9 @@ import argparse
 import sys
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))  # run from a checkout too
-
-from malpyeong.cli import run_cli  # noqa: E402
-from malpyeong.errors import UserError  # noqa: E402
-from malpyeong.tiny import FAMILIES, build_tiny_model  # noqa: E402
+from malpyeong.cli import run_cli
+from malpyeong.errors import UserError
+from malpyeong.tiny import FAMILIES, build_tiny_model
 
 
 def main(argv: list[str] | None = None) -> int:

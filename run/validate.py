@@ -11,19 +11,16 @@ from __future__ import annotations
 
 import argparse
 import sys
-from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))  # run from a checkout too
-
-from malpyeong.cli import run_cli  # noqa: E402
-from malpyeong.data import check_submission, load_items  # noqa: E402
-from malpyeong.errors import UserError, UserErrors  # noqa: E402
-from malpyeong.tasks import TASKS, get_task  # noqa: E402
+from malpyeong.cli import run_cli, task_argument
+from malpyeong.data import check_submission, load_items
+from malpyeong.errors import UserError, UserErrors
+from malpyeong.tasks import get_task
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--task", required=True, help=f"one of {', '.join(TASKS)}")
+    task_argument(parser)
     parser.add_argument("files", nargs="*", help="data files (JSON list or JSONL)")
     parser.add_argument("--gold", action="store_true", help="require gold outputs (train/dev files)")
     parser.add_argument("--submission", help="a predictions file to check against --test")

@@ -19,6 +19,7 @@ from malpyeong.backbones import (
 from malpyeong.budget import fit_prompt
 from malpyeong.errors import UserError
 from malpyeong.tasks import get_task
+from malpyeong.tasks.base import BASELINE
 
 
 def test_registry_has_the_competition_backbones():
@@ -84,15 +85,15 @@ def test_length_budget_cuts_conversation_not_question(tiny_models, cci_record, d
     task = get_task("cci")
     problems = []
     item = task.parse_item(cci_record, problems)
-    full = fit_prompt(task, item, tok, backbone)
+    full = fit_prompt(task, item, tok, backbone, BASELINE)
     assert full.dropped == 0 and full.fits
     budget = len(full.input_ids) - 5
-    cut = fit_prompt(task, item, tok, backbone, max_length=budget)
+    cut = fit_prompt(task, item, tok, backbone, BASELINE, max_length=budget)
     assert cut.fits and cut.dropped >= 1 and len(cut.input_ids) <= budget
     assert "그럼 공원에 산책 가자." in cut.text and "C. 화자2는 우산을 사고 싶어 한다." in cut.text
     assert "어제 비가 많이 와서" not in cut.text  # farthest from the reference goes first
     assert "화자: …" in cut.text
-    tight = fit_prompt(task, item, tok, backbone, max_length=10)
+    tight = fit_prompt(task, item, tok, backbone, BASELINE, max_length=10)
     assert not tight.fits and tight.dropped == 3
 
 

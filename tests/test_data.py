@@ -12,6 +12,7 @@ from conftest import NIKL, ROOT, SAMPLES
 from malpyeong.cli import run_cli
 from malpyeong.data import check_submission, load_items, write_submission
 from malpyeong.errors import UserError, UserErrors
+from malpyeong.tasks import get_task
 
 VALIDATE = ROOT / "run" / "validate.py"
 
@@ -34,8 +35,8 @@ def write(path, obj, *, bom=False, jsonl=False):
 
 def test_loads_list_jsonl_bom_and_integer_utterance(tmp_path, cci_record):
     cci_record["input"]["conversation"][2]["utterance"] = 40
-    a = load_items(write(tmp_path / "a.json", [cci_record], bom=True), "cci")
-    b = load_items(write(tmp_path / "b.jsonl", [cci_record], jsonl=True), "cci")
+    a = load_items(write(tmp_path / "a.json", [cci_record], bom=True), get_task("cci"))
+    b = load_items(write(tmp_path / "b.jsonl", [cci_record], jsonl=True), get_task("cci"))
     assert a[0].conversation[2].utterance == "40"
     assert a == b
     assert a[0].label == 0 and a[0].category == "동기" and a[0].reference_indices == [3]
@@ -43,7 +44,7 @@ def test_loads_list_jsonl_bom_and_integer_utterance(tmp_path, cci_record):
 
 
 def test_dcs_item_fields(tmp_path, dcs_record):
-    (item,) = load_items(write(tmp_path / "d.json", [dcs_record]), "dcs")
+    (item,) = load_items(write(tmp_path / "d.json", [dcs_record]), get_task("dcs"))
     assert item.keywords == ("요리", "취미")
     assert item.conversation[1].speaker == "SD9000002"
     assert item.summary.startswith("두 화자는")
@@ -166,21 +167,21 @@ def test_valid_file_prints_count(tmp_path, capsys, cci_record):
 def test_require_output(tmp_path, cci_record):
     cci_record["output"] = ""
     path = write(tmp_path / "test.json", [cci_record])
-    assert load_items(path, "cci")[0].label is None
+    assert load_items(path, get_task("cci"))[0].label is None
     with pytest.raises(UserErrors, match="1 problem"):
-        load_items(path, "cci", require_output=True)
+        load_items(path, get_task("cci"), require_output=True)
 
 
 def test_submission_written_atomically_and_checked(tmp_path, cci_record):
     cci_record["output"] = ""
     test = write(tmp_path / "test.json", [cci_record])
-    items = load_items(test, "cci")
+    items = load_items(test, get_task("cci"))
     out = tmp_path / "sub.json"
     write_submission(items, {"t-cci-1": "inference_3"}, out)
     text = out.read_text(encoding="utf-8")
     assert '"output": "inference_3"' in text and "어제 비가" in text  # ensure_ascii=False
     assert text.startswith("[\n    {")  # indent=4
-    assert check_submission(out, test, "cci") == 1
+    assert check_submission(out, test, get_task("cci")) == 1
     with pytest.raises(UserError, match="output exists"):
         write_submission(items, {"t-cci-1": "inference_1"}, out)
     write_submission(items, {"t-cci-1": "inference_1"}, out, overwrite=True)
@@ -195,7 +196,7 @@ def test_submission_checks(tmp_path, capsys, cci_record):
     test = write(tmp_path / "test.json", [cci_record, other])
     good = [dict(cci_record, output="inference_2"), dict(other, output="inference_1")]
     write(tmp_path / "ok.json", good)
-    assert check_submission(tmp_path / "ok.json", test, "cci") == 2
+    assert check_submission(tmp_path / "ok.json", test, get_task("cci")) == 2
     cases = {
         "short.json": ([good[0]], "1 items, the test file has 2"),
         "dup.json": ([good[0], good[0]], "duplicate id"),

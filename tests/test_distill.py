@@ -21,7 +21,6 @@ from malpyeong.prep.distill import (
     build_records,
     distill,
     open_raw,
-    rationale_of,
     raw_path,
     student_prompt,
 )
@@ -37,22 +36,22 @@ def cci_items(cci_record, tmp_path, labels=(0, 1, 2)):
         rows.append(r)
     path = tmp_path / "cci.json"
     path.write_text(json.dumps(rows, ensure_ascii=False), encoding="utf-8")
-    return path, load_items(path, "cci", require_output=True)
+    return path, load_items(path, get_task("cci"), require_output=True)
 
 
 def test_rationale_and_student_prompt():
+    cci, dcs = get_task("cci"), get_task("dcs")
     assert (
-        rationale_of("대화에서 화자2가 산책을 제안했다.\n정답: A")
+        cci.rationale_of("대화에서 화자2가 산책을 제안했다.\n정답: A")
         == "대화에서 화자2가 산책을 제안했다."
     )
-    assert rationale_of("정답: B") == ""
-    assert rationale_of("이유만 있다") == "이유만 있다"
-    cci, dcs = get_task("cci"), get_task("dcs")
-    assert student_prompt(cci, None) == "cot"
-    assert student_prompt(cci, "highlight") == "cot+highlight"
-    assert student_prompt(cci, "cot+definitions") == "cot+definitions"
-    assert student_prompt(dcs, None) == "baseline"
-    assert student_prompt(dcs, "persona") == "persona"
+    assert cci.rationale_of("정답: B") == ""
+    assert cci.rationale_of("이유만 있다") == "이유만 있다"
+    assert str(student_prompt(cci, None)) == "cot"
+    assert str(student_prompt(cci, "highlight")) == "cot+highlight"
+    assert str(student_prompt(cci, "cot+definitions")) == "cot+definitions"
+    assert str(student_prompt(dcs, None)) == "baseline"
+    assert str(student_prompt(dcs, "persona")) == "persona"
 
 
 def test_cci_keeps_only_gold_consistent_rationales(cci_record, tmp_path):
@@ -75,7 +74,7 @@ def test_cci_keeps_only_gold_consistent_rationales(cci_record, tmp_path):
     assert [r["id"] for r in records] == ["c0", "c2"]
     assert records[0] == {
         "id": "c0",
-        "prompt_messages": task.messages(items[0], "cot"),
+        "prompt_messages": task.messages(items[0], task.prompt_spec("cot")),
         "completion": "화자2는 맑은 날씨에 산책을 제안했다.\n정답: A",
         "source": "distill",
         "task": "cci",
@@ -89,7 +88,7 @@ def test_cci_keeps_only_gold_consistent_rationales(cci_record, tmp_path):
     assert all(len(b) <= 2 for b in seen)
     # the prompt the student sees is the teacher's (cot), with any extra flags kept
     records, _ = build_records(task, items, answers, prompt="highlight")
-    assert records[0]["prompt_messages"] == task.messages(items[0], "cot+highlight")
+    assert records[0]["prompt_messages"] == task.messages(items[0], task.prompt_spec("cot+highlight"))
 
 
 def test_cci_needs_gold(cci_record):
@@ -106,7 +105,7 @@ def test_dcs_summaries_are_cleaned(dcs_record, tmp_path):
     path = tmp_path / "dcs.json"
     second = dict(copy.deepcopy(dcs_record), id="d2")
     path.write_text(json.dumps([dcs_record, second], ensure_ascii=False), encoding="utf-8")
-    items = load_items(path, "dcs")
+    items = load_items(path, get_task("dcs"))
     texts = {"t-dcs-1": "요약: 두 화자는 요리에 대해 이야기했습니다.<end_of_turn>", "d2": "<eos>"}
     records, report = distill(
         task, items, lambda b: [texts[it.id] for it in b], show_progress=False
@@ -120,7 +119,7 @@ def test_dcs_summaries_are_cleaned(dcs_record, tmp_path):
             "task": "dcs",
         }
     ]
-    assert report["dropped"] == {"empty": 1} and "teacher_accuracy" not in report
+    assert report["dropped"] == {"unusable": 1} and "teacher_accuracy" not in report
 
 
 def test_resume_from_raw_file(cci_record, tmp_path):
@@ -216,7 +215,7 @@ def test_distill_cli_end_to_end(tiny_llama, cci_record, dcs_record, tmp_path, ca
     r = _run(*common)
     assert r.returncode == 0, r.stderr
     task = get_task("dcs")
-    items = {it.id: it for it in load_items(dcs_path, "dcs")}
+    items = {it.id: it for it in load_items(dcs_path, get_task("dcs"))}
     records = [json.loads(line) for line in out.read_text(encoding="utf-8").splitlines()]
     report = json.loads(out.with_name(out.name + ".report.json").read_text(encoding="utf-8"))
     assert report["n_items"] == 2 and report["n_kept"] == len(records) >= 1

@@ -42,7 +42,7 @@ def test_item_frame_on_constructed_items(cci_record, dcs_record, tmp_path):
     rec = copy.deepcopy(cci_record)
     rec["input"]["conversation"][1]["utterance"] = "name1 씨도 신발이 다 젖었어? name2도?"
     rec["input"]["conversation"][2]["speaker"] = 2
-    items = load_items(write(tmp_path / "c.json", [rec]), "cci")
+    items = load_items(write(tmp_path / "c.json", [rec]), get_task("cci"))
     row = item_frame(get_task("cci"), {"train": items}).iloc[0]
     assert row["utterances"] == 4 and row["speakers"] == 2 and row["turns"] == 2
     assert row["anon_tokens"] == 2 and row["anon_max"] == 2
@@ -52,11 +52,11 @@ def test_item_frame_on_constructed_items(cci_record, dcs_record, tmp_path):
     assert row["gold_longest"] and not row["gold_shortest"]
     assert row["chance_longest"] == pytest.approx(1 / 3)
     assert row["chance_shortest"] == pytest.approx(2 / 3)
-    dcs = load_items(write(tmp_path / "d.json", [dcs_record]), "dcs")
+    dcs = load_items(write(tmp_path / "d.json", [dcs_record]), get_task("dcs"))
     row = item_frame(get_task("dcs"), {"dev": dcs}).iloc[0]
     chars = sum(len(u["utterance"]) for u in dcs_record["input"]["conversation"])
-    assert row["keywords"] == 2 and row["dialogue_chars"] == chars
-    assert row["summary_chars"] == len(dcs_record["output"])
+    assert row["terms"] == dcs_record["input"]["subject_keyword"] and row["dialogue_chars"] == chars
+    assert row["output_chars"] == len(dcs_record["output"])
     assert row["compression"] == pytest.approx(len(dcs_record["output"]) / chars)
 
 
@@ -173,8 +173,8 @@ def test_dcs_report_cli_on_samples(tmp_path):
         "dialogue_length.png",
         "duplicates.png",
         "keywords.png",
+        "output_length.png",
         "speakers_turns.png",
-        "summary_length.png",
         "utterance_length.png",
     ]
     page = (out / "index.html").read_text(encoding="utf-8")

@@ -128,4 +128,4 @@ def test_dcs_options_are_refused_for_cci(tmp_path, capsys):
     write_predictions(pred, gold_path, lambda i, g: g)
     code, _, err = in_process(["--task", "cci", "--gold", str(gold_path), "--pred", str(pred),
                                "--bleurt_checkpoint", "x"], capsys)
-    assert code == 2 and "DCS options" in err
+    assert code == 2 and "--bleurt_checkpoint do not apply to task cci" in err

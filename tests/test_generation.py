@@ -7,8 +7,10 @@ import json
 import pytest
 from conftest import SAMPLES
 
+from malpyeong.answer import AnswerSettings, generation_prompts
 from malpyeong.backbones import end_of_turn_ids, get_backbone, load_model, load_tokenizer
 from malpyeong.data import check_submission, load_items
+from malpyeong.engines import GenerationSettings, HFEngine
 from malpyeong.generation import (
     cut_at_stop,
     cut_at_strings,
@@ -16,9 +18,10 @@ from malpyeong.generation import (
     left_pad,
     length_sorted_batches,
 )
-from malpyeong.predict import PredictOptions, generation_prompts, run_prediction
+from malpyeong.predict import run_prediction
 from malpyeong.results import read_results, sidecar_path
 from malpyeong.tasks import get_task
+from malpyeong.tasks.base import BASELINE
 
 DCS = get_task("dcs")
 
@@ -31,7 +34,7 @@ def setup(tiny_llama):
     model.eval()
     items = load_items(SAMPLES / "dcs_dev.json", DCS)
     # prompts of different lengths, so batches need padding
-    fitted = [generation_prompts(DCS, [it], tok, backbone, max_length=m, max_new_tokens=12)[0]
+    fitted = [generation_prompts(DCS, [it], tok, backbone, BASELINE, max_length=m, max_new_tokens=12)[0]
               for it, m in zip(items[:6], (200, 320, 150, 260, 180, 300), strict=True)]
     prompts = [f.input_ids for f in fitted]
     assert len({len(p) for p in prompts}) > 3
@@ -71,7 +74,7 @@ def test_batched_greedy_equals_one_prompt_at_a_time(setup):
 
 def test_on_result_and_done_resume(setup):
     model, tok, _, prompts = setup
-    full = generate_texts(model, tok, prompts, max_new_tokens=6, batch_size=2, progress=False)
+    full = generate_texts(model, tok, prompts, max_new_tokens=6, progress=False)
     seen: dict[int, str] = {}
     again = generate_texts(model, tok, prompts, max_new_tokens=6, batch_size=2, progress=False,
                            done={0, 1, 2}, on_result=lambda i, t: seen.setdefault(i, t))
@@ -103,9 +106,9 @@ def test_dcs_results_are_cleaned_and_valid(setup, tmp_path):
     model, tok, backbone, _ = setup
     items = load_items(SAMPLES / "dcs_test.json", DCS)[:4]
     out = tmp_path / "dcs.json"
-    opts = PredictOptions(max_length=300, max_new_tokens=10)
-    summary = run_prediction(model, tok, backbone, DCS, items, out, options=opts,
-                             model_name="tiny", batch_size=2, progress=False)
+    opts = AnswerSettings(max_length=300, generation=GenerationSettings(max_new_tokens=10), batch_size=2)
+    summary = run_prediction(HFEngine(model, tok, backbone), DCS, items, out, settings=opts,
+                             model_name="tiny", progress=False)
     assert summary.cut == 4  # every conversation was cut to fit 300 - 10 tokens
     rows = [json.loads(x) for x in sidecar_path(out).read_text(encoding="utf-8").splitlines()]
     assert rows[0]["_meta"]["max_new_tokens"] == 10
@@ -130,11 +133,11 @@ def test_clean_output_strips_chat_artefacts_in_results(setup, tmp_path, monkeypa
                 on_result(i, raw)
         return [raw] * len(prompts)
 
-    import malpyeong.predict as predict
+    import malpyeong.engines as engines
 
-    monkeypatch.setattr(predict, "generate_texts", fake_generate)
+    monkeypatch.setattr(engines, "generate_texts", fake_generate)
     out = tmp_path / "clean.json"
-    run_prediction(model, tok, backbone, DCS, items, out, options=PredictOptions(),
+    run_prediction(HFEngine(model, tok, backbone), DCS, items, out, settings=AnswerSettings(),
                    model_name="tiny", progress=False)
     res = read_results(out)
     assert set(res.outputs.values()) == {"두 화자는 운동에 대해 이야기했다."}

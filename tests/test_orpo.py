@@ -36,7 +36,7 @@ def test_cci_pairs_two_per_item_in_the_sft_style(cci_record, tmp_path):
     assert all(p["record"] == cci_record and p["target_style"] == "letter_text" for p in pairs)
     letters = build_pairs(task, items, target_style="letter")
     assert [(p["chosen"], p["rejected"]) for p in letters] == [("A", "B"), ("A", "C")]
-    with pytest.raises(UserError, match="generation tasks"):
+    with pytest.raises(UserError, match="generate tasks"):
         build_pairs(task, items, results="x.json")
 
 
@@ -123,7 +123,7 @@ def test_orpo_continues_an_sft_adapter(tiny_llama, tmp_path):
               "--max_length", "512"]
     sft = tmp_path / "sft"
     train_sft(*sft_parser().parse(common + ["--train_file", str(train), "--output_dir", str(sft)]))
-    pairs = write_pairs(build_pairs(get_task("cci"), load_items(train, "cci")),
+    pairs = write_pairs(build_pairs(get_task("cci"), load_items(train, get_task("cci"))),
                         tmp_path / "p.jsonl")
     out = tmp_path / "orpo"
     train_orpo(*orpo_parser().parse(common + ["--pairs", str(pairs), "--sft_adapter", str(sft),

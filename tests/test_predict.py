@@ -10,25 +10,27 @@ import numpy as np
 import pytest
 from conftest import NIKL, SAMPLES, load_script
 
+from malpyeong.answer import AnswerSettings
 from malpyeong.backbones import encode, get_backbone, load_model, load_tokenizer
 from malpyeong.data import check_submission, load_items
-from malpyeong.predict import (
+from malpyeong.engines import HFEngine
+from malpyeong.predict import run_prediction
+from malpyeong.results import partial_path, read_results, sidecar_path
+from malpyeong.scoring import (
     ChoicePrompts,
-    PredictOptions,
     TokenSequence,
     can_share_prefix,
     cyclic_orders,
     fit_choice_prompts,
     letter_token_ids,
     plan_units,
-    run_prediction,
     score_choices,
     score_items,
     softmax,
     unpermute,
 )
-from malpyeong.results import partial_path, read_results, sidecar_path
 from malpyeong.tasks import get_task
+from malpyeong.tasks.base import BASELINE
 
 CCI = get_task("cci")
 
@@ -60,7 +62,7 @@ def test_letter_ids_are_distinct_and_are_the_letters(family, tiny_models, cci_re
     backbone = get_backbone(str(path))
     tok = load_tokenizer(str(path), backbone)
     item = CCI.parse_item(cci_record, [])
-    prompts = fit_choice_prompts(CCI, [item], tok, backbone)
+    prompts = fit_choice_prompts(CCI, [item], tok, backbone, BASELINE)
     text = prompts.fitted[0][0].text
     ids = letter_token_ids(tok, text, CCI.letters)
     assert len(set(ids)) == 3
@@ -141,8 +143,8 @@ def test_prefix_never_covers_a_needed_position():
 @pytest.mark.parametrize("family", ["llama", "gemma2"])
 def test_same_probabilities_with_batch_size_1_and_32(family, tiny_models, cci_items):
     model, tok, backbone = _load(tiny_models[family])
-    one = score_choices(model, tok, backbone, CCI, cci_items, batch_size=1, progress=False)
-    many = score_choices(model, tok, backbone, CCI, cci_items, batch_size=32, progress=False)
+    one = score_choices(model, tok, backbone, CCI, cci_items, progress=False)
+    many = score_choices(model, tok, backbone, CCI, cci_items, progress=False)
     assert one.shape == (len(cci_items), 3)
     np.testing.assert_allclose(one.sum(axis=1), 1.0, atol=1e-9)
     np.testing.assert_allclose(one, many, atol=1e-5)
@@ -151,7 +153,7 @@ def test_same_probabilities_with_batch_size_1_and_32(family, tiny_models, cci_it
 
 def test_prefix_sharing_gives_the_plain_result(llama, cci_items):
     model, tok, backbone = llama
-    prompts = fit_choice_prompts(CCI, cci_items, tok, backbone, permute=True)
+    prompts = fit_choice_prompts(CCI, cci_items, tok, backbone, BASELINE, permute=True)
     seqs = [TokenSequence(f.input_ids, [len(f.input_ids) - 1]) for per in prompts.fitted for f in per]
     plan = plan_units(seqs, 8)
     assert plan.root > 0  # the system prompt
@@ -185,10 +187,10 @@ def test_real_dev_file_same_predictions_with_batch_size_1_and_32(llama):
     model, tok, backbone = llama
     items = load_items(NIKL / "cci_dev.json", CCI)
     # A budget keeps this quick on a CPU; it also puts the real files through the length budget.
-    prompts = fit_choice_prompts(CCI, items, tok, backbone, max_length=320)
+    prompts = fit_choice_prompts(CCI, items, tok, backbone, BASELINE, max_length=320)
     assert sum(d > 0 for d in prompts.dropped) > 0  # the budget cut some conversations
-    one = score_items(model, tok, CCI, items, prompts, batch_size=1, progress=False)
-    many = score_items(model, tok, CCI, items, prompts, batch_size=32, progress=False)
+    one = score_items(model, tok, CCI, items, prompts, progress=False)
+    many = score_items(model, tok, CCI, items, prompts, progress=False)
     a = np.stack([r.probs for r in one])
     b = np.stack([r.probs for r in many])
     assert (a.argmax(axis=1) == b.argmax(axis=1)).all()
@@ -234,7 +236,7 @@ class PositionBiasedModel:
 
 def test_permute_cancels_a_pure_position_bias(llama, cci_items):
     _, tok, backbone = llama
-    prompts = fit_choice_prompts(CCI, cci_items[:3], tok, backbone)
+    prompts = fit_choice_prompts(CCI, cci_items[:3], tok, backbone, BASELINE)
     ids = letter_token_ids(tok, prompts.fitted[0][0].text, CCI.letters)
     fake = PositionBiasedModel(ids, len(tok))
     plain = score_choices(fake, tok, backbone, CCI, cci_items[:3], progress=False)
@@ -275,7 +277,7 @@ def _naive_loglik(model, tok, text, option):
 def test_loglik_equals_a_naive_full_forward_per_option(llama, cci_items):
     model, tok, backbone = llama
     items = cci_items[:3]
-    prompts = fit_choice_prompts(CCI, items, tok, backbone)
+    prompts = fit_choice_prompts(CCI, items, tok, backbone, BASELINE)
     results = score_items(model, tok, CCI, items, prompts, scoring="loglik", batch_size=4,
                           share_prefix=True, progress=False)
     for item, per, res in zip(items, prompts.fitted, results, strict=True):
@@ -305,9 +307,9 @@ def test_run_prediction_writes_valid_results_and_refuses_to_overwrite(llama, tmp
     model, tok, backbone = llama
     items = load_items(SAMPLES / "cci_test.json", CCI)
     out = tmp_path / "results" / "cci.json"
-    opts = PredictOptions(max_length=256)
-    summary = run_prediction(model, tok, backbone, CCI, items, out, options=opts,
-                             model_name="tiny", batch_size=4, progress=False)
+    opts = AnswerSettings(max_length=256, batch_size=4)
+    summary = run_prediction(HFEngine(model, tok, backbone), CCI, items, out, settings=opts,
+                             model_name="tiny", progress=False)
     assert check_submission(out, SAMPLES / "cci_test.json", CCI) == len(items)
     assert summary.cut > 0 and summary.resumed == 0
     assert not partial_path(out).exists()
@@ -325,24 +327,22 @@ def test_run_prediction_writes_valid_results_and_refuses_to_overwrite(llama, tmp
     from malpyeong.errors import UserError
 
     with pytest.raises(UserError, match="exists"):
-        run_prediction(model, tok, backbone, CCI, items, out, options=opts, model_name="tiny",
+        run_prediction(HFEngine(model, tok, backbone), CCI, items, out, settings=opts, model_name="tiny",
                        progress=False)
 
 
 def test_resume_from_a_partial_file_is_byte_identical(llama, tmp_path):
     model, tok, backbone = llama
     items = load_items(SAMPLES / "cci_test.json", CCI)[:8]
-    opts = PredictOptions(scoring="loglik", permute=True, max_length=320)
+    opts = AnswerSettings(scoring="loglik", permute=True, max_length=320, batch_size=3)
     ref = tmp_path / "ref.json"
-    run_prediction(model, tok, backbone, CCI, items, ref, options=opts, model_name="m",
-                   batch_size=3, progress=False)
+    run_prediction(HFEngine(model, tok, backbone), CCI, items, ref, settings=opts, model_name="m", progress=False)
     # An interrupted run: the header, some rows in completion order, and a torn last line.
     rows = sidecar_path(ref).read_text(encoding="utf-8").splitlines()
     out = tmp_path / "again.json"
     torn = "\n".join([rows[0], rows[5], rows[2], rows[7]]) + "\n" + rows[3][:17]
     partial_path(out).write_text(torn, encoding="utf-8")
-    summary = run_prediction(model, tok, backbone, CCI, items, out, options=opts, model_name="m",
-                             batch_size=3, progress=False)
+    summary = run_prediction(HFEngine(model, tok, backbone), CCI, items, out, settings=opts, model_name="m", progress=False)
     assert summary.resumed == 3
     assert out.read_bytes() == ref.read_bytes()
     assert sidecar_path(out).read_bytes() == sidecar_path(ref).read_bytes()
@@ -357,12 +357,12 @@ def test_a_partial_file_from_other_options_is_refused(llama, tmp_path):
     from malpyeong.errors import UserError
 
     with pytest.raises(UserError, match="different run"):
-        run_prediction(model, tok, backbone, CCI, items, out, model_name="m", progress=False)
+        run_prediction(HFEngine(model, tok, backbone), CCI, items, out, model_name="m", progress=False)
 
 
 def test_choice_prompts_are_fitted_to_the_budget(llama, cci_items):
     _, tok, backbone = llama
-    prompts: ChoicePrompts = fit_choice_prompts(CCI, cci_items, tok, backbone, max_length=200,
+    prompts: ChoicePrompts = fit_choice_prompts(CCI, cci_items, tok, backbone, BASELINE, max_length=200,
                                                 permute=True)
     assert len(prompts.orders) == 3
     assert all(len(f.input_ids) <= 200 for per in prompts.fitted for f in per if f.fits)

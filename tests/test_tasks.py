@@ -73,17 +73,17 @@ def test_josa_rule():
 def test_highlight_definitions_cot_persona(cci_record):
     task = get_task("cci")
     item = parse("cci", cci_record)
-    sys_msg, user = task.messages(item, "highlight+definitions+cot+persona")
+    sys_msg, user = task.messages(item, task.prompt_spec("highlight+definitions+cot+persona"))
     assert "언어학자" in sys_msg["content"]
     assert "★ 화자2: 그럼 공원에 산책 가자." in user["content"]
     assert "[Target]\n화자2: 그럼 공원에 산책 가자.\n" in user["content"]
     assert "[Definition]\n내적 동기:" in user["content"]
     assert "위 대화에서 [Target] 발화의 동기로 올바른 지문은?" in user["content"]
     assert user["content"].endswith("'정답: A'처럼 답을 쓰세요.")
-    en = task.messages(item, "en+definitions")[1]["content"]
+    en = task.messages(item, task.prompt_spec("en+definitions"))[1]["content"]
     assert "Which option is the correct motivation of the conversation above?" in en
     assert "motivation: the speaker's inner" in en and "동기로" not in en
-    bi = task.messages(item, "bilingual")[1]["content"]
+    bi = task.messages(item, task.prompt_spec("bilingual"))[1]["content"]
     assert "위 대화의 동기로 올바른 지문은?\nWhich option" in bi
 
 
@@ -148,7 +148,7 @@ def test_every_variant_renders_through_every_family(tiny_models, cci_record, dcs
         task = get_task(task_name)
         item = parse(task_name, record)
         for variant in VARIANTS[task_name]:
-            messages = task.messages(item, variant)
+            messages = task.messages(item, task.prompt_spec(variant))
             text = render_chat(tok, messages, backbone)
             ids = encode(tok, text)
             # the system prompt survives (folded into the user turn where the family has no system role)

@@ -12,8 +12,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from malpyeong.backbones import Backbone, encode, render_chat
-from malpyeong.data import Utterance
-from malpyeong.tasks.base import PromptSpec, Task
+from malpyeong.tasks.base import PromptSpec, Task, Utterance
 
 OMITTED = Utterance("", "…")  # stands where utterances were cut, so the model sees a gap
 
@@ -41,14 +40,13 @@ def _cut(task: Task, item: Any, order: list[int], k: int) -> Any:
     return task.with_conversation(item, tuple(conv))
 
 
-def fit_prompt(task: Task, item: Any, tokenizer: Any, backbone: Backbone,
-               prompt: str | PromptSpec | None = None, max_length: int | None = None, *,
-               reserve: int = 0, add_generation_prompt: bool = True) -> FittedPrompt:
+def fit_prompt(task: Task, item: Any, tokenizer: Any, backbone: Backbone, spec: PromptSpec,
+               max_length: int | None = None, *, reserve: int = 0,
+               add_generation_prompt: bool = True) -> FittedPrompt:
     """Render ``item``'s prompt; if longer than ``max_length - reserve`` tokens, cut utterances.
 
     ``reserve`` keeps room for what follows the prompt (the answer, or generated tokens).
     """
-    spec = task.prompt_spec(prompt)
 
     def render(it: Any) -> tuple[str, list[int]]:
         text = render_chat(tokenizer, task.messages(it, spec), backbone,

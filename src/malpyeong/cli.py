@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import argparse
 import logging
 import os
 import sys
 from collections.abc import Callable
 
 from malpyeong.errors import UserError, UserErrors
+from malpyeong.tasks import task_names, tasks_help
 
 EXIT_USER_ERROR = 2
 
@@ -39,3 +41,10 @@ def run_cli(main: Callable[[list[str] | None], int | None], argv: list[str] | No
             return EXIT_USER_ERROR
         raise
     return int(code or 0)
+
+
+def task_argument(parser: argparse.ArgumentParser, *, required: bool = True,
+                  extra: tuple[str, ...] = (), help: str | None = None) -> None:
+    """``--task`` with the registered tasks as choices (plus ``extra``, e.g. ``text``)."""
+    parser.add_argument("--task", required=required, choices=[*task_names(), *extra],
+                        help=help or tasks_help())

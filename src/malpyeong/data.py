@@ -11,25 +11,14 @@ from __future__ import annotations
 import json
 import os
 from collections import Counter
-from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from malpyeong.errors import UserError, UserErrors
 from malpyeong.io import atomic_write_json, ensure_writable
-
-if TYPE_CHECKING:
-    from malpyeong.tasks.base import Task
-
+from malpyeong.tasks.base import Task
 
 MAX_ERRORS_PER_FILE = 20  # past this a file is usually of another task; say so instead of flooding
-
-
-@dataclass(frozen=True)
-class Utterance:
-    speaker: str
-    utterance: str
-    utterance_id: str | None = None
 
 
 def read_records(path: str | os.PathLike) -> list[Any]:
@@ -86,14 +75,11 @@ def item_label(record: Any, index: int) -> str:
     return f"#{index}"
 
 
-def load_items(path: str | os.PathLike, task: str | Task, *, require_output: bool = False) -> list:
+def load_items(path: str | os.PathLike, task: Task, *, require_output: bool = False) -> list:
     """Read and validate a data file for ``task``; raise ``UserErrors`` listing every problem.
 
     ``require_output``: training and dev files must carry gold outputs (test files have ``""``).
     """
-    from malpyeong.tasks import get_task
-
-    task = get_task(task) if isinstance(task, str) else task
     name = str(path)
     records = read_records(path)
     if not isinstance(records, list):
@@ -117,17 +103,21 @@ def load_items(path: str | os.PathLike, task: str | Task, *, require_output: boo
         if n > 1:
             errors.append(UserError(f"duplicate id ({n} items share it)", file=name, item=dup,
                                     field="id", hint="ids must be unique within a file"))
-    if len(errors) > MAX_ERRORS_PER_FILE:
-        more = len(errors) - MAX_ERRORS_PER_FILE
-        errors = errors[:MAX_ERRORS_PER_FILE] + [UserError(
-            f"... and {more} more problem(s) in this file", file=name,
-            hint=f"is this really a {task.name} file?")]
     if errors:
-        raise UserErrors(errors)
+        raise UserErrors(capped(errors, name, hint=f"is this really a {task.name} file?"))
     return items
 
 
-def write_submission(items: list, outputs: dict[str, str], path: str | os.PathLike, *,
+def capped(errors: list[UserError], name: str, hint: str | None = None) -> list[UserError]:
+    """The first :data:`MAX_ERRORS_PER_FILE` errors and one line saying how many more."""
+    if len(errors) <= MAX_ERRORS_PER_FILE:
+        return errors
+    more = len(errors) - MAX_ERRORS_PER_FILE
+    return errors[:MAX_ERRORS_PER_FILE] + [UserError(
+        f"... and {more} more problem(s) in this file", file=name, hint=hint)]
+
+
+def write_submission(items: list, outputs: dict[str, Any], path: str | os.PathLike, *,
                      overwrite: bool = False) -> Path:
     """Write ``items`` (as read from the test file) with ``output`` filled from ``outputs[id]``."""
     path = ensure_writable(path, overwrite)
@@ -144,15 +134,12 @@ def write_submission(items: list, outputs: dict[str, str], path: str | os.PathLi
 
 
 def check_submission(pred_path: str | os.PathLike, test_path: str | os.PathLike,
-                     task: str | Task) -> int:
+                     task: Task) -> int:
     """The official scorer's submission checks; raise ``UserErrors`` on failure, return the count.
 
     Same number of items as the test file, unique ids, every id present in the test file, every
     output valid for the task.
     """
-    from malpyeong.tasks import get_task
-
-    task = get_task(task) if isinstance(task, str) else task
     pred = read_records(pred_path)
     test = read_records(test_path)
     pname = str(pred_path)
@@ -181,5 +168,5 @@ def check_submission(pred_path: str | os.PathLike, test_path: str | os.PathLike,
         if n > 1:
             errors.append(UserError(f"duplicate id ({n} times)", file=pname, item=dup, field="id"))
     if errors:
-        raise UserErrors(errors)
+        raise UserErrors(capped(errors, pname))
     return len(pred)

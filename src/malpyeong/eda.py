@@ -28,6 +28,7 @@ import pandas as pd
 
 from malpyeong.io import atomic_write_json, atomic_write_text
 from malpyeong.prep.simhash import normalize
+from malpyeong.tasks.base import Task
 
 log = logging.getLogger(__name__)
 
@@ -65,8 +66,11 @@ def dialogue_key(item: Any) -> str:
     return normalize("\n".join(u.utterance for u in item.conversation))
 
 
-def item_frame(task: Any, splits: dict[str, list[Any]]) -> pd.DataFrame:
-    """One row per item: lengths, speakers, turns, anonymisation and task-specific columns."""
+def item_frame(task: Task, splits: dict[str, list[Any]]) -> pd.DataFrame:
+    """One row per item: lengths, speakers, turns, anonymisation, and the task's own columns
+    (:meth:`~malpyeong.tasks.base.Task.eda_columns`), which decide the task's plots and
+    figures: ``category``, ``gold`` and option lengths, reference positions, ``terms``,
+    ``output_chars``."""
     rows = []
     for split, items in splits.items():
         for it in items:
@@ -85,33 +89,12 @@ def item_frame(task: Any, splits: dict[str, list[Any]]) -> pd.DataFrame:
                 "anon_max": max(anon, default=0),
                 "dialogue": dialogue_key(it),
             }
-            if task.name == "cci":
-                refs = it.reference_indices
-                lens = [len(o) for o in it.options]
-                row.update(
-                    category=it.category,
-                    references=len(refs),
-                    ref_first=min(refs),
-                    ref_last=max(refs),
-                    ref_rel=(min(refs) / (len(conv) - 1)) if len(conv) > 1 else 0.0,
-                    ref_from_end=len(conv) - 1 - max(refs),
-                    option_chars_mean=float(np.mean(lens)),
-                    gold=GOLD_LETTERS[it.label] if it.label is not None else None,
-                    gold_chars=lens[it.label] if it.label is not None else None,
-                    gold_longest=lens[it.label] == max(lens) if it.label is not None else None,
-                    gold_shortest=lens[it.label] == min(lens) if it.label is not None else None,
-                    # what a gold option picked at random would score (ties share the max/min)
-                    chance_longest=lens.count(max(lens)) / len(lens),
-                    chance_shortest=lens.count(min(lens)) / len(lens),
-                )
-            else:
-                row.update(
-                    keywords=len(it.keywords),
-                    summary_chars=len(it.summary) if it.summary.strip() else None,
-                    summary_anon=len(anon_tokens(it.summary)) if it.summary else None,
-                )
-                if row["summary_chars"]:
-                    row["compression"] = row["summary_chars"] / max(row["dialogue_chars"], 1)
+            terms = task.key_terms(it)
+            if terms:
+                row["terms"] = list(terms)
+            row.update(task.eda_columns(it))
+            if row.get("output_chars"):
+                row["compression"] = row["output_chars"] / max(row["dialogue_chars"], 1)
             rows.append(row)
     return pd.DataFrame(rows)
 
@@ -154,7 +137,7 @@ def token_frame(
             p = len(encode(tokenizer, text))
             full = None
             if task.has_output(it):
-                target = task.target(it, spec)
+                target = task.target(it)
                 done = render_chat(
                     tokenizer,
                     messages + [{"role": "assistant", "content": target}],
@@ -485,10 +468,11 @@ def plot_tokens(p: Plotter, tokens: pd.DataFrame, max_length: int, name: str) ->
     )
 
 
-def plot_cci(p: Plotter, items: pd.DataFrame, categories_en: dict[str, str]) -> None:
+def plot_choice(p: Plotter, items: pd.DataFrame, labels: dict[str, str]) -> None:
+    """Category balance, gold-option position and option-length bias (choice tasks)."""
     fig, axes = p.figure(2, 12, 4.2)
     cat = items.groupby(["category", "split"], sort=False).size().unstack(fill_value=0)
-    cat.index = [p.korean(c, categories_en.get(c, c)) for c in cat.index]
+    cat.index = [p.korean(c, labels.get(c, c)) for c in cat.index]
     _bar_counts(axes[0, 0], cat, p.order)
     axes[0, 0].set(title="Categories", xlabel="")
     axes[0, 0].tick_params(axis="x", labelsize=8)
@@ -503,7 +487,7 @@ def plot_cci(p: Plotter, items: pd.DataFrame, categories_en: dict[str, str]) -> 
         fig, axes = p.figure(2, 12, 4.2)
         share = gold.groupby(["category", "gold"]).size().unstack(fill_value=0)
         share = share.div(share.sum(axis=1), axis=0)
-        share.index = [p.korean(c, categories_en.get(c, c)) for c in share.index]
+        share.index = [p.korean(c, labels.get(c, c)) for c in share.index]
         im = axes[0, 0].imshow(share.values, cmap="Blues", vmin=0, vmax=1, aspect="auto")
         axes[0, 0].grid(False)
         axes[0, 0].set_xticks(range(share.shape[1]), share.columns)
@@ -540,6 +524,8 @@ def plot_cci(p: Plotter, items: pd.DataFrame, categories_en: dict[str, str]) -> 
             "what a randomly placed gold option would score on the same items.",
         )
 
+def plot_references(p: Plotter, items: pd.DataFrame) -> None:
+    """Where the reference (target) utterances sit, and questions per dialogue."""
     fig, axes = p.figure(2, 11, 4)
     _hist_by_split(axes[0, 0], items, "ref_rel", np.linspace(0, 1, 21), p.order)
     axes[0, 0].set(
@@ -571,49 +557,55 @@ def plot_cci(p: Plotter, items: pd.DataFrame, categories_en: dict[str, str]) -> 
     p.save(fig, "references_questions.png", "Reference count; questions per dialogue")
 
 
-def plot_dcs(p: Plotter, items: pd.DataFrame, keywords: Counter) -> None:
-    fig, axes = p.figure(2, 11, 4)
-    kw = items.groupby(["keywords", "split"]).size().unstack(fill_value=0)
-    _bar_counts(axes[0, 0], kw, p.order)
-    axes[0, 0].set(title="Subject keywords per item", xlabel="keywords")
-    top = keywords.most_common(20)
-    if top and p.font:
-        names = [k for k, _ in top][::-1]
-        axes[0, 1].barh(names, [c for _, c in top][::-1])
-        axes[0, 1].set(title="Most frequent keywords (all files)", xlabel="items")
-        axes[0, 1].tick_params(axis="y", labelsize=8)
-    else:
-        counts = sorted(keywords.values(), reverse=True)
-        axes[0, 1].plot(range(1, len(counts) + 1), counts, marker=".")
-        axes[0, 1].set(
-            title="Keyword frequency by rank (no Hangul font for names)",
-            xlabel="rank",
-            ylabel="items",
-            yscale="log",
-        )
-    p.save(fig, "keywords.png", "Subject keywords", f"{len(keywords)} distinct keywords.")
+def plot_outputs(p: Plotter, items: pd.DataFrame) -> None:
+    """Key terms per item and the most frequent ones (``terms``: DCS subject keywords); gold
+    output length (``output_chars``)."""
+    if "terms" in items:
+        terms = items["terms"].map(lambda t: t if isinstance(t, list) else [])
+        counts = Counter(t for ts in terms for t in ts)
+        fig, axes = p.figure(2, 11, 4)
+        per = items.assign(n_terms=terms.map(len))
+        kw = per.groupby(["n_terms", "split"]).size().unstack(fill_value=0)
+        _bar_counts(axes[0, 0], kw, p.order)
+        axes[0, 0].set(title="Key terms per item", xlabel="terms")
+        top = counts.most_common(20)
+        if top and p.font:
+            names = [k for k, _ in top][::-1]
+            axes[0, 1].barh(names, [c for _, c in top][::-1])
+            axes[0, 1].set(title="Most frequent terms (all files)", xlabel="items")
+            axes[0, 1].tick_params(axis="y", labelsize=8)
+        else:
+            ranked = sorted(counts.values(), reverse=True)
+            axes[0, 1].plot(range(1, len(ranked) + 1), ranked, marker=".")
+            axes[0, 1].set(
+                title="Term frequency by rank (no Hangul font for names)",
+                xlabel="rank",
+                ylabel="items",
+                yscale="log",
+            )
+        p.save(fig, "keywords.png", "Key terms", f"{len(counts)} distinct terms.")
 
-    gold = items.dropna(subset=["summary_chars"])
+    gold = items.dropna(subset=["output_chars"]) if "output_chars" in items else items[:0]
     if len(gold):
         fig, axes = p.figure(2, 11, 4)
-        _hist_by_split(axes[0, 0], gold, "summary_chars", _bins(gold["summary_chars"], 30), p.order)
-        axes[0, 0].set(title="Summary length", xlabel="characters", ylabel="share of items")
+        _hist_by_split(axes[0, 0], gold, "output_chars", _bins(gold["output_chars"], 30), p.order)
+        axes[0, 0].set(title="Gold output length", xlabel="characters", ylabel="share of items")
         for split, part in gold.groupby("split", sort=False):
             axes[0, 1].scatter(
                 part["dialogue_chars"],
-                part["summary_chars"],
+                part["output_chars"],
                 s=10,
                 alpha=0.6,
                 label=split,
                 color=SPLIT_COLORS[p.order.index(split) % len(SPLIT_COLORS)],
             )
         axes[0, 1].set(
-            title="Summary vs dialogue length",
+            title="Gold output vs dialogue length",
             xlabel="dialogue characters",
-            ylabel="summary characters",
+            ylabel="output characters",
         )
         axes[0, 1].legend(fontsize=8)
-        p.save(fig, "summary_length.png", "Summary length (files with gold summaries)")
+        p.save(fig, "output_length.png", "Gold output length (files with gold outputs)")
 
 
 def plot_duplicates(p: Plotter, dup: dict) -> None:
@@ -706,8 +698,7 @@ def summary_table(
             "anon_tokens",
             "references",
             "option_chars_mean",
-            "keywords",
-            "summary_chars",
+            "output_chars",
             "compression",
         )
         if c in items
@@ -760,9 +751,10 @@ def key_figures(
         f["prompt_chars_per_token"] = _num(
             tokens["prompt_chars"].sum() / tokens["prompt_tokens"].sum()
         )
-    if task.name == "cci":
-        gold = items.dropna(subset=["gold"])
+    if "category" in items:
         f["categories"] = {k: int(v) for k, v in items["category"].value_counts().items()}
+    if "gold" in items:
+        gold = items.dropna(subset=["gold"])
         f["gold_position"] = {
             k: int(v) for k, v in gold["gold"].value_counts().sort_index().items()
         }
@@ -771,13 +763,15 @@ def key_figures(
             f[f"random_is_a_{end}_option"] = (
                 _num(gold[f"chance_{end}"].mean()) if len(gold) else None
             )
+    if "ref_from_end" in items:
         f["reference_in_last_utterance"] = _num((items["ref_from_end"] == 0).mean())
         f["multi_reference_items"] = _num((items["references"] > 1).mean())
-    else:
-        f["keywords_per_item_mean"] = _num(items["keywords"].mean())
-        if items["summary_chars"].notna().any():
-            f["summary_chars_median"] = _num(items["summary_chars"].median())
-            f["compression_median"] = _num(items["compression"].median())
+    if "terms" in items:
+        f["terms_per_item_mean"] = _num(
+            items["terms"].map(lambda t: len(t) if isinstance(t, list) else 0).mean())
+    if "output_chars" in items and items["output_chars"].notna().any():
+        f["output_chars_median"] = _num(items["output_chars"].median())
+        f["compression_median"] = _num(items["compression"].median())
     return f
 
 
@@ -824,8 +818,6 @@ def build_report(
 
     Returns the key figures. ``splits`` maps a file label to its items, in file order.
     """
-    from malpyeong.tasks.cci import CATEGORY_EN
-
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     items = item_frame(task, splits)
@@ -838,11 +830,12 @@ def build_report(
     plot_common(p, items, utts)
     if tokens is not None:
         plot_tokens(p, tokens, max_length, tokenizer_name or "tokenizer")
-    if task.name == "cci":
-        plot_cci(p, items, CATEGORY_EN)
-    else:
-        kw = Counter(k for its in splits.values() for it in its for k in it.keywords)
-        plot_dcs(p, items, kw)
+    if "category" in items or "gold" in items:
+        plot_choice(p, items, task.eda_labels)
+    if "ref_rel" in items:
+        plot_references(p, items)
+    if "terms" in items or "output_chars" in items:
+        plot_outputs(p, items)
     plot_duplicates(p, dup)
     figures = key_figures(task, items, tokens, dup, max_length)
 

@@ -23,6 +23,7 @@ from pathlib import Path
 from typing import Any
 
 from malpyeong.backbones import REGISTRY, Backbone, get_backbone, load_model, load_tokenizer
+from malpyeong.engines import ENGINES, Engine, HFEngine, VLLMEngine
 from malpyeong.errors import UserError
 
 log = logging.getLogger(__name__)
@@ -123,7 +124,7 @@ class Loaded:
     source: ModelSource
 
 
-def load_for_inference(name: str | os.PathLike, *, dtype: str | None = "auto",
+def load_for_inference(name: str | os.PathLike | ModelSource, *, dtype: str | None = "auto",
                        device: str | None = None, load_in_4bit: bool = False,
                        trust_remote_code: bool | None = None, merge: bool = True,
                        with_model: bool = True) -> Loaded:
@@ -133,7 +134,7 @@ def load_for_inference(name: str | os.PathLike, *, dtype: str | None = "auto",
     the adapter then stays attached instead of being merged. ``with_model=False`` loads only the
     tokenizer (for checks that need no weights).
     """
-    source = resolve_source(name)
+    source = name if isinstance(name, ModelSource) else resolve_source(name)
     # The base's registry entry when it has one (a merged copy keeps the base's chat quirks);
     # otherwise what the loaded weights' own config.json says.
     backbone = REGISTRY.get(source.base) or get_backbone(source.weights)
@@ -148,9 +149,34 @@ def load_for_inference(name: str | os.PathLike, *, dtype: str | None = "auto",
         if source.adapter:
             model = _attach_adapter(model, tokenizer, source.adapter, merge and not load_in_4bit)
         model.eval()
-    log.info("loaded %s (%s%s)", name, source.kind,
+    log.info("loaded %s (%s%s)", source.weights, source.kind,
              f", adapter {source.adapter}" if source.adapter else "")
     return Loaded(model, tokenizer, backbone, source)
+
+
+def load_engine(source: ModelSource, *, engine: str = "hf", dtype: str | None = "auto",
+                device: str | None = None, load_in_4bit: bool = False,
+                trust_remote_code: bool | None = None, seed: int = 0) -> Engine:
+    """The answering engine for ``source``: a transformers model (``hf``), or a ``vllm.LLM``
+    on a merged model folder or hub id (``vllm``; tokenizer loaded here for prompts)."""
+    if engine not in ENGINES:
+        raise UserError(f"unknown engine '{engine}'", field="engine", hint=", ".join(ENGINES))
+    loaded = load_for_inference(source, dtype=dtype, device=device, load_in_4bit=load_in_4bit,
+                                trust_remote_code=trust_remote_code, with_model=engine == "hf")
+    if engine == "hf":
+        return HFEngine(loaded.model, loaded.tokenizer, loaded.backbone)
+    if source.adapter:
+        raise UserError("--engine vllm needs a merged model, this is an adapter",
+                        file=source.adapter, hint="train with --merge, or use --engine hf")
+    try:
+        from vllm import LLM
+    except ImportError:
+        raise UserError("vLLM is not installed", field="engine",
+                        hint="pip install vllm, or use --engine hf") from None
+    llm = LLM(model=source.weights, tokenizer=source.tokenizer or source.weights,
+              dtype="auto" if dtype in (None, "auto") else dtype, seed=seed,
+              trust_remote_code=bool(trust_remote_code))
+    return VLLMEngine(llm, loaded.tokenizer, loaded.backbone)
 
 
 def _device_map(device: str | None) -> Any:
@@ -179,4 +205,4 @@ def _attach_adapter(model: Any, tokenizer: Any, adapter: str, merge: bool) -> An
     return model.merge_and_unload() if merge else model
 
 
-__all__ = ["Loaded", "ModelSource", "load_for_inference", "resolve_source"]
+__all__ = ["Loaded", "ModelSource", "load_engine", "load_for_inference", "resolve_source"]

@@ -1,65 +1,71 @@
-"""ORPO preference pairs, independent of any model: one JSONL row per (chosen, rejected) pair.
+"""Preference pairs, independent of any model: one JSONL row per (chosen, rejected) pair.
 
 A row: ``{"id", "source_id", "task", "record", "chosen", "rejected", "rejected_from",
 "target_style"}``. ``record`` is the item as in the data file, so the trainer renders the prompt
 with the model's own chat template and the length budget at training time; ``chosen`` and
 ``rejected`` are bare responses (the trainer appends the template's end-of-turn).
 
-- CCI: two pairs per item. ``chosen`` is the gold option's response, ``rejected`` each wrong
-  option's response, written in the target style the SFT run used (``A. <text>`` or ``A``), so
-  ORPO sharpens exactly the answer SFT taught. The two wrong options are never joined into one
-  string.
-- DCS: ``chosen`` is the gold summary; ``rejected`` is a model's own summary of the same
-  dialogue (from a results file, see :mod:`malpyeong.results`) where one is given, else the gold
-  summary of a different dialogue sharing the most subject keywords (fluent, on-topic, wrong).
+- Choice tasks (CCI): one pair per wrong option. ``chosen`` is the gold option's answer,
+  ``rejected`` a wrong option's, written in the target style the SFT run used (``A. <text>`` or
+  ``A``), so preference training sharpens exactly the answer SFT taught. Wrong options are never
+  joined into one string.
+- Generate tasks (DCS): ``chosen`` is the gold output; ``rejected`` is a model's own output for
+  the same item (from a results file, see :mod:`malpyeong.results`) where one is given, else the
+  gold output of a different item sharing the most key terms (DCS: subject keywords), which is
+  fluent and on topic but wrong.
 """
 
 from __future__ import annotations
 
-import dataclasses
 import hashlib
+import json
 import os
-import random
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 from malpyeong.errors import UserError
 from malpyeong.io import atomic_write_text, ensure_writable, read_jsonl
+from malpyeong.results import read_results
+from malpyeong.tasks.base import ChoiceTask, GenerateTask, Task
 
 REQUIRED = ("id", "source_id", "task", "record", "chosen", "rejected")
 
 
-def cci_pairs(task: Any, items: Sequence[Any], *, target_style: str = "letter_text") -> list[dict]:
-    """Two pairs per labelled item: gold option against each wrong option."""
+def choice_pairs(task: ChoiceTask, items: Sequence[Any], *,
+                 target_style: str | None = None) -> list[dict]:
+    """One pair per wrong option of each labelled item: the gold answer against it."""
+    target_style = task.check_target_style(target_style)
     pairs = []
     for item in items:
         gold = task.label_index(item)
         if gold is None:
             continue
-        chosen = task.target(item, style=target_style)
+        chosen = task.answer_text(item, gold, style=target_style)
         for wrong in range(task.n_choices):
             if wrong == gold:
                 continue
-            rejected = task.target(dataclasses.replace(item, label=wrong), style=target_style)
+            rejected = task.answer_text(item, wrong, style=target_style)
             pairs.append(_row(task, item, f"{item.id}#{task.letters[wrong]}", chosen, rejected,
                               f"option:{task.letters[wrong]}", target_style))
     return pairs
 
 
-def dcs_pairs(task: Any, items: Sequence[Any], *, outputs: dict[str, str] | None = None,
-              results_name: str = "results", seed: int = 0) -> list[dict]:
-    """One pair per item with a gold summary (see the module docstring for ``rejected``)."""
+def generate_pairs(task: GenerateTask, items: Sequence[Any], *,
+                   outputs: dict[str, Any] | None = None, results_name: str = "results",
+                   seed: int = 0) -> list[dict]:
+    """One pair per item with a gold output (see the module docstring for ``rejected``)."""
     gold = [it for it in items if task.has_output(it)]
     pairs = []
     for item in gold:
         chosen = task.target(item)
         own = (outputs or {}).get(item.id)
-        if isinstance(own, str) and own.strip() and own.strip() != chosen:
-            pairs.append(_row(task, item, f"{item.id}#model", chosen, own.strip(),
+        own_text = task.render_output(own) if own not in (None, "") else ""
+        if own_text and own_text != chosen:
+            pairs.append(_row(task, item, f"{item.id}#model", chosen, own_text,
                               f"results:{results_name}", None))
             continue
-        other = other_dialogue(item, gold, seed)
+        other = related_item(task, item, gold, seed)
         if other is None:
             continue
         pairs.append(_row(task, item, f"{item.id}#other", chosen, task.target(other),
@@ -67,44 +73,47 @@ def dcs_pairs(task: Any, items: Sequence[Any], *, outputs: dict[str, str] | None
     return pairs
 
 
-def other_dialogue(item: Any, pool: Sequence[Any], seed: int = 0) -> Any | None:
-    """The item in ``pool`` (not ``item``, different summary) sharing the most keywords.
+def related_item(task: Task, item: Any, pool: Sequence[Any], seed: int = 0) -> Any | None:
+    """The item in ``pool`` (not ``item``, another gold output) sharing the most key terms.
 
     Ties are broken by a hash of ``seed`` and the two ids, so the choice is stable across runs.
     """
-    keys = set(getattr(item, "keywords", ()))
+    keys = set(task.key_terms(item))
+    target = task.target(item)
 
     def score(other: Any) -> tuple[int, str]:
-        shared = len(keys & set(getattr(other, "keywords", ())))
+        shared = len(keys & set(task.key_terms(other)))
         tie = hashlib.sha256(f"{seed}:{item.id}:{other.id}".encode()).hexdigest()
         return shared, tie
 
-    candidates = [o for o in pool if o.id != item.id and o.summary.strip() != item.summary.strip()]
+    candidates = [o for o in pool if o.id != item.id and task.target(o) != target]
     return max(candidates, key=score) if candidates else None
 
 
-def build_pairs(task: Any, items: Sequence[Any], *, target_style: str = "letter_text",
+def build_pairs(task: Task, items: Sequence[Any], *, target_style: str | None = None,
                 results: str | os.PathLike | None = None, seed: int = 0) -> list[dict]:
-    """Pairs for ``task``: :func:`cci_pairs` for a choice task, :func:`dcs_pairs` otherwise."""
-    if task.kind == "choice":
+    """Pairs for ``task``: :func:`choice_pairs` or :func:`generate_pairs`."""
+    if isinstance(task, ChoiceTask):
         if results is not None:
-            raise UserError("--results is for generation tasks (DCS)", field="results")
-        return cci_pairs(task, items, target_style=target_style)
+            raise UserError(f"--results is for generate tasks, not {task.name}", field="results")
+        return choice_pairs(task, items, target_style=target_style)
+    task.check_target_style(target_style)
     outputs = None
     name = "results"
     if results is not None:
-        from malpyeong.results import read_results
-
         res = read_results(results)
-        outputs = {i: o for i, o in res.outputs.items() if isinstance(o, str) and o.strip()}
-        if res.texts:  # raw generations where the submission output is missing
-            for i, text in res.texts.items():
-                outputs.setdefault(i, task.clean_output(text))
+        outputs = {i: o for i, o in res.outputs.items() if o not in (None, "")}
+        for i, text in (res.texts or {}).items():  # raw generations where the output is missing
+            if i not in outputs:
+                item = next((it for it in items if it.id == i), None)
+                parsed = task.parse_output(item, text) if item is not None else None
+                if parsed is not None:
+                    outputs[i] = parsed
         name = res.name
-    return dcs_pairs(task, items, outputs=outputs, results_name=name, seed=seed)
+    return generate_pairs(task, items, outputs=outputs, results_name=name, seed=seed)
 
 
-def _row(task: Any, item: Any, pair_id: str, chosen: str, rejected: str, origin: str,
+def _row(task: Task, item: Any, pair_id: str, chosen: str, rejected: str, origin: str,
          target_style: str | None) -> dict:
     return {"id": pair_id, "source_id": item.id, "task": task.name, "record": item.raw,
             "chosen": chosen, "rejected": rejected, "rejected_from": origin,
@@ -113,8 +122,6 @@ def _row(task: Any, item: Any, pair_id: str, chosen: str, rejected: str, origin:
 
 def write_pairs(pairs: Sequence[dict], path: str | os.PathLike, *, overwrite: bool = False) -> Path:
     """JSONL, atomically; refuses an existing file without ``overwrite``."""
-    import json
-
     out = ensure_writable(path, overwrite)
     atomic_write_text(out, "".join(json.dumps(p, ensure_ascii=False) + "\n" for p in pairs))
     return out
@@ -145,10 +152,3 @@ def read_pairs(path: str | os.PathLike) -> list[dict]:
         raise UserError(f"pairs of several tasks in one file: {', '.join(sorted(tasks))}",
                         file=str(p))
     return rows
-
-
-def shuffle_pairs(pairs: list[dict], seed: int = 0) -> list[dict]:
-    """Pairs in a seeded random order (a file written item by item is ordered by source)."""
-    out = list(pairs)
-    random.Random(seed).shuffle(out)
-    return out

@@ -1,587 +1,33 @@
-"""Prediction: score a choice task's options, or generate for a generate task, into results files.
+"""Prediction into results files: answer every item, resumably, and write the two files.
 
-Option scoring (CCI):
-
-- ``letter`` (default): one forward pass per prompt; the next-token logits of the option letters
-  at the answer position, softmaxed over the letters. The letter ids come from the tokenizer as
-  the model would write them right after the generation prompt (``A`` or ``▁A``), checked distinct.
-- ``loglik`` / ``loglik_norm``: the log-likelihood of each option's text after the prompt
-  (summed, or divided by the option's length in characters, as lm-evaluation-harness's acc /
-  acc_norm); softmax over the three.
-- ``permute``: each item is also scored with its options in the two other cyclic orders, and the
-  three probability vectors, mapped back to the original order, are averaged (cancels a model's
-  preference for a position).
-
-Speed: every prompt of a run is a token sequence, and many share their first tokens. The part
-common to all (system prompt, headers) is run once; sequences sorted by their tokens form groups
-that share more (the items of one conversation, the option orders of --permute, the three
-options of one item) whose prefix is run once per batch, its key-value cache copied to each
-member, so only the differing tails are computed (on the real CCI test file: 2.6x fewer tokens
-than one pass per item, 4.7x with --permute). Batches are cut by length with right padding:
-causal attention never lets a real token see the padding to its right, so positions are the
-unpadded ones and a row's result does not depend on what it is batched with. Only the logits
-that are needed are projected onto the vocabulary.
-
-Results (``run_prediction``) follow :mod:`malpyeong.results`: one row per item is appended to the
-partial sidecar as soon as the item is finished; a rerun skips the finished items (the work plan
-is the same, so recomputed rows are bit-identical); both final files are written atomically.
+The answers come from the one answering path (:func:`malpyeong.answer.answer_items`). Results
+follow :mod:`malpyeong.results`: one row per item is appended to the partial sidecar as soon as
+the item is finished; a rerun skips the finished items (the work plan is the same, so recomputed
+rows are bit-identical); both final files are written atomically.
 """
 
 from __future__ import annotations
 
-import copy
+import json
 import logging
 import math
 import os
 import time
-from collections.abc import Callable, Collection, Sequence
-from dataclasses import dataclass, field
+from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import numpy as np
-
-from malpyeong.backbones import Backbone, encode, end_of_turn_ids
-from malpyeong.budget import FittedPrompt, fit_prompt
+from malpyeong import __version__
+from malpyeong.answer import Answer, AnswerSettings, answer_items, parsed_output
+from malpyeong.data import write_submission
+from malpyeong.engines import Engine
 from malpyeong.errors import UserError
-from malpyeong.generation import generate_texts, model_device, progress_bar
 from malpyeong.io import JsonlAppender, atomic_write_text, ensure_writable, read_jsonl
 from malpyeong.results import partial_path, sidecar_path
+from malpyeong.tasks.base import ChoiceTask, Task
 
 log = logging.getLogger(__name__)
-
-SCORINGS = ("letter", "loglik", "loglik_norm")
-MIN_SHARED_PREFIX = 16  # tokens: below this a shared prefix is not worth a separate pass
-EMPTY_OUTPUT = "."  # a generate task's output when the cleaned generation is empty
-
-
-# ------------------------------------------------------------------------------ letter tokens
-
-
-def letter_token_ids(tokenizer: Any, prompt_text: str, letters: Sequence[str]) -> list[int]:
-    """The token id of each letter as the model would write it right after ``prompt_text``.
-
-    Encodes the prompt followed by the letter and takes the first token after the prompt's own
-    tokens, so a tokenizer that writes the letter with a leading-space marker (``▁A``) gets that
-    id. Raises when two letters share an id (the softmax over them would be meaningless).
-    """
-    base = encode(tokenizer, prompt_text)
-    ids = []
-    for letter in letters:
-        full = encode(tokenizer, prompt_text + letter)
-        if len(full) > len(base) and full[:len(base)] == base:
-            ids.append(full[len(base)])
-        else:  # the letter merged with the prompt's last token: use the letter on its own
-            alone = tokenizer.encode(letter, add_special_tokens=False)
-            if not alone:
-                raise UserError(f"the tokenizer has no token for option letter '{letter}'",
-                                field="model")
-            ids.append(alone[-1])
-    if len(set(ids)) != len(ids):
-        shown = ", ".join(f"{a}={tokenizer.convert_ids_to_tokens(i)!r}"
-                          for a, i in zip(letters, ids, strict=True))
-        raise UserError(f"option letters share a token ({shown})", field="model",
-                        hint="use --scoring loglik for this tokenizer")
-    return ids
-
-
-# ------------------------------------------------------------------------------ prefix-sharing runner
-
-
-@dataclass
-class TokenSequence:
-    """A token sequence and the positions whose next-token logits are needed."""
-
-    ids: list[int]
-    need: list[int]  # sorted positions t: logits at t predict token t+1
-
-
-@dataclass
-class Unit:
-    """One batch of ``members`` (sequence indices) in up to three levels of shared prefixes.
-
-    Every sequence of a plan starts with the plan's root prefix (``Plan.root`` tokens, run
-    once). ``groups[g] = (source, length)``: ``seqs[source].ids[root:length]`` is run once per
-    batch for the members ``m`` with ``group_of[m] == g``; each member then runs only its tail
-    from ``length``. A plan without sharing has root 0 and one group per member of length 0.
-    """
-
-    members: list[int]
-    groups: list[tuple[int, int]] = field(default_factory=list)
-    group_of: list[int] = field(default_factory=list)
-
-
-@dataclass
-class Plan:
-    root: int  # tokens every sequence shares (0: none)
-    units: list[Unit]
-
-
-def _lcp(a: Sequence[int], b: Sequence[int], limit: int) -> int:
-    n = min(len(a), len(b), limit)
-    i = 0
-    while i < n and a[i] == b[i]:
-        i += 1
-    return i
-
-
-def _cap(seq: TokenSequence) -> int:
-    """A prefix may not reach a position whose logits are needed."""
-    return seq.need[0] if seq.need else len(seq.ids)
-
-
-def prefix_groups(seqs: Sequence[TokenSequence], root: int = 0, *,
-                  min_prefix: int = MIN_SHARED_PREFIX) -> list[tuple[int, list[int]]]:
-    """``(prefix length, members)`` groups of sequences that share tokens beyond the root.
-
-    Sequences are sorted by their tokens, so shared prefixes sit next to each other; a sequence
-    joins the open group when that saves tokens (the group's prefix may shrink to the common
-    part; what lies within the root is computed once anyway and does not count).
-    """
-    order = sorted(range(len(seqs)), key=lambda i: seqs[i].ids)
-    groups: list[tuple[int, list[int]]] = []
-    cur: list[int] = []
-    cur_prefix = 0
-    for i in order:
-        cap = _cap(seqs[i])
-        if cur:
-            shared = min(cur_prefix, cap, _lcp(seqs[cur[0]].ids, seqs[i].ids, cur_prefix))
-            extra, kept = cur_prefix - root, shared - root
-            saving = extra - len(cur) * (extra - kept)  # tokens not recomputed by joining
-            if kept >= min_prefix and saving >= min_prefix:
-                cur.append(i)
-                cur_prefix = shared
-                continue
-            groups.append((cur_prefix if len(cur) > 1 else root, cur))
-        cur, cur_prefix = [i], cap
-    if cur:
-        groups.append((cur_prefix if len(cur) > 1 else root, cur))
-    return groups
-
-
-def plan_units(seqs: Sequence[TokenSequence], batch_size: int, *, share: bool = True,
-               min_prefix: int = MIN_SHARED_PREFIX) -> Plan:
-    """Cut the work into batches of at most ``batch_size`` sequences.
-
-    With ``share``: the prefix common to all sequences (system prompt, headers) is the root;
-    groups that share more (the items of one conversation, the options of one item) are packed
-    into batches by prefix length, several groups per batch; sequences that share nothing more
-    are batched by length, longest first. The plan depends on the sequences and
-    ``batch_size`` only, so a resumed run recomputes exactly the batches of the first run.
-    """
-    if batch_size < 1:
-        raise ValueError(f"batch_size must be at least 1, got {batch_size}")
-    root = 0
-    if share and seqs:
-        root = min(_cap(s) for s in seqs)
-        first = seqs[0].ids
-        for s in seqs[1:]:
-            root = _lcp(first, s.ids, root)
-        if root < min_prefix or len(seqs) < 2:
-            root = 0
-    groups = prefix_groups(seqs, root, min_prefix=min_prefix) if share else \
-        [(0, [i]) for i in range(len(seqs))]
-    shared: list[tuple[int, list[int]]] = []
-    singles: list[int] = []
-    for prefix, members in groups:
-        if len(members) < 2:
-            singles.extend(members)
-            continue
-        members = sorted(members, key=lambda i: (-len(seqs[i].ids), i))
-        for lo in range(0, len(members), batch_size):
-            shared.append((prefix, members[lo:lo + batch_size]))
-    shared.sort(key=lambda g: (-g[0], min(g[1])))
-    units: list[Unit] = []
-    cur = Unit([])
-    for prefix, members in shared:
-        if len(cur.members) + len(members) > batch_size:
-            units.append(cur)
-            cur = Unit([])
-        cur.groups.append((members[0], prefix))
-        cur.group_of.extend([len(cur.groups) - 1] * len(members))
-        cur.members.extend(members)
-    if cur.members:
-        units.append(cur)
-    singles.sort(key=lambda i: (-len(seqs[i].ids), i))
-    for lo in range(0, len(singles), batch_size):
-        batch = singles[lo:lo + batch_size]
-        units.append(Unit(batch, [(i, root) for i in batch], list(range(len(batch)))))
-    return Plan(root, units)
-
-
-def can_share_prefix(model: Any, max_tokens: int) -> bool:
-    """Prefix caches are reused only where a plain growing cache is exact.
-
-    Sliding-window layers (Gemma-2, Mistral) keep only the last window of keys, so a copied
-    prefix cache would be cut; sharing is used there only when no sequence is longer than
-    the window.
-    """
-    config = getattr(model, "config", None)
-    if config is None or not hasattr(model, "forward"):
-        return False
-    if hasattr(config, "get_text_config"):
-        config = config.get_text_config()
-    window = getattr(config, "sliding_window", None)
-    types = getattr(config, "layer_types", None) or []
-    sliding = window is not None and (not types or "sliding_attention" in types or
-                                      getattr(config, "use_sliding_window", True) is True)
-    if sliding and window and max_tokens >= int(window):
-        return False
-    return True
-
-
-def _logits_rows(model: Any, input_ids: Any, keep: Any, **kwargs: Any) -> Any:
-    """Logits at the True positions of ``keep`` (flattened, row-major), as float32."""
-    try:
-        out = model(input_ids=input_ids, logits_to_keep=keep, **kwargs)
-        logits = out.logits
-        if logits.dim() == 2 and logits.shape[0] == int(keep.sum()):
-            return logits.float()
-    except TypeError:  # a model class without logits_to_keep
-        out = model(input_ids=input_ids, **kwargs)
-        logits = out.logits
-    return logits[keep].float()
-
-
-def _right_pad(rows: Sequence[Sequence[int]], pad_id: int) -> Any:
-    import torch
-
-    ids = torch.full((len(rows), max(len(r) for r in rows)), pad_id, dtype=torch.long)
-    for r, row in enumerate(rows):
-        ids[r, :len(row)] = torch.tensor(list(row), dtype=torch.long)
-    return ids
-
-
-def _member_mask(model: Any, starts: Sequence[int], prefix: int, tail: int) -> Any:
-    """What each member's tail may attend to: its own prefix (``starts[r]`` tokens of the
-    ``prefix`` cache slots) and, causally, its own tail.
-
-    Built here as a 4D mask (batch, 1, tail, prefix + tail), which transformers passes to the
-    attention as it is, for sdpa (boolean) and eager (additive) attention; other
-    implementations get the 2D padding mask and build the causal part themselves.
-    """
-    import torch
-
-    impl = getattr(getattr(model, "config", None), "_attn_implementation", None)
-    k = torch.arange(prefix + tail)
-    if impl not in ("sdpa", "eager"):
-        return (k[None, :] < torch.tensor(starts)[:, None]) | (k[None, :] >= prefix)
-    q = torch.arange(tail)
-    own_prefix = k[None, None, :] < torch.tensor(starts)[:, None, None]  # (B, 1, K)
-    causal_tail = (k[None, :] >= prefix) & (k[None, :] - prefix <= q[:, None])  # (Q, K)
-    allowed = (own_prefix | causal_tail[None]).unsqueeze(1)  # (B, 1, Q, K)
-    if impl == "sdpa":
-        return allowed
-    dtype = next(model.parameters()).dtype
-    return torch.zeros(allowed.shape, dtype=dtype).masked_fill(~allowed, torch.finfo(dtype).min)
-
-
-def run_units(model: Any, seqs: Sequence[TokenSequence], plan: Plan,
-              reduce: Callable[[int, Any], Any], *, pad_id: int = 0,
-              skip: Callable[[int], bool] | None = None,
-              on_done: Callable[[list[int]], None] | None = None) -> None:
-    """Run the planned batches; ``reduce(seq_index, logits[len(need), V])`` per sequence.
-
-    Right padding throughout, so no real token ever sees padding through causal attention. In
-    a sharing batch the root cache is copied once per group, the groups' prefixes are run as
-    one right-padded batch, the cache rows are gathered per member, and each member's tail
-    attends to its own prefix only (the padding between is masked out) at positions that
-    continue it. A unit whose members all satisfy ``skip`` is not run (resume).
-    """
-    import torch
-    from transformers import DynamicCache
-
-    device = model_device(model)
-    root = plan.root
-    root_cache = None
-    for unit in plan.units:
-        if skip is not None and all(skip(i) for i in unit.members):
-            continue
-        rows = [seqs[i] for i in unit.members]
-        starts = [unit.groups[g][1] for g in unit.group_of] if unit.groups else [0] * len(rows)
-        tails = [s.ids[p:] for s, p in zip(rows, starts, strict=True)]
-        ids = _right_pad(tails, pad_id)
-        keep = torch.zeros(ids.shape, dtype=torch.bool)
-        for r, (s, p) in enumerate(zip(rows, starts, strict=True)):
-            keep[r, [t - p for t in s.need]] = True
-        with torch.inference_mode():
-            if not any(starts):  # nothing shared: plain batch, no cache
-                logits = _logits_rows(model, ids.to(device), keep.to(device), use_cache=False)
-            else:
-                if root and root_cache is None:
-                    root_cache = DynamicCache()
-                    model(input_ids=torch.tensor([seqs[unit.members[0]].ids[:root]],
-                                                 device=device),
-                          past_key_values=root_cache, use_cache=True, logits_to_keep=1)
-                cache = DynamicCache()
-                if root:
-                    cache = copy.deepcopy(root_cache)
-                    cache.batch_repeat_interleave(len(unit.groups))
-                heads = [seqs[src].ids[root:p] for src, p in unit.groups]
-                width = max(len(h) for h in heads)
-                if width:
-                    model(input_ids=_right_pad(heads, pad_id).to(device),
-                          attention_mask=torch.ones((len(heads), root + width), dtype=torch.long,
-                                                    device=device),
-                          position_ids=(root + torch.arange(width))[None].expand(len(heads), -1)
-                          .to(device), past_key_values=cache, use_cache=True, logits_to_keep=1)
-                cache.batch_select_indices(torch.tensor(unit.group_of, device=device))
-                mask = _member_mask(model, starts, root + width, ids.shape[1])
-                positions = torch.tensor(starts)[:, None] + torch.arange(ids.shape[1])[None, :]
-                logits = _logits_rows(model, ids.to(device), keep.to(device),
-                                      attention_mask=mask.to(device),
-                                      position_ids=positions.to(device),
-                                      past_key_values=cache, use_cache=True)
-                del cache
-        at = 0
-        for i, s in zip(unit.members, rows, strict=True):
-            reduce(i, logits[at:at + len(s.need)])
-            at += len(s.need)
-        if on_done is not None:
-            on_done(unit.members)
-
-
-# ------------------------------------------------------------------------------ choice scoring
-
-
-def cyclic_orders(n: int) -> list[tuple[int, ...]]:
-    """The n cyclic rotations of the options; the first is the original order."""
-    return [tuple((k + j) % n for j in range(n)) for k in range(n)]
-
-
-def unpermute(probs: Sequence[float], order: Sequence[int]) -> np.ndarray:
-    """Probabilities over shown positions -> over original options (position j showed order[j])."""
-    out = np.zeros(len(order), dtype=np.float64)
-    for j, original in enumerate(order):
-        out[original] = probs[j]
-    return out
-
-
-def softmax(x: Sequence[float]) -> np.ndarray:
-    a = np.asarray(x, dtype=np.float64)
-    a = a - a.max()
-    e = np.exp(a)
-    return e / e.sum()
-
-
-@dataclass
-class ChoicePrompts:
-    """Every prompt of a choice-scoring run: ``fitted[item][k]`` shows the options in ``orders[k]``."""
-
-    orders: list[tuple[int, ...]]
-    fitted: list[list[FittedPrompt]]
-
-    @property
-    def dropped(self) -> list[int]:
-        return [max(f.dropped for f in per) for per in self.fitted]
-
-    @property
-    def over_budget(self) -> int:
-        return sum(not all(f.fits for f in per) for per in self.fitted)
-
-
-def fit_choice_prompts(task: Any, items: Sequence[Any], tokenizer: Any, backbone: Backbone, *,
-                       prompt: Any = None, max_length: int | None = None, permute: bool = False,
-                       reserve: int = 0) -> ChoicePrompts:
-    """Fit (length budget) every item's prompt, in each option order that will be scored."""
-    orders = cyclic_orders(task.n_choices) if permute else [tuple(range(task.n_choices))]
-    fitted = []
-    for item in items:
-        fitted.append([fit_prompt(task, item if o == orders[0] else task.permuted(item, o),
-                                  tokenizer, backbone, prompt, max_length, reserve=reserve)
-                       for o in orders])
-    return ChoicePrompts(orders, fitted)
-
-
-@dataclass
-class ItemScore:
-    probs: np.ndarray
-    extra: dict = field(default_factory=dict)
-
-
-def _option_sequences(tokenizer: Any, fitted: FittedPrompt, options: Sequence[str]) -> list[TokenSequence]:
-    """prompt + option text per option; the logits needed are those that predict the option."""
-    base = fitted.input_ids
-    out = []
-    for text in options:
-        full = encode(tokenizer, fitted.text + text)
-        if not (len(full) > len(base) and full[:len(base)] == base):
-            full = list(base) + tokenizer.encode(text, add_special_tokens=False)
-        out.append(TokenSequence(full, list(range(len(base) - 1, len(full) - 1))))
-    return out
-
-
-def score_items(model: Any, tokenizer: Any, task: Any, items: Sequence[Any],
-                prompts: ChoicePrompts, *, scoring: str = "letter", batch_size: int = 16,
-                share_prefix: bool | None = None, progress: bool = True,
-                done: Collection[int] = (),
-                on_item: Callable[[int, ItemScore], None] | None = None) -> list[ItemScore | None]:
-    """Score prepared prompts; ``done`` item indices are skipped (their entries stay None)."""
-    import torch
-
-    if scoring not in SCORINGS:
-        raise UserError(f"unknown scoring '{scoring}'", field="scoring", hint=", ".join(SCORINGS))
-    n_choices = task.n_choices
-    seqs: list[TokenSequence] = []
-    owner: list[tuple[int, int, int]] = []  # (item, order index, option position or -1)
-    letter_ids: list[int] | None = None
-    for i, (item, per) in enumerate(zip(items, prompts.fitted, strict=True)):
-        for k, (order, fp) in enumerate(zip(prompts.orders, per, strict=True)):
-            if scoring == "letter":
-                if letter_ids is None:
-                    letter_ids = letter_token_ids(tokenizer, fp.text, task.letters)
-                seqs.append(TokenSequence(list(fp.input_ids), [len(fp.input_ids) - 1]))
-                owner.append((i, k, -1))
-            else:
-                shown = [task.choices(item)[o] for o in order]
-                for j, s in enumerate(_option_sequences(tokenizer, fp, shown)):
-                    seqs.append(s)
-                    owner.append((i, k, j))
-    done_set = set(done)
-    if share_prefix is None:
-        share_prefix = can_share_prefix(model, max((len(s.ids) for s in seqs), default=0))
-    plan = plan_units(seqs, batch_size, share=share_prefix)
-    seqs_of_item: list[int] = [0] * len(items)
-    for i, _, _ in owner:
-        seqs_of_item[i] += 1
-    remaining = list(seqs_of_item)
-    partial: list[dict] = [{} for _ in items]
-    results: list[ItemScore | None] = [None] * len(items)
-    letter_t = torch.tensor(letter_ids) if letter_ids is not None else None
-
-    def reduce(s: int, logits: Any) -> None:
-        i, k, j = owner[s]
-        if scoring == "letter":
-            row = logits[0, letter_t.to(logits.device)].double().cpu().numpy()
-            partial[i][(k, -1)] = row
-        else:
-            targets = torch.tensor(seqs[s].ids[seqs[s].need[0] + 1:], device=logits.device)
-            logp = torch.log_softmax(logits.double(), dim=-1).gather(1, targets[:, None]).sum()
-            partial[i][(k, j)] = float(logp)
-        remaining[i] -= 1
-        if remaining[i] == 0 and i not in done_set:  # a resumed batch also recomputes done items
-            results[i] = _finish(task, items[i], prompts.orders, partial[i], scoring, n_choices)
-            if on_item is not None:
-                on_item(i, results[i])
-            bar.update(1)
-        if remaining[i] == 0:
-            partial[i] = {}
-
-    todo = len(items) - len(done_set & set(range(len(items))))
-    bar = progress_bar(len(items), progress, f"score ({scoring})", initial=len(items) - todo)
-    pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
-    if getattr(model, "training", False):
-        model.eval()
-    try:
-        run_units(model, seqs, plan, reduce, pad_id=pad,
-                  skip=lambda s: owner[s][0] in done_set)
-    finally:
-        bar.close()
-    return results
-
-
-def _finish(task: Any, item: Any, orders: list[tuple[int, ...]], parts: dict, scoring: str,
-            n: int) -> ItemScore:
-    """Combine an item's per-order scores into probabilities over its original options."""
-    probs = np.zeros(n, dtype=np.float64)
-    if scoring == "letter":
-        for k, order in enumerate(orders):
-            probs += unpermute(softmax(parts[(k, -1)]), order)
-        return ItemScore(probs / len(orders))
-    lengths = [max(len(t), 1) for t in task.choices(item)]
-    sums = np.zeros(n, dtype=np.float64)
-    for k, order in enumerate(orders):
-        shown = np.array([parts[(k, j)] for j in range(n)])
-        norm = shown / np.array([lengths[o] for o in order])
-        probs += unpermute(softmax(norm if scoring == "loglik_norm" else shown), order)
-        sums += unpermute(shown, order)
-    sums /= len(orders)
-    norms = sums / np.array(lengths)
-    return ItemScore(probs / len(orders), {"loglik": [float(x) for x in sums],
-                                           "loglik_norm": [float(x) for x in norms]})
-
-
-def score_choices(model: Any, tokenizer: Any, backbone: Backbone, task: Any, items: Sequence[Any],
-                  *, prompt: Any = None, batch_size: int = 16, max_length: int | None = None,
-                  scoring: str = "letter", permute: bool = False, progress: bool = True,
-                  on_result: Callable[[int, np.ndarray], None] | None = None,
-                  prompts: ChoicePrompts | None = None) -> np.ndarray:
-    """Probabilities over each item's options (original order), shape ``(n, n_choices)``.
-
-    ``on_result(index, probs)`` is called as each item is finished (in completion order).
-    Every prompt goes through the length budget (``max_length``); pass ``prompts`` (from
-    :func:`fit_choice_prompts`) to reuse prompts fitted already.
-    """
-    if scoring not in SCORINGS:
-        raise UserError(f"unknown scoring '{scoring}'", field="scoring", hint=", ".join(SCORINGS))
-    if prompts is None:
-        prompts = fit_choice_prompts(task, items, tokenizer, backbone, prompt=prompt,
-                                     max_length=max_length, permute=permute,
-                                     reserve=_reserve(tokenizer, task, items, scoring))
-    cut = sum(d > 0 for d in prompts.dropped)
-    if cut:
-        log.info("%d of %d prompts cut to fit max_length %s", cut, len(items), max_length)
-    results = score_items(model, tokenizer, task, items, prompts, scoring=scoring,
-                          batch_size=batch_size, progress=progress,
-                          on_item=(lambda i, r: on_result(i, r.probs)) if on_result else None)
-    return np.stack([r.probs for r in results]) if results else np.zeros((0, task.n_choices))
-
-
-def _reserve(tokenizer: Any, task: Any, items: Sequence[Any], scoring: str) -> int:
-    """Room kept after the prompt: the longest option's tokens for loglik, else none."""
-    if scoring == "letter":
-        return 0
-    longest = max((len(tokenizer.encode(t, add_special_tokens=False))
-                   for it in items for t in task.choices(it)), default=0)
-    return longest
-
-
-def default_batch_size(task: Any, model: Any = None) -> int:
-    """Choice scoring: 16 on a GPU, 8 on a CPU (where wider batches only add padding); 8 for
-    generation."""
-    if task.kind != "choice":
-        return 8
-    device = model_device(model) if model is not None else None
-    return 16 if device is not None and device.type == "cuda" else 8
-
-
-# ------------------------------------------------------------------------------ generation
-
-
-def generation_prompts(task: Any, items: Sequence[Any], tokenizer: Any, backbone: Backbone, *,
-                       prompt: Any = None, max_length: int | None = None,
-                       max_new_tokens: int = 256) -> list[FittedPrompt]:
-    """Fitted prompts for generation; ``max_length`` counts prompt plus generated tokens."""
-    reserve = max_new_tokens if max_length is not None and max_new_tokens < max_length else 0
-    return [fit_prompt(task, it, tokenizer, backbone, prompt, max_length, reserve=reserve)
-            for it in items]
-
-
-# ------------------------------------------------------------------------------ results files
-
-
-@dataclass
-class PredictOptions:
-    """Everything that decides the predictions (saved in the sidecar header, checked on resume)."""
-
-    prompt: str = "baseline"
-    max_length: int | None = None
-    scoring: str = "letter"
-    permute: bool = False
-    max_new_tokens: int = 256
-    num_beams: int = 1
-    do_sample: bool = False
-    temperature: float = 1.0
-    top_p: float = 1.0
-    seed: int = 0
-    engine: str = "hf"
-
-    def meta(self, task: Any) -> dict:
-        keys = (["prompt", "max_length", "scoring", "permute"] if task.kind == "choice" else
-                ["prompt", "max_length", "max_new_tokens", "num_beams", "do_sample", "temperature",
-                 "top_p", "seed", "engine"])
-        return {k: getattr(self, k) for k in keys}
-
 
 @dataclass
 class PredictSummary:
@@ -615,22 +61,16 @@ def _prepare_resume(output: Path, meta: dict, overwrite: bool) -> dict[str, dict
     return {r["id"]: r for r in rows[1:] if "id" in r}
 
 
-def run_prediction(model: Any, tokenizer: Any, backbone: Backbone, task: Any, items: Sequence[Any],
-                   output: str | os.PathLike, *, options: PredictOptions | None = None,
-                   model_name: str = "", batch_size: int = 16, overwrite: bool = False,
-                   progress: bool = True, llm: Any = None) -> PredictSummary:
-    """Predict every item and write ``output`` + its sidecar (resuming from a partial file).
-
-    ``llm`` is a ``vllm.LLM`` for ``options.engine == "vllm"`` (generate tasks only).
-    """
-    options = options or PredictOptions()
+def run_prediction(engine: Engine, task: Task, items: Sequence[Any], output: str | os.PathLike,
+                   *, settings: AnswerSettings | None = None, model_name: str = "",
+                   overwrite: bool = False, progress: bool = True) -> PredictSummary:
+    """Answer every item and write ``output`` + its sidecar (resuming from a partial file)."""
+    settings = settings or AnswerSettings()
     output = Path(output)
     ensure_writable(output, overwrite)
     side = sidecar_path(output)
     ensure_writable(side, overwrite)
-    from malpyeong import __version__
-
-    meta = {"model": model_name, "task": task.name, **options.meta(task),
+    meta = {"model": model_name, "task": task.name, **settings.meta(task, engine.name),
             "malpyeong_version": __version__}
     have = _prepare_resume(output, meta, overwrite)
     ids = [it.id for it in items]
@@ -642,68 +82,30 @@ def run_prediction(model: Any, tokenizer: Any, backbone: Backbone, task: Any, it
             out.write({"_meta": meta})
         if len(have):
             log.info("resuming: %d of %d items already in %s", len(done), len(items), part)
-        if task.kind == "choice":
-            prompts = fit_choice_prompts(task, items, tokenizer, backbone, prompt=options.prompt,
-                                         max_length=options.max_length, permute=options.permute,
-                                         reserve=_reserve(tokenizer, task, items, options.scoring))
-            dropped = prompts.dropped
-            over = prompts.over_budget
 
-            def on_item(i: int, score: ItemScore) -> None:
-                probs = [float(p) for p in score.probs]
-                row = {"id": ids[i], "output": task.output_for(int(np.argmax(score.probs))),
-                       "probs": probs, **score.extra, "dropped": dropped[i]}
-                out.write(row)
+        def write(i: int, answer: Answer) -> None:
+            out.write({"id": ids[i], "output": answer.output, **answer.sidecar})
 
-            score_items(model, tokenizer, task, items, prompts, scoring=options.scoring,
-                        batch_size=batch_size, progress=progress, done=done, on_item=on_item)
-        else:
-            fitted = generation_prompts(task, items, tokenizer, backbone, prompt=options.prompt,
-                                        max_length=options.max_length,
-                                        max_new_tokens=options.max_new_tokens)
-            dropped = [f.dropped for f in fitted]
-            over = sum(not f.fits for f in fitted)
-
-            def on_text(i: int, text: str) -> None:
-                # An empty answer fails the official checks; "." keeps the file submittable.
-                output = task.clean_output(text) or EMPTY_OUTPUT
-                out.write({"id": ids[i], "output": output, "text": text, "dropped": dropped[i]})
-
-            gen, target = generate_texts, model
-            if options.engine == "vllm":
-                from malpyeong.generation import generate_texts_vllm
-
-                gen, target = generate_texts_vllm, llm
-            gen(target, tokenizer, [f.input_ids for f in fitted],
-                max_new_tokens=options.max_new_tokens, batch_size=batch_size,
-                do_sample=options.do_sample, temperature=options.temperature,
-                top_p=options.top_p, num_beams=options.num_beams,
-                stop_token_ids=end_of_turn_ids(tokenizer, backbone), seed=options.seed,
-                progress=progress, on_result=on_text, done=done)
+        run = answer_items(engine, task, items, settings, done=done, on_answer=write,
+                           progress=progress)
     seconds = time.perf_counter() - start
     rows = {r["id"]: r for r in read_jsonl(part)[1:] if "id" in r}
     missing = [i for i in ids if i not in rows]
     if missing:
         raise RuntimeError(f"{len(missing)} items have no result (e.g. {missing[0]})")
     outputs = {i: rows[i]["output"] for i in ids}
-    if task.kind != "choice":
-        empty = [i for i in ids if outputs[i] == EMPTY_OUTPUT]
+    if not isinstance(task, ChoiceTask):
+        empty = [it.id for it in items if parsed_output(task, it, rows[it.id]["text"]) is None]
         if empty:
-            log.warning("%d item(s) generated nothing usable (e.g. %s); their output is %r",
-                        len(empty), empty[0], EMPTY_OUTPUT)
-    import json
-
+            log.warning("%d item(s) generated nothing usable (e.g. %s); their output is the "
+                        "task's fallback %r", len(empty), empty[0],
+                        task.fallback_output(items[ids.index(empty[0])]))
     lines = [json.dumps({"_meta": meta}, ensure_ascii=False)]
     lines += [json.dumps(rows[i], ensure_ascii=False) for i in ids]
     atomic_write_text(side, "\n".join(lines) + "\n")
-    from malpyeong.data import write_submission
-
     write_submission(list(items), outputs, output, overwrite=True)
     part.unlink()
-    return PredictSummary(len(items), len(done), sum(d > 0 for d in dropped), over, seconds,
-                          output, side)
+    return PredictSummary(len(items), len(done), run.cut, run.over_budget, seconds, output, side)
 
 
-__all__ = ["SCORINGS", "ChoicePrompts", "ItemScore", "PredictOptions", "PredictSummary",
-           "cyclic_orders", "default_batch_size", "fit_choice_prompts", "generation_prompts", "letter_token_ids",
-           "plan_units", "run_prediction", "score_choices", "score_items", "softmax", "unpermute"]
+__all__ = ["PredictSummary", "run_prediction"]

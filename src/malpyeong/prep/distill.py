@@ -6,8 +6,8 @@ a rationale is kept only when the teacher's answer is the gold one, and the comp
 task's own CoT target (``<rationale>\\n정답: <gold letter>``), so a student trained on it learns
 reasoning that led to the right answer.
 
-The generation itself is injected (``generate``: prompts → texts), so the logic here is tested
-with a stub teacher; :func:`engine_generate` binds the real batched engine.
+The generation itself is injected (``generate``: items → texts), so the logic here is tested
+with a stub teacher; :func:`engine_generate` binds the answering path on a loaded model.
 
 Output records, one per kept item, in the trainer's prompt–completion format::
 
@@ -27,12 +27,18 @@ from __future__ import annotations
 
 import logging
 import os
+from collections import Counter
 from collections.abc import Callable, Sequence
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
+from malpyeong.answer import AnswerSettings, answer_items
+from malpyeong.engines import Engine
 from malpyeong.errors import UserError
+from malpyeong.generation import progress_bar
 from malpyeong.io import JsonlAppender, read_jsonl
+from malpyeong.tasks.base import PromptSpec, Task
 
 log = logging.getLogger(__name__)
 
@@ -83,23 +89,8 @@ def open_raw(
     return done, appender
 
 
-def progress(total: int, initial: int, desc: str, enabled: bool = True) -> Any:
-    from malpyeong.generation import progress_bar
-
-    return progress_bar(total, enabled, desc, initial=initial)
-
-
 # ---------------------------------------------------------------------------------------------
 # distillation
-
-
-def rationale_of(text: str) -> str:
-    """The teacher's reasoning: its text before the ``정답:`` line, trimmed."""
-    import re
-
-    m = re.search(r"정답\s*[:：]", text)
-    body = text[: m.start()] if m else text
-    return body.strip()
 
 
 def run_teacher(
@@ -122,7 +113,7 @@ def run_teacher(
     pending = [it for it in items if it.id not in rows]
     if length is not None:
         pending.sort(key=lambda it: -length(it))
-    bar = progress(len(items), len(items) - len(pending), "teacher", show_progress)
+    bar = progress_bar(len(items), show_progress, "teacher", initial=len(items) - len(pending))
     try:
         for lo in range(0, len(pending), chunk_size):
             chunk = pending[lo : lo + chunk_size]
@@ -141,14 +132,15 @@ def run_teacher(
 
 
 def build_records(
-    task: Any, items: Sequence[Any], texts: dict[str, str], *, prompt: str | None = None
+    task: Task, items: Sequence[Any], texts: dict[str, str], *, prompt: str | None = None
 ) -> tuple[list[dict], dict]:
     """Training records from teacher texts, and a report of what was kept and why not.
 
-    CCI: kept when ``task.parse_answer`` finds the gold option and a rationale precedes it.
-    DCS: kept when the cleaned summary is non-empty.
+    The task decides (:meth:`~malpyeong.tasks.base.Task.distill_completion`): CCI keeps a
+    rationale when the teacher's answer is the gold one; a generate task keeps what its output
+    parser accepts.
     """
-    spec = task.prompt_spec(student_prompt(task, prompt))
+    spec = student_prompt(task, prompt)
     records: list[dict] = []
     why: dict[str, str] = {}
     for it in items:
@@ -156,24 +148,10 @@ def build_records(
         if text is None:
             why[it.id] = "missing"
             continue
-        if task.kind == "choice":
-            answer = task.parse_answer(text)
-            rationale = rationale_of(text)
-            if answer is None:
-                why[it.id] = "no_answer"
-                continue
-            if answer != task.label_index(it):
-                why[it.id] = "wrong_answer"
-                continue
-            if not rationale:
-                why[it.id] = "no_rationale"
-                continue
-            completion = task.target(it, spec, rationale=rationale)
-        else:
-            completion = task.clean_output(text)
-            if not completion:
-                why[it.id] = "empty"
-                continue
+        completion, reason = task.distill_completion(it, text)
+        if completion is None:
+            why[it.id] = reason
+            continue
         records.append(
             {
                 "id": it.id,
@@ -183,9 +161,7 @@ def build_records(
                 "task": task.name,
             }
         )
-    counts: dict[str, int] = {}
-    for reason in why.values():
-        counts[reason] = counts.get(reason, 0) + 1
+    counts = dict(Counter(why.values()))
     report = {
         "task": task.name,
         "prompt": str(spec),
@@ -194,25 +170,22 @@ def build_records(
         "dropped": counts,
         "dropped_ids": why,
     }
-    if task.kind == "choice":
-        answered = len(items) - counts.get("missing", 0) - counts.get("no_answer", 0)
-        right = answered - counts.get("wrong_answer", 0)
+    if task.distill_needs_gold:
+        unanswered = counts.get("missing", 0) + counts.get("no_answer", 0)
+        right = len(items) - unanswered - counts.get("wrong_answer", 0)
         report["teacher_accuracy"] = right / len(items) if items else 0.0
     return records, report
 
 
-def student_prompt(task: Any, prompt: str | None) -> str:
-    """The prompt variant teacher and student share: CCI always includes ``cot``."""
-    prompt = prompt or ("cot" if task.kind == "choice" else "baseline")
-    if task.kind == "choice":
-        flags = {f for f in prompt.split("+") if f and f != "baseline"}
-        flags.add("cot")
-        prompt = "+".join(sorted(flags))
-    return prompt
+def student_prompt(task: Task, prompt: str | PromptSpec | None) -> PromptSpec:
+    """The prompt variant teacher and student share: the given one plus the task's
+    ``distill_flags`` (CCI: ``cot``, so the teacher writes its reasoning)."""
+    spec = task.prompt_spec(prompt)
+    return PromptSpec(spec.flags | task.distill_flags)
 
 
 def distill(
-    task: Any,
+    task: Task,
     items: Sequence[Any],
     generate: Generate,
     *,
@@ -223,17 +196,17 @@ def distill(
     show_progress: bool = True,
 ) -> tuple[list[dict], dict]:
     """Run the teacher on ``items`` (skipping ``done``) and build the kept training records."""
-    if task.kind == "choice":
-        missing = [it.id for it in items if task.label_index(it) is None]
+    if task.distill_needs_gold:
+        missing = [it.id for it in items if not task.has_output(it)]
         if missing:
             raise UserError(
                 f"{len(missing)} item(s) have no gold answer, e.g. {missing[0]}",
                 field="output",
-                hint="CCI distillation needs a training file with gold",
+                hint=f"{task.name} distillation checks the teacher against gold: give a training file",
             )
 
     def size(it: Any) -> int:
-        return sum(len(u.utterance) for u in it.conversation)
+        return sum(len(line) for line in task.dialogue_lines(it))
 
     rows = run_teacher(
         items,
@@ -251,45 +224,16 @@ def distill(
 # the real teacher
 
 
-def engine_generate(
-    model: Any,
-    tokenizer: Any,
-    backbone: Any,
-    task: Any,
-    *,
-    prompt: str | None,
-    max_length: int | None = None,
-    max_new_tokens: int = 256,
-    batch_size: int = 8,
-    num_beams: int = 1,
-) -> Generate:
-    """``generate(items)`` on a loaded teacher: prompts fitted by the length budget, decoded
-    greedily (or by beam search) with the batched engine, stopped at the end of the turn."""
-    from malpyeong.backbones import end_of_turn_ids
-    from malpyeong.budget import fit_prompt
-    from malpyeong.generation import generate_texts
-
-    tokenizer.padding_side = "left"
-    spec = student_prompt(task, prompt)
-    stops = end_of_turn_ids(tokenizer, backbone)
+def engine_generate(engine: Engine, task: Task, settings: AnswerSettings) -> Generate:
+    """``generate(items)`` on a loaded teacher: the answering path in generation mode, so the
+    teacher's prompts are fitted and decoded exactly as prediction does it."""
+    settings = replace(settings, generate=True)
 
     def generate(items: list[Any]) -> list[str]:
-        fitted = [
-            fit_prompt(task, it, tokenizer, backbone, spec, max_length, reserve=max_new_tokens)
-            for it in items
-        ]
-        over = sum(not f.fits for f in fitted)
-        if over:
-            log.warning("%d prompt(s) stay over --max_length after cutting the dialogue", over)
-        return generate_texts(
-            model,
-            tokenizer,
-            [f.input_ids for f in fitted],
-            max_new_tokens=max_new_tokens,
-            batch_size=batch_size,
-            num_beams=num_beams,
-            stop_token_ids=stops,
-            progress=False,
-        )
+        run = answer_items(engine, task, items, settings, progress=False)
+        if run.over_budget:
+            log.warning("%d prompt(s) stay over --max_length after cutting the dialogue",
+                        run.over_budget)
+        return [a.sidecar["text"] for a in run.answers]
 
     return generate

@@ -34,7 +34,7 @@ from typing import Any
 
 from malpyeong.backbones import PRE_QUERY, Backbone, render_chat
 from malpyeong.errors import UserError
-from malpyeong.prep.distill import progress
+from malpyeong.generation import progress_bar
 
 SOURCE = "magpie"
 SENTINEL = "@@MAGPIE_SENTINEL@@"  # user text no template changes (no spaces to trim)
@@ -131,7 +131,7 @@ def generate_pairs(
     the chunks that are not all in ``done``; new rows go to ``on_row`` as each chunk ends."""
     rows: dict[int, dict] = dict(done or {})
     todo = [c for c in chunks(n, chunk_size) if any(i not in rows for i in c)]
-    bar = progress(n, n - sum(len(c) for c in todo), "magpie", show_progress)
+    bar = progress_bar(n, show_progress, "magpie", initial=n - sum(len(c) for c in todo))
     try:
         for c in todo:
             raw = sample_instructions(len(c), seed + c.start)

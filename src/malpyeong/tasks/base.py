@@ -1,18 +1,23 @@
-"""What every task provides, and the registry that finds tasks by name.
+"""What every task provides: the one interface trainer, predictor, evaluator, ensembler,
+merger, distiller, dedup and EDA talk to.
 
-The trainer, predictor and ensembler only talk to this interface, so a new task (dialogue
-memory-state JSON, context QA, ...) plugs in by registering a class here; none of them changes.
-A task is either a *choice* task (scored by option likelihood, voted by majority) or a
-*generate* task (decoded, combined by MBR).
+A new task (dialogue memory state, context QA, ...) plugs in by subclassing :class:`ChoiceTask`
+or :class:`GenerateTask` and registering with :func:`malpyeong.tasks.register`; nothing outside
+``tasks/`` changes. A *choice* task is answered by scoring its options and combined by voting; a
+*generate* task is answered by decoding, its text turned into the official output by
+:meth:`GenerateTask.parse_output`, and combined by MBR (or field by field, see
+:attr:`GenerateTask.combiner`). Outputs need not be strings: whatever :meth:`Task.check_output`
+accepts (a label, a summary, a JSON object) is what results files, submissions and combiners
+carry.
 """
 
 from __future__ import annotations
 
 import difflib
+import json
 from dataclasses import dataclass, replace
 from typing import Any, ClassVar, Literal
 
-from malpyeong.data import Utterance
 from malpyeong.errors import UserError
 
 Problems = list[tuple[str, str]]  # (field, problem) pairs collected while parsing one record
@@ -24,8 +29,18 @@ OFFICIAL_SYSTEM = (
 
 
 @dataclass(frozen=True)
+class Utterance:
+    speaker: str
+    utterance: str
+    utterance_id: str | None = None
+
+
+@dataclass(frozen=True)
 class PromptSpec:
-    """A prompt variant: ``baseline`` or flags joined by ``+`` (e.g. ``highlight+definitions``)."""
+    """A prompt variant: ``baseline`` or flags joined by ``+`` (e.g. ``highlight+definitions``).
+
+    Parsed once at the edge (:meth:`Task.prompt_spec`) and carried inward as it is.
+    """
 
     flags: frozenset[str]
 
@@ -40,6 +55,26 @@ class PromptSpec:
         return "+".join(sorted(self.flags)) or "baseline"
 
 
+BASELINE = PromptSpec(frozenset())
+
+
+@dataclass(frozen=True)
+class Metric:
+    """One metric a task reports: its name in reports and which way is better."""
+
+    name: str
+    higher_is_better: bool = True
+    help: str = ""
+
+
+@dataclass(frozen=True)
+class Option:
+    """A keyword option of :meth:`Task.evaluate`, offered by ``run/evaluate.py`` as ``--NAME``."""
+
+    help: str
+    many: bool = False  # takes several values (a list)
+
+
 def suggest(name: str, known: list[str]) -> str:
     close = difflib.get_close_matches(name, known, n=1, cutoff=0.4)
     return f"did you mean '{close[0]}'? known: {', '.join(known)}" if close else \
@@ -51,14 +86,24 @@ class Task:
 
     name: ClassVar[str]
     kind: ClassVar[Literal["choice", "generate"]]
-    prompt_flags: ClassVar[dict[str, str]]  # flag -> what it does (shown by --help / errors)
-    metric_names: ClassVar[tuple[str, ...]]
+    description: ClassVar[str] = ""  # one line, shown where tasks are listed (--help)
+    prompt_flags: ClassVar[dict[str, str]] = {}  # flag -> what it does (shown by --help / errors)
+    metrics: ClassVar[tuple[Metric, ...]]  # what evaluate() reports, the headline first
+    dev_metric: ClassVar[str]  # the quick metric of dev evaluation during training / merge search
+    dev_eval_items: ClassVar[int | None] = None  # dev items scored during training (None: all)
+    target_styles: ClassVar[tuple[str, ...]] = ("plain",)  # training completion styles; [0] default
+    evaluate_options: ClassVar[dict[str, Option]] = {}  # keyword options of evaluate()
 
     # ----- data -----
     def parse_item(self, record: Any, problems: Problems) -> Any | None:
+        """A typed item from one raw record, or None; every problem is appended to ``problems``."""
         raise NotImplementedError
 
     def has_output(self, item: Any) -> bool:
+        raise NotImplementedError
+
+    def reference(self, item: Any) -> Any:
+        """The item's gold output in the official form (what :meth:`check_output` accepts)."""
         raise NotImplementedError
 
     def check_output(self, value: Any) -> str | None:
@@ -67,10 +112,12 @@ class Task:
 
     # ----- prompts -----
     def prompt_spec(self, name: str | PromptSpec | None) -> PromptSpec:
+        """Parse a prompt variant name (``baseline``, ``highlight+definitions``); raises on an
+        unknown flag."""
         if isinstance(name, PromptSpec):
             return name
         if not name or name == "baseline":
-            return PromptSpec(frozenset())
+            return BASELINE
         flags = [f.strip() for f in name.split("+") if f.strip() and f.strip() != "baseline"]
         for flag in flags:
             if flag not in self.prompt_flags:
@@ -80,13 +127,23 @@ class Task:
             raise UserError("choose one of 'en' and 'bilingual'", field="prompt")
         return PromptSpec(frozenset(flags))
 
-    def messages(self, item: Any, prompt: str | PromptSpec | None = None) -> list[dict]:
+    def messages(self, item: Any, spec: PromptSpec = BASELINE) -> list[dict]:
         """Chat messages (system + user) for ``item``; the backbone renders them."""
         raise NotImplementedError
 
-    def target(self, item: Any, prompt: str | PromptSpec | None = None, **options: Any) -> str:
-        """The training completion for ``item`` (its gold answer as the model should write it)."""
+    def target(self, item: Any, *, style: str | None = None) -> str:
+        """The training completion for ``item``: its gold answer as the model should write it,
+        in one of :attr:`target_styles` (None: the first)."""
         raise NotImplementedError
+
+    def check_target_style(self, style: str | None) -> str:
+        """``style`` or the default; one error naming the valid styles otherwise."""
+        if style is None:
+            return self.target_styles[0]
+        if style not in self.target_styles:
+            raise UserError(f"unknown target style '{style}' for task {self.name}",
+                            field="target_style", hint=suggest(style, list(self.target_styles)))
+        return style
 
     # ----- length budget -----
     def drop_order(self, item: Any) -> list[int]:
@@ -96,7 +153,7 @@ class Task:
     def with_conversation(self, item: Any, conversation: tuple[Utterance, ...]) -> Any:
         return replace(item, conversation=conversation)
 
-    # ----- text views (dedup, contamination guard) -----
+    # ----- text views (dedup, contamination guard, similarity) -----
     def dedup_parts(self, item: Any) -> list[str]:
         """The texts that must *all* be near-duplicates for two items to count as duplicates."""
         raise NotImplementedError
@@ -105,9 +162,63 @@ class Task:
         """The item's dialogue, one string per utterance (windows of the contamination guard)."""
         return [u.utterance for u in item.conversation]
 
-    # ----- outputs and metrics -----
-    def evaluate(self, gold: list[Any], outputs: dict[str, str], **options: Any) -> dict:
+    def key_terms(self, item: Any) -> tuple[str, ...]:
+        """Words that say what the item is about (DCS: its subject keywords); used to find a
+        related item (preference pairs) and counted by EDA."""
+        return ()
+
+    def output_text(self, output: Any) -> str:
+        """An output as one text, for similarity (MBR) and length statistics."""
+        if isinstance(output, str):
+            return output
+        return json.dumps(output, ensure_ascii=False, sort_keys=True)
+
+    # ----- metrics -----
+    def metric(self, name: str) -> Metric:
+        for m in self.metrics:
+            if m.name == name:
+                return m
+        raise UserError(f"task {self.name} has no metric '{name}'", field="metric",
+                        hint=suggest(name, [m.name for m in self.metrics]))
+
+    def evaluate(self, gold: list[Any], outputs: dict[str, Any], **options: Any) -> dict:
+        """The full report: every metric of :attr:`metrics` (None where it could not be
+        computed), plus whatever breakdown the task offers."""
         raise NotImplementedError
+
+    def dev_evaluate(self, gold: list[Any], outputs: dict[str, Any]) -> dict:
+        """The quick report used during training and merge search; holds :attr:`dev_metric`.
+        Needs no external model (default: the full report)."""
+        return self.evaluate(gold, outputs)
+
+    def format_report(self, report: dict) -> str:
+        """The report as ``run/evaluate.py`` prints it (default: one metric per line)."""
+        lines = []
+        for m in self.metrics:
+            value = report.get(m.name)
+            shown = "not computed" if value is None else \
+                f"{value:.4f}" if isinstance(value, float) else str(value)
+            lines.append(f"{m.name:<12}{shown}")
+        return "\n".join(lines)
+
+    # ----- distillation -----
+    distill_flags: ClassVar[frozenset[str]] = frozenset()  # prompt flags a teacher always gets
+    distill_needs_gold: ClassVar[bool] = False  # whether teacher answers are checked against gold
+
+    def distill_completion(self, item: Any, text: str) -> tuple[str | None, str]:
+        """A teacher's raw text as a training completion for ``item``, or None and why not
+        (a short reason code counted in the distillation report)."""
+        raise NotImplementedError
+
+    # ----- EDA -----
+    eda_labels: ClassVar[dict[str, str]] = {}  # English names of category values (plot labels)
+
+    def eda_columns(self, item: Any) -> dict[str, Any]:
+        """Task-specific per-item columns of the EDA table (numbers and labels, never text).
+        Known columns get their plots and figures: ``category``; ``gold`` with option lengths
+        (``gold_longest``, ``chance_longest``, ...); ``ref_rel`` / ``ref_from_end`` /
+        ``references``; ``terms`` (a list of key terms); ``output_chars``."""
+        return {}
 
 
 class ChoiceTask(Task):
@@ -133,9 +244,47 @@ class ChoiceTask(Task):
     def index_of_output(self, output: str) -> int:
         return self.output_labels.index(output)
 
+    def reference(self, item: Any) -> str:
+        label = self.label_index(item)
+        if label is None:
+            raise ValueError(f"item {item.id} has no gold output")
+        return self.output_for(label)
+
     def permuted(self, item: Any, order: tuple[int, ...]) -> Any:
         """``item`` with its options reordered: new position j shows old option ``order[j]``."""
         raise NotImplementedError
+
+    def parse_answer(self, text: str) -> int | None:
+        """The option a generated answer names, or None (for generated, e.g. CoT, answers)."""
+        raise NotImplementedError
+
+    def rationale_of(self, text: str) -> str:
+        """The reasoning of a generated answer (the text before its answer line)."""
+        raise NotImplementedError
+
+    def answer_text(self, item: Any, index: int, *, style: str | None = None) -> str:
+        """How option ``index`` is written as an answer, in a target style (``A. <option>``)."""
+        raise NotImplementedError
+
+    def target(self, item: Any, *, style: str | None = None, rationale: str | None = None) -> str:
+        """The gold option as the model should write it (:meth:`answer_text`); with
+        ``rationale`` the reasoning comes first and the answer line last."""
+        raise NotImplementedError
+
+    distill_needs_gold = True
+
+    def distill_completion(self, item: Any, text: str) -> tuple[str | None, str]:
+        """Kept only when the teacher names the gold option and reasons before it: the
+        completion is the task's own target with that rationale."""
+        answer = self.parse_answer(text)
+        if answer is None:
+            return None, "no_answer"
+        if answer != self.label_index(item):
+            return None, "wrong_answer"
+        rationale = self.rationale_of(text)
+        if not rationale:
+            return None, "no_rationale"
+        return self.target(item, rationale=rationale), "kept"
 
     def check_output(self, value: Any) -> str | None:
         if value not in self.output_labels:
@@ -144,9 +293,41 @@ class ChoiceTask(Task):
 
 
 class GenerateTask(Task):
-    kind = "generate"
+    """A task answered by generating text, turned into the official output by the task."""
 
-    def clean_output(self, text: str) -> str:
+    kind = "generate"
+    dev_eval_items = 50  # generation is slow: the first 50 dev items during training
+    # How several models' outputs combine: "mbr" picks, per item, the candidate the others agree
+    # with most (similarity of output_text); "fields" asks the task (combine_fields).
+    combiner: ClassVar[Literal["mbr", "fields"]] = "mbr"
+
+    def parse_output(self, item: Any, text: str) -> Any | None:
+        """The official output from a raw generation, or None when nothing usable is in it."""
+        raise NotImplementedError
+
+    def render_output(self, output: Any) -> str:
+        """An output as the model writes it (the training completion of a gold output)."""
+        return self.output_text(output).strip()
+
+    def target(self, item: Any, *, style: str | None = None) -> str:
+        self.check_target_style(style)
+        if not self.has_output(item):
+            raise ValueError(f"item {item.id} has no gold output")
+        return self.render_output(self.reference(item))
+
+    def distill_completion(self, item: Any, text: str) -> tuple[str | None, str]:
+        output = self.parse_output(item, text)
+        if output is None:
+            return None, "unusable"
+        return self.render_output(output), "kept"
+
+    def fallback_output(self, item: Any) -> Any:
+        """What is submitted when a generation held nothing usable: a valid output, so the
+        file still passes the official checks (the count is reported)."""
+        return "."
+
+    def combine_fields(self, item: Any, outputs: list[Any], weights: list[float]) -> Any:
+        """One output from several models' outputs for ``item`` (``combiner == "fields"``)."""
         raise NotImplementedError
 
     def check_output(self, value: Any) -> str | None:
@@ -156,11 +337,16 @@ class GenerateTask(Task):
 
 
 def utterance_text(value: Any) -> str | None:
-    """Utterances may be JSON numbers in the real files (e.g. ``40``); read them as text."""
+    """Utterances may be JSON numbers in the real files (e.g. ``40``); read them as text.
+
+    Non-finite numbers (``NaN``, ``Infinity``, which Python's JSON reader accepts) are not
+    utterances."""
     if isinstance(value, bool):
         return None
-    if isinstance(value, (int, float)):
+    if isinstance(value, int):
         return str(value)
+    if isinstance(value, float):
+        return str(value) if value == value and value not in (float("inf"), float("-inf")) else None
     return value if isinstance(value, str) else None
 
 

@@ -8,18 +8,23 @@ last syllable's final consonant for every category.
 from __future__ import annotations
 
 import re
+import unicodedata
 from dataclasses import dataclass, replace
 from typing import Any
 
-from malpyeong.data import Utterance
+from malpyeong import metrics
 from malpyeong.tasks.base import (
+    BASELINE,
     OFFICIAL_SYSTEM,
     ChoiceTask,
+    Metric,
     Problems,
     PromptSpec,
+    Utterance,
     conversation_lines,
     parse_envelope,
 )
+from malpyeong.tasks.registry import register
 
 CATEGORIES = ("원인", "후행사건", "전제", "동기", "반응")
 CATEGORY_EN = {"원인": "cause", "후행사건": "subsequent event", "전제": "prerequisite",
@@ -71,11 +76,15 @@ class CCIItem:
         return [i for i, u in enumerate(self.conversation) if u.utterance_id in ids]
 
 
+@register
 class CCITask(ChoiceTask):
     name = "cci"
+    description = "대화 맥락 추론: pick the right inference of three about target utterances"
     n_choices = 3
     output_labels = OUTPUTS
-    metric_names = ("accuracy",)
+    metrics = (Metric("accuracy", help="share of items whose predicted option is the gold one"),)
+    dev_metric = "accuracy"
+    target_styles = ("letter_text", "letter")
     prompt_flags = {
         "highlight": "quote the target (reference) utterances and mark them in the dialogue",
         "definitions": "explain the five inference categories",
@@ -145,8 +154,7 @@ class CCITask(ChoiceTask):
         en = f"Which option is the correct {CATEGORY_EN[cat]} of {en_target}?"
         return {"ko": ko, "en": en, "bilingual": f"{ko}\n{en}"}[spec.language]
 
-    def messages(self, item: CCIItem, prompt: str | PromptSpec | None = None) -> list[dict]:
-        spec = self.prompt_spec(prompt)
+    def messages(self, item: CCIItem, spec: PromptSpec = BASELINE) -> list[dict]:
         refs = set(item.reference_indices)
         highlight = "highlight" in spec
         parts = ["\n".join(["[Conversation]", *conversation_lines(
@@ -174,20 +182,29 @@ class CCITask(ChoiceTask):
         return [{"role": "system", "content": system},
                 {"role": "user", "content": "\n\n".join(parts)}]
 
-    def target(self, item: CCIItem, prompt: str | PromptSpec | None = None, *,
-               style: str = "letter_text", rationale: str | None = None, **_: Any) -> str:
-        """``A. <option text>`` (default) or ``A`` (``style="letter"``); with ``rationale`` (CoT)
-        the rationale comes first and the answer line ``정답: A`` last."""
+    def answer_text(self, item: CCIItem, index: int, *, style: str | None = None) -> str:
+        """``A. <option text>`` (default) or ``A`` (``style="letter"``)."""
+        letter = self.letters[index]
+        if self.check_target_style(style) == "letter":
+            return letter
+        return f"{letter}. {item.options[index]}"
+
+    def target(self, item: CCIItem, *, style: str | None = None,
+               rationale: str | None = None) -> str:
+        """The gold answer (:meth:`answer_text`); with ``rationale`` (CoT) the rationale comes
+        first and the answer line ``정답: A`` last."""
         if item.label is None:
             raise ValueError(f"item {item.id} has no gold output")
-        letter = self.letters[item.label]
         if rationale:
-            return f"{rationale.strip()}\n정답: {letter}"
-        if style == "letter":
-            return letter
-        if style != "letter_text":
-            raise ValueError(f"unknown CCI target style {style!r} (letter, letter_text)")
-        return f"{letter}. {item.options[item.label]}"
+            return f"{rationale.strip()}\n정답: {self.letters[item.label]}"
+        return self.answer_text(item, item.label, style=style)
+
+    distill_flags = frozenset({"cot"})  # a teacher gives its reasoning, then '정답: X'
+
+    def rationale_of(self, text: str) -> str:
+        """The text before the ``정답:`` line, trimmed."""
+        m = re.search(r"정답\s*[:：]", text)
+        return (text[: m.start()] if m else text).strip()
 
     def parse_answer(self, text: str) -> int | None:
         """The option a generated answer names ('정답: B', 'B. ...', 'B'), or None."""
@@ -212,9 +229,67 @@ class CCITask(ChoiceTask):
         return ["\n".join(self.dialogue_lines(item)), question]
 
     # ----- metrics -----
-    def evaluate(self, gold: list[CCIItem], outputs: dict[str, str], **_: Any) -> dict:
-        from malpyeong import metrics
-
+    def evaluate(self, gold: list[CCIItem], outputs: dict[str, Any], **_: Any) -> dict:
         golds = [OUTPUTS[it.label] for it in gold]
         preds = [outputs[it.id] for it in gold]
         return metrics.cci_report(golds, preds, [it.category for it in gold])
+
+    def format_report(self, report: dict) -> str:
+        """Accuracy, per category, by gold position, the confusion matrix."""
+        lines = [f"accuracy  {report['accuracy']:.4f}  ({report['correct']}/{report['n']})"]
+        if report.get("by_category"):
+            lines.append("by category:")
+            for cat, r in report["by_category"].items():
+                lines.append(f"  {pad(cat, 14)}{r['accuracy']:.4f}  ({r['correct']}/{r['n']})")
+        lines.append("by gold position:")
+        for label, r in report["by_gold_position"].items():
+            lines.append(f"  {label:<14}{r['accuracy']:.4f}  ({r['correct']}/{r['n']})")
+        labels = report["confusion"]["labels"]
+        lines.append("confusion (rows: gold, columns: predicted):")
+        lines.append(" " * 16 + "".join(f"{lab:>13}" for lab in labels))
+        for lab, row in zip(labels, report["confusion"]["matrix"], strict=True):
+            lines.append(f"  {lab:<14}" + "".join(f"{v:>13}" for v in row))
+        dist = report.get("pred_distribution", {})
+        if dist:
+            lines.append("predicted: " + ", ".join(f"{k} {v}" for k, v in dist.items()))
+        if report.get("invalid_predictions"):
+            lines.append(f"invalid predictions: {report['invalid_predictions']}")
+        return "\n".join(lines)
+
+    # ----- EDA -----
+    eda_labels = CATEGORY_EN
+
+    def eda_columns(self, item: CCIItem) -> dict[str, Any]:
+        """Category, reference position and option-length bias columns."""
+        refs = item.reference_indices
+        n = len(item.conversation)
+        lens = [len(o) for o in item.options]
+        gold = item.label
+        return {
+            "category": item.category,
+            "references": len(refs),
+            "ref_first": min(refs),
+            "ref_last": max(refs),
+            "ref_rel": (min(refs) / (n - 1)) if n > 1 else 0.0,
+            "ref_from_end": n - 1 - max(refs),
+        } | option_length_columns(lens, gold, self.letters)
+
+
+def option_length_columns(lens: list[int], gold: int | None, letters: tuple[str, ...]) -> dict:
+    """Gold position and whether the gold option is a longest / shortest one, beside what a
+    gold option placed at random would score (ties share the max / min)."""
+    return {
+        "option_chars_mean": sum(lens) / len(lens),
+        "gold": letters[gold] if gold is not None else None,
+        "gold_chars": lens[gold] if gold is not None else None,
+        "gold_longest": lens[gold] == max(lens) if gold is not None else None,
+        "gold_shortest": lens[gold] == min(lens) if gold is not None else None,
+        "chance_longest": lens.count(max(lens)) / len(lens),
+        "chance_shortest": lens.count(min(lens)) / len(lens),
+    }
+
+
+def pad(text: str, width: int) -> str:
+    """Left-justify by display width (a Hangul syllable takes two columns)."""
+    used = sum(2 if unicodedata.east_asian_width(c) in "WF" else 1 for c in text)
+    return text + " " * max(width - used, 0)

@@ -6,15 +6,21 @@ import re
 from dataclasses import dataclass
 from typing import Any
 
-from malpyeong.data import Utterance
+from malpyeong import metrics
+from malpyeong.errors import UserError
 from malpyeong.tasks.base import (
+    BASELINE,
     OFFICIAL_SYSTEM,
     GenerateTask,
+    Metric,
+    Option,
     Problems,
     PromptSpec,
+    Utterance,
     conversation_lines,
     parse_envelope,
 )
+from malpyeong.tasks.registry import register
 
 PERSONA_KO = ("당신은 긴 일상 대화를 정확하고 간결하게 요약하는 전문 편집자입니다. "
               "대화에 없는 내용은 쓰지 않습니다.")
@@ -24,7 +30,6 @@ STYLE_KO = ("'두 화자는 이 대화에서 ...에 대해 이야기했습니다
             "화자 이름으로 나누어 3~5문장으로 쓰세요.")
 STYLE_EN = ("Start with '두 화자는 이 대화에서 ...에 대해 이야기했습니다.' and write 3-5 Korean sentences, "
             "what each speaker said under the speaker's name.")
-OMITTED = "(중략)"
 
 
 @dataclass(frozen=True)
@@ -36,9 +41,25 @@ class DCSItem:
     raw: dict
 
 
+@register
 class DCSTask(GenerateTask):
     name = "dcs"
-    metric_names = ("rouge1", "bertscore", "bleurt", "aggregate")
+    description = "일상 대화 요약: summarise a long dialogue on given keywords"
+    metrics = (
+        Metric("rouge1", help="ROUGE-1 F over Mecab morphemes, as the official scorer"),
+        Metric("bertscore", help="BERTScore F1, bert-base-multilingual-cased layer 9"),
+        Metric("bleurt", help="BLEURT-20 from a local checkpoint"),
+        Metric("aggregate", help="the leaderboard figure: mean of the three, x100"),
+    )
+    dev_metric = "rouge1"
+    evaluate_options = {
+        "bertscore_model": Option("BERTScore model path or hub id "
+                                  "(default bert-base-multilingual-cased)"),
+        "bleurt_checkpoint": Option("local BLEURT-20 PyTorch checkpoint folder "
+                                    "(without it: not computed)"),
+        "skip": Option("metrics to leave out on purpose (rouge1, bertscore, bleurt)", many=True),
+        "device": Option("device for the metric models"),
+    }
     prompt_flags = {
         "persona": "an editor persona as system prompt",
         "style": "describe the official summary style (speaker by speaker, 3-5 sentences)",
@@ -67,8 +88,10 @@ class DCSTask(GenerateTask):
     def has_output(self, item: DCSItem) -> bool:
         return bool(item.summary.strip())
 
-    def messages(self, item: DCSItem, prompt: str | PromptSpec | None = None) -> list[dict]:
-        spec = self.prompt_spec(prompt)
+    def reference(self, item: DCSItem) -> str:
+        return item.summary
+
+    def messages(self, item: DCSItem, spec: PromptSpec = BASELINE) -> list[dict]:
         chat = "\n".join(["[Conversation]", *conversation_lines(item.conversation)])
         keys = ", ".join(item.keywords)
         ko = f"[Question]\n위 {keys} 주제에 대한 대화를 요약해주세요."
@@ -82,10 +105,8 @@ class DCSTask(GenerateTask):
         return [{"role": "system", "content": system},
                 {"role": "user", "content": chat + "\n\n" + question}]
 
-    def target(self, item: DCSItem, prompt: str | PromptSpec | None = None, **_: Any) -> str:
-        if not item.summary.strip():
-            raise ValueError(f"item {item.id} has no gold summary")
-        return item.summary.strip()
+    def parse_output(self, item: DCSItem, text: str) -> str | None:
+        return self.clean_output(text) or None
 
     def clean_output(self, text: str) -> str:
         """Strip chat artefacts and a repeated tail from a generated summary."""
@@ -105,12 +126,41 @@ class DCSTask(GenerateTask):
         """The dialogue and its subject keywords, as one part."""
         return ["\n".join(self.dialogue_lines(item)) + "\n" + " ".join(item.keywords)]
 
-    def evaluate(self, gold: list[DCSItem], outputs: dict[str, str], **options: Any) -> dict:
-        from malpyeong import metrics
-
+    def evaluate(self, gold: list[DCSItem], outputs: dict[str, Any], **options: Any) -> dict:
+        unknown = sorted(set(options.get("skip") or ()) - set(metrics.DCS_METRICS))
+        if unknown:
+            raise UserError(f"cannot skip {', '.join(unknown)}", field="skip",
+                            hint=f"metrics: {', '.join(metrics.DCS_METRICS)}")
         refs = [it.summary for it in gold]
         preds = [outputs[it.id] for it in gold]
         return metrics.dcs_scores(refs, preds, **options)
+
+    def dev_evaluate(self, gold: list[DCSItem], outputs: dict[str, Any]) -> dict:
+        """ROUGE-1 only: the other two need models that a training run may not have."""
+        return {"rouge1": metrics.rouge1([it.summary for it in gold],
+                                         [outputs[it.id] for it in gold])}
+
+    def format_report(self, report: dict) -> str:
+        lines = []
+        for name in metrics.DCS_METRICS:
+            value = report.get(name)
+            lines.append(f"{name:<10}{'not computed' if value is None else f'{value:.4f}'}")
+        agg = report.get("aggregate")
+        if agg is None:
+            lines.append("aggregate not computed (no metric available)")
+        else:
+            note = "" if report.get("complete") else \
+                f"  (mean of {', '.join(report['aggregate_of'])} only: not comparable with the leaderboard)"
+            lines.append(f"aggregate {agg:.2f}{note}")
+        lines += [f"note: {n}" for n in report.get("notices", [])]
+        return "\n".join(lines)
+
+    def key_terms(self, item: DCSItem) -> tuple[str, ...]:
+        return item.keywords
+
+    def eda_columns(self, item: DCSItem) -> dict[str, Any]:
+        """The gold summary's length."""
+        return {"output_chars": len(item.summary) if item.summary.strip() else None}
 
 
 def drop_repeated_tail(text: str) -> str:

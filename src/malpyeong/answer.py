@@ -1,0 +1,186 @@
+"""The one path that answers items with a model, for every caller.
+
+Prediction (:mod:`malpyeong.predict`, results files), dev evaluation during training, merge
+search and distillation all call :func:`answer_items`, so they cannot drift apart:
+
+1. fit each prompt into the length budget (:mod:`malpyeong.budget`: the conversation is cut,
+   never the question or the options), keeping room for what follows the prompt;
+2. score the options (a choice task) or generate (a generate task, or any task asked to
+   generate, such as CCI with a CoT prompt) through the engine (:mod:`malpyeong.engines`);
+3. turn the model's answer into the task's official output: the option label, or
+   :meth:`~malpyeong.tasks.base.GenerateTask.parse_output` of the generation, with the task's
+   fallback output (counted) when a generation holds nothing usable.
+
+The task's kind is looked at here, once; callers never branch on it.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Collection, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from malpyeong.budget import FittedPrompt, fit_prompt
+from malpyeong.engines import Engine, GenerationSettings
+from malpyeong.errors import UserError
+from malpyeong.generation import model_device
+from malpyeong.scoring import SCORINGS, ItemScore, fit_choice_prompts, option_reserve
+from malpyeong.tasks.base import BASELINE, ChoiceTask, PromptSpec, Task
+
+
+@dataclass(frozen=True)
+class AnswerSettings:
+    """Everything that decides the answers (saved in a results sidecar, checked on resume)."""
+
+    prompt: PromptSpec = BASELINE
+    max_length: int | None = None
+    scoring: str = "letter"  # choice tasks: letter, loglik, loglik_norm
+    permute: bool = False  # choice tasks: average the cyclic option orders
+    generation: GenerationSettings = field(default_factory=GenerationSettings)
+    generate: bool = False  # generate even for a choice task (its answer parsed from the text)
+    batch_size: int = 8  # how the work is batched; does not change the answers
+
+    def __post_init__(self) -> None:
+        if self.scoring not in SCORINGS:
+            raise UserError(f"unknown scoring '{self.scoring}'", field="scoring",
+                            hint=", ".join(SCORINGS))
+        if self.batch_size < 1:
+            raise UserError(f"must be at least 1, got {self.batch_size}", field="batch_size")
+
+    def check_for(self, task: Task, engine: str) -> None:
+        """Settings that do not apply to ``task`` (or to the engine) are an error, not ignored."""
+        if self.scores(task):
+            if engine != "hf":
+                raise UserError(f"the {engine} engine does not score options; {task.name} is "
+                                "answered by option scoring", field="engine", hint="--engine hf")
+        elif self.permute or self.scoring != "letter":
+            raise UserError(f"--scoring/--permute are for option scoring, not {task.name}",
+                            field="scoring")
+
+    def scores(self, task: Task) -> bool:
+        """Whether ``task`` is answered by option scoring (else by generation)."""
+        return isinstance(task, ChoiceTask) and not self.generate
+
+    def meta(self, task: Task, engine: str) -> dict:
+        """The settings that decide ``task``'s answers, as a results sidecar header records them."""
+        head = {"prompt": str(self.prompt), "max_length": self.max_length}
+        if self.scores(task):
+            return {**head, "scoring": self.scoring, "permute": self.permute}
+        g = self.generation
+        return {**head, "max_new_tokens": g.max_new_tokens, "num_beams": g.num_beams,
+                "do_sample": g.do_sample, "temperature": g.temperature, "top_p": g.top_p,
+                "seed": g.seed, "engine": engine}
+
+
+@dataclass
+class Answer:
+    """One item's answer: the official output and the details a results sidecar keeps (option
+    probabilities, or the raw generation; utterances cut by the length budget)."""
+
+    output: Any
+    sidecar: dict
+
+
+@dataclass
+class AnswerRun:
+    answers: list[Answer | None]  # None for the ``done`` items, which were not answered again
+    cut: int  # prompts that lost utterances to the length budget
+    over_budget: int  # prompts still over budget after cutting every utterance allowed
+    unusable: int  # generations with nothing usable in them (the task's fallback was used)
+
+    @property
+    def outputs(self) -> list[Any]:
+        return [a.output if a is not None else None for a in self.answers]
+
+
+def generation_prompts(task: Task, items: Sequence[Any], tokenizer: Any, backbone: Any,
+                       spec: PromptSpec, *, max_length: int | None = None,
+                       max_new_tokens: int = 256) -> list[FittedPrompt]:
+    """Fitted prompts for generation; ``max_length`` counts prompt plus generated tokens."""
+    reserve = max_new_tokens if max_length is not None and max_new_tokens < max_length else 0
+    return [fit_prompt(task, it, tokenizer, backbone, spec, max_length, reserve=reserve)
+            for it in items]
+
+
+def answer_items(engine: Engine, task: Task, items: Sequence[Any], settings: AnswerSettings, *,
+                 done: Collection[int] = (),
+                 on_answer: Callable[[int, Answer], None] | None = None,
+                 progress: bool = True) -> AnswerRun:
+    """Answer every item not in ``done`` (indices); ``on_answer(index, answer)`` is called as
+    each is finished, in completion order (what a resumable results writer needs)."""
+    answers: list[Answer | None] = [None] * len(items)
+
+    def report(i: int, answer: Answer) -> None:
+        answers[i] = answer
+        if on_answer is not None:
+            on_answer(i, answer)
+
+    if settings.scores(task):
+        cut, over = _score(engine, task, items, settings, done, report, progress)
+        return AnswerRun(answers, cut, over, 0)
+    cut, over, unusable = _generate(engine, task, items, settings, done, report, progress)
+    return AnswerRun(answers, cut, over, unusable)
+
+
+def _score(engine: Engine, task: ChoiceTask, items: Sequence[Any], settings: AnswerSettings,
+           done: Collection[int], report: Callable[[int, Answer], None],
+           progress: bool) -> tuple[int, int]:
+    prompts = fit_choice_prompts(task, items, engine.tokenizer, engine.backbone, settings.prompt,
+                                 max_length=settings.max_length, permute=settings.permute,
+                                 reserve=option_reserve(engine.tokenizer, task, items,
+                                                        settings.scoring))
+    dropped = prompts.dropped
+
+    def on_item(i: int, score: ItemScore) -> None:
+        probs = [float(p) for p in score.probs]
+        output = task.output_for(int(np.argmax(score.probs)))
+        report(i, Answer(output, {"probs": probs, **score.extra, "dropped": dropped[i]}))
+
+    engine.score(task, items, prompts, scoring=settings.scoring, batch_size=settings.batch_size,
+                 done=done, on_item=on_item, progress=progress)
+    return sum(d > 0 for d in dropped), prompts.over_budget
+
+
+def _generate(engine: Engine, task: Task, items: Sequence[Any], settings: AnswerSettings,
+              done: Collection[int], report: Callable[[int, Answer], None],
+              progress: bool) -> tuple[int, int, int]:
+    g = settings.generation
+    fitted = generation_prompts(task, items, engine.tokenizer, engine.backbone, settings.prompt,
+                                max_length=settings.max_length, max_new_tokens=g.max_new_tokens)
+    unusable = 0
+
+    def on_text(i: int, text: str) -> None:
+        nonlocal unusable
+        output = parsed_output(task, items[i], text)
+        if output is None and not isinstance(task, ChoiceTask):
+            output = task.fallback_output(items[i])
+            unusable += 1
+        report(i, Answer(output, {"text": text, "dropped": fitted[i].dropped}))
+
+    engine.generate([f.input_ids for f in fitted], g, batch_size=settings.batch_size,
+                    done=done, on_result=on_text, progress=progress)
+    return sum(f.dropped > 0 for f in fitted), sum(not f.fits for f in fitted), unusable
+
+
+def parsed_output(task: Task, item: Any, text: str) -> Any | None:
+    """The official output a generation gives for ``item``, or None when it gives none (a
+    choice task's generated answer names an option, e.g. ``정답: B``)."""
+    if isinstance(task, ChoiceTask):
+        index = task.parse_answer(text)
+        return None if index is None else task.output_for(index)
+    return task.parse_output(item, text)
+
+
+def default_batch_size(task: Task, model: Any = None) -> int:
+    """Choice scoring: 16 on a GPU, 8 on a CPU (where wider batches only add padding); 8 for
+    generation."""
+    if not isinstance(task, ChoiceTask):
+        return 8
+    device = model_device(model) if model is not None else None
+    return 16 if device is not None and device.type == "cuda" else 8
+
+
+__all__ = ["Answer", "AnswerRun", "AnswerSettings", "answer_items", "default_batch_size",
+           "generation_prompts", "parsed_output"]

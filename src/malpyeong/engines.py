@@ -1,0 +1,116 @@
+"""Engines: what a loaded model does for the answering path, behind one small interface.
+
+As lm-evaluation-harness keeps its model backends behind one ``LM`` interface, every caller
+answers through :func:`malpyeong.answer.answer_items`, which asks an engine for two things only:
+
+- ``score``: probabilities over a choice task's options (:mod:`malpyeong.scoring`);
+- ``generate``: text for token prompts, stopped at the end of the turn
+  (:mod:`malpyeong.generation`).
+
+:class:`HFEngine` runs a transformers model and does both. :class:`VLLMEngine` runs a
+``vllm.LLM`` (continuous batching, tensor parallel) and generates only; vLLM is imported only
+when it is used.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Collection, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from malpyeong.backbones import Backbone, end_of_turn_ids
+from malpyeong.errors import UserError
+from malpyeong.generation import generate_texts, generate_texts_vllm
+from malpyeong.scoring import ChoicePrompts, ItemScore, score_items
+from malpyeong.tasks.base import ChoiceTask
+
+ENGINES = ("hf", "vllm")
+
+
+@dataclass(frozen=True)
+class GenerationSettings:
+    """How text is decoded: greedy by default, beam search or sampling on request."""
+
+    max_new_tokens: int = 256
+    num_beams: int = 1
+    do_sample: bool = False
+    temperature: float = 1.0
+    top_p: float = 1.0
+    seed: int = 0
+
+
+class Engine:
+    """A loaded model with its tokenizer and backbone entry."""
+
+    name: str
+    tokenizer: Any
+    backbone: Backbone
+
+    def score(self, task: ChoiceTask, items: Sequence[Any], prompts: ChoicePrompts, *,
+              scoring: str, batch_size: int, done: Collection[int] = (),
+              on_item: Callable[[int, ItemScore], None] | None = None,
+              progress: bool = True) -> list[ItemScore | None]:
+        raise UserError(f"the {self.name} engine does not score options", field="engine",
+                        hint="use --engine hf for choice tasks")
+
+    def generate(self, prompts: list[list[int]], settings: GenerationSettings, *,
+                 batch_size: int, done: Collection[int] = (),
+                 on_result: Callable[[int, str], None] | None = None,
+                 progress: bool = True) -> list[str]:
+        raise NotImplementedError
+
+    def stop_token_ids(self) -> list[int]:
+        """EOS and the chat format's end-of-turn token: where an answer ends."""
+        return end_of_turn_ids(self.tokenizer, self.backbone)
+
+
+@dataclass
+class HFEngine(Engine):
+    """A transformers model: batched option scoring and batched generation."""
+
+    model: Any
+    tokenizer: Any
+    backbone: Backbone
+    name: str = "hf"
+
+    def score(self, task: ChoiceTask, items: Sequence[Any], prompts: ChoicePrompts, *,
+              scoring: str, batch_size: int, done: Collection[int] = (),
+              on_item: Callable[[int, ItemScore], None] | None = None,
+              progress: bool = True) -> list[ItemScore | None]:
+        return score_items(self.model, self.tokenizer, task, items, prompts, scoring=scoring,
+                           batch_size=batch_size, progress=progress, done=done, on_item=on_item)
+
+    def generate(self, prompts: list[list[int]], settings: GenerationSettings, *,
+                 batch_size: int, done: Collection[int] = (),
+                 on_result: Callable[[int, str], None] | None = None,
+                 progress: bool = True) -> list[str]:
+        return generate_texts(self.model, self.tokenizer, prompts,
+                              max_new_tokens=settings.max_new_tokens, batch_size=batch_size,
+                              do_sample=settings.do_sample, temperature=settings.temperature,
+                              top_p=settings.top_p, num_beams=settings.num_beams,
+                              stop_token_ids=self.stop_token_ids(), seed=settings.seed,
+                              progress=progress, on_result=on_result, done=done)
+
+
+@dataclass
+class VLLMEngine(Engine):
+    """A ``vllm.LLM``: generation only (continuous batching; no option scoring)."""
+
+    llm: Any
+    tokenizer: Any
+    backbone: Backbone
+    name: str = "vllm"
+
+    def generate(self, prompts: list[list[int]], settings: GenerationSettings, *,
+                 batch_size: int, done: Collection[int] = (),
+                 on_result: Callable[[int, str], None] | None = None,
+                 progress: bool = True) -> list[str]:
+        return generate_texts_vllm(self.llm, self.tokenizer, prompts,
+                                   max_new_tokens=settings.max_new_tokens, batch_size=batch_size,
+                                   do_sample=settings.do_sample, temperature=settings.temperature,
+                                   top_p=settings.top_p, num_beams=settings.num_beams,
+                                   stop_token_ids=self.stop_token_ids(), seed=settings.seed,
+                                   progress=progress, on_result=on_result, done=done)
+
+
+__all__ = ["ENGINES", "Engine", "GenerationSettings", "HFEngine", "VLLMEngine"]
