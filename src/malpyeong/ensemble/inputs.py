@@ -1,0 +1,176 @@
+"""Reading and checking the results files to combine, and naming their models.
+
+The inputs are results files (:mod:`malpyeong.results`): ``NAME.json`` in submission layout
+plus, when present, ``NAME.sidecar.jsonl`` with per-option probabilities (choice) or the raw
+generation (generate). A model's *name* is its results file's stem. Every check runs before
+anything is combined, and every problem is reported at once: nothing is voted on a subset.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+from collections import Counter
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from malpyeong.errors import UserError, UserErrors
+from malpyeong.results import Results, read_results
+from malpyeong.tasks import get_task
+
+MAX_ERRORS_PER_FILE = 10
+
+
+def read_all_results(paths: Sequence[str | os.PathLike]) -> list[Results]:
+    """Read every results file, reporting all unreadable ones at once."""
+    errors: list[UserError] = []
+    out = []
+    for p in paths:
+        try:
+            out.append(read_results(p))
+        except UserErrors as errs:
+            errors.extend(errs.errors)
+        except UserError as err:
+            errors.append(err)
+    if errors:
+        raise UserErrors(errors)
+    return out
+
+
+def results_by_name(names: Sequence[str], results: Sequence[Results], wanted: Sequence[str],
+                    what: str) -> list[Results]:
+    """The results of the ``wanted`` models, in that order (``what``: the option, for errors)."""
+    index = {n: r for n, r in zip(names, results, strict=False)}
+    missing = [w for w in wanted if w not in index]
+    if missing:
+        raise UserError(f"no {what} for model(s) {', '.join(missing)}", field=what,
+                        hint=f"{what} are matched by file name; have: {', '.join(names)}")
+    return [index[w] for w in wanted]
+
+
+def _examples(ids: Sequence[str], n: int = 5) -> str:
+    shown = ", ".join(list(ids)[:n])
+    return shown + (f", ... ({len(ids) - n} more)" if len(ids) > n else "")
+
+
+def member_names(paths: Sequence[str | os.PathLike]) -> list[str]:
+    """Each input's name: its file stem, or its path when two stems collide."""
+    stems = [Path(p).stem for p in paths]
+    counts = Counter(stems)
+    return [s if counts[s] == 1 else str(p) for s, p in zip(stems, paths, strict=False)]
+
+
+def infer_task(results: Sequence[Results]) -> str:
+    """The task named in the sidecar headers, else guessed from the outputs."""
+    named = {r.meta.get("task") for r in results if r.meta.get("task")}
+    if len(named) > 1:
+        raise UserError(f"the inputs come from different tasks: {', '.join(sorted(named))}",
+                        field="task", hint="vote files of one task at a time")
+    if named:
+        return named.pop()
+    # A CCI file with a few bad labels must still be checked as CCI, so go by the majority.
+    labels = set(get_task("cci").output_labels)
+    values = [v for r in results for v in r.outputs.values()]
+    return "cci" if sum(v in labels for v in values) * 2 >= len(values) > 0 else "dcs"
+
+
+def check_results(results: Sequence[Results], task: Any,
+                  expected: tuple[str, Sequence[str]] | None = None) -> None:
+    """Every check that must pass before voting; raise ``UserErrors`` listing every problem.
+
+    Per file: no duplicate ids, every output valid for ``task``, a sidecar (when present) with
+    valid probabilities for every id. Across files: the same id set as ``expected`` (a
+    ``(file name, ids)`` pair: the test or gold file) or else as the first input. A mismatch
+    names the file and the ids that differ; nothing is ever voted on a subset.
+    """
+    errors: list[UserError] = []
+    for r in results:
+        name = str(r.path)
+        problems: list[UserError] = []
+        for dup, n in Counter(r.ids).items():
+            if n > 1:
+                problems.append(UserError(f"duplicate id ({n} items share it)", file=name,
+                                          item=dup, field="id"))
+        for i in r.ids:
+            problem = task.check_output(r.outputs.get(i))
+            if problem:
+                problems.append(UserError(problem, file=name, item=i, field="output"))
+        if r.probs is not None and task.kind == "choice":
+            side = str(r.path.with_name(r.path.stem + ".sidecar.jsonl"))
+            missing = [i for i in r.ids if i not in r.probs]
+            if missing:
+                problems.append(UserError(
+                    f"sidecar has no probabilities for {len(missing)} id(s): "
+                    f"{_examples(missing)}", file=side, field="probs",
+                    hint="the sidecar is from another run; predict again or delete it"))
+            for i in r.ids:
+                p = r.probs.get(i)
+                if p is None:
+                    continue
+                if len(p) != task.n_choices or not all(math.isfinite(x) and x >= 0 for x in p) \
+                        or sum(p) <= 0:
+                    problems.append(UserError(
+                        f"probs must be {task.n_choices} non-negative numbers, got {p}",
+                        file=side, item=i, field="probs"))
+        if len(problems) > MAX_ERRORS_PER_FILE:
+            more = len(problems) - MAX_ERRORS_PER_FILE
+            problems = problems[:MAX_ERRORS_PER_FILE] + [
+                UserError(f"... and {more} more problem(s)", file=name)]
+        errors.extend(problems)
+    ref_name, ref_ids = expected if expected else (str(results[0].path), results[0].ids)
+    ref = set(ref_ids)
+    for r in results:
+        ids = set(r.ids)
+        if ids == ref:
+            continue
+        missing = sorted(ref - ids)
+        extra = sorted(ids - ref)
+        parts = []
+        if missing:
+            parts.append(f"{len(missing)} id(s) of {ref_name} missing: {_examples(missing)}")
+        if extra:
+            parts.append(f"{len(extra)} id(s) not in {ref_name}: {_examples(extra)}")
+        errors.append(UserError("; ".join(parts), file=str(r.path), field="id",
+                                hint="every input must predict exactly the same items"))
+    if errors:
+        raise UserErrors(errors)
+
+
+def vote_matrix(results: Sequence[Results], ids: Sequence[str], task: Any) -> np.ndarray:
+    """``(models, items)`` array of each model's chosen option index."""
+    return np.array([[task.index_of_output(r.outputs[i]) for i in ids] for r in results],
+                    dtype=np.int64).reshape(len(results), len(ids))
+
+
+def prob_tensor(results: Sequence[Results], ids: Sequence[str], k: int) -> np.ndarray | None:
+    """``(models, items, options)`` probabilities (renormalised), or None unless all have them."""
+    if any(r.probs is None for r in results):
+        return None
+    p = np.array([[r.probs[i] for i in ids] for r in results], dtype=np.float64)
+    p = p.reshape(len(results), len(ids), k)
+    return p / p.sum(axis=2, keepdims=True)
+
+
+def resolve_priority(names: Sequence[str], given: Sequence[str] | None) -> list[int] | None:
+    """``--priority`` (names or paths of the inputs, most trusted first) as member indices."""
+    if not given:
+        return None
+    index = {n: i for i, n in enumerate(names)}
+    order, unknown = [], []
+    for g in given:
+        key = g if g in index else Path(g).stem
+        if key not in index:
+            unknown.append(g)
+        elif index[key] not in order:
+            order.append(index[key])
+    if unknown:
+        raise UserError(f"--priority names unknown model(s): {', '.join(unknown)}",
+                        field="priority", hint=f"the inputs are: {', '.join(names)}")
+    missing = [names[i] for i in range(len(names)) if i not in order]
+    if missing:
+        raise UserError(f"--priority must rank every input; missing: {', '.join(missing)}",
+                        field="priority")
+    return order

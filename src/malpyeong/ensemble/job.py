@@ -1,0 +1,352 @@
+"""The vote job: what ``ensemble/vote.py`` runs -- check the inputs, combine, report, write."""
+
+from __future__ import annotations
+
+from collections import Counter
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from malpyeong.data import check_submission, load_items, write_submission
+from malpyeong.ensemble.calibration import apply_temperature, fit_temperature, nll
+from malpyeong.ensemble.diagnostics import (
+    choice_diagnostics,
+    format_choice_diagnostics,
+    format_generate_diagnostics,
+    generate_diagnostics,
+)
+from malpyeong.ensemble.inputs import (
+    check_results,
+    infer_task,
+    member_names,
+    prob_tensor,
+    read_all_results,
+    resolve_priority,
+    results_by_name,
+    vote_matrix,
+)
+from malpyeong.ensemble.mbr import (
+    bertscore_similarity,
+    describe_mbr_ties,
+    mbr_choose,
+    rouge1_similarity,
+)
+from malpyeong.ensemble.selection import (
+    caruana_select,
+    cross_validate_selection,
+    read_members,
+    write_members,
+)
+from malpyeong.ensemble.voting import (
+    METHODS,
+    describe_ties,
+    fmt_score,
+    raise_if_unresolved,
+    vote_choices,
+)
+from malpyeong.errors import UserError
+from malpyeong.io import atomic_write_json, ensure_writable
+from malpyeong.results import Results
+from malpyeong.tasks import Task, get_task
+
+
+@dataclass
+class VoteJob:
+    """Everything ``ensemble/vote.py`` was asked to do (see its --help)."""
+
+    inputs: list[str]
+    output: str | None = None
+    task: str | None = None
+    method: str | None = None
+    weights: list[float] | None = None
+    priority: list[str] | None = None
+    gold: str | None = None
+    dev_results: list[str] | None = None
+    calibrate: bool = False
+    select: str | None = None
+    members: str | None = None
+    rounds: int = 25
+    init: int = 0
+    folds: int = 5
+    seed: int = 0
+    test: str | None = None
+    bertscore_model: str | None = None
+    report: str | None = None
+    overwrite: bool = False
+
+
+@dataclass
+class VoteInputs:
+    """What ``run_vote`` read and checked, handed to the choice or the generate combiner."""
+
+    job: VoteJob
+    task: Task
+    results: list[Results]  # one per member, in member order
+    names: list[str]  # the members' names, in the same order
+    ids: list[str]  # the items to combine, in the order of the output
+    dev: list[Results] | None  # the members' dev predictions (``results`` itself when they are)
+    dev_ids: list[str]  # the gold file's ids, in its order
+    gold_items: list | None  # the gold dev items (--gold)
+    plan: dict | None  # the members file (--members)
+    file_weights: list[float] | None  # its weights, one per member
+    report: dict[str, Any]  # what --report writes; each combiner adds its part
+    echo: Callable[[str], None]  # where progress lines go
+
+    @property
+    def given_weights(self) -> list[float] | None:
+        """``--weights``, else the members file's weights."""
+        return self.job.weights if self.job.weights is not None else self.file_weights
+
+    @property
+    def given_priority(self) -> list[str] | None:
+        """``--priority``, else the members file's priority restricted to the models voted."""
+        if self.job.priority:
+            return self.job.priority
+        if not self.plan or not self.plan.get("priority"):
+            return None
+        return [n for n in self.plan["priority"] if n in self.names]
+
+
+def _priority_by_accuracy(names: Sequence[str], votes: np.ndarray, gold: np.ndarray) -> list[str]:
+    acc = [float((votes[j] == gold).mean()) for j in range(len(names))]
+    return [names[j] for j in sorted(range(len(names)), key=lambda j: (-acc[j], j))]
+
+
+def run_vote(job: VoteJob, echo: Callable[[str], None] = print) -> dict[str, Any]:
+    """Check the inputs, combine them, report, and write the submission (see ``VoteJob``)."""
+    if not (job.output or job.gold or job.select):
+        raise UserError("nothing to do",
+                        hint="give --output FILE, --gold DEV.json or --select FILE")
+    for path in (job.output, job.select, job.report):
+        if path:
+            ensure_writable(path, job.overwrite)
+    if (job.select or job.calibrate or job.dev_results) and not job.gold:
+        raise UserError("--select, --calibrate and --dev-results need --gold DEV.json",
+                        field="gold")
+    if job.method is not None and job.method not in METHODS:
+        raise UserError(f"unknown method '{job.method}'", field="method", hint=", ".join(METHODS))
+    results = read_all_results(job.inputs)
+    names = member_names(job.inputs)
+    plan = read_members(job.members) if job.members else None
+    file_weights = None
+    if plan:
+        wanted = [m["name"] for m in plan["members"]]
+        dropped = [n for n in names if n not in wanted]
+        results, names = results_by_name(names, results, wanted, "inputs"), wanted
+        file_weights = [float(m["weight"]) for m in plan["members"]]
+        echo(f"members from {job.members}: " + ", ".join(
+            f"{n} x{fmt_score(w)}" for n, w in zip(names, file_weights, strict=False))
+             + (f" (not used: {', '.join(dropped)})" if dropped else ""))
+    task = get_task(job.task or infer_task(results))
+    template = load_items(job.test, task) if job.test else None
+    check_results(results, task, (job.test, [it.id for it in template]) if template else None)
+    if template is None and job.output:
+        template = load_items(results[0].path, task)
+    ids = [it.id for it in template] if template else list(results[0].ids)
+    gold_items = load_items(job.gold, task, require_output=True) if job.gold else None
+    dev: list[Results] | None = None
+    dev_ids: list[str] = []
+    if gold_items is not None:
+        dev_ids = [it.id for it in gold_items]
+        if job.dev_results:
+            dev = results_by_name(member_names(job.dev_results),
+                                  read_all_results(job.dev_results), names, "dev-results")
+            check_results(dev, task, (job.gold, dev_ids))
+        elif set(ids) == set(dev_ids):
+            dev = results
+        else:
+            raise UserError(f"the inputs do not predict the items of {job.gold}", field="gold",
+                            hint="pass --dev-results with the same models' dev predictions")
+    report: dict[str, Any] = {"task": task.name, "inputs": list(job.inputs), "models": names,
+                              "n": len(ids)}
+    echo(f"{len(results)} {task.name} results files, {len(ids)} items each: {', '.join(names)}")
+    inputs = VoteInputs(job=job, task=task, results=results, names=names, ids=ids, dev=dev,
+                        dev_ids=dev_ids, gold_items=gold_items, plan=plan,
+                        file_weights=file_weights, report=report, echo=echo)
+    outputs = _vote_choice(inputs) if task.kind == "choice" else _vote_generate(inputs)
+    if job.output:
+        write_submission(template, outputs, job.output, overwrite=job.overwrite)
+        echo(f"wrote {job.output} ({len(ids)} items)")
+        report["output"] = job.output
+        if job.test:
+            n = check_submission(job.output, job.test, task)
+            echo(f"{job.output}: passes the official submission checks against {job.test} "
+                 f"({n} items)")
+    if job.report:
+        atomic_write_json(job.report, report)
+        echo(f"wrote the full report to {job.report}")
+    return report
+
+
+def _vote_choice(inputs: VoteInputs) -> dict[str, str]:
+    """Vote a choice task (optionally calibrated and selected on dev); the label per id."""
+    job, task, echo, report = inputs.job, inputs.task, inputs.echo, inputs.report
+    results, names, ids, dev = inputs.results, inputs.names, inputs.ids, inputs.dev
+    k, labels = task.n_choices, task.output_labels
+    method = job.method or (inputs.plan or {}).get("method") or "hard"
+    if method == "soft" or job.calibrate:
+        lacking = [str(r.path) for r in [*results, *(dev or [])] if r.probs is None]
+        if lacking:
+            raise UserError(f"soft voting and --calibrate need probabilities; no sidecar with "
+                            f"probs for: {', '.join(dict.fromkeys(lacking))}", field="method",
+                            hint="predict with run/test.py (it writes NAME.sidecar.jsonl), "
+                                 "or use --method hard / weighted")
+    votes, probs = vote_matrix(results, ids, task), prob_tensor(results, ids, k)
+    dvotes = dprobs = dgold = None
+    if dev is not None:
+        dvotes = vote_matrix(dev, inputs.dev_ids, task)
+        dprobs = prob_tensor(dev, inputs.dev_ids, k)
+        dgold = np.array([task.label_index(it) for it in inputs.gold_items], dtype=np.int64)
+        report["dev_models"] = choice_diagnostics(names, dvotes, dgold)
+    temperatures: dict[str, float] | None = None
+    if job.calibrate:
+        if dprobs is None or probs is None:
+            raise UserError("--calibrate needs probabilities in every sidecar (dev and inputs)",
+                            field="calibrate")
+        temperatures = {}
+        echo("temperature calibration on dev (NLL before -> after)")
+        for j, n in enumerate(names):
+            t = fit_temperature(dprobs[j], dgold)
+            temperatures[n] = t
+            echo(f"  {n}: T={t:.3f}  {nll(dprobs[j], dgold):.4f} -> "
+                 f"{nll(apply_temperature(dprobs[j], t), dgold):.4f}")
+    elif inputs.plan and inputs.plan.get("temperatures"):
+        temperatures = {n: float(inputs.plan["temperatures"].get(n, 1.0)) for n in names}
+    if temperatures:
+        if probs is None:
+            raise UserError("temperatures need probabilities in every sidecar", field="calibrate")
+        probs = np.stack([apply_temperature(probs[j], temperatures[n])
+                          for j, n in enumerate(names)])
+        if dprobs is not None:
+            dprobs = np.stack([apply_temperature(dprobs[j], temperatures[n])
+                               for j, n in enumerate(names)])
+        report["temperatures"] = temperatures
+    weights = inputs.given_weights
+    if weights is not None and len(weights) != len(names):
+        raise UserError(f"{len(weights)} weight(s) for {len(names)} input(s)", field="weights",
+                        hint="one weight per input, in the order of the inputs")
+    priority_names = inputs.given_priority
+    all_names, all_dvotes = list(names), dvotes
+    if job.select:
+        sel_method = "soft" if method == "soft" else "weighted"
+        sel = caruana_select(dvotes, dgold, k, probs=dprobs, method=sel_method,
+                             rounds=job.rounds, init=job.init)
+        cv = cross_validate_selection(dvotes, dgold, k, probs=dprobs, method=sel_method,
+                                      rounds=job.rounds, init=job.init, folds=job.folds,
+                                      seed=job.seed)
+        by_acc = _priority_by_accuracy(names, dvotes, dgold)
+        write_members(job.select, names, sel, sel_method, priority=by_acc, cv=cv,
+                      temperatures=temperatures, gold=job.gold, overwrite=job.overwrite)
+        chosen = ", ".join(f"{names[j]} x{int(c)}" for j, c in enumerate(sel.counts) if c)
+        echo(f"ensemble selection ({sel_method}, {job.rounds} rounds): {chosen}")
+        if sel.pruned:
+            echo(f"  pruned (removing them did not lower dev accuracy): "
+                 f"{', '.join(names[j] for j in sel.pruned)}")
+        echo(f"  dev accuracy in-sample {sel.score:.4f}; {cv['folds']}-fold cross-validated "
+             f"{cv['selection']:.4f} (best single model picked the same way: "
+             f"{cv['best_single']:.4f})")
+        echo(f"  wrote {job.select}")
+        report["selection"] = {"counts": {names[j]: int(c) for j, c in enumerate(sel.counts)},
+                               "in_sample": sel.score, "cross_validation": cv}
+        keep = [j for j, c in enumerate(sel.counts) if c]
+        weights = [float(sel.counts[j]) for j in keep]
+        names = [names[j] for j in keep]
+        votes = votes[keep]
+        probs = None if probs is None else probs[keep]
+        dvotes = dvotes[keep]
+        dprobs = None if dprobs is None else dprobs[keep]
+        method = sel_method
+        priority_names = [n for n in (job.priority or by_acc) if n in names]
+    elif weights is None and dvotes is not None and method in ("hard", "weighted"):
+        weights = [float((dvotes[j] == dgold).mean()) for j in range(len(names))]
+        echo("weights = dev accuracy" + (" (used to break ties)" if method == "hard" else "")
+             + ": " + ", ".join(f"{n} {w:.4f}" for n, w in zip(names, weights, strict=False)))
+    if method == "weighted" and weights is None:
+        raise UserError("weighted voting needs --weights or --gold", field="weights")
+    priority = resolve_priority(names, priority_names)
+    outcome = vote_choices(votes, k, method, weights=weights, probs=probs, priority=priority)
+    counts = outcome.tie_counts()
+    echo(f"{method} voting: {len(outcome.ties)} of {len(ids)} ids were ties"
+         + (" (" + ", ".join(f"{v} by {r}" for r, v in sorted(counts.items())) + ")"
+            if counts else ""))
+    for line in describe_ties(outcome, ids, labels, names):
+        echo(line)
+    report["method"], report["weights"] = method, weights
+    report["ties"] = [{"id": ids[t.index], "options": [labels[o] for o in t.options],
+                       "rule": t.rule, "winner": None if t.winner is None else labels[t.winner],
+                       "detail": t.detail if t.rule != "priority" else names[t.member]}
+                      for t in outcome.ties]
+    raise_if_unresolved(outcome, ids, labels)
+    if dvotes is not None:
+        if dev is results:
+            dpred = outcome.pred
+        else:
+            d_out = vote_choices(dvotes, k, method, weights=weights, probs=dprobs,
+                                 priority=priority)
+            dpred = d_out.pred.copy()
+            for t in d_out.ties:
+                if t.winner is None:
+                    dpred[t.index] = -1  # unresolved on dev: counted wrong
+        diag = choice_diagnostics(all_names, all_dvotes, dgold, dpred)
+        echo(format_choice_diagnostics(diag))
+        report["dev"] = diag
+    return {ids[i]: labels[int(p)] for i, p in enumerate(outcome.pred)}
+
+
+def _vote_generate(inputs: VoteInputs) -> dict[str, str]:
+    """Combine a generate task by MBR; the chosen text per id."""
+    job, task, echo, report = inputs.job, inputs.task, inputs.echo, inputs.report
+    results, names, ids, dev = inputs.results, inputs.names, inputs.ids, inputs.dev
+    if job.method not in (None, "hard", "weighted") or job.select or job.calibrate:
+        raise UserError(f"{task.name} is combined by MBR: --method soft, --select and "
+                        "--calibrate apply to choice tasks", field="method")
+    weights = inputs.given_weights
+    if weights is not None and len(weights) != len(names):
+        raise UserError(f"{len(weights)} weight(s) for {len(names)} input(s)", field="weights")
+    if len(names) < 3 and not job.priority:
+        echo("note: with two candidates MBR is always a tie; --priority decides")
+    priority = resolve_priority(names, inputs.given_priority)
+    sim_name = "bertscore" if job.bertscore_model else "rouge1"
+    sim = bertscore_similarity(job.bertscore_model) if job.bertscore_model else rouge1_similarity
+    candidates = [[r.outputs[i] for r in results] for i in ids]
+    outcome = mbr_choose(candidates, sim, weights=weights, priority=priority)
+    echo(f"MBR by {sim_name}: {len(outcome.ties)} of {len(ids)} ids were ties")
+    for line in describe_mbr_ties(outcome, ids, names):
+        echo(line)
+    bad = [t for t in outcome.ties if t.winner is None]
+    if bad:
+        raise UserError(f"{len(bad)} MBR tie(s) between different summaries, e.g. "
+                        f"{ids[bad[0].index]}", field="priority",
+                        hint="pass --priority NAME ... (every model, most trusted first) "
+                             "or --weights")
+    wins = Counter(j for w in outcome.winners for j in w)
+    sole = Counter(w[0] for w in outcome.winners if len(w) == 1)
+    width = max(len(n) for n in names)
+    echo(f"{'model':<{width}}  ids won  (alone)  mean similarity to the others")
+    for j, n in enumerate(names):
+        echo(f"{n:<{width}}  {wins[j]:7d}  {sole[j]:7d}  {outcome.scores[:, j].mean():.4f}")
+    shown = min(len(ids), 10)
+    echo(f"winner per id (first {shown}; all in --report):")
+    for i in range(shown):
+        echo(f"  {ids[i]}: {', '.join(names[j] for j in outcome.winners[i])}")
+    report["similarity"] = sim_name
+    report["winners"] = {ids[i]: [names[j] for j in w] for i, w in enumerate(outcome.winners)}
+    report["ties"] = [{"id": ids[t.index], "rule": t.rule,
+                       "winner": None if t.winner is None else names[t.winner]}
+                      for t in outcome.ties]
+    chosen = [candidates[i][outcome.choice[i]] for i in range(len(ids))]
+    if dev is not None:
+        dcands = [[r.outputs[i] for r in dev] for i in inputs.dev_ids]
+        if dev is results:
+            dchosen = [chosen[ids.index(i)] for i in inputs.dev_ids]
+        else:
+            d_out = mbr_choose(dcands, sim, weights=weights, priority=priority)
+            dchosen = [c[j] if j >= 0 else c[0] for c, j in zip(dcands, d_out.choice, strict=False)]
+        refs = [it.summary for it in inputs.gold_items]
+        diag = generate_diagnostics(names, dcands, refs, dchosen,
+                                    bertscore_model=job.bertscore_model)
+        echo(format_generate_diagnostics(diag))
+        report["dev"] = diag
+    return {ids[i]: chosen[i] for i in range(len(ids))}

@@ -1,0 +1,159 @@
+"""Voting on choice tasks (CCI): hard, weighted and soft, with a deterministic tie rule.
+
+Methods (per id):
+
+- ``hard``: one vote per model; the option with most votes wins.
+- ``weighted``: each model's vote counts its weight (``--weights``, or its dev accuracy).
+- ``soft``: the (weighted) mean of the models' probabilities; optionally each model's
+  probabilities are first temperature-calibrated on dev (:mod:`.calibration`).
+
+**Tie rule** (deterministic, never the order of the files). When the best options are equal, the
+tie goes to the next rule that separates them, in this order:
+
+1. ``probabilities``: the summed sidecar probabilities of the tied options (each model's scaled by
+   its weight in weighted voting) -- only when every model has a sidecar with probabilities;
+2. ``weights``: the summed weights of the models voting for each tied option (``--weights``, or
+   dev accuracy with ``--gold``) -- hard voting only (weighted voting already used them);
+3. ``priority``: the option chosen by the most trusted model (``--priority``, a declared order
+   of the models) among those that voted for a tied option.
+
+For soft voting the chain is ``votes`` (the weighted vote count) then ``priority``. A tie that no
+rule breaks stops the run with an error asking for ``--priority``. Scores count as equal when
+they agree to 1e-9 (relative), so float rounding never decides.
+"""
+
+from __future__ import annotations
+
+import math
+from collections import Counter
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from malpyeong.errors import UserError
+
+METHODS = ("hard", "weighted", "soft")
+RTOL, ATOL = 1e-9, 1e-12
+
+
+@dataclass
+class Tie:
+    """One id whose best options were equal, and how it was resolved."""
+
+    index: int
+    options: tuple[int, ...]
+    rule: str | None  # None: unresolved
+    winner: int | None
+    detail: str = ""
+    member: int | None = None  # the model that decided a ``priority`` tie
+
+
+@dataclass
+class VoteOutcome:
+    pred: np.ndarray  # (n,) option index per item
+    scores: np.ndarray  # (n, k) the method's scores
+    ties: list[Tie] = field(default_factory=list)
+
+    def tie_counts(self) -> dict[str, int]:
+        return dict(Counter(t.rule or "unresolved" for t in self.ties))
+
+
+def top_options(row: np.ndarray, among: Sequence[int]) -> list[int]:
+    """The options of ``among`` whose score in ``row`` equals the best (to RTOL/ATOL)."""
+    values = row[list(among)]
+    top = values.max()
+    return [o for o, v in zip(among, values, strict=True)
+            if math.isclose(v, top, rel_tol=RTOL, abs_tol=ATOL)]
+
+
+def fmt_score(x: float) -> str:
+    """A score as printed in tie reports: an integer plainly, else four decimals."""
+    return f"{x:g}" if float(x).is_integer() else f"{x:.4f}"
+
+
+def vote_choices(votes: np.ndarray, k: int, method: str = "hard", *,
+                 weights: Sequence[float] | None = None, probs: np.ndarray | None = None,
+                 priority: Sequence[int] | None = None) -> VoteOutcome:
+    """Vote each item (see the module docstring for the methods and the tie rule).
+
+    ``votes``: ``(m, n)`` option indices; ``probs``: ``(m, n, k)`` or None; ``weights``: one per
+    model; ``priority``: model indices, most trusted first.
+    """
+    if method not in METHODS:
+        raise UserError(f"unknown method '{method}'", field="method", hint=", ".join(METHODS))
+    m, n = votes.shape
+    onehot = np.eye(k)[votes]  # (m, n, k)
+    w = np.ones(m) if weights is None else np.asarray(weights, dtype=np.float64)
+    if len(w) != m:
+        raise UserError(f"{len(w)} weight(s) for {m} model(s)", field="weights")
+    if (w < 0).any() or w.sum() <= 0:
+        raise UserError("weights must be non-negative and not all zero", field="weights")
+    chain: list[tuple[str, np.ndarray]] = []
+    if method == "hard":
+        primary = onehot.sum(axis=0)
+        if probs is not None:
+            chain.append(("probabilities", probs.sum(axis=0)))
+        if weights is not None:
+            chain.append(("weights", np.tensordot(w, onehot, axes=1)))
+    elif method == "weighted":
+        primary = np.tensordot(w, onehot, axes=1)
+        if probs is not None:
+            chain.append(("probabilities", np.tensordot(w, probs, axes=1)))
+    else:
+        if probs is None:
+            raise UserError("soft voting needs every model's probabilities (the sidecars)",
+                            field="method", hint="predict with run/test.py, or use --method hard")
+        primary = np.tensordot(w, probs, axes=1) / w.sum()
+        chain.append(("votes", np.tensordot(w, onehot, axes=1)))
+    pred = primary.argmax(axis=1)
+    top = primary.max(axis=1, keepdims=True)
+    tied_rows = np.nonzero(np.isclose(primary, top, rtol=RTOL, atol=ATOL).sum(axis=1) > 1)[0]
+    ties = []
+    for row in tied_rows:
+        options = tuple(top_options(primary[row], range(k)))
+        tied, rule, detail, decider = list(options), None, "", None
+        for name, scores in chain:
+            narrowed = top_options(scores[row], tied)
+            if len(narrowed) < len(tied):
+                detail = f"{name} " + " vs ".join(fmt_score(scores[row, o]) for o in tied)
+                tied = narrowed
+            if len(tied) == 1:
+                rule = name
+                break
+        if len(tied) > 1 and priority is not None:
+            for member in priority:
+                if votes[member, row] in tied:
+                    tied, rule, decider = [int(votes[member, row])], "priority", member
+                    break
+        winner = tied[0] if len(tied) == 1 else None
+        if winner is not None:
+            pred[row] = winner
+        ties.append(Tie(int(row), options, rule, winner, detail,
+                        decider if rule == "priority" else None))
+    return VoteOutcome(pred, primary, ties)
+
+
+def describe_ties(outcome: VoteOutcome, ids: Sequence[str], labels: Sequence[str],
+                  names: Sequence[str]) -> list[str]:
+    """One line per tie: the id, the tied options and scores, the rule and the winner."""
+    lines = []
+    for t in outcome.ties:
+        scores = ", ".join(f"{labels[o]}={fmt_score(outcome.scores[t.index, o])}" for o in t.options)
+        if t.winner is None:
+            lines.append(f"  {ids[t.index]}: {scores} -> UNRESOLVED")
+            continue
+        detail = f"{names[t.member]} chose it" if t.rule == "priority" else t.detail
+        lines.append(f"  {ids[t.index]}: {scores} -> {labels[t.winner]} by {t.rule} ({detail})")
+    return lines
+
+
+def raise_if_unresolved(outcome: VoteOutcome, ids: Sequence[str], labels: Sequence[str]) -> None:
+    bad = [t for t in outcome.ties if t.winner is None]
+    if bad:
+        first = bad[0]
+        raise UserError(
+            f"{len(bad)} tie(s) that no rule can break, e.g. {ids[first.index]} "
+            f"({' = '.join(labels[o] for o in first.options)})", field="priority",
+            hint="pass --priority NAME ... (every model, most trusted first); sidecars with "
+                 "probabilities or --weights also break ties")
