@@ -1,0 +1,116 @@
+"""``--search``: the grid of candidate merges and how one candidate is scored on dev."""
+
+from __future__ import annotations
+
+import itertools
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from malpyeong.backbones import end_of_turn_ids, get_backbone, load_tokenizer
+from malpyeong.data import load_items
+from malpyeong.errors import UserError
+from malpyeong.generation import generate_texts
+from malpyeong.merging.adapters import adapter_base
+from malpyeong.merging.config import DENSITY_METHODS, MergeConfig
+from malpyeong.merging.output import tokenizer_source
+from malpyeong.metrics import rouge1
+from malpyeong.predict import generation_prompts, score_choices
+from malpyeong.tasks import get_task
+
+
+@dataclass
+class EvalOptions:
+    """How ``--search`` scores a candidate on dev (the prompt the models were trained with)."""
+
+    task: str
+    dev: str
+    prompt: str | None = None
+    max_length: int | None = None
+    scoring: str = "letter"
+    batch_size: int = 8
+    limit: int | None = None
+    max_new_tokens: int = 128
+    device: str = "cpu"
+
+
+def search_grid(cfg: MergeConfig) -> list[tuple[str, list[float], float | None]]:
+    """(method, weights, density) points: the ``search:`` block, else a small default grid."""
+    grid = cfg.search or {}
+    n = len(cfg.models)
+    methods = grid.get("merge_method") or [cfg.method]
+    methods = [methods] if isinstance(methods, str) else list(methods)
+    given = [float(cfg.param(m, "weight", 1.0)) for m in cfg.models]
+    weights = grid.get("weight")
+    if weights is None:
+        weights = [given, [1.0 / n] * n]
+        for i in range(n):  # lean towards each model in turn
+            weights.append([(2.0 if j == i else 1.0) / (n + 1) for j in range(n)])
+    for w in weights:
+        if not isinstance(w, list) or len(w) != n:
+            raise UserError(f"search weight {w} needs one number per model ({n})",
+                            file=cfg.source, field="search.weight")
+    densities = grid.get("density")
+    if densities is None:
+        set_density = cfg.param(cfg.models[0], "density") if cfg.models else None
+        densities = [set_density] if set_density is not None else [0.3, 0.5, 0.7]
+    points, seen = [], set()
+    for method, w, d in itertools.product(methods, weights, densities):
+        d = d if method in DENSITY_METHODS else None
+        key = (method, tuple(round(float(x), 9) for x in w), d)
+        if key not in seen:
+            seen.add(key)
+            points.append((method, [float(x) for x in w], d))
+    return points
+
+
+def evaluate_model(model: Any, tokenizer: Any, backbone: Any, task: Any, items: list,
+                   opts: EvalOptions) -> float:
+    """The task metric on dev: CCI accuracy from option scores, DCS ROUGE-1 of generations."""
+    if task.kind == "choice":
+        probs = score_choices(model, tokenizer, backbone, task, items, prompt=opts.prompt,
+                              batch_size=opts.batch_size, max_length=opts.max_length,
+                              scoring=opts.scoring, progress=False)
+        gold = np.array([task.label_index(it) for it in items])
+        return float((np.asarray(probs).argmax(axis=1) == gold).mean())
+    fitted = generation_prompts(task, items, tokenizer, backbone, prompt=opts.prompt,
+                                max_length=opts.max_length, max_new_tokens=opts.max_new_tokens)
+    texts = generate_texts(model, tokenizer, [f.input_ids for f in fitted],
+                           max_new_tokens=opts.max_new_tokens, batch_size=opts.batch_size,
+                           stop_token_ids=end_of_turn_ids(tokenizer, backbone), progress=False)
+    preds = [task.clean_output(t) or "." for t in texts]
+    return rouge1([it.summary for it in items], preds)
+
+
+def eval_setup(cfg: MergeConfig, opts: EvalOptions) -> tuple[Any, Any, Any, list]:
+    task = get_task(opts.task)
+    items = load_items(opts.dev, task, require_output=True)
+    if opts.limit:
+        items = items[:opts.limit]
+    runs = [m.run for m in cfg.models if m.run]
+    if opts.prompt is None and runs and runs[0].get("prompt"):
+        opts.prompt = runs[0]["prompt"]
+    if opts.max_length is None and runs and runs[0].get("max_length"):
+        opts.max_length = runs[0]["max_length"]
+    base = adapter_base(cfg) if cfg.kind == "adapter" else (
+        cfg.base_model or cfg.models[0].path.split("+")[0])
+    backbone = get_backbone(base)
+    tok_src = tokenizer_source(cfg, base)
+    return task, items, backbone, load_tokenizer(tok_src, backbone)
+
+
+def fmt_point(method: str, weights: list[float], density: float | None) -> list[str]:
+    return [method, "[" + ", ".join(f"{w:.3g}" for w in weights) + "]",
+            "-" if density is None else f"{density:g}"]
+
+
+def format_search_table(rows: Sequence[tuple[str, list[float], float | None, float]],
+                        metric: str, best: int) -> str:
+    cells = [["method", "weights", "density", metric]]
+    for i, (m, w, d, s) in enumerate(rows):
+        cells.append(fmt_point(m, w, d) + [f"{s:.4f}" + ("  <- best" if i == best else "")])
+    widths = [max(len(r[j]) for r in cells) for j in range(3)]
+    return "\n".join("  ".join(c.ljust(w) for c, w in zip(r[:3], widths, strict=True))
+                     + "  " + r[3] for r in cells)
