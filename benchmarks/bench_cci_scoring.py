@@ -26,12 +26,15 @@ import tempfile
 import time
 from pathlib import Path
 
+from malpyeong.answer import AnswerSettings, default_batch_size
 from malpyeong.budget import fit_prompt
 from malpyeong.data import load_items
+from malpyeong.engines import HFEngine
 from malpyeong.loading import load_for_inference
-from malpyeong.predict import PredictOptions, default_batch_size, run_prediction
+from malpyeong.predict import run_prediction
 from malpyeong.results import read_results
 from malpyeong.tasks import get_task
+from malpyeong.tasks.base import BASELINE
 from malpyeong.tiny import build_tiny_model
 
 DEFAULT_DATA = Path(__file__).resolve().parents[2] / "shared" / "data" / "nikl" / "cci_test.json"
@@ -48,7 +51,7 @@ def baseline(model, tokenizer, backbone, task, items, no_grad: bool) -> tuple[li
     start = time.perf_counter()
     with torch.inference_mode() if no_grad else contextlib.nullcontext():
         for item in items:
-            ids = fit_prompt(task, item, tokenizer, backbone).input_ids
+            ids = fit_prompt(task, item, tokenizer, backbone, BASELINE).input_ids
             inputs = {"input_ids": torch.tensor([ids])}
             logits = model(**inputs).logits[:, -1].flatten()
             probs = torch.softmax(torch.stack([logits[i] for i in letters]), dim=0)
@@ -87,7 +90,7 @@ def main() -> int:
         loaded = load_for_inference(str(model_dir))
         model, tok, backbone = loaded.model, loaded.tokenizer, loaded.backbone
         n_params = sum(p.numel() for p in model.parameters())
-        lengths = sorted(len(fit_prompt(task, it, tok, backbone).input_ids) for it in items)
+        lengths = sorted(len(fit_prompt(task, it, tok, backbone, BASELINE).input_ids) for it in items)
         print(f"{len(items)} items from {args.data}; model: llama hidden {args.hidden_size}, {args.layers} layers, "
               f"{n_params / 1e6:.1f}M parameters; prompt tokens min {lengths[0]} / median "
               f"{lengths[len(lengths) // 2]} / max {lengths[-1]}; torch threads "
@@ -96,8 +99,9 @@ def main() -> int:
         args.batch_size = args.batch_size or default_batch_size(task, model)
         out = Path(tmp) / "results" / "bench.json"
         start = time.perf_counter()
-        run_prediction(model, tok, backbone, task, items, out, options=PredictOptions(),
-                       model_name="tiny", batch_size=args.batch_size, progress=False)
+        run_prediction(HFEngine(model, tok, backbone), task, items, out,
+                       settings=AnswerSettings(batch_size=args.batch_size), model_name="tiny",
+                       progress=False)
         ours_s = time.perf_counter() - start
         res = read_results(out)
         ours = [res.outputs[it.id] for it in items]

@@ -26,13 +26,16 @@ import tempfile
 import time
 from pathlib import Path
 
+from malpyeong.answer import AnswerSettings, generation_prompts
 from malpyeong.backbones import end_of_turn_ids
 from malpyeong.data import load_items
+from malpyeong.engines import GenerationSettings, HFEngine
 from malpyeong.generation import cut_at_stop, stop_token_ids_for
 from malpyeong.loading import load_for_inference
-from malpyeong.predict import PredictOptions, generation_prompts, run_prediction
+from malpyeong.predict import run_prediction
 from malpyeong.results import read_results
 from malpyeong.tasks import get_task
+from malpyeong.tasks.base import BASELINE
 from malpyeong.tiny import build_tiny_model
 
 DEFAULT_DATA = Path(__file__).resolve().parents[2] / "shared" / "data" / "nikl" / "dcs_test.json"
@@ -46,7 +49,7 @@ def batch_one_loop(model, tokenizer, backbone, task, items, max_length: int,
     texts = []
     start = time.perf_counter()
     for item in items:
-        ids = generation_prompts(task, [item], tokenizer, backbone, max_length=max_length,
+        ids = generation_prompts(task, [item], tokenizer, backbone, BASELINE, max_length=max_length,
                                  max_new_tokens=max_new_tokens)[0].input_ids
         with torch.inference_mode():
             out = model.generate(input_ids=torch.tensor([ids]), max_new_tokens=max_new_tokens,
@@ -88,7 +91,7 @@ def main() -> int:
                                      hidden_size=args.hidden_size, layers=args.layers)
         loaded = load_for_inference(str(model_dir))
         model, tok, backbone = loaded.model, loaded.tokenizer, loaded.backbone
-        fitted = generation_prompts(task, items, tok, backbone, max_length=args.max_length,
+        fitted = generation_prompts(task, items, tok, backbone, BASELINE, max_length=args.max_length,
                                     max_new_tokens=args.max_new_tokens)
         lengths = sorted(len(f.input_ids) for f in fitted)
         print(f"{len(items)} conversations from {args.data}; prompt tokens min {lengths[0]} / "
@@ -97,10 +100,11 @@ def main() -> int:
               f"{args.max_new_tokens} new tokens; torch threads {torch.get_num_threads()}")
 
         out = Path(tmp) / "results" / "dcs.json"
-        options = PredictOptions(max_length=args.max_length, max_new_tokens=args.max_new_tokens)
+        settings = AnswerSettings(max_length=args.max_length, batch_size=args.batch_size,
+                                  generation=GenerationSettings(max_new_tokens=args.max_new_tokens))
         start = time.perf_counter()
-        run_prediction(model, tok, backbone, task, items, out, options=options,
-                       model_name="tiny", batch_size=args.batch_size, progress=False)
+        run_prediction(HFEngine(model, tok, backbone), task, items, out, settings=settings,
+                       model_name="tiny", progress=False)
         ours_s = time.perf_counter() - start
         res = read_results(out)
         ours = [res.texts[it.id] for it in items]

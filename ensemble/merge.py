@@ -19,7 +19,7 @@ from __future__ import annotations
 import argparse
 import sys
 
-from malpyeong.cli import run_cli
+from malpyeong.cli import run_cli, task_argument
 from malpyeong.errors import UserError
 from malpyeong.merging import (
     ENGINES,
@@ -50,7 +50,7 @@ def main(argv: list[str] | None = None) -> int:
     g = parser.add_argument_group("--search: keep the best of a grid, scored on dev")
     g.add_argument("--search", action="store_true", help="evaluate the grid and keep the best")
     g.add_argument("--dev", help="dev file with gold outputs")
-    g.add_argument("--task", choices=["cci", "dcs"], help="the task the models were trained on")
+    task_argument(g, required=False, help="the task the models were trained on")
     g.add_argument("--prompt", help="prompt variant (default: the one in the runs' "
                                     "malpyeong_run.json, else baseline)")
     g.add_argument("--max-length", type=int, help="prompt length budget in tokens")

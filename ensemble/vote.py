@@ -24,7 +24,7 @@ from __future__ import annotations
 import argparse
 import sys
 
-from malpyeong.cli import run_cli
+from malpyeong.cli import run_cli, task_argument
 from malpyeong.ensemble import METHODS, VoteJob, run_vote
 from malpyeong.errors import UserError
 
@@ -35,8 +35,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("inputs", nargs="+", help="results files (results/NAME.json)")
     parser.add_argument("--output", help="the combined submission to write")
     parser.add_argument("--overwrite", action="store_true", help="replace existing outputs")
-    parser.add_argument("--task", choices=["cci", "dcs"],
-                        help="default: from the sidecar headers, else guessed from the outputs")
+    task_argument(parser, required=False,
+                  help="the task (default: named in the sidecars, else told from the outputs)")
     parser.add_argument("--test", help="the test file: the output takes its items and order and "
                                        "is checked against it with the official checks")
     g = parser.add_argument_group("voting (choice tasks)")

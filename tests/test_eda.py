@@ -207,8 +207,9 @@ def test_report_cli_bad_input(tmp_path):
 @pytest.mark.skipif(not (SAMPLES / "dcs_dev.json").exists(), reason="sample files not present")
 def test_report_without_a_hangul_font_keeps_english_labels(monkeypatch, tmp_path):
     import malpyeong.eda as eda
+    import malpyeong.eda.plots as plots
 
-    monkeypatch.setattr(eda, "hangul_font", lambda: None)
+    monkeypatch.setattr(plots, "hangul_font", lambda: None)
     task = get_task("dcs")
     splits = {"dev": load_items(SAMPLES / "dcs_dev.json", task)}
     figures = build_report(task, splits, tmp_path / "r")

@@ -12,7 +12,7 @@ from __future__ import annotations
 import json
 import logging
 import os
-from dataclasses import asdict, dataclass, replace
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -317,9 +317,6 @@ def _local_device() -> Any:
         return int(os.environ.get("LOCAL_RANK", 0))
     return "cpu"
 
-
-def describe(backbone: Backbone) -> dict:
-    return asdict(backbone)
 
 
 __all__ = ["REGISTRY", "Backbone", "end_of_turn_ids", "encode", "fold_system", "get_backbone",

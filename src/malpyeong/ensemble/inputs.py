@@ -13,13 +13,12 @@ import os
 from collections import Counter
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 
 from malpyeong.errors import UserError, UserErrors
 from malpyeong.results import Results, read_results
-from malpyeong.tasks import get_task
+from malpyeong.tasks import ChoiceTask, Task, get_task, task_names
 
 MAX_ERRORS_PER_FILE = 10
 
@@ -63,21 +62,31 @@ def member_names(paths: Sequence[str | os.PathLike]) -> list[str]:
     return [s if counts[s] == 1 else str(p) for s, p in zip(stems, paths, strict=False)]
 
 
-def infer_task(results: Sequence[Results]) -> str:
-    """The task named in the sidecar headers, else guessed from the outputs."""
+def infer_task(results: Sequence[Results]) -> Task:
+    """The task named in the sidecar headers, else the one registered task whose outputs these
+    are (at least half valid, so a file with a few bad outputs is still checked as its task;
+    a choice task's labels are more specific than free text, so it wins over a generate task
+    that would also accept them)."""
     named = {r.meta.get("task") for r in results if r.meta.get("task")}
     if len(named) > 1:
         raise UserError(f"the inputs come from different tasks: {', '.join(sorted(named))}",
                         field="task", hint="vote files of one task at a time")
     if named:
-        return named.pop()
-    # A CCI file with a few bad labels must still be checked as CCI, so go by the majority.
-    labels = set(get_task("cci").output_labels)
+        return get_task(named.pop())
     values = [v for r in results for v in r.outputs.values()]
-    return "cci" if sum(v in labels for v in values) * 2 >= len(values) > 0 else "dcs"
+    fits = [t for t in (get_task(n) for n in task_names())
+            if values and sum(t.check_output(v) is None for v in values) * 2 >= len(values)]
+    choice = [t for t in fits if isinstance(t, ChoiceTask)]
+    if len(choice) == 1:
+        return choice[0]
+    if len(fits) == 1:
+        return fits[0]
+    raise UserError("cannot tell the task from the outputs (no sidecar names it)"
+                    + (f": they fit {', '.join(t.name for t in fits)}" if fits else ""),
+                    field="task", hint=f"pass --task ({', '.join(task_names())})")
 
 
-def check_results(results: Sequence[Results], task: Any,
+def check_results(results: Sequence[Results], task: Task,
                   expected: tuple[str, Sequence[str]] | None = None) -> None:
     """Every check that must pass before voting; raise ``UserErrors`` listing every problem.
 
@@ -98,7 +107,7 @@ def check_results(results: Sequence[Results], task: Any,
             problem = task.check_output(r.outputs.get(i))
             if problem:
                 problems.append(UserError(problem, file=name, item=i, field="output"))
-        if r.probs is not None and task.kind == "choice":
+        if r.probs is not None and isinstance(task, ChoiceTask):
             side = str(r.path.with_name(r.path.stem + ".sidecar.jsonl"))
             missing = [i for i in r.ids if i not in r.probs]
             if missing:
@@ -139,7 +148,7 @@ def check_results(results: Sequence[Results], task: Any,
         raise UserErrors(errors)
 
 
-def vote_matrix(results: Sequence[Results], ids: Sequence[str], task: Any) -> np.ndarray:
+def vote_matrix(results: Sequence[Results], ids: Sequence[str], task: ChoiceTask) -> np.ndarray:
     """``(models, items)`` array of each model's chosen option index."""
     return np.array([[task.index_of_output(r.outputs[i]) for i in ids] for r in results],
                     dtype=np.int64).reshape(len(results), len(ids))

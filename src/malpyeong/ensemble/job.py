@@ -49,7 +49,7 @@ from malpyeong.ensemble.voting import (
 from malpyeong.errors import UserError
 from malpyeong.io import atomic_write_json, ensure_writable
 from malpyeong.results import Results
-from malpyeong.tasks import Task, get_task
+from malpyeong.tasks import ChoiceTask, Task, get_task
 
 
 @dataclass
@@ -85,7 +85,7 @@ class VoteInputs:
     task: Task
     results: list[Results]  # one per member, in member order
     names: list[str]  # the members' names, in the same order
-    ids: list[str]  # the items to combine, in the order of the output
+    items: list  # the items to combine, in the order of the output
     dev: list[Results] | None  # the members' dev predictions (``results`` itself when they are)
     dev_ids: list[str]  # the gold file's ids, in its order
     gold_items: list | None  # the gold dev items (--gold)
@@ -93,6 +93,10 @@ class VoteInputs:
     file_weights: list[float] | None  # its weights, one per member
     report: dict[str, Any]  # what --report writes; each combiner adds its part
     echo: Callable[[str], None]  # where progress lines go
+
+    @property
+    def ids(self) -> list[str]:
+        return [it.id for it in self.items]
 
     @property
     def given_weights(self) -> list[float] | None:
@@ -139,12 +143,11 @@ def run_vote(job: VoteJob, echo: Callable[[str], None] = print) -> dict[str, Any
         echo(f"members from {job.members}: " + ", ".join(
             f"{n} x{fmt_score(w)}" for n, w in zip(names, file_weights, strict=False))
              + (f" (not used: {', '.join(dropped)})" if dropped else ""))
-    task = get_task(job.task or infer_task(results))
-    template = load_items(job.test, task) if job.test else None
-    check_results(results, task, (job.test, [it.id for it in template]) if template else None)
-    if template is None and job.output:
-        template = load_items(results[0].path, task)
-    ids = [it.id for it in template] if template else list(results[0].ids)
+    task = get_task(job.task) if job.task else infer_task(results)
+    check_results(results, task, (job.test, [it.id for it in load_items(job.test, task)])
+                  if job.test else None)
+    template = load_items(job.test or results[0].path, task)  # the items, in output order
+    ids = [it.id for it in template]
     gold_items = load_items(job.gold, task, require_output=True) if job.gold else None
     dev: list[Results] | None = None
     dev_ids: list[str] = []
@@ -162,10 +165,15 @@ def run_vote(job: VoteJob, echo: Callable[[str], None] = print) -> dict[str, Any
     report: dict[str, Any] = {"task": task.name, "inputs": list(job.inputs), "models": names,
                               "n": len(ids)}
     echo(f"{len(results)} {task.name} results files, {len(ids)} items each: {', '.join(names)}")
-    inputs = VoteInputs(job=job, task=task, results=results, names=names, ids=ids, dev=dev,
-                        dev_ids=dev_ids, gold_items=gold_items, plan=plan,
+    inputs = VoteInputs(job=job, task=task, results=results, names=names, items=template,
+                        dev=dev, dev_ids=dev_ids, gold_items=gold_items, plan=plan,
                         file_weights=file_weights, report=report, echo=echo)
-    outputs = _vote_choice(inputs) if task.kind == "choice" else _vote_generate(inputs)
+    if isinstance(task, ChoiceTask):
+        outputs = _vote_choice(inputs)
+    elif task.combiner == "fields":
+        outputs = _combine_fields(inputs)
+    else:
+        outputs = _vote_generate(inputs)
     if job.output:
         write_submission(template, outputs, job.output, overwrite=job.overwrite)
         echo(f"wrote {job.output} ({len(ids)} items)")
@@ -295,8 +303,8 @@ def _vote_choice(inputs: VoteInputs) -> dict[str, str]:
     return {ids[i]: labels[int(p)] for i, p in enumerate(outcome.pred)}
 
 
-def _vote_generate(inputs: VoteInputs) -> dict[str, str]:
-    """Combine a generate task by MBR; the chosen text per id."""
+def _vote_generate(inputs: VoteInputs) -> dict[str, Any]:
+    """Combine a generate task by MBR over its outputs' text; the chosen output per id."""
     job, task, echo, report = inputs.job, inputs.task, inputs.echo, inputs.report
     results, names, ids, dev = inputs.results, inputs.names, inputs.ids, inputs.dev
     if job.method not in (None, "hard", "weighted") or job.select or job.calibrate:
@@ -311,13 +319,14 @@ def _vote_generate(inputs: VoteInputs) -> dict[str, str]:
     sim_name = "bertscore" if job.bertscore_model else "rouge1"
     sim = bertscore_similarity(job.bertscore_model) if job.bertscore_model else rouge1_similarity
     candidates = [[r.outputs[i] for r in results] for i in ids]
-    outcome = mbr_choose(candidates, sim, weights=weights, priority=priority)
+    texts = [[task.output_text(o) for o in row] for row in candidates]
+    outcome = mbr_choose(texts, sim, weights=weights, priority=priority)
     echo(f"MBR by {sim_name}: {len(outcome.ties)} of {len(ids)} ids were ties")
     for line in describe_mbr_ties(outcome, ids, names):
         echo(line)
     bad = [t for t in outcome.ties if t.winner is None]
     if bad:
-        raise UserError(f"{len(bad)} MBR tie(s) between different summaries, e.g. "
+        raise UserError(f"{len(bad)} MBR tie(s) between different outputs, e.g. "
                         f"{ids[bad[0].index]}", field="priority",
                         hint="pass --priority NAME ... (every model, most trusted first) "
                              "or --weights")
@@ -338,15 +347,45 @@ def _vote_generate(inputs: VoteInputs) -> dict[str, str]:
                       for t in outcome.ties]
     chosen = [candidates[i][outcome.choice[i]] for i in range(len(ids))]
     if dev is not None:
-        dcands = [[r.outputs[i] for r in dev] for i in inputs.dev_ids]
+        dcands = [[task.output_text(r.outputs[i]) for r in dev] for i in inputs.dev_ids]
         if dev is results:
-            dchosen = [chosen[ids.index(i)] for i in inputs.dev_ids]
+            dchosen = [task.output_text(chosen[ids.index(i)]) for i in inputs.dev_ids]
         else:
             d_out = mbr_choose(dcands, sim, weights=weights, priority=priority)
             dchosen = [c[j] if j >= 0 else c[0] for c, j in zip(dcands, d_out.choice, strict=False)]
-        refs = [it.summary for it in inputs.gold_items]
+        refs = [task.output_text(task.reference(it)) for it in inputs.gold_items]
         diag = generate_diagnostics(names, dcands, refs, dchosen,
                                     bertscore_model=job.bertscore_model)
         echo(format_generate_diagnostics(diag))
         report["dev"] = diag
     return {ids[i]: chosen[i] for i in range(len(ids))}
+
+
+def _combine_fields(inputs: VoteInputs) -> dict[str, Any]:
+    """Combine a task whose outputs merge field by field (``combiner == "fields"``): the task
+    builds one output per item from all the members' outputs and weights."""
+    job, task, echo = inputs.job, inputs.task, inputs.echo
+    if job.method not in (None, "hard", "weighted") or job.select or job.calibrate:
+        raise UserError(f"{task.name} is combined field by field: --method soft, --select and "
+                        "--calibrate apply to choice tasks", field="method")
+    weights = inputs.given_weights or [1.0] * len(inputs.names)
+    if len(weights) != len(inputs.names):
+        raise UserError(f"{len(weights)} weight(s) for {len(inputs.names)} input(s)",
+                        field="weights")
+    combined = {it.id: task.combine_fields(it, [r.outputs[it.id] for r in inputs.results],
+                                           list(weights))
+                for it in inputs.items}
+    echo(f"{task.name}: {len(combined)} outputs combined field by field from "
+         f"{len(inputs.names)} models")
+    inputs.report["combined"] = "fields"
+    if inputs.gold_items is not None:
+        dev_out = combined if inputs.dev is inputs.results else {
+            it.id: task.combine_fields(it, [r.outputs[it.id] for r in inputs.dev], list(weights))
+            for it in inputs.gold_items}
+        scores = {n: task.dev_evaluate(inputs.gold_items, r.outputs)[task.dev_metric]
+                  for n, r in zip(inputs.names, inputs.dev, strict=True)}
+        scores["combined"] = task.dev_evaluate(inputs.gold_items, dev_out)[task.dev_metric]
+        echo(f"dev {task.dev_metric}: " + ", ".join(f"{n} {v:.4f}" for n, v in scores.items()))
+        inputs.report["dev"] = {task.dev_metric: scores}
+    return combined
+

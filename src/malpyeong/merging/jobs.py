@@ -105,7 +105,12 @@ def _search(cfg: MergeConfig, job: MergeJob, stage: Path,
     opts = job.search
     points = search_grid(cfg)
     task, items, backbone, tokenizer = eval_setup(cfg, opts)
-    metric = "accuracy" if task.kind == "choice" else "rouge1"
+    metric = task.dev_metric
+    higher = task.metric(metric).higher_is_better
+
+    def better(score: float, best: int) -> bool:
+        return best < 0 or (score > rows[best][3] if higher else score < rows[best][3])
+
     echo(f"search: {len(points)} candidate merges, scored by dev {metric} on {len(items)} items")
     rows: list[tuple[str, list[float], float | None, float]] = []
     best_i = -1
@@ -125,7 +130,7 @@ def _search(cfg: MergeConfig, job: MergeJob, stage: Path,
             echo("  " + "  ".join(fmt_point(method, weights, density)) + f"  {score:.4f}")
             peft_model.set_adapter("m0")
             peft_model.delete_adapter(f"g{i}")
-            if best_i < 0 or score > rows[best_i][3]:
+            if better(score, best_i):
                 best_i = i
         method, weights, density, score = rows[best_i]
         best = with_point(cfg, method, weights, density)
@@ -147,7 +152,7 @@ def _search(cfg: MergeConfig, job: MergeJob, stage: Path,
             rows.append((method, weights, density, score))
             echo("  " + "  ".join(fmt_point(method, weights, density))
                  + f"  {score:.4f}  ({engine})")
-            if best_i < 0 or score > rows[best_i][3]:
+            if better(score, best_i):
                 if best_dir is not None:
                     shutil.rmtree(best_dir)
                 best_i, best_dir = i, cand

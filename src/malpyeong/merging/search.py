@@ -7,18 +7,15 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
-import numpy as np
-
-from malpyeong.backbones import end_of_turn_ids, get_backbone, load_tokenizer
+from malpyeong.answer import AnswerSettings, answer_items
+from malpyeong.backbones import Backbone, get_backbone, load_tokenizer
 from malpyeong.data import load_items
+from malpyeong.engines import GenerationSettings, HFEngine
 from malpyeong.errors import UserError
-from malpyeong.generation import generate_texts
 from malpyeong.merging.adapters import adapter_base
 from malpyeong.merging.config import DENSITY_METHODS, MergeConfig
 from malpyeong.merging.output import tokenizer_source
-from malpyeong.metrics import rouge1
-from malpyeong.predict import generation_prompts, score_choices
-from malpyeong.tasks import get_task
+from malpyeong.tasks import Task, get_task
 
 
 @dataclass
@@ -66,25 +63,19 @@ def search_grid(cfg: MergeConfig) -> list[tuple[str, list[float], float | None]]
     return points
 
 
-def evaluate_model(model: Any, tokenizer: Any, backbone: Any, task: Any, items: list,
+def evaluate_model(model: Any, tokenizer: Any, backbone: Backbone, task: Task, items: list,
                    opts: EvalOptions) -> float:
-    """The task metric on dev: CCI accuracy from option scores, DCS ROUGE-1 of generations."""
-    if task.kind == "choice":
-        probs = score_choices(model, tokenizer, backbone, task, items, prompt=opts.prompt,
-                              batch_size=opts.batch_size, max_length=opts.max_length,
-                              scoring=opts.scoring, progress=False)
-        gold = np.array([task.label_index(it) for it in items])
-        return float((np.asarray(probs).argmax(axis=1) == gold).mean())
-    fitted = generation_prompts(task, items, tokenizer, backbone, prompt=opts.prompt,
-                                max_length=opts.max_length, max_new_tokens=opts.max_new_tokens)
-    texts = generate_texts(model, tokenizer, [f.input_ids for f in fitted],
-                           max_new_tokens=opts.max_new_tokens, batch_size=opts.batch_size,
-                           stop_token_ids=end_of_turn_ids(tokenizer, backbone), progress=False)
-    preds = [task.clean_output(t) or "." for t in texts]
-    return rouge1([it.summary for it in items], preds)
+    """The task's dev metric of one candidate, answered through the shared answering path."""
+    settings = AnswerSettings(prompt=task.prompt_spec(opts.prompt), max_length=opts.max_length,
+                              scoring=opts.scoring, batch_size=opts.batch_size,
+                              generation=GenerationSettings(max_new_tokens=opts.max_new_tokens))
+    run = answer_items(HFEngine(model, tokenizer, backbone), task, items, settings,
+                       progress=False)
+    outputs = {it.id: out for it, out in zip(items, run.outputs, strict=True)}
+    return float(task.dev_evaluate(items, outputs)[task.dev_metric])
 
 
-def eval_setup(cfg: MergeConfig, opts: EvalOptions) -> tuple[Any, Any, Any, list]:
+def eval_setup(cfg: MergeConfig, opts: EvalOptions) -> tuple[Task, list, Backbone, Any]:
     task = get_task(opts.task)
     items = load_items(opts.dev, task, require_output=True)
     if opts.limit:
