@@ -142,7 +142,7 @@ def main() -> int:
         argv = ["--model", str(path), "--train_file", args.data, "--output_dir", f"{tmp}/ours",
                 "--per_device_train_batch_size", str(args.batch_size),
                 "--gradient_accumulation_steps", "1", "--max_length", str(args.max_length)]
-        _, config = sft_parser().parse(argv)
+        _, _, config = sft_parser().parse(argv)
         batching = batching_changes("auto", backbone.attn_implementation, config)
         config = dataclasses.replace(config, **common, load_best_model_at_end=False,
                                      activation_checkpointing=False, **batching)

@@ -31,8 +31,8 @@ def main(argv: list[str] | None = None) -> int:
 
     parser = orpo_parser()
     parser.parser.description = __doc__
-    script, config = parser.parse(argv)
-    out = train_orpo(script, config)
+    script, model_args, config = parser.parse(argv)
+    out = train_orpo(script, model_args, config)
     print(f"run folder: {out}")
     return 0
 

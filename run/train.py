@@ -36,8 +36,8 @@ def main(argv: list[str] | None = None) -> int:
 
     parser = sft_parser()
     parser.parser.description = __doc__
-    script, config = parser.parse(argv)
-    out = train_sft(script, config)
+    script, model_args, config = parser.parse(argv)
+    out = train_sft(script, model_args, config)
     print(f"run folder: {out}")
     return 0
 

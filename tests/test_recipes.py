@@ -67,8 +67,8 @@ def test_recipe_parses(path: Path, stand_ins, tmp_path):
             local[key] = str(ROOT / local[key])
     copy = tmp_path / path.name
     copy.write_text(yaml.safe_dump(local, allow_unicode=True), encoding="utf-8")
-    script, config = parser.parse(["--config", str(copy)])
-    assert script.model == data["model"] and script.method == data["method"]
+    _, model_args, config = parser.parse(["--config", str(copy)])
+    assert model_args.model == data["model"] and model_args.method == data["method"]
     assert config.learning_rate == pytest.approx(float(data["learning_rate"]))
     assert config.per_device_train_batch_size == data["per_device_train_batch_size"]
     assert config.gradient_checkpointing == data["gradient_checkpointing"]

@@ -215,8 +215,8 @@ def test_recipe_keys_values_and_overrides(small_files, tiny_llama, tmp_path):
     recipe = tmp_path / "r.yaml"
     recipe.write_text(f"model: {tiny_llama}\ntrain_file: {small_files['train']}\nlora_r: 8\n"
                       "learning_rate: 1.0e-4\n", encoding="utf-8")
-    script, config = sft_parser().parse(["--config", str(recipe), "--lora_r", "32"])
-    assert (script.lora_r, config.learning_rate, script.method) == (32, 1e-4, "lora")
+    script, model_args, config = sft_parser().parse(["--config", str(recipe), "--lora_r", "32"])
+    assert (model_args.lora_r, config.learning_rate, model_args.method) == (32, 1e-4, "lora")
     assert config.lr_scheduler_type == "cosine" and config.report_to == ["tensorboard"]
 
     recipe.write_text("model: m\nlora_rank: 8\nlearnig_rate: 1\n", encoding="utf-8")
@@ -303,16 +303,16 @@ def test_completion_logits_loss_equals_trl_loss(small_files, tiny_llama, tmp_pat
 
     from malpyeong.training import sft_trainer_class
 
-    script, config = sft_parser().parse(sft_argv(tiny_llama, small_files["train"], None,
-                                                 tmp_path / "o", "--eval_strategy", "no",
-                                                 "--load_best_model_at_end", "false"))
+    _, model_args, config = sft_parser().parse(sft_argv(tiny_llama, small_files["train"], None,
+                                                        tmp_path / "o", "--eval_strategy", "no",
+                                                        "--load_best_model_at_end", "false"))
     task, bb = get_task("cci"), get_backbone(str(tiny_llama))
     tok = load_tokenizer(str(tiny_llama), bb)
     rows, _ = build_sft_examples(task, load_items(small_files["train"], task), tok, bb,
                                  "baseline", 512)
     from datasets import Dataset
 
-    model = load_training_model(script, config, bb)
+    model = load_training_model(model_args, config, bb)
     trainer = sft_trainer_class()(model=model, args=config, processing_class=tok,
                                   train_dataset=Dataset.from_list(rows))
     batch = trainer.data_collator([{k: r[k] for k in ("input_ids", "labels")} for r in rows[:4]])
@@ -332,9 +332,9 @@ def test_completion_logits_loss_equals_trl_loss(small_files, tiny_llama, tmp_pat
 def test_qlora_model_is_4bit_with_trainable_adapters_only(small_files, tiny_llama, tmp_path):
     import bitsandbytes as bnb
 
-    script, config = sft_parser().parse(sft_argv(tiny_llama, small_files["train"], None,
-                                                 tmp_path / "o", "--method", "qlora"))
-    model = load_training_model(script, config, get_backbone(str(tiny_llama)))
+    _, model_args, config = sft_parser().parse(sft_argv(tiny_llama, small_files["train"], None,
+                                                        tmp_path / "o", "--method", "qlora"))
+    model = load_training_model(model_args, config, get_backbone(str(tiny_llama)))
     assert any(isinstance(m, bnb.nn.Linear4bit) for m in model.modules())
     trainable = [n for n, p in model.named_parameters() if p.requires_grad]
     assert trainable and all("lora_" in n for n in trainable)
@@ -370,9 +370,9 @@ def test_run_folder_resume_and_merge(small_files, tiny_llama, tmp_path):
     assert dev["metric"] == "accuracy" and [h["step"] for h in dev["history"]] == [1, 2]
     assert dev["best"] == max(h["eval_accuracy"] for h in dev["history"])
     assert dev["best_report"]["n"] == 6 and "by_category" in dev["best_report"]
-    script, config = sft_parser().parse(["--config", str(out / "config.yaml")])
-    assert (script.model, config.learning_rate, script.shuffle_options) == (str(tiny_llama), 2e-4,
-                                                                            True)
+    script, model_args, config = sft_parser().parse(["--config", str(out / "config.yaml")])
+    assert (model_args.model, config.learning_rate, script.shuffle_options) == (str(tiny_llama),
+                                                                                2e-4, True)
 
     # the merged model is the base with the adapter folded in
     ids = torch.tensor([[5, 6, 7, 8, 9]])

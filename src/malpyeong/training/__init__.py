@@ -1,0 +1,94 @@
+"""Fine-tuning: SFT (full / LoRA / QLoRA) and ORPO, one flat YAML recipe per run.
+
+The flow every training script follows: parse the recipe and flags and validate them (before any
+model is loaded) -> tokenizer -> datasets built by the task -> model and adapters -> a trl trainer
+that evaluates the task's own metric on the dev set, keeps the best checkpoint and stops early ->
+the run folder.
+
+One job per module (each imports only the ones above it):
+
+    recipe       the run's dataclasses (script, model, trainer defaults), RecipeParser, validation
+    examples     token-id rows built from the task's items and from extra chat records
+    models       the model to train (full / LoRA / QLoRA), adapter merging
+    evaluation   the task's dev metric on the model being trained
+    trainers     trl's trainers with that metric, completion-only loss, early stopping
+    outputs      the run folder: creation, config.yaml, dev metrics, weights, malpyeong_run.json
+    sft, orpo    the two end-to-end runs
+    entry        what run/train.py and orpo/train.py share: parsers, a quiet console
+
+Every public name is re-exported here, so ``from malpyeong.training import train_sft`` works.
+"""
+
+from __future__ import annotations
+
+from malpyeong.training.entry import has_flag, orpo_parser, quiet_libraries, sft_parser
+from malpyeong.training.evaluation import TaskEvaluator, load_dev_items
+from malpyeong.training.examples import (
+    SENTINEL,
+    BudgetStats,
+    assistant_affixes,
+    augment_options,
+    build_record_examples,
+    build_sft_examples,
+    completion_ids,
+    load_sft_records,
+    mix_extra_rows,
+    option_orders,
+)
+from malpyeong.training.models import is_zero3, load_training_model, lora_config, merge_adapter
+from malpyeong.training.orpo import build_orpo_rows, pair_margins, train_orpo
+from malpyeong.training.outputs import (
+    RUN_FILE,
+    RUN_MARKERS,
+    main_process,
+    open_run_folder,
+    prepare_output_dir,
+    resolved_config,
+    run_info,
+    save_run,
+    wait_for_everyone,
+    write_config,
+    write_dev_metrics,
+)
+from malpyeong.training.recipe import (
+    ATTENTION,
+    BATCHING,
+    DTYPES,
+    METHODS,
+    ORPO_DEFAULTS,
+    TARGET_STYLES,
+    TRAINER_DEFAULTS,
+    CommonArguments,
+    ModelArguments,
+    ORPOArguments,
+    RecipeParser,
+    SFTArguments,
+    batching_changes,
+    resolve_adapter_dir,
+    resolve_trainer_args,
+)
+from malpyeong.training.sft import train_sft
+from malpyeong.training.trainers import (
+    TaskMetricsMixin,
+    accepts_logits_to_keep,
+    callbacks_for,
+    completion_loss,
+    orpo_trainer_class,
+    run_training,
+    sft_trainer_class,
+)
+
+__all__ = [
+    "ATTENTION", "BATCHING", "DTYPES", "METHODS", "ORPO_DEFAULTS", "RUN_FILE", "RUN_MARKERS",
+    "SENTINEL", "TARGET_STYLES", "TRAINER_DEFAULTS", "BudgetStats", "CommonArguments",
+    "ModelArguments", "ORPOArguments", "RecipeParser", "SFTArguments", "TaskEvaluator",
+    "TaskMetricsMixin", "accepts_logits_to_keep", "assistant_affixes", "augment_options",
+    "batching_changes", "build_orpo_rows", "build_record_examples", "build_sft_examples",
+    "callbacks_for", "completion_ids", "completion_loss", "has_flag", "is_zero3",
+    "load_dev_items", "load_sft_records", "load_training_model", "lora_config", "main_process",
+    "merge_adapter", "mix_extra_rows", "open_run_folder", "option_orders", "orpo_parser",
+    "orpo_trainer_class", "pair_margins", "prepare_output_dir", "quiet_libraries",
+    "resolve_adapter_dir", "resolve_trainer_args", "resolved_config", "run_info", "run_training",
+    "save_run", "sft_parser", "sft_trainer_class", "train_orpo", "train_sft",
+    "wait_for_everyone", "write_config", "write_dev_metrics",
+]

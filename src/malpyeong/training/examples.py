@@ -1,0 +1,188 @@
+"""Training examples: token ids built from the task's items and from extra chat records.
+
+Why the datasets are token ids built here rather than chat messages handed to trl: the prompt a
+model is trained on must be exactly the prompt prediction feeds it: rendered by
+:func:`malpyeong.backbones.render_chat` (the system turn folded for Gemma, whose template rejects
+it), encoded once without a second BOS, and cut by the length budget
+(:func:`malpyeong.budget.fit_prompt`). The completion is the task's target followed by what the
+chat template writes after an assistant turn up to its end-of-turn token (``<end_of_turn>``,
+``<|eot_id|>``, ``<|im_end|>``, or EOS for templates without one), exactly once. The loss covers
+only the completion.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import itertools
+import logging
+import os
+import random
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from malpyeong.backbones import END_OF_TURN, Backbone, encode, render_chat
+from malpyeong.budget import fit_prompt
+from malpyeong.data import item_label, read_records
+from malpyeong.errors import UserError
+from malpyeong.prep.magpie import mix
+from malpyeong.training.recipe import SFTArguments
+
+log = logging.getLogger(__name__)
+
+SENTINEL = "\u2063MALPYEONG_COMPLETION\u2063"  # an assistant turn's content when probing a template
+
+
+@dataclass
+class BudgetStats:
+    """How the length budget treated a split's prompts."""
+
+    items: int = 0
+    examples: int = 0
+    prompts_cut: int = 0  # prompts that lost utterances to fit max_length
+    over_budget: int = 0  # examples dropped: even the shortest prompt + completion did not fit
+    tokens: int = 0
+    completion_tokens: int = 0
+
+    def as_dict(self) -> dict:
+        return dataclasses.asdict(self)
+
+
+def assistant_affixes(tokenizer: Any, backbone: Backbone) -> tuple[str, str]:
+    """What the chat template writes around an assistant turn's content after the generation prompt.
+
+    Returns ``(before, after)``: ``after`` is cut right after the end-of-turn token (Gemma's
+    template writes ``<end_of_turn>\\n``; the newline is not trained), and is the tokenizer's EOS
+    when the template ends a turn with nothing a generator could stop on.
+    """
+    user = [{"role": "user", "content": "x"}]
+    prompt = render_chat(tokenizer, user, backbone, add_generation_prompt=True)
+    full = render_chat(tokenizer, user + [{"role": "assistant", "content": SENTINEL}], backbone,
+                       add_generation_prompt=False)
+    before, after = "", ""
+    if full.startswith(prompt) and SENTINEL in full[len(prompt):]:
+        before, after = full[len(prompt):].split(SENTINEL, 1)
+    stops = [s for s in (END_OF_TURN.get(backbone.chat_format), tokenizer.eos_token) if s]
+    hits = [(after.find(s), s) for s in stops if s in after]
+    if hits:
+        at, stop = min(hits)
+        after = after[:at + len(stop)]
+    else:
+        after = tokenizer.eos_token or ""
+    return before, after
+
+
+def completion_ids(tokenizer: Any, affixes: tuple[str, str], target: str) -> list[int]:
+    """Token ids of ``target`` as an assistant turn: its text, then the end-of-turn, once."""
+    before, after = affixes
+    return tokenizer(before + target.strip() + after, add_special_tokens=False)["input_ids"]
+
+
+def option_orders(n: int, copies: int, key: str, seed: int) -> list[tuple[int, ...]]:
+    """``copies`` distinct non-identity orders of ``n`` options, the same for a given item key."""
+    perms = [p for p in itertools.permutations(range(n)) if p != tuple(range(n))]
+    digest = hashlib.sha256(f"{seed}:{key}".encode()).digest()
+    rng = random.Random(int.from_bytes(digest[:8], "big"))
+    return rng.sample(perms, min(copies, len(perms)))
+
+
+def augment_options(task: Any, items: Sequence[Any], copies: int = 1, seed: int = 0) -> list[Any]:
+    """Each item, then ``copies`` versions with its options permuted (the label moves with them)."""
+    out: list[Any] = []
+    for item in items:
+        out.append(item)
+        for order in option_orders(task.n_choices, copies, item.id, seed):
+            out.append(task.permuted(item, order))
+    return out
+
+
+def build_sft_examples(task: Any, items: Sequence[Any], tokenizer: Any, backbone: Backbone,
+                       prompt: str, max_length: int | None, *, target_style: str = "letter_text",
+                       ) -> tuple[list[dict], BudgetStats]:
+    """Pre-tokenised prompt-completion rows (``input_ids``, ``labels`` = -100 on the prompt)."""
+    affixes = assistant_affixes(tokenizer, backbone)
+    stats = BudgetStats(items=len(items))
+    rows = []
+    for item in items:
+        target = task.target(item, prompt, style=target_style) if task.kind == "choice" \
+            else task.target(item, prompt)
+        done = completion_ids(tokenizer, affixes, target)
+        fitted = fit_prompt(task, item, tokenizer, backbone, prompt, max_length, reserve=len(done))
+        stats.prompts_cut += fitted.dropped > 0
+        ids = list(fitted.input_ids) + done
+        if not fitted.fits or (max_length is not None and len(ids) > max_length):
+            stats.over_budget += 1
+            continue
+        rows.append({"id": item.id, "input_ids": ids,
+                     "labels": [-100] * len(fitted.input_ids) + done})
+        stats.tokens += len(ids)
+        stats.completion_tokens += len(done)
+    stats.examples = len(rows)
+    if stats.over_budget:
+        log.warning("%d example(s) dropped: prompt + completion exceed max_length %s even with "
+                    "the conversation cut", stats.over_budget, max_length)
+    return rows, stats
+
+
+def load_sft_records(path: str | os.PathLike) -> list[tuple[str, list[dict], str]]:
+    """``(id, prompt messages, completion)`` of each record of a Magpie / distillation file."""
+    records = read_records(path)
+    if not isinstance(records, list):
+        raise UserError("expected JSONL records or a JSON list of them", file=str(path))
+    out = []
+    for index, rec in enumerate(records):
+        label = item_label(rec, index)
+        if isinstance(rec, dict) and isinstance(rec.get("messages"), list) and rec["messages"]:
+            *prompt, last = rec["messages"]
+            completion = last.get("content") if isinstance(last, dict) and \
+                last.get("role") == "assistant" else None
+            where = "messages"
+        elif isinstance(rec, dict) and isinstance(rec.get("prompt_messages"), list):
+            prompt, completion, where = rec["prompt_messages"], rec.get("completion"), "completion"
+        else:
+            raise UserError("neither 'messages' nor 'prompt_messages' + 'completion'",
+                            file=str(path), item=label, field="messages")
+        ok = prompt and all(isinstance(m, dict) and m.get("role") in ("system", "user", "assistant")
+                            and isinstance(m.get("content"), str) for m in prompt)
+        if not ok or not isinstance(completion, str) or not completion.strip():
+            raise UserError("needs chat turns {role, content} and a final assistant answer",
+                            file=str(path), item=label, field=where)
+        out.append((label, prompt, completion))
+    return out
+
+
+def build_record_examples(records: Sequence[tuple[str, list[dict], str]], tokenizer: Any,
+                          backbone: Backbone, max_length: int | None) -> tuple[list[dict], BudgetStats]:
+    """Rows like ``build_sft_examples``'s from chat records; ones over ``max_length`` are dropped
+    (their text is free-form, so there is no conversation to cut)."""
+    affixes = assistant_affixes(tokenizer, backbone)
+    stats = BudgetStats(items=len(records))
+    rows = []
+    for rid, prompt, completion in records:
+        prompt_ids = encode(tokenizer, render_chat(tokenizer, prompt, backbone))
+        done = completion_ids(tokenizer, affixes, completion)
+        ids = prompt_ids + done
+        if max_length is not None and len(ids) > max_length:
+            stats.over_budget += 1
+            continue
+        rows.append({"id": rid, "input_ids": ids, "labels": [-100] * len(prompt_ids) + done})
+        stats.tokens += len(ids)
+        stats.completion_tokens += len(done)
+    stats.examples = len(rows)
+    return rows, stats
+
+
+def mix_extra_rows(rows: list[dict], script: SFTArguments, tokenizer: Any, backbone: Backbone,
+                   max_length: int | None, seed: int) -> tuple[list[dict], dict | None]:
+    """Gold rows plus the recipe's extra records, by ``extra_train_ratio`` (see prep.magpie.mix)."""
+    if not script.extra_train_files:
+        return rows, None
+    records = [r for path in script.extra_train_files for r in load_sft_records(path)]
+    extra, stats = build_record_examples(records, tokenizer, backbone, max_length)
+    ratio = script.extra_train_ratio if script.extra_train_ratio is not None \
+        else len(extra) / max(len(rows), 1)
+    mixed = mix(rows, extra, ratio, seed)
+    info = {**stats.as_dict(), "files": list(script.extra_train_files),
+            "mixed_in": len(mixed) - len(rows)}
+    return mixed, info

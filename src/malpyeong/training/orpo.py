@@ -1,0 +1,170 @@
+"""Preference training with ORPO, end to end: pairs rendered for the model -> model (optionally
+continuing an SFT adapter) -> trl's ORPOTrainer with the task's dev metric -> the run folder,
+with the held-out chosen-minus-rejected margin before and after."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from malpyeong.backbones import Backbone, encode, get_backbone, load_tokenizer
+from malpyeong.budget import fit_prompt
+from malpyeong.errors import UserError
+from malpyeong.generation import model_device
+from malpyeong.io import atomic_write_json
+from malpyeong.pairs import build_pairs, read_pairs
+from malpyeong.tasks import get_task
+from malpyeong.training.evaluation import TaskEvaluator, load_dev_items
+from malpyeong.training.examples import BudgetStats, assistant_affixes
+from malpyeong.training.models import load_training_model
+from malpyeong.training.outputs import (
+    main_process,
+    open_run_folder,
+    save_run,
+    write_config,
+    write_dev_metrics,
+)
+from malpyeong.training.recipe import ModelArguments, ORPOArguments, resolve_trainer_args
+from malpyeong.training.trainers import callbacks_for, orpo_trainer_class, run_training
+
+
+def build_orpo_rows(pairs: Sequence[dict], task: Any, tokenizer: Any, backbone: Backbone,
+                    prompt: str, max_length: int | None) -> tuple[list[dict], BudgetStats]:
+    """Rows ``{prompt, chosen, rejected}`` as text: the prompt rendered and fitted for this model,
+    the responses followed by the template's end-of-turn (see :func:`assistant_affixes`)."""
+    before, after = assistant_affixes(tokenizer, backbone)
+    stats = BudgetStats()
+    items: dict[str, Any] = {}
+    rows = []
+    for pair in pairs:
+        key = json.dumps(pair["record"], sort_keys=True, ensure_ascii=False)
+        if key not in items:
+            problems: list = []
+            items[key] = task.parse_item(pair["record"], problems)
+            if items[key] is None:
+                raise UserError(f"invalid record: {problems[0][0]}: {problems[0][1]}",
+                                item=pair.get("id"), field="record")
+        item = items[key]
+        chosen = before + pair["chosen"].strip() + after
+        rejected = before + pair["rejected"].strip() + after
+        longest = max(len(tokenizer(t, add_special_tokens=False)["input_ids"])
+                      for t in (chosen, rejected))
+        fitted = fit_prompt(task, item, tokenizer, backbone, prompt, max_length, reserve=longest)
+        stats.prompts_cut += fitted.dropped > 0
+        if not fitted.fits:
+            stats.over_budget += 1
+            continue
+        rows.append({"id": pair.get("id", item.id), "prompt": fitted.text, "chosen": chosen,
+                     "rejected": rejected})
+        stats.tokens += len(fitted.input_ids) + longest
+        stats.completion_tokens += longest
+    stats.items, stats.examples = len(items), len(rows)
+    return rows, stats
+
+
+def pair_margins(model: Any, tokenizer: Any, rows: Sequence[dict],
+                 batch_size: int = 8) -> list[float]:
+    """Per pair: log p(chosen | prompt) - log p(rejected | prompt), summed over response tokens.
+
+    The held-out check that preference training moved the model the right way.
+    """
+    import torch
+
+    device = model_device(model)
+    seqs: list[tuple[list[int], int]] = []
+    for row in rows:
+        prompt = encode(tokenizer, row["prompt"])
+        for side in ("chosen", "rejected"):
+            done = tokenizer(row[side], add_special_tokens=False)["input_ids"]
+            seqs.append((prompt + done, len(prompt)))
+    pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
+    totals: list[float] = []
+    was_training = model.training
+    model.eval()
+    try:
+        for lo in range(0, len(seqs), batch_size):
+            batch = seqs[lo:lo + batch_size]
+            width = max(len(s) for s, _ in batch)
+            ids = torch.full((len(batch), width), pad, dtype=torch.long)
+            mask = torch.zeros((len(batch), width), dtype=torch.long)
+            for r, (s, _) in enumerate(batch):
+                ids[r, :len(s)] = torch.tensor(s)
+                mask[r, :len(s)] = 1
+            with torch.no_grad():
+                out = model(input_ids=ids.to(device), attention_mask=mask.to(device))
+                logits = out.logits.float()
+            logp = torch.log_softmax(logits[:, :-1], dim=-1)
+            got = logp.gather(-1, ids[:, 1:].unsqueeze(-1).to(logp.device)).squeeze(-1)
+            for r, (s, start) in enumerate(batch):
+                totals.append(float(got[r, start - 1:len(s) - 1].sum()))
+    finally:
+        model.train(was_training)
+    return [totals[i] - totals[i + 1] for i in range(0, len(totals), 2)]
+
+
+def train_orpo(script: ORPOArguments, model_args: ModelArguments, config: Any) -> Path:
+    """Run ORPO end to end and return the run folder."""
+    from datasets import Dataset
+
+    pairs = read_pairs(script.pairs)
+    task_name = script.task or pairs[0]["task"]
+    task = get_task(task_name)
+    styles = {p.get("target_style") for p in pairs}
+    target_style = styles.pop() if len(styles) == 1 else None
+    if script.max_train_items:
+        keep = list(dict.fromkeys(p["source_id"] for p in pairs))[:script.max_train_items]
+        pairs = [p for p in pairs if p["source_id"] in set(keep)]
+    dev_items = load_dev_items(task, script)
+    if script.dev_pairs:
+        dev_pairs = read_pairs(script.dev_pairs)
+    elif dev_items:
+        dev_pairs = build_pairs(task, dev_items, target_style=target_style or "letter_text")
+    else:
+        dev_pairs = []
+    config = resolve_trainer_args(model_args, config, task, has_dev=bool(dev_pairs),
+                                  task_metric=bool(dev_items))
+    out = open_run_folder(config.output_dir, overwrite=script.overwrite, resume=script.resume)
+    backbone = get_backbone(model_args.model)
+    tokenizer = load_tokenizer(model_args.model, backbone,
+                               trust_remote_code=True if config.trust_remote_code else None)
+    max_length = config.max_length
+    rows, train_stats = build_orpo_rows(pairs, task, tokenizer, backbone, script.prompt, max_length)
+    if not rows:
+        raise UserError("no pair fits max_length", field="max_length")
+    dev_rows, dev_stats = build_orpo_rows(dev_pairs, task, tokenizer, backbone, script.prompt,
+                                          max_length)
+    if dev_pairs and not dev_rows:
+        raise UserError("no dev pair fits max_length", field="max_length")
+    if main_process():
+        stats = {"train": train_stats.as_dict(), "dev": dev_stats.as_dict() if dev_rows else None}
+        atomic_write_json(out / "data_stats.json", stats)
+        write_config(out, script, model_args, config)
+
+    model = load_training_model(model_args, config, backbone, sft_adapter=script.sft_adapter)
+    margins_before = pair_margins(model, tokenizer, dev_rows[:64]) if dev_rows else []
+    evaluator = TaskEvaluator(task, dev_items, tokenizer, backbone, script.prompt, max_length,
+                              batch_size=config.per_device_eval_batch_size,
+                              max_new_tokens=script.eval_max_new_tokens) if dev_items else None
+    trainer = orpo_trainer_class()(
+        model=model, args=config, processing_class=tokenizer, train_dataset=Dataset.from_list(rows),
+        eval_dataset=Dataset.from_list(dev_rows) if dev_rows else None,
+        callbacks=callbacks_for(script, config))
+    trainer.task_evaluator = evaluator
+    run_training(trainer, script.resume)
+    # every rank runs the forward passes (ZeRO-3 gathers parameters collectively)
+    margins_after = pair_margins(trainer.model, tokenizer, dev_rows[:64]) if dev_rows else []
+    if main_process():
+        dev = write_dev_metrics(out, evaluator, trainer)
+        if dev_rows:
+            dev["heldout_margin"] = {"pairs": len(margins_after), "before": _mean(margins_before),
+                                     "after": _mean(margins_after)}
+            atomic_write_json(out / "dev_metrics.json", dev)
+    save_run(trainer, tokenizer, out, script, model_args, task, max_length, stage="orpo",
+             target_style=target_style, backbone=backbone)
+    return out
+
+
+def _mean(values: Sequence[float]) -> float | None:
+    return sum(values) / len(values) if values else None

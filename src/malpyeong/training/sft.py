@@ -1,0 +1,94 @@
+"""Supervised fine-tuning, end to end: recipe -> tokenizer -> examples built by the task ->
+model and adapters -> trl's SFTTrainer with the task's dev metric -> the run folder."""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+from pathlib import Path
+from typing import Any
+
+from malpyeong.backbones import get_backbone, load_tokenizer
+from malpyeong.data import load_items
+from malpyeong.errors import UserError
+from malpyeong.io import atomic_write_json
+from malpyeong.tasks import get_task
+from malpyeong.training.evaluation import TaskEvaluator, load_dev_items
+from malpyeong.training.examples import augment_options, build_sft_examples, mix_extra_rows
+from malpyeong.training.models import load_training_model
+from malpyeong.training.outputs import (
+    main_process,
+    open_run_folder,
+    save_run,
+    write_config,
+    write_dev_metrics,
+)
+from malpyeong.training.recipe import (
+    ModelArguments,
+    SFTArguments,
+    batching_changes,
+    resolve_trainer_args,
+)
+from malpyeong.training.trainers import callbacks_for, run_training, sft_trainer_class
+
+log = logging.getLogger(__name__)
+
+def train_sft(script: SFTArguments, model_args: ModelArguments, config: Any) -> Path:
+    """Run SFT end to end and return the run folder."""
+    from datasets import Dataset
+
+    task = get_task(script.task)
+    config = resolve_trainer_args(model_args, config, task, has_dev=bool(script.dev_file),
+                                  task_metric=bool(script.dev_file))
+    out = open_run_folder(config.output_dir, overwrite=script.overwrite, resume=script.resume)
+    backbone = get_backbone(model_args.model)
+    tokenizer = load_tokenizer(model_args.model, backbone,
+                               trust_remote_code=True if config.trust_remote_code else None)
+    max_length = config.max_length
+
+    train_items = load_items(script.train_file, task, require_output=True)
+    if script.max_train_items:
+        train_items = train_items[:script.max_train_items]
+    n_items = len(train_items)
+    if script.shuffle_options and task.kind == "choice":
+        train_items = augment_options(task, train_items, script.shuffle_copies, config.seed)
+    dev_items = load_dev_items(task, script)
+    rows, train_stats = build_sft_examples(task, train_items, tokenizer, backbone, script.prompt,
+                                           max_length, target_style=script.target_style)
+    train_stats.items = n_items  # before option-order augmentation; examples counts the copies
+    if not rows:
+        raise UserError("no training example fits max_length", field="max_length",
+                        hint=f"raise --max_length (now {max_length})")
+    rows, extra_stats = mix_extra_rows(rows, script, tokenizer, backbone, max_length, config.seed)
+    dev_rows, dev_stats = build_sft_examples(task, dev_items, tokenizer, backbone, script.prompt,
+                                             max_length, target_style=script.target_style)
+    if dev_items and not dev_rows:
+        raise UserError("no dev example fits max_length", file=script.dev_file, field="max_length")
+    stats = {"train": train_stats.as_dict(), "dev": dev_stats.as_dict() if dev_items else None,
+             "extra": extra_stats}
+    if main_process():
+        atomic_write_json(out / "data_stats.json", stats)
+        write_config(out, script, model_args, config)
+    log.info("train: %d examples (%d prompts cut, %d over budget); dev: %d items",
+             train_stats.examples, train_stats.prompts_cut, train_stats.over_budget, len(dev_items))
+
+    attn = model_args.attn_implementation or backbone.attn_implementation
+    trainer_config = dataclasses.replace(config, **batching_changes(script.batching, attn, config))
+    model = load_training_model(model_args, trainer_config, backbone)
+    evaluator = TaskEvaluator(task, dev_items, tokenizer, backbone, script.prompt, max_length,
+                              batch_size=config.per_device_eval_batch_size,
+                              max_new_tokens=script.eval_max_new_tokens) if dev_items else None
+    trainer = sft_trainer_class()(
+        model=model, args=trainer_config, processing_class=tokenizer,
+        train_dataset=Dataset.from_list(rows),
+        eval_dataset=Dataset.from_list(dev_rows) if dev_rows else None,
+        callbacks=callbacks_for(script, trainer_config))
+    trainer.task_evaluator = evaluator
+    if not script.completion_logits:
+        trainer._completion_logits = False
+    run_training(trainer, script.resume)
+    if main_process():
+        write_dev_metrics(out, evaluator, trainer)
+    save_run(trainer, tokenizer, out, script, model_args, task, max_length, stage="sft",
+             target_style=script.target_style, backbone=backbone)
+    return out
