@@ -217,7 +217,7 @@ def test_shipped_samples_validate():
             path = SAMPLES / f"{task}_{split}.json"
             if not path.exists():
                 pytest.skip("samples not written yet")
-            items = load_items(path, task, require_output=split != "test")
+            items = load_items(path, get_task(task), require_output=split != "test")
             assert len(items) >= 8
 
 

@@ -105,7 +105,7 @@ def test_orpo_rows_render_per_model_and_end_once(tiny_models, cci_record, tmp_pa
     pairs = build_pairs(task, load_items(write_json(tmp_path / "c.json", [cci_record]), task))
     path = str(tiny_models["gemma2"])
     tok = load_tokenizer(path)
-    rows, stats = build_orpo_rows(pairs, task, tok, get_backbone(path), "highlight", 1024)
+    rows, stats = build_orpo_rows(pairs, task, tok, get_backbone(path), task.prompt_spec("highlight"), 1024)
     assert stats.items == 1 and stats.examples == 2
     assert rows[0]["chosen"] == "A. 화자2는 맑은 날씨를 즐기고 싶어 한다.<end_of_turn>"
     assert rows[0]["prompt"].endswith("<start_of_turn>model\n")
@@ -164,7 +164,7 @@ def test_orpo_raises_the_heldout_margin(tmp_path):
     # the saved adapter reproduces the gain
     tok = load_tokenizer(str(path))
     dev_pairs = build_pairs(task, load_items(dev_file, task))
-    rows, _ = build_orpo_rows(dev_pairs, task, tok, get_backbone(str(path)), "baseline", 512)
+    rows, _ = build_orpo_rows(dev_pairs, task, tok, get_backbone(str(path)), task.prompt_spec(None), 512)
     base = AutoModelForCausalLM.from_pretrained(path)
     before = sum(pair_margins(base, tok, rows)) / len(rows)
     tuned = PeftModel.from_pretrained(AutoModelForCausalLM.from_pretrained(path), out / "adapter")

@@ -113,12 +113,12 @@ def small_files(tmp_path_factory) -> dict:
 
 
 def dev_accuracy(model, tokenizer, path: Path, dev: Path, prompt: str = "baseline") -> float:
-    from malpyeong.predict import score_choices
+    from malpyeong.scoring import score_choices
 
     task = get_task("cci")
     items = load_items(dev, task)
-    probs = score_choices(model, tokenizer, get_backbone(str(path)), task, items, prompt=prompt,
-                          progress=False)
+    probs = score_choices(model, tokenizer, get_backbone(str(path)), task, items,
+                          spec=task.prompt_spec(prompt), progress=False)
     return sum(int(p.argmax()) == it.label for p, it in zip(probs, items, strict=True)) / len(items)
 
 
@@ -145,7 +145,8 @@ def _rows(tiny_models, family, records, tmp_path, **kwargs):
     path = str(tiny_models[family])
     tok, bb, task = load_tokenizer(path), get_backbone(path), get_task(kwargs.pop("task", "cci"))
     items = load_items(write_json(tmp_path / "data.json", records), task)
-    rows, stats = build_sft_examples(task, items, tok, bb, kwargs.pop("prompt", "baseline"),
+    rows, stats = build_sft_examples(task, items, tok, bb,
+                                     task.prompt_spec(kwargs.pop("prompt", "baseline")),
                                      kwargs.pop("max_length", 1024), **kwargs)
     return tok, bb, task, items, rows, stats
 
@@ -155,7 +156,7 @@ def test_gemma_rows_match_prediction_prompt_and_end_once(tiny_models, cci_record
                                               prompt="highlight")
     row = rows[0]
     n_prompt = row["labels"].count(-100)
-    fitted = fit_prompt(task, items[0], tok, bb, "highlight", 1024)
+    fitted = fit_prompt(task, items[0], tok, bb, task.prompt_spec("highlight"), 1024)
     assert row["input_ids"][:n_prompt] == fitted.input_ids  # exactly what prediction feeds
     assert row["labels"][:n_prompt] == [-100] * n_prompt
     assert row["labels"][n_prompt:] == row["input_ids"][n_prompt:]
@@ -232,7 +233,7 @@ def test_recipe_keys_values_and_overrides(small_files, tiny_llama, tmp_path):
              (["--learning_rate", "fast"], None, "invalid float value"),
              (["--task", "cc"], "task", "unknown task"),
              (["--prompt", "highlite"], "prompt", "unknown prompt variant"),
-             (["--target_style", "text"], "target_style", "unknown value"),
+             (["--target_style", "text"], "target_style", "unknown target style 'text'"),
              (["--dev_file", "nope.json"], "dev_file", "file not found"),
              (["--eval_strategy", "steps", "--save_strategy", "epoch"], None,
               "invalid recipe value")]
@@ -309,7 +310,7 @@ def test_completion_logits_loss_equals_trl_loss(small_files, tiny_llama, tmp_pat
     task, bb = get_task("cci"), get_backbone(str(tiny_llama))
     tok = load_tokenizer(str(tiny_llama), bb)
     rows, _ = build_sft_examples(task, load_items(small_files["train"], task), tok, bb,
-                                 "baseline", 512)
+                                 task.prompt_spec(None), 512)
     from datasets import Dataset
 
     model = load_training_model(model_args, config, bb)
@@ -424,7 +425,7 @@ def test_full_finetuning_and_dcs_rouge(tiny_models, tmp_path):
         "--save_strategy", "steps", "--save_steps", "1"]))
     dev = json.loads((out / "dev_metrics.json").read_text())
     assert dev["metric"] == "rouge1" and 0.0 <= dev["best"] <= 1.0
-    assert json.loads((out / "malpyeong_run.json").read_text())["target_style"] is None
+    assert json.loads((out / "malpyeong_run.json").read_text())["target_style"] == "plain"
 
 
 # ------------------------------------------------------------------------------ learning

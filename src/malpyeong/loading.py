@@ -15,7 +15,6 @@ The chat format comes from the base model's backbone entry (an adapter or merged
 
 from __future__ import annotations
 
-import json
 import logging
 import os
 from dataclasses import dataclass, field
@@ -25,12 +24,22 @@ from typing import Any
 from malpyeong.backbones import REGISTRY, Backbone, get_backbone, load_model, load_tokenizer
 from malpyeong.engines import ENGINES, Engine, HFEngine, VLLMEngine
 from malpyeong.errors import UserError
+from malpyeong.runfolder import (
+    ADAPTER_CONFIG,
+    MODEL_CONFIG,
+    RUN_FILE,
+    adapter_of,
+    has_run_file,
+    has_tokenizer,
+    is_adapter,
+    is_model,
+    read_json,
+    read_run,
+    tokenizer_of,
+    weights_of,
+)
 
 log = logging.getLogger(__name__)
-
-RUN_FILE = "malpyeong_run.json"
-ADAPTER_FILE = "adapter_config.json"
-
 
 @dataclass
 class ModelSource:
@@ -49,26 +58,11 @@ class ModelSource:
         return {k: self.run[k] for k in ("prompt", "max_length") if self.run.get(k) is not None}
 
 
-def _has_tokenizer(folder: Path) -> bool:
-    return any((folder / f).is_file() for f in ("tokenizer.json", "tokenizer_config.json",
-                                                "tokenizer.model"))
-
-
-def _read_json(path: Path) -> dict:
-    try:
-        data = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, ValueError) as err:
-        raise UserError(f"cannot read: {err}", file=str(path)) from None
-    if not isinstance(data, dict):
-        raise UserError("not a JSON object", file=str(path))
-    return data
-
-
 def _adapter_base(folder: Path) -> str:
-    config = _read_json(folder / ADAPTER_FILE)
+    config = read_json(folder / ADAPTER_CONFIG)
     base = config.get("base_model_name_or_path")
     if not base:
-        raise UserError("adapter config names no base model", file=str(folder / ADAPTER_FILE),
+        raise UserError("adapter config names no base model", file=str(folder / ADAPTER_CONFIG),
                         field="base_model_name_or_path")
     return str(base)
 
@@ -78,15 +72,15 @@ def resolve_source(name: str | os.PathLike) -> ModelSource:
     name = str(name)
     path = Path(name)
     if path.is_dir():
-        if (path / RUN_FILE).is_file():
+        if has_run_file(path):
             return _run_source(path)
-        if (path / ADAPTER_FILE).is_file():
+        if is_adapter(path):
             base = _adapter_base(path)
             return ModelSource("adapter", base, base, adapter=str(path),
-                               tokenizer=str(path) if _has_tokenizer(path) else base)
-        if (path / "config.json").is_file():
+                               tokenizer=str(path) if has_tokenizer(path) else base)
+        if is_model(path):
             return ModelSource("local", name, name, tokenizer=name)
-        raise UserError("not a model folder (no config.json, adapter_config.json or "
+        raise UserError(f"not a model folder (no {MODEL_CONFIG}, {ADAPTER_CONFIG} or "
                         f"{RUN_FILE})", file=name, field="model")
     if path.exists():
         raise UserError("is a file, not a model folder or hub id", file=name, field="model")
@@ -96,24 +90,21 @@ def resolve_source(name: str | os.PathLike) -> ModelSource:
 
 
 def _run_source(path: Path) -> ModelSource:
-    run = _read_json(path / RUN_FILE)
-    base = run.get("model")
-    if not isinstance(base, str) or not base:
-        raise UserError("names no base model", file=str(path / RUN_FILE), field="model")
-    merged = run.get("merged_dir")
-    if merged and (path / merged / "config.json").is_file():
-        folder = path / merged
-        tok = folder if _has_tokenizer(folder) else (path if _has_tokenizer(path) else None)
-        return ModelSource("run", str(folder), base, tokenizer=str(tok or base), run=run)
-    adapter = run.get("adapter_dir")
-    if adapter and (path / adapter / ADAPTER_FILE).is_file():
-        folder = path / adapter
-        tok = folder if _has_tokenizer(folder) else (path if _has_tokenizer(path) else None)
-        return ModelSource("run", base, base, adapter=str(folder), tokenizer=str(tok or base),
-                           run=run)
+    """A run folder: its full model when it has one (fastest at inference), else its adapter
+    on the base named in the run file."""
+    run = read_run(path)
+    base = run["model"]
+    weights = weights_of(path, run)
+    if weights is not None:
+        return ModelSource("run", str(weights), base,
+                           tokenizer=tokenizer_of(weights, path, base), run=run)
+    adapter = adapter_of(path, run)
+    if adapter is not None:
+        return ModelSource("run", base, base, adapter=str(adapter),
+                           tokenizer=tokenizer_of(adapter, path, base), run=run)
     raise UserError("the run folder has neither a merged model nor an adapter "
-                    f"(merged_dir={merged!r}, adapter_dir={adapter!r})", file=str(path),
-                    field="model", hint="did training finish?")
+                    f"(merged_dir={run.get('merged_dir')!r}, adapter_dir={run.get('adapter_dir')!r})",
+                    file=str(path), field="model", hint="did training finish?")
 
 
 @dataclass

@@ -56,7 +56,6 @@ from malpyeong.merging.config import (
     DEFAULT_NORMALIZE,
     DENSITY_METHODS,
     OUR_KEYS,
-    RUN_FILE,
     MergeConfig,
     ModelRef,
     load_config,
@@ -82,7 +81,7 @@ from malpyeong.merging.streaming import (
 )
 
 __all__ = [
-    "ADAPTER_METHODS", "DEFAULT_NORMALIZE", "DENSITY_METHODS", "ENGINES", "OUR_KEYS", "RUN_FILE",
+    "ADAPTER_METHODS", "DEFAULT_NORMALIZE", "DENSITY_METHODS", "ENGINES", "OUR_KEYS",
     "ST_DTYPES", "STREAM_METHODS", "TOKENIZER_FILES", "EvalOptions", "MergeConfig", "MergeJob",
     "ModelRef", "SafetensorsWriter", "TensorInfo", "TensorReader", "add_merged_adapter",
     "adapter_arguments", "adapter_base", "check_ranks", "copy_tokenizer", "evaluate_model",

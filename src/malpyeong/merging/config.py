@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import copy
-import json
 import os
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -13,8 +12,18 @@ from typing import Any
 import yaml
 
 from malpyeong.errors import UserError
+from malpyeong.runfolder import (
+    ADAPTER_CONFIG,
+    MODEL_CONFIG,
+    RUN_FILE,
+    adapter_of,
+    has_run_file,
+    is_adapter,
+    is_model,
+    read_run,
+    weights_of,
+)
 
-RUN_FILE = "malpyeong_run.json"  # the trainer's loader contract (malpyeong.training.RUN_FILE)
 DENSITY_METHODS = {"ties", "ties_svd", "dare_linear", "dare_ties", "dare_linear_svd",
                    "dare_ties_svd", "magnitude_prune", "magnitude_prune_svd", "della",
                    "della_linear", "breadcrumbs", "breadcrumbs_ties"}
@@ -78,19 +87,17 @@ def _resolve_model(spec: str, folder: Path) -> tuple[str, str, dict | None]:
         return f"{_resolve_path(base, folder)}+{_resolve_path(lora, folder)}", "base+lora", None
     path = Path(_resolve_path(spec, folder))
     run = None
-    if (path / RUN_FILE).is_file():
-        run = json.loads((path / RUN_FILE).read_text(encoding="utf-8"))
-        if run.get("adapter_dir") and (path / run["adapter_dir"] / "adapter_config.json").is_file():
-            path = path / run["adapter_dir"]
-        elif run.get("merged_dir") and (path / run["merged_dir"] / "config.json").is_file():
-            path = path / run["merged_dir"]
-        else:
+    if has_run_file(path):  # a run folder: its adapter, else its full model
+        run = read_run(path)
+        found = adapter_of(path, run) or weights_of(path, run)
+        if found is None:
             raise UserError("run folder has neither an adapter nor a model", file=str(path),
                             hint=f"check {RUN_FILE}")
-    if (path / "adapter_config.json").is_file():
+        path = found
+    if is_adapter(path):
         return str(path), "adapter", run
-    if path.is_dir() and not (path / "config.json").is_file():
-        raise UserError("not a model folder (no config.json or adapter_config.json)",
+    if path.is_dir() and not is_model(path):
+        raise UserError(f"not a model folder (no {MODEL_CONFIG} or {ADAPTER_CONFIG})",
                         file=str(path), field="models")
     return str(path), "full", run
 

@@ -12,8 +12,11 @@ from typing import Any
 import yaml
 
 from malpyeong.errors import UserError
-from malpyeong.io import atomic_write_json, atomic_write_text
-from malpyeong.merging.config import RUN_FILE, MergeConfig
+from malpyeong.io import atomic_write_text
+from malpyeong.merging.config import MergeConfig
+from malpyeong.runfolder import is_run_folder
+from malpyeong.runfolder import run_info as make_run_info
+from malpyeong.runfolder import write_run as write_run_file
 
 TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "special_tokens_map.json",
                    "tokenizer.model", "vocab.json", "merges.txt", "added_tokens.json",
@@ -25,8 +28,7 @@ def staging(out: Path, overwrite: bool) -> Path:
     """A fresh folder next to ``out`` to build the result in (renamed into place at the end)."""
     if out.exists() and not overwrite:
         raise UserError("output exists", file=str(out), hint="pass --overwrite to replace it")
-    if out.exists() and (not out.is_dir() or (any(out.iterdir()) and not any(
-            (out / m).exists() for m in (RUN_FILE, "merge_config.yaml", "adapter", "model")))):
+    if out.exists() and (not out.is_dir() or (any(out.iterdir()) and not is_run_folder(out))):
         # --overwrite replaces a run folder, never an arbitrary folder given by mistake.
         raise UserError("exists and is not a run folder; refusing to replace it", file=str(out),
                         hint="choose a new --output")
@@ -63,13 +65,15 @@ def tokenizer_source(cfg: MergeConfig, base: str) -> str:
 
 def run_info(cfg: MergeConfig, model: str, method: str, adapter_dir: str | None,
              merged_dir: str | None, extra: dict[str, Any]) -> dict[str, Any]:
-    """``malpyeong_run.json`` for the merge: task/prompt carried over when the inputs agree."""
-    info: dict[str, Any] = {"model": model, "method": method, "adapter_dir": adapter_dir,
-                            "merged_dir": merged_dir, "stage": "merge"}
+    """The run file of a merge: task, prompt, max_length and target style carried over when
+    the inputs agree (see :mod:`malpyeong.runfolder`)."""
     runs = [m.run for m in cfg.models if m.run]
+    shared = {}
     for key in ("task", "prompt", "max_length", "target_style"):
         values = {json.dumps(r.get(key)) for r in runs}
-        info[key] = runs[0].get(key) if runs and len(values) == 1 else None
+        shared[key] = runs[0].get(key) if runs and len(values) == 1 else None
+    info = make_run_info(model, method, adapter_dir=adapter_dir, merged_dir=merged_dir,
+                         stage="merge", **shared)
     info.update({k: v for k, v in extra.items() if v is not None})
     info["merge"] = {"method": cfg.method, "models": [m.spec for m in cfg.models],
                      "weights": [m.params.get("weight") for m in cfg.models]}
@@ -77,6 +81,6 @@ def run_info(cfg: MergeConfig, model: str, method: str, adapter_dir: str | None,
 
 
 def write_run(stage: Path, cfg: MergeConfig, info: dict[str, Any]) -> None:
-    atomic_write_json(stage / RUN_FILE, info)
+    write_run_file(stage, info)
     atomic_write_text(stage / "merge_config.yaml",
                       yaml.safe_dump(cfg.raw, allow_unicode=True, sort_keys=False))

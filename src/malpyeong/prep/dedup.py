@@ -35,6 +35,7 @@ from malpyeong.prep.simhash import (
     near_duplicate_pairs,
     normalize,
 )
+from malpyeong.tasks import get_task
 
 TASKS = ("cci", "dcs", "text")
 KEEP = ("first", "longest")
@@ -63,7 +64,7 @@ class Record:
 def read_official(path: str | os.PathLike, task: str | None = None) -> list[dict]:
     """Raw items of an official CCI/DCS file, validated as ``task`` when it is given."""
     if task is not None:
-        return [item.raw for item in official.load_items(path, task)]
+        return [item.raw for item in official.load_items(path, get_task(task))]
     records = official.read_records(path)
     if not isinstance(records, list):
         raise UserError("expected a JSON list of items", file=str(path))

@@ -12,7 +12,7 @@ with a stub teacher; :func:`engine_generate` binds the answering path on a loade
 Output records, one per kept item, in the trainer's prompt–completion format::
 
     {"id": <item id>, "prompt_messages": [system, user], "completion": "...",
-     "source": "distill", "task": "cci" | "dcs"}
+     "source": "distill", "task": <the task name>}
 
 ``id`` is the id of the item the record was made from, so gold and teacher records of one item
 can be told apart only by ``source``.

@@ -15,7 +15,14 @@ from malpyeong.tasks.base import (
     Task,
     Utterance,
 )
-from malpyeong.tasks.registry import TASKS, get_task, register, task_names, tasks_help
+from malpyeong.tasks.registry import (
+    DEFAULT_TASK,
+    TASKS,
+    get_task,
+    register,
+    task_names,
+    tasks_help,
+)
 
-__all__ = ["TASKS", "ChoiceTask", "GenerateTask", "Metric", "PromptSpec", "Task", "Utterance",
+__all__ = ["DEFAULT_TASK", "TASKS", "ChoiceTask", "GenerateTask", "Metric", "PromptSpec", "Task", "Utterance",
            "get_task", "register", "task_names", "tasks_help"]

@@ -10,6 +10,9 @@ from malpyeong.errors import UserError
 from malpyeong.tasks.base import Task, suggest
 
 TASKS: dict[str, type[Task]] = {}
+# The task a training run is for when its recipe names none (the competition's headline task,
+# so `run/train.py --model X` works as the teams' scripts did).
+DEFAULT_TASK = "cci"
 
 
 def register(cls: type[Task]) -> type[Task]:

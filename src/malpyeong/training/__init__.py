@@ -38,8 +38,6 @@ from malpyeong.training.examples import (
 from malpyeong.training.models import is_zero3, load_training_model, lora_config, merge_adapter
 from malpyeong.training.orpo import build_orpo_rows, pair_margins, train_orpo
 from malpyeong.training.outputs import (
-    RUN_FILE,
-    RUN_MARKERS,
     main_process,
     open_run_folder,
     prepare_output_dir,
@@ -56,7 +54,6 @@ from malpyeong.training.recipe import (
     DTYPES,
     METHODS,
     ORPO_DEFAULTS,
-    TARGET_STYLES,
     TRAINER_DEFAULTS,
     CommonArguments,
     ModelArguments,
@@ -64,7 +61,6 @@ from malpyeong.training.recipe import (
     RecipeParser,
     SFTArguments,
     batching_changes,
-    resolve_adapter_dir,
     resolve_trainer_args,
 )
 from malpyeong.training.sft import train_sft
@@ -79,8 +75,8 @@ from malpyeong.training.trainers import (
 )
 
 __all__ = [
-    "ATTENTION", "BATCHING", "DTYPES", "METHODS", "ORPO_DEFAULTS", "RUN_FILE", "RUN_MARKERS",
-    "SENTINEL", "TARGET_STYLES", "TRAINER_DEFAULTS", "BudgetStats", "CommonArguments",
+    "ATTENTION", "BATCHING", "DTYPES", "METHODS", "ORPO_DEFAULTS",
+    "SENTINEL", "TRAINER_DEFAULTS", "BudgetStats", "CommonArguments",
     "ModelArguments", "ORPOArguments", "RecipeParser", "SFTArguments", "TaskEvaluator",
     "TaskMetricsMixin", "accepts_logits_to_keep", "assistant_affixes", "augment_options",
     "batching_changes", "build_orpo_rows", "build_record_examples", "build_sft_examples",
@@ -88,7 +84,7 @@ __all__ = [
     "load_dev_items", "load_sft_records", "load_training_model", "lora_config", "main_process",
     "merge_adapter", "mix_extra_rows", "open_run_folder", "option_orders", "orpo_parser",
     "orpo_trainer_class", "pair_margins", "prepare_output_dir", "quiet_libraries",
-    "resolve_adapter_dir", "resolve_trainer_args", "resolved_config", "run_info", "run_training",
+    "resolve_trainer_args", "resolved_config", "run_info", "run_training",
     "save_run", "sft_parser", "sft_trainer_class", "train_orpo", "train_sft",
     "wait_for_everyone", "write_config", "write_dev_metrics",
 ]

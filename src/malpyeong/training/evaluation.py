@@ -1,94 +1,76 @@
-"""The task's own dev metric during training: accuracy from option scoring (choice tasks) or
-ROUGE-1 of greedy generations (generation tasks), through the same code prediction uses."""
+"""The task's own dev metric during training, answered by the same path prediction uses."""
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
 from typing import Any
 
-from malpyeong import metrics
-from malpyeong.backbones import Backbone, end_of_turn_ids
+from malpyeong.answer import AnswerSettings, answer_items
+from malpyeong.backbones import Backbone
 from malpyeong.data import load_items
-from malpyeong.generation import generate_texts
-from malpyeong.predict import generation_prompts, score_choices
+from malpyeong.engines import GenerationSettings, HFEngine
+from malpyeong.tasks.base import PromptSpec, Task
 from malpyeong.training.recipe import CommonArguments
 
 
 @dataclass
 class TaskEvaluator:
-    """The task's own dev metric, computed on the model being trained.
+    """The task's dev metric (:attr:`~malpyeong.tasks.base.Task.dev_metric`), computed on the
+    model being trained: the dev items are answered by :func:`malpyeong.answer.answer_items`
+    (option scoring, or generation) and scored by the task's ``dev_evaluate``."""
 
-    Choice tasks: accuracy from option scoring (:func:`malpyeong.predict.score_choices`, the
-    letter probabilities, as prediction scores them). Generation tasks: ROUGE-1 of greedy
-    generations (:func:`malpyeong.generation.generate_texts`) against the gold outputs.
-    """
-
-    task: Any
+    task: Task
     items: list
     tokenizer: Any
     backbone: Backbone
-    prompt: str
-    max_length: int | None
-    batch_size: int = 8
-    max_new_tokens: int = 256
+    settings: AnswerSettings
     history: list[dict] = field(default_factory=list)
     reports: list[dict] = field(default_factory=list)
 
     @property
     def metric(self) -> str:
-        return self.task.metric_names[0]
+        return self.task.dev_metric
 
     def __call__(self, model: Any) -> dict[str, float]:
         import torch
 
+        generates = not self.settings.scores(self.task)
         was_training = model.training
-        side = self.tokenizer.padding_side
         use_cache = getattr(model.config, "use_cache", None)
         model.eval()
         try:
             with torch.no_grad():
-                if self.task.kind == "choice":
-                    value, report = self._choice(model)
-                else:
+                if generates:
                     model.config.use_cache = True
-                    value, report = self._generate(model)
+                run = answer_items(HFEngine(model, self.tokenizer, self.backbone), self.task,
+                                   self.items, self.settings, progress=False)
         finally:
-            self.tokenizer.padding_side = side
             if use_cache is not None:
                 model.config.use_cache = use_cache
             model.train(was_training)
+        outputs = {it.id: out for it, out in zip(self.items, run.outputs, strict=True)}
+        report = self.task.dev_evaluate(self.items, outputs)
+        if generates:
+            report = {**report, "n": len(self.items), "examples": [
+                {"id": it.id, "prediction": outputs[it.id]} for it in self.items[:5]]}
         self.reports.append(report)
-        return {self.metric: value}
-
-    def _choice(self, model: Any) -> tuple[float, dict]:
-        probs = score_choices(model, self.tokenizer, self.backbone, self.task, self.items,
-                              prompt=self.prompt, batch_size=self.batch_size,
-                              max_length=self.max_length, scoring="letter", progress=False)
-        outputs = {it.id: self.task.output_for(int(p.argmax()))
-                   for it, p in zip(self.items, probs, strict=True)}
-        report = self.task.evaluate(self.items, outputs)
-        return float(report["accuracy"]), report
-
-    def _generate(self, model: Any) -> tuple[float, dict]:
-        fitted = generation_prompts(self.task, self.items, self.tokenizer, self.backbone,
-                                    prompt=self.prompt, max_length=self.max_length,
-                                    max_new_tokens=self.max_new_tokens)
-        texts = generate_texts(model, self.tokenizer, [f.input_ids for f in fitted],
-                               max_new_tokens=self.max_new_tokens, batch_size=self.batch_size,
-                               stop_token_ids=end_of_turn_ids(self.tokenizer, self.backbone),
-                               progress=False)
-        preds = [self.task.clean_output(t) for t in texts]
-        refs = [self.task.target(it, self.prompt) for it in self.items]
-        value = float(metrics.rouge1(refs, preds))
-        return value, {"rouge1": value, "n": len(preds), "examples": [
-            {"id": it.id, "prediction": p}
-            for it, p in list(zip(self.items, preds, strict=True))[:5]]}
+        return {self.metric: float(report[self.metric])}
 
 
-def load_dev_items(task: Any, script: CommonArguments) -> list:
-    """The dev items the task metric is computed on (``dev_eval_items`` of them, if set)."""
+def dev_answer_settings(script: CommonArguments, spec: PromptSpec, max_length: int | None,
+                        config: Any) -> AnswerSettings:
+    """How dev items are answered during training: as prediction would, with the run's prompt
+    and budget (letter scoring; greedy decoding of ``eval_max_new_tokens``)."""
+    return AnswerSettings(prompt=spec, max_length=max_length,
+                          batch_size=config.per_device_eval_batch_size,
+                          generation=GenerationSettings(max_new_tokens=script.eval_max_new_tokens))
+
+
+def load_dev_items(task: Task, script: CommonArguments) -> list:
+    """The dev items the task metric is computed on: ``dev_eval_items`` of them, else the
+    task's default (all for a choice task, the first 50 for a generation task)."""
     if not script.dev_file:
         return []
     items = load_items(script.dev_file, task, require_output=True)
-    limit = script.dev_eval_items or (None if task.kind == "choice" else 50)
+    limit = script.dev_eval_items or task.dev_eval_items
     return items[:limit] if limit else items

@@ -27,6 +27,7 @@ from malpyeong.budget import fit_prompt
 from malpyeong.data import item_label, read_records
 from malpyeong.errors import UserError
 from malpyeong.prep.magpie import mix
+from malpyeong.tasks.base import ChoiceTask, PromptSpec, Task
 from malpyeong.training.recipe import SFTArguments
 
 log = logging.getLogger(__name__)
@@ -87,7 +88,7 @@ def option_orders(n: int, copies: int, key: str, seed: int) -> list[tuple[int, .
     return rng.sample(perms, min(copies, len(perms)))
 
 
-def augment_options(task: Any, items: Sequence[Any], copies: int = 1, seed: int = 0) -> list[Any]:
+def augment_options(task: ChoiceTask, items: Sequence[Any], copies: int = 1, seed: int = 0) -> list[Any]:
     """Each item, then ``copies`` versions with its options permuted (the label moves with them)."""
     out: list[Any] = []
     for item in items:
@@ -97,18 +98,16 @@ def augment_options(task: Any, items: Sequence[Any], copies: int = 1, seed: int 
     return out
 
 
-def build_sft_examples(task: Any, items: Sequence[Any], tokenizer: Any, backbone: Backbone,
-                       prompt: str, max_length: int | None, *, target_style: str = "letter_text",
-                       ) -> tuple[list[dict], BudgetStats]:
+def build_sft_examples(task: Task, items: Sequence[Any], tokenizer: Any, backbone: Backbone,
+                       spec: PromptSpec, max_length: int | None, *,
+                       target_style: str | None = None) -> tuple[list[dict], BudgetStats]:
     """Pre-tokenised prompt-completion rows (``input_ids``, ``labels`` = -100 on the prompt)."""
     affixes = assistant_affixes(tokenizer, backbone)
     stats = BudgetStats(items=len(items))
     rows = []
     for item in items:
-        target = task.target(item, prompt, style=target_style) if task.kind == "choice" \
-            else task.target(item, prompt)
-        done = completion_ids(tokenizer, affixes, target)
-        fitted = fit_prompt(task, item, tokenizer, backbone, prompt, max_length, reserve=len(done))
+        done = completion_ids(tokenizer, affixes, task.target(item, style=target_style))
+        fitted = fit_prompt(task, item, tokenizer, backbone, spec, max_length, reserve=len(done))
         stats.prompts_cut += fitted.dropped > 0
         ids = list(fitted.input_ids) + done
         if not fitted.fits or (max_length is not None and len(ids) > max_length):

@@ -15,8 +15,8 @@ from malpyeong.errors import UserError
 from malpyeong.generation import model_device
 from malpyeong.io import atomic_write_json
 from malpyeong.pairs import build_pairs, read_pairs
-from malpyeong.tasks import get_task
-from malpyeong.training.evaluation import TaskEvaluator, load_dev_items
+from malpyeong.tasks import PromptSpec, get_task
+from malpyeong.training.evaluation import TaskEvaluator, dev_answer_settings, load_dev_items
 from malpyeong.training.examples import BudgetStats, assistant_affixes
 from malpyeong.training.models import load_training_model
 from malpyeong.training.outputs import (
@@ -31,7 +31,7 @@ from malpyeong.training.trainers import callbacks_for, orpo_trainer_class, run_t
 
 
 def build_orpo_rows(pairs: Sequence[dict], task: Any, tokenizer: Any, backbone: Backbone,
-                    prompt: str, max_length: int | None) -> tuple[list[dict], BudgetStats]:
+                    spec: PromptSpec, max_length: int | None) -> tuple[list[dict], BudgetStats]:
     """Rows ``{prompt, chosen, rejected}`` as text: the prompt rendered and fitted for this model,
     the responses followed by the template's end-of-turn (see :func:`assistant_affixes`)."""
     before, after = assistant_affixes(tokenizer, backbone)
@@ -51,7 +51,7 @@ def build_orpo_rows(pairs: Sequence[dict], task: Any, tokenizer: Any, backbone: 
         rejected = before + pair["rejected"].strip() + after
         longest = max(len(tokenizer(t, add_special_tokens=False)["input_ids"])
                       for t in (chosen, rejected))
-        fitted = fit_prompt(task, item, tokenizer, backbone, prompt, max_length, reserve=longest)
+        fitted = fit_prompt(task, item, tokenizer, backbone, spec, max_length, reserve=longest)
         stats.prompts_cut += fitted.dropped > 0
         if not fitted.fits:
             stats.over_budget += 1
@@ -120,7 +120,7 @@ def train_orpo(script: ORPOArguments, model_args: ModelArguments, config: Any) -
     if script.dev_pairs:
         dev_pairs = read_pairs(script.dev_pairs)
     elif dev_items:
-        dev_pairs = build_pairs(task, dev_items, target_style=target_style or "letter_text")
+        dev_pairs = build_pairs(task, dev_items, target_style=target_style)
     else:
         dev_pairs = []
     config = resolve_trainer_args(model_args, config, task, has_dev=bool(dev_pairs),
@@ -130,11 +130,11 @@ def train_orpo(script: ORPOArguments, model_args: ModelArguments, config: Any) -
     tokenizer = load_tokenizer(model_args.model, backbone,
                                trust_remote_code=True if config.trust_remote_code else None)
     max_length = config.max_length
-    rows, train_stats = build_orpo_rows(pairs, task, tokenizer, backbone, script.prompt, max_length)
+    spec = task.prompt_spec(script.prompt)
+    rows, train_stats = build_orpo_rows(pairs, task, tokenizer, backbone, spec, max_length)
     if not rows:
         raise UserError("no pair fits max_length", field="max_length")
-    dev_rows, dev_stats = build_orpo_rows(dev_pairs, task, tokenizer, backbone, script.prompt,
-                                          max_length)
+    dev_rows, dev_stats = build_orpo_rows(dev_pairs, task, tokenizer, backbone, spec, max_length)
     if dev_pairs and not dev_rows:
         raise UserError("no dev pair fits max_length", field="max_length")
     if main_process():
@@ -144,9 +144,9 @@ def train_orpo(script: ORPOArguments, model_args: ModelArguments, config: Any) -
 
     model = load_training_model(model_args, config, backbone, sft_adapter=script.sft_adapter)
     margins_before = pair_margins(model, tokenizer, dev_rows[:64]) if dev_rows else []
-    evaluator = TaskEvaluator(task, dev_items, tokenizer, backbone, script.prompt, max_length,
-                              batch_size=config.per_device_eval_batch_size,
-                              max_new_tokens=script.eval_max_new_tokens) if dev_items else None
+    evaluator = TaskEvaluator(task, dev_items, tokenizer, backbone,
+                              dev_answer_settings(script, spec, max_length, config)) \
+        if dev_items else None
     trainer = orpo_trainer_class()(
         model=model, args=config, processing_class=tokenizer, train_dataset=Dataset.from_list(rows),
         eval_dataset=Dataset.from_list(dev_rows) if dev_rows else None,

@@ -23,13 +23,12 @@ from typing import Any
 from malpyeong.backbones import Backbone
 from malpyeong.errors import UserError
 from malpyeong.io import atomic_write_json, atomic_write_text
-from malpyeong.loading import RUN_FILE
+from malpyeong.runfolder import ADAPTER_DIR, MERGED_DIR, MODEL_DIR, is_run_folder, write_run
+from malpyeong.runfolder import run_info as make_run_info
+from malpyeong.tasks.base import Task
 from malpyeong.training.evaluation import TaskEvaluator
 from malpyeong.training.models import merge_adapter
 from malpyeong.training.recipe import CommonArguments, ModelArguments
-
-# Files that mark a folder as a run folder, so --overwrite may delete it.
-RUN_MARKERS = (RUN_FILE, "config.yaml", "data_stats.json", "dev_metrics.json", "adapter", "model")
 
 
 def main_process() -> bool:
@@ -71,7 +70,7 @@ def prepare_output_dir(path: str | os.PathLike, *, overwrite: bool, resume: bool
         if not overwrite:
             raise UserError("run folder exists", file=str(out),
                             hint="pass --overwrite to replace it or --resume to continue it")
-        if not any((out / m).exists() for m in RUN_MARKERS) and not any(out.glob("checkpoint-*")):
+        if not is_run_folder(out):
             raise UserError("refusing to delete a folder that is not a malpyeong run folder",
                             file=str(out), hint="choose another --output_dir")
         shutil.rmtree(out)
@@ -119,22 +118,16 @@ def write_config(out: Path, script: CommonArguments, model_args: ModelArguments,
                                      allow_unicode=True, sort_keys=False))
 
 
-def run_info(script: CommonArguments, model_args: ModelArguments, task: Any,
+def run_info(script: CommonArguments, model_args: ModelArguments, task: Task,
              max_length: int | None, *, stage: str, target_style: str | None,
              merged: bool) -> dict:
-    """The ``malpyeong_run.json`` contract read by the prediction loader."""
+    """The run file of a training run (see :mod:`malpyeong.runfolder`)."""
     full = model_args.method == "full"
-    return {
-        "model": model_args.model,
-        "method": model_args.method,
-        "adapter_dir": None if full else "adapter",
-        "merged_dir": "model" if full else ("merged" if merged else None),
-        "task": task.name,
-        "prompt": str(task.prompt_spec(script.prompt)),
-        "max_length": max_length,
-        "target_style": target_style if task.kind == "choice" else None,
-        "stage": stage,
-    }
+    return make_run_info(
+        model_args.model, model_args.method, adapter_dir=None if full else ADAPTER_DIR,
+        merged_dir=MODEL_DIR if full else (MERGED_DIR if merged else None), task=task.name,
+        prompt=str(task.prompt_spec(script.prompt)), max_length=max_length,
+        target_style=target_style, stage=stage)
 
 
 def write_dev_metrics(out: Path, evaluator: TaskEvaluator | None, trainer: Any) -> dict:
@@ -156,11 +149,11 @@ def write_dev_metrics(out: Path, evaluator: TaskEvaluator | None, trainer: Any) 
 
 
 def save_run(trainer: Any, tokenizer: Any, out: Path, script: CommonArguments,
-             model_args: ModelArguments, task: Any, max_length: int | None, *, stage: str,
+             model_args: ModelArguments, task: Task, max_length: int | None, *, stage: str,
              target_style: str | None, backbone: Backbone) -> dict:
     """Save the final (best) weights and the loader contract; merge if asked."""
     full = model_args.method == "full"
-    weights = out / ("model" if full else "adapter")
+    weights = out / (MODEL_DIR if full else ADAPTER_DIR)
     trainer.save_model(str(weights))  # every rank: ZeRO-3 gathers the shards here
     info = run_info(script, model_args, task, max_length, stage=stage, target_style=target_style,
                     merged=script.merge and not full)
@@ -171,10 +164,10 @@ def save_run(trainer: Any, tokenizer: Any, out: Path, script: CommonArguments,
     if script.merge and not full:
         trainer.model = None
         gc.collect()
-        merge_adapter(model_args.model, weights, out / "merged", backbone=backbone,
+        merge_adapter(model_args.model, weights, out / MERGED_DIR, backbone=backbone,
                       dtype=model_args.dtype, tokenizer=tokenizer)
         merged = True
     info = run_info(script, model_args, task, max_length, stage=stage, target_style=target_style,
                     merged=merged)
-    atomic_write_json(out / RUN_FILE, info)
+    write_run(out, info)
     return info

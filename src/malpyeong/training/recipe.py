@@ -14,9 +14,7 @@ from __future__ import annotations
 
 import dataclasses
 import difflib
-import json
 import logging
-import os
 import sys
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -24,14 +22,13 @@ from pathlib import Path
 from typing import Any
 
 from malpyeong.errors import UserError
-from malpyeong.loading import RUN_FILE
-from malpyeong.tasks import get_task
+from malpyeong.runfolder import find_adapter
+from malpyeong.tasks import DEFAULT_TASK, ChoiceTask, get_task, task_names
 
 log = logging.getLogger(__name__)
 
 METHODS = ("full", "lora", "qlora")
 BATCHING = ("auto", "padding_free", "packing", "length", "none")
-TARGET_STYLES = ("letter_text", "letter")
 DTYPES = ("auto", "bf16", "bfloat16", "fp16", "float16", "fp32", "float32")
 ATTENTION = ("eager", "sdpa", "flash_attention_2", "flash_attention_3", "flex_attention")
 
@@ -128,14 +125,16 @@ class CommonArguments:
 class SFTArguments(CommonArguments):
     """What an SFT run needs beyond the trainer's fields."""
 
-    task: str = field(default="cci", metadata=_help("task name: cci or dcs"))
+    task: str = field(default=DEFAULT_TASK, metadata=_help(
+        f"the task: {', '.join(task_names())}"))
     train_file: str | None = field(default=None, metadata=_help(
         "training data with gold outputs (official layout, JSON list or JSONL)"))
-    target_style: str = field(default="letter_text", metadata=_help(
-        "CCI completion: letter_text ('A. <option>') or letter ('A')"))
+    target_style: str | None = field(default=None, metadata=_help(
+        "how the completion is written (default: the task's first style; CCI: letter_text "
+        "'A. <option>' or letter 'A')"))
     shuffle_options: bool = field(default=False, metadata=_help(
-        "CCI: each item also appears with its options permuted (label moved): against position "
-        "bias"))
+        "choice tasks: each item also appears with its options permuted (label moved): "
+        "against position bias"))
     shuffle_copies: int = field(default=1, metadata=_help(
         "with --shuffle_options: permuted copies per item (1-5)"))
     extra_train_files: list[str] | None = field(default=None, metadata=_help(
@@ -149,11 +148,14 @@ class SFTArguments(CommonArguments):
 
     def __post_init__(self) -> None:
         super().__post_init__()
+        task = get_task(self.task)
+        self.target_style = task.check_target_style(self.target_style)
+        if self.shuffle_options and not isinstance(task, ChoiceTask):
+            raise UserError(f"task {task.name} has no options to shuffle", field="shuffle_options")
         if not self.train_file:
             raise UserError("no training data given", field="train_file",
                             hint="pass --train_file FILE or set 'train_file:' in the recipe")
         _existing(self.train_file, "train_file")
-        _choice(self.target_style, TARGET_STYLES, "target_style")
         if not 1 <= self.shuffle_copies <= 5:
             raise UserError(f"must be 1 to 5, got {self.shuffle_copies}", field="shuffle_copies")
         for path in self.extra_train_files or []:
@@ -185,7 +187,7 @@ class ORPOArguments(CommonArguments):
         if self.dev_pairs:
             _existing(self.dev_pairs, "dev_pairs")
         if self.sft_adapter:
-            self.sft_adapter = str(resolve_adapter_dir(self.sft_adapter))
+            self.sft_adapter = str(find_adapter(self.sft_adapter, "sft_adapter"))
 
 
 def _choice(value: str, allowed: Sequence[str], name: str) -> None:
@@ -198,20 +200,6 @@ def _choice(value: str, allowed: Sequence[str], name: str) -> None:
 def _existing(path: str, name: str) -> None:
     if not Path(path).is_file():
         raise UserError("file not found", file=path, field=name, hint="check the path")
-
-
-def resolve_adapter_dir(path: str | os.PathLike) -> Path:
-    """An adapter folder, given either the folder itself or a run folder that holds one."""
-    p = Path(path)
-    if (p / "adapter_config.json").is_file():
-        return p
-    run = p / RUN_FILE
-    if run.is_file():
-        info = json.loads(run.read_text(encoding="utf-8"))
-        if info.get("adapter_dir") and (p / info["adapter_dir"] / "adapter_config.json").is_file():
-            return p / info["adapter_dir"]
-    raise UserError("no LoRA adapter here (adapter_config.json)", file=str(p), field="sft_adapter",
-                    hint="give an SFT run folder trained with --method lora or qlora")
 
 
 # Trainer defaults that differ from transformers/trl's: what the teams' recipes used.
@@ -353,9 +341,10 @@ def resolve_trainer_args(model_args: ModelArguments, config: Any, task: Any, *, 
         short = Path(model_args.model.rstrip("/")).name or "model"
         changes["output_dir"] = str(Path("runs") / task.name / f"{short}_{model_args.method}")
     if config.metric_for_best_model in ("task", "eval_task"):
-        metric = task.metric_names[0] if task_metric else "loss"
+        metric = task.dev_metric if task_metric else "loss"
         changes["metric_for_best_model"] = metric
-        changes["greater_is_better"] = metric != "loss"
+        changes["greater_is_better"] = task.metric(metric).higher_is_better if task_metric \
+            else False
     if not has_dev:
         changes.update(eval_strategy="no", load_best_model_at_end=False)
     if changes:

@@ -13,7 +13,7 @@ from malpyeong.data import load_items
 from malpyeong.errors import UserError
 from malpyeong.io import atomic_write_json
 from malpyeong.tasks import get_task
-from malpyeong.training.evaluation import TaskEvaluator, load_dev_items
+from malpyeong.training.evaluation import TaskEvaluator, dev_answer_settings, load_dev_items
 from malpyeong.training.examples import augment_options, build_sft_examples, mix_extra_rows
 from malpyeong.training.models import load_training_model
 from malpyeong.training.outputs import (
@@ -50,17 +50,18 @@ def train_sft(script: SFTArguments, model_args: ModelArguments, config: Any) -> 
     if script.max_train_items:
         train_items = train_items[:script.max_train_items]
     n_items = len(train_items)
-    if script.shuffle_options and task.kind == "choice":
+    if script.shuffle_options:
         train_items = augment_options(task, train_items, script.shuffle_copies, config.seed)
     dev_items = load_dev_items(task, script)
-    rows, train_stats = build_sft_examples(task, train_items, tokenizer, backbone, script.prompt,
+    spec = task.prompt_spec(script.prompt)
+    rows, train_stats = build_sft_examples(task, train_items, tokenizer, backbone, spec,
                                            max_length, target_style=script.target_style)
     train_stats.items = n_items  # before option-order augmentation; examples counts the copies
     if not rows:
         raise UserError("no training example fits max_length", field="max_length",
                         hint=f"raise --max_length (now {max_length})")
     rows, extra_stats = mix_extra_rows(rows, script, tokenizer, backbone, max_length, config.seed)
-    dev_rows, dev_stats = build_sft_examples(task, dev_items, tokenizer, backbone, script.prompt,
+    dev_rows, dev_stats = build_sft_examples(task, dev_items, tokenizer, backbone, spec,
                                              max_length, target_style=script.target_style)
     if dev_items and not dev_rows:
         raise UserError("no dev example fits max_length", file=script.dev_file, field="max_length")
@@ -75,9 +76,9 @@ def train_sft(script: SFTArguments, model_args: ModelArguments, config: Any) -> 
     attn = model_args.attn_implementation or backbone.attn_implementation
     trainer_config = dataclasses.replace(config, **batching_changes(script.batching, attn, config))
     model = load_training_model(model_args, trainer_config, backbone)
-    evaluator = TaskEvaluator(task, dev_items, tokenizer, backbone, script.prompt, max_length,
-                              batch_size=config.per_device_eval_batch_size,
-                              max_new_tokens=script.eval_max_new_tokens) if dev_items else None
+    evaluator = TaskEvaluator(task, dev_items, tokenizer, backbone,
+                              dev_answer_settings(script, spec, max_length, config)) \
+        if dev_items else None
     trainer = sft_trainer_class()(
         model=model, args=trainer_config, processing_class=tokenizer,
         train_dataset=Dataset.from_list(rows),

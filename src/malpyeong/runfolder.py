@@ -1,0 +1,129 @@
+"""The run-folder format: every file name a run folder holds, and the functions that find them.
+
+Training, merging and prediction read and write run folders only through this module (as
+torchtune keeps checkpoint file names and their finders in one file)::
+
+    malpyeong_run.json   the loader contract: base model, method, where the weights are
+                         (adapter_dir, merged_dir), task, prompt, max_length, target_style, stage
+    adapter/             a LoRA adapter (lora, qlora) with the tokenizer
+    model/               full fine-tuning, or a full-model merge: a model folder with the tokenizer
+    merged/              with --merge: the adapter folded into a full copy of the base
+    config.yaml  dev_metrics.json  data_stats.json  runs/  checkpoint-*/     (training)
+    merge_config.yaml  merge_search.json                                     (ensemble/merge.py)
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+from typing import Any
+
+from malpyeong.errors import UserError
+from malpyeong.io import atomic_write_json
+
+RUN_FILE = "malpyeong_run.json"
+ADAPTER_CONFIG = "adapter_config.json"
+MODEL_CONFIG = "config.json"
+ADAPTER_DIR = "adapter"
+MODEL_DIR = "model"
+MERGED_DIR = "merged"
+TOKENIZER_MARKERS = ("tokenizer.json", "tokenizer_config.json", "tokenizer.model")
+# Files that mark a folder as one we wrote, so --overwrite may replace it.
+MARKERS = (RUN_FILE, "config.yaml", "data_stats.json", "dev_metrics.json", "merge_config.yaml",
+           ADAPTER_DIR, MODEL_DIR)
+
+
+def is_run_folder(path: str | os.PathLike) -> bool:
+    """Whether ``path`` is a folder we wrote (a run, a merge, or checkpoints of one)."""
+    p = Path(path)
+    return p.is_dir() and (any((p / m).exists() for m in MARKERS) or any(p.glob("checkpoint-*")))
+
+
+def has_run_file(path: str | os.PathLike) -> bool:
+    return (Path(path) / RUN_FILE).is_file()
+
+
+def is_adapter(path: str | os.PathLike) -> bool:
+    return (Path(path) / ADAPTER_CONFIG).is_file()
+
+
+def is_model(path: str | os.PathLike) -> bool:
+    return (Path(path) / MODEL_CONFIG).is_file()
+
+
+def has_tokenizer(path: str | os.PathLike) -> bool:
+    return any((Path(path) / f).is_file() for f in TOKENIZER_MARKERS)
+
+
+def read_json(path: Path) -> dict:
+    """A JSON object from ``path``; one error line when unreadable or not an object."""
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError) as err:
+        raise UserError(f"cannot read: {err}", file=str(path)) from None
+    if not isinstance(data, dict):
+        raise UserError("not a JSON object", file=str(path))
+    return data
+
+
+def read_run(path: str | os.PathLike) -> dict:
+    """The run file of a run folder, checked to name its base model."""
+    run = read_json(Path(path) / RUN_FILE)
+    if not isinstance(run.get("model"), str) or not run["model"]:
+        raise UserError("names no base model", file=str(Path(path) / RUN_FILE), field="model")
+    return run
+
+
+def write_run(folder: str | os.PathLike, info: dict) -> None:
+    atomic_write_json(Path(folder) / RUN_FILE, info)
+
+
+def run_info(model: str, method: str, *, adapter_dir: str | None, merged_dir: str | None,
+             task: str | None, prompt: str | None, max_length: int | None,
+             target_style: str | None, stage: str, **extra: Any) -> dict:
+    """The run file's content: what a loader needs to use the folder as it was trained."""
+    return {"model": model, "method": method, "adapter_dir": adapter_dir,
+            "merged_dir": merged_dir, "task": task, "prompt": prompt, "max_length": max_length,
+            "target_style": target_style, "stage": stage, **extra}
+
+
+def adapter_of(path: str | os.PathLike, run: dict | None = None) -> Path | None:
+    """The LoRA adapter folder of a run folder (or ``path`` itself when it is one)."""
+    p = Path(path)
+    if is_adapter(p):
+        return p
+    run = run if run is not None else (read_run(p) if has_run_file(p) else None)
+    folder = run.get("adapter_dir") if run else None
+    return p / folder if folder and is_adapter(p / folder) else None
+
+
+def weights_of(path: str | os.PathLike, run: dict | None = None) -> Path | None:
+    """The full model folder of a run folder: the merged model, or the fully fine-tuned one."""
+    p = Path(path)
+    run = run if run is not None else (read_run(p) if has_run_file(p) else None)
+    folder = run.get("merged_dir") if run else None
+    return p / folder if folder and is_model(p / folder) else None
+
+
+def find_adapter(path: str | os.PathLike, field: str) -> Path:
+    """An adapter folder, given the folder itself or a run folder that holds one."""
+    found = adapter_of(path)
+    if found is None:
+        raise UserError(f"no LoRA adapter here ({ADAPTER_CONFIG})", file=str(path), field=field,
+                        hint="give a run folder trained with --method lora or qlora")
+    return found
+
+
+def tokenizer_of(folder: Path, run_folder: Path, base: str) -> str:
+    """Where a run's tokenizer is read from: the weights folder, the run folder, else the base."""
+    for candidate in (folder, run_folder):
+        if has_tokenizer(candidate):
+            return str(candidate)
+    return base
+
+
+__all__ = ["ADAPTER_CONFIG", "ADAPTER_DIR", "MARKERS", "MERGED_DIR", "MODEL_CONFIG", "MODEL_DIR",
+           "RUN_FILE", "adapter_of", "find_adapter", "has_run_file", "has_tokenizer",
+           "is_adapter", "is_model", "is_run_folder", "read_json", "read_run", "run_info",
+           "tokenizer_of", "weights_of", "write_run"]
