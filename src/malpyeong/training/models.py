@@ -37,6 +37,11 @@ def load_training_model(model_args: ModelArguments, config: Any, backbone: Backb
     With ``sft_adapter`` (ORPO) the SFT adapter is loaded trainable and training continues on it
     (merged into the weights for full fine-tuning).
     """
+    from transformers import set_seed
+
+    # The trainer seeds itself only after the model exists: seed here too, so the LoRA start
+    # weights (and so the whole run) are the same for the same recipe.
+    set_seed(config.seed)
     remote = True if getattr(config, "trust_remote_code", False) else None
     model = load_model(model_args.model, model_args.method, backbone=backbone,
                        dtype=model_args.dtype, attn_implementation=model_args.attn_implementation,
