@@ -1,0 +1,74 @@
+"""Convert public datasets and other tools' files into malpyeong's formats.
+
+    python run/convert.py --list
+    python run/convert.py --from SOURCE --to TARGET --in INPUT --out OUTPUT [converter options]
+
+Each (source, target) pair is a converter of ``malpyeong.prep.converters``; ``--list`` shows
+them with their options. The output is written atomically (never over an existing file without
+--overwrite) and validated by the target task's parser when the target is a task, so what comes
+out is what ``run/validate.py`` accepts. One report line says what was converted, split or
+dropped; the figures go to OUTPUT.report.json.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+import yaml
+
+from malpyeong.cli import run_cli
+from malpyeong.errors import UserError
+from malpyeong.io import atomic_write_json, atomic_write_text, ensure_writable
+from malpyeong.prep.converters import CONVERTERS, find_converter
+
+
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(description=__doc__,
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--list", action="store_true", help="list the converters and exit")
+    p.add_argument("--from", dest="source", help="the input's format")
+    p.add_argument("--to", dest="target", help="what to produce (a task name, or 'recipe')")
+    p.add_argument("--in", dest="inp", help="the input file")
+    p.add_argument("--out", help="the output file")
+    p.add_argument("--overwrite", action="store_true", help="replace an existing output")
+    for conv in CONVERTERS.values():
+        if conv.add_options is not None:
+            conv.add_options(p.add_argument_group(f"--from {conv.source} --to {conv.target}"))
+    return p.parse_args(argv)
+
+
+def write(out: str, converted) -> None:
+    if converted.layout == "yaml":
+        atomic_write_text(out, yaml.safe_dump(converted.data, allow_unicode=True, sort_keys=False))
+    elif converted.layout == "jsonl":
+        atomic_write_text(out, "".join(json.dumps(r, ensure_ascii=False) + "\n"
+                                       for r in converted.data))
+    else:
+        atomic_write_json(out, converted.data, indent=4)
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    if args.list:
+        for (source, target), conv in sorted(CONVERTERS.items()):
+            print(f"--from {source} --to {target}: {conv.help}")
+        return 0
+    if not (args.source and args.inp and args.out):
+        raise UserError("--from, --in and --out are needed", hint="--list shows the converters")
+    conv = find_converter(args.source, args.target)
+    out = ensure_writable(args.out, args.overwrite)
+    if str(out.resolve()) == str(Path(args.inp).resolve()):
+        raise UserError("the output is the input", file=args.out, field="out")
+    converted = conv.run(Path(args.inp), args)
+    write(args.out, converted)
+    if converted.details:
+        atomic_write_json(out.with_name(out.name + ".report.json"), converted.details)
+    print(f"{args.out}: {converted.report}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(run_cli(main))
