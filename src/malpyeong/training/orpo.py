@@ -15,7 +15,7 @@ from malpyeong.errors import UserError
 from malpyeong.generation import model_device
 from malpyeong.io import atomic_write_json
 from malpyeong.pairs import build_pairs, read_pairs
-from malpyeong.tasks import PromptSpec, get_task
+from malpyeong.tasks import PromptSpec, Task, get_task
 from malpyeong.training.evaluation import TaskEvaluator, dev_answer_settings, load_dev_items
 from malpyeong.training.examples import BudgetStats, assistant_affixes
 from malpyeong.training.models import load_training_model
@@ -30,7 +30,7 @@ from malpyeong.training.recipe import ModelArguments, ORPOArguments, resolve_tra
 from malpyeong.training.trainers import callbacks_for, orpo_trainer_class, run_training
 
 
-def build_orpo_rows(pairs: Sequence[dict], task: Any, tokenizer: Any, backbone: Backbone,
+def build_orpo_rows(pairs: Sequence[dict], task: Task, tokenizer: Any, backbone: Backbone,
                     spec: PromptSpec, max_length: int | None) -> tuple[list[dict], BudgetStats]:
     """Rows ``{prompt, chosen, rejected}`` as text: the prompt rendered and fitted for this model,
     the responses followed by the template's end-of-turn (see :func:`assistant_affixes`)."""

@@ -23,7 +23,7 @@ from typing import Any
 
 from malpyeong.errors import UserError
 from malpyeong.runfolder import find_adapter
-from malpyeong.tasks import DEFAULT_TASK, ChoiceTask, get_task, task_names
+from malpyeong.tasks import DEFAULT_TASK, ChoiceTask, Task, get_task, task_names
 
 log = logging.getLogger(__name__)
 
@@ -329,7 +329,7 @@ class RecipeParser:
         return script, model_args, config
 
 
-def resolve_trainer_args(model_args: ModelArguments, config: Any, task: Any, *, has_dev: bool,
+def resolve_trainer_args(model_args: ModelArguments, config: Any, task: Task, *, has_dev: bool,
                          task_metric: bool) -> Any:
     """Fill what depends on the task and the data: output folder, best-checkpoint metric, eval.
 
