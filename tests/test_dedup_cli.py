@@ -19,7 +19,6 @@ from malpyeong.prep.dedup import (
     dedup,
     dedup_texts,
     official_records,
-    read_records,
 )
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -189,8 +188,10 @@ def test_cli_text_jsonl_and_plain_lines(tmp_path: Path) -> None:
     assert run_cli(_cli(), ["--task", "text", "--in", str(src), str(plain), "--out", str(out)]) == 0
     got = [json.loads(ln) for ln in out.read_text(encoding="utf-8").splitlines()]
     assert got == [rows[0], rows[2], {"text": "다른 줄입니다. 이 줄은 남아야 한다."}]
-    assert [r.id for r in read_records(plain, "text")] == ["lines.txt:1", "lines.txt:3",
-                                                            "lines.txt:4"]
+    report = json.loads(out.with_suffix(".report.json").read_text(encoding="utf-8"))
+    assert [(d["id"], d["source"], d["kept"]) for d in report["dropped"]] == [
+        ("sft.jsonl:2", str(src), "sft.jsonl:1"), ("lines.txt:1", str(plain), "sft.jsonl:1"),
+        ("lines.txt:3", str(plain), "sft.jsonl:1")]     # line numbers count the blank line
 
 
 # The input is validated like run/validate.py does it: one line per problem, file: item: field.
