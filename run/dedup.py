@@ -26,18 +26,20 @@ import sys
 import time
 from pathlib import Path
 
-from malpyeong.cli import run_cli
+from malpyeong.cli import run_cli, task_argument
 from malpyeong.errors import UserError
 from malpyeong.io import ensure_writable
-from malpyeong.prep.dedup import KEEP, dedup_files, task_names, write_report
+from malpyeong.prep.dedup import KEEP
+from malpyeong.prep.dedup_files import TEXT, dedup_files, write_report
 from malpyeong.prep.simhash import FEATURES
+from malpyeong.tasks import tasks_help
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--task", required=True, choices=task_names(),
-                   help="a registered task (official files), or text (JSONL / plain lines)")
+    task_argument(p, extra=(TEXT,), help=f"{tasks_help()}; {TEXT}: JSONL (text, messages or "
+                  "prompt + completion), a JSON list of such records, or plain lines")
     p.add_argument("--in", dest="inputs", nargs="+", required=True, metavar="FILE",
                    help="input files, read in this order ('first' means first here)")
     p.add_argument("--out", required=True, help="kept items")

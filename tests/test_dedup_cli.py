@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import copy
 import json
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -214,9 +215,10 @@ def test_cli_bad_input_exits_2(tmp_path: Path, capsys: pytest.CaptureFixture, co
 
 
 def test_cli_missing_file_exits_2_in_a_subprocess(tmp_path: Path) -> None:
+    env = {**os.environ, "PYTHONPATH": str(ROOT / "src")}  # this checkout, not another install
     proc = subprocess.run([sys.executable, str(ROOT / "run" / "dedup.py"), "--task", "cci",
                            "--in", str(tmp_path / "nope.json"), "--out", str(tmp_path / "o.json")],
-                          capture_output=True, text=True, timeout=120)
+                          capture_output=True, text=True, timeout=120, env=env)
     assert proc.returncode == 2
     assert proc.stderr.startswith("error: ") and "nope.json" in proc.stderr
     assert "Traceback" not in proc.stderr

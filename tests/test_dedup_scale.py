@@ -18,7 +18,9 @@ from conftest import NIKL, load_script
 
 from malpyeong import tasks as task_registry
 from malpyeong.cli import run_cli
+from malpyeong.errors import UserError
 from malpyeong.prep import dedup as D
+from malpyeong.prep import dedup_files as F
 from malpyeong.prep import simhash as S
 from malpyeong.tasks.dcs import DCSTask
 
@@ -43,7 +45,7 @@ def old_text_records(path: Path) -> list[tuple[str, list[str], dict]]:
         rows = [(n, {"text": ln}) for n, ln in enumerate(lines, 1) if ln.strip()]
     out = []
     for n, rec in rows:
-        text = rec["text"] if isinstance(rec.get("text"), str) else "\n".join(D._strings(rec))
+        text = rec["text"] if isinstance(rec.get("text"), str) else "\n".join(F._strings(rec))
         out.append((str(rec.get("id", f"{path.name}:{n}")), [text], rec))
     return out
 
@@ -168,7 +170,7 @@ def write_corpus(path: Path, texts: list[str], seed: int) -> None:
 @pytest.fixture
 def small_blocks(monkeypatch: pytest.MonkeyPatch) -> None:
     """Many blocks and chunks, so their boundaries are crossed often."""
-    monkeypatch.setattr(D, "BLOCK_BYTES", 3000)
+    monkeypatch.setattr(F, "BLOCK_BYTES", 3000)
     monkeypatch.setattr(S, "_CHUNK_CHARS", 5000)
 
 
@@ -214,7 +216,7 @@ def test_official_path_keeps_what_the_old_path_kept(tmp_path: Path) -> None:
         assert want_report["n_exact_dups"] >= 5
 
         out = tmp_path / f"{task}.out.json"
-        result = D.dedup_files([str(path)], task, out)
+        result = F.dedup_files([str(path)], task, out)
         assert json.loads(out.read_text(encoding="utf-8")) == [recs[i][2] for i in want_kept]
         report = result.report()
         report = {**report, "clusters": list(report["clusters"]),
@@ -229,10 +231,10 @@ def test_write_report_streams_what_json_dumps_writes(tmp_path: Path) -> None:
                             "줄바꿈\n\"따옴표\" \\ 탭\t😀"}, {"id": "b", "text": ""}]}] * 3,
               "dropped": [], "contaminated": [{"id": "x", "unit": "dialogue"}]}
     want = json.dumps(report, ensure_ascii=False, indent=2) + "\n"
-    D.write_report(tmp_path / "a.json", report)
+    F.write_report(tmp_path / "a.json", report)
     assert (tmp_path / "a.json").read_text(encoding="utf-8") == want
     streamed = {**report, "clusters": iter(report["clusters"]), "dropped": iter([])}
-    D.write_report(tmp_path / "b.json", streamed)
+    F.write_report(tmp_path / "b.json", streamed)
     assert (tmp_path / "b.json").read_text(encoding="utf-8") == want
 
 
@@ -244,14 +246,14 @@ def test_groups_number_by_first_appearance() -> None:
 
 
 def test_task_choices_come_from_the_registry(capsys: pytest.CaptureFixture) -> None:
-    assert D.task_names() == [*sorted(task_registry.TASKS), "text"]
+    assert F.task_names() == [*sorted(task_registry.TASKS), "text"]
 
     class ToyTask(DCSTask):
         name = "toy-summary"
 
     task_registry.register(ToyTask)
     try:
-        assert "toy-summary" in D.task_names()
+        assert "toy-summary" in F.task_names()
         cli = load_script(ROOT / "run" / "dedup.py")
         with pytest.raises(SystemExit):
             cli.parse_args(["--help"])
@@ -273,13 +275,13 @@ def test_against_a_file_of_another_task_reads_its_conversation(tmp_path: Path) -
     train.write_text(json.dumps(dcs[:3] + [leaked], ensure_ascii=False), encoding="utf-8")
     dev = tmp_path / "cci_dev.json"
     dev.write_text(json.dumps(cci[:2], ensure_ascii=False), encoding="utf-8")
-    result = D.dedup_files([str(train)], "dcs", tmp_path / "o.json", against=[str(dev)])
+    result = F.dedup_files([str(train)], "dcs", tmp_path / "o.json", against=[str(dev)])
     assert [m["id"] for m in result.contaminated] == ["leak"]
     assert result.contaminated[0]["matched_id"] == cci[0]["id"]
     assert result.contaminated[0]["matched_unit"] == "dialogue"
     refs = D.reference_records(dev, DCSTask())
     assert [r.id for r in refs] == [c["id"] for c in cci[:2]]
-    with pytest.raises(D.UserError, match="--against takes official"):
+    with pytest.raises(UserError, match="--against takes official"):
         bad = tmp_path / "bad.json"
         bad.write_text('[{"id": "x", "input": {}}]', encoding="utf-8")
         D.reference_records(bad, None)
@@ -340,11 +342,11 @@ def test_real_cci_train_against_dev(tmp_path: Path, nikl: Path = NIKL) -> None:
     items = json.loads((nikl / "cci_train.json").read_text(encoding="utf-8-sig"))
     recs = old_official_records(items, "cci")
     want_kept, want_report = old_dedup(recs, [""] * len(recs), 3, "first")
-    result = D.dedup_files([str(nikl / "cci_train.json")], "cci", tmp_path / "all.json")
+    result = F.dedup_files([str(nikl / "cci_train.json")], "cci", tmp_path / "all.json")
     assert result.plan.kept.tolist() == want_kept
     assert [c["size"] for c in result.report()["clusters"]] == \
         [c["size"] for c in want_report["clusters"]]
-    guarded = D.dedup_files([str(nikl / "cci_train.json")], "cci", tmp_path / "clean.json",
+    guarded = F.dedup_files([str(nikl / "cci_train.json")], "cci", tmp_path / "clean.json",
                             against=[str(nikl / "cci_dev.json")])
     whole = {m["id"] for m in guarded.contaminated
              if m["unit"] == "dialogue" and m["matched_unit"] == "dialogue"}
@@ -366,7 +368,7 @@ def test_text_records_against_dev_across_blocks(tmp_path: Path, small_blocks: No
                    encoding="utf-8")
     dev_file = tmp_path / "dev.json"
     dev_file.write_text(json.dumps(dev[:1], ensure_ascii=False), encoding="utf-8")
-    result = D.dedup_files([str(src)], "text", tmp_path / "o.jsonl", against=[str(dev_file)])
+    result = F.dedup_files([str(src)], "text", tmp_path / "o.jsonl", against=[str(dev_file)])
     # the record also holds the answer, so a window of it matches, not the whole dialogue
     assert [(m["id"], m["unit"], m["matched_id"], m["match"]) for m in result.contaminated] == \
         [("sft.jsonl:251", "utterances 1-4", dev[0]["id"], "exact")]

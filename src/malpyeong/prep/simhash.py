@@ -12,6 +12,11 @@ buckets).
 
 Hashes are stable across runs, machines and Python versions (no ``hash()``; the morpheme
 vocabulary is hashed with ``blake2b``).
+
+Why this module is long: it is one algorithm, from text to clusters (normalise, hash, count
+bits, search the block tables, join), each step a few vectorised numpy lines whose layout the
+next step relies on; the readable reference definitions (:func:`normalize`,
+:func:`char5_features`) sit beside them so the tests can hold the fast path to them.
 """
 
 from __future__ import annotations
