@@ -7,40 +7,39 @@
 
 Exact duplicates (equal after dropping case, spaces and punctuation) go first, then items whose
 64-bit Simhash fingerprints are within --k bits (clusters by union-find; one item kept per
-cluster: --keep first | longest). CCI items are compared on dialogue *and* question, so
-different questions about one dialogue all stay. --against drops items whose dialogue, or any
---window consecutive utterances of it, is an exact/near copy of a dialogue (or window) of the
-given dev/test files. Output: the kept items in the input's format (cci/dcs: official JSON
-list; text: JSONL), and a JSON report (default OUT with suffix .report.json) that says which
-item was dropped for which.
+cluster: --keep first | longest). --task is any registered task (its files are read and
+validated through it, and it says what is compared: CCI items on dialogue *and* question, so
+different questions about one dialogue all stay) or text: JSONL (``text``, or the strings of
+``messages`` / ``prompt`` + ``completion``), a JSON list of such records, or plain lines; text
+files are streamed (millions of lines in bounded memory) and kept JSONL lines are copied as
+they were. --against drops items whose dialogue, or any --window consecutive utterances of it,
+is an exact/near copy of a dialogue (or window) of the given dev/test files (official files of
+any task). Output: the kept items in the input's format (tasks: official JSON list; text:
+JSONL), and a JSON report (default OUT with suffix .report.json) that says which item was
+dropped for which.
 """
 
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 import time
 from pathlib import Path
 
-from malpyeong.cli import run_cli
+from malpyeong.cli import run_cli, task_argument
 from malpyeong.errors import UserError
-from malpyeong.io import atomic_write_json, atomic_write_text, ensure_writable
-from malpyeong.prep.dedup import (
-    KEEP,
-    TASKS,
-    contamination,
-    dedup,
-    read_records,
-    reference_records,
-)
+from malpyeong.io import ensure_writable
+from malpyeong.prep.dedup import KEEP
+from malpyeong.prep.dedup_files import TEXT, dedup_files, write_report
 from malpyeong.prep.simhash import FEATURES
+from malpyeong.tasks import tasks_help
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--task", required=True, choices=TASKS)
+    task_argument(p, extra=(TEXT,), help=f"{tasks_help()}; {TEXT}: JSONL (text, messages or "
+                  "prompt + completion), a JSON list of such records, or plain lines")
     p.add_argument("--in", dest="inputs", nargs="+", required=True, metavar="FILE",
                    help="input files, read in this order ('first' means first here)")
     p.add_argument("--out", required=True, help="kept items")
@@ -73,32 +72,18 @@ def main(argv: list[str] | None = None) -> int:
     ensure_writable(report_path, args.overwrite)
     t0 = time.perf_counter()
 
-    records = [r for path in args.inputs for r in read_records(path, args.task)]
-    if not records:
-        raise UserError("no items in the input", file=", ".join(args.inputs))
-    refs = [r for path in args.against for r in reference_records(path)]
-
-    leaked = contamination(records, refs, k=args.k, features=args.features,
-                           window=args.window, min_chars=args.min_window_chars) if refs else {}
-    clean = [r for i, r in enumerate(records) if i not in leaked]
-    kept, report = dedup(clean, k=args.k, features=args.features, keep=args.keep)
-    kept_raw = [clean[i].raw for i in kept]
-
-    if args.task == "text":
-        atomic_write_text(out, "".join(json.dumps(x, ensure_ascii=False) + "\n" for x in kept_raw))
-    else:
-        atomic_write_json(out, kept_raw, indent=4)
+    result = dedup_files(args.inputs, args.task, out, against=args.against, k=args.k,
+                         features=args.features, keep=args.keep, window=args.window,
+                         min_chars=args.min_window_chars)
     report = {"task": args.task, "inputs": args.inputs, "against": args.against, "k": args.k,
               "features": args.features, "keep": args.keep, "window": args.window,
-              "min_window_chars": args.min_window_chars, "n_in": len(records),
-              "n_contaminated": len(leaked), **{k: v for k, v in report.items() if k != "n_in"},
-              "contaminated": list(leaked.values()),
+              "min_window_chars": args.min_window_chars, **result.report(),
               "seconds": round(time.perf_counter() - t0, 3)}
-    atomic_write_json(report_path, report, indent=2)
+    write_report(report_path, report)
 
-    print(f"{len(records)} in -> {len(kept)} kept: {len(leaked)} leaking dev/test dialogues, "
-          f"{report['n_exact_dups']} exact and {report['n_near_dups']} near duplicates removed "
-          f"({len(report['clusters'])} clusters); wrote {out} and {report_path}")
+    print(f"{report['n_in']} in -> {report['n_out']} kept: {report['n_contaminated']} leaking "
+          f"dev/test dialogues, {report['n_exact_dups']} exact and {report['n_near_dups']} near "
+          f"duplicates removed ({result.n_clusters} clusters); wrote {out} and {report_path}")
     return 0
 
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import copy
 import json
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -19,7 +20,6 @@ from malpyeong.prep.dedup import (
     dedup,
     dedup_texts,
     official_records,
-    read_records,
 )
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -189,8 +189,10 @@ def test_cli_text_jsonl_and_plain_lines(tmp_path: Path) -> None:
     assert run_cli(_cli(), ["--task", "text", "--in", str(src), str(plain), "--out", str(out)]) == 0
     got = [json.loads(ln) for ln in out.read_text(encoding="utf-8").splitlines()]
     assert got == [rows[0], rows[2], {"text": "다른 줄입니다. 이 줄은 남아야 한다."}]
-    assert [r.id for r in read_records(plain, "text")] == ["lines.txt:1", "lines.txt:3",
-                                                            "lines.txt:4"]
+    report = json.loads(out.with_suffix(".report.json").read_text(encoding="utf-8"))
+    assert [(d["id"], d["source"], d["kept"]) for d in report["dropped"]] == [
+        ("sft.jsonl:2", str(src), "sft.jsonl:1"), ("lines.txt:1", str(plain), "sft.jsonl:1"),
+        ("lines.txt:3", str(plain), "sft.jsonl:1")]     # line numbers count the blank line
 
 
 # The input is validated like run/validate.py does it: one line per problem, file: item: field.
@@ -213,9 +215,10 @@ def test_cli_bad_input_exits_2(tmp_path: Path, capsys: pytest.CaptureFixture, co
 
 
 def test_cli_missing_file_exits_2_in_a_subprocess(tmp_path: Path) -> None:
+    env = {**os.environ, "PYTHONPATH": str(ROOT / "src")}  # this checkout, not another install
     proc = subprocess.run([sys.executable, str(ROOT / "run" / "dedup.py"), "--task", "cci",
                            "--in", str(tmp_path / "nope.json"), "--out", str(tmp_path / "o.json")],
-                          capture_output=True, text=True, timeout=120)
+                          capture_output=True, text=True, timeout=120, env=env)
     assert proc.returncode == 2
     assert proc.stderr.startswith("error: ") and "nope.json" in proc.stderr
     assert "Traceback" not in proc.stderr

@@ -73,12 +73,39 @@ def test_normalize_and_char5_features() -> None:
     assert S.char5_features(" ... ") == []
 
 
-def test_keep_table_matches_isalnum_regex() -> None:
-    table = S._keep_table()
-    import re
-    drop = re.compile(r"[\W_]")
-    sample = range(0, 0x10000, 7)
-    assert all(bool(table[i]) == (drop.fullmatch(chr(i)) is None) for i in sample)
+def _stream_text(texts: list[str]) -> list[str]:
+    """The vectorised normalisation, turned back into strings."""
+    out = [""] * len(texts)
+    for a, _, sym, lengths in S._normalized(texts):
+        ends = np.cumsum(lengths)
+        for i, (e, n) in enumerate(zip(ends.tolist(), lengths.tolist(), strict=True)):
+            out[a + i] = "".join(map(chr, sym[e - n:e].tolist()))
+    return out
+
+
+def test_vectorised_normalisation_equals_regex_normalize() -> None:
+    rng = np.random.default_rng(3)
+    # every BMP code point (surrogates included) in random texts, plus astral letters/emoji
+    cps = rng.permutation(0x10000)
+    texts = ["".join(map(chr, cps[i:i + 97].tolist())) for i in range(0, 0x10000, 97)]
+    texts += ["İstanbul ΟΔΟΣ σοφός ΣΑΣ", "𐐀𐐨 𝐀𝐁 😀 ㅋㅋㅋㅋ 하하하하 aaAA", "", "  ", "_a_b_",
+              "Σ", "x" * 600 + "y", "ǅ ẞ ß Ꭰ"]
+    assert _stream_text(texts) == [S.normalize(t) for t in texts]
+
+
+def test_exact_keys_equal_exactly_for_equal_normalised_texts() -> None:
+    texts = [A, A.replace(" ", "  ").replace(".", "!"), A.upper(), A[:-1], A[1:],
+             "가나다", "가 나 다!", "가나다라", "", "!!", "abcde", "ABCDE.", "edcba",
+             "ab" * 40, "ba" * 40, "ㅋㅋㅋㅋㅋ 와", "ㅋㅋ와"]
+    keys = S.exact_keys(texts).tolist()
+    norms = [S.normalize(t) for t in texts]
+    for i in range(len(texts)):
+        for j in range(len(texts)):
+            assert (keys[i] == keys[j]) == (norms[i] == norms[j]), (texts[i], texts[j])
+    # a text's key does not depend on its neighbours or on chunking
+    assert S.exact_keys([C, A])[1] == keys[0] and S.exact_keys(["x", A, "y"])[1] == keys[0]
+    fps, keys2 = S.fingerprints_and_keys(texts)
+    assert keys2.tolist() == keys and fps.tolist() == S.fingerprints(texts).tolist()
 
 
 TEXTS = [A, B, C, "", "가나", "ab 12", "ㅋㅋㅋㅋㅋㅋㅋ",
@@ -107,8 +134,10 @@ def test_fingerprints_are_stable_across_versions() -> None:
 
 def test_chunking_does_not_change_fingerprints(monkeypatch: pytest.MonkeyPatch) -> None:
     whole = S.fingerprints(TEXTS * 3)
+    keys = S.exact_keys(TEXTS * 3)
     monkeypatch.setattr(S, "_CHUNK_CHARS", 50)
     assert np.array_equal(S.fingerprints(TEXTS * 3), whole)
+    assert np.array_equal(S.exact_keys(TEXTS * 3), keys)
 
 
 def test_known_near_duplicates_found_and_others_kept() -> None:
