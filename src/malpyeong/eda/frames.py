@@ -13,6 +13,7 @@ import numpy as np
 import pandas as pd
 
 from malpyeong.backbones import encode, render_chat
+from malpyeong.prep.dedup import contamination, dedup, task_records
 from malpyeong.prep.simhash import normalize
 from malpyeong.tasks.base import Task
 
@@ -143,11 +144,9 @@ def duplicates(task: Task, splits: dict[str, list[Any]], k: int = 3) -> dict:
     """Duplicate items over all files (dedup's exact + Simhash near clusters), distinct
     dialogues per file, and items whose dialogue (or a 4-utterance window) reappears in an
     earlier file (the contamination guard). Ids and counts only."""
-    from malpyeong.prep.dedup import contamination, dedup, official_records
-
     records, order = [], []
     for split, items in splits.items():
-        recs = official_records([it.raw for it in items], task.name, split)
+        recs = task_records(items, task, split)
         records += recs
         order.append((split, recs))
     kept, rep = dedup(records, k=k)
