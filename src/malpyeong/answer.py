@@ -27,6 +27,7 @@ from malpyeong.engines import Engine, GenerationSettings
 from malpyeong.errors import UserError
 from malpyeong.generation import model_device
 from malpyeong.scoring import SCORINGS, ItemScore, fit_choice_prompts, option_reserve
+from malpyeong.shard import ALONE, Shard
 from malpyeong.tasks.base import BASELINE, ChoiceTask, PromptSpec, Task
 
 
@@ -107,9 +108,10 @@ def generation_prompts(task: Task, items: Sequence[Any], tokenizer: Any, backbon
 def answer_items(engine: Engine, task: Task, items: Sequence[Any], settings: AnswerSettings, *,
                  done: Collection[int] = (),
                  on_answer: Callable[[int, Answer], None] | None = None,
-                 progress: bool = True) -> AnswerRun:
+                 progress: bool = True, shard: Shard = ALONE) -> AnswerRun:
     """Answer every item not in ``done`` (indices); ``on_answer(index, answer)`` is called as
-    each is finished, in completion order (what a resumable results writer needs)."""
+    each is finished, in completion order (what a resumable results writer needs). Under
+    ``shard`` this process answers only its share (:mod:`malpyeong.shard`)."""
     answers: list[Answer | None] = [None] * len(items)
 
     def report(i: int, answer: Answer) -> None:
@@ -118,15 +120,16 @@ def answer_items(engine: Engine, task: Task, items: Sequence[Any], settings: Ans
             on_answer(i, answer)
 
     if settings.scores(task):
-        cut, over = _score(engine, task, items, settings, done, report, progress)
+        cut, over = _score(engine, task, items, settings, done, report, progress, shard)
         return AnswerRun(answers, cut, over, 0)
-    cut, over, unusable = _generate(engine, task, items, settings, done, report, progress)
+    cut, over, unusable = _generate(engine, task, items, settings, done, report, progress,
+                                    shard)
     return AnswerRun(answers, cut, over, unusable)
 
 
 def _score(engine: Engine, task: ChoiceTask, items: Sequence[Any], settings: AnswerSettings,
            done: Collection[int], report: Callable[[int, Answer], None],
-           progress: bool) -> tuple[int, int]:
+           progress: bool, shard: Shard) -> tuple[int, int]:
     prompts = fit_choice_prompts(task, items, engine.tokenizer, engine.backbone, settings.prompt,
                                  max_length=settings.max_length, permute=settings.permute,
                                  reserve=option_reserve(engine.tokenizer, task, items,
@@ -139,13 +142,13 @@ def _score(engine: Engine, task: ChoiceTask, items: Sequence[Any], settings: Ans
         report(i, Answer(output, {"probs": probs, **score.extra, "dropped": dropped[i]}))
 
     engine.score(task, items, prompts, scoring=settings.scoring, batch_size=settings.batch_size,
-                 done=done, on_item=on_item, progress=progress)
+                 done=done, on_item=on_item, progress=progress, shard=shard)
     return sum(d > 0 for d in dropped), prompts.over_budget
 
 
 def _generate(engine: Engine, task: Task, items: Sequence[Any], settings: AnswerSettings,
               done: Collection[int], report: Callable[[int, Answer], None],
-              progress: bool) -> tuple[int, int, int]:
+              progress: bool, shard: Shard) -> tuple[int, int, int]:
     g = settings.generation
     fitted = generation_prompts(task, items, engine.tokenizer, engine.backbone, settings.prompt,
                                 max_length=settings.max_length, max_new_tokens=g.max_new_tokens)
@@ -160,7 +163,7 @@ def _generate(engine: Engine, task: Task, items: Sequence[Any], settings: Answer
         report(i, Answer(output, {"text": text, "dropped": fitted[i].dropped}))
 
     engine.generate([f.input_ids for f in fitted], g, batch_size=settings.batch_size,
-                    done=done, on_result=on_text, progress=progress)
+                    done=done, on_result=on_text, progress=progress, shard=shard)
     return sum(f.dropped > 0 for f in fitted), sum(not f.fits for f in fitted), unusable
 
 

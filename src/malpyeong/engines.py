@@ -22,6 +22,7 @@ from malpyeong.backbones import Backbone, end_of_turn_ids
 from malpyeong.errors import UserError
 from malpyeong.generation import generate_texts, generate_texts_vllm
 from malpyeong.scoring import ChoicePrompts, ItemScore, score_items
+from malpyeong.shard import ALONE, Shard
 from malpyeong.tasks.base import ChoiceTask
 
 ENGINES = ("hf", "vllm")
@@ -49,14 +50,14 @@ class Engine:
     def score(self, task: ChoiceTask, items: Sequence[Any], prompts: ChoicePrompts, *,
               scoring: str, batch_size: int, done: Collection[int] = (),
               on_item: Callable[[int, ItemScore], None] | None = None,
-              progress: bool = True) -> list[ItemScore | None]:
+              progress: bool = True, shard: Shard = ALONE) -> list[ItemScore | None]:
         raise UserError(f"the {self.name} engine does not score options", field="engine",
                         hint="use --engine hf for choice tasks")
 
     def generate(self, prompts: list[list[int]], settings: GenerationSettings, *,
                  batch_size: int, done: Collection[int] = (),
                  on_result: Callable[[int, str], None] | None = None,
-                 progress: bool = True) -> list[str]:
+                 progress: bool = True, shard: Shard = ALONE) -> list[str]:
         raise NotImplementedError
 
     def stop_token_ids(self) -> list[int]:
@@ -76,20 +77,21 @@ class HFEngine(Engine):
     def score(self, task: ChoiceTask, items: Sequence[Any], prompts: ChoicePrompts, *,
               scoring: str, batch_size: int, done: Collection[int] = (),
               on_item: Callable[[int, ItemScore], None] | None = None,
-              progress: bool = True) -> list[ItemScore | None]:
+              progress: bool = True, shard: Shard = ALONE) -> list[ItemScore | None]:
         return score_items(self.model, self.tokenizer, task, items, prompts, scoring=scoring,
-                           batch_size=batch_size, progress=progress, done=done, on_item=on_item)
+                           batch_size=batch_size, progress=progress, done=done, on_item=on_item,
+                           shard=shard)
 
     def generate(self, prompts: list[list[int]], settings: GenerationSettings, *,
                  batch_size: int, done: Collection[int] = (),
                  on_result: Callable[[int, str], None] | None = None,
-                 progress: bool = True) -> list[str]:
+                 progress: bool = True, shard: Shard = ALONE) -> list[str]:
         return generate_texts(self.model, self.tokenizer, prompts,
                               max_new_tokens=settings.max_new_tokens, batch_size=batch_size,
                               do_sample=settings.do_sample, temperature=settings.temperature,
                               top_p=settings.top_p, num_beams=settings.num_beams,
                               stop_token_ids=self.stop_token_ids(), seed=settings.seed,
-                              progress=progress, on_result=on_result, done=done)
+                              progress=progress, on_result=on_result, done=done, shard=shard)
 
 
 @dataclass
@@ -104,7 +106,11 @@ class VLLMEngine(Engine):
     def generate(self, prompts: list[list[int]], settings: GenerationSettings, *,
                  batch_size: int, done: Collection[int] = (),
                  on_result: Callable[[int, str], None] | None = None,
-                 progress: bool = True) -> list[str]:
+                 progress: bool = True, shard: Shard = ALONE) -> list[str]:
+        if not shard.alone:
+            raise UserError("run the vLLM engine in one process: it parallelises by itself",
+                            field="engine", hint="drop accelerate launch; use "
+                                                 "--tensor_parallel_size for several GPUs")
         return generate_texts_vllm(self.llm, self.tokenizer, prompts,
                                    max_new_tokens=settings.max_new_tokens, batch_size=batch_size,
                                    do_sample=settings.do_sample, temperature=settings.temperature,

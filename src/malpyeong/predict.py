@@ -24,7 +24,8 @@ from malpyeong.data import write_submission
 from malpyeong.engines import Engine
 from malpyeong.errors import UserError
 from malpyeong.io import JsonlAppender, atomic_write_text, ensure_writable, read_jsonl
-from malpyeong.results import partial_path, sidecar_path
+from malpyeong.results import partial_path, partial_paths, sidecar_path
+from malpyeong.shard import ALONE, Shard, barrier
 from malpyeong.tasks.base import ChoiceTask, Task
 
 log = logging.getLogger(__name__)
@@ -45,26 +46,42 @@ class PredictSummary:
         return done / self.seconds if self.seconds > 0 else math.inf
 
 
-def _prepare_resume(output: Path, meta: dict, overwrite: bool) -> dict[str, dict]:
-    """Rows already in the partial file (by id), after checking it belongs to this run."""
-    part = partial_path(output)
-    rows = read_jsonl(part) if part.exists() else []
-    if not rows:
-        return {}
-    head = rows[0].get("_meta") if rows else None
-    if head != meta:
-        if overwrite:
-            part.unlink()
-            return {}
-        raise UserError("a partial result file from a different run exists", file=str(part),
-                        hint="delete it, or pass --overwrite to start over")
-    return {r["id"]: r for r in rows[1:] if "id" in r}
+def _resumed_rows(output: Path, meta: dict, overwrite: bool, shard: Shard) -> dict[str, dict]:
+    """Rows already in the partial files (by id), after checking they belong to this run.
+
+    The first process checks (and with ``overwrite`` removes) stale files before the others
+    read, so no process reads a file that is being deleted.
+    """
+    if shard.rank == 0:
+        for part in partial_paths(output):
+            rows = read_jsonl(part)
+            if rows and rows[0].get("_meta") != meta:
+                if not overwrite:
+                    raise UserError("a partial result file from a different run exists",
+                                    file=str(part), hint="delete it, or pass --overwrite to "
+                                                         "start over")
+                part.unlink()
+    barrier(shard)
+    have: dict[str, dict] = {}
+    for part in partial_paths(output):
+        rows = read_jsonl(part)
+        if rows and rows[0].get("_meta") != meta:  # another process found it stale
+            raise UserError("a partial result file from a different run exists", file=str(part),
+                            hint="delete it, or pass --overwrite to start over")
+        have.update((r["id"], r) for r in rows[1:] if "id" in r)
+    return have
 
 
 def run_prediction(engine: Engine, task: Task, items: Sequence[Any], output: str | os.PathLike,
                    *, settings: AnswerSettings | None = None, model_name: str = "",
-                   overwrite: bool = False, progress: bool = True) -> PredictSummary:
-    """Answer every item and write ``output`` + its sidecar (resuming from a partial file)."""
+                   overwrite: bool = False, progress: bool = True,
+                   shard: Shard = ALONE) -> PredictSummary:
+    """Answer every item and write ``output`` + its sidecar (resuming from partial files).
+
+    Under ``shard`` (``accelerate launch --num_processes N run/test.py ...``) each process
+    answers its share into its own partial file; the first process writes both final files
+    once every process is done. The files are byte-identical to a one-process run's.
+    """
     settings = settings or AnswerSettings()
     output = Path(output)
     ensure_writable(output, overwrite)
@@ -72,24 +89,37 @@ def run_prediction(engine: Engine, task: Task, items: Sequence[Any], output: str
     ensure_writable(side, overwrite)
     meta = {"model": model_name, "task": task.name, **settings.meta(task, engine.name),
             "malpyeong_version": __version__}
-    have = _prepare_resume(output, meta, overwrite)
+    have = _resumed_rows(output, meta, overwrite, shard)
     ids = [it.id for it in items]
     done = {i for i, it in enumerate(items) if it.id in have}
-    part = partial_path(output)
+    part = partial_path(output, shard.rank)
     start = time.perf_counter()
     with JsonlAppender(part) as out:
         if not part.stat().st_size:
             out.write({"_meta": meta})
         if len(have):
-            log.info("resuming: %d of %d items already in %s", len(done), len(items), part)
+            log.info("resuming: %d of %d items already done", len(done), len(items))
 
         def write(i: int, answer: Answer) -> None:
             out.write({"id": ids[i], "output": answer.output, **answer.sidecar})
 
         run = answer_items(engine, task, items, settings, done=done, on_answer=write,
-                           progress=progress)
+                           progress=progress, shard=shard)
     seconds = time.perf_counter() - start
-    rows = {r["id"]: r for r in read_jsonl(part)[1:] if "id" in r}
+    barrier(shard)
+    summary = PredictSummary(len(items), len(done), run.cut, run.over_budget, seconds, output,
+                             side)
+    if shard.rank == 0:
+        _write_final(task, items, meta, output, side)
+    barrier(shard)
+    return summary
+
+
+def _write_final(task: Task, items: Sequence[Any], meta: dict, output: Path, side: Path) -> None:
+    """Both final files from every process's partial rows, in item order; then no partials."""
+    parts = partial_paths(output)
+    rows = {r["id"]: r for part in parts for r in read_jsonl(part)[1:] if "id" in r}
+    ids = [it.id for it in items]
     missing = [i for i in ids if i not in rows]
     if missing:
         raise RuntimeError(f"{len(missing)} items have no result (e.g. {missing[0]})")
@@ -104,8 +134,8 @@ def run_prediction(engine: Engine, task: Task, items: Sequence[Any], output: str
     lines += [json.dumps(rows[i], ensure_ascii=False) for i in ids]
     atomic_write_text(side, "\n".join(lines) + "\n")
     write_submission(list(items), outputs, output, overwrite=True)
-    part.unlink()
-    return PredictSummary(len(items), len(done), run.cut, run.over_budget, seconds, output, side)
+    for part in parts:
+        part.unlink()
 
 
 __all__ = ["PredictSummary", "run_prediction"]

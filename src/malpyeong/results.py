@@ -10,8 +10,9 @@ A run of ``run/test.py`` writes two files:
   cut by the length budget). The first line is a header: ``{"_meta": {...}}`` with the model,
   task, prompt, scoring method and malpyeong version.
 
-While a job runs, rows are appended to ``NAME.sidecar.jsonl.partial`` so a rerun resumes; both
-final files are written atomically at the end.
+While a job runs, rows are appended to ``NAME.sidecar.jsonl.partial`` (one file per process in
+a multi-process run: ``.partial.1``, ...) so a rerun resumes; both final files are written
+atomically at the end, by the first process.
 """
 
 from __future__ import annotations
@@ -30,8 +31,19 @@ def sidecar_path(results_path: str | os.PathLike) -> Path:
     return p.with_name(p.stem + ".sidecar.jsonl")
 
 
-def partial_path(results_path: str | os.PathLike) -> Path:
-    return sidecar_path(results_path).with_name(sidecar_path(results_path).name + ".partial")
+def partial_path(results_path: str | os.PathLike, rank: int = 0) -> Path:
+    """Where a running job appends its rows; process ``rank`` of a multi-process run has its
+    own file (``.partial.1``, ...), rank 0 the plain one."""
+    side = sidecar_path(results_path)
+    return side.with_name(side.name + ".partial" + (f".{rank}" if rank else ""))
+
+
+def partial_paths(results_path: str | os.PathLike) -> list[Path]:
+    """Every partial file of ``results_path`` that exists, whichever process wrote it."""
+    side = sidecar_path(results_path)
+    found = [side.with_name(side.name + ".partial")] + sorted(
+        side.parent.glob(side.name + ".partial.*"), key=lambda p: p.name)
+    return [p for p in found if p.is_file()]
 
 
 @dataclass

@@ -37,6 +37,7 @@ from malpyeong.backbones import Backbone, encode
 from malpyeong.budget import FittedPrompt, fit_prompt
 from malpyeong.errors import UserError
 from malpyeong.generation import model_device, progress_bar
+from malpyeong.shard import ALONE, Shard
 from malpyeong.tasks.base import ChoiceTask, PromptSpec
 
 log = logging.getLogger(__name__)
@@ -268,14 +269,16 @@ def _member_mask(model: Any, starts: Sequence[int], prefix: int, tail: int) -> A
 def run_units(model: Any, seqs: Sequence[TokenSequence], plan: Plan,
               reduce: Callable[[int, Any], Any], *, pad_id: int = 0,
               skip: Callable[[int], bool] | None = None,
-              on_done: Callable[[list[int]], None] | None = None) -> None:
+              on_done: Callable[[list[int]], None] | None = None,
+              units: Collection[int] | None = None) -> None:
     """Run the planned batches; ``reduce(seq_index, logits[len(need), V])`` per sequence.
 
     Right padding throughout, so no real token ever sees padding through causal attention. In
     a sharing batch the root cache is copied once per group, the groups' prefixes are run as
     one right-padded batch, the cache rows are gathered per member, and each member's tail
     attends to its own prefix only (the padding between is masked out) at positions that
-    continue it. A unit whose members all satisfy ``skip`` is not run (resume).
+    continue it. A unit whose members all satisfy ``skip`` is not run (resume); with
+    ``units``, only those unit indices are run (this process's shard).
     """
     import torch
     from transformers import DynamicCache
@@ -283,7 +286,9 @@ def run_units(model: Any, seqs: Sequence[TokenSequence], plan: Plan,
     device = model_device(model)
     root = plan.root
     root_cache = None
-    for unit in plan.units:
+    for u, unit in enumerate(plan.units):
+        if units is not None and u not in units:
+            continue
         if skip is not None and all(skip(i) for i in unit.members):
             continue
         rows = [seqs[i] for i in unit.members]
@@ -404,8 +409,10 @@ def score_items(model: Any, tokenizer: Any, task: ChoiceTask, items: Sequence[An
                 prompts: ChoicePrompts, *, scoring: str = "letter", batch_size: int = 16,
                 share_prefix: bool | None = None, progress: bool = True,
                 done: Collection[int] = (),
-                on_item: Callable[[int, ItemScore], None] | None = None) -> list[ItemScore | None]:
-    """Score prepared prompts; ``done`` item indices are skipped (their entries stay None)."""
+                on_item: Callable[[int, ItemScore], None] | None = None,
+                shard: Shard = ALONE) -> list[ItemScore | None]:
+    """Score prepared prompts; ``done`` item indices are skipped (their entries stay None).
+    Under ``shard`` only this process's batches are run (see :mod:`malpyeong.shard`)."""
     import torch
 
     if scoring not in SCORINGS:
@@ -430,6 +437,8 @@ def score_items(model: Any, tokenizer: Any, task: ChoiceTask, items: Sequence[An
     if share_prefix is None:
         share_prefix = can_share_prefix(model, max((len(s.ids) for s in seqs), default=0))
     plan = plan_units(seqs, batch_size, share=share_prefix)
+    units = shard.batches([sorted({owner[s][0] for s in u.members}) for u in plan.units])
+    mine = {owner[s][0] for u in units for s in plan.units[u].members}
     seqs_of_item: list[int] = [0] * len(items)
     for i, _, _ in owner:
         seqs_of_item[i] += 1
@@ -456,14 +465,14 @@ def score_items(model: Any, tokenizer: Any, task: ChoiceTask, items: Sequence[An
         if remaining[i] == 0:
             partial[i] = {}
 
-    todo = len(items) - len(done_set & set(range(len(items))))
-    bar = progress_bar(len(items), progress, f"score ({scoring})", initial=len(items) - todo)
+    bar = progress_bar(len(mine), progress, f"score ({scoring})",
+                       initial=len(done_set & mine))
     pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
     if getattr(model, "training", False):
         model.eval()
     try:
         run_units(model, seqs, plan, reduce, pad_id=pad,
-                  skip=lambda s: owner[s][0] in done_set)
+                  skip=lambda s: owner[s][0] in done_set, units=units)
     finally:
         bar.close()
     return results
