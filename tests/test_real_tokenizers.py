@@ -20,6 +20,7 @@ from typing import Any
 import numpy as np
 import pytest
 from conftest import DCS_ITEM, ROOT, SAMPLES, load_script
+from test_training import make_synthetic_cci
 
 from malpyeong.backbones import Backbone, answer_prefix, encode, end_of_turn_ids, get_backbone, load_tokenizer
 from malpyeong.budget import FittedPrompt, fit_prompt
@@ -438,7 +439,7 @@ def test_lora_through_the_real_tokenizer_lifts_letter_scored_dev_accuracy(real_m
     """run/train.py (LoRA) on a learnable synthetic CCI set, then run/test.py's letter scoring on
     dev: chance before, >= 90% after. SOLAR's letters are "▁A"/"▁B"/"▁C": read as "A"/"B"/"C"
     (the prompt text followed by the letter), the same adapter scored 3% (measured)."""
-    from test_training import make_synthetic_cci
+    import torch
 
     from malpyeong.cli import run_cli
 
@@ -450,6 +451,9 @@ def test_lora_through_the_real_tokenizer_lifts_letter_scored_dev_accuracy(real_m
     before = letter_accuracy(model, dev, tmp_path / "before.json")
     cli = load_script(ROOT / "run" / "train.py")
     run = tmp_path / "run"
+    # the LoRA weights are initialised before the Trainer seeds: from a fixed state, not from
+    # whatever the tests before this one left in torch's generator
+    torch.manual_seed(0)
     assert run_cli(cli.main, [
         "--model", str(model), "--task", "cci", "--train_file", str(train), "--output_dir", str(run),
         "--report_to", "none", "--gradient_checkpointing", "false", "--disable_tqdm", "true",
