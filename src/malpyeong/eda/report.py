@@ -12,6 +12,7 @@ import pandas as pd
 
 from malpyeong.eda.frames import duplicates, item_frame, token_frame, utterance_frame
 from malpyeong.eda.plots import (
+    LENGTH_MARKS,
     Plotter,
     plot_choice,
     plot_common,
@@ -54,14 +55,43 @@ def summary_table(
     agg.insert(0, "items", items.groupby("split", sort=False).size())
     agg.columns = ["items", "dialogues"] + [f"mean {c}" for c in cols]
     if tokens is not None:
-        g = tokens.groupby("split", sort=False)
-        agg["median prompt tokens"] = g["prompt_tokens"].median()
-        agg["max prompt tokens"] = g["prompt_tokens"].max()
-        agg[f"prompts > {max_length}"] = g["prompt_tokens"].apply(lambda s: (s > max_length).mean())
-        agg[f"prompt+answer > {max_length}"] = g["train_tokens"].apply(
-            lambda s: (s.dropna() > max_length).mean() if s.notna().any() else np.nan
-        )
+        agg = agg.join(token_table(tokens, max_length))
     return agg
+
+
+def token_table(tokens: pd.DataFrame, max_length: int) -> pd.DataFrame:
+    """Per file: prompt tokens (median, max) and the share over ``max_length``."""
+    g = tokens.groupby("split", sort=False)
+    agg = pd.DataFrame({"items": g.size()})
+    agg["median prompt tokens"] = g["prompt_tokens"].median()
+    agg["max prompt tokens"] = g["prompt_tokens"].max()
+    agg[f"prompts > {max_length}"] = g["prompt_tokens"].apply(lambda s: (s > max_length).mean())
+    agg[f"prompt+answer > {max_length}"] = g["train_tokens"].apply(
+        lambda s: (s.dropna() > max_length).mean() if s.notna().any() else np.nan
+    )
+    return agg.drop(columns="items")
+
+
+def token_figures(tokens: pd.DataFrame, max_length: int) -> dict:
+    """The token-length key figures: share over ``max_length`` per file, quantiles, and the
+    share of all prompts over each of :data:`LENGTH_MARKS`."""
+    return {
+        "max_length": max_length,
+        "prompts_over_max_length": {
+            s: _num((g["prompt_tokens"] > max_length).mean())
+            for s, g in tokens.groupby("split", sort=False)
+        },
+        "prompt_tokens_p50_p95_max": [
+            _num(tokens["prompt_tokens"].quantile(q)) for q in (0.5, 0.95, 1.0)
+        ],
+        "prompts_over": {
+            str(mark): _num((tokens["prompt_tokens"] > mark).mean()) for mark in LENGTH_MARKS
+        },
+        # to rescale the token figures to another tokenizer
+        "prompt_chars_per_token": _num(
+            tokens["prompt_chars"].sum() / tokens["prompt_tokens"].sum()
+        ),
+    }
 
 
 def key_figures(
@@ -85,18 +115,7 @@ def key_figures(
         },
     }
     if tokens is not None:
-        f["max_length"] = max_length
-        f["prompts_over_max_length"] = {
-            s: _num((g["prompt_tokens"] > max_length).mean())
-            for s, g in tokens.groupby("split", sort=False)
-        }
-        f["prompt_tokens_p50_p95_max"] = [
-            _num(tokens["prompt_tokens"].quantile(q)) for q in (0.5, 0.95, 1.0)
-        ]
-        # to rescale the token figures to another tokenizer
-        f["prompt_chars_per_token"] = _num(
-            tokens["prompt_chars"].sum() / tokens["prompt_tokens"].sum()
-        )
+        f.update(token_figures(tokens, max_length))
     if "category" in items:
         f["categories"] = {k: int(v) for k, v in items["category"].value_counts().items()}
     if "gold" in items:
@@ -189,9 +208,7 @@ def build_report(
         ("Key figures", _json_block(figures)),
         ("Per file", summary_table(items, tokens, max_length).to_html(float_format="%.3g")),
     ]
-    for name, title, note in p.figures:
-        note_html = f'<p class="note">{html.escape(note)}</p>' if note else ""
-        sections.append((title, f'{note_html}<img src="{name}" alt="{html.escape(title)}">'))
+    sections += _figure_sections(p)
     rows = "".join(
         f"<tr><td>{c['size']}</td><td>{html.escape(c['kept'])}</td>"
         f"<td style='text-align:left'>{html.escape(', '.join(c['members']))}</td></tr>"
@@ -214,14 +231,58 @@ def build_report(
             "<th>whole dialogue</th><th>window only</th></tr>" + cross + "</table>",
         )
     )
-    files = ", ".join(f"{html.escape(s)} ({len(v)} items)" for s, v in splits.items())
-    tok = html.escape(tokenizer_name) if tokenizer is not None else "none (no token lengths)"
-    intro = (
-        f"Task <code>{task.name}</code>; files: {files}. Tokenizer: {tok}; prompt "
-        f"<code>{html.escape(str(task.prompt_spec(prompt)))}</code>. Numbers, ids and plots "
-        "only: no text of the data is reproduced here."
-    )
+    intro = _intro(task, splits, tokenizer_name if tokenizer is not None else None, prompt)
     html_text = render_html(f"malpyeong EDA: {task.name}", intro, sections)
     atomic_write_text(out / "index.html", html_text)
     atomic_write_json(out / "stats.json", {"key_figures": figures, "duplicates": dup}, indent=2)
     return figures
+
+
+def build_token_report(
+    task: Task,
+    splits: dict[str, list[Any]],
+    out_dir: str | Path,
+    *,
+    tokenizer: Any,
+    backbone: Any,
+    tokenizer_name: str = "",
+    max_length: int = 1024,
+    prompt: str | None = None,
+) -> dict:
+    """The token lengths only, under one tokenizer (to set several tokenizers beside one full
+    report): ``token_length.png``, ``index.html`` and ``stats.json``. Returns the key figures."""
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    tokens = token_frame(task, splits, tokenizer, backbone, prompt)
+    p = Plotter(out, list(splits))
+    plot_tokens(p, tokens, max_length, tokenizer_name or "tokenizer")
+    figures = {"items": {s: len(v) for s, v in splits.items()}, **token_figures(tokens, max_length)}
+    sections = [
+        ("Key figures", _json_block(figures)),
+        ("Per file", token_table(tokens, max_length).to_html(float_format="%.3g")),
+        *_figure_sections(p),
+    ]
+    intro = _intro(task, splits, tokenizer_name, prompt)
+    html_text = render_html(f"malpyeong EDA: {task.name} prompt tokens", intro, sections)
+    atomic_write_text(out / "index.html", html_text)
+    atomic_write_json(out / "stats.json", {"key_figures": figures}, indent=2)
+    return figures
+
+
+def _figure_sections(p: Plotter) -> list[tuple[str, str]]:
+    out = []
+    for name, title, note in p.figures:
+        note_html = f'<p class="note">{html.escape(note)}</p>' if note else ""
+        out.append((title, f'{note_html}<img src="{name}" alt="{html.escape(title)}">'))
+    return out
+
+
+def _intro(task: Task, splits: dict[str, list[Any]], tokenizer_name: str | None,
+           prompt: str | None) -> str:
+    files = ", ".join(f"{html.escape(s)} ({len(v)} items)" for s, v in splits.items())
+    tok = html.escape(tokenizer_name) if tokenizer_name is not None else "none (no token lengths)"
+    return (
+        f"Task <code>{task.name}</code>; files: {files}. Tokenizer: {tok}; prompt "
+        f"<code>{html.escape(str(task.prompt_spec(prompt)))}</code>. Numbers, ids and plots "
+        "only: no text of the data is reproduced here."
+    )
