@@ -11,6 +11,8 @@
 prompt and max_length become the defaults). Writes results/NAME.json (the submission layout)
 and results/NAME.sidecar.jsonl (per item: option probabilities or the raw generation, and how
 many utterances the length budget cut). Interrupted? Run the same command again: it resumes.
+Several processes (`accelerate launch --num_processes N run/test.py ...`) share the items and
+write the same files a single process would.
 """
 
 from __future__ import annotations
@@ -30,6 +32,7 @@ from malpyeong.loading import load_engine, resolve_source
 from malpyeong.predict import run_prediction
 from malpyeong.results import partial_path, sidecar_path
 from malpyeong.scoring import SCORINGS
+from malpyeong.shard import current_shard
 from malpyeong.tasks import get_task
 
 log = logging.getLogger("test")
@@ -59,6 +62,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--engine", default="hf", choices=("hf", "vllm"),
                    help="generate tasks: transformers (default) or vLLM when installed")
+    p.add_argument("--tensor_parallel_size", type=int, default=1,
+                   help="--engine vllm: GPUs one model is split over (e.g. 2 for a 14B model)")
     p.add_argument("--dtype", default="auto", help="auto, bf16, fp16 or fp32")
     p.add_argument("--device", default=None, help="cpu, cuda, cuda:1 (default: cuda if present)")
     p.add_argument("--load_in_4bit", action="store_true", help="NF4 base (GPU, bitsandbytes)")
@@ -70,7 +75,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
 
 def check_args(args: argparse.Namespace) -> None:
     """Every mistake we can see before loading a model."""
-    for name in ("batch_size", "max_new_tokens", "num_beams", "max_length"):
+    for name in ("batch_size", "max_new_tokens", "num_beams", "max_length", "tensor_parallel_size"):
         value = getattr(args, name)
         if value is not None and value < 1:
             raise UserError(f"must be at least 1, got {value}", field=name)
@@ -114,12 +119,15 @@ def main(argv: list[str] | None = None) -> int:
         log.info("found %s: resuming", partial_path(args.output))
     engine = load_engine(source, engine=args.engine, dtype=args.dtype, device=args.device,
                          load_in_4bit=args.load_in_4bit, trust_remote_code=args.trust_remote_code,
-                         seed=args.seed)
+                         seed=args.seed, tensor_parallel_size=args.tensor_parallel_size)
     if args.batch_size is None:
         settings = replace(settings, batch_size=default_batch_size(task, getattr(engine, "model", None)))
+    shard = current_shard()
     summary = run_prediction(engine, task, items, args.output, settings=settings,
                              model_name=args.model, overwrite=args.overwrite,
-                             progress=not args.no_progress)
+                             progress=not args.no_progress, shard=shard)
+    if shard.rank != 0:
+        return 0
     rate = f"{summary.items_per_s:.2f} items/s" if summary.n > summary.resumed else "all resumed"
     print(f"{summary.output}: {summary.n} {task.name} predictions ({summary.resumed} resumed; "
           f"{rate}); {summary.cut} prompts cut to fit max_length {max_length or 'none'}"

@@ -26,7 +26,7 @@ from malpyeong.backbones import Backbone, answer_prefix, encode, end_of_turn_ids
 from malpyeong.budget import FittedPrompt, fit_prompt
 from malpyeong.data import load_items
 from malpyeong.errors import UserError
-from malpyeong.predict import letter_token_ids, score_choices
+from malpyeong.scoring import letter_token_ids, score_choices
 from malpyeong.tasks import get_task
 from malpyeong.tiny import REAL, REAL_FAMILIES, build_tiny_model, real_tokenizer_file
 from malpyeong.training import build_sft_examples
@@ -48,12 +48,12 @@ VOCAB = {"llama3": 128256, "qwen2": 151936, "mistral": 32768, "solar": 32000}
 
 def fitted_prompt(task: Any, item: Any, real: Real, prompt: str = "baseline") -> FittedPrompt:
     """The prompt exactly as prediction feeds it (nothing cut)."""
-    return fit_prompt(task, item, real.tok, real.bb, prompt, None)
+    return fit_prompt(task, item, real.tok, real.bb, task.prompt_spec(prompt), None)
 
 
 def training_rows(task: Any, items: list, real: Real, prompt: str = "baseline") -> list[dict]:
     """The SFT rows as the trainer builds them (``input_ids``, ``labels``)."""
-    rows, _ = build_sft_examples(task, items, real.tok, real.bb, prompt, None)
+    rows, _ = build_sft_examples(task, items, real.tok, real.bb, task.prompt_spec(prompt), None)
     return rows
 
 

@@ -18,6 +18,11 @@ def run_cli(main: Callable[[list[str] | None], int | None], argv: list[str] | No
     """Call ``main(argv)``; a ``UserError`` becomes one line per problem on stderr and exit 2."""
     logging.basicConfig(level=os.environ.get("MALPYEONG_LOG", "INFO"),
                         format="%(levelname)s %(name)s: %(message)s")
+    if os.environ.get("ACCELERATE_USE_CPU", "").lower() == "true" and \
+            os.environ.get("MASTER_ADDR") and not os.environ.get("WORLD_SIZE"):
+        print("note: `accelerate launch --cpu --num_processes N` starts one process here (its CPU "
+              "launcher needs mpirun); for N processes use --config_file "
+              "resource/configs/accelerate/cpu_ddp.yaml", file=sys.stderr)
     try:
         code = main(argv)
     except UserErrors as errs:

@@ -147,9 +147,11 @@ def load_for_inference(name: str | os.PathLike | ModelSource, *, dtype: str | No
 
 def load_engine(source: ModelSource, *, engine: str = "hf", dtype: str | None = "auto",
                 device: str | None = None, load_in_4bit: bool = False,
-                trust_remote_code: bool | None = None, seed: int = 0) -> Engine:
+                trust_remote_code: bool | None = None, seed: int = 0,
+                tensor_parallel_size: int = 1) -> Engine:
     """The answering engine for ``source``: a transformers model (``hf``), or a ``vllm.LLM``
-    on a merged model folder or hub id (``vllm``; tokenizer loaded here for prompts)."""
+    on a merged model folder or hub id (``vllm``, split over ``tensor_parallel_size`` GPUs;
+    the tokenizer is loaded here for the prompts)."""
     if engine not in ENGINES:
         raise UserError(f"unknown engine '{engine}'", field="engine", hint=", ".join(ENGINES))
     loaded = load_for_inference(source, dtype=dtype, device=device, load_in_4bit=load_in_4bit,
@@ -166,15 +168,16 @@ def load_engine(source: ModelSource, *, engine: str = "hf", dtype: str | None = 
                         hint="pip install vllm, or use --engine hf") from None
     llm = LLM(model=source.weights, tokenizer=source.tokenizer or source.weights,
               dtype="auto" if dtype in (None, "auto") else dtype, seed=seed,
-              trust_remote_code=bool(trust_remote_code))
+              trust_remote_code=bool(trust_remote_code),
+              tensor_parallel_size=tensor_parallel_size)
     return VLLMEngine(llm, loaded.tokenizer, loaded.backbone)
 
 
 def _device_map(device: str | None) -> Any:
     import torch
 
-    if device in (None, "auto"):
-        return {"": 0} if torch.cuda.is_available() else None
+    if device in (None, "auto"):  # under a launcher, each process takes its own GPU
+        return {"": int(os.environ.get("LOCAL_RANK", 0))} if torch.cuda.is_available() else None
     if device == "cpu":
         return None
     return {"": device}

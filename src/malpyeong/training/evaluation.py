@@ -9,6 +9,7 @@ from malpyeong.answer import AnswerSettings, answer_items
 from malpyeong.backbones import Backbone
 from malpyeong.data import load_items
 from malpyeong.engines import GenerationSettings, HFEngine
+from malpyeong.shard import current_shard
 from malpyeong.tasks.base import PromptSpec, Task
 from malpyeong.training.recipe import CommonArguments
 
@@ -17,7 +18,9 @@ from malpyeong.training.recipe import CommonArguments
 class TaskEvaluator:
     """The task's dev metric (:attr:`~malpyeong.tasks.base.Task.dev_metric`), computed on the
     model being trained: the dev items are answered by :func:`malpyeong.answer.answer_items`
-    (option scoring, or generation) and scored by the task's ``dev_evaluate``."""
+    (option scoring, or generation) and scored by the task's ``dev_evaluate``. Under several
+    processes each answers its share of the items once and all get every answer, so every
+    process sees the same metric (best checkpoint, early stopping)."""
 
     task: Task
     items: list
@@ -42,14 +45,23 @@ class TaskEvaluator:
             with torch.no_grad():
                 if generates:
                     model.config.use_cache = True
+                shard = current_shard()
+                mine = self.items[shard.rank::shard.world]
                 run = answer_items(HFEngine(model, self.tokenizer, self.backbone), self.task,
-                                   self.items, self.settings, progress=False)
+                                   mine, self.settings, progress=False)
         finally:
             if use_cache is not None:
                 model.config.use_cache = use_cache
             model.train(was_training)
-        outputs = {it.id: out for it, out in zip(self.items, run.outputs, strict=True)}
+        pairs = [(it.id, out) for it, out in zip(mine, run.outputs, strict=True)]
+        if not shard.alone:  # each process answered its share: every process gets them all
+            from accelerate.utils import gather_object
+
+            pairs = gather_object(pairs)
+        outputs = dict(pairs)
         report = self.task.dev_evaluate(self.items, outputs)
+        report = {**report, "answered_per_process": [len(self.items[r::shard.world])
+                                                     for r in range(shard.world)]}
         if generates:
             report = {**report, "n": len(self.items), "examples": [
                 {"id": it.id, "prediction": outputs[it.id]} for it in self.items[:5]]}

@@ -267,7 +267,9 @@ class RecipeParser:
         # complaint, as when they were the first fields of the script's dataclass
         self.parser = _Parser((model_cls, script_cls, config_cls))
         self.script_cls, self.model_cls, self.config_cls = script_cls, model_cls, config_cls
-        self.parser.set_defaults(bf16=_bf16_default(), dataloader_pin_memory=_cuda(), **defaults)
+        # use_cpu on a machine without CUDA: several processes there then form a CPU (gloo) group
+        self.parser.set_defaults(bf16=_bf16_default(), dataloader_pin_memory=_cuda(),
+                                 use_cpu=not _cuda(), **defaults)
         self.valid_keys = sorted({a.dest for a in self.parser._actions if a.dest != "help"})
         # our own keys (model and script), for hints and for "did you mean"
         self.script_keys = [f.name for cls in (model_cls, script_cls)
