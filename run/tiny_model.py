@@ -1,6 +1,7 @@
 """Build a tiny random-weight model of a real architecture, for tests and the demo.
 
     python run/tiny_model.py --family gemma2 --out models/tiny-gemma2
+    python run/tiny_model.py --family embedder --out models/tiny-embedder   # sentence-transformers
 
 The folder loads with ``from_pretrained`` like any hub model: a safetensors checkpoint, a
 Korean BPE tokenizer with the family's special tokens and chat template.
@@ -14,12 +15,13 @@ from pathlib import Path
 
 from malpyeong.cli import run_cli
 from malpyeong.errors import UserError
-from malpyeong.tiny import FAMILIES, build_tiny_model
+from malpyeong.tiny import FAMILIES, build_tiny_embedder, build_tiny_model
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--family", required=True, choices=FAMILIES)
+    parser.add_argument("--family", required=True, choices=[*FAMILIES, "embedder"],
+                        help="a causal LM family, or 'embedder': a tiny BERT sentence encoder")
     parser.add_argument("--out", required=True, help="folder to write")
     parser.add_argument("--hidden_size", type=int, default=64)
     parser.add_argument("--layers", type=int, default=2)
@@ -31,8 +33,11 @@ def main(argv: list[str] | None = None) -> int:
     if out.exists() and any(out.iterdir()) and not args.overwrite:
         raise UserError("output folder exists and is not empty", file=str(out),
                         hint="pass --overwrite to replace it")
-    build_tiny_model(args.family, out, seed=args.seed, hidden_size=args.hidden_size,
-                     layers=args.layers, vocab_size=args.vocab_size)
+    if args.family == "embedder":
+        build_tiny_embedder(out, seed=args.seed, vocab_size=args.vocab_size)
+    else:
+        build_tiny_model(args.family, out, seed=args.seed, hidden_size=args.hidden_size,
+                         layers=args.layers, vocab_size=args.vocab_size)
     print(f"wrote tiny {args.family} model to {out}")
     return 0
 

@@ -38,6 +38,7 @@ class PredictSummary:
     seconds: float
     output: Path
     sidecar: Path
+    cut_tokens: tuple[int, int] = (0, 0)  # the cut prompts' tokens before and after cutting
 
     @property
     def items_per_s(self) -> float:
@@ -105,7 +106,8 @@ def run_prediction(engine: Engine, task: Task, items: Sequence[Any], output: str
     atomic_write_text(side, "\n".join(lines) + "\n")
     write_submission(list(items), outputs, output, overwrite=True)
     part.unlink()
-    return PredictSummary(len(items), len(done), run.cut, run.over_budget, seconds, output, side)
+    return PredictSummary(len(items), len(done), run.cut, run.over_budget, seconds, output, side,
+                          run.cut_tokens)
 
 
 __all__ = ["PredictSummary", "run_prediction"]

@@ -8,6 +8,7 @@ code path loads it with the same ``from_pretrained`` a real backbone takes.
 from __future__ import annotations
 
 import json
+import shutil
 from pathlib import Path
 from typing import Any
 
@@ -139,4 +140,48 @@ def build_tiny_model(family: str, out_dir: str | Path, *, seed: int = 0, hidden_
     out.mkdir(parents=True, exist_ok=True)
     model.save_pretrained(out, safe_serialization=True)
     tokenizer.save_pretrained(out)
+    return out
+
+
+def build_tiny_embedder(out_dir: str | Path, *, seed: int = 0, hidden_size: int = 32,
+                        layers: int = 9, vocab_size: int = 2000,
+                        texts: list[str] | None = None) -> Path:
+    """A tiny random-weight BERT encoder saved as a sentence-transformers model (mean pooling).
+
+    The folder loads both with ``SentenceTransformer(path)`` (the QA similarity metric) and with
+    ``AutoModel.from_pretrained(path)`` (BERTScore; 9 layers, so its default layer 9 exists).
+    """
+    import torch
+    from sentence_transformers import SentenceTransformer, models
+    from tokenizers import Tokenizer, normalizers, pre_tokenizers, processors, trainers
+    from tokenizers.models import WordPiece
+    from transformers import BertConfig, BertModel, BertTokenizerFast
+
+    out = Path(out_dir)
+    specials = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"]
+    tok = Tokenizer(WordPiece(unk_token="[UNK]"))
+    tok.normalizer = normalizers.BertNormalizer(lowercase=False, strip_accents=False)
+    tok.pre_tokenizer = pre_tokenizers.BertPreTokenizer()
+    tok.train_from_iterator(texts if texts is not None else corpus_texts(),
+                            trainer=trainers.WordPieceTrainer(vocab_size=vocab_size,
+                                                              special_tokens=specials,
+                                                              show_progress=False))
+    tok.post_processor = processors.TemplateProcessing(
+        single="[CLS] $A [SEP]", pair="[CLS] $A [SEP] $B [SEP]",
+        special_tokens=[(t, tok.token_to_id(t)) for t in ("[CLS]", "[SEP]")])
+    tokenizer = BertTokenizerFast(tokenizer_object=tok, unk_token="[UNK]", pad_token="[PAD]",
+                                  cls_token="[CLS]", sep_token="[SEP]", mask_token="[MASK]",
+                                  model_max_length=512)
+    config = BertConfig(vocab_size=len(tokenizer), hidden_size=hidden_size,
+                        num_hidden_layers=layers, num_attention_heads=4,
+                        intermediate_size=hidden_size * 2, max_position_embeddings=512,
+                        pad_token_id=tokenizer.pad_token_id)
+    torch.manual_seed(seed)
+    bert = out / "bert"
+    BertModel(config).save_pretrained(bert, safe_serialization=True)
+    tokenizer.save_pretrained(bert)
+    encoder = models.Transformer(str(bert), max_seq_length=512)
+    pooling = models.Pooling(encoder.get_word_embedding_dimension(), pooling_mode="mean")
+    SentenceTransformer(modules=[encoder, pooling], device="cpu").save(str(out))
+    shutil.rmtree(bert)
     return out
