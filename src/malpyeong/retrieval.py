@@ -11,6 +11,7 @@ endings, which every Korean chunk shares, carry no signal.
 
 from __future__ import annotations
 
+import logging
 import re
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -74,6 +75,7 @@ def bm25_scores(query: str, passages: Sequence[str]) -> np.ndarray:
     """BM25 score of each passage for ``query`` (0 where no content term is shared)."""
     import bm25s
 
+    logging.getLogger("bm25s").setLevel(logging.WARNING)  # it logs every index it builds
     if not passages:
         return np.zeros(0)
     corpus = [list(content_terms(p)) for p in passages]

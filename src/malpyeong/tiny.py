@@ -45,6 +45,15 @@ name1 씨가 어제 전화했는데 못 받았어. name2한테 물어봐야겠�
 """
 
 
+# Our own English sentences, so the tiny embedder's word pieces cover English text too.
+SEED_TEXT_EN = """\
+The meeting discussed the budget, the schedule and the design of the new remote control.
+What did the project manager say about the price? She wanted a cheaper battery and a simple case.
+We agreed to test the prototype next week and to report the results to the whole team.
+Professor, students and engineers talked about speech recognition, data and evaluation.
+"""
+
+
 def corpus_texts(extra_dirs: list[Path] | None = None) -> list[str]:
     """Seed sentences plus every string in our shipped sample files (resource/data)."""
     texts = SEED_TEXT.splitlines()
@@ -81,7 +90,8 @@ def build_tokenizer(family: str, vocab_size: int = 2000, texts: list[str] | None
     tok.decoder = decoders.ByteLevel()
     trainer = trainers.BpeTrainer(vocab_size=vocab_size, special_tokens=specials, show_progress=False,
                                   initial_alphabet=pre_tokenizers.ByteLevel.alphabet())
-    tok.train_from_iterator(texts if texts is not None else corpus_texts(), trainer=trainer)
+    texts = texts if texts is not None else corpus_texts() + SEED_TEXT_EN.splitlines()
+    tok.train_from_iterator(texts, trainer=trainer)
     if bos:  # like the real Llama/Gemma/Mistral tokenizers: BOS on plain encode
         tok.post_processor = processors.TemplateProcessing(
             single=f"{bos} $A", pair=f"{bos} $A {bos} $B", special_tokens=[(bos, tok.token_to_id(bos))])
@@ -160,12 +170,16 @@ def build_tiny_embedder(out_dir: str | Path, *, seed: int = 0, hidden_size: int 
     out = Path(out_dir)
     specials = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"]
     tok = Tokenizer(WordPiece(unk_token="[UNK]"))
-    tok.normalizer = normalizers.BertNormalizer(lowercase=False, strip_accents=False)
+    # Hangul decomposed into jamo, every jamo and ASCII character in the alphabet: any Korean
+    # or English word then has pieces (a syllable unseen in training would make it [UNK])
+    tok.normalizer = normalizers.Sequence([
+        normalizers.BertNormalizer(lowercase=False, strip_accents=False), normalizers.NFD()])
     tok.pre_tokenizer = pre_tokenizers.BertPreTokenizer()
-    tok.train_from_iterator(texts if texts is not None else corpus_texts(),
-                            trainer=trainers.WordPieceTrainer(vocab_size=vocab_size,
-                                                              special_tokens=specials,
-                                                              show_progress=False))
+    alphabet = [chr(c) for c in [*range(0x1100, 0x1200), *range(0x21, 0x7F)]]
+    trainer = trainers.WordPieceTrainer(vocab_size=vocab_size, special_tokens=specials,
+                                        initial_alphabet=alphabet, show_progress=False)
+    texts = texts if texts is not None else corpus_texts() + SEED_TEXT_EN.splitlines()
+    tok.train_from_iterator(texts, trainer=trainer)
     tok.post_processor = processors.TemplateProcessing(
         single="[CLS] $A [SEP]", pair="[CLS] $A [SEP] $B [SEP]",
         special_tokens=[(t, tok.token_to_id(t)) for t in ("[CLS]", "[SEP]")])
