@@ -36,6 +36,7 @@ from malpyeong.tasks.base import (
     Option,
     Problems,
     PromptSpec,
+    Utterance,
 )
 from malpyeong.tasks.registry import register
 
@@ -75,6 +76,19 @@ class QAItem:
     answer: str  # "" in test files
     rationale: str | None  # None when the record has none
     raw: dict
+
+    @property
+    def conversation(self) -> tuple[Utterance, ...]:
+        """The document's lines as utterances (``Speaker: words`` lines keep their speaker),
+        for the views that read dialogues: EDA, dedup's contamination windows."""
+        out = []
+        for line in self.context.splitlines():
+            head, sep, rest = line.partition(": ")
+            if sep and 0 < len(head) <= 30:
+                out.append(Utterance(head, rest))
+            elif line.strip():
+                out.append(Utterance("", line))
+        return tuple(out)
 
 
 @register
@@ -251,9 +265,6 @@ class QATask(GenerateTask):
     def dedup_parts(self, item: QAItem) -> list[str]:
         """The document and the question: two questions on one document are different items."""
         return [item.context, item.question]
-
-    def dialogue_lines(self, item: QAItem) -> list[str]:
-        return [line for line in item.context.splitlines() if line.strip()]
 
     # ----- metrics -----
     def evaluate(self, gold: list[QAItem], outputs: dict[str, Any], **options: Any) -> dict:
