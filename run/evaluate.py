@@ -17,21 +17,10 @@ import argparse
 import json
 import sys
 
-from malpyeong.cli import run_cli, task_argument
+from malpyeong.cli import add_metric_options, given_metric_options, run_cli, task_argument
 from malpyeong.data import check_submission, load_items
-from malpyeong.errors import UserError
 from malpyeong.results import read_results
-from malpyeong.tasks import TASKS, get_task
-
-
-def metric_options() -> dict[str, tuple[str, bool, list[str]]]:
-    """Every registered task's evaluate options: name -> (help, many, the tasks offering it)."""
-    out: dict[str, tuple[str, bool, list[str]]] = {}
-    for name in sorted(TASKS):
-        for opt, spec in TASKS[name].evaluate_options.items():
-            help_, many, owners = out.get(opt, (spec.help, spec.many, []))
-            out[opt] = (help_, many, [*owners, name])
-    return out
+from malpyeong.tasks import get_task
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
@@ -42,22 +31,14 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--pred", required=True, help="results/NAME.json from run/test.py")
     p.add_argument("--json", action="store_true", help="print the report as JSON")
     p.add_argument("--per_item", action="store_true", help="with --json: keep per-item scores")
-    g = p.add_argument_group("metric options (each for the tasks named)")
-    for opt, (help_, many, owners) in metric_options().items():
-        g.add_argument(f"--{opt}", nargs="*" if many else None, default=None,
-                       help=f"{', '.join(owners)}: {help_}")
+    add_metric_options(p)
     return p.parse_args(argv)
 
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     task = get_task(args.task)
-    given = {opt: getattr(args, opt) for opt in metric_options() if getattr(args, opt) is not None}
-    foreign = [f"--{opt}" for opt in given if opt not in task.evaluate_options]
-    if foreign:
-        raise UserError(f"{', '.join(foreign)} do not apply to task {task.name}", field="task",
-                        hint="options: " + (", ".join(f"--{o}" for o in task.evaluate_options)
-                                            or "none"))
+    given = given_metric_options(args, task)
     n = check_submission(args.pred, args.gold, task)
     gold = load_items(args.gold, task, require_output=True)
     results = read_results(args.pred)

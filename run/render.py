@@ -35,10 +35,10 @@ def main(argv: list[str] | None = None) -> int:
     tokenizer = load_tokenizer(args.model, backbone)
     fitted = [fit_prompt(task, it, tokenizer, backbone, spec, args.max_length) for it in items]
     for item, fp in list(zip(items, fitted, strict=False))[: args.n]:
-        print(f"===== {item.id} ({len(fp.input_ids)} tokens, {fp.dropped} utterances cut)")
+        print(f"===== {item.id} ({len(fp.input_ids)} tokens, {fp.dropped} {task.cut_unit} cut)")
         print(fp.text)
         if task.has_output(item):
-            print(f"----- target\n{task.target(item)}")
+            print(f"----- target\n{task.target_for(item, spec)}")
     lengths = sorted(len(fp.input_ids) for fp in fitted)
     cut = sum(fp.dropped > 0 for fp in fitted)
     print(f"{len(items)} prompts ({spec}), tokens min {lengths[0]} / median {lengths[len(lengths) // 2]}"

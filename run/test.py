@@ -133,6 +133,11 @@ def main(argv: list[str] | None = None) -> int:
           f"{rate}); {summary.cut} prompts cut to fit max_length {max_length or 'none'}"
           f"{f', {summary.over_budget} still over' if summary.over_budget else ''}; "
           f"details in {summary.sidecar}")
+    if summary.cut:
+        before, after = summary.cut_tokens
+        print(f"length budget: {summary.cut} of {summary.n} prompts cut ({task.cut_unit}), "
+              f"{before - after:,} of their {before:,} prompt tokens removed "
+              f"({(before - after) / max(before, 1):.1%})")
     return 0
 
 

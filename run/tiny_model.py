@@ -2,6 +2,7 @@
 
     python run/tiny_model.py --family gemma2 --out models/tiny-gemma2
     python run/tiny_model.py --family llama3 --tokenizer real --out models/real-llama3
+    python run/tiny_model.py --family embedder --out models/tiny-embedder   # sentence-transformers
 
 The folder loads with ``from_pretrained`` like any hub model: a safetensors checkpoint and a
 tokenizer with the family's special tokens and chat template. ``--tokenizer ours`` (default) is
@@ -18,12 +19,14 @@ from pathlib import Path
 
 from malpyeong.cli import run_cli
 from malpyeong.errors import UserError
-from malpyeong.tiny import FAMILIES, REAL_FAMILIES, TOKENIZERS, build_tiny_model
+from malpyeong.tiny import FAMILIES, REAL_FAMILIES, TOKENIZERS, build_tiny_embedder, build_tiny_model
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--family", required=True, choices=sorted(set(FAMILIES) | set(REAL_FAMILIES)))
+    parser.add_argument("--family", required=True,
+                        choices=sorted(set(FAMILIES) | set(REAL_FAMILIES) | {"embedder"}),
+                        help="a causal LM family, or 'embedder': a tiny BERT sentence encoder")
     parser.add_argument("--tokenizer", default="ours", choices=TOKENIZERS,
                         help="ours: a small Korean BPE; real: the family's own tokenizer")
     parser.add_argument("--out", required=True, help="folder to write")
@@ -37,6 +40,10 @@ def main(argv: list[str] | None = None) -> int:
     if out.exists() and any(out.iterdir()) and not args.overwrite:
         raise UserError("output folder exists and is not empty", file=str(out),
                         hint="pass --overwrite to replace it")
+    if args.family == "embedder":
+        build_tiny_embedder(out, seed=args.seed, vocab_size=args.vocab_size)
+        print(f"wrote tiny embedder to {out}")
+        return 0
     build_tiny_model(args.family, out, seed=args.seed, hidden_size=args.hidden_size,
                      layers=args.layers, vocab_size=args.vocab_size, tokenizer=args.tokenizer)
     print(f"wrote tiny {args.family} model ({args.tokenizer} tokenizer) to {out}")

@@ -97,3 +97,11 @@ def one_torch_thread():
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(before)
+
+
+@pytest.fixture(scope="session")
+def tiny_embedder(tmp_path_factory) -> Path:
+    """A tiny random BERT saved as a sentence-transformers model (similarity, BERTScore)."""
+    from malpyeong.tiny import build_tiny_embedder
+
+    return build_tiny_embedder(tmp_path_factory.mktemp("embedder") / "tiny-embedder")

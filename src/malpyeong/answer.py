@@ -90,6 +90,8 @@ class AnswerRun:
     cut: int  # prompts that lost utterances to the length budget
     over_budget: int  # prompts still over budget after cutting every utterance allowed
     unusable: int  # generations with nothing usable in them (the task's fallback was used)
+    # prompt tokens of the cut prompts before and after cutting (how much the budget removed)
+    cut_tokens: tuple[int, int] = (0, 0)
 
     @property
     def outputs(self) -> list[Any]:
@@ -120,16 +122,22 @@ def answer_items(engine: Engine, task: Task, items: Sequence[Any], settings: Ans
             on_answer(i, answer)
 
     if settings.scores(task):
-        cut, over = _score(engine, task, items, settings, done, report, progress, shard)
-        return AnswerRun(answers, cut, over, 0)
-    cut, over, unusable = _generate(engine, task, items, settings, done, report, progress,
-                                    shard)
-    return AnswerRun(answers, cut, over, unusable)
+        cut, over, removed = _score(engine, task, items, settings, done, report, progress, shard)
+        return AnswerRun(answers, cut, over, 0, removed)
+    cut, over, unusable, removed = _generate(engine, task, items, settings, done, report,
+                                             progress, shard)
+    return AnswerRun(answers, cut, over, unusable, removed)
+
+
+def cut_tokens(fitted: Sequence[FittedPrompt]) -> tuple[int, int]:
+    """Tokens of the cut prompts before and after cutting, summed."""
+    cut = [f for f in fitted if f.dropped > 0]
+    return sum(f.full_tokens for f in cut), sum(len(f.input_ids) for f in cut)
 
 
 def _score(engine: Engine, task: ChoiceTask, items: Sequence[Any], settings: AnswerSettings,
            done: Collection[int], report: Callable[[int, Answer], None],
-           progress: bool, shard: Shard) -> tuple[int, int]:
+           progress: bool, shard: Shard) -> tuple[int, int, tuple[int, int]]:
     prompts = fit_choice_prompts(task, items, engine.tokenizer, engine.backbone, settings.prompt,
                                  max_length=settings.max_length, permute=settings.permute,
                                  reserve=option_reserve(engine.tokenizer, task, items,
@@ -143,12 +151,13 @@ def _score(engine: Engine, task: ChoiceTask, items: Sequence[Any], settings: Ans
 
     engine.score(task, items, prompts, scoring=settings.scoring, batch_size=settings.batch_size,
                  done=done, on_item=on_item, progress=progress, shard=shard)
-    return sum(d > 0 for d in dropped), prompts.over_budget
+    return sum(d > 0 for d in dropped), prompts.over_budget, \
+        cut_tokens([per[0] for per in prompts.fitted])
 
 
 def _generate(engine: Engine, task: Task, items: Sequence[Any], settings: AnswerSettings,
               done: Collection[int], report: Callable[[int, Answer], None],
-              progress: bool, shard: Shard) -> tuple[int, int, int]:
+              progress: bool, shard: Shard) -> tuple[int, int, int, tuple[int, int]]:
     g = settings.generation
     fitted = generation_prompts(task, items, engine.tokenizer, engine.backbone, settings.prompt,
                                 max_length=settings.max_length, max_new_tokens=g.max_new_tokens)
@@ -164,7 +173,8 @@ def _generate(engine: Engine, task: Task, items: Sequence[Any], settings: Answer
 
     engine.generate([f.input_ids for f in fitted], g, batch_size=settings.batch_size,
                     done=done, on_result=on_text, progress=progress, shard=shard)
-    return sum(f.dropped > 0 for f in fitted), sum(not f.fits for f in fitted), unusable
+    return sum(f.dropped > 0 for f in fitted), sum(not f.fits for f in fitted), unusable, \
+        cut_tokens(fitted)
 
 
 def parsed_output(task: Task, item: Any, text: str) -> Any | None:

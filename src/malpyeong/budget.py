@@ -1,9 +1,10 @@
 """The length budget: fit a prompt into the model's max length by cutting conversation only.
 
 The question and options are never cut. CCI drops the utterances farthest from the reference
-utterances first; DCS drops from the middle outwards (the task's ``drop_order``). The number of
-utterances to drop is found by bisection on the rendered token count, so an item costs
-O(log n) renders instead of n.
+utterances first; DCS drops from the middle outwards (the task's ``drop_order``); a task whose
+unit is not an utterance says what may go through :meth:`~malpyeong.tasks.base.Task.cuts`
+(QA: chunks of its document). The number of units to drop is found by bisection on the
+rendered token count, so an item costs O(log n) renders instead of n.
 """
 
 from __future__ import annotations
@@ -12,9 +13,9 @@ from dataclasses import dataclass
 from typing import Any
 
 from malpyeong.backbones import Backbone, encode, render_chat
-from malpyeong.tasks.base import PromptSpec, Task, Utterance
+from malpyeong.tasks.base import OMITTED, PromptSpec, Task
 
-OMITTED = Utterance("", "…")  # stands where utterances were cut, so the model sees a gap
+__all__ = ["OMITTED", "FittedPrompt", "fit_prompt"]  # OMITTED: the cut mark, now defined with the tasks
 
 
 @dataclass
@@ -22,22 +23,9 @@ class FittedPrompt:
     item_id: str
     text: str
     input_ids: list[int]
-    dropped: int  # utterances cut to fit (0 when the prompt fitted)
+    dropped: int  # units (utterances, chunks) cut to fit (0 when the prompt fitted)
     fits: bool  # False when even the shortest form is over budget
-
-
-def _cut(task: Task, item: Any, order: list[int], k: int) -> Any:
-    if k == 0:
-        return item
-    gone = set(order[:k])
-    conv: list[Utterance] = []
-    for i, u in enumerate(item.conversation):
-        if i in gone:
-            if not conv or conv[-1] is not OMITTED:
-                conv.append(OMITTED)
-        else:
-            conv.append(u)
-    return task.with_conversation(item, tuple(conv))
+    full_tokens: int = 0  # the prompt's length before anything was cut
 
 
 def fit_prompt(task: Task, item: Any, tokenizer: Any, backbone: Backbone, spec: PromptSpec,
@@ -55,20 +43,20 @@ def fit_prompt(task: Task, item: Any, tokenizer: Any, backbone: Backbone, spec: 
 
     text, ids = render(item)
     if max_length is None or len(ids) <= max_length - reserve:
-        return FittedPrompt(item.id, text, ids, 0, True)
+        return FittedPrompt(item.id, text, ids, 0, True, len(ids))
     budget = max_length - reserve
-    order = task.drop_order(item)
-    lo, hi = 1, len(order)  # smallest k that fits lies in [lo, hi]
+    cuts = task.cuts(item, spec)
+    lo, hi = 1, cuts.count  # smallest k that fits lies in [lo, hi]
     best = None
     while lo <= hi:
         mid = (lo + hi) // 2
-        t, i = render(_cut(task, item, order, mid))
+        t, i = render(cuts.apply(mid))
         if len(i) <= budget:
             best, hi = (mid, t, i), mid - 1
         else:
             lo = mid + 1
     if best is None:
-        t, i = render(_cut(task, item, order, len(order)))
-        return FittedPrompt(item.id, t, i, len(order), False)
+        t, i = render(cuts.apply(cuts.count))
+        return FittedPrompt(item.id, t, i, cuts.count, False, len(ids))
     k, t, i = best
-    return FittedPrompt(item.id, t, i, k, True)
+    return FittedPrompt(item.id, t, i, k, True, len(ids))

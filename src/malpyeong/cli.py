@@ -9,7 +9,7 @@ import sys
 from collections.abc import Callable
 
 from malpyeong.errors import UserError, UserErrors
-from malpyeong.tasks import task_names, tasks_help
+from malpyeong.tasks import TASKS, Task, task_names, tasks_help
 
 EXIT_USER_ERROR = 2
 
@@ -53,3 +53,35 @@ def task_argument(parser: argparse.ArgumentParser, *, required: bool = True,
     """``--task`` with the registered tasks as choices (plus ``extra``, e.g. ``text``)."""
     parser.add_argument("--task", required=required, choices=[*task_names(), *extra],
                         help=help or tasks_help())
+
+
+def metric_options() -> dict[str, tuple[str, bool, list[str]]]:
+    """Every registered task's evaluate options: name -> (help, many, the tasks offering it)."""
+    out: dict[str, tuple[str, bool, list[str]]] = {}
+    for name in sorted(TASKS):
+        for opt, spec in TASKS[name].evaluate_options.items():
+            help_, many, owners = out.get(opt, (spec.help, spec.many, []))
+            out[opt] = (help_, many, [*owners, name])
+    return out
+
+
+def add_metric_options(parser: argparse.ArgumentParser, skip: tuple[str, ...] = ()) -> None:
+    """``--OPTION`` for every task's evaluate options (each says which tasks take it)."""
+    g = parser.add_argument_group("metric options (each for the tasks named)")
+    for opt, (help_, many, owners) in metric_options().items():
+        if opt not in skip:
+            g.add_argument(f"--{opt}", nargs="*" if many else None, default=None,
+                           help=f"{', '.join(owners)}: {help_}")
+
+
+def given_metric_options(args: argparse.Namespace, task: Task) -> dict:
+    """The metric options given on the command line; one that ``task`` does not take is an
+    error naming the ones it does."""
+    given = {opt: getattr(args, opt) for opt in metric_options()
+             if getattr(args, opt, None) is not None}
+    foreign = [f"--{opt}" for opt in given if opt not in task.evaluate_options]
+    if foreign:
+        raise UserError(f"{', '.join(foreign)} do not apply to task {task.name}", field="task",
+                        hint="options: " + (", ".join(f"--{o}" for o in task.evaluate_options)
+                                            or "none"))
+    return given

@@ -37,6 +37,23 @@ def atomic_write_text(path: str | os.PathLike, text: str) -> None:
         raise
 
 
+def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> None:
+    """Like :func:`atomic_write_text`, for binary files (pictures)."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "wb") as fh:
+            fh.write(data)
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+        raise
+
+
 def atomic_write_json(path: str | os.PathLike, obj: Any, indent: int | None = 4) -> None:
     """JSON the way the official files are written: UTF-8, ``ensure_ascii=False``."""
     atomic_write_text(path, json.dumps(obj, ensure_ascii=False, indent=indent) + "\n")

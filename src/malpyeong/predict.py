@@ -39,6 +39,7 @@ class PredictSummary:
     seconds: float
     output: Path
     sidecar: Path
+    cut_tokens: tuple[int, int] = (0, 0)  # the cut prompts' tokens before and after cutting
 
     @property
     def items_per_s(self) -> float:
@@ -108,7 +109,7 @@ def run_prediction(engine: Engine, task: Task, items: Sequence[Any], output: str
     seconds = time.perf_counter() - start
     barrier(shard)
     summary = PredictSummary(len(items), len(done), run.cut, run.over_budget, seconds, output,
-                             side)
+                             side, run.cut_tokens)
     if shard.rank == 0:
         _write_final(task, items, meta, output, side)
     barrier(shard)

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import importlib.util
 import json
+import shutil
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -51,6 +52,15 @@ SEED_TEXT = """\
 학교 끝나고 도서관에서 공부하다가 집에 갔어요. 시험이 다음 주라서 걱정돼요.
 name1 씨가 어제 전화했는데 못 받았어. name2한테 물어봐야겠다.
 요약해주세요. 주제에 대한 대화를 요약합니다. 가족, 음식, 건강, 취미, 직장, 날씨.
+"""
+
+
+# Our own English sentences, so the tiny embedder's word pieces cover English text too.
+SEED_TEXT_EN = """\
+The meeting discussed the budget, the schedule and the design of the new remote control.
+What did the project manager say about the price? She wanted a cheaper battery and a simple case.
+We agreed to test the prototype next week and to report the results to the whole team.
+Professor, students and engineers talked about speech recognition, data and evaluation.
 """
 
 
@@ -90,7 +100,8 @@ def build_tokenizer(family: str, vocab_size: int = 2000, texts: list[str] | None
     tok.decoder = decoders.ByteLevel()
     trainer = trainers.BpeTrainer(vocab_size=vocab_size, special_tokens=specials, show_progress=False,
                                   initial_alphabet=pre_tokenizers.ByteLevel.alphabet())
-    tok.train_from_iterator(texts if texts is not None else corpus_texts(), trainer=trainer)
+    texts = texts if texts is not None else corpus_texts() + SEED_TEXT_EN.splitlines()
+    tok.train_from_iterator(texts, trainer=trainer)
     if bos:  # like the real Llama/Gemma/Mistral tokenizers: BOS on plain encode
         tok.post_processor = processors.TemplateProcessing(
             single=f"{bos} $A", pair=f"{bos} $A {bos} $B", special_tokens=[(bos, tok.token_to_id(bos))])
@@ -315,4 +326,52 @@ def build_tiny_model(family: str, out_dir: str | Path, *, seed: int = 0, hidden_
     out.mkdir(parents=True, exist_ok=True)
     model.save_pretrained(out, safe_serialization=True)
     tok.save_pretrained(out)
+    return out
+
+
+def build_tiny_embedder(out_dir: str | Path, *, seed: int = 0, hidden_size: int = 32,
+                        layers: int = 9, vocab_size: int = 2000,
+                        texts: list[str] | None = None) -> Path:
+    """A tiny random-weight BERT encoder saved as a sentence-transformers model (mean pooling).
+
+    The folder loads both with ``SentenceTransformer(path)`` (the QA similarity metric) and with
+    ``AutoModel.from_pretrained(path)`` (BERTScore; 9 layers, so its default layer 9 exists).
+    """
+    import torch
+    from sentence_transformers import SentenceTransformer, models
+    from tokenizers import Tokenizer, normalizers, pre_tokenizers, processors, trainers
+    from tokenizers.models import WordPiece
+    from transformers import BertConfig, BertModel, BertTokenizerFast
+
+    out = Path(out_dir)
+    specials = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"]
+    tok = Tokenizer(WordPiece(unk_token="[UNK]"))
+    # Hangul decomposed into jamo, every jamo and ASCII character in the alphabet: any Korean
+    # or English word then has pieces (a syllable unseen in training would make it [UNK])
+    tok.normalizer = normalizers.Sequence([
+        normalizers.BertNormalizer(lowercase=False, strip_accents=False), normalizers.NFD()])
+    tok.pre_tokenizer = pre_tokenizers.BertPreTokenizer()
+    alphabet = [chr(c) for c in [*range(0x1100, 0x1200), *range(0x21, 0x7F)]]
+    trainer = trainers.WordPieceTrainer(vocab_size=vocab_size, special_tokens=specials,
+                                        initial_alphabet=alphabet, show_progress=False)
+    texts = texts if texts is not None else corpus_texts() + SEED_TEXT_EN.splitlines()
+    tok.train_from_iterator(texts, trainer=trainer)
+    tok.post_processor = processors.TemplateProcessing(
+        single="[CLS] $A [SEP]", pair="[CLS] $A [SEP] $B [SEP]",
+        special_tokens=[(t, tok.token_to_id(t)) for t in ("[CLS]", "[SEP]")])
+    tokenizer = BertTokenizerFast(tokenizer_object=tok, unk_token="[UNK]", pad_token="[PAD]",
+                                  cls_token="[CLS]", sep_token="[SEP]", mask_token="[MASK]",
+                                  model_max_length=512)
+    config = BertConfig(vocab_size=len(tokenizer), hidden_size=hidden_size,
+                        num_hidden_layers=layers, num_attention_heads=4,
+                        intermediate_size=hidden_size * 2, max_position_embeddings=512,
+                        pad_token_id=tokenizer.pad_token_id)
+    torch.manual_seed(seed)
+    bert = out / "bert"
+    BertModel(config).save_pretrained(bert, safe_serialization=True)
+    tokenizer.save_pretrained(bert)
+    encoder = models.Transformer(str(bert), max_seq_length=512)
+    pooling = models.Pooling(encoder.get_word_embedding_dimension(), pooling_mode="mean")
+    SentenceTransformer(modules=[encoder, pooling], device="cpu").save(str(out))
+    shutil.rmtree(bert)
     return out

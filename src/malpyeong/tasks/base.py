@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import difflib
 import json
+from collections.abc import Callable
 from dataclasses import dataclass, replace
 from typing import Any, ClassVar, Literal
 
@@ -75,6 +76,18 @@ class Option:
     many: bool = False  # takes several values (a list)
 
 
+@dataclass(frozen=True)
+class Cuts:
+    """How the length budget may shorten one item: ``count`` units may go, and ``apply(k)`` is
+    the item with the first ``k`` of them gone (the budget bisects on ``k``)."""
+
+    count: int
+    apply: Callable[[int], Any]
+
+
+OMITTED = Utterance("", "…")  # stands where utterances were cut, so the model sees a gap
+
+
 def suggest(name: str, known: list[str]) -> str:
     close = difflib.get_close_matches(name, known, n=1, cutoff=0.4)
     return f"did you mean '{close[0]}'? known: {', '.join(known)}" if close else \
@@ -93,6 +106,11 @@ class Task:
     dev_eval_items: ClassVar[int | None] = None  # dev items scored during training (None: all)
     target_styles: ClassVar[tuple[str, ...]] = ("plain",)  # training completion styles; [0] default
     evaluate_options: ClassVar[dict[str, Option]] = {}  # keyword options of evaluate()
+    cut_unit: ClassVar[str] = "utterances"  # what the length budget cuts, as reports name it
+    # A training example that does not fit max_length even with everything cuttable cut:
+    # "drop" it with a warning, or stop with an "error" naming the item (a task whose cut can
+    # remove nearly the whole input, so an overflow means max_length is too small).
+    over_budget: ClassVar[Literal["drop", "error"]] = "drop"
 
     # ----- data -----
     def parse_item(self, record: Any, problems: Problems) -> Any | None:
@@ -136,6 +154,11 @@ class Task:
         in one of :attr:`target_styles` (None: the first)."""
         raise NotImplementedError
 
+    def target_for(self, item: Any, spec: PromptSpec, *, style: str | None = None) -> str:
+        """The training completion under prompt variant ``spec``: the same as :meth:`target`
+        unless a task's variants change what the answer looks like (e.g. reasoning first)."""
+        return self.target(item, style=style)
+
     def check_target_style(self, style: str | None) -> str:
         """``style`` or the default; one error naming the valid styles otherwise."""
         if style is None:
@@ -152,6 +175,13 @@ class Task:
 
     def with_conversation(self, item: Any, conversation: tuple[Utterance, ...]) -> Any:
         return replace(item, conversation=conversation)
+
+    def cuts(self, item: Any, spec: PromptSpec) -> Cuts:
+        """What the length budget may cut from ``item`` under ``spec``: by default its
+        utterances in :meth:`drop_order`, each run of cut ones shown as one "…"; a task whose
+        unit is not an utterance (a document's chunks) overrides this."""
+        order = self.drop_order(item)
+        return Cuts(len(order), lambda k: cut_conversation(self, item, order, k))
 
     # ----- text views (dedup, contamination guard, similarity) -----
     def dedup_parts(self, item: Any) -> list[str]:
@@ -185,6 +215,20 @@ class Task:
         """The full report: every metric of :attr:`metrics` (None where it could not be
         computed), plus whatever breakdown the task offers."""
         raise NotImplementedError
+
+    def item_scores(self, gold: list[Any], outputs: dict[str, Any], metric: str,
+                    **options: Any) -> list[float]:
+        """Per-item values of ``metric`` (one of :attr:`metrics`), in ``gold`` order: what a
+        paired comparison of two models needs (``run/compare.py``). Default: the
+        ``per_item`` lists a task's :meth:`evaluate` report carries."""
+        self.metric(metric)
+        report = self.evaluate(gold, outputs, **options)
+        values = (report.get("per_item") or {}).get(metric)
+        if values is None:
+            why = "; ".join(n for n in report.get("notices", []) if metric in n)
+            raise UserError(f"task {self.name} gives no per-item values of '{metric}'"
+                            + (f": {why}" if why else ""), field="metric")
+        return [float(v) for v in values]
 
     def dev_evaluate(self, gold: list[Any], outputs: dict[str, Any]) -> dict:
         """The quick report used during training and merge search; holds :attr:`dev_metric`.
@@ -387,6 +431,22 @@ def parse_envelope(record: Any, problems: Problems, *, utterance_ids: bool
             problems.append((f"{where}.utterance_id", "missing or not a string"))
         utterances.append(Utterance(str(speaker), text or "", uid if isinstance(uid, str) else None))
     return rid, inp, utterances
+
+
+def cut_conversation(task: Task, item: Any, order: list[int], k: int) -> Any:
+    """``item`` without the utterances ``order[:k]``; each run of cut ones becomes one
+    :data:`OMITTED`."""
+    if k == 0:
+        return item
+    gone = set(order[:k])
+    conv: list[Utterance] = []
+    for i, u in enumerate(item.conversation):
+        if i in gone:
+            if not conv or conv[-1] is not OMITTED:
+                conv.append(OMITTED)
+        else:
+            conv.append(u)
+    return task.with_conversation(item, tuple(conv))
 
 
 def conversation_lines(conversation: tuple[Utterance, ...], marked: set[int] = frozenset(),

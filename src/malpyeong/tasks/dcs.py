@@ -135,6 +135,12 @@ class DCSTask(GenerateTask):
         preds = [outputs[it.id] for it in gold]
         return metrics.dcs_scores(refs, preds, **options)
 
+    def item_scores(self, gold: list[DCSItem], outputs: dict[str, Any], metric: str,
+                    **options: Any) -> list[float]:
+        """Only ``metric`` is computed (the other model-based metrics are skipped)."""
+        skip = [m for m in metrics.DCS_METRICS if m != metric]
+        return super().item_scores(gold, outputs, metric, **{**options, "skip": skip})
+
     def dev_evaluate(self, gold: list[DCSItem], outputs: dict[str, Any]) -> dict:
         """ROUGE-1 only: the other two need models that a training run may not have."""
         return {"rouge1": metrics.rouge1([it.summary for it in gold],

@@ -106,11 +106,17 @@ def build_sft_examples(task: Task, items: Sequence[Any], tokenizer: Any, backbon
     stats = BudgetStats(items=len(items))
     rows = []
     for item in items:
-        done = completion_ids(tokenizer, affixes, task.target(item, style=target_style))
+        done = completion_ids(tokenizer, affixes, task.target_for(item, spec, style=target_style))
         fitted = fit_prompt(task, item, tokenizer, backbone, spec, max_length, reserve=len(done))
         stats.prompts_cut += fitted.dropped > 0
         ids = list(fitted.input_ids) + done
         if not fitted.fits or (max_length is not None and len(ids) > max_length):
+            if task.over_budget == "error":
+                raise UserError(
+                    f"does not fit max_length {max_length} even with every {task.cut_unit} "
+                    f"unit cut: prompt {len(fitted.input_ids)} + completion {len(done)} tokens",
+                    item=item.id, field="max_length",
+                    hint="raise --max_length, or shorten this item's question or answer")
             stats.over_budget += 1
             continue
         rows.append({"id": item.id, "input_ids": ids,

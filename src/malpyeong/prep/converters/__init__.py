@@ -7,6 +7,7 @@ registers its converters with :func:`~.registry.converter` and is imported here.
 
 from __future__ import annotations
 
+from malpyeong.prep.converters import flat_qa, qmsum_qa  # noqa: F401 - importing registers them
 from malpyeong.prep.converters.registry import (
     CONVERTERS,
     Converted,
