@@ -445,7 +445,6 @@ def test_lora_through_the_real_tokenizer_lifts_letter_scored_dev_accuracy(real_m
     """run/train.py (LoRA) on a learnable synthetic CCI set, then run/test.py's letter scoring on
     dev: chance before, >= 85% after (measured 40% -> 99% for llama3, 40% -> 94% for solar). SOLAR's letters are "▁A"/"▁B"/"▁C": read as "A"/"B"/"C"
     (the prompt text followed by the letter), the same adapter scored 3% (measured)."""
-    import torch
 
     from malpyeong.cli import run_cli
 
@@ -457,11 +456,9 @@ def test_lora_through_the_real_tokenizer_lifts_letter_scored_dev_accuracy(real_m
     before = letter_accuracy(model, dev, tmp_path / "before.json")
     cli = load_script(ROOT / "run" / "train.py")
     run = tmp_path / "run"
-    # the LoRA weights are initialised before the Trainer seeds: from a fixed state, not from
-    # whatever the tests before this one left in torch's generator
-    torch.manual_seed(0)
     assert run_cli(cli.main, [
         "--model", str(model), "--task", "cci", "--train_file", str(train), "--output_dir", str(run),
+        "--seed", "0",
         "--report_to", "none", "--gradient_checkpointing", "false", "--disable_tqdm", "true",
         "--max_length", "512", "--target_style", "letter", "--learning_rate", "3e-3",
         "--max_steps", LEARN_STEPS[family], "--warmup_steps", "0.05", "--per_device_train_batch_size", "16",
