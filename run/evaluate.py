@@ -42,6 +42,9 @@ def main(argv: list[str] | None = None) -> int:
     n = check_submission(args.pred, args.gold, task)
     gold = load_items(args.gold, task, require_output=True)
     results = read_results(args.pred)
+    if task.evaluate_sidecar:  # per-item figures prediction kept beside the outputs
+        given["sidecar"] = {i: {k: row[k] for k in task.evaluate_sidecar if k in row}
+                            for i, row in results.rows.items()}
     report = task.evaluate(gold, results.outputs, **given)
     if args.json:
         if not args.per_item:

@@ -3,6 +3,7 @@
     python run/tiny_model.py --family gemma2 --out models/tiny-gemma2
     python run/tiny_model.py --family llama3 --tokenizer real --out models/real-llama3
     python run/tiny_model.py --family embedder --out models/tiny-embedder   # sentence-transformers
+    python run/tiny_model.py --family mamba --out models/tiny-mamba   # no attention, no template
 
 The folder loads with ``from_pretrained`` like any hub model: a safetensors checkpoint and a
 tokenizer with the family's special tokens and chat template. ``--tokenizer ours`` (default) is
@@ -19,13 +20,20 @@ from pathlib import Path
 
 from malpyeong.cli import run_cli
 from malpyeong.errors import UserError
-from malpyeong.tiny import FAMILIES, REAL_FAMILIES, TOKENIZERS, build_tiny_embedder, build_tiny_model
+from malpyeong.tiny import (
+    FAMILIES,
+    REAL_FAMILIES,
+    STATE_SPACE_FAMILIES,
+    TOKENIZERS,
+    build_tiny_embedder,
+    build_tiny_model,
+)
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--family", required=True,
-                        choices=sorted(set(FAMILIES) | set(REAL_FAMILIES) | {"embedder"}),
+                        choices=sorted({*FAMILIES, *REAL_FAMILIES, *STATE_SPACE_FAMILIES, "embedder"}),
                         help="a causal LM family, or 'embedder': a tiny BERT sentence encoder")
     parser.add_argument("--tokenizer", default="ours", choices=TOKENIZERS,
                         help="ours: a small Korean BPE; real: the family's own tokenizer")

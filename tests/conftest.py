@@ -83,6 +83,14 @@ def tiny_models(tmp_path_factory) -> dict[str, Path]:
 
 
 @pytest.fixture(scope="session")
+def tiny_mamba(tmp_path_factory) -> Path:
+    """A tiny Mamba (no attention, no chat template), built once per test session."""
+    from malpyeong.tiny import build_tiny_model
+
+    return build_tiny_model("mamba", tmp_path_factory.mktemp("tiny") / "mamba")
+
+
+@pytest.fixture(scope="session")
 def tiny_llama(tiny_models) -> Path:
     return tiny_models["llama"]
 

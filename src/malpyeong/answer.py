@@ -7,6 +7,9 @@ search and distillation all call :func:`answer_items`, so they cannot drift apar
    never the question or the options), keeping room for what follows the prompt;
 2. score the options (a choice task) or generate (a generate task, or any task asked to
    generate, such as CCI with a CoT prompt) through the engine (:mod:`malpyeong.engines`);
+   a generate task that reports perplexity (``reference_loglik``) also has each gold output
+   scored after its prompt, as the training completion (kept as ``ref_logprob`` /
+   ``ref_tokens`` in the sidecar, which ``run/evaluate.py`` reads);
 3. turn the model's answer into the task's official output: the option label, or
    :meth:`~malpyeong.tasks.base.GenerateTask.parse_output` of the generation, with the task's
    fallback output (counted) when a generation holds nothing usable.
@@ -22,13 +25,14 @@ from typing import Any
 
 import numpy as np
 
+from malpyeong.backbones import assistant_affixes, completion_ids
 from malpyeong.budget import FittedPrompt, fit_prompt
 from malpyeong.engines import Engine, GenerationSettings
 from malpyeong.errors import UserError
 from malpyeong.generation import model_device
 from malpyeong.scoring import SCORINGS, ItemScore, fit_choice_prompts, option_reserve
 from malpyeong.shard import ALONE, Shard
-from malpyeong.tasks.base import BASELINE, ChoiceTask, PromptSpec, Task
+from malpyeong.tasks.base import BASELINE, ChoiceTask, GenerateTask, PromptSpec, Task
 
 
 @dataclass(frozen=True)
@@ -161,6 +165,7 @@ def _generate(engine: Engine, task: Task, items: Sequence[Any], settings: Answer
     g = settings.generation
     fitted = generation_prompts(task, items, engine.tokenizer, engine.backbone, settings.prompt,
                                 max_length=settings.max_length, max_new_tokens=g.max_new_tokens)
+    refs = reference_logprobs(engine, task, items, fitted, settings.batch_size, done)
     unusable = 0
 
     def on_text(i: int, text: str) -> None:
@@ -169,12 +174,38 @@ def _generate(engine: Engine, task: Task, items: Sequence[Any], settings: Answer
         if output is None and not isinstance(task, ChoiceTask):
             output = task.fallback_output(items[i])
             unusable += 1
-        report(i, Answer(output, {"text": text, "dropped": fitted[i].dropped}))
+        sidecar = {"text": text, "dropped": fitted[i].dropped}
+        if refs[i] is not None:
+            sidecar["ref_logprob"], sidecar["ref_tokens"] = refs[i]
+        report(i, Answer(output, sidecar))
 
     engine.generate([f.input_ids for f in fitted], g, batch_size=settings.batch_size,
                     done=done, on_result=on_text, progress=progress, shard=shard)
     return sum(f.dropped > 0 for f in fitted), sum(not f.fits for f in fitted), unusable, \
         cut_tokens(fitted)
+
+
+def reference_logprobs(engine: Engine, task: Task, items: Sequence[Any],
+                       fitted: Sequence[FittedPrompt], batch_size: int,
+                       done: Collection[int] = ()) -> list[tuple[float, int] | None]:
+    """``(log-likelihood, tokens)`` of each item's gold output after its prompt, written as the
+    training completion (end-of-turn included), for a task that reports perplexity; None for
+    items without gold output, done items, other tasks, and engines that cannot score."""
+    out: list[tuple[float, int] | None] = [None] * len(items)
+    if not (isinstance(task, GenerateTask) and task.reference_loglik):
+        return out
+    gold = [i for i, it in enumerate(items) if task.has_output(it)]
+    if not gold:
+        return out
+    affixes = assistant_affixes(engine.tokenizer, engine.backbone)
+    completions = [completion_ids(engine.tokenizer, affixes, task.target(items[i])) for i in gold]
+    values = engine.completion_logprobs([fitted[i].input_ids for i in gold], completions,
+                                        batch_size=batch_size,
+                                        done={k for k, i in enumerate(gold) if i in set(done)})
+    for k, i in enumerate(gold):
+        if values is not None and values[k] is not None:
+            out[i] = (values[k], len(completions[k]))
+    return out
 
 
 def parsed_output(task: Task, item: Any, text: str) -> Any | None:
@@ -196,4 +227,4 @@ def default_batch_size(task: Task, model: Any = None) -> int:
 
 
 __all__ = ["Answer", "AnswerRun", "AnswerSettings", "answer_items", "default_batch_size",
-           "generation_prompts", "parsed_output"]
+           "generation_prompts", "parsed_output", "reference_logprobs"]

@@ -67,11 +67,25 @@ TEMPLATES = {
         "{{ m['content'] | trim }}{% if m['role'] == 'assistant' %}{{ eos_token }}{% endif %}"
         "{{ '\\n\\n' }}{% endfor %}{% if add_generation_prompt %}### Assistant:\n{% endif %}"
     ),
+    # A plain transcript for models without a chat template or attention (Mamba): the system
+    # text, then one line per turn. User turns are written as they are (the chat task puts
+    # "Name: line" in them), assistant turns as "Name: line" with the name a message carries
+    # (default "Assistant"), and the generation prompt is "Name:"; a turn ends at the newline.
+    "transcript": (
+        "{% set ns = namespace(name='Assistant') %}{% for m in messages %}"
+        "{% if m['role'] in ('system', 'assistant') and m.get('name') %}"
+        "{% set ns.name = m['name'] %}{% endif %}{% endfor %}"
+        "{% for m in messages %}{% if m['role'] == 'system' %}{{ m['content'] | trim }}\n\n"
+        "{% elif m['role'] == 'user' %}{{ m['content'] | trim }}\n"
+        "{% else %}{{ ns.name }}: {{ m['content'] | trim }}\n{% endif %}{% endfor %}"
+        "{% if add_generation_prompt %}{{ ns.name }}:{% endif %}"
+    ),
 }
 
 # Text that ends an assistant turn, per chat format (generation stops there too).
 END_OF_TURN = {"llama3": "<|eot_id|>", "gemma2": "<end_of_turn>", "chatml": "<|im_end|>",
-               "mistral": None, "mistral_v3": None, "solar": None, "glm4": "<|user|>"}
+               "mistral": None, "mistral_v3": None, "solar": None, "glm4": "<|user|>",
+               "transcript": "\n"}
 
 # What a chat family's user turn starts with, before any text (Magpie feeds exactly this).
 PRE_QUERY = {
@@ -127,6 +141,14 @@ REGISTRY: dict[str, Backbone] = {b.name: b for b in [
              licence="qwen-research"),
     Backbone("meta-llama/Llama-3.2-3B-Instruct", "llama", "llama3", True, "sdpa",
              "<|finetune_right_pad_id|>", licence="llama3.2", notes="gated on the hub"),
+    Backbone("mistralai/Mistral-7B-Instruct-v0.3", "mistral", "mistral_v3", False, "sdpa", "<unk>",
+             licence="apache-2.0",
+             notes="GQA (8 KV heads); v0.3 sets no sliding window (v0.1: 4096); "
+                   "no system role: folded; roles must alternate"),
+    Backbone("state-spaces/mamba-2.8b-hf", "mamba", "transcript", True, "eager", "<|padding|>",
+             licence="apache-2.0", instruct=False,
+             notes="state-space model, no attention and no chat template: a plain 'Name: line' "
+                   "transcript; LoRA on x_proj, embeddings, in_proj, out_proj"),
 ]}
 
 # Defaults inferred from config.json's model_type for any other hub id or local path.
@@ -139,6 +161,8 @@ BY_MODEL_TYPE = {
     "qwen3": ("qwen3", "chatml", True, "sdpa", None),
     "mistral": ("mistral", "mistral", False, "sdpa", None),
     "chatglm": ("chatglm", "glm4", True, "eager", None),
+    "mamba": ("mamba", "transcript", True, "eager", None),
+    "mamba2": ("mamba2", "transcript", True, "eager", None),
 }
 
 
@@ -249,7 +273,44 @@ def end_of_turn_ids(tokenizer: Any, backbone: Backbone) -> list[int]:
     eot = END_OF_TURN.get(backbone.chat_format)
     if eot and eot in tokenizer.get_vocab():
         ids.append(tokenizer.convert_tokens_to_ids(eot))
+    elif eot:  # plain text that is one token (the transcript format's newline: byte-level "Ċ")
+        alone = tokenizer.encode(eot, add_special_tokens=False)
+        if len(alone) == 1:
+            ids.extend(alone)
     return sorted(set(ids))
+
+
+SENTINEL = "\u2063MALPYEONG_COMPLETION\u2063"  # an assistant turn's content when probing a template
+
+
+def assistant_affixes(tokenizer: Any, backbone: Backbone) -> tuple[str, str]:
+    """What the chat template writes around an assistant turn's content after the generation prompt.
+
+    Returns ``(before, after)``: ``after`` is cut right after the end-of-turn token (Gemma's
+    template writes ``<end_of_turn>\\n``; the newline is not trained), and is the tokenizer's EOS
+    when the template ends a turn with nothing a generator could stop on.
+    """
+    user = [{"role": "user", "content": "x"}]
+    prompt = render_chat(tokenizer, user, backbone, add_generation_prompt=True)
+    full = render_chat(tokenizer, user + [{"role": "assistant", "content": SENTINEL}], backbone,
+                       add_generation_prompt=False)
+    before, after = "", ""
+    if full.startswith(prompt) and SENTINEL in full[len(prompt):]:
+        before, after = full[len(prompt):].split(SENTINEL, 1)
+    stops = [s for s in (END_OF_TURN.get(backbone.chat_format), tokenizer.eos_token) if s]
+    hits = [(after.find(s), s) for s in stops if s in after]
+    if hits:
+        at, stop = min(hits)
+        after = after[:at + len(stop)]
+    else:
+        after = tokenizer.eos_token or ""
+    return before, after
+
+
+def completion_ids(tokenizer: Any, affixes: tuple[str, str], target: str) -> list[int]:
+    """Token ids of ``target`` as an assistant turn: its text, then the end-of-turn, once."""
+    before, after = affixes
+    return tokenizer(before + target.strip() + after, add_special_tokens=False)["input_ids"]
 
 
 # ---------------------------------------------------------------------------------------------
@@ -362,5 +423,6 @@ def _local_device() -> Any:
 
 
 
-__all__ = ["REGISTRY", "Backbone", "answer_ids", "answer_prefix", "end_of_turn_ids", "encode", "fold_system", "get_backbone",
+__all__ = ["REGISTRY", "SENTINEL", "Backbone", "answer_ids", "answer_prefix", "assistant_affixes",
+           "completion_ids", "end_of_turn_ids", "encode", "fold_system", "get_backbone",
            "load_model", "load_tokenizer", "registry_table", "render_chat", "replace"]

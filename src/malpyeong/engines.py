@@ -21,7 +21,7 @@ from typing import Any
 from malpyeong.backbones import Backbone, end_of_turn_ids
 from malpyeong.errors import UserError
 from malpyeong.generation import generate_texts, generate_texts_vllm
-from malpyeong.scoring import ChoicePrompts, ItemScore, score_items
+from malpyeong.scoring import ChoicePrompts, ItemScore, score_items, sequence_logprobs
 from malpyeong.shard import ALONE, Shard
 from malpyeong.tasks.base import ChoiceTask
 
@@ -64,6 +64,13 @@ class Engine:
         """EOS and the chat format's end-of-turn token: where an answer ends."""
         return end_of_turn_ids(self.tokenizer, self.backbone)
 
+    def completion_logprobs(self, prompts: list[list[int]], completions: list[list[int]], *,
+                            batch_size: int, done: Collection[int] = ()
+                            ) -> list[float | None] | None:
+        """Summed log-probability of each completion after its prompt, or None when this
+        engine cannot score text (then perplexity-like metrics are not computed)."""
+        return None
+
 
 @dataclass
 class HFEngine(Engine):
@@ -81,6 +88,12 @@ class HFEngine(Engine):
         return score_items(self.model, self.tokenizer, task, items, prompts, scoring=scoring,
                            batch_size=batch_size, progress=progress, done=done, on_item=on_item,
                            shard=shard)
+
+    def completion_logprobs(self, prompts: list[list[int]], completions: list[list[int]], *,
+                            batch_size: int, done: Collection[int] = ()
+                            ) -> list[float | None] | None:
+        return sequence_logprobs(self.model, self.tokenizer, prompts, completions,
+                                 batch_size=batch_size, done=done)
 
     def generate(self, prompts: list[list[int]], settings: GenerationSettings, *,
                  batch_size: int, done: Collection[int] = (),

@@ -130,7 +130,7 @@ def generate_texts(model: Any, tokenizer: Any, prompts: list[list[int]], *,
                    stop_token_ids: Sequence[int] | None = None,
                    stop_strings: Sequence[str] | None = None, seed: int = 0, progress: bool = True,
                    on_result: OnResult | None = None, done: Collection[int] = (),
-                   shard: Shard = ALONE) -> list[str]:
+                   shard: Shard = ALONE, streamer: Any = None) -> list[str]:
     """Decoded new text per prompt (token ids), in the order given.
 
     Greedy by default; ``num_beams`` > 1 for beam search, ``do_sample`` with ``temperature`` /
@@ -143,8 +143,14 @@ def generate_texts(model: Any, tokenizer: Any, prompts: list[list[int]], *,
     run produces comes from the same batch (same padding, same seed) as in an uninterrupted run;
     done indices are not reported and come back as "". Under ``shard`` only this process's
     batches are run (see :mod:`malpyeong.shard`); the others come back as "" too.
+
+    ``streamer``: a transformers streamer that sees the tokens as they are made (a live chat
+    shows its reply as it is written); for one prompt at a time.
     """
     import torch
+
+    if streamer is not None and len(prompts) > 1:
+        raise ValueError("a streamer follows one prompt; got several")
 
     texts: list[str | None] = [None] * len(prompts)
     if not prompts:
@@ -156,6 +162,8 @@ def generate_texts(model: Any, tokenizer: Any, prompts: list[list[int]], *,
     gen_kwargs: dict[str, Any] = {"max_new_tokens": max_new_tokens, "num_beams": num_beams,
                                   "do_sample": do_sample, "eos_token_id": stops or None,
                                   "pad_token_id": pad}
+    if streamer is not None:
+        gen_kwargs["streamer"] = streamer
     if do_sample:
         gen_kwargs.update(temperature=temperature, top_p=top_p)
     else:  # silence "temperature is set but do_sample is False" from a model's own config

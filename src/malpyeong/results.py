@@ -7,7 +7,8 @@ A run of ``run/test.py`` writes two files:
   ``{"id", "output", "probs": [p_A, p_B, p_C]}`` for choice tasks (probabilities over the
   options in the file's original order, summing to 1), ``{"id", "output", "text"}`` for
   generate tasks (``text`` = the raw generation before cleaning), plus ``"dropped"`` (utterances
-  cut by the length budget). The first line is a header: ``{"_meta": {...}}`` with the model,
+  cut by the length budget); a task that reports perplexity adds ``"ref_logprob"`` and
+  ``"ref_tokens"`` (its gold output's log-likelihood under the model) where there is gold. The first line is a header: ``{"_meta": {...}}`` with the model,
   task, prompt, scoring method and malpyeong version.
 
 While a job runs, rows are appended to ``NAME.sidecar.jsonl.partial`` (one file per process in
@@ -56,6 +57,7 @@ class Results:
     probs: dict[str, list[float]] | None = None
     texts: dict[str, str] | None = None
     meta: dict = field(default_factory=dict)
+    rows: dict[str, dict] = field(default_factory=dict)  # the sidecar row of each id, as written
 
     @property
     def name(self) -> str:
@@ -77,16 +79,19 @@ def read_results(path: str | os.PathLike) -> Results:
     probs: dict[str, list[float]] | None = None
     texts: dict[str, str] | None = None
     meta: dict = {}
+    side_rows: dict[str, dict] = {}
     side = sidecar_path(path)
     if side.exists():
         for row in read_jsonl(side):
             if "_meta" in row:
                 meta = row["_meta"]
                 continue
+            if isinstance(row.get("id"), str):
+                side_rows[row["id"]] = row
             if "probs" in row:
                 probs = probs if probs is not None else {}
                 probs[row["id"]] = [float(p) for p in row["probs"]]
             if "text" in row:
                 texts = texts if texts is not None else {}
                 texts[row["id"]] = row["text"]
-    return Results(path, ids, outputs, probs, texts, meta)
+    return Results(path, ids, outputs, probs, texts, meta, side_rows)

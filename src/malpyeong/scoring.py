@@ -199,18 +199,27 @@ def plan_units(seqs: Sequence[TokenSequence], batch_size: int, *, share: bool = 
     return Plan(root, units)
 
 
+# Hybrid attention / state-space models: their cache is not a key-value cache to copy.
+HYBRID_MODEL_TYPES = frozenset({"jamba", "zamba", "zamba2", "bamba", "falcon_h1", "nemotron_h",
+                                "granitemoehybrid", "lfm2"})
+
+
 def can_share_prefix(model: Any, max_tokens: int) -> bool:
     """Prefix caches are reused only where a plain growing cache is exact.
 
     Sliding-window layers (Gemma-2, Mistral) keep only the last window of keys, so a copied
     prefix cache would be cut; sharing is used there only when no sequence is longer than
-    the window.
+    the window. A model without attention (Mamba: a recurrent state, no keys and values) or a
+    hybrid one never shares: each sequence runs whole.
     """
     config = getattr(model, "config", None)
     if config is None or not hasattr(model, "forward"):
         return False
     if hasattr(config, "get_text_config"):
         config = config.get_text_config()
+    if getattr(config, "num_attention_heads", None) is None or \
+            getattr(config, "model_type", None) in HYBRID_MODEL_TYPES:
+        return False
     window = getattr(config, "sliding_window", None)
     types = getattr(config, "layer_types", None) or []
     sliding = window is not None and (not types or "sliding_attention" in types or
@@ -530,6 +539,43 @@ def score_choices(model: Any, tokenizer: Any, backbone: Backbone, task: ChoiceTa
     return np.stack([r.probs for r in results]) if results else np.zeros((0, task.n_choices))
 
 
+def sequence_logprobs(model: Any, tokenizer: Any, prompts: Sequence[Sequence[int]],
+                      completions: Sequence[Sequence[int]], *, batch_size: int = 8,
+                      share_prefix: bool | None = None, done: Collection[int] = ()
+                      ) -> list[float | None]:
+    """The summed log-probability of each completion right after its prompt (token ids).
+
+    Runs through the same batches as option scoring (:func:`plan_units` / :func:`run_units`),
+    so a value does not depend on what it is batched with, and a resumed run, which skips only
+    batches whose members are all ``done``, reproduces the others exactly. ``done`` entries
+    come back as None.
+    """
+    import torch
+
+    seqs = [TokenSequence(list(p) + list(c), list(range(len(p) - 1, len(p) + len(c) - 1)))
+            for p, c in zip(prompts, completions, strict=True)]
+    if any(not c for c in completions) or any(not p for p in prompts):
+        raise ValueError("every prompt and completion needs at least one token")
+    if share_prefix is None:
+        share_prefix = can_share_prefix(model, max((len(s.ids) for s in seqs), default=0))
+    plan = plan_units(seqs, batch_size, share=share_prefix)
+    done_set = set(done)
+    out: list[float | None] = [None] * len(seqs)
+
+    def reduce(s: int, logits: Any) -> None:
+        if s in done_set:
+            return
+        targets = torch.tensor(seqs[s].ids[seqs[s].need[0] + 1:], device=logits.device)
+        logp = torch.log_softmax(logits.double(), dim=-1).gather(1, targets[:, None]).sum()
+        out[s] = float(logp)
+
+    if getattr(model, "training", False):
+        model.eval()
+    pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
+    run_units(model, seqs, plan, reduce, pad_id=pad, skip=lambda s: s in done_set)
+    return out
+
+
 def option_reserve(tokenizer: Any, task: ChoiceTask, items: Sequence[Any], scoring: str) -> int:
     """Room kept after the prompt: the longest option's tokens for loglik, else none."""
     if scoring == "letter":
@@ -542,4 +588,5 @@ def option_reserve(tokenizer: Any, task: ChoiceTask, items: Sequence[Any], scori
 
 __all__ = ["SCORINGS", "ChoicePrompts", "ItemScore", "TokenSequence", "can_share_prefix",
            "cyclic_orders", "fit_choice_prompts", "letter_token_ids", "option_reserve",
-           "plan_units", "run_units", "score_choices", "score_items", "softmax", "unpermute"]
+           "plan_units", "run_units", "score_choices", "score_items", "sequence_logprobs",
+           "softmax", "unpermute"]

@@ -24,7 +24,9 @@ from typing import Any
 from malpyeong.backbones import TEMPLATES
 from malpyeong.errors import UserError
 
-FAMILIES = ("llama", "gemma2", "qwen2", "mistral")
+FAMILIES = ("llama", "gemma2", "qwen2", "mistral")  # chat transformers (tests build each)
+STATE_SPACE_FAMILIES = ("mamba",)  # no attention, no chat template: built on request, ours only
+NO_CHAT_TEMPLATE = ("mamba",)  # shipped without one, like the real checkpoints
 TOKENIZERS = ("ours", "real")
 
 # family -> (chat format, bos, eos, pad, extra special tokens, end-of-turn token)
@@ -35,6 +37,8 @@ SPECIALS = {
                "<end_of_turn>"),
     "qwen2": ("chatml", None, "<|im_end|>", "<|endoftext|>", ["<|im_start|>"], "<|im_end|>"),
     "mistral": ("mistral", "<s>", "</s>", "<unk>", ["[INST]", "[/INST]"], None),
+    # GPT-NeoX's tokenizer, as state-spaces/mamba-*-hf ship it: no BOS, no chat template
+    "mamba": ("transcript", None, "<|endoftext|>", "<|padding|>", [], None),
 }
 
 # Our own Korean sentences: enough for BPE merges on common syllables, particles and endings.
@@ -109,7 +113,8 @@ def build_tokenizer(family: str, vocab_size: int = 2000, texts: list[str] | None
         tok.post_processor = processors.ByteLevel(trim_offsets=False)
     fast = PreTrainedTokenizerFast(tokenizer_object=tok, bos_token=bos, eos_token=eos, pad_token=pad,
                                    unk_token=None, additional_special_tokens=extra,
-                                   chat_template=TEMPLATES[fmt], model_max_length=4096,
+                                   chat_template=None if family in NO_CHAT_TEMPLATE else
+                                   TEMPLATES[fmt], model_max_length=4096,
                                    clean_up_tokenization_spaces=False)
     return fast
 
@@ -249,7 +254,7 @@ def build_real_tokenizer(family: str) -> Any:
 def build_config(family: str, tokenizer: Any, hidden_size: int = 64, layers: int = 2,
                  heads: int = 4, kv_heads: int = 2, max_positions: int = 4096) -> Any:
     """A config of the real architecture class, tiny in every dimension."""
-    from transformers import Gemma2Config, LlamaConfig, MistralConfig, Qwen2Config
+    from transformers import Gemma2Config, LlamaConfig, MambaConfig, MistralConfig, Qwen2Config
 
     ids = {"vocab_size": len(tokenizer), "pad_token_id": tokenizer.pad_token_id,
            "eos_token_id": tokenizer.eos_token_id, "bos_token_id": tokenizer.bos_token_id}
@@ -266,6 +271,9 @@ def build_config(family: str, tokenizer: Any, hidden_size: int = 64, layers: int
         return Qwen2Config(tie_word_embeddings=True, **common)
     if family == "mistral":
         return MistralConfig(sliding_window=None, tie_word_embeddings=False, **common)
+    if family == "mamba":
+        return MambaConfig(hidden_size=hidden_size, num_hidden_layers=layers, state_size=8,
+                           expand=2, conv_kernel=4, tie_word_embeddings=True, **ids)
     raise UserError(f"unknown family '{family}'", field="family", hint=", ".join(FAMILIES))
 
 
@@ -297,7 +305,7 @@ def build_tiny_model(family: str, out_dir: str | Path, *, seed: int = 0, hidden_
 
     if tokenizer not in TOKENIZERS:
         raise UserError(f"unknown tokenizer '{tokenizer}'", field="tokenizer", hint=", ".join(TOKENIZERS))
-    known = FAMILIES if tokenizer == "ours" else REAL_FAMILIES
+    known = FAMILIES + STATE_SPACE_FAMILIES if tokenizer == "ours" else REAL_FAMILIES
     if family not in known:
         hint = ", ".join(known)
         if family == "gemma2":
@@ -318,8 +326,9 @@ def build_tiny_model(family: str, out_dir: str | Path, *, seed: int = 0, hidden_
         eot = SPECIALS[family][5]
         stop = [tok.eos_token_id] + ([tok.convert_tokens_to_ids(eot)] if eot else [])
         attn = "eager" if family == "gemma2" else "sdpa"
+    kwargs = {} if family in STATE_SPACE_FAMILIES else {"attn_implementation": attn}  # no attention
     torch.manual_seed(seed)
-    model = AutoModelForCausalLM.from_config(config, dtype=torch.float32, attn_implementation=attn)
+    model = AutoModelForCausalLM.from_config(config, dtype=torch.float32, **kwargs)
     model.generation_config = GenerationConfig(
         bos_token_id=tok.bos_token_id, eos_token_id=sorted(set(stop)),
         pad_token_id=tok.pad_token_id, do_sample=False)

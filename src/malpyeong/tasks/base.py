@@ -111,6 +111,10 @@ class Task:
     # "drop" it with a warning, or stop with an "error" naming the item (a task whose cut can
     # remove nearly the whole input, so an overflow means max_length is too small).
     over_budget: ClassVar[Literal["drop", "error"]] = "drop"
+    # Per-item fields of a results sidecar that evaluate() reads (e.g. the gold output's
+    # log-likelihood for perplexity); run/evaluate.py passes them as ``sidecar={id: {field: v}}``.
+    evaluate_sidecar: ClassVar[tuple[str, ...]] = ()
+    live_reply: ClassVar[bool] = False  # answers a live conversation as a character (run/chat.py)
 
     # ----- data -----
     def parse_item(self, record: Any, problems: Problems) -> Any | None:
@@ -254,6 +258,23 @@ class Task:
         (a short reason code counted in the distillation report)."""
         raise NotImplementedError
 
+    # ----- live conversation (run/chat.py) -----
+    def live_item(self, conversation: tuple[Utterance, ...], *, speaker: str | None = None,
+                  memory: str | None = None, persona: str | None = None,
+                  item_id: str = "live") -> Any:
+        """An item built from a live conversation: the next reply of ``speaker`` (a task with
+        :attr:`live_reply`), or the conversation to condense (a summariser folding a chat's
+        older turns). Default: the task's own parser on a record holding only the
+        conversation; a task that needs more says what is missing."""
+        record = {"id": item_id, "output": "", "input": {"conversation": [
+            {"speaker": u.speaker, "utterance": u.utterance} for u in conversation]}}
+        problems: Problems = []
+        item = self.parse_item(record, problems)
+        if item is None or problems:
+            raise UserError(f"task {self.name} cannot take a bare conversation ("
+                            + "; ".join(f"{f}: {p}" for f, p in problems) + ")", field="task")
+        return item
+
     # ----- EDA -----
     eda_labels: ClassVar[dict[str, str]] = {}  # English names of category values (plot labels)
 
@@ -344,6 +365,9 @@ class GenerateTask(Task):
     # How several models' outputs combine: "mbr" picks, per item, the candidate the others agree
     # with most (similarity of output_text); "fields" asks the task (combine_fields).
     combiner: ClassVar[Literal["mbr", "fields"]] = "mbr"
+    # Whether prediction also scores each gold output under the model (its log-likelihood as
+    # the training completion, kept in the sidecar as ref_logprob / ref_tokens): perplexity.
+    reference_loglik: ClassVar[bool] = False
 
     def parse_output(self, item: Any, text: str) -> Any | None:
         """The official output from a raw generation, or None when nothing usable is in it."""

@@ -85,6 +85,13 @@ class DCSTask(GenerateTask):
             return None
         return DCSItem(rid, tuple(utterances), tuple(keywords), output or "", record)
 
+    def live_item(self, conversation: tuple[Utterance, ...], *, speaker: str | None = None,
+                  memory: str | None = None, persona: str | None = None,
+                  item_id: str = "live") -> DCSItem:
+        """A live conversation to summarise (``run/chat.py --summarizer`` a DCS run): the
+        task wants subject keywords, so the generic one, 일상 대화."""
+        return DCSItem(item_id, tuple(conversation), ("일상 대화",), "", {})
+
     def has_output(self, item: DCSItem) -> bool:
         return bool(item.summary.strip())
 

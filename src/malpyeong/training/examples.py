@@ -22,7 +22,14 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from malpyeong.backbones import END_OF_TURN, Backbone, encode, render_chat
+from malpyeong.backbones import (  # noqa: F401 - the affix helpers are re-exported
+    SENTINEL,
+    Backbone,
+    assistant_affixes,
+    completion_ids,
+    encode,
+    render_chat,
+)
 from malpyeong.budget import fit_prompt
 from malpyeong.data import item_label, read_records
 from malpyeong.errors import UserError
@@ -32,7 +39,6 @@ from malpyeong.training.recipe import SFTArguments
 
 log = logging.getLogger(__name__)
 
-SENTINEL = "\u2063MALPYEONG_COMPLETION\u2063"  # an assistant turn's content when probing a template
 
 
 @dataclass
@@ -48,36 +54,6 @@ class BudgetStats:
 
     def as_dict(self) -> dict:
         return dataclasses.asdict(self)
-
-
-def assistant_affixes(tokenizer: Any, backbone: Backbone) -> tuple[str, str]:
-    """What the chat template writes around an assistant turn's content after the generation prompt.
-
-    Returns ``(before, after)``: ``after`` is cut right after the end-of-turn token (Gemma's
-    template writes ``<end_of_turn>\\n``; the newline is not trained), and is the tokenizer's EOS
-    when the template ends a turn with nothing a generator could stop on.
-    """
-    user = [{"role": "user", "content": "x"}]
-    prompt = render_chat(tokenizer, user, backbone, add_generation_prompt=True)
-    full = render_chat(tokenizer, user + [{"role": "assistant", "content": SENTINEL}], backbone,
-                       add_generation_prompt=False)
-    before, after = "", ""
-    if full.startswith(prompt) and SENTINEL in full[len(prompt):]:
-        before, after = full[len(prompt):].split(SENTINEL, 1)
-    stops = [s for s in (END_OF_TURN.get(backbone.chat_format), tokenizer.eos_token) if s]
-    hits = [(after.find(s), s) for s in stops if s in after]
-    if hits:
-        at, stop = min(hits)
-        after = after[:at + len(stop)]
-    else:
-        after = tokenizer.eos_token or ""
-    return before, after
-
-
-def completion_ids(tokenizer: Any, affixes: tuple[str, str], target: str) -> list[int]:
-    """Token ids of ``target`` as an assistant turn: its text, then the end-of-turn, once."""
-    before, after = affixes
-    return tokenizer(before + target.strip() + after, add_special_tokens=False)["input_ids"]
 
 
 def option_orders(n: int, copies: int, key: str, seed: int) -> list[tuple[int, ...]]:

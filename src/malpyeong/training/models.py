@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import Any
 
 from malpyeong.backbones import Backbone, get_backbone, load_model
+from malpyeong.errors import UserError
 from malpyeong.training.recipe import ModelArguments
 
 
@@ -28,6 +29,26 @@ def lora_config(r: int = 16, alpha: int = 32, dropout: float = 0.05,
     target = "all-linear" if modules == ["all-linear"] else modules
     return LoraConfig(r=r, lora_alpha=alpha, lora_dropout=dropout, target_modules=target,
                       bias="none", task_type="CAUSAL_LM")
+
+
+# peft refuses LoRA on these modules of state-space models: their fused kernels read the
+# weights directly, so an adapter there would never be used (peft issue #2556).
+SSM_MODEL_TYPES = frozenset({"mamba", "mamba2", "falcon_mamba", "falcon_h1", "nemotron_h"})
+SSM_NO_LORA = frozenset({"out_proj", "conv1d"})
+
+
+def lora_targets(model: Any, modules: Sequence[str]) -> list[str]:
+    """``modules`` as given; ``all-linear`` on a state-space model (Mamba) means every linear
+    layer peft accepts there (not ``out_proj``), since peft would refuse the whole set."""
+    import torch
+
+    if list(modules) != ["all-linear"] or \
+            getattr(getattr(model, "config", None), "model_type", None) not in SSM_MODEL_TYPES:
+        return list(modules)
+    output = model.get_output_embeddings()
+    names = {name.rsplit(".", 1)[-1] for name, module in model.named_modules()
+             if isinstance(module, torch.nn.Linear) and module is not output}
+    return sorted(names - SSM_NO_LORA)
 
 
 def load_training_model(model_args: ModelArguments, config: Any, backbone: Backbone, *,
@@ -67,8 +88,12 @@ def load_training_model(model_args: ModelArguments, config: Any, backbone: Backb
         zero3 = is_zero3(config) and model_args.method == "lora"
         kwargs = {"autocast_adapter_dtype": False} if zero3 else {}
         lora = lora_config(model_args.lora_r, model_args.lora_alpha, model_args.lora_dropout,
-                           model_args.lora_target_modules)
-        model = get_peft_model(model, lora, **kwargs)
+                           lora_targets(model, model_args.lora_target_modules))
+        try:
+            model = get_peft_model(model, lora, **kwargs)
+        except ValueError as err:  # e.g. a module peft refuses for this architecture
+            raise UserError(f"cannot put LoRA adapters there: {str(err).splitlines()[0]}",
+                            field="lora_target_modules") from None
     if config.gradient_checkpointing:
         model.enable_input_require_grads()
     return model
