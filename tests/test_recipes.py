@@ -13,7 +13,10 @@ from malpyeong.backbones import REGISTRY
 from malpyeong.training import orpo_parser, sft_parser
 
 CONFIGS = ROOT / "resource" / "configs"
-RECIPES = sorted(p for task in ("cci", "dcs") for p in (CONFIGS / task).glob("*.yaml"))
+RECIPES = sorted(p for task in ("cci", "dcs", "chat") for p in (CONFIGS / task).glob("*.yaml"))
+# Backbones registered for character chat only (a base English state-space model): they have
+# chat recipes, not competition ones.
+CHAT_ONLY = {"state-spaces/mamba-2.8b-hf"}
 
 
 @pytest.fixture(scope="module")
@@ -31,13 +34,15 @@ def stand_ins(tmp_path_factory) -> dict[str, str]:
 
 def test_recipes_exist_for_every_backbone_and_task():
     names = {p.relative_to(CONFIGS).as_posix() for p in RECIPES}
-    for model in REGISTRY:
+    for model in ("mistralai/Mistral-7B-Instruct-v0.3", *CHAT_ONLY):
+        assert f"chat/{model.split('/')[-1]}_lora.yaml" in names, model
+    for model in REGISTRY.keys() - CHAT_ONLY:
         short = model.split("/")[-1]
         for task in ("cci", "dcs"):
             for method in ("qlora", "lora", "orpo"):
                 assert f"{task}/{short}_{method}.yaml" in names, (task, short, method)
     for name in ("cci/tiny_lora.yaml", "cci/tiny_qlora.yaml", "cci/tiny_full.yaml",
-                 "cci/tiny_orpo.yaml", "dcs/tiny_lora.yaml"):
+                 "cci/tiny_orpo.yaml", "dcs/tiny_lora.yaml", "chat/tiny_lora.yaml"):
         assert name in names
 
 
