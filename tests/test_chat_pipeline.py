@@ -11,14 +11,23 @@ from conftest import ROOT, SAMPLES, load_script
 
 from malpyeong.cli import run_cli
 from malpyeong.results import read_results
-from malpyeong.tiny import build_tiny_bert
+from malpyeong.errors import UserError
+from malpyeong.tiny import build_tiny_bert, build_tiny_model, real_tokenizer_file
 
 pytestmark = pytest.mark.slow
 
 
 @pytest.fixture(scope="module")
-def models(tiny_models, tiny_mamba):
-    return {**tiny_models, "mamba": tiny_mamba}
+def models(tiny_models, tiny_mamba, tmp_path_factory):
+    """Ours, and Mistral-7B-Instruct-v0.3's real tokenizer and template when installed."""
+    out = {**tiny_models, "mamba": tiny_mamba}
+    try:
+        real_tokenizer_file("mistral")
+        out["mistral_v3"] = build_tiny_model("mistral", tmp_path_factory.mktemp("v3") / "m",
+                                             tokenizer="real")
+    except UserError:
+        pass
+    return out
 
 
 def call(script: str, args: list, capsys) -> str:
@@ -42,10 +51,13 @@ def pairs(tmp_path_factory):
 
 @pytest.mark.parametrize("family, targets", [
     ("mistral", ["all-linear"]),
+    ("mistral_v3", ["all-linear"]),  # the real v0.3 tokenizer and template
     ("mamba", ["x_proj", "embeddings", "in_proj"]),  # peft refuses out_proj on Mamba
 ])
 def test_lora_on_pairs_then_predict_evaluate_and_merge(family, targets, pairs, models,
                                                        tmp_path, capsys):
+    if family not in models:
+        pytest.skip("the real Mistral v3 tokenizer is not installed (pip install -e '.[dev]')")
     train, dev = pairs
     run = tmp_path / "run"
     call("run/train.py", ["--model", models[family], "--task", "chat", "--train_file", train,

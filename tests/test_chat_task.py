@@ -125,7 +125,7 @@ def test_replies_cleaned(raw, reply):
 def test_registry_entries():
     mistral = REGISTRY["mistralai/Mistral-7B-Instruct-v0.3"]
     mamba = REGISTRY["state-spaces/mamba-2.8b-hf"]
-    assert (mistral.family, mistral.chat_format, mistral.system_role) == ("mistral", "mistral", False)
+    assert (mistral.family, mistral.chat_format, mistral.system_role) == ("mistral", "mistral_v3", False)
     assert (mamba.family, mamba.chat_format, mamba.instruct) == ("mamba", "transcript", False)
     assert "state-spaces/mamba-2.8b-hf" in registry_table()
 

@@ -165,7 +165,9 @@ def _generate(engine: Engine, task: Task, items: Sequence[Any], settings: Answer
     g = settings.generation
     fitted = generation_prompts(task, items, engine.tokenizer, engine.backbone, settings.prompt,
                                 max_length=settings.max_length, max_new_tokens=g.max_new_tokens)
-    refs = reference_logprobs(engine, task, items, fitted, settings.batch_size, done)
+    # a task that reports perplexity also has its gold outputs scored
+    affixes = assistant_affixes(engine.tokenizer, engine.backbone) \
+        if isinstance(task, GenerateTask) and task.reference_loglik else None
     unusable = 0
 
     def on_text(i: int, text: str) -> None:
@@ -175,8 +177,9 @@ def _generate(engine: Engine, task: Task, items: Sequence[Any], settings: Answer
             output = task.fallback_output(items[i])
             unusable += 1
         sidecar = {"text": text, "dropped": fitted[i].dropped}
-        if refs[i] is not None:
-            sidecar["ref_logprob"], sidecar["ref_tokens"] = refs[i]
+        ref = reference_logprob(engine, task, items[i], fitted[i], affixes) if affixes else None
+        if ref is not None:
+            sidecar["ref_logprob"], sidecar["ref_tokens"] = ref
         report(i, Answer(output, sidecar))
 
     engine.generate([f.input_ids for f in fitted], g, batch_size=settings.batch_size,
@@ -185,27 +188,19 @@ def _generate(engine: Engine, task: Task, items: Sequence[Any], settings: Answer
         cut_tokens(fitted)
 
 
-def reference_logprobs(engine: Engine, task: Task, items: Sequence[Any],
-                       fitted: Sequence[FittedPrompt], batch_size: int,
-                       done: Collection[int] = ()) -> list[tuple[float, int] | None]:
-    """``(log-likelihood, tokens)`` of each item's gold output after its prompt, written as the
-    training completion (end-of-turn included), for a task that reports perplexity; None for
-    items without gold output, done items, other tasks, and engines that cannot score."""
-    out: list[tuple[float, int] | None] = [None] * len(items)
-    if not (isinstance(task, GenerateTask) and task.reference_loglik):
-        return out
-    gold = [i for i, it in enumerate(items) if task.has_output(it)]
-    if not gold:
-        return out
-    affixes = assistant_affixes(engine.tokenizer, engine.backbone)
-    completions = [completion_ids(engine.tokenizer, affixes, task.target(items[i])) for i in gold]
-    values = engine.completion_logprobs([fitted[i].input_ids for i in gold], completions,
-                                        batch_size=batch_size,
-                                        done={k for k, i in enumerate(gold) if i in set(done)})
-    for k, i in enumerate(gold):
-        if values is not None and values[k] is not None:
-            out[i] = (values[k], len(completions[k]))
-    return out
+def reference_logprob(engine: Engine, task: Task, item: Any, prompt: FittedPrompt,
+                      affixes: tuple[str, str]) -> tuple[float, int] | None:
+    """``(log-likelihood, tokens)`` of ``item``'s gold output after its prompt, written as the
+    training completion (end-of-turn included); None without gold output or when the engine
+    cannot score. One item at a time, as its generation finishes: the value depends on the
+    item alone, so a resumed or multi-process run writes the same one."""
+    if not task.has_output(item):
+        return None
+    completion = completion_ids(engine.tokenizer, affixes, task.target(item))
+    values = engine.completion_logprobs([prompt.input_ids], [completion], batch_size=1)
+    if values is None or values[0] is None:
+        return None
+    return values[0], len(completion)
 
 
 def parsed_output(task: Task, item: Any, text: str) -> Any | None:
@@ -227,4 +222,4 @@ def default_batch_size(task: Task, model: Any = None) -> int:
 
 
 __all__ = ["Answer", "AnswerRun", "AnswerSettings", "answer_items", "default_batch_size",
-           "generation_prompts", "parsed_output", "reference_logprobs"]
+           "generation_prompts", "parsed_output", "reference_logprob"]
