@@ -19,6 +19,7 @@ user's lines come from a file (the same code path) and the transcript goes to st
 from __future__ import annotations
 
 import argparse
+import logging
 import sys
 import time
 from pathlib import Path
@@ -76,7 +77,17 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--prompts", help="append every prompt the model sees to this JSONL file")
     p.add_argument("--dtype", default="auto")
     p.add_argument("--device", default=None)
+    p.add_argument("--verbose", action="store_true", help="show library logs and progress bars")
     return p.parse_args(argv)
+
+
+def quiet() -> None:
+    """A chat screen holds the conversation: no loading bars, kernel notices or info logs."""
+    import transformers
+
+    transformers.logging.set_verbosity_error()
+    transformers.logging.disable_progress_bar()
+    logging.getLogger("malpyeong").setLevel(logging.WARNING)
 
 
 def reply_task(name: str | None, run_task: str | None) -> GenerateTask:
@@ -116,6 +127,8 @@ def new_settings(args: argparse.Namespace, given: dict) -> ChatSettings:
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
+    if not args.verbose:
+        quiet()
     given = {k: getattr(args, k) for k in ("character", "user", "memory", "memory_tokens",
                                            "summary_tokens", "summarizer", "max_new_tokens",
                                            "do_sample", "temperature", "top_p", "seed",

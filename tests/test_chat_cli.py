@@ -150,3 +150,51 @@ def test_user_mistakes(tiny_models, tmp_path, capsys):
     code, _, err = chat(["--model", tiny_models["mistral"], "--max_length", "8",
                          "--max_new_tokens", "8", "--session", tmp_path / "n.json"], capsys)
     assert code == 2 and "leaves no room for a prompt" in err
+
+
+def test_keyboard_and_file_give_the_same_replies(tiny_models, tmp_path, capsys, monkeypatch):
+    import io
+
+    lines = ["안녕하세요, 저는 하윤이에요.", "오늘 날씨 좋네요."]
+    base = ["--model", tiny_models["mistral"], *OPTIONS]
+    code, scripted, _ = chat([*base, "--session", tmp_path / "a.json", "--input",
+                              write_lines(tmp_path / "l.txt", lines)], capsys)
+    monkeypatch.setattr("sys.stdin", io.StringIO("\n".join(lines) + "\n"))
+    code2, typed, _ = chat([*base, "--session", tmp_path / "b.json"], capsys)
+    assert code == code2 == 0
+    replies = [ln for ln in scripted.splitlines() if ln.startswith("민지: ")]
+    assert len(replies) == 2 and all(r in typed for r in replies)
+    a = json.loads((tmp_path / "a.json").read_text(encoding="utf-8"))
+    b = json.loads((tmp_path / "b.json").read_text(encoding="utf-8"))
+    assert a["turns"] == b["turns"] and a["memory"] == b["memory"]
+
+
+def test_reply_is_streamed_as_it_is_written(tiny_models):
+    import io
+
+    import torch
+
+    from malpyeong.backbones import load_tokenizer
+    from malpyeong.dialogue import ReplyStreamer
+    from malpyeong.tasks import get_task
+    from malpyeong.tasks.base import Utterance
+
+    class Recorder(io.StringIO):
+        writes: list[str] = []
+
+        def write(self, text):
+            self.writes.append(text)
+            return super().write(text)
+
+    tok = load_tokenizer(str(tiny_models["mistral"]))
+    task = get_task("chat")
+    item = task.live_item((Utterance("User", "hi"),), speaker="Mina")
+    out = Recorder()
+    streamer = ReplyStreamer(tok, lambda t: task.parse_output(item, t) or "", out,
+                             ("mina:", "assistant:", "model:"))
+    streamer.put(torch.tensor([[1, 2, 3]]))  # the prompt: ignored
+    for token in tok.encode("Mina: 오늘 날씨가 정말 좋네요\n다음 줄", add_special_tokens=False):
+        streamer.put(torch.tensor([token]))
+    streamer.end()
+    assert out.getvalue() == "오늘 날씨가 정말 좋네요"  # the name held back, the next line never shown
+    assert len(out.writes) > 3  # piece by piece

@@ -10,8 +10,8 @@ import pytest
 from conftest import ROOT, SAMPLES, load_script
 
 from malpyeong.cli import run_cli
-from malpyeong.results import read_results
 from malpyeong.errors import UserError
+from malpyeong.results import read_results
 from malpyeong.tiny import build_tiny_bert, build_tiny_model, real_tokenizer_file
 
 pytestmark = pytest.mark.slow

@@ -61,6 +61,7 @@ class Chat:
         reply, _ = generate_reply(self.engine, self.task, prompt, s, index, self.out)
         self.session.turns.append({"speaker": s.character, "utterance": reply})
         self.session.log.append({"turn": index, **prompt.info})
+        self.memory.update(self.session)  # the buffer within budget between turns too
         self.session.save(self.path)
 
     def command(self, line: str) -> bool:

@@ -66,7 +66,8 @@ class Memory:
             session.memory = self.cut(memory, session.settings.summary_tokens)
 
     def update(self, session: Session) -> None:
-        """After a new user line: the buffer back within ``memory_tokens``."""
+        """After a new line (the user's or the reply): the buffer back within
+        ``memory_tokens``, the newest turn always kept."""
         s = session.settings
         last = len(session.turns) - 1
         if s.memory == "none":
