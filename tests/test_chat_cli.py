@@ -198,3 +198,28 @@ def test_reply_is_streamed_as_it_is_written(tiny_models):
     streamer.end()
     assert out.getvalue() == "오늘 날씨가 정말 좋네요"  # the name held back, the next line never shown
     assert len(out.writes) > 3  # piece by piece
+
+
+def test_other_summarisers(tiny_models, tmp_path, capsys):
+    """Another plain model writes the summary; a model of another task answers through that
+    task (a DCS summariser here)."""
+    from malpyeong.answer import AnswerSettings
+    from malpyeong.dialogue import TaskSummarizer
+    from malpyeong.engines import GenerationSettings, HFEngine
+    from malpyeong.loading import load_for_inference
+    from malpyeong.tasks import get_task
+    from malpyeong.tasks.base import Utterance
+
+    session = tmp_path / "s.json"
+    args = ["--model", tiny_models["mistral"], "--character", "민지", "--memory_tokens", "24",
+            "--summary_tokens", "16", "--max_new_tokens", "4", "--max_length", "512",
+            "--summarizer", tiny_models["llama"], "--session", session,
+            "--input", write_lines(tmp_path / "l.txt", LINES[:3])]
+    code, out, _ = chat(args, capsys)
+    assert code == 0 and json.loads(session.read_text(encoding="utf-8"))["memory"]
+    loaded = load_for_inference(tiny_models["llama"])
+    summarise = TaskSummarizer(HFEngine(loaded.model, loaded.tokenizer, loaded.backbone),
+                               get_task("dcs"), AnswerSettings(
+                                   generation=GenerationSettings(max_new_tokens=8)))
+    text = summarise("User: 제 이름은 하윤이에요.", [Utterance("User", "오늘 날씨 좋네요.")])
+    assert isinstance(text, str) and text

@@ -143,6 +143,7 @@ def make_summarizer(name: str | None, engine: Engine, *, chat_task: str, max_tok
     task_name = source.run.get("task")
     if task_name and task_name != chat_task:
         task = get_task(task_name)
+        task.live_item((Utterance(user, "hello"),))  # a task that cannot take one says so now
         settings = AnswerSettings(prompt=task.prompt_spec(source.defaults.get("prompt")),
                                   max_length=source.defaults.get("max_length"), batch_size=1,
                                   generation=GenerationSettings(max_new_tokens=max_tokens))
