@@ -145,6 +145,10 @@ def main(argv: list[str] | None = None) -> int:
     task = get_task(s.task)
     spec = task.prompt_spec(s.prompt)
     engine = load_engine(resolve_source(s.model), dtype=args.dtype, device=args.device)
+    positions = getattr(engine.model.config, "max_position_embeddings", None)
+    if isinstance(positions, int) and s.max_length > positions:
+        raise UserError(f"--max_length {s.max_length} is over the model's {positions} positions",
+                        field="max_length")
     summarise = None
     if s.memory == "summary_buffer":
         summarise = make_summarizer(s.summarizer, engine, chat_task=task.name,
