@@ -116,7 +116,8 @@ def test_no_direction_heading_tag_or_entity_left(parsed):
     for r in records:
         texts = [r["output"]] + [c["utterance"] for c in r["input"]["conversation"]]
         by_episode.setdefault(r["id"].rsplit("-", 2)[0], []).extend(texts)
-    bad = re.compile(r"[()\[\]{}<>]|&#?\w+;|\bscene\s*:", re.I)
+    bad = re.compile(r"[()\[\]{}<>]|&#?\w+;|\bscene\s*:|\b(?:opening|closing)\s+(?:credits|titles)\b|"
+                     r"commercial\s+break|\b(?:written|transcribed)\s+by\b", re.I)
     for path in files:
         texts = by_episode[path.stem]
         assert not [t for t in texts if bad.search(t) or "\ufffd" in t], path.name

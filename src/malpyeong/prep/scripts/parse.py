@@ -43,10 +43,12 @@ CREDITS_LINE = re.compile(
     r"^(?:(?:opening|closing|ending|end)\s+(?:credits|titles)|credits|opening\s+titles|"
     r"오프닝|엔딩\s*크레딧)$", re.I)
 END_LINE = re.compile(r"^(?:(?:the\s+)?end(?:\s+of\s+(?:the\s+)?episode)?|끝)$", re.I)
+# "Written by", "Originally written by", "Minor additions and adjustments by", "With Help From":
+# the keyword within the first three words, "by" / "from" within three words after it.
 CREDITS_BY = re.compile(
-    r"^[^:]{0,40}?\b(?:written|transcri\w*|trascri\w*|teleplay|story|adjust\w*|addition\w*|"
-    r"html\w*|direct\w*|produc\w*|edit\w*|correct\w*|typed|checked|help)\b[^:]{0,30}?"
-    r"\b(?:by|from)\b", re.I)
+    r"^(?:[\w'-]+\s+){0,2}(?:written|transcri\w*|trascri\w*|teleplay|story|adjust\w*|"
+    r"addition\w*|html\w*|direct\w*|produc\w*|edit\w*|correct\w*|typed|checked|help)"
+    r"(?:\s+[\w'-]+){0,3}?\s+(?:by|from)\b", re.I)
 NOTE_START = re.compile(
     r"^[\[({]\s*(?:(?:transcriber|author|editor)'?s?\s+)?notes?\s*[:.-]", re.I)
 CREDIT_LABELS = frozenset({"각본", "극본", "연출", "작가", "원작", "제작", "채록", "번역", "자막",
@@ -187,9 +189,16 @@ def classify(line: Line) -> tuple[str, str | None, str]:
     return ("title" if line.heading else "plain"), None, text
 
 
+# Markers a transcript sometimes runs into a speech's line; written in capitals they are never
+# speech ("... About 20 minutes. CLOSING CREDITS").
+INLINE_MARKERS = re.compile(r"((?:OPENING|CLOSING|ENDING) (?:CREDITS|TITLES)|COMMERCIAL BREAK)")
+
+
 def split_inline_scenes(line: Line) -> list[Line]:
-    """A scene heading in the middle of a line (``...the end. [Scene: ...]``) starts its own."""
+    """A scene heading in the middle of a line (``...the end. [Scene: ...]``) starts its own
+    line, and a capitalised credits or commercial-break marker stands on its own."""
     parts = re.split(r"(?=[\[(]\s*scene\b)", line.text, flags=re.I)
+    parts = [q for p in parts for q in INLINE_MARKERS.split(p)]
     parts = [p.strip() for p in parts if p.strip()]
     return [Line(p, line.heading) for p in parts] if len(parts) > 1 else [line]
 
