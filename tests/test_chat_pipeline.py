@@ -12,7 +12,7 @@ from conftest import ROOT, SAMPLES, load_script
 from malpyeong.cli import run_cli
 from malpyeong.errors import UserError
 from malpyeong.results import read_results
-from malpyeong.tiny import build_tiny_bert, build_tiny_model, real_tokenizer_file
+from malpyeong.tiny import build_tiny_embedder, build_tiny_model, real_tokenizer_file
 
 pytestmark = pytest.mark.slow
 
@@ -84,7 +84,7 @@ def test_lora_on_pairs_then_predict_evaluate_and_merge(family, targets, pairs, m
     results = read_results(out)
     assert all(r["ref_tokens"] > 0 and r["ref_logprob"] < 0 for r in results.rows.values())
 
-    bert = build_tiny_bert(tmp_path / "bert")
+    bert = build_tiny_embedder(tmp_path / "bert")
     shown = call("run/evaluate.py", ["--task", "chat", "--gold", dev, "--pred", out,
                                      "--bertscore_model", bert], capsys)
     print(shown)
