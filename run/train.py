@@ -13,6 +13,9 @@ command under ``accelerate launch --config_file resource/configs/accelerate/ddp.
 The run folder gets the adapter (or model), tokenizer, resolved config.yaml, TensorBoard logs,
 dev_metrics.json, data_stats.json (prompts cut by the length budget) and malpyeong_run.json.
 ``--resume`` continues from the last checkpoint; ``--merge`` also writes a merged full model.
+An Axolotl config (``base_model:``, ``sequence_len:``, ``micro_batch_size:`` ...) is read as it
+is: each key is mapped to ours or listed as ignored, and the list is printed
+(``run/convert.py --from axolotl --to recipe --in CONFIG --out OUT.yaml`` writes the recipe).
 Exit 2 with one line on stderr for a user mistake (unknown recipe key, model, task, prompt,
 invalid data, existing run folder, CUDA out of memory).
 """
@@ -21,6 +24,7 @@ from __future__ import annotations
 
 import sys
 
+from malpyeong.axolotl import recipe_argv
 from malpyeong.cli import run_cli
 from malpyeong.training import has_flag, quiet_libraries
 
@@ -36,7 +40,8 @@ def main(argv: list[str] | None = None) -> int:
 
     parser = sft_parser()
     parser.parser.description = __doc__
-    script, model_args, config = parser.parse(argv)
+    with recipe_argv(sys.argv[1:] if argv is None else argv) as args:  # Axolotl configs as ours
+        script, model_args, config = parser.parse(args)
     out = train_sft(script, model_args, config)
     print(f"run folder: {out}")
     return 0
