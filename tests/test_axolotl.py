@@ -53,7 +53,7 @@ def test_every_key_is_mapped_or_listed():
         "lora_r": 8, "lora_alpha": 16, "lora_dropout": 0.05, "gradient_accumulation_steps": 1,
         "per_device_train_batch_size": 4, "per_device_eval_batch_size": 8,
         "num_train_epochs": 1, "weight_decay": 0.0, "tf32": False, "logging_steps": 1,
-        "seed": 42,
+        "seed": 42, "load_best_model_at_end": False, "early_stopping_patience": 0,
     }
     mapped = {k for k, _ in m.mapped}
     ignored = dict(m.ignored)
@@ -73,6 +73,24 @@ def test_every_key_is_mapped_or_listed():
     assert report[1].startswith("ignored 16 key(s): ") and "some_future_key" in report[1]
     assert report[2] == ("4 key(s) without a value: lora_model_dir, lora_fan_in_fan_out, "
                          "wandb_project, wandb_entity")
+    assert report[3] == ("Axolotl's defaults for keys not given: load_best_model_at_end False, "
+                         "early_stopping_patience 0")
+
+
+def test_keys_left_out_take_axolotls_defaults():
+    minimal = {"base_model": "org/model", "learning_rate": 1e-5,
+               "datasets": [{"path": str(SAMPLES / "dcs_train.json"), "type": "completion"}]}
+    m = to_recipe(minimal)
+    assert m.recipe == {"model": "org/model", "task": "dcs", "method": "full",
+                        "train_file": str(SAMPLES / "dcs_train.json"), "learning_rate": 1e-5,
+                        "num_train_epochs": 1, "per_device_train_batch_size": 1,
+                        "gradient_accumulation_steps": 1, "max_length": 512,
+                        "load_best_model_at_end": False, "early_stopping_patience": 0}
+    assert [k for k, _ in m.defaults] == ["num_epochs", "micro_batch_size",
+                                          "gradient_accumulation_steps", "sequence_len",
+                                          "load_best_model_at_end", "early_stopping_patience"]
+    with pytest.raises(UserError, match="no learning_rate"):
+        to_recipe({"base_model": "org/model"})
 
 
 @pytest.mark.parametrize("changes, expected", [
@@ -205,7 +223,7 @@ def test_train_reads_an_axolotl_config_and_trains_a_tiny_model(tmp_path, tiny_ll
     resolved = yaml.safe_load((run / "config.yaml").read_text(encoding="utf-8"))
     assert (resolved["model"], resolved["method"], resolved["lora_r"], resolved["lora_alpha"],
             resolved["max_length"], resolved["per_device_train_batch_size"],
-            resolved["task"], resolved["optim"]) == \
-        (str(tiny_llama), "lora", 8, 16, 1024, 4, "cci", "adamw_torch")
+            resolved["task"], resolved["optim"], resolved["load_best_model_at_end"]) == \
+        (str(tiny_llama), "lora", 8, 16, 1024, 4, "cci", "adamw_torch", False)
     dev = json.loads((run / "dev_metrics.json").read_text(encoding="utf-8"))
     assert dev["metric"] == "accuracy" and len(dev["history"]) == 1  # test_datasets is the dev set

@@ -5,7 +5,9 @@ this mapping. An Axolotl config is recognised by ``base_model`` (Axolotl's one r
 recipes say ``model``). Every key we understand becomes ours; every other key is listed with the
 reason it is ignored (one Axolotl knows but we have no equivalent for, or one we do not know at
 all); keys left without a value are listed as unset. Nothing is dropped silently. A key whose
-meaning we would change (another adapter, preference training, two warmups) is an error.
+meaning we would change (another adapter, preference training, two warmups) is an error. Where
+the config leaves out a key whose Axolotl default differs from ours (epochs, micro-batch,
+sequence length, best-checkpoint loading, early stopping), Axolotl's default is used and listed.
 
 The mapping works on plain values and produces a plain mapping: the recipe parser then
 validates it exactly like a recipe written by hand, so this module knows none of its internals.
@@ -139,6 +141,17 @@ for prefix_key in ("wandb_project", "wandb_entity", "wandb_watch", "wandb_name",
                    "comet_project_name", "use_comet"):
     IGNORED[prefix_key] = "runs log to TensorBoard (report_to)"
 
+# Axolotl's documented defaults where ours differ, for keys the config leaves out: the run is
+# the one Axolotl would make (our keys -> (Axolotl key, value)).
+AXOLOTL_DEFAULTS: dict[str, tuple[str, Any]] = {
+    "num_train_epochs": ("num_epochs", 1),
+    "per_device_train_batch_size": ("micro_batch_size", 1),
+    "gradient_accumulation_steps": ("gradient_accumulation_steps", 1),
+    "max_length": ("sequence_len", 512),
+    "lora_dropout": ("lora_dropout", 0.0),
+    "load_best_model_at_end": ("load_best_model_at_end", False),
+    "early_stopping_patience": ("early_stopping_patience", 0),  # Axolotl: none
+}
 FIRST = ("model", "task", "method", "train_file", "dev_file", "extra_train_files", "output_dir",
          "max_length")
 DATA_KEYS = ("datasets", "test_datasets", "val_set_size")  # see _data_files
@@ -156,6 +169,7 @@ class AxolotlMapping:
     mapped: list[tuple[str, str]] = field(default_factory=list)  # (axolotl key, what it became)
     ignored: list[tuple[str, str]] = field(default_factory=list)  # (axolotl key, why)
     unset: list[str] = field(default_factory=list)  # keys given without a value
+    defaults: list[tuple[str, Any]] = field(default_factory=list)  # Axolotl defaults applied
 
     def report(self) -> list[str]:
         lines = [f"mapped {len(self.mapped)} Axolotl key(s): "
@@ -165,6 +179,9 @@ class AxolotlMapping:
                          + "; ".join(f"{k} ({why})" for k, why in self.ignored))
         if self.unset:
             lines.append(f"{len(self.unset)} key(s) without a value: {', '.join(self.unset)}")
+        if self.defaults:
+            lines.append("Axolotl's defaults for keys not given: "
+                         + ", ".join(f"{k} {v}" for k, v in self.defaults))
         return lines
 
 
@@ -252,6 +269,10 @@ def to_recipe(data: dict, *, source: str | Path = "", task: str | None = None,
                 drop(key, "not an Axolotl key we know")
         base = Path(source).parent if source else Path(".")
         _data_files(given, m, put, drop, base, task, train_file)
+        for ours, (key, value) in AXOLOTL_DEFAULTS.items():
+            if ours not in m.recipe and (ours != "lora_dropout" or m.recipe["method"] != "full"):
+                m.recipe[ours] = value
+                m.defaults.append((key, value))
         first = [k for k in FIRST if k in m.recipe]  # the recipe reads like ours: model first
         m.recipe = {**{k: m.recipe[k] for k in first},
                     **{k: v for k, v in m.recipe.items() if k not in first}}
@@ -293,6 +314,8 @@ def _method(given: dict, put: Put, drop: Drop) -> None:
 
 
 def _learning_rate(given: dict, put: Put, drop: Drop) -> None:
+    if "learning_rate" not in given:
+        raise UserError("no learning_rate (Axolotl requires one)", field="learning_rate")
     if "learning_rate" in given:
         try:  # Axolotl takes a string too ("2e-5")
             put("learning_rate", {"learning_rate": float(given["learning_rate"])})
