@@ -257,8 +257,7 @@ def build_real_tokenizer(family: str) -> Any:
 def build_config(family: str, tokenizer: Any, hidden_size: int = 64, layers: int = 2,
                  heads: int = 4, kv_heads: int = 2, max_positions: int = 4096) -> Any:
     """A config of the real architecture class, tiny in every dimension."""
-    from transformers import (ExaoneConfig, Gemma2Config, LlamaConfig, MambaConfig, MistralConfig,
-                              Qwen2Config)
+    from transformers import ExaoneConfig, Gemma2Config, LlamaConfig, MambaConfig, MistralConfig, Qwen2Config
 
     ids = {"vocab_size": len(tokenizer), "pad_token_id": tokenizer.pad_token_id,
            "eos_token_id": tokenizer.eos_token_id, "bos_token_id": tokenizer.bos_token_id}
