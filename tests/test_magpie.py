@@ -42,6 +42,7 @@ GOLDEN = {
     "mistral_v3": "<s>[INST]",
     "solar": "<s>### User:\n",
     "glm4": "[gMASK]<sop><|user|>\n",
+    "exaone": "[|system|][|endofturn|]\n[|user|]",  # EXAONE 3.x: an empty system turn comes first
 }
 QWEN_DEFAULT_SYSTEM = "<|im_start|>system\nYou are a helpful assistant.<|im_end|>\n"
 
@@ -82,6 +83,7 @@ def test_system_prompt_is_a_system_turn_or_folded_into_the_user_text(tiny_models
         "gemma2": "<bos><start_of_turn>user\n한국어로만 대화합니다.\n\n",
         "qwen2": "<|im_start|>system\n한국어로만 대화합니다.<|im_end|>\n<|im_start|>user\n",
         "mistral": "<s>[INST] 한국어로만 대화합니다.\n\n",
+        "exaone": "[|system|]한국어로만 대화합니다.[|endofturn|]\n[|user|]",
     }
     for family, path in tiny_models.items():
         backbone = get_backbone(str(path))

@@ -167,10 +167,12 @@ def test_family_formats(tiny_models, cci_record):
         "gemma2": "<bos><start_of_turn>user\nYou are a helpful",
         "qwen2": "<|im_start|>system\nYou are a helpful AI",
         "mistral": "<s>[INST] You are a helpful",
+        "exaone": "[|system|]You are a helpful AI",
     }
     ends = {"llama": "<|start_header_id|>assistant<|end_header_id|>\n\n",
             "gemma2": "<end_of_turn>\n<start_of_turn>model\n",
-            "qwen2": "<|im_end|>\n<|im_start|>assistant\n", "mistral": " [/INST]"}
+            "qwen2": "<|im_end|>\n<|im_start|>assistant\n", "mistral": " [/INST]",
+            "exaone": "\n[|assistant|]"}
     for family, path in tiny_models.items():
         backbone = get_backbone(str(path))
         text = render_chat(load_tokenizer(str(path), backbone), messages, backbone)
