@@ -135,5 +135,6 @@ def test_objective_raises_the_heldout_margin(preference_data, algorithm, extra, 
     assert margin["pairs"] == 48 and margin["after"] > margin["before"] + 0.5, margin
     info = json.loads((out / "malpyeong_run.json").read_text())
     assert (info["stage"], info["task"]) == (algorithm, "cci")
+    assert not (out / "adapter" / "ref").exists()  # trl's frozen reference copy is not kept
     saved = yaml.safe_load((out / "config.yaml").read_text(encoding="utf-8"))
     assert saved["algorithm"] == algorithm

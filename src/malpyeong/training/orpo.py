@@ -16,6 +16,7 @@ from malpyeong.errors import UserError
 from malpyeong.generation import model_device
 from malpyeong.io import atomic_write_json
 from malpyeong.pairs import build_pairs, read_pairs
+from malpyeong.runfolder import ADAPTER_DIR
 from malpyeong.tasks import PromptSpec, Task, get_task
 from malpyeong.training.evaluation import TaskEvaluator, dev_answer_settings, load_dev_items
 from malpyeong.training.examples import BudgetStats, assistant_affixes
@@ -29,6 +30,7 @@ from malpyeong.training.outputs import (
 )
 from malpyeong.training.preference import (
     as_pairs,
+    drop_reference_adapter,
     preference_trainer_class,
     reference_kwargs,
     unpaired_rows,
@@ -188,6 +190,8 @@ def train_orpo(script: ORPOArguments, model_args: ModelArguments, config: Any) -
             atomic_write_json(out / "dev_metrics.json", dev)
     info = save_run(trainer, tokenizer, out, script, model_args, task, max_length,
                     stage=script.algorithm, target_style=target_style, backbone=backbone)
+    if main_process():
+        drop_reference_adapter(out / ADAPTER_DIR)
     end_stage(out, info, chain, model_args.method)
     return out
 

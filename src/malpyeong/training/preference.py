@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import copy
 import random
+import shutil
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -195,6 +196,15 @@ def reference_kwargs(algorithm: str, model: Any, model_args: ModelArguments, con
     return {"ref_model": ref}
 
 
+def drop_reference_adapter(adapter_dir: Path) -> None:
+    """trl keeps DPO's / KTO's reference as a second, frozen adapter named ``ref`` and peft
+    saves it beside the trained one (``adapter/ref/``). It is the starting adapter, not the
+    result: removed, so the folder holds what was trained."""
+    ref = Path(adapter_dir) / "ref"
+    if (ref / "adapter_config.json").is_file():
+        shutil.rmtree(ref)
+
+
 # ---------------------------------------------------------------------------------------------
 # KTO rows
 
@@ -219,6 +229,6 @@ def unpaired_rows(rendered: Sequence[dict], examples: Sequence[dict], seed: int)
 
 
 __all__ = ["PREFERENCE_DEFAULTS", "algorithm_of", "as_pairs", "check_algorithm", "config_class",
-           "dpo_trainer_class", "kto_trainer_class", "preference_parser",
+           "dpo_trainer_class", "drop_reference_adapter", "kto_trainer_class", "preference_parser",
            "preference_trainer_class", "reference_kwargs", "simpo_trainer_class",
            "unpaired_rows"]
