@@ -107,6 +107,9 @@ def preference_data(tmp_path_factory) -> dict:
 
 @pytest.mark.parametrize(("algorithm", "extra"), [
     ("dpo", ["--beta", "0.1"]),
+    # the reference log-probs computed once before training instead of a reference forward
+    pytest.param("dpo", ["--beta", "0.1", "--precompute_ref_log_probs", "true"],
+                 marks=pytest.mark.slow, id="dpo-precomputed"),
     # SimPO goes through CPO's trainer, whose row path ORPO's test already covers
     pytest.param("simpo", [], marks=pytest.mark.slow),
     ("kto", ["--beta", "0.1"]),
@@ -117,7 +120,7 @@ def test_objective_raises_the_heldout_margin(preference_data, algorithm, extra, 
     from malpyeong.cli import run_cli
 
     cli = load_script(ROOT / "orpo" / "train.py")
-    out = preference_data["root"] / algorithm
+    out = preference_data["root"] / f"{algorithm}{len(extra)}"
     assert run_cli(cli.main, [
         "--algorithm", algorithm, "--model", str(preference_data["model"]),
         "--pairs", str(preference_data["pairs"]), "--dev_pairs", str(preference_data["dev_pairs"]),
