@@ -16,7 +16,7 @@ from malpyeong.data import load_items, write_submission
 from malpyeong.errors import UserError
 from malpyeong.pairs import build_pairs, write_pairs
 from malpyeong.tasks import get_task
-from malpyeong.training import algorithm_of, preference_parser
+from malpyeong.training import algorithm_of, preference_parser, train_orpo
 from malpyeong.unpaired import build_unpaired, read_unpaired, unpair, write_unpaired
 
 
@@ -141,3 +141,28 @@ def test_objective_raises_the_heldout_margin(preference_data, algorithm, extra, 
     assert not (out / "adapter" / "ref").exists()  # trl's frozen reference copy is not kept
     saved = yaml.safe_load((out / "config.yaml").read_text(encoding="utf-8"))
     assert saved["algorithm"] == algorithm
+
+
+def test_full_dpo_stage_from_an_earlier_lora_run(preference_data):
+    """init_from in a preference run: DPO with full weights from an SFT LoRA run merged into
+    the base (the reference is reloaded from that merge); the run file names the SFT run."""
+    from malpyeong.training import sft_parser, train_sft
+
+    root, model = preference_data["root"], str(preference_data["model"])
+    train = write_json(root / "sft.json", make_synthetic_cci(16, 5, "s"))
+    common = ["--model", model, "--report_to", "none", "--gradient_checkpointing", "false",
+              "--disable_tqdm", "true", "--max_steps", "2", "--per_device_train_batch_size", "4",
+              "--max_length", "512"]
+    sft = root / "sft_lora"
+    train_sft(*sft_parser().parse(common + ["--train_file", str(train), "--output_dir", str(sft)]))
+    out = root / "dpo_full"
+    train_orpo(*preference_parser("dpo").parse(common + [
+        "--algorithm", "dpo", "--method", "full", "--init_from", str(sft),
+        "--pairs", str(preference_data["pairs"]), "--max_train_items", "8",
+        "--dev_pairs", str(preference_data["dev_pairs"]), "--output_dir", str(out),
+        "--eval_strategy", "no", "--save_strategy", "no", "--load_best_model_at_end", "false"]))
+    info = json.loads((out / "malpyeong_run.json").read_text())
+    assert (info["stage"], info["method"], info["init_from"], info["model"]) == (
+        "dpo", "full", str(sft), model)
+    assert [s["run"] for s in info["stages"]] == [str(sft)]
+    assert (out / "model" / "config.json").is_file() and not (out / "init_model").exists()
