@@ -180,7 +180,9 @@ def _call(capsys, *args: str) -> SimpleNamespace:
 
 
 def _run(*args: str) -> subprocess.CompletedProcess:
-    env = {**os.environ, "HF_HUB_OFFLINE": "1", "MALPYEONG_LOG": "WARNING"}
+    # this checkout's package first, as conftest does for the tests themselves
+    path = os.pathsep.join(filter(None, [str(ROOT / "src"), os.environ.get("PYTHONPATH")]))
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "MALPYEONG_LOG": "WARNING", "PYTHONPATH": path}
     return subprocess.run(
         [sys.executable, str(ROOT / "run" / "distill.py"), *args],
         capture_output=True,

@@ -10,7 +10,7 @@ import yaml
 from conftest import ROOT
 
 from malpyeong.backbones import REGISTRY
-from malpyeong.training import orpo_parser, sft_parser
+from malpyeong.training import ALGORITHMS, preference_parser, sft_parser
 
 CONFIGS = ROOT / "resource" / "configs"
 RECIPES = sorted(p for task in ("cci", "dcs", "chat") for p in (CONFIGS / task).glob("*.yaml"))
@@ -29,7 +29,17 @@ def stand_ins(tmp_path_factory) -> dict[str, str]:
     adapter = root / "adapter"
     adapter.mkdir()
     (adapter / "adapter_config.json").write_text("{}", encoding="utf-8")
-    return {"pairs": str(pairs), "sft_adapter": str(adapter), "output_dir": str(root / "out")}
+    unpaired = root / "unpaired.jsonl"
+    unpaired.write_text("".join(json.dumps({"id": f"x#{n}", "source_id": "x", "task": "cci",
+                                            "record": {}, "completion": n, "label": n == "A"})
+                                + "\n" for n in "AB"), encoding="utf-8")
+    run = root / "run"  # an earlier run, for init_from
+    (run / "adapter").mkdir(parents=True)
+    (run / "adapter" / "adapter_config.json").write_text("{}", encoding="utf-8")
+    (run / "malpyeong_run.json").write_text(json.dumps({"model": "m", "adapter_dir": "adapter"}),
+                                            encoding="utf-8")
+    return {"pairs": str(pairs), "sft_adapter": str(adapter), "output_dir": str(root / "out"),
+            "unpaired": str(unpaired), "init_from": str(run)}
 
 
 def test_recipes_exist_for_every_backbone_and_task():
@@ -39,10 +49,12 @@ def test_recipes_exist_for_every_backbone_and_task():
     for model in REGISTRY.keys() - CHAT_ONLY:
         short = model.split("/")[-1]
         for task in ("cci", "dcs"):
-            for method in ("qlora", "lora", "orpo"):
+            for method in ("qlora", "lora", *ALGORITHMS):
                 assert f"{task}/{short}_{method}.yaml" in names, (task, short, method)
     for name in ("cci/tiny_lora.yaml", "cci/tiny_qlora.yaml", "cci/tiny_full.yaml",
-                 "cci/tiny_orpo.yaml", "dcs/tiny_lora.yaml", "chat/tiny_lora.yaml"):
+                 "cci/tiny_orpo.yaml", "dcs/tiny_lora.yaml", "chat/tiny_lora.yaml",
+                 "cci/tiny_dpo.yaml", "cci/tiny_simpo.yaml", "cci/tiny_kto.yaml",
+                 "cci/tiny_staged_full.yaml", "cci/gemma-2-9b-it_full.yaml"):
         assert name in names
 
 
@@ -51,8 +63,8 @@ def test_recipe_parses(path: Path, stand_ins, tmp_path):
     data = yaml.safe_load(path.read_text(encoding="utf-8"))
     task, stem = path.parent.name, path.stem
     method = stem.rsplit("_", 1)[1]
-    orpo = method == "orpo"
-    parser = orpo_parser() if orpo else sft_parser()
+    orpo = method in ALGORITHMS  # a preference recipe (orpo, dpo, simpo, kto)
+    parser = preference_parser(data.get("algorithm", "orpo")) if orpo else sft_parser()
     parser.check_recipe(str(path))  # every key is known
     text = path.read_text(encoding="utf-8")
     command = ("orpo/train.py" if orpo else "run/train.py") + f" --config {path.relative_to(ROOT)}"
@@ -63,8 +75,10 @@ def test_recipe_parses(path: Path, stand_ins, tmp_path):
     assert data.get("task", task) == task and data["output_dir"].startswith(f"runs/{task}/")
     if not orpo:
         assert data["method"] == method
-    elif not stem.startswith("tiny"):
-        assert data["method"] == "qlora"  # ORPO continues the SFT QLoRA adapter
+    else:
+        assert data.get("algorithm", "orpo") == method
+        if not stem.startswith("tiny"):
+            assert data["method"] == "qlora"  # preference training continues the SFT adapter
     # parse for real, with paths a checkout may lack replaced by stand-ins
     local = {k: (stand_ins[k] if k in stand_ins else v) for k, v in data.items()}
     for key in ("train_file", "dev_file"):

@@ -101,16 +101,23 @@ def build_pairs(task: Task, items: Sequence[Any], *, target_style: str | None = 
     outputs = None
     name = "results"
     if results is not None:
-        res = read_results(results)
-        outputs = {i: o for i, o in res.outputs.items() if o not in (None, "")}
-        for i, text in (res.texts or {}).items():  # raw generations where the output is missing
-            if i not in outputs:
-                item = next((it for it in items if it.id == i), None)
-                parsed = task.parse_output(item, text) if item is not None else None
-                if parsed is not None:
-                    outputs[i] = parsed
-        name = res.name
+        outputs, name = outputs_of_results(task, items, results)
     return generate_pairs(task, items, outputs=outputs, results_name=name, seed=seed)
+
+
+def outputs_of_results(task: GenerateTask, items: Sequence[Any],
+                       results: str | os.PathLike) -> tuple[dict[str, Any], str]:
+    """A results file's non-empty outputs by id (parsed from the raw text where the output is
+    missing), and the results' name."""
+    res = read_results(results)
+    outputs = {i: o for i, o in res.outputs.items() if o not in (None, "")}
+    by_id = {it.id: it for it in items}
+    for i, text in (res.texts or {}).items():  # raw generations where the output is missing
+        if i not in outputs and i in by_id:
+            parsed = task.parse_output(by_id[i], text)
+            if parsed is not None:
+                outputs[i] = parsed
+    return outputs, res.name
 
 
 def _row(task: Task, item: Any, pair_id: str, chosen: str, rejected: str, origin: str,

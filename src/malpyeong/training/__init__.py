@@ -13,7 +13,9 @@ One job per module (each imports only the ones above it):
     evaluation   the task's dev metric on the model being trained
     trainers     trl's trainers with that metric, completion-only loss, early stopping
     outputs      the run folder: creation, config.yaml, dev metrics, weights, malpyeong_run.json
-    sft, orpo    the two end-to-end runs
+    preference   the objectives beside ORPO (DPO, SimPO, KTO): trainers, configs, defaults
+    stages       staged training: a run that starts from an earlier run (init_from)
+    sft, orpo    the two end-to-end runs (orpo runs every preference objective)
     entry        what run/train.py and orpo/train.py share: parsers, a quiet console
 
 Every public name is re-exported here, so ``from malpyeong.training import train_sft`` works.
@@ -48,7 +50,15 @@ from malpyeong.training.outputs import (
     write_config,
     write_dev_metrics,
 )
+from malpyeong.training.preference import (
+    PREFERENCE_DEFAULTS,
+    algorithm_of,
+    config_class,
+    preference_parser,
+    preference_trainer_class,
+)
 from malpyeong.training.recipe import (
+    ALGORITHMS,
     ATTENTION,
     BATCHING,
     DTYPES,
@@ -64,6 +74,7 @@ from malpyeong.training.recipe import (
     resolve_trainer_args,
 )
 from malpyeong.training.sft import train_sft
+from malpyeong.training.stages import INIT_DIR, begin_stage, end_stage
 from malpyeong.training.trainers import (
     TaskMetricsMixin,
     accepts_logits_to_keep,
@@ -75,6 +86,8 @@ from malpyeong.training.trainers import (
 )
 
 __all__ = [
+    "ALGORITHMS", "INIT_DIR", "PREFERENCE_DEFAULTS", "algorithm_of", "begin_stage",
+    "config_class", "end_stage", "preference_parser", "preference_trainer_class",
     "ATTENTION", "BATCHING", "DTYPES", "METHODS", "ORPO_DEFAULTS",
     "SENTINEL", "TRAINER_DEFAULTS", "BudgetStats", "CommonArguments",
     "ModelArguments", "ORPOArguments", "RecipeParser", "SFTArguments", "TaskEvaluator",

@@ -1,6 +1,7 @@
-"""Preference training with ORPO, end to end: pairs rendered for the model -> model (optionally
-continuing an SFT adapter) -> trl's ORPOTrainer with the task's dev metric -> the run folder,
-with the held-out chosen-minus-rejected margin before and after."""
+"""Preference training (ORPO, DPO, SimPO, KTO; see :mod:`malpyeong.training.preference`), end to
+end: pairs (or KTO's unpaired examples) rendered for the model -> model (optionally continuing
+an SFT adapter, or starting from an earlier run) -> the objective's trl trainer with the task's
+dev metric -> the run folder, with the held-out chosen-minus-rejected margin before and after."""
 
 from __future__ import annotations
 
@@ -9,12 +10,13 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from malpyeong.backbones import Backbone, encode, get_backbone, load_tokenizer
+from malpyeong.backbones import Backbone, encode, load_tokenizer
 from malpyeong.budget import fit_prompt
 from malpyeong.errors import UserError
 from malpyeong.generation import model_device
 from malpyeong.io import atomic_write_json
 from malpyeong.pairs import build_pairs, read_pairs
+from malpyeong.runfolder import ADAPTER_DIR
 from malpyeong.tasks import PromptSpec, Task, get_task
 from malpyeong.training.evaluation import TaskEvaluator, dev_answer_settings, load_dev_items
 from malpyeong.training.examples import BudgetStats, assistant_affixes
@@ -26,8 +28,17 @@ from malpyeong.training.outputs import (
     write_config,
     write_dev_metrics,
 )
+from malpyeong.training.preference import (
+    as_pairs,
+    drop_reference_adapter,
+    preference_trainer_class,
+    reference_kwargs,
+    unpaired_rows,
+)
 from malpyeong.training.recipe import ModelArguments, ORPOArguments, resolve_trainer_args
-from malpyeong.training.trainers import callbacks_for, orpo_trainer_class, run_training
+from malpyeong.training.stages import begin_stage, end_stage
+from malpyeong.training.trainers import callbacks_for, run_training
+from malpyeong.unpaired import read_unpaired, unpair
 
 
 def build_orpo_rows(pairs: Sequence[dict], task: Task, tokenizer: Any, backbone: Backbone,
@@ -105,10 +116,14 @@ def pair_margins(model: Any, tokenizer: Any, rows: Sequence[dict],
 
 
 def train_orpo(script: ORPOArguments, model_args: ModelArguments, config: Any) -> Path:
-    """Run ORPO end to end and return the run folder."""
+    """Run preference training (``script.algorithm``) end to end and return the run folder."""
     from datasets import Dataset
 
-    pairs = read_pairs(script.pairs)
+    kto = script.algorithm == "kto"
+    pairs = read_pairs(script.pairs) if script.pairs else []
+    examples = (read_unpaired(script.unpaired) if script.unpaired else unpair(pairs)) if kto \
+        else []
+    pairs = pairs or as_pairs(examples)  # KTO from unpaired examples only
     task_name = script.task or pairs[0]["task"]
     task = get_task(task_name)
     styles = {p.get("target_style") for p in pairs}
@@ -116,6 +131,7 @@ def train_orpo(script: ORPOArguments, model_args: ModelArguments, config: Any) -
     if script.max_train_items:
         keep = list(dict.fromkeys(p["source_id"] for p in pairs))[:script.max_train_items]
         pairs = [p for p in pairs if p["source_id"] in set(keep)]
+        examples = [e for e in examples if e["source_id"] in set(keep)]
     dev_items = load_dev_items(task, script)
     if script.dev_pairs:
         dev_pairs = read_pairs(script.dev_pairs)
@@ -126,31 +142,42 @@ def train_orpo(script: ORPOArguments, model_args: ModelArguments, config: Any) -
     config = resolve_trainer_args(model_args, config, task, has_dev=bool(dev_pairs),
                                   task_metric=bool(dev_items))
     out = open_run_folder(config.output_dir, overwrite=script.overwrite, resume=script.resume)
-    backbone = get_backbone(model_args.model)
+    recipe_args = model_args  # config.yaml keeps the recipe's base, not init_model/
+    model_args, backbone, chain = begin_stage(script.init_from, model_args, out)
     tokenizer = load_tokenizer(model_args.model, backbone,
                                trust_remote_code=True if config.trust_remote_code else None)
     max_length = config.max_length
     spec = task.prompt_spec(script.prompt)
-    rows, train_stats = build_orpo_rows(pairs, task, tokenizer, backbone, spec, max_length)
+    rows, train_stats = build_orpo_rows(as_pairs(examples) if kto else pairs, task, tokenizer,
+                                        backbone, spec, max_length)
     if not rows:
         raise UserError("no pair fits max_length", field="max_length")
     dev_rows, dev_stats = build_orpo_rows(dev_pairs, task, tokenizer, backbone, spec, max_length)
     if dev_pairs and not dev_rows:
         raise UserError("no dev pair fits max_length", field="max_length")
+    eval_rows = dev_rows
+    if kto:  # the trainer reads unpaired rows; the margins stay on the held-out pairs
+        rows = unpaired_rows(rows, examples, config.seed)
+        dev_examples = unpair(dev_pairs)
+        rendered, _ = build_orpo_rows(as_pairs(dev_examples), task, tokenizer, backbone, spec,
+                                      max_length)
+        eval_rows = unpaired_rows(rendered, dev_examples, config.seed)
     if main_process():
         stats = {"train": train_stats.as_dict(), "dev": dev_stats.as_dict() if dev_rows else None}
         atomic_write_json(out / "data_stats.json", stats)
-        write_config(out, script, model_args, config)
+        write_config(out, script, recipe_args, config)
 
     model = load_training_model(model_args, config, backbone, sft_adapter=script.sft_adapter)
+    reference = reference_kwargs(script.algorithm, model, model_args, config,
+                                 started_in_memory=bool(script.sft_adapter))
     margins_before = pair_margins(model, tokenizer, dev_rows[:64]) if dev_rows else []
     evaluator = TaskEvaluator(task, dev_items, tokenizer, backbone,
                               dev_answer_settings(script, spec, max_length, config)) \
         if dev_items else None
-    trainer = orpo_trainer_class()(
+    trainer = preference_trainer_class(script.algorithm)(
         model=model, args=config, processing_class=tokenizer, train_dataset=Dataset.from_list(rows),
-        eval_dataset=Dataset.from_list(dev_rows) if dev_rows else None,
-        callbacks=callbacks_for(script, config))
+        eval_dataset=Dataset.from_list(eval_rows) if eval_rows else None,
+        callbacks=callbacks_for(script, config), **reference)
     trainer.task_evaluator = evaluator
     run_training(trainer, script.resume)
     # every rank runs the forward passes (ZeRO-3 gathers parameters collectively)
@@ -161,8 +188,11 @@ def train_orpo(script: ORPOArguments, model_args: ModelArguments, config: Any) -
             dev["heldout_margin"] = {"pairs": len(margins_after), "before": _mean(margins_before),
                                      "after": _mean(margins_after)}
             atomic_write_json(out / "dev_metrics.json", dev)
-    save_run(trainer, tokenizer, out, script, model_args, task, max_length, stage="orpo",
-             target_style=target_style, backbone=backbone)
+    info = save_run(trainer, tokenizer, out, script, model_args, task, max_length,
+                    stage=script.algorithm, target_style=target_style, backbone=backbone)
+    if main_process():
+        drop_reference_adapter(out / ADAPTER_DIR)
+    end_stage(out, info, chain, model_args.method)
     return out
 
 

@@ -22,7 +22,7 @@ from pathlib import Path
 from typing import Any
 
 from malpyeong.errors import UserError
-from malpyeong.runfolder import find_adapter
+from malpyeong.runfolder import adapter_of, find_adapter, has_run_file, read_run, weights_of
 from malpyeong.tasks import DEFAULT_TASK, ChoiceTask, Task, get_task, task_names
 
 log = logging.getLogger(__name__)
@@ -31,6 +31,8 @@ METHODS = ("full", "lora", "qlora")
 BATCHING = ("auto", "padding_free", "packing", "length", "none")
 DTYPES = ("auto", "bf16", "bfloat16", "fp16", "float16", "fp32", "float32")
 ATTENTION = ("eager", "sdpa", "flash_attention_2", "flash_attention_3", "flex_attention")
+# preference objectives orpo/train.py offers (see malpyeong.training.preference)
+ALGORITHMS = ("orpo", "dpo", "simpo", "kto")
 
 
 def _help(text: str, **extra: Any) -> dict:
@@ -100,9 +102,14 @@ class CommonArguments:
     resume: bool = field(default=False, metadata=_help("continue from the last checkpoint"))
     merge: bool = field(default=False, metadata=_help(
         "also write merged/: the adapter merged into a full-precision copy of the base model"))
+    init_from: str | None = field(default=None, metadata=_help(
+        "staged training: start from this earlier run folder (its adapter merged into a bf16 "
+        "copy of the base, or its full model); this run (full or a new LoRA) continues from it"))
 
     def __post_init__(self) -> None:
         _choice(self.batching, BATCHING, "batching")
+        if self.init_from is not None:
+            self.init_from = check_init_from(self.init_from)
         if self.overwrite and self.resume:
             raise UserError("--overwrite and --resume exclude each other", field="resume")
         if self.eval_max_new_tokens < 1:
@@ -166,10 +173,15 @@ class SFTArguments(CommonArguments):
 
 @dataclass
 class ORPOArguments(CommonArguments):
-    """What an ORPO run needs beyond the trainer's fields."""
+    """What a preference run (ORPO, DPO, SimPO, KTO) needs beyond the trainer's fields."""
 
+    algorithm: str = field(default="orpo", metadata=_help(
+        "preference objective: orpo, dpo, simpo (trl's CPO with loss_type simpo) or kto"))
     pairs: str | None = field(default=None, metadata=_help(
         "preference pairs from orpo/build_pairs.py (JSONL)"))
+    unpaired: str | None = field(default=None, metadata=_help(
+        "kto: desirable/undesirable examples from orpo/build_unpaired.py (JSONL); default: "
+        "the pairs unpaired (chosen desirable, rejected undesirable)"))
     dev_pairs: str | None = field(default=None, metadata=_help(
         "held-out pairs for the eval loss and margins (default: built from --dev_file)"))
     sft_adapter: str | None = field(default=None, metadata=_help(
@@ -180,14 +192,34 @@ class ORPOArguments(CommonArguments):
 
     def __post_init__(self) -> None:
         super().__post_init__()
-        if not self.pairs:
+        _choice(self.algorithm, ALGORITHMS, "algorithm")
+        if self.unpaired is not None:
+            if self.algorithm != "kto":
+                raise UserError(f"unpaired examples are for kto, not {self.algorithm}",
+                                field="unpaired", hint="pass --pairs FILE instead")
+            _existing(self.unpaired, "unpaired")
+        if not self.pairs and self.unpaired is None:
             raise UserError("no pairs given", field="pairs",
                             hint="build them with orpo/build_pairs.py, then pass --pairs FILE")
-        _existing(self.pairs, "pairs")
+        if self.pairs:
+            _existing(self.pairs, "pairs")
         if self.dev_pairs:
             _existing(self.dev_pairs, "dev_pairs")
         if self.sft_adapter:
             self.sft_adapter = str(find_adapter(self.sft_adapter, "sft_adapter"))
+
+
+def check_init_from(path: str) -> str:
+    """An earlier run folder to start from: it must hold a run file and weights."""
+    p = Path(path)
+    if not p.is_dir():
+        raise UserError("run folder not found", file=path, field="init_from",
+                        hint="give the output_dir of an earlier training run")
+    run = read_run(p) if has_run_file(p) else None
+    if run is None or (adapter_of(p, run) is None and weights_of(p, run) is None):
+        raise UserError("not a finished run folder (no malpyeong_run.json with an adapter or a "
+                        "model)", file=path, field="init_from", hint="did that run finish?")
+    return str(p)
 
 
 def _choice(value: str, allowed: Sequence[str], name: str) -> None:

@@ -8,7 +8,7 @@ import logging
 from pathlib import Path
 from typing import Any
 
-from malpyeong.backbones import get_backbone, load_tokenizer
+from malpyeong.backbones import load_tokenizer
 from malpyeong.data import load_items
 from malpyeong.errors import UserError
 from malpyeong.io import atomic_write_json
@@ -29,6 +29,7 @@ from malpyeong.training.recipe import (
     batching_changes,
     resolve_trainer_args,
 )
+from malpyeong.training.stages import begin_stage, end_stage
 from malpyeong.training.trainers import callbacks_for, run_training, sft_trainer_class
 
 log = logging.getLogger(__name__)
@@ -41,7 +42,8 @@ def train_sft(script: SFTArguments, model_args: ModelArguments, config: Any) -> 
     config = resolve_trainer_args(model_args, config, task, has_dev=bool(script.dev_file),
                                   task_metric=bool(script.dev_file))
     out = open_run_folder(config.output_dir, overwrite=script.overwrite, resume=script.resume)
-    backbone = get_backbone(model_args.model)
+    recipe_args = model_args  # config.yaml keeps the recipe's base, not init_model/
+    model_args, backbone, chain = begin_stage(script.init_from, model_args, out)
     tokenizer = load_tokenizer(model_args.model, backbone,
                                trust_remote_code=True if config.trust_remote_code else None)
     max_length = config.max_length
@@ -69,7 +71,7 @@ def train_sft(script: SFTArguments, model_args: ModelArguments, config: Any) -> 
              "extra": extra_stats}
     if main_process():
         atomic_write_json(out / "data_stats.json", stats)
-        write_config(out, script, model_args, config)
+        write_config(out, script, recipe_args, config)
     log.info("train: %d examples (%d prompts cut, %d over budget); dev: %d items",
              train_stats.examples, train_stats.prompts_cut, train_stats.over_budget, len(dev_items))
 
@@ -90,6 +92,7 @@ def train_sft(script: SFTArguments, model_args: ModelArguments, config: Any) -> 
     run_training(trainer, script.resume)
     if main_process():
         write_dev_metrics(out, evaluator, trainer)
-    save_run(trainer, tokenizer, out, script, model_args, task, max_length, stage="sft",
-             target_style=script.target_style, backbone=backbone)
+    info = save_run(trainer, tokenizer, out, script, model_args, task, max_length, stage="sft",
+                    target_style=script.target_style, backbone=backbone)
+    end_stage(out, info, chain, model_args.method)
     return out

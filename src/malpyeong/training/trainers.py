@@ -125,19 +125,24 @@ def orpo_trainer_class() -> type:
         without trl's extra EOS."""
 
         def tokenize_row(self, feature: dict, model: Any = None) -> dict:
-            tok = self.processing_class
-            prompt = encode(tok, feature["prompt"])
-            out: dict[str, list[int]] = {"prompt_input_ids": prompt,
-                                         "prompt_attention_mask": [1] * len(prompt)}
-            room = max(0, self.max_length - len(prompt))
-            for side in ("chosen", "rejected"):
-                done = tok(feature[side], add_special_tokens=False)["input_ids"][:room]
-                out[f"{side}_input_ids"] = prompt + done
-                out[f"{side}_attention_mask"] = [1] * (len(prompt) + len(done))
-                out[f"{side}_labels"] = [-100] * len(prompt) + done
-            return out
+            return rendered_pair_row(self.processing_class, self.max_length, feature)
 
     return MalpyeongORPOTrainer
+
+
+def rendered_pair_row(tok: Any, max_length: int, feature: dict) -> dict:
+    """A ``{prompt, chosen, rejected}`` row already rendered for the model, as the token ids
+    trl's ORPO and CPO trainers take (no second BOS, no extra EOS)."""
+    prompt = encode(tok, feature["prompt"])
+    out: dict[str, list[int]] = {"prompt_input_ids": prompt,
+                                 "prompt_attention_mask": [1] * len(prompt)}
+    room = max(0, max_length - len(prompt))
+    for side in ("chosen", "rejected"):
+        done = tok(feature[side], add_special_tokens=False)["input_ids"][:room]
+        out[f"{side}_input_ids"] = prompt + done
+        out[f"{side}_attention_mask"] = [1] * (len(prompt) + len(done))
+        out[f"{side}_labels"] = [-100] * len(prompt) + done
+    return out
 
 
 def callbacks_for(script: CommonArguments, config: Any) -> list:
