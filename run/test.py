@@ -26,6 +26,7 @@ import sys
 from dataclasses import replace
 
 from malpyeong.answer import AnswerSettings, default_batch_size
+from malpyeong.classifier import check_head_scoring
 from malpyeong.cli import run_cli, task_argument
 from malpyeong.data import load_items
 from malpyeong.engines import Engine, GenerationSettings
@@ -125,6 +126,7 @@ def main(argv: list[str] | None = None) -> int:
                               permute=args.permute, generation=generation,
                               batch_size=args.batch_size or 8)
     settings.check_for(task, args.engine)
+    check_head_scoring(source.run, args.scoring)
     shown = {k: v for k, v in settings.meta(task, args.engine).items() if k != "prompt"}
     log.info("task %s, %d items from %s; prompt %s; %s", task.name, len(items), args.input,
              spec, ", ".join(f"{k} {v}" for k, v in shown.items()))
@@ -170,6 +172,7 @@ def predict_routed(args: argparse.Namespace, task: Task) -> int:
                                   max_length=args.max_length or source.defaults.get("max_length"),
                                   generation=generation, batch_size=args.batch_size or 8)
         settings.check_for(task, args.engine)
+        check_head_scoring(source.run, args.scoring)
         return settings
 
     def engine_for(source: ModelSource, settings: AnswerSettings) -> Engine:

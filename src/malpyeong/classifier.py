@@ -33,6 +33,13 @@ def is_classifier_run(run: dict) -> bool:
     return run.get("objective") == OBJECTIVE
 
 
+def check_head_scoring(run: dict, scoring: str) -> None:
+    """Before loading: a classification run scores through its head, not by letter or loglik."""
+    if is_classifier_run(run) and scoring != "letter":
+        raise UserError("a classification head scores the options itself; --scoring "
+                        f"{scoring} is for language models", field="scoring")
+
+
 def head_probs(model: Any, rows: Sequence[Sequence[int]], pad_id: int) -> np.ndarray:
     """Softmax of the head over the options for each token sequence (one forward pass)."""
     import torch
@@ -66,9 +73,7 @@ class ClassifierEngine(Engine):
               scoring: str, batch_size: int, done: Collection[int] = (),
               on_item: Callable[[int, ItemScore], None] | None = None,
               progress: bool = True, shard: Shard = ALONE) -> list[ItemScore | None]:
-        if scoring != "letter":
-            raise UserError("a classification head scores the options itself; --scoring "
-                            f"{scoring} is for language models", field="scoring")
+        check_head_scoring({"objective": OBJECTIVE}, scoring)
         n_out = getattr(getattr(self.model, "config", None), "num_labels", task.n_choices)
         if n_out != task.n_choices:
             raise UserError(f"the head has {n_out} outputs, task {task.name} has "
@@ -113,4 +118,5 @@ class ClassifierEngine(Engine):
                         hint="use a model trained with --objective sft for generation")
 
 
-__all__ = ["OBJECTIVE", "ClassifierEngine", "head_probs", "is_classifier_run"]
+__all__ = ["OBJECTIVE", "ClassifierEngine", "check_head_scoring", "head_probs",
+           "is_classifier_run"]

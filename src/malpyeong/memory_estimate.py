@@ -18,8 +18,12 @@ local model's come from its config.json). The estimate is a sum of four parts:
   adapted layer. With gradient checkpointing only each layer's input is kept, plus one layer's
   activations while it is recomputed;
 - **logits**: the positions projected onto the vocabulary (every position, or the completion
-  only with ``completion_logits``) in the compute dtype plus fp32 log-probabilities and their
-  gradient; a classification head's logits are negligible.
+  only with ``completion_logits``), their fp32 log-probabilities and two gradients of that size
+  in the backward pass; a classification head's logits are negligible.
+
+The backward pass needs about one more layer's activations as workspace (with checkpointing:
+two, the recomputed layer and its gradients). QLoRA's residual stream is fp32 (peft upcasts the
+norms and embeddings), whatever the compute dtype.
 
 CUDA's context and the allocator's slack are not in the sum; the report adds a fixed 1 GiB for
 them before comparing with a limit. How far off the sum is was measured on tiny models on the
@@ -174,8 +178,10 @@ def activation_bytes_per_token_layer(arch: Architecture, setup: Setup) -> float:
     """What one decoder layer keeps per token for the backward pass (no checkpointing)."""
     b, h, i = setup.compute_bytes, arch.hidden, arch.intermediate
     q, kv = arch.heads * arch.head_dim, arch.kv_heads * arch.head_dim
+    # QLoRA's prepared model keeps embeddings and norms in fp32, so the residual stream is fp32
+    stream = 4 if setup.method == "qlora" else b
     saved = arch.norms_per_layer * 4 * h  # RMSNorm computes in fp32 and keeps its input
-    saved += b * (2 * h + h)  # attention and MLP block inputs, the residual sum
+    saved += stream * 3 * h  # attention and MLP block inputs, the residual sum
     if setup.eager:
         saved += b * 3 * q  # queries, and keys and values repeated to every head
         probs = 4 + b + (b if arch.softcap else 0)  # fp32 softmax, its cast, tanh of soft-capping
@@ -185,11 +191,13 @@ def activation_bytes_per_token_layer(arch: Architecture, setup: Setup) -> float:
     saved += b * q  # o_proj's input
     saved += b * 4 * i  # gate, up, activation, product
     if setup.method != "full":
-        inputs = sum(arch.linears()[n][0] for n in _adapted(arch, setup.lora_targets))
+        adapted = _adapted(arch, setup.lora_targets)
+        inputs = sum(arch.linears()[n][0] for n in adapted)
         if setup.lora_dropout > 0:
             saved += inputs * (4 + 1)  # each adapter's dropped fp32 copy and its mask
-        elif b != 4:
-            saved += inputs * 4  # peft casts each adapter's input to fp32
+        elif b != 4:  # peft casts each adapter's input to fp32 (QLoRA: only the bf16 ones)
+            saved += sum(arch.linears()[n][0] for n in adapted
+                         if stream != 4 or n in ("o_proj", "down_proj")) * 4
     return float(saved)
 
 
@@ -212,14 +220,18 @@ def estimate(arch: Architecture, setup: Setup) -> Estimate:
         trainable = trainable_params * 16  # fp32 weight, gradient, two AdamW moments
     tokens = setup.batch * setup.seq
     per_layer = activation_bytes_per_token_layer(arch, setup) * tokens
-    full = per_layer * arch.layers
-    checkpointed = arch.layers * tokens * b * arch.hidden + per_layer
+    stream = 4 if setup.method == "qlora" else b
+    # backward needs about one layer's activations again as workspace for its gradients; with
+    # checkpointing, the layer being recomputed comes on top of the kept layer inputs
+    full = per_layer * (arch.layers + 1)
+    checkpointed = arch.layers * tokens * stream * arch.hidden + 2 * per_layer
     act, other = (checkpointed, full) if setup.gradient_checkpointing else (full, checkpointed)
     if setup.num_labels:
         logits = 0.0
     else:
         positions = setup.batch * (setup.logit_positions or setup.seq)
-        logits = positions * arch.vocab * (b + 4 + 4)
+        # the logits, their fp32 log-probabilities, and two gradients of that size in backward
+        logits = positions * arch.vocab * (stream + 4 + 4 + 4)
     return Estimate(weights, trainable, trainable_params, act, other, logits)
 
 
