@@ -21,9 +21,9 @@ local model's come from its config.json). The estimate is a sum of four parts:
   only with ``completion_logits``), their fp32 log-probabilities and two gradients of that size
   in the backward pass; a classification head's logits are negligible.
 
-The backward pass needs about one more layer's activations as workspace (with checkpointing:
-two, the recomputed layer and its gradients). QLoRA's residual stream is fp32 (peft upcasts the
-norms and embeddings), whatever the compute dtype.
+The loss's tensors and the gradients of one layer (about one layer's activations again) are
+alive at different moments of the backward pass: the larger of the two is added. QLoRA's
+residual stream is fp32 (peft upcasts the norms and embeddings), whatever the compute dtype.
 
 CUDA's context and the allocator's slack are not in the sum; the report adds a fixed 1 GiB for
 them before comparing with a limit. How far off the sum is was measured on tiny models on the
@@ -159,13 +159,19 @@ class Estimate:
     weights: float  # bytes
     trainable: float  # trainable weights' extra state: gradients, AdamW moments (+ fp32 LoRA)
     trainable_params: int
-    activations: float  # with the setup's gradient checkpointing
+    activations: float  # kept for backward, with the setup's gradient checkpointing
     activations_other: float  # the same without it (or with it, when it is off)
-    logits: float
+    logits: float  # the loss's logits, log-probabilities and their gradients
+    workspace: float  # one layer's activations: the gradients of the layer in backward
+
+    @property
+    def transient(self) -> float:
+        """The loss's tensors and a layer's gradients are not alive at the same time."""
+        return max(self.logits, self.workspace)
 
     @property
     def total(self) -> float:
-        return self.weights + self.trainable + self.activations + self.logits
+        return self.weights + self.trainable + self.activations + self.transient
 
 
 def _adapted(arch: Architecture, targets: tuple[str, ...]) -> list[str]:
@@ -180,11 +186,13 @@ def activation_bytes_per_token_layer(arch: Architecture, setup: Setup) -> float:
     q, kv = arch.heads * arch.head_dim, arch.kv_heads * arch.head_dim
     # QLoRA's prepared model keeps embeddings and norms in fp32, so the residual stream is fp32
     stream = 4 if setup.method == "qlora" else b
-    saved = arch.norms_per_layer * 4 * h  # RMSNorm computes in fp32 and keeps its input
-    saved += stream * 3 * h  # attention and MLP block inputs, the residual sum
+    saved = stream * 3 * h  # attention and MLP block inputs, the residual sum
+    if stream != 4:  # RMSNorm computes in fp32: a copy of each norm's input, kept
+        saved += arch.norms_per_layer * 4 * h
     if setup.eager:
         saved += b * 3 * q  # queries, and keys and values repeated to every head
-        probs = 4 + b + (b if arch.softcap else 0)  # fp32 softmax, its cast, tanh of soft-capping
+        # the fp32 softmax, its cast to the compute dtype, the tanh of soft-capping
+        probs = 4 + (b if b != 4 else 0) + (b if arch.softcap else 0)
         saved += arch.heads * setup.seq * probs
     else:
         saved += b * (q + 2 * kv + q)  # queries, keys, values; the fused kernel's output
@@ -221,10 +229,9 @@ def estimate(arch: Architecture, setup: Setup) -> Estimate:
     tokens = setup.batch * setup.seq
     per_layer = activation_bytes_per_token_layer(arch, setup) * tokens
     stream = 4 if setup.method == "qlora" else b
-    # backward needs about one layer's activations again as workspace for its gradients; with
-    # checkpointing, the layer being recomputed comes on top of the kept layer inputs
-    full = per_layer * (arch.layers + 1)
-    checkpointed = arch.layers * tokens * stream * arch.hidden + 2 * per_layer
+    # with checkpointing, only each layer's input is kept, and the layer being recomputed
+    full = per_layer * arch.layers
+    checkpointed = arch.layers * tokens * stream * arch.hidden + per_layer
     act, other = (checkpointed, full) if setup.gradient_checkpointing else (full, checkpointed)
     if setup.num_labels:
         logits = 0.0
@@ -232,7 +239,7 @@ def estimate(arch: Architecture, setup: Setup) -> Estimate:
         positions = setup.batch * (setup.logit_positions or setup.seq)
         # the logits, their fp32 log-probabilities, and two gradients of that size in backward
         logits = positions * arch.vocab * (stream + 4 + 4 + 4)
-    return Estimate(weights, trainable, trainable_params, act, other, logits)
+    return Estimate(weights, trainable, trainable_params, act, other, logits, per_layer)
 
 
 def report(model: str, arch: Architecture, setup: Setup, est: Estimate,
@@ -253,7 +260,9 @@ def report(model: str, arch: Architecture, setup: Setup, est: Estimate,
              f"  activations   {gib(est.activations)}  (checkpointing {gc}; "
              f"{'off' if setup.gradient_checkpointing else 'on'}: "
              f"{est.activations_other / GIB:.2f} GiB)",
-             f"  logits        {gib(est.logits)}",
+             f"  backward      {gib(est.transient)}  (the larger of the loss's logits and "
+             f"their gradients, {est.logits / GIB:.2f} GiB, and one layer's gradients, "
+             f"{est.workspace / GIB:.2f} GiB)",
              f"  total         {gib(est.total)}  (+ {RUNTIME_OVERHEAD / GIB:.0f} GiB CUDA "
              "context and allocator slack)"]
     if limit_gb is not None:
