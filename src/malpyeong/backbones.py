@@ -457,14 +457,21 @@ def load_model(name: str, method: str = "full", *, backbone: Backbone | None = N
             device_map = {"": _local_device()}
     if device_map is not None:
         kwargs["device_map"] = device_map
+    from transformers.utils import logging as hf_logging
+
     auto = AutoModelForCausalLM
+    verbosity = hf_logging.get_verbosity()
     if num_labels is not None:
         auto = AutoModelForSequenceClassification
         kwargs["num_labels"] = num_labels
+        # its load report calls the head missing: it is new by design (trained, or the adapter's)
+        hf_logging.set_verbosity(max(verbosity, hf_logging.ERROR))
     try:
         model = auto.from_pretrained(name, **kwargs)
     except (OSError, ValueError) as err:
         raise _load_error(name, err) from None
+    finally:
+        hf_logging.set_verbosity(verbosity)
     return model
 
 
