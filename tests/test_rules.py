@@ -7,7 +7,6 @@ import json
 import resource
 import subprocess
 import sys
-from pathlib import Path
 
 import pytest
 from conftest import ROOT, load_script
