@@ -144,3 +144,38 @@ def test_experts_train_in_turn_and_route(experts, tiny_llama, tmp_path):
                                             "category", "--no_progress"]) == 0
     rows = sidecar_path(pred).read_text().splitlines()[1:]
     assert Counter(json.loads(r)["expert"] for r in rows) == counts
+
+
+def test_routed_prediction_resumes_expert_by_expert(experts, tmp_path):
+    from malpyeong.answer import AnswerSettings
+    from malpyeong.loading import load_engine
+    from malpyeong.routing import plan_routes, run_routed
+
+    task = get_task("cci")
+    items = experts["items"]
+    routes = plan_routes(experts["folder"], task, items, "category", str(experts["general"]))
+    loaded: list[str] = []
+
+    def engine_for(source, settings, stop_at=None):
+        loaded.append(source.weights)
+        if stop_at is not None and len(loaded) == stop_at:
+            raise KeyboardInterrupt
+        return load_engine(source, device="cpu")
+
+    def run(out, stop_at=None):
+        return run_routed(routes, task, items, out, key="category", model_name="m",
+                          settings_for=lambda s: AnswerSettings(),
+                          engine_for=lambda s, st: engine_for(s, st, stop_at),
+                          engine_name="hf", progress=False)
+
+    out = tmp_path / "r.json"
+    with pytest.raises(KeyboardInterrupt):
+        run(out, stop_at=2)
+    assert sorted(p.name for p in route_dir(out).glob("*.json")) == [f"{routes[0].name}.json"]
+    loaded.clear()
+    run(out)
+    assert len(loaded) == len(routes) - 1  # the finished expert was not run again
+    again = tmp_path / "again.json"
+    run(again)
+    assert out.read_text() == again.read_text()
+    assert sidecar_path(out).read_text() == sidecar_path(again).read_text()
