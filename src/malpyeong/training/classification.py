@@ -149,9 +149,13 @@ def train_classification(script: SFTArguments, model_args: ModelArguments, confi
     if script.merge:
         raise UserError("--merge is for language-model adapters; a classification run is "
                         "loaded as base + adapter + head", field="merge", hint="drop --merge")
+    if script.extra_train_files:
+        raise UserError("extra SFT records carry no option label to classify", field="objective",
+                        hint="drop --extra_train_files, or train with --objective sft")
     config = resolve_trainer_args(model_args, config, task, has_dev=bool(script.dev_file),
                                   task_metric=bool(script.dev_file))
-    # the head's inputs are padded by the collator; trl-only fields mean nothing to Trainer
+    # the rows hold only what the classifier takes; peft's wrapper hides the forward signature
+    # the Trainer would inspect to drop columns
     config = dataclasses.replace(config, remove_unused_columns=False)
     out = open_run_folder(config.output_dir, overwrite=script.overwrite, resume=script.resume)
     backbone = get_backbone(model_args.model)
