@@ -8,6 +8,7 @@
     python ensemble/vote.py results/dev/*.json --gold $D/cci_dev.json --select members.json
     python ensemble/vote.py results/test/*.json --members members.json --output results/sel.json
     python ensemble/vote.py results/dcs/*.json --task dcs --output results/dcs_mbr.json
+    python ensemble/vote.py results/*.json --output results/vote.json --rules 2025   # refused
 
 Inputs are results files of run/test.py (NAME.json + NAME.sidecar.jsonl); a model's name is its
 file stem. Every input is checked first (same ids, valid outputs, no duplicates): any problem
@@ -27,6 +28,7 @@ import sys
 from malpyeong.cli import run_cli, task_argument
 from malpyeong.ensemble import METHODS, VoteJob, run_vote
 from malpyeong.errors import UserError
+from malpyeong.rules import check_ensemble, get_rules
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -67,6 +69,9 @@ def main(argv: list[str] | None = None) -> int:
     g.add_argument("--bertscore-model", metavar="PATH",
                    help="MBR by BERTScore F1 with this model (e.g. a local "
                         "bert-base-multilingual-cased) instead of ROUGE-1")
+    parser.add_argument("--rules", metavar="EDITION",
+                        help="competition rules to follow, e.g. 2025: refuses to combine models "
+                             "where they allow no ensembles")
     parser.add_argument("--report", metavar="FILE",
                         help="write everything (ties, winners per id, diagnostics) as JSON")
     args = parser.parse_args(argv)
@@ -75,6 +80,8 @@ def main(argv: list[str] | None = None) -> int:
     if args.select and (args.members or args.weights):
         raise UserError("--select chooses the members and weights itself; --members and "
                         "--weights go in a separate run", field="select")
+    if args.rules and (args.output or args.select or args.members):
+        check_ensemble(get_rules(args.rules), len(args.inputs))
     job = VoteJob(inputs=args.inputs, output=args.output, task=args.task, method=args.method,
                   weights=args.weights, priority=args.priority, gold=args.gold,
                   dev_results=args.dev_results, calibrate=args.calibrate, select=args.select,

@@ -8,7 +8,10 @@
         --output results/dcs_gemma.json --max_new_tokens 256 --num_beams 4
 
 --model is a hub id, a local model folder, a LoRA adapter folder, or a training run folder (its
-prompt and max_length become the defaults). Writes results/NAME.json (the submission layout)
+prompt and max_length become the defaults). A run trained with a classification head answers
+through its head (same results files). With --route category, --model is a folder of experts
+(run/train.py --experts category): each item is answered by its category's expert, or by
+--fallback where there is none; one results file comes out (its sidecar names each item's expert). Writes results/NAME.json (the submission layout)
 and results/NAME.sidecar.jsonl (per item: option probabilities or the raw generation, and how
 many utterances the length budget cut). Interrupted? Run the same command again: it resumes.
 Several processes (`accelerate launch --num_processes N run/test.py ...`) share the items and
@@ -23,17 +26,19 @@ import sys
 from dataclasses import replace
 
 from malpyeong.answer import AnswerSettings, default_batch_size
+from malpyeong.classifier import check_head_scoring
 from malpyeong.cli import run_cli, task_argument
 from malpyeong.data import load_items
-from malpyeong.engines import GenerationSettings
+from malpyeong.engines import Engine, GenerationSettings
 from malpyeong.errors import UserError
 from malpyeong.io import ensure_writable
-from malpyeong.loading import load_engine, resolve_source
+from malpyeong.loading import ModelSource, load_engine, resolve_source
 from malpyeong.predict import run_prediction
 from malpyeong.results import partial_path, sidecar_path
+from malpyeong.routing import plan_routes, run_routed
 from malpyeong.scoring import SCORINGS
 from malpyeong.shard import current_shard
-from malpyeong.tasks import get_task
+from malpyeong.tasks import Task, get_task
 
 log = logging.getLogger("test")
 
@@ -70,6 +75,11 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--trust_remote_code", action="store_true", default=None)
     p.add_argument("--overwrite", action="store_true", help="replace existing results")
     p.add_argument("--no_progress", action="store_true", help="no progress bar")
+    p.add_argument("--route", default=None, metavar="FIELD",
+                   help="--model is a folder of experts: send each item to its FIELD's expert "
+                        "(CCI: category)")
+    p.add_argument("--fallback", default=None, metavar="MODEL",
+                   help="with --route: the general model for items whose value has no expert")
     return p.parse_args(argv)
 
 
@@ -95,6 +105,10 @@ def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     task = get_task(args.task)
     check_args(args)
+    if args.route:
+        return predict_routed(args, task)
+    if args.fallback:
+        raise UserError("--fallback is for --route", field="fallback")
     source = resolve_source(args.model)
     if source.run.get("task") and source.run["task"] != task.name:
         raise UserError(f"this run was trained for task {source.run['task']}, not {task.name}",
@@ -112,6 +126,7 @@ def main(argv: list[str] | None = None) -> int:
                               permute=args.permute, generation=generation,
                               batch_size=args.batch_size or 8)
     settings.check_for(task, args.engine)
+    check_head_scoring(source.run, args.scoring)
     shown = {k: v for k, v in settings.meta(task, args.engine).items() if k != "prompt"}
     log.info("task %s, %d items from %s; prompt %s; %s", task.name, len(items), args.input,
              spec, ", ".join(f"{k} {v}" for k, v in shown.items()))
@@ -138,6 +153,40 @@ def main(argv: list[str] | None = None) -> int:
         print(f"length budget: {summary.cut} of {summary.n} prompts cut ({task.cut_unit}), "
               f"{before - after:,} of their {before:,} prompt tokens removed "
               f"({(before - after) / max(before, 1):.1%})")
+    return 0
+
+
+def predict_routed(args: argparse.Namespace, task: Task) -> int:
+    """Each item answered by its expert (``--route``), into one results file."""
+    items = load_items(args.input, task)
+    routes = plan_routes(args.model, task, items, args.route, args.fallback)
+    ensure_writable(args.output, args.overwrite)
+    ensure_writable(sidecar_path(args.output), args.overwrite)
+    generation = GenerationSettings(max_new_tokens=args.max_new_tokens, num_beams=args.num_beams,
+                                    do_sample=args.do_sample, temperature=args.temperature,
+                                    top_p=args.top_p, seed=args.seed)
+
+    def settings_for(source: ModelSource) -> AnswerSettings:  # each expert's own defaults
+        spec = task.prompt_spec(args.prompt or source.defaults.get("prompt") or "baseline")
+        settings = AnswerSettings(prompt=spec, scoring=args.scoring, permute=args.permute,
+                                  max_length=args.max_length or source.defaults.get("max_length"),
+                                  generation=generation, batch_size=args.batch_size or 8)
+        settings.check_for(task, args.engine)
+        check_head_scoring(source.run, args.scoring)
+        return settings
+
+    def engine_for(source: ModelSource, settings: AnswerSettings) -> Engine:
+        return load_engine(source, engine=args.engine, dtype=args.dtype, device=args.device,
+                           load_in_4bit=args.load_in_4bit,
+                           trust_remote_code=args.trust_remote_code, seed=args.seed,
+                           tensor_parallel_size=args.tensor_parallel_size)
+
+    run_routed(routes, task, items, args.output, key=args.route, model_name=args.model,
+               settings_for=settings_for, engine_for=engine_for, engine_name=args.engine,
+               progress=not args.no_progress)
+    shown = ", ".join(f"{r.name} {len(r.indices)}" for r in routes)
+    print(f"{args.output}: {len(items)} {task.name} predictions routed by {args.route} "
+          f"({shown}); details in {sidecar_path(args.output)}")
     return 0
 
 

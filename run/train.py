@@ -16,6 +16,10 @@ dev_metrics.json, data_stats.json (prompts cut by the length budget) and malpyeo
 An Axolotl config (``base_model:``, ``sequence_len:``, ``micro_batch_size:`` ...) is read as it
 is: each key is mapped to ours or listed as ignored, and the list is printed
 (``run/convert.py --from axolotl --to recipe --in CONFIG --out OUT.yaml`` writes the recipe).
+``--objective classification`` trains a head over a choice task's options instead; ``--category
+원인`` trains on one category's items, ``--experts category`` one expert per category in turn
+(``<output_dir>/<category>/``). ``--rules 2025`` refuses what those rules forbid (extra training
+files in the 가 setting) and prints a memory estimate against their VRAM limit before loading.
 Exit 2 with one line on stderr for a user mistake (unknown recipe key, model, task, prompt,
 invalid data, existing run folder, CUDA out of memory).
 """
@@ -36,13 +40,21 @@ def main(argv: list[str] | None = None) -> int:
         print(registry_table())
         return 0
     quiet_libraries()
-    from malpyeong.training import sft_parser, train_sft
+    from malpyeong.training import sft_parser, train_experts, train_run
 
     parser = sft_parser()
     parser.parser.description = __doc__
     with recipe_argv(sys.argv[1:] if argv is None else argv) as args:  # Axolotl configs as ours
         script, model_args, config = parser.parse(args)
-    out = train_sft(script, model_args, config)
+    if script.rules:  # before anything is loaded: will the recipe fit the rules' GPU?
+        from malpyeong.memory_estimate import recipe_report
+
+        print(recipe_report(script, model_args, config))
+    if script.experts:
+        out, values = train_experts(script, model_args, config)
+        print(f"experts: {out} ({', '.join(values)})")
+        return 0
+    out = train_run(script, model_args, config)
     print(f"run folder: {out}")
     return 0
 

@@ -426,14 +426,17 @@ def resolve_dtype(dtype: str | None) -> Any:
 
 def load_model(name: str, method: str = "full", *, backbone: Backbone | None = None,
                dtype: str | None = "auto", device_map: Any = None,
-               trust_remote_code: bool | None = None, attn_implementation: str | None = None) -> Any:
+               trust_remote_code: bool | None = None, attn_implementation: str | None = None,
+               num_labels: int | None = None) -> Any:
     """A causal LM from a hub id or local path; ``method`` is full, lora or qlora.
 
     For qlora the base is loaded 4-bit (NF4); adapters are attached by the trainer (peft), so
-    this function is the same for training and for inference on a base model.
+    this function is the same for training and for inference on a base model. With
+    ``num_labels`` the model is a sequence classifier instead (the LM head replaced by a
+    ``num_labels``-way score head, kept out of 4-bit quantisation).
     """
     import torch
-    from transformers import AutoModelForCausalLM
+    from transformers import AutoModelForCausalLM, AutoModelForSequenceClassification
 
     if method not in ("full", "lora", "qlora"):
         raise UserError(f"unknown method '{method}'", field="method", hint="full, lora or qlora")
@@ -448,14 +451,27 @@ def load_model(name: str, method: str = "full", *, backbone: Backbone | None = N
         kwargs["quantization_config"] = quantization_config(
             kwargs["dtype"] if kwargs["dtype"] != torch.float32 else None)
         kwargs["dtype"] = kwargs["quantization_config"].bnb_4bit_compute_dtype
+        if num_labels is not None:  # the new head is trained in full precision
+            kwargs["quantization_config"].llm_int8_skip_modules = ["score", "classifier"]
         if device_map is None:
             device_map = {"": _local_device()}
     if device_map is not None:
         kwargs["device_map"] = device_map
+    from transformers.utils import logging as hf_logging
+
+    auto = AutoModelForCausalLM
+    verbosity = hf_logging.get_verbosity()
+    if num_labels is not None:
+        auto = AutoModelForSequenceClassification
+        kwargs["num_labels"] = num_labels
+        # its load report calls the head missing: it is new by design (trained, or the adapter's)
+        hf_logging.set_verbosity(max(verbosity, hf_logging.ERROR))
     try:
-        model = AutoModelForCausalLM.from_pretrained(name, **kwargs)
+        model = auto.from_pretrained(name, **kwargs)
     except (OSError, ValueError) as err:
         raise _load_error(name, err) from None
+    finally:
+        hf_logging.set_verbosity(verbosity)
     return model
 
 

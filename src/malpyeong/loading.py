@@ -22,6 +22,7 @@ from pathlib import Path
 from typing import Any
 
 from malpyeong.backbones import REGISTRY, Backbone, get_backbone, load_model, load_tokenizer
+from malpyeong.classifier import ClassifierEngine, is_classifier_run
 from malpyeong.engines import ENGINES, Engine, HFEngine, VLLMEngine
 from malpyeong.errors import UserError
 from malpyeong.runfolder import (
@@ -135,8 +136,13 @@ def load_for_inference(name: str | os.PathLike | ModelSource, *, dtype: str | No
     model = None
     if with_model:
         device_map = _device_map(device)
+        # a classification-head run: the base as a sequence classifier with the run's head
+        num_labels = source.run.get("num_labels") if is_classifier_run(source.run) else None
         model = load_model(source.weights, "qlora" if load_in_4bit else "full", backbone=backbone,
-                           dtype=dtype, device_map=device_map, trust_remote_code=trust_remote_code)
+                           dtype=dtype, device_map=device_map, trust_remote_code=trust_remote_code,
+                           num_labels=num_labels)
+        if num_labels is not None:
+            model.config.pad_token_id = tokenizer.pad_token_id
         if source.adapter:
             model = _attach_adapter(model, tokenizer, source.adapter, merge and not load_in_4bit)
         model.eval()
@@ -157,7 +163,11 @@ def load_engine(source: ModelSource, *, engine: str = "hf", dtype: str | None = 
     loaded = load_for_inference(source, dtype=dtype, device=device, load_in_4bit=load_in_4bit,
                                 trust_remote_code=trust_remote_code, with_model=engine == "hf")
     if engine == "hf":
-        return HFEngine(loaded.model, loaded.tokenizer, loaded.backbone)
+        kind = ClassifierEngine if is_classifier_run(source.run) else HFEngine
+        return kind(loaded.model, loaded.tokenizer, loaded.backbone)
+    if is_classifier_run(source.run):
+        raise UserError("a classification head runs on the hf engine", field="engine",
+                        hint="--engine hf")
     if source.adapter:
         raise UserError("--engine vllm needs a merged model, this is an adapter",
                         file=source.adapter, hint="train with --merge, or use --engine hf")

@@ -115,6 +115,15 @@ class Task:
     # log-likelihood for perplexity); run/evaluate.py passes them as ``sidecar={id: {field: v}}``.
     evaluate_sidecar: ClassVar[tuple[str, ...]] = ()
     live_reply: ClassVar[bool] = False  # answers a live conversation as a character (run/chat.py)
+    # Training objectives the task allows: "sft" (the completion as text) for every task,
+    # "classification" (a head over the options) for choice tasks.
+    objectives: ClassVar[tuple[str, ...]] = ("sft",)
+    # Item fields by which items can be split among expert models (per-category experts).
+    route_keys: ClassVar[tuple[str, ...]] = ()
+
+    def route_value(self, item: Any, key: str) -> str:
+        """The value of routing field ``key`` (one of :attr:`route_keys`) for ``item``."""
+        raise NotImplementedError
 
     # ----- data -----
     def parse_item(self, record: Any, problems: Problems) -> Any | None:
@@ -290,6 +299,7 @@ class ChoiceTask(Task):
     """A task answered by picking one of ``n_choices`` options (letters A, B, C, ...)."""
 
     kind = "choice"
+    objectives = ("sft", "classification")
     n_choices: ClassVar[int]
     output_labels: ClassVar[tuple[str, ...]]  # official output per option position
 

@@ -132,6 +132,13 @@ class CCITask(ChoiceTask):
     def has_output(self, item: CCIItem) -> bool:
         return item.label is not None
 
+    route_keys = ("category",)  # one expert per inference category (the 2024 winner's recipe)
+
+    def route_value(self, item: CCIItem, key: str) -> str:
+        if key != "category":
+            raise KeyError(key)
+        return item.category
+
     # ----- prompts -----
     def choices(self, item: CCIItem) -> list[str]:
         return list(item.options)

@@ -16,6 +16,8 @@ One job per module (each imports only the ones above it):
     preference   the objectives beside ORPO (DPO, SimPO, KTO): trainers, configs, defaults
     stages       staged training: a run that starts from an earlier run (init_from)
     sft, orpo    the two end-to-end runs (orpo runs every preference objective)
+    classification  a head over a choice task's options (--objective classification)
+    experts      what run/train.py runs: one model, or one expert per category
     entry        what run/train.py and orpo/train.py share: parsers, a quiet console
 
 Every public name is re-exported here, so ``from malpyeong.training import train_sft`` works.
@@ -23,6 +25,11 @@ Every public name is re-exported here, so ``from malpyeong.training import train
 
 from __future__ import annotations
 
+from malpyeong.training.classification import (
+    build_classification_rows,
+    load_classifier_for_training,
+    train_classification,
+)
 from malpyeong.training.entry import has_flag, orpo_parser, quiet_libraries, sft_parser
 from malpyeong.training.evaluation import TaskEvaluator, load_dev_items
 from malpyeong.training.examples import (
@@ -37,6 +44,7 @@ from malpyeong.training.examples import (
     mix_extra_rows,
     option_orders,
 )
+from malpyeong.training.experts import train_experts, train_run
 from malpyeong.training.models import is_zero3, load_training_model, lora_config, merge_adapter
 from malpyeong.training.orpo import build_orpo_rows, pair_margins, train_orpo
 from malpyeong.training.outputs import (
@@ -92,12 +100,13 @@ __all__ = [
     "SENTINEL", "TRAINER_DEFAULTS", "BudgetStats", "CommonArguments",
     "ModelArguments", "ORPOArguments", "RecipeParser", "SFTArguments", "TaskEvaluator",
     "TaskMetricsMixin", "accepts_logits_to_keep", "assistant_affixes", "augment_options",
-    "batching_changes", "build_orpo_rows", "build_record_examples", "build_sft_examples",
+    "batching_changes", "build_classification_rows", "build_orpo_rows", "build_record_examples", "build_sft_examples",
     "callbacks_for", "completion_ids", "completion_loss", "has_flag", "is_zero3",
-    "load_dev_items", "load_sft_records", "load_training_model", "lora_config", "main_process",
+    "load_classifier_for_training", "load_dev_items", "load_sft_records", "load_training_model", "lora_config", "main_process",
     "merge_adapter", "mix_extra_rows", "open_run_folder", "option_orders", "orpo_parser",
     "orpo_trainer_class", "pair_margins", "prepare_output_dir", "quiet_libraries",
     "resolve_trainer_args", "resolved_config", "run_info", "run_training",
-    "save_run", "sft_parser", "sft_trainer_class", "train_orpo", "train_sft",
+    "save_run", "sft_parser", "sft_trainer_class", "train_classification", "train_experts",
+    "train_orpo", "train_run", "train_sft",
     "wait_for_everyone", "write_config", "write_dev_metrics",
 ]

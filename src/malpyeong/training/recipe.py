@@ -22,6 +22,7 @@ from pathlib import Path
 from typing import Any
 
 from malpyeong.errors import UserError
+from malpyeong.rules import check_external_data, get_rules
 from malpyeong.runfolder import adapter_of, find_adapter, has_run_file, read_run, weights_of
 from malpyeong.tasks import DEFAULT_TASK, ChoiceTask, Task, get_task, task_names
 
@@ -152,11 +153,38 @@ class SFTArguments(CommonArguments):
     completion_logits: bool = field(default=True, metadata=_help(
         "project only the completion positions onto the vocabulary (faster with long prompts); "
         "false: trl's fused LM head over every position"))
+    objective: str = field(default="sft", metadata=_help(
+        "sft (the answer written as text) or classification (choice tasks: a head with one "
+        "output per option on the backbone, trained with cross-entropy on the gold option)"))
+    category: str | None = field(default=None, metadata=_help(
+        "train on the items of this category only (one expert), e.g. 원인"))
+    experts: str | None = field(default=None, metadata=_help(
+        "train one expert per value of this item field in turn (CCI: category), each into "
+        "<output_dir>/<value>/"))
+    rules: str | None = field(default=None, metadata=_help(
+        "competition rules to follow, e.g. 2025 (= 2025-가): refuses what they forbid (extra "
+        "training files without external data) and prints a memory estimate against their "
+        "VRAM limit"))
 
     def __post_init__(self) -> None:
         super().__post_init__()
         task = get_task(self.task)
         self.target_style = task.check_target_style(self.target_style)
+        if self.objective not in task.objectives:
+            raise UserError(f"task {task.name} cannot be trained with objective "
+                            f"'{self.objective}'", field="objective",
+                            hint="one of " + ", ".join(task.objectives))
+        if (self.category is not None or self.experts is not None) and not task.route_keys:
+            raise UserError(f"task {task.name} has no field to split experts by",
+                            field="experts" if self.experts else "category")
+        if self.experts is not None and self.experts not in task.route_keys:
+            raise UserError(f"unknown expert field '{self.experts}'", field="experts",
+                            hint="one of " + ", ".join(task.route_keys))
+        if self.rules is not None:
+            check_external_data(get_rules(self.rules), self.extra_train_files)
+        if self.experts is not None and self.category is not None:
+            raise UserError("--experts trains every category; --category trains one",
+                            field="category", hint="pass one of them")
         if self.shuffle_options and not isinstance(task, ChoiceTask):
             raise UserError(f"task {task.name} has no options to shuffle", field="shuffle_options")
         if not self.train_file:
