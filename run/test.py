@@ -6,6 +6,8 @@
         --output results/cci_gemma_loglik.json --scoring loglik --permute --batch_size 8
     python run/test.py --model runs/dcs/gemma_lora --task dcs --input data/dcs_test.json \
         --output results/dcs_gemma.json --max_new_tokens 256 --num_beams 4
+    python run/test.py --model runs/memory/qwen_lora --task memory \
+        --input resource/data/memory_dev.jsonl --output results/memory_dev.json --max_new_tokens 512
 
 --model is a hub id, a local model folder, a LoRA adapter folder, or a training run folder (its
 prompt and max_length become the defaults). A run trained with a classification head answers
@@ -16,6 +18,8 @@ and results/NAME.sidecar.jsonl (per item: option probabilities or the raw genera
 many utterances the length budget cut). Interrupted? Run the same command again: it resumes.
 Several processes (`accelerate launch --num_processes N run/test.py ...`) share the items and
 write the same files a single process would.
+A task with a JSON output (memory) is decoded under its schema unless --no_constrain is given;
+--system_prompt_file replaces the task's system prompt with a published model's exact one.
 """
 
 from __future__ import annotations
@@ -27,7 +31,7 @@ from dataclasses import replace
 
 from malpyeong.answer import AnswerSettings, default_batch_size
 from malpyeong.classifier import check_head_scoring
-from malpyeong.cli import run_cli, task_argument
+from malpyeong.cli import read_system_prompt, run_cli, task_argument
 from malpyeong.data import load_items
 from malpyeong.engines import Engine, GenerationSettings
 from malpyeong.errors import UserError
@@ -65,6 +69,12 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--temperature", type=float, default=1.0)
     p.add_argument("--top_p", type=float, default=1.0)
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--no_constrain", action="store_true",
+                   help="tasks with a JSON output: decode freely, not under the task's schema "
+                        "(to see the raw model; the output is then repaired when it can be)")
+    p.add_argument("--system_prompt_file", default=None,
+                   help="a text file whose content replaces the task's system prompt (run a "
+                        "published model with the exact prompt it was trained on)")
     p.add_argument("--engine", default="hf", choices=("hf", "vllm"),
                    help="generate tasks: transformers (default) or vLLM when installed")
     p.add_argument("--tensor_parallel_size", type=int, default=1,
@@ -114,7 +124,7 @@ def main(argv: list[str] | None = None) -> int:
         raise UserError(f"this run was trained for task {source.run['task']}, not {task.name}",
                         file=args.model, field="task")
     prompt = args.prompt or source.defaults.get("prompt") or "baseline"
-    spec = task.prompt_spec(prompt)
+    spec = replace(task.prompt_spec(prompt), system=read_system_prompt(args.system_prompt_file))
     max_length = args.max_length or source.defaults.get("max_length")
     items = load_items(args.input, task)
     ensure_writable(args.output, args.overwrite)
@@ -124,7 +134,7 @@ def main(argv: list[str] | None = None) -> int:
                                     top_p=args.top_p, seed=args.seed)
     settings = AnswerSettings(prompt=spec, max_length=max_length, scoring=args.scoring,
                               permute=args.permute, generation=generation,
-                              batch_size=args.batch_size or 8)
+                              batch_size=args.batch_size or 8, constrain=not args.no_constrain)
     settings.check_for(task, args.engine)
     check_head_scoring(source.run, args.scoring)
     shown = {k: v for k, v in settings.meta(task, args.engine).items() if k != "prompt"}
@@ -134,7 +144,8 @@ def main(argv: list[str] | None = None) -> int:
         log.info("found %s: resuming", partial_path(args.output))
     engine = load_engine(source, engine=args.engine, dtype=args.dtype, device=args.device,
                          load_in_4bit=args.load_in_4bit, trust_remote_code=args.trust_remote_code,
-                         seed=args.seed, tensor_parallel_size=args.tensor_parallel_size)
+                         seed=args.seed, tensor_parallel_size=args.tensor_parallel_size,
+                         structured=settings.constrain and task.output_schema() is not None)
     if args.batch_size is None:
         settings = replace(settings, batch_size=default_batch_size(task, getattr(engine, "model", None)))
     shard = current_shard()
@@ -167,10 +178,12 @@ def predict_routed(args: argparse.Namespace, task: Task) -> int:
                                     top_p=args.top_p, seed=args.seed)
 
     def settings_for(source: ModelSource) -> AnswerSettings:  # each expert's own defaults
-        spec = task.prompt_spec(args.prompt or source.defaults.get("prompt") or "baseline")
+        spec = replace(task.prompt_spec(args.prompt or source.defaults.get("prompt") or "baseline"),
+                       system=read_system_prompt(args.system_prompt_file))
         settings = AnswerSettings(prompt=spec, scoring=args.scoring, permute=args.permute,
                                   max_length=args.max_length or source.defaults.get("max_length"),
-                                  generation=generation, batch_size=args.batch_size or 8)
+                                  generation=generation, batch_size=args.batch_size or 8,
+                                  constrain=not args.no_constrain)
         settings.check_for(task, args.engine)
         check_head_scoring(source.run, args.scoring)
         return settings
@@ -179,7 +192,8 @@ def predict_routed(args: argparse.Namespace, task: Task) -> int:
         return load_engine(source, engine=args.engine, dtype=args.dtype, device=args.device,
                            load_in_4bit=args.load_in_4bit,
                            trust_remote_code=args.trust_remote_code, seed=args.seed,
-                           tensor_parallel_size=args.tensor_parallel_size)
+                           tensor_parallel_size=args.tensor_parallel_size,
+                           structured=settings.constrain and task.output_schema() is not None)
 
     run_routed(routes, task, items, args.output, key=args.route, model_name=args.model,
                settings_for=settings_for, engine_for=engine_for, engine_name=args.engine,

@@ -6,7 +6,8 @@ search and distillation all call :func:`answer_items`, so they cannot drift apar
 1. fit each prompt into the length budget (:mod:`malpyeong.budget`: the conversation is cut,
    never the question or the options), keeping room for what follows the prompt;
 2. score the options (a choice task) or generate (a generate task, or any task asked to
-   generate, such as CCI with a CoT prompt) through the engine (:mod:`malpyeong.engines`);
+   generate, such as CCI with a CoT prompt) through the engine (:mod:`malpyeong.engines`),
+   under the task's JSON schema when it has one (unless ``constrain`` is off);
    a generate task that reports perplexity (``reference_loglik``) also has each gold output
    scored after its prompt, as the training completion (kept as ``ref_logprob`` /
    ``ref_tokens`` in the sidecar, which ``run/evaluate.py`` reads);
@@ -46,6 +47,7 @@ class AnswerSettings:
     generation: GenerationSettings = field(default_factory=GenerationSettings)
     generate: bool = False  # generate even for a choice task (its answer parsed from the text)
     batch_size: int = 8  # how the work is batched; does not change the answers
+    constrain: bool = True  # follow the task's JSON schema when it has one (malpyeong.constrain)
 
     def __post_init__(self) -> None:
         if self.scoring not in SCORINGS:
@@ -63,6 +65,9 @@ class AnswerSettings:
         elif self.permute or self.scoring != "letter":
             raise UserError(f"--scoring/--permute are for option scoring, not {task.name}",
                             field="scoring")
+        if not self.constrain and task.output_schema() is None:
+            raise UserError(f"--no_constrain is for tasks with a JSON output; {task.name} "
+                            "generates free text", field="no_constrain")
 
     def scores(self, task: Task) -> bool:
         """Whether ``task`` is answered by option scoring (else by generation)."""
@@ -71,12 +76,15 @@ class AnswerSettings:
     def meta(self, task: Task, engine: str) -> dict:
         """The settings that decide ``task``'s answers, as a results sidecar header records them."""
         head = {"prompt": str(self.prompt), "max_length": self.max_length}
+        if self.prompt.system is not None:
+            head["system_prompt"] = self.prompt.system
         if self.scores(task):
             return {**head, "scoring": self.scoring, "permute": self.permute}
         g = self.generation
+        extra = {"constrain": self.constrain} if task.output_schema() is not None else {}
         return {**head, "max_new_tokens": g.max_new_tokens, "num_beams": g.num_beams,
                 "do_sample": g.do_sample, "temperature": g.temperature, "top_p": g.top_p,
-                "seed": g.seed, "engine": engine}
+                "seed": g.seed, "engine": engine, **extra}
 
 
 @dataclass
@@ -182,8 +190,10 @@ def _generate(engine: Engine, task: Task, items: Sequence[Any], settings: Answer
             sidecar["ref_logprob"], sidecar["ref_tokens"] = ref
         report(i, Answer(output, sidecar))
 
+    schema = task.output_schema() if settings.constrain else None
     engine.generate([f.input_ids for f in fitted], g, batch_size=settings.batch_size,
-                    done=done, on_result=on_text, progress=progress, shard=shard)
+                    done=done, on_result=on_text, progress=progress, shard=shard,
+                    schema=schema)
     return sum(f.dropped > 0 for f in fitted), sum(not f.fits for f in fitted), unusable, \
         cut_tokens(fitted)
 

@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from malpyeong.backbones import Backbone, encode, render_chat
-from malpyeong.tasks.base import OMITTED, PromptSpec, Task
+from malpyeong.tasks.base import OMITTED, PromptSpec, Task, Utterance, chat_messages
 
 __all__ = ["OMITTED", "FittedPrompt", "fit_prompt"]  # OMITTED: the cut mark, now defined with the tasks
 
@@ -37,7 +37,7 @@ def fit_prompt(task: Task, item: Any, tokenizer: Any, backbone: Backbone, spec: 
     """
 
     def render(it: Any) -> tuple[str, list[int]]:
-        text = render_chat(tokenizer, task.messages(it, spec), backbone,
+        text = render_chat(tokenizer, chat_messages(task, it, spec), backbone,
                            add_generation_prompt=add_generation_prompt)
         return text, encode(tokenizer, text)
 

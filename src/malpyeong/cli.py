@@ -7,6 +7,7 @@ import logging
 import os
 import sys
 from collections.abc import Callable
+from pathlib import Path
 
 from malpyeong.errors import UserError, UserErrors
 from malpyeong.tasks import TASKS, Task, task_names, tasks_help
@@ -85,3 +86,19 @@ def given_metric_options(args: argparse.Namespace, task: Task) -> dict:
                         hint="options: " + (", ".join(f"--{o}" for o in task.evaluate_options)
                                             or "none"))
     return given
+
+
+def read_system_prompt(path: str | None) -> str | None:
+    """The exact system prompt in ``path`` (``--system_prompt_file``), or None without one."""
+    if path is None:
+        return None
+    p = Path(path)
+    if not p.is_file():
+        raise UserError("file not found", file=path, field="system_prompt_file")
+    try:
+        text = p.read_text(encoding="utf-8-sig").strip()
+    except UnicodeDecodeError:
+        raise UserError("not UTF-8 text", file=path, field="system_prompt_file") from None
+    if not text:
+        raise UserError("empty file", file=path, field="system_prompt_file")
+    return text

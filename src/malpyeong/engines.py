@@ -5,7 +5,8 @@ answers through :func:`malpyeong.answer.answer_items`, which asks an engine for 
 
 - ``score``: probabilities over a choice task's options (:mod:`malpyeong.scoring`);
 - ``generate``: text for token prompts, stopped at the end of the turn
-  (:mod:`malpyeong.generation`).
+  (:mod:`malpyeong.generation`), optionally constrained to a JSON schema
+  (:mod:`malpyeong.constrain`).
 
 :class:`HFEngine` runs a transformers model and does both. :class:`VLLMEngine` runs a
 ``vllm.LLM`` (continuous batching, tensor parallel) and generates only; vLLM is imported only
@@ -57,7 +58,8 @@ class Engine:
     def generate(self, prompts: list[list[int]], settings: GenerationSettings, *,
                  batch_size: int, done: Collection[int] = (),
                  on_result: Callable[[int, str], None] | None = None,
-                 progress: bool = True, shard: Shard = ALONE) -> list[str]:
+                 progress: bool = True, shard: Shard = ALONE,
+                 schema: dict | None = None) -> list[str]:
         raise NotImplementedError
 
     def stop_token_ids(self) -> list[int]:
@@ -98,13 +100,15 @@ class HFEngine(Engine):
     def generate(self, prompts: list[list[int]], settings: GenerationSettings, *,
                  batch_size: int, done: Collection[int] = (),
                  on_result: Callable[[int, str], None] | None = None,
-                 progress: bool = True, shard: Shard = ALONE) -> list[str]:
+                 progress: bool = True, shard: Shard = ALONE,
+                 schema: dict | None = None) -> list[str]:
         return generate_texts(self.model, self.tokenizer, prompts,
                               max_new_tokens=settings.max_new_tokens, batch_size=batch_size,
                               do_sample=settings.do_sample, temperature=settings.temperature,
                               top_p=settings.top_p, num_beams=settings.num_beams,
                               stop_token_ids=self.stop_token_ids(), seed=settings.seed,
-                              progress=progress, on_result=on_result, done=done, shard=shard)
+                              progress=progress, on_result=on_result, done=done, shard=shard,
+                              schema=schema)
 
 
 @dataclass
@@ -119,7 +123,8 @@ class VLLMEngine(Engine):
     def generate(self, prompts: list[list[int]], settings: GenerationSettings, *,
                  batch_size: int, done: Collection[int] = (),
                  on_result: Callable[[int, str], None] | None = None,
-                 progress: bool = True, shard: Shard = ALONE) -> list[str]:
+                 progress: bool = True, shard: Shard = ALONE,
+                 schema: dict | None = None) -> list[str]:
         if not shard.alone:
             raise UserError("run the vLLM engine in one process: it parallelises by itself",
                             field="engine", hint="drop accelerate launch; use "
@@ -129,7 +134,8 @@ class VLLMEngine(Engine):
                                    do_sample=settings.do_sample, temperature=settings.temperature,
                                    top_p=settings.top_p, num_beams=settings.num_beams,
                                    stop_token_ids=self.stop_token_ids(), seed=settings.seed,
-                                   progress=progress, on_result=on_result, done=done)
+                                   progress=progress, on_result=on_result, done=done,
+                                   schema=schema)
 
 
 __all__ = ["ENGINES", "Engine", "GenerationSettings", "HFEngine", "VLLMEngine"]

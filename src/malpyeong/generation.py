@@ -8,6 +8,7 @@ position ids from the attention mask, so a row decodes the same as it would alon
 ``on_result(index, text)`` is called as soon as a prompt's text is known, in completion order,
 which is what the resumable results writer needs. An optional vLLM engine
 (:func:`generate_texts_vllm`) takes the same arguments; it is used only when vLLM is installed.
+``schema``: a JSON schema every text must follow (constrained decoding, :mod:`malpyeong.constrain`).
 """
 
 from __future__ import annotations
@@ -17,6 +18,8 @@ import time
 from collections.abc import Callable, Collection, Sequence
 from typing import Any
 
+from malpyeong.constrain import json_constraint, vllm_sampling_kwargs
+from malpyeong.errors import UserError
 from malpyeong.shard import ALONE, Shard
 
 log = logging.getLogger(__name__)
@@ -130,7 +133,8 @@ def generate_texts(model: Any, tokenizer: Any, prompts: list[list[int]], *,
                    stop_token_ids: Sequence[int] | None = None,
                    stop_strings: Sequence[str] | None = None, seed: int = 0, progress: bool = True,
                    on_result: OnResult | None = None, done: Collection[int] = (),
-                   shard: Shard = ALONE, streamer: Any = None) -> list[str]:
+                   shard: Shard = ALONE, streamer: Any = None,
+                   schema: dict | None = None) -> list[str]:
     """Decoded new text per prompt (token ids), in the order given.
 
     Greedy by default; ``num_beams`` > 1 for beam search, ``do_sample`` with ``temperature`` /
@@ -146,11 +150,17 @@ def generate_texts(model: Any, tokenizer: Any, prompts: list[list[int]], *,
 
     ``streamer``: a transformers streamer that sees the tokens as they are made (a live chat
     shows its reply as it is written); for one prompt at a time.
+
+    ``schema``: constrain every row to this JSON schema (greedy or sampling; not beam search,
+    whose rows are reordered between steps).
     """
     import torch
 
     if streamer is not None and len(prompts) > 1:
         raise ValueError("a streamer follows one prompt; got several")
+    if schema is not None and num_beams > 1:
+        raise UserError("constrained decoding does not combine with beam search",
+                        field="num_beams", hint="use --num_beams 1, or --no_constrain")
 
     texts: list[str | None] = [None] * len(prompts)
     if not prompts:
@@ -174,12 +184,16 @@ def generate_texts(model: Any, tokenizer: Any, prompts: list[list[int]], *,
         # A preallocated cache: the default one grows by concatenation, copying every layer's
         # keys and values at each step (a third of the decoding time of a batch on a CPU).
         gen_kwargs["cache_implementation"] = "static"
+    constraint = None
+    if schema is not None:
+        constraint = json_constraint(schema, tokenizer, _logits_width(model, tokenizer), stops)
     batches = length_sorted_batches([len(p) for p in prompts], batch_size)
     mine = shard.batches(batches)
     done_set = set(done)
     total = sum(len(batches[b]) for b in mine)
     bar = progress_bar(total, progress, "generate",
                        initial=sum(i in done_set for b in mine for i in batches[b]))
+    closed = 0  # constrained rows steered to close their JSON within max_new_tokens
     start = time.perf_counter()
     try:
         for b, batch in enumerate(batches):
@@ -189,15 +203,18 @@ def generate_texts(model: Any, tokenizer: Any, prompts: list[list[int]], *,
             if do_sample:
                 torch.manual_seed(seed + b)
             with torch.inference_mode():
+                extra = _constrained(constraint, ids, max_new_tokens)
                 try:
-                    out = model.generate(input_ids=ids.to(device),
-                                         attention_mask=mask.to(device), **gen_kwargs)
+                    out = model.generate(input_ids=ids.to(device), attention_mask=mask.to(device),
+                                         **gen_kwargs, **extra)
                 except (ValueError, TypeError, NotImplementedError) as err:
                     if gen_kwargs.pop("cache_implementation", None) is None:
                         raise
                     log.info("static cache not usable here (%s); using the default cache", err)
-                    out = model.generate(input_ids=ids.to(device),
-                                         attention_mask=mask.to(device), **gen_kwargs)
+                    extra = _constrained(constraint, ids, max_new_tokens)
+                    out = model.generate(input_ids=ids.to(device), attention_mask=mask.to(device),
+                                         **gen_kwargs, **extra)
+            closed += sum(len(p.closed) for p in extra.get("logits_processor", []))
             new = out[:, ids.shape[1]:].tolist()
             for row, i in enumerate(batch):
                 text = tokenizer.decode(cut_at_stop(new[row], stop_set), skip_special_tokens=False)
@@ -211,7 +228,31 @@ def generate_texts(model: Any, tokenizer: Any, prompts: list[list[int]], *,
     finally:
         bar.close()
     log.debug("generated %d texts in %.1fs", len(prompts), time.perf_counter() - start)
+    if closed:
+        log.info("%d constrained generation(s) ran short of max_new_tokens %d and were steered "
+                 "to close their JSON", closed, max_new_tokens)
     return [t if t is not None else "" for t in texts]
+
+
+def _logits_width(model: Any, tokenizer: Any) -> int:
+    """How many logits the model writes per step (its output embedding rows; may exceed the
+    tokenizer's vocabulary, which the constraint then masks)."""
+    head = model.get_output_embeddings() if hasattr(model, "get_output_embeddings") else None
+    weight = getattr(head, "weight", None)
+    if weight is not None:
+        return int(weight.shape[0])
+    return int(getattr(getattr(model, "config", None), "vocab_size", None) or len(tokenizer))
+
+
+def _constrained(constraint: Any, ids: Any, max_new_tokens: int) -> dict:
+    """``generate`` keyword arguments for one batch: a fresh logits processor (one matcher per
+    row, closing every document within ``max_new_tokens``) when there is a constraint."""
+    if constraint is None:
+        return {}
+    from transformers import LogitsProcessorList
+
+    return {"logits_processor": LogitsProcessorList(
+        [constraint.logits_processor(ids.shape[0], ids.shape[1], max_new_tokens)])}
 
 
 def generate_texts_vllm(llm: Any, tokenizer: Any, prompts: list[list[int]], *,
@@ -220,11 +261,12 @@ def generate_texts_vllm(llm: Any, tokenizer: Any, prompts: list[list[int]], *,
                         stop_token_ids: Sequence[int] | None = None,
                         stop_strings: Sequence[str] | None = None, seed: int = 0,
                         progress: bool = True, on_result: OnResult | None = None,
-                        done: Collection[int] = ()) -> list[str]:
+                        done: Collection[int] = (), schema: dict | None = None) -> list[str]:
     """The same contract on a ``vllm.LLM`` (which does its own continuous batching).
 
     ``batch_size`` is the number of prompts handed to vLLM at a time (results are reported after
     each chunk, for resume). Beam search is not offered here; use the HF engine for it.
+    ``schema`` goes to vLLM's structured outputs (llguidance, as on the HF engine).
     """
     try:
         from vllm import SamplingParams
@@ -243,7 +285,8 @@ def generate_texts_vllm(llm: Any, tokenizer: Any, prompts: list[list[int]], *,
                    ({tokenizer.eos_token_id} if tokenizer.eos_token_id is not None else set()))
     params = SamplingParams(max_tokens=max_new_tokens, temperature=temperature if do_sample else 0.0,
                             top_p=top_p if do_sample else 1.0, seed=seed, stop_token_ids=stops,
-                            stop=list(stop_strings or []), skip_special_tokens=False)
+                            stop=list(stop_strings or []), skip_special_tokens=False,
+                            **(vllm_sampling_kwargs(schema) if schema is not None else {}))
     texts: list[str] = [""] * len(prompts)
     chunk = max(batch_size, 1) * 8
     todo = [i for i in range(len(prompts)) if i not in set(done)]

@@ -23,6 +23,7 @@ from typing import Any
 
 from malpyeong.backbones import REGISTRY, Backbone, get_backbone, load_model, load_tokenizer
 from malpyeong.classifier import ClassifierEngine, is_classifier_run
+from malpyeong.constrain import vllm_engine_kwargs
 from malpyeong.engines import ENGINES, Engine, HFEngine, VLLMEngine
 from malpyeong.errors import UserError
 from malpyeong.runfolder import (
@@ -154,10 +155,12 @@ def load_for_inference(name: str | os.PathLike | ModelSource, *, dtype: str | No
 def load_engine(source: ModelSource, *, engine: str = "hf", dtype: str | None = "auto",
                 device: str | None = None, load_in_4bit: bool = False,
                 trust_remote_code: bool | None = None, seed: int = 0,
-                tensor_parallel_size: int = 1) -> Engine:
+                tensor_parallel_size: int = 1, structured: bool = False) -> Engine:
     """The answering engine for ``source``: a transformers model (``hf``), or a ``vllm.LLM``
     on a merged model folder or hub id (``vllm``, split over ``tensor_parallel_size`` GPUs;
-    the tokenizer is loaded here for the prompts)."""
+    the tokenizer is loaded here for the prompts). ``structured``: generations will be
+    constrained to a JSON schema (vLLM is then set to use llguidance for it, the library the
+    HF engine uses)."""
     if engine not in ENGINES:
         raise UserError(f"unknown engine '{engine}'", field="engine", hint=", ".join(ENGINES))
     loaded = load_for_inference(source, dtype=dtype, device=device, load_in_4bit=load_in_4bit,
@@ -179,7 +182,8 @@ def load_engine(source: ModelSource, *, engine: str = "hf", dtype: str | None = 
     llm = LLM(model=source.weights, tokenizer=source.tokenizer or source.weights,
               dtype="auto" if dtype in (None, "auto") else dtype, seed=seed,
               trust_remote_code=bool(trust_remote_code),
-              tensor_parallel_size=tensor_parallel_size)
+              tensor_parallel_size=tensor_parallel_size,
+              **(vllm_engine_kwargs(LLM) if structured else {}))
     return VLLMEngine(llm, loaded.tokenizer, loaded.backbone)
 
 

@@ -38,7 +38,7 @@ from malpyeong.engines import Engine
 from malpyeong.errors import UserError
 from malpyeong.generation import progress_bar
 from malpyeong.io import JsonlAppender, read_jsonl
-from malpyeong.tasks.base import PromptSpec, Task
+from malpyeong.tasks.base import PromptSpec, Task, chat_messages
 
 log = logging.getLogger(__name__)
 
@@ -155,7 +155,7 @@ def build_records(
         records.append(
             {
                 "id": it.id,
-                "prompt_messages": task.messages(it, spec),
+                "prompt_messages": chat_messages(task, it, spec),
                 "completion": completion,
                 "source": SOURCE,
                 "task": task.name,
@@ -181,7 +181,7 @@ def student_prompt(task: Task, prompt: str | PromptSpec | None) -> PromptSpec:
     """The prompt variant teacher and student share: the given one plus the task's
     ``distill_flags`` (CCI: ``cot``, so the teacher writes its reasoning)."""
     spec = task.prompt_spec(prompt)
-    return PromptSpec(spec.flags | task.distill_flags)
+    return replace(spec, flags=spec.flags | task.distill_flags)
 
 
 def distill(

@@ -40,10 +40,13 @@ class Utterance:
 class PromptSpec:
     """A prompt variant: ``baseline`` or flags joined by ``+`` (e.g. ``highlight+definitions``).
 
-    Parsed once at the edge (:meth:`Task.prompt_spec`) and carried inward as it is.
+    Parsed once at the edge (:meth:`Task.prompt_spec`) and carried inward as it is. ``system``:
+    an exact system prompt that replaces the task's own (``--system_prompt_file``: a published
+    model run with the prompt it was trained on); see :func:`chat_messages`.
     """
 
     flags: frozenset[str]
+    system: str | None = None
 
     @property
     def language(self) -> str:
@@ -209,6 +212,11 @@ class Task:
         """Words that say what the item is about (DCS: its subject keywords); used to find a
         related item (preference pairs) and counted by EDA."""
         return ()
+
+    def output_schema(self) -> dict | None:
+        """The JSON schema a generation must follow (constrained decoding, on by default when
+        a task has one; :mod:`malpyeong.constrain`), or None for free text."""
+        return None
 
     def output_text(self, output: Any) -> str:
         """An output as one text, for similarity (MBR) and length statistics."""
@@ -481,6 +489,15 @@ def cut_conversation(task: Task, item: Any, order: list[int], k: int) -> Any:
         else:
             conv.append(u)
     return task.with_conversation(item, tuple(conv))
+
+def chat_messages(task: Task, item: Any, spec: PromptSpec) -> list[dict]:
+    """``task.messages(item, spec)``, with the system turn replaced by ``spec.system`` when the
+    spec carries an exact system prompt (added first when the task wrote none)."""
+    messages = task.messages(item, spec)
+    if spec.system is None:
+        return messages
+    rest = [m for m in messages if m.get("role") != "system"]
+    return [{"role": "system", "content": spec.system}, *rest]
 
 
 def conversation_lines(conversation: tuple[Utterance, ...], marked: set[int] = frozenset(),

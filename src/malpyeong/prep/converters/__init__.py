@@ -8,7 +8,12 @@ registers its converters with :func:`~.registry.converter` and is imported here.
 from __future__ import annotations
 
 import malpyeong.prep.converters.axolotl_recipe  # noqa: F401 - registers axolotl -> recipe
-from malpyeong.prep.converters import flat_qa, qmsum_qa  # noqa: F401 - importing registers them
+from malpyeong.prep.converters import (  # noqa: F401 - importing registers them
+    dialogsum_memory,
+    flat_qa,
+    qmsum_memory,
+    qmsum_qa,
+)
 from malpyeong.prep.converters.registry import (
     CONVERTERS,
     Converted,

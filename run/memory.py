@@ -1,0 +1,162 @@
+"""Print the memory state of one dialogue, or update a previous state with new turns.
+
+    python run/memory.py --model runs/memory/qwen_lora --dialogue chat.txt
+    cat chat.txt | python run/memory.py --model Qwen/Qwen2.5-3B-Instruct --dialogue -
+    python run/memory.py --model runs/memory/qwen_lora --dialogue new_turns.txt \\
+        --state state.json > state2.json                          # inside a chat loop
+    python run/memory.py --model someone/published-memory-lora --dialogue chat.txt \\
+        --system_prompt_file their_prompt.txt --no_constrain      # a published model as it is
+
+The dialogue is one utterance per line, ``Speaker: utterance`` (blank lines are skipped). The
+output is the memory JSON: {"memory_state": {"key_facts", "unresolved_refs", "topic",
+"turn_count"}, "memory_summary"}. turn_count is the number of utterances in the dialogue (with
+--state: the previous count plus the new utterances); --turn_count speaker_turns counts speaker
+turns instead (consecutive utterances of one speaker count once). Whatever the model writes,
+the delivered turn_count is that exact count.
+
+Decoding follows the task's JSON schema (llguidance) unless --no_constrain is given; the raw
+text is then repaired when it can be (code fences, text around the object, trailing commas),
+and when nothing can be read the previous state (or an empty one) is delivered, with a note on
+stderr. --model is a hub id, a local model, a LoRA adapter or a training run folder.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from dataclasses import replace
+from pathlib import Path
+
+from malpyeong.answer import AnswerSettings, answer_items
+from malpyeong.cli import read_system_prompt, run_cli
+from malpyeong.engines import GenerationSettings
+from malpyeong.errors import UserError, UserErrors
+from malpyeong.io import atomic_write_text, ensure_writable
+from malpyeong.loading import load_engine, resolve_source
+from malpyeong.tasks.memory import TURN_READINGS, MemoryItem, MemoryTask, state_problems
+
+
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(description=__doc__,
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--model", required=True, help="hub id, model folder, adapter or run folder")
+    p.add_argument("--dialogue", required=True,
+                   help="a text file of 'Speaker: utterance' lines, or - for stdin")
+    p.add_argument("--state", default=None,
+                   help="the previous memory JSON: the dialogue then holds only the new turns")
+    p.add_argument("--turn_count", choices=TURN_READINGS, default="utterances",
+                   help="utterances (default): turn_count = number of utterances; "
+                        "speaker_turns: consecutive utterances of one speaker count once")
+    p.add_argument("--prompt", default=None, help="prompt variant: baseline or ko (Korean "
+                                                  "instructions); default: the run's")
+    p.add_argument("--system_prompt_file", default=None,
+                   help="replace the system prompt with this file's text (a published model's "
+                        "exact prompt)")
+    p.add_argument("--no_constrain", action="store_true",
+                   help="decode freely (see the raw model), not under the JSON schema")
+    p.add_argument("--max_new_tokens", type=int, default=1024)
+    p.add_argument("--max_length", type=int, default=None,
+                   help="token budget of prompt + answer; the oldest utterances are cut to fit "
+                        "(default: the run's, or none)")
+    p.add_argument("--show_raw", action="store_true", help="also print the raw generation to stderr")
+    p.add_argument("--out", default=None, help="write the JSON to this file instead of stdout")
+    p.add_argument("--overwrite", action="store_true", help="with --out: replace the file")
+    p.add_argument("--dtype", default="auto", help="auto, bf16, fp16 or fp32")
+    p.add_argument("--device", default=None, help="cpu, cuda, cuda:1 (default: cuda if present)")
+    p.add_argument("--engine", default="hf", choices=("hf", "vllm"))
+    p.add_argument("--seed", type=int, default=0)
+    return p.parse_args(argv)
+
+
+def read_dialogue(name: str) -> list[dict]:
+    """``Speaker: utterance`` lines as conversation entries; every bad line reported."""
+    if name == "-":
+        text = sys.stdin.read()
+    else:
+        path = Path(name)
+        if not path.is_file():
+            raise UserError("file not found", file=name, field="dialogue")
+        text = path.read_text(encoding="utf-8-sig")
+    turns, errors = [], []
+    for number, line in enumerate(text.splitlines(), 1):
+        if not line.strip():
+            continue
+        speaker, sep, utterance = line.partition(":")
+        if not sep or not speaker.strip() or not utterance.strip():
+            errors.append(UserError("not a 'Speaker: utterance' line", file=name,
+                                    item=f"line {number}", field="dialogue"))
+            continue
+        turns.append({"speaker": speaker.strip(), "utterance": utterance.strip()})
+    if errors:
+        raise UserErrors(errors[:20])
+    if not turns:
+        raise UserError("no utterances", file=name, field="dialogue")
+    return turns
+
+
+def read_state(name: str) -> dict:
+    path = Path(name)
+    if not path.is_file():
+        raise UserError("file not found", file=name, field="state")
+    try:
+        state = json.loads(path.read_text(encoding="utf-8-sig"))
+    except ValueError as err:
+        raise UserError(f"not valid JSON ({err})", file=name, field="state") from None
+    problems = state_problems(state, "state")
+    if problems:
+        raise UserErrors([UserError(p, file=name, field=f) for f, p in problems])
+    return state
+
+
+def build_item(task: MemoryTask, turns: list[dict], state: dict | None, reading: str) -> MemoryItem:
+    inp: dict = {"conversation": turns, "turn_count_by": reading}
+    if state is not None:
+        inp["previous_state"] = state
+    problems: list[tuple[str, str]] = []
+    item = task.parse_item({"id": "dialogue", "input": inp, "output": ""}, problems)
+    if item is None:
+        raise UserErrors([UserError(p, field=f) for f, p in problems])
+    return item
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    if args.max_new_tokens < 1 or (args.max_length is not None and args.max_length < 1):
+        raise UserError("--max_new_tokens and --max_length must be at least 1", field="max_length")
+    task = MemoryTask()
+    source = resolve_source(args.model)
+    spec = replace(task.prompt_spec(args.prompt or source.defaults.get("prompt")),
+                   system=read_system_prompt(args.system_prompt_file))
+    if args.out:
+        ensure_writable(args.out, args.overwrite)
+    state = read_state(args.state) if args.state else None
+    item = build_item(task, read_dialogue(args.dialogue), state, args.turn_count)
+    settings = AnswerSettings(prompt=spec, max_length=args.max_length or
+                              source.defaults.get("max_length"),
+                              generation=GenerationSettings(max_new_tokens=args.max_new_tokens,
+                                                            seed=args.seed),
+                              batch_size=1, constrain=not args.no_constrain)
+    engine = load_engine(source, engine=args.engine, dtype=args.dtype, device=args.device,
+                         seed=args.seed, structured=settings.constrain)
+    run = answer_items(engine, task, [item], settings, progress=False)
+    answer = run.answers[0]
+    if args.show_raw:
+        print(f"raw generation: {answer.sidecar['text']}", file=sys.stderr)
+    if run.unusable:
+        print("note: no memory state could be read from the generation (raise --max_new_tokens?"
+              f"); delivered the {'previous' if state else 'empty'} state with the exact "
+              "turn_count", file=sys.stderr)
+    if run.cut:
+        print(f"note: {answer.sidecar['dropped']} older utterance(s) cut to fit max_length",
+              file=sys.stderr)
+    text = json.dumps(answer.output, ensure_ascii=False, indent=2)
+    if args.out:
+        atomic_write_text(args.out, text + "\n")
+    else:
+        print(text)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(run_cli(main))
