@@ -1,10 +1,11 @@
 """Benchmark: the cost of constrained decoding (JSON schema, llguidance) for the memory task.
 
     python benchmarks/bench_memory_constrained.py [--data ../shared/data/dialogsum/dialogsum.dev.jsonl]
-        [--n 16] [--batch_size 8] [--max_new_tokens 256] [--threads 0]
+        [--n 16] [--batch_size 8] [--max_new_tokens 256] [--threads 0] [--tokenizer real]
 
-Model: a random-weight Qwen2-architecture model with the tiny 2,000-token BPE tokenizer, built on
-the spot (the tiny model the tests use). Items: the first --n DialogSum dev dialogues converted
+Model: a random-weight Qwen2-architecture model built on the spot, with the tiny 2,000-token BPE
+tokenizer (the tiny model the tests use) or, with ``--tokenizer real``, Qwen2's own 151,646-token
+tokenizer (the constraint's mask is computed over the whole vocabulary at every step). Items: the first --n DialogSum dev dialogues converted
 to memory items (``--from dialogsum --to memory``), or our shipped sample files when the real
 file is absent. Both runs answer the same items through the one answering path
 (``answer_items``, the HF engine, length-sorted batches, greedy), once under the memory task's
@@ -34,7 +35,9 @@ from malpyeong.tasks import get_task
 from malpyeong.tiny import build_tiny_model
 
 ROOT = Path(__file__).resolve().parents[1]
-DEFAULT_DATA = ROOT.parent / "shared" / "data" / "dialogsum" / "dialogsum.dev.jsonl"
+DEFAULT_DATA = next((p / "shared" / "data" / "dialogsum" / "dialogsum.dev.jsonl" for p in ROOT.parents
+                     if (p / "shared" / "data" / "dialogsum").is_dir()),
+                    ROOT.parent / "shared" / "data" / "dialogsum" / "dialogsum.dev.jsonl")
 SAMPLES = [ROOT / "resource" / "data" / f"memory_{s}.jsonl" for s in ("train", "dev")]
 
 
@@ -93,6 +96,8 @@ def main() -> int:
     p.add_argument("--n", type=int, default=16, help="number of dialogues (0: all)")
     p.add_argument("--batch_size", type=int, default=8)
     p.add_argument("--max_new_tokens", type=int, default=256)
+    p.add_argument("--tokenizer", choices=("ours", "real"), default="ours",
+                   help="ours: the tiny 2,000-token BPE; real: Qwen2's own tokenizer")
     p.add_argument("--threads", type=int, default=1,
                    help="torch threads (default 1, as the tests: a tiny model gains nothing "
                         "from more, and on a shared CPU the OpenMP threads stall each other; "
@@ -107,11 +112,12 @@ def main() -> int:
     with tempfile.TemporaryDirectory() as tmp:
         tmp = Path(tmp)
         items, source = memory_items(task, Path(args.data), args.n, tmp)
-        model = build_tiny_model("qwen2", tmp / "tiny-qwen2")
+        model = build_tiny_model("qwen2", tmp / "tiny-qwen2", tokenizer=args.tokenizer)
         engine = load_engine(resolve_source(str(model)), device="cpu")
         settings = AnswerSettings(generation=GenerationSettings(max_new_tokens=args.max_new_tokens),
                                   batch_size=args.batch_size)
-        print(f"{len(items)} memory items ({source}); tiny random Qwen2, batch {args.batch_size}, "
+        print(f"{len(items)} memory items ({source}); tiny random Qwen2 ({args.tokenizer} tokenizer, "
+              f"{len(engine.tokenizer)} tokens), batch {args.batch_size}, "
               f"greedy, max_new_tokens {args.max_new_tokens}, {torch.get_num_threads()} thread(s)")
         steps = count_decoding_steps(engine)
         free = AnswerSettings(generation=settings.generation, batch_size=args.batch_size,

@@ -104,3 +104,21 @@ def test_full_report():
     # summary 1: 5 shared words of 5 and 8: F = 10/13; summary 2: 'b' of 2 and 3: F = 2/5
     assert report["summary_rouge1"] == pytest.approx((10 / 13 + 2 / 5) / 2)
     assert report["json_valid_raw"] is None and report["summary_bertscore"] is None
+    # per item, for run/compare.py: item 1 matches 1 of 2 predicted facts against 1 gold
+    # (P 1/2, R 1): F 2/3; item 2 predicts none of 1: F 0; no references on either side: F 1
+    per = report["per_item"]
+    assert per["key_facts_f1"] == pytest.approx([2 / 3, 0.0])
+    assert per["unresolved_refs_f1"] == [1.0, 1.0]
+    assert per["topic_exact"] == [1.0, 0.0]
+    assert per["summary_rouge1"] == pytest.approx([10 / 13, 2 / 5])
+
+
+def test_item_scores_for_compare():
+    task = get_task("memory")
+    gold_states = [state(["A"], [], "t", 1, "one two"), state(["B"], [], "u", 1, "three")]
+    records = [{"id": f"x{i}", "input": {"conversation": [{"speaker": "A", "utterance": "hi"}]},
+                "output": s} for i, s in enumerate(gold_states)]
+    items = [task.parse_item(r, []) for r in records]
+    outputs = {"x0": state(["A"], [], "t", 1, "one"), "x1": state([], [], "u", 1, "four")}
+    assert task.item_scores(items, outputs, "summary_rouge1") == pytest.approx([2 / 3, 0.0])
+    assert task.item_scores(items, outputs, "key_facts_f1") == [1.0, 0.0]

@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from malpyeong.backbones import Backbone, encode, render_chat
-from malpyeong.tasks.base import OMITTED, PromptSpec, Task, Utterance, chat_messages
+from malpyeong.tasks.base import OMITTED, PromptSpec, Task, chat_messages
 
 __all__ = ["OMITTED", "FittedPrompt", "fit_prompt"]  # OMITTED: the cut mark, now defined with the tasks
 

@@ -185,23 +185,34 @@ def memory_scores(gold: Sequence[dict], exact_turns: Sequence[int], pred: Sequen
         raise ValueError(f"{n} gold states, {len(pred)} predictions, {len(exact_turns)} counts")
     gs = [g["memory_state"] for g in gold]
     ps = [p["memory_state"] for p in pred]
-    facts = set_scores([g["key_facts"] for g in gs], [p["key_facts"] for p in ps], threshold)
-    refs = set_scores([g["unresolved_refs"] for g in gs], [p["unresolved_refs"] for p in ps],
-                      threshold)
+    fact_items = [set_scores([g["key_facts"]], [p["key_facts"]], threshold)
+                  for g, p in zip(gs, ps, strict=True)]
+    ref_items = [set_scores([g["unresolved_refs"]], [p["unresolved_refs"]], threshold)
+                 for g, p in zip(gs, ps, strict=True)]
+    facts, refs = SetScore(), SetScore()
+    for f, r in zip(fact_items, ref_items, strict=True):
+        facts.add(f.matched, f.predicted, f.gold)
+        refs.add(r.matched, r.predicted, r.gold)
+    # per item, for paired comparisons (run/compare.py); the facts' P/R/F1 above stay micro
+    per_item = {
+        "summary_rouge1": [rouge1_f(g["memory_summary"], p["memory_summary"])
+                           for g, p in zip(gold, pred, strict=True)],
+        "topic_exact": [float(normalise_topic(g["topic"]) == normalise_topic(p["topic"]))
+                        for g, p in zip(gs, ps, strict=True)],
+        "topic_rougeL": [rouge_l_f(g["topic"], p["topic"]) for g, p in zip(gs, ps, strict=True)],
+        "turn_count_acc_delivered": [float(p["turn_count"] == t)
+                                     for p, t in zip(ps, exact_turns, strict=True)],
+        "key_facts_f1": [f.f1 for f in fact_items],
+        "unresolved_refs_f1": [r.f1 for r in ref_items],
+    }
     report: dict[str, Any] = {
         "n": n,
         "key_facts_precision": facts.precision, "key_facts_recall": facts.recall,
         "key_facts_f1": facts.f1,
         "unresolved_refs_precision": refs.precision, "unresolved_refs_recall": refs.recall,
         "unresolved_refs_f1": refs.f1,
-        "summary_rouge1": float(np.mean([rouge1_f(g["memory_summary"], p["memory_summary"])
-                                         for g, p in zip(gold, pred, strict=True)])),
-        "topic_exact": float(np.mean([normalise_topic(g["topic"]) == normalise_topic(p["topic"])
-                                      for g, p in zip(gs, ps, strict=True)])),
-        "topic_rougeL": float(np.mean([rouge_l_f(g["topic"], p["topic"])
-                                       for g, p in zip(gs, ps, strict=True)])),
-        "turn_count_acc_delivered": float(np.mean([p["turn_count"] == t
-                                                   for p, t in zip(ps, exact_turns, strict=True)])),
+        **{name: float(np.mean(per_item[name])) for name in
+           ("summary_rouge1", "topic_exact", "topic_rougeL", "turn_count_acc_delivered")},
         "gold_turn_count_off": sum(g["turn_count"] != t for g, t in zip(gs, exact_turns, strict=True)),
         "fact_threshold": threshold,
         "facts": {"gold": facts.gold, "predicted": facts.predicted, "matched": facts.matched},
@@ -220,6 +231,8 @@ def memory_scores(gold: Sequence[dict], exact_turns: Sequence[int], pred: Sequen
         report["key_facts_f1_bertscore"] = set_scores(
             [g["key_facts"] for g in gs], [p["key_facts"] for p in ps],
             BERTSCORE_FACT_THRESHOLD, _pairwise_bertscore(scorer)).f1
+        per_item["summary_bertscore"] = f1
+    report["per_item"] = per_item
     return report
 
 

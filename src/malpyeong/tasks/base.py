@@ -490,6 +490,7 @@ def cut_conversation(task: Task, item: Any, order: list[int], k: int) -> Any:
             conv.append(u)
     return task.with_conversation(item, tuple(conv))
 
+
 def chat_messages(task: Task, item: Any, spec: PromptSpec) -> list[dict]:
     """``task.messages(item, spec)``, with the system turn replaced by ``spec.system`` when the
     spec carries an exact system prompt (added first when the task wrote none)."""
