@@ -8,7 +8,7 @@ enough that its memory dwarfs the measuring noise), loads it as training does (f
 4-bit QLoRA through malpyeong's loaders), then runs two training steps (forward, backward,
 AdamW; the second holds the optimiser's moments with the activations) on a batch of random
 tokens. Measured: the peak resident memory of the process above what it held before the model
-was loaded (``ru_maxrss``; the CPU has no allocator counter; large blocks are mapped one by one,
+was loaded (VmHWM, the process's own high-water mark; the CPU has no allocator counter; large blocks are mapped one by one,
 so freed tensors leave the resident set). The
 baseline it is compared with is the estimate computed from the model's config.json numbers
 alone, as run/train.py --rules prints it; the ratio estimate / measured is printed per setup.
@@ -47,7 +47,7 @@ SETUPS = [("llama", "lora", 4, 512, False, 0.0), ("llama", "lora", 4, 512, True,
 QUICK = [SETUPS[0], SETUPS[4]]
 
 CHILD = r'''
-import json, resource, sys
+import json, sys
 import torch
 sys.path.insert(0, sys.argv[2])
 from malpyeong.backbones import load_model
@@ -58,6 +58,11 @@ def rss():
     with open("/proc/self/statm") as f:
         return int(f.read().split()[1]) * 4096
 import peft, transformers  # noqa: F401 - imported before the baseline is taken
+def peak_rss():
+    # VmHWM is this process's own high-water mark; ru_maxrss would also count the parent's
+    # resident set that a forked child inherits (a large pytest process inflates it)
+    with open("/proc/self/status") as f:
+        return next(int(line.split()[1]) * 1024 for line in f if line.startswith("VmHWM:"))
 before = rss()
 model = load_model(spec["path"], spec["method"], attn_implementation="eager", dtype="fp32")
 if spec["method"] == "qlora":
@@ -79,7 +84,7 @@ for _ in range(2):  # the second step holds AdamW's moments while the activation
     opt.step()
     opt.zero_grad(set_to_none=True)
     del out
-peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+peak = peak_rss()
 print(json.dumps({"peak": peak - before}))
 '''
 
