@@ -1,29 +1,86 @@
-"""Shared entry-point plumbing for the scripts in run/, orpo/, ensemble/ and eda/."""
+"""Shared entry-point plumbing for the scripts in run/, orpo/, ensemble/ and eda/.
+
+Every script's ``main`` runs through :func:`run_cli`, which owns what a user sees beyond the
+script's own output:
+
+- a user mistake (``UserError``) and an operating-system error (permission denied, a read-only
+  folder, a full disk, a path that is a folder) are one line on stderr and exit code 2;
+- third-party libraries' warnings and chatter are silenced here, in one place
+  (:func:`quiet_libraries`); ``--verbose``, which every script accepts, shows them again.
+"""
 
 from __future__ import annotations
 
 import argparse
 import logging
+import math
 import os
 import sys
-from collections.abc import Callable
+import warnings
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
-from malpyeong.errors import UserError, UserErrors
+from malpyeong.errors import UserError, UserErrors, one_line, printable
 from malpyeong.tasks import TASKS, Task, task_names, tasks_help
 
 EXIT_USER_ERROR = 2
+RESUME_HINT = "interrupted; rerun the same command to resume where it stopped"
+VERBOSE_HELP = "also show the libraries' warnings and log messages (hidden by default)"
+# Loggers of libraries that log notices a user cannot act on (kernel hub, bitsandbytes CPU
+# kernels, HTTP requests); shown again with --verbose.
+NOISY_LOGGERS = ("bitsandbytes", "kernels", "httpx", "httpcore", "accelerate", "peft", "trl",
+                 "datasets", "torch", "transformers", "huggingface_hub", "mergekit", "urllib3")
 
 
-def run_cli(main: Callable[[list[str] | None], int | None], argv: list[str] | None = None) -> int:
-    """Call ``main(argv)``; a ``UserError`` becomes one line per problem on stderr and exit 2."""
-    logging.basicConfig(level=os.environ.get("MALPYEONG_LOG", "INFO"),
+def wants_verbose(argv: Sequence[str] | None) -> bool:
+    return "--verbose" in (sys.argv[1:] if argv is None else argv)
+
+
+def quiet_libraries(verbose: bool = False) -> None:
+    """Keep third-party warnings and notices off the console (all of them, in one place).
+
+    A warning is hidden when a library module raised it; one attributed to malpyeong's own code
+    (a deprecated call of ours) stays visible, so it gets fixed rather than hidden. With
+    ``verbose`` nothing is hidden.
+    """
+    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+    if verbose:
+        warnings.simplefilter("default")
+        for name in NOISY_LOGGERS:
+            logging.getLogger(name).setLevel(logging.NOTSET)
+        return
+    os.environ.setdefault("TRL_EXPERIMENTAL_SILENCE", "1")  # ORPO lives in trl.experimental
+    os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
+    os.environ.setdefault("TRANSFORMERS_NO_ADVISORY_WARNINGS", "1")
+    # every warning whose module is not ours (nor a script run as __main__)
+    warnings.filterwarnings("ignore", module=r"(?!malpyeong(\.|$)|__main__$|script_)")
+    for name in NOISY_LOGGERS:
+        logging.getLogger(name).setLevel(logging.ERROR)
+    # the datasets map bars over our pre-tokenised rows are noise; training keeps its own bar
+    os.environ.setdefault("HF_DATASETS_DISABLE_PROGRESS_BARS", "1")
+    if "transformers" in sys.modules:  # imported already: its verbosity was read at import
+        from transformers.utils import logging as hf_logging
+
+        hf_logging.set_verbosity_error()
+    if "datasets" in sys.modules:
+        import datasets
+
+        datasets.disable_progress_bars()
+
+
+def run_cli(main: Callable[[list[str] | None], int | None], argv: list[str] | None = None, *,
+            interrupted: str = RESUME_HINT) -> int:
+    """Call ``main(argv)``; a ``UserError`` or an ``OSError`` becomes one line per problem on
+    stderr and exit 2. ``interrupted`` is what Ctrl-C prints (how to continue)."""
+    verbose = wants_verbose(argv)
+    logging.basicConfig(level=os.environ.get("MALPYEONG_LOG", "DEBUG" if verbose else "INFO"),
                         format="%(levelname)s %(name)s: %(message)s")
     if os.environ.get("ACCELERATE_USE_CPU", "").lower() == "true" and \
             os.environ.get("MASTER_ADDR") and not os.environ.get("WORLD_SIZE"):
         print("note: `accelerate launch --cpu --num_processes N` starts one process here (its CPU "
               "launcher needs mpirun); for N processes use --config_file "
               "resource/configs/accelerate/cpu_ddp.yaml", file=sys.stderr)
+    quiet_libraries(verbose)
     try:
         code = main(argv)
     except UserErrors as errs:
@@ -38,8 +95,11 @@ def run_cli(main: Callable[[list[str] | None], int | None], argv: list[str] | No
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
         return 141
     except KeyboardInterrupt:
-        print("interrupted; rerun the same command to resume where it stopped", file=sys.stderr)
+        print(interrupted, file=sys.stderr)
         return 130
+    except OSError as err:  # the machine said no: permissions, read-only, disk full, ...
+        print(f"error: {os_error_line(err)}", file=sys.stderr)
+        return EXIT_USER_ERROR
     except Exception as err:  # noqa: BLE001 - CUDA OOM is a user-fixable condition
         if type(err).__name__ == "OutOfMemoryError" or "CUDA out of memory" in str(err):
             print("error: CUDA out of memory: lower --per_device_train_batch_size / --batch_size "
@@ -47,6 +107,13 @@ def run_cli(main: Callable[[list[str] | None], int | None], argv: list[str] | No
             return EXIT_USER_ERROR
         raise
     return int(code or 0)
+
+
+def os_error_line(err: OSError) -> str:
+    """``path: reason`` of an operating-system error, on one line."""
+    reason = err.strerror or one_line(err)
+    where = err.filename if err.filename is not None else None
+    return printable(f"{where}: {reason}" if where else reason)
 
 
 def task_argument(parser: argparse.ArgumentParser, *, required: bool = True,
@@ -102,3 +169,19 @@ def read_system_prompt(path: str | None) -> str | None:
     if not text:
         raise UserError("empty file", file=path, field="system_prompt_file")
     return text
+
+
+def verbose_argument(parser: argparse.ArgumentParser) -> None:
+    """``--verbose``, which every script takes (:func:`run_cli` acts on it)."""
+    parser.add_argument("--verbose", action="store_true", help=VERBOSE_HELP)
+
+
+def finite_float(text: str) -> float:
+    """An argparse type: a float that is a real number (``nan`` and ``inf`` are refused)."""
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a number: '{text}'") from None
+    if not math.isfinite(value):
+        raise argparse.ArgumentTypeError(f"must be a finite number, got '{text}'")
+    return value

@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from malpyeong.errors import UserError, UserErrors
-from malpyeong.io import atomic_write_json, ensure_writable
+from malpyeong.io import atomic_write_json, ensure_writable, json_loads, require_file
 from malpyeong.tasks.base import Task
 
 MAX_ERRORS_PER_FILE = 20  # past this a file is usually of another task; say so instead of flooding
@@ -23,10 +23,8 @@ MAX_ERRORS_PER_FILE = 20  # past this a file is usually of another task; say so 
 
 def read_records(path: str | os.PathLike) -> list[Any]:
     """Raw records of a JSON-list or JSONL file; one ``UserError`` naming the file when unreadable."""
-    path = Path(path)
+    path = require_file(path)
     name = str(path)
-    if not path.is_file():
-        raise UserError("file not found", file=name, hint="check the path")
     raw = path.read_bytes()
     try:
         text = raw.decode("utf-8-sig")
@@ -37,12 +35,7 @@ def read_records(path: str | os.PathLike) -> list[Any]:
         raise UserError("empty file", file=name, hint="expected a JSON list of items")
     stripped = text.lstrip()
     if stripped.startswith("["):
-        try:
-            data = json.loads(text)
-        except json.JSONDecodeError as err:
-            raise UserError(f"not valid JSON (line {err.lineno}, column {err.colno}: {err.msg})",
-                            file=name) from None
-        return data
+        return _parse_json(text, name)
     if stripped.startswith("{"):
         # JSONL (one object per line), or a single object, which is not a valid data file.
         records = []
@@ -50,7 +43,7 @@ def read_records(path: str | os.PathLike) -> list[Any]:
             if not line.strip():
                 continue
             try:
-                records.append(json.loads(line))
+                records.append(json_loads(line))
             except json.JSONDecodeError:
                 try:
                     json.loads(text)
@@ -59,13 +52,23 @@ def read_records(path: str | os.PathLike) -> list[Any]:
                                     file=name) from None
                 raise UserError("top level is an object, not a list of items", file=name,
                                 hint="wrap the items in [ ... ] or write one item per line") from None
+            except ValueError as err:  # NaN / Infinity
+                raise UserError(f"not valid JSON (line {lineno}: {err})", file=name,
+                                hint="write numbers as numbers, text in quotes") from None
         return records
+    data = _parse_json(text, name)
+    raise UserError(f"top level is a {type(data).__name__}, not a list of items", file=name)
+
+
+def _parse_json(text: str, name: str) -> Any:
     try:
-        data = json.loads(text)
+        return json_loads(text)
     except json.JSONDecodeError as err:
         raise UserError(f"not valid JSON (line {err.lineno}, column {err.colno}: {err.msg})",
                         file=name) from None
-    raise UserError(f"top level is a {type(data).__name__}, not a list of items", file=name)
+    except ValueError as err:  # NaN / Infinity: Python reads them, JSON has no such numbers
+        raise UserError(f"not valid JSON: {err}", file=name,
+                        hint="write numbers as numbers, text in quotes") from None
 
 
 def item_label(record: Any, index: int) -> str:

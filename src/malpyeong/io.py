@@ -1,31 +1,161 @@
-"""Atomic writes and refuse-to-overwrite: the rules every output of malpyeong follows."""
+"""Files in and out: the rules every input and output of malpyeong follows.
+
+- An input is checked to be a readable file (a folder, a missing path and an unreadable one are
+  three different one-line errors), and JSON's ``NaN`` / ``Infinity`` are not numbers we read.
+- An output is checked *before the work*: not a folder, its folder creatable and writable, not
+  an existing file unless ``--overwrite``, never one of the command's inputs or another of its
+  outputs (:func:`check_distinct`).
+- Outputs are written to a temporary file and renamed over the target (a reader never sees half
+  a file), with the permissions the user's umask gives any new file (``mkstemp`` alone makes
+  them 0600, unreadable by teammates on a shared server).
+- A file appended to by a resumable job is locked while it is written, so two runs writing the
+  same output at once stop with one line instead of interleaving their rows.
+"""
 
 from __future__ import annotations
 
+import errno
+import fcntl
 import json
 import os
 import tempfile
+from collections.abc import Iterable, Sequence
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
-from malpyeong.errors import UserError
+from malpyeong.errors import UserError, one_line
+
+
+def current_umask() -> int:
+    """The process's umask (read by setting and restoring it; there is no getter)."""
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
+
+
+def _reject_constant(name: str) -> float:
+    raise ValueError(f"{name} is not a JSON number")
+
+
+def json_loads(text: str | bytes) -> Any:
+    """``json.loads`` that refuses ``NaN``, ``Infinity`` and ``-Infinity`` (not JSON; Python
+    accepts them, and a ``NaN`` utterance would be read as the word "nan")."""
+    return json.loads(text, parse_constant=_reject_constant)
+
+
+# ------------------------------------------------------------------------------- inputs
+
+
+def require_file(path: str | os.PathLike, *, field: str | None = None) -> Path:
+    """``path`` as a readable file, else one ``UserError`` that says what it is instead."""
+    p = Path(path)
+    if p.is_dir():
+        raise UserError("is a folder, not a file", file=str(p), field=field,
+                        hint="give the file inside it")
+    if not p.exists():
+        raise UserError("file not found", file=str(p), field=field, hint="check the path")
+    if not os.access(p, os.R_OK):
+        raise UserError("cannot read: permission denied", file=str(p), field=field)
+    return p
+
+
+# ------------------------------------------------------------------------------- outputs
+
+
+def _existing_ancestor(path: Path) -> Path:
+    for parent in path.parents:
+        if parent.exists():
+            return parent
+    return Path(path.anchor or ".")
+
+
+def check_folder_writable(folder: str | os.PathLike, *, what: str) -> None:
+    """Whether files can be created in ``folder`` (or in the folders that would be made for it):
+    probed by creating and removing a temporary file, which also catches read-only mounts and,
+    unlike ``os.access``, holds for root too. Nothing is left on disk."""
+    folder = Path(folder)
+    target = folder if folder.exists() else _existing_ancestor(folder)
+    if not target.is_dir():
+        raise UserError(f"cannot write here: {target} is a file, not a folder", file=what)
+    try:
+        fd, probe = tempfile.mkstemp(prefix=".malpyeong-probe-", dir=target)
+    except OSError as err:
+        raise UserError(f"cannot write in {target}: {err.strerror or err}", file=what,
+                        hint="choose a folder you can write to") from None
+    os.close(fd)
+    os.unlink(probe)
 
 
 def ensure_writable(path: str | os.PathLike, overwrite: bool) -> Path:
-    """Refuse to replace an existing output unless ``overwrite``; create the parent folder."""
+    """Check an output file before the work: not a folder, not an existing file unless
+    ``overwrite``, in a folder that can be written. Nothing is created here (the writers make
+    the folder), so a refused command leaves the disk as it was."""
     path = Path(path)
+    if path.is_dir():
+        raise UserError("is a folder; an output file is expected here", file=str(path),
+                        hint="give a file name, e.g. " + str(path / "out.json"))
     if path.exists() and not overwrite:
         raise UserError("output exists", file=str(path), hint="pass --overwrite to replace it")
-    path.parent.mkdir(parents=True, exist_ok=True)
+    check_folder_writable(path.parent, what=str(path))
     return path
 
 
+def _same(a: Path, b: Path) -> bool:
+    try:
+        if a.exists() and b.exists():
+            return os.path.samefile(a, b)
+    except OSError:
+        pass
+    return a.resolve() == b.resolve()
+
+
+def _inside(path: Path, folder: Path) -> bool:
+    try:
+        path.resolve().relative_to(folder.resolve())
+    except ValueError:
+        return False
+    return True
+
+
+Named = Iterable[tuple[str, str | os.PathLike | None]]
+
+
+def check_distinct(outputs: Named, inputs: Named = (), *, folders: Sequence[str] = ()) -> None:
+    """No output path equal to an input or to another output of the same command.
+
+    ``outputs`` and ``inputs`` are ``(option, path)`` pairs (``None`` paths are skipped);
+    ``folders`` names the outputs that are folders replaced as a whole (a run folder): an input
+    inside one would be deleted with it, so that is refused too.
+    """
+    outs = [(n, Path(p)) for n, p in outputs if p is not None]
+    ins = [(n, Path(p)) for n, p in inputs if p is not None]
+    for i, (name, out) in enumerate(outs):
+        for other, prev in outs[:i]:
+            if _same(out, prev):
+                raise UserError(f"{name} and {other} are the same path", file=str(out),
+                                hint="every output needs its own file")
+        for src_name, src in ins:
+            if _same(out, src):
+                raise UserError(f"{name} is also the input {src_name}", file=str(out),
+                                hint="write the output elsewhere; an input is never replaced")
+            if name in folders and _inside(src, out):
+                raise UserError(f"the input {src_name} ({src}) is inside the {name} folder, "
+                                "which this command replaces", file=str(out),
+                                hint="choose another output folder")
+
+
+# ------------------------------------------------------------------------------- writing
+
+
 def atomic_write_text(path: str | os.PathLike, text: str) -> None:
-    """Write to a temporary file in the same folder, fsync, then rename over ``path``."""
+    """Write to a temporary file in the same folder, fsync, then rename over ``path``; the file
+    gets the permissions the umask gives a new file (``mkstemp`` would leave it 0600)."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     try:
+        os.fchmod(fd, 0o666 & ~current_umask())
         with os.fdopen(fd, "w", encoding="utf-8", newline="\n") as fh:
             fh.write(text)
             fh.flush()
@@ -59,40 +189,92 @@ def atomic_write_json(path: str | os.PathLike, obj: Any, indent: int | None = 4)
     atomic_write_text(path, json.dumps(obj, ensure_ascii=False, indent=indent) + "\n")
 
 
+def make_temp_dir(parent: str | os.PathLike, prefix: str) -> Path:
+    """A fresh folder in ``parent`` (to build an output in and rename into place), with the
+    permissions the umask gives a new folder (``mkdtemp`` would leave it 0700)."""
+    folder = Path(tempfile.mkdtemp(prefix=prefix, suffix=".tmp", dir=parent))
+    os.chmod(folder, 0o777 & ~current_umask())
+    return folder
+
+
+# ------------------------------------------------------------------------------- JSONL
+
+
 def read_jsonl(path: str | os.PathLike) -> list[dict]:
-    """Read a JSONL file, ignoring a torn last line (left by a killed writer)."""
+    """Read a JSONL file, ignoring a torn last line (left by a killed writer); any other line
+    that is not JSON is one ``UserError`` naming the file and the line."""
     rows = []
     path = Path(path)
     if not path.exists():
         return rows
-    with open(path, encoding="utf-8") as fh:
-        for line in fh:
+    with open(path, encoding="utf-8", errors="surrogateescape") as fh:
+        for lineno, line in enumerate(fh, 1):
             if not line.endswith("\n"):
                 break  # partial line from an interrupted append
             line = line.strip()
-            if line:
-                rows.append(json.loads(line))
+            if not line:
+                continue
+            try:
+                rows.append(json_loads(line))
+            except ValueError as err:
+                raise UserError(f"line {lineno} is not valid JSON ({one_line(err, 120)})",
+                                file=str(path),
+                                hint="the file is damaged; delete it (or that line) to start over"
+                                ) from None
     return rows
 
 
+@contextmanager
+def exclusive(path: str | os.PathLike, what: str = "file"):
+    """Hold an exclusive lock on the existing ``path`` (a file or a folder) for the block; a
+    second holder (another run) is refused at once with one line."""
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError as err:
+            if err.errno in (errno.EWOULDBLOCK, errno.EAGAIN, errno.EACCES):
+                raise UserError(f"another run is writing this {what} now", file=str(path),
+                                hint="wait for it to finish, or choose another output") from None
+            raise
+        yield
+    finally:
+        os.close(fd)
+
+
 class JsonlAppender:
-    """Append one JSON object per line and flush it, so a killed job can resume from the file."""
+    """Append one JSON object per line and flush it, so a killed job can resume from the file.
+
+    The file is locked while it is open: a second run appending to it stops with one line.
+    """
 
     def __init__(self, path: str | os.PathLike) -> None:
         self.path = Path(path)
         self.path.parent.mkdir(parents=True, exist_ok=True)
-        # Drop a torn last line so appends start on a clean line.
-        if self.path.exists():
-            data = self.path.read_bytes()
-            if data and not data.endswith(b"\n"):
-                cut = data.rfind(b"\n") + 1
-                with open(self.path, "r+b") as fh:
-                    fh.truncate(cut)
+        existed = self.path.exists()
         self._fh = open(self.path, "a", encoding="utf-8")
+        try:
+            fcntl.flock(self._fh.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError:
+            self._fh.close()
+            if not existed:
+                self.path.unlink(missing_ok=True)
+            raise UserError("another run is writing this file now", file=str(self.path),
+                            hint="wait for it to finish, or choose another output") from None
+        # Drop a torn last line so appends start on a clean line.
+        data = self.path.read_bytes()
+        if data and not data.endswith(b"\n"):
+            self._fh.flush()
+            os.truncate(self.path, data.rfind(b"\n") + 1)
 
     def write(self, row: dict) -> None:
         self._fh.write(json.dumps(row, ensure_ascii=False) + "\n")
         self._fh.flush()
+
+    def reset(self) -> None:
+        """Empty the file (starting over), keeping the lock."""
+        self._fh.flush()
+        os.truncate(self.path, 0)
 
     def close(self) -> None:
         self._fh.close()

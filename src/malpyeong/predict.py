@@ -47,11 +47,13 @@ class PredictSummary:
         return done / self.seconds if self.seconds > 0 else math.inf
 
 
-def _resumed_rows(output: Path, meta: dict, overwrite: bool, shard: Shard) -> dict[str, dict]:
+def _resumed_rows(output: Path, meta: dict, overwrite: bool, shard: Shard,
+                  own: JsonlAppender | None = None) -> dict[str, dict]:
     """Rows already in the partial files (by id), after checking they belong to this run.
 
     The first process checks (and with ``overwrite`` removes) stale files before the others
-    read, so no process reads a file that is being deleted.
+    read, so no process reads a file that is being deleted; its own file (``own``, already open
+    and locked) is emptied rather than removed.
     """
     if shard.rank == 0:
         for part in partial_paths(output):
@@ -61,7 +63,10 @@ def _resumed_rows(output: Path, meta: dict, overwrite: bool, shard: Shard) -> di
                     raise UserError("a partial result file from a different run exists",
                                     file=str(part), hint="delete it, or pass --overwrite to "
                                                          "start over")
-                part.unlink()
+                if own is not None and part == own.path:
+                    own.reset()
+                else:
+                    part.unlink()
     barrier(shard)
     have: dict[str, dict] = {}
     for part in partial_paths(output):
@@ -90,12 +95,20 @@ def run_prediction(engine: Engine, task: Task, items: Sequence[Any], output: str
     ensure_writable(side, overwrite)
     meta = {"model": model_name, "task": task.name, **settings.meta(task, engine.name),
             "malpyeong_version": __version__}
-    have = _resumed_rows(output, meta, overwrite, shard)
+    part = partial_path(output, shard.rank)
+    # The first process opens (and locks) its partial file before reading any: a second run
+    # writing the same output at once stops here with one line instead of mixing rows.
+    lead = JsonlAppender(part) if shard.rank == 0 else None
+    try:
+        have = _resumed_rows(output, meta, overwrite, shard, lead)
+    except BaseException:
+        if lead is not None:
+            lead.close()
+        raise
     ids = [it.id for it in items]
     done = {i for i, it in enumerate(items) if it.id in have}
-    part = partial_path(output, shard.rank)
     start = time.perf_counter()
-    with JsonlAppender(part) as out:
+    with lead or JsonlAppender(part) as out:
         if not part.stat().st_size:
             out.write({"_meta": meta})
         if len(have):

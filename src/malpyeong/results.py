@@ -19,6 +19,7 @@ atomically at the end, by the first process.
 from __future__ import annotations
 
 import os
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -26,10 +27,13 @@ from malpyeong.data import item_label, read_records
 from malpyeong.errors import UserError
 from malpyeong.io import read_jsonl
 
+SIDECAR_SUFFIX = ".sidecar.jsonl"
+PARTIAL_SUFFIX = SIDECAR_SUFFIX + ".partial"
+
 
 def sidecar_path(results_path: str | os.PathLike) -> Path:
     p = Path(results_path)
-    return p.with_name(p.stem + ".sidecar.jsonl")
+    return p.with_name(p.stem + SIDECAR_SUFFIX)
 
 
 def partial_path(results_path: str | os.PathLike, rank: int = 0) -> Path:
@@ -45,6 +49,21 @@ def partial_paths(results_path: str | os.PathLike) -> list[Path]:
     found = [side.with_name(side.name + ".partial")] + sorted(
         side.parent.glob(side.name + ".partial.*"), key=lambda p: p.name)
     return [p for p in found if p.is_file()]
+
+
+def is_sidecar(path: str | os.PathLike) -> bool:
+    return Path(path).name.endswith(SIDECAR_SUFFIX)
+
+
+def is_partial(path: str | os.PathLike) -> bool:
+    """A running (or interrupted) job's partial sidecar, of any process."""
+    return re.search(r"\.sidecar\.jsonl\.partial(\.\d+)?$", Path(path).name) is not None
+
+
+def results_of(sidecar: str | os.PathLike) -> Path:
+    """The results file a sidecar (or a partial sidecar) belongs to: ``NAME.json``."""
+    p = Path(sidecar)
+    return p.with_name(p.name[: p.name.rindex(SIDECAR_SUFFIX)] + ".json")
 
 
 @dataclass
@@ -82,15 +101,22 @@ def read_results(path: str | os.PathLike) -> Results:
     side_rows: dict[str, dict] = {}
     side = sidecar_path(path)
     if side.exists():
-        for row in read_jsonl(side):
-            if "_meta" in row:
+        for n, row in enumerate(read_jsonl(side), 1):
+            if isinstance(row, dict) and isinstance(row.get("_meta"), dict):
                 meta = row["_meta"]
                 continue
-            if isinstance(row.get("id"), str):
-                side_rows[row["id"]] = row
+            if not isinstance(row, dict) or not isinstance(row.get("id"), str):
+                raise UserError(f"row {n} has no string id", file=str(side),
+                                hint="the sidecar is damaged; predict again or delete it")
+            side_rows[row["id"]] = row
             if "probs" in row:
+                p = row["probs"]
+                if not isinstance(p, list) or not all(
+                        isinstance(x, (int, float)) and not isinstance(x, bool) for x in p):
+                    raise UserError("probs must be a list of numbers", file=str(side),
+                                    item=row["id"], field="probs")
                 probs = probs if probs is not None else {}
-                probs[row["id"]] = [float(p) for p in row["probs"]]
+                probs[row["id"]] = [float(x) for x in p]
             if "text" in row:
                 texts = texts if texts is not None else {}
                 texts[row["id"]] = row["text"]
