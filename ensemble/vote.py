@@ -10,10 +10,17 @@
     python ensemble/vote.py results/dcs/*.json --task dcs --output results/dcs_mbr.json
     python ensemble/vote.py results/*.json --output results/vote.json --rules 2025   # refused
 
+    python ensemble/vote.py results/test/* --output results/vote.json   # a run/test.py folder
+
 Inputs are results files of run/test.py (NAME.json + NAME.sidecar.jsonl); a model's name is its
-file stem. Every input is checked first (same ids, valid outputs, no duplicates): any problem
-stops the run with exit 2. Ties are broken by summed sidecar probabilities, then the weights,
-then --priority; a tie nothing breaks is an error asking for --priority (never the file order).
+file stem. A folder's glob (results/test/*) works: the sidecars in it are recognised and read
+with their results files; a folder itself is refused with a hint (not expanded, so dev and test
+folders never mix). The file order changes nothing. Every input is checked first (same ids,
+valid outputs, no duplicates): any problem stops the run with exit 2. Ties are broken by summed
+sidecar probabilities, then the weights, then --priority, then -- without gold, sidecars or
+weights -- each model's reliability estimated from the answers themselves (Dawid-Skene EM,
+started from agreement with the majority); every tie and its rule is printed.
+--method dawid_skene votes with that estimate outright.
 With --gold: per-model accuracy, agreement and error-correlation matrices, the ensemble's accuracy
 and the oracle ceiling, computed on the gold file's items (the inputs themselves, or
 --dev-results: the same models' dev predictions, matched by file name). DCS takes, per id, the
@@ -25,7 +32,7 @@ from __future__ import annotations
 import argparse
 import sys
 
-from malpyeong.cli import run_cli, task_argument
+from malpyeong.cli import finite_float, run_cli, task_argument, verbose_argument
 from malpyeong.ensemble import METHODS, VoteJob, run_vote
 from malpyeong.errors import UserError
 from malpyeong.rules import check_ensemble, get_rules
@@ -34,7 +41,8 @@ from malpyeong.rules import check_ensemble, get_rules
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("inputs", nargs="+", help="results files (results/NAME.json)")
+    parser.add_argument("inputs", nargs="+",
+                        help="results files (results/NAME.json; their sidecars may be given too)")
     parser.add_argument("--output", help="the combined submission to write")
     parser.add_argument("--overwrite", action="store_true", help="replace existing outputs")
     task_argument(parser, required=False,
@@ -42,8 +50,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--test", help="the test file: the output takes its items and order and "
                                        "is checked against it with the official checks")
     g = parser.add_argument_group("voting (choice tasks)")
-    g.add_argument("--method", choices=METHODS, help="hard (default), weighted or soft")
-    g.add_argument("--weights", nargs="+", type=float, metavar="W",
+    g.add_argument("--method", choices=METHODS,
+                   help="hard (default), weighted, soft, or dawid_skene (reliability estimated "
+                        "without gold)")
+    g.add_argument("--weights", nargs="+", type=finite_float, metavar="W",
                    help="one weight per input, in input order (default with --gold: dev accuracy)")
     g.add_argument("--priority", nargs="+", metavar="NAME",
                    help="every model, most trusted first: the last tie-break")
@@ -74,6 +84,7 @@ def main(argv: list[str] | None = None) -> int:
                              "where they allow no ensembles")
     parser.add_argument("--report", metavar="FILE",
                         help="write everything (ties, winners per id, diagnostics) as JSON")
+    verbose_argument(parser)
     args = parser.parse_args(argv)
     if args.rounds < 1 or args.init < 0 or args.folds < 2:
         raise UserError("--rounds must be >= 1, --init >= 0 and --folds >= 2", field="rounds")

@@ -83,23 +83,109 @@ def tie_setup(tmp_path: Path, record: dict, with_probs: bool) -> tuple[list[Path
     return paths, test
 
 
-def test_tie_without_sidecars_needs_priority(tmp_path, cci_record, capsys):
+def test_tie_without_sidecars_is_broken_by_dawid_skene_unless_priority(tmp_path, cci_record,
+                                                                       capsys):
     paths, test = tie_setup(tmp_path, cci_record, with_probs=False)
     out = tmp_path / "vote.json"
-    assert vote(*paths, "--output", out, "--test", test) == 2
-    err = capsys.readouterr().err
-    assert "1 tie(s) that no rule can break, e.g. v-000" in err and "--priority" in err
-    assert not out.exists()  # never a submission decided by file order
-    # m3 (voted B) is trusted most -> B; m0 (voted A) first -> A.
-    assert vote(*paths, "--output", out, "--test", test, "--priority",
+    # No probabilities, no weights: the models' reliability estimated from their answers. m0 and
+    # m1 agree with the clear majority on v-001, m3 and m4 do not: A (m0, m1) wins v-000.
+    assert vote(*paths, "--output", out, "--test", test) == 0
+    text = capsys.readouterr().out
+    assert "1 of 2 ids were ties (1 by dawid_skene)" in text
+    assert "v-000: inference_1=2, inference_2=2 -> inference_1 by dawid_skene (posterior " in text
+    assert "Dawid-Skene reliability without gold" in text and "m0 0.98" in text
+    assert read_outputs(out) == ["inference_1", "inference_1"]
+    # --priority stays the explicit override: m3 (voted B) is trusted most -> B.
+    assert vote(*paths, "--output", out, "--overwrite", "--test", test, "--priority",
                 "m3", "m0", "m1", "m2", "m4") == 0
     text = capsys.readouterr().out
     assert "1 of 2 ids were ties (1 by priority)" in text
     assert "v-000: inference_1=2, inference_2=2 -> inference_2 by priority (m3 chose it)" in text
     assert read_outputs(out) == ["inference_2", "inference_1"]
-    assert vote(*paths, "--output", out, "--overwrite", "--priority",
-                "m0", "m3", "m1", "m2", "m4") == 0
-    assert read_outputs(out) == ["inference_1", "inference_1"]
+
+
+def test_symmetric_answers_still_need_priority(tmp_path, cci_record, capsys):
+    """Two models that disagree everywhere, mirror images of each other: no estimate can
+    prefer one, so the tie is an error (never the file order)."""
+    items = cci_items(cci_record, 2)
+    a = write_results(tmp_path / "a.json", items, [0, 1])
+    b = write_results(tmp_path / "b.json", items, [1, 0])
+    out = tmp_path / "vote.json"
+    assert vote(a, b, "--output", out) == 2
+    err = capsys.readouterr().err
+    assert "2 tie(s) that no rule can break, e.g. v-000" in err and "--priority" in err
+    assert len(err.strip().splitlines()) == 1 and not out.exists()
+    assert vote(a, b, "--output", out, "--priority", "b", "a") == 0
+    assert read_outputs(out) == ["inference_2", "inference_1"]
+
+
+def simulated_models(tmp_path: Path, record: dict, n: int = 300, m: int = 7, acc: float = 0.7,
+                     seed: int = 0) -> tuple[list[Path], np.ndarray, Path]:
+    """``m`` results files (no sidecars) of models right with probability ``acc`` on each of
+    ``n`` items, wrong answers split evenly; returns the files, the gold and the test file."""
+    rng = np.random.default_rng(seed)
+    gold = rng.integers(0, 3, size=n)
+    right = rng.random((m, n)) < acc
+    wrong = (gold[None, :] + rng.integers(1, 3, size=(m, n))) % 3
+    votes = np.where(right, gold[None, :], wrong)
+    items = cci_items(record, n)
+    paths = [write_results(tmp_path / "results" / f"model{j}.json", items, votes[j].tolist())
+             for j in range(m)]
+    test = tmp_path / "test.json"
+    test.write_text(json.dumps(items, ensure_ascii=False), encoding="utf-8")
+    return paths, gold, test
+
+
+@pytest.mark.parametrize("method", ["hard", "dawid_skene"])
+def test_seven_simulated_models_beat_the_best_and_file_order_changes_no_byte(
+        tmp_path, cci_record, capsys, method):
+    paths, gold, test = simulated_models(tmp_path, cci_record)
+    singles = [float(np.mean([LABELS.index(o) for o in read_outputs(p)] == gold)) for p in paths]
+    assert all(0.63 < s < 0.77 for s in singles), singles
+    outputs = []
+    for k, order in enumerate([paths, paths[::-1], [paths[i] for i in (3, 0, 6, 2, 5, 1, 4)]]):
+        out, report = tmp_path / f"vote{k}.json", tmp_path / f"report{k}.json"
+        assert vote(*order, "--method", method, "--output", out, "--report", report,
+                    "--test", test) == 0
+        text = capsys.readouterr().out
+        outputs.append((out.read_bytes(), json.loads(report.read_text())))
+    acc = float(np.mean([LABELS.index(o) for o in read_outputs(tmp_path / "vote0.json")] == gold))
+    assert acc >= max(singles) + 0.1, (acc, singles)  # measured: 0.92 vs best single 0.75
+    if method == "hard":
+        assert "ids were ties" in text and "by dawid_skene" in text
+    assert outputs[1][0] == outputs[0][0] and outputs[2][0] == outputs[0][0]
+    for _, rep in outputs[1:]:
+        assert rep["ties"] == outputs[0][1]["ties"]
+        assert rep["dawid_skene"] == outputs[0][1]["dawid_skene"]
+
+
+def test_a_folder_written_by_run_test_votes_from_its_glob(tmp_path, cci_record, capsys):
+    """``vote.py DIR/*``: the sidecars among the inputs are attached, not read as inputs; a
+    folder, an unfinished prediction or a lone sidecar is one line and exit 2."""
+    items = cci_items(cci_record, 2)
+    folder = tmp_path / "results" / "test"
+    probs = [[0.6, 0.3, 0.1], [0.2, 0.7, 0.1]]
+    for j in range(3):
+        write_results(folder / f"m{j}.json", items, [0, 1], probs)
+    everything = sorted(folder.iterdir())
+    assert len(everything) == 6 and sum(p.name.endswith(".sidecar.jsonl") for p in everything) == 3
+    out = tmp_path / "sub.json"
+    assert vote(*everything, "--output", out) == 0
+    text = capsys.readouterr().out
+    assert "3 cci results files, 2 items each: m0, m1, m2 (3 sidecar(s) given with them" in text
+    assert read_outputs(out) == ["inference_1", "inference_2"]
+    (folder / "m3.sidecar.jsonl.partial").write_text('{"_meta": {}}\n', encoding="utf-8")
+    lone = tmp_path / "results" / "x.sidecar.jsonl"
+    lone.write_text('{"_meta": {}}\n', encoding="utf-8")
+    for bad, says in [([folder], "is a folder, not a results file"),
+                      ([*everything, folder / "m3.sidecar.jsonl.partial"],
+                       "an unfinished prediction"),
+                      ([*everything, lone], "a sidecar without its results file"),
+                      ([*everything, everything[0]], "given twice")]:
+        assert vote(*bad, "--output", tmp_path / "o.json") == 2
+        err = capsys.readouterr().err.strip().splitlines()
+        assert len(err) == 1 and says in err[0], err
+        assert not (tmp_path / "o.json").exists()
 
 
 def test_tie_with_sidecars_uses_summed_probabilities(tmp_path, cci_record, capsys):

@@ -4,6 +4,12 @@ The inputs are results files (:mod:`malpyeong.results`): ``NAME.json`` in submis
 plus, when present, ``NAME.sidecar.jsonl`` with per-option probabilities (choice) or the raw
 generation (generate). A model's *name* is its results file's stem. Every check runs before
 anything is combined, and every problem is reported at once: nothing is voted on a subset.
+
+The inputs may be what a shell glob gives for a folder written by ``run/test.py``
+(``results/test/*``): sidecars among them are recognised and attached to their results file
+(they are read with it anyway), never read as inputs of their own. A folder among the inputs is
+refused with a one-line hint rather than expanded: ``results/*`` over a tree of dev and test
+folders would otherwise mix splits silently.
 """
 
 from __future__ import annotations
@@ -17,10 +23,44 @@ from pathlib import Path
 import numpy as np
 
 from malpyeong.errors import UserError, UserErrors
-from malpyeong.results import Results, read_results
+from malpyeong.results import Results, is_partial, is_sidecar, read_results, results_of
 from malpyeong.tasks import ChoiceTask, Task, get_task, task_names
 
 MAX_ERRORS_PER_FILE = 10
+
+
+def results_inputs(paths: Sequence[str | os.PathLike], option: str = "inputs") -> list[str]:
+    """The results files among ``paths``, in their order: sidecars dropped after checking that
+    their results file is there too; folders, unfinished predictions and a file given twice
+    refused (one line each)."""
+    given = [str(p) for p in paths]
+    results = [p for p in given if not is_sidecar(p) and not is_partial(p)]
+    errors: list[UserError] = []
+    for p in given:
+        path = Path(p)
+        if path.is_dir():
+            errors.append(UserError("is a folder, not a results file", file=p, field=option,
+                                    hint=f"give the files in it, e.g. {path / '*'} (sidecars "
+                                         "are recognised); folders are not expanded"))
+        elif is_partial(path):
+            errors.append(UserError(
+                "an unfinished prediction (the partial sidecar of a run/test.py that stopped)",
+                file=p, field=option, hint="rerun its run/test.py command to finish it, or "
+                                           "leave it out"))
+        elif is_sidecar(path) and not any(Path(r) == results_of(path) for r in results):
+            errors.append(UserError(f"a sidecar without its results file {results_of(path)} "
+                                    "among the inputs", file=p, field=option,
+                                    hint="give the results file (NAME.json); its sidecar is "
+                                         "read with it"))
+    seen: set[Path] = set()
+    for p in results:
+        key = Path(p).resolve()
+        if key in seen:
+            errors.append(UserError("given twice", file=p, field=option))
+        seen.add(key)
+    if errors:
+        raise UserErrors(errors)
+    return [p for p in results if not Path(p).is_dir()]
 
 
 def read_all_results(paths: Sequence[str | os.PathLike]) -> list[Results]:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from collections import Counter
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -25,6 +26,7 @@ from malpyeong.ensemble.inputs import (
     read_all_results,
     resolve_priority,
     results_by_name,
+    results_inputs,
     vote_matrix,
 )
 from malpyeong.ensemble.mbr import (
@@ -47,8 +49,8 @@ from malpyeong.ensemble.voting import (
     vote_choices,
 )
 from malpyeong.errors import UserError
-from malpyeong.io import atomic_write_json, ensure_writable
-from malpyeong.results import Results
+from malpyeong.io import atomic_write_json, check_distinct, ensure_writable
+from malpyeong.results import Results, sidecar_path
 from malpyeong.tasks import ChoiceTask, Task, get_task
 
 
@@ -93,6 +95,7 @@ class VoteInputs:
     file_weights: list[float] | None  # its weights, one per member
     report: dict[str, Any]  # what --report writes; each combiner adds its part
     echo: Callable[[str], None]  # where progress lines go
+    weights: list[float] | None = None  # --weights, in member order
 
     @property
     def ids(self) -> list[str]:
@@ -101,7 +104,7 @@ class VoteInputs:
     @property
     def given_weights(self) -> list[float] | None:
         """``--weights``, else the members file's weights."""
-        return self.job.weights if self.job.weights is not None else self.file_weights
+        return self.weights if self.weights is not None else self.file_weights
 
     @property
     def given_priority(self) -> list[str] | None:
@@ -123,16 +126,39 @@ def run_vote(job: VoteJob, echo: Callable[[str], None] = print) -> dict[str, Any
     if not (job.output or job.gold or job.select):
         raise UserError("nothing to do",
                         hint="give --output FILE, --gold DEV.json or --select FILE")
-    for path in (job.output, job.select, job.report):
-        if path:
-            ensure_writable(path, job.overwrite)
     if (job.select or job.calibrate or job.dev_results) and not job.gold:
         raise UserError("--select, --calibrate and --dev-results need --gold DEV.json",
                         field="gold")
     if job.method is not None and job.method not in METHODS:
         raise UserError(f"unknown method '{job.method}'", field="method", hint=", ".join(METHODS))
-    results = read_all_results(job.inputs)
-    names = member_names(job.inputs)
+    paths = results_inputs(job.inputs, "inputs")
+    dev_paths = results_inputs(job.dev_results, "dev-results") if job.dev_results else None
+    check_distinct(
+        [("--output", job.output), ("--select", job.select), ("--report", job.report)],
+        [*(("an input", p) for p in job.inputs), *(("--dev-results", p) for p in dev_paths or ()),
+         *((f"the sidecar of input {p}", sidecar_path(p)) for p in paths),
+         ("--gold", job.gold), ("--test", job.test), ("--members", job.members)])
+    for path in (job.output, job.select, job.report):
+        if path:
+            ensure_writable(path, job.overwrite)
+    if job.weights is not None:
+        if len(job.weights) != len(paths):
+            raise UserError(f"{len(job.weights)} weight(s) for {len(paths)} input(s)",
+                            field="weights", hint="one weight per input, in the order of the "
+                                                  "inputs")
+        if not all(math.isfinite(w) for w in job.weights):
+            raise UserError("weights must be finite numbers", field="weights")
+    if job.method == "dawid_skene" and (job.weights or job.select or job.calibrate):
+        raise UserError("dawid_skene estimates each model's weight itself; --weights, --select "
+                        "and --calibrate go with the other methods", field="method")
+    results = read_all_results(paths)
+    names = member_names(paths)
+    weights_given = list(job.weights) if job.weights is not None else None
+    # One canonical order (by model name) from here on: the file order changes nothing.
+    order = sorted(range(len(names)), key=lambda j: names[j])
+    results, names = [results[j] for j in order], [names[j] for j in order]
+    if weights_given is not None:
+        weights_given = [weights_given[j] for j in order]
     plan = read_members(job.members) if job.members else None
     file_weights = None
     if plan:
@@ -153,21 +179,25 @@ def run_vote(job: VoteJob, echo: Callable[[str], None] = print) -> dict[str, Any
     dev_ids: list[str] = []
     if gold_items is not None:
         dev_ids = [it.id for it in gold_items]
-        if job.dev_results:
-            dev = results_by_name(member_names(job.dev_results),
-                                  read_all_results(job.dev_results), names, "dev-results")
+        if dev_paths:
+            dev = results_by_name(member_names(dev_paths), read_all_results(dev_paths), names,
+                                  "dev-results")
             check_results(dev, task, (job.gold, dev_ids))
         elif set(ids) == set(dev_ids):
             dev = results
         else:
             raise UserError(f"the inputs do not predict the items of {job.gold}", field="gold",
                             hint="pass --dev-results with the same models' dev predictions")
-    report: dict[str, Any] = {"task": task.name, "inputs": list(job.inputs), "models": names,
+    report: dict[str, Any] = {"task": task.name, "inputs": sorted(paths), "models": names,
                               "n": len(ids)}
-    echo(f"{len(results)} {task.name} results files, {len(ids)} items each: {', '.join(names)}")
+    attached = len(set(job.inputs) - set(paths))
+    echo(f"{len(results)} {task.name} results files, {len(ids)} items each: {', '.join(names)}"
+         + (f" ({attached} sidecar(s) given with them, read with their results files)"
+            if attached else ""))
     inputs = VoteInputs(job=job, task=task, results=results, names=names, items=template,
                         dev=dev, dev_ids=dev_ids, gold_items=gold_items, plan=plan,
-                        file_weights=file_weights, report=report, echo=echo)
+                        file_weights=file_weights, report=report, echo=echo,
+                        weights=weights_given)
     if isinstance(task, ChoiceTask):
         outputs = _vote_choice(inputs)
     elif task.combiner == "fields":
@@ -275,6 +305,13 @@ def _vote_choice(inputs: VoteInputs) -> dict[str, str]:
         raise UserError("weighted voting needs --weights or --gold", field="weights")
     priority = resolve_priority(names, priority_names)
     outcome = vote_choices(votes, k, method, weights=weights, probs=probs, priority=priority)
+    if outcome.estimate is not None:
+        est = outcome.estimate
+        acc = est.accuracy
+        echo(f"Dawid-Skene reliability without gold ({est.iterations} EM iterations from the "
+             "majority), estimated accuracy: "
+             + ", ".join(f"{n} {a:.4f}" for n, a in zip(names, acc, strict=True)))
+        report["dawid_skene"] = {n: float(a) for n, a in zip(names, acc, strict=True)}
     counts = outcome.tie_counts()
     echo(f"{method} voting: {len(outcome.ties)} of {len(ids)} ids were ties"
          + (" (" + ", ".join(f"{v} by {r}" for r, v in sorted(counts.items())) + ")"

@@ -1,4 +1,4 @@
-"""Voting on choice tasks (CCI): hard, weighted and soft, with a deterministic tie rule.
+"""Voting on choice tasks: hard, weighted, soft and Dawid-Skene, with a deterministic tie rule.
 
 Methods (per id):
 
@@ -6,6 +6,8 @@ Methods (per id):
 - ``weighted``: each model's vote counts its weight (``--weights``, or its dev accuracy).
 - ``soft``: the (weighted) mean of the models' probabilities; optionally each model's
   probabilities are first temperature-calibrated on dev (:mod:`.calibration`).
+- ``dawid_skene``: the posterior of the Dawid-Skene estimate (:mod:`.dawid_skene`): each model
+  counts by the reliability estimated, without gold, from all the models' answers.
 
 **Tie rule** (deterministic, never the order of the files). When the best options are equal, the
 tie goes to the next rule that separates them, in this order:
@@ -15,11 +17,15 @@ tie goes to the next rule that separates them, in this order:
 2. ``weights``: the summed weights of the models voting for each tied option (``--weights``, or
    dev accuracy with ``--gold``) -- hard voting only (weighted voting already used them);
 3. ``priority``: the option chosen by the most trusted model (``--priority``, a declared order
-   of the models) among those that voted for a tied option.
+   of the models) among those that voted for a tied option -- the explicit override;
+4. ``dawid_skene``: without ``--priority``, the Dawid-Skene posterior of the tied options (each
+   model's reliability estimated from the answers themselves, no gold needed), so results
+   without sidecars or weights (other teams', old runs) still vote.
 
-For soft voting the chain is ``votes`` (the weighted vote count) then ``priority``. A tie that no
-rule breaks stops the run with an error asking for ``--priority``. Scores count as equal when
-they agree to 1e-9 (relative), so float rounding never decides.
+For soft voting the chain is ``votes`` (the weighted vote count), then 3 and 4; for
+``dawid_skene`` it is ``votes`` then ``priority``. A tie that no rule breaks (models whose
+answers are exactly symmetric) stops the run with an error asking for ``--priority``. Scores
+count as equal when they agree to 1e-9 (relative), so float rounding never decides.
 """
 
 from __future__ import annotations
@@ -31,9 +37,10 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from malpyeong.errors import UserError
+from malpyeong.ensemble.dawid_skene import DawidSkene, dawid_skene
+from malpyeong.errors import UserError, printable
 
-METHODS = ("hard", "weighted", "soft")
+METHODS = ("hard", "weighted", "soft", "dawid_skene")
 RTOL, ATOL = 1e-9, 1e-12
 
 
@@ -54,6 +61,7 @@ class VoteOutcome:
     pred: np.ndarray  # (n,) option index per item
     scores: np.ndarray  # (n, k) the method's scores
     ties: list[Tie] = field(default_factory=list)
+    estimate: DawidSkene | None = None  # when the method or a tie used it
 
     def tie_counts(self) -> dict[str, int]:
         return dict(Counter(t.rule or "unresolved" for t in self.ties))
@@ -87,8 +95,17 @@ def vote_choices(votes: np.ndarray, k: int, method: str = "hard", *,
     w = np.ones(m) if weights is None else np.asarray(weights, dtype=np.float64)
     if len(w) != m:
         raise UserError(f"{len(w)} weight(s) for {m} model(s)", field="weights")
-    if (w < 0).any() or w.sum() <= 0:
-        raise UserError("weights must be non-negative and not all zero", field="weights")
+    if not np.isfinite(w).all() or (w < 0).any() or w.sum() <= 0:
+        raise UserError("weights must be finite, non-negative and not all zero",
+                        field="weights")
+    estimate: DawidSkene | None = None
+
+    def reliability() -> DawidSkene:
+        nonlocal estimate
+        if estimate is None:
+            estimate = dawid_skene(votes, k)
+        return estimate
+
     chain: list[tuple[str, np.ndarray]] = []
     if method == "hard":
         primary = onehot.sum(axis=0)
@@ -100,12 +117,15 @@ def vote_choices(votes: np.ndarray, k: int, method: str = "hard", *,
         primary = np.tensordot(w, onehot, axes=1)
         if probs is not None:
             chain.append(("probabilities", np.tensordot(w, probs, axes=1)))
-    else:
+    elif method == "soft":
         if probs is None:
             raise UserError("soft voting needs every model's probabilities (the sidecars)",
                             field="method", hint="predict with run/test.py, or use --method hard")
         primary = np.tensordot(w, probs, axes=1) / w.sum()
         chain.append(("votes", np.tensordot(w, onehot, axes=1)))
+    else:
+        primary = reliability().posterior
+        chain.append(("votes", onehot.sum(axis=0)))
     pred = primary.argmax(axis=1)
     top = primary.max(axis=1, keepdims=True)
     tied_rows = np.nonzero(np.isclose(primary, top, rtol=RTOL, atol=ATOL).sum(axis=1) > 1)[0]
@@ -126,12 +146,19 @@ def vote_choices(votes: np.ndarray, k: int, method: str = "hard", *,
                 if votes[member, row] in tied:
                     tied, rule, decider = [int(votes[member, row])], "priority", member
                     break
+        if len(tied) > 1 and method != "dawid_skene":
+            post = reliability().posterior
+            narrowed = top_options(post[row], tied)
+            detail = "posterior " + " vs ".join(f"{post[row, o]:.4f}" for o in tied)
+            tied = narrowed
+            if len(tied) == 1:
+                rule = "dawid_skene"
         winner = tied[0] if len(tied) == 1 else None
         if winner is not None:
             pred[row] = winner
         ties.append(Tie(int(row), options, rule, winner, detail,
                         decider if rule == "priority" else None))
-    return VoteOutcome(pred, primary, ties)
+    return VoteOutcome(pred, primary, ties, estimate)
 
 
 def describe_ties(outcome: VoteOutcome, ids: Sequence[str], labels: Sequence[str],
@@ -141,10 +168,11 @@ def describe_ties(outcome: VoteOutcome, ids: Sequence[str], labels: Sequence[str
     for t in outcome.ties:
         scores = ", ".join(f"{labels[o]}={fmt_score(outcome.scores[t.index, o])}" for o in t.options)
         if t.winner is None:
-            lines.append(f"  {ids[t.index]}: {scores} -> UNRESOLVED")
+            lines.append(f"  {printable(ids[t.index])}: {scores} -> UNRESOLVED")
             continue
         detail = f"{names[t.member]} chose it" if t.rule == "priority" else t.detail
-        lines.append(f"  {ids[t.index]}: {scores} -> {labels[t.winner]} by {t.rule} ({detail})")
+        lines.append(f"  {printable(ids[t.index])}: {scores} -> {labels[t.winner]} by {t.rule} "
+                     f"({detail})")
     return lines
 
 
@@ -155,5 +183,5 @@ def raise_if_unresolved(outcome: VoteOutcome, ids: Sequence[str], labels: Sequen
         raise UserError(
             f"{len(bad)} tie(s) that no rule can break, e.g. {ids[first.index]} "
             f"({' = '.join(labels[o] for o in first.options)})", field="priority",
-            hint="pass --priority NAME ... (every model, most trusted first); sidecars with "
-                 "probabilities or --weights also break ties")
+            hint="their answers are symmetric; pass --priority NAME ... (every model, most "
+                 "trusted first); sidecars with probabilities or --weights also break ties")
