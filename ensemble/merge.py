@@ -8,8 +8,11 @@
 
 Adapters trained on one base become one new adapter (--fold: also a full merged model); full
 models are merged out of core (linear / task_arithmetic by malpyeong's streaming merger, every
-other method by mergekit). The output is a run folder (adapter/ and/or model/ or merged/, with
-malpyeong_run.json) that run/test.py --model OUT loads as it loads a training run.
+other method by mergekit). The output is a run folder that run/test.py --model OUT loads as it
+loads a training run: adapter/ for merged adapters; a full model (a full merge, or --fold) sits
+at its root as mergekit writes one (config.json, safetensors, tokenizer), so
+AutoModelForCausalLM.from_pretrained(OUT) and vLLM read it as it is; malpyeong_run.json and
+merge_config.yaml sit beside config.json.
 --search scores a grid of methods / weights / densities (the YAML's search: block, or a default
 grid) on dev with the task's metric, prints the table and keeps the best.
 """
@@ -37,8 +40,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--output", required=True, help="the run folder to write")
     parser.add_argument("--overwrite", action="store_true", help="replace an existing output")
     parser.add_argument("--fold", action="store_true",
-                        help="adapters: also write merged/, the merged adapter folded into a "
-                             "full copy of the base")
+                        help="adapters: also fold the merged adapter into a full copy of the "
+                             "base, written at the output folder's root")
     parser.add_argument("--engine", choices=ENGINES, default="auto",
                         help="full models: auto (streaming merger for linear/task_arithmetic, "
                              "else mergekit), stream, or mergekit")

@@ -110,14 +110,14 @@ def test_lora_linear_merge_is_the_weighted_sum_of_deltas(tiny_llama, adapters, t
     key = "base_model.model.model.layers.1.self_attn.v_proj"
     torch.testing.assert_close(layer.get_delta_weight("default"), expected[key],
                                rtol=1e-5, atol=1e-6)
-    # Folded: merged/ = base + delta, loadable by from_pretrained.
+    # Folded: the run folder itself = base + delta, loadable by from_pretrained as it is.
     base_w = load_file(tiny_llama / "model.safetensors")
-    folded = load_file(out / "merged" / "model.safetensors")
+    folded = load_file(out / "model.safetensors")
     name = "model.layers.1.self_attn.v_proj.weight"
     torch.testing.assert_close(folded[name], base_w[name] + expected[key], rtol=1e-5, atol=1e-6)
-    assert AutoModelForCausalLM.from_pretrained(out / "merged") is not None
+    assert AutoModelForCausalLM.from_pretrained(out) is not None
     info = json.loads((out / "malpyeong_run.json").read_text())
-    assert info["adapter_dir"] == "adapter" and info["merged_dir"] == "merged"
+    assert info["adapter_dir"] == "adapter" and info["merged_dir"] == "."
     assert info["method"] == "lora" and info["model"] == str(tiny_llama)
 
 
@@ -179,18 +179,18 @@ def test_mergekit_linear_is_the_weighted_average(two_llamas, tmp_path):
         "models": [{"model": str(a), "parameters": {"weight": 1.0}},
                    {"model": str(b), "parameters": {"weight": 3.0}}]})
     assert merge("--config", cfg, "--output", tmp_path / "mk", "--engine", "mergekit") == 0
-    wa, wb, got = _weights(a), _weights(b), _weights(tmp_path / "mk" / "model")
+    wa, wb, got = _weights(a), _weights(b), _weights(tmp_path / "mk")
     assert set(got) == set(wa)
     for k in wa:
         torch.testing.assert_close(got[k], (1.0 * wa[k] + 3.0 * wb[k]) / 4.0,
                                    rtol=1e-6, atol=1e-7)
     # Our streaming merger gives bit-identical tensors for the same config.
     assert merge("--config", cfg, "--output", tmp_path / "st", "--engine", "stream") == 0
-    st = _weights(tmp_path / "st" / "model")
+    st = _weights(tmp_path / "st")
     assert all(torch.equal(st[k], got[k]) for k in got)
     info = json.loads((tmp_path / "st" / "malpyeong_run.json").read_text())
-    assert info["merged_dir"] == "model" and info["engine"] == "stream"
-    model = AutoModelForCausalLM.from_pretrained(tmp_path / "st" / "model")
+    assert info["merged_dir"] == "." and info["engine"] == "stream"
+    model = AutoModelForCausalLM.from_pretrained(tmp_path / "st")
     logits = model(torch.tensor([[1, 2, 3]])).logits
     assert torch.isfinite(logits).all()
     try:
@@ -198,7 +198,7 @@ def test_mergekit_linear_is_the_weighted_average(two_llamas, tmp_path):
     except ImportError:
         return
     loaded = load_for_inference(tmp_path / "st", dtype="float32")
-    assert loaded.source.weights == str(tmp_path / "st" / "model")
+    assert loaded.source.weights == str(tmp_path / "st")
     torch.testing.assert_close(loaded.model(torch.tensor([[1, 2, 3]])).logits, logits)
 
 
@@ -211,7 +211,7 @@ def test_stream_task_arithmetic_matches_mergekit_in_bfloat16(two_llamas, tmp_pat
         "models": [{"model": str(a)}, {"model": str(b), "parameters": {"weight": 0.6}}]})
     assert merge("--config", cfg, "--output", tmp_path / "mk", "--engine", "mergekit") == 0
     assert merge("--config", cfg, "--output", tmp_path / "st") == 0  # auto -> stream
-    mk, st = _weights(tmp_path / "mk" / "model"), _weights(tmp_path / "st" / "model")
+    mk, st = _weights(tmp_path / "mk"), _weights(tmp_path / "st")
     assert set(mk) == set(st)
     assert all(st[k].dtype == torch.bfloat16 and torch.equal(st[k], mk[k]) for k in mk)
 
@@ -225,13 +225,13 @@ def test_stream_shards_and_loads(two_llamas, tmp_path):
         "parameters": {"weight": 0.5}})
     assert merge("--config", cfg, "--output", tmp_path / "one") == 0
     assert merge("--config", cfg, "--output", tmp_path / "many", "--shard-size", "100KB") == 0
-    shards = sorted((tmp_path / "many" / "model").glob("model-*.safetensors"))
-    assert len(shards) > 2 and (tmp_path / "many" / "model" /
+    shards = sorted((tmp_path / "many").glob("model-*.safetensors"))
+    assert len(shards) > 2 and (tmp_path / "many" /
                                 "model.safetensors.index.json").is_file()
-    one, many = _weights(tmp_path / "one" / "model"), _weights(tmp_path / "many" / "model")
+    one, many = _weights(tmp_path / "one"), _weights(tmp_path / "many")
     assert all(torch.equal(one[k], many[k]) for k in one)
-    m1 = AutoModelForCausalLM.from_pretrained(tmp_path / "one" / "model")
-    m2 = AutoModelForCausalLM.from_pretrained(tmp_path / "many" / "model")
+    m1 = AutoModelForCausalLM.from_pretrained(tmp_path / "one")
+    m2 = AutoModelForCausalLM.from_pretrained(tmp_path / "many")
     x = torch.tensor([[5, 6, 7, 8]])
     assert torch.equal(m1(x).logits, m2(x).logits)
 
@@ -318,7 +318,7 @@ def test_search_full_models_keeps_the_best(two_llamas, tmp_path, cci_record, cap
     assert len(scores) == 3 and table["best"] == scores.index(max(scores))
     # The kept model is the best candidate's merge: weight [1, 0] is model a itself, etc.
     best_w = table["rows"][table["best"]]["weights"]
-    wa, wb, got = _weights(a), _weights(b), _weights(out / "model")
+    wa, wb, got = _weights(a), _weights(b), _weights(out)
     for k in wa:
         want = (best_w[0] * wa[k] + best_w[1] * wb[k]) / sum(best_w)
         torch.testing.assert_close(got[k], want, rtol=1e-6, atol=1e-7)

@@ -1,21 +1,31 @@
 """The run-folder format: every file name a run folder holds, and the functions that find them.
 
 Training, merging and prediction read and write run folders only through this module (as
-torchtune keeps checkpoint file names and their finders in one file)::
+torchtune keeps checkpoint file names and their finders in one file).
 
-    malpyeong_run.json   the loader contract: base model, method, where the weights are
-                         (adapter_dir, merged_dir), task, prompt, max_length, target_style, stage
+A run folder whose result is a full model (full fine-tuning, ``--merge``, a merge of full models
+or ``ensemble/merge.py --fold``) *is* a model folder, as mergekit writes one: ``config.json`` and
+the safetensors weights (and the tokenizer) at its root, so ``from_pretrained(folder)``, vLLM
+and ``push_to_hub`` read it as it is; our metadata sits beside them::
+
+    config.json  model*.safetensors  generation_config.json  tokenizer*   the full model
     adapter/             a LoRA adapter (lora, qlora) with the tokenizer
-    model/               full fine-tuning, or a full-model merge: a model folder with the tokenizer
-    merged/              with --merge: the adapter folded into a full copy of the base
+    malpyeong_run.json   the loader contract: base model, method, where the weights are
+                         (adapter_dir, merged_dir: "." for the root), task, prompt, max_length,
+                         target_style, stage
     config.yaml  dev_metrics.json  data_stats.json  runs/  checkpoint-*/     (training)
     merge_config.yaml  merge_search.json                                     (ensemble/merge.py)
+
+Older run folders kept the full model in ``model/`` (full fine-tuning, merges) or ``merged/``
+(``--merge``); their run file names that folder, so they load as before: readers follow
+``merged_dir`` whatever it says, writers always write the root.
 """
 
 from __future__ import annotations
 
 import json
 import os
+import re
 from pathlib import Path
 from typing import Any
 
@@ -26,8 +36,9 @@ RUN_FILE = "malpyeong_run.json"
 ADAPTER_CONFIG = "adapter_config.json"
 MODEL_CONFIG = "config.json"
 ADAPTER_DIR = "adapter"
-MODEL_DIR = "model"
-MERGED_DIR = "merged"
+WEIGHTS_DIR = "."  # a full model (fine-tuned or merged) sits at the run folder's root
+MODEL_DIR = "model"  # where older run folders kept a full model (still read)
+MERGED_DIR = "merged"  # where older run folders kept a --merge model (still read)
 TOKENIZER_MARKERS = ("tokenizer.json", "tokenizer_config.json", "tokenizer.model")
 # Files that mark a folder as one we wrote, so --overwrite may replace it.
 MARKERS = (RUN_FILE, "config.yaml", "data_stats.json", "dev_metrics.json", "merge_config.yaml",
@@ -42,6 +53,15 @@ def is_run_folder(path: str | os.PathLike) -> bool:
 
 def has_run_file(path: str | os.PathLike) -> bool:
     return (Path(path) / RUN_FILE).is_file()
+
+
+def checkpoint_run(path: str | os.PathLike) -> Path | None:
+    """The run folder a trainer checkpoint (``RUN/checkpoint-N``) belongs to, when it has a run
+    file: the checkpoint is then used with the run's prompt and max_length."""
+    p = Path(path)
+    if re.fullmatch(r"checkpoint-\d+", p.name) and has_run_file(p.parent):
+        return p.parent
+    return None
 
 
 def is_adapter(path: str | os.PathLike) -> bool:
@@ -99,11 +119,29 @@ def adapter_of(path: str | os.PathLike, run: dict | None = None) -> Path | None:
 
 
 def weights_of(path: str | os.PathLike, run: dict | None = None) -> Path | None:
-    """The full model folder of a run folder: the merged model, or the fully fine-tuned one."""
+    """The full model folder of a run folder: the merged model, or the fully fine-tuned one --
+    the run folder itself in today's layout, ``model/`` or ``merged/`` in older ones."""
     p = Path(path)
     run = run if run is not None else (read_run(p) if has_run_file(p) else None)
     folder = run.get("merged_dir") if run else None
     return p / folder if folder and is_model(p / folder) else None
+
+
+def model_key(name: str | os.PathLike) -> str:
+    """How two references to a base model are compared: a local folder by its resolved path
+    (``models/x`` and ``./models/x`` are one model), a hub id as written."""
+    p = Path(name).expanduser()
+    return str(p.resolve()) if p.exists() else str(name)
+
+
+def adapter_base(folder: str | os.PathLike) -> str:
+    """The base model an adapter folder was trained on (``base_model_name_or_path``)."""
+    config = read_json(Path(folder) / ADAPTER_CONFIG)
+    base = config.get("base_model_name_or_path")
+    if not isinstance(base, str) or not base:
+        raise UserError("adapter config names no base model",
+                        file=str(Path(folder) / ADAPTER_CONFIG), field="base_model_name_or_path")
+    return base
 
 
 def find_adapter(path: str | os.PathLike, field: str) -> Path:
@@ -124,6 +162,7 @@ def tokenizer_of(folder: Path, run_folder: Path, base: str) -> str:
 
 
 __all__ = ["ADAPTER_CONFIG", "ADAPTER_DIR", "MARKERS", "MERGED_DIR", "MODEL_CONFIG", "MODEL_DIR",
-           "RUN_FILE", "adapter_of", "find_adapter", "has_run_file", "has_tokenizer",
-           "is_adapter", "is_model", "is_run_folder", "read_json", "read_run", "run_info",
-           "tokenizer_of", "weights_of", "write_run"]
+           "RUN_FILE", "WEIGHTS_DIR", "adapter_base", "adapter_of", "checkpoint_run",
+           "find_adapter", "model_key",
+           "has_run_file", "has_tokenizer", "is_adapter", "is_model", "is_run_folder",
+           "read_json", "read_run", "run_info", "tokenizer_of", "weights_of", "write_run"]

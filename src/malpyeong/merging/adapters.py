@@ -21,6 +21,7 @@ from typing import Any
 from malpyeong.errors import UserError
 from malpyeong.merging.config import DENSITY_METHODS, MergeConfig, torch_dtype
 from malpyeong.merging.output import copy_tokenizer, run_info, tokenizer_source, write_run
+from malpyeong.runfolder import WEIGHTS_DIR
 
 # YAML merge_method -> peft add_weighted_adapter combination_type, for LoRA adapters.
 ADAPTER_METHODS = {
@@ -148,7 +149,8 @@ def check_ranks(peft_model: Any, cfg: MergeConfig) -> None:
 
 def save_adapter_run(peft_model: Any, cfg: MergeConfig, name: str, stage: Path, *,
                      fold: bool, extra: dict[str, Any]) -> dict[str, Any]:
-    """Write ``adapter/`` (+ ``merged/`` with ``fold``) and the run file into ``stage``."""
+    """Write ``adapter/`` (+ with ``fold`` the merged full model at the root) and the run file
+    into ``stage``."""
     peft_model.set_adapter(name)
     for other in list(peft_model.peft_config):
         if other != name:
@@ -170,9 +172,9 @@ def save_adapter_run(peft_model: Any, cfg: MergeConfig, name: str, stage: Path, 
     merged_dir = None
     if fold:
         merged = peft_model.merge_and_unload()
-        merged.save_pretrained(str(stage / "merged"), safe_serialization=True)
-        copy_tokenizer(tok_src, stage / "merged")
-        merged_dir = "merged"
+        merged.save_pretrained(str(stage), safe_serialization=True)
+        copy_tokenizer(tok_src, stage)
+        merged_dir = WEIGHTS_DIR
     info = run_info(cfg, base, "lora", "adapter", merged_dir, extra)
     write_run(stage, cfg, info)
     return info

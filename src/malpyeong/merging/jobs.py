@@ -33,6 +33,7 @@ from malpyeong.merging.search import (
     search_grid,
 )
 from malpyeong.merging.streaming import stream_merge, stream_unsupported
+from malpyeong.runfolder import WEIGHTS_DIR
 
 log = logging.getLogger(__name__)
 
@@ -84,19 +85,20 @@ def run_merge_job(job: MergeJob, echo: Callable[[str], None] = print) -> dict[st
         else:
             if job.fold:
                 raise UserError("--fold applies to LoRA adapters", field="fold")
-            engine = merge_full(cfg, stage / "model", engine=job.engine, device=job.device,
+            # the model at the folder's root, as mergekit writes it (from_pretrained(out))
+            engine = merge_full(cfg, stage, engine=job.engine, device=job.device,
                                 seed=job.seed, shard_size=job.shard_size, progress=job.progress)
             echo(f"merged {len(cfg.models)} full models ({cfg.method}) with {engine}")
             ref = cfg.base_model or cfg.models[0].path.split("+")[0]
-            info = run_info(cfg, ref, "full", None, "model", {"engine": engine})
+            info = run_info(cfg, ref, "full", None, WEIGHTS_DIR, {"engine": engine})
             write_run(stage, cfg, info)
         publish(stage, out)
     except BaseException:
         shutil.rmtree(stage, ignore_errors=True)
         raise
-    where = ", ".join(f"{out / d}" for d in (info.get("adapter_dir"), info.get("merged_dir"))
-                      if d)
-    echo(f"wrote {out} ({where})")
+    parts = [f"adapter {out / info['adapter_dir']}" if info.get("adapter_dir") else "",
+             "a full model at its root" if info.get("merged_dir") else ""]
+    echo(f"wrote {out} ({', '.join(p for p in parts if p)})")
     return info
 
 
@@ -158,11 +160,13 @@ def _search(cfg: MergeConfig, job: MergeJob, stage: Path,
                 best_i, best_dir = i, cand
             else:
                 shutil.rmtree(cand)
-        os.replace(best_dir, stage / "model")
+        for f in best_dir.iterdir():  # the best model at the folder's root
+            os.replace(f, stage / f.name)
+        best_dir.rmdir()
         method, weights, density, score = rows[best_i]
         best = with_point(cfg, method, weights, density)
         ref = best.base_model or best.models[0].path.split("+")[0]
-        info = run_info(best, ref, "full", None, "model", {"search_score": score})
+        info = run_info(best, ref, "full", None, WEIGHTS_DIR, {"search_score": score})
         write_run(stage, best, info)
     table = format_search_table(rows, metric, best_i)
     echo(table)

@@ -5,14 +5,13 @@ from __future__ import annotations
 import json
 import os
 import shutil
-import tempfile
 from pathlib import Path
 from typing import Any
 
 import yaml
 
 from malpyeong.errors import UserError
-from malpyeong.io import atomic_write_text
+from malpyeong.io import atomic_write_text, make_temp_dir
 from malpyeong.merging.config import MergeConfig
 from malpyeong.runfolder import is_run_folder
 from malpyeong.runfolder import run_info as make_run_info
@@ -33,7 +32,7 @@ def staging(out: Path, overwrite: bool) -> Path:
         raise UserError("exists and is not a run folder; refusing to replace it", file=str(out),
                         hint="choose a new --output")
     out.parent.mkdir(parents=True, exist_ok=True)
-    return Path(tempfile.mkdtemp(prefix=f".{out.name}.", suffix=".tmp", dir=out.parent))
+    return make_temp_dir(out.parent, prefix=f".{out.name}.")
 
 
 def publish(stage: Path, out: Path) -> Path:
