@@ -16,6 +16,8 @@ orpo/build_unpaired.py). ``--sft_adapter`` continues training an SFT run's LoRA 
 keys plus every field of the objective's trl config; ``--key value`` overrides it. The run
 folder has the same layout as SFT's (adapter or model, config.yaml, dev_metrics.json with the
 held-out chosen-minus-rejected log-probability margin before and after, malpyeong_run.json).
+Ctrl-C, then the same command with --resume, continues from the last complete checkpoint.
+--help-all also lists every trainer field.
 """
 
 from __future__ import annotations
@@ -25,7 +27,7 @@ import sys
 from pathlib import Path
 
 from malpyeong.cli import run_cli
-from malpyeong.training import has_flag, quiet_libraries
+from malpyeong.training import INTERRUPTED, has_flag
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -34,12 +36,11 @@ def main(argv: list[str] | None = None) -> int:
 
         print(registry_table())
         return 0
-    quiet_libraries()
-    from malpyeong.training import algorithm_of, preference_parser, train_orpo
+    from malpyeong.training import algorithm_of, dev_summary, preference_parser, train_orpo
 
     args = sys.argv[1:] if argv is None else argv
     parser = preference_parser(algorithm_of(args))
-    parser.parser.description = __doc__
+    parser.description = parser.parser.description = __doc__
     script, model_args, config = parser.parse(args)
     out = train_orpo(script, model_args, config)
     margin = _heldout_margin(out)
@@ -47,6 +48,9 @@ def main(argv: list[str] | None = None) -> int:
         print(f"held-out chosen - rejected margin ({margin['pairs']} pairs): "
               f"{margin['before']:.3f} before, {margin['after']:.3f} after")
     print(f"run folder: {out}")
+    summary = dev_summary(out)
+    if summary:
+        print(summary)
     return 0
 
 
@@ -58,4 +62,4 @@ def _heldout_margin(out: Path) -> dict | None:
 
 
 if __name__ == "__main__":
-    sys.exit(run_cli(main))
+    sys.exit(run_cli(main, interrupted=INTERRUPTED))

@@ -10,9 +10,12 @@ transformers TrainingArguments field); ``--key value`` flags override it. Multi-
 command under ``accelerate launch --config_file resource/configs/accelerate/ddp.yaml`` (or
 ``deepspeed_zero3.yaml``).
 
-The run folder gets the adapter (or model), tokenizer, resolved config.yaml, TensorBoard logs,
-dev_metrics.json, data_stats.json (prompts cut by the length budget) and malpyeong_run.json.
-``--resume`` continues from the last checkpoint; ``--merge`` also writes a merged full model.
+The run folder gets adapter/ (LoRA, QLoRA) with the tokenizer -- or, for full fine-tuning and
+with --merge, the full model at its root (config.json, safetensors, tokenizer), so
+from_pretrained(RUN) and vLLM read it as it is -- plus config.yaml (the resolved recipe),
+TensorBoard logs, dev_metrics.json, data_stats.json and malpyeong_run.json. --resume continues
+from the last complete checkpoint (the recipe may change only how long it trains); --overwrite
+replaces an old run only once everything is checked.
 An Axolotl config (``base_model:``, ``sequence_len:``, ``micro_batch_size:`` ...) is read as it
 is: each key is mapped to ours or listed as ignored, and the list is printed
 (``run/convert.py --from axolotl --to recipe --in CONFIG --out OUT.yaml`` writes the recipe).
@@ -20,8 +23,9 @@ is: each key is mapped to ours or listed as ignored, and the list is printed
 원인`` trains on one category's items, ``--experts category`` one expert per category in turn
 (``<output_dir>/<category>/``). ``--rules 2025`` refuses what those rules forbid (extra training
 files in the 가 setting) and prints a memory estimate against their VRAM limit before loading.
-Exit 2 with one line on stderr for a user mistake (unknown recipe key, model, task, prompt,
-invalid data, existing run folder, CUDA out of memory).
+Exit 2 with one line on stderr for a user mistake (unknown recipe key or bad value, model, task,
+prompt, invalid data, existing run folder, CUDA out of memory). --help-all also lists every
+trainer field.
 """
 
 from __future__ import annotations
@@ -30,7 +34,7 @@ import sys
 
 from malpyeong.axolotl import recipe_argv
 from malpyeong.cli import run_cli
-from malpyeong.training import has_flag, quiet_libraries
+from malpyeong.training import INTERRUPTED, has_flag
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -39,11 +43,10 @@ def main(argv: list[str] | None = None) -> int:
 
         print(registry_table())
         return 0
-    quiet_libraries()
-    from malpyeong.training import sft_parser, train_experts, train_run
+    from malpyeong.training import dev_summary, sft_parser, train_experts, train_run
 
     parser = sft_parser()
-    parser.parser.description = __doc__
+    parser.description = parser.parser.description = __doc__
     with recipe_argv(sys.argv[1:] if argv is None else argv) as args:  # Axolotl configs as ours
         script, model_args, config = parser.parse(args)
     if script.rules:  # before anything is loaded: will the recipe fit the rules' GPU?
@@ -56,8 +59,11 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     out = train_run(script, model_args, config)
     print(f"run folder: {out}")
+    summary = dev_summary(out)
+    if summary:
+        print(summary)
     return 0
 
 
 if __name__ == "__main__":
-    sys.exit(run_cli(main))
+    sys.exit(run_cli(main, interrupted=INTERRUPTED))

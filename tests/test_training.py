@@ -358,11 +358,12 @@ def test_run_folder_resume_and_merge(small_files, tiny_llama, tmp_path):
     train_sft(*sft_parser().parse(argv))
     info = json.loads((out / "malpyeong_run.json").read_text())
     assert info == {"model": str(tiny_llama), "method": "lora", "adapter_dir": "adapter",
-                    "merged_dir": "merged", "task": "cci", "prompt": "baseline", "max_length": 512,
+                    "merged_dir": ".", "task": "cci", "prompt": "baseline", "max_length": 512,
                     "target_style": "letter_text", "stage": "sft"}
+    # the merged model at the run folder's root, as mergekit writes one; our files beside it
     for name in ("adapter/adapter_config.json", "adapter/adapter_model.safetensors",
-                 "adapter/tokenizer.json", "merged/model.safetensors", "merged/tokenizer.json",
-                 "config.yaml", "data_stats.json", "dev_metrics.json"):
+                 "adapter/tokenizer.json", "config.json", "model.safetensors", "tokenizer.json",
+                 "malpyeong_run.json", "config.yaml", "data_stats.json", "dev_metrics.json"):
         assert (out / name).is_file(), name
     assert list((out / "runs").rglob("events.out.tfevents.*"))
     stats = json.loads((out / "data_stats.json").read_text())
@@ -377,7 +378,7 @@ def test_run_folder_resume_and_merge(small_files, tiny_llama, tmp_path):
 
     # the merged model is the base with the adapter folded in
     ids = torch.tensor([[5, 6, 7, 8, 9]])
-    merged = AutoModelForCausalLM.from_pretrained(out / "merged")
+    merged = AutoModelForCausalLM.from_pretrained(out)  # the run folder as it is
     base = AutoModelForCausalLM.from_pretrained(tiny_llama)
     adapted = PeftModel.from_pretrained(base, out / "adapter")
     with torch.no_grad():
@@ -412,8 +413,12 @@ def test_full_finetuning_and_dcs_rouge(tiny_models, tmp_path):
         tiny_models["gemma2"], sample / "cci_train.json", None, out, "--method", "full",
         "--max_steps", "1", "--max_train_items", "4")))
     info = json.loads((out / "malpyeong_run.json").read_text())
-    assert (info["adapter_dir"], info["merged_dir"]) == (None, "model")
-    assert (out / "model" / "model.safetensors").is_file()
+    assert (info["adapter_dir"], info["merged_dir"]) == (None, ".")
+    assert (out / "model.safetensors").is_file() and (out / "config.json").is_file()
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    assert AutoModelForCausalLM.from_pretrained(out).config.model_type == "gemma2"
+    assert AutoTokenizer.from_pretrained(out).eos_token == "<eos>"
     out = tmp_path / "dcs"
     train_sft(*sft_parser().parse([
         "--model", str(tiny_models["qwen2"]), "--task", "dcs", "--train_file",

@@ -9,6 +9,9 @@ Four kinds of source, told apart by the files in the folder:
   the adapter attached and, unless the base is 4-bit, merged in;
 - a local model folder (``config.json``), or a hub id: loaded as it is.
 
+A trainer checkpoint inside a run folder (``runs/x/checkpoint-500``) is an adapter or model
+folder that also takes its run's prompt, max_length and task, as the finished run would.
+
 The chat format comes from the base model's backbone entry (an adapter or merged copy of
 ``rtzr/ko-gemma-2-9b-it`` is still a Gemma-2 chat model).
 """
@@ -31,6 +34,7 @@ from malpyeong.runfolder import (
     MODEL_CONFIG,
     RUN_FILE,
     adapter_of,
+    checkpoint_run,
     has_run_file,
     has_tokenizer,
     is_adapter,
@@ -76,12 +80,14 @@ def resolve_source(name: str | os.PathLike) -> ModelSource:
     if path.is_dir():
         if has_run_file(path):
             return _run_source(path)
+        owner = checkpoint_run(path)  # checkpoint-N of a run: the run's prompt and budget
+        run = read_run(owner) if owner is not None else {}
         if is_adapter(path):
             base = _adapter_base(path)
             return ModelSource("adapter", base, base, adapter=str(path),
-                               tokenizer=str(path) if has_tokenizer(path) else base)
+                               tokenizer=str(path) if has_tokenizer(path) else base, run=run)
         if is_model(path):
-            return ModelSource("local", name, name, tokenizer=name)
+            return ModelSource("local", name, run.get("model") or name, tokenizer=name, run=run)
         raise UserError(f"not a model folder (no {MODEL_CONFIG}, {ADAPTER_CONFIG} or "
                         f"{RUN_FILE})", file=name, field="model")
     if path.exists():
@@ -137,11 +143,18 @@ def load_for_inference(name: str | os.PathLike | ModelSource, *, dtype: str | No
     model = None
     if with_model:
         device_map = _device_map(device)
+        if load_in_4bit and not _cuda_available():
+            log.warning("--load_in_4bit on a CPU: NF4 weights through bitsandbytes' CPU path "
+                        "(slow; 4-bit loading is meant for GPUs)")
         # a classification-head run: the base as a sequence classifier with the run's head
         num_labels = source.run.get("num_labels") if is_classifier_run(source.run) else None
         model = load_model(source.weights, "qlora" if load_in_4bit else "full", backbone=backbone,
                            dtype=dtype, device_map=device_map, trust_remote_code=trust_remote_code,
                            num_labels=num_labels)
+        if load_in_4bit and not getattr(model, "is_loaded_in_4bit", False):
+            raise UserError("--load_in_4bit did not give 4-bit weights (bitsandbytes has no "
+                            "4-bit backend on this device)", field="load_in_4bit",
+                            hint="drop --load_in_4bit, or run on a GPU")
         if num_labels is not None:
             model.config.pad_token_id = tokenizer.pad_token_id
         if source.adapter:
@@ -187,14 +200,61 @@ def load_engine(source: ModelSource, *, engine: str = "hf", dtype: str | None = 
     return VLLMEngine(llm, loaded.tokenizer, loaded.backbone)
 
 
+def _cuda_available() -> bool:
+    import torch
+
+    return bool(torch.cuda.is_available())
+
+
+def check_device(device: str | None, field: str = "device") -> str | None:
+    """``device`` as given (cpu, cuda, cuda:N, auto or None), refused in one line when this
+    machine does not have it, before any model is loaded."""
+    if device in (None, "auto", "cpu"):
+        return device
+    import torch
+
+    if device == "cuda" or device.startswith("cuda:"):
+        if not torch.cuda.is_available():
+            raise UserError(f"--{field} {device}, but this machine has no usable CUDA device",
+                            field=field, hint="use --device cpu, or leave it out")
+        index = device.partition(":")[2]
+        if index and (not index.isdigit() or int(index) >= torch.cuda.device_count()):
+            raise UserError(f"no CUDA device {index} (this machine has "
+                            f"{torch.cuda.device_count()})", field=field)
+        return device
+    if device == "mps" and not torch.backends.mps.is_available():
+        raise UserError("--device mps, but MPS is not available here", field=field)
+    if device != "mps":
+        raise UserError(f"unknown device '{device}'", field=field,
+                        hint="cpu, cuda, cuda:N or auto")
+    return device
+
+
 def _device_map(device: str | None) -> Any:
     import torch
 
+    device = check_device(device)
     if device in (None, "auto"):  # under a launcher, each process takes its own GPU
         return {"": int(os.environ.get("LOCAL_RANK", 0))} if torch.cuda.is_available() else None
     if device == "cpu":
         return None
     return {"": device}
+
+
+def context_size(engine: Engine) -> int | None:
+    """The longest sequence ``engine``'s model takes (its ``max_position_embeddings``, or
+    vLLM's ``max_model_len``), or None when the model does not say."""
+    model = getattr(engine, "model", None)
+    config = getattr(model, "config", None)
+    for key in ("max_position_embeddings", "n_positions", "max_sequence_length", "seq_length"):
+        value = getattr(config, key, None)
+        if isinstance(value, int) and value > 0:
+            return value
+    llm = getattr(engine, "llm", None)
+    try:
+        return int(llm.llm_engine.model_config.max_model_len)  # type: ignore[union-attr]
+    except AttributeError:
+        return None
 
 
 def _attach_adapter(model: Any, tokenizer: Any, adapter: str, merge: bool) -> Any:
@@ -213,4 +273,5 @@ def _attach_adapter(model: Any, tokenizer: Any, adapter: str, merge: bool) -> An
     return model.merge_and_unload() if merge else model
 
 
-__all__ = ["Loaded", "ModelSource", "load_engine", "load_for_inference", "resolve_source"]
+__all__ = ["Loaded", "ModelSource", "check_device", "context_size", "load_engine",
+           "load_for_inference", "resolve_source"]

@@ -25,12 +25,13 @@ Every public name is re-exported here, so ``from malpyeong.training import train
 
 from __future__ import annotations
 
+from malpyeong.cli import quiet_libraries
 from malpyeong.training.classification import (
     build_classification_rows,
     load_classifier_for_training,
     train_classification,
 )
-from malpyeong.training.entry import has_flag, orpo_parser, quiet_libraries, sft_parser
+from malpyeong.training.entry import INTERRUPTED, has_flag, orpo_parser, sft_parser
 from malpyeong.training.evaluation import TaskEvaluator, load_dev_items
 from malpyeong.training.examples import (
     SENTINEL,
@@ -48,11 +49,17 @@ from malpyeong.training.experts import train_experts, train_run
 from malpyeong.training.models import is_zero3, load_training_model, lora_config, merge_adapter
 from malpyeong.training.orpo import build_orpo_rows, pair_margins, train_orpo
 from malpyeong.training.outputs import (
+    check_resume,
+    check_run_folder,
+    complete_checkpoints,
+    dev_summary,
     main_process,
     open_run_folder,
     prepare_output_dir,
     resolved_config,
+    resume_checkpoint,
     run_info,
+    run_inputs,
     save_run,
     wait_for_everyone,
     write_config,
@@ -79,6 +86,7 @@ from malpyeong.training.recipe import (
     RecipeParser,
     SFTArguments,
     batching_changes,
+    check_values,
     resolve_trainer_args,
 )
 from malpyeong.training.sft import train_sft
@@ -96,16 +104,19 @@ from malpyeong.training.trainers import (
 __all__ = [
     "ALGORITHMS", "INIT_DIR", "PREFERENCE_DEFAULTS", "algorithm_of", "begin_stage",
     "config_class", "end_stage", "preference_parser", "preference_trainer_class",
-    "ATTENTION", "BATCHING", "DTYPES", "METHODS", "ORPO_DEFAULTS",
+    "ATTENTION", "BATCHING", "DTYPES", "INTERRUPTED", "METHODS", "ORPO_DEFAULTS",
     "SENTINEL", "TRAINER_DEFAULTS", "BudgetStats", "CommonArguments",
     "ModelArguments", "ORPOArguments", "RecipeParser", "SFTArguments", "TaskEvaluator",
     "TaskMetricsMixin", "accepts_logits_to_keep", "assistant_affixes", "augment_options",
-    "batching_changes", "build_classification_rows", "build_orpo_rows", "build_record_examples", "build_sft_examples",
-    "callbacks_for", "completion_ids", "completion_loss", "has_flag", "is_zero3",
-    "load_classifier_for_training", "load_dev_items", "load_sft_records", "load_training_model", "lora_config", "main_process",
+    "batching_changes", "build_classification_rows", "build_orpo_rows", "build_record_examples",
+    "build_sft_examples", "callbacks_for", "check_resume", "check_run_folder", "check_values",
+    "complete_checkpoints", "completion_ids", "completion_loss", "dev_summary", "has_flag",
+    "is_zero3", "load_classifier_for_training", "load_dev_items", "load_sft_records",
+    "load_training_model", "lora_config", "main_process",
     "merge_adapter", "mix_extra_rows", "open_run_folder", "option_orders", "orpo_parser",
     "orpo_trainer_class", "pair_margins", "prepare_output_dir", "quiet_libraries",
-    "resolve_trainer_args", "resolved_config", "run_info", "run_training",
+    "resolve_trainer_args", "resolved_config", "resume_checkpoint", "run_info",
+    "run_inputs", "run_training",
     "save_run", "sft_parser", "sft_trainer_class", "train_classification", "train_experts",
     "train_orpo", "train_run", "train_sft",
     "wait_for_everyone", "write_config", "write_dev_metrics",

@@ -1,11 +1,9 @@
-"""What run/train.py and orpo/train.py share: their recipe parsers and a quiet console."""
+"""What run/train.py and orpo/train.py share: their recipe parsers, --list-models, the Ctrl-C
+hint (library noise is silenced for every script in :func:`malpyeong.cli.quiet_libraries`)."""
 
 from __future__ import annotations
 
-import logging
-import os
 import sys
-import warnings
 from collections.abc import Sequence
 
 from malpyeong.training.recipe import (
@@ -31,23 +29,12 @@ def orpo_parser() -> RecipeParser:
     return RecipeParser(ORPOArguments, ORPOConfig, ORPO_DEFAULTS)
 
 
-def quiet_libraries() -> None:
-    """Keep third-party chatter (kernel hub notices, tokenizer fork warnings) off the console."""
-    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
-    os.environ.setdefault("TRL_EXPERIMENTAL_SILENCE", "1")  # ORPO lives in trl.experimental
-    # trl's configs still default the deprecated alias; the value is honoured either way
-    warnings.filterwarnings("ignore", message="`gradient_checkpointing` is deprecated",
-                            category=FutureWarning)
-    for name in ("bitsandbytes", "kernels", "httpx"):
-        logging.getLogger(name).setLevel(logging.ERROR)
-    try:  # the datasets map bars over our pre-tokenised rows are noise; training keeps its bar
-        import datasets
-
-        datasets.disable_progress_bars()
-    except ImportError:
-        pass
-
-
 def has_flag(argv: Sequence[str] | None, flag: str) -> bool:
     """Whether ``flag`` is on the command line (answered before the recipe parser is built)."""
     return flag in (sys.argv[1:] if argv is None else argv)
+
+
+# What Ctrl-C prints during training: resuming needs --resume (a plain rerun would refuse the
+# existing run folder, and --overwrite would start over).
+INTERRUPTED = ("interrupted; to continue from the last saved checkpoint, rerun the same command "
+               "with --resume (without --overwrite)")

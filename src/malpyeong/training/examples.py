@@ -106,14 +106,25 @@ def build_sft_examples(task: Task, items: Sequence[Any], tokenizer: Any, backbon
     return rows, stats
 
 
-def load_sft_records(path: str | os.PathLike) -> list[tuple[str, list[dict], str]]:
-    """``(id, prompt messages, completion)`` of each record of a Magpie / distillation file."""
+def load_sft_records(path: str | os.PathLike,
+                     task: str | None = None) -> list[tuple[str, list[dict], str]]:
+    """``(id, prompt messages, completion)`` of each record of a Magpie / distillation file.
+
+    A record that names a task (distillation records do) must name ``task``, when given: a
+    distillation file of another task would teach the wrong answer format.
+    """
     records = read_records(path)
     if not isinstance(records, list):
         raise UserError("expected JSONL records or a JSON list of them", file=str(path))
     out = []
     for index, rec in enumerate(records):
         label = item_label(rec, index)
+        named = rec.get("task") if isinstance(rec, dict) else None
+        if task is not None and named is not None and named != task:
+            raise UserError(f"a record of task {named!r}; this run trains {task!r}",
+                            file=str(path), item=label, field="task",
+                            hint="mix in only records of the run's task (or general ones "
+                                 "without a task, such as Magpie's)")
         if isinstance(rec, dict) and isinstance(rec.get("messages"), list) and rec["messages"]:
             *prompt, last = rec["messages"]
             completion = last.get("content") if isinstance(last, dict) and \
@@ -154,16 +165,40 @@ def build_record_examples(records: Sequence[tuple[str, list[dict], str]], tokeni
     return rows, stats
 
 
-def mix_extra_rows(rows: list[dict], script: SFTArguments, tokenizer: Any, backbone: Backbone,
-                   max_length: int | None, seed: int) -> tuple[list[dict], dict | None]:
-    """Gold rows plus the recipe's extra records, by ``extra_train_ratio`` (see prep.magpie.mix)."""
+def mix_extra_rows(rows: list[dict], script: SFTArguments, task: Task, tokenizer: Any,
+                   backbone: Backbone, max_length: int | None,
+                   seed: int) -> tuple[list[dict], dict | None]:
+    """Gold rows plus the recipe's extra records, by ``extra_train_ratio`` (see prep.magpie.mix).
+
+    Says per file how many records fit ``max_length`` (the others are dropped: free text has no
+    conversation to cut) and how many were mixed in; a file none of whose records fits, or one
+    holding records of another task, is refused before any training.
+    """
     if not script.extra_train_files:
         return rows, None
-    records = [r for path in script.extra_train_files for r in load_sft_records(path)]
-    extra, stats = build_record_examples(records, tokenizer, backbone, max_length)
+    extra: list[dict] = []
+    per_file = []
+    for path in script.extra_train_files:
+        records = load_sft_records(path, task.name)
+        built, stats = build_record_examples(records, tokenizer, backbone, max_length)
+        if records and not built:
+            raise UserError(f"none of its {len(records)} record(s) fits max_length {max_length}",
+                            file=str(path), field="extra_train_files",
+                            hint="raise --max_length, or leave the file out")
+        if stats.over_budget:
+            log.warning("%s: %d of %d record(s) longer than max_length %s are dropped", path,
+                        stats.over_budget, len(records), max_length)
+        per_file.append({"file": str(path), "records": len(records), "fit": len(built),
+                         "over_max_length": stats.over_budget})
+        extra += built
     ratio = script.extra_train_ratio if script.extra_train_ratio is not None \
         else len(extra) / max(len(rows), 1)
     mixed = mix(rows, extra, ratio, seed)
-    info = {**stats.as_dict(), "files": list(script.extra_train_files),
-            "mixed_in": len(mixed) - len(rows)}
+    mixed_in = len(mixed) - len(rows)
+    log.info("extra records: %d of %d fit max_length %s; %d mixed in with %d gold examples "
+             "(extra_train_ratio %s)", len(extra), sum(f["records"] for f in per_file),
+             max_length, mixed_in, len(rows), script.extra_train_ratio or "all")
+    info = {"items": sum(f["records"] for f in per_file), "examples": len(extra),
+            "over_budget": sum(f["over_max_length"] for f in per_file),
+            "files": list(script.extra_train_files), "per_file": per_file, "mixed_in": mixed_in}
     return mixed, info

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Sequence
+from contextlib import ExitStack
 from pathlib import Path
 from typing import Any
 
@@ -16,14 +17,19 @@ from malpyeong.errors import UserError
 from malpyeong.generation import model_device
 from malpyeong.io import atomic_write_json
 from malpyeong.pairs import build_pairs, read_pairs
-from malpyeong.runfolder import ADAPTER_DIR
+from malpyeong.runfolder import ADAPTER_DIR, adapter_base, model_key, write_run
 from malpyeong.tasks import PromptSpec, Task, get_task
 from malpyeong.training.evaluation import TaskEvaluator, dev_answer_settings, load_dev_items
 from malpyeong.training.examples import BudgetStats, assistant_affixes
 from malpyeong.training.models import load_training_model
 from malpyeong.training.outputs import (
+    check_resume,
+    check_run_folder,
     main_process,
     open_run_folder,
+    resume_checkpoint,
+    run_info,
+    run_inputs,
     save_run,
     write_config,
     write_dev_metrics,
@@ -115,8 +121,21 @@ def pair_margins(model: Any, tokenizer: Any, rows: Sequence[dict],
     return [totals[i] - totals[i + 1] for i in range(0, len(totals), 2)]
 
 
+def check_adapter_base(sft_adapter: str | None, model: str) -> None:
+    """ORPO continues an SFT adapter: it must have been trained on the base being loaded."""
+    if not sft_adapter:
+        return
+    base = adapter_base(sft_adapter)
+    if model_key(base) != model_key(model):
+        raise UserError(f"this adapter was trained on {base}, not on --model {model}",
+                        file=sft_adapter, field="sft_adapter",
+                        hint="give the SFT run's own base as --model, or another adapter")
+
+
 def train_orpo(script: ORPOArguments, model_args: ModelArguments, config: Any) -> Path:
-    """Run preference training (``script.algorithm``) end to end and return the run folder."""
+    """Run preference training (``script.algorithm``) end to end and return the run folder
+    (everything that can be refused is checked before an old run is replaced, as in
+    :func:`~malpyeong.training.sft.train_sft`)."""
     from datasets import Dataset
 
     kto = script.algorithm == "kto"
@@ -126,6 +145,7 @@ def train_orpo(script: ORPOArguments, model_args: ModelArguments, config: Any) -
     pairs = pairs or as_pairs(examples)  # KTO from unpaired examples only
     task_name = script.task or pairs[0]["task"]
     task = get_task(task_name)
+    check_adapter_base(script.sft_adapter, model_args.model)
     styles = {p.get("target_style") for p in pairs}
     target_style = styles.pop() if len(styles) == 1 else None
     if script.max_train_items:
@@ -141,58 +161,74 @@ def train_orpo(script: ORPOArguments, model_args: ModelArguments, config: Any) -
         dev_pairs = []
     config = resolve_trainer_args(model_args, config, task, has_dev=bool(dev_pairs),
                                   task_metric=bool(dev_items))
-    out = open_run_folder(config.output_dir, overwrite=script.overwrite, resume=script.resume)
+    out = check_run_folder(config.output_dir, overwrite=script.overwrite, resume=script.resume,
+                           inputs=run_inputs(script, model_args))
+    if script.resume:
+        check_resume(out, script, model_args, config)
     recipe_args = model_args  # config.yaml keeps the recipe's base, not init_model/
-    model_args, backbone, chain = begin_stage(script.init_from, model_args, out)
-    tokenizer = load_tokenizer(model_args.model, backbone,
-                               trust_remote_code=True if config.trust_remote_code else None)
-    max_length = config.max_length
-    spec = task.prompt_spec(script.prompt)
-    rows, train_stats = build_orpo_rows(as_pairs(examples) if kto else pairs, task, tokenizer,
-                                        backbone, spec, max_length)
-    if not rows:
-        raise UserError("no pair fits max_length", field="max_length")
-    dev_rows, dev_stats = build_orpo_rows(dev_pairs, task, tokenizer, backbone, spec, max_length)
-    if dev_pairs and not dev_rows:
-        raise UserError("no dev pair fits max_length", field="max_length")
-    eval_rows = dev_rows
-    if kto:  # the trainer reads unpaired rows; the margins stay on the held-out pairs
-        rows = unpaired_rows(rows, examples, config.seed)
-        dev_examples = unpair(dev_pairs)
-        rendered, _ = build_orpo_rows(as_pairs(dev_examples), task, tokenizer, backbone, spec,
-                                      max_length)
-        eval_rows = unpaired_rows(rendered, dev_examples, config.seed)
-    if main_process():
-        stats = {"train": train_stats.as_dict(), "dev": dev_stats.as_dict() if dev_rows else None}
-        atomic_write_json(out / "data_stats.json", stats)
-        write_config(out, script, recipe_args, config)
+    with ExitStack() as stack:
+        if script.init_from:  # a stage from an adapter run merges it into this folder first
+            stack.enter_context(open_run_folder(out, overwrite=script.overwrite,
+                                                resume=script.resume))
+        model_args, backbone, chain = begin_stage(script.init_from, model_args, out)
+        tokenizer = load_tokenizer(model_args.model, backbone,
+                                   trust_remote_code=True if config.trust_remote_code else None)
+        max_length = config.max_length
+        spec = task.prompt_spec(script.prompt)
+        rows, train_stats = build_orpo_rows(as_pairs(examples) if kto else pairs, task, tokenizer,
+                                            backbone, spec, max_length)
+        if not rows:
+            raise UserError("no pair fits max_length", field="max_length")
+        dev_rows, dev_stats = build_orpo_rows(dev_pairs, task, tokenizer, backbone, spec, max_length)
+        if dev_pairs and not dev_rows:
+            raise UserError("no dev pair fits max_length", field="max_length")
+        eval_rows = dev_rows
+        if kto:  # the trainer reads unpaired rows; the margins stay on the held-out pairs
+            rows = unpaired_rows(rows, examples, config.seed)
+            dev_examples = unpair(dev_pairs)
+            rendered, _ = build_orpo_rows(as_pairs(dev_examples), task, tokenizer, backbone,
+                                          spec, max_length)
+            eval_rows = unpaired_rows(rendered, dev_examples, config.seed)
 
-    model = load_training_model(model_args, config, backbone, sft_adapter=script.sft_adapter)
-    reference = reference_kwargs(script.algorithm, model, model_args, config,
-                                 started_in_memory=bool(script.sft_adapter))
-    margins_before = pair_margins(model, tokenizer, dev_rows[:64]) if dev_rows else []
-    evaluator = TaskEvaluator(task, dev_items, tokenizer, backbone,
-                              dev_answer_settings(script, spec, max_length, config)) \
-        if dev_items else None
-    trainer = preference_trainer_class(script.algorithm)(
-        model=model, args=config, processing_class=tokenizer, train_dataset=Dataset.from_list(rows),
-        eval_dataset=Dataset.from_list(eval_rows) if eval_rows else None,
-        callbacks=callbacks_for(script, config), **reference)
-    trainer.task_evaluator = evaluator
-    run_training(trainer, script.resume)
-    # every rank runs the forward passes (ZeRO-3 gathers parameters collectively)
-    margins_after = pair_margins(trainer.model, tokenizer, dev_rows[:64]) if dev_rows else []
-    if main_process():
-        dev = write_dev_metrics(out, evaluator, trainer)
-        if dev_rows:
-            dev["heldout_margin"] = {"pairs": len(margins_after), "before": _mean(margins_before),
-                                     "after": _mean(margins_after)}
-            atomic_write_json(out / "dev_metrics.json", dev)
-    info = save_run(trainer, tokenizer, out, script, model_args, task, max_length,
-                    stage=script.algorithm, target_style=target_style, backbone=backbone)
-    if main_process():
-        drop_reference_adapter(out / ADAPTER_DIR)
-    end_stage(out, info, chain, model_args.method)
+        model = load_training_model(model_args, config, backbone, sft_adapter=script.sft_adapter)
+        if not script.init_from:  # everything checked: the old run may go now
+            stack.enter_context(open_run_folder(out, overwrite=script.overwrite,
+                                                resume=script.resume))
+        checkpoint = resume_checkpoint(out) if script.resume else None
+        if main_process():
+            stats = {"train": train_stats.as_dict(),
+                     "dev": dev_stats.as_dict() if dev_rows else None}
+            atomic_write_json(out / "data_stats.json", stats)
+            write_config(out, script, recipe_args, config)
+            write_run(out, run_info(script, model_args, task, max_length, stage=script.algorithm,
+                                    target_style=target_style, merged=False))
+        reference = reference_kwargs(script.algorithm, model, model_args, config,
+                                     started_in_memory=bool(script.sft_adapter))
+        margins_before = pair_margins(model, tokenizer, dev_rows[:64]) if dev_rows else []
+        evaluator = TaskEvaluator(task, dev_items, tokenizer, backbone,
+                                  dev_answer_settings(script, spec, max_length, config)) \
+            if dev_items else None
+        trainer = preference_trainer_class(script.algorithm)(
+            model=model, args=config, processing_class=tokenizer,
+            train_dataset=Dataset.from_list(rows),
+            eval_dataset=Dataset.from_list(eval_rows) if eval_rows else None,
+            callbacks=callbacks_for(script, config), **reference)
+        trainer.task_evaluator = evaluator
+        run_training(trainer, checkpoint)
+        # every rank runs the forward passes (ZeRO-3 gathers parameters collectively)
+        margins_after = pair_margins(trainer.model, tokenizer, dev_rows[:64]) if dev_rows else []
+        if main_process():
+            dev = write_dev_metrics(out, evaluator, trainer)
+            if dev_rows:
+                dev["heldout_margin"] = {"pairs": len(margins_after),
+                                         "before": _mean(margins_before),
+                                         "after": _mean(margins_after)}
+                atomic_write_json(out / "dev_metrics.json", dev)
+        info = save_run(trainer, tokenizer, out, script, model_args, task, max_length,
+                        stage=script.algorithm, target_style=target_style, backbone=backbone)
+        if main_process():
+            drop_reference_adapter(out / ADAPTER_DIR)
+        end_stage(out, info, chain, model_args.method)
     return out
 
 

@@ -1,12 +1,15 @@
-"""The run folder (``output_dir``): created safely, written by the main process only::
+"""The run folder (``output_dir``): checked before any work, replaced only when the new run is
+about to write, locked while training, written by the main process only::
 
-    adapter/ or model/     the trained LoRA adapter (lora, qlora) or full model, with the tokenizer
-    merged/                with --merge: the adapter merged into a full-precision copy of the base
+    config.json  *.safetensors  tokenizer*   full fine-tuning, or --merge: the full model at the
+                           folder's root, so from_pretrained(folder) and vLLM read it as it is
+    adapter/               the trained LoRA adapter (lora, qlora), with the tokenizer
     config.yaml            the resolved recipe (every field; reusable with --config)
     dev_metrics.json       the task metric at each evaluation, the best one and its full report
     data_stats.json        examples built, prompts cut by the length budget, prompts over budget
     malpyeong_run.json     what a loader needs: base model, method, adapter/merged dirs, task,
-                           prompt, max_length, target_style
+                           prompt, max_length, target_style (written when the run starts, so a
+                           checkpoint is usable with the run's prompt before the end)
     runs/                  TensorBoard logs;  checkpoint-*/  trainer checkpoints (--resume)
 """
 
@@ -14,21 +17,35 @@ from __future__ import annotations
 
 import dataclasses
 import gc
+import json
+import logging
 import math
 import os
+import re
 import shutil
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
 from malpyeong.backbones import Backbone
-from malpyeong.errors import UserError
-from malpyeong.io import atomic_write_json, atomic_write_text
-from malpyeong.runfolder import ADAPTER_DIR, MERGED_DIR, MODEL_DIR, is_run_folder, write_run
+from malpyeong.errors import UserError, one_line
+from malpyeong.io import (
+    atomic_write_json,
+    atomic_write_text,
+    check_distinct,
+    check_folder_writable,
+    current_umask,
+    exclusive,
+)
+from malpyeong.runfolder import ADAPTER_DIR, WEIGHTS_DIR, is_run_folder, write_run
 from malpyeong.runfolder import run_info as make_run_info
 from malpyeong.tasks.base import Task
 from malpyeong.training.evaluation import TaskEvaluator
 from malpyeong.training.models import merge_adapter
 from malpyeong.training.recipe import CommonArguments, ModelArguments
+
+log = logging.getLogger(__name__)
 
 
 def main_process() -> bool:
@@ -50,32 +67,147 @@ def wait_for_everyone() -> None:
         pass
 
 
-def open_run_folder(path: str | os.PathLike, *, overwrite: bool, resume: bool) -> Path:
-    """:func:`prepare_output_dir` in the main process only; the other ranks wait for it."""
-    if main_process():
-        prepare_output_dir(path, overwrite=overwrite, resume=resume)
-    wait_for_everyone()
-    return Path(path)
-
-
-def prepare_output_dir(path: str | os.PathLike, *, overwrite: bool, resume: bool) -> Path:
-    """Create the run folder; refuse an existing one unless --overwrite or --resume says how."""
+@contextmanager
+def open_run_folder(path: str | os.PathLike, *, overwrite: bool, resume: bool) -> Iterator[Path]:
+    """:func:`prepare_output_dir` in the main process, which then holds the folder's lock for
+    the block (a second run into the same folder stops with one line); the other ranks wait."""
     out = Path(path)
+    if not main_process():
+        wait_for_everyone()
+        yield out
+        return
+    try:
+        prepare_output_dir(out, overwrite=overwrite, resume=resume)
+    finally:
+        wait_for_everyone()
+    with exclusive(out, "run folder"):
+        yield out
+
+
+# Files that make a checkpoint complete: the trainer writes its state last (after the weights,
+# the optimizer and the RNG state), so a checkpoint cut short by kill -9 lacks a readable one.
+STATE_FILE = "trainer_state.json"
+
+
+def complete_checkpoints(out: Path) -> tuple[list[Path], list[Path]]:
+    """``(complete, incomplete)`` checkpoints of a run folder, each sorted by step."""
+    found = sorted((p for p in out.glob("checkpoint-*")
+                    if p.is_dir() and re.fullmatch(r"checkpoint-\d+", p.name)),
+                   key=lambda p: int(p.name.split("-")[1]))
+    complete, incomplete = [], []
+    for ckpt in found:
+        try:
+            json.loads((ckpt / STATE_FILE).read_text(encoding="utf-8"))
+            ok = any(ckpt.glob("*.safetensors")) or any(ckpt.glob("*.bin"))
+        except (OSError, ValueError):
+            ok = False
+        (complete if ok else incomplete).append(ckpt)
+    return complete, incomplete
+
+
+def resume_checkpoint(out: Path) -> Path:
+    """The last complete checkpoint to resume from; newer ones left half-written by an
+    interruption (kill -9 while saving) are removed, so training saves them again."""
+    complete, incomplete = complete_checkpoints(out)
+    if not complete:
+        raise UserError("nothing to resume: no complete checkpoint-* in the run folder",
+                        file=str(out), hint="drop --resume (with --overwrite) to start again")
+    last = complete[-1]
+    newer = [c for c in incomplete if int(c.name.split("-")[1]) > int(last.name.split("-")[1])]
+    if newer and main_process():
+        log.warning("resuming from %s: %s was cut short while saving (no readable %s) and is "
+                    "removed", last.name, ", ".join(c.name for c in newer), STATE_FILE)
+        for c in newer:
+            shutil.rmtree(c)
+    return last
+
+
+def check_run_folder(path: str | os.PathLike, *, overwrite: bool, resume: bool,
+                     inputs: Sequence[tuple[str, str | None]] = ()) -> Path:
+    """Everything about the run folder that can be refused, checked before any work and without
+    touching the disk: what is there, --overwrite/--resume, writable, not holding an input, not
+    in use by another run."""
+    out = Path(path)
+    if out.exists() and not out.is_dir():
+        raise UserError("is a file, not a folder", file=str(out), field="output_dir",
+                        hint="choose another --output_dir")
+    check_distinct([("--output_dir", out)], inputs, folders=["--output_dir"])
     if resume:
-        if not any(out.glob("checkpoint-*")):
-            raise UserError("nothing to resume: no checkpoint-* in the run folder", file=str(out),
-                            hint="drop --resume to start a new run")
-        return out
-    if out.exists() and any(out.iterdir()):
+        if not out.is_dir() or not complete_checkpoints(out)[0]:
+            raise UserError("nothing to resume: no complete checkpoint-* in the run folder",
+                            file=str(out), hint="drop --resume to start a new run")
+    elif out.exists() and any(out.iterdir()):
         if not overwrite:
             raise UserError("run folder exists", file=str(out),
                             hint="pass --overwrite to replace it or --resume to continue it")
         if not is_run_folder(out):
             raise UserError("refusing to delete a folder that is not a malpyeong run folder",
                             file=str(out), hint="choose another --output_dir")
+    check_folder_writable(out, what=str(out))
+    if out.is_dir():
+        with exclusive(out, "run folder"):
+            pass
+    return out
+
+
+def run_inputs(script: CommonArguments, model_args: ModelArguments) -> list[tuple[str, str]]:
+    """The files (and local model folder) a run reads: none may lie in the run folder it
+    replaces."""
+    named = [("--model", model_args.model)]
+    for key in ("train_file", "dev_file", "pairs", "dev_pairs", "sft_adapter"):
+        named.append((f"--{key}", getattr(script, key, None)))
+    named += [("--extra_train_files", f) for f in getattr(script, "extra_train_files", None) or ()]
+    return [(n, v) for n, v in named if v and Path(v).exists()]
+
+
+def prepare_output_dir(path: str | os.PathLike, *, overwrite: bool, resume: bool) -> Path:
+    """Create the run folder; refuse an existing one unless --overwrite or --resume says how.
+    With --overwrite the old run is removed here, when the new run is about to write."""
+    out = check_run_folder(path, overwrite=overwrite, resume=resume)
+    if resume:
+        return out
+    if out.exists() and any(out.iterdir()):
         shutil.rmtree(out)
     out.mkdir(parents=True, exist_ok=True)
+    os.chmod(out, 0o777 & ~current_umask())
     return out
+
+
+# Recipe keys that may differ when a run is resumed: how long it trains and what it logs. Any
+# other change (LoRA rank, learning rate, data, prompt, ...) would not continue the same run:
+# it crashes loading the checkpoint, or silently trains a different one.
+RESUMABLE = {"max_steps", "num_train_epochs", "merge", "resume", "overwrite", "logging_steps",
+             "logging_dir", "logging_first_step", "report_to", "disable_tqdm", "run_name",
+             "save_total_limit", "dataloader_num_workers", "dataloader_pin_memory",
+             "early_stopping_patience", "early_stopping_threshold", "eval_steps", "save_steps",
+             "eval_strategy", "save_strategy", "push_to_hub", "hub_model_id", "hub_strategy",
+             "hub_private_repo", "include_num_input_tokens_seen", "dev_eval_items",
+             "eval_max_new_tokens", "per_device_eval_batch_size"}
+
+
+def check_resume(out: Path, script: CommonArguments, model_args: ModelArguments,
+                 config: Any) -> None:
+    """--resume continues the run as recorded in its config.yaml: a changed hyperparameter is
+    refused, naming the key (config.yaml is left as it is)."""
+    import yaml
+
+    path = out / "config.yaml"
+    try:
+        old = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+    except (OSError, yaml.YAMLError) as err:
+        raise UserError(f"cannot read the run's recipe: {one_line(err, 200)}", file=str(path),
+                        hint="resume needs the config.yaml the run wrote") from None
+    new = yaml.safe_load(yaml.safe_dump(resolved_config(script, model_args, config),
+                                        allow_unicode=True))
+    changed = [k for k in old if k in new and k not in RESUMABLE and old[k] != new[k]]
+    if changed:
+        key = changed[0]
+        more = f" (and {len(changed) - 1} more: {', '.join(changed[1:])})" if len(changed) > 1 \
+            else ""
+        raise UserError(f"--resume with a changed hyperparameter: {key} was {old[key]!r}, now "
+                        f"{new[key]!r}{more}", file=str(path), field=key,
+                        hint=f"resume with --config {path} --resume, or start a new run with "
+                             "another --output_dir")
 
 
 def _plain(value: Any) -> Any:
@@ -125,7 +257,7 @@ def run_info(script: CommonArguments, model_args: ModelArguments, task: Task,
     full = model_args.method == "full"
     return make_run_info(
         model_args.model, model_args.method, adapter_dir=None if full else ADAPTER_DIR,
-        merged_dir=MODEL_DIR if full else (MERGED_DIR if merged else None), task=task.name,
+        merged_dir=WEIGHTS_DIR if full or merged else None, task=task.name,
         prompt=str(task.prompt_spec(script.prompt)), max_length=max_length,
         target_style=target_style, stage=stage)
 
@@ -148,12 +280,30 @@ def write_dev_metrics(out: Path, evaluator: TaskEvaluator | None, trainer: Any) 
     return data
 
 
+def dev_summary(out: Path) -> str | None:
+    """One line on how the dev metric moved over the run's evaluations (from dev_metrics.json)."""
+    try:
+        data = json.loads((out / "dev_metrics.json").read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
+    metric = data.get("metric")
+    key = f"eval_{metric}"
+    values = [h[key] for h in data.get("history") or [] if isinstance(h.get(key), (int, float))]
+    if not metric or not values:
+        return None
+    shown = values if len(values) <= 12 else values[:5] + ["..."] + values[-5:]
+    return (f"dev {metric} by evaluation: "
+            + " -> ".join(v if isinstance(v, str) else f"{v:.4f}" for v in shown)
+            + f" (best {data['best']:.4f} at step {data['best_step']})")
+
+
 def save_run(trainer: Any, tokenizer: Any, out: Path, script: CommonArguments,
              model_args: ModelArguments, task: Task, max_length: int | None, *, stage: str,
              target_style: str | None, backbone: Backbone) -> dict:
-    """Save the final (best) weights and the loader contract; merge if asked."""
+    """Save the final (best) weights and the loader contract; merge if asked. A full model
+    (full fine-tuning, --merge) is written at the run folder's root, as a model folder."""
     full = model_args.method == "full"
-    weights = out / (MODEL_DIR if full else ADAPTER_DIR)
+    weights = out if full else out / ADAPTER_DIR
     trainer.save_model(str(weights))  # every rank: ZeRO-3 gathers the shards here
     info = run_info(script, model_args, task, max_length, stage=stage, target_style=target_style,
                     merged=script.merge and not full)
@@ -164,7 +314,7 @@ def save_run(trainer: Any, tokenizer: Any, out: Path, script: CommonArguments,
     if script.merge and not full:
         trainer.model = None
         gc.collect()
-        merge_adapter(model_args.model, weights, out / MERGED_DIR, backbone=backbone,
+        merge_adapter(model_args.model, weights, out, backbone=backbone,
                       dtype=model_args.dtype, tokenizer=tokenizer)
         merged = True
     info = run_info(script, model_args, task, max_length, stage=stage, target_style=target_style,

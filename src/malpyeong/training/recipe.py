@@ -12,16 +12,20 @@ known.
 
 from __future__ import annotations
 
+import argparse
 import dataclasses
 import difflib
 import logging
+import math
 import sys
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from malpyeong.errors import UserError
+from malpyeong.cli import VERBOSE_HELP
+from malpyeong.errors import UserError, one_line
+from malpyeong.io import require_file
 from malpyeong.rules import check_external_data, get_rules
 from malpyeong.runfolder import adapter_of, find_adapter, has_run_file, read_run, weights_of
 from malpyeong.tasks import DEFAULT_TASK, ChoiceTask, Task, get_task, task_names
@@ -258,8 +262,7 @@ def _choice(value: str, allowed: Sequence[str], name: str) -> None:
 
 
 def _existing(path: str, name: str) -> None:
-    if not Path(path).is_file():
-        raise UserError("file not found", file=path, field=name, hint="check the path")
+    require_file(path, field=name)
 
 
 # Trainer defaults that differ from transformers/trl's: what the teams' recipes used.
@@ -323,18 +326,54 @@ class RecipeParser:
             def error(self, message: str) -> None:  # argparse would print usage and exit(2)
                 raise UserError(message.splitlines()[0], hint="--help lists every option")
 
-        # the model's fields first: --help lists them first, and "no model given" is the first
-        # complaint, as when they were the first fields of the script's dataclass
-        self.parser = _Parser((model_cls, script_cls, config_cls))
+        # the model's fields first: "no model given" is the first complaint, as when they were
+        # the first fields of the script's dataclass
+        self.parser = _Parser((model_cls, script_cls, config_cls),
+                              formatter_class=argparse.RawDescriptionHelpFormatter)
         self.script_cls, self.model_cls, self.config_cls = script_cls, model_cls, config_cls
         # use_cpu on a machine without CUDA: several processes there then form a CPU (gloo) group
         self.parser.set_defaults(bf16=_bf16_default(), dataloader_pin_memory=_cuda(),
                                  use_cpu=not _cuda(), **defaults)
+        self.defaults = defaults
         self.valid_keys = sorted({a.dest for a in self.parser._actions if a.dest != "help"})
         # our own keys (model and script), for hints and for "did you mean"
         self.script_keys = [f.name for cls in (model_cls, script_cls)
                             for f in dataclasses.fields(cls)]
         self.options = {o for a in self.parser._actions for o in a.option_strings}
+        self.description = ""
+
+    def help(self) -> str:
+        """``--help``: the script's usage examples as written, then our own options (recipe,
+        model, run) with their defaults; the trainer's hundreds of fields only under
+        ``--help-all``."""
+        helper = argparse.ArgumentParser(
+            prog=self.parser.prog, description=self.description, add_help=False,
+            formatter_class=argparse.RawDescriptionHelpFormatter,
+            usage="%(prog)s --config RECIPE.yaml [--key value ...]",
+            epilog=f"Every field of trl's {self.config_cls.__name__} (transformers' "
+                   "TrainingArguments: learning_rate, num_train_epochs, max_steps, "
+                   "per_device_train_batch_size, gradient_accumulation_steps, max_length, "
+                   "eval_strategy, save_steps, seed, ...) is also a recipe key and a --key value "
+                   "flag; --help-all lists them all. Defaults set by malpyeong's recipes: "
+                   + ", ".join(f"{k} {v}" for k, v in self.defaults.items()) + ".")
+        g = helper.add_argument_group("the recipe")
+        g.add_argument("--config", metavar="RECIPE.yaml",
+                       help="the recipe (resource/configs/<task>/<backbone>_<method>.yaml); "
+                            "--key value flags override its values")
+        g.add_argument("--list-models", action="store_true",
+                       help="print the backbone registry (family, chat format, quirks) and exit")
+        g.add_argument("-h", "--help", action="store_true", help="this help")
+        g.add_argument("--help-all", action="store_true",
+                       help="also every trainer field (long)")
+        g.add_argument("--verbose", action="store_true", help=VERBOSE_HELP)
+        for cls, title in ((self.model_cls, "the model"), (self.script_cls, "the run")):
+            group = helper.add_argument_group(f"{title} ({cls.__name__})")
+            for f in dataclasses.fields(cls):
+                default = self.defaults.get(f.name, f.default if f.default is not
+                                            dataclasses.MISSING else f.default_factory())
+                group.add_argument(f"--{f.name}", metavar=f.name.upper(),
+                                   help=f"{f.metadata.get('help', '')} (default: {default})")
+        return helper.format_help()
 
     def nearest(self, key: str) -> str | None:
         """The closest valid key, our own fields first (lora_rank -> lora_r, not local_rank)."""
@@ -358,6 +397,14 @@ class RecipeParser:
         if not isinstance(data, dict):
             raise UserError("a recipe must be a YAML mapping of key: value", file=path)
         unknown = [k for k in data if k not in self.valid_keys and k != "env"]
+        if not unknown:
+            for key, value in data.items():
+                if key != "env":
+                    problem = _value_problem(self.parser._option_string_actions[f"--{key}"],
+                                             value)
+                    if problem:
+                        raise UserError(problem, file=path, field=key,
+                                        hint="fix the value in the recipe")
         if unknown:
             parts = [f"'{key}'" + (f" (did you mean '{c}'?)" if (c := self.nearest(str(key)))
                                    else "") for key in unknown]
@@ -370,7 +417,13 @@ class RecipeParser:
     def parse(self, argv: Sequence[str] | None) -> tuple[Any, ModelArguments, Any]:
         """``(script arguments, model arguments, trainer config)`` from ``argv`` (default:
         ``sys.argv[1:]``)."""
-        args = list(sys.argv[1:] if argv is None else argv)
+        args = [a for a in (sys.argv[1:] if argv is None else argv) if a != "--verbose"]
+        if "--help-all" in args:
+            print(self.parser.format_help())
+            raise SystemExit(0)
+        if "-h" in args or "--help" in args:
+            print(self.help())
+            raise SystemExit(0)
         unknown = [a.split("=", 1)[0] for a in args
                    if a.startswith("--") and a.split("=", 1)[0] not in self.options | {"--config"}]
         if unknown:
@@ -387,8 +440,74 @@ class RecipeParser:
         try:
             model_args, script, config = self.parser.parse_args_and_config(args)
         except (ValueError, TypeError) as err:  # a trainer config's __post_init__ rejected a value
-            raise UserError(f"invalid recipe value: {str(err).splitlines()[0]}") from None
+            raise UserError(f"invalid recipe value: {one_line(err, 300)}") from None
+        check_values(script, model_args, config)
         return script, model_args, config
+
+
+def _is_whole(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def _is_number(value: Any) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool)
+
+
+def _value_problem(action: argparse.Action, value: Any) -> str | None:
+    """What is wrong with a recipe (YAML) value for ``action``, or None.
+
+    argparse converts and checks only string values, and a YAML ``8.5`` or ``0`` is not one:
+    without this, ``lora_r: 8.5`` reaches peft and fails halfway through a run.
+    """
+    if value is None or isinstance(value, str):
+        return None  # None: an optional field's "unset"; strings are converted by argparse
+    values = value if isinstance(value, list) and action.nargs in ("+", "*") else [value]
+    kind = action.type
+    for v in values:
+        if kind is int and not _is_whole(v):
+            return f"must be a whole number, got {v!r}"
+        if kind is float and not (_is_number(v) and math.isfinite(v)):
+            return f"must be a finite number, got {v!r}"
+        if getattr(kind, "__name__", "") == "string_to_bool" and not isinstance(v, bool):
+            return f"must be true or false, got {v!r}"
+    if isinstance(value, list) and action.nargs not in ("+", "*") and kind in (int, float):
+        return f"must be a single number, got a list {value!r}"
+    return None
+
+
+# Trainer fields that must be positive (at least 1 for counts) when set: checked before any work.
+POSITIVE_COUNTS = ("per_device_train_batch_size", "per_device_eval_batch_size",
+                   "gradient_accumulation_steps", "logging_steps", "save_total_limit",
+                   "max_length", "eval_accumulation_steps")
+
+
+def check_values(script: Any, model_args: ModelArguments, config: Any) -> None:
+    """Values no dataclass checks but every run needs, in one line each, before any work: every
+    number finite, counts at least 1, a training length that is not zero."""
+    for args in (model_args, script, config):
+        for f in dataclasses.fields(args):
+            value = getattr(args, f.name, None)
+            if isinstance(value, float) and not math.isfinite(value):
+                raise UserError(f"must be a finite number, got {value}", field=f.name)
+    for name in POSITIVE_COUNTS:
+        value = getattr(config, name, None)
+        if _is_number(value) and value < 1:
+            raise UserError(f"must be at least 1, got {value}", field=name)
+    for name in ("eval_steps", "save_steps"):
+        value = getattr(config, name, None)
+        if _is_number(value) and value <= 0:
+            raise UserError(f"must be positive, got {value}", field=name)
+    for name in ("learning_rate", "weight_decay", "max_grad_norm", "warmup_steps"):
+        value = getattr(config, name, None)
+        if _is_number(value) and value < 0:
+            raise UserError(f"must be 0 or more, got {value}", field=name)
+    max_steps = getattr(config, "max_steps", -1)
+    if max_steps == 0 or (_is_number(max_steps) and max_steps < -1):
+        raise UserError(f"must be positive (or -1: train num_train_epochs), got {max_steps}",
+                        field="max_steps", hint="a run of 0 steps trains nothing")
+    if max_steps in (-1, None) and getattr(config, "num_train_epochs", 1) <= 0:
+        raise UserError(f"must be positive, got {config.num_train_epochs}",
+                        field="num_train_epochs", hint="a run of 0 epochs trains nothing")
 
 
 def resolve_trainer_args(model_args: ModelArguments, config: Any, task: Task, *, has_dev: bool,

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import dataclasses
 import logging
+from contextlib import ExitStack
 from pathlib import Path
 from typing import Any
 
@@ -13,13 +14,19 @@ from malpyeong.data import load_items
 from malpyeong.errors import UserError
 from malpyeong.io import atomic_write_json
 from malpyeong.routing import select_items
+from malpyeong.runfolder import write_run
 from malpyeong.tasks import get_task
 from malpyeong.training.evaluation import TaskEvaluator, dev_answer_settings, load_dev_items
 from malpyeong.training.examples import augment_options, build_sft_examples, mix_extra_rows
 from malpyeong.training.models import load_training_model
 from malpyeong.training.outputs import (
+    check_resume,
+    check_run_folder,
     main_process,
     open_run_folder,
+    resume_checkpoint,
+    run_info,
+    run_inputs,
     save_run,
     write_config,
     write_dev_metrics,
@@ -36,66 +43,85 @@ from malpyeong.training.trainers import callbacks_for, run_training, sft_trainer
 log = logging.getLogger(__name__)
 
 def train_sft(script: SFTArguments, model_args: ModelArguments, config: Any) -> Path:
-    """Run SFT end to end and return the run folder."""
+    """Run SFT end to end and return the run folder.
+
+    Everything that can be refused is checked first -- the run folder, the recipe against a
+    resumed run, the tokenizer, every data file, the examples, the model -- and only then is
+    an old run replaced (``--overwrite``) and the new one written.
+    """
     from datasets import Dataset
 
     task = get_task(script.task)
     config = resolve_trainer_args(model_args, config, task, has_dev=bool(script.dev_file),
                                   task_metric=bool(script.dev_file))
-    out = open_run_folder(config.output_dir, overwrite=script.overwrite, resume=script.resume)
+    out = check_run_folder(config.output_dir, overwrite=script.overwrite, resume=script.resume,
+                           inputs=run_inputs(script, model_args))
+    if script.resume:
+        check_resume(out, script, model_args, config)
     recipe_args = model_args  # config.yaml keeps the recipe's base, not init_model/
-    model_args, backbone, chain = begin_stage(script.init_from, model_args, out)
-    tokenizer = load_tokenizer(model_args.model, backbone,
-                               trust_remote_code=True if config.trust_remote_code else None)
-    max_length = config.max_length
+    with ExitStack() as stack:
+        if script.init_from:  # a stage from an adapter run merges it into this folder first
+            stack.enter_context(open_run_folder(out, overwrite=script.overwrite,
+                                                resume=script.resume))
+        model_args, backbone, chain = begin_stage(script.init_from, model_args, out)
+        tokenizer = load_tokenizer(model_args.model, backbone,
+                                   trust_remote_code=True if config.trust_remote_code else None)
+        max_length = config.max_length
 
-    train_items = load_items(script.train_file, task, require_output=True)
-    train_items = select_items(task, train_items, script.category, file=script.train_file)
-    if script.max_train_items:
-        train_items = train_items[:script.max_train_items]
-    n_items = len(train_items)
-    if script.shuffle_options:
-        train_items = augment_options(task, train_items, script.shuffle_copies, config.seed)
-    dev_items = select_items(task, load_dev_items(task, script), script.category,
-                             file=script.dev_file, required=False)
-    spec = task.prompt_spec(script.prompt)
-    rows, train_stats = build_sft_examples(task, train_items, tokenizer, backbone, spec,
-                                           max_length, target_style=script.target_style)
-    train_stats.items = n_items  # before option-order augmentation; examples counts the copies
-    if not rows:
-        raise UserError("no training example fits max_length", field="max_length",
-                        hint=f"raise --max_length (now {max_length})")
-    rows, extra_stats = mix_extra_rows(rows, script, tokenizer, backbone, max_length, config.seed)
-    dev_rows, dev_stats = build_sft_examples(task, dev_items, tokenizer, backbone, spec,
-                                             max_length, target_style=script.target_style)
-    if dev_items and not dev_rows:
-        raise UserError("no dev example fits max_length", file=script.dev_file, field="max_length")
-    stats = {"train": train_stats.as_dict(), "dev": dev_stats.as_dict() if dev_items else None,
-             "extra": extra_stats}
-    if main_process():
-        atomic_write_json(out / "data_stats.json", stats)
-        write_config(out, script, recipe_args, config)
-    log.info("train: %d examples (%d prompts cut, %d over budget); dev: %d items",
-             train_stats.examples, train_stats.prompts_cut, train_stats.over_budget, len(dev_items))
+        train_items = load_items(script.train_file, task, require_output=True)
+        train_items = select_items(task, train_items, script.category, file=script.train_file)
+        if script.max_train_items:
+            train_items = train_items[:script.max_train_items]
+        n_items = len(train_items)
+        if script.shuffle_options:
+            train_items = augment_options(task, train_items, script.shuffle_copies, config.seed)
+        dev_items = select_items(task, load_dev_items(task, script), script.category,
+                                 file=script.dev_file, required=False)
+        spec = task.prompt_spec(script.prompt)
+        rows, train_stats = build_sft_examples(task, train_items, tokenizer, backbone, spec,
+                                               max_length, target_style=script.target_style)
+        train_stats.items = n_items  # before option-order augmentation; examples counts the copies
+        if not rows:
+            raise UserError("no training example fits max_length", field="max_length",
+                            hint=f"raise --max_length (now {max_length})")
+        rows, extra_stats = mix_extra_rows(rows, script, task, tokenizer, backbone, max_length,
+                                           config.seed)
+        dev_rows, dev_stats = build_sft_examples(task, dev_items, tokenizer, backbone, spec,
+                                                 max_length, target_style=script.target_style)
+        if dev_items and not dev_rows:
+            raise UserError("no dev example fits max_length", file=script.dev_file, field="max_length")
+        stats = {"train": train_stats.as_dict(), "dev": dev_stats.as_dict() if dev_items else None,
+                 "extra": extra_stats}
+        log.info("train: %d examples (%d prompts cut, %d over budget); dev: %d items",
+                 train_stats.examples, train_stats.prompts_cut, train_stats.over_budget, len(dev_items))
 
-    attn = model_args.attn_implementation or backbone.attn_implementation
-    trainer_config = dataclasses.replace(config, **batching_changes(script.batching, attn, config))
-    model = load_training_model(model_args, trainer_config, backbone)
-    evaluator = TaskEvaluator(task, dev_items, tokenizer, backbone,
-                              dev_answer_settings(script, spec, max_length, config)) \
-        if dev_items else None
-    trainer = sft_trainer_class()(
-        model=model, args=trainer_config, processing_class=tokenizer,
-        train_dataset=Dataset.from_list(rows),
-        eval_dataset=Dataset.from_list(dev_rows) if dev_rows else None,
-        callbacks=callbacks_for(script, trainer_config))
-    trainer.task_evaluator = evaluator
-    if not script.completion_logits:
-        trainer._completion_logits = False
-    run_training(trainer, script.resume)
-    if main_process():
-        write_dev_metrics(out, evaluator, trainer)
-    info = save_run(trainer, tokenizer, out, script, model_args, task, max_length, stage="sft",
-                    target_style=script.target_style, backbone=backbone)
-    end_stage(out, info, chain, model_args.method)
+        attn = model_args.attn_implementation or backbone.attn_implementation
+        trainer_config = dataclasses.replace(config, **batching_changes(script.batching, attn, config))
+        model = load_training_model(model_args, trainer_config, backbone)
+        if not script.init_from:  # everything checked: the old run may go now
+            stack.enter_context(open_run_folder(out, overwrite=script.overwrite,
+                                                resume=script.resume))
+        checkpoint = resume_checkpoint(out) if script.resume else None
+        if main_process():
+            atomic_write_json(out / "data_stats.json", stats)
+            write_config(out, script, recipe_args, config)
+            write_run(out, run_info(script, model_args, task, max_length, stage="sft",
+                                    target_style=script.target_style, merged=False))
+        evaluator = TaskEvaluator(task, dev_items, tokenizer, backbone,
+                                  dev_answer_settings(script, spec, max_length, config)) \
+            if dev_items else None
+        trainer = sft_trainer_class()(
+            model=model, args=trainer_config, processing_class=tokenizer,
+            train_dataset=Dataset.from_list(rows),
+            eval_dataset=Dataset.from_list(dev_rows) if dev_rows else None,
+            callbacks=callbacks_for(script, trainer_config))
+        trainer.task_evaluator = evaluator
+        if not script.completion_logits:
+            trainer._completion_logits = False
+        run_training(trainer, checkpoint)
+        if main_process():
+            write_dev_metrics(out, evaluator, trainer)
+        info = save_run(trainer, tokenizer, out, script, model_args, task, max_length,
+                        stage="sft", target_style=script.target_style, backbone=backbone)
+        end_stage(out, info, chain, model_args.method)
     return out

@@ -4,10 +4,11 @@ logits for SFT, ORPO on rows already rendered for the model, early stopping on t
 from __future__ import annotations
 
 import inspect
+from pathlib import Path
 from typing import Any
 
 from malpyeong.backbones import encode
-from malpyeong.errors import UserError
+from malpyeong.errors import UserError, one_line
 from malpyeong.training.evaluation import TaskEvaluator
 from malpyeong.training.recipe import CommonArguments
 
@@ -155,12 +156,14 @@ def callbacks_for(script: CommonArguments, config: Any) -> list:
     return []
 
 
-def run_training(trainer: Any, resume: bool) -> None:
-    """``trainer.train()``, from the last checkpoint with ``resume``; a checkpoint that cannot be
+def run_training(trainer: Any, checkpoint: Path | None) -> None:
+    """``trainer.train()``, from ``checkpoint`` when resuming; a checkpoint that cannot be
     resumed is a user mistake (one line), not a traceback."""
     try:
-        trainer.train(resume_from_checkpoint=True if resume else None)
-    except ValueError as err:
-        if "checkpoint" in str(err).lower() and resume:
-            raise UserError(f"cannot resume: {str(err).splitlines()[0]}") from None
+        trainer.train(resume_from_checkpoint=str(checkpoint) if checkpoint else None)
+    except (ValueError, RuntimeError) as err:
+        if checkpoint is not None and ("checkpoint" in str(err).lower()
+                                       or "size mismatch" in str(err)):
+            raise UserError(f"cannot resume from {checkpoint.name}: {one_line(err, 300)}",
+                            file=str(checkpoint)) from None
         raise
