@@ -20,7 +20,7 @@ import argparse
 import sys
 from pathlib import Path
 
-from malpyeong.cli import run_cli, task_argument
+from malpyeong.cli import run_cli, task_argument, verbose_argument
 from malpyeong.data import load_items
 from malpyeong.errors import UserError
 from malpyeong.tasks import get_task
@@ -56,6 +56,7 @@ def main(argv: list[str] | None = None) -> int:
                    help="only the token lengths under --tokenizer (to compare tokenizers)")
     p.add_argument("--k", type=int, default=3, help="Simhash bits for near-duplicates")
     p.add_argument("--overwrite", action="store_true", help="replace an existing report")
+    verbose_argument(p)
     args = p.parse_args(argv)
     task = get_task(args.task)
     task.prompt_spec(args.prompt)

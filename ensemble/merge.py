@@ -22,8 +22,9 @@ from __future__ import annotations
 import argparse
 import sys
 
-from malpyeong.cli import run_cli, task_argument
+from malpyeong.cli import run_cli, task_argument, verbose_argument
 from malpyeong.errors import UserError
+from malpyeong.loading import check_device
 from malpyeong.merging import (
     ENGINES,
     EvalOptions,
@@ -50,6 +51,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--seed", type=int, default=0, help="seed of random methods (dare)")
     parser.add_argument("--shard-size", default="5GB", help="largest output shard (e.g. 2GB)")
     parser.add_argument("--quiet", action="store_true", help="no progress bars")
+    verbose_argument(parser)
     g = parser.add_argument_group("--search: keep the best of a grid, scored on dev")
     g.add_argument("--search", action="store_true", help="evaluate the grid and keep the best")
     g.add_argument("--dev", help="dev file with gold outputs")
@@ -63,7 +65,7 @@ def main(argv: list[str] | None = None) -> int:
     g.add_argument("--limit", type=int, help="score only the first N dev items (quick grids)")
     g.add_argument("--max-new-tokens", type=int, default=128, help="DCS generation length")
     args = parser.parse_args(argv)
-    device = args.device
+    device = check_device(args.device)
     if device == "auto":
         import torch
 

@@ -17,10 +17,10 @@ import argparse
 import sys
 from collections import Counter
 
-from malpyeong.cli import run_cli, task_argument
+from malpyeong.cli import run_cli, task_argument, verbose_argument
 from malpyeong.data import load_items
 from malpyeong.errors import UserError
-from malpyeong.io import ensure_writable
+from malpyeong.io import check_distinct, ensure_writable
 from malpyeong.pairs import build_pairs, write_pairs
 from malpyeong.tasks import get_task
 
@@ -39,9 +39,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--seed", type=int, default=0,
                         help="tie-break when picking another item's output as rejected")
     parser.add_argument("--overwrite", action="store_true", help="replace an existing --out")
+    verbose_argument(parser)
     args = parser.parse_args(argv)
 
     task = get_task(args.task)
+    check_distinct([("--out", args.out)], [("--data", args.data), ("--results", args.results)])
     ensure_writable(args.out, args.overwrite)  # fail before the work, not after
     items = load_items(args.data, task, require_output=True)
     pairs = build_pairs(task, items, target_style=args.target_style, results=args.results,

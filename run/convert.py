@@ -19,9 +19,9 @@ from pathlib import Path
 
 import yaml
 
-from malpyeong.cli import run_cli
+from malpyeong.cli import run_cli, verbose_argument
 from malpyeong.errors import UserError
-from malpyeong.io import atomic_write_json, atomic_write_text, ensure_writable
+from malpyeong.io import atomic_write_json, atomic_write_text, check_distinct, ensure_writable
 from malpyeong.prep.converters import CONVERTERS, find_converter
 
 
@@ -34,6 +34,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--in", dest="inp", help="the input file")
     p.add_argument("--out", help="the output file")
     p.add_argument("--overwrite", action="store_true", help="replace an existing output")
+    verbose_argument(p)
     for conv in CONVERTERS.values():
         if conv.add_options is not None:
             conv.add_options(p.add_argument_group(f"--from {conv.source} --to {conv.target}"))
@@ -59,9 +60,10 @@ def main(argv: list[str] | None = None) -> int:
     if not (args.source and args.inp and args.out):
         raise UserError("--from, --in and --out are needed", hint="--list shows the converters")
     conv = find_converter(args.source, args.target)
-    out = ensure_writable(args.out, args.overwrite)
-    if str(out.resolve()) == str(Path(args.inp).resolve()):
-        raise UserError("the output is the input", file=args.out, field="out")
+    out = Path(args.out)
+    check_distinct([("--out", out), ("the report", out.with_name(out.name + ".report.json"))],
+                   [("--in", args.inp)])
+    ensure_writable(out, args.overwrite)
     converted = conv.run(Path(args.inp), args)
     write(args.out, converted)
     if converted.details:

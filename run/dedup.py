@@ -26,9 +26,9 @@ import sys
 import time
 from pathlib import Path
 
-from malpyeong.cli import run_cli, task_argument
+from malpyeong.cli import run_cli, task_argument, verbose_argument
 from malpyeong.errors import UserError
-from malpyeong.io import ensure_writable
+from malpyeong.io import check_distinct, ensure_writable
 from malpyeong.prep.dedup import KEEP
 from malpyeong.prep.dedup_files import TEXT, dedup_files, write_report
 from malpyeong.prep.simhash import FEATURES
@@ -55,6 +55,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
                    help="windows with fewer letters/digits are not compared")
     p.add_argument("--report", help="JSON report (default: OUT with suffix .report.json)")
     p.add_argument("--overwrite", action="store_true", help="replace existing outputs")
+    verbose_argument(p)
     return p.parse_args(argv)
 
 
@@ -66,8 +67,8 @@ def main(argv: list[str] | None = None) -> int:
         raise UserError(f"--window must be >= 1, got {args.window}", field="window")
     out = Path(args.out)
     report_path = Path(args.report) if args.report else out.with_suffix(".report.json")
-    if report_path.resolve() == out.resolve():
-        raise UserError("--report and --out are the same file", field="report")
+    check_distinct([("--out", out), ("--report", report_path)],
+                   [*(("--in", f) for f in args.inputs), *(("--against", f) for f in args.against)])
     ensure_writable(out, args.overwrite)
     ensure_writable(report_path, args.overwrite)
     t0 = time.perf_counter()

@@ -35,14 +35,15 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+from pathlib import Path
 
 from malpyeong.answer import AnswerSettings
-from malpyeong.cli import run_cli, task_argument
+from malpyeong.cli import run_cli, task_argument, verbose_argument
 from malpyeong.data import load_items
 from malpyeong.engines import GenerationSettings, HFEngine
 from malpyeong.ensemble.mbr import bertscore_similarity, rouge1_similarity
 from malpyeong.errors import UserError
-from malpyeong.io import atomic_write_json, atomic_write_text, ensure_writable
+from malpyeong.io import atomic_write_json, atomic_write_text, check_distinct, ensure_writable
 from malpyeong.loading import load_for_inference, resolve_source
 from malpyeong.prep.distill import distill, engine_generate, open_raw, raw_path, student_prompt
 from malpyeong.prep.self_distill import (
@@ -103,6 +104,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
                                              "(default: ROUGE-1)")
     p.add_argument("--overwrite", action="store_true", help="replace an existing output")
     p.add_argument("--no_progress", action="store_true")
+    verbose_argument(p)
     args = p.parse_args(argv)
     for name in ("max_length", "max_new_tokens", "batch_size", "num_beams"):
         if getattr(args, name) < 1:
@@ -120,8 +122,12 @@ def main(argv: list[str] | None = None) -> int:
     if args.self_distill:
         return main_self(args, task)
     spec = student_prompt(task, args.prompt)  # an unknown variant fails before anything loads
-    out = ensure_writable(args.out, args.overwrite)
+    out = Path(args.out)
     report_path = out.with_name(out.name + ".report.json")  # goes with OUT
+    check_distinct([("--out", out), ("the report", report_path), ("the raw file", raw_path(out))],
+                   [("--in", args.inp)])
+    ensure_writable(out, args.overwrite)
+    ensure_writable(report_path, args.overwrite)
     items = load_items(args.inp, task, require_output=task.distill_needs_gold)
     meta = {
         "teacher": args.teacher,

@@ -17,7 +17,7 @@ import argparse
 import json
 import sys
 
-from malpyeong.cli import add_metric_options, given_metric_options, run_cli, task_argument
+from malpyeong.cli import add_metric_options, given_metric_options, run_cli, task_argument, verbose_argument
 from malpyeong.data import check_submission, load_items
 from malpyeong.results import read_results
 from malpyeong.tasks import get_task
@@ -31,6 +31,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--pred", required=True, help="results/NAME.json from run/test.py")
     p.add_argument("--json", action="store_true", help="print the report as JSON")
     p.add_argument("--per_item", action="store_true", help="with --json: keep per-item scores")
+    verbose_argument(p)
     add_metric_options(p)
     return p.parse_args(argv)
 

@@ -21,9 +21,9 @@ import json
 import sys
 from pathlib import Path
 
-from malpyeong.cli import run_cli
+from malpyeong.cli import run_cli, verbose_argument
 from malpyeong.errors import UserError
-from malpyeong.io import atomic_write_json, atomic_write_text, ensure_writable
+from malpyeong.io import atomic_write_json, atomic_write_text, check_distinct, ensure_writable
 from malpyeong.prep.distill import open_raw, raw_path
 from malpyeong.prep.filters import FilterConfig, filter_pairs
 from malpyeong.prep.magpie import engine_functions, generate_pairs, pre_query, to_record
@@ -62,6 +62,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--report", help="report JSON (default OUT.report.json)")
     p.add_argument("--overwrite", action="store_true", help="replace an existing output")
     p.add_argument("--no_progress", action="store_true")
+    verbose_argument(p)
     args = p.parse_args(argv)
     if args.n < 1:
         raise UserError(f"--n must be at least 1, got {args.n}", field="n")
@@ -80,8 +81,11 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
-    out = ensure_writable(args.out, args.overwrite)
+    out = Path(args.out)
     report_path = Path(args.report or out.with_name(out.name + ".report.json"))  # goes with OUT
+    check_distinct([("--out", out), ("--report", report_path), ("the raw file", raw_path(out))])
+    ensure_writable(out, args.overwrite)
+    ensure_writable(report_path, args.overwrite)
     from malpyeong.backbones import get_backbone, load_model, load_tokenizer
 
     backbone = get_backbone(args.model)

@@ -14,7 +14,7 @@ import sys
 
 from malpyeong.backbones import get_backbone, load_tokenizer
 from malpyeong.budget import fit_prompt
-from malpyeong.cli import run_cli, task_argument
+from malpyeong.cli import run_cli, task_argument, verbose_argument
 from malpyeong.data import load_items
 from malpyeong.tasks import get_task
 
@@ -27,6 +27,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--prompt", default="baseline", help="prompt variant, flags joined by '+'")
     parser.add_argument("--max_length", type=int, default=None, help="token budget for the prompt")
     parser.add_argument("--n", type=int, default=1, help="how many prompts to print (0: none)")
+    verbose_argument(parser)
     args = parser.parse_args(argv)
     task = get_task(args.task)
     spec = task.prompt_spec(args.prompt)

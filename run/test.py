@@ -31,12 +31,12 @@ from dataclasses import replace
 
 from malpyeong.answer import AnswerSettings, default_batch_size
 from malpyeong.classifier import check_head_scoring
-from malpyeong.cli import read_system_prompt, run_cli, task_argument
+from malpyeong.cli import finite_float, read_system_prompt, run_cli, task_argument, verbose_argument
 from malpyeong.data import load_items
 from malpyeong.engines import Engine, GenerationSettings
 from malpyeong.errors import UserError
-from malpyeong.io import ensure_writable
-from malpyeong.loading import ModelSource, load_engine, resolve_source
+from malpyeong.io import check_distinct, ensure_writable
+from malpyeong.loading import ModelSource, check_device, load_engine, resolve_source
 from malpyeong.predict import run_prediction
 from malpyeong.results import partial_path, sidecar_path
 from malpyeong.routing import plan_routes, run_routed
@@ -66,8 +66,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--max_new_tokens", type=int, default=256, help="generate tasks")
     p.add_argument("--num_beams", type=int, default=1, help="generate tasks: beam search width")
     p.add_argument("--do_sample", action="store_true", help="generate tasks: sample, not greedy")
-    p.add_argument("--temperature", type=float, default=1.0)
-    p.add_argument("--top_p", type=float, default=1.0)
+    p.add_argument("--temperature", type=finite_float, default=1.0)
+    p.add_argument("--top_p", type=finite_float, default=1.0)
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--no_constrain", action="store_true",
                    help="tasks with a JSON output: decode freely, not under the task's schema "
@@ -90,6 +90,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
                         "(CCI: category)")
     p.add_argument("--fallback", default=None, metavar="MODEL",
                    help="with --route: the general model for items whose value has no expert")
+    verbose_argument(p)
     return p.parse_args(argv)
 
 
@@ -127,6 +128,9 @@ def main(argv: list[str] | None = None) -> int:
     spec = replace(task.prompt_spec(prompt), system=read_system_prompt(args.system_prompt_file))
     max_length = args.max_length or source.defaults.get("max_length")
     items = load_items(args.input, task)
+    check_distinct([("--output", args.output), ("its sidecar", sidecar_path(args.output))],
+                   [("--input", args.input)])
+    check_device(args.device)
     ensure_writable(args.output, args.overwrite)
     ensure_writable(sidecar_path(args.output), args.overwrite)
     generation = GenerationSettings(max_new_tokens=args.max_new_tokens, num_beams=args.num_beams,
@@ -148,6 +152,11 @@ def main(argv: list[str] | None = None) -> int:
                          structured=settings.constrain and task.output_schema() is not None)
     if args.batch_size is None:
         settings = replace(settings, batch_size=default_batch_size(task, getattr(engine, "model", None)))
+    if max_length is None and engine.context_size():
+        # a bare model: its context is the budget (the conversation is cut to fit it)
+        max_length = engine.context_size()
+        settings = replace(settings, max_length=max_length)
+        log.info("no --max_length: using the model's context size, %d tokens", max_length)
     shard = current_shard()
     summary = run_prediction(engine, task, items, args.output, settings=settings,
                              model_name=args.model, overwrite=args.overwrite,
@@ -171,6 +180,9 @@ def predict_routed(args: argparse.Namespace, task: Task) -> int:
     """Each item answered by its expert (``--route``), into one results file."""
     items = load_items(args.input, task)
     routes = plan_routes(args.model, task, items, args.route, args.fallback)
+    check_distinct([("--output", args.output), ("its sidecar", sidecar_path(args.output))],
+                   [("--input", args.input)])
+    check_device(args.device)
     ensure_writable(args.output, args.overwrite)
     ensure_writable(sidecar_path(args.output), args.overwrite)
     generation = GenerationSettings(max_new_tokens=args.max_new_tokens, num_beams=args.num_beams,

@@ -18,7 +18,7 @@ import argparse
 import sys
 from pathlib import Path
 
-from malpyeong.cli import run_cli
+from malpyeong.cli import run_cli, verbose_argument
 from malpyeong.errors import UserError
 from malpyeong.tiny import (
     FAMILIES,
@@ -43,6 +43,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--vocab_size", type=int, default=2000, help="size of our BPE (ours only)")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--overwrite", action="store_true", help="replace an existing folder")
+    verbose_argument(parser)
     args = parser.parse_args(argv)
     out = Path(args.out)
     if out.exists() and any(out.iterdir()) and not args.overwrite:

@@ -12,7 +12,7 @@ from __future__ import annotations
 import argparse
 import sys
 
-from malpyeong.cli import run_cli, task_argument
+from malpyeong.cli import run_cli, task_argument, verbose_argument
 from malpyeong.data import check_submission, load_items
 from malpyeong.errors import UserError, UserErrors
 from malpyeong.tasks import get_task
@@ -25,6 +25,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--gold", action="store_true", help="require gold outputs (train/dev files)")
     parser.add_argument("--submission", help="a predictions file to check against --test")
     parser.add_argument("--test", help="the test file the submission answers")
+    verbose_argument(parser)
     args = parser.parse_args(argv)
     task = get_task(args.task)
     if args.submission or args.test:

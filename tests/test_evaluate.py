@@ -114,12 +114,20 @@ def test_dcs_unavailable_metric_models_are_reported_not_fatal(tmp_path, capsys):
     gold_path = SAMPLES / "dcs_dev.json"
     pred = tmp_path / "dcs.json"
     write_predictions(pred, gold_path, lambda i, g: "두 화자는 이 대화에서 일상에 대해 이야기했습니다.")
-    code, out, err = in_process(["--task", "dcs", "--gold", str(gold_path), "--pred", str(pred),
-                                 "--bertscore_model", str(tmp_path / "no-such-bert")], capsys)
+    # no metric model named: the default BERTScore model is not in the offline cache and no
+    # BLEURT checkpoint is given -> both reported, the rest scored
+    code, out, err = in_process(["--task", "dcs", "--gold", str(gold_path), "--pred", str(pred)],
+                                capsys)
     assert code == 0, err
     assert "bertscore not computed" in out and "bleurt    not computed" in out
     assert "note: bertscore" in out and "note: bleurt" in out
     assert "aggregate" in out
+    # a model the user named that does not load: one line, exit 2 (never a silent gap)
+    for option, name in (("--bertscore_model", "no-such-bert"),
+                         ("--bleurt_checkpoint", "no-such-bleurt")):
+        code, out, err = in_process(["--task", "dcs", "--gold", str(gold_path), "--pred",
+                                     str(pred), option, str(tmp_path / name)], capsys)
+        assert code == 2 and len(err.strip().splitlines()) == 1 and name in err, err
 
 
 def test_dcs_options_are_refused_for_cci(tmp_path, capsys):

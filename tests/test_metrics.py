@@ -14,12 +14,14 @@ from fractions import Fraction
 import pytest
 
 from malpyeong import metrics
+from malpyeong.errors import UserError
 from malpyeong.metrics import (
     accuracy,
     bertscore,
     bleurt,
     cci_report,
     dcs_scores,
+    official,
     rouge1,
     rouge1_items,
     rouge1_pair,
@@ -422,8 +424,10 @@ def test_bleurt_truncates_longer_side_first(tmp_path):
 def test_bleurt_absent_checkpoint_returns_none_with_notice(tmp_path):
     res = bleurt(["가"], ["가"], None)
     assert res.value is None and "no checkpoint given" in res.notice
-    res = bleurt(["가"], ["가"], tmp_path / "missing")
-    assert res.value is None and "missing" in res.notice
+    # a checkpoint the user named but that does not load is an error, not a silent gap
+    with pytest.raises(UserError, match="cannot load the BLEURT checkpoint") as err:
+        bleurt(["가"], ["가"], tmp_path / "missing")
+    assert err.value.field == "bleurt_checkpoint" and "missing" in err.value.line()
 
 
 # ------------------------------------------------------------------------------------------ DCS
@@ -447,7 +451,12 @@ def test_dcs_scores_reports_missing_models(tmp_path, monkeypatch):
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     refs = [g[0] for g in GOLDEN]
     preds = [g[1] for g in GOLDEN]
-    out = dcs_scores(refs, preds, bertscore_model=str(tmp_path / "nothing_here"))
+    # a metric model the user named that does not load: an error (exit 2), not a silent gap
+    with pytest.raises(UserError, match="cannot load the BERTScore model"):
+        dcs_scores(refs, preds, bertscore_model=str(tmp_path / "nothing_here"))
+    # the default BERTScore model, absent from the offline cache, and no BLEURT: notices
+    monkeypatch.setattr(official, "BERTSCORE_MODEL", str(tmp_path / "not_cached"))
+    out = dcs_scores(refs, preds)
     assert out["bertscore"] is None and out["bleurt"] is None
     assert out["aggregate_of"] == ["rouge1"] and not out["complete"]
     assert out["aggregate"] == pytest.approx(100 * rouge1(refs, preds), abs=1e-9)

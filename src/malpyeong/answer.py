@@ -150,10 +150,12 @@ def cut_tokens(fitted: Sequence[FittedPrompt]) -> tuple[int, int]:
 def _score(engine: Engine, task: ChoiceTask, items: Sequence[Any], settings: AnswerSettings,
            done: Collection[int], report: Callable[[int, Answer], None],
            progress: bool, shard: Shard) -> tuple[int, int, tuple[int, int]]:
+    reserve = option_reserve(engine.tokenizer, task, items, settings.scoring)
     prompts = fit_choice_prompts(task, items, engine.tokenizer, engine.backbone, settings.prompt,
                                  max_length=settings.max_length, permute=settings.permute,
-                                 reserve=option_reserve(engine.tokenizer, task, items,
-                                                        settings.scoring))
+                                 reserve=reserve)
+    check_context(engine, items, [max(len(f.input_ids) for f in per) + reserve
+                                  for per in prompts.fitted], done)
     dropped = prompts.dropped
 
     def on_item(i: int, score: ItemScore) -> None:
@@ -173,6 +175,7 @@ def _generate(engine: Engine, task: Task, items: Sequence[Any], settings: Answer
     g = settings.generation
     fitted = generation_prompts(task, items, engine.tokenizer, engine.backbone, settings.prompt,
                                 max_length=settings.max_length, max_new_tokens=g.max_new_tokens)
+    check_context(engine, items, [len(f.input_ids) + 1 for f in fitted], done)
     # a task that reports perplexity also has its gold outputs scored
     affixes = assistant_affixes(engine.tokenizer, engine.backbone) \
         if isinstance(task, GenerateTask) and task.reference_loglik else None
@@ -213,6 +216,24 @@ def reference_logprob(engine: Engine, task: Task, item: Any, prompt: FittedPromp
     return values[0], len(completion)
 
 
+def check_context(engine: Engine, items: Sequence[Any], lengths: Sequence[int],
+                  done: Collection[int] = ()) -> None:
+    """Refuse, before any work, a prompt longer than the model's context even after the length
+    budget cut its conversation (what is left: the question, options, target utterances): the
+    model cannot read it, and trying can ask for terabytes of memory."""
+    limit = engine.context_size()
+    if not limit:
+        return
+    over = [i for i, n in enumerate(lengths) if n > limit and i not in done]
+    if over:
+        first = over[0]
+        more = f" (and {len(over) - 1} more item(s))" if len(over) > 1 else ""
+        raise UserError(f"the prompt needs {lengths[first]} tokens, more than the model's "
+                        f"context of {limit}{more}", item=items[first].id, field="max_length",
+                        hint="the length budget cuts only the conversation; the rest of this "
+                             "item does not fit the model")
+
+
 def parsed_output(task: Task, item: Any, text: str) -> Any | None:
     """The official output a generation gives for ``item``, or None when it gives none (a
     choice task's generated answer names an option, e.g. ``정답: B``)."""
@@ -231,5 +252,5 @@ def default_batch_size(task: Task, model: Any = None) -> int:
     return 16 if device is not None and device.type == "cuda" else 8
 
 
-__all__ = ["Answer", "AnswerRun", "AnswerSettings", "answer_items", "default_batch_size",
-           "generation_prompts", "parsed_output", "reference_logprob"]
+__all__ = ["Answer", "AnswerRun", "AnswerSettings", "answer_items", "check_context",
+           "default_batch_size", "generation_prompts", "parsed_output", "reference_logprob"]

@@ -16,7 +16,7 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
-from malpyeong.errors import UserError
+from malpyeong.errors import UserError, one_line
 
 log = logging.getLogger(__name__)
 
@@ -365,8 +365,7 @@ def completion_ids(tokenizer: Any, affixes: tuple[str, str], target: str) -> lis
 def _load_error(name: str, err: Exception) -> UserError:
     offline = os.environ.get("HF_HUB_OFFLINE") == "1"
     if Path(name).exists():
-        return UserError(f"cannot load model: {type(err).__name__}: {str(err).splitlines()[0][:200]}",
-                         file=name)
+        return UserError(f"cannot load model: {type(err).__name__}: {one_line(err)}", file=name)
     where = "not in the local hub cache and HF_HUB_OFFLINE=1" if offline else \
         "not a local folder, and the hub could not provide it"
     return UserError(f"cannot load model '{name}': {where}", field="model",

@@ -24,6 +24,7 @@ from malpyeong.errors import UserError, UserErrors, one_line, printable
 from malpyeong.tasks import TASKS, Task, task_names, tasks_help
 
 EXIT_USER_ERROR = 2
+MAX_ERROR_LINES = 20  # a command never prints more problems than this (then how many more)
 RESUME_HINT = "interrupted; rerun the same command to resume where it stopped"
 VERBOSE_HELP = "also show the libraries' warnings and log messages (hidden by default)"
 # Loggers of libraries that log notices a user cannot act on (kernel hub, bitsandbytes CPU
@@ -84,8 +85,12 @@ def run_cli(main: Callable[[list[str] | None], int | None], argv: list[str] | No
     try:
         code = main(argv)
     except UserErrors as errs:
-        for line in errs.lines():
+        lines = errs.lines()
+        for line in lines[:MAX_ERROR_LINES]:
             print(f"error: {line}", file=sys.stderr)
+        if len(lines) > MAX_ERROR_LINES:
+            print(f"error: ... and {len(lines) - MAX_ERROR_LINES} more problem(s) "
+                  "(the first ones are usually the cause)", file=sys.stderr)
         return EXIT_USER_ERROR
     except UserError as err:
         print(f"error: {err.line()}", file=sys.stderr)

@@ -73,6 +73,10 @@ class Engine:
         engine cannot score text (then perplexity-like metrics are not computed)."""
         return None
 
+    def context_size(self) -> int | None:
+        """The longest sequence the model takes, or None when it does not say."""
+        return None
+
 
 @dataclass
 class HFEngine(Engine):
@@ -111,6 +115,16 @@ class HFEngine(Engine):
                               schema=schema)
 
 
+    def context_size(self) -> int | None:
+        config = getattr(self.model, "config", None)
+        config = getattr(config, "get_text_config", lambda: config)()
+        for key in ("max_position_embeddings", "n_positions", "max_sequence_length"):
+            value = getattr(config, key, None)
+            if isinstance(value, int) and value > 0:
+                return value
+        return None
+
+
 @dataclass
 class VLLMEngine(Engine):
     """A ``vllm.LLM``: generation only (continuous batching; no option scoring)."""
@@ -136,6 +150,12 @@ class VLLMEngine(Engine):
                                    stop_token_ids=self.stop_token_ids(), seed=settings.seed,
                                    progress=progress, on_result=on_result, done=done,
                                    schema=schema)
+
+    def context_size(self) -> int | None:
+        try:
+            return int(self.llm.llm_engine.model_config.max_model_len)
+        except AttributeError:
+            return None
 
 
 __all__ = ["ENGINES", "Engine", "GenerationSettings", "HFEngine", "VLLMEngine"]

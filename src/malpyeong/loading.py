@@ -28,7 +28,7 @@ from malpyeong.backbones import REGISTRY, Backbone, get_backbone, load_model, lo
 from malpyeong.classifier import ClassifierEngine, is_classifier_run
 from malpyeong.constrain import vllm_engine_kwargs
 from malpyeong.engines import ENGINES, Engine, HFEngine, VLLMEngine
-from malpyeong.errors import UserError
+from malpyeong.errors import UserError, one_line
 from malpyeong.runfolder import (
     ADAPTER_CONFIG,
     MODEL_CONFIG,
@@ -241,22 +241,6 @@ def _device_map(device: str | None) -> Any:
     return {"": device}
 
 
-def context_size(engine: Engine) -> int | None:
-    """The longest sequence ``engine``'s model takes (its ``max_position_embeddings``, or
-    vLLM's ``max_model_len``), or None when the model does not say."""
-    model = getattr(engine, "model", None)
-    config = getattr(model, "config", None)
-    for key in ("max_position_embeddings", "n_positions", "max_sequence_length", "seq_length"):
-        value = getattr(config, key, None)
-        if isinstance(value, int) and value > 0:
-            return value
-    llm = getattr(engine, "llm", None)
-    try:
-        return int(llm.llm_engine.model_config.max_model_len)  # type: ignore[union-attr]
-    except AttributeError:
-        return None
-
-
 def _attach_adapter(model: Any, tokenizer: Any, adapter: str, merge: bool) -> Any:
     try:
         from peft import PeftModel
@@ -268,10 +252,10 @@ def _attach_adapter(model: Any, tokenizer: Any, adapter: str, merge: bool) -> An
     try:
         model = PeftModel.from_pretrained(model, adapter)
     except (OSError, ValueError, RuntimeError) as err:
-        raise UserError(f"cannot attach adapter: {str(err).splitlines()[0][:200]}",
+        raise UserError(f"cannot attach adapter: {one_line(err)}",
                         file=adapter, field="model") from None
     return model.merge_and_unload() if merge else model
 
 
-__all__ = ["Loaded", "ModelSource", "check_device", "context_size", "load_engine",
-           "load_for_inference", "resolve_source"]
+__all__ = ["Loaded", "ModelSource", "check_device", "load_engine", "load_for_inference",
+           "resolve_source"]

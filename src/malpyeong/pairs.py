@@ -24,8 +24,8 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from malpyeong.errors import UserError
-from malpyeong.io import atomic_write_text, ensure_writable, read_jsonl
+from malpyeong.errors import UserError, one_line
+from malpyeong.io import atomic_write_text, ensure_writable, read_jsonl, require_file
 from malpyeong.results import read_results
 from malpyeong.tasks.base import ChoiceTask, GenerateTask, Task
 
@@ -136,13 +136,11 @@ def write_pairs(pairs: Sequence[dict], path: str | os.PathLike, *, overwrite: bo
 
 def read_pairs(path: str | os.PathLike) -> list[dict]:
     """Pairs written by :func:`write_pairs`; a malformed row is one ``UserError``."""
-    p = Path(path)
-    if not p.is_file():
-        raise UserError("file not found", file=str(p), field="pairs")
+    p = require_file(path, field="pairs")
     try:
         rows = read_jsonl(p)
     except ValueError as err:
-        raise UserError(f"not valid JSONL: {str(err).splitlines()[0]}", file=str(p)) from None
+        raise UserError(f"not valid JSONL: {one_line(err)}", file=str(p)) from None
     if not rows:
         raise UserError("no pairs in the file", file=str(p))
     for n, row in enumerate(rows, 1):

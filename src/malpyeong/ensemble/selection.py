@@ -10,7 +10,6 @@ scores it on the held-out fold, so the in-sample figure can be compared with an 
 
 from __future__ import annotations
 
-import json
 import os
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -21,7 +20,7 @@ import numpy as np
 
 from malpyeong.ensemble.voting import ATOL, METHODS, RTOL
 from malpyeong.errors import UserError
-from malpyeong.io import atomic_write_json, ensure_writable
+from malpyeong.io import atomic_write_json, ensure_writable, json_loads, require_file
 
 
 def _bag_scores(counts: np.ndarray, onehot: np.ndarray, probs: np.ndarray | None,
@@ -178,11 +177,9 @@ def write_members(path: str | os.PathLike, names: Sequence[str], selection: Sele
 
 def read_members(path: str | os.PathLike) -> dict[str, Any]:
     """A members file from ``--select``, checked."""
-    p = Path(path)
+    p = require_file(path, field="members")
     try:
-        obj = json.loads(p.read_text(encoding="utf-8"))
-    except FileNotFoundError:
-        raise UserError("file not found", file=str(p)) from None
+        obj = json_loads(p.read_text(encoding="utf-8"))
     except ValueError as err:
         raise UserError(f"not valid JSON ({err})", file=str(p)) from None
     members = obj.get("members") if isinstance(obj, dict) else None

@@ -18,10 +18,11 @@ import os
 from pathlib import Path
 from typing import Any
 
-from malpyeong.errors import UserError
+from malpyeong.errors import UserError, one_line
 from malpyeong.merging.config import DENSITY_METHODS, MergeConfig, torch_dtype
 from malpyeong.merging.output import copy_tokenizer, run_info, tokenizer_source, write_run
-from malpyeong.runfolder import WEIGHTS_DIR
+from malpyeong.runfolder import WEIGHTS_DIR, model_key
+from malpyeong.runfolder import adapter_base as trained_on
 
 # YAML merge_method -> peft add_weighted_adapter combination_type, for LoRA adapters.
 ADAPTER_METHODS = {
@@ -34,17 +35,21 @@ ADAPTER_METHODS = {
 
 
 def adapter_base(cfg: MergeConfig) -> str:
-    """The base the adapters were trained on: base_model, else their common base."""
-    if cfg.base_model:
-        return cfg.base_model
-    bases = set()
-    for m in cfg.models:
-        conf = json.loads((Path(m.path) / "adapter_config.json").read_text(encoding="utf-8"))
-        bases.add(conf.get("base_model_name_or_path"))
-    if len(bases) != 1 or None in bases:
-        raise UserError(f"the adapters name different bases: {sorted(map(str, bases))}",
-                        file=cfg.source, field="base_model", hint="set base_model")
-    return bases.pop()
+    """The base the adapters were trained on, which they must all share (and ``base_model``,
+    when given, must be): adapters of different bases cannot be merged meaningfully, even when
+    their shapes happen to agree."""
+    declared = {m.spec: trained_on(m.path) for m in cfg.models}
+    keys = {model_key(b) for b in declared.values()}
+    if len(keys) > 1:
+        raise UserError("the adapters were trained on different bases: " + "; ".join(
+            f"{spec} on {base}" for spec, base in declared.items()), file=cfg.source,
+            field="models", hint="merge adapters of one base model")
+    base = next(iter(declared.values()))
+    if cfg.base_model and model_key(cfg.base_model) != model_key(base):
+        raise UserError(f"base_model is {cfg.base_model}, but the adapters were trained on "
+                        f"{base}", file=cfg.source, field="base_model",
+                        hint="set base_model to the adapters' base, or leave it out")
+    return cfg.base_model or base
 
 
 def _scalar(value: Any, what: str, source: str) -> float:
@@ -103,7 +108,7 @@ def load_adapters(cfg: MergeConfig, *, device: str = "cpu") -> Any:
     try:
         model = AutoModelForCausalLM.from_pretrained(base, dtype=dtype)
     except OSError as err:
-        raise UserError(f"cannot load the base model ({err})".split("\n")[0], file=str(base),
+        raise UserError(f"cannot load the base model ({one_line(err)})", file=str(base),
                         field="base_model") from None
     model.to(device)
     peft_model = PeftModel.from_pretrained(model, cfg.models[0].path, adapter_name="m0")

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import copy
+import math
 import os
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -12,6 +13,7 @@ from typing import Any
 import yaml
 
 from malpyeong.errors import UserError
+from malpyeong.io import require_file
 from malpyeong.runfolder import (
     ADAPTER_CONFIG,
     MODEL_CONFIG,
@@ -102,6 +104,36 @@ def _resolve_model(spec: str, folder: Path) -> tuple[str, str, dict | None]:
     return str(path), "full", run
 
 
+def _looks_local(spec: str) -> bool:
+    """A reference that can only be a local path (a hub id is ``name`` or ``org/name``)."""
+    return spec.startswith((".", "/", "~")) or spec.count("/") > 1 or "\\" in spec
+
+
+def _check_finite(value: Any, source: str, field: str) -> None:
+    """A NaN or infinite weight or density would silently write a NaN model."""
+    if isinstance(value, float) and not math.isfinite(value):
+        raise UserError(f"must be a finite number, got {value}", file=source, field=field)
+    if isinstance(value, dict):
+        for k, v in value.items():
+            _check_finite(v, source, f"{field}.{k}")
+    elif isinstance(value, list):
+        for i, v in enumerate(value):
+            _check_finite(v, source, f"{field}[{i}]")
+
+
+def require_models(models: Sequence[ModelRef], source: str) -> None:
+    """Every model that can only be a local path (``runs/x``, ``./m``) must exist: a missing one
+    is reported as missing, not as a hub id that fails later in another way."""
+    for i, m in enumerate(models):
+        paths = m.path.split("+") if m.kind == "base+lora" else [m.path]
+        specs = m.spec.split("+") if m.kind == "base+lora" else [m.spec]
+        for spec, path in zip(specs, paths, strict=True):
+            if not Path(path).exists() and _looks_local(spec):
+                raise UserError("model not found (no such folder)", file=source,
+                                field=f"models[{i}]", hint=f"{spec}: check the path (relative "
+                                "to the working folder or to the YAML's folder)")
+
+
 def parse_config(raw: Any, source: str = "<config>", folder: Path | None = None) -> MergeConfig:
     """Validate the part of mergekit's schema malpyeong interprets; keep the rest for mergekit."""
     folder = folder or Path.cwd()
@@ -127,6 +159,7 @@ def parse_config(raw: Any, source: str = "<config>", folder: Path | None = None)
         if not isinstance(params, dict):
             raise UserError("parameters must be a mapping", file=source,
                             field=f"models[{i}].parameters")
+        _check_finite(params, source, f"models[{i}].parameters")
         path, kind, run = _resolve_model(entry["model"], folder)
         models.append(ModelRef(entry["model"], path, kind, dict(params), run))
     base = raw.get("base_model")
@@ -141,6 +174,8 @@ def parse_config(raw: Any, source: str = "<config>", folder: Path | None = None)
     parameters = raw.get("parameters") or {}
     if not isinstance(parameters, dict):
         raise UserError("parameters must be a mapping", file=source, field="parameters")
+    _check_finite(parameters, source, "parameters")
+    _check_finite(raw.get("search"), source, "search")
     tok = raw.get("tokenizer_source")
     if isinstance(tok, str) and tok not in ("base", "union"):
         tok = _resolve_path(tok, folder)
@@ -149,16 +184,18 @@ def parse_config(raw: Any, source: str = "<config>", folder: Path | None = None)
         raise UserError("search must be a mapping of lists", file=source, field="search")
     kinds = {m.kind for m in models}
     if "adapter" in kinds and len(kinds) > 1:
-        raise UserError("mixes LoRA adapters and full models", file=source, field="models",
-                        hint="merge adapters on their own, or write full ones as base+adapter")
+        require_models(models, source)  # a missing adapter folder reads as a hub id: say so
+        full = [m.spec for m in models if m.kind != "adapter"]
+        raise UserError("mixes LoRA adapters and full models (full: " + ", ".join(full) + ")",
+                        file=source, field="models",
+                        hint="merge adapters on their own, or write full ones as base+adapter; "
+                             "a name that is not a local folder is read as a hub id")
     return MergeConfig(raw, method, models, base, dict(parameters), raw.get("dtype"),
                        raw.get("out_dtype"), tok, search, source)
 
 
 def load_config(path: str | os.PathLike) -> MergeConfig:
-    p = Path(path)
-    if not p.is_file():
-        raise UserError("file not found", file=str(p))
+    p = require_file(path, field="config")
     try:
         raw = yaml.safe_load(p.read_text(encoding="utf-8"))
     except yaml.YAMLError as err:

@@ -13,7 +13,7 @@ from typing import Any
 
 from malpyeong.backbones import load_model
 from malpyeong.errors import UserError
-from malpyeong.io import atomic_write_json
+from malpyeong.io import atomic_write_json, check_distinct
 from malpyeong.merging.adapters import (
     adapter_arguments,
     add_merged_adapter,
@@ -21,7 +21,7 @@ from malpyeong.merging.adapters import (
     load_adapters,
     save_adapter_run,
 )
-from malpyeong.merging.config import MergeConfig, load_config, with_point
+from malpyeong.merging.config import MergeConfig, load_config, require_models, with_point
 from malpyeong.merging.mergekit_engine import mergekit_merge
 from malpyeong.merging.output import publish, run_info, staging, write_run
 from malpyeong.merging.search import (
@@ -72,7 +72,12 @@ class MergeJob:
 def run_merge_job(job: MergeJob, echo: Callable[[str], None] = print) -> dict[str, Any]:
     """Merge (or search and merge) as ``ensemble/merge.py`` was asked; returns the run info."""
     cfg = load_config(job.config)
+    require_models(cfg.models, cfg.source)
     out = Path(job.output)
+    check_distinct([("--output", out)], [*((f"model {m.spec}", p) for m in cfg.models
+                                           for p in m.path.split("+")),
+                                         ("base_model", cfg.base_model), ("--config", job.config)],
+                   folders=["--output"])
     stage = staging(out, job.overwrite)
     try:
         if job.search is not None:

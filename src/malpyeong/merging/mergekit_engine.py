@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from malpyeong.errors import UserError
+from malpyeong.errors import UserError, one_line
 from malpyeong.merging.config import MergeConfig, mergekit_dict
 
 
@@ -34,6 +34,6 @@ def mergekit_merge(cfg: MergeConfig, out_dir: Path, *, device: str = "cpu", seed
     try:
         run_merge(config, str(out_dir), options=options)
     except (ValueError, RuntimeError, KeyError, OSError) as err:
-        raise UserError(f"mergekit failed: {type(err).__name__}: {err}".split("\n")[0],
+        raise UserError(f"mergekit failed: {type(err).__name__}: {one_line(err)}",
                         file=cfg.source) from err
     return out_dir

@@ -301,12 +301,16 @@ class BertScorer:
 
 def bertscore(refs: Sequence[str], preds: Sequence[str], model_path: str = BERTSCORE_MODEL,
               *, layer: int = BERTSCORE_LAYER, device: str | None = None,
-              batch_size: int = 32) -> MetricResult:
-    """Mean BERTScore F1 (0..1); ``value`` None with a notice when the model can't be loaded."""
+              batch_size: int = 32, required: bool = False) -> MetricResult:
+    """Mean BERTScore F1 (0..1); ``value`` None with a notice when the default model can't be
+    loaded, a ``UserError`` when the model the user named (``required``) can't."""
     _check_lengths(refs, preds)
     try:
         scorer = BertScorer(model_path, layer=layer, device=device, batch_size=batch_size)
     except Exception as err:  # noqa: BLE001 - any load failure means "not available here"
+        if required:
+            raise UserError(f"cannot load the BERTScore model ({_short(err)})",
+                            file=str(model_path), field="bertscore_model") from None
         return _unavailable("bertscore", f"could not load model '{model_path}' ({_short(err)}); "
                             "pass a local copy of bert-base-multilingual-cased")
     f1 = [s["f"] for s in scorer.score(refs, preds)]
@@ -449,15 +453,20 @@ def _bleurt_state_dict(folder: Path, hidden: int, emb: int) -> dict[str, Any]:
 
 def bleurt(refs: Sequence[str], preds: Sequence[str], checkpoint: str | Path | None, *,
            device: str | None = None, batch_size: int = 16) -> MetricResult:
-    """Mean BLEURT-20 score (about 0..1); ``value`` None with a notice when it can't be run."""
+    """Mean BLEURT-20 score (about 0..1); ``value`` None with a notice when no checkpoint is
+    given; a checkpoint that was given but does not load is a ``UserError`` (exit 2), never a
+    score silently left out."""
     _check_lengths(refs, preds)
     if checkpoint is None:
         return _unavailable("bleurt", "no checkpoint given; download the PyTorch port of "
                             "BLEURT-20 (huggingface.co/lucadiliello/BLEURT-20) and pass its folder")
     try:
         scorer = BleurtScorer(checkpoint, device=device, batch_size=batch_size)
-    except Exception as err:  # noqa: BLE001 - any load failure means "not available here"
-        return _unavailable("bleurt", f"could not load checkpoint '{checkpoint}' ({_short(err)})")
+    except Exception as err:  # noqa: BLE001 - any load failure: the user's path is wrong
+        raise UserError(f"cannot load the BLEURT checkpoint ({_short(err)})",
+                        file=str(checkpoint), field="bleurt_checkpoint",
+                        hint="a folder of the PyTorch port of BLEURT-20 (config.json, "
+                             "model.safetensors, spm.model)") from None
     values = scorer.score(refs, preds)
     return MetricResult("bleurt", sum(values) / len(values), per_item=values,
                         details={"checkpoint": str(checkpoint)})
@@ -493,7 +502,7 @@ def dcs_scores(refs: Sequence[str], preds: Sequence[str], bertscore_model: str |
         results["bertscore"] = _unavailable("bertscore", "skipped on request")
     else:
         results["bertscore"] = bertscore(refs, preds, bertscore_model or BERTSCORE_MODEL,
-                                         device=device)
+                                         device=device, required=bertscore_model is not None)
     if "bleurt" in skip:
         results["bleurt"] = _unavailable("bleurt", "skipped on request")
     else:

@@ -27,7 +27,7 @@ import orjson
 
 from malpyeong import data as official
 from malpyeong.errors import UserError
-from malpyeong.io import atomic_write_json
+from malpyeong.io import atomic_write_json, require_file
 from malpyeong.prep.dedup import (
     ClusterLayout,
     Guard,
@@ -154,8 +154,7 @@ class TextFile:
     def __init__(self, path: str | os.PathLike) -> None:
         self.path = Path(path)
         self.name = str(path)
-        if not self.path.is_file():
-            raise UserError("file not found", file=self.name, hint="check the path")
+        require_file(self.path)
         first = ""
         for block in _blocks(self.path):
             first = self._decode(block).lstrip()

@@ -386,12 +386,13 @@ class RecipeParser:
         import yaml
 
         p = Path(path)
-        if not p.is_file():
+        if not p.exists():
             raise UserError("recipe not found", file=path, field="config")
+        require_file(p, field="config")
         try:
             data = yaml.safe_load(p.read_text(encoding="utf-8"))
         except yaml.YAMLError as err:
-            raise UserError(f"not valid YAML: {str(err).splitlines()[0]}", file=path) from None
+            raise UserError(f"not valid YAML: {one_line(err, 200)}", file=path) from None
         if data is None:
             return {}
         if not isinstance(data, dict):

@@ -13,10 +13,10 @@ from __future__ import annotations
 import json
 import os
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 from malpyeong.errors import UserError, UserErrors
+from malpyeong.io import require_file
 
 Span = tuple[int, int]  # first and last turn index, inclusive
 
@@ -115,9 +115,7 @@ def parse_meeting(record: Any, line: int, problems: list[tuple[str, str]]) -> Me
 
 def read_meetings(path: str | os.PathLike) -> list[Meeting]:
     """Every meeting of a QMSum JSONL file; every problem reported at once."""
-    path = Path(path)
-    if not path.is_file():
-        raise UserError("file not found", file=str(path), hint="check the path")
+    path = require_file(path)
     errors: list[UserError] = []
     meetings = []
     with open(path, encoding="utf-8-sig") as fh:
