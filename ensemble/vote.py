@@ -32,7 +32,7 @@ from __future__ import annotations
 import argparse
 import sys
 
-from malpyeong.cli import finite_float, run_cli, task_argument, verbose_argument
+from malpyeong.cli import run_cli, task_argument, verbose_argument
 from malpyeong.ensemble import METHODS, VoteJob, run_vote
 from malpyeong.errors import UserError
 from malpyeong.rules import check_ensemble, get_rules
@@ -53,7 +53,7 @@ def main(argv: list[str] | None = None) -> int:
     g.add_argument("--method", choices=METHODS,
                    help="hard (default), weighted, soft, or dawid_skene (reliability estimated "
                         "without gold)")
-    g.add_argument("--weights", nargs="+", type=finite_float, metavar="W",
+    g.add_argument("--weights", nargs="+", type=float, metavar="W",
                    help="one weight per input, in input order (default with --gold: dev accuracy)")
     g.add_argument("--priority", nargs="+", metavar="NAME",
                    help="every model, most trusted first: the last tie-break")

@@ -26,12 +26,13 @@ from __future__ import annotations
 
 import argparse
 import logging
+import math
 import sys
 from dataclasses import replace
 
 from malpyeong.answer import AnswerSettings, default_batch_size
 from malpyeong.classifier import check_head_scoring
-from malpyeong.cli import finite_float, read_system_prompt, run_cli, task_argument, verbose_argument
+from malpyeong.cli import read_system_prompt, run_cli, task_argument, verbose_argument
 from malpyeong.data import load_items
 from malpyeong.engines import Engine, GenerationSettings
 from malpyeong.errors import UserError
@@ -66,8 +67,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--max_new_tokens", type=int, default=256, help="generate tasks")
     p.add_argument("--num_beams", type=int, default=1, help="generate tasks: beam search width")
     p.add_argument("--do_sample", action="store_true", help="generate tasks: sample, not greedy")
-    p.add_argument("--temperature", type=finite_float, default=1.0)
-    p.add_argument("--top_p", type=finite_float, default=1.0)
+    p.add_argument("--temperature", type=float, default=1.0)
+    p.add_argument("--top_p", type=float, default=1.0)
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--no_constrain", action="store_true",
                    help="tasks with a JSON output: decode freely, not under the task's schema "
@@ -102,7 +103,7 @@ def check_args(args: argparse.Namespace) -> None:
             raise UserError(f"must be at least 1, got {value}", field=name)
     if not (0 < args.top_p <= 1):
         raise UserError(f"must be in (0, 1], got {args.top_p}", field="top_p")
-    if args.temperature <= 0:
+    if not math.isfinite(args.temperature) or args.temperature <= 0:
         raise UserError(f"must be positive, got {args.temperature}", field="temperature")
     if args.engine == "vllm":
         try:

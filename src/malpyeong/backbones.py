@@ -362,10 +362,13 @@ def completion_ids(tokenizer: Any, affixes: tuple[str, str], target: str) -> lis
 # loading
 
 
-def _load_error(name: str, err: Exception) -> UserError:
+def _load_error(name: str, err: Exception, what: str = "model") -> UserError:
+    """One line for a model (or its tokenizer) that does not load; the library's message is
+    kept whole (on one line), the useful part is often in its second half."""
     offline = os.environ.get("HF_HUB_OFFLINE") == "1"
     if Path(name).exists():
-        return UserError(f"cannot load model: {type(err).__name__}: {one_line(err)}", file=name)
+        return UserError(f"cannot load the {what}: {type(err).__name__}: {one_line(err)}",
+                         file=name)
     where = "not in the local hub cache and HF_HUB_OFFLINE=1" if offline else \
         "not a local folder, and the hub could not provide it"
     return UserError(f"cannot load model '{name}': {where}", field="model",
@@ -382,7 +385,7 @@ def load_tokenizer(name: str, backbone: Backbone | None = None, *,
     try:
         tok = AutoTokenizer.from_pretrained(name, trust_remote_code=remote)
     except (OSError, ValueError) as err:
-        raise _load_error(name, err) from None
+        raise _load_error(name, err, "tokenizer") from None
     if tok.pad_token is None:
         pad = backbone.pad_token
         if pad and pad in tok.get_vocab():

@@ -13,14 +13,13 @@ from __future__ import annotations
 
 import argparse
 import logging
-import math
 import os
 import sys
 import warnings
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
-from malpyeong.errors import UserError, UserErrors, one_line, printable
+from malpyeong.errors import Interrupted, UserError, UserErrors, one_line, printable
 from malpyeong.tasks import TASKS, Task, task_names, tasks_help
 
 EXIT_USER_ERROR = 2
@@ -59,10 +58,18 @@ def quiet_libraries(verbose: bool = False) -> None:
         logging.getLogger(name).setLevel(logging.ERROR)
     # the datasets map bars over our pre-tokenised rows are noise; training keeps its own bar
     os.environ.setdefault("HF_DATASETS_DISABLE_PROGRESS_BARS", "1")
-    if "transformers" in sys.modules:  # imported already: its verbosity was read at import
+    # Offline there is nothing to download, so the hub's bars can only be transformers' per-file
+    # "Loading weights" / "Writing model shards" bars: off. Online they stay (downloads of
+    # several GB need their bar).
+    offline = os.environ.get("HF_HUB_OFFLINE") == "1"
+    if offline:
+        os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
+    if "transformers" in sys.modules:  # imported already: its settings were read at import
         from transformers.utils import logging as hf_logging
 
         hf_logging.set_verbosity_error()
+        if offline:
+            hf_logging.disable_progress_bar()
     if "datasets" in sys.modules:
         import datasets
 
@@ -99,8 +106,8 @@ def run_cli(main: Callable[[list[str] | None], int | None], argv: list[str] | No
         # the reader went away (`... | head`): stop quietly, as a Unix tool does
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
         return 141
-    except KeyboardInterrupt:
-        print(interrupted, file=sys.stderr)
+    except KeyboardInterrupt as err:
+        print(str(err) if isinstance(err, Interrupted) else interrupted, file=sys.stderr)
         return 130
     except OSError as err:  # the machine said no: permissions, read-only, disk full, ...
         print(f"error: {os_error_line(err)}", file=sys.stderr)
@@ -179,14 +186,3 @@ def read_system_prompt(path: str | None) -> str | None:
 def verbose_argument(parser: argparse.ArgumentParser) -> None:
     """``--verbose``, which every script takes (:func:`run_cli` acts on it)."""
     parser.add_argument("--verbose", action="store_true", help=VERBOSE_HELP)
-
-
-def finite_float(text: str) -> float:
-    """An argparse type: a float that is a real number (``nan`` and ``inf`` are refused)."""
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"not a number: '{text}'") from None
-    if not math.isfinite(value):
-        raise argparse.ArgumentTypeError(f"must be a finite number, got '{text}'")
-    return value

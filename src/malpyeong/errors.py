@@ -55,6 +55,11 @@ class UserError(Exception):
         return printable(text)
 
 
+class Interrupted(KeyboardInterrupt):
+    """Ctrl-C during a job that knows how it continues: the message says how (for training,
+    ``--resume`` from the last checkpoint)."""
+
+
 class UserErrors(UserError):
     """Several problems found at once (validation reports all of them, one line each)."""
 

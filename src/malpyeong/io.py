@@ -137,7 +137,7 @@ def check_distinct(outputs: Named, inputs: Named = (), *, folders: Sequence[str]
                                 hint="every output needs its own file")
         for src_name, src in ins:
             if _same(out, src):
-                raise UserError(f"{name} is also the input {src_name}", file=str(out),
+                raise UserError(f"{name} is also an input ({src_name})", file=str(out),
                                 hint="write the output elsewhere; an input is never replaced")
             if name in folders and _inside(src, out):
                 raise UserError(f"the input {src_name} ({src}) is inside the {name} folder, "

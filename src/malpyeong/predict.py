@@ -96,6 +96,7 @@ def run_prediction(engine: Engine, task: Task, items: Sequence[Any], output: str
     meta = {"model": model_name, "task": task.name, **settings.meta(task, engine.name),
             "malpyeong_version": __version__}
     part = partial_path(output, shard.rank)
+    fresh = not part.exists()
     # The first process opens (and locks) its partial file before reading any: a second run
     # writing the same output at once stops here with one line instead of mixing rows.
     lead = JsonlAppender(part) if shard.rank == 0 else None
@@ -117,8 +118,13 @@ def run_prediction(engine: Engine, task: Task, items: Sequence[Any], output: str
         def write(i: int, answer: Answer) -> None:
             out.write({"id": ids[i], "output": answer.output, **answer.sidecar})
 
-        run = answer_items(engine, task, items, settings, done=done, on_answer=write,
-                           progress=progress, shard=shard)
+        try:
+            run = answer_items(engine, task, items, settings, done=done, on_answer=write,
+                               progress=progress, shard=shard)
+        except UserError:
+            if fresh and len(read_jsonl(part)) <= 1:  # refused before any answer: leave no file
+                part.unlink()
+            raise
     seconds = time.perf_counter() - start
     barrier(shard)
     summary = PredictSummary(len(items), len(done), run.cut, run.over_budget, seconds, output,

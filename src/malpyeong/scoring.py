@@ -27,6 +27,7 @@ that are needed are projected onto the vocabulary.
 from __future__ import annotations
 
 import copy
+import inspect
 import logging
 from collections.abc import Callable, Collection, Sequence
 from dataclasses import dataclass, field
@@ -229,6 +230,17 @@ def can_share_prefix(model: Any, max_tokens: int) -> bool:
     return True
 
 
+def cache_keyword(model: Any) -> str:
+    """The forward argument that takes a key-value cache: ``cache`` in current transformers,
+    ``past_key_values`` (deprecated there, with a warning per call) in older ones."""
+    base = model.get_base_model() if hasattr(model, "get_base_model") else model
+    try:
+        params = inspect.signature(base.forward).parameters
+    except (TypeError, ValueError):
+        return "past_key_values"
+    return "cache" if "cache" in params else "past_key_values"
+
+
 def _logits_rows(model: Any, input_ids: Any, keep: Any, **kwargs: Any) -> Any:
     """Logits at the True positions of ``keep`` (flattened, row-major), as float32."""
     try:
@@ -293,6 +305,7 @@ def run_units(model: Any, seqs: Sequence[TokenSequence], plan: Plan,
     from transformers import DynamicCache
 
     device = model_device(model)
+    kv = cache_keyword(model)
     root = plan.root
     root_cache = None
     for u, unit in enumerate(plan.units):
@@ -315,7 +328,7 @@ def run_units(model: Any, seqs: Sequence[TokenSequence], plan: Plan,
                     root_cache = DynamicCache()
                     model(input_ids=torch.tensor([seqs[unit.members[0]].ids[:root]],
                                                  device=device),
-                          past_key_values=root_cache, use_cache=True, logits_to_keep=1)
+                          **{kv: root_cache}, use_cache=True, logits_to_keep=1)
                 cache = DynamicCache()
                 if root:
                     cache = copy.deepcopy(root_cache)
@@ -327,14 +340,14 @@ def run_units(model: Any, seqs: Sequence[TokenSequence], plan: Plan,
                           attention_mask=torch.ones((len(heads), root + width), dtype=torch.long,
                                                     device=device),
                           position_ids=(root + torch.arange(width))[None].expand(len(heads), -1)
-                          .to(device), past_key_values=cache, use_cache=True, logits_to_keep=1)
+                          .to(device), **{kv: cache}, use_cache=True, logits_to_keep=1)
                 cache.batch_select_indices(torch.tensor(unit.group_of, device=device))
                 mask = _member_mask(model, starts, root + width, ids.shape[1])
                 positions = torch.tensor(starts)[:, None] + torch.arange(ids.shape[1])[None, :]
                 logits = _logits_rows(model, ids.to(device), keep.to(device),
                                       attention_mask=mask.to(device),
                                       position_ids=positions.to(device),
-                                      past_key_values=cache, use_cache=True)
+                                      **{kv: cache}, use_cache=True)
                 del cache
         at = 0
         for i, s in zip(unit.members, rows, strict=True):

@@ -135,7 +135,7 @@ def run_vote(job: VoteJob, echo: Callable[[str], None] = print) -> dict[str, Any
     dev_paths = results_inputs(job.dev_results, "dev-results") if job.dev_results else None
     check_distinct(
         [("--output", job.output), ("--select", job.select), ("--report", job.report)],
-        [*(("an input", p) for p in job.inputs), *(("--dev-results", p) for p in dev_paths or ()),
+        [*(("a results file to vote", p) for p in job.inputs), *(("--dev-results", p) for p in dev_paths or ()),
          *((f"the sidecar of input {p}", sidecar_path(p)) for p in paths),
          ("--gold", job.gold), ("--test", job.test), ("--members", job.members)])
     for path in (job.output, job.select, job.report):

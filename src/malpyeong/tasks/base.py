@@ -292,6 +292,12 @@ class Task:
                             + "; ".join(f"{f}: {p}" for f, p in problems) + ")", field="task")
         return item
 
+    def synthetic_records(self, n: int, seed: int, split: str) -> list[dict]:
+        """``n`` SYNTHETIC records in the official layout, made so that a tiny model can learn
+        them (the demo, learning tests); ``split`` "test" leaves the outputs empty. Ids start
+        with ``synthetic-``. Tasks without a generator say so."""
+        raise UserError(f"task {self.name} has no synthetic data generator", field="task")
+
     # ----- EDA -----
     eda_labels: ClassVar[dict[str, str]] = {}  # English names of category values (plot labels)
 

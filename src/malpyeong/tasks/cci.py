@@ -24,6 +24,7 @@ from malpyeong.tasks.base import (
     conversation_lines,
     parse_envelope,
 )
+from malpyeong.tasks.cci_synthetic import synthetic_cci
 from malpyeong.tasks.registry import register
 
 CATEGORIES = ("원인", "후행사건", "전제", "동기", "반응")
@@ -95,6 +96,9 @@ class CCITask(ChoiceTask):
     }
 
     # ----- data -----
+    def synthetic_records(self, n: int, seed: int, split: str) -> list[dict]:
+        return synthetic_cci(n, seed, f"synthetic-{split}", with_output=split != "test")
+
     def parse_item(self, record: Any, problems: Problems) -> CCIItem | None:
         rid, inp, utterances = parse_envelope(record, problems, utterance_ids=True)
         if inp is None:

@@ -34,7 +34,7 @@ def has_flag(argv: Sequence[str] | None, flag: str) -> bool:
     return flag in (sys.argv[1:] if argv is None else argv)
 
 
-# What Ctrl-C prints during training: resuming needs --resume (a plain rerun would refuse the
-# existing run folder, and --overwrite would start over).
-INTERRUPTED = ("interrupted; to continue from the last saved checkpoint, rerun the same command "
-               "with --resume (without --overwrite)")
+# What Ctrl-C prints outside the training loop (which says exactly how to continue: see
+# trainers.interrupted_hint): before training nothing was replaced; after, --resume continues.
+INTERRUPTED = ("interrupted; rerun the same command (with --resume once a checkpoint was saved, "
+               "to continue from it)")

@@ -177,6 +177,7 @@ def prepare_output_dir(path: str | os.PathLike, *, overwrite: bool, resume: bool
 # other change (LoRA rank, learning rate, data, prompt, ...) would not continue the same run:
 # it crashes loading the checkpoint, or silently trains a different one.
 RESUMABLE = {"max_steps", "num_train_epochs", "merge", "resume", "overwrite", "logging_steps",
+             "output_dir",  # a run folder may have been moved or copied
              "logging_dir", "logging_first_step", "report_to", "disable_tqdm", "run_name",
              "save_total_limit", "dataloader_num_workers", "dataloader_pin_memory",
              "early_stopping_patience", "early_stopping_threshold", "eval_steps", "save_steps",

@@ -8,8 +8,9 @@ from pathlib import Path
 from typing import Any
 
 from malpyeong.backbones import encode
-from malpyeong.errors import UserError, one_line
+from malpyeong.errors import Interrupted, UserError, one_line
 from malpyeong.training.evaluation import TaskEvaluator
+from malpyeong.training.outputs import complete_checkpoints
 from malpyeong.training.recipe import CommonArguments
 
 
@@ -156,11 +157,23 @@ def callbacks_for(script: CommonArguments, config: Any) -> list:
     return []
 
 
+def interrupted_hint(out: Path) -> str:
+    """What Ctrl-C during training prints: how to continue, from what is on disk."""
+    complete, _ = complete_checkpoints(out)
+    if complete:
+        return (f"interrupted; to continue from {complete[-1].name}, rerun the same command with "
+                "--resume (without --overwrite)")
+    return ("interrupted before the first checkpoint was saved; rerun the same command with "
+            "--overwrite to start again")
+
+
 def run_training(trainer: Any, checkpoint: Path | None) -> None:
     """``trainer.train()``, from ``checkpoint`` when resuming; a checkpoint that cannot be
     resumed is a user mistake (one line), not a traceback."""
     try:
         trainer.train(resume_from_checkpoint=str(checkpoint) if checkpoint else None)
+    except KeyboardInterrupt:
+        raise Interrupted(interrupted_hint(Path(trainer.args.output_dir))) from None
     except (ValueError, RuntimeError) as err:
         if checkpoint is not None and ("checkpoint" in str(err).lower()
                                        or "size mismatch" in str(err)):
