@@ -43,7 +43,13 @@ from malpyeong.data import load_items
 from malpyeong.engines import GenerationSettings, HFEngine
 from malpyeong.ensemble.mbr import bertscore_similarity, rouge1_similarity
 from malpyeong.errors import UserError
-from malpyeong.io import atomic_write_json, atomic_write_text, check_distinct, ensure_writable
+from malpyeong.io import (
+    atomic_write_json,
+    atomic_write_text,
+    check_distinct,
+    check_folder_writable,
+    ensure_writable,
+)
 from malpyeong.loading import load_for_inference, resolve_source
 from malpyeong.prep.distill import distill, engine_generate, open_raw, raw_path, student_prompt
 from malpyeong.prep.self_distill import (
@@ -126,8 +132,8 @@ def main(argv: list[str] | None = None) -> int:
     report_path = out.with_name(out.name + ".report.json")  # goes with OUT
     check_distinct([("--out", out), ("the report", report_path), ("the raw file", raw_path(out))],
                    [("--in", args.inp)])
-    ensure_writable(out, args.overwrite)
-    ensure_writable(report_path, args.overwrite)
+    ensure_writable(out, args.overwrite)  # the report goes with OUT (rewritten with it)
+    check_folder_writable(report_path.parent, what=str(report_path))
     items = load_items(args.inp, task, require_output=task.distill_needs_gold)
     meta = {
         "teacher": args.teacher,

@@ -23,7 +23,13 @@ from pathlib import Path
 
 from malpyeong.cli import run_cli, verbose_argument
 from malpyeong.errors import UserError
-from malpyeong.io import atomic_write_json, atomic_write_text, check_distinct, ensure_writable
+from malpyeong.io import (
+    atomic_write_json,
+    atomic_write_text,
+    check_distinct,
+    check_folder_writable,
+    ensure_writable,
+)
 from malpyeong.prep.distill import open_raw, raw_path
 from malpyeong.prep.filters import FilterConfig, filter_pairs
 from malpyeong.prep.magpie import engine_functions, generate_pairs, pre_query, to_record
@@ -84,8 +90,8 @@ def main(argv: list[str] | None = None) -> int:
     out = Path(args.out)
     report_path = Path(args.report or out.with_name(out.name + ".report.json"))  # goes with OUT
     check_distinct([("--out", out), ("--report", report_path), ("the raw file", raw_path(out))])
-    ensure_writable(out, args.overwrite)
-    ensure_writable(report_path, args.overwrite)
+    ensure_writable(out, args.overwrite)  # the report goes with OUT (rewritten with it)
+    check_folder_writable(report_path.parent, what=str(report_path))
     from malpyeong.backbones import get_backbone, load_model, load_tokenizer
 
     backbone = get_backbone(args.model)

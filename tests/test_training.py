@@ -10,7 +10,6 @@ by option scoring, QLoRA (4-bit base, on the CPU) >= 80%.
 from __future__ import annotations
 
 import json
-import random
 from pathlib import Path
 
 import pytest
@@ -21,6 +20,7 @@ from malpyeong.budget import fit_prompt
 from malpyeong.data import load_items
 from malpyeong.errors import UserError
 from malpyeong.tasks import get_task
+from malpyeong.tasks.cci_synthetic import synthetic_cci
 from malpyeong.training import (
     assistant_affixes,
     augment_options,
@@ -33,38 +33,10 @@ from malpyeong.training import (
 
 # ------------------------------------------------------------------------------ synthetic data
 
-TOPICS = ["영화", "병원", "도서관", "제주도", "바다", "우산", "신발", "공원", "시험", "휴가",
-          "운동", "요리", "음식", "날씨", "회사", "학교", "친구", "가족", "취미"]
-NEVER_SAID = ["여행", "빵", "약", "짐", "감기", "산책", "주말", "야근", "이사", "전화", "커피",
-              "자전거", "강아지", "고양이", "수영", "등산", "노래", "게임", "책"]
-FILLERS = ["그래, 알겠어.", "정말? 몰랐어.", "응, 나도 그렇게 생각해.", "오늘 좀 피곤하다.",
-           "그건 나중에 얘기하자."]
-CATEGORIES = ["원인", "후행사건", "전제", "동기", "반응"]
-
-
 def make_synthetic_cci(n: int, seed: int, prefix: str) -> list[dict]:
-    """Official-layout CCI records: the correct option names the target utterance's topic."""
-    rng = random.Random(seed)
-    records = []
-    for i in range(n):
-        topic, wrong = rng.choice(TOPICS), rng.sample(NEVER_SAID, 2)
-        size = rng.randint(2, 4)
-        ref = rng.randrange(size)
-        said = [f"요즘 {topic} 때문에 고민이야." if j == ref else rng.choice(FILLERS)
-                for j in range(size)]
-        conversation = [{"speaker": 1 + j % 2, "utterance": said[j],
-                         "utterance_id": f"{prefix}{i}.{j}"} for j in range(size)]
-        label = rng.randrange(3)
-        options = list(wrong)
-        options.insert(label, topic)
-        speaker = 1 + ref % 2
-        records.append({"id": f"{prefix}-{i}", "input": {
-            "conversation": conversation, "reference_id": [f"{prefix}{i}.{ref}"],
-            "category": rng.choice(CATEGORIES),
-            **{f"inference_{k + 1}": f"{o} 이야기를 화자{speaker}가 꺼냈다."
-               for k, o in enumerate(options)}},
-            "output": f"inference_{label + 1}"})
-    return records
+    """Official-layout CCI records: the correct option names the target utterance's topic (the
+    library's synthetic generator, as run/synthetic.py and the demo use it)."""
+    return synthetic_cci(n, seed, prefix)
 
 
 def build_synthetic_model(out: Path, records: list[dict], seed: int = 0) -> Path:

@@ -93,10 +93,12 @@ def run_cli(main: Callable[[list[str] | None], int | None], argv: list[str] | No
         code = main(argv)
     except UserErrors as errs:
         lines = errs.lines()
-        for line in lines[:MAX_ERROR_LINES]:
+        # 21 lines are a file's own 20 and its "... and N more": print those as they are
+        shown = len(lines) if len(lines) <= MAX_ERROR_LINES + 1 else MAX_ERROR_LINES
+        for line in lines[:shown]:
             print(f"error: {line}", file=sys.stderr)
-        if len(lines) > MAX_ERROR_LINES:
-            print(f"error: ... and {len(lines) - MAX_ERROR_LINES} more problem(s) "
+        if len(lines) > shown:
+            print(f"error: ... and {len(lines) - shown} more problem(s) "
                   "(the first ones are usually the cause)", file=sys.stderr)
         return EXIT_USER_ERROR
     except UserError as err:

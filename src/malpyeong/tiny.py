@@ -299,11 +299,14 @@ def build_real_config(family: str, tokenizer: Any, hidden_size: int = 64, layers
 
 def build_tiny_model(family: str, out_dir: str | Path, *, seed: int = 0, hidden_size: int = 64,
                      layers: int = 2, vocab_size: int = 2000, texts: list[str] | None = None,
-                     tokenizer: str = "ours") -> Path:
+                     tokenizer: str = "ours", output_scale: float = 1.0) -> Path:
     """Build, initialise with ``seed`` and save a tiny model + tokenizer to ``out_dir``.
 
     ``tokenizer="real"`` takes a family of :data:`REAL_FAMILIES` and its real tokenizer (the
     embedding follows the real vocabulary; ``vocab_size`` and ``texts`` are then unused).
+    ``output_scale`` multiplies the LM head: a random head (init std 0.02) keeps every logit near
+    zero, and a larger scale lets fine-tuning reach confident answers in a few hundred steps
+    (what the learning demo needs).
     """
     import torch
     from transformers import AutoModelForCausalLM, GenerationConfig
@@ -334,6 +337,9 @@ def build_tiny_model(family: str, out_dir: str | Path, *, seed: int = 0, hidden_
     kwargs = {} if family in STATE_SPACE_FAMILIES else {"attn_implementation": attn}  # no attention
     torch.manual_seed(seed)
     model = AutoModelForCausalLM.from_config(config, dtype=torch.float32, **kwargs)
+    if output_scale != 1.0:
+        with torch.no_grad():
+            model.get_output_embeddings().weight.mul_(output_scale)
     model.generation_config = GenerationConfig(
         bos_token_id=tok.bos_token_id, eos_token_id=sorted(set(stop)),
         pad_token_id=tok.pad_token_id, do_sample=False)
