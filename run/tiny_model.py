@@ -31,11 +31,11 @@ from malpyeong.tasks import get_task
 from malpyeong.tiny import (
     FAMILIES,
     REAL_FAMILIES,
-    SEED_TEXT,
     STATE_SPACE_FAMILIES,
     TOKENIZERS,
     build_tiny_embedder,
     build_tiny_model,
+    corpus_texts,
 )
 
 
@@ -52,7 +52,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--vocab_size", type=int, default=2000, help="size of our BPE (ours only)")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--corpus", metavar="FILE", help="a data file of --task whose prompts "
-                        "also train our BPE (first 60 items)")
+                        "(first 60 items) also train our BPE, beside the shipped samples")
     task_argument(parser, required=False, help="the task of --corpus")
     parser.add_argument("--output_scale", type=float, default=1.0,
                         help="multiply the LM head by this (16 for a model that must learn fast)")
@@ -77,8 +77,7 @@ def main(argv: list[str] | None = None) -> int:
                             field="corpus")
         task = get_task(args.task)
         items = load_items(args.corpus, task)[:60]
-        texts = SEED_TEXT.splitlines() + [m["content"] for it in items
-                                          for m in task.messages(it)]
+        texts = corpus_texts() + [m["content"] for it in items for m in task.messages(it)]
     if not (math.isfinite(args.output_scale) and args.output_scale > 0):
         raise UserError(f"must be a positive number, got {args.output_scale}",
                         field="output_scale")

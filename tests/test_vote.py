@@ -438,3 +438,26 @@ def test_soft_without_sidecars_names_the_files(tmp_path, cci_record, capsys):
     assert vote(a, b, "--method", "soft", "--output", tmp_path / "o.json") == 2
     err = capsys.readouterr().err
     assert f"no sidecar with probs for: {b}" in err and str(a) + "," not in err
+
+
+def test_vote_on_the_glob_of_a_folder_run_test_wrote(tiny_llama, tmp_path, capsys):
+    """The command the card gives: run/test.py into one folder, then vote.py FOLDER/*."""
+    test_py = load_script("run/test.py")
+    folder = tmp_path / "results" / "test"
+    for prompt in ("baseline", "highlight", "definitions"):
+        assert run_cli(test_py.main, ["--model", str(tiny_llama), "--task", "cci", "--input",
+                                      str(ROOT / "resource/data/cci_test.json"), "--output",
+                                      str(folder / f"{prompt}.json"), "--prompt", prompt,
+                                      "--max_length", "512", "--no_progress"]) == 0
+    capsys.readouterr()
+    everything = sorted(folder.iterdir())
+    assert [p.name for p in everything] == [
+        "baseline.json", "baseline.sidecar.jsonl", "definitions.json",
+        "definitions.sidecar.jsonl", "highlight.json", "highlight.sidecar.jsonl"]
+    out = tmp_path / "submission.json"
+    assert vote(*everything, "--output", out, "--test", ROOT / "resource/data/cci_test.json") == 0
+    text = capsys.readouterr().out
+    assert "3 cci results files, 18 items each: baseline, definitions, highlight" in text
+    assert "passes the official submission checks" in text
+    assert vote(*everything[::-1], "--output", tmp_path / "again.json") == 0
+    assert (tmp_path / "again.json").read_bytes() == out.read_bytes()
