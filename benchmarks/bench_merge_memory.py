@@ -141,7 +141,7 @@ def main() -> None:
         shutil.rmtree(base_out, ignore_errors=True)
         runs["baseline: load all, average"] = measure(
             [sys.executable, "-c", BASELINE, *map(str, models), str(base_out)], env)
-        _check_same(out / "model", base_out)
+        _check_same(out, base_out)  # the merged model sits at the output folder's root
         print(f"\none model: {size_mb:.0f} MB on disk (bfloat16); {N_MODELS} models merged "
               "(linear, equal weights)")
         print(f"{'run':<30} {'peak RSS':>9} {'x model':>8} {'anon':>8} {'file':>8} {'time':>7}")

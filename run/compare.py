@@ -23,11 +23,12 @@ import sys
 from pathlib import Path
 
 from malpyeong.answer import AnswerSettings
-from malpyeong.cli import add_metric_options, given_metric_options, run_cli, task_argument
+from malpyeong.cli import add_metric_options, given_metric_options, run_cli, task_argument, verbose_argument
 from malpyeong.comparison import compare, markdown_table, write_reports
 from malpyeong.data import check_submission, load_items
 from malpyeong.engines import GenerationSettings
 from malpyeong.errors import UserError
+from malpyeong.io import check_distinct, check_folder_writable, ensure_writable
 from malpyeong.loading import load_engine, resolve_source
 from malpyeong.predict import run_prediction
 from malpyeong.results import read_results
@@ -58,6 +59,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     g.add_argument("--batch_size", type=int, default=8)
     g.add_argument("--dtype", default="auto")
     add_metric_options(p)  # --device serves generation and the metric models
+    verbose_argument(p)
     return p.parse_args(argv)
 
 
@@ -75,6 +77,24 @@ def check_args(args: argparse.Namespace) -> None:
         raise UserError(f"must be in (0, 1), got {args.alpha}", field="alpha")
     if args.resamples < 100:
         raise UserError(f"must be at least 100, got {args.resamples}", field="resamples")
+
+
+FIXED_REPORTS = ("report.md", "report.html", "report.json", "scores.csv", "distribution.png")
+
+
+def check_out(args: argparse.Namespace) -> None:
+    """The report folder, before any prediction or scoring: a folder that can be written, whose
+    report files are no input and exist only with --overwrite (the plot per pair is named by
+    the models and checked again when written)."""
+    out = Path(args.out)
+    if out.exists() and not out.is_dir():
+        raise UserError("is a file; --out is the report folder", file=str(out))
+    check_folder_writable(out, what=str(out))
+    reports = [(f"--out {name}", out / name) for name in FIXED_REPORTS]
+    check_distinct(reports, [("--gold", args.gold), ("--data", args.data),
+                             *(("--pred", p) for p in args.pred or [])])
+    for _, path in reports:
+        ensure_writable(path, args.overwrite)
 
 
 def unique_names(paths: list[str]) -> list[str]:
@@ -118,6 +138,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     task = get_task(args.task)
     check_args(args)
+    check_out(args)
     options = given_metric_options(args, task)
     metric = task.metric(args.metric or task.dev_metric)
     names = unique_names(args.pred or args.models)

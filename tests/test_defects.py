@@ -32,6 +32,7 @@ MAGPIE = load_script("run/magpie.py")
 VALIDATE = load_script("run/validate.py")
 EVALUATE = load_script("run/evaluate.py")
 RENDER = load_script("run/render.py")
+COMPARE = load_script("run/compare.py")
 
 
 def snapshot(root: Path) -> dict[str, str]:
@@ -240,6 +241,23 @@ def test_os_problems_are_one_line_before_the_work(tiny_llama, data, tmp_path, ca
     refused(TEST, ["--model", tiny_llama, "--task", "cci", "--input", data["dev"], "--output",
                    tmp_path / "r.json", "--device", "cuda"], capsys, tmp_path,
             "no usable CUDA device")
+
+
+def test_compare_checks_its_report_folder_before_predicting(tiny_models, tmp_path, capsys):
+    """run/compare.py --models predicts first: a report it may not write is said before that."""
+    dev = SAMPLES / "cci_dev.json"
+    models = ["--task", "cci", "--models", tiny_models["llama"], tiny_models["qwen2"], "--data",
+              dev, "--max_length", "256"]
+    out = tmp_path / "report"
+    out.mkdir()
+    (out / "report.md").write_text("an earlier comparison", encoding="utf-8")
+    refused(COMPARE, [*models, "--out", out], capsys, tmp_path, ("report.md", "output exists"))
+    afile = tmp_path / "afile"
+    afile.write_text("x")
+    refused(COMPARE, [*models, "--out", afile], capsys, tmp_path, "--out is the report folder")
+    refused(COMPARE, ["--task", "cci", "--gold", dev, "--pred", out / "report.json", dev,
+                      "--out", out, "--overwrite"], capsys, tmp_path,
+            "--out report.json is also an input (--pred)")
 
 
 def test_damaged_partial_and_sidecar_lines_are_one_line(tiny_llama, data, tmp_path, capsys):

@@ -106,7 +106,8 @@ class CommonArguments:
     overwrite: bool = field(default=False, metadata=_help("replace an existing run folder"))
     resume: bool = field(default=False, metadata=_help("continue from the last checkpoint"))
     merge: bool = field(default=False, metadata=_help(
-        "also write merged/: the adapter merged into a full-precision copy of the base model"))
+        "also write the adapter merged into a full-precision copy of the base model, at the "
+        "run folder's root (config.json and weights, as mergekit writes a model)"))
     init_from: str | None = field(default=None, metadata=_help(
         "staged training: start from this earlier run folder (its adapter merged into a bf16 "
         "copy of the base, or its full model); this run (full or a new LoRA) continues from it"))
