@@ -236,7 +236,7 @@ def cache_keyword(model: Any) -> str:
     base = model.get_base_model() if hasattr(model, "get_base_model") else model
     try:
         params = inspect.signature(base.forward).parameters
-    except (TypeError, ValueError):
+    except (AttributeError, TypeError, ValueError):  # no forward to read: nothing is cached
         return "past_key_values"
     return "cache" if "cache" in params else "past_key_values"
 
