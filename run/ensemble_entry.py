@@ -30,11 +30,10 @@ from __future__ import annotations
 import argparse
 import sys
 
-from malpyeong.cli import run_cli
+from malpyeong.cli import run_cli, verbose_argument
 from malpyeong.ensemble import METHODS
 from malpyeong.entries import EntryJob, run_entry
 from malpyeong.errors import UserError
-from malpyeong.training import quiet_libraries
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -53,10 +52,10 @@ def main(argv: list[str] | None = None) -> int:
                    help="override a recipe key for every member (e.g. num_train_epochs=1)")
     p.add_argument("--batch_size", type=int, default=None, help="prediction batch size")
     p.add_argument("--no_progress", action="store_true", help="no progress bars")
+    verbose_argument(p)
     args = p.parse_args(argv)
     if args.batch_size is not None and args.batch_size < 1:
         raise UserError(f"must be at least 1, got {args.batch_size}", field="batch_size")
-    quiet_libraries()
     run_entry(EntryJob(recipes=args.recipes, test=args.test, out=args.out, dev=args.dev,
                        method=args.method, model_override=args.model_override, set=args.set,
                        batch_size=args.batch_size, progress=not args.no_progress))

@@ -21,7 +21,7 @@ import json
 import sys
 from pathlib import Path
 
-from malpyeong.cli import run_cli
+from malpyeong.cli import run_cli, verbose_argument
 from malpyeong.data import load_items
 from malpyeong.errors import UserError
 from malpyeong.io import atomic_write_json, atomic_write_text, ensure_writable
@@ -60,6 +60,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
                    help="JSON or YAML mapping speaker -> description, or a text file describing "
                         "--character; written into each record (used by --prompt persona)")
     p.add_argument("--overwrite", action="store_true", help="replace an existing output")
+    verbose_argument(p)
     return p.parse_args(argv)
 
 
