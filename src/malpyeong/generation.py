@@ -13,6 +13,7 @@ which is what the resumable results writer needs. An optional vLLM engine
 
 from __future__ import annotations
 
+import inspect
 import logging
 import time
 from collections.abc import Callable, Collection, Sequence
@@ -50,6 +51,17 @@ def left_pad(rows: Sequence[Sequence[int]], pad_id: int) -> tuple[Any, Any]:
             ids[i, width - len(r):] = torch.tensor(list(r), dtype=torch.long)
             mask[i, width - len(r):] = 1
     return ids, mask
+
+
+def cache_keyword(model: Any) -> str:
+    """The forward argument that takes a key-value cache: ``cache`` in current transformers,
+    ``past_key_values`` (deprecated there, with a warning per call) in older ones."""
+    base = model.get_base_model() if hasattr(model, "get_base_model") else model
+    try:
+        params = inspect.signature(base.forward).parameters
+    except (AttributeError, TypeError, ValueError):  # no forward to read: nothing is cached
+        return "past_key_values"
+    return "cache" if "cache" in params else "past_key_values"
 
 
 def model_device(model: Any) -> Any:

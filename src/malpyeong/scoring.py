@@ -27,7 +27,6 @@ that are needed are projected onto the vocabulary.
 from __future__ import annotations
 
 import copy
-import inspect
 import logging
 from collections.abc import Callable, Collection, Sequence
 from dataclasses import dataclass, field
@@ -38,7 +37,7 @@ import numpy as np
 from malpyeong.backbones import Backbone, answer_ids, answer_prefix, encode
 from malpyeong.budget import FittedPrompt, fit_prompt
 from malpyeong.errors import UserError
-from malpyeong.generation import model_device, progress_bar
+from malpyeong.generation import cache_keyword, model_device, progress_bar
 from malpyeong.shard import ALONE, Shard
 from malpyeong.tasks.base import ChoiceTask, PromptSpec
 
@@ -228,17 +227,6 @@ def can_share_prefix(model: Any, max_tokens: int) -> bool:
     if sliding and window and max_tokens >= int(window):
         return False
     return True
-
-
-def cache_keyword(model: Any) -> str:
-    """The forward argument that takes a key-value cache: ``cache`` in current transformers,
-    ``past_key_values`` (deprecated there, with a warning per call) in older ones."""
-    base = model.get_base_model() if hasattr(model, "get_base_model") else model
-    try:
-        params = inspect.signature(base.forward).parameters
-    except (AttributeError, TypeError, ValueError):  # no forward to read: nothing is cached
-        return "past_key_values"
-    return "cache" if "cache" in params else "past_key_values"
 
 
 def _logits_rows(model: Any, input_ids: Any, keep: Any, **kwargs: Any) -> Any:
