@@ -69,8 +69,9 @@ def test_entry_trains_predicts_votes_and_skips_on_rerun(tmp_path, tiny):
         dev = read_results(out / "dev" / f"{m['name']}.json")
         assert m["dev_accuracy"] == task.dev_evaluate(gold, dev.outputs)["accuracy"]
         assert len(read_results(out / "test" / f"{m['name']}.json").ids) == 18
-    # the run folders are the kinds the recipes ask for: a full model, a (Q)LoRA adapter
-    assert (out / "runs" / members[1] / "model" / "config.json").is_file()
+    # the run folders are the kinds the recipes ask for: a full model (at the run folder's root,
+    # as mergekit writes one), a (Q)LoRA adapter
+    assert (out / "runs" / members[1] / "config.json").is_file()
     assert (out / "runs" / members[0] / "adapter" / "adapter_config.json").is_file()
     assert check_submission(out / "submission.json", TEST, task) == 18
     ensemble = read_results(out / "dev_ensemble.json").outputs

@@ -16,7 +16,8 @@ LABELS = ("inference_1", "inference_2", "inference_3")
 def run(*args: str) -> subprocess.CompletedProcess:
     return subprocess.run([sys.executable, str(EVALUATE), *args], capture_output=True, text=True,
                           timeout=300, env={"HF_HUB_OFFLINE": "1", "PATH": "/usr/bin:/bin",
-                                            "TOKENIZERS_PARALLELISM": "false"})
+                                            "TOKENIZERS_PARALLELISM": "false",
+                                            "PYTHONPATH": str(ROOT / "src")})  # this checkout
 
 
 def in_process(argv: list[str], capsys) -> tuple[int, str, str]:
