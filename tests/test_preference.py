@@ -165,4 +165,4 @@ def test_full_dpo_stage_from_an_earlier_lora_run(preference_data):
     assert (info["stage"], info["method"], info["init_from"], info["model"]) == (
         "dpo", "full", str(sft), model)
     assert [s["run"] for s in info["stages"]] == [str(sft)]
-    assert (out / "model" / "config.json").is_file() and not (out / "init_model").exists()
+    assert (out / "config.json").is_file() and not (out / "init_model").exists()

@@ -46,15 +46,15 @@ def test_qlora_then_full_then_lora(tiny_llama, tmp_path):
     assert info["init_from"] == str(first) and info["base_model"] == str(tiny_llama)
     assert info["stages"] == [{"run": str(first), "stage": "sft", "method": "qlora",
                                "model": str(tiny_llama)}]
-    assert (info["model"], info["method"], info["merged_dir"]) == (str(tiny_llama), "full", "model")
-    assert not (second / INIT_DIR).exists()  # model/ replaced the merged start
+    assert (info["model"], info["method"], info["merged_dir"]) == (str(tiny_llama), "full", ".")
+    assert not (second / INIT_DIR).exists()  # the full model at the root replaced the start
     saved = yaml.safe_load((second / "config.yaml").read_text(encoding="utf-8"))
     assert (saved["init_from"], saved["model"]) == (str(first), str(tiny_llama))
     # it started from the stage-1 adapter merged into a bf16 copy of the base
     base = AutoModelForCausalLM.from_pretrained(tiny_llama, dtype=torch.bfloat16)
     merged = PeftModel.from_pretrained(base, first / "adapter").merge_and_unload()
     expected = {k: v.float() for k, v in merged.state_dict().items()}
-    got = _weights(second / "model")
+    got = _weights(second)
     plain = _weights(tiny_llama)
     key = "model.layers.0.self_attn.q_proj.weight"
     assert torch.equal(got[key], expected[key])
@@ -66,9 +66,9 @@ def test_qlora_then_full_then_lora(tiny_llama, tmp_path):
                                            "--init_from", str(second), *steps)))
     info = json.loads((third / "malpyeong_run.json").read_text())
     assert [s["run"] for s in info["stages"]] == [str(first), str(second)]
-    assert info["model"] == str(second / "model") and info["base_model"] == str(tiny_llama)
+    assert info["model"] == str(second) and info["base_model"] == str(tiny_llama)
     source = resolve_source(third)
-    assert (source.weights, source.adapter) == (str(second / "model"), str(third / "adapter"))
+    assert (source.weights, source.adapter) == (str(second), str(third / "adapter"))
     loaded = load_for_inference(source)
     assert loaded.backbone.chat_format == get_backbone(str(tiny_llama)).chat_format
 

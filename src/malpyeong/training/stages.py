@@ -100,8 +100,9 @@ def _mark_chat_format(weights: Path, backbone: Backbone) -> None:
 
 
 def finish_stage(out: Path, info: dict, chain: dict, method: str) -> dict:
-    """Add the chain to the run file. Full weights (``model/``) replace ``init_model/``, which
-    is dropped, and the run's base is the chain's; an adapter's base stays ``init_model/``."""
+    """Add the chain to the run file. Full weights (at the run folder's root) replace
+    ``init_model/``, which is dropped, and the run's base is the chain's; an adapter's base
+    stays ``init_model/``."""
     info = {**info, **chain}
     if method == "full":
         info["model"] = chain["base_model"]
