@@ -36,8 +36,12 @@ from malpyeong.training.evaluation import load_dev_items
 from malpyeong.training.examples import BudgetStats, augment_options
 from malpyeong.training.models import is_zero3
 from malpyeong.training.outputs import (
+    check_resume,
+    check_run_folder,
     main_process,
     open_run_folder,
+    resume_checkpoint,
+    run_inputs,
     save_run,
     write_config,
     write_dev_metrics,
@@ -157,7 +161,10 @@ def train_classification(script: SFTArguments, model_args: ModelArguments, confi
     # the rows hold only what the classifier takes; peft's wrapper hides the forward signature
     # the Trainer would inspect to drop columns
     config = dataclasses.replace(config, remove_unused_columns=False)
-    out = open_run_folder(config.output_dir, overwrite=script.overwrite, resume=script.resume)
+    out = check_run_folder(config.output_dir, overwrite=script.overwrite, resume=script.resume,
+                           inputs=run_inputs(script, model_args))
+    if script.resume:
+        check_resume(out, script, model_args, config)
     backbone = get_backbone(model_args.model)
     tokenizer = load_tokenizer(model_args.model, backbone,
                                trust_remote_code=True if config.trust_remote_code else None)
@@ -183,30 +190,33 @@ def train_classification(script: SFTArguments, model_args: ModelArguments, confi
                                                     max_length)
     fitted_ids = {r["id"] for r in dev_rows}
     dev_kept = [it for it in dev_items if it.id in fitted_ids]  # the rows' items, in order
-    if main_process():
-        atomic_write_json(out / "data_stats.json",
-                          {"train": train_stats.as_dict(),
-                           "dev": dev_stats.as_dict() if dev_items else None, "extra": None})
-        write_config(out, script, model_args, config)
     log.info("classification: %d train examples, %d dev items, %d labels", len(rows),
              len(dev_rows), task.n_choices)
 
     model = load_classifier_for_training(model_args, config, backbone, task.n_choices,
                                          tokenizer.pad_token_id)
-    trainer = Trainer(model=model, args=config, processing_class=tokenizer,
-                      data_collator=DataCollatorWithPadding(tokenizer),
-                      train_dataset=Dataset.from_list(_tensor_rows(rows)),
-                      eval_dataset=Dataset.from_list(_tensor_rows(dev_rows)) if dev_rows else None,
-                      compute_metrics=task_metrics(task, dev_kept) if dev_rows else None,
-                      callbacks=callbacks_for(script, config))
-    run_training(trainer, script.resume)
-    if main_process():
-        write_dev_metrics(out, None, trainer)
-    info = save_run(trainer, tokenizer, out, script, model_args, task, max_length,
-                    stage="classification", target_style=None, backbone=backbone)
-    if main_process():  # the loader's contract: a sequence classifier over the task's options
-        write_run(out, {**info, "objective": OBJECTIVE, "num_labels": task.n_choices,
-                        "category": script.category})
+    with open_run_folder(out, overwrite=script.overwrite, resume=script.resume):
+        checkpoint = resume_checkpoint(out) if script.resume else None
+        if main_process():
+            atomic_write_json(out / "data_stats.json",
+                              {"train": train_stats.as_dict(),
+                               "dev": dev_stats.as_dict() if dev_items else None, "extra": None})
+            write_config(out, script, model_args, config)
+        trainer = Trainer(model=model, args=config, processing_class=tokenizer,
+                          data_collator=DataCollatorWithPadding(tokenizer),
+                          train_dataset=Dataset.from_list(_tensor_rows(rows)),
+                          eval_dataset=Dataset.from_list(_tensor_rows(dev_rows)) if dev_rows
+                          else None,
+                          compute_metrics=task_metrics(task, dev_kept) if dev_rows else None,
+                          callbacks=callbacks_for(script, config))
+        run_training(trainer, checkpoint)
+        if main_process():
+            write_dev_metrics(out, None, trainer)
+        info = save_run(trainer, tokenizer, out, script, model_args, task, max_length,
+                        stage="classification", target_style=None, backbone=backbone)
+        if main_process():  # the loader's contract: a sequence classifier over the options
+            write_run(out, {**info, "objective": OBJECTIVE, "num_labels": task.n_choices,
+                            "category": script.category})
     return out
 
 
