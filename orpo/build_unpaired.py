@@ -18,7 +18,7 @@ import argparse
 import sys
 from collections import Counter
 
-from malpyeong.cli import run_cli, task_argument
+from malpyeong.cli import run_cli, task_argument, verbose_argument
 from malpyeong.data import load_items
 from malpyeong.errors import UserError
 from malpyeong.io import ensure_writable
@@ -42,6 +42,7 @@ def main(argv: list[str] | None = None) -> int:
                         help="with --results: the metric scored (default: the task's dev metric)")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--overwrite", action="store_true", help="replace an existing --out")
+    verbose_argument(parser)
     args = parser.parse_args(argv)
 
     task = get_task(args.task)

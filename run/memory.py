@@ -29,7 +29,7 @@ from dataclasses import replace
 from pathlib import Path
 
 from malpyeong.answer import AnswerSettings, answer_items
-from malpyeong.cli import read_system_prompt, run_cli
+from malpyeong.cli import read_system_prompt, run_cli, verbose_argument
 from malpyeong.engines import GenerationSettings
 from malpyeong.errors import UserError, UserErrors
 from malpyeong.io import atomic_write_text, ensure_writable
@@ -66,6 +66,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--device", default=None, help="cpu, cuda, cuda:1 (default: cuda if present)")
     p.add_argument("--engine", default="hf", choices=("hf", "vllm"))
     p.add_argument("--seed", type=int, default=0)
+    verbose_argument(p)
     return p.parse_args(argv)
 
 
