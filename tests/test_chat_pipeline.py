@@ -75,7 +75,7 @@ def test_lora_on_pairs_then_predict_evaluate_and_merge(family, targets, pairs, m
     modules = {m.rsplit(".", 1)[-1] for m in adapter["target_modules"]}
     assert modules == (set(targets) if family == "mamba" else
                        {"q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"})
-    assert (run / "merged" / "config.json").is_file()
+    assert (run / "config.json").is_file()  # the merged model at the run folder's root
 
     out = tmp_path / "res" / "dev.json"
     shown = call("run/test.py", ["--model", run, "--task", "chat", "--input", dev, "--output", out,
