@@ -20,6 +20,7 @@ from malpyeong.cli import run_cli
 from malpyeong.data import check_submission, load_items
 from malpyeong.entries import EntryJob, run_entry
 from malpyeong.results import read_results
+from malpyeong.runfolder import is_finished_run
 from malpyeong.tasks import get_task
 
 MALBBUNGCHI = ROOT / "resource" / "configs" / "cci" / "malbbungchi"
@@ -162,14 +163,14 @@ def test_the_eight_member_entry_end_to_end_and_resumed_after_kill(tmp_path):
     deadline = time.time() + 600
     while proc.poll() is None and time.time() < deadline:
         complete = [c for c in member.glob("checkpoint-*") if (c / "trainer_state.json").is_file()]
-        if complete and not (member / "malpyeong_run.json").exists():
+        if complete and not is_finished_run(member):
             proc.send_signal(signal.SIGKILL)
             killed_mid_member = True
             break
         time.sleep(0.05)
     proc.wait()
     assert killed_mid_member and proc.returncode == -signal.SIGKILL
-    assert not (member / "malpyeong_run.json").exists() and not (run / "submission.json").exists()
+    assert not is_finished_run(member) and not (run / "submission.json").exists()
     again = subprocess.run(_command(run, tiny), capture_output=True, text=True, env=env, cwd=ROOT)
     assert again.returncode == 0, again.stderr[-2000:]
     assert f"== member 8/8 {last}" in again.stdout and "resuming from its last checkpoint" in again.stdout

@@ -416,6 +416,11 @@ def test_resolve_source_kinds(tiny_llama, adapter_dir, tmp_path):
     shutil.rmtree(run / "adapter")
     with pytest.raises(UserError, match="neither a merged model nor an adapter"):
         resolve_source(str(run))
+    # the run file training writes when it starts: a run still training (or killed) is not loaded
+    (run / "malpyeong_run.json").write_text(json.dumps({**info, "finished": False}), encoding="utf-8")
+    shutil.copytree(adapter_dir, run / "adapter")
+    with pytest.raises(UserError, match="training has not finished"):
+        resolve_source(str(run))
     with pytest.raises(UserError, match="folder not found"):
         resolve_source("./no/such/model")
     with pytest.raises(UserError, match="not a model folder"):

@@ -40,7 +40,7 @@ from malpyeong.io import atomic_write_json
 from malpyeong.loading import load_engine, resolve_source
 from malpyeong.predict import run_prediction
 from malpyeong.results import partial_paths, read_results, sidecar_path
-from malpyeong.runfolder import has_run_file
+from malpyeong.runfolder import is_finished_run
 from malpyeong.tasks import DEFAULT_TASK, Task, get_task
 from malpyeong.tiny import FAMILIES, build_tiny_model
 from malpyeong.training import sft_parser, train_sft
@@ -152,7 +152,7 @@ def set_flags(values: Sequence[str]) -> list[str]:
 def run_state(run_dir: Path) -> str:
     """trained (finished), resume (has a complete checkpoint), restart (stopped before its first
     one) or new."""
-    if has_run_file(run_dir):
+    if is_finished_run(run_dir):
         return "trained"
     if any((c / TRAINER_STATE).is_file() for c in run_dir.glob("checkpoint-*")):
         return "resume"

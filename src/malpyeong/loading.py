@@ -38,6 +38,7 @@ from malpyeong.runfolder import (
     has_run_file,
     has_tokenizer,
     is_adapter,
+    is_finished_run,
     is_model,
     read_json,
     read_run,
@@ -79,6 +80,10 @@ def resolve_source(name: str | os.PathLike) -> ModelSource:
     path = Path(name)
     if path.is_dir():
         if has_run_file(path):
+            if not is_finished_run(path):
+                raise UserError("its training has not finished", file=name, field="model",
+                                hint="resume it with --resume, or predict from one of its "
+                                     "checkpoint-N folders")
             return _run_source(path)
         owner = checkpoint_run(path)  # checkpoint-N of a run: the run's prompt and budget
         run = read_run(owner) if owner is not None else {}

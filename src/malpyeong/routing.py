@@ -32,7 +32,7 @@ from malpyeong.io import atomic_write_json, atomic_write_text, read_jsonl
 from malpyeong.loading import ModelSource, resolve_source
 from malpyeong.predict import run_prediction
 from malpyeong.results import sidecar_path
-from malpyeong.runfolder import has_run_file, read_json
+from malpyeong.runfolder import is_finished_run, read_json
 from malpyeong.tasks.base import Task
 
 log = logging.getLogger(__name__)
@@ -112,10 +112,10 @@ def expert_folders(folder: str | os.PathLike, key: str) -> dict[str, Path]:
                             file=str(root / EXPERTS_FILE), field="route")
         names = [str(v) for v in (info.get("experts") or {}).values()]
         found = {v: root / n for v, n in (info.get("experts") or {}).items()
-                 if has_run_file(root / n)}
+                 if is_finished_run(root / n)}
     else:
         names = sorted(p.name for p in root.iterdir() if p.is_dir())
-        found = {n: root / n for n in names if has_run_file(root / n)}
+        found = {n: root / n for n in names if is_finished_run(root / n)}
     if not found:
         raise UserError(f"no expert run folder here (one per {key} value, each with "
                         "malpyeong_run.json)", file=str(folder), field="model",

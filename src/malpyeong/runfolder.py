@@ -55,6 +55,13 @@ def has_run_file(path: str | os.PathLike) -> bool:
     return (Path(path) / RUN_FILE).is_file()
 
 
+def is_finished_run(path: str | os.PathLike) -> bool:
+    """A run whose training finished. Training writes a first run file when it starts (so its
+    checkpoints predict with the run's prompt), marked ``"finished": false``; the run file written
+    after the weights has no such mark (nor have run files of older versions)."""
+    return has_run_file(path) and read_run(path).get("finished", True) is not False
+
+
 def checkpoint_run(path: str | os.PathLike) -> Path | None:
     """The run folder a trainer checkpoint (``RUN/checkpoint-N``) belongs to, when it has a run
     file: the checkpoint is then used with the run's prompt and max_length."""
@@ -164,5 +171,6 @@ def tokenizer_of(folder: Path, run_folder: Path, base: str) -> str:
 __all__ = ["ADAPTER_CONFIG", "ADAPTER_DIR", "MARKERS", "MERGED_DIR", "MODEL_CONFIG", "MODEL_DIR",
            "RUN_FILE", "WEIGHTS_DIR", "adapter_base", "adapter_of", "checkpoint_run",
            "find_adapter", "model_key",
-           "has_run_file", "has_tokenizer", "is_adapter", "is_model", "is_run_folder",
+           "has_run_file", "has_tokenizer", "is_adapter", "is_finished_run", "is_model",
+           "is_run_folder",
            "read_json", "read_run", "run_info", "tokenizer_of", "weights_of", "write_run"]

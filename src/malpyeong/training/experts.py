@@ -19,7 +19,7 @@ from malpyeong.classifier import OBJECTIVE
 from malpyeong.data import load_items
 from malpyeong.errors import UserError
 from malpyeong.routing import EXPERTS_FILE, route_key, route_values, write_experts
-from malpyeong.runfolder import has_run_file
+from malpyeong.runfolder import is_finished_run
 from malpyeong.tasks import get_task
 from malpyeong.training.classification import train_classification
 from malpyeong.training.outputs import main_process
@@ -59,7 +59,7 @@ def train_experts(script: SFTArguments, model_args: ModelArguments,
     done: list[str] = []
     for value in values:
         child = parent / value
-        if script.resume and has_run_file(child):
+        if script.resume and is_finished_run(child):
             log.info("expert %s: already trained, skipped", value)
         else:
             resume = script.resume and any(child.glob("checkpoint-*"))

@@ -200,8 +200,9 @@ def train_orpo(script: ORPOArguments, model_args: ModelArguments, config: Any) -
                      "dev": dev_stats.as_dict() if dev_rows else None}
             atomic_write_json(out / "data_stats.json", stats)
             write_config(out, script, recipe_args, config)
-            write_run(out, run_info(script, model_args, task, max_length, stage=script.algorithm,
-                                    target_style=target_style, merged=False))
+            write_run(out, {**run_info(script, model_args, task, max_length, stage=script.algorithm,
+                                    target_style=target_style, merged=False),
+                       "finished": False})  # the final run file follows the weights
         reference = reference_kwargs(script.algorithm, model, model_args, config,
                                      started_in_memory=bool(script.sft_adapter))
         margins_before = pair_margins(model, tokenizer, dev_rows[:64]) if dev_rows else []

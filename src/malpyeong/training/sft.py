@@ -105,8 +105,9 @@ def train_sft(script: SFTArguments, model_args: ModelArguments, config: Any) -> 
         if main_process():
             atomic_write_json(out / "data_stats.json", stats)
             write_config(out, script, recipe_args, config)
-            write_run(out, run_info(script, model_args, task, max_length, stage="sft",
-                                    target_style=script.target_style, merged=False))
+            write_run(out, {**run_info(script, model_args, task, max_length, stage="sft",
+                                    target_style=script.target_style, merged=False),
+                       "finished": False})  # the final run file follows the weights
         evaluator = TaskEvaluator(task, dev_items, tokenizer, backbone,
                                   dev_answer_settings(script, spec, max_length, config)) \
             if dev_items else None
