@@ -25,15 +25,12 @@ import numpy as np
 from malpyeong.backbones import Backbone, get_backbone, load_model, load_tokenizer
 from malpyeong.budget import fit_prompt
 from malpyeong.classifier import OBJECTIVE
-from malpyeong.data import load_items
 from malpyeong.errors import UserError
 from malpyeong.io import atomic_write_json
-from malpyeong.routing import select_items
 from malpyeong.runfolder import write_run
 from malpyeong.tasks import ChoiceTask, get_task
 from malpyeong.tasks.base import PromptSpec
-from malpyeong.training.evaluation import load_dev_items
-from malpyeong.training.examples import BudgetStats, augment_options
+from malpyeong.training.examples import BudgetStats, training_items
 from malpyeong.training.models import is_zero3
 from malpyeong.training.outputs import (
     check_resume,
@@ -171,15 +168,7 @@ def train_classification(script: SFTArguments, model_args: ModelArguments, confi
     max_length = config.max_length
     spec = task.prompt_spec(script.prompt)
 
-    train_items = load_items(script.train_file, task, require_output=True)
-    train_items = select_items(task, train_items, script.category, file=script.train_file)
-    if script.max_train_items:
-        train_items = train_items[:script.max_train_items]
-    n_items = len(train_items)
-    if script.shuffle_options:
-        train_items = augment_options(task, train_items, script.shuffle_copies, config.seed)
-    dev_items = select_items(task, load_dev_items(task, script), script.category,
-                             file=script.dev_file, required=False)
+    train_items, n_items, dev_items = training_items(task, script, config.seed)
     rows, train_stats = build_classification_rows(task, train_items, tokenizer, backbone, spec,
                                                   max_length)
     train_stats.items = n_items

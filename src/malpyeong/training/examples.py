@@ -31,10 +31,12 @@ from malpyeong.backbones import (  # noqa: F401 - the affix helpers are re-expor
     render_chat,
 )
 from malpyeong.budget import fit_prompt
-from malpyeong.data import item_label, read_records
+from malpyeong.data import item_label, load_items, read_records
 from malpyeong.errors import UserError
 from malpyeong.prep.magpie import mix
+from malpyeong.routing import select_items
 from malpyeong.tasks.base import ChoiceTask, PromptSpec, Task
+from malpyeong.training.evaluation import load_dev_items
 from malpyeong.training.recipe import SFTArguments
 
 log = logging.getLogger(__name__)
@@ -72,6 +74,22 @@ def augment_options(task: ChoiceTask, items: Sequence[Any], copies: int = 1, see
         for order in option_orders(task.n_choices, copies, item.id, seed):
             out.append(task.permuted(item, order))
     return out
+
+
+def training_items(task: Task, script: SFTArguments, seed: int) -> tuple[list[Any], int, list[Any]]:
+    """The recipe's training items (its category only, capped at ``max_train_items``, then
+    option-order copies), how many there were before the copies, and its dev items (same
+    category)."""
+    items = load_items(script.train_file, task, require_output=True)
+    items = select_items(task, items, script.category, file=script.train_file)
+    if script.max_train_items:
+        items = items[:script.max_train_items]
+    n_items = len(items)
+    if script.shuffle_options:
+        items = augment_options(task, items, script.shuffle_copies, seed)
+    dev_items = select_items(task, load_dev_items(task, script), script.category,
+                             file=script.dev_file, required=False)
+    return items, n_items, dev_items
 
 
 def build_sft_examples(task: Task, items: Sequence[Any], tokenizer: Any, backbone: Backbone,

@@ -10,14 +10,12 @@ from pathlib import Path
 from typing import Any
 
 from malpyeong.backbones import load_tokenizer
-from malpyeong.data import load_items
 from malpyeong.errors import UserError
 from malpyeong.io import atomic_write_json
-from malpyeong.routing import select_items
 from malpyeong.runfolder import write_run
 from malpyeong.tasks import get_task
-from malpyeong.training.evaluation import TaskEvaluator, dev_answer_settings, load_dev_items
-from malpyeong.training.examples import augment_options, build_sft_examples, mix_extra_rows
+from malpyeong.training.evaluation import TaskEvaluator, dev_answer_settings
+from malpyeong.training.examples import build_sft_examples, mix_extra_rows, training_items
 from malpyeong.training.models import load_training_model
 from malpyeong.training.outputs import (
     check_resume,
@@ -68,15 +66,7 @@ def train_sft(script: SFTArguments, model_args: ModelArguments, config: Any) -> 
                                    trust_remote_code=True if config.trust_remote_code else None)
         max_length = config.max_length
 
-        train_items = load_items(script.train_file, task, require_output=True)
-        train_items = select_items(task, train_items, script.category, file=script.train_file)
-        if script.max_train_items:
-            train_items = train_items[:script.max_train_items]
-        n_items = len(train_items)
-        if script.shuffle_options:
-            train_items = augment_options(task, train_items, script.shuffle_copies, config.seed)
-        dev_items = select_items(task, load_dev_items(task, script), script.category,
-                                 file=script.dev_file, required=False)
+        train_items, n_items, dev_items = training_items(task, script, config.seed)
         spec = task.prompt_spec(script.prompt)
         rows, train_stats = build_sft_examples(task, train_items, tokenizer, backbone, spec,
                                                max_length, target_style=script.target_style)
