@@ -21,8 +21,8 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from malpyeong.errors import UserError
-from malpyeong.io import atomic_write_text, ensure_writable, read_jsonl
+from malpyeong.errors import UserError, one_line
+from malpyeong.io import atomic_write_text, ensure_writable, read_jsonl, require_file
 from malpyeong.pairs import build_pairs, outputs_of_results
 from malpyeong.tasks.base import ChoiceTask, Task
 
@@ -95,13 +95,11 @@ def write_unpaired(rows: Sequence[dict], path: str | os.PathLike, *,
 
 def read_unpaired(path: str | os.PathLike) -> list[dict]:
     """Rows written by :func:`write_unpaired`; a malformed row is one ``UserError``."""
-    p = Path(path)
-    if not p.is_file():
-        raise UserError("file not found", file=str(p), field="unpaired")
+    p = require_file(path, field="unpaired")
     try:
         rows = read_jsonl(p)
     except ValueError as err:
-        raise UserError(f"not valid JSONL: {str(err).splitlines()[0]}", file=str(p)) from None
+        raise UserError(f"not valid JSONL: {one_line(err)}", file=str(p)) from None
     if not rows:
         raise UserError("no examples in the file", file=str(p))
     for n, row in enumerate(rows, 1):
