@@ -85,29 +85,13 @@ def main(argv: list[str] | None = None) -> int:
         tokenizer = load_tokenizer(args.tokenizer, backbone)
     from malpyeong.eda import build_report, build_token_report
 
+    common = {"tokenizer": tokenizer, "backbone": backbone,
+              "tokenizer_name": _label(args.tokenizer), "max_length": args.max_length,
+              "prompt": args.prompt}
     if args.tokens_only:
-        figures = build_token_report(
-            task,
-            splits,
-            out,
-            tokenizer=tokenizer,
-            backbone=backbone,
-            tokenizer_name=_label(args.tokenizer),
-            max_length=args.max_length,
-            prompt=args.prompt,
-        )
+        figures = build_token_report(task, splits, out, **common)
     else:
-        figures = build_report(
-            task,
-            splits,
-            out,
-            tokenizer=tokenizer,
-            backbone=backbone,
-            tokenizer_name=_label(args.tokenizer),
-            max_length=args.max_length,
-            prompt=args.prompt,
-            k=args.k,
-        )
+        figures = build_report(task, splits, out, **common, k=args.k)
     print(f"wrote {out / 'index.html'} ({sum(len(v) for v in splits.values())} items)")
     if "prompts_over_max_length" in figures:
         over = ", ".join(f"{s} {v:.1%}" for s, v in figures["prompts_over_max_length"].items())

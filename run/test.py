@@ -129,14 +129,8 @@ def main(argv: list[str] | None = None) -> int:
     spec = replace(task.prompt_spec(prompt), system=read_system_prompt(args.system_prompt_file))
     max_length = args.max_length or source.defaults.get("max_length")
     items = load_items(args.input, task)
-    check_distinct([("--output", args.output), ("its sidecar", sidecar_path(args.output))],
-                   [("--input", args.input)])
-    check_device(args.device)
-    ensure_writable(args.output, args.overwrite)
-    ensure_writable(sidecar_path(args.output), args.overwrite)
-    generation = GenerationSettings(max_new_tokens=args.max_new_tokens, num_beams=args.num_beams,
-                                    do_sample=args.do_sample, temperature=args.temperature,
-                                    top_p=args.top_p, seed=args.seed)
+    check_outputs(args)
+    generation = generation_settings(args)
     settings = AnswerSettings(prompt=spec, max_length=max_length, scoring=args.scoring,
                               permute=args.permute, generation=generation,
                               batch_size=args.batch_size or 8, constrain=not args.no_constrain)
@@ -177,18 +171,28 @@ def main(argv: list[str] | None = None) -> int:
     return 0
 
 
-def predict_routed(args: argparse.Namespace, task: Task) -> int:
-    """Each item answered by its expert (``--route``), into one results file."""
-    items = load_items(args.input, task)
-    routes = plan_routes(args.model, task, items, args.route, args.fallback)
+
+def check_outputs(args: argparse.Namespace) -> None:
+    """Before any work: the results file and its sidecar (neither an input, both writable) and
+    the device."""
     check_distinct([("--output", args.output), ("its sidecar", sidecar_path(args.output))],
                    [("--input", args.input)])
     check_device(args.device)
     ensure_writable(args.output, args.overwrite)
     ensure_writable(sidecar_path(args.output), args.overwrite)
-    generation = GenerationSettings(max_new_tokens=args.max_new_tokens, num_beams=args.num_beams,
-                                    do_sample=args.do_sample, temperature=args.temperature,
-                                    top_p=args.top_p, seed=args.seed)
+
+
+def generation_settings(args: argparse.Namespace) -> GenerationSettings:
+    return GenerationSettings(max_new_tokens=args.max_new_tokens, num_beams=args.num_beams,
+                              do_sample=args.do_sample, temperature=args.temperature,
+                              top_p=args.top_p, seed=args.seed)
+
+def predict_routed(args: argparse.Namespace, task: Task) -> int:
+    """Each item answered by its expert (``--route``), into one results file."""
+    items = load_items(args.input, task)
+    routes = plan_routes(args.model, task, items, args.route, args.fallback)
+    check_outputs(args)
+    generation = generation_settings(args)
 
     def settings_for(source: ModelSource) -> AnswerSettings:  # each expert's own defaults
         spec = replace(task.prompt_spec(args.prompt or source.defaults.get("prompt") or "baseline"),
