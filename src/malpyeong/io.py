@@ -19,10 +19,10 @@ import fcntl
 import json
 import os
 import tempfile
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any
+from typing import IO, Any
 
 from malpyeong.errors import UserError, one_line
 
@@ -148,16 +148,19 @@ def check_distinct(outputs: Named, inputs: Named = (), *, folders: Sequence[str]
 # ------------------------------------------------------------------------------- writing
 
 
-def atomic_write_text(path: str | os.PathLike, text: str) -> None:
-    """Write to a temporary file in the same folder, fsync, then rename over ``path``; the file
-    gets the permissions the umask gives a new file (``mkstemp`` would leave it 0600)."""
+@contextmanager
+def atomic_open(path: str | os.PathLike, mode: str = "w") -> Iterator[IO]:
+    """A file written under a temporary name in the same folder, fsynced, then renamed over
+    ``path`` when the block ends without an error (removed otherwise); it gets the permissions
+    the umask gives a new file (``mkstemp`` alone would leave it 0600). ``mode``: "w" or "wb"."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     try:
         os.fchmod(fd, 0o666 & ~current_umask())
-        with os.fdopen(fd, "w", encoding="utf-8", newline="\n") as fh:
-            fh.write(text)
+        text = {"encoding": "utf-8", "newline": "\n"} if "b" not in mode else {}
+        with os.fdopen(fd, mode, **text) as fh:
+            yield fh
             fh.flush()
             os.fsync(fh.fileno())
         os.replace(tmp, path)
@@ -165,23 +168,18 @@ def atomic_write_text(path: str | os.PathLike, text: str) -> None:
         if os.path.exists(tmp):
             os.unlink(tmp)
         raise
+
+
+def atomic_write_text(path: str | os.PathLike, text: str) -> None:
+    """``text`` written through :func:`atomic_open`."""
+    with atomic_open(path) as fh:
+        fh.write(text)
 
 
 def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> None:
     """Like :func:`atomic_write_text`, for binary files (pictures)."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as fh:
-            fh.write(data)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
+    with atomic_open(path, "wb") as fh:
+        fh.write(data)
 
 
 def atomic_write_json(path: str | os.PathLike, obj: Any, indent: int | None = 4) -> None:

@@ -14,9 +14,7 @@ from __future__ import annotations
 import json
 import os
 import re
-import tempfile
 from collections.abc import Callable, Iterator, Sequence
-from contextlib import contextmanager
 from dataclasses import dataclass
 from operator import itemgetter
 from pathlib import Path
@@ -27,7 +25,7 @@ import orjson
 
 from malpyeong import data as official
 from malpyeong.errors import UserError
-from malpyeong.io import atomic_write_json, require_file
+from malpyeong.io import atomic_open, atomic_write_json, require_file
 from malpyeong.prep.dedup import (
     ClusterLayout,
     Guard,
@@ -350,24 +348,6 @@ class ItemFile:
 # files in, files out
 # ---------------------------------------------------------------------------------------------
 
-@contextmanager
-def _atomic_binary(path: Path) -> Iterator[BinaryIO]:
-    """A binary file written to a temporary name and renamed over ``path`` when complete
-    (a streamed counterpart of :func:`malpyeong.io.atomic_write_text`)."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as fh:
-            yield fh
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
-
-
 def write_report(path: str | os.PathLike, report: dict) -> None:
     """The report as ``json.dumps(report, ensure_ascii=False, indent=2)`` writes it, atomically.
 
@@ -376,7 +356,7 @@ def write_report(path: str | os.PathLike, report: dict) -> None:
     whole. (JSON strings hold no raw newline, so re-indenting an element is a replace.)
     """
     opt = orjson.OPT_INDENT_2
-    with _atomic_binary(Path(path)) as fh:
+    with atomic_open(path, "wb") as fh:
         fh.write(b"{")
         for i, (key, value) in enumerate(report.items()):
             fh.write((b",\n  " if i else b"\n  ") + orjson.dumps(key) + b": ")
@@ -474,7 +454,7 @@ def dedup_files(inputs: Sequence[str], task_name: str, out: str | os.PathLike, *
     describe: dict[int, tuple[str, str, str]] = {}
     bounds = np.concatenate(([0], np.cumsum(counts)))
     if task is None:
-        with _atomic_binary(Path(out)) as fh:
+        with atomic_open(out, "wb") as fh:
             for src, a, b in zip(sources, bounds[:-1], bounds[1:], strict=True):
                 lo, hi = np.searchsorted(want, [a, b])
                 src.copy_kept(keep_mask[a:b], fh, want[lo:hi] - a, shown[lo:hi],
