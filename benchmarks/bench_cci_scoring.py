@@ -26,16 +26,16 @@ import tempfile
 import time
 from pathlib import Path
 
-from malpyeong.answer import AnswerSettings, default_batch_size
-from malpyeong.budget import fit_prompt
 from malpyeong.data import load_items
-from malpyeong.engines import HFEngine
-from malpyeong.loading import load_for_inference
-from malpyeong.predict import run_prediction
-from malpyeong.results import read_results
+from malpyeong.inference.answer import AnswerSettings, default_batch_size
+from malpyeong.inference.engines import HFEngine
+from malpyeong.inference.loading import load_for_inference
+from malpyeong.inference.predict import run_prediction
+from malpyeong.inference.results import read_results
+from malpyeong.models.budget import fit_prompt
+from malpyeong.models.tiny import build_tiny_model
 from malpyeong.tasks import get_task
 from malpyeong.tasks.base import BASELINE
-from malpyeong.tiny import build_tiny_model
 
 DEFAULT_DATA = Path(__file__).resolve().parents[2] / "shared" / "data" / "nikl" / "cci_test.json"
 

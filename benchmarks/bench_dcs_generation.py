@@ -26,17 +26,17 @@ import tempfile
 import time
 from pathlib import Path
 
-from malpyeong.answer import AnswerSettings, generation_prompts
-from malpyeong.backbones import end_of_turn_ids
 from malpyeong.data import load_items
-from malpyeong.engines import GenerationSettings, HFEngine
-from malpyeong.generation import cut_at_stop, stop_token_ids_for
-from malpyeong.loading import load_for_inference
-from malpyeong.predict import run_prediction
-from malpyeong.results import read_results
+from malpyeong.inference.answer import AnswerSettings, generation_prompts
+from malpyeong.inference.engines import GenerationSettings, HFEngine
+from malpyeong.inference.generation import cut_at_stop, stop_token_ids_for
+from malpyeong.inference.loading import load_for_inference
+from malpyeong.inference.predict import run_prediction
+from malpyeong.inference.results import read_results
+from malpyeong.models.backbones import end_of_turn_ids
+from malpyeong.models.tiny import build_tiny_model
 from malpyeong.tasks import get_task
 from malpyeong.tasks.base import BASELINE
-from malpyeong.tiny import build_tiny_model
 
 DEFAULT_DATA = Path(__file__).resolve().parents[2] / "shared" / "data" / "nikl" / "dcs_test.json"
 

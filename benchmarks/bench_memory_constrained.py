@@ -26,13 +26,13 @@ import tempfile
 import time
 from pathlib import Path
 
-from malpyeong.answer import AnswerSettings, answer_items
 from malpyeong.data import load_items
-from malpyeong.engines import GenerationSettings
-from malpyeong.loading import load_engine, resolve_source
+from malpyeong.inference.answer import AnswerSettings, answer_items
+from malpyeong.inference.engines import GenerationSettings
+from malpyeong.inference.loading import load_engine, resolve_source
+from malpyeong.models.tiny import build_tiny_model
 from malpyeong.prep.converters.dialogsum_memory import dialogsum_to_memory
 from malpyeong.tasks import get_task
-from malpyeong.tiny import build_tiny_model
 
 ROOT = Path(__file__).resolve().parents[1]
 DEFAULT_DATA = next((p / "shared" / "data" / "dialogsum" / "dialogsum.dev.jsonl" for p in ROOT.parents

@@ -25,12 +25,12 @@ import tempfile
 import time
 from pathlib import Path
 
-from malpyeong.backbones import get_backbone, load_tokenizer
-from malpyeong.budget import fit_prompt
+from malpyeong.models.backbones import get_backbone, load_tokenizer
+from malpyeong.models.budget import fit_prompt
+from malpyeong.models.tiny import build_tiny_model
 from malpyeong.prep.converters.qmsum import read_meetings
 from malpyeong.prep.converters.qmsum_qa import meeting_items, transcript_lines
 from malpyeong.tasks import get_task
-from malpyeong.tiny import build_tiny_model
 
 DEFAULT_DATA = Path(__file__).resolve().parents[2] / "shared" / "data" / "qmsum" / "val.jsonl"
 STRATEGIES = ("head_tail", "retrieve")

@@ -92,10 +92,10 @@ def main() -> int:
     )
     from trl.trainer.sft_trainer import DataCollatorForLanguageModeling
 
-    from malpyeong.backbones import get_backbone, load_tokenizer
     from malpyeong.data import load_items
+    from malpyeong.models.backbones import get_backbone, load_tokenizer
+    from malpyeong.models.tiny import SEED_TEXT, build_tiny_model
     from malpyeong.tasks import get_task
-    from malpyeong.tiny import SEED_TEXT, build_tiny_model
     from malpyeong.training import (
         batching_changes,
         build_sft_examples,

@@ -1,4 +1,4 @@
-"""The memory estimate (malpyeong.memory_estimate) against the measured peak of a training step.
+"""The memory estimate (malpyeong.training.vram) against the measured peak of a training step.
 
     python benchmarks/memory_estimate.py                 # a few minutes on 2 CPU cores
     python benchmarks/memory_estimate.py --quick         # two setups
@@ -27,7 +27,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "src"))
 
-from malpyeong.memory_estimate import (  # noqa: E402
+from malpyeong.training.vram import (  # noqa: E402
     GIB,
     Architecture,
     Setup,
@@ -50,7 +50,7 @@ CHILD = r'''
 import json, sys
 import torch
 sys.path.insert(0, sys.argv[2])
-from malpyeong.backbones import load_model
+from malpyeong.models.backbones import load_model
 from malpyeong.training.models import lora_config
 spec = json.loads(sys.argv[1])
 torch.set_num_threads(1)

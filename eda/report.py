@@ -79,7 +79,7 @@ def main(argv: list[str] | None = None) -> int:
     splits = {name: load_items(path, task) for name, path in zip(names, args.data, strict=True)}
     tokenizer = backbone = None
     if args.tokenizer:
-        from malpyeong.backbones import get_backbone, load_tokenizer
+        from malpyeong.models.backbones import get_backbone, load_tokenizer
 
         backbone = get_backbone(args.tokenizer)
         tokenizer = load_tokenizer(args.tokenizer, backbone)

@@ -24,7 +24,7 @@ import sys
 
 from malpyeong.cli import run_cli, task_argument, verbose_argument
 from malpyeong.errors import UserError
-from malpyeong.loading import check_device
+from malpyeong.inference.loading import check_device
 from malpyeong.merging import (
     ENGINES,
     EvalOptions,

@@ -21,8 +21,8 @@ from malpyeong.cli import run_cli, task_argument, verbose_argument
 from malpyeong.data import load_items
 from malpyeong.errors import UserError
 from malpyeong.io import check_distinct, ensure_writable
-from malpyeong.pairs import build_pairs, write_pairs
 from malpyeong.tasks import get_task
+from malpyeong.training.pairs import build_pairs, write_pairs
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -23,7 +23,7 @@ from malpyeong.data import load_items
 from malpyeong.errors import UserError
 from malpyeong.io import ensure_writable
 from malpyeong.tasks import get_task
-from malpyeong.unpaired import build_unpaired, write_unpaired
+from malpyeong.training.unpaired import build_unpaired, write_unpaired
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -32,7 +32,7 @@ from malpyeong.training import INTERRUPTED, has_flag
 
 def main(argv: list[str] | None = None) -> int:
     if has_flag(argv, "--list-models"):
-        from malpyeong.backbones import registry_table
+        from malpyeong.models.backbones import registry_table
 
         print(registry_table())
         return 0

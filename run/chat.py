@@ -38,8 +38,8 @@ from malpyeong.dialogue import (
     read_lines,
 )
 from malpyeong.errors import UserError
-from malpyeong.loading import load_engine, resolve_source
-from malpyeong.prep.scripts import persona_of, read_personas
+from malpyeong.inference.loading import load_engine, resolve_source
+from malpyeong.prep.screenplays import persona_of, read_personas
 from malpyeong.tasks import TASKS, get_task
 from malpyeong.tasks.base import GenerateTask, PromptSpec
 

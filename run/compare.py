@@ -22,16 +22,16 @@ import logging
 import sys
 from pathlib import Path
 
-from malpyeong.answer import AnswerSettings
 from malpyeong.cli import add_metric_options, given_metric_options, run_cli, task_argument, verbose_argument
-from malpyeong.comparison import compare, markdown_table, write_reports
 from malpyeong.data import check_submission, load_items
-from malpyeong.engines import GenerationSettings
 from malpyeong.errors import UserError
+from malpyeong.inference.answer import AnswerSettings
+from malpyeong.inference.engines import GenerationSettings
+from malpyeong.inference.loading import load_engine, resolve_source
+from malpyeong.inference.predict import run_prediction
+from malpyeong.inference.results import read_results
 from malpyeong.io import check_distinct, check_folder_writable, ensure_writable
-from malpyeong.loading import load_engine, resolve_source
-from malpyeong.predict import run_prediction
-from malpyeong.results import read_results
+from malpyeong.metrics.comparison import compare, markdown_table, write_reports
 from malpyeong.tasks import Task, get_task
 
 log = logging.getLogger("compare")

@@ -37,12 +37,13 @@ import json
 import sys
 from pathlib import Path
 
-from malpyeong.answer import AnswerSettings
 from malpyeong.cli import run_cli, task_argument, verbose_argument
 from malpyeong.data import load_items
-from malpyeong.engines import GenerationSettings, HFEngine
 from malpyeong.ensemble.mbr import bertscore_similarity, rouge1_similarity
 from malpyeong.errors import UserError
+from malpyeong.inference.answer import AnswerSettings
+from malpyeong.inference.engines import GenerationSettings, HFEngine
+from malpyeong.inference.loading import load_for_inference, resolve_source
 from malpyeong.io import (
     atomic_write_json,
     atomic_write_text,
@@ -50,7 +51,6 @@ from malpyeong.io import (
     check_folder_writable,
     ensure_writable,
 )
-from malpyeong.loading import load_for_inference, resolve_source
 from malpyeong.prep.distill import distill, engine_generate, open_raw, raw_path, student_prompt
 from malpyeong.prep.self_distill import (
     SELECT,
@@ -147,7 +147,7 @@ def main(argv: list[str] | None = None) -> int:
     with raw:
         generate = _never
         if any(it.id not in done for it in items):
-            from malpyeong.backbones import get_backbone, load_model, load_tokenizer
+            from malpyeong.models.backbones import get_backbone, load_model, load_tokenizer
 
             backbone = get_backbone(args.teacher)
             tokenizer = load_tokenizer(args.teacher, backbone)

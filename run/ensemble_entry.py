@@ -32,7 +32,7 @@ import sys
 
 from malpyeong.cli import run_cli, verbose_argument
 from malpyeong.ensemble import METHODS
-from malpyeong.entries import EntryJob, run_entry
+from malpyeong.ensemble.entry import EntryJob, run_entry
 from malpyeong.errors import UserError
 
 

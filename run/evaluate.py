@@ -19,7 +19,7 @@ import sys
 
 from malpyeong.cli import add_metric_options, given_metric_options, run_cli, task_argument, verbose_argument
 from malpyeong.data import check_submission, load_items
-from malpyeong.results import read_results
+from malpyeong.inference.results import read_results
 from malpyeong.tasks import get_task
 
 

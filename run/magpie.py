@@ -92,7 +92,7 @@ def main(argv: list[str] | None = None) -> int:
     check_distinct([("--out", out), ("--report", report_path), ("the raw file", raw_path(out))])
     ensure_writable(out, args.overwrite)  # the report goes with OUT (rewritten with it)
     check_folder_writable(report_path.parent, what=str(report_path))
-    from malpyeong.backbones import get_backbone, load_model, load_tokenizer
+    from malpyeong.models.backbones import get_backbone, load_model, load_tokenizer
 
     backbone = get_backbone(args.model)
     tokenizer = load_tokenizer(args.model, backbone)

@@ -28,12 +28,12 @@ import sys
 from dataclasses import replace
 from pathlib import Path
 
-from malpyeong.answer import AnswerSettings, answer_items
 from malpyeong.cli import read_system_prompt, run_cli, verbose_argument
-from malpyeong.engines import GenerationSettings
 from malpyeong.errors import UserError, UserErrors
+from malpyeong.inference.answer import AnswerSettings, answer_items
+from malpyeong.inference.engines import GenerationSettings
+from malpyeong.inference.loading import load_engine, resolve_source
 from malpyeong.io import atomic_write_text, ensure_writable
-from malpyeong.loading import load_engine, resolve_source
 from malpyeong.tasks.memory import TURN_READINGS, MemoryItem, MemoryTask, state_problems
 
 

@@ -12,10 +12,10 @@ from __future__ import annotations
 import argparse
 import sys
 
-from malpyeong.backbones import get_backbone, load_tokenizer
-from malpyeong.budget import fit_prompt
 from malpyeong.cli import run_cli, task_argument, verbose_argument
 from malpyeong.data import load_items
+from malpyeong.models.backbones import get_backbone, load_tokenizer
+from malpyeong.models.budget import fit_prompt
 from malpyeong.tasks import get_task
 
 

@@ -8,7 +8,7 @@ Reads plain-text scripts (``Name: speech``), HTML transcript pages (``<b>Name:</
 ``<strong>``, entities, ``<br>``, lines wrapped over several rows) and Word documents (.docx),
 in UTF-8, Windows-1252, Latin-1 or CP949 (detected). A folder given to --in means the scripts
 in it. Scene headings end a scene and no pair crosses one; stage directions, notes, credits,
-commercial breaks and titles are removed (see malpyeong.prep.scripts.parse). Each record is
+commercial breaks and titles are removed (see malpyeong.prep.screenplays.parse). Each record is
 one reply in the ``chat`` task's layout (JSONL when --out ends in .jsonl, else a JSON list);
 the report (episodes, scenes, lines read, pairs written, lines dropped by reason, top
 speakers) is printed and saved as OUT.report.json.
@@ -25,7 +25,7 @@ from malpyeong.cli import run_cli, verbose_argument
 from malpyeong.data import load_items
 from malpyeong.errors import UserError
 from malpyeong.io import atomic_write_json, atomic_write_text, ensure_writable
-from malpyeong.prep.scripts import (
+from malpyeong.prep.screenplays import (
     PairOptions,
     build_pairs,
     parse_source,

@@ -30,19 +30,19 @@ import math
 import sys
 from dataclasses import replace
 
-from malpyeong.answer import AnswerSettings, default_batch_size
-from malpyeong.classifier import check_head_scoring
 from malpyeong.cli import read_system_prompt, run_cli, task_argument, verbose_argument
 from malpyeong.data import load_items
-from malpyeong.engines import Engine, GenerationSettings
 from malpyeong.errors import UserError
+from malpyeong.inference.answer import AnswerSettings, default_batch_size
+from malpyeong.inference.classifier import check_head_scoring
+from malpyeong.inference.engines import Engine, GenerationSettings
+from malpyeong.inference.loading import ModelSource, check_device, load_engine, resolve_source
+from malpyeong.inference.predict import run_prediction
+from malpyeong.inference.results import partial_path, sidecar_path
+from malpyeong.inference.routing import plan_routes, run_routed
+from malpyeong.inference.scoring import SCORINGS
+from malpyeong.inference.shard import current_shard
 from malpyeong.io import check_distinct, ensure_writable
-from malpyeong.loading import ModelSource, check_device, load_engine, resolve_source
-from malpyeong.predict import run_prediction
-from malpyeong.results import partial_path, sidecar_path
-from malpyeong.routing import plan_routes, run_routed
-from malpyeong.scoring import SCORINGS
-from malpyeong.shard import current_shard
 from malpyeong.tasks import Task, get_task
 
 log = logging.getLogger("test")

@@ -27,8 +27,7 @@ from pathlib import Path
 from malpyeong.cli import run_cli, task_argument, verbose_argument
 from malpyeong.data import load_items
 from malpyeong.errors import UserError
-from malpyeong.tasks import get_task
-from malpyeong.tiny import (
+from malpyeong.models.tiny import (
     FAMILIES,
     REAL_FAMILIES,
     STATE_SPACE_FAMILIES,
@@ -37,6 +36,7 @@ from malpyeong.tiny import (
     build_tiny_model,
     corpus_texts,
 )
+from malpyeong.tasks import get_task
 
 
 def main(argv: list[str] | None = None) -> int:

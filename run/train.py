@@ -32,14 +32,14 @@ from __future__ import annotations
 
 import sys
 
-from malpyeong.axolotl import recipe_argv
 from malpyeong.cli import run_cli
 from malpyeong.training import INTERRUPTED, has_flag
+from malpyeong.training.axolotl import recipe_argv
 
 
 def main(argv: list[str] | None = None) -> int:
     if has_flag(argv, "--list-models"):
-        from malpyeong.backbones import registry_table
+        from malpyeong.models.backbones import registry_table
 
         print(registry_table())
         return 0
@@ -50,7 +50,7 @@ def main(argv: list[str] | None = None) -> int:
     with recipe_argv(sys.argv[1:] if argv is None else argv) as args:  # Axolotl configs as ours
         script, model_args, config = parser.parse(args)
     if script.rules:  # before anything is loaded: will the recipe fit the rules' GPU?
-        from malpyeong.memory_estimate import recipe_report
+        from malpyeong.training.vram import recipe_report
 
         print(recipe_report(script, model_args, config))
     if script.experts:

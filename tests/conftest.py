@@ -76,7 +76,7 @@ def dcs_record() -> dict:
 @pytest.fixture(scope="session")
 def tiny_models(tmp_path_factory) -> dict[str, Path]:
     """One tiny random model per family, built once per test session."""
-    from malpyeong.tiny import FAMILIES, build_tiny_model
+    from malpyeong.models.tiny import FAMILIES, build_tiny_model
 
     root = tmp_path_factory.mktemp("tiny")
     return {f: build_tiny_model(f, root / f) for f in FAMILIES}
@@ -85,7 +85,7 @@ def tiny_models(tmp_path_factory) -> dict[str, Path]:
 @pytest.fixture(scope="session")
 def tiny_mamba(tmp_path_factory) -> Path:
     """A tiny Mamba (no attention, no chat template), built once per test session."""
-    from malpyeong.tiny import build_tiny_model
+    from malpyeong.models.tiny import build_tiny_model
 
     return build_tiny_model("mamba", tmp_path_factory.mktemp("tiny") / "mamba")
 
@@ -110,6 +110,6 @@ def one_torch_thread():
 @pytest.fixture(scope="session")
 def tiny_embedder(tmp_path_factory) -> Path:
     """A tiny random BERT saved as a sentence-transformers model (similarity, BERTScore)."""
-    from malpyeong.tiny import build_tiny_embedder
+    from malpyeong.models.tiny import build_tiny_embedder
 
     return build_tiny_embedder(tmp_path_factory.mktemp("embedder") / "tiny-embedder")

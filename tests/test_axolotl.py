@@ -10,10 +10,10 @@ import pytest
 import yaml
 from conftest import SAMPLES, load_script
 
-from malpyeong.axolotl import infer_task, is_axolotl, recipe_argv, to_recipe
 from malpyeong.cli import run_cli
 from malpyeong.errors import UserError
 from malpyeong.training import sft_parser
+from malpyeong.training.axolotl import infer_task, is_axolotl, recipe_argv, to_recipe
 
 
 def axolotl_config(model: str, **changes) -> dict:

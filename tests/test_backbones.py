@@ -8,7 +8,8 @@ import sys
 import pytest
 from conftest import ROOT
 
-from malpyeong.backbones import (
+from malpyeong.errors import UserError
+from malpyeong.models.backbones import (
     REGISTRY,
     fold_system,
     get_backbone,
@@ -16,8 +17,7 @@ from malpyeong.backbones import (
     load_tokenizer,
     registry_table,
 )
-from malpyeong.budget import fit_prompt
-from malpyeong.errors import UserError
+from malpyeong.models.budget import fit_prompt
 from malpyeong.tasks import get_task
 from malpyeong.tasks.base import BASELINE
 
@@ -72,7 +72,7 @@ def test_tiny_models_load_and_run(tiny_models):
 
 
 def test_tiny_models_are_deterministic(tmp_path):
-    from malpyeong.tiny import build_tiny_model
+    from malpyeong.models.tiny import build_tiny_model
 
     a = build_tiny_model("qwen2", tmp_path / "a", seed=3)
     b = build_tiny_model("qwen2", tmp_path / "b", seed=3)

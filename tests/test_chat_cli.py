@@ -174,8 +174,8 @@ def test_reply_is_streamed_as_it_is_written(tiny_models):
 
     import torch
 
-    from malpyeong.backbones import load_tokenizer
     from malpyeong.dialogue import ReplyStreamer
+    from malpyeong.models.backbones import load_tokenizer
     from malpyeong.tasks import get_task
     from malpyeong.tasks.base import Utterance
 
@@ -203,10 +203,10 @@ def test_reply_is_streamed_as_it_is_written(tiny_models):
 def test_other_summarisers(tiny_models, tmp_path, capsys):
     """Another plain model writes the summary; a model of another task answers through that
     task (a DCS summariser here)."""
-    from malpyeong.answer import AnswerSettings
     from malpyeong.dialogue import TaskSummarizer
-    from malpyeong.engines import GenerationSettings, HFEngine
-    from malpyeong.loading import load_for_inference
+    from malpyeong.inference.answer import AnswerSettings
+    from malpyeong.inference.engines import GenerationSettings, HFEngine
+    from malpyeong.inference.loading import load_for_inference
     from malpyeong.tasks import get_task
     from malpyeong.tasks.base import Utterance
 

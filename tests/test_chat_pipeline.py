@@ -11,8 +11,8 @@ from conftest import ROOT, SAMPLES, load_script
 
 from malpyeong.cli import run_cli
 from malpyeong.errors import UserError
-from malpyeong.results import read_results
-from malpyeong.tiny import build_tiny_embedder, build_tiny_model, real_tokenizer_file
+from malpyeong.inference.results import read_results
+from malpyeong.models.tiny import build_tiny_embedder, build_tiny_model, real_tokenizer_file
 
 pytestmark = pytest.mark.slow
 

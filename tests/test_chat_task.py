@@ -10,8 +10,14 @@ import math
 import pytest
 import torch
 
-from malpyeong.answer import AnswerSettings, answer_items
-from malpyeong.backbones import (
+from malpyeong.errors import UserError
+from malpyeong.inference.answer import AnswerSettings, answer_items
+from malpyeong.inference.engines import GenerationSettings, HFEngine
+from malpyeong.inference.generation import generate_texts
+from malpyeong.inference.loading import load_for_inference
+from malpyeong.inference.scoring import can_share_prefix, sequence_logprobs
+from malpyeong.metrics.chat import chat_scores, distinct_n, lcs_length, perplexity, rouge_l_pair
+from malpyeong.models.backbones import (
     REGISTRY,
     assistant_affixes,
     end_of_turn_ids,
@@ -20,12 +26,6 @@ from malpyeong.backbones import (
     registry_table,
     render_chat,
 )
-from malpyeong.engines import GenerationSettings, HFEngine
-from malpyeong.errors import UserError
-from malpyeong.generation import generate_texts
-from malpyeong.loading import load_for_inference
-from malpyeong.metrics.chat import chat_scores, distinct_n, lcs_length, perplexity, rouge_l_pair
-from malpyeong.scoring import can_share_prefix, sequence_logprobs
 from malpyeong.tasks import get_task
 from malpyeong.tasks.base import Utterance
 from malpyeong.tasks.chat import clean_reply
@@ -145,7 +145,7 @@ def test_metric_values():
 
 
 def test_evaluate_reads_perplexity_from_the_sidecar_and_bertscore_locally(tmp_path):
-    from malpyeong.tiny import build_tiny_embedder
+    from malpyeong.models.tiny import build_tiny_embedder
 
     gold = [item([("A", "hi")], output="good morning to you"),
             item([("A", "hey")], output="see you later")]

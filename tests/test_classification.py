@@ -12,14 +12,14 @@ import pytest
 from conftest import load_script
 from test_training import build_synthetic_model, make_synthetic_cci, write_json
 
-from malpyeong.answer import AnswerSettings, answer_items
-from malpyeong.backbones import get_backbone, load_model, load_tokenizer
-from malpyeong.budget import fit_prompt
-from malpyeong.classifier import ClassifierEngine
 from malpyeong.cli import run_cli
 from malpyeong.data import load_items
 from malpyeong.errors import UserError
-from malpyeong.results import read_results, sidecar_path
+from malpyeong.inference.answer import AnswerSettings, answer_items
+from malpyeong.inference.classifier import ClassifierEngine
+from malpyeong.inference.results import read_results, sidecar_path
+from malpyeong.models.backbones import get_backbone, load_model, load_tokenizer
+from malpyeong.models.budget import fit_prompt
 from malpyeong.tasks import get_task
 from malpyeong.training import build_classification_rows, sft_parser, train_run
 

@@ -9,9 +9,9 @@ import numpy as np
 import pytest
 from conftest import SAMPLES, load_script
 
-from malpyeong import stats
 from malpyeong.cli import run_cli
-from malpyeong.comparison import compare
+from malpyeong.metrics import stats
+from malpyeong.metrics.comparison import compare
 
 WORDS = ("회의", "예산", "일정", "공원", "도서관", "축제", "버스", "학교", "시장", "병원")
 

@@ -355,7 +355,7 @@ def _adapter(base: Path, out: Path) -> Path:
 
 
 def test_adapters_of_another_base_are_refused(tiny_llama, data, tmp_path, capsys):
-    from malpyeong.tiny import build_tiny_model
+    from malpyeong.models.tiny import build_tiny_model
 
     other = build_tiny_model("llama", tmp_path / "other_base", seed=1)
     a, b = _adapter(tiny_llama, tmp_path / "a"), _adapter(other, tmp_path / "b")
@@ -391,7 +391,7 @@ def test_non_finite_numbers_are_refused(tiny_llama, tmp_path, capsys):
 
 
 def test_a_checkpoint_predicts_with_its_runs_prompt_and_budget(trained, tmp_path):
-    from malpyeong.loading import resolve_source
+    from malpyeong.inference.loading import resolve_source
 
     run = json.loads((trained / "malpyeong_run.json").read_text())
     source = resolve_source(trained / "checkpoint-1")

@@ -108,7 +108,7 @@ def _texts(path):
 
 @pytest.mark.skipif(not (SAMPLES / "cci_train.json").exists(), reason="sample files not present")
 def test_cci_report_on_samples(tiny_models, tmp_path):
-    from malpyeong.backbones import get_backbone, load_tokenizer
+    from malpyeong.models.backbones import get_backbone, load_tokenizer
 
     task = get_task("cci")
     files = {s: SAMPLES / f"cci_{s}.json" for s in ("train", "dev", "test")}
@@ -222,8 +222,8 @@ def test_report_without_a_hangul_font_keeps_english_labels(monkeypatch, tmp_path
 
 @pytest.mark.skipif(not (SAMPLES / "dcs_dev.json").exists(), reason="sample files not present")
 def test_token_report_cli_writes_token_lengths_only(tiny_models, tmp_path):
-    from malpyeong.backbones import encode, get_backbone, load_tokenizer, render_chat
     from malpyeong.cli import run_cli
+    from malpyeong.models.backbones import encode, get_backbone, load_tokenizer, render_chat
 
     report = load_script(ROOT / "eda" / "report.py")
     out = tmp_path / "tokens-gemma2"

@@ -18,9 +18,9 @@ from conftest import ROOT, SAMPLES, load_script
 
 from malpyeong.cli import run_cli
 from malpyeong.data import check_submission, load_items
-from malpyeong.entries import EntryJob, run_entry
-from malpyeong.results import read_results
-from malpyeong.runfolder import is_finished_run
+from malpyeong.ensemble.entry import EntryJob, run_entry
+from malpyeong.inference.results import read_results
+from malpyeong.models.runfolder import is_finished_run
 from malpyeong.tasks import get_task
 
 MALBBUNGCHI = ROOT / "resource" / "configs" / "cci" / "malbbungchi"

@@ -9,7 +9,7 @@ import pytest
 import yaml
 from conftest import ROOT, SAMPLES, load_script
 
-from malpyeong.backbones import REGISTRY, non_commercial, registry_table
+from malpyeong.models.backbones import REGISTRY, non_commercial, registry_table
 from malpyeong.training import sft_parser
 
 CONFIGS = ROOT / "resource" / "configs"
@@ -127,8 +127,8 @@ def test_new_backbones_in_the_registry_and_list_models(capsys):
 
 
 def test_exaone_chat_format_as_the_model_renders_it(tmp_path):
-    from malpyeong.backbones import get_backbone, load_tokenizer, render_chat
-    from malpyeong.tiny import build_tiny_model
+    from malpyeong.models.backbones import get_backbone, load_tokenizer, render_chat
+    from malpyeong.models.tiny import build_tiny_model
 
     path = build_tiny_model("exaone", tmp_path / "exaone")
     backbone = get_backbone(str(path))
@@ -144,7 +144,7 @@ def test_exaone_chat_format_as_the_model_renders_it(tmp_path):
 
 def test_tiny_exaone_trains_and_predicts(tmp_path):
     """The EXAONE family through training (LoRA) and prediction, on the CCI samples."""
-    from malpyeong.tiny import build_tiny_model
+    from malpyeong.models.tiny import build_tiny_model
 
     path = build_tiny_model("exaone", tmp_path / "exaone")
     out = tmp_path / "run"

@@ -7,19 +7,19 @@ import json
 import pytest
 from conftest import SAMPLES
 
-from malpyeong.answer import AnswerSettings, generation_prompts
-from malpyeong.backbones import end_of_turn_ids, get_backbone, load_model, load_tokenizer
 from malpyeong.data import check_submission, load_items
-from malpyeong.engines import GenerationSettings, HFEngine
-from malpyeong.generation import (
+from malpyeong.inference.answer import AnswerSettings, generation_prompts
+from malpyeong.inference.engines import GenerationSettings, HFEngine
+from malpyeong.inference.generation import (
     cut_at_stop,
     cut_at_strings,
     generate_texts,
     left_pad,
     length_sorted_batches,
 )
-from malpyeong.predict import run_prediction
-from malpyeong.results import read_results, sidecar_path
+from malpyeong.inference.predict import run_prediction
+from malpyeong.inference.results import read_results, sidecar_path
+from malpyeong.models.backbones import end_of_turn_ids, get_backbone, load_model, load_tokenizer
 from malpyeong.tasks import get_task
 from malpyeong.tasks.base import BASELINE
 
@@ -133,7 +133,7 @@ def test_clean_output_strips_chat_artefacts_in_results(setup, tmp_path, monkeypa
                 on_result(i, raw)
         return [raw] * len(prompts)
 
-    import malpyeong.engines as engines
+    import malpyeong.inference.engines as engines
 
     monkeypatch.setattr(engines, "generate_texts", fake_generate)
     out = tmp_path / "clean.json"

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import pytest
 
-from malpyeong.jsonrepair import read_json_object
+from malpyeong.metrics.jsonrepair import read_json_object
 
 OBJ = {"a": [1, 2], "b": "x, y}"}
 

@@ -12,9 +12,9 @@ from types import SimpleNamespace
 import pytest
 from conftest import ROOT, load_script
 
-from malpyeong.backbones import PRE_QUERY, get_backbone, load_tokenizer
 from malpyeong.cli import run_cli
 from malpyeong.errors import UserError
+from malpyeong.models.backbones import PRE_QUERY, get_backbone, load_tokenizer
 from malpyeong.prep.filters import (
     FilterConfig,
     check_pair,
@@ -27,12 +27,12 @@ from malpyeong.prep.filters import (
 from malpyeong.prep.magpie import (
     first_line,
     generate_pairs,
-    mix,
     pre_query,
     strip_specials,
     template_pre_query,
     to_record,
 )
+from malpyeong.training.examples import mix
 
 GOLDEN = {
     "llama3": "<|begin_of_text|><|start_header_id|>user<|end_header_id|>\n\n",

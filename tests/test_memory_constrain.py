@@ -11,20 +11,20 @@ import types
 import pytest
 from conftest import SAMPLES, load_script
 
-from malpyeong.answer import AnswerSettings, answer_items
 from malpyeong.cli import run_cli
-from malpyeong.constrain import (
+from malpyeong.data import load_items
+from malpyeong.errors import UserError
+from malpyeong.inference.answer import AnswerSettings, answer_items
+from malpyeong.inference.constrain import (
     Completer,
     Unsupported,
     json_constraint,
     vllm_engine_kwargs,
     vllm_sampling_kwargs,
 )
-from malpyeong.data import load_items
-from malpyeong.engines import GenerationSettings
-from malpyeong.errors import UserError
-from malpyeong.generation import generate_texts, generate_texts_vllm
-from malpyeong.loading import load_engine, resolve_source
+from malpyeong.inference.engines import GenerationSettings
+from malpyeong.inference.generation import generate_texts, generate_texts_vllm
+from malpyeong.inference.loading import load_engine, resolve_source
 from malpyeong.tasks import memory as memory_module
 from malpyeong.tasks.memory import MemoryTask
 

@@ -12,8 +12,8 @@ from test_memory_convert import DIALOGSUM
 
 from malpyeong.cli import run_cli
 from malpyeong.data import check_submission, load_items
+from malpyeong.inference.results import read_results
 from malpyeong.io import read_jsonl
-from malpyeong.results import read_results
 from malpyeong.tasks import get_task
 from malpyeong.tasks import memory as memory_module
 

@@ -9,7 +9,7 @@ import pytest
 import yaml
 from conftest import ROOT
 
-from malpyeong.backbones import REGISTRY
+from malpyeong.models.backbones import REGISTRY
 from malpyeong.training import sft_parser
 
 CONFIGS = ROOT / "resource" / "configs" / "memory"

@@ -122,7 +122,7 @@ def test_lora_linear_merge_is_the_weighted_sum_of_deltas(tiny_llama, adapters, t
 
 
 def test_merged_run_folders_load_with_malpyeong_loader(tiny_llama, adapters, tmp_path):
-    loading = pytest.importorskip("malpyeong.loading")
+    loading = pytest.importorskip("malpyeong.inference.loading")
     from safetensors.torch import load_file
 
     a, b = adapters
@@ -154,7 +154,7 @@ def test_lora_ties_runs_through_peft(tiny_llama, adapters, tmp_path):
 
 @pytest.fixture(scope="module")
 def two_llamas(tiny_llama, tmp_path_factory):
-    from malpyeong.tiny import build_tiny_model
+    from malpyeong.models.tiny import build_tiny_model
 
     other = build_tiny_model("llama", tmp_path_factory.mktemp("llama_b") / "m", seed=1)
     return tiny_llama, other
@@ -194,7 +194,7 @@ def test_mergekit_linear_is_the_weighted_average(two_llamas, tmp_path):
     logits = model(torch.tensor([[1, 2, 3]])).logits
     assert torch.isfinite(logits).all()
     try:
-        from malpyeong.loading import load_for_inference
+        from malpyeong.inference.loading import load_for_inference
     except ImportError:
         return
     loaded = load_for_inference(tmp_path / "st", dtype="float32")

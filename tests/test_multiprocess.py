@@ -22,7 +22,7 @@ from pathlib import Path
 import pytest
 from conftest import ROOT, SAMPLES
 
-from malpyeong.results import partial_paths, sidecar_path
+from malpyeong.inference.results import partial_paths, sidecar_path
 
 pytestmark = pytest.mark.slow
 

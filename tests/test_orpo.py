@@ -10,10 +10,9 @@ import yaml
 from conftest import ROOT, load_script
 from test_training import build_synthetic_model, make_synthetic_cci, write_json
 
-from malpyeong.backbones import get_backbone, load_tokenizer
 from malpyeong.data import load_items, write_submission
 from malpyeong.errors import UserError
-from malpyeong.pairs import build_pairs, read_pairs, write_pairs
+from malpyeong.models.backbones import get_backbone, load_tokenizer
 from malpyeong.tasks import get_task
 from malpyeong.training import (
     build_orpo_rows,
@@ -23,6 +22,7 @@ from malpyeong.training import (
     train_orpo,
     train_sft,
 )
+from malpyeong.training.pairs import build_pairs, read_pairs, write_pairs
 
 
 def test_cci_pairs_two_per_item_in_the_sft_style(cci_record, tmp_path):

@@ -10,13 +10,12 @@ import numpy as np
 import pytest
 from conftest import NIKL, SAMPLES, load_script
 
-from malpyeong.answer import AnswerSettings
-from malpyeong.backbones import encode, get_backbone, load_model, load_tokenizer
 from malpyeong.data import check_submission, load_items
-from malpyeong.engines import HFEngine
-from malpyeong.predict import run_prediction
-from malpyeong.results import partial_path, read_results, sidecar_path
-from malpyeong.scoring import (
+from malpyeong.inference.answer import AnswerSettings
+from malpyeong.inference.engines import HFEngine
+from malpyeong.inference.predict import run_prediction
+from malpyeong.inference.results import partial_path, read_results, sidecar_path
+from malpyeong.inference.scoring import (
     ChoicePrompts,
     TokenSequence,
     can_share_prefix,
@@ -29,6 +28,7 @@ from malpyeong.scoring import (
     softmax,
     unpermute,
 )
+from malpyeong.models.backbones import encode, get_backbone, load_model, load_tokenizer
 from malpyeong.tasks import get_task
 from malpyeong.tasks.base import BASELINE
 
@@ -391,7 +391,7 @@ def adapter_dir(tiny_llama, tmp_path_factory):
 
 def test_resolve_source_kinds(tiny_llama, adapter_dir, tmp_path):
     from malpyeong.errors import UserError
-    from malpyeong.loading import resolve_source
+    from malpyeong.inference.loading import resolve_source
 
     assert resolve_source("org/model").kind == "hub"
     local = resolve_source(str(tiny_llama))
@@ -431,7 +431,7 @@ def test_adapter_is_loaded_merged_and_scores_like_the_peft_model(tiny_llama, ada
                                                                   cci_items):
     from peft import PeftModel
 
-    from malpyeong.loading import load_for_inference
+    from malpyeong.inference.loading import load_for_inference
 
     loaded = load_for_inference(str(adapter_dir))
     assert loaded.source.kind == "adapter" and not hasattr(loaded.model, "peft_config")

@@ -14,10 +14,10 @@ from test_training import build_synthetic_model, make_synthetic_cci, write_json
 
 from malpyeong.data import load_items, write_submission
 from malpyeong.errors import UserError
-from malpyeong.pairs import build_pairs, write_pairs
 from malpyeong.tasks import get_task
 from malpyeong.training import algorithm_of, preference_parser, train_orpo
-from malpyeong.unpaired import build_unpaired, read_unpaired, unpair, write_unpaired
+from malpyeong.training.pairs import build_pairs, write_pairs
+from malpyeong.training.unpaired import build_unpaired, read_unpaired, unpair, write_unpaired
 
 
 def test_algorithm_chooses_the_trl_config_and_our_defaults(tmp_path):

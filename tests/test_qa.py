@@ -10,12 +10,12 @@ import math
 import pytest
 from conftest import SAMPLES
 
-from malpyeong.backbones import get_backbone, load_tokenizer
-from malpyeong.budget import fit_prompt
 from malpyeong.data import load_items
 from malpyeong.errors import UserError
 from malpyeong.metrics.qa import char_f1, exact_match, normalize, qa_scores
-from malpyeong.retrieval import bm25_scores, chunk_text, least_relevant_first, middle_out
+from malpyeong.models.backbones import get_backbone, load_tokenizer
+from malpyeong.models.budget import fit_prompt
+from malpyeong.retrieval.chunks import bm25_scores, chunk_text, least_relevant_first, middle_out
 from malpyeong.tasks import get_task
 from malpyeong.training.examples import build_sft_examples
 

@@ -9,11 +9,11 @@ import json
 import pytest
 from conftest import ROOT, SAMPLES, load_script
 
-from malpyeong.backbones import get_backbone, load_tokenizer
-from malpyeong.budget import fit_prompt
 from malpyeong.cli import run_cli
 from malpyeong.data import check_submission, load_items
-from malpyeong.results import read_results
+from malpyeong.inference.results import read_results
+from malpyeong.models.backbones import get_backbone, load_tokenizer
+from malpyeong.models.budget import fit_prompt
 from malpyeong.tasks import get_task
 
 pytestmark = pytest.mark.slow

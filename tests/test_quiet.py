@@ -19,7 +19,7 @@ NOISE = ("Warning", "warnings.warn", "deprecated", "WARNING ")
 
 @pytest.mark.parametrize("module,verbose,shown", [
     ("transformers.modeling_utils", False, False), ("peft.tuners.lora", False, False),
-    ("transformers.modeling_utils", True, True), ("malpyeong.scoring", False, True),
+    ("transformers.modeling_utils", True, True), ("malpyeong.inference.scoring", False, True),
     ("__main__", False, True)])
 def test_library_warnings_are_hidden_ours_are_not(module, verbose, shown):
     with warnings.catch_warnings(record=True) as caught:

@@ -22,13 +22,20 @@ import pytest
 from conftest import DCS_ITEM, ROOT, SAMPLES, load_script
 from test_training import make_synthetic_cci
 
-from malpyeong.backbones import Backbone, answer_prefix, encode, end_of_turn_ids, get_backbone, load_tokenizer
-from malpyeong.budget import FittedPrompt, fit_prompt
 from malpyeong.data import load_items
 from malpyeong.errors import UserError
-from malpyeong.scoring import letter_token_ids, score_choices
+from malpyeong.inference.scoring import letter_token_ids, score_choices
+from malpyeong.models.backbones import (
+    Backbone,
+    answer_prefix,
+    encode,
+    end_of_turn_ids,
+    get_backbone,
+    load_tokenizer,
+)
+from malpyeong.models.budget import FittedPrompt, fit_prompt
+from malpyeong.models.tiny import REAL, REAL_FAMILIES, build_tiny_model, real_tokenizer_file
 from malpyeong.tasks import get_task
-from malpyeong.tiny import REAL, REAL_FAMILIES, build_tiny_model, real_tokenizer_file
 from malpyeong.training import build_sft_examples
 
 CCI, DCS = get_task("cci"), get_task("dcs")

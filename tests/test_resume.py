@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 from conftest import ROOT, SAMPLES
 
-from malpyeong.results import partial_path, sidecar_path
+from malpyeong.inference.results import partial_path, sidecar_path
 
 TEST = ROOT / "run" / "test.py"
 

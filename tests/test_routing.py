@@ -12,15 +12,15 @@ import pytest
 from conftest import load_script
 from test_training import make_synthetic_cci, write_json
 
-from malpyeong.backbones import get_backbone, load_tokenizer
-from malpyeong.budget import fit_prompt
 from malpyeong.cli import run_cli
 from malpyeong.data import load_items
 from malpyeong.errors import UserError
-from malpyeong.results import read_results, sidecar_path
-from malpyeong.routing import EXPERTS_FILE, FALLBACK, route_dir, select_items
-from malpyeong.runfolder import run_info, write_run
-from malpyeong.scoring import letter_token_ids
+from malpyeong.inference.results import read_results, sidecar_path
+from malpyeong.inference.routing import EXPERTS_FILE, FALLBACK, route_dir, select_items
+from malpyeong.inference.scoring import letter_token_ids
+from malpyeong.models.backbones import get_backbone, load_tokenizer
+from malpyeong.models.budget import fit_prompt
+from malpyeong.models.runfolder import run_info, write_run
 from malpyeong.tasks import get_task
 from malpyeong.training import sft_parser
 
@@ -147,9 +147,9 @@ def test_experts_train_in_turn_and_route(experts, tiny_llama, tmp_path):
 
 
 def test_routed_prediction_resumes_expert_by_expert(experts, tmp_path):
-    from malpyeong.answer import AnswerSettings
-    from malpyeong.loading import load_engine
-    from malpyeong.routing import plan_routes, run_routed
+    from malpyeong.inference.answer import AnswerSettings
+    from malpyeong.inference.loading import load_engine
+    from malpyeong.inference.routing import plan_routes, run_routed
 
     task = get_task("cci")
     items = experts["items"]

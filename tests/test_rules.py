@@ -11,10 +11,12 @@ import pytest
 from conftest import ROOT, load_script
 from test_training import make_synthetic_cci, write_json
 
-from malpyeong.backbones import REGISTRY
 from malpyeong.cli import run_cli
 from malpyeong.errors import UserError
-from malpyeong.memory_estimate import (
+from malpyeong.models.backbones import REGISTRY
+from malpyeong.rules import check_ensemble, get_rules
+from malpyeong.training import sft_parser
+from malpyeong.training.vram import (
     ARCHITECTURES,
     GIB,
     NF4_BYTES,
@@ -24,8 +26,6 @@ from malpyeong.memory_estimate import (
     estimate,
     recipe_report,
 )
-from malpyeong.rules import check_ensemble, get_rules
-from malpyeong.training import sft_parser
 
 GEMMA = ROOT / "resource" / "configs" / "cci" / "ko-gemma-2-9b-it_qlora.yaml"
 
@@ -112,7 +112,7 @@ def test_estimate_parts_follow_the_setup():
 CHILD = r'''
 import json, sys, torch
 sys.path.insert(0, sys.argv[2])
-from malpyeong.backbones import load_model
+from malpyeong.models.backbones import load_model
 from malpyeong.training.models import lora_config
 from peft import get_peft_model
 torch.set_num_threads(1)

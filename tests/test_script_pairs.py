@@ -11,7 +11,7 @@ from conftest import ROOT, SAMPLES, load_script
 
 from malpyeong.cli import run_cli
 from malpyeong.data import load_items
-from malpyeong.prep.scripts import (
+from malpyeong.prep.screenplays import (
     PairOptions,
     build_pairs,
     decode_bytes,

@@ -19,8 +19,8 @@ from pathlib import Path
 import pytest
 from conftest import ROOT
 
-from malpyeong.prep.scripts import PairOptions, SpeakerNames, build_pairs, parse_source, read_source
-from malpyeong.prep.scripts.pairs import scene_turns
+from malpyeong.prep.screenplays import PairOptions, SpeakerNames, build_pairs, parse_source, read_source
+from malpyeong.prep.screenplays.replies import scene_turns
 
 # ../shared next to the checkout (a worktree sits one level deeper)
 FRIENDS = next((p / "shared" / "data" / "scripts" / "friends" for p in (ROOT.parent, ROOT.parent.parent)

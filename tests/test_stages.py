@@ -10,9 +10,9 @@ import yaml
 from conftest import ROOT, load_script
 from test_training import make_synthetic_cci, sft_argv, write_json
 
-from malpyeong.backbones import get_backbone
 from malpyeong.errors import UserError
-from malpyeong.loading import load_for_inference, resolve_source
+from malpyeong.inference.loading import load_for_inference, resolve_source
+from malpyeong.models.backbones import get_backbone
 from malpyeong.training import INIT_DIR, sft_parser, train_sft
 
 

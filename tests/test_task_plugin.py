@@ -13,7 +13,7 @@ from conftest import load_script
 
 from malpyeong.cli import run_cli
 from malpyeong.data import check_submission, load_items
-from malpyeong.results import read_results
+from malpyeong.inference.results import read_results
 from malpyeong.tasks import TASKS, GenerateTask, Metric, register
 from malpyeong.tasks.base import BASELINE, Problems, PromptSpec, Utterance, parse_envelope
 

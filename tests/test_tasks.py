@@ -6,8 +6,8 @@ import itertools
 
 import pytest
 
-from malpyeong.backbones import encode, get_backbone, load_tokenizer, render_chat
 from malpyeong.errors import UserError
+from malpyeong.models.backbones import encode, get_backbone, load_tokenizer, render_chat
 from malpyeong.tasks import get_task
 from malpyeong.tasks.base import OFFICIAL_SYSTEM
 from malpyeong.tasks.cci import CATEGORIES, josa_euro

@@ -15,10 +15,10 @@ from pathlib import Path
 import pytest
 from conftest import ROOT, load_script
 
-from malpyeong.backbones import get_backbone, load_model, load_tokenizer
-from malpyeong.budget import fit_prompt
 from malpyeong.data import load_items
 from malpyeong.errors import UserError
+from malpyeong.models.backbones import get_backbone, load_model, load_tokenizer
+from malpyeong.models.budget import fit_prompt
 from malpyeong.tasks import get_task
 from malpyeong.tasks.cci_synthetic import synthetic_cci
 from malpyeong.training import (
@@ -48,7 +48,7 @@ def build_synthetic_model(out: Path, records: list[dict], seed: int = 0) -> Path
     import torch
     from transformers import AutoModelForCausalLM
 
-    from malpyeong.tiny import SEED_TEXT, build_tiny_model
+    from malpyeong.models.tiny import SEED_TEXT, build_tiny_model
 
     task = get_task("cci")
     problems: list = []
@@ -85,7 +85,7 @@ def small_files(tmp_path_factory) -> dict:
 
 
 def dev_accuracy(model, tokenizer, path: Path, dev: Path, prompt: str = "baseline") -> float:
-    from malpyeong.scoring import score_choices
+    from malpyeong.inference.scoring import score_choices
 
     task = get_task("cci")
     items = load_items(dev, task)

@@ -18,6 +18,7 @@ import sys
 import warnings
 from collections.abc import Callable, Sequence
 from pathlib import Path
+from typing import Any
 
 from malpyeong.errors import Interrupted, UserError, UserErrors, one_line, printable
 from malpyeong.tasks import TASKS, Task, task_names, tasks_help
@@ -188,3 +189,24 @@ def read_system_prompt(path: str | None) -> str | None:
 def verbose_argument(parser: argparse.ArgumentParser) -> None:
     """``--verbose``, which every script takes (:func:`run_cli` acts on it)."""
     parser.add_argument("--verbose", action="store_true", help=VERBOSE_HELP)
+
+
+def progress_bar(total: int, enabled: bool, desc: str, initial: int = 0) -> Any:
+    """A tqdm bar (items/s and ETA), or a no-op object when disabled or tqdm is absent."""
+    if enabled:
+        try:
+            from tqdm.auto import tqdm
+
+            return tqdm(total=total, initial=initial, desc=desc, unit="item", dynamic_ncols=True,
+                        smoothing=0.1)
+        except ImportError:  # pragma: no cover - tqdm is a dependency
+            pass
+    return _NoBar()
+
+
+class _NoBar:
+    def update(self, n: int = 1) -> None:
+        pass
+
+    def close(self) -> None:
+        pass

@@ -6,7 +6,7 @@ forbids external data in the 가 setting and ensembles in both, and limits a sub
 setting limited inference to one RTX 4090 (24 GB). ``ensemble/vote.py`` refuses to combine
 models under rules without ensembles; ``run/train.py`` refuses extra training files (Magpie,
 distillation records) under rules without external data, and prints a memory estimate of the
-recipe against the VRAM limit (:mod:`malpyeong.memory_estimate`) before anything is loaded.
+recipe against the VRAM limit (:mod:`malpyeong.training.vram`) before anything is loaded.
 """
 
 from __future__ import annotations

@@ -9,8 +9,8 @@
 
 from __future__ import annotations
 
+from malpyeong.dialogue.history import Memory, Prompt
 from malpyeong.dialogue.loop import COMMANDS, Chat, read_lines
-from malpyeong.dialogue.memory import Memory, Prompt
 from malpyeong.dialogue.reply import ReplyStreamer, generate_reply
 from malpyeong.dialogue.session import MEMORIES, ChatSettings, Session, check_resume, load_session
 from malpyeong.dialogue.summarize import (

@@ -13,11 +13,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import IO
 
-from malpyeong.dialogue.memory import Memory
+from malpyeong.dialogue.history import Memory
 from malpyeong.dialogue.reply import generate_reply
 from malpyeong.dialogue.session import Session
-from malpyeong.engines import HFEngine
 from malpyeong.errors import UserError
+from malpyeong.inference.engines import HFEngine
 from malpyeong.io import JsonlAppender
 from malpyeong.tasks.base import GenerateTask
 

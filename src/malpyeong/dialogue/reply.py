@@ -1,6 +1,6 @@
 """The character's reply to a prompt, shown as it is written.
 
-Generation is the toolkit's own (:func:`malpyeong.generation.generate_texts`: the chat
+Generation is the toolkit's own (:func:`malpyeong.inference.generation.generate_texts`: the chat
 format's end-of-turn stops it, greedy unless sampling is asked for, seeded per turn so a
 resumed session samples the same), with a streamer that prints the reply as tokens arrive.
 What is printed is the task's cleaned reply (its first line, without the character's name if
@@ -11,10 +11,10 @@ from __future__ import annotations
 
 from typing import IO, Any
 
-from malpyeong.dialogue.memory import Prompt
+from malpyeong.dialogue.history import Prompt
 from malpyeong.dialogue.session import ChatSettings
-from malpyeong.engines import HFEngine
-from malpyeong.generation import generate_texts
+from malpyeong.inference.engines import HFEngine
+from malpyeong.inference.generation import generate_texts
 from malpyeong.tasks.base import GenerateTask
 
 

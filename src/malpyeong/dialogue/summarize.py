@@ -21,10 +21,10 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from malpyeong.answer import AnswerSettings, answer_items
-from malpyeong.backbones import encode, render_chat
-from malpyeong.engines import Engine, GenerationSettings
-from malpyeong.loading import load_engine, resolve_source
+from malpyeong.inference.answer import AnswerSettings, answer_items
+from malpyeong.inference.engines import Engine, GenerationSettings
+from malpyeong.inference.loading import load_engine, resolve_source
+from malpyeong.models.backbones import encode, render_chat
 from malpyeong.tasks import get_task
 from malpyeong.tasks.base import Task, Utterance
 

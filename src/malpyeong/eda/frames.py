@@ -12,7 +12,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from malpyeong.backbones import encode, render_chat
+from malpyeong.models.backbones import encode, render_chat
 from malpyeong.prep.dedup import contamination, dedup, task_records
 from malpyeong.prep.simhash import normalize
 from malpyeong.tasks.base import Task

@@ -1,6 +1,6 @@
 """Reading and checking the results files to combine, and naming their models.
 
-The inputs are results files (:mod:`malpyeong.results`): ``NAME.json`` in submission layout
+The inputs are results files (:mod:`malpyeong.inference.results`): ``NAME.json`` in submission layout
 plus, when present, ``NAME.sidecar.jsonl`` with per-option probabilities (choice) or the raw
 generation (generate). A model's *name* is its results file's stem. Every check runs before
 anything is combined, and every problem is reported at once: nothing is voted on a subset.
@@ -23,7 +23,7 @@ from pathlib import Path
 import numpy as np
 
 from malpyeong.errors import UserError, UserErrors
-from malpyeong.results import Results, is_partial, is_sidecar, read_results, results_of
+from malpyeong.inference.results import Results, is_partial, is_sidecar, read_results, results_of
 from malpyeong.tasks import ChoiceTask, Task, get_task, task_names
 
 MAX_ERRORS_PER_FILE = 10

@@ -49,8 +49,8 @@ from malpyeong.ensemble.voting import (
     vote_choices,
 )
 from malpyeong.errors import UserError
+from malpyeong.inference.results import Results, sidecar_path
 from malpyeong.io import atomic_write_json, check_distinct, ensure_writable
-from malpyeong.results import Results, sidecar_path
 from malpyeong.tasks import ChoiceTask, Task, get_task
 
 

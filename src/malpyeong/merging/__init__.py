@@ -28,7 +28,7 @@ a few copies of the largest tensor. Everything else (ties, dare, slerp, model_st
 ``base+adapter`` references, tokenizer unions) goes to mergekit's own lazy-loading executor
 (:mod:`.mergekit_engine`; ``engine: mergekit`` forces it for any method).
 
-The output is a run folder like the trainer's (:mod:`malpyeong.runfolder`): ``adapter/`` (a
+The output is a run folder like the trainer's (:mod:`malpyeong.models.runfolder`): ``adapter/`` (a
 peft adapter with the tokenizer) and/or a full model with its tokenizer at the folder's root, as
 mergekit writes it, plus ``malpyeong_run.json`` beside it, so ``run/test.py --model OUT``,
 ``from_pretrained(OUT)`` and vLLM load it unchanged.

@@ -21,8 +21,8 @@ from typing import Any
 from malpyeong.errors import UserError, one_line
 from malpyeong.merging.config import DENSITY_METHODS, MergeConfig, torch_dtype
 from malpyeong.merging.output import copy_tokenizer, run_info, tokenizer_source, write_run
-from malpyeong.runfolder import WEIGHTS_DIR, model_key
-from malpyeong.runfolder import adapter_base as trained_on
+from malpyeong.models.runfolder import WEIGHTS_DIR, model_key
+from malpyeong.models.runfolder import adapter_base as trained_on
 
 # YAML merge_method -> peft add_weighted_adapter combination_type, for LoRA adapters.
 ADAPTER_METHODS = {

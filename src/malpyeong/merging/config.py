@@ -14,7 +14,7 @@ import yaml
 
 from malpyeong.errors import UserError
 from malpyeong.io import require_file
-from malpyeong.runfolder import (
+from malpyeong.models.runfolder import (
     ADAPTER_CONFIG,
     MODEL_CONFIG,
     RUN_FILE,

@@ -11,7 +11,6 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from malpyeong.backbones import load_model
 from malpyeong.errors import UserError
 from malpyeong.io import atomic_write_json, check_distinct
 from malpyeong.merging.adapters import (
@@ -33,7 +32,8 @@ from malpyeong.merging.search import (
     search_grid,
 )
 from malpyeong.merging.streaming import stream_merge, stream_unsupported
-from malpyeong.runfolder import WEIGHTS_DIR
+from malpyeong.models.backbones import load_model
+from malpyeong.models.runfolder import WEIGHTS_DIR
 
 log = logging.getLogger(__name__)
 

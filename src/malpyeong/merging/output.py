@@ -13,9 +13,9 @@ import yaml
 from malpyeong.errors import UserError
 from malpyeong.io import atomic_write_text, make_temp_dir
 from malpyeong.merging.config import MergeConfig
-from malpyeong.runfolder import is_run_folder
-from malpyeong.runfolder import run_info as make_run_info
-from malpyeong.runfolder import write_run as write_run_file
+from malpyeong.models.runfolder import is_run_folder
+from malpyeong.models.runfolder import run_info as make_run_info
+from malpyeong.models.runfolder import write_run as write_run_file
 
 TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "special_tokens_map.json",
                    "tokenizer.model", "vocab.json", "merges.txt", "added_tokens.json",
@@ -65,7 +65,7 @@ def tokenizer_source(cfg: MergeConfig, base: str) -> str:
 def run_info(cfg: MergeConfig, model: str, method: str, adapter_dir: str | None,
              merged_dir: str | None, extra: dict[str, Any]) -> dict[str, Any]:
     """The run file of a merge: task, prompt, max_length and target style carried over when
-    the inputs agree (see :mod:`malpyeong.runfolder`)."""
+    the inputs agree (see :mod:`malpyeong.models.runfolder`)."""
     runs = [m.run for m in cfg.models if m.run]
     shared = {}
     for key in ("task", "prompt", "max_length", "target_style"):

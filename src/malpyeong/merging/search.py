@@ -7,14 +7,14 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from malpyeong.answer import AnswerSettings, answer_items
-from malpyeong.backbones import Backbone, get_backbone, load_tokenizer
 from malpyeong.data import load_items
-from malpyeong.engines import GenerationSettings, HFEngine
 from malpyeong.errors import UserError
+from malpyeong.inference.answer import AnswerSettings, answer_items
+from malpyeong.inference.engines import GenerationSettings, HFEngine
 from malpyeong.merging.adapters import adapter_base
 from malpyeong.merging.config import DENSITY_METHODS, MergeConfig
 from malpyeong.merging.output import tokenizer_source
+from malpyeong.models.backbones import Backbone, get_backbone, load_tokenizer
 from malpyeong.tasks import Task, get_task
 
 

@@ -21,8 +21,8 @@ from typing import Any
 import numpy as np
 import yaml
 
+from malpyeong.cli import progress_bar
 from malpyeong.errors import UserError
-from malpyeong.generation import progress_bar
 from malpyeong.io import atomic_write_json
 from malpyeong.merging.config import MergeConfig, mergekit_dict, torch_dtype
 from malpyeong.merging.output import copy_tokenizer, tokenizer_source

@@ -4,7 +4,7 @@ Every score compares a delivered state with its gold state, item by item, and is
 the items (rates) or summed over them first (fact precision and recall, micro-averaged):
 
 * raw generations (the results sidecar's ``text``): the share that is a JSON object as written
-  (``json_valid_raw``) and after the documented repair (:mod:`malpyeong.jsonrepair`,
+  (``json_valid_raw``) and after the documented repair (:mod:`malpyeong.metrics.jsonrepair`,
   ``json_valid_repaired``), the share that also passes the schema (``schema_valid_*``), and how
   many texts nothing could be read from (``unrepairable``);
 * ``turn_count``: accuracy of the count the model wrote (``turn_count_acc_raw``) and of the
@@ -33,7 +33,7 @@ from typing import Any
 
 import numpy as np
 
-from malpyeong.jsonrepair import read_json_object
+from malpyeong.metrics.jsonrepair import read_json_object
 from malpyeong.metrics.official import BertScorer, rouge_tokens
 
 FACT_THRESHOLD = 0.5

@@ -33,10 +33,10 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
-from malpyeong.answer import AnswerSettings, answer_items
-from malpyeong.engines import Engine
+from malpyeong.cli import progress_bar
 from malpyeong.errors import UserError
-from malpyeong.generation import progress_bar
+from malpyeong.inference.answer import AnswerSettings, answer_items
+from malpyeong.inference.engines import Engine
 from malpyeong.io import JsonlAppender, read_jsonl
 from malpyeong.tasks.base import PromptSpec, Task, chat_messages
 

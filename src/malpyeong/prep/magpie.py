@@ -27,14 +27,13 @@ finished index) produces exactly what one uninterrupted run would.
 
 from __future__ import annotations
 
-import random
 import re
 from collections.abc import Callable, Sequence
 from typing import Any
 
-from malpyeong.backbones import PRE_QUERY, Backbone, render_chat
+from malpyeong.cli import progress_bar
 from malpyeong.errors import UserError
-from malpyeong.generation import progress_bar
+from malpyeong.models.backbones import PRE_QUERY, Backbone, render_chat
 
 SOURCE = "magpie"
 SENTINEL = "@@MAGPIE_SENTINEL@@"  # user text no template changes (no spaces to trim)
@@ -51,7 +50,7 @@ Respond = Callable[[list[str]], list[str]]
 def template_pre_query(tokenizer: Any, backbone: Backbone, system: str | None = None) -> str:
     """What the tokenizer's own chat template writes before a user message's text.
 
-    For a check against :data:`~malpyeong.backbones.PRE_QUERY` and for system turns. ChatML
+    For a check against :data:`~malpyeong.models.backbones.PRE_QUERY` and for system turns. ChatML
     templates (Qwen) add their default system turn here when none is given.
     """
     messages = [{"role": "user", "content": SENTINEL}]
@@ -168,25 +167,6 @@ def to_record(row: dict) -> dict:
     }
 
 
-def mix(
-    records_a: Sequence[dict], records_b: Sequence[dict], ratio: float, seed: int = 0
-) -> list[dict]:
-    """All of ``records_a`` plus ``round(ratio * len(records_a))`` records drawn from
-    ``records_b`` without replacement (all of them when there are fewer), shuffled with ``seed``.
-
-    ``ratio`` is synthetic per gold record: 0.5 adds one Magpie record for every two gold ones.
-    """
-    if ratio < 0:
-        raise UserError(f"mix ratio must be >= 0, got {ratio}", field="ratio")
-    rng = random.Random(seed)
-    want = round(ratio * len(records_a))
-    b = list(records_b)
-    picked = rng.sample(b, min(want, len(b)))
-    out = list(records_a) + picked
-    rng.shuffle(out)
-    return out
-
-
 # ---------------------------------------------------------------------------------------------
 # the real model
 
@@ -204,8 +184,8 @@ def engine_functions(
     top_p: float = 1.0,
 ) -> tuple[SampleInstructions, Respond]:
     """The two stages bound to a loaded chat model and the batched engine."""
-    from malpyeong.backbones import encode, end_of_turn_ids
-    from malpyeong.generation import generate_texts
+    from malpyeong.inference.generation import generate_texts
+    from malpyeong.models.backbones import encode, end_of_turn_ids
 
     tokenizer.padding_side = "left"
     stops = end_of_turn_ids(tokenizer, backbone)

@@ -26,10 +26,10 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
 from typing import Any
 
-from malpyeong.answer import AnswerSettings, answer_items
-from malpyeong.engines import Engine
 from malpyeong.ensemble.mbr import mbr_choose
 from malpyeong.errors import UserError
+from malpyeong.inference.answer import AnswerSettings, answer_items
+from malpyeong.inference.engines import Engine
 from malpyeong.prep.filters import repeated_chars_ratio, repeated_ngram_ratio
 from malpyeong.tasks.base import GenerateTask, PromptSpec
 

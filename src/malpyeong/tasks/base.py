@@ -215,7 +215,7 @@ class Task:
 
     def output_schema(self) -> dict | None:
         """The JSON schema a generation must follow (constrained decoding, on by default when
-        a task has one; :mod:`malpyeong.constrain`), or None for free text."""
+        a task has one; :mod:`malpyeong.inference.constrain`), or None for free text."""
         return None
 
     def output_text(self, output: Any) -> str:

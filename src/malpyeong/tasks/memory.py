@@ -21,7 +21,7 @@ decoding, whatever the model wrote.
 
 Generations are constrained to :meth:`MemoryTask.output_schema` by default (every string
 non-empty, every field present, fixed key order, compact separators: the layout training
-targets are written in). Without the constraint, :mod:`malpyeong.jsonrepair` reads what it can.
+targets are written in). Without the constraint, :mod:`malpyeong.metrics.jsonrepair` reads what it can.
 """
 
 from __future__ import annotations
@@ -31,8 +31,8 @@ from dataclasses import dataclass
 from typing import Any
 
 from malpyeong.errors import UserError
-from malpyeong.jsonrepair import read_json_object
 from malpyeong.metrics import memory as scores
+from malpyeong.metrics.jsonrepair import read_json_object
 from malpyeong.tasks.base import (
     BASELINE,
     GenerateTask,

@@ -9,7 +9,7 @@ chat template's own end-of-turn closes (the training completion, see
 :mod:`malpyeong.training.examples`).
 
 Over the length budget only the document is cut, never the question: in chunks
-(:mod:`malpyeong.retrieval`), from the middle outwards (``head_tail``, the default: the start
+(:mod:`malpyeong.retrieval.chunks`), from the middle outwards (``head_tail``, the default: the start
 and the end stay) or the chunks least relevant to the question first (``retrieve``: BM25; what
 stays keeps its document order).
 """
@@ -22,7 +22,7 @@ from typing import Any
 
 from malpyeong.errors import UserError
 from malpyeong.metrics import qa as qa_metrics
-from malpyeong.retrieval import (
+from malpyeong.retrieval.chunks import (
     bm25_scores,
     chunk_text,
     least_relevant_first,

@@ -8,7 +8,7 @@ read at the prompt's last token. With LoRA / QLoRA the new head is trained in fu
 with the adapter (peft's ``modules_to_save``). Option-order augmentation works as for SFT (the
 label moves with the options).
 
-Prediction reads the head's softmax through :class:`malpyeong.classifier.ClassifierEngine`, so
+Prediction reads the head's softmax through :class:`malpyeong.inference.classifier.ClassifierEngine`, so
 results files, sidecar probabilities, voting and selection are the same as for letter scoring.
 """
 
@@ -22,12 +22,12 @@ from typing import Any
 
 import numpy as np
 
-from malpyeong.backbones import Backbone, get_backbone, load_model, load_tokenizer
-from malpyeong.budget import fit_prompt
-from malpyeong.classifier import OBJECTIVE
 from malpyeong.errors import UserError
+from malpyeong.inference.classifier import OBJECTIVE
 from malpyeong.io import atomic_write_json
-from malpyeong.runfolder import write_run
+from malpyeong.models.backbones import Backbone, get_backbone, load_model, load_tokenizer
+from malpyeong.models.budget import fit_prompt
+from malpyeong.models.runfolder import write_run
 from malpyeong.tasks import ChoiceTask, get_task
 from malpyeong.tasks.base import PromptSpec
 from malpyeong.training.examples import BudgetStats, training_items

@@ -5,11 +5,11 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
-from malpyeong.answer import AnswerSettings, answer_items
-from malpyeong.backbones import Backbone
 from malpyeong.data import load_items
-from malpyeong.engines import GenerationSettings, HFEngine
-from malpyeong.shard import current_shard
+from malpyeong.inference.answer import AnswerSettings, answer_items
+from malpyeong.inference.engines import GenerationSettings, HFEngine
+from malpyeong.inference.shard import current_shard
+from malpyeong.models.backbones import Backbone
 from malpyeong.tasks.base import PromptSpec, Task
 from malpyeong.training.recipe import CommonArguments
 
@@ -17,7 +17,7 @@ from malpyeong.training.recipe import CommonArguments
 @dataclass
 class TaskEvaluator:
     """The task's dev metric (:attr:`~malpyeong.tasks.base.Task.dev_metric`), computed on the
-    model being trained: the dev items are answered by :func:`malpyeong.answer.answer_items`
+    model being trained: the dev items are answered by :func:`malpyeong.inference.answer.answer_items`
     (option scoring, or generation) and scored by the task's ``dev_evaluate``. Under several
     processes each answers its share of the items once and all get every answer, so every
     process sees the same metric (best checkpoint, early stopping)."""

@@ -2,9 +2,9 @@
 
 Why the datasets are token ids built here rather than chat messages handed to trl: the prompt a
 model is trained on must be exactly the prompt prediction feeds it: rendered by
-:func:`malpyeong.backbones.render_chat` (the system turn folded for Gemma, whose template rejects
+:func:`malpyeong.models.backbones.render_chat` (the system turn folded for Gemma, whose template rejects
 it), encoded once without a second BOS, and cut by the length budget
-(:func:`malpyeong.budget.fit_prompt`). The completion is the task's target followed by what the
+(:func:`malpyeong.models.budget.fit_prompt`). The completion is the task's target followed by what the
 chat template writes after an assistant turn up to its end-of-turn token (``<end_of_turn>``,
 ``<|eot_id|>``, ``<|im_end|>``, or EOS for templates without one), exactly once. The loss covers
 only the completion.
@@ -22,7 +22,10 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from malpyeong.backbones import (  # noqa: F401 - the affix helpers are re-exported
+from malpyeong.data import item_label, load_items, read_records
+from malpyeong.errors import UserError
+from malpyeong.inference.routing import select_items
+from malpyeong.models.backbones import (  # noqa: F401 - the affix helpers are re-exported
     SENTINEL,
     Backbone,
     assistant_affixes,
@@ -30,11 +33,7 @@ from malpyeong.backbones import (  # noqa: F401 - the affix helpers are re-expor
     encode,
     render_chat,
 )
-from malpyeong.budget import fit_prompt
-from malpyeong.data import item_label, load_items, read_records
-from malpyeong.errors import UserError
-from malpyeong.prep.magpie import mix
-from malpyeong.routing import select_items
+from malpyeong.models.budget import fit_prompt
 from malpyeong.tasks.base import ChoiceTask, PromptSpec, Task
 from malpyeong.training.evaluation import load_dev_items
 from malpyeong.training.recipe import SFTArguments
@@ -186,7 +185,7 @@ def build_record_examples(records: Sequence[tuple[str, list[dict], str]], tokeni
 def mix_extra_rows(rows: list[dict], script: SFTArguments, task: Task, tokenizer: Any,
                    backbone: Backbone, max_length: int | None,
                    seed: int) -> tuple[list[dict], dict | None]:
-    """Gold rows plus the recipe's extra records, by ``extra_train_ratio`` (see prep.magpie.mix).
+    """Gold rows plus the recipe's extra records, by ``extra_train_ratio`` (see :func:`mix`).
 
     Says per file how many records fit ``max_length`` (the others are dropped: free text has no
     conversation to cut) and how many were mixed in; a file none of whose records fits, or one
@@ -220,3 +219,22 @@ def mix_extra_rows(rows: list[dict], script: SFTArguments, task: Task, tokenizer
             "over_budget": sum(f["over_max_length"] for f in per_file),
             "files": list(script.extra_train_files), "per_file": per_file, "mixed_in": mixed_in}
     return mixed, info
+
+
+def mix(
+    records_a: Sequence[dict], records_b: Sequence[dict], ratio: float, seed: int = 0
+) -> list[dict]:
+    """All of ``records_a`` plus ``round(ratio * len(records_a))`` records drawn from
+    ``records_b`` without replacement (all of them when there are fewer), shuffled with ``seed``.
+
+    ``ratio`` is synthetic per gold record: 0.5 adds one Magpie record for every two gold ones.
+    """
+    if ratio < 0:
+        raise UserError(f"mix ratio must be >= 0, got {ratio}", field="ratio")
+    rng = random.Random(seed)
+    want = round(ratio * len(records_a))
+    b = list(records_b)
+    picked = rng.sample(b, min(want, len(b)))
+    out = list(records_a) + picked
+    rng.shuffle(out)
+    return out

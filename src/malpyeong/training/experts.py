@@ -15,11 +15,11 @@ import shutil
 from pathlib import Path
 from typing import Any
 
-from malpyeong.classifier import OBJECTIVE
 from malpyeong.data import load_items
 from malpyeong.errors import UserError
-from malpyeong.routing import EXPERTS_FILE, route_key, route_values, write_experts
-from malpyeong.runfolder import is_finished_run
+from malpyeong.inference.classifier import OBJECTIVE
+from malpyeong.inference.routing import EXPERTS_FILE, route_key, route_values, write_experts
+from malpyeong.models.runfolder import is_finished_run
 from malpyeong.tasks import get_task
 from malpyeong.training.classification import train_classification
 from malpyeong.training.outputs import main_process

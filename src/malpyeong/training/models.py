@@ -9,8 +9,8 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from malpyeong.backbones import Backbone, get_backbone, load_model
 from malpyeong.errors import UserError
+from malpyeong.models.backbones import Backbone, get_backbone, load_model
 from malpyeong.training.recipe import ModelArguments
 
 

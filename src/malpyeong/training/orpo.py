@@ -11,13 +11,12 @@ from contextlib import ExitStack
 from pathlib import Path
 from typing import Any
 
-from malpyeong.backbones import Backbone, encode, load_tokenizer
-from malpyeong.budget import fit_prompt
 from malpyeong.errors import UserError
-from malpyeong.generation import model_device
 from malpyeong.io import atomic_write_json
-from malpyeong.pairs import build_pairs, read_pairs
-from malpyeong.runfolder import ADAPTER_DIR, adapter_base, model_key, write_run
+from malpyeong.models.backbones import Backbone, encode, load_tokenizer
+from malpyeong.models.budget import fit_prompt
+from malpyeong.models.device import model_device
+from malpyeong.models.runfolder import ADAPTER_DIR, adapter_base, model_key, write_run
 from malpyeong.tasks import PromptSpec, Task, get_task
 from malpyeong.training.evaluation import TaskEvaluator, dev_answer_settings, load_dev_items
 from malpyeong.training.examples import BudgetStats, assistant_affixes
@@ -34,6 +33,7 @@ from malpyeong.training.outputs import (
     write_config,
     write_dev_metrics,
 )
+from malpyeong.training.pairs import build_pairs, read_pairs
 from malpyeong.training.preference import (
     as_pairs,
     drop_reference_adapter,
@@ -44,7 +44,7 @@ from malpyeong.training.preference import (
 from malpyeong.training.recipe import ModelArguments, ORPOArguments, resolve_trainer_args
 from malpyeong.training.stages import begin_stage, end_stage
 from malpyeong.training.trainers import callbacks_for, run_training
-from malpyeong.unpaired import read_unpaired, unpair
+from malpyeong.training.unpaired import read_unpaired, unpair
 
 
 def build_orpo_rows(pairs: Sequence[dict], task: Task, tokenizer: Any, backbone: Backbone,

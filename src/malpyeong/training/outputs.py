@@ -28,7 +28,6 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
-from malpyeong.backbones import Backbone
 from malpyeong.errors import UserError, one_line
 from malpyeong.io import (
     atomic_write_json,
@@ -38,8 +37,9 @@ from malpyeong.io import (
     current_umask,
     exclusive,
 )
-from malpyeong.runfolder import ADAPTER_DIR, WEIGHTS_DIR, is_run_folder, write_run
-from malpyeong.runfolder import run_info as make_run_info
+from malpyeong.models.backbones import Backbone
+from malpyeong.models.runfolder import ADAPTER_DIR, WEIGHTS_DIR, is_run_folder, write_run
+from malpyeong.models.runfolder import run_info as make_run_info
 from malpyeong.tasks.base import Task
 from malpyeong.training.evaluation import TaskEvaluator
 from malpyeong.training.models import merge_adapter
@@ -254,7 +254,7 @@ def write_config(out: Path, script: CommonArguments, model_args: ModelArguments,
 def run_info(script: CommonArguments, model_args: ModelArguments, task: Task,
              max_length: int | None, *, stage: str, target_style: str | None,
              merged: bool) -> dict:
-    """The run file of a training run (see :mod:`malpyeong.runfolder`)."""
+    """The run file of a training run (see :mod:`malpyeong.models.runfolder`)."""
     full = model_args.method == "full"
     return make_run_info(
         model_args.model, model_args.method, adapter_dir=None if full else ADAPTER_DIR,

@@ -28,8 +28,8 @@ from typing import Any
 
 import yaml
 
-from malpyeong.backbones import encode
 from malpyeong.errors import UserError
+from malpyeong.models.backbones import encode
 from malpyeong.tasks.base import suggest
 from malpyeong.training.recipe import (
     ALGORITHMS,

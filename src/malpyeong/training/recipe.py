@@ -26,8 +26,8 @@ from typing import Any
 from malpyeong.cli import VERBOSE_HELP
 from malpyeong.errors import UserError, one_line
 from malpyeong.io import require_file
+from malpyeong.models.runfolder import adapter_of, find_adapter, has_run_file, read_run, weights_of
 from malpyeong.rules import check_external_data, get_rules
-from malpyeong.runfolder import adapter_of, find_adapter, has_run_file, read_run, weights_of
 from malpyeong.tasks import DEFAULT_TASK, ChoiceTask, Task, get_task, task_names
 
 log = logging.getLogger(__name__)

@@ -9,10 +9,10 @@ from contextlib import ExitStack
 from pathlib import Path
 from typing import Any
 
-from malpyeong.backbones import load_tokenizer
 from malpyeong.errors import UserError
 from malpyeong.io import atomic_write_json
-from malpyeong.runfolder import write_run
+from malpyeong.models.backbones import load_tokenizer
+from malpyeong.models.runfolder import write_run
 from malpyeong.tasks import get_task
 from malpyeong.training.evaluation import TaskEvaluator, dev_answer_settings
 from malpyeong.training.examples import build_sft_examples, mix_extra_rows, training_items

@@ -16,9 +16,9 @@ import shutil
 from pathlib import Path
 from typing import Any
 
-from malpyeong.backbones import Backbone, get_backbone, load_tokenizer
 from malpyeong.errors import UserError
-from malpyeong.runfolder import (
+from malpyeong.models.backbones import Backbone, get_backbone, load_tokenizer
+from malpyeong.models.runfolder import (
     MODEL_CONFIG,
     adapter_of,
     read_run,

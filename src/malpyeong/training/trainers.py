@@ -7,8 +7,8 @@ import inspect
 from pathlib import Path
 from typing import Any
 
-from malpyeong.backbones import encode
 from malpyeong.errors import Interrupted, UserError, one_line
+from malpyeong.models.backbones import encode
 from malpyeong.training.evaluation import TaskEvaluator
 from malpyeong.training.outputs import complete_checkpoints
 from malpyeong.training.recipe import CommonArguments

@@ -1,7 +1,7 @@
 """Axolotl training config -> our recipe (YAML), to read before training with it.
 
 ``run/train.py --config axolotl.yaml`` reads an Axolotl config directly through the same mapping
-(:mod:`malpyeong.axolotl`); this converter writes the recipe that mapping makes, checked by the
+(:mod:`malpyeong.training.axolotl`); this converter writes the recipe that mapping makes, checked by the
 recipe parser as ``run/train.py`` would check it, and reports every key that was mapped, ignored
 (with the reason) or given without a value.
 """
@@ -14,9 +14,9 @@ from pathlib import Path
 
 import yaml
 
-from malpyeong.axolotl import is_axolotl, read_config, to_recipe
 from malpyeong.errors import UserError
 from malpyeong.prep.converters.registry import Converted, converter
+from malpyeong.training.axolotl import is_axolotl, read_config, to_recipe
 
 
 def add_options(group: argparse._ArgumentGroup) -> None:

@@ -1,12 +1,12 @@
 """Engines: what a loaded model does for the answering path, behind one small interface.
 
 As lm-evaluation-harness keeps its model backends behind one ``LM`` interface, every caller
-answers through :func:`malpyeong.answer.answer_items`, which asks an engine for two things only:
+answers through :func:`malpyeong.inference.answer.answer_items`, which asks an engine for two things only:
 
-- ``score``: probabilities over a choice task's options (:mod:`malpyeong.scoring`);
+- ``score``: probabilities over a choice task's options (:mod:`malpyeong.inference.scoring`);
 - ``generate``: text for token prompts, stopped at the end of the turn
-  (:mod:`malpyeong.generation`), optionally constrained to a JSON schema
-  (:mod:`malpyeong.constrain`).
+  (:mod:`malpyeong.inference.generation`), optionally constrained to a JSON schema
+  (:mod:`malpyeong.inference.constrain`).
 
 :class:`HFEngine` runs a transformers model and does both. :class:`VLLMEngine` runs a
 ``vllm.LLM`` (continuous batching, tensor parallel) and generates only; vLLM is imported only
@@ -19,11 +19,11 @@ from collections.abc import Callable, Collection, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from malpyeong.backbones import Backbone, end_of_turn_ids
 from malpyeong.errors import UserError
-from malpyeong.generation import generate_texts, generate_texts_vllm
-from malpyeong.scoring import ChoicePrompts, ItemScore, score_items, sequence_logprobs
-from malpyeong.shard import ALONE, Shard
+from malpyeong.inference.generation import generate_texts, generate_texts_vllm
+from malpyeong.inference.scoring import ChoicePrompts, ItemScore, score_items, sequence_logprobs
+from malpyeong.inference.shard import ALONE, Shard
+from malpyeong.models.backbones import Backbone, end_of_turn_ids
 from malpyeong.tasks.base import ChoiceTask
 
 ENGINES = ("hf", "vllm")

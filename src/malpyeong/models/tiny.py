@@ -21,8 +21,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from malpyeong.backbones import TEMPLATES
 from malpyeong.errors import UserError
+from malpyeong.models.backbones import TEMPLATES
 
 FAMILIES = ("llama", "gemma2", "qwen2", "mistral", "exaone")  # chat transformers (tests build each)
 STATE_SPACE_FAMILIES = ("mamba",)  # no attention, no chat template: built on request, ours only

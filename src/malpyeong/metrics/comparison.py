@@ -22,8 +22,8 @@ from pathlib import Path
 
 import numpy as np
 
-from malpyeong import stats
 from malpyeong.io import atomic_write_bytes, atomic_write_json, atomic_write_text, ensure_writable
+from malpyeong.metrics import stats
 
 TIE = 1e-12  # differences smaller than this are ties (float noise)
 

@@ -24,15 +24,15 @@ from pathlib import Path
 from typing import Any
 
 from malpyeong import __version__
-from malpyeong.answer import AnswerSettings
 from malpyeong.data import write_submission
-from malpyeong.engines import Engine
 from malpyeong.errors import UserError
+from malpyeong.inference.answer import AnswerSettings
+from malpyeong.inference.engines import Engine
+from malpyeong.inference.loading import ModelSource, resolve_source
+from malpyeong.inference.predict import run_prediction
+from malpyeong.inference.results import sidecar_path
 from malpyeong.io import atomic_write_json, atomic_write_text, read_jsonl
-from malpyeong.loading import ModelSource, resolve_source
-from malpyeong.predict import run_prediction
-from malpyeong.results import sidecar_path
-from malpyeong.runfolder import is_finished_run, read_json
+from malpyeong.models.runfolder import is_finished_run, read_json
 from malpyeong.tasks.base import Task
 
 log = logging.getLogger(__name__)

@@ -1,12 +1,12 @@
 """The one path that answers items with a model, for every caller.
 
-Prediction (:mod:`malpyeong.predict`, results files), dev evaluation during training, merge
+Prediction (:mod:`malpyeong.inference.predict`, results files), dev evaluation during training, merge
 search and distillation all call :func:`answer_items`, so they cannot drift apart:
 
-1. fit each prompt into the length budget (:mod:`malpyeong.budget`: the conversation is cut,
+1. fit each prompt into the length budget (:mod:`malpyeong.models.budget`: the conversation is cut,
    never the question or the options), keeping room for what follows the prompt;
 2. score the options (a choice task) or generate (a generate task, or any task asked to
-   generate, such as CCI with a CoT prompt) through the engine (:mod:`malpyeong.engines`),
+   generate, such as CCI with a CoT prompt) through the engine (:mod:`malpyeong.inference.engines`),
    under the task's JSON schema when it has one (unless ``constrain`` is off);
    a generate task that reports perplexity (``reference_loglik``) also has each gold output
    scored after its prompt, as the training completion (kept as ``ref_logprob`` /
@@ -26,13 +26,13 @@ from typing import Any
 
 import numpy as np
 
-from malpyeong.backbones import assistant_affixes, completion_ids
-from malpyeong.budget import FittedPrompt, fit_prompt
-from malpyeong.engines import Engine, GenerationSettings
 from malpyeong.errors import UserError
-from malpyeong.generation import model_device
-from malpyeong.scoring import SCORINGS, ItemScore, fit_choice_prompts, option_reserve
-from malpyeong.shard import ALONE, Shard
+from malpyeong.inference.engines import Engine, GenerationSettings
+from malpyeong.inference.scoring import SCORINGS, ItemScore, fit_choice_prompts, option_reserve
+from malpyeong.inference.shard import ALONE, Shard
+from malpyeong.models.backbones import assistant_affixes, completion_ids
+from malpyeong.models.budget import FittedPrompt, fit_prompt
+from malpyeong.models.device import model_device
 from malpyeong.tasks.base import BASELINE, ChoiceTask, GenerateTask, PromptSpec, Task
 
 
@@ -47,7 +47,7 @@ class AnswerSettings:
     generation: GenerationSettings = field(default_factory=GenerationSettings)
     generate: bool = False  # generate even for a choice task (its answer parsed from the text)
     batch_size: int = 8  # how the work is batched; does not change the answers
-    constrain: bool = True  # follow the task's JSON schema when it has one (malpyeong.constrain)
+    constrain: bool = True  # follow the task's JSON schema when it has one (malpyeong.inference.constrain)
 
     def __post_init__(self) -> None:
         if self.scoring not in SCORINGS:
@@ -125,7 +125,7 @@ def answer_items(engine: Engine, task: Task, items: Sequence[Any], settings: Ans
                  progress: bool = True, shard: Shard = ALONE) -> AnswerRun:
     """Answer every item not in ``done`` (indices); ``on_answer(index, answer)`` is called as
     each is finished, in completion order (what a resumable results writer needs). Under
-    ``shard`` this process answers only its share (:mod:`malpyeong.shard`)."""
+    ``shard`` this process answers only its share (:mod:`malpyeong.inference.shard`)."""
     answers: list[Answer | None] = [None] * len(items)
 
     def report(i: int, answer: Answer) -> None:

@@ -1,9 +1,9 @@
 """The engine of a model trained with a classification head (``--objective classification``).
 
 It answers a choice task as a letter-scoring model does, through
-:func:`malpyeong.answer.answer_items`: the same fitted prompts (every option order with
+:func:`malpyeong.inference.answer.answer_items`: the same fitted prompts (every option order with
 ``--permute``), probabilities over the options in the file's original order, one
-:class:`~malpyeong.scoring.ItemScore` per item. So its results file and sidecar are the same
+:class:`~malpyeong.inference.scoring.ItemScore` per item. So its results file and sidecar are the same
 as a letter-scored model's, and vote, soft-vote and select with them. The probabilities are the
 softmax of the head's logits, read at each prompt's last token; batches are right-padded as in
 training, so no prompt token sees padding and the answers do not depend on the batch.
@@ -17,12 +17,13 @@ from typing import Any
 
 import numpy as np
 
-from malpyeong.backbones import Backbone
-from malpyeong.engines import Engine, GenerationSettings
+from malpyeong.cli import progress_bar
 from malpyeong.errors import UserError
-from malpyeong.generation import model_device, progress_bar
-from malpyeong.scoring import ChoicePrompts, ItemScore, softmax, unpermute
-from malpyeong.shard import ALONE, Shard
+from malpyeong.inference.engines import Engine, GenerationSettings
+from malpyeong.inference.scoring import ChoicePrompts, ItemScore, softmax, unpermute
+from malpyeong.inference.shard import ALONE, Shard
+from malpyeong.models.backbones import Backbone
+from malpyeong.models.device import model_device
 from malpyeong.tasks.base import ChoiceTask
 
 OBJECTIVE = "classification"

@@ -25,7 +25,7 @@ from pathlib import Path
 import yaml
 
 from malpyeong.errors import UserError
-from malpyeong.prep.scripts.parse import DROP_REASONS, Episode, Turn
+from malpyeong.prep.screenplays.parse import DROP_REASONS, Episode, Turn
 
 SKIP_REASONS = ("first_turn", "other_speaker", "short_reply")
 MAPPING_SUFFIXES = (".json", ".yaml", ".yml")

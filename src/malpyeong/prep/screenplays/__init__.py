@@ -8,9 +8,16 @@ turns before them, never across a scene, and the report. ``run/script_pairs.py``
 
 from __future__ import annotations
 
-from malpyeong.prep.scripts.decode import decode_bytes
-from malpyeong.prep.scripts.markup import Line, Source, read_source
-from malpyeong.prep.scripts.pairs import (
+from malpyeong.prep.screenplays.decode import decode_bytes
+from malpyeong.prep.screenplays.markup import Line, Source, read_source
+from malpyeong.prep.screenplays.parse import (
+    DROP_REASONS,
+    Episode,
+    Turn,
+    parse_source,
+    strip_directions,
+)
+from malpyeong.prep.screenplays.replies import (
     PairOptions,
     PairReport,
     SpeakerNames,
@@ -19,13 +26,6 @@ from malpyeong.prep.scripts.pairs import (
     read_mapping,
     read_personas,
     speaker_key,
-)
-from malpyeong.prep.scripts.parse import (
-    DROP_REASONS,
-    Episode,
-    Turn,
-    parse_source,
-    strip_directions,
 )
 
 __all__ = ["DROP_REASONS", "Episode", "Line", "PairOptions", "PairReport", "Source",

@@ -10,7 +10,7 @@ with the model's own chat template and the length budget at training time; ``cho
   ``A``), so preference training sharpens exactly the answer SFT taught. Wrong options are never
   joined into one string.
 - Generate tasks (DCS): ``chosen`` is the gold output; ``rejected`` is a model's own output for
-  the same item (from a results file, see :mod:`malpyeong.results`) where one is given, else the
+  the same item (from a results file, see :mod:`malpyeong.inference.results`) where one is given, else the
   gold output of a different item sharing the most key terms (DCS: subject keywords), which is
   fluent and on topic but wrong.
 """
@@ -25,8 +25,8 @@ from pathlib import Path
 from typing import Any
 
 from malpyeong.errors import UserError, one_line
+from malpyeong.inference.results import read_results
 from malpyeong.io import atomic_write_text, ensure_writable, read_jsonl, require_file
-from malpyeong.results import read_results
 from malpyeong.tasks.base import ChoiceTask, GenerateTask, Task
 
 REQUIRED = ("id", "source_id", "task", "record", "chosen", "rejected")

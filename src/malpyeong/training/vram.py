@@ -37,9 +37,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from malpyeong.backbones import get_backbone
-from malpyeong.classifier import OBJECTIVE
 from malpyeong.errors import UserError
+from malpyeong.inference.classifier import OBJECTIVE
+from malpyeong.models.backbones import get_backbone
 from malpyeong.rules import get_rules
 from malpyeong.tasks import ChoiceTask, get_task
 

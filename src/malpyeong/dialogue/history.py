@@ -20,10 +20,10 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from malpyeong.backbones import Backbone, encode, render_chat
 from malpyeong.dialogue.session import Session
 from malpyeong.dialogue.summarize import truncate_tokens
 from malpyeong.errors import UserError
+from malpyeong.models.backbones import Backbone, encode, render_chat
 from malpyeong.tasks.base import PromptSpec, Task, Utterance
 
 Summarise = Callable[[str, Sequence[Utterance]], str]

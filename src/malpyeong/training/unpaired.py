@@ -3,7 +3,7 @@
 A row: ``{"id", "source_id", "task", "record", "completion", "label", "from", "score",
 "target_style"}``. ``label`` is true for a desirable answer and false for an undesirable one;
 ``record`` is the item as in the data file (the trainer renders the prompt per model, as for
-pairs, see :mod:`malpyeong.pairs`).
+pairs, see :mod:`malpyeong.training.pairs`).
 
 - From pairs (any task): each item's chosen answer once as desirable, every rejected answer
   as undesirable. For CCI this is the gold option against each wrong one.
@@ -23,8 +23,8 @@ from typing import Any
 
 from malpyeong.errors import UserError, one_line
 from malpyeong.io import atomic_write_text, ensure_writable, read_jsonl, require_file
-from malpyeong.pairs import build_pairs, outputs_of_results
 from malpyeong.tasks.base import ChoiceTask, Task
+from malpyeong.training.pairs import build_pairs, outputs_of_results
 
 REQUIRED = ("id", "source_id", "task", "record", "completion", "label")
 

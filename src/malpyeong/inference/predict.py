@@ -1,7 +1,7 @@
 """Prediction into results files: answer every item, resumably, and write the two files.
 
-The answers come from the one answering path (:func:`malpyeong.answer.answer_items`). Results
-follow :mod:`malpyeong.results`: one row per item is appended to the partial sidecar as soon as
+The answers come from the one answering path (:func:`malpyeong.inference.answer.answer_items`). Results
+follow :mod:`malpyeong.inference.results`: one row per item is appended to the partial sidecar as soon as
 the item is finished; a rerun skips the finished items (the work plan is the same, so recomputed
 rows are bit-identical); both final files are written atomically.
 """
@@ -19,13 +19,13 @@ from pathlib import Path
 from typing import Any
 
 from malpyeong import __version__
-from malpyeong.answer import Answer, AnswerSettings, answer_items, parsed_output
 from malpyeong.data import write_submission
-from malpyeong.engines import Engine
 from malpyeong.errors import UserError
+from malpyeong.inference.answer import Answer, AnswerSettings, answer_items, parsed_output
+from malpyeong.inference.engines import Engine
+from malpyeong.inference.results import partial_path, partial_paths, sidecar_path
+from malpyeong.inference.shard import ALONE, Shard, barrier
 from malpyeong.io import JsonlAppender, atomic_write_text, ensure_writable, read_jsonl
-from malpyeong.results import partial_path, partial_paths, sidecar_path
-from malpyeong.shard import ALONE, Shard, barrier
 from malpyeong.tasks.base import ChoiceTask, Task
 
 log = logging.getLogger(__name__)

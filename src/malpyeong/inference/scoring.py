@@ -34,11 +34,13 @@ from typing import Any
 
 import numpy as np
 
-from malpyeong.backbones import Backbone, answer_ids, answer_prefix, encode
-from malpyeong.budget import FittedPrompt, fit_prompt
+from malpyeong.cli import progress_bar
 from malpyeong.errors import UserError
-from malpyeong.generation import cache_keyword, model_device, progress_bar
-from malpyeong.shard import ALONE, Shard
+from malpyeong.inference.generation import cache_keyword
+from malpyeong.inference.shard import ALONE, Shard
+from malpyeong.models.backbones import Backbone, answer_ids, answer_prefix, encode
+from malpyeong.models.budget import FittedPrompt, fit_prompt
+from malpyeong.models.device import model_device
 from malpyeong.tasks.base import ChoiceTask, PromptSpec
 
 log = logging.getLogger(__name__)
@@ -53,7 +55,7 @@ def letter_token_ids(tokenizer: Any, prompt_text: str, letters: Sequence[str]) -
     """The token id of each letter as training teaches it right after ``prompt_text``.
 
     Training appends an answer's tokens to the prompt's, the answer (``A. …``) tokenized on its
-    own after the chat template's answer prefix (:func:`~malpyeong.backbones.answer_ids`), so the
+    own after the chat template's answer prefix (:func:`~malpyeong.models.backbones.answer_ids`), so the
     letter's id is the first of those: ``A`` for byte-level BPEs, ``▁A`` for SentencePiece ones
     (Mistral v3 after ``[/INST]``, SOLAR after ``### Assistant:\n``), where ``prompt_text + "A"``
     would encode ``A`` without the prefix and miss what the model was trained to write. The ids
@@ -425,7 +427,7 @@ def score_items(model: Any, tokenizer: Any, task: ChoiceTask, items: Sequence[An
                 on_item: Callable[[int, ItemScore], None] | None = None,
                 shard: Shard = ALONE) -> list[ItemScore | None]:
     """Score prepared prompts; ``done`` item indices are skipped (their entries stay None).
-    Under ``shard`` only this process's batches are run (see :mod:`malpyeong.shard`)."""
+    Under ``shard`` only this process's batches are run (see :mod:`malpyeong.inference.shard`)."""
     import torch
 
     if scoring not in SCORINGS:

@@ -31,18 +31,18 @@ from typing import Any
 
 import yaml
 
-from malpyeong.answer import AnswerSettings, default_batch_size
-from malpyeong.backbones import REGISTRY, get_backbone, non_commercial
 from malpyeong.data import check_submission, load_items
 from malpyeong.ensemble import VoteJob, run_vote
 from malpyeong.errors import UserError
+from malpyeong.inference.answer import AnswerSettings, default_batch_size
+from malpyeong.inference.loading import load_engine, resolve_source
+from malpyeong.inference.predict import run_prediction
+from malpyeong.inference.results import partial_paths, read_results, sidecar_path
 from malpyeong.io import atomic_write_json
-from malpyeong.loading import load_engine, resolve_source
-from malpyeong.predict import run_prediction
-from malpyeong.results import partial_paths, read_results, sidecar_path
-from malpyeong.runfolder import is_finished_run
+from malpyeong.models.backbones import REGISTRY, get_backbone, non_commercial
+from malpyeong.models.runfolder import is_finished_run
+from malpyeong.models.tiny import FAMILIES, build_tiny_model
 from malpyeong.tasks import DEFAULT_TASK, Task, get_task
-from malpyeong.tiny import FAMILIES, build_tiny_model
 from malpyeong.training import sft_parser, train_sft
 
 log = logging.getLogger(__name__)

@@ -24,12 +24,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from malpyeong.backbones import REGISTRY, Backbone, get_backbone, load_model, load_tokenizer
-from malpyeong.classifier import ClassifierEngine, is_classifier_run
-from malpyeong.constrain import vllm_engine_kwargs
-from malpyeong.engines import ENGINES, Engine, HFEngine, VLLMEngine
 from malpyeong.errors import UserError, one_line
-from malpyeong.runfolder import (
+from malpyeong.inference.classifier import ClassifierEngine, is_classifier_run
+from malpyeong.inference.constrain import vllm_engine_kwargs
+from malpyeong.inference.engines import ENGINES, Engine, HFEngine, VLLMEngine
+from malpyeong.models.backbones import REGISTRY, Backbone, get_backbone, load_model, load_tokenizer
+from malpyeong.models.runfolder import (
     ADAPTER_CONFIG,
     MODEL_CONFIG,
     RUN_FILE,

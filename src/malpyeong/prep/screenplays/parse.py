@@ -27,7 +27,7 @@ import re
 from collections import Counter
 from dataclasses import dataclass, field
 
-from malpyeong.prep.scripts.markup import Line, Source
+from malpyeong.prep.screenplays.markup import Line, Source
 
 OPENERS = {"(": ")", "[": "]", "{": "}"}
 CLOSERS = {")": "(", "]": "[", "}": "{"}

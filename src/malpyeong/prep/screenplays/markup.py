@@ -18,7 +18,7 @@ from html.parser import HTMLParser
 from pathlib import Path
 
 from malpyeong.errors import UserError
-from malpyeong.prep.scripts.decode import decode_bytes
+from malpyeong.prep.screenplays.decode import decode_bytes
 
 BLOCK_TAGS = frozenset({
     "p", "div", "hr", "li", "ul", "ol", "table", "tr", "td", "th", "blockquote", "pre", "center",

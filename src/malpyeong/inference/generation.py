@@ -8,7 +8,7 @@ position ids from the attention mask, so a row decodes the same as it would alon
 ``on_result(index, text)`` is called as soon as a prompt's text is known, in completion order,
 which is what the resumable results writer needs. An optional vLLM engine
 (:func:`generate_texts_vllm`) takes the same arguments; it is used only when vLLM is installed.
-``schema``: a JSON schema every text must follow (constrained decoding, :mod:`malpyeong.constrain`).
+``schema``: a JSON schema every text must follow (constrained decoding, :mod:`malpyeong.inference.constrain`).
 """
 
 from __future__ import annotations
@@ -19,9 +19,11 @@ import time
 from collections.abc import Callable, Collection, Sequence
 from typing import Any
 
-from malpyeong.constrain import json_constraint, vllm_sampling_kwargs
+from malpyeong.cli import progress_bar
 from malpyeong.errors import UserError
-from malpyeong.shard import ALONE, Shard
+from malpyeong.inference.constrain import json_constraint, vllm_sampling_kwargs
+from malpyeong.inference.shard import ALONE, Shard
+from malpyeong.models.device import model_device
 
 log = logging.getLogger(__name__)
 
@@ -64,16 +66,6 @@ def cache_keyword(model: Any) -> str:
     return "cache" if "cache" in params else "past_key_values"
 
 
-def model_device(model: Any) -> Any:
-    """Where the inputs go: the device of the model's first parameter."""
-    import torch
-
-    try:
-        return next(model.parameters()).device
-    except (StopIteration, AttributeError):
-        return torch.device("cpu")
-
-
 def pad_id_of(tokenizer: Any, model: Any = None) -> int:
     for cand in (getattr(tokenizer, "pad_token_id", None), getattr(tokenizer, "eos_token_id", None),
                  getattr(getattr(model, "generation_config", None), "pad_token_id", None)):
@@ -103,27 +95,6 @@ def cut_at_strings(text: str, stop_strings: Sequence[str] | None) -> str:
             if at != -1:
                 cut = min(cut, at)
     return text[:cut]
-
-
-def progress_bar(total: int, enabled: bool, desc: str, initial: int = 0) -> Any:
-    """A tqdm bar (items/s and ETA), or a no-op object when disabled or tqdm is absent."""
-    if enabled:
-        try:
-            from tqdm.auto import tqdm
-
-            return tqdm(total=total, initial=initial, desc=desc, unit="item", dynamic_ncols=True,
-                        smoothing=0.1)
-        except ImportError:  # pragma: no cover - tqdm is a dependency
-            pass
-    return _NoBar()
-
-
-class _NoBar:
-    def update(self, n: int = 1) -> None:
-        pass
-
-    def close(self) -> None:
-        pass
 
 
 def stop_token_ids_for(model: Any, tokenizer: Any, extra: Sequence[int] | None = None) -> list[int]:
@@ -158,7 +129,7 @@ def generate_texts(model: Any, tokenizer: Any, prompts: list[list[int]], *,
     prompts as before and a batch is skipped only when all of it is done, so every text this
     run produces comes from the same batch (same padding, same seed) as in an uninterrupted run;
     done indices are not reported and come back as "". Under ``shard`` only this process's
-    batches are run (see :mod:`malpyeong.shard`); the others come back as "" too.
+    batches are run (see :mod:`malpyeong.inference.shard`); the others come back as "" too.
 
     ``streamer``: a transformers streamer that sees the tokens as they are made (a live chat
     shows its reply as it is written); for one prompt at a time.
@@ -319,4 +290,4 @@ def generate_texts_vllm(llm: Any, tokenizer: Any, prompts: list[list[int]], *,
 
 
 __all__ = ["cut_at_stop", "cut_at_strings", "generate_texts", "generate_texts_vllm", "left_pad",
-           "length_sorted_batches", "progress_bar", "stop_token_ids_for"]
+           "length_sorted_batches", "stop_token_ids_for"]

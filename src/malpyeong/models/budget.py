@@ -12,7 +12,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from malpyeong.backbones import Backbone, encode, render_chat
+from malpyeong.models.backbones import Backbone, encode, render_chat
 from malpyeong.tasks.base import OMITTED, PromptSpec, Task, chat_messages
 
 __all__ = ["OMITTED", "FittedPrompt", "fit_prompt"]  # OMITTED: the cut mark, now defined with the tasks
