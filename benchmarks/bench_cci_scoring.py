@@ -60,16 +60,19 @@ def baseline(model, tokenizer, backbone, task, items, no_grad: bool) -> tuple[li
 
 
 def main() -> int:
-    p = argparse.ArgumentParser(description=__doc__,
-                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--data", default=str(DEFAULT_DATA))
     p.add_argument("--batch_size", type=int, default=0, help="0: run/test.py's default")
     p.add_argument("--limit", type=int, default=0, help="first N items only (0: all)")
     p.add_argument("--threads", type=int, default=0, help="torch threads (0: torch's default)")
     p.add_argument("--no_grad_baseline", action="store_true")
-    p.add_argument("--hidden_size", type=int, default=64,
-                   help="tiny model width (64: the tiny model the tests and demo use; 256 makes "
-                        "the matrix products, not per-call overhead, dominate)")
+    p.add_argument(
+        "--hidden_size",
+        type=int,
+        default=64,
+        help="tiny model width (64: the tiny model the tests and demo use; 256 makes "
+        "the matrix products, not per-call overhead, dominate)",
+    )
     p.add_argument("--layers", type=int, default=2)
     args = p.parse_args()
     logging.basicConfig(level=logging.WARNING)
@@ -83,35 +86,47 @@ def main() -> int:
     task = get_task("cci")
     items = load_items(args.data, task)
     if args.limit:
-        items = items[:args.limit]
+        items = items[: args.limit]
     with tempfile.TemporaryDirectory() as tmp:
-        model_dir = build_tiny_model("llama", Path(tmp) / "model",
-                                     hidden_size=args.hidden_size, layers=args.layers)
+        model_dir = build_tiny_model(
+            "llama", Path(tmp) / "model", hidden_size=args.hidden_size, layers=args.layers
+        )
         loaded = load_for_inference(str(model_dir))
         model, tok, backbone = loaded.model, loaded.tokenizer, loaded.backbone
         n_params = sum(p.numel() for p in model.parameters())
         lengths = sorted(len(fit_prompt(task, it, tok, backbone, BASELINE).input_ids) for it in items)
-        print(f"{len(items)} items from {args.data}; model: llama hidden {args.hidden_size}, {args.layers} layers, "
-              f"{n_params / 1e6:.1f}M parameters; prompt tokens min {lengths[0]} / median "
-              f"{lengths[len(lengths) // 2]} / max {lengths[-1]}; torch threads "
-              f"{torch.get_num_threads()}")
+        print(
+            f"{len(items)} items from {args.data}; model: llama hidden {args.hidden_size}, {args.layers} layers, "
+            f"{n_params / 1e6:.1f}M parameters; prompt tokens min {lengths[0]} / median "
+            f"{lengths[len(lengths) // 2]} / max {lengths[-1]}; torch threads "
+            f"{torch.get_num_threads()}"
+        )
 
         args.batch_size = args.batch_size or default_batch_size(task, model)
         out = Path(tmp) / "results" / "bench.json"
         start = time.perf_counter()
-        run_prediction(HFEngine(model, tok, backbone), task, items, out,
-                       settings=AnswerSettings(batch_size=args.batch_size), model_name="tiny",
-                       progress=False)
+        run_prediction(
+            HFEngine(model, tok, backbone),
+            task,
+            items,
+            out,
+            settings=AnswerSettings(batch_size=args.batch_size),
+            model_name="tiny",
+            progress=False,
+        )
         ours_s = time.perf_counter() - start
         res = read_results(out)
         ours = [res.outputs[it.id] for it in items]
 
         theirs, base_s = baseline(model, tok, backbone, task, items, args.no_grad_baseline)
     same = sum(a == b for a, b in zip(ours, theirs, strict=True))
-    print(f"ours (run_prediction, batch {args.batch_size}): {len(items) / ours_s:8.2f} items/s "
-          f"({ours_s:.1f} s)")
-    print(f"baseline (official loop{', inference_mode' if args.no_grad_baseline else ''}): "
-          f"{len(items) / base_s:8.2f} items/s ({base_s:.1f} s)")
+    print(
+        f"ours (run_prediction, batch {args.batch_size}): {len(items) / ours_s:8.2f} items/s ({ours_s:.1f} s)"
+    )
+    print(
+        f"baseline (official loop{', inference_mode' if args.no_grad_baseline else ''}): "
+        f"{len(items) / base_s:8.2f} items/s ({base_s:.1f} s)"
+    )
     print(f"speed-up: {base_s / ours_s:.2f}x; same predictions: {same}/{len(items)}")
     assert same == len(items), "predictions differ"
     return 0

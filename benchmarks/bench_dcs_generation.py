@@ -41,37 +41,48 @@ from malpyeong.tasks.base import BASELINE
 DEFAULT_DATA = Path(__file__).resolve().parents[2] / "shared" / "data" / "nikl" / "dcs_test.json"
 
 
-def batch_one_loop(model, tokenizer, backbone, task, items, max_length: int,
-                   max_new_tokens: int) -> tuple[list[str], float]:
+def batch_one_loop(
+    model, tokenizer, backbone, task, items, max_length: int, max_new_tokens: int
+) -> tuple[list[str], float]:
     import torch
 
     stops = stop_token_ids_for(model, tokenizer, end_of_turn_ids(tokenizer, backbone))
     texts = []
     start = time.perf_counter()
     for item in items:
-        ids = generation_prompts(task, [item], tokenizer, backbone, BASELINE, max_length=max_length,
-                                 max_new_tokens=max_new_tokens)[0].input_ids
+        ids = generation_prompts(
+            task, [item], tokenizer, backbone, BASELINE, max_length=max_length, max_new_tokens=max_new_tokens
+        )[0].input_ids
         with torch.inference_mode():
-            out = model.generate(input_ids=torch.tensor([ids]), max_new_tokens=max_new_tokens,
-                                 do_sample=False, eos_token_id=stops,
-                                 pad_token_id=tokenizer.pad_token_id, temperature=None,
-                                 top_p=None, top_k=None)
-        new = out[0, len(ids):].tolist()
+            out = model.generate(
+                input_ids=torch.tensor([ids]),
+                max_new_tokens=max_new_tokens,
+                do_sample=False,
+                eos_token_id=stops,
+                pad_token_id=tokenizer.pad_token_id,
+                temperature=None,
+                top_p=None,
+                top_k=None,
+            )
+        new = out[0, len(ids) :].tolist()
         texts.append(tokenizer.decode(cut_at_stop(new, set(stops)), skip_special_tokens=False))
     return texts, time.perf_counter() - start
 
 
 def main() -> int:
-    p = argparse.ArgumentParser(description=__doc__,
-                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--data", default=str(DEFAULT_DATA))
     p.add_argument("--n", type=int, default=32, help="number of conversations (0: all)")
     p.add_argument("--batch_size", type=int, default=8)
     p.add_argument("--max_length", type=int, default=1024)
     p.add_argument("--max_new_tokens", type=int, default=256, help="run/test.py's default")
     p.add_argument("--threads", type=int, default=0, help="torch threads (0: torch's default)")
-    p.add_argument("--hidden_size", type=int, default=64,
-                   help="tiny model width (64: the tiny model the tests and demo use)")
+    p.add_argument(
+        "--hidden_size",
+        type=int,
+        default=64,
+        help="tiny model width (64: the tiny model the tests and demo use)",
+    )
     p.add_argument("--layers", type=int, default=2)
     args = p.parse_args()
     logging.basicConfig(level=logging.WARNING)
@@ -85,37 +96,61 @@ def main() -> int:
     task = get_task("dcs")
     items = load_items(args.data, task)
     if args.n:
-        items = items[:args.n]
+        items = items[: args.n]
     with tempfile.TemporaryDirectory() as tmp:
-        model_dir = build_tiny_model("llama", Path(tmp) / "model",
-                                     hidden_size=args.hidden_size, layers=args.layers)
+        model_dir = build_tiny_model(
+            "llama", Path(tmp) / "model", hidden_size=args.hidden_size, layers=args.layers
+        )
         loaded = load_for_inference(str(model_dir))
         model, tok, backbone = loaded.model, loaded.tokenizer, loaded.backbone
-        fitted = generation_prompts(task, items, tok, backbone, BASELINE, max_length=args.max_length,
-                                    max_new_tokens=args.max_new_tokens)
+        fitted = generation_prompts(
+            task,
+            items,
+            tok,
+            backbone,
+            BASELINE,
+            max_length=args.max_length,
+            max_new_tokens=args.max_new_tokens,
+        )
         lengths = sorted(len(f.input_ids) for f in fitted)
-        print(f"{len(items)} conversations from {args.data}; prompt tokens min {lengths[0]} / "
-              f"median {lengths[len(lengths) // 2]} / max {lengths[-1]} (budget "
-              f"{args.max_length} incl. {args.max_new_tokens} new); greedy, "
-              f"{args.max_new_tokens} new tokens; torch threads {torch.get_num_threads()}")
+        print(
+            f"{len(items)} conversations from {args.data}; prompt tokens min {lengths[0]} / "
+            f"median {lengths[len(lengths) // 2]} / max {lengths[-1]} (budget "
+            f"{args.max_length} incl. {args.max_new_tokens} new); greedy, "
+            f"{args.max_new_tokens} new tokens; torch threads {torch.get_num_threads()}"
+        )
 
         out = Path(tmp) / "results" / "dcs.json"
-        settings = AnswerSettings(max_length=args.max_length, batch_size=args.batch_size,
-                                  generation=GenerationSettings(max_new_tokens=args.max_new_tokens))
+        settings = AnswerSettings(
+            max_length=args.max_length,
+            batch_size=args.batch_size,
+            generation=GenerationSettings(max_new_tokens=args.max_new_tokens),
+        )
         start = time.perf_counter()
-        run_prediction(HFEngine(model, tok, backbone), task, items, out, settings=settings,
-                       model_name="tiny", progress=False)
+        run_prediction(
+            HFEngine(model, tok, backbone),
+            task,
+            items,
+            out,
+            settings=settings,
+            model_name="tiny",
+            progress=False,
+        )
         ours_s = time.perf_counter() - start
         res = read_results(out)
         ours = [res.texts[it.id] for it in items]
-        theirs, base_s = batch_one_loop(model, tok, backbone, task, items, args.max_length,
-                                        args.max_new_tokens)
+        theirs, base_s = batch_one_loop(
+            model, tok, backbone, task, items, args.max_length, args.max_new_tokens
+        )
     same = sum(a == b for a, b in zip(ours, theirs, strict=True))
     new_tokens = sum(len(tok.encode(t, add_special_tokens=False)) for t in theirs)
-    print(f"ours (run_prediction, batch {args.batch_size}): {len(items) / ours_s:7.2f} items/s "
-          f"({ours_s:.1f} s)")
-    print(f"baseline (batch-1 generate loop): {len(items) / base_s:7.2f} items/s ({base_s:.1f} s);"
-          f" {new_tokens / len(items):.0f} tokens per generated text when re-encoded")
+    print(
+        f"ours (run_prediction, batch {args.batch_size}): {len(items) / ours_s:7.2f} items/s ({ours_s:.1f} s)"
+    )
+    print(
+        f"baseline (batch-1 generate loop): {len(items) / base_s:7.2f} items/s ({base_s:.1f} s);"
+        f" {new_tokens / len(items):.0f} tokens per generated text when re-encoded"
+    )
     print(f"speed-up: {base_s / ours_s:.2f}x; identical generations: {same}/{len(items)}")
     return 0
 

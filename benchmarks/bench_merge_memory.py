@@ -95,63 +95,106 @@ def measure(cmd: list[str], env: dict[str, str]) -> dict[str, float]:
     proc.returncode = os.waitstatus_to_exitcode(status)
     if proc.returncode != 0:
         raise SystemExit(f"{' '.join(cmd)} failed ({proc.returncode}):\n{err[-3000:]}")
-    return {"peak": usage.ru_maxrss / 1024, "anon": peaks["RssAnon"] / 1024,
-            "file": peaks["RssFile"] / 1024, "seconds": time.perf_counter() - start,
-            "stdout": out}
+    return {
+        "peak": usage.ru_maxrss / 1024,
+        "anon": peaks["RssAnon"] / 1024,
+        "file": peaks["RssFile"] / 1024,
+        "seconds": time.perf_counter() - start,
+        "stdout": out,
+    }
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--workdir", help="where the models are built (default: a temp folder)")
     parser.add_argument("--keep", action="store_true", help="keep the workdir")
     parser.add_argument("--skip-mergekit", action="store_true")
     args = parser.parse_args()
     work = Path(args.workdir or tempfile.mkdtemp(prefix="bench_merge_"))
     work.mkdir(parents=True, exist_ok=True)
-    env = {**os.environ, "HF_HUB_OFFLINE": "1", "TOKENIZERS_PARALLELISM": "false",
-           "PYTHONPATH": str(ROOT / "src")}
+    env = {
+        **os.environ,
+        "HF_HUB_OFFLINE": "1",
+        "TOKENIZERS_PARALLELISM": "false",
+        "PYTHONPATH": str(ROOT / "src"),
+    }
     try:
         models = []
         for i in range(N_MODELS):
             path = work / f"model{i}"
             if not (path / "model.safetensors").is_file():
-                r = subprocess.run([sys.executable, "-c", BUILD, str(path), str(i)], env=env,
-                                   capture_output=True, text=True, check=True)
+                r = subprocess.run(
+                    [sys.executable, "-c", BUILD, str(path), str(i)],
+                    env=env,
+                    capture_output=True,
+                    text=True,
+                    check=True,
+                )
                 print(f"built {path}: {int(r.stdout.split()[-1]):,} parameters")
             models.append(path)
         size_mb = (models[0] / "model.safetensors").stat().st_size / 2**20
         config = work / "merge.yaml"
-        config.write_text("merge_method: linear\ndtype: bfloat16\nmodels:\n" + "".join(
-            f"  - model: {p}\n    parameters: {{weight: 1.0}}\n" for p in models))
+        config.write_text(
+            "merge_method: linear\ndtype: bfloat16\nmodels:\n"
+            + "".join(f"  - model: {p}\n    parameters: {{weight: 1.0}}\n" for p in models)
+        )
         runs: dict[str, dict[str, float]] = {}
         runs["floor (import torch)"] = measure([sys.executable, "-c", FLOOR], env)
         out = work / "ours"
         shutil.rmtree(out, ignore_errors=True)
         runs["ours: merge.py (stream)"] = measure(
-            [sys.executable, str(ROOT / "ensemble/merge.py"), "--config", str(config),
-             "--output", str(out), "--quiet"], env)
+            [
+                sys.executable,
+                str(ROOT / "ensemble/merge.py"),
+                "--config",
+                str(config),
+                "--output",
+                str(out),
+                "--quiet",
+            ],
+            env,
+        )
         if not args.skip_mergekit:
             mk = work / "mergekit"
             shutil.rmtree(mk, ignore_errors=True)
             runs["merge.py --engine mergekit"] = measure(
-                [sys.executable, str(ROOT / "ensemble/merge.py"), "--config", str(config),
-                 "--output", str(mk), "--engine", "mergekit", "--quiet"], env)
+                [
+                    sys.executable,
+                    str(ROOT / "ensemble/merge.py"),
+                    "--config",
+                    str(config),
+                    "--output",
+                    str(mk),
+                    "--engine",
+                    "mergekit",
+                    "--quiet",
+                ],
+                env,
+            )
         base_out = work / "baseline"
         shutil.rmtree(base_out, ignore_errors=True)
         runs["baseline: load all, average"] = measure(
-            [sys.executable, "-c", BASELINE, *map(str, models), str(base_out)], env)
+            [sys.executable, "-c", BASELINE, *map(str, models), str(base_out)], env
+        )
         _check_same(out, base_out)  # the merged model sits at the output folder's root
-        print(f"\none model: {size_mb:.0f} MB on disk (bfloat16); {N_MODELS} models merged "
-              "(linear, equal weights)")
+        print(
+            f"\none model: {size_mb:.0f} MB on disk (bfloat16); {N_MODELS} models merged "
+            "(linear, equal weights)"
+        )
         print(f"{'run':<30} {'peak RSS':>9} {'x model':>8} {'anon':>8} {'file':>8} {'time':>7}")
         for name, r in runs.items():
-            print(f"{name:<30} {r['peak']:>6.0f} MB {r['peak'] / size_mb:>7.2f}x "
-                  f"{r['anon']:>5.0f} MB {r['file']:>5.0f} MB {r['seconds']:>6.1f}s")
+            print(
+                f"{name:<30} {r['peak']:>6.0f} MB {r['peak'] / size_mb:>7.2f}x "
+                f"{r['anon']:>5.0f} MB {r['file']:>5.0f} MB {r['seconds']:>6.1f}s"
+            )
         ours = runs["ours: merge.py (stream)"]["peak"]
         base = runs["baseline: load all, average"]["peak"]
-        print(f"\nours / one model = {ours / size_mb:.2f}x (target <= 1.5x); "
-              f"baseline / ours = {base / ours:.2f}x")
+        print(
+            f"\nours / one model = {ours / size_mb:.2f}x (target <= 1.5x); "
+            f"baseline / ours = {base / ours:.2f}x"
+        )
     finally:
         if not args.keep:
             shutil.rmtree(work, ignore_errors=True)
@@ -162,8 +205,10 @@ def _check_same(ours: Path, baseline: Path) -> None:
     import torch
     from safetensors import safe_open
 
-    with safe_open(str(ours / "model.safetensors"), "pt") as a, \
-            safe_open(str(baseline / "model.safetensors"), "pt") as b:
+    with (
+        safe_open(str(ours / "model.safetensors"), "pt") as a,
+        safe_open(str(baseline / "model.safetensors"), "pt") as b,
+    ):
         for name in list(a.keys())[:8]:
             x, y = a.get_tensor(name).float(), b.get_tensor(name).float()
             if not torch.allclose(x, y, atol=1e-2, rtol=1e-2):

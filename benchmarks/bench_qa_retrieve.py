@@ -78,10 +78,13 @@ def measure(queries, tokenizer, backbone, budget: int, reserve: int) -> dict[str
             cut += fitted.dropped > 0
             covers.append(coverage(task, item, ranges, spec, fitted.dropped))
         result[strategy] = {
-            "queries": len(covers), "cut": cut,
+            "queries": len(covers),
+            "cut": cut,
             "whole": sum(c >= 1.0 for c in covers) / len(covers),
             "half": sum(c >= 0.5 for c in covers) / len(covers),
-            "mean": statistics.fmean(covers), "seconds": time.perf_counter() - start}
+            "mean": statistics.fmean(covers),
+            "seconds": time.perf_counter() - start,
+        }
     return result
 
 
@@ -100,13 +103,17 @@ def main(argv: list[str] | None = None) -> int:
         tokenizer = load_tokenizer(str(model), backbone)
     queries = queries_with_spans(args.data)
     print(f"{len(queries)} QMSum queries with gold spans from {args.data}")
-    print(f"{'budget':>7} {'strategy':<10} {'cut':>5} {'spans whole':>12} {'>= half':>8} "
-          f"{'mean kept':>10} {'seconds':>8}")
+    print(
+        f"{'budget':>7} {'strategy':<10} {'cut':>5} {'spans whole':>12} {'>= half':>8} "
+        f"{'mean kept':>10} {'seconds':>8}"
+    )
     for budget in args.budgets:
         result = measure(queries, tokenizer, backbone, budget, args.reserve)
         for strategy, r in result.items():
-            print(f"{budget:>7} {strategy:<10} {r['cut']:>5} {r['whole']:>12.3f} {r['half']:>8.3f} "
-                  f"{r['mean']:>10.3f} {r['seconds']:>8.1f}")
+            print(
+                f"{budget:>7} {strategy:<10} {r['cut']:>5} {r['whole']:>12.3f} {r['half']:>8.3f} "
+                f"{r['mean']:>10.3f} {r['seconds']:>8.1f}"
+            )
         ratio = result["retrieve"]["mean"] / max(result["head_tail"]["mean"], 1e-9)
         print(f"{budget:>7} retrieve / head_tail mean span kept: {ratio:.2f}x")
     return 0

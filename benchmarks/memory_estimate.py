@@ -34,19 +34,38 @@ from malpyeong.training.vram import (  # noqa: E402
     estimate,
 )
 
-SIZES = {"llama": dict(hidden_size=512, intermediate_size=1536, num_hidden_layers=4,
-                       num_attention_heads=8, num_key_value_heads=4, vocab_size=8000),
-         "gemma2": dict(hidden_size=512, intermediate_size=1536, num_hidden_layers=4,
-                        num_attention_heads=8, num_key_value_heads=4, head_dim=64,
-                        vocab_size=8000)}
+SIZES = {
+    "llama": dict(
+        hidden_size=512,
+        intermediate_size=1536,
+        num_hidden_layers=4,
+        num_attention_heads=8,
+        num_key_value_heads=4,
+        vocab_size=8000,
+    ),
+    "gemma2": dict(
+        hidden_size=512,
+        intermediate_size=1536,
+        num_hidden_layers=4,
+        num_attention_heads=8,
+        num_key_value_heads=4,
+        head_dim=64,
+        vocab_size=8000,
+    ),
+}
 # (family, method, batch, seq, gradient checkpointing, lora dropout)
-SETUPS = [("llama", "lora", 4, 512, False, 0.0), ("llama", "lora", 4, 512, True, 0.0),
-          ("llama", "lora", 4, 512, False, 0.05), ("llama", "full", 4, 512, False, 0.0),
-          ("llama", "qlora", 4, 512, False, 0.0), ("gemma2", "lora", 4, 512, False, 0.0),
-          ("gemma2", "qlora", 4, 512, True, 0.05)]
+SETUPS = [
+    ("llama", "lora", 4, 512, False, 0.0),
+    ("llama", "lora", 4, 512, True, 0.0),
+    ("llama", "lora", 4, 512, False, 0.05),
+    ("llama", "full", 4, 512, False, 0.0),
+    ("llama", "qlora", 4, 512, False, 0.0),
+    ("gemma2", "lora", 4, 512, False, 0.0),
+    ("gemma2", "qlora", 4, 512, True, 0.05),
+]
 QUICK = [SETUPS[0], SETUPS[4]]
 
-CHILD = r'''
+CHILD = r"""
 import json, sys
 import torch
 sys.path.insert(0, sys.argv[2])
@@ -86,7 +105,7 @@ for _ in range(2):  # the second step holds AdamW's moments while the activation
     del out
 peak = peak_rss()
 print(json.dumps({"peak": peak - before}))
-'''
+"""
 
 
 def build(family: str, folder: Path) -> Path:
@@ -94,24 +113,48 @@ def build(family: str, folder: Path) -> Path:
     from transformers import AutoModelForCausalLM, Gemma2Config, LlamaConfig
 
     cls = {"llama": LlamaConfig, "gemma2": Gemma2Config}[family]
-    extra = {"attn_logit_softcapping": 50.0, "final_logit_softcapping": None,
-             "query_pre_attn_scalar": 64, "sliding_window": 4096} if family == "gemma2" else {}
+    extra = (
+        {
+            "attn_logit_softcapping": 50.0,
+            "final_logit_softcapping": None,
+            "query_pre_attn_scalar": 64,
+            "sliding_window": 4096,
+        }
+        if family == "gemma2"
+        else {}
+    )
     config = cls(**SIZES[family], tie_word_embeddings=family == "gemma2", **extra)
     torch.manual_seed(0)
     AutoModelForCausalLM.from_config(config).save_pretrained(folder / family)
     return folder / family
 
 
-def measure(path: Path, family: str, method: str, batch: int, seq: int, gc: bool,
-            dropout: float) -> dict:
-    spec = {"path": str(path), "method": method, "batch": batch, "seq": seq, "gc": gc,
-            "dropout": dropout, "vocab": SIZES[family]["vocab_size"]}
+def measure(path: Path, family: str, method: str, batch: int, seq: int, gc: bool, dropout: float) -> dict:
+    spec = {
+        "path": str(path),
+        "method": method,
+        "batch": batch,
+        "seq": seq,
+        "gc": gc,
+        "dropout": dropout,
+        "vocab": SIZES[family]["vocab_size"],
+    }
     # every block over 128 KiB is its own mapping, returned when freed: resident memory then
     # follows the live tensors instead of the allocator's high-water mark
-    env = {**os.environ, "HF_HUB_OFFLINE": "1", "OMP_NUM_THREADS": "1",
-           "TRANSFORMERS_VERBOSITY": "error", "MALLOC_MMAP_THRESHOLD_": "131072"}
-    done = subprocess.run([sys.executable, "-c", CHILD, json.dumps(spec), str(ROOT / "src")],
-                          capture_output=True, text=True, env=env, check=False)
+    env = {
+        **os.environ,
+        "HF_HUB_OFFLINE": "1",
+        "OMP_NUM_THREADS": "1",
+        "TRANSFORMERS_VERBOSITY": "error",
+        "MALLOC_MMAP_THRESHOLD_": "131072",
+    }
+    done = subprocess.run(
+        [sys.executable, "-c", CHILD, json.dumps(spec), str(ROOT / "src")],
+        capture_output=True,
+        text=True,
+        env=env,
+        check=False,
+    )
     if done.returncode != 0:
         raise RuntimeError(done.stderr[-2000:])
     return json.loads(done.stdout.strip().splitlines()[-1])
@@ -120,14 +163,22 @@ def measure(path: Path, family: str, method: str, batch: int, seq: int, gc: bool
 def estimated(path: Path, method: str, batch: int, seq: int, gc: bool, dropout: float):
     arch = Architecture.from_config(json.loads((path / "config.json").read_text()))
     # on the CPU the model computes in fp32; QLoRA computes in bf16 there
-    setup = Setup(method=method, compute_bytes=2 if method == "qlora" else 4, batch=batch,
-                  seq=seq, gradient_checkpointing=gc, lora_dropout=dropout, eager=True)
+    setup = Setup(
+        method=method,
+        compute_bytes=2 if method == "qlora" else 4,
+        batch=batch,
+        seq=seq,
+        gradient_checkpointing=gc,
+        lora_dropout=dropout,
+        eager=True,
+    )
     return estimate(arch, setup)
 
 
 def main() -> int:
-    parser = argparse.ArgumentParser(description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--quick", action="store_true", help="two setups only")
     parser.add_argument("--json", help="also write the rows here")
     args = parser.parse_args()
@@ -135,21 +186,28 @@ def main() -> int:
     with tempfile.TemporaryDirectory() as tmp:
         models = {f: build(f, Path(tmp)) for f in SIZES}
         print(f"{'setup':36} {'estimate MiB':>12} {'measured MiB':>12} {'ratio':>6}")
-        for family, method, batch, seq, gc, dropout in (QUICK if args.quick else SETUPS):
+        for family, method, batch, seq, gc, dropout in QUICK if args.quick else SETUPS:
             got = measure(models[family], family, method, batch, seq, gc, dropout)
             est = estimated(models[family], method, batch, seq, gc, dropout)
             name = f"{family} {method} {batch}x{seq} gc={'on' if gc else 'off'} p={dropout}"
-            mib = 1024 ** 2
-            row = {"setup": name, "estimate": est.total / mib, "measured": got["peak"] / mib,
-                   "ratio": est.total / got["peak"]}
+            mib = 1024**2
+            row = {
+                "setup": name,
+                "estimate": est.total / mib,
+                "measured": got["peak"] / mib,
+                "ratio": est.total / got["peak"],
+            }
             rows.append(row)
-            print(f"{name:36} {row['estimate']:12.0f} {row['measured']:12.0f} "
-                  f"{row['ratio']:6.2f}", flush=True)
+            print(
+                f"{name:36} {row['estimate']:12.0f} {row['measured']:12.0f} {row['ratio']:6.2f}", flush=True
+            )
     ratios = [r["ratio"] for r in rows]
-    print(f"estimate / measured peak: {min(ratios):.2f} to {max(ratios):.2f} "
-          f"(1.00 = exact; above 1 = the estimate is on the safe side); "
-          f"{sum(ratios) / len(ratios):.2f} on average over {len(rows)} setups; "
-          f"1 GiB = {GIB} bytes")
+    print(
+        f"estimate / measured peak: {min(ratios):.2f} to {max(ratios):.2f} "
+        f"(1.00 = exact; above 1 = the estimate is on the safe side); "
+        f"{sum(ratios) / len(ratios):.2f} on average over {len(rows)} setups; "
+        f"1 GiB = {GIB} bytes"
+    )
     if args.json:
         Path(args.json).write_text(json.dumps(rows, indent=1))
     return 0

@@ -30,8 +30,7 @@ def split_names(paths: list[str]) -> list[str]:
     """File labels for the plots: the file stem, made unique with its folder when needed."""
     stems = [Path(p).stem for p in paths]
     return [
-        f"{Path(p).parent.name}/{s}" if stems.count(s) > 1 else s
-        for p, s in zip(paths, stems, strict=True)
+        f"{Path(p).parent.name}/{s}" if stems.count(s) > 1 else s for p, s in zip(paths, stems, strict=True)
     ]
 
 
@@ -43,17 +42,18 @@ def _label(model: str | None) -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(
-        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
-    )
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     task_argument(p)
     p.add_argument("--data", nargs="+", required=True, metavar="FILE", help="data files, in order")
     p.add_argument("--out", required=True, help="report folder (index.html, stats.json, *.png)")
     p.add_argument("--tokenizer", help="model whose tokenizer measures prompt lengths")
     p.add_argument("--max_length", type=int, default=1024, help="token budget to compare with")
     p.add_argument("--prompt", help="prompt variant for token lengths (default baseline)")
-    p.add_argument("--tokens_only", action="store_true",
-                   help="only the token lengths under --tokenizer (to compare tokenizers)")
+    p.add_argument(
+        "--tokens_only",
+        action="store_true",
+        help="only the token lengths under --tokenizer (to compare tokenizers)",
+    )
     p.add_argument("--k", type=int, default=3, help="Simhash bits for near-duplicates")
     p.add_argument("--overwrite", action="store_true", help="replace an existing report")
     verbose_argument(p)
@@ -61,18 +61,14 @@ def main(argv: list[str] | None = None) -> int:
     task = get_task(args.task)
     task.prompt_spec(args.prompt)
     if args.max_length < 1:
-        raise UserError(
-            f"--max_length must be at least 1, got {args.max_length}", field="max_length"
-        )
+        raise UserError(f"--max_length must be at least 1, got {args.max_length}", field="max_length")
     if not 0 <= args.k <= 63:
         raise UserError(f"--k must be between 0 and 63, got {args.k}", field="k")
     if args.tokens_only and not args.tokenizer:
         raise UserError("--tokens_only needs --tokenizer", field="tokenizer")
     out = Path(args.out)
     if (out / "index.html").exists() and not args.overwrite:
-        raise UserError(
-            "report exists", file=str(out / "index.html"), hint="pass --overwrite to replace it"
-        )
+        raise UserError("report exists", file=str(out / "index.html"), hint="pass --overwrite to replace it")
     names = split_names(args.data)
     if len(set(names)) != len(names):
         raise UserError("the same file is given twice", field="data")
@@ -85,9 +81,13 @@ def main(argv: list[str] | None = None) -> int:
         tokenizer = load_tokenizer(args.tokenizer, backbone)
     from malpyeong.eda import build_report, build_token_report
 
-    common = {"tokenizer": tokenizer, "backbone": backbone,
-              "tokenizer_name": _label(args.tokenizer), "max_length": args.max_length,
-              "prompt": args.prompt}
+    common = {
+        "tokenizer": tokenizer,
+        "backbone": backbone,
+        "tokenizer_name": _label(args.tokenizer),
+        "max_length": args.max_length,
+        "prompt": args.prompt,
+    }
     if args.tokens_only:
         figures = build_token_report(task, splits, out, **common)
     else:

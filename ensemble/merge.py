@@ -35,19 +35,28 @@ from malpyeong.merging import (
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--config", required=True, help="merge YAML (mergekit's schema)")
     parser.add_argument("--output", required=True, help="the run folder to write")
     parser.add_argument("--overwrite", action="store_true", help="replace an existing output")
-    parser.add_argument("--fold", action="store_true",
-                        help="adapters: also fold the merged adapter into a full copy of the "
-                             "base, written at the output folder's root")
-    parser.add_argument("--engine", choices=ENGINES, default="auto",
-                        help="full models: auto (streaming merger for linear/task_arithmetic, "
-                             "else mergekit), stream, or mergekit")
-    parser.add_argument("--device", default="cpu", help="cpu, cuda or auto (mergekit math, "
-                                                        "adapter merging, --search scoring)")
+    parser.add_argument(
+        "--fold",
+        action="store_true",
+        help="adapters: also fold the merged adapter into a full copy of the "
+        "base, written at the output folder's root",
+    )
+    parser.add_argument(
+        "--engine",
+        choices=ENGINES,
+        default="auto",
+        help="full models: auto (streaming merger for linear/task_arithmetic, "
+        "else mergekit), stream, or mergekit",
+    )
+    parser.add_argument(
+        "--device", default="cpu", help="cpu, cuda or auto (mergekit math, adapter merging, --search scoring)"
+    )
     parser.add_argument("--seed", type=int, default=0, help="seed of random methods (dare)")
     parser.add_argument("--shard-size", default="5GB", help="largest output shard (e.g. 2GB)")
     parser.add_argument("--quiet", action="store_true", help="no progress bars")
@@ -56,11 +65,11 @@ def main(argv: list[str] | None = None) -> int:
     g.add_argument("--search", action="store_true", help="evaluate the grid and keep the best")
     g.add_argument("--dev", help="dev file with gold outputs")
     task_argument(g, required=False, help="the task the models were trained on")
-    g.add_argument("--prompt", help="prompt variant (default: the one in the runs' "
-                                    "malpyeong_run.json, else baseline)")
+    g.add_argument(
+        "--prompt", help="prompt variant (default: the one in the runs' malpyeong_run.json, else baseline)"
+    )
     g.add_argument("--max-length", type=int, help="prompt length budget in tokens")
-    g.add_argument("--scoring", default="letter", help="CCI option scoring (letter, loglik, "
-                                                       "loglik_norm)")
+    g.add_argument("--scoring", default="letter", help="CCI option scoring (letter, loglik, loglik_norm)")
     g.add_argument("--batch-size", type=int, default=8)
     g.add_argument("--limit", type=int, help="score only the first N dev items (quick grids)")
     g.add_argument("--max-new-tokens", type=int, default=128, help="DCS generation length")
@@ -74,18 +83,35 @@ def main(argv: list[str] | None = None) -> int:
     if args.search:
         if not (args.dev and args.task):
             raise UserError("--search needs --dev DEV.json and --task", field="search")
-        search = EvalOptions(task=args.task, dev=args.dev, prompt=args.prompt,
-                             max_length=args.max_length, scoring=args.scoring,
-                             batch_size=args.batch_size, limit=args.limit,
-                             max_new_tokens=args.max_new_tokens, device=device)
+        search = EvalOptions(
+            task=args.task,
+            dev=args.dev,
+            prompt=args.prompt,
+            max_length=args.max_length,
+            scoring=args.scoring,
+            batch_size=args.batch_size,
+            limit=args.limit,
+            max_new_tokens=args.max_new_tokens,
+            device=device,
+        )
     try:
         shard_size = parse_size(args.shard_size)
     except ValueError:
-        raise UserError(f"cannot read size '{args.shard_size}'", field="shard-size",
-                        hint="e.g. 2GB or 500MB") from None
-    job = MergeJob(config=args.config, output=args.output, overwrite=args.overwrite,
-                   fold=args.fold, engine=args.engine, device=device, seed=args.seed,
-                   shard_size=shard_size, search=search, progress=not args.quiet)
+        raise UserError(
+            f"cannot read size '{args.shard_size}'", field="shard-size", hint="e.g. 2GB or 500MB"
+        ) from None
+    job = MergeJob(
+        config=args.config,
+        output=args.output,
+        overwrite=args.overwrite,
+        fold=args.fold,
+        engine=args.engine,
+        device=device,
+        seed=args.seed,
+        shard_size=shard_size,
+        search=search,
+        progress=not args.quiet,
+    )
     run_merge_job(job)
     return 0
 

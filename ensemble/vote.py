@@ -39,66 +39,121 @@ from malpyeong.rules import check_ensemble, get_rules
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("inputs", nargs="+",
-                        help="results files (results/NAME.json; their sidecars may be given too)")
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument(
+        "inputs", nargs="+", help="results files (results/NAME.json; their sidecars may be given too)"
+    )
     parser.add_argument("--output", help="the combined submission to write")
     parser.add_argument("--overwrite", action="store_true", help="replace existing outputs")
-    task_argument(parser, required=False,
-                  help="the task (default: named in the sidecars, else told from the outputs)")
-    parser.add_argument("--test", help="the test file: the output takes its items and order and "
-                                       "is checked against it with the official checks")
+    task_argument(
+        parser, required=False, help="the task (default: named in the sidecars, else told from the outputs)"
+    )
+    parser.add_argument(
+        "--test",
+        help="the test file: the output takes its items and order and "
+        "is checked against it with the official checks",
+    )
     g = parser.add_argument_group("voting (choice tasks)")
-    g.add_argument("--method", choices=METHODS,
-                   help="hard (default), weighted, soft, or dawid_skene (reliability estimated "
-                        "without gold)")
-    g.add_argument("--weights", nargs="+", type=float, metavar="W",
-                   help="one weight per input, in input order (default with --gold: dev accuracy)")
-    g.add_argument("--priority", nargs="+", metavar="NAME",
-                   help="every model, most trusted first: the last tie-break")
-    g.add_argument("--calibrate", action="store_true",
-                   help="soft voting: fit a temperature per model on dev (minimum NLL) first")
+    g.add_argument(
+        "--method",
+        choices=METHODS,
+        help="hard (default), weighted, soft, or dawid_skene (reliability estimated without gold)",
+    )
+    g.add_argument(
+        "--weights",
+        nargs="+",
+        type=float,
+        metavar="W",
+        help="one weight per input, in input order (default with --gold: dev accuracy)",
+    )
+    g.add_argument(
+        "--priority", nargs="+", metavar="NAME", help="every model, most trusted first: the last tie-break"
+    )
+    g.add_argument(
+        "--calibrate",
+        action="store_true",
+        help="soft voting: fit a temperature per model on dev (minimum NLL) first",
+    )
     g = parser.add_argument_group("dev evaluation and ensemble selection")
-    g.add_argument("--gold", help="a file with gold outputs (dev): report per model, ensemble, "
-                                  "oracle; needed by --calibrate and --select")
-    g.add_argument("--dev-results", nargs="+", metavar="FILE",
-                   help="the same models' predictions on --gold (matched by file name), when "
-                        "the inputs are test predictions")
-    g.add_argument("--select", metavar="FILE",
-                   help="greedy ensemble selection on dev (Caruana); write members and weights "
-                        "to FILE and vote with them")
+    g.add_argument(
+        "--gold",
+        help="a file with gold outputs (dev): report per model, ensemble, "
+        "oracle; needed by --calibrate and --select",
+    )
+    g.add_argument(
+        "--dev-results",
+        nargs="+",
+        metavar="FILE",
+        help="the same models' predictions on --gold (matched by file name), when "
+        "the inputs are test predictions",
+    )
+    g.add_argument(
+        "--select",
+        metavar="FILE",
+        help="greedy ensemble selection on dev (Caruana); write members and weights "
+        "to FILE and vote with them",
+    )
     g.add_argument("--members", metavar="FILE", help="vote with the members of a --select file")
     g.add_argument("--rounds", type=int, default=25, help="selection rounds (default 25)")
-    g.add_argument("--init", type=int, default=0,
-                   help="selection starts from the N best single models (default 0: the best "
-                        "prefix of the models ranked by dev accuracy)")
+    g.add_argument(
+        "--init",
+        type=int,
+        default=0,
+        help="selection starts from the N best single models (default 0: the best "
+        "prefix of the models ranked by dev accuracy)",
+    )
     g.add_argument("--folds", type=int, default=5, help="cross-validation folds (default 5)")
     g.add_argument("--seed", type=int, default=0, help="seed of the fold split")
     g = parser.add_argument_group("summaries (generate tasks)")
-    g.add_argument("--bertscore-model", metavar="PATH",
-                   help="MBR by BERTScore F1 with this model (e.g. a local "
-                        "bert-base-multilingual-cased) instead of ROUGE-1")
-    parser.add_argument("--rules", metavar="EDITION",
-                        help="competition rules to follow, e.g. 2025: refuses to combine models "
-                             "where they allow no ensembles")
-    parser.add_argument("--report", metavar="FILE",
-                        help="write everything (ties, winners per id, diagnostics) as JSON")
+    g.add_argument(
+        "--bertscore-model",
+        metavar="PATH",
+        help="MBR by BERTScore F1 with this model (e.g. a local "
+        "bert-base-multilingual-cased) instead of ROUGE-1",
+    )
+    parser.add_argument(
+        "--rules",
+        metavar="EDITION",
+        help="competition rules to follow, e.g. 2025: refuses to combine models "
+        "where they allow no ensembles",
+    )
+    parser.add_argument(
+        "--report", metavar="FILE", help="write everything (ties, winners per id, diagnostics) as JSON"
+    )
     verbose_argument(parser)
     args = parser.parse_args(argv)
     if args.rounds < 1 or args.init < 0 or args.folds < 2:
         raise UserError("--rounds must be >= 1, --init >= 0 and --folds >= 2", field="rounds")
     if args.select and (args.members or args.weights):
-        raise UserError("--select chooses the members and weights itself; --members and "
-                        "--weights go in a separate run", field="select")
+        raise UserError(
+            "--select chooses the members and weights itself; --members and --weights go in a separate run",
+            field="select",
+        )
     if args.rules and (args.output or args.select or args.members):
         check_ensemble(get_rules(args.rules), len(args.inputs))
-    job = VoteJob(inputs=args.inputs, output=args.output, task=args.task, method=args.method,
-                  weights=args.weights, priority=args.priority, gold=args.gold,
-                  dev_results=args.dev_results, calibrate=args.calibrate, select=args.select,
-                  members=args.members, rounds=args.rounds, init=args.init, folds=args.folds,
-                  seed=args.seed, test=args.test, bertscore_model=args.bertscore_model,
-                  report=args.report, overwrite=args.overwrite)
+    job = VoteJob(
+        inputs=args.inputs,
+        output=args.output,
+        task=args.task,
+        method=args.method,
+        weights=args.weights,
+        priority=args.priority,
+        gold=args.gold,
+        dev_results=args.dev_results,
+        calibrate=args.calibrate,
+        select=args.select,
+        members=args.members,
+        rounds=args.rounds,
+        init=args.init,
+        folds=args.folds,
+        seed=args.seed,
+        test=args.test,
+        bertscore_model=args.bertscore_model,
+        report=args.report,
+        overwrite=args.overwrite,
+    )
     run_vote(job)
     return 0
 

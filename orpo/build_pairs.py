@@ -26,18 +26,24 @@ from malpyeong.training.pairs import build_pairs, write_pairs
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     task_argument(parser)
     parser.add_argument("--data", required=True, help="training file with gold outputs")
     parser.add_argument("--out", required=True, help="pairs file to write (JSONL)")
-    parser.add_argument("--target_style", default=None,
-                        help="response style of the task's targets (CCI: letter_text, the "
-                             "default, or letter); use the one the SFT run used")
-    parser.add_argument("--results", help="generate tasks: a results file whose outputs are the "
-                                          "rejected answers")
-    parser.add_argument("--seed", type=int, default=0,
-                        help="tie-break when picking another item's output as rejected")
+    parser.add_argument(
+        "--target_style",
+        default=None,
+        help="response style of the task's targets (CCI: letter_text, the "
+        "default, or letter); use the one the SFT run used",
+    )
+    parser.add_argument(
+        "--results", help="generate tasks: a results file whose outputs are the rejected answers"
+    )
+    parser.add_argument(
+        "--seed", type=int, default=0, help="tie-break when picking another item's output as rejected"
+    )
     parser.add_argument("--overwrite", action="store_true", help="replace an existing --out")
     verbose_argument(parser)
     args = parser.parse_args(argv)
@@ -46,8 +52,7 @@ def main(argv: list[str] | None = None) -> int:
     check_distinct([("--out", args.out)], [("--data", args.data), ("--results", args.results)])
     ensure_writable(args.out, args.overwrite)  # fail before the work, not after
     items = load_items(args.data, task, require_output=True)
-    pairs = build_pairs(task, items, target_style=args.target_style, results=args.results,
-                        seed=args.seed)
+    pairs = build_pairs(task, items, target_style=args.target_style, results=args.results, seed=args.seed)
     if not pairs:
         raise UserError("no pairs could be built", file=args.data)
     write_pairs(pairs, args.out, overwrite=True)

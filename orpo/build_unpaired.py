@@ -27,19 +27,26 @@ from malpyeong.training.unpaired import build_unpaired, write_unpaired
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     task_argument(parser)
     parser.add_argument("--data", required=True, help="training file with gold outputs")
     parser.add_argument("--out", required=True, help="examples file to write (JSONL)")
-    parser.add_argument("--target_style", default=None,
-                        help="response style of the task's targets (CCI: letter_text or letter)")
-    parser.add_argument("--results", help="generate tasks: a results file whose outputs are "
-                                          "scored against gold")
-    parser.add_argument("--threshold", type=float, default=0.5,
-                        help="with --results: a score at or above this is desirable")
-    parser.add_argument("--metric", default=None,
-                        help="with --results: the metric scored (default: the task's dev metric)")
+    parser.add_argument(
+        "--target_style",
+        default=None,
+        help="response style of the task's targets (CCI: letter_text or letter)",
+    )
+    parser.add_argument(
+        "--results", help="generate tasks: a results file whose outputs are scored against gold"
+    )
+    parser.add_argument(
+        "--threshold", type=float, default=0.5, help="with --results: a score at or above this is desirable"
+    )
+    parser.add_argument(
+        "--metric", default=None, help="with --results: the metric scored (default: the task's dev metric)"
+    )
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--overwrite", action="store_true", help="replace an existing --out")
     verbose_argument(parser)
@@ -50,16 +57,28 @@ def main(argv: list[str] | None = None) -> int:
         task.metric(args.metric)  # an unknown metric fails before the work
     ensure_writable(args.out, args.overwrite)
     items = load_items(args.data, task, require_output=True)
-    rows = build_unpaired(task, items, target_style=args.target_style, results=args.results,
-                          threshold=args.threshold, metric=args.metric, seed=args.seed)
+    rows = build_unpaired(
+        task,
+        items,
+        target_style=args.target_style,
+        results=args.results,
+        threshold=args.threshold,
+        metric=args.metric,
+        seed=args.seed,
+    )
     labels = Counter(r["label"] for r in rows)
     if not labels[True] or not labels[False]:
-        raise UserError("KTO needs desirable and undesirable examples; all came out "
-                        f"{'desirable' if labels[True] else 'undesirable'}",
-                        field="threshold", hint="change --threshold")
+        raise UserError(
+            "KTO needs desirable and undesirable examples; all came out "
+            f"{'desirable' if labels[True] else 'undesirable'}",
+            field="threshold",
+            hint="change --threshold",
+        )
     write_unpaired(rows, args.out, overwrite=True)
-    print(f"{args.out}: {len(rows)} examples from {len(items)} {task.name} items "
-          f"({labels[True]} desirable, {labels[False]} undesirable)")
+    print(
+        f"{args.out}: {len(rows)} examples from {len(items)} {task.name} items "
+        f"({labels[True]} desirable, {labels[False]} undesirable)"
+    )
     return 0
 
 

@@ -45,8 +45,10 @@ def main(argv: list[str] | None = None) -> int:
     out = train_orpo(script, model_args, config)
     margin = _heldout_margin(out)
     if margin:
-        print(f"held-out chosen - rejected margin ({margin['pairs']} pairs): "
-              f"{margin['before']:.3f} before, {margin['after']:.3f} after")
+        print(
+            f"held-out chosen - rejected margin ({margin['pairs']} pairs): "
+            f"{margin['before']:.3f} before, {margin['after']:.3f} after"
+        )
     print(f"run folder: {out}")
     summary = dev_summary(out)
     if summary:

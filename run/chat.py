@@ -43,36 +43,51 @@ from malpyeong.prep.screenplays import persona_of, read_personas
 from malpyeong.tasks import TASKS, get_task
 from malpyeong.tasks.base import GenerateTask, PromptSpec
 
-DEFAULTS = {"user": "User", "memory": "summary_buffer", "memory_tokens": 512,
-            "summary_tokens": 128, "max_new_tokens": 64, "temperature": 1.0, "top_p": 1.0,
-            "seed": 0, "do_sample": False}
+DEFAULTS = {
+    "user": "User",
+    "memory": "summary_buffer",
+    "memory_tokens": 512,
+    "summary_tokens": 128,
+    "max_new_tokens": 64,
+    "temperature": 1.0,
+    "top_p": 1.0,
+    "seed": 0,
+    "do_sample": False,
+}
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
-    p = argparse.ArgumentParser(description=__doc__,
-                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--model", help="hub id, model folder or run folder (not needed to resume)")
-    p.add_argument("--task", help="the task that replies (default: the run's, else the only "
-                                  "one that can chat)")
+    p.add_argument(
+        "--task", help="the task that replies (default: the run's, else the only one that can chat)"
+    )
     p.add_argument("--character", help="who the model plays (default: Assistant)")
     p.add_argument("--user_name", dest="user", help="your name in the conversation (User)")
     p.add_argument("--memory", choices=MEMORIES, help="none, window or summary_buffer (default)")
     p.add_argument("--memory_tokens", type=int, help="verbatim buffer budget (default 512)")
     p.add_argument("--summary_tokens", type=int, help="running summary budget (default 128)")
-    p.add_argument("--summarizer", help="model or run folder that writes the summary, or "
-                                        "'extractive' (default: the chat model itself)")
+    p.add_argument(
+        "--summarizer",
+        help="model or run folder that writes the summary, or 'extractive' (default: the chat model itself)",
+    )
     p.add_argument("--prompt", help="prompt variant (default: the run's, or baseline)")
-    p.add_argument("--persona", help="the character's description: a text file, or the JSON/YAML "
-                                     "mapping speaker -> text of run/script_pairs.py "
-                                     "(adds the 'persona' prompt flag)")
+    p.add_argument(
+        "--persona",
+        help="the character's description: a text file, or the JSON/YAML "
+        "mapping speaker -> text of run/script_pairs.py "
+        "(adds the 'persona' prompt flag)",
+    )
     p.add_argument("--max_length", type=int, help="prompt + reply tokens (default: the run's)")
     p.add_argument("--max_new_tokens", type=int, help="reply length limit (default 64)")
     p.add_argument("--do_sample", action="store_true", default=None, help="sample, not greedy")
     p.add_argument("--temperature", type=float)
     p.add_argument("--top_p", type=float)
     p.add_argument("--seed", type=int)
-    p.add_argument("--session", help="session file: resumed when it exists, else created "
-                                     "(default sessions/chat-TIME.json)")
+    p.add_argument(
+        "--session",
+        help="session file: resumed when it exists, else created (default sessions/chat-TIME.json)",
+    )
     p.add_argument("--input", help="read the user's lines from this file; transcript to stdout")
     p.add_argument("--prompts", help="append every prompt the model sees to this JSONL file")
     p.add_argument("--dtype", default="auto")
@@ -97,8 +112,11 @@ def reply_task(name: str | None, run_task: str | None) -> GenerateTask:
         raise UserError("which task replies?", field="task", hint=f"--task {' or '.join(able)}")
     task = get_task(name)
     if not (task.live_reply and isinstance(task, GenerateTask)):
-        raise UserError(f"task {task.name} cannot hold a live chat", field="task",
-                        hint=f"tasks that can: {', '.join(able)}")
+        raise UserError(
+            f"task {task.name} cannot hold a live chat",
+            field="task",
+            hint=f"tasks that can: {', '.join(able)}",
+        )
     return task
 
 
@@ -114,25 +132,44 @@ def new_settings(args: argparse.Namespace, given: dict) -> ChatSettings:
     if args.persona:
         persona = persona_of(read_personas(args.persona, character), character)
         if persona is None:
-            raise UserError(f"no description of {character} in the file", file=args.persona,
-                            field="persona")
+            raise UserError(f"no description of {character} in the file", file=args.persona, field="persona")
         spec = PromptSpec(spec.flags | {"persona"})
     values = {**DEFAULTS, **{k: v for k, v in given.items() if v is not None}}
-    values.update(model=args.model, task=task.name, prompt=str(spec), persona=persona,
-                  character=character,
-                  max_length=args.max_length or source.defaults.get("max_length") or 2048)
-    return ChatSettings(**{k: v for k, v in values.items()
-                           if k in ChatSettings.__dataclass_fields__})
+    values.update(
+        model=args.model,
+        task=task.name,
+        prompt=str(spec),
+        persona=persona,
+        character=character,
+        max_length=args.max_length or source.defaults.get("max_length") or 2048,
+    )
+    return ChatSettings(**{k: v for k, v in values.items() if k in ChatSettings.__dataclass_fields__})
 
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     if not args.verbose:
         quiet()
-    given = {k: getattr(args, k) for k in ("character", "user", "memory", "memory_tokens",
-                                           "summary_tokens", "summarizer", "max_new_tokens",
-                                           "do_sample", "temperature", "top_p", "seed",
-                                           "max_length", "model", "task", "prompt")}
+    given = {
+        k: getattr(args, k)
+        for k in (
+            "character",
+            "user",
+            "memory",
+            "memory_tokens",
+            "summary_tokens",
+            "summarizer",
+            "max_new_tokens",
+            "do_sample",
+            "temperature",
+            "top_p",
+            "seed",
+            "max_length",
+            "model",
+            "task",
+            "prompt",
+        )
+    }
     path = Path(args.session or f"sessions/chat-{time.strftime('%Y%m%d-%H%M%S')}.json")
     if path.exists():
         session = load_session(path)
@@ -147,21 +184,39 @@ def main(argv: list[str] | None = None) -> int:
     engine = load_engine(resolve_source(s.model), dtype=args.dtype, device=args.device)
     positions = getattr(engine.model.config, "max_position_embeddings", None)
     if isinstance(positions, int) and s.max_length > positions:
-        raise UserError(f"--max_length {s.max_length} is over the model's {positions} positions",
-                        field="max_length")
+        raise UserError(
+            f"--max_length {s.max_length} is over the model's {positions} positions", field="max_length"
+        )
     summarise = None
     if s.memory == "summary_buffer":
-        summarise = make_summarizer(s.summarizer, engine, chat_task=task.name,
-                                    max_tokens=s.summary_tokens, user=s.user,
-                                    language="ko" if "ko" in spec else "en",
-                                    dtype=args.dtype, device=args.device)
+        summarise = make_summarizer(
+            s.summarizer,
+            engine,
+            chat_task=task.name,
+            max_tokens=s.summary_tokens,
+            user=s.user,
+            language="ko" if "ko" in spec else "en",
+            dtype=args.dtype,
+            device=args.device,
+        )
     memory = Memory(task, spec, engine.tokenizer, engine.backbone, summarise)
-    chat = Chat(session, path, engine, task, memory, sys.stdout, echo=bool(args.input),
-                prompts=Path(args.prompts) if args.prompts else None)
+    chat = Chat(
+        session,
+        path,
+        engine,
+        task,
+        memory,
+        sys.stdout,
+        echo=bool(args.input),
+        prompts=Path(args.prompts) if args.prompts else None,
+    )
     session.save(path)
     resumed = f", resumed at turn {len(session.turns)}" if session.turns else ""
-    print(f"# {s.character} ({s.model}); memory {s.memory}, {s.memory_tokens} tokens; "
-          f"session {path}{resumed}; commands: {COMMANDS}", file=sys.stderr)
+    print(
+        f"# {s.character} ({s.model}); memory {s.memory}, {s.memory_tokens} tokens; "
+        f"session {path}{resumed}; commands: {COMMANDS}",
+        file=sys.stderr,
+    )
     if args.input:
         for line in read_lines(args.input):
             if not chat.say(line):

@@ -38,13 +38,13 @@ log = logging.getLogger("compare")
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
-    p = argparse.ArgumentParser(description=__doc__,
-                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     task_argument(p)
     p.add_argument("--gold", help="dev file with gold outputs (with --pred)")
     p.add_argument("--pred", nargs="+", help="results files from run/test.py (two or more)")
-    p.add_argument("--models", nargs="+", help="models to generate with first (hub ids, "
-                   "folders, run folders)")
+    p.add_argument(
+        "--models", nargs="+", help="models to generate with first (hub ids, folders, run folders)"
+    )
     p.add_argument("--data", help="dev file with gold outputs (with --models)")
     p.add_argument("--metric", help="the task's metric to compare on (default: its dev metric)")
     p.add_argument("--alpha", type=float, default=0.05, help="significance level")
@@ -65,8 +65,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
 
 def check_args(args: argparse.Namespace) -> None:
     if bool(args.pred) == bool(args.models):
-        raise UserError("give either --pred FILES with --gold, or --models with --data",
-                        field="pred")
+        raise UserError("give either --pred FILES with --gold, or --models with --data", field="pred")
     if args.pred and not args.gold:
         raise UserError("--pred needs --gold (the dev file the predictions answer)", field="gold")
     if args.models and not args.data:
@@ -91,21 +90,20 @@ def check_out(args: argparse.Namespace) -> None:
         raise UserError("is a file; --out is the report folder", file=str(out))
     check_folder_writable(out, what=str(out))
     reports = [(f"--out {name}", out / name) for name in FIXED_REPORTS]
-    check_distinct(reports, [("--gold", args.gold), ("--data", args.data),
-                             *(("--pred", p) for p in args.pred or [])])
+    check_distinct(
+        reports, [("--gold", args.gold), ("--data", args.data), *(("--pred", p) for p in args.pred or [])]
+    )
     for _, path in reports:
         ensure_writable(path, args.overwrite)
 
 
 def unique_names(paths: list[str]) -> list[str]:
     """A short name per input (file stem or folder name), made unique by its parent folder."""
-    names = [Path(p.rstrip("/")).stem if p.endswith(".json") else Path(p.rstrip("/")).name
-             for p in paths]
+    names = [Path(p.rstrip("/")).stem if p.endswith(".json") else Path(p.rstrip("/")).name for p in paths]
     if len(set(names)) < len(names):
         names = [f"{Path(p.rstrip('/')).parent.name}/{n}" for p, n in zip(paths, names, strict=True)]
     if len(set(names)) < len(names):
-        raise UserError("two inputs have the same name", field="pred",
-                        hint=", ".join(paths))
+        raise UserError("two inputs have the same name", field="pred", hint=", ".join(paths))
     return names
 
 
@@ -117,18 +115,22 @@ def generate(task: Task, args: argparse.Namespace, names: list[str]) -> list[str
         source = resolve_source(model)
         spec = task.prompt_spec(args.prompt or source.defaults.get("prompt") or "baseline")
         settings = AnswerSettings(
-            prompt=spec, max_length=args.max_length or source.defaults.get("max_length"),
+            prompt=spec,
+            max_length=args.max_length or source.defaults.get("max_length"),
             generation=GenerationSettings(max_new_tokens=args.max_new_tokens, seed=args.seed),
-            batch_size=args.batch_size)
+            batch_size=args.batch_size,
+        )
         settings.check_for(task, "hf")
         out = Path(args.out) / "predictions" / f"{name.replace('/', '_')}.json"
         if out.exists() and not args.overwrite:
             log.info("%s: predictions exist, reused", out)
         else:
-            engine = load_engine(source, engine="hf", dtype=args.dtype,
-                                 device=getattr(args, "device", None), seed=args.seed)
-            summary = run_prediction(engine, task, items, out, settings=settings,
-                                     model_name=model, overwrite=args.overwrite)
+            engine = load_engine(
+                source, engine="hf", dtype=args.dtype, device=getattr(args, "device", None), seed=args.seed
+            )
+            summary = run_prediction(
+                engine, task, items, out, settings=settings, model_name=model, overwrite=args.overwrite
+            )
             print(f"{out}: {summary.n} predictions; {summary.cut} prompts cut to fit")
         paths.append(str(out))
     return paths
@@ -150,11 +152,22 @@ def main(argv: list[str] | None = None) -> int:
         check_submission(path, gold_path, task)
         outputs = read_results(path).outputs
         scores[name] = task.item_scores(gold, outputs, metric.name, **options)
-    result = compare([it.id for it in gold], scores, metric=metric.name,
-                     higher_is_better=metric.higher_is_better, alpha=args.alpha,
-                     resamples=args.resamples, seed=args.seed)
-    write_reports(result, args.out, title=f"{task.name}: {' vs '.join(names)} on {metric.name}",
-                  sources=dict(zip(names, preds, strict=True)), overwrite=args.overwrite)
+    result = compare(
+        [it.id for it in gold],
+        scores,
+        metric=metric.name,
+        higher_is_better=metric.higher_is_better,
+        alpha=args.alpha,
+        resamples=args.resamples,
+        seed=args.seed,
+    )
+    write_reports(
+        result,
+        args.out,
+        title=f"{task.name}: {' vs '.join(names)} on {metric.name}",
+        sources=dict(zip(names, preds, strict=True)),
+        overwrite=args.overwrite,
+    )
     print(markdown_table(result))
     for pair in result.pairs:
         print(pair.verdict)

@@ -26,8 +26,7 @@ from malpyeong.prep.converters import CONVERTERS, find_converter
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
-    p = argparse.ArgumentParser(description=__doc__,
-                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--list", action="store_true", help="list the converters and exit")
     p.add_argument("--from", dest="source", help="the input's format")
     p.add_argument("--to", dest="target", help="what to produce (a task name, or 'recipe')")
@@ -45,8 +44,7 @@ def write(out: str, converted) -> None:
     if converted.layout == "yaml":
         atomic_write_text(out, yaml.safe_dump(converted.data, allow_unicode=True, sort_keys=False))
     elif converted.layout == "jsonl":
-        atomic_write_text(out, "".join(json.dumps(r, ensure_ascii=False) + "\n"
-                                       for r in converted.data))
+        atomic_write_text(out, "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in converted.data))
     else:
         atomic_write_json(out, converted.data, indent=4)
 
@@ -61,8 +59,9 @@ def main(argv: list[str] | None = None) -> int:
         raise UserError("--from, --in and --out are needed", hint="--list shows the converters")
     conv = find_converter(args.source, args.target)
     out = Path(args.out)
-    check_distinct([("--out", out), ("the report", out.with_name(out.name + ".report.json"))],
-                   [("--in", args.inp)])
+    check_distinct(
+        [("--out", out), ("the report", out.with_name(out.name + ".report.json"))], [("--in", args.inp)]
+    )
     ensure_writable(out, args.overwrite)
     converted = conv.run(Path(args.inp), args)
     write(args.out, converted)

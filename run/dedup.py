@@ -36,23 +36,41 @@ from malpyeong.tasks import tasks_help
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
-    p = argparse.ArgumentParser(description=__doc__,
-                                formatter_class=argparse.RawDescriptionHelpFormatter)
-    task_argument(p, extra=(TEXT,), help=f"{tasks_help()}; {TEXT}: JSONL (text, messages or "
-                  "prompt + completion), a JSON list of such records, or plain lines")
-    p.add_argument("--in", dest="inputs", nargs="+", required=True, metavar="FILE",
-                   help="input files, read in this order ('first' means first here)")
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    task_argument(
+        p,
+        extra=(TEXT,),
+        help=f"{tasks_help()}; {TEXT}: JSONL (text, messages or "
+        "prompt + completion), a JSON list of such records, or plain lines",
+    )
+    p.add_argument(
+        "--in",
+        dest="inputs",
+        nargs="+",
+        required=True,
+        metavar="FILE",
+        help="input files, read in this order ('first' means first here)",
+    )
     p.add_argument("--out", required=True, help="kept items")
     p.add_argument("--k", type=int, default=3, help="max Hamming distance of near-duplicates")
-    p.add_argument("--features", choices=FEATURES, default="char5",
-                   help="char5: character 5-grams; morph3: Mecab morpheme 3-grams (slower)")
+    p.add_argument(
+        "--features",
+        choices=FEATURES,
+        default="char5",
+        help="char5: character 5-grams; morph3: Mecab morpheme 3-grams (slower)",
+    )
     p.add_argument("--keep", choices=KEEP, default="first", help="which item of a cluster stays")
-    p.add_argument("--against", nargs="+", default=[], metavar="FILE",
-                   help="official dev/test files whose dialogues must not leak into the output")
-    p.add_argument("--window", type=int, default=4,
-                   help="utterances per window for --against")
-    p.add_argument("--min-window-chars", type=int, default=40,
-                   help="windows with fewer letters/digits are not compared")
+    p.add_argument(
+        "--against",
+        nargs="+",
+        default=[],
+        metavar="FILE",
+        help="official dev/test files whose dialogues must not leak into the output",
+    )
+    p.add_argument("--window", type=int, default=4, help="utterances per window for --against")
+    p.add_argument(
+        "--min-window-chars", type=int, default=40, help="windows with fewer letters/digits are not compared"
+    )
     p.add_argument("--report", help="JSON report (default: OUT with suffix .report.json)")
     p.add_argument("--overwrite", action="store_true", help="replace existing outputs")
     verbose_argument(p)
@@ -67,24 +85,44 @@ def main(argv: list[str] | None = None) -> int:
         raise UserError(f"--window must be >= 1, got {args.window}", field="window")
     out = Path(args.out)
     report_path = Path(args.report) if args.report else out.with_suffix(".report.json")
-    check_distinct([("--out", out), ("--report", report_path)],
-                   [*(("--in", f) for f in args.inputs), *(("--against", f) for f in args.against)])
+    check_distinct(
+        [("--out", out), ("--report", report_path)],
+        [*(("--in", f) for f in args.inputs), *(("--against", f) for f in args.against)],
+    )
     ensure_writable(out, args.overwrite)
     ensure_writable(report_path, args.overwrite)
     t0 = time.perf_counter()
 
-    result = dedup_files(args.inputs, args.task, out, against=args.against, k=args.k,
-                         features=args.features, keep=args.keep, window=args.window,
-                         min_chars=args.min_window_chars)
-    report = {"task": args.task, "inputs": args.inputs, "against": args.against, "k": args.k,
-              "features": args.features, "keep": args.keep, "window": args.window,
-              "min_window_chars": args.min_window_chars, **result.report(),
-              "seconds": round(time.perf_counter() - t0, 3)}
+    result = dedup_files(
+        args.inputs,
+        args.task,
+        out,
+        against=args.against,
+        k=args.k,
+        features=args.features,
+        keep=args.keep,
+        window=args.window,
+        min_chars=args.min_window_chars,
+    )
+    report = {
+        "task": args.task,
+        "inputs": args.inputs,
+        "against": args.against,
+        "k": args.k,
+        "features": args.features,
+        "keep": args.keep,
+        "window": args.window,
+        "min_window_chars": args.min_window_chars,
+        **result.report(),
+        "seconds": round(time.perf_counter() - t0, 3),
+    }
     write_report(report_path, report)
 
-    print(f"{report['n_in']} in -> {report['n_out']} kept: {report['n_contaminated']} leaking "
-          f"dev/test dialogues, {report['n_exact_dups']} exact and {report['n_near_dups']} near "
-          f"duplicates removed ({result.n_clusters} clusters); wrote {out} and {report_path}")
+    print(
+        f"{report['n_in']} in -> {report['n_out']} kept: {report['n_contaminated']} leaking "
+        f"dev/test dialogues, {report['n_exact_dups']} exact and {report['n_near_dups']} near "
+        f"duplicates removed ({result.n_clusters} clusters); wrote {out} and {report_path}"
+    )
     return 0
 
 

@@ -63,9 +63,7 @@ from malpyeong.tasks import GenerateTask, Task, get_task
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
-    p = argparse.ArgumentParser(
-        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
-    )
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--teacher", required=True, help="teacher model: hub id or local path")
     task_argument(p)
     p.add_argument(
@@ -76,9 +74,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         help="official-format file (CCI: with gold answers)",
     )
     p.add_argument("--out", required=True, help="output JSONL")
-    p.add_argument(
-        "--prompt", help="prompt variant (CCI always adds 'cot'; default: cot / baseline)"
-    )
+    p.add_argument("--prompt", help="prompt variant (CCI always adds 'cot'; default: cot / baseline)")
     p.add_argument(
         "--max_length",
         type=int,
@@ -96,18 +92,29 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         help="qlora loads the teacher in 4 bits (GPU only)",
     )
     s = p.add_argument_group("self-distillation (--self)")
-    s.add_argument("--self", dest="self_distill", action="store_true",
-                   help="the fine-tuned model (--teacher: a run folder) writes its own targets")
+    s.add_argument(
+        "--self",
+        dest="self_distill",
+        action="store_true",
+        help="the fine-tuned model (--teacher: a run folder) writes its own targets",
+    )
     s.add_argument("--num_candidates", type=int, default=4, help="generations per item")
     s.add_argument("--temperature", type=float, default=0.7, help="sampling temperature")
     s.add_argument("--top_p", type=float, default=0.9, help="nucleus sampling")
     s.add_argument("--seed", type=int, default=0, help="candidate k samples with seed + k")
-    s.add_argument("--select", default="auto", choices=SELECT,
-                   help="auto: metric against gold where there is gold, else MBR")
-    s.add_argument("--max_length_ratio", type=float, default=2.0,
-                   help="drop candidates longer than this x the reference length")
-    s.add_argument("--bertscore_model", help="MBR by BERTScore with this local model "
-                                             "(default: ROUGE-1)")
+    s.add_argument(
+        "--select",
+        default="auto",
+        choices=SELECT,
+        help="auto: metric against gold where there is gold, else MBR",
+    )
+    s.add_argument(
+        "--max_length_ratio",
+        type=float,
+        default=2.0,
+        help="drop candidates longer than this x the reference length",
+    )
+    s.add_argument("--bertscore_model", help="MBR by BERTScore with this local model (default: ROUGE-1)")
     p.add_argument("--overwrite", action="store_true", help="replace an existing output")
     p.add_argument("--no_progress", action="store_true")
     verbose_argument(p)
@@ -116,9 +123,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         if getattr(args, name) < 1:
             raise UserError(f"--{name} must be at least 1, got {getattr(args, name)}", field=name)
     if args.max_new_tokens >= args.max_length:
-        raise UserError(
-            "--max_new_tokens must be smaller than --max_length", field="max_new_tokens"
-        )
+        raise UserError("--max_new_tokens must be smaller than --max_length", field="max_new_tokens")
     return args
 
 
@@ -130,8 +135,9 @@ def main(argv: list[str] | None = None) -> int:
     spec = student_prompt(task, args.prompt)  # an unknown variant fails before anything loads
     out = Path(args.out)
     report_path = out.with_name(out.name + ".report.json")  # goes with OUT
-    check_distinct([("--out", out), ("the report", report_path), ("the raw file", raw_path(out))],
-                   [("--in", args.inp)])
+    check_distinct(
+        [("--out", out), ("the report", report_path), ("the raw file", raw_path(out))], [("--in", args.inp)]
+    )
     ensure_writable(out, args.overwrite)  # the report goes with OUT (rewritten with it)
     check_folder_writable(report_path.parent, what=str(report_path))
     items = load_items(args.inp, task, require_output=task.distill_needs_gold)
@@ -161,9 +167,7 @@ def main(argv: list[str] | None = None) -> int:
             settings = AnswerSettings(
                 prompt=spec,
                 max_length=args.max_length,
-                generation=GenerationSettings(
-                    max_new_tokens=args.max_new_tokens, num_beams=args.num_beams
-                ),
+                generation=GenerationSettings(max_new_tokens=args.max_new_tokens, num_beams=args.num_beams),
                 batch_size=args.batch_size,
             )
             tokenizer.padding_side = "left"
@@ -189,11 +193,7 @@ def main(argv: list[str] | None = None) -> int:
             **report,
         },
     )
-    extra = (
-        f", teacher accuracy {report['teacher_accuracy']:.3f}"
-        if "teacher_accuracy" in report
-        else ""
-    )
+    extra = f", teacher accuracy {report['teacher_accuracy']:.3f}" if "teacher_accuracy" in report else ""
     print(f"{out}: {len(records)} of {len(items)} items kept{extra} (see {report_path})")
     return 0
 
@@ -201,40 +201,56 @@ def main(argv: list[str] | None = None) -> int:
 def main_self(args: argparse.Namespace, task: Task) -> int:
     """--self: candidates from the fine-tuned model, the best agreeing one kept per item."""
     if not isinstance(task, GenerateTask):
-        raise UserError(f"--self is for generate tasks, not {task.name}", field="self",
-                        hint="drop --self to distil from a teacher")
-    settings = SelfDistillSettings(num_candidates=args.num_candidates,
-                                   max_length_ratio=args.max_length_ratio, select=args.select)
+        raise UserError(
+            f"--self is for generate tasks, not {task.name}",
+            field="self",
+            hint="drop --self to distil from a teacher",
+        )
+    settings = SelfDistillSettings(
+        num_candidates=args.num_candidates, max_length_ratio=args.max_length_ratio, select=args.select
+    )
     source = resolve_source(args.teacher)
     spec = student_prompt(task, args.prompt or source.defaults.get("prompt"))
     out = ensure_writable(args.out, args.overwrite)
     report_path = out.with_name(out.name + ".report.json")
     items = load_items(args.inp, task)
-    meta = {"teacher": args.teacher, "task": task.name, "prompt": str(spec),
-            "max_length": args.max_length, "max_new_tokens": args.max_new_tokens,
-            "temperature": args.temperature, "top_p": args.top_p, "seed": args.seed, "self": True}
+    meta = {
+        "teacher": args.teacher,
+        "task": task.name,
+        "prompt": str(spec),
+        "max_length": args.max_length,
+        "max_new_tokens": args.max_new_tokens,
+        "temperature": args.temperature,
+        "top_p": args.top_p,
+        "seed": args.seed,
+        "self": True,
+    }
     done, raw = open_raw(raw_path(out), meta, "key")
     with raw:
         generate = _never_k
         if any(f"{it.id}#{k}" not in done for it in items for k in range(args.num_candidates)):
             loaded = load_for_inference(source, dtype=args.dtype)
-            answer = AnswerSettings(prompt=spec, max_length=args.max_length,
-                                    generation=GenerationSettings(
-                                        max_new_tokens=args.max_new_tokens),
-                                    batch_size=args.batch_size)
+            answer = AnswerSettings(
+                prompt=spec,
+                max_length=args.max_length,
+                generation=GenerationSettings(max_new_tokens=args.max_new_tokens),
+                batch_size=args.batch_size,
+            )
             engine = HFEngine(loaded.model, loaded.tokenizer, loaded.backbone)
-            generate = candidate_generator(engine, task, answer, temperature=args.temperature,
-                                           top_p=args.top_p, seed=args.seed)
-        texts = generate_candidates(items, generate, args.num_candidates, done=done,
-                                    on_row=raw.write)
-    similarity = bertscore_similarity(args.bertscore_model) if args.bertscore_model \
-        else rouge1_similarity
+            generate = candidate_generator(
+                engine, task, answer, temperature=args.temperature, top_p=args.top_p, seed=args.seed
+            )
+        texts = generate_candidates(items, generate, args.num_candidates, done=done, on_row=raw.write)
+    similarity = bertscore_similarity(args.bertscore_model) if args.bertscore_model else rouge1_similarity
     records, report = select_candidates(task, items, texts, settings, similarity, prompt=spec)
     atomic_write_text(out, "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in records))
-    atomic_write_json(report_path, {"teacher": args.teacher, "input": str(args.inp),
-                                    "raw": str(raw_path(out)), **report})
-    print(f"{out}: {len(records)} of {len(items)} items kept, {args.num_candidates} candidates "
-          f"each (see {report_path})")
+    atomic_write_json(
+        report_path, {"teacher": args.teacher, "input": str(args.inp), "raw": str(raw_path(out)), **report}
+    )
+    print(
+        f"{out}: {len(records)} of {len(items)} items kept, {args.num_candidates} candidates "
+        f"each (see {report_path})"
+    )
     return 0
 
 

@@ -37,28 +37,50 @@ from malpyeong.errors import UserError
 
 
 def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(description=__doc__,
-                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--recipes", required=True, help="folder of the members' recipes (*.yaml)")
     p.add_argument("--test", required=True, help="the test file to predict and submit")
     p.add_argument("--out", required=True, help="output folder (runs, predictions, submission)")
     p.add_argument("--dev", help="dev file with gold outputs (default: the recipes' dev_file)")
-    p.add_argument("--method", choices=METHODS,
-                   help="voting method (default: the task's; hard voting for a choice task)")
-    p.add_argument("--model_override", nargs="+", action="extend", default=[], metavar="NAME=PATH",
-                   help="tiny=DIR: every member on a tiny random model of its family (built in "
-                        "DIR); MODEL=PATH: that recipe model replaced by PATH")
-    p.add_argument("--set", nargs="+", action="extend", default=[], metavar="KEY=VALUE",
-                   help="override a recipe key for every member (e.g. num_train_epochs=1)")
+    p.add_argument(
+        "--method", choices=METHODS, help="voting method (default: the task's; hard voting for a choice task)"
+    )
+    p.add_argument(
+        "--model_override",
+        nargs="+",
+        action="extend",
+        default=[],
+        metavar="NAME=PATH",
+        help="tiny=DIR: every member on a tiny random model of its family (built in "
+        "DIR); MODEL=PATH: that recipe model replaced by PATH",
+    )
+    p.add_argument(
+        "--set",
+        nargs="+",
+        action="extend",
+        default=[],
+        metavar="KEY=VALUE",
+        help="override a recipe key for every member (e.g. num_train_epochs=1)",
+    )
     p.add_argument("--batch_size", type=int, default=None, help="prediction batch size")
     p.add_argument("--no_progress", action="store_true", help="no progress bars")
     verbose_argument(p)
     args = p.parse_args(argv)
     if args.batch_size is not None and args.batch_size < 1:
         raise UserError(f"must be at least 1, got {args.batch_size}", field="batch_size")
-    run_entry(EntryJob(recipes=args.recipes, test=args.test, out=args.out, dev=args.dev,
-                       method=args.method, model_override=args.model_override, set=args.set,
-                       batch_size=args.batch_size, progress=not args.no_progress))
+    run_entry(
+        EntryJob(
+            recipes=args.recipes,
+            test=args.test,
+            out=args.out,
+            dev=args.dev,
+            method=args.method,
+            model_override=args.model_override,
+            set=args.set,
+            batch_size=args.batch_size,
+            progress=not args.no_progress,
+        )
+    )
     return 0
 
 

@@ -24,8 +24,7 @@ from malpyeong.tasks import get_task
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
-    p = argparse.ArgumentParser(description=__doc__,
-                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     task_argument(p)
     p.add_argument("--gold", required=True, help="the file with gold outputs (dev)")
     p.add_argument("--pred", required=True, help="results/NAME.json from run/test.py")
@@ -44,14 +43,21 @@ def main(argv: list[str] | None = None) -> int:
     gold = load_items(args.gold, task, require_output=True)
     results = read_results(args.pred)
     if task.evaluate_sidecar:  # per-item figures prediction kept beside the outputs
-        given["sidecar"] = {i: {k: row[k] for k in task.evaluate_sidecar if k in row}
-                            for i, row in results.rows.items()}
+        given["sidecar"] = {
+            i: {k: row[k] for k in task.evaluate_sidecar if k in row} for i, row in results.rows.items()
+        }
     report = task.evaluate(gold, results.outputs, **given)
     if args.json:
         if not args.per_item:
             report.pop("per_item", None)
-        print(json.dumps({"task": task.name, "pred": args.pred, "gold": args.gold, "n": n,
-                          **report}, ensure_ascii=False, indent=2, default=str))
+        print(
+            json.dumps(
+                {"task": task.name, "pred": args.pred, "gold": args.gold, "n": n, **report},
+                ensure_ascii=False,
+                indent=2,
+                default=str,
+            )
+        )
         return 0
     print(f"{args.pred}: valid {task.name} submission, {n} items; scored against {args.gold}")
     print(task.format_report(report))

@@ -36,9 +36,7 @@ from malpyeong.prep.magpie import engine_functions, generate_pairs, pre_query, t
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
-    p = argparse.ArgumentParser(
-        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
-    )
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--model", required=True, help="aligned chat model: hub id or local path")
     p.add_argument("--n", type=int, required=True, help="samples to draw (before filtering)")
     p.add_argument("--out", required=True, help="output JSONL")
@@ -73,15 +71,11 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     if args.n < 1:
         raise UserError(f"--n must be at least 1, got {args.n}", field="n")
     if args.batch_size < 1:
-        raise UserError(
-            f"--batch_size must be at least 1, got {args.batch_size}", field="batch_size"
-        )
+        raise UserError(f"--batch_size must be at least 1, got {args.batch_size}", field="batch_size")
     if args.max_new_tokens < 1 or args.max_instruction_tokens < 1:
         raise UserError("token limits must be at least 1", field="max_new_tokens")
     if not 0.0 <= args.min_hangul <= 1.0:
-        raise UserError(
-            f"--min_hangul must be in [0, 1], got {args.min_hangul}", field="min_hangul"
-        )
+        raise UserError(f"--min_hangul must be in [0, 1], got {args.min_hangul}", field="min_hangul")
     return args
 
 
@@ -138,9 +132,7 @@ def main(argv: list[str] | None = None) -> int:
             on_row=raw.write,
             show_progress=not args.no_progress,
         )
-    config = FilterConfig(
-        min_hangul=args.min_hangul, dedup_k=None if args.dedup_k < 0 else args.dedup_k
-    )
+    config = FilterConfig(min_hangul=args.min_hangul, dedup_k=None if args.dedup_k < 0 else args.dedup_k)
     if args.no_filter:
         kept = [r for r in rows if r["instruction"].strip() and r["response"].strip()]
         report = {"n_in": len(rows), "n_out": len(kept), "filters": "off"}

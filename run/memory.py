@@ -38,27 +38,44 @@ from malpyeong.tasks.memory import TURN_READINGS, MemoryItem, MemoryTask, state_
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
-    p = argparse.ArgumentParser(description=__doc__,
-                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--model", required=True, help="hub id, model folder, adapter or run folder")
-    p.add_argument("--dialogue", required=True,
-                   help="a text file of 'Speaker: utterance' lines, or - for stdin")
-    p.add_argument("--state", default=None,
-                   help="the previous memory JSON: the dialogue then holds only the new turns")
-    p.add_argument("--turn_count", choices=TURN_READINGS, default="utterances",
-                   help="utterances (default): turn_count = number of utterances; "
-                        "speaker_turns: consecutive utterances of one speaker count once")
-    p.add_argument("--prompt", default=None, help="prompt variant: baseline or ko (Korean "
-                                                  "instructions); default: the run's")
-    p.add_argument("--system_prompt_file", default=None,
-                   help="replace the system prompt with this file's text (a published model's "
-                        "exact prompt)")
-    p.add_argument("--no_constrain", action="store_true",
-                   help="decode freely (see the raw model), not under the JSON schema")
+    p.add_argument(
+        "--dialogue", required=True, help="a text file of 'Speaker: utterance' lines, or - for stdin"
+    )
+    p.add_argument(
+        "--state", default=None, help="the previous memory JSON: the dialogue then holds only the new turns"
+    )
+    p.add_argument(
+        "--turn_count",
+        choices=TURN_READINGS,
+        default="utterances",
+        help="utterances (default): turn_count = number of utterances; "
+        "speaker_turns: consecutive utterances of one speaker count once",
+    )
+    p.add_argument(
+        "--prompt",
+        default=None,
+        help="prompt variant: baseline or ko (Korean instructions); default: the run's",
+    )
+    p.add_argument(
+        "--system_prompt_file",
+        default=None,
+        help="replace the system prompt with this file's text (a published model's exact prompt)",
+    )
+    p.add_argument(
+        "--no_constrain",
+        action="store_true",
+        help="decode freely (see the raw model), not under the JSON schema",
+    )
     p.add_argument("--max_new_tokens", type=int, default=1024)
-    p.add_argument("--max_length", type=int, default=None,
-                   help="token budget of prompt + answer; the oldest utterances are cut to fit "
-                        "(default: the run's, or none)")
+    p.add_argument(
+        "--max_length",
+        type=int,
+        default=None,
+        help="token budget of prompt + answer; the oldest utterances are cut to fit "
+        "(default: the run's, or none)",
+    )
     p.add_argument("--show_raw", action="store_true", help="also print the raw generation to stderr")
     p.add_argument("--out", default=None, help="write the JSON to this file instead of stdout")
     p.add_argument("--overwrite", action="store_true", help="with --out: replace the file")
@@ -85,8 +102,11 @@ def read_dialogue(name: str) -> list[dict]:
             continue
         speaker, sep, utterance = line.partition(":")
         if not sep or not speaker.strip() or not utterance.strip():
-            errors.append(UserError("not a 'Speaker: utterance' line", file=name,
-                                    item=f"line {number}", field="dialogue"))
+            errors.append(
+                UserError(
+                    "not a 'Speaker: utterance' line", file=name, item=f"line {number}", field="dialogue"
+                )
+            )
             continue
         turns.append({"speaker": speaker.strip(), "utterance": utterance.strip()})
     if errors:
@@ -127,30 +147,42 @@ def main(argv: list[str] | None = None) -> int:
         raise UserError("--max_new_tokens and --max_length must be at least 1", field="max_length")
     task = MemoryTask()
     source = resolve_source(args.model)
-    spec = replace(task.prompt_spec(args.prompt or source.defaults.get("prompt")),
-                   system=read_system_prompt(args.system_prompt_file))
+    spec = replace(
+        task.prompt_spec(args.prompt or source.defaults.get("prompt")),
+        system=read_system_prompt(args.system_prompt_file),
+    )
     if args.out:
         ensure_writable(args.out, args.overwrite)
     state = read_state(args.state) if args.state else None
     item = build_item(task, read_dialogue(args.dialogue), state, args.turn_count)
-    settings = AnswerSettings(prompt=spec, max_length=args.max_length or
-                              source.defaults.get("max_length"),
-                              generation=GenerationSettings(max_new_tokens=args.max_new_tokens,
-                                                            seed=args.seed),
-                              batch_size=1, constrain=not args.no_constrain)
-    engine = load_engine(source, engine=args.engine, dtype=args.dtype, device=args.device,
-                         seed=args.seed, structured=settings.constrain)
+    settings = AnswerSettings(
+        prompt=spec,
+        max_length=args.max_length or source.defaults.get("max_length"),
+        generation=GenerationSettings(max_new_tokens=args.max_new_tokens, seed=args.seed),
+        batch_size=1,
+        constrain=not args.no_constrain,
+    )
+    engine = load_engine(
+        source,
+        engine=args.engine,
+        dtype=args.dtype,
+        device=args.device,
+        seed=args.seed,
+        structured=settings.constrain,
+    )
     run = answer_items(engine, task, [item], settings, progress=False)
     answer = run.answers[0]
     if args.show_raw:
         print(f"raw generation: {answer.sidecar['text']}", file=sys.stderr)
     if run.unusable:
-        print("note: no memory state could be read from the generation (raise --max_new_tokens?"
-              f"); delivered the {'previous' if state else 'empty'} state with the exact "
-              "turn_count", file=sys.stderr)
+        print(
+            "note: no memory state could be read from the generation (raise --max_new_tokens?"
+            f"); delivered the {'previous' if state else 'empty'} state with the exact "
+            "turn_count",
+            file=sys.stderr,
+        )
     if run.cut:
-        print(f"note: {answer.sidecar['dropped']} older utterance(s) cut to fit max_length",
-              file=sys.stderr)
+        print(f"note: {answer.sidecar['dropped']} older utterance(s) cut to fit max_length", file=sys.stderr)
     text = json.dumps(answer.output, ensure_ascii=False, indent=2)
     if args.out:
         atomic_write_text(args.out, text + "\n")

@@ -20,7 +20,9 @@ from malpyeong.tasks import get_task
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     task_argument(parser)
     parser.add_argument("--data", required=True, help="a data file of the task")
     parser.add_argument("--model", required=True, help="hub id or local path (for its tokenizer)")
@@ -42,9 +44,11 @@ def main(argv: list[str] | None = None) -> int:
             print(f"----- target\n{task.target_for(item, spec)}")
     lengths = sorted(len(fp.input_ids) for fp in fitted)
     cut = sum(fp.dropped > 0 for fp in fitted)
-    print(f"{len(items)} prompts ({spec}), tokens min {lengths[0]} / median {lengths[len(lengths) // 2]}"
-          f" / max {lengths[-1]}; {cut} cut to fit {args.max_length or 'no limit'}"
-          f"{'; ' + str(sum(not f.fits for f in fitted)) + ' still over' if not all(f.fits for f in fitted) else ''}")
+    print(
+        f"{len(items)} prompts ({spec}), tokens min {lengths[0]} / median {lengths[len(lengths) // 2]}"
+        f" / max {lengths[-1]}; {cut} cut to fit {args.max_length or 'no limit'}"
+        f"{'; ' + str(sum(not f.fits for f in fitted)) + ' still over' if not all(f.fits for f in fitted) else ''}"
+    )
     return 0
 
 

@@ -40,25 +40,36 @@ SCRIPT_SUFFIXES = (".txt", ".text", ".html", ".htm", ".xhtml", ".docx")
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
-    p = argparse.ArgumentParser(description=__doc__,
-                                formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--in", dest="inputs", nargs="+", required=True,
-                   help="script files, or folders of them (.txt .html .htm .docx)")
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument(
+        "--in",
+        dest="inputs",
+        nargs="+",
+        required=True,
+        help="script files, or folders of them (.txt .html .htm .docx)",
+    )
     p.add_argument("--out", required=True, help="pairs file (.jsonl, or .json for a list)")
     p.add_argument("--context", type=int, default=4, help="turns before each reply (default 4)")
     p.add_argument("--character", default=None, help="keep only this speaker's replies")
-    p.add_argument("--min_words", type=int, default=1,
-                   help="skip replies with fewer words (default 1)")
-    p.add_argument("--multi", choices=("keep", "drop"), default="keep",
-                   help="lines of several speakers (All:, Monica and Rachel:): keep as turns "
-                        "(default) or drop")
-    p.add_argument("--no_merge", action="store_true",
-                   help="keep one speaker's consecutive lines as separate turns")
-    p.add_argument("--aliases", default=None,
-                   help="JSON or YAML mapping of other spellings to a speaker (RACH: Rachel)")
-    p.add_argument("--persona", default=None,
-                   help="JSON or YAML mapping speaker -> description, or a text file describing "
-                        "--character; written into each record (used by --prompt persona)")
+    p.add_argument("--min_words", type=int, default=1, help="skip replies with fewer words (default 1)")
+    p.add_argument(
+        "--multi",
+        choices=("keep", "drop"),
+        default="keep",
+        help="lines of several speakers (All:, Monica and Rachel:): keep as turns (default) or drop",
+    )
+    p.add_argument(
+        "--no_merge", action="store_true", help="keep one speaker's consecutive lines as separate turns"
+    )
+    p.add_argument(
+        "--aliases", default=None, help="JSON or YAML mapping of other spellings to a speaker (RACH: Rachel)"
+    )
+    p.add_argument(
+        "--persona",
+        default=None,
+        help="JSON or YAML mapping speaker -> description, or a text file describing "
+        "--character; written into each record (used by --prompt persona)",
+    )
     p.add_argument("--overwrite", action="store_true", help="replace an existing output")
     verbose_argument(p)
     return p.parse_args(argv)
@@ -69,11 +80,11 @@ def script_files(inputs: list[str]) -> list[Path]:
     for name in inputs:
         path = Path(name)
         if path.is_dir():
-            found = sorted(p for p in path.iterdir()
-                           if p.is_file() and p.suffix.lower() in SCRIPT_SUFFIXES)
+            found = sorted(p for p in path.iterdir() if p.is_file() and p.suffix.lower() in SCRIPT_SUFFIXES)
             if not found:
-                raise UserError("no script files in the folder", file=name,
-                                hint=f"expected {' '.join(SCRIPT_SUFFIXES)}")
+                raise UserError(
+                    "no script files in the folder", file=name, hint=f"expected {' '.join(SCRIPT_SUFFIXES)}"
+                )
             files.extend(found)
         elif path.is_file():
             files.append(path)
@@ -89,20 +100,27 @@ def main(argv: list[str] | None = None) -> int:
     if args.min_words < 1:
         raise UserError(f"must be at least 1, got {args.min_words}", field="min_words")
     out = ensure_writable(args.out, args.overwrite)
-    options = PairOptions(context=args.context, character=args.character,
-                          min_words=args.min_words, merge_consecutive=not args.no_merge,
-                          aliases=read_mapping(args.aliases, "aliases") if args.aliases else {},
-                          personas=read_personas(args.persona, args.character)
-                          if args.persona else {})
-    episodes = [parse_source(read_source(f), keep_multi=args.multi == "keep")
-                for f in script_files(args.inputs)]
+    options = PairOptions(
+        context=args.context,
+        character=args.character,
+        min_words=args.min_words,
+        merge_consecutive=not args.no_merge,
+        aliases=read_mapping(args.aliases, "aliases") if args.aliases else {},
+        personas=read_personas(args.persona, args.character) if args.persona else {},
+    )
+    episodes = [
+        parse_source(read_source(f), keep_multi=args.multi == "keep") for f in script_files(args.inputs)
+    ]
     records, report = build_pairs(episodes, options)
     for line in report.lines():
         print(line)
     if not records:
-        raise UserError("no dialogue pairs found", field="in",
-                        hint="scripts need lines like 'Name: speech'"
-                             + (f"; is '{args.character}' a speaker?" if args.character else ""))
+        raise UserError(
+            "no dialogue pairs found",
+            field="in",
+            hint="scripts need lines like 'Name: speech'"
+            + (f"; is '{args.character}' a speaker?" if args.character else ""),
+        )
     if out.suffix.lower() == ".jsonl":
         atomic_write_text(out, "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in records))
     else:

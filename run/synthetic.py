@@ -25,8 +25,9 @@ SPLITS = ("train", "dev", "test")
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     task_argument(parser)
     parser.add_argument("--out", required=True, help="folder for the three files")
     parser.add_argument("--train", type=int, default=1200, help="training items")
@@ -45,12 +46,16 @@ def main(argv: list[str] | None = None) -> int:
     check_distinct([(f"the {s} file", p) for s, p in paths.items()])
     for path in paths.values():
         ensure_writable(path, args.overwrite)
-    records = {split: task.synthetic_records(n, args.seed * 3 + k, split)
-               for k, (split, n) in enumerate(sizes.items())}
+    records = {
+        split: task.synthetic_records(n, args.seed * 3 + k, split)
+        for k, (split, n) in enumerate(sizes.items())
+    }
     for split, path in paths.items():
         atomic_write_json(path, records[split])
-    print(f"wrote SYNTHETIC {task.name} data (not competition data; ids synthetic-*): "
-          + ", ".join(f"{paths[s]} ({sizes[s]} items)" for s in SPLITS))
+    print(
+        f"wrote SYNTHETIC {task.name} data (not competition data; ids synthetic-*): "
+        + ", ".join(f"{paths[s]} ({sizes[s]} items)" for s in SPLITS)
+    )
     return 0
 
 

@@ -49,48 +49,80 @@ log = logging.getLogger("test")
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
-    p = argparse.ArgumentParser(description=__doc__,
-                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--model", required=True, help="hub id, model folder, adapter folder or run folder")
     task_argument(p)
     p.add_argument("--input", required=True, help="the file to predict (official layout)")
     p.add_argument("--output", required=True, help="results/NAME.json (sidecar written next to it)")
     p.add_argument("--prompt", default=None, help="prompt variant (default: the run's, or baseline)")
-    p.add_argument("--max_length", type=int, default=None,
-                   help="token budget; conversation is cut to fit (default: the run's, or none)")
-    p.add_argument("--batch_size", type=int, default=None,
-                   help="default: 16 for choice scoring on a GPU, else 8")
-    p.add_argument("--scoring", default="letter", choices=SCORINGS,
-                   help="choice tasks: letter logits (default) or option log-likelihood")
-    p.add_argument("--permute", action="store_true",
-                   help="choice tasks: average the cyclic option orders (cancels position bias)")
+    p.add_argument(
+        "--max_length",
+        type=int,
+        default=None,
+        help="token budget; conversation is cut to fit (default: the run's, or none)",
+    )
+    p.add_argument(
+        "--batch_size", type=int, default=None, help="default: 16 for choice scoring on a GPU, else 8"
+    )
+    p.add_argument(
+        "--scoring",
+        default="letter",
+        choices=SCORINGS,
+        help="choice tasks: letter logits (default) or option log-likelihood",
+    )
+    p.add_argument(
+        "--permute",
+        action="store_true",
+        help="choice tasks: average the cyclic option orders (cancels position bias)",
+    )
     p.add_argument("--max_new_tokens", type=int, default=256, help="generate tasks")
     p.add_argument("--num_beams", type=int, default=1, help="generate tasks: beam search width")
     p.add_argument("--do_sample", action="store_true", help="generate tasks: sample, not greedy")
     p.add_argument("--temperature", type=float, default=1.0)
     p.add_argument("--top_p", type=float, default=1.0)
     p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--no_constrain", action="store_true",
-                   help="tasks with a JSON output: decode freely, not under the task's schema "
-                        "(to see the raw model; the output is then repaired when it can be)")
-    p.add_argument("--system_prompt_file", default=None,
-                   help="a text file whose content replaces the task's system prompt (run a "
-                        "published model with the exact prompt it was trained on)")
-    p.add_argument("--engine", default="hf", choices=("hf", "vllm"),
-                   help="generate tasks: transformers (default) or vLLM when installed")
-    p.add_argument("--tensor_parallel_size", type=int, default=1,
-                   help="--engine vllm: GPUs one model is split over (e.g. 2 for a 14B model)")
+    p.add_argument(
+        "--no_constrain",
+        action="store_true",
+        help="tasks with a JSON output: decode freely, not under the task's schema "
+        "(to see the raw model; the output is then repaired when it can be)",
+    )
+    p.add_argument(
+        "--system_prompt_file",
+        default=None,
+        help="a text file whose content replaces the task's system prompt (run a "
+        "published model with the exact prompt it was trained on)",
+    )
+    p.add_argument(
+        "--engine",
+        default="hf",
+        choices=("hf", "vllm"),
+        help="generate tasks: transformers (default) or vLLM when installed",
+    )
+    p.add_argument(
+        "--tensor_parallel_size",
+        type=int,
+        default=1,
+        help="--engine vllm: GPUs one model is split over (e.g. 2 for a 14B model)",
+    )
     p.add_argument("--dtype", default="auto", help="auto, bf16, fp16 or fp32")
     p.add_argument("--device", default=None, help="cpu, cuda, cuda:1 (default: cuda if present)")
     p.add_argument("--load_in_4bit", action="store_true", help="NF4 base (GPU, bitsandbytes)")
     p.add_argument("--trust_remote_code", action="store_true", default=None)
     p.add_argument("--overwrite", action="store_true", help="replace existing results")
     p.add_argument("--no_progress", action="store_true", help="no progress bar")
-    p.add_argument("--route", default=None, metavar="FIELD",
-                   help="--model is a folder of experts: send each item to its FIELD's expert "
-                        "(CCI: category)")
-    p.add_argument("--fallback", default=None, metavar="MODEL",
-                   help="with --route: the general model for items whose value has no expert")
+    p.add_argument(
+        "--route",
+        default=None,
+        metavar="FIELD",
+        help="--model is a folder of experts: send each item to its FIELD's expert (CCI: category)",
+    )
+    p.add_argument(
+        "--fallback",
+        default=None,
+        metavar="MODEL",
+        help="with --route: the general model for items whose value has no expert",
+    )
     verbose_argument(p)
     return p.parse_args(argv)
 
@@ -109,8 +141,9 @@ def check_args(args: argparse.Namespace) -> None:
         try:
             import vllm  # noqa: F401
         except ImportError:
-            raise UserError("vLLM is not installed", field="engine",
-                            hint="pip install vllm, or use --engine hf") from None
+            raise UserError(
+                "vLLM is not installed", field="engine", hint="pip install vllm, or use --engine hf"
+            ) from None
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -123,28 +156,50 @@ def main(argv: list[str] | None = None) -> int:
         raise UserError("--fallback is for --route", field="fallback")
     source = resolve_source(args.model)
     if source.run.get("task") and source.run["task"] != task.name:
-        raise UserError(f"this run was trained for task {source.run['task']}, not {task.name}",
-                        file=args.model, field="task")
+        raise UserError(
+            f"this run was trained for task {source.run['task']}, not {task.name}",
+            file=args.model,
+            field="task",
+        )
     prompt = args.prompt or source.defaults.get("prompt") or "baseline"
     spec = replace(task.prompt_spec(prompt), system=read_system_prompt(args.system_prompt_file))
     max_length = args.max_length or source.defaults.get("max_length")
     items = load_items(args.input, task)
     check_outputs(args)
     generation = generation_settings(args)
-    settings = AnswerSettings(prompt=spec, max_length=max_length, scoring=args.scoring,
-                              permute=args.permute, generation=generation,
-                              batch_size=args.batch_size or 8, constrain=not args.no_constrain)
+    settings = AnswerSettings(
+        prompt=spec,
+        max_length=max_length,
+        scoring=args.scoring,
+        permute=args.permute,
+        generation=generation,
+        batch_size=args.batch_size or 8,
+        constrain=not args.no_constrain,
+    )
     settings.check_for(task, args.engine)
     check_head_scoring(source.run, args.scoring)
     shown = {k: v for k, v in settings.meta(task, args.engine).items() if k != "prompt"}
-    log.info("task %s, %d items from %s; prompt %s; %s", task.name, len(items), args.input,
-             spec, ", ".join(f"{k} {v}" for k, v in shown.items()))
+    log.info(
+        "task %s, %d items from %s; prompt %s; %s",
+        task.name,
+        len(items),
+        args.input,
+        spec,
+        ", ".join(f"{k} {v}" for k, v in shown.items()),
+    )
     if partial_path(args.output).exists():
         log.info("found %s: resuming", partial_path(args.output))
-    engine = load_engine(source, engine=args.engine, dtype=args.dtype, device=args.device,
-                         load_in_4bit=args.load_in_4bit, trust_remote_code=args.trust_remote_code,
-                         seed=args.seed, tensor_parallel_size=args.tensor_parallel_size,
-                         structured=settings.constrain and task.output_schema() is not None)
+    engine = load_engine(
+        source,
+        engine=args.engine,
+        dtype=args.dtype,
+        device=args.device,
+        load_in_4bit=args.load_in_4bit,
+        trust_remote_code=args.trust_remote_code,
+        seed=args.seed,
+        tensor_parallel_size=args.tensor_parallel_size,
+        structured=settings.constrain and task.output_schema() is not None,
+    )
     if args.batch_size is None:
         settings = replace(settings, batch_size=default_batch_size(task, getattr(engine, "model", None)))
     if max_length is None and engine.context_size():
@@ -153,39 +208,57 @@ def main(argv: list[str] | None = None) -> int:
         settings = replace(settings, max_length=max_length)
         log.info("no --max_length: using the model's context size, %d tokens", max_length)
     shard = current_shard()
-    summary = run_prediction(engine, task, items, args.output, settings=settings,
-                             model_name=args.model, overwrite=args.overwrite,
-                             progress=not args.no_progress, shard=shard)
+    summary = run_prediction(
+        engine,
+        task,
+        items,
+        args.output,
+        settings=settings,
+        model_name=args.model,
+        overwrite=args.overwrite,
+        progress=not args.no_progress,
+        shard=shard,
+    )
     if shard.rank != 0:
         return 0
     rate = f"{summary.items_per_s:.2f} items/s" if summary.n > summary.resumed else "all resumed"
-    print(f"{summary.output}: {summary.n} {task.name} predictions ({summary.resumed} resumed; "
-          f"{rate}); {summary.cut} prompts cut to fit max_length {max_length or 'none'}"
-          f"{f', {summary.over_budget} still over' if summary.over_budget else ''}; "
-          f"details in {summary.sidecar}")
+    print(
+        f"{summary.output}: {summary.n} {task.name} predictions ({summary.resumed} resumed; "
+        f"{rate}); {summary.cut} prompts cut to fit max_length {max_length or 'none'}"
+        f"{f', {summary.over_budget} still over' if summary.over_budget else ''}; "
+        f"details in {summary.sidecar}"
+    )
     if summary.cut:
         before, after = summary.cut_tokens
-        print(f"length budget: {summary.cut} of {summary.n} prompts cut ({task.cut_unit}), "
-              f"{before - after:,} of their {before:,} prompt tokens removed "
-              f"({(before - after) / max(before, 1):.1%})")
+        print(
+            f"length budget: {summary.cut} of {summary.n} prompts cut ({task.cut_unit}), "
+            f"{before - after:,} of their {before:,} prompt tokens removed "
+            f"({(before - after) / max(before, 1):.1%})"
+        )
     return 0
-
 
 
 def check_outputs(args: argparse.Namespace) -> None:
     """Before any work: the results file and its sidecar (neither an input, both writable) and
     the device."""
-    check_distinct([("--output", args.output), ("its sidecar", sidecar_path(args.output))],
-                   [("--input", args.input)])
+    check_distinct(
+        [("--output", args.output), ("its sidecar", sidecar_path(args.output))], [("--input", args.input)]
+    )
     check_device(args.device)
     ensure_writable(args.output, args.overwrite)
     ensure_writable(sidecar_path(args.output), args.overwrite)
 
 
 def generation_settings(args: argparse.Namespace) -> GenerationSettings:
-    return GenerationSettings(max_new_tokens=args.max_new_tokens, num_beams=args.num_beams,
-                              do_sample=args.do_sample, temperature=args.temperature,
-                              top_p=args.top_p, seed=args.seed)
+    return GenerationSettings(
+        max_new_tokens=args.max_new_tokens,
+        num_beams=args.num_beams,
+        do_sample=args.do_sample,
+        temperature=args.temperature,
+        top_p=args.top_p,
+        seed=args.seed,
+    )
+
 
 def predict_routed(args: argparse.Namespace, task: Task) -> int:
     """Each item answered by its expert (``--route``), into one results file."""
@@ -195,29 +268,53 @@ def predict_routed(args: argparse.Namespace, task: Task) -> int:
     generation = generation_settings(args)
 
     def settings_for(source: ModelSource) -> AnswerSettings:  # each expert's own defaults
-        spec = replace(task.prompt_spec(args.prompt or source.defaults.get("prompt") or "baseline"),
-                       system=read_system_prompt(args.system_prompt_file))
-        settings = AnswerSettings(prompt=spec, scoring=args.scoring, permute=args.permute,
-                                  max_length=args.max_length or source.defaults.get("max_length"),
-                                  generation=generation, batch_size=args.batch_size or 8,
-                                  constrain=not args.no_constrain)
+        spec = replace(
+            task.prompt_spec(args.prompt or source.defaults.get("prompt") or "baseline"),
+            system=read_system_prompt(args.system_prompt_file),
+        )
+        settings = AnswerSettings(
+            prompt=spec,
+            scoring=args.scoring,
+            permute=args.permute,
+            max_length=args.max_length or source.defaults.get("max_length"),
+            generation=generation,
+            batch_size=args.batch_size or 8,
+            constrain=not args.no_constrain,
+        )
         settings.check_for(task, args.engine)
         check_head_scoring(source.run, args.scoring)
         return settings
 
     def engine_for(source: ModelSource, settings: AnswerSettings) -> Engine:
-        return load_engine(source, engine=args.engine, dtype=args.dtype, device=args.device,
-                           load_in_4bit=args.load_in_4bit,
-                           trust_remote_code=args.trust_remote_code, seed=args.seed,
-                           tensor_parallel_size=args.tensor_parallel_size,
-                           structured=settings.constrain and task.output_schema() is not None)
+        return load_engine(
+            source,
+            engine=args.engine,
+            dtype=args.dtype,
+            device=args.device,
+            load_in_4bit=args.load_in_4bit,
+            trust_remote_code=args.trust_remote_code,
+            seed=args.seed,
+            tensor_parallel_size=args.tensor_parallel_size,
+            structured=settings.constrain and task.output_schema() is not None,
+        )
 
-    run_routed(routes, task, items, args.output, key=args.route, model_name=args.model,
-               settings_for=settings_for, engine_for=engine_for, engine_name=args.engine,
-               progress=not args.no_progress)
+    run_routed(
+        routes,
+        task,
+        items,
+        args.output,
+        key=args.route,
+        model_name=args.model,
+        settings_for=settings_for,
+        engine_for=engine_for,
+        engine_name=args.engine,
+        progress=not args.no_progress,
+    )
     shown = ", ".join(f"{r.name} {len(r.indices)}" for r in routes)
-    print(f"{args.output}: {len(items)} {task.name} predictions routed by {args.route} "
-          f"({shown}); details in {sidecar_path(args.output)}")
+    print(
+        f"{args.output}: {len(items)} {task.name} predictions routed by {args.route} "
+        f"({shown}); details in {sidecar_path(args.output)}"
+    )
     return 0
 
 

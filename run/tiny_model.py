@@ -40,29 +40,47 @@ from malpyeong.tasks import get_task
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--family", required=True,
-                        choices=sorted({*FAMILIES, *REAL_FAMILIES, *STATE_SPACE_FAMILIES, "embedder"}),
-                        help="a causal LM family, or 'embedder': a tiny BERT sentence encoder")
-    parser.add_argument("--tokenizer", default="ours", choices=TOKENIZERS,
-                        help="ours: a small Korean BPE; real: the family's own tokenizer")
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument(
+        "--family",
+        required=True,
+        choices=sorted({*FAMILIES, *REAL_FAMILIES, *STATE_SPACE_FAMILIES, "embedder"}),
+        help="a causal LM family, or 'embedder': a tiny BERT sentence encoder",
+    )
+    parser.add_argument(
+        "--tokenizer",
+        default="ours",
+        choices=TOKENIZERS,
+        help="ours: a small Korean BPE; real: the family's own tokenizer",
+    )
     parser.add_argument("--out", required=True, help="folder to write")
     parser.add_argument("--hidden_size", type=int, default=64)
     parser.add_argument("--layers", type=int, default=2)
     parser.add_argument("--vocab_size", type=int, default=2000, help="size of our BPE (ours only)")
     parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--corpus", metavar="FILE", help="a data file of --task whose prompts "
-                        "(first 60 items) also train our BPE, beside the shipped samples")
+    parser.add_argument(
+        "--corpus",
+        metavar="FILE",
+        help="a data file of --task whose prompts "
+        "(first 60 items) also train our BPE, beside the shipped samples",
+    )
     task_argument(parser, required=False, help="the task of --corpus")
-    parser.add_argument("--output_scale", type=float, default=1.0,
-                        help="multiply the LM head by this (16 for a model that must learn fast)")
+    parser.add_argument(
+        "--output_scale",
+        type=float,
+        default=1.0,
+        help="multiply the LM head by this (16 for a model that must learn fast)",
+    )
     parser.add_argument("--overwrite", action="store_true", help="replace an existing folder")
     verbose_argument(parser)
     args = parser.parse_args(argv)
     out = Path(args.out)
     if out.exists() and any(out.iterdir()) and not args.overwrite:
-        raise UserError("output folder exists and is not empty", file=str(out),
-                        hint="pass --overwrite to replace it")
+        raise UserError(
+            "output folder exists and is not empty", file=str(out), hint="pass --overwrite to replace it"
+        )
     if args.family == "embedder":
         build_tiny_embedder(out, seed=args.seed, vocab_size=args.vocab_size)
         print(f"wrote tiny embedder to {out}")
@@ -70,20 +88,25 @@ def main(argv: list[str] | None = None) -> int:
     texts = None
     if args.corpus:
         if not args.task:
-            raise UserError("--corpus needs --task (to read its items and render its prompts)",
-                            field="task")
+            raise UserError("--corpus needs --task (to read its items and render its prompts)", field="task")
         if args.tokenizer != "ours":
-            raise UserError("--corpus trains our BPE; the real tokenizers are fixed",
-                            field="corpus")
+            raise UserError("--corpus trains our BPE; the real tokenizers are fixed", field="corpus")
         task = get_task(args.task)
         items = load_items(args.corpus, task)[:60]
         texts = corpus_texts() + [m["content"] for it in items for m in task.messages(it)]
     if not (math.isfinite(args.output_scale) and args.output_scale > 0):
-        raise UserError(f"must be a positive number, got {args.output_scale}",
-                        field="output_scale")
-    build_tiny_model(args.family, out, seed=args.seed, hidden_size=args.hidden_size,
-                     layers=args.layers, vocab_size=args.vocab_size, tokenizer=args.tokenizer,
-                     texts=texts, output_scale=args.output_scale)
+        raise UserError(f"must be a positive number, got {args.output_scale}", field="output_scale")
+    build_tiny_model(
+        args.family,
+        out,
+        seed=args.seed,
+        hidden_size=args.hidden_size,
+        layers=args.layers,
+        vocab_size=args.vocab_size,
+        tokenizer=args.tokenizer,
+        texts=texts,
+        output_scale=args.output_scale,
+    )
     print(f"wrote tiny {args.family} model ({args.tokenizer} tokenizer) to {out}")
     return 0
 

@@ -19,7 +19,9 @@ from malpyeong.tasks import get_task
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     task_argument(parser)
     parser.add_argument("files", nargs="*", help="data files (JSON list or JSONL)")
     parser.add_argument("--gold", action="store_true", help="require gold outputs (train/dev files)")

@@ -33,8 +33,7 @@ def top_level_imports(path: Path) -> set[str]:
 
 def test_no_import_circle():
     modules = {module_name(p): p for p in SRC.rglob("*.py")}
-    graph = {m: {i for i in top_level_imports(p) if i in modules and i != m}
-             for m, p in modules.items()}
+    graph = {m: {i for i in top_level_imports(p) if i in modules and i != m} for m, p in modules.items()}
     state: dict[str, int] = {}
     cycles: list[list[str]] = []
 
@@ -42,7 +41,7 @@ def test_no_import_circle():
         state[m] = 1
         for n in sorted(graph[m]):
             if state.get(n) == 1:
-                cycles.append(stack[stack.index(n):] + [n])
+                cycles.append(stack[stack.index(n) :] + [n])
             elif n not in state:
                 visit(n, stack + [n])
         state[m] = 2
@@ -69,6 +68,8 @@ def test_modules_stay_small_or_say_why():
     long = []
     for path in SRC.rglob("*.py"):
         text = path.read_text(encoding="utf-8")
-        if text.count("\n") > 600 and "Why this module is long" not in text:
+        # 600 hand-wrapped lines were the limit; ruff format lays the same code out in about
+        # 16% more lines (20,961 -> 24,309 for the whole package), so the limit is 720.
+        if text.count("\n") > 720 and "Why this module is long" not in text:
             long.append(f"{path.relative_to(ROOT)}: {text.count(chr(10))} lines")
     assert long == []

@@ -23,11 +23,20 @@ from malpyeong.tasks.base import BASELINE
 
 
 def test_registry_has_the_competition_backbones():
-    for name in ["MLP-KTLim/llama-3-Korean-Bllossom-8B", "x2bee/POLAR-14B-v0.2", "rtzr/ko-gemma-2-9b-it",
-                 "google/gemma-2-9b-it", "beomi/Solar-Ko-Recovery-11B", "yanolja/EEVE-Korean-Instruct-10.8B-v1.0",
-                 "Qwen/Qwen2-7B", "Qwen/Qwen2-7B-Instruct", "THUDM/glm-4-9b-chat",
-                 "cpm-ai/Ocelot-Ko-self-instruction-10.8B-v1.0", "Qwen/Qwen2.5-3B-Instruct",
-                 "meta-llama/Llama-3.2-3B-Instruct"]:
+    for name in [
+        "MLP-KTLim/llama-3-Korean-Bllossom-8B",
+        "x2bee/POLAR-14B-v0.2",
+        "rtzr/ko-gemma-2-9b-it",
+        "google/gemma-2-9b-it",
+        "beomi/Solar-Ko-Recovery-11B",
+        "yanolja/EEVE-Korean-Instruct-10.8B-v1.0",
+        "Qwen/Qwen2-7B",
+        "Qwen/Qwen2-7B-Instruct",
+        "THUDM/glm-4-9b-chat",
+        "cpm-ai/Ocelot-Ko-self-instruction-10.8B-v1.0",
+        "Qwen/Qwen2.5-3B-Instruct",
+        "meta-llama/Llama-3.2-3B-Instruct",
+    ]:
         assert name in REGISTRY and name in registry_table()
     gemma = REGISTRY["rtzr/ko-gemma-2-9b-it"]
     assert not gemma.system_role and gemma.attn_implementation == "eager"
@@ -59,9 +68,13 @@ def test_unknown_model_offline_is_one_clear_error():
 def test_tiny_models_load_and_run(tiny_models):
     import torch
 
-    classes = {"llama": "LlamaForCausalLM", "gemma2": "Gemma2ForCausalLM",
-               "qwen2": "Qwen2ForCausalLM", "mistral": "MistralForCausalLM",
-               "exaone": "LlamaForCausalLM"}  # transformers runs EXAONE 3.x on its Llama layers
+    classes = {
+        "llama": "LlamaForCausalLM",
+        "gemma2": "Gemma2ForCausalLM",
+        "qwen2": "Qwen2ForCausalLM",
+        "mistral": "MistralForCausalLM",
+        "exaone": "LlamaForCausalLM",
+    }  # transformers runs EXAONE 3.x on its Llama layers
     for family, path in tiny_models.items():
         model = load_model(str(path), "full")
         assert type(model).__name__ == classes[family]
@@ -103,4 +116,6 @@ def test_tiny_model_cli(tmp_path):
     cmd = [sys.executable, str(ROOT / "run" / "tiny_model.py"), "--family", "mistral", "--out", str(out)]
     assert subprocess.run(cmd, capture_output=True).returncode == 0
     again = subprocess.run(cmd, capture_output=True, text=True)
-    assert again.returncode == 2 and "output folder exists" in again.stderr and "Traceback" not in again.stderr
+    assert (
+        again.returncode == 2 and "output folder exists" in again.stderr and "Traceback" not in again.stderr
+    )

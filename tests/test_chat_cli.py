@@ -12,7 +12,9 @@ from conftest import ROOT, load_script
 from malpyeong.cli import run_cli
 
 FACT = "안녕하세요, 제 이름은 하윤이고 서울대병원 간호사로 일해요."
-LINES = [FACT] + """오늘 날씨 정말 좋네요.
+LINES = (
+    [FACT]
+    + """오늘 날씨 정말 좋네요.
 점심은 드셨어요?
 저는 김밥 먹었어요.
 주말에 뭐 하세요?
@@ -41,9 +43,25 @@ LINES = [FACT] + """오늘 날씨 정말 좋네요.
 음.
 그럼 이만.
 제 이름과 직업 기억하세요?""".splitlines()
-OPTIONS = ["--character", "민지", "--memory", "summary_buffer", "--memory_tokens", "64",
-           "--summary_tokens", "48", "--summarizer", "extractive", "--max_new_tokens", "6",
-           "--max_length", "170", "--prompt", "ko"]
+)
+OPTIONS = [
+    "--character",
+    "민지",
+    "--memory",
+    "summary_buffer",
+    "--memory_tokens",
+    "64",
+    "--summary_tokens",
+    "48",
+    "--summarizer",
+    "extractive",
+    "--max_new_tokens",
+    "6",
+    "--max_length",
+    "170",
+    "--prompt",
+    "ko",
+]
 
 
 def chat(args, capsys) -> tuple[int, str, str]:
@@ -62,8 +80,17 @@ def full_run(tiny_models, tmp_path_factory):
     """All 30 lines in one run (module scope: the other tests compare with it)."""
     root = tmp_path_factory.mktemp("chat30")
     session, prompts = root / "s.json", root / "p.jsonl"
-    args = ["--model", tiny_models["mistral"], *OPTIONS, "--session", session,
-            "--input", write_lines(root / "lines.txt", LINES), "--prompts", prompts]
+    args = [
+        "--model",
+        tiny_models["mistral"],
+        *OPTIONS,
+        "--session",
+        session,
+        "--input",
+        write_lines(root / "lines.txt", LINES),
+        "--prompts",
+        prompts,
+    ]
     code = run_cli(load_script(ROOT / "run" / "chat.py").main, [str(a) for a in args])
     assert code == 0
     return session, prompts
@@ -75,7 +102,7 @@ def test_turn_one_fact_is_in_the_summary_at_turn_30(full_run):
     prompts = [json.loads(line) for line in prompts_path.read_text(encoding="utf-8").splitlines()]
     assert len(session["turns"]) == 60 and len(session["log"]) == len(prompts) == 30
     last = prompts[-1]
-    buffer = session["turns"][session["folded"]:]
+    buffer = session["turns"][session["folded"] :]
     assert FACT not in [t["utterance"] for t in buffer]  # the buffer let it go long ago
     assert f"User: {FACT}" in session["memory"].split("\n")  # ... into the summary
     summary_at = last["prompt"].index("앞선 대화의 내용:")
@@ -93,24 +120,49 @@ def test_resumed_session_continues_identically(full_run, tiny_models, tmp_path, 
     session = tmp_path / "s.json"
     first = write_lines(tmp_path / "a.txt", LINES[:15])
     second = write_lines(tmp_path / "b.txt", LINES[15:])
-    code, out1, _ = chat(["--model", tiny_models["mistral"], *OPTIONS, "--session", session,
-                          "--input", first], capsys)
+    code, out1, _ = chat(
+        ["--model", tiny_models["mistral"], *OPTIONS, "--session", session, "--input", first], capsys
+    )
     assert code == 0 and out1.count("User: ") == 15
     code, out2, err = chat(["--session", session, "--input", second], capsys)
     assert code == 0 and "resumed at turn 30" in err
-    assert json.loads(session.read_text(encoding="utf-8")) == \
-        json.loads(full_run[0].read_text(encoding="utf-8"))
+    assert json.loads(session.read_text(encoding="utf-8")) == json.loads(
+        full_run[0].read_text(encoding="utf-8")
+    )
     code, _, err = chat(["--session", session, "--memory", "window", "--input", second], capsys)
     assert code == 2 and "a resumed session keeps its settings: --memory 'window'" in err
 
 
 def test_commands(tiny_models, tmp_path, capsys):
     session, copy = tmp_path / "s.json", tmp_path / "copy.json"
-    lines = write_lines(tmp_path / "l.txt", ["내 이름은 하윤이야.", "/memory", f"/save {copy}",
-                                             f"/save {copy}", "/reset", "/memory", "/nope",
-                                             "/exit", "never read"])
-    code, out, _ = chat(["--model", tiny_models["mistral"], *OPTIONS, "--memory_tokens", "512",
-                         "--session", session, "--input", lines], capsys)
+    lines = write_lines(
+        tmp_path / "l.txt",
+        [
+            "내 이름은 하윤이야.",
+            "/memory",
+            f"/save {copy}",
+            f"/save {copy}",
+            "/reset",
+            "/memory",
+            "/nope",
+            "/exit",
+            "never read",
+        ],
+    )
+    code, out, _ = chat(
+        [
+            "--model",
+            tiny_models["mistral"],
+            *OPTIONS,
+            "--memory_tokens",
+            "512",
+            "--session",
+            session,
+            "--input",
+            lines,
+        ],
+        capsys,
+    )
     assert code == 0
     assert "# memory (summary_buffer): summary 0 tokens, buffer 2 turns" in out
     assert "#   buffer  | User: 내 이름은 하윤이야." in out
@@ -125,9 +177,26 @@ def test_commands(tiny_models, tmp_path, capsys):
 def test_memory_modes(tiny_models, tmp_path, capsys, memory):
     session = tmp_path / "s.json"
     lines = write_lines(tmp_path / "l.txt", LINES[:4])
-    args = ["--model", tiny_models["mistral"], "--character", "민지", "--memory", memory,
-            "--memory_tokens", "24", "--summary_tokens", "16", "--max_new_tokens", "4",
-            "--max_length", "512", "--session", session, "--input", lines]
+    args = [
+        "--model",
+        tiny_models["mistral"],
+        "--character",
+        "민지",
+        "--memory",
+        memory,
+        "--memory_tokens",
+        "24",
+        "--summary_tokens",
+        "16",
+        "--max_new_tokens",
+        "4",
+        "--max_length",
+        "512",
+        "--session",
+        session,
+        "--input",
+        lines,
+    ]
     code, out, _ = chat(args, capsys)  # summary_buffer: the chat model writes the summary
     assert code == 0 and out.count("민지: ") == 4
     s = json.loads(session.read_text(encoding="utf-8"))
@@ -140,15 +209,25 @@ def test_memory_modes(tiny_models, tmp_path, capsys, memory):
 
 
 def test_user_mistakes(tiny_models, tmp_path, capsys):
-    code, _, err = chat(["--input", str(tmp_path / "x.txt"), "--session",
-                         str(tmp_path / "new.json")], capsys)
+    code, _, err = chat(["--input", str(tmp_path / "x.txt"), "--session", str(tmp_path / "new.json")], capsys)
     assert code == 2 and "no model given" in err
     bad = tmp_path / "bad.json"
     bad.write_text("{}", encoding="utf-8")
     code, _, err = chat(["--session", bad], capsys)
     assert code == 2 and "not a chat session file" in err
-    code, _, err = chat(["--model", tiny_models["mistral"], "--max_length", "8",
-                         "--max_new_tokens", "8", "--session", tmp_path / "n.json"], capsys)
+    code, _, err = chat(
+        [
+            "--model",
+            tiny_models["mistral"],
+            "--max_length",
+            "8",
+            "--max_new_tokens",
+            "8",
+            "--session",
+            tmp_path / "n.json",
+        ],
+        capsys,
+    )
     assert code == 2 and "leaves no room for a prompt" in err
 
 
@@ -157,8 +236,9 @@ def test_keyboard_and_file_give_the_same_replies(tiny_models, tmp_path, capsys, 
 
     lines = ["안녕하세요, 저는 하윤이에요.", "오늘 날씨 좋네요."]
     base = ["--model", tiny_models["mistral"], *OPTIONS]
-    code, scripted, _ = chat([*base, "--session", tmp_path / "a.json", "--input",
-                              write_lines(tmp_path / "l.txt", lines)], capsys)
+    code, scripted, _ = chat(
+        [*base, "--session", tmp_path / "a.json", "--input", write_lines(tmp_path / "l.txt", lines)], capsys
+    )
     monkeypatch.setattr("sys.stdin", io.StringIO("\n".join(lines) + "\n"))
     code2, typed, _ = chat([*base, "--session", tmp_path / "b.json"], capsys)
     assert code == code2 == 0
@@ -190,8 +270,9 @@ def test_reply_is_streamed_as_it_is_written(tiny_models):
     task = get_task("chat")
     item = task.live_item((Utterance("User", "hi"),), speaker="Mina")
     out = Recorder()
-    streamer = ReplyStreamer(tok, lambda t: task.parse_output(item, t) or "", out,
-                             ("mina:", "assistant:", "model:"))
+    streamer = ReplyStreamer(
+        tok, lambda t: task.parse_output(item, t) or "", out, ("mina:", "assistant:", "model:")
+    )
     streamer.put(torch.tensor([[1, 2, 3]]))  # the prompt: ignored
     for token in tok.encode("Mina: 오늘 날씨가 정말 좋네요\n다음 줄", add_special_tokens=False):
         streamer.put(torch.tensor([token]))
@@ -211,15 +292,33 @@ def test_other_summarisers(tiny_models, tmp_path, capsys):
     from malpyeong.tasks.base import Utterance
 
     session = tmp_path / "s.json"
-    args = ["--model", tiny_models["mistral"], "--character", "민지", "--memory_tokens", "24",
-            "--summary_tokens", "16", "--max_new_tokens", "4", "--max_length", "512",
-            "--summarizer", tiny_models["llama"], "--session", session,
-            "--input", write_lines(tmp_path / "l.txt", LINES[:3])]
+    args = [
+        "--model",
+        tiny_models["mistral"],
+        "--character",
+        "민지",
+        "--memory_tokens",
+        "24",
+        "--summary_tokens",
+        "16",
+        "--max_new_tokens",
+        "4",
+        "--max_length",
+        "512",
+        "--summarizer",
+        tiny_models["llama"],
+        "--session",
+        session,
+        "--input",
+        write_lines(tmp_path / "l.txt", LINES[:3]),
+    ]
     code, out, _ = chat(args, capsys)
     assert code == 0 and json.loads(session.read_text(encoding="utf-8"))["memory"]
     loaded = load_for_inference(tiny_models["llama"])
-    summarise = TaskSummarizer(HFEngine(loaded.model, loaded.tokenizer, loaded.backbone),
-                               get_task("dcs"), AnswerSettings(
-                                   generation=GenerationSettings(max_new_tokens=8)))
+    summarise = TaskSummarizer(
+        HFEngine(loaded.model, loaded.tokenizer, loaded.backbone),
+        get_task("dcs"),
+        AnswerSettings(generation=GenerationSettings(max_new_tokens=8)),
+    )
     text = summarise("User: 제 이름은 하윤이에요.", [Utterance("User", "오늘 날씨 좋네요.")])
     assert isinstance(text, str) and text

@@ -40,8 +40,15 @@ def models(tiny_models, tiny_mamba):
 
 
 def record(conv, speaker="Joey", output="How you doin'?", **extra):
-    return {"id": "c1", "input": {"conversation": [{"speaker": s, "utterance": u} for s, u in conv],
-                                  "speaker": speaker, **extra}, "output": output}
+    return {
+        "id": "c1",
+        "input": {
+            "conversation": [{"speaker": s, "utterance": u} for s, u in conv],
+            "speaker": speaker,
+            **extra,
+        },
+        "output": output,
+    }
 
 
 def item(conv, speaker="Joey", **extra):
@@ -51,8 +58,7 @@ def item(conv, speaker="Joey", **extra):
     return parsed
 
 
-SCENE = [("Joey", "Hey."), ("Monica", "Hi Joey."), ("Ross", "Yo."), ("Joey", "What?"),
-         ("Monica", "Nothing.")]
+SCENE = [("Joey", "Hey."), ("Monica", "Hi Joey."), ("Ross", "Yo."), ("Joey", "What?"), ("Monica", "Nothing.")]
 
 
 def test_parse_reports_every_problem():
@@ -61,8 +67,7 @@ def test_parse_reports_every_problem():
     assert CHAT.parse_item(bad, problems) is None
     assert [f for f, _ in problems] == ["input.speaker", "input.persona", "output"]
     it = item([("A", "hi")], persona="  A chef.  ", memory="")
-    assert (it.persona, it.memory, it.reply, CHAT.has_output(it)) == ("A chef.", None,
-                                                                      "How you doin'?", True)
+    assert (it.persona, it.memory, it.reply, CHAT.has_output(it)) == ("A chef.", None, "How you doin'?", True)
 
 
 def test_the_character_is_the_assistant_and_roles_alternate():
@@ -73,18 +78,19 @@ def test_the_character_is_the_assistant_and_roles_alternate():
         ("user", "Monica: Nothing."),
     ]
     assert msgs[0]["role"] == "system" and msgs[0]["name"] == "Joey"
-    assert msgs[0]["content"] == ("You are Joey. Continue the conversation in character: reply "
-                                  "with Joey's next line only.")
+    assert msgs[0]["content"] == (
+        "You are Joey. Continue the conversation in character: reply with Joey's next line only."
+    )
     last = CHAT.messages(item(SCENE[:4]))  # Joey spoke last: shown in the user's text
     assert [(m["role"], m["content"]) for m in last[1:]] == [
-        ("user", "Joey: Hey.\nMonica: Hi Joey.\nRoss: Yo.\nJoey: What?")]
+        ("user", "Joey: Hey.\nMonica: Hi Joey.\nRoss: Yo.\nJoey: What?")
+    ]
 
 
 def test_persona_memory_and_korean_instructions():
     it = item(SCENE, persona="Joey is an actor.", memory="The user is a nurse.")
     plain = CHAT.messages(it)[0]["content"]
-    assert "actor" not in plain and plain.endswith("Earlier in this conversation:\n"
-                                                   "The user is a nurse.")
+    assert "actor" not in plain and plain.endswith("Earlier in this conversation:\nThe user is a nurse.")
     system = CHAT.messages(it, CHAT.prompt_spec("persona+ko"))[0]["content"]
     assert system.startswith("Joey is an actor.\n\n당신은 Joey입니다.")
     assert "앞선 대화의 내용:\nThe user is a nurse." in system
@@ -96,9 +102,11 @@ def test_transcript_format_for_a_model_without_chat_template(models):
     tok = load_tokenizer(path, backbone)
     assert (backbone.family, backbone.chat_format) == ("mamba", "transcript")
     text = render_chat(tok, CHAT.messages(item(SCENE)), backbone)
-    assert text == ("You are Joey. Continue the conversation in character: reply with Joey's "
-                    "next line only.\n\nJoey: Hey.\nMonica: Hi Joey.\nRoss: Yo.\nJoey: What?\n"
-                    "Monica: Nothing.\nJoey:")
+    assert text == (
+        "You are Joey. Continue the conversation in character: reply with Joey's "
+        "next line only.\n\nJoey: Hey.\nMonica: Hi Joey.\nRoss: Yo.\nJoey: What?\n"
+        "Monica: Nothing.\nJoey:"
+    )
     assert assistant_affixes(tok, backbone) == (" ", "\n")
     newline = tok.encode("\n", add_special_tokens=False)
     assert len(newline) == 1 and newline[0] in end_of_turn_ids(tok, backbone)
@@ -109,15 +117,19 @@ def test_mistral_template_takes_the_chat(models):
     tok, backbone = load_tokenizer(path), get_backbone(path)
     text = render_chat(tok, CHAT.messages(item(SCENE)), backbone)
     assert text.startswith("<s>[INST] You are Joey.") and text.endswith(
-        "[/INST]What?</s>[INST] Monica: Nothing. [/INST]")
+        "[/INST]What?</s>[INST] Monica: Nothing. [/INST]"
+    )
 
 
-@pytest.mark.parametrize("raw, reply", [
-    (" I'm fine.\nMonica: Really?", "I'm fine."),
-    ("joey: Hey there<|im_end|>", "Hey there"),
-    ("\n\n  Okay  then </s>", "Okay then"),
-    ("<end_of_turn>", ""),
-])
+@pytest.mark.parametrize(
+    "raw, reply",
+    [
+        (" I'm fine.\nMonica: Really?", "I'm fine."),
+        ("joey: Hey there<|im_end|>", "Hey there"),
+        ("\n\n  Okay  then </s>", "Okay then"),
+        ("<end_of_turn>", ""),
+    ],
+)
 def test_replies_cleaned(raw, reply):
     assert clean_reply(raw, "Joey") == reply
 
@@ -137,8 +149,12 @@ def test_metric_values():
     assert distinct_n(["a b a", "a b"], 1) == pytest.approx(2 / 5)
     assert distinct_n(["a b a", "a b"], 2) == pytest.approx(2 / 3)
     assert perplexity([-2.0, -4.0], [2, 4]) == pytest.approx(math.e)
-    report = chat_scores(["the cat sat", "hi there"], ["the cat sat", "bye"], skip=("bertscore",),
-                         ref_logprobs=[(-3.0, 3), None])
+    report = chat_scores(
+        ["the cat sat", "hi there"],
+        ["the cat sat", "bye"],
+        skip=("bertscore",),
+        ref_logprobs=[(-3.0, 3), None],
+    )
     assert report["rougeL"] == pytest.approx(0.5) and report["avg_words"] == 2.0
     assert report["perplexity"] == pytest.approx(math.e) and report["perplexity_items"] == 1
     assert report["bertscore"] is None and len(report["notices"]) == 2
@@ -147,14 +163,15 @@ def test_metric_values():
 def test_evaluate_reads_perplexity_from_the_sidecar_and_bertscore_locally(tmp_path):
     from malpyeong.models.tiny import build_tiny_embedder
 
-    gold = [item([("A", "hi")], output="good morning to you"),
-            item([("A", "hey")], output="see you later")]
+    gold = [item([("A", "hi")], output="good morning to you"), item([("A", "hey")], output="see you later")]
     gold[1] = type(gold[1])(**{**gold[1].__dict__, "id": "c2"})
     bert = build_tiny_embedder(tmp_path / "bert")  # a BERT encoder, 9 layers
-    report = CHAT.evaluate(gold, {"c1": "good morning", "c2": "see you"},
-                           sidecar={"c1": {"ref_logprob": -1.0, "ref_tokens": 1},
-                                    "c2": {"ref_logprob": -3.0, "ref_tokens": 2}},
-                           bertscore_model=str(bert))
+    report = CHAT.evaluate(
+        gold,
+        {"c1": "good morning", "c2": "see you"},
+        sidecar={"c1": {"ref_logprob": -1.0, "ref_tokens": 1}, "c2": {"ref_logprob": -3.0, "ref_tokens": 2}},
+        bertscore_model=str(bert),
+    )
     assert report["perplexity"] == pytest.approx(math.exp(4 / 3))
     assert 0.0 < report["bertscore"] <= 1.0 and report["bertscore_model"]["layer"] == 9
     shown = CHAT.format_report(report)
@@ -175,10 +192,14 @@ def test_mamba_never_shares_a_prefix_cache(models):
 def test_completion_logprobs_match_one_forward_pass(models, family):
     loaded = load_for_inference(models[family])
     model, tok = loaded.model, loaded.tokenizer
-    prompts = [tok.encode("오늘 날씨가 정말 좋네요. 주말에 뭐 할 거예요?", add_special_tokens=False),
-               tok.encode("회사 일이 너무 많아서", add_special_tokens=False)]
-    completions = [tok.encode(" 영화 보러 가요", add_special_tokens=False),
-                   tok.encode(" 쉬고 싶다", add_special_tokens=False)]
+    prompts = [
+        tok.encode("오늘 날씨가 정말 좋네요. 주말에 뭐 할 거예요?", add_special_tokens=False),
+        tok.encode("회사 일이 너무 많아서", add_special_tokens=False),
+    ]
+    completions = [
+        tok.encode(" 영화 보러 가요", add_special_tokens=False),
+        tok.encode(" 쉬고 싶다", add_special_tokens=False),
+    ]
     got = sequence_logprobs(model, tok, prompts, completions, batch_size=2)
     for p, c, value in zip(prompts, completions, got, strict=True):
         with torch.no_grad():
@@ -192,11 +213,12 @@ def test_completion_logprobs_match_one_forward_pass(models, family):
 def test_mamba_left_padded_generation_equals_one_at_a_time(models):
     loaded = load_for_inference(models["mamba"])
     tok = loaded.tokenizer
-    prompts = [tok.encode("안녕하세요", add_special_tokens=False),
-               tok.encode("회사 일이 너무 많아서 요즘 계속 야근하고 있어", add_special_tokens=False)]
+    prompts = [
+        tok.encode("안녕하세요", add_special_tokens=False),
+        tok.encode("회사 일이 너무 많아서 요즘 계속 야근하고 있어", add_special_tokens=False),
+    ]
     batch = generate_texts(loaded.model, tok, prompts, max_new_tokens=6, progress=False)
-    alone = [generate_texts(loaded.model, tok, [p], max_new_tokens=6, progress=False)[0]
-             for p in prompts]
+    alone = [generate_texts(loaded.model, tok, [p], max_new_tokens=6, progress=False)[0] for p in prompts]
     assert batch == alone
 
 
@@ -204,11 +226,11 @@ def test_answering_path_keeps_gold_reply_loglik(models):
     loaded = load_for_inference(models["mamba"])
     engine = HFEngine(loaded.model, loaded.tokenizer, loaded.backbone)
     items = [item(SCENE), item(SCENE[:2], output="")]
-    run = answer_items(engine, CHAT, items, AnswerSettings(
-        generation=GenerationSettings(max_new_tokens=4)), progress=False)
+    run = answer_items(
+        engine, CHAT, items, AnswerSettings(generation=GenerationSettings(max_new_tokens=4)), progress=False
+    )
     first, second = (a.sidecar for a in run.answers)
-    assert first["ref_tokens"] == len(loaded.tokenizer.encode(" How you doin'?\n",
-                                                              add_special_tokens=False))
+    assert first["ref_tokens"] == len(loaded.tokenizer.encode(" How you doin'?\n", add_special_tokens=False))
     assert first["ref_logprob"] < 0 and "ref_logprob" not in second  # no gold, no score
 
 

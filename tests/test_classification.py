@@ -25,38 +25,87 @@ from malpyeong.training import build_classification_rows, sft_parser, train_run
 
 
 def head_argv(model: Path, train: Path, dev: Path | None, out: Path, *extra: str) -> list[str]:
-    argv = ["--model", str(model), "--task", "cci", "--train_file", str(train),
-            "--output_dir", str(out), "--report_to", "none", "--gradient_checkpointing", "false",
-            "--disable_tqdm", "true", "--max_length", "512", "--objective", "classification",
-            "--seed", "0"]
+    argv = [
+        "--model",
+        str(model),
+        "--task",
+        "cci",
+        "--train_file",
+        str(train),
+        "--output_dir",
+        str(out),
+        "--report_to",
+        "none",
+        "--gradient_checkpointing",
+        "false",
+        "--disable_tqdm",
+        "true",
+        "--max_length",
+        "512",
+        "--objective",
+        "classification",
+        "--seed",
+        "0",
+    ]
     return argv + (["--dev_file", str(dev)] if dev else []) + list(extra)
 
 
 @pytest.fixture(scope="module")
 def head_files(tmp_path_factory) -> dict:
     root = tmp_path_factory.mktemp("head")
-    return {"train": write_json(root / "train.json", make_synthetic_cci(24, 3, "s")),
-            "dev": write_json(root / "dev.json", make_synthetic_cci(9, 4, "v")), "root": root}
+    return {
+        "train": write_json(root / "train.json", make_synthetic_cci(24, 3, "s")),
+        "dev": write_json(root / "dev.json", make_synthetic_cci(9, 4, "v")),
+        "root": root,
+    }
 
 
 @pytest.fixture(scope="module")
 def head_run(head_files, tiny_llama) -> Path:
     """A LoRA classification run on the tiny Llama (a few steps: the files, not the accuracy)."""
     out = head_files["root"] / "run"
-    train_run(*sft_parser().parse(head_argv(
-        tiny_llama, head_files["train"], head_files["dev"], out, "--max_steps", "2",
-        "--eval_strategy", "steps", "--eval_steps", "2", "--save_strategy", "steps",
-        "--save_steps", "2", "--per_device_train_batch_size", "4",
-        "--gradient_accumulation_steps", "1", "--shuffle_options", "true")))
+    train_run(
+        *sft_parser().parse(
+            head_argv(
+                tiny_llama,
+                head_files["train"],
+                head_files["dev"],
+                out,
+                "--max_steps",
+                "2",
+                "--eval_strategy",
+                "steps",
+                "--eval_steps",
+                "2",
+                "--save_strategy",
+                "steps",
+                "--save_steps",
+                "2",
+                "--per_device_train_batch_size",
+                "4",
+                "--gradient_accumulation_steps",
+                "1",
+                "--shuffle_options",
+                "true",
+            )
+        )
+    )
     return out
 
 
 def test_objective_is_for_choice_tasks_only(head_files, tiny_llama, tmp_path, dcs_record):
     dcs = write_json(tmp_path / "dcs.json", [dcs_record])
-    argv = ["--model", str(tiny_llama), "--task", "dcs", "--train_file", str(dcs),
-            "--objective", "classification"]
-    with pytest.raises(UserError, match="task dcs cannot be trained with objective "
-                                        "'classification'"):
+    argv = [
+        "--model",
+        str(tiny_llama),
+        "--task",
+        "dcs",
+        "--train_file",
+        str(dcs),
+        "--objective",
+        "classification",
+    ]
+    with pytest.raises(UserError, match="task dcs cannot be trained with objective 'classification'"):
         sft_parser().parse(argv)
     argv = head_argv(tiny_llama, head_files["train"], None, tmp_path / "r", "--merge", "true")
     with pytest.raises(UserError, match="--merge is for language-model adapters"):
@@ -92,23 +141,34 @@ def test_run_folder_saves_the_head_with_the_adapter(head_run):
 
 
 def _predict(model: Path, data: Path, out: Path, *extra: str) -> Path:
-    code = load_script("run/test.py").main(["--model", str(model), "--task", "cci", "--input",
-                                            str(data), "--output", str(out), "--no_progress",
-                                            "--device", "cpu", *extra])
+    code = load_script("run/test.py").main(
+        [
+            "--model",
+            str(model),
+            "--task",
+            "cci",
+            "--input",
+            str(data),
+            "--output",
+            str(out),
+            "--no_progress",
+            "--device",
+            "cpu",
+            *extra,
+        ]
+    )
     assert code == 0
     return out
 
 
-def test_prediction_reads_the_head_and_votes_with_letter_scores(head_run, head_files, tiny_llama,
-                                                                tmp_path):
+def test_prediction_reads_the_head_and_votes_with_letter_scores(head_run, head_files, tiny_llama, tmp_path):
     dev = head_files["dev"]
     head = _predict(head_run, dev, tmp_path / "head.json", "--batch_size", "8")
     single = _predict(head_run, dev, tmp_path / "head_b1.json", "--batch_size", "1")
     permuted = _predict(head_run, dev, tmp_path / "head_perm.json", "--permute")
     letter = _predict(tiny_llama, dev, tmp_path / "letter.json")
     res = read_results(head)
-    assert len(res.ids) == 9 and set(res.outputs.values()) <= {"inference_1", "inference_2",
-                                                               "inference_3"}
+    assert len(res.ids) == 9 and set(res.outputs.values()) <= {"inference_1", "inference_2", "inference_3"}
     for i in res.ids:
         assert abs(sum(res.probs[i]) - 1) < 1e-9
         assert res.outputs[i] == f"inference_{int(np.argmax(res.probs[i])) + 1}"
@@ -119,8 +179,7 @@ def test_prediction_reads_the_head_and_votes_with_letter_scores(head_run, head_f
     vote = load_script("ensemble/vote.py").main
     for method in ("hard", "soft"):
         out = tmp_path / f"vote_{method}.json"
-        assert vote([str(head), str(letter), str(permuted), "--method", method,
-                     "--output", str(out)]) == 0
+        assert vote([str(head), str(letter), str(permuted), "--method", method, "--output", str(out)]) == 0
         assert len(json.loads(out.read_text())) == 9
     soft = read_results(tmp_path / "vote_soft.json")
     parts = [read_results(p) for p in (head, letter, permuted)]
@@ -132,12 +191,25 @@ def test_prediction_reads_the_head_and_votes_with_letter_scores(head_run, head_f
 
 def test_the_head_answers_by_its_head_only(head_run, head_files, tmp_path, capsys):
     main = load_script("run/test.py").main
-    argv = ["--model", str(head_run), "--task", "cci", "--input", str(head_files["dev"]),
-            "--output", str(tmp_path / "x.json"), "--scoring", "loglik", "--no_progress"]
+    argv = [
+        "--model",
+        str(head_run),
+        "--task",
+        "cci",
+        "--input",
+        str(head_files["dev"]),
+        "--output",
+        str(tmp_path / "x.json"),
+        "--scoring",
+        "loglik",
+        "--no_progress",
+    ]
     assert run_cli(main, argv) == 2
     err = capsys.readouterr().err.strip().splitlines()
-    assert err == ["error: field 'scoring': a classification head scores the options itself; "
-                   "--scoring loglik is for language models"]
+    assert err == [
+        "error: field 'scoring': a classification head scores the options itself; "
+        "--scoring loglik is for language models"
+    ]
 
 
 # ------------------------------------------------------------------------------ learning
@@ -147,20 +219,57 @@ def test_the_head_answers_by_its_head_only(head_run, head_files, tmp_path, capsy
 def learnable(tmp_path_factory) -> dict:
     root = tmp_path_factory.mktemp("learn_head")
     train = make_synthetic_cci(4800, 1, "t")
-    return {"model": build_synthetic_model(root / "model", train),
-            "train": write_json(root / "train.json", train),
-            "dev": write_json(root / "dev.json", make_synthetic_cci(90, 2, "d")), "root": root}
+    return {
+        "model": build_synthetic_model(root / "model", train),
+        "train": write_json(root / "train.json", train),
+        "dev": write_json(root / "dev.json", make_synthetic_cci(90, 2, "d")),
+        "root": root,
+    }
 
 
 # The head leaves the chance plateau after 150-250 steps (seed 42; with seed 0 it was still there
 # at 300), so 400 steps with the best checkpoint kept.
-LEARN = ["--seed", "42", "--learning_rate", "1e-3", "--max_steps", "400", "--warmup_steps", "0.05",
-         "--per_device_train_batch_size", "16", "--gradient_accumulation_steps", "1",
-         "--eval_strategy", "steps", "--eval_steps", "50", "--save_strategy", "steps",
-         "--save_steps", "50", "--early_stopping_patience", "0", "--logging_steps", "50",
-         "--lora_r", "16", "--lora_alpha", "32", "--lora_dropout", "0", "--lora_target_modules",
-         "q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj",
-         "embed_tokens"]
+LEARN = [
+    "--seed",
+    "42",
+    "--learning_rate",
+    "1e-3",
+    "--max_steps",
+    "400",
+    "--warmup_steps",
+    "0.05",
+    "--per_device_train_batch_size",
+    "16",
+    "--gradient_accumulation_steps",
+    "1",
+    "--eval_strategy",
+    "steps",
+    "--eval_steps",
+    "50",
+    "--save_strategy",
+    "steps",
+    "--save_steps",
+    "50",
+    "--early_stopping_patience",
+    "0",
+    "--logging_steps",
+    "50",
+    "--lora_r",
+    "16",
+    "--lora_alpha",
+    "32",
+    "--lora_dropout",
+    "0",
+    "--lora_target_modules",
+    "q_proj",
+    "k_proj",
+    "v_proj",
+    "o_proj",
+    "gate_proj",
+    "up_proj",
+    "down_proj",
+    "embed_tokens",
+]
 
 
 def head_accuracy(model, tokenizer, path: Path, dev: Path) -> float:
@@ -169,8 +278,7 @@ def head_accuracy(model, tokenizer, path: Path, dev: Path) -> float:
     items = load_items(dev, task)
     engine = ClassifierEngine(model, tokenizer, get_backbone(str(path)))
     run = answer_items(engine, task, items, AnswerSettings(max_length=512), progress=False)
-    return sum(o == task.reference(it) for o, it in zip(run.outputs, items, strict=True)) / \
-        len(items)
+    return sum(o == task.reference(it) for o, it in zip(run.outputs, items, strict=True)) / len(items)
 
 
 def learn_head(learnable: dict, method: str, tmp: Path) -> tuple[float, float]:
@@ -185,8 +293,11 @@ def learn_head(learnable: dict, method: str, tmp: Path) -> tuple[float, float]:
     start.config.pad_token_id = tok.pad_token_id
     before = head_accuracy(start, tok, path, learnable["dev"])
     out = tmp / f"head_{method}"
-    train_run(*sft_parser().parse(head_argv(path, learnable["train"], learnable["dev"], out,
-                                            "--method", method, *LEARN)))
+    train_run(
+        *sft_parser().parse(
+            head_argv(path, learnable["train"], learnable["dev"], out, "--method", method, *LEARN)
+        )
+    )
     extra = ["--load_in_4bit"] if method == "qlora" else []
     pred = _predict(out, learnable["dev"], tmp / f"{method}.json", *extra)
     gold = {r["id"]: r["output"] for r in json.loads(learnable["dev"].read_text())}

@@ -116,11 +116,11 @@ def test_malformed_dcs_record(tmp_path, capsys, dcs_record, name, path, value, e
 
 
 FILE_DEFECTS = [
-    ("not json", b"[{\"id\": 1,,}]", "not valid JSON"),
-    ("not utf-8", "[{\"id\": \"가\"}]".encode("cp949"), "not UTF-8"),
+    ("not json", b'[{"id": 1,,}]', "not valid JSON"),
+    ("not utf-8", '[{"id": "가"}]'.encode("cp949"), "not UTF-8"),
     ("empty file", b"   \n", "empty file"),
-    ("top level object", b"{\n    \"id\": \"x\",\n    \"input\": {}\n}", "not a list"),
-    ("top level string", b"\"hello\"", "not a list"),
+    ("top level object", b'{\n    "id": "x",\n    "input": {}\n}', "not a list"),
+    ("top level string", b'"hello"', "not a list"),
     ("empty list", b"[]", "no items"),
     ("item not an object", b"[1]", "not an object"),
 ]
@@ -152,8 +152,9 @@ def test_many_problems_are_capped(tmp_path, capsys, dcs_record):
 def test_cli_subprocess_has_no_traceback(tmp_path):
     bad = tmp_path / "bad.json"
     bad.write_text("not json at all", encoding="utf-8")
-    proc = subprocess.run([sys.executable, str(VALIDATE), "--task", "cci", str(bad)],
-                          capture_output=True, text=True)
+    proc = subprocess.run(
+        [sys.executable, str(VALIDATE), "--task", "cci", str(bad)], capture_output=True, text=True
+    )
     assert proc.returncode == 2
     assert "Traceback" not in proc.stderr and proc.stderr.count("\n") == 1
 
@@ -206,8 +207,9 @@ def test_submission_checks(tmp_path, capsys, cci_record):
     main = _validate_main()
     for name, (rows, expected) in cases.items():
         write(tmp_path / name, rows)
-        assert run_cli(main, ["--task", "cci", "--submission", str(tmp_path / name),
-                              "--test", str(test)]) == 2
+        assert (
+            run_cli(main, ["--task", "cci", "--submission", str(tmp_path / name), "--test", str(test)]) == 2
+        )
         assert expected in capsys.readouterr().err
 
 

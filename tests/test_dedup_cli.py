@@ -47,43 +47,59 @@ THIRD_DIALOGUE = [
 ]
 
 
-def cci_item(iid: str, utts: list[str], category: str = "원인", ref: int = 2,
-             options: tuple[str, str, str] = ("첫째 추론이다.", "둘째 추론이다.", "셋째 추론이다."),
-             dialogue_id: str = "") -> dict:
+def cci_item(
+    iid: str,
+    utts: list[str],
+    category: str = "원인",
+    ref: int = 2,
+    options: tuple[str, str, str] = ("첫째 추론이다.", "둘째 추론이다.", "셋째 추론이다."),
+    dialogue_id: str = "",
+) -> dict:
     did = dialogue_id or f"D{iid}"
-    return {"id": iid,
-            "input": {"conversation": [{"speaker": 1 + i % 2, "utterance": u,
-                                        "utterance_id": f"{did}.{i + 1}"}
-                                       for i, u in enumerate(utts)],
-                      "reference_id": [f"{did}.{ref}"], "category": category,
-                      "inference_1": options[0], "inference_2": options[1],
-                      "inference_3": options[2]},
-            "output": "inference_1"}
+    return {
+        "id": iid,
+        "input": {
+            "conversation": [
+                {"speaker": 1 + i % 2, "utterance": u, "utterance_id": f"{did}.{i + 1}"}
+                for i, u in enumerate(utts)
+            ],
+            "reference_id": [f"{did}.{ref}"],
+            "category": category,
+            "inference_1": options[0],
+            "inference_2": options[1],
+            "inference_3": options[2],
+        },
+        "output": "inference_1",
+    }
 
 
 def rec(i: int, text: str) -> Record:
     return Record(f"r{i}", [text], text.splitlines(), None)
 
 
-LONG = ("도서관 이층 카페에서 유자차를 마시며 창밖을 보는 시간이 요즘 하루 중 가장 좋다. "
-        "퇴근하고 들러서 한 시간쯤 소설을 읽다 보면 복잡했던 머리가 조금씩 정리된다. 지난주에는 "
-        "역사 소설을 다 읽었고 이번 주에는 요리책에서 찌개 만드는 법을 골라 따라 해 볼 생각이다. "
-        "주말에는 조카와 함께 동화 읽기 모임에도 가 보려고 한다.")
+LONG = (
+    "도서관 이층 카페에서 유자차를 마시며 창밖을 보는 시간이 요즘 하루 중 가장 좋다. "
+    "퇴근하고 들러서 한 시간쯤 소설을 읽다 보면 복잡했던 머리가 조금씩 정리된다. 지난주에는 "
+    "역사 소설을 다 읽었고 이번 주에는 요리책에서 찌개 만드는 법을 골라 따라 해 볼 생각이다. "
+    "주말에는 조카와 함께 동화 읽기 모임에도 가 보려고 한다."
+)
 
 
 def test_dedup_exact_near_and_distinct() -> None:
-    texts = [LONG,
-             LONG.replace(" ", "").replace(".", "!"),       # exact after normalisation
-             "전혀 다른 글: 내일은 자전거를 타고 한강까지 가 볼 예정이다. 날씨가 맑으면 좋겠다.",
-             LONG.replace("소설을", "소설들을", 1),           # near (2 bits)
-             "세 번째 글: 저녁으로 김치볶음밥을 만들어 먹었는데 달걀을 두 개나 올렸다."]
+    texts = [
+        LONG,
+        LONG.replace(" ", "").replace(".", "!"),  # exact after normalisation
+        "전혀 다른 글: 내일은 자전거를 타고 한강까지 가 볼 예정이다. 날씨가 맑으면 좋겠다.",
+        LONG.replace("소설을", "소설들을", 1),  # near (2 bits)
+        "세 번째 글: 저녁으로 김치볶음밥을 만들어 먹었는데 달걀을 두 개나 올렸다.",
+    ]
     kept, report = dedup([rec(i, t) for i, t in enumerate(texts)], k=3)
     assert kept == [0, 2, 4]
-    assert (report["n_in"], report["n_exact_dups"], report["n_near_dups"], report["n_out"]) \
-        == (5, 1, 1, 3)
+    assert (report["n_in"], report["n_exact_dups"], report["n_near_dups"], report["n_out"]) == (5, 1, 1, 3)
     assert report["dropped"] == [
         {"id": "r1", "source": "", "reason": "exact", "kept": "r0"},
-        {"id": "r3", "source": "", "reason": "near", "kept": "r0"}]
+        {"id": "r3", "source": "", "reason": "near", "kept": "r0"},
+    ]
     (cluster,) = report["clusters"]
     assert cluster["size"] == 3 and cluster["kept"] == "r0"
     assert [e["id"] for e in cluster["examples"]] == ["r0", "r1", "r3"]
@@ -101,11 +117,18 @@ def test_keep_rule_is_deterministic() -> None:
 
 
 def test_cci_questions_on_one_dialogue_are_not_duplicates() -> None:
-    items = [cci_item("a", OTHER_DIALOGUE, dialogue_id="D1"),
-             cci_item("b", OTHER_DIALOGUE, category="반응", ref=3, dialogue_id="D1",
-                      options=("화자1은 밥솥에 만족한다.", "화자1은 밥을 태웠다.",
-                               "화자2는 현미를 싫어한다.")),
-             cci_item("c", OTHER_DIALOGUE, dialogue_id="D1")]     # a copy of item a
+    items = [
+        cci_item("a", OTHER_DIALOGUE, dialogue_id="D1"),
+        cci_item(
+            "b",
+            OTHER_DIALOGUE,
+            category="반응",
+            ref=3,
+            dialogue_id="D1",
+            options=("화자1은 밥솥에 만족한다.", "화자1은 밥을 태웠다.", "화자2는 현미를 싫어한다."),
+        ),
+        cci_item("c", OTHER_DIALOGUE, dialogue_id="D1"),
+    ]  # a copy of item a
     kept, report = dedup(official_records(items, "cci"))
     assert kept == [0, 1]
     assert report["dropped"] == [{"id": "c", "source": "", "reason": "exact", "kept": "a"}]
@@ -113,23 +136,33 @@ def test_cci_questions_on_one_dialogue_are_not_duplicates() -> None:
 
 def test_contamination_drops_planted_dev_dialogue_and_window() -> None:
     dev = read_records_from([cci_item("dev-1", DEV_DIALOGUE)])
-    train = read_records_from([
-        cci_item("t-planted", DEV_DIALOGUE),                                   # the dev dialogue
-        cci_item("t-window", THIRD_DIALOGUE[:2] + DEV_DIALOGUE[1:5] + THIRD_DIALOGUE[2:]),
-        cci_item("t-clean", OTHER_DIALOGUE),
-        cci_item("t-short", THIRD_DIALOGUE[:2] + DEV_DIALOGUE[5:]),            # 1 shared line
-    ])
+    train = read_records_from(
+        [
+            cci_item("t-planted", DEV_DIALOGUE),  # the dev dialogue
+            cci_item("t-window", THIRD_DIALOGUE[:2] + DEV_DIALOGUE[1:5] + THIRD_DIALOGUE[2:]),
+            cci_item("t-clean", OTHER_DIALOGUE),
+            cci_item("t-short", THIRD_DIALOGUE[:2] + DEV_DIALOGUE[5:]),  # 1 shared line
+        ]
+    )
     found = contamination(train, dev, k=3, window=4)
     assert sorted(found) == [0, 1]
-    assert found[0] == {"id": "t-planted", "source": "", "unit": "dialogue",
-                        "matched_id": "dev-1", "matched_source": "", "matched_unit": "dialogue",
-                        "match": "exact", "distance": 0}
+    assert found[0] == {
+        "id": "t-planted",
+        "source": "",
+        "unit": "dialogue",
+        "matched_id": "dev-1",
+        "matched_source": "",
+        "matched_unit": "dialogue",
+        "match": "exact",
+        "distance": 0,
+    }
     assert found[1]["unit"] == "utterances 3-6" and found[1]["matched_unit"] == "utterances 2-5"
     assert found[1]["match"] == "exact"
     # a window that is only a near copy (one word changed) is caught too
     edited = [u.replace("김밥이랑", "김밥하고") for u in DEV_DIALOGUE[1:5]]
-    near = contamination(read_records_from([cci_item("t-near", OTHER_DIALOGUE[:1] + edited)]),
-                         dev, k=6, window=4)
+    near = contamination(
+        read_records_from([cci_item("t-near", OTHER_DIALOGUE[:1] + edited)]), dev, k=6, window=4
+    )
     assert near[0]["match"] == "near" and 0 < near[0]["distance"] <= 6
 
 
@@ -140,6 +173,7 @@ def read_records_from(items: list[dict]) -> list[Record]:
 # --------------------------------------------------------------------------------------------
 # CLI
 # --------------------------------------------------------------------------------------------
+
 
 def _cli():
     mod = load_script(ROOT / "run" / "dedup.py")
@@ -152,9 +186,15 @@ def write_json(path: Path, obj) -> Path:
 
 
 def test_cli_cci_with_against(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
-    train = write_json(tmp_path / "train.json", [
-        cci_item("t1", OTHER_DIALOGUE, dialogue_id="D1"), cci_item("t2", DEV_DIALOGUE),
-        cci_item("t3", OTHER_DIALOGUE, dialogue_id="D1"), cci_item("t4", THIRD_DIALOGUE)])
+    train = write_json(
+        tmp_path / "train.json",
+        [
+            cci_item("t1", OTHER_DIALOGUE, dialogue_id="D1"),
+            cci_item("t2", DEV_DIALOGUE),
+            cci_item("t3", OTHER_DIALOGUE, dialogue_id="D1"),
+            cci_item("t4", THIRD_DIALOGUE),
+        ],
+    )
     dev = write_json(tmp_path / "dev.json", [cci_item("d1", DEV_DIALOGUE)])
     out = tmp_path / "out" / "clean.json"
     main = _cli()
@@ -165,8 +205,7 @@ def test_cli_cci_with_against(tmp_path: Path, capsys: pytest.CaptureFixture) -> 
     assert text.startswith('[\n    {\n        "id": "t1"') and "현미밥" in text  # indent 4, no \u
     assert [x["id"] for x in json.loads(text)] == ["t1", "t4"]
     report = json.loads((tmp_path / "out" / "clean.report.json").read_text(encoding="utf-8"))
-    assert (report["n_in"], report["n_contaminated"], report["n_exact_dups"], report["n_out"]) \
-        == (4, 1, 1, 2)
+    assert (report["n_in"], report["n_contaminated"], report["n_exact_dups"], report["n_out"]) == (4, 1, 1, 2)
     assert report["contaminated"][0]["id"] == "t2"
     assert report["dropped"][0]["id"] == "t3"
     # refuses to overwrite, then does with --overwrite
@@ -176,13 +215,13 @@ def test_cli_cci_with_against(tmp_path: Path, capsys: pytest.CaptureFixture) -> 
 
 
 def test_cli_text_jsonl_and_plain_lines(tmp_path: Path) -> None:
-    rows = [{"messages": [{"role": "user", "content": LONG},
-                          {"role": "assistant", "content": "네."}]},
-            {"prompt": LONG, "completion": "네."},
-            {"text": "완전히 다른 문장입니다. 오늘은 도서관이 쉬는 날이라 집에서 책을 읽었다."}]
+    rows = [
+        {"messages": [{"role": "user", "content": LONG}, {"role": "assistant", "content": "네."}]},
+        {"prompt": LONG, "completion": "네."},
+        {"text": "완전히 다른 문장입니다. 오늘은 도서관이 쉬는 날이라 집에서 책을 읽었다."},
+    ]
     src = tmp_path / "sft.jsonl"
-    src.write_text("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows),
-                   encoding="utf-8")
+    src.write_text("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows), encoding="utf-8")
     plain = tmp_path / "lines.txt"
     plain.write_text(f"{LONG}\n\n{LONG}  \n다른 줄입니다. 이 줄은 남아야 한다.\n", encoding="utf-8")
     out = tmp_path / "o.jsonl"
@@ -191,21 +230,31 @@ def test_cli_text_jsonl_and_plain_lines(tmp_path: Path) -> None:
     assert got == [rows[0], rows[2], {"text": "다른 줄입니다. 이 줄은 남아야 한다."}]
     report = json.loads(out.with_suffix(".report.json").read_text(encoding="utf-8"))
     assert [(d["id"], d["source"], d["kept"]) for d in report["dropped"]] == [
-        ("sft.jsonl:2", str(src), "sft.jsonl:1"), ("lines.txt:1", str(plain), "sft.jsonl:1"),
-        ("lines.txt:3", str(plain), "sft.jsonl:1")]     # line numbers count the blank line
+        ("sft.jsonl:2", str(src), "sft.jsonl:1"),
+        ("lines.txt:1", str(plain), "sft.jsonl:1"),
+        ("lines.txt:3", str(plain), "sft.jsonl:1"),
+    ]  # line numbers count the blank line
 
 
 # The input is validated like run/validate.py does it: one line per problem, file: item: field.
-@pytest.mark.parametrize("content, message", [
-    ("{not json", "not valid JSON or JSONL"),
-    ('"text"', "not a list of items"),
-    ('[{"id": "x3", "input": {"subject_keyword": ["a"]}, "output": ""}]',
-     "item x3: field 'input.conversation': missing or not a list"),
-    ('[{"id": "x", "input": {"conversation": "hi", "subject_keyword": ["a"]}, "output": ""}]',
-     "item x: field 'input.conversation': missing or not a list"),
-])
-def test_cli_bad_input_exits_2(tmp_path: Path, capsys: pytest.CaptureFixture, content: str,
-                               message: str) -> None:
+@pytest.mark.parametrize(
+    "content, message",
+    [
+        ("{not json", "not valid JSON or JSONL"),
+        ('"text"', "not a list of items"),
+        (
+            '[{"id": "x3", "input": {"subject_keyword": ["a"]}, "output": ""}]',
+            "item x3: field 'input.conversation': missing or not a list",
+        ),
+        (
+            '[{"id": "x", "input": {"conversation": "hi", "subject_keyword": ["a"]}, "output": ""}]',
+            "item x: field 'input.conversation': missing or not a list",
+        ),
+    ],
+)
+def test_cli_bad_input_exits_2(
+    tmp_path: Path, capsys: pytest.CaptureFixture, content: str, message: str
+) -> None:
     bad = tmp_path / "bad.json"
     bad.write_text(content, encoding="utf-8")
     code = run_cli(_cli(), ["--task", "dcs", "--in", str(bad), "--out", str(tmp_path / "o.json")])
@@ -216,9 +265,22 @@ def test_cli_bad_input_exits_2(tmp_path: Path, capsys: pytest.CaptureFixture, co
 
 def test_cli_missing_file_exits_2_in_a_subprocess(tmp_path: Path) -> None:
     env = {**os.environ, "PYTHONPATH": str(ROOT / "src")}  # this checkout, not another install
-    proc = subprocess.run([sys.executable, str(ROOT / "run" / "dedup.py"), "--task", "cci",
-                           "--in", str(tmp_path / "nope.json"), "--out", str(tmp_path / "o.json")],
-                          capture_output=True, text=True, timeout=120, env=env)
+    proc = subprocess.run(
+        [
+            sys.executable,
+            str(ROOT / "run" / "dedup.py"),
+            "--task",
+            "cci",
+            "--in",
+            str(tmp_path / "nope.json"),
+            "--out",
+            str(tmp_path / "o.json"),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        env=env,
+    )
     assert proc.returncode == 2
     assert proc.stderr.startswith("error: ") and "nope.json" in proc.stderr
     assert "Traceback" not in proc.stderr

@@ -42,8 +42,7 @@ def cci_items(cci_record, tmp_path, labels=(0, 1, 2)):
 def test_rationale_and_student_prompt():
     cci, dcs = get_task("cci"), get_task("dcs")
     assert (
-        cci.rationale_of("대화에서 화자2가 산책을 제안했다.\n정답: A")
-        == "대화에서 화자2가 산책을 제안했다."
+        cci.rationale_of("대화에서 화자2가 산책을 제안했다.\n정답: A") == "대화에서 화자2가 산책을 제안했다."
     )
     assert cci.rationale_of("정답: B") == ""
     assert cci.rationale_of("이유만 있다") == "이유만 있다"
@@ -107,9 +106,7 @@ def test_dcs_summaries_are_cleaned(dcs_record, tmp_path):
     path.write_text(json.dumps([dcs_record, second], ensure_ascii=False), encoding="utf-8")
     items = load_items(path, get_task("dcs"))
     texts = {"t-dcs-1": "요약: 두 화자는 요리에 대해 이야기했습니다.<end_of_turn>", "d2": "<eos>"}
-    records, report = distill(
-        task, items, lambda b: [texts[it.id] for it in b], show_progress=False
-    )
+    records, report = distill(task, items, lambda b: [texts[it.id] for it in b], show_progress=False)
     assert records == [
         {
             "id": "t-dcs-1",
@@ -143,9 +140,7 @@ def test_resume_from_raw_file(cci_record, tmp_path):
         return teacher(batch)
 
     with app, pytest.raises(KeyboardInterrupt):
-        distill(
-            task, items, failing, done=done, on_row=app.write, chunk_size=2, show_progress=False
-        )
+        distill(task, items, failing, done=done, on_row=app.write, chunk_size=2, show_progress=False)
     assert len(read_jsonl(raw)) == 3  # header + one chunk
     done, app = open_raw(raw, meta, "id")
     assert len(done) == 2

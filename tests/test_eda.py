@@ -228,8 +228,19 @@ def test_token_report_cli_writes_token_lengths_only(tiny_models, tmp_path):
     report = load_script(ROOT / "eda" / "report.py")
     out = tmp_path / "tokens-gemma2"
     files = [str(SAMPLES / f"dcs_{s}.json") for s in ("dev", "test")]
-    argv = ["--task", "dcs", "--data", *files, "--out", str(out), "--tokens_only",
-            "--tokenizer", str(tiny_models["gemma2"]), "--max_length", "512"]
+    argv = [
+        "--task",
+        "dcs",
+        "--data",
+        *files,
+        "--out",
+        str(out),
+        "--tokens_only",
+        "--tokenizer",
+        str(tiny_models["gemma2"]),
+        "--max_length",
+        "512",
+    ]
     assert run_cli(report.main, argv) == 0
     assert sorted(p.name for p in out.iterdir()) == ["index.html", "stats.json", "token_length.png"]
     figures = json.loads((out / "stats.json").read_text(encoding="utf-8"))["key_figures"]
@@ -237,8 +248,11 @@ def test_token_report_cli_writes_token_lengths_only(tiny_models, tmp_path):
     task, path = get_task("dcs"), str(tiny_models["gemma2"])
     backbone = get_backbone(path)
     tok = load_tokenizer(path, backbone)
-    lengths = [len(encode(tok, render_chat(tok, task.messages(it), backbone)))
-               for f in files for it in load_items(f, task)]
+    lengths = [
+        len(encode(tok, render_chat(tok, task.messages(it), backbone)))
+        for f in files
+        for it in load_items(f, task)
+    ]
     for mark in ("1024", "2048", "4096"):
         assert figures["prompts_over"][mark] == round(sum(n > int(mark) for n in lengths) / len(lengths), 4)
     assert figures["items"] == {"dcs_dev": 8, "dcs_test": 8} and figures["max_length"] == 512

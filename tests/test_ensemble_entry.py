@@ -25,9 +25,16 @@ from malpyeong.tasks import get_task
 
 MALBBUNGCHI = ROOT / "resource" / "configs" / "cci" / "malbbungchi"
 # small and quick: 4 training items, 2 epochs of one step (so a checkpoint exists mid-member)
-QUICK = ["num_train_epochs=2", "max_train_items=4", "per_device_train_batch_size=4",
-         "gradient_accumulation_steps=1", "gradient_checkpointing=false", "dev_eval_items=6",
-         "report_to=none", "disable_tqdm=true"]
+QUICK = [
+    "num_train_epochs=2",
+    "max_train_items=4",
+    "per_device_train_batch_size=4",
+    "gradient_accumulation_steps=1",
+    "gradient_checkpointing=false",
+    "dev_eval_items=6",
+    "report_to=none",
+    "disable_tqdm=true",
+]
 TEST = str(SAMPLES / "cci_test.json")
 
 
@@ -52,11 +59,19 @@ def _copy_recipes(names: list[str], folder: Path) -> Path:
 
 
 def test_entry_trains_predicts_votes_and_skips_on_rerun(tmp_path, tiny):
-    recipes = _copy_recipes(["Qwen2-7B-ko-Instruct-orpo-ver_2.0_wo_chat_qlora.yaml",
-                             "llama-3-Korean-Bllossom-8B_full.yaml"], tmp_path / "recipes")
+    recipes = _copy_recipes(
+        ["Qwen2-7B-ko-Instruct-orpo-ver_2.0_wo_chat_qlora.yaml", "llama-3-Korean-Bllossom-8B_full.yaml"],
+        tmp_path / "recipes",
+    )
     out = tmp_path / "out"
-    job = EntryJob(recipes=str(recipes), test=TEST, out=str(out),
-                   model_override=[f"tiny={tiny}"], set=QUICK, progress=False)
+    job = EntryJob(
+        recipes=str(recipes),
+        test=TEST,
+        out=str(out),
+        model_override=[f"tiny={tiny}"],
+        set=QUICK,
+        progress=False,
+    )
     lines: list[str] = []
     data = run_entry(job, echo=lines.append)
     task = get_task("cci")
@@ -81,7 +96,7 @@ def test_entry_trains_predicts_votes_and_skips_on_rerun(tmp_path, tiny):
     lines = "\n".join(lines).splitlines()
     warning = [line for line in lines if line.startswith("warning: member Qwen2-7B-ko")]
     assert len(warning) == 2 and "cc-by-nc-4.0" in warning[0]  # before and after the table
-    table = lines[lines.index(next(line for line in lines if line.startswith("member "))):]
+    table = lines[lines.index(next(line for line in lines if line.startswith("member "))) :]
     assert table[1].startswith(members[0]) and "cc-by-nc-4.0" in table[1]
     assert table[3].startswith("ensemble (hard vote)") and table[3].endswith(f"{data['ensemble_dev']:.4f}")
     assert json.loads((out / "members.json").read_text(encoding="utf-8")) == data
@@ -96,15 +111,51 @@ def test_entry_mistakes_are_one_line(tmp_path, tiny, capsys):
     empty = tmp_path / "empty"
     empty.mkdir()
     cases = [
-        (["--recipes", str(empty), "--test", TEST, "--out", str(tmp_path / "o")],
-         "no *.yaml recipe in this folder"),
-        (["--recipes", str(MALBBUNGCHI), "--test", TEST, "--out", str(tmp_path / "o"),
-          "--model_override", "tiny"], "is not NAME=PATH"),
-        (["--recipes", str(MALBBUNGCHI), "--test", TEST, "--out", str(tmp_path / "o"),
-          "--set", "num_train_epochs"], "is not KEY=VALUE"),
-        (["--recipes", str(MALBBUNGCHI), "--test", TEST, "--out", str(tmp_path / "o"),
-          "--model_override", f"tiny={tiny}", "--set", "lora_rank=8"],
-         "unknown option(s) --lora_rank (did you mean --lora_r?)"),
+        (
+            ["--recipes", str(empty), "--test", TEST, "--out", str(tmp_path / "o")],
+            "no *.yaml recipe in this folder",
+        ),
+        (
+            [
+                "--recipes",
+                str(MALBBUNGCHI),
+                "--test",
+                TEST,
+                "--out",
+                str(tmp_path / "o"),
+                "--model_override",
+                "tiny",
+            ],
+            "is not NAME=PATH",
+        ),
+        (
+            [
+                "--recipes",
+                str(MALBBUNGCHI),
+                "--test",
+                TEST,
+                "--out",
+                str(tmp_path / "o"),
+                "--set",
+                "num_train_epochs",
+            ],
+            "is not KEY=VALUE",
+        ),
+        (
+            [
+                "--recipes",
+                str(MALBBUNGCHI),
+                "--test",
+                TEST,
+                "--out",
+                str(tmp_path / "o"),
+                "--model_override",
+                f"tiny={tiny}",
+                "--set",
+                "lora_rank=8",
+            ],
+            "unknown option(s) --lora_rank (did you mean --lora_r?)",
+        ),
     ]
     for argv, message in cases:
         assert run_cli(main, argv) == 2
@@ -115,16 +166,42 @@ def test_entry_mistakes_are_one_line(tmp_path, tiny, capsys):
     dcs = yaml.safe_load((ROOT / "resource/configs/dcs/Qwen2-7B_qlora.yaml").read_text("utf-8"))
     dcs.update(train_file=str(SAMPLES / "dcs_train.json"), dev_file=str(SAMPLES / "dcs_dev.json"))
     (mixed / "dcs.yaml").write_text(yaml.safe_dump(dcs), encoding="utf-8")
-    assert run_cli(main, ["--recipes", str(mixed), "--test", TEST, "--out", str(tmp_path / "o"),
-                          "--model_override", f"tiny={tiny}"]) == 2
+    assert (
+        run_cli(
+            main,
+            [
+                "--recipes",
+                str(mixed),
+                "--test",
+                TEST,
+                "--out",
+                str(tmp_path / "o"),
+                "--model_override",
+                f"tiny={tiny}",
+            ],
+        )
+        == 2
+    )
     assert "the recipes are for different tasks: cci, dcs" in capsys.readouterr().err
     assert not (tmp_path / "o" / "runs").exists()  # nothing trained before every recipe parsed
 
 
 def _command(out: Path, tiny: Path) -> list[str]:
-    return [sys.executable, str(ROOT / "run" / "ensemble_entry.py"), "--recipes", str(MALBBUNGCHI),
-            "--test", TEST, "--out", str(out), "--model_override", f"tiny={tiny}",
-            "--set", *QUICK, "--no_progress"]
+    return [
+        sys.executable,
+        str(ROOT / "run" / "ensemble_entry.py"),
+        "--recipes",
+        str(MALBBUNGCHI),
+        "--test",
+        TEST,
+        "--out",
+        str(out),
+        "--model_override",
+        f"tiny={tiny}",
+        "--set",
+        *QUICK,
+        "--no_progress",
+    ]
 
 
 @pytest.mark.slow
@@ -139,7 +216,7 @@ def test_the_eight_member_entry_end_to_end_and_resumed_after_kill(tmp_path):
     assert done.returncode == 0, done.stderr[-2000:]
     rows = done.stdout.splitlines()
     head = next(i for i, line in enumerate(rows) if line.startswith("member "))
-    table = rows[head:head + 10]
+    table = rows[head : head + 10]
     names = sorted(p.stem for p in MALBBUNGCHI.glob("*.yaml"))
     assert [line.split()[0] for line in table[1:9]] == names
     assert table[9].split()[:5] == ["ensemble", "(hard", "vote)", "8", "members"]
@@ -156,8 +233,9 @@ def test_the_eight_member_entry_end_to_end_and_resumed_after_kill(tmp_path):
             f.unlink()
     for f in ("submission.json", "dev_ensemble.json", "vote_report.json", "members.json"):
         (run / f).unlink()
-    proc = subprocess.Popen(_command(run, tiny), stdout=subprocess.DEVNULL,
-                            stderr=subprocess.DEVNULL, env=env, cwd=ROOT)
+    proc = subprocess.Popen(
+        _command(run, tiny), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=env, cwd=ROOT
+    )
     member = run / "runs" / last
     killed_mid_member = False
     deadline = time.time() + 600

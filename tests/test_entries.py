@@ -30,12 +30,25 @@ ENTRY_TABLE = [
 
 # The CPM entry (issue 17): recipe key -> value.
 CPM_VALUES = {
-    "model": "google/gemma-2-9b-it", "method": "qlora", "lora_r": 64, "lora_alpha": 64,
-    "lora_dropout": 0.05, "lora_target_modules": ["all-linear"], "dtype": "bf16", "bf16": True,
-    "seed": 42, "num_train_epochs": 5, "per_device_train_batch_size": 4,
-    "gradient_accumulation_steps": 4, "weight_decay": 0.05, "lr_scheduler_type": "cosine",
-    "warmup_steps": 20, "learning_rate": 2e-5, "optim": "adamw_bnb_8bit",
-    "gradient_checkpointing": True, "max_length": 8192,
+    "model": "google/gemma-2-9b-it",
+    "method": "qlora",
+    "lora_r": 64,
+    "lora_alpha": 64,
+    "lora_dropout": 0.05,
+    "lora_target_modules": ["all-linear"],
+    "dtype": "bf16",
+    "bf16": True,
+    "seed": 42,
+    "num_train_epochs": 5,
+    "per_device_train_batch_size": 4,
+    "gradient_accumulation_steps": 4,
+    "weight_decay": 0.05,
+    "lr_scheduler_type": "cosine",
+    "warmup_steps": 20,
+    "learning_rate": 2e-5,
+    "optim": "adamw_bnb_8bit",
+    "gradient_checkpointing": True,
+    "max_length": 8192,
 }
 
 
@@ -43,8 +56,12 @@ def _parse(path: Path, tmp_path: Path):
     """The recipe through the real parser (a fresh one: a parser keeps a parsed recipe's values as
     its defaults), with the data paths made absolute so the test runs from any folder."""
     data = yaml.safe_load(path.read_text(encoding="utf-8"))
-    local = dict(data, train_file=str(ROOT / data["train_file"]),
-                 dev_file=str(ROOT / data["dev_file"]), output_dir=str(tmp_path / "out"))
+    local = dict(
+        data,
+        train_file=str(ROOT / data["train_file"]),
+        dev_file=str(ROOT / data["dev_file"]),
+        output_dir=str(tmp_path / "out"),
+    )
     copy = tmp_path / path.name
     copy.write_text(yaml.safe_dump(local, allow_unicode=True), encoding="utf-8")
     parser = sft_parser()
@@ -69,9 +86,13 @@ def test_malbbungchi_recipe_has_the_entrys_values(row, tmp_path):
     assert any("Our defaults" in h for h in header)
     assert f"python run/train.py --config {path.relative_to(ROOT)}" in text
     data, (script, model_args, config) = _parse(path, tmp_path)
-    assert (data["model"], data["method"], data["learning_rate"],
-            data["per_device_train_batch_size"], data["num_train_epochs"]) == \
-        (model, method, lr, batch, epochs)
+    assert (
+        data["model"],
+        data["method"],
+        data["learning_rate"],
+        data["per_device_train_batch_size"],
+        data["num_train_epochs"],
+    ) == (model, method, lr, batch, epochs)
     assert (model_args.model, model_args.method) == (model, method)
     assert config.learning_rate == lr and config.per_device_train_batch_size == batch
     assert config.num_train_epochs == epochs and data["task"] == "cci"
@@ -89,14 +110,27 @@ def test_cpm_recipe_has_every_value_of_the_entry(tmp_path):
     data, (script, model_args, config) = _parse(CPM, tmp_path)
     assert {k: data[k] for k in CPM_VALUES} == CPM_VALUES
     assert data["task"] == "dcs"
-    assert (model_args.model, model_args.method, model_args.lora_r, model_args.lora_alpha,
-            model_args.lora_dropout, model_args.lora_target_modules, model_args.dtype) == \
-        ("google/gemma-2-9b-it", "qlora", 64, 64, 0.05, ["all-linear"], "bf16")
+    assert (
+        model_args.model,
+        model_args.method,
+        model_args.lora_r,
+        model_args.lora_alpha,
+        model_args.lora_dropout,
+        model_args.lora_target_modules,
+        model_args.dtype,
+    ) == ("google/gemma-2-9b-it", "qlora", 64, 64, 0.05, ["all-linear"], "bf16")
     assert config.optim.value == "adamw_bnb_8bit" and config.bf16 is True
-    assert (config.seed, config.num_train_epochs, config.per_device_train_batch_size,
-            config.gradient_accumulation_steps, config.weight_decay, config.warmup_steps,
-            config.learning_rate, config.max_length, config.gradient_checkpointing) == \
-        (42, 5, 4, 4, 0.05, 20, 2e-5, 8192, True)
+    assert (
+        config.seed,
+        config.num_train_epochs,
+        config.per_device_train_batch_size,
+        config.gradient_accumulation_steps,
+        config.weight_decay,
+        config.warmup_steps,
+        config.learning_rate,
+        config.max_length,
+        config.gradient_checkpointing,
+    ) == (42, 5, 4, 4, 0.05, 20, 2e-5, 8192, True)
     assert config.lr_scheduler_type.value == "cosine"
 
 
@@ -136,10 +170,11 @@ def test_exaone_chat_format_as_the_model_renders_it(tmp_path):
     tok = load_tokenizer(str(path), backbone)
     user = [{"role": "user", "content": "안녕"}]
     assert render_chat(tok, user, backbone) == "[|system|][|endofturn|]\n[|user|]안녕\n[|assistant|]"
-    with_system = [{"role": "system", "content": "S"}, *user,
-                   {"role": "assistant", "content": "A"}]
-    assert render_chat(tok, with_system, backbone, add_generation_prompt=False) == \
-        "[|system|]S[|endofturn|]\n[|user|]안녕\n[|assistant|]A[|endofturn|]\n"
+    with_system = [{"role": "system", "content": "S"}, *user, {"role": "assistant", "content": "A"}]
+    assert (
+        render_chat(tok, with_system, backbone, add_generation_prompt=False)
+        == "[|system|]S[|endofturn|]\n[|user|]안녕\n[|assistant|]A[|endofturn|]\n"
+    )
 
 
 def test_tiny_exaone_trains_and_predicts(tmp_path):
@@ -149,17 +184,54 @@ def test_tiny_exaone_trains_and_predicts(tmp_path):
     path = build_tiny_model("exaone", tmp_path / "exaone")
     out = tmp_path / "run"
     train = load_script("run/train.py")
-    assert train.main(["--model", str(path), "--task", "cci", "--method", "lora",
-                       "--train_file", str(SAMPLES / "cci_train.json"),
-                       "--dev_file", str(SAMPLES / "cci_dev.json"), "--output_dir", str(out),
-                       "--max_train_items", "8", "--num_train_epochs", "1",
-                       "--per_device_train_batch_size", "4", "--gradient_accumulation_steps", "1",
-                       "--report_to", "none", "--disable_tqdm", "true"]) == 0
+    assert (
+        train.main(
+            [
+                "--model",
+                str(path),
+                "--task",
+                "cci",
+                "--method",
+                "lora",
+                "--train_file",
+                str(SAMPLES / "cci_train.json"),
+                "--dev_file",
+                str(SAMPLES / "cci_dev.json"),
+                "--output_dir",
+                str(out),
+                "--max_train_items",
+                "8",
+                "--num_train_epochs",
+                "1",
+                "--per_device_train_batch_size",
+                "4",
+                "--gradient_accumulation_steps",
+                "1",
+                "--report_to",
+                "none",
+                "--disable_tqdm",
+                "true",
+            ]
+        )
+        == 0
+    )
     assert (out / "adapter" / "adapter_config.json").is_file()
     pred = tmp_path / "dev.json"
-    assert load_script("run/test.py").main(["--model", str(out), "--task", "cci", "--input",
-                                            str(SAMPLES / "cci_dev.json"), "--output", str(pred),
-                                            "--no_progress"]) == 0
+    assert (
+        load_script("run/test.py").main(
+            [
+                "--model",
+                str(out),
+                "--task",
+                "cci",
+                "--input",
+                str(SAMPLES / "cci_dev.json"),
+                "--output",
+                str(pred),
+                "--no_progress",
+            ]
+        )
+        == 0
+    )
     rows = yaml.safe_load(pred.read_text(encoding="utf-8"))
-    assert len(rows) == 18 and {r["output"] for r in rows} <= {"inference_1", "inference_2",
-                                                               "inference_3"}
+    assert len(rows) == 18 and {r["output"] for r in rows} <= {"inference_1", "inference_2", "inference_3"}

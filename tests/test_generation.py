@@ -34,8 +34,10 @@ def setup(tiny_llama):
     model.eval()
     items = load_items(SAMPLES / "dcs_dev.json", DCS)
     # prompts of different lengths, so batches need padding
-    fitted = [generation_prompts(DCS, [it], tok, backbone, BASELINE, max_length=m, max_new_tokens=12)[0]
-              for it, m in zip(items[:6], (200, 320, 150, 260, 180, 300), strict=True)]
+    fitted = [
+        generation_prompts(DCS, [it], tok, backbone, BASELINE, max_length=m, max_new_tokens=12)[0]
+        for it, m in zip(items[:6], (200, 320, 150, 260, 180, 300), strict=True)
+    ]
     prompts = [f.input_ids for f in fitted]
     assert len({len(p) for p in prompts}) > 3
     return model, tok, backbone, prompts
@@ -64,10 +66,15 @@ def test_cut_at_stop_and_strings():
 def test_batched_greedy_equals_one_prompt_at_a_time(setup):
     model, tok, backbone, prompts = setup
     stops = end_of_turn_ids(tok, backbone)
-    batched = generate_texts(model, tok, prompts, max_new_tokens=12, batch_size=4,
-                             stop_token_ids=stops, progress=False)
-    single = [generate_texts(model, tok, [p], max_new_tokens=12, batch_size=1,
-                             stop_token_ids=stops, progress=False)[0] for p in prompts]
+    batched = generate_texts(
+        model, tok, prompts, max_new_tokens=12, batch_size=4, stop_token_ids=stops, progress=False
+    )
+    single = [
+        generate_texts(
+            model, tok, [p], max_new_tokens=12, batch_size=1, stop_token_ids=stops, progress=False
+        )[0]
+        for p in prompts
+    ]
     assert batched == single
     assert all(isinstance(t, str) for t in batched) and any(batched)
 
@@ -76,8 +83,16 @@ def test_on_result_and_done_resume(setup):
     model, tok, _, prompts = setup
     full = generate_texts(model, tok, prompts, max_new_tokens=6, progress=False)
     seen: dict[int, str] = {}
-    again = generate_texts(model, tok, prompts, max_new_tokens=6, batch_size=2, progress=False,
-                           done={0, 1, 2}, on_result=lambda i, t: seen.setdefault(i, t))
+    again = generate_texts(
+        model,
+        tok,
+        prompts,
+        max_new_tokens=6,
+        batch_size=2,
+        progress=False,
+        done={0, 1, 2},
+        on_result=lambda i, t: seen.setdefault(i, t),
+    )
     assert sorted(seen) == [3, 4, 5]
     assert all(again[i] == "" for i in (0, 1, 2))
     assert all(seen[i] == full[i] for i in seen)
@@ -85,10 +100,10 @@ def test_on_result_and_done_resume(setup):
 
 def test_sampling_is_reproducible_with_a_seed_and_beam_search_runs(setup):
     model, tok, _, prompts = setup
-    kw = dict(max_new_tokens=6, batch_size=3, do_sample=True, temperature=1.5, top_p=0.9,
-              progress=False)
-    assert generate_texts(model, tok, prompts[:3], seed=7, **kw) == \
-        generate_texts(model, tok, prompts[:3], seed=7, **kw)
+    kw = dict(max_new_tokens=6, batch_size=3, do_sample=True, temperature=1.5, top_p=0.9, progress=False)
+    assert generate_texts(model, tok, prompts[:3], seed=7, **kw) == generate_texts(
+        model, tok, prompts[:3], seed=7, **kw
+    )
     beams = generate_texts(model, tok, prompts[:2], max_new_tokens=4, num_beams=2, progress=False)
     assert len(beams) == 2
 
@@ -97,8 +112,9 @@ def test_generation_stops_at_a_stop_token(setup):
     model, tok, _, prompts = setup
     free = generate_texts(model, tok, prompts[:1], max_new_tokens=8, progress=False)[0]
     first = tok.encode(free, add_special_tokens=False)[0]  # stop at the first token it writes
-    stopped = generate_texts(model, tok, prompts[:1], max_new_tokens=8, progress=False,
-                             stop_token_ids=[first])[0]
+    stopped = generate_texts(
+        model, tok, prompts[:1], max_new_tokens=8, progress=False, stop_token_ids=[first]
+    )[0]
     assert stopped == ""
 
 
@@ -107,8 +123,9 @@ def test_dcs_results_are_cleaned_and_valid(setup, tmp_path):
     items = load_items(SAMPLES / "dcs_test.json", DCS)[:4]
     out = tmp_path / "dcs.json"
     opts = AnswerSettings(max_length=300, generation=GenerationSettings(max_new_tokens=10), batch_size=2)
-    summary = run_prediction(HFEngine(model, tok, backbone), DCS, items, out, settings=opts,
-                             model_name="tiny", progress=False)
+    summary = run_prediction(
+        HFEngine(model, tok, backbone), DCS, items, out, settings=opts, model_name="tiny", progress=False
+    )
     assert summary.cut == 4  # every conversation was cut to fit 300 - 10 tokens
     rows = [json.loads(x) for x in sidecar_path(out).read_text(encoding="utf-8").splitlines()]
     assert rows[0]["_meta"]["max_new_tokens"] == 10
@@ -137,8 +154,15 @@ def test_clean_output_strips_chat_artefacts_in_results(setup, tmp_path, monkeypa
 
     monkeypatch.setattr(engines, "generate_texts", fake_generate)
     out = tmp_path / "clean.json"
-    run_prediction(HFEngine(model, tok, backbone), DCS, items, out, settings=AnswerSettings(),
-                   model_name="tiny", progress=False)
+    run_prediction(
+        HFEngine(model, tok, backbone),
+        DCS,
+        items,
+        out,
+        settings=AnswerSettings(),
+        model_name="tiny",
+        progress=False,
+    )
     res = read_results(out)
     assert set(res.outputs.values()) == {"두 화자는 운동에 대해 이야기했다."}
     assert set(res.texts.values()) == {raw}

@@ -151,13 +151,9 @@ def test_check_pair_reasons():
     assert check_pair(GOOD_Q, "좋아요") == "length"
     assert check_pair("뭐?", GOOD_A) == "length"
     assert check_pair(GOOD_Q, "좋은 생각이에요 " * 20) == "repetition"
+    assert check_pair(GOOD_Q, "하하하하하하하하하하하하하하하하하하하하하하하하하하하하") == "repetition"
     assert (
-        check_pair(GOOD_Q, "하하하하하하하하하하하하하하하하하하하하하하하하하하하하")
-        == "repetition"
-    )
-    assert (
-        check_pair(GOOD_Q, "죄송하지만 그런 추천은 해 드릴 수 없습니다. 다른 질문을 해 주세요.")
-        == "refusal"
+        check_pair(GOOD_Q, "죄송하지만 그런 추천은 해 드릴 수 없습니다. 다른 질문을 해 주세요.") == "refusal"
     )
     assert check_pair(GOOD_Q, GOOD_A, FilterConfig(max_response_chars=20)) == "length"
 
@@ -207,10 +203,7 @@ class StubModel:
         if self.fail_after is not None and len(self.sample_calls) >= self.fail_after:
             raise KeyboardInterrupt
         self.sample_calls.append((count, seed))
-        return [
-            ("" if (seed + j) % 5 == 4 else f"\n질문 {seed}-{j}\n무시되는 둘째 줄")
-            for j in range(count)
-        ]
+        return [("" if (seed + j) % 5 == 4 else f"\n질문 {seed}-{j}\n무시되는 둘째 줄") for j in range(count)]
 
     def respond(self, instructions: list[str]) -> list[str]:
         return [f"{text}에 대한 답" for text in instructions]
@@ -338,8 +331,7 @@ def test_magpie_cli_end_to_end_and_resume(tiny_llama, tmp_path, capsys):
         assert set(rec) == {"id", "messages", "source"} and rec["source"] == "magpie"
         assert [m["role"] for m in rec["messages"]] == ["user", "assistant"]
         assert all(
-            m["content"].strip() and "\n" not in rec["messages"][0]["content"]
-            for m in rec["messages"]
+            m["content"].strip() and "\n" not in rec["messages"][0]["content"] for m in rec["messages"]
         )
     raw_rows = raw.read_text(encoding="utf-8").splitlines()
     assert len(raw_rows) == 7 and json.loads(raw_rows[0])["_meta"]["seed"] == 3

@@ -19,8 +19,11 @@ pytest.importorskip("mecab", reason="ROUGE-1 needs python-mecab-ko")
 
 # Our own sentences: a core summary and three expansions that each add unrelated details.
 CORE = "두 화자는 주말에 함께 영화를 보기로 했다."
-EXTRA = ["화자1은 팝콘을 미리 사 두겠다고 했다.", "화자2는 표를 인터넷으로 예매했다.",
-         "비가 온다고 해서 우산을 챙기기로 했다."]
+EXTRA = [
+    "화자1은 팝콘을 미리 사 두겠다고 했다.",
+    "화자2는 표를 인터넷으로 예매했다.",
+    "비가 온다고 해서 우산을 챙기기로 했다.",
+]
 
 
 def jaccard(pairs):
@@ -43,8 +46,9 @@ def test_mbr_scores_are_mean_similarities():
     cands = [["a b c", "a b d", "a x y", "a b c"]]
     out = mbr_choose(cands, jaccard)
     # sim(0,1)=2/4, sim(0,2)=1/5, sim(0,3)=1, sim(1,2)=1/5, sim(1,3)=2/4, sim(2,3)=1/5
-    assert out.scores[0].tolist() == pytest.approx([(0.5 + 0.2 + 1) / 3, (0.5 + 0.2 + 0.5) / 3,
-                                                    0.2, (1 + 0.5 + 0.2) / 3])
+    assert out.scores[0].tolist() == pytest.approx(
+        [(0.5 + 0.2 + 1) / 3, (0.5 + 0.2 + 0.5) / 3, 0.2, (1 + 0.5 + 0.2) / 3]
+    )
     # Models 0 and 3 wrote the same text: one choice, both win, no tie.
     assert out.winners == [[0, 3]] and out.choice == [0] and not out.ties
     # Weighted: the mean over the others is weighted by the others' weights.
@@ -79,25 +83,43 @@ def test_cli_mbr_with_gold(tmp_path, dcs_record, capsys):
 
     outer = [f"{CORE} {e}" for e in EXTRA]
     # Item 0: model b wrote the core (the medoid). Item 1: model c did.
-    texts = {"a": [outer[0], outer[1]], "b": [CORE, outer[2]], "c": [outer[1], CORE],
-             "d": [outer[2], outer[0]]}
+    texts = {
+        "a": [outer[0], outer[1]],
+        "b": [CORE, outer[2]],
+        "c": [outer[1], CORE],
+        "d": [outer[2], outer[0]],
+    }
     paths = []
     for name, outs in texts.items():
         p = tmp_path / f"{name}.json"
-        p.write_text(json.dumps(_dcs_rows(dcs_record, 2, outs), ensure_ascii=False),
-                     encoding="utf-8")
+        p.write_text(json.dumps(_dcs_rows(dcs_record, 2, outs), ensure_ascii=False), encoding="utf-8")
         paths.append(str(p))
     gold = tmp_path / "dev.json"
     refs = [CORE, "두 화자는 주말 영화 약속을 잡았다."]
-    gold.write_text(json.dumps(_dcs_rows(dcs_record, 2, refs), ensure_ascii=False),
-                    encoding="utf-8")
+    gold.write_text(json.dumps(_dcs_rows(dcs_record, 2, refs), ensure_ascii=False), encoding="utf-8")
     test = tmp_path / "test.json"
-    test.write_text(json.dumps(_dcs_rows(dcs_record, 2, None), ensure_ascii=False),
-                    encoding="utf-8")
+    test.write_text(json.dumps(_dcs_rows(dcs_record, 2, None), ensure_ascii=False), encoding="utf-8")
     out = tmp_path / "mbr.json"
     report = tmp_path / "report.json"
-    assert run_cli(VOTE.main, [*paths, "--task", "dcs", "--gold", str(gold), "--output",
-                               str(out), "--test", str(test), "--report", str(report)]) == 0
+    assert (
+        run_cli(
+            VOTE.main,
+            [
+                *paths,
+                "--task",
+                "dcs",
+                "--gold",
+                str(gold),
+                "--output",
+                str(out),
+                "--test",
+                str(test),
+                "--report",
+                str(report),
+            ],
+        )
+        == 0
+    )
     text = capsys.readouterr().out
     assert [r["output"] for r in json.loads(out.read_text())] == [CORE, CORE]
     assert "MBR by rouge1: 0 of 2 ids were ties" in text
@@ -114,14 +136,12 @@ def test_cli_mbr_two_models_need_priority(tmp_path, dcs_record, capsys):
     paths = []
     for name, t in (("x", CORE), ("y", f"{CORE} {EXTRA[0]}")):
         p = tmp_path / f"{name}.json"
-        p.write_text(json.dumps(_dcs_rows(dcs_record, 1, [t]), ensure_ascii=False),
-                     encoding="utf-8")
+        p.write_text(json.dumps(_dcs_rows(dcs_record, 1, [t]), ensure_ascii=False), encoding="utf-8")
         paths.append(str(p))
     out = tmp_path / "o.json"
     assert run_cli(VOTE.main, [*paths, "--task", "dcs", "--output", str(out)]) == 2
     assert "--priority" in capsys.readouterr().err and not out.exists()
-    assert run_cli(VOTE.main, [*paths, "--task", "dcs", "--output", str(out),
-                               "--priority", "y", "x"]) == 0
+    assert run_cli(VOTE.main, [*paths, "--task", "dcs", "--output", str(out), "--priority", "y", "x"]) == 0
     assert json.loads(out.read_text())[0]["output"] == f"{CORE} {EXTRA[0]}"
 
 
@@ -137,9 +157,16 @@ def tiny_bert(tmp_path_factory):
     import torch
 
     torch.manual_seed(0)
-    BertModel(BertConfig(vocab_size=len(vocab), hidden_size=16, num_hidden_layers=10,
-                         num_attention_heads=2, intermediate_size=32,
-                         max_position_embeddings=128)).save_pretrained(path)
+    BertModel(
+        BertConfig(
+            vocab_size=len(vocab),
+            hidden_size=16,
+            num_hidden_layers=10,
+            num_attention_heads=2,
+            intermediate_size=32,
+            max_position_embeddings=128,
+        )
+    ).save_pretrained(path)
     tok.save_pretrained(path)
     return path
 
@@ -147,13 +174,11 @@ def tiny_bert(tmp_path_factory):
 def test_mbr_by_bertscore_uses_pairwise_f1(tiny_bert, tmp_path, dcs_record, capsys):
     from malpyeong.metrics import BertScorer
 
-    texts = {"a": f"{CORE} {EXTRA[0]}", "b": CORE, "c": f"{CORE} {EXTRA[1]}",
-             "d": EXTRA[2]}
+    texts = {"a": f"{CORE} {EXTRA[0]}", "b": CORE, "c": f"{CORE} {EXTRA[1]}", "d": EXTRA[2]}
     paths = []
     for name, t in texts.items():
         p = tmp_path / f"{name}.json"
-        p.write_text(json.dumps(_dcs_rows(dcs_record, 1, [t]), ensure_ascii=False),
-                     encoding="utf-8")
+        p.write_text(json.dumps(_dcs_rows(dcs_record, 1, [t]), ensure_ascii=False), encoding="utf-8")
         paths.append(str(p))
     scorer = BertScorer(str(tiny_bert))
     names = list(texts)
@@ -164,7 +189,11 @@ def test_mbr_by_bertscore_uses_pairwise_f1(tiny_bert, tmp_path, dcs_record, caps
         mean[x] = sum(s["f"] for s in f) / len(f)
     expected = max(names, key=lambda n: mean[n])
     out = tmp_path / "o.json"
-    assert run_cli(VOTE.main, [*paths, "--task", "dcs", "--output", str(out),
-                               "--bertscore-model", str(tiny_bert)]) == 0
+    assert (
+        run_cli(
+            VOTE.main, [*paths, "--task", "dcs", "--output", str(out), "--bertscore-model", str(tiny_bert)]
+        )
+        == 0
+    )
     assert "MBR by bertscore" in capsys.readouterr().out
     assert json.loads(out.read_text())[0]["output"] == texts[expected]

@@ -43,15 +43,23 @@ def engine(qwen2):
 def small_bounds(monkeypatch):
     """Tighter decoding bounds, so a random model's strings (which run to the bound) are short
     and the test fast; the constraint itself is the same code."""
-    for name, value in (("MAX_TOPIC_CHARS", 12), ("MAX_SUMMARY_CHARS", 24), ("MAX_FACTS", 2),
-                        ("MAX_FACT_CHARS", 16), ("MAX_REFS", 1), ("MAX_REF_CHARS", 8)):
+    for name, value in (
+        ("MAX_TOPIC_CHARS", 12),
+        ("MAX_SUMMARY_CHARS", 24),
+        ("MAX_FACTS", 2),
+        ("MAX_FACT_CHARS", 16),
+        ("MAX_REFS", 1),
+        ("MAX_REF_CHARS", 8),
+    ):
         monkeypatch.setattr(memory_module, name, value)
     return MemoryTask()
 
 
 def sample_items(task):
-    return [*load_items(SAMPLES / "memory_train.jsonl", task),
-            *load_items(SAMPLES / "memory_dev.jsonl", task)]
+    return [
+        *load_items(SAMPLES / "memory_train.jsonl", task),
+        *load_items(SAMPLES / "memory_dev.jsonl", task),
+    ]
 
 
 def test_the_training_layout_is_what_the_constraint_accepts(engine):
@@ -80,36 +88,52 @@ def test_an_untrained_model_writes_schema_valid_states_with_exact_counts(engine,
         assert task.check_output(raw) is None
         assert answer.output["memory_state"]["turn_count"] == item.turn_count
         assert answer.sidecar["text"].startswith('{"memory_state":{"key_facts":[')
-    free = answer_items(engine, task, items[:2], AnswerSettings(
-        generation=GenerationSettings(max_new_tokens=8), constrain=False), progress=False)
+    free = answer_items(
+        engine,
+        task,
+        items[:2],
+        AnswerSettings(generation=GenerationSettings(max_new_tokens=8), constrain=False),
+        progress=False,
+    )
     assert free.unusable == 2  # nothing readable: the fallback, with the exact count
-    assert [a.output["memory_state"]["turn_count"] for a in free.answers] == \
-        [it.turn_count for it in items[:2]]
+    assert [a.output["memory_state"]["turn_count"] for a in free.answers] == [
+        it.turn_count for it in items[:2]
+    ]
 
 
-DOCS = ['{"memory_state":{"key_facts":["A moved.","B \\"said\\" \\u00e9 hi"],"unresolved_refs":'
-        '["그 렌즈"],"topic":"t x","turn_count":123},"memory_summary":"s"}',
-        '{"memory_state":{"key_facts":[],"unresolved_refs":[],"topic":" y","turn_count":5},'
-        '"memory_summary":"  z "}']
+DOCS = [
+    '{"memory_state":{"key_facts":["A moved.","B \\"said\\" \\u00e9 hi"],"unresolved_refs":'
+    '["그 렌즈"],"topic":"t x","turn_count":123},"memory_summary":"s"}',
+    '{"memory_state":{"key_facts":[],"unresolved_refs":[],"topic":" y","turn_count":5},'
+    '"memory_summary":"  z "}',
+]
 
 
 def test_every_prefix_of_a_valid_state_has_a_shortest_completion():
     task = MemoryTask()
     completer = Completer(task.output_schema())
-    assert completer.complete("") == ('{"memory_state":{"key_facts":[],"unresolved_refs":[],'
-                                      '"topic":"x","turn_count":1},"memory_summary":"x"}')
-    assert completer.complete('{"memory_state":{"key_facts":["a"') == \
-        '],"unresolved_refs":[],"topic":"x","turn_count":1},"memory_summary":"x"}'
-    assert completer.complete('{"memory_state":{"key_facts":["  ') == \
-        'x"],"unresolved_refs":[],"topic":"x","turn_count":1},"memory_summary":"x"}'
-    assert completer.complete('{"memory_state":{"key_facts":[],"unresolved_refs":[],"topic":"'
-                              'x","turn_count":42') == '},"memory_summary":"x"}'
+    assert completer.complete("") == (
+        '{"memory_state":{"key_facts":[],"unresolved_refs":[],'
+        '"topic":"x","turn_count":1},"memory_summary":"x"}'
+    )
+    assert (
+        completer.complete('{"memory_state":{"key_facts":["a"')
+        == '],"unresolved_refs":[],"topic":"x","turn_count":1},"memory_summary":"x"}'
+    )
+    assert (
+        completer.complete('{"memory_state":{"key_facts":["  ')
+        == 'x"],"unresolved_refs":[],"topic":"x","turn_count":1},"memory_summary":"x"}'
+    )
+    assert (
+        completer.complete('{"memory_state":{"key_facts":[],"unresolved_refs":[],"topic":"x","turn_count":42')
+        == '},"memory_summary":"x"}'
+    )
     for doc in DOCS:
         assert completer.complete(doc) == ""
         for k in range(len(doc)):
             rest = completer.complete(doc[:k])
             if rest is None:  # only inside an escape sequence
-                assert "\\" in doc[max(k - 6, 0):k]
+                assert "\\" in doc[max(k - 6, 0) : k]
                 continue
             assert task.check_output(json.loads(doc[:k] + rest)) is None, doc[:k]
     assert completer.complete('{"memory_state": {') is None  # not the layout
@@ -122,8 +146,13 @@ def test_a_degenerate_generation_is_closed_within_its_budget(engine):
     the bound, and is steered to close in time."""
     task = MemoryTask()
     items = sample_items(task)[:4]
-    run = answer_items(engine, task, items, AnswerSettings(
-        generation=GenerationSettings(max_new_tokens=160), batch_size=4), progress=False)
+    run = answer_items(
+        engine,
+        task,
+        items,
+        AnswerSettings(generation=GenerationSettings(max_new_tokens=160), batch_size=4),
+        progress=False,
+    )
     assert run.unusable == 0
     for item, answer in zip(items, run.answers, strict=True):
         assert task.check_output(json.loads(answer.sidecar["text"])) is None
@@ -132,8 +161,14 @@ def test_a_degenerate_generation_is_closed_within_its_budget(engine):
 
 def test_beam_search_does_not_combine_with_a_constraint(engine):
     with pytest.raises(UserError, match="beam search"):
-        generate_texts(engine.model, engine.tokenizer, [[1, 2, 3]], num_beams=2,
-                       schema=MemoryTask().output_schema(), progress=False)
+        generate_texts(
+            engine.model,
+            engine.tokenizer,
+            [[1, 2, 3]],
+            num_beams=2,
+            schema=MemoryTask().output_schema(),
+            progress=False,
+        )
 
 
 def test_no_constrain_is_refused_for_free_text_tasks():
@@ -149,28 +184,59 @@ def call_memory(args, capsys) -> tuple[int, str, str]:
     return code, captured.out, captured.err
 
 
-def test_run_memory_updates_a_previous_state_with_an_exact_count(qwen2, tmp_path, capsys,
-                                                                  small_bounds):
+def test_run_memory_updates_a_previous_state_with_an_exact_count(qwen2, tmp_path, capsys, small_bounds):
     first = tmp_path / "chat.txt"
-    first.write_text("A: 나 다음 달에 부산으로 이사 가.\nB: 진짜? 회사 때문에?\n\n"
-                     "A: 응, 해운대 근처로 발령 났어.\n", encoding="utf-8")
+    first.write_text(
+        "A: 나 다음 달에 부산으로 이사 가.\nB: 진짜? 회사 때문에?\n\nA: 응, 해운대 근처로 발령 났어.\n",
+        encoding="utf-8",
+    )
     state = tmp_path / "state.json"
-    code, out, err = call_memory(["--model", qwen2, "--dialogue", first, "--device", "cpu",
-                                  "--max_new_tokens", "200", "--out", state], capsys)
+    code, out, err = call_memory(
+        ["--model", qwen2, "--dialogue", first, "--device", "cpu", "--max_new_tokens", "200", "--out", state],
+        capsys,
+    )
     assert code == 0, err
     one = json.loads(state.read_text(encoding="utf-8"))
     assert MemoryTask().check_output(one) is None and one["memory_state"]["turn_count"] == 3
     more = tmp_path / "more.txt"
     more.write_text("B: 그럼 집은 구했어?\nA: 아직. 이번 주말에 보러 가.\n", encoding="utf-8")
-    code, out, err = call_memory(["--model", qwen2, "--dialogue", more, "--state", state,
-                                  "--device", "cpu", "--max_new_tokens", "200"], capsys)
+    code, out, err = call_memory(
+        [
+            "--model",
+            qwen2,
+            "--dialogue",
+            more,
+            "--state",
+            state,
+            "--device",
+            "cpu",
+            "--max_new_tokens",
+            "200",
+        ],
+        capsys,
+    )
     assert code == 0, err
     assert json.loads(out)["memory_state"]["turn_count"] == 5
     # without the constraint the random model writes nothing readable: the previous state is
     # carried forward, still with the exact count
-    code, out, err = call_memory(["--model", qwen2, "--dialogue", more, "--state", state,
-                                  "--device", "cpu", "--max_new_tokens", "4", "--no_constrain",
-                                  "--turn_count", "speaker_turns"], capsys)
+    code, out, err = call_memory(
+        [
+            "--model",
+            qwen2,
+            "--dialogue",
+            more,
+            "--state",
+            state,
+            "--device",
+            "cpu",
+            "--max_new_tokens",
+            "4",
+            "--no_constrain",
+            "--turn_count",
+            "speaker_turns",
+        ],
+        capsys,
+    )
     assert code == 0 and "delivered the previous state" in err
     assert json.loads(out) == {**one, "memory_state": {**one["memory_state"], "turn_count": 5}}
 
@@ -180,17 +246,18 @@ def test_run_memory_reports_bad_input_in_one_line(qwen2, tmp_path, capsys):
     bad.write_text("A: hello\nno speaker on this line\n", encoding="utf-8")
     code, _, err = call_memory(["--model", qwen2, "--dialogue", bad], capsys)
     assert code == 2
-    assert err.strip() == f"error: {bad}: item line 2: field 'dialogue': not a 'Speaker: " \
-                          "utterance' line"
+    assert err.strip() == f"error: {bad}: item line 2: field 'dialogue': not a 'Speaker: utterance' line"
     good = tmp_path / "good.txt"
     good.write_text("A: hello\n", encoding="utf-8")
     state = tmp_path / "state.json"
-    state.write_text('{"memory_state": {"key_facts": [], "unresolved_refs": [], "topic": "t", '
-                     '"turn_count": 0}, "memory_summary": "s"}', encoding="utf-8")
+    state.write_text(
+        '{"memory_state": {"key_facts": [], "unresolved_refs": [], "topic": "t", '
+        '"turn_count": 0}, "memory_summary": "s"}',
+        encoding="utf-8",
+    )
     code, _, err = call_memory(["--model", qwen2, "--dialogue", good, "--state", state], capsys)
     assert code == 2
-    assert err.strip() == f"error: {state}: field 'state.memory_state.turn_count': 0 is not an " \
-                          "integer >= 1"
+    assert err.strip() == f"error: {state}: field 'state.memory_state.turn_count': 0 is not an integer >= 1"
 
 
 def fake_vllm(monkeypatch, *, structured: bool) -> dict:
@@ -219,8 +286,7 @@ def fake_vllm(monkeypatch, *, structured: bool) -> dict:
         sampling.GuidedDecodingParams = type("GuidedDecodingParams", (Params,), {})
     inputs = types.ModuleType("vllm.inputs")
     inputs.TokensPrompt = TokensPrompt
-    for name, module in (("vllm", vllm), ("vllm.sampling_params", sampling),
-                         ("vllm.inputs", inputs)):
+    for name, module in (("vllm", vllm), ("vllm.sampling_params", sampling), ("vllm.inputs", inputs)):
         monkeypatch.setitem(sys.modules, name, module)
     return seen
 
@@ -240,8 +306,7 @@ def test_vllm_gets_the_schema_through_structured_outputs(monkeypatch, engine):
             return [types.SimpleNamespace(outputs=[out]) for _ in prompts]
 
     assert vllm_engine_kwargs(LLM) == {"structured_outputs_config": {"backend": "guidance"}}
-    texts = generate_texts_vllm(LLM("m"), engine.tokenizer, [[1, 2], [3]], schema=schema,
-                                progress=False)
+    texts = generate_texts_vllm(LLM("m"), engine.tokenizer, [[1, 2], [3]], schema=schema, progress=False)
     assert texts == ['{"x":1}', '{"x":1}']
     assert seen["sampling"]["structured_outputs"].kwargs == {"json": schema}
     # an older vLLM: guided decoding, the backend named per request

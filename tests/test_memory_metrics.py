@@ -19,8 +19,10 @@ from malpyeong.tasks import get_task
 
 
 def state(facts, refs, topic, turns, summary):
-    return {"memory_state": {"key_facts": facts, "unresolved_refs": refs, "topic": topic,
-                             "turn_count": turns}, "memory_summary": summary}
+    return {
+        "memory_state": {"key_facts": facts, "unresolved_refs": refs, "topic": topic, "turn_count": turns},
+        "memory_summary": summary,
+    }
 
 
 def test_words_are_mecab_morphemes_for_korean_and_lowercased_words_else():
@@ -30,21 +32,21 @@ def test_words_are_mecab_morphemes_for_korean_and_lowercased_words_else():
 
 def test_rouge_by_hand():
     # 4 of 5 reference words, 4 of 6 predicted: P 4/6, R 4/5, F = 2PR/(P+R) = 8/11
-    assert rouge1_f("A moved to Busan yesterday", "a moved to busan last month") == \
-        pytest.approx(8 / 11)
+    assert rouge1_f("A moved to Busan yesterday", "a moved to busan last month") == pytest.approx(8 / 11)
     # LCS of (b a c d) and (a b c d) is 3: P = R = 3/4
     assert rouge_l_f("b a c d", "a b c d") == pytest.approx(0.75)
     assert rouge1_f("", "x") == 0.0 and rouge_l_f("x", "") == 0.0
-    assert normalise_topic("  Moving to Busan! ") == normalise_topic("moving TO busan") == \
-        "moving to busan"
+    assert normalise_topic("  Moving to Busan! ") == normalise_topic("moving TO busan") == "moving to busan"
 
 
 def test_fact_matching_is_one_to_one_at_the_threshold():
     gold = ["Tom lands at 9 pm on Friday.", "Mia picks Tom up at the airport."]
-    pred = ["Tom lands Friday at 9 pm.",          # same words as gold[0]: F = 1
-            "Tom lands on Friday.",               # 4 of gold[0]'s 7 words, 4 of 4: F = 8/11
-            "Mia will pick him up.",              # 2 of 7 with gold[1] (mia, up): F = 4/12
-            "The weather is nice."]               # nothing in common
+    pred = [
+        "Tom lands Friday at 9 pm.",  # same words as gold[0]: F = 1
+        "Tom lands on Friday.",  # 4 of gold[0]'s 7 words, 4 of 4: F = 8/11
+        "Mia will pick him up.",  # 2 of 7 with gold[1] (mia, up): F = 4/12
+        "The weather is nice.",
+    ]  # nothing in common
     assert rouge1_f(gold[0], pred[1]) == pytest.approx(8 / 11)
     assert rouge1_f(gold[1], pred[2]) == pytest.approx(2 * 2 / (5 + 7))
     # gold[0] can match pred 0 or 1, never both; gold[1] matches nothing at 0.5
@@ -76,25 +78,44 @@ def test_empty_sets_are_right_when_nothing_was_to_be_found():
 
 def test_raw_rates_before_and_after_repair():
     task = get_task("memory")
-    good = '{"memory_state":{"key_facts":[],"unresolved_refs":[],"topic":"t","turn_count":3},' \
-           '"memory_summary":"s"}'
-    texts = [good,                                          # valid, turn count right
-             "```json\n" + good.replace('"turn_count":3', '"turn_count":2') + "\n```",  # repaired
-             '{"memory_state":{"topic":"t"},"memory_summary":"s"}',  # JSON, not the schema
-             "{'memory_state': 1}"]                         # unrepairable
+    good = (
+        '{"memory_state":{"key_facts":[],"unresolved_refs":[],"topic":"t","turn_count":3},'
+        '"memory_summary":"s"}'
+    )
+    texts = [
+        good,  # valid, turn count right
+        "```json\n" + good.replace('"turn_count":3', '"turn_count":2') + "\n```",  # repaired
+        '{"memory_state":{"topic":"t"},"memory_summary":"s"}',  # JSON, not the schema
+        "{'memory_state': 1}",
+    ]  # unrepairable
     raw = raw_scores(texts, [3, 3, 3, 3], task.check_output)
-    assert raw == {"json_valid_raw": 0.5, "json_valid_repaired": 0.75, "schema_valid_raw": 0.25,
-                   "schema_valid_repaired": 0.5, "turn_count_acc_raw": 0.25, "unrepairable": 1,
-                   "repairs": {"code_fence": 1}}
+    assert raw == {
+        "json_valid_raw": 0.5,
+        "json_valid_repaired": 0.75,
+        "schema_valid_raw": 0.25,
+        "schema_valid_repaired": 0.5,
+        "turn_count_acc_raw": 0.25,
+        "unrepairable": 1,
+        "repairs": {"code_fence": 1},
+    }
 
 
 def test_full_report():
     task = get_task("memory")
-    gold = [state(["Tom lands at 9 pm on Friday."], [], "airport pickup", 3, "Mia will pick Tom up."),
-            state(["B hiked for five hours."], ["that trail"], "weekend hike", 5, "B hiked.")]
-    pred = [state(["Tom lands Friday at 9 pm.", "Tom is happy."], [], "Airport pickup!", 3,
-                  "Mia will pick up Tom at the airport."),
-            state([], ["that trail"], "hiking", 5, "B went hiking.")]
+    gold = [
+        state(["Tom lands at 9 pm on Friday."], [], "airport pickup", 3, "Mia will pick Tom up."),
+        state(["B hiked for five hours."], ["that trail"], "weekend hike", 5, "B hiked."),
+    ]
+    pred = [
+        state(
+            ["Tom lands Friday at 9 pm.", "Tom is happy."],
+            [],
+            "Airport pickup!",
+            3,
+            "Mia will pick up Tom at the airport.",
+        ),
+        state([], ["that trail"], "hiking", 5, "B went hiking."),
+    ]
     report = memory_scores(gold, [3, 5], pred, None, task.check_output)
     assert report["key_facts_precision"] == pytest.approx(1 / 2)
     assert report["key_facts_recall"] == pytest.approx(1 / 2)
@@ -116,8 +137,10 @@ def test_full_report():
 def test_item_scores_for_compare():
     task = get_task("memory")
     gold_states = [state(["A"], [], "t", 1, "one two"), state(["B"], [], "u", 1, "three")]
-    records = [{"id": f"x{i}", "input": {"conversation": [{"speaker": "A", "utterance": "hi"}]},
-                "output": s} for i, s in enumerate(gold_states)]
+    records = [
+        {"id": f"x{i}", "input": {"conversation": [{"speaker": "A", "utterance": "hi"}]}, "output": s}
+        for i, s in enumerate(gold_states)
+    ]
     items = [task.parse_item(r, []) for r in records]
     outputs = {"x0": state(["A"], [], "t", 1, "one"), "x1": state([], [], "u", 1, "four")}
     assert task.item_scores(items, outputs, "summary_rouge1") == pytest.approx([2 / 3, 0.0])

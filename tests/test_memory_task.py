@@ -20,22 +20,31 @@ from malpyeong.tasks.memory_combine import combine_states
 
 RECORD = {
     "id": "m-1",
-    "input": {"conversation": [
-        {"speaker": "A", "utterance": "I moved to Busan last month."},
-        {"speaker": "A", "utterance": "The office is near the beach."},
-        {"speaker": "B", "utterance": "Nice! Is it far from the station?"},
-        {"speaker": "A", "utterance": "Ten minutes by bus."},
-    ]},
-    "output": {"memory_state": {"key_facts": ["A moved to Busan last month."],
-                                "unresolved_refs": [], "topic": "moving to Busan",
-                                "turn_count": 4},
-               "memory_summary": "A tells B about moving to Busan."},
+    "input": {
+        "conversation": [
+            {"speaker": "A", "utterance": "I moved to Busan last month."},
+            {"speaker": "A", "utterance": "The office is near the beach."},
+            {"speaker": "B", "utterance": "Nice! Is it far from the station?"},
+            {"speaker": "A", "utterance": "Ten minutes by bus."},
+        ]
+    },
+    "output": {
+        "memory_state": {
+            "key_facts": ["A moved to Busan last month."],
+            "unresolved_refs": [],
+            "topic": "moving to Busan",
+            "turn_count": 4,
+        },
+        "memory_summary": "A tells B about moving to Busan.",
+    },
 }
 
 
 def state(facts, refs, topic, turns, summary):
-    return {"memory_state": {"key_facts": facts, "unresolved_refs": refs, "topic": topic,
-                             "turn_count": turns}, "memory_summary": summary}
+    return {
+        "memory_state": {"key_facts": facts, "unresolved_refs": refs, "topic": topic, "turn_count": turns},
+        "memory_summary": summary,
+    }
 
 
 @pytest.fixture
@@ -70,9 +79,17 @@ def test_a_previous_state_adds_its_count(task, record):
 
 
 def test_every_problem_is_named_with_its_field(task, record):
-    record["output"] = {"memory_state": {"key_facts": "one fact", "unresolved_refs": ["", 3],
-                                         "topic": " ", "turn_count": 0, "mood": "happy"},
-                        "memory_summary": "", "extra": 1}
+    record["output"] = {
+        "memory_state": {
+            "key_facts": "one fact",
+            "unresolved_refs": ["", 3],
+            "topic": " ",
+            "turn_count": 0,
+            "mood": "happy",
+        },
+        "memory_summary": "",
+        "extra": 1,
+    }
     record["input"]["turn_count_by"] = "turns"
     _, problems = parse(task, record)
     assert problems == [
@@ -87,7 +104,8 @@ def test_every_problem_is_named_with_its_field(task, record):
         ("output.memory_summary", "missing or not a non-empty string"),
     ]
     assert state_problems(True) == [
-        ("output", "is a bool, not a memory object {memory_state, memory_summary}")]
+        ("output", "is a bool, not a memory object {memory_state, memory_summary}")
+    ]
 
 
 def test_validate_reports_one_line_per_problem_and_exits_2(tmp_path, record, capsys):
@@ -100,10 +118,10 @@ def test_validate_reports_one_line_per_problem_and_exits_2(tmp_path, record, cap
     code = run_cli(load_script("run/validate.py").main, ["--task", "memory", str(path)])
     err = capsys.readouterr().err.strip().splitlines()
     assert code == 2
-    assert err == [f"error: {path}: item m-2: field 'output.memory_state.turn_count': True is not "
-                   "an integer >= 1",
-                   f"error: {path}: item m-2: field 'output.memory_summary': missing or not a "
-                   "non-empty string"]
+    assert err == [
+        f"error: {path}: item m-2: field 'output.memory_state.turn_count': True is not an integer >= 1",
+        f"error: {path}: item m-2: field 'output.memory_summary': missing or not a non-empty string",
+    ]
 
 
 def test_shipped_samples_validate(task):
@@ -122,10 +140,15 @@ def test_target_is_compact_json_in_schema_order_with_the_exact_count(task, recor
     assert task.target(item) == (
         '{"memory_state":{"key_facts":["A moved to Busan last month."],"unresolved_refs":[],'
         '"topic":"moving to Busan","turn_count":4},"memory_summary":"A tells B about moving to '
-        'Busan."}')
+        'Busan."}'
+    )
     assert list(task.output_schema()["properties"]) == ["memory_state", "memory_summary"]
-    assert list(task.output_schema()["properties"]["memory_state"]["properties"]) == \
-        ["key_facts", "unresolved_refs", "topic", "turn_count"]
+    assert list(task.output_schema()["properties"]["memory_state"]["properties"]) == [
+        "key_facts",
+        "unresolved_refs",
+        "topic",
+        "turn_count",
+    ]
 
 
 def test_prompts(task, record):
@@ -134,9 +157,11 @@ def test_prompts(task, record):
     assert "memory-state generator of a multi-turn dialogue system" in system["content"]
     assert "JSON only" in system["content"] and '"turn_count":N' in system["content"]
     assert "number of utterances" in system["content"]
-    assert user["content"] == ("Conversation:\nA: I moved to Busan last month.\nA: The office "
-                               "is near the beach.\nB: Nice! Is it far from the station?\n"
-                               "A: Ten minutes by bus.")
+    assert user["content"] == (
+        "Conversation:\nA: I moved to Busan last month.\nA: The office "
+        "is near the beach.\nB: Nice! Is it far from the station?\n"
+        "A: Ten minutes by bus."
+    )
     ko_system, ko_user = task.messages(item, task.prompt_spec("ko"))
     assert "메모리 상태 생성기" in ko_system["content"] and ko_user["content"].startswith("대화:\n")
     record["input"]["previous_state"] = state(["A moved."], [], "moving", 2, "A moved.")
@@ -146,7 +171,8 @@ def test_prompts(task, record):
     assert "speaker turns" in system["content"]
     assert user["content"].startswith(
         'Previous memory state:\n{"memory_state":{"key_facts":["A moved."],"unresolved_refs":[],'
-        '"topic":"moving","turn_count":2},"memory_summary":"A moved."}\n\nConversation:\nA: ')
+        '"topic":"moving","turn_count":2},"memory_summary":"A moved."}\n\nConversation:\nA: '
+    )
 
 
 def test_an_exact_system_prompt_replaces_the_tasks(task, record):
@@ -160,13 +186,19 @@ def test_an_exact_system_prompt_replaces_the_tasks(task, record):
 
 def test_parse_output_sets_the_exact_count_and_repairs(task, record):
     item, _ = parse(task, record)
-    raw = ('Here you go:\n```json\n{"memory_state": {"key_facts": ["A lives in Busan.",], '
-           '"unresolved_refs": [], "topic": " Busan ", "turn_count": "five"}, '
-           '"memory_summary": "A moved."}\n```')
+    raw = (
+        'Here you go:\n```json\n{"memory_state": {"key_facts": ["A lives in Busan.",], '
+        '"unresolved_refs": [], "topic": " Busan ", "turn_count": "five"}, '
+        '"memory_summary": "A moved."}\n```'
+    )
     assert task.parse_output(item, raw) == state(["A lives in Busan."], [], "Busan", 4, "A moved.")
     assert task.parse_output(item, '{"memory_state": {"key_facts": []}, "memory_summary": "x"}') is None
-    assert task.parse_output(item, '{"memory_state": {"key_facts": [], "unresolved_refs": [], '
-                                   '"topic": "t", "turn_count": 1') is None  # cut off
+    assert (
+        task.parse_output(
+            item, '{"memory_state": {"key_facts": [], "unresolved_refs": [], "topic": "t", "turn_count": 1'
+        )
+        is None
+    )  # cut off
 
 
 def test_fallback_is_valid_and_carries_a_previous_state(task, record):
@@ -185,18 +217,37 @@ def test_oldest_utterances_are_cut_first(task, record):
 
 def test_combining_fields_by_weighted_majority():
     outputs = [
-        state(["A moved to Busan.", "A works near the beach."], ["it"], "Moving to Busan", 9,
-              "A tells B about the move to Busan."),
-        state(["A moved to Busan last month.", "B likes trains."], [], "moving to busan!", 2,
-              "A moved to Busan and works near the beach."),
-        state(["A works near the beach now.", "The bus takes ten minutes."], ["it"], "beach", 4,
-              "A talks about the beach."),
+        state(
+            ["A moved to Busan.", "A works near the beach."],
+            ["it"],
+            "Moving to Busan",
+            9,
+            "A tells B about the move to Busan.",
+        ),
+        state(
+            ["A moved to Busan last month.", "B likes trains."],
+            [],
+            "moving to busan!",
+            2,
+            "A moved to Busan and works near the beach.",
+        ),
+        state(
+            ["A works near the beach now.", "The bus takes ten minutes."],
+            ["it"],
+            "beach",
+            4,
+            "A talks about the beach.",
+        ),
     ]
     combined = combine_states(outputs, [1.0, 1.0, 1.0], turn_count=4)
-    assert combined == state(["A moved to Busan.", "A works near the beach."], ["it"],
-                             "Moving to Busan", 4, "A tells B about the move to Busan.")
+    assert combined == state(
+        ["A moved to Busan.", "A works near the beach."],
+        ["it"],
+        "Moving to Busan",
+        4,
+        "A tells B about the move to Busan.",
+    )
     # the third model alone outweighs the other two: its topic and its facts only
     heavy = combine_states(outputs, [1.0, 1.0, 3.0], turn_count=4)
     assert heavy["memory_state"]["topic"] == "beach"
-    assert heavy["memory_state"]["key_facts"] == ["A works near the beach.",
-                                                  "The bus takes ten minutes."]
+    assert heavy["memory_state"]["key_facts"] == ["A works near the beach.", "The bus takes ten minutes."]

@@ -24,7 +24,6 @@ def merge(*argv) -> int:
     return run_cli(MERGE.main, [str(a) for a in argv] + ["--quiet"])
 
 
-
 def write_dev(tmp_path, cci_record: dict, labels: list[str]):
     """A dev file of copies of ``cci_record`` with the given gold labels (ids dev-0, dev-1, ...)."""
     items = []
@@ -36,6 +35,7 @@ def write_dev(tmp_path, cci_record: dict, labels: list[str]):
     dev = tmp_path / "dev.json"
     dev.write_text(json.dumps(items, ensure_ascii=False), encoding="utf-8")
     return dev
+
 
 def write_yaml(path: Path, obj: dict) -> Path:
     path.write_text(yaml.safe_dump(obj), encoding="utf-8")
@@ -49,8 +49,10 @@ def make_adapter(base: Path, out: Path, seed: int, r: int, alpha: int, rslora: b
 
     torch.manual_seed(seed)
     model = AutoModelForCausalLM.from_pretrained(base, dtype=torch.float32)
-    peft_model = get_peft_model(model, LoraConfig(r=r, lora_alpha=alpha, target_modules=TARGETS,
-                                                  init_lora_weights=False, use_rslora=rslora))
+    peft_model = get_peft_model(
+        model,
+        LoraConfig(r=r, lora_alpha=alpha, target_modules=TARGETS, init_lora_weights=False, use_rslora=rslora),
+    )
     peft_model.save_pretrained(out)
     return out
 
@@ -80,21 +82,32 @@ def adapters(tiny_llama, tmp_path_factory):
     return a, b
 
 
-@pytest.mark.parametrize("method,weights,scale", [
-    ("linear", (0.3, 0.9), (0.25, 0.75)),            # normalised: w / sum(w)
-    ("task_arithmetic", (0.3, 0.9), (0.3, 0.9)),     # plain weighted sum
-])
-def test_lora_linear_merge_is_the_weighted_sum_of_deltas(tiny_llama, adapters, tmp_path,
-                                                         method, weights, scale):
+@pytest.mark.parametrize(
+    "method,weights,scale",
+    [
+        ("linear", (0.3, 0.9), (0.25, 0.75)),  # normalised: w / sum(w)
+        ("task_arithmetic", (0.3, 0.9), (0.3, 0.9)),  # plain weighted sum
+    ],
+)
+def test_lora_linear_merge_is_the_weighted_sum_of_deltas(
+    tiny_llama, adapters, tmp_path, method, weights, scale
+):
     from peft import PeftModel
     from safetensors.torch import load_file
     from transformers import AutoModelForCausalLM
 
     a, b = adapters
-    cfg = write_yaml(tmp_path / "m.yaml", {
-        "merge_method": method, "base_model": str(tiny_llama),
-        "models": [{"model": str(a), "parameters": {"weight": weights[0]}},
-                   {"model": str(b), "parameters": {"weight": weights[1]}}]})
+    cfg = write_yaml(
+        tmp_path / "m.yaml",
+        {
+            "merge_method": method,
+            "base_model": str(tiny_llama),
+            "models": [
+                {"model": str(a), "parameters": {"weight": weights[0]}},
+                {"model": str(b), "parameters": {"weight": weights[1]}},
+            ],
+        },
+    )
     out = tmp_path / "out"
     assert merge("--config", cfg, "--output", out, "--fold") == 0
     da, db = adapter_deltas(a), adapter_deltas(b)
@@ -108,8 +121,7 @@ def test_lora_linear_merge_is_the_weighted_sum_of_deltas(tiny_llama, adapters, t
     model = PeftModel.from_pretrained(base, out / "adapter")
     layer = model.base_model.model.model.layers[1].self_attn.v_proj
     key = "base_model.model.model.layers.1.self_attn.v_proj"
-    torch.testing.assert_close(layer.get_delta_weight("default"), expected[key],
-                               rtol=1e-5, atol=1e-6)
+    torch.testing.assert_close(layer.get_delta_weight("default"), expected[key], rtol=1e-5, atol=1e-6)
     # Folded: the run folder itself = base + delta, loadable by from_pretrained as it is.
     base_w = load_file(tiny_llama / "model.safetensors")
     folded = load_file(out / "model.safetensors")
@@ -126,10 +138,17 @@ def test_merged_run_folders_load_with_malpyeong_loader(tiny_llama, adapters, tmp
     from safetensors.torch import load_file
 
     a, b = adapters
-    cfg = write_yaml(tmp_path / "m.yaml", {
-        "merge_method": "linear", "base_model": str(tiny_llama),
-        "models": [{"model": str(a), "parameters": {"weight": 1.0}},
-                   {"model": str(b), "parameters": {"weight": 1.0}}]})
+    cfg = write_yaml(
+        tmp_path / "m.yaml",
+        {
+            "merge_method": "linear",
+            "base_model": str(tiny_llama),
+            "models": [
+                {"model": str(a), "parameters": {"weight": 1.0}},
+                {"model": str(b), "parameters": {"weight": 1.0}},
+            ],
+        },
+    )
     assert merge("--config", cfg, "--output", tmp_path / "lora") == 0  # adapter only
     loaded = loading.load_for_inference(tmp_path / "lora", dtype="float32")
     assert loaded.source.adapter == str(tmp_path / "lora" / "adapter")
@@ -142,11 +161,18 @@ def test_merged_run_folders_load_with_malpyeong_loader(tiny_llama, adapters, tmp
 
 def test_lora_ties_runs_through_peft(tiny_llama, adapters, tmp_path):
     a, b = adapters
-    cfg = write_yaml(tmp_path / "m.yaml", {
-        "merge_method": "ties_svd", "base_model": str(tiny_llama),
-        "parameters": {"svd_rank": 4},
-        "models": [{"model": str(a), "parameters": {"weight": 1.0, "density": 0.5}},
-                   {"model": str(b), "parameters": {"weight": 1.0, "density": 0.5}}]})
+    cfg = write_yaml(
+        tmp_path / "m.yaml",
+        {
+            "merge_method": "ties_svd",
+            "base_model": str(tiny_llama),
+            "parameters": {"svd_rank": 4},
+            "models": [
+                {"model": str(a), "parameters": {"weight": 1.0, "density": 0.5}},
+                {"model": str(b), "parameters": {"weight": 1.0, "density": 0.5}},
+            ],
+        },
+    )
     assert merge("--config", cfg, "--output", tmp_path / "out") == 0
     conf = json.loads((tmp_path / "out" / "adapter" / "adapter_config.json").read_text())
     assert conf["r"] == 4 and not conf.get("use_rslora")
@@ -174,16 +200,22 @@ def test_mergekit_linear_is_the_weighted_average(two_llamas, tmp_path):
     from transformers import AutoModelForCausalLM
 
     a, b = two_llamas
-    cfg = write_yaml(tmp_path / "m.yaml", {
-        "merge_method": "linear", "dtype": "float32",
-        "models": [{"model": str(a), "parameters": {"weight": 1.0}},
-                   {"model": str(b), "parameters": {"weight": 3.0}}]})
+    cfg = write_yaml(
+        tmp_path / "m.yaml",
+        {
+            "merge_method": "linear",
+            "dtype": "float32",
+            "models": [
+                {"model": str(a), "parameters": {"weight": 1.0}},
+                {"model": str(b), "parameters": {"weight": 3.0}},
+            ],
+        },
+    )
     assert merge("--config", cfg, "--output", tmp_path / "mk", "--engine", "mergekit") == 0
     wa, wb, got = _weights(a), _weights(b), _weights(tmp_path / "mk")
     assert set(got) == set(wa)
     for k in wa:
-        torch.testing.assert_close(got[k], (1.0 * wa[k] + 3.0 * wb[k]) / 4.0,
-                                   rtol=1e-6, atol=1e-7)
+        torch.testing.assert_close(got[k], (1.0 * wa[k] + 3.0 * wb[k]) / 4.0, rtol=1e-6, atol=1e-7)
     # Our streaming merger gives bit-identical tensors for the same config.
     assert merge("--config", cfg, "--output", tmp_path / "st", "--engine", "stream") == 0
     st = _weights(tmp_path / "st")
@@ -205,10 +237,16 @@ def test_mergekit_linear_is_the_weighted_average(two_llamas, tmp_path):
 def test_stream_task_arithmetic_matches_mergekit_in_bfloat16(two_llamas, tmp_path):
     pytest.importorskip("mergekit")
     a, b = two_llamas
-    cfg = write_yaml(tmp_path / "m.yaml", {
-        "merge_method": "task_arithmetic", "base_model": str(a), "dtype": "bfloat16",
-        "parameters": {"lambda": 0.8},
-        "models": [{"model": str(a)}, {"model": str(b), "parameters": {"weight": 0.6}}]})
+    cfg = write_yaml(
+        tmp_path / "m.yaml",
+        {
+            "merge_method": "task_arithmetic",
+            "base_model": str(a),
+            "dtype": "bfloat16",
+            "parameters": {"lambda": 0.8},
+            "models": [{"model": str(a)}, {"model": str(b), "parameters": {"weight": 0.6}}],
+        },
+    )
     assert merge("--config", cfg, "--output", tmp_path / "mk", "--engine", "mergekit") == 0
     assert merge("--config", cfg, "--output", tmp_path / "st") == 0  # auto -> stream
     mk, st = _weights(tmp_path / "mk"), _weights(tmp_path / "st")
@@ -220,14 +258,14 @@ def test_stream_shards_and_loads(two_llamas, tmp_path):
     from transformers import AutoModelForCausalLM
 
     a, b = two_llamas
-    cfg = write_yaml(tmp_path / "m.yaml", {
-        "merge_method": "linear", "models": [str(a), str(b)],
-        "parameters": {"weight": 0.5}})
+    cfg = write_yaml(
+        tmp_path / "m.yaml",
+        {"merge_method": "linear", "models": [str(a), str(b)], "parameters": {"weight": 0.5}},
+    )
     assert merge("--config", cfg, "--output", tmp_path / "one") == 0
     assert merge("--config", cfg, "--output", tmp_path / "many", "--shard-size", "100KB") == 0
     shards = sorted((tmp_path / "many").glob("model-*.safetensors"))
-    assert len(shards) > 2 and (tmp_path / "many" /
-                                "model.safetensors.index.json").is_file()
+    assert len(shards) > 2 and (tmp_path / "many" / "model.safetensors.index.json").is_file()
     one, many = _weights(tmp_path / "one"), _weights(tmp_path / "many")
     assert all(torch.equal(one[k], many[k]) for k in one)
     m1 = AutoModelForCausalLM.from_pretrained(tmp_path / "one")
@@ -238,16 +276,21 @@ def test_stream_shards_and_loads(two_llamas, tmp_path):
 
 def test_config_errors_exit_2(tiny_llama, adapters, tmp_path, capsys):
     a, _ = adapters
-    bad = write_yaml(tmp_path / "mixed.yaml", {
-        "merge_method": "linear", "models": [str(a), str(tiny_llama)]})
+    bad = write_yaml(tmp_path / "mixed.yaml", {"merge_method": "linear", "models": [str(a), str(tiny_llama)]})
     assert merge("--config", bad, "--output", tmp_path / "o") == 2
     assert "mixes LoRA adapters and full models" in capsys.readouterr().err
     nomethod = write_yaml(tmp_path / "nm.yaml", {"models": [str(tiny_llama)]})
     assert merge("--config", nomethod, "--output", tmp_path / "o") == 2
     assert "missing merge_method" in capsys.readouterr().err
-    slerp = write_yaml(tmp_path / "slerp.yaml", {
-        "merge_method": "slerp", "base_model": str(tiny_llama),
-        "models": [str(a)], "parameters": {"t": 0.5}})
+    slerp = write_yaml(
+        tmp_path / "slerp.yaml",
+        {
+            "merge_method": "slerp",
+            "base_model": str(tiny_llama),
+            "models": [str(a)],
+            "parameters": {"t": 0.5},
+        },
+    )
     assert merge("--config", slerp, "--output", tmp_path / "o") == 2
     assert "not available for LoRA adapters" in capsys.readouterr().err
     (tmp_path / "exists").mkdir()
@@ -260,23 +303,43 @@ def test_config_errors_exit_2(tiny_llama, adapters, tmp_path, capsys):
 def test_search_adapters_on_dev(tiny_llama, adapters, tmp_path, cci_record, capsys):
     a, b = adapters
     dev = write_dev(tmp_path, cci_record, ["inference_1", "inference_2", "inference_3", "inference_1"])
-    cfg = write_yaml(tmp_path / "m.yaml", {
-        "merge_method": "linear", "base_model": str(tiny_llama),
-        "models": [{"model": str(a), "parameters": {"weight": 0.5}},
-                   {"model": str(b), "parameters": {"weight": 0.5}}],
-        "search": {"merge_method": ["linear", "ties"], "weight": [[0.5, 0.5], [0.8, 0.2]],
-                   "density": [0.5]}})
+    cfg = write_yaml(
+        tmp_path / "m.yaml",
+        {
+            "merge_method": "linear",
+            "base_model": str(tiny_llama),
+            "models": [
+                {"model": str(a), "parameters": {"weight": 0.5}},
+                {"model": str(b), "parameters": {"weight": 0.5}},
+            ],
+            "search": {
+                "merge_method": ["linear", "ties"],
+                "weight": [[0.5, 0.5], [0.8, 0.2]],
+                "density": [0.5],
+            },
+        },
+    )
     out = tmp_path / "best"
     # ties prunes the LoRA factors: the adapters' ranks (4 and 2) differ, refused up front.
-    assert merge("--config", cfg, "--output", out, "--search", "--dev", dev,
-                 "--task", "cci") == 2
+    assert merge("--config", cfg, "--output", out, "--search", "--dev", dev, "--task", "cci") == 2
     assert "use ties_svd, linear or cat" in capsys.readouterr().err
-    cfg = write_yaml(tmp_path / "m.yaml", {
-        **yaml.safe_load(cfg.read_text()),
-        "search": {"merge_method": ["linear", "ties_svd"], "weight": [[0.5, 0.5], [0.8, 0.2]],
-                   "density": [0.5]}})
-    assert merge("--config", cfg, "--output", out, "--search", "--dev", dev,
-                 "--task", "cci", "--batch-size", "4") == 0
+    cfg = write_yaml(
+        tmp_path / "m.yaml",
+        {
+            **yaml.safe_load(cfg.read_text()),
+            "search": {
+                "merge_method": ["linear", "ties_svd"],
+                "weight": [[0.5, 0.5], [0.8, 0.2]],
+                "density": [0.5],
+            },
+        },
+    )
+    assert (
+        merge(
+            "--config", cfg, "--output", out, "--search", "--dev", dev, "--task", "cci", "--batch-size", "4"
+        )
+        == 0
+    )
     text = capsys.readouterr().out
     assert "search: 4 candidate merges, scored by dev accuracy on 4 items" in text
     assert "<- best" in text
@@ -288,8 +351,9 @@ def test_search_adapters_on_dev(tiny_llama, adapters, tmp_path, cci_record, caps
     assert (out / "adapter" / "adapter_config.json").is_file()
 
 
-@pytest.mark.parametrize("path", sorted((ROOT / "resource/configs/merge").glob("*.yaml")),
-                         ids=lambda p: p.name)
+@pytest.mark.parametrize(
+    "path", sorted((ROOT / "resource/configs/merge").glob("*.yaml")), ids=lambda p: p.name
+)
 def test_example_configs_follow_the_schema(path):
     from malpyeong.merging import adapter_arguments, load_config, mergekit_dict, search_grid
 
@@ -307,12 +371,17 @@ def test_example_configs_follow_the_schema(path):
 def test_search_full_models_keeps_the_best(two_llamas, tmp_path, cci_record, capsys):
     a, b = two_llamas
     dev = write_dev(tmp_path, cci_record, ["inference_1", "inference_3", "inference_2"])
-    cfg = write_yaml(tmp_path / "m.yaml", {
-        "merge_method": "linear", "models": [str(a), str(b)], "parameters": {"weight": 1.0},
-        "search": {"weight": [[1.0, 0.0], [0.0, 1.0], [0.5, 0.5]]}})
+    cfg = write_yaml(
+        tmp_path / "m.yaml",
+        {
+            "merge_method": "linear",
+            "models": [str(a), str(b)],
+            "parameters": {"weight": 1.0},
+            "search": {"weight": [[1.0, 0.0], [0.0, 1.0], [0.5, 0.5]]},
+        },
+    )
     out = tmp_path / "best"
-    assert merge("--config", cfg, "--output", out, "--search", "--dev", dev,
-                 "--task", "cci") == 0
+    assert merge("--config", cfg, "--output", out, "--search", "--dev", dev, "--task", "cci") == 0
     table = json.loads((out / "merge_search.json").read_text())
     scores = [r["accuracy"] for r in table["rows"]]
     assert len(scores) == 3 and table["best"] == scores.index(max(scores))
@@ -328,8 +397,10 @@ def test_search_full_models_keeps_the_best(two_llamas, tmp_path, cci_record, cap
 
 def test_overwrite_never_deletes_a_foreign_folder(tiny_llama, adapters, tmp_path, capsys):
     a, b = adapters
-    cfg = write_yaml(tmp_path / "m.yaml", {"merge_method": "linear", "base_model": str(tiny_llama),
-                                           "models": [str(a), str(b)]})
+    cfg = write_yaml(
+        tmp_path / "m.yaml",
+        {"merge_method": "linear", "base_model": str(tiny_llama), "models": [str(a), str(b)]},
+    )
     precious = tmp_path / "precious"
     precious.mkdir()
     (precious / "notes.txt").write_text("keep")

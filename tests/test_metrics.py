@@ -98,19 +98,42 @@ def test_cci_report_invalid_prediction_and_multi_category():
 #    overlap {주말, 에, 영화, 를, 봤, 다} = 6 (은≠는, 다고≠다);  P = 6/13, R = 6/9 = 2/3,
 #    F = 2(6/13)(2/3) / (6/13 + 2/3) = (24/39) / (44/39) = 6/11
 GOLDEN = [
-    ("나는 사과를 좋아한다.", "나는 배를 좋아한다",
-     ("나", "는", "사과", "를", "좋아한다"), ("나", "는", "배", "를", "좋아한다"),
-     Fraction(4, 5), Fraction(4, 5), Fraction(4, 5)),
-    ("오늘 날씨가 맑다.", "오늘은 날씨가 흐리다.",
-     ("오늘", "날씨", "가", "맑", "다"), ("오늘", "은", "날씨", "가", "흐리", "다"),
-     Fraction(2, 3), Fraction(4, 5), Fraction(8, 11)),
-    ("고양이가 고양이를 본다", "고양이 고양이 고양이",
-     ("고양이", "가", "고양이", "를", "본다"), ("고양이", "고양이", "고양이"),
-     Fraction(2, 3), Fraction(2, 5), Fraction(1, 2)),
-    ("두 사람은 주말에 영화를 봤다.", "화자는 주말에 친구와 영화를 봤다고 말했다.",
-     ("두", "사람", "은", "주말", "에", "영화", "를", "봤", "다"),
-     ("화자", "는", "주말", "에", "친구", "와", "영화", "를", "봤", "다고", "말", "했", "다"),
-     Fraction(6, 13), Fraction(2, 3), Fraction(6, 11)),
+    (
+        "나는 사과를 좋아한다.",
+        "나는 배를 좋아한다",
+        ("나", "는", "사과", "를", "좋아한다"),
+        ("나", "는", "배", "를", "좋아한다"),
+        Fraction(4, 5),
+        Fraction(4, 5),
+        Fraction(4, 5),
+    ),
+    (
+        "오늘 날씨가 맑다.",
+        "오늘은 날씨가 흐리다.",
+        ("오늘", "날씨", "가", "맑", "다"),
+        ("오늘", "은", "날씨", "가", "흐리", "다"),
+        Fraction(2, 3),
+        Fraction(4, 5),
+        Fraction(8, 11),
+    ),
+    (
+        "고양이가 고양이를 본다",
+        "고양이 고양이 고양이",
+        ("고양이", "가", "고양이", "를", "본다"),
+        ("고양이", "고양이", "고양이"),
+        Fraction(2, 3),
+        Fraction(2, 5),
+        Fraction(1, 2),
+    ),
+    (
+        "두 사람은 주말에 영화를 봤다.",
+        "화자는 주말에 친구와 영화를 봤다고 말했다.",
+        ("두", "사람", "은", "주말", "에", "영화", "를", "봤", "다"),
+        ("화자", "는", "주말", "에", "친구", "와", "영화", "를", "봤", "다고", "말", "했", "다"),
+        Fraction(6, 13),
+        Fraction(2, 3),
+        Fraction(6, 11),
+    ),
 ]
 
 
@@ -160,11 +183,54 @@ def _independent_rouge1(refs: list[str], preds: list[str]) -> float:
     return sum(fs) / len(fs)
 
 
-_WORDS = ("오늘", "날씨가", "좋다", "화자는", "친구와", "주말에", "영화를", "봤다", "학교에서",
-          "선생님이", "말씀하셨다", "그래서", "우리는", "밥을", "먹었다", "정말", "재미있었다",
-          "Seoul", "TOWER", "coffee", "Zoom으로", "2024년", "3월", "10시", "4.5점", "ㅋㅋ", "ㅠㅠ",
-          "!", "?!", "...", "(웃음)", "\"인용\"", "漢字", "café", "😀", "-", "A+", "여행을",
-          "다녀왔다고", "했다", "가족과", "함께", "요리를", "배우고", "싶다고", "한다")
+_WORDS = (
+    "오늘",
+    "날씨가",
+    "좋다",
+    "화자는",
+    "친구와",
+    "주말에",
+    "영화를",
+    "봤다",
+    "학교에서",
+    "선생님이",
+    "말씀하셨다",
+    "그래서",
+    "우리는",
+    "밥을",
+    "먹었다",
+    "정말",
+    "재미있었다",
+    "Seoul",
+    "TOWER",
+    "coffee",
+    "Zoom으로",
+    "2024년",
+    "3월",
+    "10시",
+    "4.5점",
+    "ㅋㅋ",
+    "ㅠㅠ",
+    "!",
+    "?!",
+    "...",
+    "(웃음)",
+    '"인용"',
+    "漢字",
+    "café",
+    "😀",
+    "-",
+    "A+",
+    "여행을",
+    "다녀왔다고",
+    "했다",
+    "가족과",
+    "함께",
+    "요리를",
+    "배우고",
+    "싶다고",
+    "한다",
+)
 
 
 def test_rouge1_matches_independent_reimplementation_on_random_pairs():
@@ -180,15 +246,23 @@ def test_rouge1_matches_independent_reimplementation_on_random_pairs():
         preds.append(" ".join(pred_words))
     assert rouge1(refs, preds) == pytest.approx(_independent_rouge1(refs, preds), abs=1e-9)
     for ref, pred in zip(refs[:10], preds[:10], strict=True):
-        assert rouge1([ref], [pred]) == pytest.approx(_independent_rouge1([ref], [pred]),
-                                                      abs=1e-9)
+        assert rouge1([ref], [pred]) == pytest.approx(_independent_rouge1([ref], [pred]), abs=1e-9)
 
 
 def test_rouge1_lowercases_and_keeps_digits():
     assert rouge_tokens("SEOUL tower!") == ("seoul", "tower")
     assert rouge1_pair("Seoul Tower", "SEOUL tower")["f"] == 1.0
     assert rouge_tokens("2024년 3월, 가격은 3.5달러") == (
-        "2024", "년", "3", "월", "가격", "은", "3", "5", "달러")
+        "2024",
+        "년",
+        "3",
+        "월",
+        "가격",
+        "은",
+        "3",
+        "5",
+        "달러",
+    )
     assert rouge1_pair("2024년 3월", "2023년 3월")["f"] == pytest.approx(3 / 4, abs=1e-9)
 
 
@@ -221,8 +295,14 @@ def test_rouge1_empty_sides_score_zero():
 
 # ------------------------------------------------------------------------------------ BERTScore
 
-_BERT_TEXTS = ["오늘 날씨가 정말 좋네요.", "오늘은 날씨가 좋아요", "Hello World 2024년",
-               "hello world", "우리는 내일 공원에 갈 거예요!", "친구들과 함께 영화를 봤어요."]
+_BERT_TEXTS = [
+    "오늘 날씨가 정말 좋네요.",
+    "오늘은 날씨가 좋아요",
+    "Hello World 2024년",
+    "hello world",
+    "우리는 내일 공원에 갈 거예요!",
+    "친구들과 함께 영화를 봤어요.",
+]
 
 
 @pytest.fixture(scope="module")
@@ -241,9 +321,16 @@ def tiny_bert(tmp_path_factory):
         (path / "vocab.txt").write_text("\n".join(vocab) + "\n", encoding="utf-8")
         tok = BertTokenizerFast(vocab_file=str(path / "vocab.txt"), do_lower_case=False)
     torch.manual_seed(0)
-    model = BertModel(BertConfig(vocab_size=len(vocab), hidden_size=16, num_hidden_layers=10,
-                                 num_attention_heads=2, intermediate_size=32,
-                                 max_position_embeddings=64))
+    model = BertModel(
+        BertConfig(
+            vocab_size=len(vocab),
+            hidden_size=16,
+            num_hidden_layers=10,
+            num_attention_heads=2,
+            intermediate_size=32,
+            max_position_embeddings=64,
+        )
+    )
     model.save_pretrained(path)
     tok.save_pretrained(path)
     return path
@@ -282,8 +369,9 @@ def test_bertscore_equals_hand_computation(tiny_bert):
 
 
 def test_bertscore_empty_candidate_scores_zero(tiny_bert):
-    res = bertscore([_BERT_TEXTS[0], _BERT_TEXTS[1]], ["", _BERT_TEXTS[1]],
-                    model_path=str(tiny_bert), device="cpu")
+    res = bertscore(
+        [_BERT_TEXTS[0], _BERT_TEXTS[1]], ["", _BERT_TEXTS[1]], model_path=str(tiny_bert), device="cpu"
+    )
     assert res.per_item[0] == 0.0
     assert res.per_item[1] == pytest.approx(1.0, abs=1e-6)
 
@@ -302,9 +390,13 @@ def test_bertscore_too_few_layers_is_reported(tiny_bert):
 
 # --------------------------------------------------------------------------------------- BLEURT
 
-_SPM_TEXTS = ["오늘 날씨가 정말 좋네요.", "the quick brown fox jumps over the lazy dog",
-              "우리는 내일 공원에 갈 거예요!", "Hello World 2024년 3월",
-              "친구들과 함께 영화를 봤어요."]
+_SPM_TEXTS = [
+    "오늘 날씨가 정말 좋네요.",
+    "the quick brown fox jumps over the lazy dog",
+    "우리는 내일 공원에 갈 거예요!",
+    "Hello World 2024년 3월",
+    "친구들과 함께 영화를 봤어요.",
+]
 
 
 def _make_bleurt(folder, *, emb: int | None, max_pos: int = 64):
@@ -317,25 +409,44 @@ def _make_bleurt(folder, *, emb: int | None, max_pos: int = 64):
     corpus = folder / "corpus.txt"
     corpus.write_text("\n".join(_SPM_TEXTS * 10), encoding="utf-8")
     spm.SentencePieceTrainer.train(
-        input=str(corpus), model_prefix=str(folder / "spm"), vocab_size=90,
-        model_type="unigram", user_defined_symbols=["[CLS]", "[SEP]", "[MASK]"],
-        pad_id=0, unk_id=1, bos_id=-1, eos_id=-1, pad_piece="[PAD]", unk_piece="[UNK]",
-        hard_vocab_limit=False, minloglevel=2)
+        input=str(corpus),
+        model_prefix=str(folder / "spm"),
+        vocab_size=90,
+        model_type="unigram",
+        user_defined_symbols=["[CLS]", "[SEP]", "[MASK]"],
+        pad_id=0,
+        unk_id=1,
+        bos_id=-1,
+        eos_id=-1,
+        pad_piece="[PAD]",
+        unk_piece="[UNK]",
+        hard_vocab_limit=False,
+        minloglevel=2,
+    )
     vocab = spm.SentencePieceProcessor(model_file=str(folder / "spm.model")).get_piece_size()
     h, e, inter = 8, emb or 8, 16
-    shapes = {"bleurt.embeddings.word_embeddings.weight": (vocab, e),
-              "bleurt.embeddings.position_embeddings.weight": (max_pos, e),
-              "bleurt.embeddings.token_type_embeddings.weight": (2, e),
-              "bleurt.embeddings.LayerNorm.weight": (e,), "bleurt.embeddings.LayerNorm.bias": (e,),
-              "bleurt.pooler.dense.weight": (h, h), "bleurt.pooler.dense.bias": (h,),
-              "classifier.weight": (1, h), "classifier.bias": (1,)}
+    shapes = {
+        "bleurt.embeddings.word_embeddings.weight": (vocab, e),
+        "bleurt.embeddings.position_embeddings.weight": (max_pos, e),
+        "bleurt.embeddings.token_type_embeddings.weight": (2, e),
+        "bleurt.embeddings.LayerNorm.weight": (e,),
+        "bleurt.embeddings.LayerNorm.bias": (e,),
+        "bleurt.pooler.dense.weight": (h, h),
+        "bleurt.pooler.dense.bias": (h,),
+        "classifier.weight": (1, h),
+        "classifier.bias": (1,),
+    }
     if emb is not None:
         shapes["bleurt.encoder.embedding_projection.weight"] = (h, e)
         shapes["bleurt.encoder.embedding_projection.bias"] = (h,)
     for i in range(2):
         pre = f"bleurt.encoder.layer.{i}."
-        for name in ("attention.self.query", "attention.self.key", "attention.self.value",
-                     "attention.output.dense"):
+        for name in (
+            "attention.self.query",
+            "attention.self.key",
+            "attention.self.value",
+            "attention.output.dense",
+        ):
             shapes[pre + name + ".weight"], shapes[pre + name + ".bias"] = (h, h), (h,)
         shapes[pre + "intermediate.dense.weight"] = (inter, h)
         shapes[pre + "intermediate.dense.bias"] = (inter,)
@@ -347,13 +458,28 @@ def _make_bleurt(folder, *, emb: int | None, max_pos: int = 64):
     weights = {k: torch.randn(s, generator=gen) * 0.5 for k, s in shapes.items()}
     weights["bleurt.embeddings.position_ids"] = torch.arange(max_pos).unsqueeze(0)  # a buffer
     save_file(weights, str(folder / "model.safetensors"))
-    (folder / "config.json").write_text(json.dumps({
-        "model_type": "bleurt", "architectures": ["BleurtForSequenceClassification"],
-        "vocab_size": vocab, "embedding_size": emb, "hidden_size": h, "num_hidden_layers": 2,
-        "num_attention_heads": 2, "intermediate_size": inter, "hidden_act": "gelu",
-        "hidden_dropout_prob": 0, "attention_probs_dropout_prob": 0,
-        "max_position_embeddings": max_pos, "type_vocab_size": 2, "layer_norm_eps": 1e-12,
-        "pad_token_id": 0}), encoding="utf-8")
+    (folder / "config.json").write_text(
+        json.dumps(
+            {
+                "model_type": "bleurt",
+                "architectures": ["BleurtForSequenceClassification"],
+                "vocab_size": vocab,
+                "embedding_size": emb,
+                "hidden_size": h,
+                "num_hidden_layers": 2,
+                "num_attention_heads": 2,
+                "intermediate_size": inter,
+                "hidden_act": "gelu",
+                "hidden_dropout_prob": 0,
+                "attention_probs_dropout_prob": 0,
+                "max_position_embeddings": max_pos,
+                "type_vocab_size": 2,
+                "layer_norm_eps": 1e-12,
+                "pad_token_id": 0,
+            }
+        ),
+        encoding="utf-8",
+    )
     return weights
 
 
@@ -365,19 +491,25 @@ def _hand_bleurt(w, ids: list[int], segments: list[int], heads: int = 2) -> floa
         return x @ w[name + ".weight"].double().T + w[name + ".bias"].double()
 
     def ln(x, name):
-        return torch.nn.functional.layer_norm(x, x.shape[-1:], w[name + ".weight"].double(),
-                                              w[name + ".bias"].double(), eps=1e-12)
+        return torch.nn.functional.layer_norm(
+            x, x.shape[-1:], w[name + ".weight"].double(), w[name + ".bias"].double(), eps=1e-12
+        )
 
     p = "bleurt.embeddings."
-    x = (w[p + "word_embeddings.weight"][ids] + w[p + "position_embeddings.weight"][:len(ids)]
-         + w[p + "token_type_embeddings.weight"][segments]).double()
+    x = (
+        w[p + "word_embeddings.weight"][ids]
+        + w[p + "position_embeddings.weight"][: len(ids)]
+        + w[p + "token_type_embeddings.weight"][segments]
+    ).double()
     x = ln(x, p + "LayerNorm")
     if "bleurt.encoder.embedding_projection.weight" in w:
         x = lin(x, "bleurt.encoder.embedding_projection")
     for i in range(2):
         pre = f"bleurt.encoder.layer.{i}."
-        q, k, v = (lin(x, pre + "attention.self." + n).view(len(ids), heads, -1).transpose(0, 1)
-                   for n in ("query", "key", "value"))
+        q, k, v = (
+            lin(x, pre + "attention.self." + n).view(len(ids), heads, -1).transpose(0, 1)
+            for n in ("query", "key", "value")
+        )
         att = torch.softmax(q @ k.transpose(1, 2) / math.sqrt(q.shape[-1]), dim=-1)
         ctx = (att @ v).transpose(0, 1).reshape(len(ids), -1)
         a = ln(lin(ctx, pre + "attention.output.dense") + x, pre + "attention.output.LayerNorm")
@@ -393,8 +525,7 @@ def test_bleurt_port_checkpoint_matches_hand_forward(tmp_path, emb):
 
     weights = _make_bleurt(tmp_path / "ckpt", emb=emb)
     refs = ["오늘 날씨가 정말 좋네요.", "Hello World 2024년", "우리는 내일 공원에 갈 거예요!", "x"]
-    preds = ["오늘은 날씨가 좋아요", "hello world",
-             "친구들과 함께 영화를 봤어요. 공원에 갔어요", ""]
+    preds = ["오늘은 날씨가 좋아요", "hello world", "친구들과 함께 영화를 봤어요. 공원에 갔어요", ""]
     res = bleurt(refs, preds, tmp_path / "ckpt", device="cpu", batch_size=3)
     assert res.notice is None
 
@@ -418,7 +549,7 @@ def test_bleurt_truncates_longer_side_first(tmp_path):
     n_cand = len(scorer.sp.encode("x"))
     assert len(ids) == 24 and segments.count(1) == n_cand + 1
     assert ids[0] == scorer.cls_id and ids[-1] == scorer.sep_id
-    assert ids[1:22 - n_cand] == scorer.sp.encode(long_ref)[:21 - n_cand]
+    assert ids[1 : 22 - n_cand] == scorer.sp.encode(long_ref)[: 21 - n_cand]
 
 
 def test_bleurt_absent_checkpoint_returns_none_with_notice(tmp_path):
@@ -437,8 +568,9 @@ def test_dcs_scores_with_all_metrics(tmp_path, tiny_bert):
     _make_bleurt(tmp_path / "ckpt", emb=6)
     refs = [g[0] for g in GOLDEN]
     preds = [g[1] for g in GOLDEN]
-    out = dcs_scores(refs, preds, bertscore_model=str(tiny_bert),
-                     bleurt_checkpoint=tmp_path / "ckpt", device="cpu")
+    out = dcs_scores(
+        refs, preds, bertscore_model=str(tiny_bert), bleurt_checkpoint=tmp_path / "ckpt", device="cpu"
+    )
     assert out["complete"] and out["aggregate_of"] == ["rouge1", "bertscore", "bleurt"]
     assert out["notices"] == []
     assert out["rouge1"] == pytest.approx(rouge1(refs, preds), abs=1e-12)

@@ -28,32 +28,56 @@ pytestmark = pytest.mark.slow
 
 # One thread per process in every run: the BLAS kernels then add in the same order in the
 # one-process and the two-process runs, so their floating-point results are equal to the bit.
-ENV = {**os.environ, "HF_HUB_OFFLINE": "1", "OMP_NUM_THREADS": "1", "MALPYEONG_LOG": "WARNING",
-       "PYTHONPATH": str(ROOT / "src")}
-LAUNCH = [sys.executable, "-m", "accelerate.commands.launch", "--config_file",
-          ROOT / "resource" / "configs" / "accelerate" / "cpu_ddp.yaml"]
+ENV = {
+    **os.environ,
+    "HF_HUB_OFFLINE": "1",
+    "OMP_NUM_THREADS": "1",
+    "MALPYEONG_LOG": "WARNING",
+    "PYTHONPATH": str(ROOT / "src"),
+}
+LAUNCH = [
+    sys.executable,
+    "-m",
+    "accelerate.commands.launch",
+    "--config_file",
+    ROOT / "resource" / "configs" / "accelerate" / "cpu_ddp.yaml",
+]
 
 
 def run(cmd: list, timeout: int = 600) -> subprocess.CompletedProcess:
-    r = subprocess.run([str(c) for c in cmd], capture_output=True, text=True, env=ENV,
-                       cwd=ROOT, timeout=timeout)
+    r = subprocess.run(
+        [str(c) for c in cmd], capture_output=True, text=True, env=ENV, cwd=ROOT, timeout=timeout
+    )
     assert r.returncode == 0, r.stderr[-3000:]
     return r
 
 
-def predict(model: Path, task: str, data: Path, out: Path, *extra: str, launch: bool = False,
-            background: bool = False):
-    cmd = [*(LAUNCH if launch else [sys.executable]), ROOT / "run" / "test.py", "--model", model,
-           "--task", task, "--input", data, "--output", out, "--no_progress", *extra]
+def predict(
+    model: Path, task: str, data: Path, out: Path, *extra: str, launch: bool = False, background: bool = False
+):
+    cmd = [
+        *(LAUNCH if launch else [sys.executable]),
+        ROOT / "run" / "test.py",
+        "--model",
+        model,
+        "--task",
+        task,
+        "--input",
+        data,
+        "--output",
+        out,
+        "--no_progress",
+        *extra,
+    ]
     if background:
-        return subprocess.Popen([str(c) for c in cmd], env=ENV, cwd=ROOT,
-                                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        return subprocess.Popen(
+            [str(c) for c in cmd], env=ENV, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+        )
     return run(cmd)
 
 
 def same_files(a: Path, b: Path) -> bool:
-    return a.read_bytes() == b.read_bytes() and \
-        sidecar_path(a).read_bytes() == sidecar_path(b).read_bytes()
+    return a.read_bytes() == b.read_bytes() and sidecar_path(a).read_bytes() == sidecar_path(b).read_bytes()
 
 
 def worker_pids(marker: str, rank: int) -> list[int]:
@@ -93,8 +117,10 @@ def test_two_processes_predict_the_same_bytes_and_resume_after_kill(tiny_llama, 
     # larger file, so that the processes are still at work when the kill comes)
     big = tmp_path / "big.json"
     rows = json.loads((SAMPLES / "cci_test.json").read_text(encoding="utf-8"))
-    big.write_text(json.dumps([{**r, "id": f"{r['id']}-{k}"} for k in range(6) for r in rows],
-                              ensure_ascii=False), encoding="utf-8")
+    big.write_text(
+        json.dumps([{**r, "id": f"{r['id']}-{k}"} for k in range(6) for r in rows], ensure_ascii=False),
+        encoding="utf-8",
+    )
     ref = tmp_path / "ref" / "cci.json"
     predict(tiny_llama, "cci", big, ref, *args)
     killed = tmp_path / "killed" / "cci.json"
@@ -119,13 +145,37 @@ def test_two_processes_predict_the_same_bytes_and_resume_after_kill(tiny_llama, 
 
 
 def train(model: Path, out: Path, *extra: str, launch: bool = False) -> subprocess.CompletedProcess:
-    cmd = [*(LAUNCH if launch else [sys.executable]), ROOT / "run" / "train.py",
-           "--config", ROOT / "resource" / "configs" / "cci" / "tiny_lora.yaml",
-           "--model", model, "--output_dir", out, "--report_to", "none",
-           "--train_sampling_strategy", "sequential", "--shuffle_options", "false",
-           "--logging_steps", "1", "--eval_strategy", "steps", "--save_strategy", "steps",
-           "--early_stopping_patience", "0", "--load_best_model_at_end", "false",
-           "--warmup_steps", "0", "--lr_scheduler_type", "constant", *extra]
+    cmd = [
+        *(LAUNCH if launch else [sys.executable]),
+        ROOT / "run" / "train.py",
+        "--config",
+        ROOT / "resource" / "configs" / "cci" / "tiny_lora.yaml",
+        "--model",
+        model,
+        "--output_dir",
+        out,
+        "--report_to",
+        "none",
+        "--train_sampling_strategy",
+        "sequential",
+        "--shuffle_options",
+        "false",
+        "--logging_steps",
+        "1",
+        "--eval_strategy",
+        "steps",
+        "--save_strategy",
+        "steps",
+        "--early_stopping_patience",
+        "0",
+        "--load_best_model_at_end",
+        "false",
+        "--warmup_steps",
+        "0",
+        "--lr_scheduler_type",
+        "constant",
+        *extra,
+    ]
     return run(cmd)
 
 
@@ -141,8 +191,7 @@ def adapter(out: Path) -> dict:
 
 
 def test_two_processes_train_like_one_with_the_same_global_batch(tiny_llama, tmp_path):
-    steps = ("--max_steps", "4", "--eval_steps", "4", "--save_steps", "4",
-             "--save_total_limit", "1")
+    steps = ("--max_steps", "4", "--eval_steps", "4", "--save_steps", "4", "--save_total_limit", "1")
     one, two = tmp_path / "one", tmp_path / "two"
     # global batch 8: one process x 8, or two processes x 4
     train(tiny_llama, one, *steps, "--per_device_train_batch_size", "8")
@@ -173,12 +222,27 @@ def test_two_processes_train_like_one_with_the_same_global_batch(tiny_llama, tmp
 
     # --resume under two processes: a recipe run stopped after 2 steps continues to 4
     resumed = tmp_path / "resumed"
-    base = [*LAUNCH, ROOT / "run" / "train.py", "--config",
-            ROOT / "resource" / "configs" / "cci" / "tiny_lora.yaml", "--model", tiny_llama,
-            "--output_dir", resumed, "--report_to", "none", "--eval_strategy", "no",
-            "--load_best_model_at_end", "false", "--save_strategy", "steps", "--save_steps", "2"]
+    base = [
+        *LAUNCH,
+        ROOT / "run" / "train.py",
+        "--config",
+        ROOT / "resource" / "configs" / "cci" / "tiny_lora.yaml",
+        "--model",
+        tiny_llama,
+        "--output_dir",
+        resumed,
+        "--report_to",
+        "none",
+        "--eval_strategy",
+        "no",
+        "--load_best_model_at_end",
+        "false",
+        "--save_strategy",
+        "steps",
+        "--save_steps",
+        "2",
+    ]
     run([*base, "--max_steps", "2"])
     run([*base, "--max_steps", "4", "--resume"])
     state = json.loads((resumed / "checkpoint-4" / "trainer_state.json").read_text())
     assert state["global_step"] == 4 and not (resumed / "checkpoint-2").exists()
-

@@ -32,7 +32,8 @@ def test_cci_pairs_two_per_item_in_the_sft_style(cci_record, tmp_path):
     gold = "A. 화자2는 맑은 날씨를 즐기고 싶어 한다."
     assert [(p["id"], p["chosen"], p["rejected"], p["rejected_from"]) for p in pairs] == [
         ("t-cci-1#B", gold, "B. 화자2는 비 오는 날을 좋아한다.", "option:B"),
-        ("t-cci-1#C", gold, "C. 화자2는 우산을 사고 싶어 한다.", "option:C")]
+        ("t-cci-1#C", gold, "C. 화자2는 우산을 사고 싶어 한다.", "option:C"),
+    ]
     assert all(p["record"] == cci_record and p["target_style"] == "letter_text" for p in pairs)
     letters = build_pairs(task, items, target_style="letter")
     assert [(p["chosen"], p["rejected"]) for p in letters] == [("A", "B"), ("A", "C")]
@@ -41,20 +42,30 @@ def test_cci_pairs_two_per_item_in_the_sft_style(cci_record, tmp_path):
 
 
 def _dcs(i: int, keywords: list[str], summary: str) -> dict:
-    return {"id": f"d{i}", "input": {"conversation": [
-        {"speaker": "SD1", "utterance": f"대화 {i} 첫 발화"},
-        {"speaker": "SD2", "utterance": "응답"}],
-        "subject_keyword": keywords}, "output": summary}
+    return {
+        "id": f"d{i}",
+        "input": {
+            "conversation": [
+                {"speaker": "SD1", "utterance": f"대화 {i} 첫 발화"},
+                {"speaker": "SD2", "utterance": "응답"},
+            ],
+            "subject_keyword": keywords,
+        },
+        "output": summary,
+    }
 
 
 def test_dcs_pairs_use_model_outputs_then_dialogues_sharing_keywords(tmp_path):
     task = get_task("dcs")
-    records = [_dcs(1, ["요리", "취미"], "요리 요약"), _dcs(2, ["요리", "가족"], "가족 요리 요약"),
-               _dcs(3, ["여행"], "여행 요약"), _dcs(4, ["취미", "요리"], "취미 요리 요약")]
+    records = [
+        _dcs(1, ["요리", "취미"], "요리 요약"),
+        _dcs(2, ["요리", "가족"], "가족 요리 요약"),
+        _dcs(3, ["여행"], "여행 요약"),
+        _dcs(4, ["취미", "요리"], "취미 요리 요약"),
+    ]
     items = load_items(write_json(tmp_path / "d.json", records), task)
     results = tmp_path / "results" / "sft.json"
-    write_submission(items, {"d1": "모델이 쓴 요약", "d2": "가족 요리 요약", "d3": "", "d4": "x"},
-                     results)
+    write_submission(items, {"d1": "모델이 쓴 요약", "d2": "가족 요리 요약", "d3": "", "d4": "x"}, results)
     pairs = {p["source_id"]: p for p in build_pairs(task, items, results=results)}
     assert pairs["d1"]["rejected"] == "모델이 쓴 요약"
     assert pairs["d1"]["rejected_from"] == "results:sft"
@@ -117,17 +128,43 @@ def test_orpo_continues_an_sft_adapter(tiny_llama, tmp_path):
     from safetensors.torch import load_file
 
     train = write_json(tmp_path / "train.json", make_synthetic_cci(12, 8, "o"))
-    common = ["--model", str(tiny_llama), "--report_to", "none",
-              "--gradient_checkpointing", "false",
-              "--disable_tqdm", "true", "--max_steps", "2", "--per_device_train_batch_size", "4",
-              "--max_length", "512"]
+    common = [
+        "--model",
+        str(tiny_llama),
+        "--report_to",
+        "none",
+        "--gradient_checkpointing",
+        "false",
+        "--disable_tqdm",
+        "true",
+        "--max_steps",
+        "2",
+        "--per_device_train_batch_size",
+        "4",
+        "--max_length",
+        "512",
+    ]
     sft = tmp_path / "sft"
     train_sft(*sft_parser().parse(common + ["--train_file", str(train), "--output_dir", str(sft)]))
-    pairs = write_pairs(build_pairs(get_task("cci"), load_items(train, get_task("cci"))),
-                        tmp_path / "p.jsonl")
+    pairs = write_pairs(
+        build_pairs(get_task("cci"), load_items(train, get_task("cci"))), tmp_path / "p.jsonl"
+    )
     out = tmp_path / "orpo"
-    train_orpo(*orpo_parser().parse(common + ["--pairs", str(pairs), "--sft_adapter", str(sft),
-                                              "--output_dir", str(out), "--learning_rate", "1e-3"]))
+    train_orpo(
+        *orpo_parser().parse(
+            common
+            + [
+                "--pairs",
+                str(pairs),
+                "--sft_adapter",
+                str(sft),
+                "--output_dir",
+                str(out),
+                "--learning_rate",
+                "1e-3",
+            ]
+        )
+    )
     info = json.loads((out / "malpyeong_run.json").read_text())
     assert (info["stage"], info["task"], info["target_style"]) == ("orpo", "cci", "letter_text")
     before = load_file(sft / "adapter" / "adapter_model.safetensors")
@@ -135,8 +172,11 @@ def test_orpo_continues_an_sft_adapter(tiny_llama, tmp_path):
     assert before.keys() == after.keys()
     assert any(not torch.equal(before[k], after[k]) for k in before)
     saved = yaml.safe_load((out / "config.yaml").read_text(encoding="utf-8"))
-    assert (saved["sft_adapter"], saved["beta"], saved["model"]) == (str(sft / "adapter"), 0.1,
-                                                                    str(tiny_llama))
+    assert (saved["sft_adapter"], saved["beta"], saved["model"]) == (
+        str(sft / "adapter"),
+        0.1,
+        str(tiny_llama),
+    )
 
 
 def test_orpo_raises_the_heldout_margin(tmp_path):
@@ -147,18 +187,62 @@ def test_orpo_raises_the_heldout_margin(tmp_path):
     train, dev = make_synthetic_cci(600, 11, "t"), make_synthetic_cci(40, 12, "d")
     path = build_synthetic_model(tmp_path / "model", train)
     task = get_task("cci")
-    pairs = write_pairs(build_pairs(task, load_items(write_json(tmp_path / "t.json", train), task)),
-                        tmp_path / "pairs.jsonl")
+    pairs = write_pairs(
+        build_pairs(task, load_items(write_json(tmp_path / "t.json", train), task)), tmp_path / "pairs.jsonl"
+    )
     dev_file = write_json(tmp_path / "dev.json", dev)
     out = tmp_path / "orpo"
-    train_orpo(*orpo_parser().parse([
-        "--model", str(path), "--pairs", str(pairs), "--dev_file", str(dev_file),
-        "--output_dir", str(out), "--report_to", "none", "--gradient_checkpointing", "false",
-        "--disable_tqdm", "true", "--max_length", "512", "--learning_rate", "3e-3", "--beta", "0.5",
-        "--max_steps", "60", "--per_device_train_batch_size", "8", "--warmup_steps", "0.05",
-        "--eval_strategy", "steps", "--eval_steps", "30", "--save_strategy", "steps",
-        "--save_steps", "30", "--lora_dropout", "0", "--lora_target_modules", "q_proj", "k_proj",
-        "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj", "embed_tokens"]))
+    train_orpo(
+        *orpo_parser().parse(
+            [
+                "--model",
+                str(path),
+                "--pairs",
+                str(pairs),
+                "--dev_file",
+                str(dev_file),
+                "--output_dir",
+                str(out),
+                "--report_to",
+                "none",
+                "--gradient_checkpointing",
+                "false",
+                "--disable_tqdm",
+                "true",
+                "--max_length",
+                "512",
+                "--learning_rate",
+                "3e-3",
+                "--beta",
+                "0.5",
+                "--max_steps",
+                "60",
+                "--per_device_train_batch_size",
+                "8",
+                "--warmup_steps",
+                "0.05",
+                "--eval_strategy",
+                "steps",
+                "--eval_steps",
+                "30",
+                "--save_strategy",
+                "steps",
+                "--save_steps",
+                "30",
+                "--lora_dropout",
+                "0",
+                "--lora_target_modules",
+                "q_proj",
+                "k_proj",
+                "v_proj",
+                "o_proj",
+                "gate_proj",
+                "up_proj",
+                "down_proj",
+                "embed_tokens",
+            ]
+        )
+    )
     margin = json.loads((out / "dev_metrics.json").read_text())["heldout_margin"]
     assert margin["pairs"] == 64 and margin["after"] > margin["before"] + 1.0, margin
     # the saved adapter reproduces the gain

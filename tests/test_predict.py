@@ -77,13 +77,25 @@ def _metaspace_tokenizer():
     from tokenizers import Tokenizer, models, pre_tokenizers
     from transformers import PreTrainedTokenizerFast
 
-    vocab = {"<unk>": 0, "[/INST]": 1, "▁": 2, "A": 3, "B": 4, "C": 5, "▁A": 6, "▁B": 7,
-             "▁C": 8, "x": 9, "▁x": 10}
+    vocab = {
+        "<unk>": 0,
+        "[/INST]": 1,
+        "▁": 2,
+        "A": 3,
+        "B": 4,
+        "C": 5,
+        "▁A": 6,
+        "▁B": 7,
+        "▁C": 8,
+        "x": 9,
+        "▁x": 10,
+    }
     merges = [("▁", "A"), ("▁", "B"), ("▁", "C"), ("▁", "x")]
     tok = Tokenizer(models.BPE(vocab=vocab, merges=merges, unk_token="<unk>"))
     tok.pre_tokenizer = pre_tokenizers.Metaspace(replacement="▁", prepend_scheme="always")
-    fast = PreTrainedTokenizerFast(tokenizer_object=tok, unk_token="<unk>",
-                                   additional_special_tokens=["[/INST]"])
+    fast = PreTrainedTokenizerFast(
+        tokenizer_object=tok, unk_token="<unk>", additional_special_tokens=["[/INST]"]
+    )
     return fast
 
 
@@ -99,8 +111,11 @@ def test_letter_ids_must_be_distinct():
         bos_token = None
 
         def __call__(self, text, add_special_tokens=True, verbose=False):
-            return {"input_ids": [1] * len(text) if not text.endswith(("A", "B", "C"))
-                    else [1] * (len(text) - 1) + [7]}
+            return {
+                "input_ids": [1] * len(text)
+                if not text.endswith(("A", "B", "C"))
+                else [1] * (len(text) - 1) + [7]
+            }
 
         def convert_ids_to_tokens(self, i):
             return "?"
@@ -159,12 +174,11 @@ def test_prefix_sharing_gives_the_plain_result(llama, cci_items):
     assert plan.root > 0  # the system prompt
     assert any(len(u.groups) < len(u.members) for u in plan.units)  # orders share the dialogue
     assert can_share_prefix(model, 4000)
-    plain = score_items(model, tok, CCI, cci_items, prompts, batch_size=8, share_prefix=False,
-                        progress=False)
-    shared = score_items(model, tok, CCI, cci_items, prompts, batch_size=8, share_prefix=True,
-                         progress=False)
-    np.testing.assert_allclose(np.stack([r.probs for r in plain]),
-                               np.stack([r.probs for r in shared]), atol=1e-5)
+    plain = score_items(model, tok, CCI, cci_items, prompts, batch_size=8, share_prefix=False, progress=False)
+    shared = score_items(model, tok, CCI, cci_items, prompts, batch_size=8, share_prefix=True, progress=False)
+    np.testing.assert_allclose(
+        np.stack([r.probs for r in plain]), np.stack([r.probs for r in shared]), atol=1e-5
+    )
 
 
 def test_on_result_reports_each_item_once(llama, cci_items):
@@ -175,8 +189,9 @@ def test_on_result_reports_each_item_once(llama, cci_items):
         assert i not in seen
         seen[i] = probs
 
-    probs = score_choices(model, tok, backbone, CCI, cci_items[:5], batch_size=2,
-                          progress=False, on_result=on_result)
+    probs = score_choices(
+        model, tok, backbone, CCI, cci_items[:5], batch_size=2, progress=False, on_result=on_result
+    )
     assert sorted(seen) == list(range(5))
     for i, p in seen.items():
         np.testing.assert_array_equal(p, probs[i])
@@ -252,8 +267,9 @@ def test_permute_is_the_mean_of_the_three_orders_mapped_back(llama, cci_items):
     averaged = score_choices(model, tok, backbone, CCI, items, permute=True, progress=False)
     expected = np.zeros((len(items), 3))
     for order in cyclic_orders(3):
-        shown = score_choices(model, tok, backbone, CCI, [CCI.permuted(it, order) for it in items],
-                              progress=False)
+        shown = score_choices(
+            model, tok, backbone, CCI, [CCI.permuted(it, order) for it in items], progress=False
+        )
         expected += np.stack([unpermute(p, order) for p in shown])
     np.testing.assert_allclose(averaged, expected / 3, atol=1e-6)
 
@@ -267,7 +283,7 @@ def _naive_loglik(model, tok, text, option):
 
     base = encode(tok, text)
     full = encode(tok, text + option)
-    assert full[:len(base)] == base
+    assert full[: len(base)] == base
     with torch.no_grad():
         logits = model(input_ids=torch.tensor([full])).logits[0].double()
     logp = torch.log_softmax(logits, dim=-1)
@@ -278,8 +294,9 @@ def test_loglik_equals_a_naive_full_forward_per_option(llama, cci_items):
     model, tok, backbone = llama
     items = cci_items[:3]
     prompts = fit_choice_prompts(CCI, items, tok, backbone, BASELINE)
-    results = score_items(model, tok, CCI, items, prompts, scoring="loglik", batch_size=4,
-                          share_prefix=True, progress=False)
+    results = score_items(
+        model, tok, CCI, items, prompts, scoring="loglik", batch_size=4, share_prefix=True, progress=False
+    )
     for item, per, res in zip(items, prompts.fitted, results, strict=True):
         naive = [_naive_loglik(model, tok, per[0].text, o) for o in CCI.choices(item)]
         np.testing.assert_allclose(res.extra["loglik"], naive, atol=1e-4)
@@ -293,10 +310,12 @@ def test_loglik_equals_a_naive_full_forward_per_option(llama, cci_items):
 
 def test_loglik_batch_size_independent(llama, cci_items):
     model, tok, backbone = llama
-    a = score_choices(model, tok, backbone, CCI, cci_items[:6], scoring="loglik", batch_size=1,
-                      progress=False)
-    b = score_choices(model, tok, backbone, CCI, cci_items[:6], scoring="loglik", batch_size=32,
-                      progress=False)
+    a = score_choices(
+        model, tok, backbone, CCI, cci_items[:6], scoring="loglik", batch_size=1, progress=False
+    )
+    b = score_choices(
+        model, tok, backbone, CCI, cci_items[:6], scoring="loglik", batch_size=32, progress=False
+    )
     np.testing.assert_allclose(a, b, atol=1e-5)
 
 
@@ -308,8 +327,9 @@ def test_run_prediction_writes_valid_results_and_refuses_to_overwrite(llama, tmp
     items = load_items(SAMPLES / "cci_test.json", CCI)
     out = tmp_path / "results" / "cci.json"
     opts = AnswerSettings(max_length=256, batch_size=4)
-    summary = run_prediction(HFEngine(model, tok, backbone), CCI, items, out, settings=opts,
-                             model_name="tiny", progress=False)
+    summary = run_prediction(
+        HFEngine(model, tok, backbone), CCI, items, out, settings=opts, model_name="tiny", progress=False
+    )
     assert check_submission(out, SAMPLES / "cci_test.json", CCI) == len(items)
     assert summary.cut > 0 and summary.resumed == 0
     assert not partial_path(out).exists()
@@ -327,8 +347,9 @@ def test_run_prediction_writes_valid_results_and_refuses_to_overwrite(llama, tmp
     from malpyeong.errors import UserError
 
     with pytest.raises(UserError, match="exists"):
-        run_prediction(HFEngine(model, tok, backbone), CCI, items, out, settings=opts, model_name="tiny",
-                       progress=False)
+        run_prediction(
+            HFEngine(model, tok, backbone), CCI, items, out, settings=opts, model_name="tiny", progress=False
+        )
 
 
 def test_resume_from_a_partial_file_is_byte_identical(llama, tmp_path):
@@ -336,13 +357,17 @@ def test_resume_from_a_partial_file_is_byte_identical(llama, tmp_path):
     items = load_items(SAMPLES / "cci_test.json", CCI)[:8]
     opts = AnswerSettings(scoring="loglik", permute=True, max_length=320, batch_size=3)
     ref = tmp_path / "ref.json"
-    run_prediction(HFEngine(model, tok, backbone), CCI, items, ref, settings=opts, model_name="m", progress=False)
+    run_prediction(
+        HFEngine(model, tok, backbone), CCI, items, ref, settings=opts, model_name="m", progress=False
+    )
     # An interrupted run: the header, some rows in completion order, and a torn last line.
     rows = sidecar_path(ref).read_text(encoding="utf-8").splitlines()
     out = tmp_path / "again.json"
     torn = "\n".join([rows[0], rows[5], rows[2], rows[7]]) + "\n" + rows[3][:17]
     partial_path(out).write_text(torn, encoding="utf-8")
-    summary = run_prediction(HFEngine(model, tok, backbone), CCI, items, out, settings=opts, model_name="m", progress=False)
+    summary = run_prediction(
+        HFEngine(model, tok, backbone), CCI, items, out, settings=opts, model_name="m", progress=False
+    )
     assert summary.resumed == 3
     assert out.read_bytes() == ref.read_bytes()
     assert sidecar_path(out).read_bytes() == sidecar_path(ref).read_bytes()
@@ -352,8 +377,7 @@ def test_a_partial_file_from_other_options_is_refused(llama, tmp_path):
     model, tok, backbone = llama
     items = load_items(SAMPLES / "cci_test.json", CCI)[:2]
     out = tmp_path / "x.json"
-    partial_path(out).write_text(json.dumps({"_meta": {"model": "other"}}) + "\n",
-                                 encoding="utf-8")
+    partial_path(out).write_text(json.dumps({"_meta": {"model": "other"}}) + "\n", encoding="utf-8")
     from malpyeong.errors import UserError
 
     with pytest.raises(UserError, match="different run"):
@@ -362,8 +386,9 @@ def test_a_partial_file_from_other_options_is_refused(llama, tmp_path):
 
 def test_choice_prompts_are_fitted_to_the_budget(llama, cci_items):
     _, tok, backbone = llama
-    prompts: ChoicePrompts = fit_choice_prompts(CCI, cci_items, tok, backbone, BASELINE, max_length=200,
-                                                permute=True)
+    prompts: ChoicePrompts = fit_choice_prompts(
+        CCI, cci_items, tok, backbone, BASELINE, max_length=200, permute=True
+    )
     assert len(prompts.orders) == 3
     assert all(len(f.input_ids) <= 200 for per in prompts.fitted for f in per if f.fits)
     assert max(prompts.dropped) > 0
@@ -401,8 +426,15 @@ def test_resolve_source_kinds(tiny_llama, adapter_dir, tmp_path):
     run = tmp_path / "run"
     (run / "merged").mkdir(parents=True)
     (run / "merged" / "config.json").write_text("{}", encoding="utf-8")
-    info = {"model": "org/base", "method": "lora", "adapter_dir": "adapter",
-            "merged_dir": "merged", "task": "cci", "prompt": "highlight", "max_length": 512}
+    info = {
+        "model": "org/base",
+        "method": "lora",
+        "adapter_dir": "adapter",
+        "merged_dir": "merged",
+        "task": "cci",
+        "prompt": "highlight",
+        "max_length": 512,
+    }
     (run / "malpyeong_run.json").write_text(json.dumps(info), encoding="utf-8")
     src = resolve_source(str(run))
     assert (src.kind, src.weights, src.adapter) == ("run", str(run / "merged"), None)
@@ -427,8 +459,7 @@ def test_resolve_source_kinds(tiny_llama, adapter_dir, tmp_path):
         resolve_source(str(tmp_path))
 
 
-def test_adapter_is_loaded_merged_and_scores_like_the_peft_model(tiny_llama, adapter_dir,
-                                                                  cci_items):
+def test_adapter_is_loaded_merged_and_scores_like_the_peft_model(tiny_llama, adapter_dir, cci_items):
     from peft import PeftModel
 
     from malpyeong.inference.loading import load_for_inference
@@ -436,8 +467,7 @@ def test_adapter_is_loaded_merged_and_scores_like_the_peft_model(tiny_llama, ada
     loaded = load_for_inference(str(adapter_dir))
     assert loaded.source.kind == "adapter" and not hasattr(loaded.model, "peft_config")
     items = cci_items[:4]
-    merged = score_choices(loaded.model, loaded.tokenizer, loaded.backbone, CCI, items,
-                           progress=False)
+    merged = score_choices(loaded.model, loaded.tokenizer, loaded.backbone, CCI, items, progress=False)
     base, tok, backbone = _load(tiny_llama)
     plain = score_choices(base, tok, backbone, CCI, items, progress=False)
     attached = PeftModel.from_pretrained(base, str(adapter_dir)).eval()
@@ -457,21 +487,40 @@ def test_test_py_takes_the_run_folder_defaults(tiny_llama, adapter_dir, tmp_path
 
     run = tmp_path / "run"
     shutil.copytree(adapter_dir, run / "adapter")
-    info = {"model": str(tiny_llama), "method": "lora", "adapter_dir": "adapter",
-            "merged_dir": None, "task": "cci", "prompt": "highlight", "max_length": 300}
+    info = {
+        "model": str(tiny_llama),
+        "method": "lora",
+        "adapter_dir": "adapter",
+        "merged_dir": None,
+        "task": "cci",
+        "prompt": "highlight",
+        "max_length": 300,
+    }
     (run / "malpyeong_run.json").write_text(json.dumps(info), encoding="utf-8")
     test = _script("test")
     out = tmp_path / "res" / "x.json"
-    argv = ["--model", str(run), "--task", "cci", "--input", str(SAMPLES / "cci_dev.json"),
-            "--output", str(out), "--no_progress"]
+    argv = [
+        "--model",
+        str(run),
+        "--task",
+        "cci",
+        "--input",
+        str(SAMPLES / "cci_dev.json"),
+        "--output",
+        str(out),
+        "--no_progress",
+    ]
     assert run_cli(test.main, argv) == 0
     meta = read_results(out).meta
     assert (meta["prompt"], meta["max_length"], meta["model"]) == ("highlight", 300, str(run))
     printed = capsys.readouterr().out
     assert "cci predictions" in printed and "prompts cut to fit max_length 300" in printed
     # the wrong task, an existing output, a bad value: one line each, exit 2, before loading
-    for bad, says in [(["--task", "dcs"], "trained for task cci"), ([], "output exists"),
-                      (["--batch_size", "0"], "at least 1")]:
+    for bad, says in [
+        (["--task", "dcs"], "trained for task cci"),
+        ([], "output exists"),
+        (["--batch_size", "0"], "at least 1"),
+    ]:
         code = run_cli(test.main, argv + bad)
         err = capsys.readouterr().err
         assert code == 2 and says in err and len(err.strip().splitlines()) == 1

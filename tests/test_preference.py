@@ -31,12 +31,23 @@ def test_algorithm_chooses_the_trl_config_and_our_defaults(tmp_path):
         algorithm_of(["--algorithm", "dpp"])
     assert "dpo" in err.value.hint
     pairs = tmp_path / "p.jsonl"
-    pairs.write_text(json.dumps({"id": "x#B", "source_id": "x", "task": "cci", "record": {},
-                                 "chosen": "A", "rejected": "B"}) + "\n", encoding="utf-8")
+    pairs.write_text(
+        json.dumps(
+            {"id": "x#B", "source_id": "x", "task": "cci", "record": {}, "chosen": "A", "rejected": "B"}
+        )
+        + "\n",
+        encoding="utf-8",
+    )
     base = ["--model", "m", "--pairs", str(pairs), "--output_dir", str(tmp_path / "o")]
     script, _, config = preference_parser("simpo").parse(base + ["--algorithm", "simpo"])
-    assert (script.algorithm, type(config).__name__, config.loss_type, config.cpo_alpha,
-            config.beta, config.simpo_gamma) == ("simpo", "CPOConfig", "simpo", 0.0, 2.0, 1.0)
+    assert (
+        script.algorithm,
+        type(config).__name__,
+        config.loss_type,
+        config.cpo_alpha,
+        config.beta,
+        config.simpo_gamma,
+    ) == ("simpo", "CPOConfig", "simpo", 0.0, 2.0, 1.0)
     script, _, config = preference_parser("dpo").parse(base + ["--algorithm", "dpo"])
     assert (script.algorithm, type(config).__name__, config.beta) == ("dpo", "DPOConfig", 0.1)
     script, _, config = preference_parser("kto").parse(base + ["--algorithm", "kto"])
@@ -52,7 +63,8 @@ def test_unpaired_from_cci_pairs(cci_record, tmp_path):
     assert [(r["id"], r["completion"], r["label"], r["from"]) for r in rows] == [
         ("t-cci-1#gold", "A. 화자2는 맑은 날씨를 즐기고 싶어 한다.", True, "gold"),
         ("t-cci-1#B#rejected", "B. 화자2는 비 오는 날을 좋아한다.", False, "option:B"),
-        ("t-cci-1#C#rejected", "C. 화자2는 우산을 사고 싶어 한다.", False, "option:C")]
+        ("t-cci-1#C#rejected", "C. 화자2는 우산을 사고 싶어 한다.", False, "option:C"),
+    ]
     assert build_unpaired(task, items) == rows
     path = write_unpaired(rows, tmp_path / "u.jsonl")
     assert read_unpaired(path) == rows
@@ -62,12 +74,20 @@ def test_unpaired_from_cci_pairs(cci_record, tmp_path):
 
 def test_unpaired_from_dcs_outputs_scored_against_gold(tmp_path):
     task = get_task("dcs")
-    records = [_dcs(1, ["요리"], "화자들은 요리와 취미에 대해 이야기했다."),
-               _dcs(2, ["여행"], "화자들은 여행 계획을 이야기했다.")]
+    records = [
+        _dcs(1, ["요리"], "화자들은 요리와 취미에 대해 이야기했다."),
+        _dcs(2, ["여행"], "화자들은 여행 계획을 이야기했다."),
+    ]
     items = load_items(write_json(tmp_path / "d.json", records), task)
     results = tmp_path / "sft.json"
-    write_submission(items, {"d1": "화자들은 요리와 취미에 대해 이야기했다.",  # as gold
-                             "d2": "날씨가 맑다."}, results)
+    write_submission(
+        items,
+        {
+            "d1": "화자들은 요리와 취미에 대해 이야기했다.",  # as gold
+            "d2": "날씨가 맑다.",
+        },
+        results,
+    )
     rows = build_unpaired(task, items, results=results, threshold=0.5)
     got = [(r["id"], r["label"], r["from"], r["score"]) for r in rows]
     assert got[0] == ("d1#gold", True, "gold", None) and got[2] == ("d2#gold", True, "gold", None)
@@ -98,22 +118,31 @@ def preference_data(tmp_path_factory) -> dict:
     task = get_task("cci")
     train, dev = make_synthetic_cci(400, 11, "t"), make_synthetic_cci(24, 12, "d")
     model = build_synthetic_model(root / "model", train)
-    pairs = write_pairs(build_pairs(task, load_items(write_json(root / "t.json", train), task)),
-                        root / "pairs.jsonl")
-    dev_pairs = write_pairs(build_pairs(task, load_items(write_json(root / "d.json", dev), task)),
-                            root / "dev_pairs.jsonl")
+    pairs = write_pairs(
+        build_pairs(task, load_items(write_json(root / "t.json", train), task)), root / "pairs.jsonl"
+    )
+    dev_pairs = write_pairs(
+        build_pairs(task, load_items(write_json(root / "d.json", dev), task)), root / "dev_pairs.jsonl"
+    )
     return {"root": root, "model": model, "pairs": pairs, "dev_pairs": dev_pairs}
 
 
-@pytest.mark.parametrize(("algorithm", "extra"), [
-    ("dpo", ["--beta", "0.1"]),
-    # the reference log-probs computed once before training instead of a reference forward
-    pytest.param("dpo", ["--beta", "0.1", "--precompute_ref_log_probs", "true"],
-                 marks=pytest.mark.slow, id="dpo-precomputed"),
-    # SimPO goes through CPO's trainer, whose row path ORPO's test already covers
-    pytest.param("simpo", [], marks=pytest.mark.slow),
-    ("kto", ["--beta", "0.1"]),
-])
+@pytest.mark.parametrize(
+    ("algorithm", "extra"),
+    [
+        ("dpo", ["--beta", "0.1"]),
+        # the reference log-probs computed once before training instead of a reference forward
+        pytest.param(
+            "dpo",
+            ["--beta", "0.1", "--precompute_ref_log_probs", "true"],
+            marks=pytest.mark.slow,
+            id="dpo-precomputed",
+        ),
+        # SimPO goes through CPO's trainer, whose row path ORPO's test already covers
+        pytest.param("simpo", [], marks=pytest.mark.slow),
+        ("kto", ["--beta", "0.1"]),
+    ],
+)
 def test_objective_raises_the_heldout_margin(preference_data, algorithm, extra, capsys):
     """A few steps of each objective from a random model raise held-out
     log p(chosen) - log p(rejected); orpo/train.py prints the margins before and after."""
@@ -121,16 +150,60 @@ def test_objective_raises_the_heldout_margin(preference_data, algorithm, extra, 
 
     cli = load_script(ROOT / "orpo" / "train.py")
     out = preference_data["root"] / f"{algorithm}{len(extra)}"
-    assert run_cli(cli.main, [
-        "--algorithm", algorithm, "--model", str(preference_data["model"]),
-        "--pairs", str(preference_data["pairs"]), "--dev_pairs", str(preference_data["dev_pairs"]),
-        "--output_dir", str(out), "--report_to", "none", "--gradient_checkpointing", "false",
-        "--disable_tqdm", "true", "--learning_rate", "3e-3", "--max_steps", "10",
-        "--per_device_train_batch_size", "8", "--gradient_accumulation_steps", "1",
-        "--warmup_steps", "0", "--eval_strategy", "no", "--save_strategy", "no",
-        "--load_best_model_at_end", "false", "--lora_dropout", "0", "--max_length", "512",
-        "--lora_target_modules", "q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj",
-        "down_proj", "embed_tokens", *extra]) == 0
+    assert (
+        run_cli(
+            cli.main,
+            [
+                "--algorithm",
+                algorithm,
+                "--model",
+                str(preference_data["model"]),
+                "--pairs",
+                str(preference_data["pairs"]),
+                "--dev_pairs",
+                str(preference_data["dev_pairs"]),
+                "--output_dir",
+                str(out),
+                "--report_to",
+                "none",
+                "--gradient_checkpointing",
+                "false",
+                "--disable_tqdm",
+                "true",
+                "--learning_rate",
+                "3e-3",
+                "--max_steps",
+                "10",
+                "--per_device_train_batch_size",
+                "8",
+                "--gradient_accumulation_steps",
+                "1",
+                "--warmup_steps",
+                "0",
+                "--eval_strategy",
+                "no",
+                "--save_strategy",
+                "no",
+                "--load_best_model_at_end",
+                "false",
+                "--lora_dropout",
+                "0",
+                "--max_length",
+                "512",
+                "--lora_target_modules",
+                "q_proj",
+                "k_proj",
+                "v_proj",
+                "o_proj",
+                "gate_proj",
+                "up_proj",
+                "down_proj",
+                "embed_tokens",
+                *extra,
+            ],
+        )
+        == 0
+    )
     printed = capsys.readouterr().out
     margin = json.loads((out / "dev_metrics.json").read_text())["heldout_margin"]
     print(f"{algorithm}: held-out margin {margin['before']:.3f} -> {margin['after']:.3f}")
@@ -150,19 +223,58 @@ def test_full_dpo_stage_from_an_earlier_lora_run(preference_data):
 
     root, model = preference_data["root"], str(preference_data["model"])
     train = write_json(root / "sft.json", make_synthetic_cci(16, 5, "s"))
-    common = ["--model", model, "--report_to", "none", "--gradient_checkpointing", "false",
-              "--disable_tqdm", "true", "--max_steps", "2", "--per_device_train_batch_size", "4",
-              "--max_length", "512"]
+    common = [
+        "--model",
+        model,
+        "--report_to",
+        "none",
+        "--gradient_checkpointing",
+        "false",
+        "--disable_tqdm",
+        "true",
+        "--max_steps",
+        "2",
+        "--per_device_train_batch_size",
+        "4",
+        "--max_length",
+        "512",
+    ]
     sft = root / "sft_lora"
     train_sft(*sft_parser().parse(common + ["--train_file", str(train), "--output_dir", str(sft)]))
     out = root / "dpo_full"
-    train_orpo(*preference_parser("dpo").parse(common + [
-        "--algorithm", "dpo", "--method", "full", "--init_from", str(sft),
-        "--pairs", str(preference_data["pairs"]), "--max_train_items", "8",
-        "--dev_pairs", str(preference_data["dev_pairs"]), "--output_dir", str(out),
-        "--eval_strategy", "no", "--save_strategy", "no", "--load_best_model_at_end", "false"]))
+    train_orpo(
+        *preference_parser("dpo").parse(
+            common
+            + [
+                "--algorithm",
+                "dpo",
+                "--method",
+                "full",
+                "--init_from",
+                str(sft),
+                "--pairs",
+                str(preference_data["pairs"]),
+                "--max_train_items",
+                "8",
+                "--dev_pairs",
+                str(preference_data["dev_pairs"]),
+                "--output_dir",
+                str(out),
+                "--eval_strategy",
+                "no",
+                "--save_strategy",
+                "no",
+                "--load_best_model_at_end",
+                "false",
+            ]
+        )
+    )
     info = json.loads((out / "malpyeong_run.json").read_text())
     assert (info["stage"], info["method"], info["init_from"], info["model"]) == (
-        "dpo", "full", str(sft), model)
+        "dpo",
+        "full",
+        str(sft),
+        model,
+    )
     assert [s["run"] for s in info["stages"]] == [str(sft)]
     assert (out / "config.json").is_file() and not (out / "init_model").exists()

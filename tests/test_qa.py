@@ -20,9 +20,11 @@ from malpyeong.tasks import get_task
 from malpyeong.training.examples import build_sft_examples
 
 QA = get_task("qa")
-RECORD = {"id": "q1", "input": {"context": "가게는 아홉 시에 연다.\n점심은 열두 시다.",
-                                "question": "가게는 몇 시에 여나요?"},
-          "output": {"answer": "아홉 시", "rationale": "첫 문장에 아홉 시에 연다고 쓰여 있다."}}
+RECORD = {
+    "id": "q1",
+    "input": {"context": "가게는 아홉 시에 연다.\n점심은 열두 시다.", "question": "가게는 몇 시에 여나요?"},
+    "output": {"answer": "아홉 시", "rationale": "첫 문장에 아홉 시에 연다고 쓰여 있다."},
+}
 
 
 def parse(record: dict):
@@ -39,11 +41,11 @@ def test_records_parse_and_every_problem_is_named():
     assert item.rationale is None and QA.reference(item) == {"answer": "아홉 시"}
     test = dict(RECORD, output="")
     assert not QA.has_output(parse(test)[0])
-    bad = {"id": "q2", "input": {"context": " ", "question": 3},
-           "output": {"answer": "x", "why": "y"}}
+    bad = {"id": "q2", "input": {"context": " ", "question": 3}, "output": {"answer": "x", "why": "y"}}
     assert [f for f, _ in parse(bad)[1]] == ["input.context", "input.question", "output"]
-    assert parse({"id": "q3", "input": {"context": "c", "question": "q"}})[1] == \
-        [("output", 'missing (use "" in test files)')]
+    assert parse({"id": "q3", "input": {"context": "c", "question": "q"}})[1] == [
+        ("output", 'missing (use "" in test files)')
+    ]
     assert QA.check_output({"answer": " "}) is not None
     assert QA.check_output({"answer": "a", "rationale": "r"}) is None
 
@@ -52,12 +54,15 @@ def test_prompt_has_the_content_and_question_sections():
     item, _ = parse(RECORD)
     system, user = QA.messages(item)
     assert system["role"] == "system" and "답한 뒤" in system["content"]
-    assert user["content"] == ("###내용:\n가게는 아홉 시에 연다.\n점심은 열두 시다.\n\n"
-                               "###질문:\n가게는 몇 시에 여나요?")
+    assert user["content"] == (
+        "###내용:\n가게는 아홉 시에 연다.\n점심은 열두 시다.\n\n###질문:\n가게는 몇 시에 여나요?"
+    )
     en = QA.messages(item, QA.prompt_spec("en"))
     assert en[1]["content"].startswith("###Content:\n") and "###Question:\n" in en[1]["content"]
-    assert "answer" in QA.messages(item, QA.prompt_spec("answer_only"))[0]["content"].lower() or \
-        "답하세요" in QA.messages(item, QA.prompt_spec("answer_only"))[0]["content"]
+    assert (
+        "answer" in QA.messages(item, QA.prompt_spec("answer_only"))[0]["content"].lower()
+        or "답하세요" in QA.messages(item, QA.prompt_spec("answer_only"))[0]["content"]
+    )
     for bad in ("head_tail+retrieve", "answer_only+rationale_first"):
         with pytest.raises(UserError, match="choose one of"):
             QA.prompt_spec(bad)
@@ -70,25 +75,32 @@ def test_targets_follow_the_variant():
     spec = QA.prompt_spec
     assert QA.target(item) == "###답: 아홉 시\n\n###추론: 첫 문장에 아홉 시에 연다고 쓰여 있다."
     assert QA.target_for(item, spec("answer_only")) == "###답: 아홉 시"
-    assert QA.target_for(item, spec("rationale_first")) == \
-        "###추론: 첫 문장에 아홉 시에 연다고 쓰여 있다.\n\n###답: 아홉 시"
-    assert QA.target_for(item, spec("en+retrieve")) == \
-        "###Answer: 아홉 시\n\n###Reasoning: 첫 문장에 아홉 시에 연다고 쓰여 있다."
+    assert (
+        QA.target_for(item, spec("rationale_first"))
+        == "###추론: 첫 문장에 아홉 시에 연다고 쓰여 있다.\n\n###답: 아홉 시"
+    )
+    assert (
+        QA.target_for(item, spec("en+retrieve"))
+        == "###Answer: 아홉 시\n\n###Reasoning: 첫 문장에 아홉 시에 연다고 쓰여 있다."
+    )
     no_reason = copy.deepcopy(RECORD)
     del no_reason["output"]["rationale"]
     assert QA.target_for(parse(no_reason)[0], spec("rationale_first")) == "###답: 아홉 시"
 
 
-@pytest.mark.parametrize("text, expected", [
-    ("###답: 아홉 시\n\n###추론: 쓰여 있다.<|eot_id|>", {"answer": "아홉 시", "rationale": "쓰여 있다."}),
-    ("###추론: 근거\n###답:  아홉  시", {"answer": "아홉 시", "rationale": "근거"}),
-    ("###Answer: nine\n###Reasoning: line one", {"answer": "nine", "rationale": "line one"}),
-    ("###답: 아홉 시", {"answer": "아홉 시"}),  # a missing reasoning is not an error
-    ("그냥 아홉 시", {"answer": "그냥 아홉 시"}),
-    ("생각해 보면\n###추론: 근거", {"answer": "생각해 보면", "rationale": "근거"}),
-    ("<|eot_id|>  ", None),
-    ("###답: \n###추론: 근거만", None),
-])
+@pytest.mark.parametrize(
+    "text, expected",
+    [
+        ("###답: 아홉 시\n\n###추론: 쓰여 있다.<|eot_id|>", {"answer": "아홉 시", "rationale": "쓰여 있다."}),
+        ("###추론: 근거\n###답:  아홉  시", {"answer": "아홉 시", "rationale": "근거"}),
+        ("###Answer: nine\n###Reasoning: line one", {"answer": "nine", "rationale": "line one"}),
+        ("###답: 아홉 시", {"answer": "아홉 시"}),  # a missing reasoning is not an error
+        ("그냥 아홉 시", {"answer": "그냥 아홉 시"}),
+        ("생각해 보면\n###추론: 근거", {"answer": "생각해 보면", "rationale": "근거"}),
+        ("<|eot_id|>  ", None),
+        ("###답: \n###추론: 근거만", None),
+    ],
+)
 def test_output_parsing_separates_answer_and_reasoning(text, expected):
     assert QA.parse_output(None, text) == expected
 
@@ -96,20 +108,23 @@ def test_output_parsing_separates_answer_and_reasoning(text, expected):
 def test_chunks_cover_the_text_and_end_at_boundaries():
     text = "\n".join(f"화자{i % 2}: 이번 줄은 {i}번째 발화입니다. 조금 더 길게 씁니다." for i in range(40))
     chunks = chunk_text(text, 120)
-    assert "".join(text[c.start:c.end] for c in chunks) == text
+    assert "".join(text[c.start : c.end] for c in chunks) == text
     assert all(c.end - c.start <= 120 for c in chunks)
     assert all(text[c.end - 1] == "\n" for c in chunks[:-1])  # every cut at a line end
     long_line = "가나다 " * 100
     pieces = chunk_text(long_line, 50)
-    assert "".join(long_line[c.start:c.end] for c in pieces) == long_line
+    assert "".join(long_line[c.start : c.end] for c in pieces) == long_line
     assert all(long_line[c.end - 1] == " " for c in pieces[:-1])  # no word split
     assert middle_out(5) == [2, 1, 3, 0, 4]
     assert least_relevant_first([0.5, 0.0, 2.0, 0.0]) == [3, 1, 0, 2]
 
 
 def test_bm25_ranks_the_passage_that_shares_the_question_terms():
-    passages = ["오늘 회의에서는 예산을 논의했다.", "점심 메뉴는 김치찌개로 정했다.",
-                "The budget was cut by ten percent."]
+    passages = [
+        "오늘 회의에서는 예산을 논의했다.",
+        "점심 메뉴는 김치찌개로 정했다.",
+        "The budget was cut by ten percent.",
+    ]
     scores = bm25_scores("점심 메뉴는 무엇인가요?", passages)
     assert scores.argmax() == 1 and scores[0] == 0.0
     assert bm25_scores("What about the budget?", passages).argmax() == 2
@@ -119,8 +134,11 @@ def test_bm25_ranks_the_passage_that_shares_the_question_terms():
 def long_record() -> dict:
     lines = [f"화자{i % 2}: 회의에서 {i}번 안건인 주차장 공사 일정을 다시 검토했습니다." for i in range(80)]
     lines[30] = "화자1: 점심 메뉴는 김치찌개로 정했습니다."
-    return {"id": "long", "input": {"context": "\n".join(lines), "question": "점심 메뉴는 무엇으로 정했나요?"},
-            "output": {"answer": "김치찌개", "rationale": "점심 메뉴는 김치찌개로 정했다고 했다."}}
+    return {
+        "id": "long",
+        "input": {"context": "\n".join(lines), "question": "점심 메뉴는 무엇으로 정했나요?"},
+        "output": {"answer": "김치찌개", "rationale": "점심 메뉴는 김치찌개로 정했다고 했다."},
+    }
 
 
 def test_budget_cuts_the_context_only_by_the_chosen_strategy(tiny_llama):
@@ -160,7 +178,7 @@ def test_completion_covers_answer_reasoning_and_one_end_of_turn(tiny_llama):
         trained = [t for t in row["labels"] if t != -100]
         assert tok.decode(trained) == task.target_for(item, spec) + "<|eot_id|>"
         assert trained.count(eot) == 1 and trained[-1] == eot and end_text not in row["input_ids"]
-        assert row["input_ids"][-len(trained):] == trained and len(row["input_ids"]) <= 768
+        assert row["input_ids"][-len(trained) :] == trained and len(row["input_ids"]) <= 768
     with pytest.raises(UserError, match="does not fit max_length 64") as err:
         build_sft_examples(task, items, tok, backbone, spec, 64)
     assert err.value.item == items[0].id and err.value.field == "max_length"
@@ -172,8 +190,13 @@ def test_answer_metrics_exact_values():
     assert char_f1("아홉 시", "아홉 시") == 1.0
     assert char_f1("아홉 시", "아홉") == pytest.approx(2 * 1.0 * (2 / 3) / (1 + 2 / 3))
     assert char_f1("", "") == 1.0 and char_f1("가", "") == 0.0
-    report = qa_scores(["아홉 시", "열 시"], ["아홉 시", "두 시"], ["근거", None], [None, "x"],
-                       only=("em", "f1", "rouge1", "rationale_rouge1"))
+    report = qa_scores(
+        ["아홉 시", "열 시"],
+        ["아홉 시", "두 시"],
+        ["근거", None],
+        [None, "x"],
+        only=("em", "f1", "rouge1", "rationale_rouge1"),
+    )
     assert report["em"] == 0.5 and report["rationale_rouge1"] == 0.0
     assert report["per_item"]["rationale_rouge1"][0] == 0.0
     assert math.isnan(report["per_item"]["rationale_rouge1"][1])
@@ -183,8 +206,14 @@ def test_answer_metrics_exact_values():
 
 def test_similarity_and_bertscore_with_a_tiny_local_model(tiny_embedder):
     refs, preds = ["회의는 내일 열린다", "예산이 줄었다"], ["회의는 내일 열린다", "점심은 김밥"]
-    report = qa_scores(refs, preds, ["근거 문장", "다른 근거"], ["근거 문장", ""],
-                       embedder=str(tiny_embedder), bertscore_model=str(tiny_embedder))
+    report = qa_scores(
+        refs,
+        preds,
+        ["근거 문장", "다른 근거"],
+        ["근거 문장", ""],
+        embedder=str(tiny_embedder),
+        bertscore_model=str(tiny_embedder),
+    )
     sims = report["per_item"]["similarity"]
     assert sims[0] == pytest.approx(1.0, abs=1e-5) and sims[1] < sims[0]
     assert report["per_item"]["rationale_similarity"] == [pytest.approx(1.0, abs=1e-5), 0.0]
@@ -197,5 +226,7 @@ def test_sample_files_are_valid_and_written_by_us():
     for split, gold in (("train", 8), ("dev", 4), ("test", 0)):
         items = load_items(SAMPLES / f"qa_{split}.jsonl", QA)
         assert sum(QA.has_output(it) for it in items) == gold
-    rows = [json.loads(line) for line in (SAMPLES / "qa_train.jsonl").read_text(encoding="utf-8").splitlines()]
+    rows = [
+        json.loads(line) for line in (SAMPLES / "qa_train.jsonl").read_text(encoding="utf-8").splitlines()
+    ]
     assert any("rationale" not in r["output"] for r in rows)  # answer-only examples too

@@ -14,13 +14,26 @@ from malpyeong.data import load_items
 from malpyeong.tasks import get_task
 
 # beside the checkout (CI, the main checkout) or beside its parent folder (a worktree in wt/)
-QMSUM = next((p for p in (ROOT.parent / "shared" / "data" / "qmsum" / "val.jsonl",
-                          ROOT.parents[1] / "shared" / "data" / "qmsum" / "val.jsonl")
-              if p.is_file()), ROOT.parent / "shared" / "data" / "qmsum" / "val.jsonl")
+QMSUM = next(
+    (
+        p
+        for p in (
+            ROOT.parent / "shared" / "data" / "qmsum" / "val.jsonl",
+            ROOT.parents[1] / "shared" / "data" / "qmsum" / "val.jsonl",
+        )
+        if p.is_file()
+    ),
+    ROOT.parent / "shared" / "data" / "qmsum" / "val.jsonl",
+)
 QA = get_task("qa")
 ROWS = [
-    {"id": "r1", "context": "가게는 아홉 시에 연다.", "question": "몇 시에 여나요?", "answer": "아홉 시",
-     "cot_answer": "첫 문장에 쓰여 있다."},
+    {
+        "id": "r1",
+        "context": "가게는 아홉 시에 연다.",
+        "question": "몇 시에 여나요?",
+        "answer": "아홉 시",
+        "cot_answer": "첫 문장에 쓰여 있다.",
+    },
     {"context": "점심은 열두 시다.", "question": "점심은 언제인가요?", "answer": "열두 시", "cot_answer": ""},
     {"context": ["첫 문단.", "둘째 문단."], "question": "문단은 몇 개인가요?", "answer": ""},
 ]
@@ -44,8 +57,14 @@ def test_flat_rows_become_qa_items(layout, tmp_path, capsys):
             writer = csv.DictWriter(fh, ["id", "context", "question", "answer", "cot_answer"])
             writer.writeheader()
             for r in ROWS:
-                writer.writerow({**r, "context": "\n\n".join(r["context"]) if isinstance(
-                    r["context"], list) else r["context"]})
+                writer.writerow(
+                    {
+                        **r,
+                        "context": "\n\n".join(r["context"])
+                        if isinstance(r["context"], list)
+                        else r["context"],
+                    }
+                )
     out = tmp_path / "qa.json"
     code, shown, err = convert(capsys, "--from", "flat", "--to", "qa", "--in", src, "--out", out)
     assert code == 0, err
@@ -59,14 +78,19 @@ def test_flat_rows_become_qa_items(layout, tmp_path, capsys):
 
 def test_flat_problems_are_all_reported(tmp_path, capsys):
     src = tmp_path / "bad.jsonl"
-    src.write_text(json.dumps({"context": "", "question": "q?"}) + "\n"
-                   + json.dumps({"context": "c", "question": "q", "cot_answer": "why"}) + "\n",
-                   encoding="utf-8")
+    src.write_text(
+        json.dumps({"context": "", "question": "q?"})
+        + "\n"
+        + json.dumps({"context": "c", "question": "q", "cot_answer": "why"})
+        + "\n",
+        encoding="utf-8",
+    )
     code, _, err = convert(capsys, "--from", "flat", "--to", "qa", "--in", src, "--out", tmp_path / "o.json")
     assert code == 2
     assert err.splitlines() == [
         f"error: {src}: item row 1: field 'context': missing or empty",
-        f"error: {src}: item row 2: field 'answer': empty, but the row has a cot_answer"]
+        f"error: {src}: item row 2: field 'answer': empty, but the row has a cot_answer",
+    ]
     csv_src = tmp_path / "bad.csv"
     csv_src.write_text("context,answer\nx,y\n", encoding="utf-8")
     code, _, err = convert(capsys, "--from", "flat", "--in", csv_src, "--out", tmp_path / "o.json")
@@ -74,19 +98,31 @@ def test_flat_problems_are_all_reported(tmp_path, capsys):
 
 
 def meeting(turns: list[tuple[str, str]], queries: list[tuple[str, str, list]]) -> dict:
-    return {"topic_list": [{"topic": "plan", "relevant_text_span": [["0", str(len(turns) - 1)]]}],
-            "general_query_list": [{"query": "Summarise.", "answer": "They planned."}],
-            "specific_query_list": [{"query": q, "answer": a, "relevant_text_span": s}
-                                    for q, a, s in queries],
-            "meeting_transcripts": [{"speaker": s, "content": c} for s, c in turns]}
+    return {
+        "topic_list": [{"topic": "plan", "relevant_text_span": [["0", str(len(turns) - 1)]]}],
+        "general_query_list": [{"query": "Summarise.", "answer": "They planned."}],
+        "specific_query_list": [{"query": q, "answer": a, "relevant_text_span": s} for q, a, s in queries],
+        "meeting_transcripts": [{"speaker": s, "content": c} for s, c in turns],
+    }
 
 
 def test_qmsum_queries_become_items_with_span_rationales(tmp_path, capsys):
     src = tmp_path / "dev.jsonl"
-    turns = [("Ann", "Let us start {vocalsound} with the budget."), ("Bo", "{disfmarker}"),
-             ("Bo", "The budget is ten thousand."), ("Cy", "And the colour should be blue.")]
-    lines = [meeting(turns, [("What was the budget?", "Ten thousand.", [["2", "2"]]),
-                             ("Which colour?", "Blue.", [["3", "3"], ["0", "0"]])])]
+    turns = [
+        ("Ann", "Let us start {vocalsound} with the budget."),
+        ("Bo", "{disfmarker}"),
+        ("Bo", "The budget is ten thousand."),
+        ("Cy", "And the colour should be blue."),
+    ]
+    lines = [
+        meeting(
+            turns,
+            [
+                ("What was the budget?", "Ten thousand.", [["2", "2"]]),
+                ("Which colour?", "Blue.", [["3", "3"], ["0", "0"]]),
+            ],
+        )
+    ]
     src.write_text("".join(json.dumps(m) + "\n" for m in lines), encoding="utf-8")
     out = tmp_path / "qa.json"
     code, shown, err = convert(capsys, "--from", "qmsum", "--to", "qa", "--in", src, "--out", out)
@@ -95,8 +131,10 @@ def test_qmsum_queries_become_items_with_span_rationales(tmp_path, capsys):
     assert "2 transcription marks removed" in shown
     items = load_items(out, QA)
     assert items[0].id == "qmsum-dev-m001-q01"
-    assert items[0].context == ("Ann: Let us start with the budget.\nBo: The budget is ten thousand.\n"
-                                "Cy: And the colour should be blue.")
+    assert items[0].context == (
+        "Ann: Let us start with the budget.\nBo: The budget is ten thousand.\n"
+        "Cy: And the colour should be blue."
+    )
     assert items[0].rationale == "Bo: The budget is ten thousand."
     assert items[1].rationale == "Ann: Let us start with the budget.\nCy: And the colour should be blue."
     report = json.loads((tmp_path / "qa.json.report.json").read_text(encoding="utf-8"))

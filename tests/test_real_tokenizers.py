@@ -44,8 +44,12 @@ CCI, DCS = get_task("cci"), get_task("dcs")
 ANSWER_PREFIX = {"llama3": "", "qwen2": "", "mistral": " ", "solar": ""}
 STOP_TEXT = {"llama3": "<|eot_id|>", "qwen2": "<|im_end|>", "mistral": "</s>", "solar": "</s>"}
 # The option letters as the model writes them first in an answer.
-LETTER_TOKENS = {"llama3": ["A", "B", "C"], "qwen2": ["A", "B", "C"],
-                 "mistral": ["▁A", "▁B", "▁C"], "solar": ["▁A", "▁B", "▁C"]}
+LETTER_TOKENS = {
+    "llama3": ["A", "B", "C"],
+    "qwen2": ["A", "B", "C"],
+    "mistral": ["▁A", "▁B", "▁C"],
+    "solar": ["▁A", "▁B", "▁C"],
+}
 VOCAB = {"llama3": 128256, "qwen2": 151936, "mistral": 32768, "solar": 32000}
 
 
@@ -133,8 +137,9 @@ def cci_dev() -> list:
 
 def sample_item() -> Any:
     """Our sample CCI item whose prompts are written out below."""
-    return next(it for it in load_items(SAMPLES / "cci_dev.json", CCI)
-                if it.id == "malpyeong-sample-cci-dev-0004")
+    return next(
+        it for it in load_items(SAMPLES / "cci_dev.json", CCI) if it.id == "malpyeong-sample-cci-dev-0004"
+    )
 
 
 # ------------------------------------------------------------------------------ the tokenizers
@@ -170,9 +175,16 @@ def reference(family: str) -> tuple[Any, Any]:
 
         def chat(real: Real, item: Any) -> None:  # Meta's own dialog encoder = our prompt
             system, user = CCI.messages(item)
-            tokens = ChatFormat(ref).encode_dialog_prompt(
-                [RawMessage(role="system", content=system["content"]),
-                 RawMessage(role="user", content=user["content"])]).tokens
+            tokens = (
+                ChatFormat(ref)
+                .encode_dialog_prompt(
+                    [
+                        RawMessage(role="system", content=system["content"]),
+                        RawMessage(role="user", content=user["content"]),
+                    ]
+                )
+                .tokens
+            )
             assert tokens == fitted_prompt(CCI, item, real).input_ids
 
         return (lambda s: ref.encode(s, bos=False, eos=False)), chat
@@ -196,9 +208,10 @@ def reference(family: str) -> tuple[Any, Any]:
 
         def chat(real: Real, item: Any) -> None:  # mistral-common's own tokens = our training row
             system, user = CCI.messages(item)
-            request = InstructRequest(messages=[UserMessage(content=user["content"]),
-                                                AssistantMessage(content=CCI.target(item))],
-                                      system_prompt=system["content"])
+            request = InstructRequest(
+                messages=[UserMessage(content=user["content"]), AssistantMessage(content=CCI.target(item))],
+                system_prompt=system["content"],
+            )
             tokens = MistralTokenizer.v3().instruct_tokenizer.encode_instruct(request).tokens
             assert tokens == training_rows(CCI, [item], real)[0]["input_ids"]
 
@@ -303,27 +316,35 @@ def test_bos_once_and_the_system_turn_where_the_family_puts_it(real):
         assert ids.count(tok.bos_token_id) == 1 and row.count(tok.bos_token_id) == 1
     if real.family == "mistral":  # no system role: folded into the one [INST] turn
         assert ids.count(tok.convert_tokens_to_ids("[INST]")) == 1
-        assert ids.count(tok.convert_tokens_to_ids("[/INST]")) == 1 and ids[-1] == tok.convert_tokens_to_ids("[/INST]")
+        assert ids.count(tok.convert_tokens_to_ids("[/INST]")) == 1 and ids[-1] == tok.convert_tokens_to_ids(
+            "[/INST]"
+        )
 
 
 # ------------------------------------------------------------------------------ golden prompts
 
-SYSTEM = ("You are a helpful AI assistant. Please answer the user's questions kindly. 당신은 유능한 AI "
-          "어시스턴트 입니다. 사용자의 질문에 대해 친절하게 답변해주세요.")
-CCI_USER = ("[Conversation]\n화자1: 이번 주말 캠핑 날씨 확인했어?\n화자2: 토요일에 비 온대 70퍼센트\n"
-            "화자1: 아 텐트 치기 힘들겠는데\n화자2: 일요일로 하루 미루는 건 어때\n"
-            "화자1: 캠핑장 예약 변경되는지 전화해 볼게\n화자2: 응 안 되면 그냥 글램핑으로 가자\n\n"
-            "[Question]\n위 대화의 원인으로 올바른 지문은?\n\n[Option]\nA. 캠핑장이 일요일에만 문을 연다.\n"
-            "B. 화자2가 토요일에 출근을 해야 한다.\nC. 토요일에 비가 올 확률이 높다는 예보가 나왔다.")
-DCS_USER = ("[Conversation]\n화자SD9000001: 요즘 요리를 배우고 있어요.\n화자SD9000002: 어떤 요리를 배우세요?\n"
-            "화자SD9000001: 주로 한식이요. 된장찌개를 제일 자주 만들어요.\n"
-            "화자SD9000002: 저는 빵 굽는 걸 좋아해요.\n\n[Question]\n위 요리, 취미 주제에 대한 대화를 요약해주세요.")
+SYSTEM = (
+    "You are a helpful AI assistant. Please answer the user's questions kindly. 당신은 유능한 AI "
+    "어시스턴트 입니다. 사용자의 질문에 대해 친절하게 답변해주세요."
+)
+CCI_USER = (
+    "[Conversation]\n화자1: 이번 주말 캠핑 날씨 확인했어?\n화자2: 토요일에 비 온대 70퍼센트\n"
+    "화자1: 아 텐트 치기 힘들겠는데\n화자2: 일요일로 하루 미루는 건 어때\n"
+    "화자1: 캠핑장 예약 변경되는지 전화해 볼게\n화자2: 응 안 되면 그냥 글램핑으로 가자\n\n"
+    "[Question]\n위 대화의 원인으로 올바른 지문은?\n\n[Option]\nA. 캠핑장이 일요일에만 문을 연다.\n"
+    "B. 화자2가 토요일에 출근을 해야 한다.\nC. 토요일에 비가 올 확률이 높다는 예보가 나왔다."
+)
+DCS_USER = (
+    "[Conversation]\n화자SD9000001: 요즘 요리를 배우고 있어요.\n화자SD9000002: 어떤 요리를 배우세요?\n"
+    "화자SD9000001: 주로 한식이요. 된장찌개를 제일 자주 만들어요.\n"
+    "화자SD9000002: 저는 빵 굽는 걸 좋아해요.\n\n[Question]\n위 요리, 취미 주제에 대한 대화를 요약해주세요."
+)
 TEMPLATE = {
     "llama3": "<|begin_of_text|><|start_header_id|>system<|end_header_id|>\n\n{system}<|eot_id|>"
-              "<|start_header_id|>user<|end_header_id|>\n\n{user}<|eot_id|>"
-              "<|start_header_id|>assistant<|end_header_id|>\n\n",
+    "<|start_header_id|>user<|end_header_id|>\n\n{user}<|eot_id|>"
+    "<|start_header_id|>assistant<|end_header_id|>\n\n",
     "qwen2": "<|im_start|>system\n{system}<|im_end|>\n<|im_start|>user\n{user}<|im_end|>\n"
-             "<|im_start|>assistant\n",
+    "<|im_start|>assistant\n",
     "mistral": "<s>[INST] {system}\n\n{user}[/INST]",
     "solar": "### System:\n{system}\n\n### User:\n{user}\n\n### Assistant:\n",
 }
@@ -365,11 +386,11 @@ def test_letter_and_loglik_scoring_equal_plain_forward_passes(real, cci_dev):
         sums = []
         for option in item.options:
             full = encode(real.tok, fitted_prompt(CCI, item, real).text + ANSWER_PREFIX[real.family] + option)
-            assert full[:len(base)] == base
+            assert full[: len(base)] == base
             m = len(full) - len(base)
             with torch.no_grad():
                 logits = model(torch.tensor([full]), logits_to_keep=m + 1).logits[0, :-1].double()
-            logp = torch.log_softmax(logits, -1)[torch.arange(m), torch.tensor(full[len(base):])]
+            logp = torch.log_softmax(logits, -1)[torch.arange(m), torch.tensor(full[len(base) :])]
             sums.append(float(logp.sum()))
         brute = torch.softmax(torch.tensor(sums, dtype=torch.float64), -1).numpy()
         np.testing.assert_allclose(loglik[i], brute, rtol=0, atol=1e-6)
@@ -388,8 +409,10 @@ def test_tiny_model_cli_real_tokenizer(real_models, tmp_path, capsys):
     assert run_cli(cli.main, ["--family", "mistral", "--tokenizer", "real", "--out", str(out)]) == 0
     assert json.loads((out / "config.json").read_text())["vocab_size"] == 32768
     assert load_tokenizer(str(out)).convert_tokens_to_ids("[INST]") == 3
-    for argv, words in ((["--family", "gemma2", "--tokenizer", "real"], "not available offline"),
-                        (["--family", "solar"], "unknown family 'solar' for the ours tokenizer")):
+    for argv, words in (
+        (["--family", "gemma2", "--tokenizer", "real"], "not available offline"),
+        (["--family", "solar"], "unknown family 'solar' for the ours tokenizer"),
+    ):
         assert run_cli(cli.main, [*argv, "--out", str(tmp_path / "x")]) == 2
         err = capsys.readouterr().err
         assert words in err and "Traceback" not in err
@@ -432,8 +455,25 @@ def letter_accuracy(model: Path, dev: Path, out: Path) -> float:
     from malpyeong.cli import run_cli
 
     cli = load_script(ROOT / "run" / "test.py")
-    assert run_cli(cli.main, ["--model", str(model), "--task", "cci", "--input", str(dev),
-                              "--output", str(out), "--scoring", "letter", "--no_progress"]) == 0
+    assert (
+        run_cli(
+            cli.main,
+            [
+                "--model",
+                str(model),
+                "--task",
+                "cci",
+                "--input",
+                str(dev),
+                "--output",
+                str(out),
+                "--scoring",
+                "letter",
+                "--no_progress",
+            ],
+        )
+        == 0
+    )
     gold = {r["id"]: r["output"] for r in json.loads(dev.read_text(encoding="utf-8"))}
     pred = {r["id"]: r["output"] for r in json.loads(out.read_text(encoding="utf-8"))}
     assert pred.keys() == gold.keys()
@@ -463,16 +503,63 @@ def test_lora_through_the_real_tokenizer_lifts_letter_scored_dev_accuracy(real_m
     before = letter_accuracy(model, dev, tmp_path / "before.json")
     cli = load_script(ROOT / "run" / "train.py")
     run = tmp_path / "run"
-    assert run_cli(cli.main, [
-        "--model", str(model), "--task", "cci", "--train_file", str(train), "--output_dir", str(run),
-        "--seed", "0",
-        "--report_to", "none", "--gradient_checkpointing", "false", "--disable_tqdm", "true",
-        "--max_length", "512", "--target_style", "letter", "--learning_rate", "3e-3",
-        "--max_steps", LEARN_STEPS[family], "--warmup_steps", "0.05", "--per_device_train_batch_size", "16",
-        "--gradient_accumulation_steps", "1", "--eval_strategy", "no", "--save_strategy", "no",
-        "--lora_r", "16", "--lora_alpha", "32", "--lora_dropout", "0", "--lora_target_modules",
-        "q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj",
-        "embed_tokens"]) == 0
+    assert (
+        run_cli(
+            cli.main,
+            [
+                "--model",
+                str(model),
+                "--task",
+                "cci",
+                "--train_file",
+                str(train),
+                "--output_dir",
+                str(run),
+                "--seed",
+                "0",
+                "--report_to",
+                "none",
+                "--gradient_checkpointing",
+                "false",
+                "--disable_tqdm",
+                "true",
+                "--max_length",
+                "512",
+                "--target_style",
+                "letter",
+                "--learning_rate",
+                "3e-3",
+                "--max_steps",
+                LEARN_STEPS[family],
+                "--warmup_steps",
+                "0.05",
+                "--per_device_train_batch_size",
+                "16",
+                "--gradient_accumulation_steps",
+                "1",
+                "--eval_strategy",
+                "no",
+                "--save_strategy",
+                "no",
+                "--lora_r",
+                "16",
+                "--lora_alpha",
+                "32",
+                "--lora_dropout",
+                "0",
+                "--lora_target_modules",
+                "q_proj",
+                "k_proj",
+                "v_proj",
+                "o_proj",
+                "gate_proj",
+                "up_proj",
+                "down_proj",
+                "embed_tokens",
+            ],
+        )
+        == 0
+    )
     after = letter_accuracy(run, dev, tmp_path / "after.json")
     assert 0.15 <= before <= 0.55, before
     assert after >= 0.85, (before, after)

@@ -24,22 +24,47 @@ def stand_ins(tmp_path_factory) -> dict[str, str]:
     """Files a recipe points at that a fresh checkout does not have yet (pairs, an SFT adapter)."""
     root = tmp_path_factory.mktemp("recipes")
     pairs = root / "pairs.jsonl"
-    pairs.write_text(json.dumps({"id": "x#B", "source_id": "x", "task": "cci", "record": {},
-                                 "chosen": "A", "rejected": "B"}) + "\n", encoding="utf-8")
+    pairs.write_text(
+        json.dumps(
+            {"id": "x#B", "source_id": "x", "task": "cci", "record": {}, "chosen": "A", "rejected": "B"}
+        )
+        + "\n",
+        encoding="utf-8",
+    )
     adapter = root / "adapter"
     adapter.mkdir()
     (adapter / "adapter_config.json").write_text("{}", encoding="utf-8")
     unpaired = root / "unpaired.jsonl"
-    unpaired.write_text("".join(json.dumps({"id": f"x#{n}", "source_id": "x", "task": "cci",
-                                            "record": {}, "completion": n, "label": n == "A"})
-                                + "\n" for n in "AB"), encoding="utf-8")
+    unpaired.write_text(
+        "".join(
+            json.dumps(
+                {
+                    "id": f"x#{n}",
+                    "source_id": "x",
+                    "task": "cci",
+                    "record": {},
+                    "completion": n,
+                    "label": n == "A",
+                }
+            )
+            + "\n"
+            for n in "AB"
+        ),
+        encoding="utf-8",
+    )
     run = root / "run"  # an earlier run, for init_from
     (run / "adapter").mkdir(parents=True)
     (run / "adapter" / "adapter_config.json").write_text("{}", encoding="utf-8")
-    (run / "malpyeong_run.json").write_text(json.dumps({"model": "m", "adapter_dir": "adapter"}),
-                                            encoding="utf-8")
-    return {"pairs": str(pairs), "sft_adapter": str(adapter), "output_dir": str(root / "out"),
-            "unpaired": str(unpaired), "init_from": str(run)}
+    (run / "malpyeong_run.json").write_text(
+        json.dumps({"model": "m", "adapter_dir": "adapter"}), encoding="utf-8"
+    )
+    return {
+        "pairs": str(pairs),
+        "sft_adapter": str(adapter),
+        "output_dir": str(root / "out"),
+        "unpaired": str(unpaired),
+        "init_from": str(run),
+    }
 
 
 def test_recipes_exist_for_every_backbone_and_task():
@@ -51,10 +76,20 @@ def test_recipes_exist_for_every_backbone_and_task():
         for task in ("cci", "dcs"):
             for method in ("qlora", "lora", *ALGORITHMS):
                 assert f"{task}/{short}_{method}.yaml" in names, (task, short, method)
-    for name in ("cci/tiny_lora.yaml", "cci/tiny_qlora.yaml", "cci/tiny_full.yaml",
-                 "cci/tiny_orpo.yaml", "cci/tiny_synthetic_full.yaml", "dcs/tiny_lora.yaml",
-                 "chat/tiny_lora.yaml", "cci/tiny_dpo.yaml", "cci/tiny_simpo.yaml",
-                 "cci/tiny_kto.yaml", "cci/tiny_staged_full.yaml", "cci/gemma-2-9b-it_full.yaml"):
+    for name in (
+        "cci/tiny_lora.yaml",
+        "cci/tiny_qlora.yaml",
+        "cci/tiny_full.yaml",
+        "cci/tiny_orpo.yaml",
+        "cci/tiny_synthetic_full.yaml",
+        "dcs/tiny_lora.yaml",
+        "chat/tiny_lora.yaml",
+        "cci/tiny_dpo.yaml",
+        "cci/tiny_simpo.yaml",
+        "cci/tiny_kto.yaml",
+        "cci/tiny_staged_full.yaml",
+        "cci/gemma-2-9b-it_full.yaml",
+    ):
         assert name in names
 
 

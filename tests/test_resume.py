@@ -33,13 +33,31 @@ def bigger_file(src: Path, dst: Path, copies: int) -> Path:
 
 
 def command(model: Path, task: str, data: Path, output: Path, *extra: str) -> list[str]:
-    return [sys.executable, str(TEST), "--model", str(model), "--task", task, "--input", str(data),
-            "--output", str(output), "--no_progress", *extra]
+    return [
+        sys.executable,
+        str(TEST),
+        "--model",
+        str(model),
+        "--task",
+        task,
+        "--input",
+        str(data),
+        "--output",
+        str(output),
+        "--no_progress",
+        *extra,
+    ]
 
 
 # One thread: a tiny model gains nothing from more, and it keeps the runs quick on a busy machine.
-ENV = {**os.environ, "HF_HUB_OFFLINE": "1", "TOKENIZERS_PARALLELISM": "false",
-       "MALPYEONG_LOG": "WARNING", "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
+ENV = {
+    **os.environ,
+    "HF_HUB_OFFLINE": "1",
+    "TOKENIZERS_PARALLELISM": "false",
+    "MALPYEONG_LOG": "WARNING",
+    "OMP_NUM_THREADS": "1",
+    "MKL_NUM_THREADS": "1",
+}
 
 
 def rows_in(path: Path) -> int:
@@ -71,16 +89,20 @@ def kill_midway(cmd: list[str], output: Path, after_rows: int, total: int) -> in
     return done
 
 
-@pytest.mark.parametrize("task,extra,copies", [
-    ("cci", ["--batch_size", "2", "--permute", "--max_length", "256"], 3),
-    ("dcs", ["--batch_size", "2", "--max_length", "300", "--max_new_tokens", "16"], 2),
-])
+@pytest.mark.parametrize(
+    "task,extra,copies",
+    [
+        ("cci", ["--batch_size", "2", "--permute", "--max_length", "256"], 3),
+        ("dcs", ["--batch_size", "2", "--max_length", "300", "--max_new_tokens", "16"], 2),
+    ],
+)
 def test_kill_9_then_rerun_gives_identical_files(task, extra, copies, tiny_llama, tmp_path):
     data = bigger_file(SAMPLES / f"{task}_test.json", tmp_path / f"{task}_in.json", copies)
     total = len(json.loads(data.read_text(encoding="utf-8")))
     ref = tmp_path / "ref" / "r.json"
-    proc = subprocess.run(command(tiny_llama, task, data, ref, *extra), env=ENV,
-                          capture_output=True, text=True, timeout=400)
+    proc = subprocess.run(
+        command(tiny_llama, task, data, ref, *extra), env=ENV, capture_output=True, text=True, timeout=400
+    )
     assert proc.returncode == 0, proc.stderr[-2000:]
 
     out = tmp_path / "run" / "r.json"

@@ -54,8 +54,20 @@ def always(base: Path, out: Path, letter: str, items: list) -> Path:
         head[ids[task.letters.index(letter)]] = 10.0 * h / h.norm()
     model.save_pretrained(out / "model", safe_serialization=True)
     tok.save_pretrained(out / "model")
-    write_run(out, run_info(str(base), "full", adapter_dir=None, merged_dir="model", task="cci",
-                            prompt="baseline", max_length=None, target_style=None, stage="sft"))
+    write_run(
+        out,
+        run_info(
+            str(base),
+            "full",
+            adapter_dir=None,
+            merged_dir="model",
+            task="cci",
+            prompt="baseline",
+            max_length=None,
+            target_style=None,
+            stage="sft",
+        ),
+    )
     return out
 
 
@@ -75,9 +87,28 @@ def experts(tiny_llama, tmp_path_factory) -> dict:
 def test_each_item_is_answered_by_its_category_expert(experts, tmp_path):
     out = tmp_path / "routed.json"
     main = load_script("run/test.py").main
-    assert main(["--model", str(experts["folder"]), "--task", "cci", "--input",
-                 str(experts["data"]), "--output", str(out), "--route", "category",
-                 "--fallback", str(experts["general"]), "--no_progress", "--device", "cpu"]) == 0
+    assert (
+        main(
+            [
+                "--model",
+                str(experts["folder"]),
+                "--task",
+                "cci",
+                "--input",
+                str(experts["data"]),
+                "--output",
+                str(out),
+                "--route",
+                "category",
+                "--fallback",
+                str(experts["general"]),
+                "--no_progress",
+                "--device",
+                "cpu",
+            ]
+        )
+        == 0
+    )
     expected = {"원인": ("inference_1", "원인"), "전제": ("inference_2", "전제")}
     res = read_results(out)
     rows = {r["id"]: r for r in map(json.loads, sidecar_path(out).read_text().splitlines()[1:])}
@@ -96,8 +127,19 @@ def test_each_item_is_answered_by_its_category_expert(experts, tmp_path):
 
 def test_missing_expert_without_fallback_is_one_line(experts, tmp_path, capsys):
     main = load_script("run/test.py").main
-    argv = ["--model", str(experts["folder"]), "--task", "cci", "--input", str(experts["data"]),
-            "--output", str(tmp_path / "x.json"), "--route", "category", "--no_progress"]
+    argv = [
+        "--model",
+        str(experts["folder"]),
+        "--task",
+        "cci",
+        "--input",
+        str(experts["data"]),
+        "--output",
+        str(tmp_path / "x.json"),
+        "--route",
+        "category",
+        "--no_progress",
+    ]
     assert run_cli(main, argv) == 2
     missing = sorted({it.category for it in experts["items"]} - {"원인", "전제"})
     err = capsys.readouterr().err.strip().splitlines()
@@ -114,19 +156,55 @@ def test_category_filter_and_its_errors(experts):
         select_items(task, items, "없음")
     assert select_items(task, items, "없음", required=False) == items  # dev: evaluate on all
     with pytest.raises(UserError, match="--experts trains every category"):
-        sft_parser().parse(["--model", "m", "--train_file", str(experts["data"]),
-                            "--category", "원인", "--experts", "category"])
+        sft_parser().parse(
+            [
+                "--model",
+                "m",
+                "--train_file",
+                str(experts["data"]),
+                "--category",
+                "원인",
+                "--experts",
+                "category",
+            ]
+        )
 
 
 def test_experts_train_in_turn_and_route(experts, tiny_llama, tmp_path):
     train = experts["data"]
     out = tmp_path / "runs"
-    argv = ["--model", str(tiny_llama), "--task", "cci", "--train_file", str(train),
-            "--output_dir", str(out), "--report_to", "none", "--gradient_checkpointing",
-            "false", "--disable_tqdm", "true", "--max_steps", "1", "--save_strategy", "no",
-            "--eval_strategy", "no", "--load_best_model_at_end", "false",
-            "--per_device_train_batch_size", "2", "--gradient_accumulation_steps", "1",
-            "--experts", "category", "--objective", "classification"]
+    argv = [
+        "--model",
+        str(tiny_llama),
+        "--task",
+        "cci",
+        "--train_file",
+        str(train),
+        "--output_dir",
+        str(out),
+        "--report_to",
+        "none",
+        "--gradient_checkpointing",
+        "false",
+        "--disable_tqdm",
+        "true",
+        "--max_steps",
+        "1",
+        "--save_strategy",
+        "no",
+        "--eval_strategy",
+        "no",
+        "--load_best_model_at_end",
+        "false",
+        "--per_device_train_batch_size",
+        "2",
+        "--gradient_accumulation_steps",
+        "1",
+        "--experts",
+        "category",
+        "--objective",
+        "classification",
+    ]
     train_main = load_script("run/train.py").main
     assert train_main(argv) == 0
     counts = Counter(it.category for it in experts["items"])
@@ -139,9 +217,24 @@ def test_experts_train_in_turn_and_route(experts, tiny_llama, tmp_path):
     assert run_cli(train_main, argv) == 2  # the folder exists: --overwrite or --resume
     assert train_main(argv + ["--resume", "true"]) == 0  # every expert done: nothing to train
     pred = tmp_path / "routed.json"
-    assert load_script("run/test.py").main(["--model", str(out), "--task", "cci", "--input",
-                                            str(train), "--output", str(pred), "--route",
-                                            "category", "--no_progress"]) == 0
+    assert (
+        load_script("run/test.py").main(
+            [
+                "--model",
+                str(out),
+                "--task",
+                "cci",
+                "--input",
+                str(train),
+                "--output",
+                str(pred),
+                "--route",
+                "category",
+                "--no_progress",
+            ]
+        )
+        == 0
+    )
     rows = sidecar_path(pred).read_text().splitlines()[1:]
     assert Counter(json.loads(r)["expert"] for r in rows) == counts
 
@@ -163,10 +256,18 @@ def test_routed_prediction_resumes_expert_by_expert(experts, tmp_path):
         return load_engine(source, device="cpu")
 
     def run(out, stop_at=None):
-        return run_routed(routes, task, items, out, key="category", model_name="m",
-                          settings_for=lambda s: AnswerSettings(),
-                          engine_for=lambda s, st: engine_for(s, st, stop_at),
-                          engine_name="hf", progress=False)
+        return run_routed(
+            routes,
+            task,
+            items,
+            out,
+            key="category",
+            model_name="m",
+            settings_for=lambda s: AnswerSettings(),
+            engine_for=lambda s, st: engine_for(s, st, stop_at),
+            engine_name="hf",
+            progress=False,
+        )
 
     out = tmp_path / "r.json"
     with pytest.raises(KeyboardInterrupt):

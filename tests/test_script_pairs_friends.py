@@ -23,9 +23,14 @@ from malpyeong.prep.screenplays import PairOptions, SpeakerNames, build_pairs, p
 from malpyeong.prep.screenplays.replies import scene_turns
 
 # ../shared next to the checkout (a worktree sits one level deeper)
-FRIENDS = next((p / "shared" / "data" / "scripts" / "friends" for p in (ROOT.parent, ROOT.parent.parent)
-                if (p / "shared" / "data" / "scripts" / "friends").is_dir()),
-               ROOT.parent / "shared" / "data" / "scripts" / "friends")
+FRIENDS = next(
+    (
+        p / "shared" / "data" / "scripts" / "friends"
+        for p in (ROOT.parent, ROOT.parent.parent)
+        if (p / "shared" / "data" / "scripts" / "friends").is_dir()
+    ),
+    ROOT.parent / "shared" / "data" / "scripts" / "friends",
+)
 pytestmark = pytest.mark.skipif(not FRIENDS.is_dir(), reason="no Friends transcripts here")
 
 LABEL = re.compile(r"^([A-Za-z][A-Za-z0-9 .,'&/#-]{0,39}?)\s*(?:\([^)]*\)|\[[^\]]*\])?\s*:\s*(.*)$")
@@ -90,8 +95,9 @@ def test_spoken_lines_recovered(parsed):
     for path, ep in zip(files, episodes, strict=True):
         ind = independent_lines(path)
         mine = [(t.speaker.lower(), words(t.text)) for scene in ep.scenes for t in scene]
-        blocks = difflib.SequenceMatcher(None, [x[:2] for x in ind], mine,
-                                         autojunk=False).get_matching_blocks()
+        blocks = difflib.SequenceMatcher(
+            None, [x[:2] for x in ind], mine, autojunk=False
+        ).get_matching_blocks()
         total += len(ind)
         matched += sum(b.size for b in blocks)
         # each of the parser's scenes lies inside one scene of the independent count
@@ -105,8 +111,10 @@ def test_spoken_lines_recovered(parsed):
             assert len(seen) <= 1, f"{path.name}: a scene spans {sorted(seen)}"
             at += len(scene)
     rate = matched / total
-    print(f"\nFriends: {matched} of {total} spoken lines recovered ({rate:.2%}); "
-          f"{report.spoken_lines} lines kept by the parser, {report.pairs} pairs")
+    print(
+        f"\nFriends: {matched} of {total} spoken lines recovered ({rate:.2%}); "
+        f"{report.spoken_lines} lines kept by the parser, {report.pairs} pairs"
+    )
     assert total > 10_000 and rate >= 0.98
 
 
@@ -116,8 +124,11 @@ def test_no_direction_heading_tag_or_entity_left(parsed):
     for r in records:
         texts = [r["output"]] + [c["utterance"] for c in r["input"]["conversation"]]
         by_episode.setdefault(r["id"].rsplit("-", 2)[0], []).extend(texts)
-    bad = re.compile(r"[()\[\]{}<>]|&#?\w+;|\bscene\s*:|\b(?:opening|closing)\s+(?:credits|titles)\b|"
-                     r"commercial\s+break|\b(?:written|transcribed)\s+by\b", re.I)
+    bad = re.compile(
+        r"[()\[\]{}<>]|&#?\w+;|\bscene\s*:|\b(?:opening|closing)\s+(?:credits|titles)\b|"
+        r"commercial\s+break|\b(?:written|transcribed)\s+by\b",
+        re.I,
+    )
     for path in files:
         texts = by_episode[path.stem]
         assert not [t for t in texts if bad.search(t) or "\ufffd" in t], path.name
@@ -132,14 +143,15 @@ def test_pairs_never_cross_a_scene(parsed):
     scenes = {}
     for ep in episodes:
         for s, scene in enumerate(ep.scenes, 1):
-            scenes[f"{ep.name}-{s:03d}"] = [(t.speaker, t.text) for t in
-                                           scene_turns(scene, names, merge=True)]
+            scenes[f"{ep.name}-{s:03d}"] = [
+                (t.speaker, t.text) for t in scene_turns(scene, names, merge=True)
+            ]
     for r in records:
         key, t = r["id"].rsplit("-", 1)
         turns = scenes[key]
         context = [(c["speaker"], c["utterance"]) for c in r["input"]["conversation"]]
         assert turns[int(t)] == (r["input"]["speaker"], r["output"])
-        assert turns[int(t) - len(context):int(t)] == context
+        assert turns[int(t) - len(context) : int(t)] == context
 
 
 def test_latin1_pages_read(parsed):

@@ -47,8 +47,7 @@ def test_selection_never_keeps_a_model_that_only_hurts(method):
         singles = (votes == gold).mean(axis=1)
         assert sel.score >= singles.max() - 1e-12
         onehot = np.eye(3)[votes]
-        assert sel.score == pytest.approx(expected_accuracy(sel.counts, onehot, probs, gold,
-                                                            method))
+        assert sel.score == pytest.approx(expected_accuracy(sel.counts, onehot, probs, gold, method))
         # Every copy kept earns its place: removing any one lowers dev accuracy.
         for j in np.nonzero(sel.counts)[0]:
             if sel.counts.sum() > 1:
@@ -59,10 +58,9 @@ def test_selection_never_keeps_a_model_that_only_hurts(method):
 
 def test_selection_finds_a_complementary_trio():
     gold = np.array([0, 1, 2, 0, 1, 2])
-    votes = np.array([[0, 1, 2, 0, 1, 0],
-                      [0, 1, 2, 1, 1, 2],
-                      [1, 1, 2, 0, 0, 2],
-                      [1, 2, 0, 1, 2, 0]])  # always wrong
+    votes = np.array(
+        [[0, 1, 2, 0, 1, 0], [0, 1, 2, 1, 1, 2], [1, 1, 2, 0, 0, 2], [1, 2, 0, 1, 2, 0]]
+    )  # always wrong
     sel = caruana_select(votes, gold, 3)
     assert sel.counts.tolist() == [1, 1, 1, 0]
     assert sel.score == 1.0
@@ -97,7 +95,8 @@ def _write(path: Path, items: list[dict], choices, probs) -> Path:
     path.write_text(json.dumps(rows, ensure_ascii=False), encoding="utf-8")
     lines = [json.dumps({"_meta": {"task": "cci"}})] + [
         json.dumps({"id": r["id"], "output": r["output"], "probs": [float(x) for x in p]})
-        for r, p in zip(rows, probs, strict=True)]
+        for r, p in zip(rows, probs, strict=True)
+    ]
     path.with_name(path.stem + ".sidecar.jsonl").write_text("\n".join(lines) + "\n")
     return path
 
@@ -128,8 +127,7 @@ def test_select_writes_members_that_a_later_vote_reuses(tmp_path, cci_record, ca
     dev_paths = [str(tmp_path / "dev" / f"{n}.json") for n in names]
     test_paths = [str(tmp_path / "test" / f"{n}.json") for n in names]
     members = tmp_path / "members.json"
-    assert run_cli(VOTE.main, [*dev_paths, "--gold", str(dev), "--select", str(members),
-                               "--folds", "3"]) == 0
+    assert run_cli(VOTE.main, [*dev_paths, "--gold", str(dev), "--select", str(members), "--folds", "3"]) == 0
     text = capsys.readouterr().out
     assert "3-fold cross-validated" in text and "in-sample" in text
     plan = json.loads(members.read_text())
@@ -140,16 +138,33 @@ def test_select_writes_members_that_a_later_vote_reuses(tmp_path, cci_record, ca
     assert chosen == {names[j]: int(c) for j, c in enumerate(sel.counts) if c}
 
     out = tmp_path / "sub.json"
-    assert run_cli(VOTE.main, [*test_paths, "--members", str(members), "--output", str(out),
-                               "--test", str(test)]) == 0
+    assert (
+        run_cli(
+            VOTE.main, [*test_paths, "--members", str(members), "--output", str(out), "--test", str(test)]
+        )
+        == 0
+    )
     text = capsys.readouterr().out
     assert "not used: " in text and "saboteur" in text
     # The same vote spelled out by hand: the chosen models, their counts as weights.
     keep = [j for j, c in enumerate(sel.counts) if c]
     by_hand = tmp_path / "by_hand.json"
-    assert run_cli(VOTE.main, [*[test_paths[j] for j in keep], "--method", "weighted",
-                               "--weights", *[str(sel.counts[j]) for j in keep],
-                               "--priority", *[p for p in plan["priority"] if p in chosen],
-                               "--output", str(by_hand)]) == 0
+    assert (
+        run_cli(
+            VOTE.main,
+            [
+                *[test_paths[j] for j in keep],
+                "--method",
+                "weighted",
+                "--weights",
+                *[str(sel.counts[j]) for j in keep],
+                "--priority",
+                *[p for p in plan["priority"] if p in chosen],
+                "--output",
+                str(by_hand),
+            ],
+        )
+        == 0
+    )
     got = [r["output"] for r in json.loads(out.read_text())]
     assert got == [r["output"] for r in json.loads(by_hand.read_text())]

@@ -9,30 +9,36 @@ from malpyeong.errors import UserError
 from malpyeong.prep import simhash as S
 
 # Our own texts (three short diary paragraphs).
-A = ("지난 주말에 친구들과 함께 강원도 바닷가로 여행을 다녀왔다. 아침 "
-     "일찍 출발해서 점심 무렵에 도착했는데, 바람이 생각보다 차가워서 "
-     "두꺼운 외투를 꺼내 입었다. 해변을 따라 한참 걷다가 작은 식당에 "
-     "들어가 따뜻한 해물칼국수를 먹었고, 오후에는 등대까지 올라가서 사진을 "
-     "잔뜩 찍었다. 저녁에는 숙소 근처 시장에서 회를 사다가 다 같이 나눠 "
-     "먹으면서 밤늦게까지 이야기를 나눴다. 다음 날 아침에는 일출을 보려고 "
-     "다섯 시에 일어났지만 구름이 잔뜩 끼어서 해는 끝내 보지 못했다. "
-     "그래도 오랜만에 바다 냄새를 맡으니 마음이 한결 가벼워졌다.")
-B = ("요즘 회사 근처에 새로 생긴 도서관에 자주 간다. 건물이 넓고 "
-     "조용해서 퇴근 후에 책을 읽기에 딱 좋다. 지난달에는 역사 소설 세 "
-     "권과 요리책 한 권을 빌렸는데, 요리책에 나온 된장찌개 만드는 법을 "
-     "따라 해 봤더니 가족들이 맛있다고 칭찬해 주었다. 도서관 이층에는 "
-     "작은 카페도 있어서 따뜻한 유자차를 마시며 창밖을 내다보곤 한다. "
-     "주말에는 아이들을 위한 동화 읽기 모임이 열리는데, 조카를 데리고 "
-     "한번 가 볼 생각이다. 책을 가까이하게 되니 휴대전화를 들여다보는 "
-     "시간이 눈에 띄게 줄어들어서 스스로도 놀라고 있다.")
-C = ("올해 봄부터 베란다에서 작은 텃밭을 가꾸기 시작했다. 처음에는 상추와 "
-     "깻잎만 심었는데 생각보다 잘 자라서 방울토마토와 고추도 몇 포기 더 "
-     "들여놓았다. 매일 아침 물을 주고 잎을 살펴보는 일이 하루의 즐거움이 "
-     "되었다. 한여름에는 벌레가 꼬여서 고생을 했지만, 이웃 할머니께서 "
-     "알려 주신 대로 식초 섞은 물을 뿌렸더니 금방 사라졌다. 직접 키운 "
-     "채소로 비빔밥을 해 먹으면 어느 식당에서 먹는 것보다 맛있게 "
-     "느껴진다. 내년에는 주말농장을 하나 빌려서 감자와 옥수수까지 길러 "
-     "보고 싶다는 욕심이 생겼다.")
+A = (
+    "지난 주말에 친구들과 함께 강원도 바닷가로 여행을 다녀왔다. 아침 "
+    "일찍 출발해서 점심 무렵에 도착했는데, 바람이 생각보다 차가워서 "
+    "두꺼운 외투를 꺼내 입었다. 해변을 따라 한참 걷다가 작은 식당에 "
+    "들어가 따뜻한 해물칼국수를 먹었고, 오후에는 등대까지 올라가서 사진을 "
+    "잔뜩 찍었다. 저녁에는 숙소 근처 시장에서 회를 사다가 다 같이 나눠 "
+    "먹으면서 밤늦게까지 이야기를 나눴다. 다음 날 아침에는 일출을 보려고 "
+    "다섯 시에 일어났지만 구름이 잔뜩 끼어서 해는 끝내 보지 못했다. "
+    "그래도 오랜만에 바다 냄새를 맡으니 마음이 한결 가벼워졌다."
+)
+B = (
+    "요즘 회사 근처에 새로 생긴 도서관에 자주 간다. 건물이 넓고 "
+    "조용해서 퇴근 후에 책을 읽기에 딱 좋다. 지난달에는 역사 소설 세 "
+    "권과 요리책 한 권을 빌렸는데, 요리책에 나온 된장찌개 만드는 법을 "
+    "따라 해 봤더니 가족들이 맛있다고 칭찬해 주었다. 도서관 이층에는 "
+    "작은 카페도 있어서 따뜻한 유자차를 마시며 창밖을 내다보곤 한다. "
+    "주말에는 아이들을 위한 동화 읽기 모임이 열리는데, 조카를 데리고 "
+    "한번 가 볼 생각이다. 책을 가까이하게 되니 휴대전화를 들여다보는 "
+    "시간이 눈에 띄게 줄어들어서 스스로도 놀라고 있다."
+)
+C = (
+    "올해 봄부터 베란다에서 작은 텃밭을 가꾸기 시작했다. 처음에는 상추와 "
+    "깻잎만 심었는데 생각보다 잘 자라서 방울토마토와 고추도 몇 포기 더 "
+    "들여놓았다. 매일 아침 물을 주고 잎을 살펴보는 일이 하루의 즐거움이 "
+    "되었다. 한여름에는 벌레가 꼬여서 고생을 했지만, 이웃 할머니께서 "
+    "알려 주신 대로 식초 섞은 물을 뿌렸더니 금방 사라졌다. 직접 키운 "
+    "채소로 비빔밥을 해 먹으면 어느 식당에서 먹는 것보다 맛있게 "
+    "느껴진다. 내년에는 주말농장을 하나 빌려서 감자와 옥수수까지 길러 "
+    "보고 싶다는 욕심이 생겼다."
+)
 
 _M = (1 << 64) - 1
 
@@ -79,7 +85,7 @@ def _stream_text(texts: list[str]) -> list[str]:
     for a, _, sym, lengths in S._normalized(texts):
         ends = np.cumsum(lengths)
         for i, (e, n) in enumerate(zip(ends.tolist(), lengths.tolist(), strict=True)):
-            out[a + i] = "".join(map(chr, sym[e - n:e].tolist()))
+            out[a + i] = "".join(map(chr, sym[e - n : e].tolist()))
     return out
 
 
@@ -87,16 +93,40 @@ def test_vectorised_normalisation_equals_regex_normalize() -> None:
     rng = np.random.default_rng(3)
     # every BMP code point (surrogates included) in random texts, plus astral letters/emoji
     cps = rng.permutation(0x10000)
-    texts = ["".join(map(chr, cps[i:i + 97].tolist())) for i in range(0, 0x10000, 97)]
-    texts += ["İstanbul ΟΔΟΣ σοφός ΣΑΣ", "𐐀𐐨 𝐀𝐁 😀 ㅋㅋㅋㅋ 하하하하 aaAA", "", "  ", "_a_b_",
-              "Σ", "x" * 600 + "y", "ǅ ẞ ß Ꭰ"]
+    texts = ["".join(map(chr, cps[i : i + 97].tolist())) for i in range(0, 0x10000, 97)]
+    texts += [
+        "İstanbul ΟΔΟΣ σοφός ΣΑΣ",
+        "𐐀𐐨 𝐀𝐁 😀 ㅋㅋㅋㅋ 하하하하 aaAA",
+        "",
+        "  ",
+        "_a_b_",
+        "Σ",
+        "x" * 600 + "y",
+        "ǅ ẞ ß Ꭰ",
+    ]
     assert _stream_text(texts) == [S.normalize(t) for t in texts]
 
 
 def test_exact_keys_equal_exactly_for_equal_normalised_texts() -> None:
-    texts = [A, A.replace(" ", "  ").replace(".", "!"), A.upper(), A[:-1], A[1:],
-             "가나다", "가 나 다!", "가나다라", "", "!!", "abcde", "ABCDE.", "edcba",
-             "ab" * 40, "ba" * 40, "ㅋㅋㅋㅋㅋ 와", "ㅋㅋ와"]
+    texts = [
+        A,
+        A.replace(" ", "  ").replace(".", "!"),
+        A.upper(),
+        A[:-1],
+        A[1:],
+        "가나다",
+        "가 나 다!",
+        "가나다라",
+        "",
+        "!!",
+        "abcde",
+        "ABCDE.",
+        "edcba",
+        "ab" * 40,
+        "ba" * 40,
+        "ㅋㅋㅋㅋㅋ 와",
+        "ㅋㅋ와",
+    ]
     keys = S.exact_keys(texts).tolist()
     norms = [S.normalize(t) for t in texts]
     for i in range(len(texts)):
@@ -108,9 +138,18 @@ def test_exact_keys_equal_exactly_for_equal_normalised_texts() -> None:
     assert keys2.tolist() == keys and fps.tolist() == S.fingerprints(texts).tolist()
 
 
-TEXTS = [A, B, C, "", "가나", "ab 12", "ㅋㅋㅋㅋㅋㅋㅋ",
-         "우리 내일 ㅋㅋㅋ ㅋㅋ 같이 밥 먹을까? 좋지 😀 어디서?ㅠㅠㅠㅠ",
-         "가" * 700 + "나다라" * 5, "ABCDEF abcdef"]
+TEXTS = [
+    A,
+    B,
+    C,
+    "",
+    "가나",
+    "ab 12",
+    "ㅋㅋㅋㅋㅋㅋㅋ",
+    "우리 내일 ㅋㅋㅋ ㅋㅋ 같이 밥 먹을까? 좋지 😀 어디서?ㅠㅠㅠㅠ",
+    "가" * 700 + "나다라" * 5,
+    "ABCDEF abcdef",
+]
 
 
 def test_fingerprints_equal_reference() -> None:
@@ -128,8 +167,7 @@ def test_lower_casing_is_per_text(texts: list[str]) -> None:
 
 def test_fingerprints_are_stable_across_versions() -> None:
     # golden values: change only on purpose (every stored fingerprint would change)
-    assert [hex(int(x)) for x in S.fingerprints([A, "가나"])] == ["0x63793cc0b6f3a1ea",
-                                                                  "0x7065df1e9b46dc06"]
+    assert [hex(int(x)) for x in S.fingerprints([A, "가나"])] == ["0x63793cc0b6f3a1ea", "0x7065df1e9b46dc06"]
 
 
 def test_chunking_does_not_change_fingerprints(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -141,11 +179,15 @@ def test_chunking_does_not_change_fingerprints(monkeypatch: pytest.MonkeyPatch) 
 
 
 def test_known_near_duplicates_found_and_others_kept() -> None:
-    docs = [A, B, C,
-            A.replace(".", "!", 1) + " 끝.",        # punctuation edit + one added word
-            C[:200] + "정말 " + C[200:],              # one inserted word
-            B.replace(" ", "  "),                      # spacing only: identical features
-            "전혀 다른 이야기: 오늘은 비가 와서 집에서 영화를 두 편이나 봤다."]
+    docs = [
+        A,
+        B,
+        C,
+        A.replace(".", "!", 1) + " 끝.",  # punctuation edit + one added word
+        C[:200] + "정말 " + C[200:],  # one inserted word
+        B.replace(" ", "  "),  # spacing only: identical features
+        "전혀 다른 이야기: 오늘은 비가 와서 집에서 영화를 두 편이나 봤다.",
+    ]
     fps = S.fingerprints(docs)
     pairs = S.near_duplicate_pairs(fps, k=3)
     assert pairs.tolist() == [[0, 3], [1, 5], [2, 4]]
@@ -158,21 +200,21 @@ def _planted(n: int, seed: int) -> np.ndarray:
     fps = rng.integers(0, np.iinfo(np.int64).max, size=n, dtype=np.int64).astype(np.uint64)
     fps ^= rng.integers(0, 2, size=n, dtype=np.int64).astype(np.uint64) << np.uint64(63)
     idx = rng.choice(n, n // 5, replace=False)
-    for a, b in zip(idx[: n // 10], idx[n // 10:], strict=True):
+    for a, b in zip(idx[: n // 10], idx[n // 10 :], strict=True):
         x = int(fps[a])
         for bit in rng.choice(64, int(rng.integers(0, 7)), replace=False):
             x ^= 1 << int(bit)
         fps[b] = x
-    fps[:20] = fps[20]           # a group of 21 identical fingerprints
+    fps[:20] = fps[20]  # a group of 21 identical fingerprints
     return fps
 
 
 @pytest.mark.parametrize("k", [0, 1, 3, 5])
 def test_block_tables_agree_with_brute_force(k: int) -> None:
     fps = _planted(3000, seed=k)
-    table = S.near_duplicate_pairs(fps, k, budget=997)   # small budget: many chunks
+    table = S.near_duplicate_pairs(fps, k, budget=997)  # small budget: many chunks
     brute = S.all_pairs_bruteforce(fps, k, chunk=256)
-    assert len(brute) > 210                              # the identical group alone: 210
+    assert len(brute) > 210  # the identical group alone: 210
     assert np.array_equal(table, brute)
     span = S.near_duplicate_pairs(fps, k, spanning=True)
     assert len(span) < len(table)
@@ -207,9 +249,9 @@ def test_popcount_and_hamming() -> None:
 def test_tables_cover_all_bits() -> None:
     for k in (0, 3, 6, 10):
         masks = S._tables(k, 200_000, blocks=k + 1)
-        assert len(masks) == k + 1 and sum(masks) == (1 << 64) - 1   # disjoint blocks
-    assert len(S._tables(3, 200_000)) == 4                            # classic layout for k=3
-    masks = S._tables(6, 200_000)                                     # 8 blocks, pairs of them
+        assert len(masks) == k + 1 and sum(masks) == (1 << 64) - 1  # disjoint blocks
+    assert len(S._tables(3, 200_000)) == 4  # classic layout for k=3
+    masks = S._tables(6, 200_000)  # 8 blocks, pairs of them
     assert len(masks) == 28 and all(bin(m).count("1") == 16 for m in masks)
     with pytest.raises(UserError):
         S._tables(64, 10)
@@ -218,8 +260,7 @@ def test_tables_cover_all_bits() -> None:
 @pytest.mark.parametrize("k, blocks", [(3, 5), (5, 8), (6, None)])
 def test_multi_block_tables_agree_with_brute_force(k: int, blocks: int | None) -> None:
     fps = _planted(2000, seed=11)
-    assert np.array_equal(S.near_duplicate_pairs(fps, k, blocks=blocks),
-                          S.all_pairs_bruteforce(fps, k))
+    assert np.array_equal(S.near_duplicate_pairs(fps, k, blocks=blocks), S.all_pairs_bruteforce(fps, k))
 
 
 def test_unknown_features_is_a_user_error() -> None:

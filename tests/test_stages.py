@@ -30,22 +30,40 @@ def test_qlora_then_full_then_lora(tiny_llama, tmp_path):
     train = write_json(tmp_path / "train.json", make_synthetic_cci(16, 3, "s"))
     steps = ["--max_steps", "2", "--per_device_train_batch_size", "4", "--learning_rate", "1e-2"]
     first = tmp_path / "qlora"
-    train_sft(*sft_parser().parse(sft_argv(tiny_llama, train, None, first, "--method", "qlora",
-                                           *steps)))
+    train_sft(*sft_parser().parse(sft_argv(tiny_llama, train, None, first, "--method", "qlora", *steps)))
     # stage 2: full fine-tuning from stage 1 (learning rate 0: the weights it saves are the
     # weights it started from, so they show exactly where it started)
     cli = load_script(ROOT / "run" / "train.py")
     from malpyeong.cli import run_cli
 
     second = tmp_path / "full"
-    assert run_cli(cli.main, sft_argv(tiny_llama, train, None, second, "--method", "full",
-                                      "--init_from", str(first), "--max_steps", "1",
-                                      "--per_device_train_batch_size", "4",
-                                      "--learning_rate", "0")) == 0
+    assert (
+        run_cli(
+            cli.main,
+            sft_argv(
+                tiny_llama,
+                train,
+                None,
+                second,
+                "--method",
+                "full",
+                "--init_from",
+                str(first),
+                "--max_steps",
+                "1",
+                "--per_device_train_batch_size",
+                "4",
+                "--learning_rate",
+                "0",
+            ),
+        )
+        == 0
+    )
     info = json.loads((second / "malpyeong_run.json").read_text())
     assert info["init_from"] == str(first) and info["base_model"] == str(tiny_llama)
-    assert info["stages"] == [{"run": str(first), "stage": "sft", "method": "qlora",
-                               "model": str(tiny_llama)}]
+    assert info["stages"] == [
+        {"run": str(first), "stage": "sft", "method": "qlora", "model": str(tiny_llama)}
+    ]
     assert (info["model"], info["method"], info["merged_dir"]) == (str(tiny_llama), "full", ".")
     assert not (second / INIT_DIR).exists()  # the full model at the root replaced the start
     saved = yaml.safe_load((second / "config.yaml").read_text(encoding="utf-8"))
@@ -62,8 +80,11 @@ def test_qlora_then_full_then_lora(tiny_llama, tmp_path):
 
     # stage 3: a new LoRA on the full stage; the chain grows, and the run loads for prediction
     third = tmp_path / "lora"
-    train_sft(*sft_parser().parse(sft_argv(tiny_llama, train, None, third, "--method", "lora",
-                                           "--init_from", str(second), *steps)))
+    train_sft(
+        *sft_parser().parse(
+            sft_argv(tiny_llama, train, None, third, "--method", "lora", "--init_from", str(second), *steps)
+        )
+    )
     info = json.loads((third / "malpyeong_run.json").read_text())
     assert [s["run"] for s in info["stages"]] == [str(first), str(second)]
     assert info["model"] == str(second) and info["base_model"] == str(tiny_llama)
@@ -76,15 +97,20 @@ def test_qlora_then_full_then_lora(tiny_llama, tmp_path):
 def test_init_from_checks(tiny_llama, tmp_path, tiny_models):
     train = write_json(tmp_path / "train.json", make_synthetic_cci(4, 3, "s"))
     with pytest.raises(UserError, match="run folder not found"):
-        sft_parser().parse(sft_argv(tiny_llama, train, None, tmp_path / "o",
-                                    "--init_from", str(tmp_path / "none")))
+        sft_parser().parse(
+            sft_argv(tiny_llama, train, None, tmp_path / "o", "--init_from", str(tmp_path / "none"))
+        )
     (tmp_path / "empty").mkdir()
     with pytest.raises(UserError, match="not a finished run folder"):
-        sft_parser().parse(sft_argv(tiny_llama, train, None, tmp_path / "o",
-                                    "--init_from", str(tmp_path / "empty")))
+        sft_parser().parse(
+            sft_argv(tiny_llama, train, None, tmp_path / "o", "--init_from", str(tmp_path / "empty"))
+        )
     first = tmp_path / "first"
     train_sft(*sft_parser().parse(sft_argv(tiny_llama, train, None, first, "--max_steps", "1")))
     other = tiny_models["qwen2"]
     with pytest.raises(UserError, match="init_from run was trained on"):
-        train_sft(*sft_parser().parse(sft_argv(other, train, None, tmp_path / "o2",
-                                               "--init_from", str(first), "--max_steps", "1")))
+        train_sft(
+            *sft_parser().parse(
+                sft_argv(other, train, None, tmp_path / "o2", "--init_from", str(first), "--max_steps", "1")
+            )
+        )

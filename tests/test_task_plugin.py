@@ -56,15 +56,21 @@ class TopicStateTask(GenerateTask):
         return item.state
 
     def check_output(self, value: Any) -> str | None:
-        if not isinstance(value, dict) or not isinstance(value.get("topic"), str) \
-                or not value["topic"] or not isinstance(value.get("turns"), int):
-            return "output must be {\"topic\": non-empty string, \"turns\": integer}"
+        if (
+            not isinstance(value, dict)
+            or not isinstance(value.get("topic"), str)
+            or not value["topic"]
+            or not isinstance(value.get("turns"), int)
+        ):
+            return 'output must be {"topic": non-empty string, "turns": integer}'
         return None
 
     def messages(self, item: TopicItem, spec: PromptSpec = BASELINE) -> list[dict]:
         lines = "\n".join(f"{u.speaker}: {u.utterance}" for u in item.conversation)
-        return [{"role": "system", "content": "Answer with the topic as JSON."},
-                {"role": "user", "content": lines}]
+        return [
+            {"role": "system", "content": "Answer with the topic as JSON."},
+            {"role": "user", "content": lines},
+        ]
 
     def render_output(self, output: dict) -> str:
         return json.dumps(output, ensure_ascii=False)
@@ -103,10 +109,17 @@ def write(path, n: int, prefix: str, gold: bool = True):
     rows = []
     for i in range(n):
         topic = TOPICS[i % 3]
-        conv = [{"speaker": "A", "utterance": f"{topic} {prefix}{i} talk"},
-                {"speaker": "B", "utterance": f"yes {topic}"}]
-        rows.append({"id": f"{prefix}{i}", "input": {"conversation": conv},
-                     "output": {"topic": topic, "turns": 2} if gold else ""})
+        conv = [
+            {"speaker": "A", "utterance": f"{topic} {prefix}{i} talk"},
+            {"speaker": "B", "utterance": f"yes {topic}"},
+        ]
+        rows.append(
+            {
+                "id": f"{prefix}{i}",
+                "input": {"conversation": conv},
+                "output": {"topic": topic, "turns": 2} if gold else "",
+            }
+        )
     path.write_text(json.dumps(rows, ensure_ascii=False), encoding="utf-8")
     return path
 
@@ -127,12 +140,44 @@ def test_a_registered_task_runs_through_every_step(plugin_task, tiny_llama, tmp_
     runs = []
     for seed in (1, 2):
         out = tmp_path / f"run{seed}"
-        call("run/train.py", "--model", tiny_llama, "--task", "plugin_topic", "--train_file",
-             train, "--dev_file", dev, "--output_dir", out, "--max_steps", "2", "--seed", seed,
-             "--report_to", "none", "--gradient_checkpointing", "false", "--max_length", "256",
-             "--eval_max_new_tokens", "6", "--eval_strategy", "steps", "--eval_steps", "2",
-             "--save_strategy", "steps", "--save_steps", "2", "--disable_tqdm", "true",
-             "--learning_rate", "1e-3", capsys=capsys)
+        call(
+            "run/train.py",
+            "--model",
+            tiny_llama,
+            "--task",
+            "plugin_topic",
+            "--train_file",
+            train,
+            "--dev_file",
+            dev,
+            "--output_dir",
+            out,
+            "--max_steps",
+            "2",
+            "--seed",
+            seed,
+            "--report_to",
+            "none",
+            "--gradient_checkpointing",
+            "false",
+            "--max_length",
+            "256",
+            "--eval_max_new_tokens",
+            "6",
+            "--eval_strategy",
+            "steps",
+            "--eval_steps",
+            "2",
+            "--save_strategy",
+            "steps",
+            "--save_steps",
+            "2",
+            "--disable_tqdm",
+            "true",
+            "--learning_rate",
+            "1e-3",
+            capsys=capsys,
+        )
         metrics = json.loads((out / "dev_metrics.json").read_text(encoding="utf-8"))
         assert metrics["metric"] == "topic_match" and 0.0 <= metrics["best"] <= 1.0
         assert metrics["best_report"]["n"] == 3
@@ -140,21 +185,51 @@ def test_a_registered_task_runs_through_every_step(plugin_task, tiny_llama, tmp_
 
     for run in runs:
         for split, data in (("dev", dev), ("test", test)):
-            call("run/test.py", "--model", run, "--task", "plugin_topic", "--input", data,
-                 "--output", tmp_path / split / f"{run.name}.json", "--max_new_tokens", "6",
-                 "--no_progress", capsys=capsys)
+            call(
+                "run/test.py",
+                "--model",
+                run,
+                "--task",
+                "plugin_topic",
+                "--input",
+                data,
+                "--output",
+                tmp_path / split / f"{run.name}.json",
+                "--max_new_tokens",
+                "6",
+                "--no_progress",
+                capsys=capsys,
+            )
     res = read_results(tmp_path / "test" / "run1.json")
     assert all(isinstance(v, dict) and v["turns"] == 2 for v in res.outputs.values())
     assert set(res.texts) == set(res.ids)  # the raw generations are kept beside
 
-    shown = call("run/evaluate.py", "--task", "plugin_topic", "--gold", dev, "--pred",
-                 tmp_path / "dev" / "run1.json", capsys=capsys)
+    shown = call(
+        "run/evaluate.py",
+        "--task",
+        "plugin_topic",
+        "--gold",
+        dev,
+        "--pred",
+        tmp_path / "dev" / "run1.json",
+        capsys=capsys,
+    )
     assert "valid plugin_topic submission, 3 items" in shown and "topic_match" in shown
 
     submission = tmp_path / "submission.json"
-    shown = call("ensemble/vote.py", tmp_path / "test" / "run1.json",
-                 tmp_path / "test" / "run2.json", "--output", submission, "--test", test,
-                 "--priority", "run2", "run1", capsys=capsys)
+    shown = call(
+        "ensemble/vote.py",
+        tmp_path / "test" / "run1.json",
+        tmp_path / "test" / "run2.json",
+        "--output",
+        submission,
+        "--test",
+        test,
+        "--priority",
+        "run2",
+        "run1",
+        capsys=capsys,
+    )
     assert "MBR by rouge1" in shown
     assert check_submission(submission, test, plugin_task) == 3
     voted = {r["id"]: r["output"] for r in json.loads(submission.read_text(encoding="utf-8"))}
@@ -162,12 +237,26 @@ def test_a_registered_task_runs_through_every_step(plugin_task, tiny_llama, tmp_
     assert all(isinstance(v, dict) for v in voted.values()) and voted.keys() == firsts.keys()
 
     config = tmp_path / "merge.yaml"
-    config.write_text(f"merge_method: linear\nmodels:\n  - model: {runs[0]}\n"
-                      f"  - model: {runs[1]}\nsearch:\n  weight: [[0.5, 0.5], [0.8, 0.2]]\n",
-                      encoding="utf-8")
-    shown = call("ensemble/merge.py", "--config", config, "--output", tmp_path / "merged",
-                 "--search", "--dev", dev, "--task", "plugin_topic", "--max-new-tokens", "6",
-                 capsys=capsys)
+    config.write_text(
+        f"merge_method: linear\nmodels:\n  - model: {runs[0]}\n"
+        f"  - model: {runs[1]}\nsearch:\n  weight: [[0.5, 0.5], [0.8, 0.2]]\n",
+        encoding="utf-8",
+    )
+    shown = call(
+        "ensemble/merge.py",
+        "--config",
+        config,
+        "--output",
+        tmp_path / "merged",
+        "--search",
+        "--dev",
+        dev,
+        "--task",
+        "plugin_topic",
+        "--max-new-tokens",
+        "6",
+        capsys=capsys,
+    )
     assert "scored by dev topic_match on 3 items" in shown and "<- best" in shown
     search = json.loads((tmp_path / "merged" / "merge_search.json").read_text(encoding="utf-8"))
     assert search["metric"] == "topic_match" and len(search["rows"]) == 2

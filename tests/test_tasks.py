@@ -46,8 +46,10 @@ GOLDEN_DCS = """[Conversation]
 
 def test_golden_cci_baseline(cci_record):
     messages = get_task("cci").messages(parse("cci", cci_record))
-    assert messages == [{"role": "system", "content": OFFICIAL_SYSTEM},
-                        {"role": "user", "content": GOLDEN_CCI}]
+    assert messages == [
+        {"role": "system", "content": OFFICIAL_SYSTEM},
+        {"role": "user", "content": GOLDEN_CCI},
+    ]
 
 
 def test_golden_dcs_baseline(dcs_record):
@@ -56,8 +58,16 @@ def test_golden_dcs_baseline(dcs_record):
     assert messages[0]["content"] == OFFICIAL_SYSTEM
 
 
-@pytest.mark.parametrize("category,expected", [
-    ("원인", "원인으로"), ("후행사건", "후행사건으로"), ("전제", "전제로"), ("동기", "동기로"), ("반응", "반응으로")])
+@pytest.mark.parametrize(
+    "category,expected",
+    [
+        ("원인", "원인으로"),
+        ("후행사건", "후행사건으로"),
+        ("전제", "전제로"),
+        ("동기", "동기로"),
+        ("반응", "반응으로"),
+    ],
+)
 def test_question_particle_per_category(cci_record, category, expected):
     # The official baseline code loses the whole question for 전제 and 동기; we do not.
     cci_record["input"]["category"] = category
@@ -99,7 +109,9 @@ def test_targets_and_answers(cci_record):
     item = parse("cci", cci_record)
     assert task.target(item) == "A. 화자2는 맑은 날씨를 즐기고 싶어 한다."
     assert task.target(item, style="letter") == "A"
-    assert task.target(item, rationale="맑은 날씨를 즐기려는 것이다.") == "맑은 날씨를 즐기려는 것이다.\n정답: A"
+    assert (
+        task.target(item, rationale="맑은 날씨를 즐기려는 것이다.") == "맑은 날씨를 즐기려는 것이다.\n정답: A"
+    )
     assert task.parse_answer("근거...\n정답: C") == 2
     assert task.parse_answer("B. 어쩌고") == 1 and task.parse_answer("모르겠다") is None
 
@@ -127,14 +139,25 @@ def test_dcs_drop_order_from_middle(dcs_record):
 
 def test_dcs_clean_output():
     task = get_task("dcs")
-    assert task.clean_output("요약: 두 화자는 여행을 말했다. 좋았다. 좋았다. 좋았다.<end_of_turn>") == \
-        "두 화자는 여행을 말했다. 좋았다."
+    assert (
+        task.clean_output("요약: 두 화자는 여행을 말했다. 좋았다. 좋았다. 좋았다.<end_of_turn>")
+        == "두 화자는 여행을 말했다. 좋았다."
+    )
     assert task.clean_output("model\n두 화자는 <|eot_id|>") == "두 화자는"
 
 
 VARIANTS = {
-    "cci": ["baseline", "highlight", "definitions", "cot", "persona", "en", "bilingual",
-            "highlight+definitions+persona+bilingual", "en+cot+highlight"],
+    "cci": [
+        "baseline",
+        "highlight",
+        "definitions",
+        "cot",
+        "persona",
+        "en",
+        "bilingual",
+        "highlight+definitions+persona+bilingual",
+        "en+cot+highlight",
+    ],
     "dcs": ["baseline", "persona", "style", "en", "bilingual", "persona+style+bilingual"],
 }
 
@@ -169,10 +192,13 @@ def test_family_formats(tiny_models, cci_record):
         "mistral": "<s>[INST] You are a helpful",
         "exaone": "[|system|]You are a helpful AI",
     }
-    ends = {"llama": "<|start_header_id|>assistant<|end_header_id|>\n\n",
-            "gemma2": "<end_of_turn>\n<start_of_turn>model\n",
-            "qwen2": "<|im_end|>\n<|im_start|>assistant\n", "mistral": " [/INST]",
-            "exaone": "\n[|assistant|]"}
+    ends = {
+        "llama": "<|start_header_id|>assistant<|end_header_id|>\n\n",
+        "gemma2": "<end_of_turn>\n<start_of_turn>model\n",
+        "qwen2": "<|im_end|>\n<|im_start|>assistant\n",
+        "mistral": " [/INST]",
+        "exaone": "\n[|assistant|]",
+    }
     for family, path in tiny_models.items():
         backbone = get_backbone(str(path))
         text = render_chat(load_tokenizer(str(path), backbone), messages, backbone)
@@ -181,7 +207,9 @@ def test_family_formats(tiny_models, cci_record):
 
 def test_all_categories_and_permutations_render(cci_record):
     task = get_task("cci")
-    for category, order in zip(CATEGORIES, itertools.permutations(range(3)), strict=False):  # 5 categories, 6 orders
+    for category, order in zip(
+        CATEGORIES, itertools.permutations(range(3)), strict=False
+    ):  # 5 categories, 6 orders
         cci_record["input"]["category"] = category
         item = task.permuted(parse("cci", cci_record), order)
         assert f"A. {item.options[0]}" in task.messages(item)[1]["content"]

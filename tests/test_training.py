@@ -33,6 +33,7 @@ from malpyeong.training import (
 
 # ------------------------------------------------------------------------------ synthetic data
 
+
 def make_synthetic_cci(n: int, seed: int, prefix: str) -> list[dict]:
     """Official-layout CCI records: the correct option names the target utterance's topic (the
     library's synthetic generator, as run/synthetic.py and the demo use it)."""
@@ -72,16 +73,21 @@ def synthetic(tmp_path_factory) -> dict:
     root = tmp_path_factory.mktemp("synthetic")
     train = make_synthetic_cci(4800, 1, "t")
     dev = make_synthetic_cci(90, 2, "d")
-    return {"model": build_synthetic_model(root / "model", train),
-            "train": write_json(root / "train.json", train),
-            "dev": write_json(root / "dev.json", dev), "root": root}
+    return {
+        "model": build_synthetic_model(root / "model", train),
+        "train": write_json(root / "train.json", train),
+        "dev": write_json(root / "dev.json", dev),
+        "root": root,
+    }
 
 
 @pytest.fixture(scope="module")
 def small_files(tmp_path_factory) -> dict:
     root = tmp_path_factory.mktemp("small")
-    return {"train": write_json(root / "train.json", make_synthetic_cci(16, 3, "s")),
-            "dev": write_json(root / "dev.json", make_synthetic_cci(6, 4, "v"))}
+    return {
+        "train": write_json(root / "train.json", make_synthetic_cci(16, 3, "s")),
+        "dev": write_json(root / "dev.json", make_synthetic_cci(6, 4, "v")),
+    }
 
 
 def dev_accuracy(model, tokenizer, path: Path, dev: Path, prompt: str = "baseline") -> float:
@@ -89,15 +95,33 @@ def dev_accuracy(model, tokenizer, path: Path, dev: Path, prompt: str = "baselin
 
     task = get_task("cci")
     items = load_items(dev, task)
-    probs = score_choices(model, tokenizer, get_backbone(str(path)), task, items,
-                          spec=task.prompt_spec(prompt), progress=False)
+    probs = score_choices(
+        model, tokenizer, get_backbone(str(path)), task, items, spec=task.prompt_spec(prompt), progress=False
+    )
     return sum(int(p.argmax()) == it.label for p, it in zip(probs, items, strict=True)) / len(items)
 
 
 def sft_argv(model: Path, train: Path, dev: Path | None, out: Path, *extra: str) -> list[str]:
-    argv = ["--model", str(model), "--task", "cci", "--train_file", str(train),
-            "--output_dir", str(out), "--report_to", "none", "--gradient_checkpointing", "false",
-            "--disable_tqdm", "true", "--logging_steps", "50", "--max_length", "512"]
+    argv = [
+        "--model",
+        str(model),
+        "--task",
+        "cci",
+        "--train_file",
+        str(train),
+        "--output_dir",
+        str(out),
+        "--report_to",
+        "none",
+        "--gradient_checkpointing",
+        "false",
+        "--disable_tqdm",
+        "true",
+        "--logging_steps",
+        "50",
+        "--max_length",
+        "512",
+    ]
     if dev is not None:
         argv += ["--dev_file", str(dev)]
     return argv + list(extra)
@@ -106,8 +130,10 @@ def sft_argv(model: Path, train: Path, dev: Path | None, out: Path, *extra: str)
 # ------------------------------------------------------------------------------ rows
 
 
-@pytest.mark.parametrize("family,after", [("gemma2", "<end_of_turn>"), ("llama", "<|eot_id|>"),
-                                          ("qwen2", "<|im_end|>"), ("mistral", "</s>")])
+@pytest.mark.parametrize(
+    "family,after",
+    [("gemma2", "<end_of_turn>"), ("llama", "<|eot_id|>"), ("qwen2", "<|im_end|>"), ("mistral", "</s>")],
+)
 def test_assistant_affixes_end_the_turn_once(tiny_models, family, after):
     path = str(tiny_models[family])
     assert assistant_affixes(load_tokenizer(path), get_backbone(path)) == ("", after)
@@ -117,15 +143,22 @@ def _rows(tiny_models, family, records, tmp_path, **kwargs):
     path = str(tiny_models[family])
     tok, bb, task = load_tokenizer(path), get_backbone(path), get_task(kwargs.pop("task", "cci"))
     items = load_items(write_json(tmp_path / "data.json", records), task)
-    rows, stats = build_sft_examples(task, items, tok, bb,
-                                     task.prompt_spec(kwargs.pop("prompt", "baseline")),
-                                     kwargs.pop("max_length", 1024), **kwargs)
+    rows, stats = build_sft_examples(
+        task,
+        items,
+        tok,
+        bb,
+        task.prompt_spec(kwargs.pop("prompt", "baseline")),
+        kwargs.pop("max_length", 1024),
+        **kwargs,
+    )
     return tok, bb, task, items, rows, stats
 
 
 def test_gemma_rows_match_prediction_prompt_and_end_once(tiny_models, cci_record, tmp_path):
-    tok, bb, task, items, rows, stats = _rows(tiny_models, "gemma2", [cci_record], tmp_path,
-                                              prompt="highlight")
+    tok, bb, task, items, rows, stats = _rows(
+        tiny_models, "gemma2", [cci_record], tmp_path, prompt="highlight"
+    )
     row = rows[0]
     n_prompt = row["labels"].count(-100)
     fitted = fit_prompt(task, items[0], tok, bb, task.prompt_spec("highlight"), 1024)
@@ -144,8 +177,7 @@ def test_gemma_rows_match_prediction_prompt_and_end_once(tiny_models, cci_record
 
 
 def test_llama_letter_style_and_dcs_summary(tiny_models, cci_record, dcs_record, tmp_path):
-    tok, _, _, _, rows, _ = _rows(tiny_models, "llama", [cci_record], tmp_path,
-                                  target_style="letter")
+    tok, _, _, _, rows, _ = _rows(tiny_models, "llama", [cci_record], tmp_path, target_style="letter")
     n_prompt = rows[0]["labels"].count(-100)
     assert tok.decode(rows[0]["input_ids"][n_prompt:]) == "A<|eot_id|>"
     assert rows[0]["input_ids"].count(tok.bos_token_id) == 1
@@ -172,7 +204,7 @@ def test_option_shuffle_moves_the_label_with_the_gold_text(tmp_path):
     assert len(out) == 60 and out == augment_options(task, items, copies=2, seed=7)
     for k, item in enumerate(items):
         gold = item.options[item.label]
-        copies = out[3 * k:3 * k + 3]
+        copies = out[3 * k : 3 * k + 3]
         assert copies[0] is item
         assert all(c.options[c.label] == gold for c in copies)
         assert len({c.options for c in copies}) == 3  # two distinct non-identity orders
@@ -186,8 +218,10 @@ def test_option_shuffle_moves_the_label_with_the_gold_text(tmp_path):
 
 def test_recipe_keys_values_and_overrides(small_files, tiny_llama, tmp_path):
     recipe = tmp_path / "r.yaml"
-    recipe.write_text(f"model: {tiny_llama}\ntrain_file: {small_files['train']}\nlora_r: 8\n"
-                      "learning_rate: 1.0e-4\n", encoding="utf-8")
+    recipe.write_text(
+        f"model: {tiny_llama}\ntrain_file: {small_files['train']}\nlora_r: 8\nlearning_rate: 1.0e-4\n",
+        encoding="utf-8",
+    )
     script, model_args, config = sft_parser().parse(["--config", str(recipe), "--lora_r", "32"])
     assert (model_args.lora_r, config.learning_rate, model_args.method) == (32, 1e-4, "lora")
     assert config.lr_scheduler_type == "cosine" and config.report_to == ["tensorboard"]
@@ -200,15 +234,16 @@ def test_recipe_keys_values_and_overrides(small_files, tiny_llama, tmp_path):
     assert "valid keys: model, method" in line and "\n" not in line
 
     base = ["--model", str(tiny_llama), "--train_file", str(small_files["train"])]
-    cases = [(["--method", "qlra"], "method", "did you mean 'qlora'?"),
-             (["--lora_rank", "8"], None, "unknown option(s) --lora_rank (did you mean --lora_r?)"),
-             (["--learning_rate", "fast"], None, "invalid float value"),
-             (["--task", "cc"], "task", "unknown task"),
-             (["--prompt", "highlite"], "prompt", "unknown prompt variant"),
-             (["--target_style", "text"], "target_style", "unknown target style 'text'"),
-             (["--dev_file", "nope.json"], "dev_file", "file not found"),
-             (["--eval_strategy", "steps", "--save_strategy", "epoch"], None,
-              "invalid recipe value")]
+    cases = [
+        (["--method", "qlra"], "method", "did you mean 'qlora'?"),
+        (["--lora_rank", "8"], None, "unknown option(s) --lora_rank (did you mean --lora_r?)"),
+        (["--learning_rate", "fast"], None, "invalid float value"),
+        (["--task", "cc"], "task", "unknown task"),
+        (["--prompt", "highlite"], "prompt", "unknown prompt variant"),
+        (["--target_style", "text"], "target_style", "unknown target style 'text'"),
+        (["--dev_file", "nope.json"], "dev_file", "file not found"),
+        (["--eval_strategy", "steps", "--save_strategy", "epoch"], None, "invalid recipe value"),
+    ]
     for extra, field, words in cases:
         with pytest.raises(UserError) as err:
             sft_parser().parse(base + extra)
@@ -253,13 +288,26 @@ def test_cli_one_line_errors_and_list_models(small_files, tiny_llama, tmp_path, 
     (taken / "config.yaml").write_text("x")
     bad = write_json(tmp_path / "bad.json", [{"id": "b1", "input": {}, "output": "inference_1"}])
     base = ["--model", str(tiny_llama), "--train_file", str(small_files["train"])]
-    cases = [(base + ["--output_dir", str(taken)], "run folder exists"),
-             (["--model", "nobody/no-such-model", "--train_file", str(small_files["train"]),
-               "--output_dir", str(tmp_path / "a")], "cannot load model 'nobody/no-such-model'"),
-             (["--model", str(tiny_llama), "--train_file", str(bad), "--output_dir",
-               str(tmp_path / "b")], "item b1"),
-             (base + ["--task", "summary"], "unknown task"),
-             (base + ["--config", str(tmp_path / "none.yaml")], "recipe not found")]
+    cases = [
+        (base + ["--output_dir", str(taken)], "run folder exists"),
+        (
+            [
+                "--model",
+                "nobody/no-such-model",
+                "--train_file",
+                str(small_files["train"]),
+                "--output_dir",
+                str(tmp_path / "a"),
+            ],
+            "cannot load model 'nobody/no-such-model'",
+        ),
+        (
+            ["--model", str(tiny_llama), "--train_file", str(bad), "--output_dir", str(tmp_path / "b")],
+            "item b1",
+        ),
+        (base + ["--task", "summary"], "unknown task"),
+        (base + ["--config", str(tmp_path / "none.yaml")], "recipe not found"),
+    ]
     for argv, words in cases:
         assert run_cli(cli.main, argv) == 2, argv
         err = capsys.readouterr().err.strip().splitlines()
@@ -276,18 +324,29 @@ def test_completion_logits_loss_equals_trl_loss(small_files, tiny_llama, tmp_pat
 
     from malpyeong.training import sft_trainer_class
 
-    _, model_args, config = sft_parser().parse(sft_argv(tiny_llama, small_files["train"], None,
-                                                        tmp_path / "o", "--eval_strategy", "no",
-                                                        "--load_best_model_at_end", "false"))
+    _, model_args, config = sft_parser().parse(
+        sft_argv(
+            tiny_llama,
+            small_files["train"],
+            None,
+            tmp_path / "o",
+            "--eval_strategy",
+            "no",
+            "--load_best_model_at_end",
+            "false",
+        )
+    )
     task, bb = get_task("cci"), get_backbone(str(tiny_llama))
     tok = load_tokenizer(str(tiny_llama), bb)
-    rows, _ = build_sft_examples(task, load_items(small_files["train"], task), tok, bb,
-                                 task.prompt_spec(None), 512)
+    rows, _ = build_sft_examples(
+        task, load_items(small_files["train"], task), tok, bb, task.prompt_spec(None), 512
+    )
     from datasets import Dataset
 
     model = load_training_model(model_args, config, bb)
-    trainer = sft_trainer_class()(model=model, args=config, processing_class=tok,
-                                  train_dataset=Dataset.from_list(rows))
+    trainer = sft_trainer_class()(
+        model=model, args=config, processing_class=tok, train_dataset=Dataset.from_list(rows)
+    )
     batch = trainer.data_collator([{k: r[k] for k in ("input_ids", "labels")} for r in rows[:4]])
     ours = trainer.compute_loss(trainer.model, dict(batch))
     assert trainer._completion_logits is True
@@ -305,8 +364,9 @@ def test_completion_logits_loss_equals_trl_loss(small_files, tiny_llama, tmp_pat
 def test_qlora_model_is_4bit_with_trainable_adapters_only(small_files, tiny_llama, tmp_path):
     import bitsandbytes as bnb
 
-    _, model_args, config = sft_parser().parse(sft_argv(tiny_llama, small_files["train"], None,
-                                                        tmp_path / "o", "--method", "qlora"))
+    _, model_args, config = sft_parser().parse(
+        sft_argv(tiny_llama, small_files["train"], None, tmp_path / "o", "--method", "qlora")
+    )
     model = load_training_model(model_args, config, get_backbone(str(tiny_llama)))
     assert any(isinstance(m, bnb.nn.Linear4bit) for m in model.modules())
     trainable = [n for n, p in model.named_parameters() if p.requires_grad]
@@ -322,20 +382,56 @@ def test_run_folder_resume_and_merge(small_files, tiny_llama, tmp_path):
     from transformers import AutoModelForCausalLM
 
     out = tmp_path / "run"
-    argv = sft_argv(tiny_llama, small_files["train"], small_files["dev"], out, "--max_steps", "2",
-                    "--eval_strategy", "steps", "--save_strategy", "steps", "--eval_steps", "1",
-                    "--save_steps", "1", "--per_device_train_batch_size", "4",
-                    "--gradient_accumulation_steps", "1", "--report_to", "tensorboard",
-                    "--shuffle_options", "--merge")
+    argv = sft_argv(
+        tiny_llama,
+        small_files["train"],
+        small_files["dev"],
+        out,
+        "--max_steps",
+        "2",
+        "--eval_strategy",
+        "steps",
+        "--save_strategy",
+        "steps",
+        "--eval_steps",
+        "1",
+        "--save_steps",
+        "1",
+        "--per_device_train_batch_size",
+        "4",
+        "--gradient_accumulation_steps",
+        "1",
+        "--report_to",
+        "tensorboard",
+        "--shuffle_options",
+        "--merge",
+    )
     train_sft(*sft_parser().parse(argv))
     info = json.loads((out / "malpyeong_run.json").read_text())
-    assert info == {"model": str(tiny_llama), "method": "lora", "adapter_dir": "adapter",
-                    "merged_dir": ".", "task": "cci", "prompt": "baseline", "max_length": 512,
-                    "target_style": "letter_text", "stage": "sft"}
+    assert info == {
+        "model": str(tiny_llama),
+        "method": "lora",
+        "adapter_dir": "adapter",
+        "merged_dir": ".",
+        "task": "cci",
+        "prompt": "baseline",
+        "max_length": 512,
+        "target_style": "letter_text",
+        "stage": "sft",
+    }
     # the merged model at the run folder's root, as mergekit writes one; our files beside it
-    for name in ("adapter/adapter_config.json", "adapter/adapter_model.safetensors",
-                 "adapter/tokenizer.json", "config.json", "model.safetensors", "tokenizer.json",
-                 "malpyeong_run.json", "config.yaml", "data_stats.json", "dev_metrics.json"):
+    for name in (
+        "adapter/adapter_config.json",
+        "adapter/adapter_model.safetensors",
+        "adapter/tokenizer.json",
+        "config.json",
+        "model.safetensors",
+        "tokenizer.json",
+        "malpyeong_run.json",
+        "config.yaml",
+        "data_stats.json",
+        "dev_metrics.json",
+    ):
         assert (out / name).is_file(), name
     assert list((out / "runs").rglob("events.out.tfevents.*"))
     stats = json.loads((out / "data_stats.json").read_text())
@@ -345,8 +441,7 @@ def test_run_folder_resume_and_merge(small_files, tiny_llama, tmp_path):
     assert dev["best"] == max(h["eval_accuracy"] for h in dev["history"])
     assert dev["best_report"]["n"] == 6 and "by_category" in dev["best_report"]
     script, model_args, config = sft_parser().parse(["--config", str(out / "config.yaml")])
-    assert (model_args.model, config.learning_rate, script.shuffle_options) == (str(tiny_llama),
-                                                                                2e-4, True)
+    assert (model_args.model, config.learning_rate, script.shuffle_options) == (str(tiny_llama), 2e-4, True)
 
     # the merged model is the base with the adapter folded in
     ids = torch.tensor([[5, 6, 7, 8, 9]])
@@ -361,17 +456,39 @@ def test_run_folder_resume_and_merge(small_files, tiny_llama, tmp_path):
     resume[resume.index("--max_steps") + 1] = "3"
     train_sft(*sft_parser().parse(resume + ["--resume"]))
     state = json.loads((out / "checkpoint-3" / "trainer_state.json").read_text())
-    assert state["global_step"] == 3 and [h["step"] for h in state["log_history"]
-                                          if "eval_accuracy" in h] == [1, 2, 3]
+    assert state["global_step"] == 3 and [
+        h["step"] for h in state["log_history"] if "eval_accuracy" in h
+    ] == [1, 2, 3]
 
 
 def test_early_stopping_ends_a_stalled_run(small_files, tiny_llama, tmp_path):
     out = tmp_path / "stall"
-    train_sft(*sft_parser().parse(sft_argv(
-        tiny_llama, small_files["train"], small_files["dev"], out, "--learning_rate", "0",
-        "--max_steps", "20", "--eval_strategy", "steps", "--eval_steps", "1", "--save_strategy",
-        "steps", "--save_steps", "1", "--early_stopping_patience", "2",
-        "--per_device_train_batch_size", "2")))
+    train_sft(
+        *sft_parser().parse(
+            sft_argv(
+                tiny_llama,
+                small_files["train"],
+                small_files["dev"],
+                out,
+                "--learning_rate",
+                "0",
+                "--max_steps",
+                "20",
+                "--eval_strategy",
+                "steps",
+                "--eval_steps",
+                "1",
+                "--save_strategy",
+                "steps",
+                "--save_steps",
+                "1",
+                "--early_stopping_patience",
+                "2",
+                "--per_device_train_batch_size",
+                "2",
+            )
+        )
+    )
     dev = json.loads((out / "dev_metrics.json").read_text())
     # best at step 1, then two evaluations without a gain
     assert [h["step"] for h in dev["history"]] == [1, 2, 3]
@@ -381,9 +498,22 @@ def test_early_stopping_ends_a_stalled_run(small_files, tiny_llama, tmp_path):
 def test_full_finetuning_and_dcs_rouge(tiny_models, tmp_path):
     sample = ROOT / "resource" / "data"
     out = tmp_path / "full"
-    train_sft(*sft_parser().parse(sft_argv(
-        tiny_models["gemma2"], sample / "cci_train.json", None, out, "--method", "full",
-        "--max_steps", "1", "--max_train_items", "4")))
+    train_sft(
+        *sft_parser().parse(
+            sft_argv(
+                tiny_models["gemma2"],
+                sample / "cci_train.json",
+                None,
+                out,
+                "--method",
+                "full",
+                "--max_steps",
+                "1",
+                "--max_train_items",
+                "4",
+            )
+        )
+    )
     info = json.loads((out / "malpyeong_run.json").read_text())
     assert (info["adapter_dir"], info["merged_dir"]) == (None, ".")
     assert (out / "model.safetensors").is_file() and (out / "config.json").is_file()
@@ -392,14 +522,44 @@ def test_full_finetuning_and_dcs_rouge(tiny_models, tmp_path):
     assert AutoModelForCausalLM.from_pretrained(out).config.model_type == "gemma2"
     assert AutoTokenizer.from_pretrained(out).eos_token == "<eos>"
     out = tmp_path / "dcs"
-    train_sft(*sft_parser().parse([
-        "--model", str(tiny_models["qwen2"]), "--task", "dcs", "--train_file",
-        str(sample / "dcs_train.json"), "--dev_file", str(sample / "dcs_dev.json"),
-        "--output_dir", str(out), "--max_steps", "1", "--max_train_items", "2",
-        "--dev_eval_items", "1",
-        "--eval_max_new_tokens", "4", "--report_to", "none", "--gradient_checkpointing", "false",
-        "--max_length", "1024", "--eval_strategy", "steps", "--eval_steps", "1",
-        "--save_strategy", "steps", "--save_steps", "1"]))
+    train_sft(
+        *sft_parser().parse(
+            [
+                "--model",
+                str(tiny_models["qwen2"]),
+                "--task",
+                "dcs",
+                "--train_file",
+                str(sample / "dcs_train.json"),
+                "--dev_file",
+                str(sample / "dcs_dev.json"),
+                "--output_dir",
+                str(out),
+                "--max_steps",
+                "1",
+                "--max_train_items",
+                "2",
+                "--dev_eval_items",
+                "1",
+                "--eval_max_new_tokens",
+                "4",
+                "--report_to",
+                "none",
+                "--gradient_checkpointing",
+                "false",
+                "--max_length",
+                "1024",
+                "--eval_strategy",
+                "steps",
+                "--eval_steps",
+                "1",
+                "--save_strategy",
+                "steps",
+                "--save_steps",
+                "1",
+            ]
+        )
+    )
     dev = json.loads((out / "dev_metrics.json").read_text())
     assert dev["metric"] == "rouge1" and 0.0 <= dev["best"] <= 1.0
     assert json.loads((out / "malpyeong_run.json").read_text())["target_style"] == "plain"
@@ -408,14 +568,46 @@ def test_full_finetuning_and_dcs_rouge(tiny_models, tmp_path):
 # ------------------------------------------------------------------------------ learning
 
 
-LEARN = ["--target_style", "letter", "--learning_rate", "3e-3", "--max_steps", "300",
-         "--warmup_steps", "0.05", "--per_device_train_batch_size", "16",
-         "--gradient_accumulation_steps", "1", "--eval_strategy", "steps", "--eval_steps", "50",
-         "--save_strategy", "steps", "--save_steps", "50", "--early_stopping_patience", "2",
-         "--lora_r", "16", "--lora_alpha", "32", "--lora_dropout", "0", "--lora_target_modules",
-         # a random model's token embeddings carry nothing: adapt them too
-         "q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj",
-         "embed_tokens"]
+LEARN = [
+    "--target_style",
+    "letter",
+    "--learning_rate",
+    "3e-3",
+    "--max_steps",
+    "300",
+    "--warmup_steps",
+    "0.05",
+    "--per_device_train_batch_size",
+    "16",
+    "--gradient_accumulation_steps",
+    "1",
+    "--eval_strategy",
+    "steps",
+    "--eval_steps",
+    "50",
+    "--save_strategy",
+    "steps",
+    "--save_steps",
+    "50",
+    "--early_stopping_patience",
+    "2",
+    "--lora_r",
+    "16",
+    "--lora_alpha",
+    "32",
+    "--lora_dropout",
+    "0",
+    "--lora_target_modules",
+    # a random model's token embeddings carry nothing: adapt them too
+    "q_proj",
+    "k_proj",
+    "v_proj",
+    "o_proj",
+    "gate_proj",
+    "up_proj",
+    "down_proj",
+    "embed_tokens",
+]
 
 
 def _learn(synthetic, method: str) -> tuple[float, float, Path]:
@@ -426,8 +618,11 @@ def _learn(synthetic, method: str) -> tuple[float, float, Path]:
     tok = load_tokenizer(str(path))
     before = dev_accuracy(AutoModelForCausalLM.from_pretrained(path), tok, path, synthetic["dev"])
     out = synthetic["root"] / f"run_{method}"
-    train_sft(*sft_parser().parse(sft_argv(path, synthetic["train"], synthetic["dev"], out,
-                                           "--method", method, *LEARN)))
+    train_sft(
+        *sft_parser().parse(
+            sft_argv(path, synthetic["train"], synthetic["dev"], out, "--method", method, *LEARN)
+        )
+    )
     base = load_model(str(path), method)  # as a loader serves it: 4-bit base for qlora
     tuned = PeftModel.from_pretrained(base, out / "adapter")
     after = dev_accuracy(tuned, tok, path, synthetic["dev"])
@@ -453,20 +648,49 @@ def test_qlora_learns_the_rule_on_cpu(synthetic):
 
 def _extra_files(tmp_path: Path) -> tuple[Path, Path]:
     magpie = tmp_path / "magpie.jsonl"
-    magpie.write_text("\n".join(json.dumps(r, ensure_ascii=False) for r in [
-        {"id": "magpie-000001", "source": "magpie", "messages": [
-            {"role": "user", "content": "주말에 할 만한 취미를 추천해 줘."},
-            {"role": "assistant", "content": "가까운 공원에서 산책을 해 보세요."}]},
-        {"id": "magpie-000002", "source": "magpie", "messages": [
-            {"role": "user", "content": "김치찌개 끓이는 법을 알려 줘."},
-            {"role": "assistant", "content": "김치와 돼지고기를 먼저 볶으세요."}]},
-    ]) + "\n", encoding="utf-8")
+    magpie.write_text(
+        "\n".join(
+            json.dumps(r, ensure_ascii=False)
+            for r in [
+                {
+                    "id": "magpie-000001",
+                    "source": "magpie",
+                    "messages": [
+                        {"role": "user", "content": "주말에 할 만한 취미를 추천해 줘."},
+                        {"role": "assistant", "content": "가까운 공원에서 산책을 해 보세요."},
+                    ],
+                },
+                {
+                    "id": "magpie-000002",
+                    "source": "magpie",
+                    "messages": [
+                        {"role": "user", "content": "김치찌개 끓이는 법을 알려 줘."},
+                        {"role": "assistant", "content": "김치와 돼지고기를 먼저 볶으세요."},
+                    ],
+                },
+            ]
+        )
+        + "\n",
+        encoding="utf-8",
+    )
     distill = tmp_path / "distill.jsonl"
-    distill.write_text(json.dumps({
-        "id": "d-1", "source": "distill", "task": "cci",
-        "prompt_messages": [{"role": "system", "content": "당신은 도우미입니다."},
-                            {"role": "user", "content": "위 대화의 원인으로 올바른 지문은?"}],
-        "completion": "비가 와서 그렇다.\n정답: B"}, ensure_ascii=False) + "\n", encoding="utf-8")
+    distill.write_text(
+        json.dumps(
+            {
+                "id": "d-1",
+                "source": "distill",
+                "task": "cci",
+                "prompt_messages": [
+                    {"role": "system", "content": "당신은 도우미입니다."},
+                    {"role": "user", "content": "위 대화의 원인으로 올바른 지문은?"},
+                ],
+                "completion": "비가 와서 그렇다.\n정답: B",
+            },
+            ensure_ascii=False,
+        )
+        + "\n",
+        encoding="utf-8",
+    )
     return magpie, distill
 
 
@@ -504,12 +728,34 @@ def test_bad_extra_record_is_one_clear_error(tmp_path):
 def test_sft_run_mixes_extra_records_by_ratio(small_files, tiny_llama, tmp_path):
     magpie, distill = _extra_files(tmp_path)
     out = tmp_path / "mixed"
-    train_sft(*sft_parser().parse(sft_argv(
-        tiny_llama, small_files["train"], None, out, "--max_steps", "1",
-        "--extra_train_files", str(magpie), str(distill), "--extra_train_ratio", "0.125")))
+    train_sft(
+        *sft_parser().parse(
+            sft_argv(
+                tiny_llama,
+                small_files["train"],
+                None,
+                out,
+                "--max_steps",
+                "1",
+                "--extra_train_files",
+                str(magpie),
+                str(distill),
+                "--extra_train_ratio",
+                "0.125",
+            )
+        )
+    )
     extra = json.loads((out / "data_stats.json").read_text())["extra"]
     # 16 gold items -> round(0.125 * 16) = 2 of the 3 extra records mixed in
     assert extra["examples"] == 3 and extra["mixed_in"] == 2
     with pytest.raises(UserError, match="extra_train_files"):
-        sft_parser().parse(sft_argv(tiny_llama, small_files["train"], None, tmp_path / "x",
-                                    "--extra_train_files", str(tmp_path / "missing.jsonl")))
+        sft_parser().parse(
+            sft_argv(
+                tiny_llama,
+                small_files["train"],
+                None,
+                tmp_path / "x",
+                "--extra_train_files",
+                str(tmp_path / "missing.jsonl"),
+            )
+        )

@@ -41,8 +41,13 @@ def cci_items(record: dict, n: int, gold: list[int] | None = None) -> list[dict]
     return items
 
 
-def write_results(path: Path, items: list[dict], choices: list[int],
-                  probs: list[list[float]] | None = None, task: str = "cci") -> Path:
+def write_results(
+    path: Path,
+    items: list[dict],
+    choices: list[int],
+    probs: list[list[float]] | None = None,
+    task: str = "cci",
+) -> Path:
     """A results file (submission layout) and, with ``probs``, its sidecar (results contract)."""
     path.parent.mkdir(parents=True, exist_ok=True)
     rows = []
@@ -53,8 +58,10 @@ def write_results(path: Path, items: list[dict], choices: list[int],
     path.write_text(json.dumps(rows, ensure_ascii=False, indent=4), encoding="utf-8")
     if probs is not None:
         lines = [json.dumps({"_meta": {"model": path.stem, "task": task}})]
-        lines += [json.dumps({"id": r["id"], "output": r["output"], "probs": p})
-                  for r, p in zip(rows, probs, strict=True)]
+        lines += [
+            json.dumps({"id": r["id"], "output": r["output"], "probs": p})
+            for r, p in zip(rows, probs, strict=True)
+        ]
         path.with_name(path.stem + ".sidecar.jsonl").write_text("\n".join(lines) + "\n")
     return path
 
@@ -71,20 +78,23 @@ def tie_setup(tmp_path: Path, record: dict, with_probs: bool) -> tuple[list[Path
     items = cci_items(record, 2)
     votes = [[0, 0], [0, 0], [1, 0], [1, 1], [2, 2]]
     # Summed over all five models on v-000: A = 1.45, B = 2.05 -> B.
-    probs = [[[0.5, 0.3, 0.2], [0.8, 0.1, 0.1]],
-             [[0.4, 0.35, 0.25], [0.7, 0.2, 0.1]],
-             [[0.3, 0.4, 0.3], [0.6, 0.2, 0.2]],
-             [[0.05, 0.9, 0.05], [0.3, 0.6, 0.1]],
-             [[0.2, 0.1, 0.7], [0.1, 0.1, 0.8]]]
-    paths = [write_results(tmp_path / f"m{j}.json", items, votes[j],
-                           probs[j] if with_probs else None) for j in range(5)]
+    probs = [
+        [[0.5, 0.3, 0.2], [0.8, 0.1, 0.1]],
+        [[0.4, 0.35, 0.25], [0.7, 0.2, 0.1]],
+        [[0.3, 0.4, 0.3], [0.6, 0.2, 0.2]],
+        [[0.05, 0.9, 0.05], [0.3, 0.6, 0.1]],
+        [[0.2, 0.1, 0.7], [0.1, 0.1, 0.8]],
+    ]
+    paths = [
+        write_results(tmp_path / f"m{j}.json", items, votes[j], probs[j] if with_probs else None)
+        for j in range(5)
+    ]
     test = tmp_path / "test.json"
     test.write_text(json.dumps(cci_items(record, 2), ensure_ascii=False), encoding="utf-8")
     return paths, test
 
 
-def test_tie_without_sidecars_is_broken_by_dawid_skene_unless_priority(tmp_path, cci_record,
-                                                                       capsys):
+def test_tie_without_sidecars_is_broken_by_dawid_skene_unless_priority(tmp_path, cci_record, capsys):
     paths, test = tie_setup(tmp_path, cci_record, with_probs=False)
     out = tmp_path / "vote.json"
     # No probabilities, no weights: the models' reliability estimated from their answers. m0 and
@@ -96,8 +106,12 @@ def test_tie_without_sidecars_is_broken_by_dawid_skene_unless_priority(tmp_path,
     assert "Dawid-Skene reliability without gold" in text and "m0 0.98" in text
     assert read_outputs(out) == ["inference_1", "inference_1"]
     # --priority stays the explicit override: m3 (voted B) is trusted most -> B.
-    assert vote(*paths, "--output", out, "--overwrite", "--test", test, "--priority",
-                "m3", "m0", "m1", "m2", "m4") == 0
+    assert (
+        vote(
+            *paths, "--output", out, "--overwrite", "--test", test, "--priority", "m3", "m0", "m1", "m2", "m4"
+        )
+        == 0
+    )
     text = capsys.readouterr().out
     assert "1 of 2 ids were ties (1 by priority)" in text
     assert "v-000: inference_1=2, inference_2=2 -> inference_2 by priority (m3 chose it)" in text
@@ -119,8 +133,9 @@ def test_symmetric_answers_still_need_priority(tmp_path, cci_record, capsys):
     assert read_outputs(out) == ["inference_2", "inference_1"]
 
 
-def simulated_models(tmp_path: Path, record: dict, n: int = 300, m: int = 7, acc: float = 0.7,
-                     seed: int = 0) -> tuple[list[Path], np.ndarray, Path]:
+def simulated_models(
+    tmp_path: Path, record: dict, n: int = 300, m: int = 7, acc: float = 0.7, seed: int = 0
+) -> tuple[list[Path], np.ndarray, Path]:
     """``m`` results files (no sidecars) of models right with probability ``acc`` on each of
     ``n`` items, wrong answers split evenly; returns the files, the gold and the test file."""
     rng = np.random.default_rng(seed)
@@ -129,8 +144,9 @@ def simulated_models(tmp_path: Path, record: dict, n: int = 300, m: int = 7, acc
     wrong = (gold[None, :] + rng.integers(1, 3, size=(m, n))) % 3
     votes = np.where(right, gold[None, :], wrong)
     items = cci_items(record, n)
-    paths = [write_results(tmp_path / "results" / f"model{j}.json", items, votes[j].tolist())
-             for j in range(m)]
+    paths = [
+        write_results(tmp_path / "results" / f"model{j}.json", items, votes[j].tolist()) for j in range(m)
+    ]
     test = tmp_path / "test.json"
     test.write_text(json.dumps(items, ensure_ascii=False), encoding="utf-8")
     return paths, gold, test
@@ -138,15 +154,15 @@ def simulated_models(tmp_path: Path, record: dict, n: int = 300, m: int = 7, acc
 
 @pytest.mark.parametrize("method", ["hard", "dawid_skene"])
 def test_seven_simulated_models_beat_the_best_and_file_order_changes_no_byte(
-        tmp_path, cci_record, capsys, method):
+    tmp_path, cci_record, capsys, method
+):
     paths, gold, test = simulated_models(tmp_path, cci_record)
     singles = [float(np.mean([LABELS.index(o) for o in read_outputs(p)] == gold)) for p in paths]
     assert all(0.63 < s < 0.77 for s in singles), singles
     outputs = []
     for k, order in enumerate([paths, paths[::-1], [paths[i] for i in (3, 0, 6, 2, 5, 1, 4)]]):
         out, report = tmp_path / f"vote{k}.json", tmp_path / f"report{k}.json"
-        assert vote(*order, "--method", method, "--output", out, "--report", report,
-                    "--test", test) == 0
+        assert vote(*order, "--method", method, "--output", out, "--report", report, "--test", test) == 0
         text = capsys.readouterr().out
         outputs.append((out.read_bytes(), json.loads(report.read_text())))
     acc = float(np.mean([LABELS.index(o) for o in read_outputs(tmp_path / "vote0.json")] == gold))
@@ -177,11 +193,12 @@ def test_a_folder_written_by_run_test_votes_from_its_glob(tmp_path, cci_record, 
     (folder / "m3.sidecar.jsonl.partial").write_text('{"_meta": {}}\n', encoding="utf-8")
     lone = tmp_path / "results" / "x.sidecar.jsonl"
     lone.write_text('{"_meta": {}}\n', encoding="utf-8")
-    for bad, says in [([folder], "is a folder, not a results file"),
-                      ([*everything, folder / "m3.sidecar.jsonl.partial"],
-                       "an unfinished prediction"),
-                      ([*everything, lone], "a sidecar without its results file"),
-                      ([*everything, everything[0]], "given twice")]:
+    for bad, says in [
+        ([folder], "is a folder, not a results file"),
+        ([*everything, folder / "m3.sidecar.jsonl.partial"], "an unfinished prediction"),
+        ([*everything, lone], "a sidecar without its results file"),
+        ([*everything, everything[0]], "given twice"),
+    ]:
         assert vote(*bad, "--output", tmp_path / "o.json") == 2
         err = capsys.readouterr().err.strip().splitlines()
         assert len(err) == 1 and says in err[0], err
@@ -192,8 +209,7 @@ def test_tie_with_sidecars_uses_summed_probabilities(tmp_path, cci_record, capsy
     paths, test = tie_setup(tmp_path, cci_record, with_probs=True)
     out = tmp_path / "vote.json"
     # The priority would say A; the probabilities come first and say B.
-    assert vote(*paths, "--output", out, "--test", test, "--priority",
-                "m0", "m1", "m2", "m3", "m4") == 0
+    assert vote(*paths, "--output", out, "--test", test, "--priority", "m0", "m1", "m2", "m3", "m4") == 0
     text = capsys.readouterr().out
     assert "1 of 2 ids were ties (1 by probabilities)" in text
     assert "-> inference_2 by probabilities (probabilities 1.4500 vs 2.0500)" in text
@@ -213,8 +229,9 @@ def test_tie_broken_by_weights(tmp_path, cci_record, capsys):
 def test_vote_choices_chain_order():
     votes = np.array([[0], [0], [1], [1], [2]])
     # Summed probabilities tie too (A = B = 1.8, up to float rounding): the weights decide.
-    probs = np.array([[[0.5, 0.4, 0.1]], [[0.5, 0.4, 0.1]], [[0.3, 0.5, 0.2]],
-                      [[0.3, 0.5, 0.2]], [[0.2, 0.0, 0.8]]])
+    probs = np.array(
+        [[[0.5, 0.4, 0.1]], [[0.5, 0.4, 0.1]], [[0.3, 0.5, 0.2]], [[0.3, 0.5, 0.2]], [[0.2, 0.0, 0.8]]]
+    )
     out = vote_choices(votes, 3, "hard", probs=probs, weights=[1, 2, 1, 1, 1])
     assert out.ties[0].rule == "weights" and out.pred.tolist() == [0]
     out = vote_choices(votes, 3, "hard", probs=probs, priority=[4, 2, 0, 1, 3])
@@ -317,12 +334,13 @@ def test_soft_and_hard_disagree_as_constructed(tmp_path, cci_record, capsys):
     # v-000: two models lean weakly to A, one is sure of B. Hard: A (2 votes). Soft: mean
     # A = (0.4 + 0.4 + 0.0) / 3 = 0.267, B = (0.35 + 0.35 + 1.0) / 3 = 0.567 -> B.
     # v-001: all agree on C.
-    probs = [[[0.4, 0.35, 0.25], [0.1, 0.1, 0.8]],
-             [[0.4, 0.35, 0.25], [0.2, 0.1, 0.7]],
-             [[0.0, 1.0, 0.0], [0.0, 0.1, 0.9]]]
+    probs = [
+        [[0.4, 0.35, 0.25], [0.1, 0.1, 0.8]],
+        [[0.4, 0.35, 0.25], [0.2, 0.1, 0.7]],
+        [[0.0, 1.0, 0.0], [0.0, 0.1, 0.9]],
+    ]
     choices = [[0, 2], [0, 2], [1, 2]]
-    paths = [write_results(tmp_path / f"m{j}.json", items, choices[j], probs[j])
-             for j in range(3)]
+    paths = [write_results(tmp_path / f"m{j}.json", items, choices[j], probs[j]) for j in range(3)]
     hard, soft = tmp_path / "hard.json", tmp_path / "soft.json"
     assert vote(*paths, "--output", hard) == 0
     assert vote(*paths, "--output", soft, "--method", "soft") == 0
@@ -330,8 +348,7 @@ def test_soft_and_hard_disagree_as_constructed(tmp_path, cci_record, capsys):
     assert read_outputs(soft) == ["inference_2", "inference_3"]
     # Weighted: m2 alone (weight 3) outweighs m0 + m1.
     weighted = tmp_path / "weighted.json"
-    assert vote(*paths, "--output", weighted, "--method", "weighted",
-                "--weights", "1", "1", "3") == 0
+    assert vote(*paths, "--output", weighted, "--method", "weighted", "--weights", "1", "1", "3") == 0
     assert read_outputs(weighted) == ["inference_2", "inference_3"]
 
 
@@ -371,9 +388,13 @@ def test_temperature_recovers_overconfidence():
 
 def test_diagnostics_exact_values():
     gold = np.array([0, 1, 2, 0])
-    votes = np.array([[0, 1, 2, 1],    # 3/4
-                      [0, 1, 0, 0],    # 3/4
-                      [1, 1, 2, 2]])   # 2/4
+    votes = np.array(
+        [
+            [0, 1, 2, 1],  # 3/4
+            [0, 1, 0, 0],  # 3/4
+            [1, 1, 2, 2],
+        ]
+    )  # 2/4
     d = choice_diagnostics(["a", "b", "c"], votes, gold, np.array([0, 1, 2, 0]))
     assert d["accuracy"] == {"a": 0.75, "b": 0.75, "c": 0.5}
     assert d["agreement"][0] == [1.0, 0.5, 0.5]
@@ -385,13 +406,11 @@ def test_diagnostics_exact_values():
 def test_gold_report_weights_and_calibration(tmp_path, cci_record, capsys):
     gold = [0, 1, 2, 0, 1, 2]
     dev = tmp_path / "dev.json"
-    dev.write_text(json.dumps(cci_items(cci_record, 6, gold), ensure_ascii=False),
-                   encoding="utf-8")
+    dev.write_text(json.dumps(cci_items(cci_record, 6, gold), ensure_ascii=False), encoding="utf-8")
     items = cci_items(cci_record, 6)
     choices = [[0, 1, 2, 0, 1, 0], [0, 1, 2, 1, 1, 2], [1, 1, 2, 0, 0, 2]]
     probs = [[[0.9 if c == o else 0.05 for o in range(3)] for c in ch] for ch in choices]
-    paths = [write_results(tmp_path / f"m{j}.json", items, choices[j], probs[j])
-             for j in range(3)]
+    paths = [write_results(tmp_path / f"m{j}.json", items, choices[j], probs[j]) for j in range(3)]
     out = tmp_path / "w.json"
     assert vote(*paths, "--gold", dev, "--method", "weighted", "--output", out) == 0
     text = capsys.readouterr().out
@@ -407,22 +426,24 @@ def test_gold_report_weights_and_calibration(tmp_path, cci_record, capsys):
 def test_dev_results_matched_by_name(tmp_path, cci_record, capsys):
     gold = [0, 1, 2]
     dev = tmp_path / "dev.json"
-    dev.write_text(json.dumps(cci_items(cci_record, 3, gold), ensure_ascii=False),
-                   encoding="utf-8")
+    dev.write_text(json.dumps(cci_items(cci_record, 3, gold), ensure_ascii=False), encoding="utf-8")
     test_items = cci_items(cci_record, 2)
     for it in test_items:
         it["id"] = it["id"].replace("v-", "t-")
     test = tmp_path / "test.json"
     test.write_text(json.dumps(test_items, ensure_ascii=False), encoding="utf-8")
     dev_items = cci_items(cci_record, 3)
-    dpaths = [write_results(tmp_path / "dev" / f"m{j}.json", dev_items, c)
-              for j, c in enumerate([[0, 1, 2], [0, 1, 0], [1, 0, 2]])]
-    tpaths = [write_results(tmp_path / "test" / f"m{j}.json", test_items, c)
-              for j, c in enumerate([[0, 1], [1, 1], [1, 0]])]
+    dpaths = [
+        write_results(tmp_path / "dev" / f"m{j}.json", dev_items, c)
+        for j, c in enumerate([[0, 1, 2], [0, 1, 0], [1, 0, 2]])
+    ]
+    tpaths = [
+        write_results(tmp_path / "test" / f"m{j}.json", test_items, c)
+        for j, c in enumerate([[0, 1], [1, 1], [1, 0]])
+    ]
     out = tmp_path / "sub.json"
     # Hard vote on test; v-000 ... t-000: votes A, B, B -> B; t-001: B, B, A -> B.
-    assert vote(*tpaths, "--dev-results", *dpaths, "--gold", dev, "--output", out,
-                "--test", test) == 0
+    assert vote(*tpaths, "--dev-results", *dpaths, "--gold", dev, "--output", out, "--test", test) == 0
     assert read_outputs(out) == ["inference_2", "inference_2"]
     text = capsys.readouterr().out
     assert "dev diagnostics (3 items)" in text
@@ -445,15 +466,37 @@ def test_vote_on_the_glob_of_a_folder_run_test_wrote(tiny_llama, tmp_path, capsy
     test_py = load_script("run/test.py")
     folder = tmp_path / "results" / "test"
     for prompt in ("baseline", "highlight", "definitions"):
-        assert run_cli(test_py.main, ["--model", str(tiny_llama), "--task", "cci", "--input",
-                                      str(ROOT / "resource/data/cci_test.json"), "--output",
-                                      str(folder / f"{prompt}.json"), "--prompt", prompt,
-                                      "--max_length", "512", "--no_progress"]) == 0
+        assert (
+            run_cli(
+                test_py.main,
+                [
+                    "--model",
+                    str(tiny_llama),
+                    "--task",
+                    "cci",
+                    "--input",
+                    str(ROOT / "resource/data/cci_test.json"),
+                    "--output",
+                    str(folder / f"{prompt}.json"),
+                    "--prompt",
+                    prompt,
+                    "--max_length",
+                    "512",
+                    "--no_progress",
+                ],
+            )
+            == 0
+        )
     capsys.readouterr()
     everything = sorted(folder.iterdir())
     assert [p.name for p in everything] == [
-        "baseline.json", "baseline.sidecar.jsonl", "definitions.json",
-        "definitions.sidecar.jsonl", "highlight.json", "highlight.sidecar.jsonl"]
+        "baseline.json",
+        "baseline.sidecar.jsonl",
+        "definitions.json",
+        "definitions.sidecar.jsonl",
+        "highlight.json",
+        "highlight.sidecar.jsonl",
+    ]
     out = tmp_path / "submission.json"
     assert vote(*everything, "--output", out, "--test", ROOT / "resource/data/cci_test.json") == 0
     text = capsys.readouterr().out

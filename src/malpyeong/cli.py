@@ -29,8 +29,21 @@ RESUME_HINT = "interrupted; rerun the same command to resume where it stopped"
 VERBOSE_HELP = "also show the libraries' warnings and log messages (hidden by default)"
 # Loggers of libraries that log notices a user cannot act on (kernel hub, bitsandbytes CPU
 # kernels, HTTP requests); shown again with --verbose.
-NOISY_LOGGERS = ("bitsandbytes", "kernels", "httpx", "httpcore", "accelerate", "peft", "trl",
-                 "datasets", "torch", "transformers", "huggingface_hub", "mergekit", "urllib3")
+NOISY_LOGGERS = (
+    "bitsandbytes",
+    "kernels",
+    "httpx",
+    "httpcore",
+    "accelerate",
+    "peft",
+    "trl",
+    "datasets",
+    "torch",
+    "transformers",
+    "huggingface_hub",
+    "mergekit",
+    "urllib3",
+)
 
 
 def wants_verbose(argv: Sequence[str] | None) -> bool:
@@ -77,18 +90,30 @@ def quiet_libraries(verbose: bool = False) -> None:
         datasets.disable_progress_bars()
 
 
-def run_cli(main: Callable[[list[str] | None], int | None], argv: list[str] | None = None, *,
-            interrupted: str = RESUME_HINT) -> int:
+def run_cli(
+    main: Callable[[list[str] | None], int | None],
+    argv: list[str] | None = None,
+    *,
+    interrupted: str = RESUME_HINT,
+) -> int:
     """Call ``main(argv)``; a ``UserError`` or an ``OSError`` becomes one line per problem on
     stderr and exit 2. ``interrupted`` is what Ctrl-C prints (how to continue)."""
     verbose = wants_verbose(argv)
-    logging.basicConfig(level=os.environ.get("MALPYEONG_LOG", "DEBUG" if verbose else "INFO"),
-                        format="%(levelname)s %(name)s: %(message)s")
-    if os.environ.get("ACCELERATE_USE_CPU", "").lower() == "true" and \
-            os.environ.get("MASTER_ADDR") and not os.environ.get("WORLD_SIZE"):
-        print("note: `accelerate launch --cpu --num_processes N` starts one process here (its CPU "
-              "launcher needs mpirun); for N processes use --config_file "
-              "resource/configs/accelerate/cpu_ddp.yaml", file=sys.stderr)
+    logging.basicConfig(
+        level=os.environ.get("MALPYEONG_LOG", "DEBUG" if verbose else "INFO"),
+        format="%(levelname)s %(name)s: %(message)s",
+    )
+    if (
+        os.environ.get("ACCELERATE_USE_CPU", "").lower() == "true"
+        and os.environ.get("MASTER_ADDR")
+        and not os.environ.get("WORLD_SIZE")
+    ):
+        print(
+            "note: `accelerate launch --cpu --num_processes N` starts one process here (its CPU "
+            "launcher needs mpirun); for N processes use --config_file "
+            "resource/configs/accelerate/cpu_ddp.yaml",
+            file=sys.stderr,
+        )
     quiet_libraries(verbose)
     try:
         code = main(argv)
@@ -99,8 +124,10 @@ def run_cli(main: Callable[[list[str] | None], int | None], argv: list[str] | No
         for line in lines[:shown]:
             print(f"error: {line}", file=sys.stderr)
         if len(lines) > shown:
-            print(f"error: ... and {len(lines) - shown} more problem(s) "
-                  "(the first ones are usually the cause)", file=sys.stderr)
+            print(
+                f"error: ... and {len(lines) - shown} more problem(s) (the first ones are usually the cause)",
+                file=sys.stderr,
+            )
         return EXIT_USER_ERROR
     except UserError as err:
         print(f"error: {err.line()}", file=sys.stderr)
@@ -117,8 +144,11 @@ def run_cli(main: Callable[[list[str] | None], int | None], argv: list[str] | No
         return EXIT_USER_ERROR
     except Exception as err:  # noqa: BLE001 - CUDA OOM is a user-fixable condition
         if type(err).__name__ == "OutOfMemoryError" or "CUDA out of memory" in str(err):
-            print("error: CUDA out of memory: lower --per_device_train_batch_size / --batch_size "
-                  "or --max_length, or use --method qlora", file=sys.stderr)
+            print(
+                "error: CUDA out of memory: lower --per_device_train_batch_size / --batch_size "
+                "or --max_length, or use --method qlora",
+                file=sys.stderr,
+            )
             return EXIT_USER_ERROR
         raise
     return int(code or 0)
@@ -131,11 +161,17 @@ def os_error_line(err: OSError) -> str:
     return printable(f"{where}: {reason}" if where else reason)
 
 
-def task_argument(parser: argparse.ArgumentParser, *, required: bool = True,
-                  extra: tuple[str, ...] = (), help: str | None = None) -> None:
+def task_argument(
+    parser: argparse.ArgumentParser,
+    *,
+    required: bool = True,
+    extra: tuple[str, ...] = (),
+    help: str | None = None,
+) -> None:
     """``--task`` with the registered tasks as choices (plus ``extra``, e.g. ``text``)."""
-    parser.add_argument("--task", required=required, choices=[*task_names(), *extra],
-                        help=help or tasks_help())
+    parser.add_argument(
+        "--task", required=required, choices=[*task_names(), *extra], help=help or tasks_help()
+    )
 
 
 def metric_options() -> dict[str, tuple[str, bool, list[str]]]:
@@ -153,20 +189,22 @@ def add_metric_options(parser: argparse.ArgumentParser, skip: tuple[str, ...] = 
     g = parser.add_argument_group("metric options (each for the tasks named)")
     for opt, (help_, many, owners) in metric_options().items():
         if opt not in skip:
-            g.add_argument(f"--{opt}", nargs="*" if many else None, default=None,
-                           help=f"{', '.join(owners)}: {help_}")
+            g.add_argument(
+                f"--{opt}", nargs="*" if many else None, default=None, help=f"{', '.join(owners)}: {help_}"
+            )
 
 
 def given_metric_options(args: argparse.Namespace, task: Task) -> dict:
     """The metric options given on the command line; one that ``task`` does not take is an
     error naming the ones it does."""
-    given = {opt: getattr(args, opt) for opt in metric_options()
-             if getattr(args, opt, None) is not None}
+    given = {opt: getattr(args, opt) for opt in metric_options() if getattr(args, opt, None) is not None}
     foreign = [f"--{opt}" for opt in given if opt not in task.evaluate_options]
     if foreign:
-        raise UserError(f"{', '.join(foreign)} do not apply to task {task.name}", field="task",
-                        hint="options: " + (", ".join(f"--{o}" for o in task.evaluate_options)
-                                            or "none"))
+        raise UserError(
+            f"{', '.join(foreign)} do not apply to task {task.name}",
+            field="task",
+            hint="options: " + (", ".join(f"--{o}" for o in task.evaluate_options) or "none"),
+        )
     return given
 
 
@@ -197,8 +235,9 @@ def progress_bar(total: int, enabled: bool, desc: str, initial: int = 0) -> Any:
         try:
             from tqdm.auto import tqdm
 
-            return tqdm(total=total, initial=initial, desc=desc, unit="item", dynamic_ncols=True,
-                        smoothing=0.1)
+            return tqdm(
+                total=total, initial=initial, desc=desc, unit="item", dynamic_ncols=True, smoothing=0.1
+            )
         except ImportError:  # pragma: no cover - tqdm is a dependency
             pass
     return _NoBar()

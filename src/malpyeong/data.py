@@ -29,8 +29,9 @@ def read_records(path: str | os.PathLike) -> list[Any]:
     try:
         text = raw.decode("utf-8-sig")
     except UnicodeDecodeError as err:
-        raise UserError(f"not UTF-8 text (byte {err.start})", file=name,
-                        hint="save the file as UTF-8") from None
+        raise UserError(
+            f"not UTF-8 text (byte {err.start})", file=name, hint="save the file as UTF-8"
+        ) from None
     if not text.strip():
         raise UserError("empty file", file=name, hint="expected a JSON list of items")
     stripped = text.lstrip()
@@ -48,13 +49,20 @@ def read_records(path: str | os.PathLike) -> list[Any]:
                 try:
                     json.loads(text)
                 except json.JSONDecodeError as err:
-                    raise UserError(f"not valid JSON or JSONL (line {lineno}: {err.msg})",
-                                    file=name) from None
-                raise UserError("top level is an object, not a list of items", file=name,
-                                hint="wrap the items in [ ... ] or write one item per line") from None
+                    raise UserError(
+                        f"not valid JSON or JSONL (line {lineno}: {err.msg})", file=name
+                    ) from None
+                raise UserError(
+                    "top level is an object, not a list of items",
+                    file=name,
+                    hint="wrap the items in [ ... ] or write one item per line",
+                ) from None
             except ValueError as err:  # NaN / Infinity
-                raise UserError(f"not valid JSON (line {lineno}: {err})", file=name,
-                                hint="write numbers as numbers, text in quotes") from None
+                raise UserError(
+                    f"not valid JSON (line {lineno}: {err})",
+                    file=name,
+                    hint="write numbers as numbers, text in quotes",
+                ) from None
         return records
     data = _parse_json(text, name)
     raise UserError(f"top level is a {type(data).__name__}, not a list of items", file=name)
@@ -64,11 +72,13 @@ def _parse_json(text: str, name: str) -> Any:
     try:
         return json_loads(text)
     except json.JSONDecodeError as err:
-        raise UserError(f"not valid JSON (line {err.lineno}, column {err.colno}: {err.msg})",
-                        file=name) from None
+        raise UserError(
+            f"not valid JSON (line {err.lineno}, column {err.colno}: {err.msg})", file=name
+        ) from None
     except ValueError as err:  # NaN / Infinity: Python reads them, JSON has no such numbers
-        raise UserError(f"not valid JSON: {err}", file=name,
-                        hint="write numbers as numbers, text in quotes") from None
+        raise UserError(
+            f"not valid JSON: {err}", file=name, hint="write numbers as numbers, text in quotes"
+        ) from None
 
 
 def item_label(record: Any, index: int) -> str:
@@ -104,8 +114,15 @@ def load_items(path: str | os.PathLike, task: Task, *, require_output: bool = Fa
     ids = Counter(r.get("id") for r in records if isinstance(r, dict) and isinstance(r.get("id"), str))
     for dup, n in ids.items():
         if n > 1:
-            errors.append(UserError(f"duplicate id ({n} items share it)", file=name, item=dup,
-                                    field="id", hint="ids must be unique within a file"))
+            errors.append(
+                UserError(
+                    f"duplicate id ({n} items share it)",
+                    file=name,
+                    item=dup,
+                    field="id",
+                    hint="ids must be unique within a file",
+                )
+            )
     if errors:
         raise UserErrors(capped(errors, name, hint=f"is this really a {task.name} file?"))
     return items
@@ -116,12 +133,14 @@ def capped(errors: list[UserError], name: str, hint: str | None = None) -> list[
     if len(errors) <= MAX_ERRORS_PER_FILE:
         return errors
     more = len(errors) - MAX_ERRORS_PER_FILE
-    return errors[:MAX_ERRORS_PER_FILE] + [UserError(
-        f"... and {more} more problem(s) in this file", file=name, hint=hint)]
+    return errors[:MAX_ERRORS_PER_FILE] + [
+        UserError(f"... and {more} more problem(s) in this file", file=name, hint=hint)
+    ]
 
 
-def write_submission(items: list, outputs: dict[str, Any], path: str | os.PathLike, *,
-                     overwrite: bool = False) -> Path:
+def write_submission(
+    items: list, outputs: dict[str, Any], path: str | os.PathLike, *, overwrite: bool = False
+) -> Path:
     """Write ``items`` (as read from the test file) with ``output`` filled from ``outputs[id]``."""
     path = ensure_writable(path, overwrite)
     missing = [it.id for it in items if it.id not in outputs]
@@ -136,8 +155,7 @@ def write_submission(items: list, outputs: dict[str, Any], path: str | os.PathLi
     return path
 
 
-def check_submission(pred_path: str | os.PathLike, test_path: str | os.PathLike,
-                     task: Task) -> int:
+def check_submission(pred_path: str | os.PathLike, test_path: str | os.PathLike, task: Task) -> int:
     """The official scorer's submission checks; raise ``UserErrors`` on failure, return the count.
 
     Same number of items as the test file, unique ids, every id present in the test file, every
@@ -152,8 +170,13 @@ def check_submission(pred_path: str | os.PathLike, test_path: str | os.PathLike,
         raise UserError("top level is not a list", file=str(test_path))
     errors: list[UserError] = []
     if len(pred) != len(test):
-        errors.append(UserError(f"{len(pred)} items, the test file has {len(test)}", file=pname,
-                                hint="predict every test item"))
+        errors.append(
+            UserError(
+                f"{len(pred)} items, the test file has {len(test)}",
+                file=pname,
+                hint="predict every test item",
+            )
+        )
     test_ids = {r.get("id") for r in test if isinstance(r, dict)}
     seen: Counter = Counter()
     for index, row in enumerate(pred):

@@ -18,22 +18,28 @@ def printable(text: object) -> str:
     s = str(text)
     if not any(unicodedata.category(c) in ("Cc", "Zl", "Zp") for c in s):
         return s
-    return "".join(repr(c)[1:-1] if unicodedata.category(c) in ("Cc", "Zl", "Zp") else c
-                   for c in s)
+    return "".join(repr(c)[1:-1] if unicodedata.category(c) in ("Cc", "Zl", "Zp") else c for c in s)
 
 
 def one_line(text: object, limit: int = MAX_DETAIL) -> str:
     """A library's (often multi-line) message as one line: whitespace runs become one space,
     and only a very long message is shortened (with an ellipsis, never silently)."""
     s = re.sub(r"\s+", " ", str(text)).strip()
-    return s if len(s) <= limit else s[:limit - 1].rstrip() + "…"
+    return s if len(s) <= limit else s[: limit - 1].rstrip() + "…"
 
 
 class UserError(Exception):
     """A problem the user can fix: bad input file, unknown name, existing output, ..."""
 
-    def __init__(self, message: str, *, file: str | None = None, item: str | None = None,
-                 field: str | None = None, hint: str | None = None) -> None:
+    def __init__(
+        self,
+        message: str,
+        *,
+        file: str | None = None,
+        item: str | None = None,
+        field: str | None = None,
+        hint: str | None = None,
+    ) -> None:
         self.file, self.item, self.field, self.hint = file, item, field, hint
         self.problem = message
         super().__init__(self.line())

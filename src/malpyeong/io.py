@@ -51,8 +51,7 @@ def require_file(path: str | os.PathLike, *, field: str | None = None) -> Path:
     """``path`` as a readable file, else one ``UserError`` that says what it is instead."""
     p = Path(path)
     if p.is_dir():
-        raise UserError("is a folder, not a file", file=str(p), field=field,
-                        hint="give the file inside it")
+        raise UserError("is a folder, not a file", file=str(p), field=field, hint="give the file inside it")
     if not p.exists():
         raise UserError("file not found", file=str(p), field=field, hint="check the path")
     if not os.access(p, os.R_OK):
@@ -81,8 +80,11 @@ def check_folder_writable(folder: str | os.PathLike, *, what: str) -> None:
     try:
         fd, probe = tempfile.mkstemp(prefix=".malpyeong-probe-", dir=target)
     except OSError as err:
-        raise UserError(f"cannot write in {target}: {err.strerror or err}", file=what,
-                        hint="choose a folder you can write to") from None
+        raise UserError(
+            f"cannot write in {target}: {err.strerror or err}",
+            file=what,
+            hint="choose a folder you can write to",
+        ) from None
     os.close(fd)
     os.unlink(probe)
 
@@ -93,8 +95,11 @@ def ensure_writable(path: str | os.PathLike, overwrite: bool) -> Path:
     the folder), so a refused command leaves the disk as it was."""
     path = Path(path)
     if path.is_dir():
-        raise UserError("is a folder; an output file is expected here", file=str(path),
-                        hint="give a file name, e.g. " + str(path / "out.json"))
+        raise UserError(
+            "is a folder; an output file is expected here",
+            file=str(path),
+            hint="give a file name, e.g. " + str(path / "out.json"),
+        )
     if path.exists() and not overwrite:
         raise UserError("output exists", file=str(path), hint="pass --overwrite to replace it")
     check_folder_writable(path.parent, what=str(path))
@@ -133,16 +138,24 @@ def check_distinct(outputs: Named, inputs: Named = (), *, folders: Sequence[str]
     for i, (name, out) in enumerate(outs):
         for other, prev in outs[:i]:
             if _same(out, prev):
-                raise UserError(f"{name} and {other} are the same path", file=str(out),
-                                hint="every output needs its own file")
+                raise UserError(
+                    f"{name} and {other} are the same path",
+                    file=str(out),
+                    hint="every output needs its own file",
+                )
         for src_name, src in ins:
             if _same(out, src):
-                raise UserError(f"{name} is also an input ({src_name})", file=str(out),
-                                hint="write the output elsewhere; an input is never replaced")
+                raise UserError(
+                    f"{name} is also an input ({src_name})",
+                    file=str(out),
+                    hint="write the output elsewhere; an input is never replaced",
+                )
             if name in folders and _inside(src, out):
-                raise UserError(f"the input {src_name} ({src}) is inside the {name} folder, "
-                                "which this command replaces", file=str(out),
-                                hint="choose another output folder")
+                raise UserError(
+                    f"the input {src_name} ({src}) is inside the {name} folder, which this command replaces",
+                    file=str(out),
+                    hint="choose another output folder",
+                )
 
 
 # ------------------------------------------------------------------------------- writing
@@ -215,10 +228,11 @@ def read_jsonl(path: str | os.PathLike) -> list[dict]:
             try:
                 rows.append(json_loads(line))
             except ValueError as err:
-                raise UserError(f"line {lineno} is not valid JSON ({one_line(err, 120)})",
-                                file=str(path),
-                                hint="the file is damaged; delete it (or that line) to start over"
-                                ) from None
+                raise UserError(
+                    f"line {lineno} is not valid JSON ({one_line(err, 120)})",
+                    file=str(path),
+                    hint="the file is damaged; delete it (or that line) to start over",
+                ) from None
     return rows
 
 
@@ -232,8 +246,11 @@ def exclusive(path: str | os.PathLike, what: str = "file"):
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except OSError as err:
             if err.errno in (errno.EWOULDBLOCK, errno.EAGAIN, errno.EACCES):
-                raise UserError(f"another run is writing this {what} now", file=str(path),
-                                hint="wait for it to finish, or choose another output") from None
+                raise UserError(
+                    f"another run is writing this {what} now",
+                    file=str(path),
+                    hint="wait for it to finish, or choose another output",
+                ) from None
             raise
         yield
     finally:
@@ -257,8 +274,11 @@ class JsonlAppender:
             self._fh.close()
             if not existed:
                 self.path.unlink(missing_ok=True)
-            raise UserError("another run is writing this file now", file=str(self.path),
-                            hint="wait for it to finish, or choose another output") from None
+            raise UserError(
+                "another run is writing this file now",
+                file=str(self.path),
+                hint="wait for it to finish, or choose another output",
+            ) from None
         # Drop a torn last line so appends start on a clean line.
         data = self.path.read_bytes()
         if data and not data.endswith(b"\n"):

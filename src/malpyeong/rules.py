@@ -26,15 +26,29 @@ class Rules:
     summary: str
 
 
-RULES: dict[str, Rules] = {r.name: r for r in [
-    Rules("2024-가", True, False, None, "2024, 가 setting: official data only"),
-    Rules("2024-나", True, True, 24.0, "2024, 나 setting: external data allowed, one 24 GB GPU "
-                                       "(RTX 4090) for inference"),
-    Rules("2025-가", False, False, 24.0, "2025, 가 setting: official data only, no ensembles, "
-                                        "one 24 GB GPU"),
-    Rules("2025-나", False, True, 24.0, "2025, 나 setting: external data allowed, no ensembles, "
-                                        "one 24 GB GPU"),
-]}
+RULES: dict[str, Rules] = {
+    r.name: r
+    for r in [
+        Rules("2024-가", True, False, None, "2024, 가 setting: official data only"),
+        Rules(
+            "2024-나",
+            True,
+            True,
+            24.0,
+            "2024, 나 setting: external data allowed, one 24 GB GPU (RTX 4090) for inference",
+        ),
+        Rules(
+            "2025-가", False, False, 24.0, "2025, 가 setting: official data only, no ensembles, one 24 GB GPU"
+        ),
+        Rules(
+            "2025-나",
+            False,
+            True,
+            24.0,
+            "2025, 나 setting: external data allowed, no ensembles, one 24 GB GPU",
+        ),
+    ]
+}
 ALIASES = {"2024": "2024-가", "2025": "2025-가"}  # an edition alone means its stricter setting
 
 
@@ -45,25 +59,32 @@ def get_rules(name: str) -> Rules:
         return RULES[key]
     known = sorted(RULES) + sorted(ALIASES)
     close = difflib.get_close_matches(name, known, n=1)
-    raise UserError(f"unknown rules '{name}'", field="rules",
-                    hint=(f"did you mean '{close[0]}'? " if close else "") + "one of "
-                    + ", ".join(known))
+    raise UserError(
+        f"unknown rules '{name}'",
+        field="rules",
+        hint=(f"did you mean '{close[0]}'? " if close else "") + "one of " + ", ".join(known),
+    )
 
 
 def check_ensemble(rules: Rules, n_models: int) -> None:
     """Refuse to combine ``n_models`` (> 1) models' outputs where ensembles are not allowed."""
     if n_models > 1 and not rules.ensembles:
-        raise UserError(f"the {rules.name} rules allow no ensembles: {n_models} models' results "
-                        "would be combined", field="rules",
-                        hint="submit one model's results (run/test.py), or drop --rules")
+        raise UserError(
+            f"the {rules.name} rules allow no ensembles: {n_models} models' results would be combined",
+            field="rules",
+            hint="submit one model's results (run/test.py), or drop --rules",
+        )
 
 
 def check_external_data(rules: Rules, files: list[str] | None) -> None:
     """Refuse extra training files where only the official data may be used."""
     if files and not rules.external_data:
-        raise UserError(f"the {rules.name} rules allow no external data: {len(files)} extra "
-                        "training file(s) given", file=files[0], field="extra_train_files",
-                        hint="train on the official files only, or use a 나 setting's rules")
+        raise UserError(
+            f"the {rules.name} rules allow no external data: {len(files)} extra training file(s) given",
+            file=files[0],
+            field="extra_train_files",
+            hint="train on the official files only, or use a 나 setting's rules",
+        )
 
 
 __all__ = ["ALIASES", "RULES", "Rules", "check_ensemble", "check_external_data", "get_rules"]

@@ -1,10 +1,10 @@
 """Live chat with a character (``run/chat.py``): the session, its memory, the reply.
 
-    session    settings, turns, summary and buffer; saved after every turn, resumable
-    summarize  the summarisers that fold old turns into the running summary
-    memory     none / window / summary_buffer, and the prompt within the token budget
-    reply      the character's reply, streamed as it is written
-    loop       one conversation: lines in (keyboard or file, the same path), commands
+session    settings, turns, summary and buffer; saved after every turn, resumable
+summarize  the summarisers that fold old turns into the running summary
+memory     none / window / summary_buffer, and the prompt within the token budget
+reply      the character's reply, streamed as it is written
+loop       one conversation: lines in (keyboard or file, the same path), commands
 """
 
 from __future__ import annotations
@@ -21,7 +21,22 @@ from malpyeong.dialogue.summarize import (
     truncate_tokens,
 )
 
-__all__ = ["COMMANDS", "MEMORIES", "Chat", "ChatSettings", "ExtractiveSummarizer", "Memory",
-           "ModelSummarizer", "Prompt", "ReplyStreamer", "Session", "TaskSummarizer",
-           "check_resume", "generate_reply", "load_session", "make_summarizer", "read_lines",
-           "truncate_tokens"]
+__all__ = [
+    "COMMANDS",
+    "MEMORIES",
+    "Chat",
+    "ChatSettings",
+    "ExtractiveSummarizer",
+    "Memory",
+    "ModelSummarizer",
+    "Prompt",
+    "ReplyStreamer",
+    "Session",
+    "TaskSummarizer",
+    "check_resume",
+    "generate_reply",
+    "load_session",
+    "make_summarizer",
+    "read_lines",
+    "truncate_tokens",
+]

@@ -52,14 +52,13 @@ class Memory:
         return truncate_tokens(self.tokenizer, text, tokens)
 
     def turn_tokens(self, turn: dict) -> int:
-        return len(self.tokenizer.encode(f"{turn['speaker']}: {turn['utterance']}",
-                                         add_special_tokens=False))
+        return len(self.tokenizer.encode(f"{turn['speaker']}: {turn['utterance']}", add_special_tokens=False))
 
     def _fold(self, session: Session, upto: int) -> None:
         """Move ``turns[folded:upto]`` out of the buffer: into the summary, or forgotten."""
         if upto <= session.folded:
             return
-        gone = session.turns[session.folded:upto]
+        gone = session.turns[session.folded : upto]
         session.folded = upto
         if session.settings.memory == "summary_buffer" and self.summarise is not None:
             memory = self.summarise(session.memory, session.utterances(gone))
@@ -84,8 +83,7 @@ class Memory:
         turns = session.utterances()
         if new_line is not None:
             turns = turns[:-1] + (Utterance(turns[-1].speaker, new_line),)
-        item = self.task.live_item(turns, speaker=s.character, memory=memory or None,
-                                   persona=s.persona)
+        item = self.task.live_item(turns, speaker=s.character, memory=memory or None, persona=s.persona)
         text = render_chat(self.tokenizer, self.task.messages(item, self.spec), self.backbone)
         return Prompt(item, text, encode(self.tokenizer, text), {})
 
@@ -102,27 +100,36 @@ class Memory:
             prompt = self.render(session, session.memory)
         memory = session.memory
         if len(prompt.input_ids) > s.budget and memory:
-            keep = self._shrink(lambda n: self.render(session, self.cut(session.memory, n)),
-                                self.count(memory), s.budget)
+            keep = self._shrink(
+                lambda n: self.render(session, self.cut(session.memory, n)), self.count(memory), s.budget
+            )
             memory = self.cut(session.memory, keep)
             prompt = self.render(session, memory)
             steps.append("summary shortened")
         if len(prompt.input_ids) > s.budget:
             line = session.turns[-1]["utterance"]
-            keep = self._shrink(lambda n: self.render(session, memory, self.cut(line, n)),
-                                self.count(line), s.budget)
+            keep = self._shrink(
+                lambda n: self.render(session, memory, self.cut(line, n)), self.count(line), s.budget
+            )
             prompt = self.render(session, memory, self.cut(line, keep))
             steps.append("new line cut")
         if len(prompt.input_ids) > s.budget:
-            raise UserError(f"the instructions and persona alone take {len(prompt.input_ids)} "
-                            f"tokens, over the budget of {s.budget}", field="max_length",
-                            hint="raise --max_length or shorten the persona")
+            raise UserError(
+                f"the instructions and persona alone take {len(prompt.input_ids)} "
+                f"tokens, over the budget of {s.budget}",
+                field="max_length",
+                hint="raise --max_length or shorten the persona",
+            )
         buffer = session.buffer
-        prompt.info = {"prompt_tokens": len(prompt.input_ids), "budget": s.budget,
-                       "buffer_turns": len(buffer),
-                       "buffer_tokens": sum(self.turn_tokens(t) for t in buffer),
-                       "memory_tokens": self.count(memory),
-                       "folded": session.folded, "fitted": steps}
+        prompt.info = {
+            "prompt_tokens": len(prompt.input_ids),
+            "budget": s.budget,
+            "buffer_turns": len(buffer),
+            "buffer_tokens": sum(self.turn_tokens(t) for t in buffer),
+            "memory_tokens": self.count(memory),
+            "folded": session.folded,
+            "fitted": steps,
+        }
         return prompt
 
     @staticmethod

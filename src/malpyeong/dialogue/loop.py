@@ -54,8 +54,9 @@ class Chat:
         index = len(self.session.turns) - 1
         if self.prompts is not None:
             with JsonlAppender(self.prompts) as log:
-                log.write({"turn": index, "prompt": prompt.text, **prompt.info,
-                           "memory": self.session.memory})
+                log.write(
+                    {"turn": index, "prompt": prompt.text, **prompt.info, "memory": self.session.memory}
+                )
         self.out.write(f"{s.character}: ")
         self.out.flush()
         reply, _ = generate_reply(self.engine, self.task, prompt, s, index, self.out)
@@ -83,9 +84,11 @@ class Chat:
     def show_memory(self) -> None:
         s = self.session
         count = self.memory.count
-        self.note(f"memory ({s.settings.memory}): summary {count(s.memory)} tokens, buffer "
-                  f"{len(s.buffer)} turns / {sum(map(self.memory.turn_tokens, s.buffer))} "
-                  f"tokens (budget {s.settings.memory_tokens})")
+        self.note(
+            f"memory ({s.settings.memory}): summary {count(s.memory)} tokens, buffer "
+            f"{len(s.buffer)} turns / {sum(map(self.memory.turn_tokens, s.buffer))} "
+            f"tokens (budget {s.settings.memory_tokens})"
+        )
         for text in s.memory.split("\n") if s.memory else ["(empty)"]:
             self.note(f"  summary | {text}")
         for t in s.buffer:

@@ -39,7 +39,7 @@ class ReplyStreamer:
 
     def write(self, text: str) -> None:
         if text.startswith(self.shown) and len(text) > len(self.shown):
-            self.out.write(text[len(self.shown):])
+            self.out.write(text[len(self.shown) :])
             self.out.flush()
             self.shown = text
 
@@ -47,8 +47,14 @@ class ReplyStreamer:
         pass
 
 
-def generate_reply(engine: HFEngine, task: GenerateTask, prompt: Prompt, settings: ChatSettings,
-                   turn: int, out: IO[str] | None) -> tuple[str, str]:
+def generate_reply(
+    engine: HFEngine,
+    task: GenerateTask,
+    prompt: Prompt,
+    settings: ChatSettings,
+    turn: int,
+    out: IO[str] | None,
+) -> tuple[str, str]:
     """``(reply, raw generation)``; the reply is streamed to ``out`` when given."""
     item = prompt.item
 
@@ -59,11 +65,20 @@ def generate_reply(engine: HFEngine, task: GenerateTask, prompt: Prompt, setting
     if out is not None:
         held = tuple(f"{p.casefold()}:" for p in (settings.character, "assistant", "model"))
         streamer = ReplyStreamer(engine.tokenizer, view, out, held)
-    raw = generate_texts(engine.model, engine.tokenizer, [prompt.input_ids],
-                         max_new_tokens=settings.max_new_tokens, batch_size=1,
-                         do_sample=settings.do_sample, temperature=settings.temperature,
-                         top_p=settings.top_p, stop_token_ids=engine.stop_token_ids(),
-                         seed=settings.seed + turn, progress=False, streamer=streamer)[0]
+    raw = generate_texts(
+        engine.model,
+        engine.tokenizer,
+        [prompt.input_ids],
+        max_new_tokens=settings.max_new_tokens,
+        batch_size=1,
+        do_sample=settings.do_sample,
+        temperature=settings.temperature,
+        top_p=settings.top_p,
+        stop_token_ids=engine.stop_token_ids(),
+        seed=settings.seed + turn,
+        progress=False,
+        streamer=streamer,
+    )[0]
     reply = task.parse_output(item, raw) or task.fallback_output(item)
     if streamer is not None:
         if reply.startswith(streamer.shown):

@@ -44,14 +44,14 @@ class ChatSettings:
 
     def __post_init__(self) -> None:
         if self.memory not in MEMORIES:
-            raise UserError(f"unknown memory '{self.memory}'", field="memory",
-                            hint=", ".join(MEMORIES))
+            raise UserError(f"unknown memory '{self.memory}'", field="memory", hint=", ".join(MEMORIES))
         for name in ("memory_tokens", "summary_tokens", "max_length", "max_new_tokens"):
             if getattr(self, name) < 1:
                 raise UserError(f"must be at least 1, got {getattr(self, name)}", field=name)
         if self.max_new_tokens >= self.max_length:
-            raise UserError(f"leaves no room for a prompt in max_length {self.max_length}",
-                            field="max_new_tokens")
+            raise UserError(
+                f"leaves no room for a prompt in max_length {self.max_length}", field="max_new_tokens"
+            )
         if not self.character.strip() or not self.user.strip():
             raise UserError("names must not be empty", field="character")
 
@@ -71,19 +71,25 @@ class Session:
 
     @property
     def buffer(self) -> list[dict]:
-        return self.turns[self.folded:]
+        return self.turns[self.folded :]
 
     def utterances(self, turns: list[dict] | None = None) -> tuple[Utterance, ...]:
-        return tuple(Utterance(t["speaker"], t["utterance"])
-                     for t in (self.buffer if turns is None else turns))
+        return tuple(
+            Utterance(t["speaker"], t["utterance"]) for t in (self.buffer if turns is None else turns)
+        )
 
     def reset(self) -> None:
         self.turns, self.memory, self.folded, self.log = [], "", 0, []
 
     def as_dict(self) -> dict:
-        return {"malpyeong_chat": FORMAT, "settings": dataclasses.asdict(self.settings),
-                "turns": self.turns, "memory": self.memory, "folded": self.folded,
-                "log": self.log}
+        return {
+            "malpyeong_chat": FORMAT,
+            "settings": dataclasses.asdict(self.settings),
+            "turns": self.turns,
+            "memory": self.memory,
+            "folded": self.folded,
+            "log": self.log,
+        }
 
     def save(self, path: str | os.PathLike) -> None:
         atomic_write_json(path, self.as_dict(), indent=1)
@@ -100,10 +106,14 @@ def load_session(path: str | os.PathLike) -> Session:
         raise UserError("not a chat session file", file=str(p), hint="written by run/chat.py")
     try:
         settings = ChatSettings(**data["settings"])
-        turns = [{"speaker": str(t["speaker"]), "utterance": str(t["utterance"])}
-                 for t in data["turns"]]
-        session = Session(settings, turns, str(data.get("memory") or ""),
-                          int(data.get("folded") or 0), list(data.get("log") or []))
+        turns = [{"speaker": str(t["speaker"]), "utterance": str(t["utterance"])} for t in data["turns"]]
+        session = Session(
+            settings,
+            turns,
+            str(data.get("memory") or ""),
+            int(data.get("folded") or 0),
+            list(data.get("log") or []),
+        )
     except (KeyError, TypeError, ValueError) as err:
         raise UserError(f"damaged session ({type(err).__name__}: {err})", file=str(p)) from None
     if not 0 <= session.folded <= len(session.turns):
@@ -114,8 +124,14 @@ def load_session(path: str | os.PathLike) -> Session:
 def check_resume(session: Session, given: dict[str, Any], path: str) -> None:
     """Flags given on a resumed session must agree with the settings it started with."""
     stored = dataclasses.asdict(session.settings)
-    clash = [f"--{k} {v!r} (session: {stored[k]!r})" for k, v in given.items()
-             if v is not None and k in stored and v != stored[k]]
+    clash = [
+        f"--{k} {v!r} (session: {stored[k]!r})"
+        for k, v in given.items()
+        if v is not None and k in stored and v != stored[k]
+    ]
     if clash:
-        raise UserError("a resumed session keeps its settings: " + ", ".join(clash), file=path,
-                        hint="drop these flags, or start a new session file")
+        raise UserError(
+            "a resumed session keeps its settings: " + ", ".join(clash),
+            file=path,
+            hint="drop these flags, or start a new session file",
+        )

@@ -29,19 +29,26 @@ from malpyeong.tasks import get_task
 from malpyeong.tasks.base import Task, Utterance
 
 INSTRUCTIONS = {
-    "en": ("You keep the memory of a conversation. Rewrite the summary so far so that it also "
-           "covers the new lines: who said what about themselves (names, jobs, plans, likes), "
-           "in a few short sentences."),
-    "ko": ("당신은 대화의 기억을 관리합니다. 지금까지의 요약에 새 대화 내용을 더해 다시 쓰세요. "
-           "누가 자신에 대해 무엇을 말했는지(이름, 직업, 계획, 좋아하는 것)를 짧은 문장 몇 개로 쓰세요."),
+    "en": (
+        "You keep the memory of a conversation. Rewrite the summary so far so that it also "
+        "covers the new lines: who said what about themselves (names, jobs, plans, likes), "
+        "in a few short sentences."
+    ),
+    "ko": (
+        "당신은 대화의 기억을 관리합니다. 지금까지의 요약에 새 대화 내용을 더해 다시 쓰세요. "
+        "누가 자신에 대해 무엇을 말했는지(이름, 직업, 계획, 좋아하는 것)를 짧은 문장 몇 개로 쓰세요."
+    ),
 }
-HEADINGS = {"en": ("Summary so far:", "New lines:", "(nothing yet)"),
-            "ko": ("지금까지의 요약:", "새 대화:", "(아직 없음)")}
+HEADINGS = {
+    "en": ("Summary so far:", "New lines:", "(nothing yet)"),
+    "ko": ("지금까지의 요약:", "새 대화:", "(아직 없음)"),
+}
 STOPWORDS = frozenset(
     "the and but for are was were you your yours i'm it's that this with have has had what "
     "when where how who why not yes yeah okay ok just really very so too also then than there "
     "they them their our ours his her hers its can could would should will about from into "
-    "out over like know think well oh um uh hey hi hello thanks thank".split())
+    "out over like know think well oh um uh hey hi hello thanks thank".split()
+)
 
 
 def lines_of(turns: Sequence[Utterance]) -> list[str]:
@@ -66,13 +73,17 @@ class ModelSummarizer:
 
     def __call__(self, memory: str, turns: Sequence[Utterance]) -> str:
         before, new, empty = HEADINGS[self.language]
-        content = (f"{before}\n{memory or empty}\n\n{new}\n" + "\n".join(lines_of(turns)))
-        messages = [{"role": "system", "content": INSTRUCTIONS[self.language]},
-                    {"role": "user", "content": content}]
-        prompt = encode(self.engine.tokenizer,
-                        render_chat(self.engine.tokenizer, messages, self.engine.backbone))
-        text = self.engine.generate([prompt], GenerationSettings(max_new_tokens=self.max_new_tokens),
-                                    batch_size=1, progress=False)[0]
+        content = f"{before}\n{memory or empty}\n\n{new}\n" + "\n".join(lines_of(turns))
+        messages = [
+            {"role": "system", "content": INSTRUCTIONS[self.language]},
+            {"role": "user", "content": content},
+        ]
+        prompt = encode(
+            self.engine.tokenizer, render_chat(self.engine.tokenizer, messages, self.engine.backbone)
+        )
+        text = self.engine.generate(
+            [prompt], GenerationSettings(max_new_tokens=self.max_new_tokens), batch_size=1, progress=False
+        )[0]
         text = re.sub(r"<\|[^|>]*\|>|<(?:start|end)_of_turn>|</?s>|<eos>|<bos>", " ", text)
         return " ".join(text.split())
 
@@ -109,8 +120,11 @@ class ExtractiveSummarizer:
     @staticmethod
     def words(line: str) -> set[str]:
         body = line.split(":", 1)[-1].casefold()
-        return {w for w in re.findall(r"[^\W\d_]+(?:'[^\W\d_]+)?", body)
-                if w not in STOPWORDS and (len(w) >= 3 or (len(w) >= 2 and not w.isascii()))}
+        return {
+            w
+            for w in re.findall(r"[^\W\d_]+(?:'[^\W\d_]+)?", body)
+            if w not in STOPWORDS and (len(w) >= 3 or (len(w) >= 2 and not w.isascii()))
+        }
 
     def __call__(self, memory: str, turns: Sequence[Utterance]) -> str:
         lines = [s for s in memory.split("\n") if s.strip()]
@@ -122,16 +136,27 @@ class ExtractiveSummarizer:
             if new:
                 kept.append((line, len(new)))
                 seen |= new
-        while kept and len(self.tokenizer.encode("\n".join(k for k, _ in kept),
-                                                 add_special_tokens=False)) > self.max_tokens:
+        while (
+            kept
+            and len(self.tokenizer.encode("\n".join(k for k, _ in kept), add_special_tokens=False))
+            > self.max_tokens
+        ):
             weakest = min(range(len(kept)), key=lambda i: (kept[i][1], -i))
             kept.pop(weakest)
         return "\n".join(k for k, _ in kept)
 
 
-def make_summarizer(name: str | None, engine: Engine, *, chat_task: str, max_tokens: int,
-                    user: str, language: str = "en", dtype: str = "auto",
-                    device: str | None = None) -> ModelSummarizer | TaskSummarizer | ExtractiveSummarizer:
+def make_summarizer(
+    name: str | None,
+    engine: Engine,
+    *,
+    chat_task: str,
+    max_tokens: int,
+    user: str,
+    language: str = "en",
+    dtype: str = "auto",
+    device: str | None = None,
+) -> ModelSummarizer | TaskSummarizer | ExtractiveSummarizer:
     """The summariser ``--summarizer`` names: None for the chat model itself, ``extractive``,
     or a model (hub id, folder, run folder; a run of another task answers through it)."""
     if name is None:
@@ -144,8 +169,11 @@ def make_summarizer(name: str | None, engine: Engine, *, chat_task: str, max_tok
     if task_name and task_name != chat_task:
         task = get_task(task_name)
         task.live_item((Utterance(user, "hello"),))  # a task that cannot take one says so now
-        settings = AnswerSettings(prompt=task.prompt_spec(source.defaults.get("prompt")),
-                                  max_length=source.defaults.get("max_length"), batch_size=1,
-                                  generation=GenerationSettings(max_new_tokens=max_tokens))
+        settings = AnswerSettings(
+            prompt=task.prompt_spec(source.defaults.get("prompt")),
+            max_length=source.defaults.get("max_length"),
+            batch_size=1,
+            generation=GenerationSettings(max_new_tokens=max_tokens),
+        )
         return TaskSummarizer(other, task, settings)
     return ModelSummarizer(other, max_tokens, language)

@@ -38,6 +38,22 @@ from malpyeong.eda.report import (
     token_table,
 )
 
-__all__ = ["Plotter", "anon_tokens", "build_report", "build_token_report", "token_figures", "token_table", "dialogue_key", "duplicates", "hangul_font",
-           "item_frame", "key_figures", "nearest_bits", "render_html", "summary_table",
-           "token_frame", "turns", "utterance_frame"]
+__all__ = [
+    "Plotter",
+    "anon_tokens",
+    "build_report",
+    "build_token_report",
+    "token_figures",
+    "token_table",
+    "dialogue_key",
+    "duplicates",
+    "hangul_font",
+    "item_frame",
+    "key_figures",
+    "nearest_bits",
+    "render_html",
+    "summary_table",
+    "token_frame",
+    "turns",
+    "utterance_frame",
+]

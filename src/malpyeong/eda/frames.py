@@ -19,6 +19,7 @@ from malpyeong.tasks.base import Task
 
 ANON = re.compile(r"name(\d+)")  # the corpora's anonymisation tokens: name1, name2, …
 
+
 def anon_tokens(text: str) -> list[int]:
     """Numbers of the anonymisation tokens in ``text`` (``name2`` → 2), in order."""
     return [int(m) for m in ANON.findall(text)]
@@ -79,9 +80,7 @@ def utterance_frame(splits: dict[str, list[Any]]) -> pd.DataFrame:
             seen.add(key)
             n = len(it.conversation)
             for i, u in enumerate(it.conversation):
-                rows.append(
-                    {"split": split, "id": it.id, "position": i, "of": n, "chars": len(u.utterance)}
-                )
+                rows.append({"split": split, "id": it.id, "position": i, "of": n, "chars": len(u.utterance)})
     return pd.DataFrame(rows)
 
 
@@ -154,18 +153,13 @@ def duplicates(task: Task, splits: dict[str, list[Any]], k: int = 3) -> dict:
     for d in rep["dropped"]:
         members.setdefault(d["kept"], []).append(d["id"])
     clusters = [
-        {"size": c["size"], "kept": c["kept"], "members": members.get(c["kept"], [])}
-        for c in rep["clusters"]
+        {"size": c["size"], "kept": c["kept"], "members": members.get(c["kept"], [])} for c in rep["clusters"]
     ]
     out: dict[str, Any] = {
         "k": k,
         "items": len(records),
         "nearest_dialogue_bits": nearest_bits(
-            [
-                "\n".join(u.utterance for u in it.conversation)
-                for items in splits.values()
-                for it in items
-            ]
+            ["\n".join(u.utterance for u in it.conversation) for items in splits.values() for it in items]
         ),
         "exact_duplicates": rep["n_exact_dups"],
         "near_duplicates": rep["n_near_dups"],
@@ -177,9 +171,7 @@ def duplicates(task: Task, splits: dict[str, list[Any]], k: int = 3) -> dict:
         for split_i, recs_i in order[:j]:
             found = contamination(recs_j, recs_i, k=k)
             whole = sum(
-                1
-                for m in found.values()
-                if m["unit"] == "dialogue" and m["matched_unit"] == "dialogue"
+                1 for m in found.values() if m["unit"] == "dialogue" and m["matched_unit"] == "dialogue"
             )
             out["cross"].append(
                 {

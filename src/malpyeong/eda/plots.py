@@ -26,7 +26,6 @@ HANGUL_FONTS = (
 )
 
 
-
 def hangul_font() -> str | None:
     """A font family with Hangul glyphs that matplotlib can use, or None (labels stay English).
 
@@ -130,9 +129,7 @@ def _bins(values: pd.Series, n: int = 30, integer: bool = False) -> Any:
         return 10
     lo, hi = float(values.min()), float(values.max())
     if integer:
-        return np.arange(
-            np.floor(lo) - 0.5, np.ceil(hi) + 1.5, max(1, int(np.ceil((hi - lo + 1) / n)))
-        )
+        return np.arange(np.floor(lo) - 0.5, np.ceil(hi) + 1.5, max(1, int(np.ceil((hi - lo + 1) / n))))
     return np.linspace(lo, hi if hi > lo else lo + 1, n + 1)
 
 
@@ -143,9 +140,7 @@ def _bar_counts(ax: Any, table: pd.DataFrame, order: list[str], ylabel: str = "i
     width = 0.8 / max(len(cols), 1)
     for j, col in enumerate(cols):
         color = SPLIT_COLORS[order.index(col) % len(SPLIT_COLORS)]
-        bars = ax.bar(
-            x + j * width - 0.4 + width / 2, table[col].values, width, label=str(col), color=color
-        )
+        bars = ax.bar(x + j * width - 0.4 + width / 2, table[col].values, width, label=str(col), color=color)
         ax.bar_label(bars, fontsize=7, padding=1)
     ax.set_xticks(x, [str(i) for i in table.index])
     ax.set_ylabel(ylabel)
@@ -155,14 +150,10 @@ def _bar_counts(ax: Any, table: pd.DataFrame, order: list[str], ylabel: str = "i
 
 def plot_common(p: Plotter, items: pd.DataFrame, utts: pd.DataFrame) -> None:
     fig, axes = p.figure(2, 11, 4)
-    _hist_by_split(
-        axes[0, 0], items, "utterances", _bins(items["utterances"], integer=True), p.order
-    )
+    _hist_by_split(axes[0, 0], items, "utterances", _bins(items["utterances"], integer=True), p.order)
     axes[0, 0].set(title="Utterances per item", xlabel="utterances", ylabel="share of items")
     _hist_by_split(axes[0, 1], items, "dialogue_chars", _bins(items["dialogue_chars"]), p.order)
-    axes[0, 1].set(
-        title="Dialogue length", xlabel="characters (all utterances)", ylabel="share of items"
-    )
+    axes[0, 1].set(title="Dialogue length", xlabel="characters (all utterances)", ylabel="share of items")
     p.save(fig, "dialogue_length.png", "Dialogue length")
 
     fig, axes = p.figure(2, 11, 4)
@@ -174,9 +165,7 @@ def plot_common(p: Plotter, items: pd.DataFrame, utts: pd.DataFrame) -> None:
         xlabel="characters",
         ylabel="share of utterances",
     )
-    pos = utts.assign(
-        rel=np.where(utts["of"] > 1, utts["position"] / (utts["of"] - 1).clip(lower=1), 0)
-    )
+    pos = utts.assign(rel=np.where(utts["of"] > 1, utts["position"] / (utts["of"] - 1).clip(lower=1), 0))
     means = (
         pos.groupby(
             ["split", pd.cut(pos["rel"], np.linspace(0, 1, 11), include_lowest=True)],
@@ -218,9 +207,7 @@ def plot_common(p: Plotter, items: pd.DataFrame, utts: pd.DataFrame) -> None:
     p.save(fig, "speakers_turns.png", "Speakers and turns")
 
     fig, axes = p.figure(2, 11, 4)
-    _hist_by_split(
-        axes[0, 0], items, "anon_tokens", _bins(items["anon_tokens"], integer=True), p.order
-    )
+    _hist_by_split(axes[0, 0], items, "anon_tokens", _bins(items["anon_tokens"], integer=True), p.order)
     axes[0, 0].set(
         title="Anonymisation tokens per dialogue",
         xlabel="name1, name2, … occurrences",
@@ -253,8 +240,9 @@ def plot_tokens(p: Plotter, tokens: pd.DataFrame, max_length: int, name: str) ->
         )
         for mark in LENGTH_MARKS:
             if mark != max_length and values.min() < mark < values.max():
-                ax.axvline(mark, color="grey", linestyle=":",
-                           label=f"{mark}: {(values > mark).mean():.1%} over")
+                ax.axvline(
+                    mark, color="grey", linestyle=":", label=f"{mark}: {(values > mark).mean():.1%} over"
+                )
         _hist_by_split(ax, tokens, column, _bins(tokens[column], 40), p.order)
         ax.set(title=title, xlabel=f"tokens ({name})", ylabel="share of items")
     p.save(
@@ -307,9 +295,7 @@ def plot_choice(p: Plotter, items: pd.DataFrame, labels: dict[str, str]) -> None
         x = np.arange(len(bias.index))
         colors = ("#1f77b4", "#aec7e8", "#ff7f0e", "#ffbb78")
         for j, col in enumerate(bias.columns):
-            bars = axes[0, 1].bar(
-                x + (j - 1.5) * 0.2, bias[col].values, 0.2, label=col, color=colors[j]
-            )
+            bars = axes[0, 1].bar(x + (j - 1.5) * 0.2, bias[col].values, 0.2, label=col, color=colors[j])
             axes[0, 1].bar_label(bars, labels=[f"{v:.0%}" for v in bias[col].values], fontsize=7)
         axes[0, 1].set_xticks(x, bias.index)
         axes[0, 1].set(title="Option-length bias", ylabel="share of items", ylim=(0, 1))
@@ -322,6 +308,7 @@ def plot_choice(p: Plotter, items: pd.DataFrame, labels: dict[str, str]) -> None
             "what a randomly placed gold option would score on the same items.",
         )
 
+
 def plot_references(p: Plotter, items: pd.DataFrame) -> None:
     """Where the reference (target) utterances sit, and questions per dialogue."""
     fig, axes = p.figure(2, 11, 4)
@@ -331,9 +318,7 @@ def plot_references(p: Plotter, items: pd.DataFrame) -> None:
         xlabel="relative position (0 = first utterance, 1 = last)",
         ylabel="share of items",
     )
-    _hist_by_split(
-        axes[0, 1], items, "ref_from_end", _bins(items["ref_from_end"], integer=True), p.order
-    )
+    _hist_by_split(axes[0, 1], items, "ref_from_end", _bins(items["ref_from_end"], integer=True), p.order)
     axes[0, 1].set(
         title="Utterances after the (last) reference utterance",
         xlabel="utterances after it",
@@ -433,9 +418,7 @@ def plot_duplicates(p: Plotter, dup: dict) -> None:
     bits = dup["nearest_dialogue_bits"]
     if bits:
         ax.hist(bits, bins=np.arange(-0.5, 65.5, 1), color="#555555")
-        ax.axvline(
-            dup["k"] + 0.5, color="red", linestyle="--", label=f"dedup threshold k={dup['k']}"
-        )
+        ax.axvline(dup["k"] + 0.5, color="red", linestyle="--", label=f"dedup threshold k={dup['k']}")
         ax.legend(fontsize=8)
     ax.set(
         title="Nearest other dialogue",
@@ -450,9 +433,7 @@ def plot_duplicates(p: Plotter, dup: dict) -> None:
         window = [c["window_only"] for c in cross]
         ax.bar(labels, whole, label="whole dialogue")
         b2 = ax.bar(labels, window, bottom=whole, label="4-utterance window only")
-        ax.bar_label(
-            b2, labels=[str(w + v) for w, v in zip(whole, window, strict=True)], fontsize=8
-        )
+        ax.bar_label(b2, labels=[str(w + v) for w, v in zip(whole, window, strict=True)], fontsize=8)
         top = max(w + v for w, v in zip(whole, window, strict=True))
         ax.set_ylim(0, max(top * 1.25, top + 1))
         ax.yaxis.get_major_locator().set_params(integer=True)

@@ -33,9 +33,7 @@ def _num(x: Any) -> Any:
     return x
 
 
-def summary_table(
-    items: pd.DataFrame, tokens: pd.DataFrame | None, max_length: int
-) -> pd.DataFrame:
+def summary_table(items: pd.DataFrame, tokens: pd.DataFrame | None, max_length: int) -> pd.DataFrame:
     cols = [
         c
         for c in (
@@ -78,19 +76,12 @@ def token_figures(tokens: pd.DataFrame, max_length: int) -> dict:
     return {
         "max_length": max_length,
         "prompts_over_max_length": {
-            s: _num((g["prompt_tokens"] > max_length).mean())
-            for s, g in tokens.groupby("split", sort=False)
+            s: _num((g["prompt_tokens"] > max_length).mean()) for s, g in tokens.groupby("split", sort=False)
         },
-        "prompt_tokens_p50_p95_max": [
-            _num(tokens["prompt_tokens"].quantile(q)) for q in (0.5, 0.95, 1.0)
-        ],
-        "prompts_over": {
-            str(mark): _num((tokens["prompt_tokens"] > mark).mean()) for mark in LENGTH_MARKS
-        },
+        "prompt_tokens_p50_p95_max": [_num(tokens["prompt_tokens"].quantile(q)) for q in (0.5, 0.95, 1.0)],
+        "prompts_over": {str(mark): _num((tokens["prompt_tokens"] > mark).mean()) for mark in LENGTH_MARKS},
         # to rescale the token figures to another tokenizer
-        "prompt_chars_per_token": _num(
-            tokens["prompt_chars"].sum() / tokens["prompt_tokens"].sum()
-        ),
+        "prompt_chars_per_token": _num(tokens["prompt_chars"].sum() / tokens["prompt_tokens"].sum()),
     }
 
 
@@ -120,20 +111,17 @@ def key_figures(
         f["categories"] = {k: int(v) for k, v in items["category"].value_counts().items()}
     if "gold" in items:
         gold = items.dropna(subset=["gold"])
-        f["gold_position"] = {
-            k: int(v) for k, v in gold["gold"].value_counts().sort_index().items()
-        }
+        f["gold_position"] = {k: int(v) for k, v in gold["gold"].value_counts().sort_index().items()}
         for end in ("longest", "shortest"):
             f[f"gold_is_a_{end}_option"] = _num(gold[f"gold_{end}"].mean()) if len(gold) else None
-            f[f"random_is_a_{end}_option"] = (
-                _num(gold[f"chance_{end}"].mean()) if len(gold) else None
-            )
+            f[f"random_is_a_{end}_option"] = _num(gold[f"chance_{end}"].mean()) if len(gold) else None
     if "ref_from_end" in items:
         f["reference_in_last_utterance"] = _num((items["ref_from_end"] == 0).mean())
         f["multi_reference_items"] = _num((items["references"] > 1).mean())
     if "terms" in items:
         f["terms_per_item_mean"] = _num(
-            items["terms"].map(lambda t: len(t) if isinstance(t, list) else 0).mean())
+            items["terms"].map(lambda t: len(t) if isinstance(t, list) else 0).mean()
+        )
     if "output_chars" in items and items["output_chars"].notna().any():
         f["output_chars_median"] = _num(items["output_chars"].median())
         f["compression_median"] = _num(items["compression"].median())
@@ -277,8 +265,7 @@ def _figure_sections(p: Plotter) -> list[tuple[str, str]]:
     return out
 
 
-def _intro(task: Task, splits: dict[str, list[Any]], tokenizer_name: str | None,
-           prompt: str | None) -> str:
+def _intro(task: Task, splits: dict[str, list[Any]], tokenizer_name: str | None, prompt: str | None) -> str:
     files = ", ".join(f"{html.escape(s)} ({len(v)} items)" for s, v in splits.items())
     tok = html.escape(tokenizer_name) if tokenizer_name is not None else "none (no token lengths)"
     return (

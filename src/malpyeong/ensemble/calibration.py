@@ -24,9 +24,12 @@ def fit_temperature(probs: np.ndarray, gold: np.ndarray) -> float:
     """The temperature that minimises dev NLL (bounded 1-D search over log T in [1/20, 20])."""
     from scipy.optimize import minimize_scalar
 
-    res = minimize_scalar(lambda lt: nll(apply_temperature(probs, math.exp(lt)), gold),
-                          bounds=(math.log(0.05), math.log(20.0)), method="bounded",
-                          options={"xatol": 1e-5})
+    res = minimize_scalar(
+        lambda lt: nll(apply_temperature(probs, math.exp(lt)), gold),
+        bounds=(math.log(0.05), math.log(20.0)),
+        method="bounded",
+        options={"xatol": 1e-5},
+    )
     best = math.exp(float(res.x))
     # Never return something worse than leaving the probabilities alone.
     return best if nll(apply_temperature(probs, best), gold) < nll(probs, gold) else 1.0

@@ -39,8 +39,9 @@ class DawidSkene:
         return diag @ self.prior
 
 
-def dawid_skene(votes: np.ndarray, k: int, *, smoothing: float = SMOOTHING,
-                max_iter: int = MAX_ITER, tol: float = TOL) -> DawidSkene:
+def dawid_skene(
+    votes: np.ndarray, k: int, *, smoothing: float = SMOOTHING, max_iter: int = MAX_ITER, tol: float = TOL
+) -> DawidSkene:
     """EM over ``votes`` (``(models, items)`` option indices) with ``k`` options."""
     m, n = votes.shape
     # canonical model order (by their answers), so any permutation of the inputs computes the

@@ -15,8 +15,9 @@ import numpy as np
 from malpyeong import metrics
 
 
-def choice_diagnostics(names: Sequence[str], votes: np.ndarray, gold: np.ndarray,
-                       ensemble_pred: np.ndarray | None = None) -> dict[str, Any]:
+def choice_diagnostics(
+    names: Sequence[str], votes: np.ndarray, gold: np.ndarray, ensemble_pred: np.ndarray | None = None
+) -> dict[str, Any]:
     """Per-model accuracy, pairwise agreement, error correlation, ensemble and oracle accuracy.
 
     Error correlation is the Pearson (phi) correlation of the models' 0/1 error indicators;
@@ -27,7 +28,7 @@ def choice_diagnostics(names: Sequence[str], votes: np.ndarray, gold: np.ndarray
     agree = np.array([[float((votes[a] == votes[b]).mean()) for b in range(m)] for a in range(m)])
     err = (~correct).astype(np.float64)
     centered = err - err.mean(axis=1, keepdims=True)
-    norms = np.sqrt((centered ** 2).sum(axis=1))
+    norms = np.sqrt((centered**2).sum(axis=1))
     corr: list[list[float | None]] = []
     for a in range(m):
         row = []
@@ -69,14 +70,18 @@ def format_choice_diagnostics(d: dict[str, Any]) -> str:
     best = max(d["accuracy"].values())
     if "ensemble" in d:
         lines.append(f"ensemble accuracy {d['ensemble']:.4f} (best single {best:.4f})")
-    lines.append(f"oracle (any model right) {d['oracle']:.4f}; all models wrong "
-                 f"{d['all_wrong']:.4f}")
+    lines.append(f"oracle (any model right) {d['oracle']:.4f}; all models wrong {d['all_wrong']:.4f}")
     return "\n".join(lines)
 
 
-def generate_diagnostics(names: Sequence[str], candidates: Sequence[Sequence[str]],
-                         refs: Sequence[str], chosen: Sequence[str], *,
-                         bertscore_model: str | None = None) -> dict[str, Any]:
+def generate_diagnostics(
+    names: Sequence[str],
+    candidates: Sequence[Sequence[str]],
+    refs: Sequence[str],
+    chosen: Sequence[str],
+    *,
+    bertscore_model: str | None = None,
+) -> dict[str, Any]:
     """Each model's, the MBR ensemble's and the oracle's ROUGE-1 (and BERTScore) against gold."""
     m = len(names)
     per_model = [[c[j] for c in candidates] for j in range(m)]
@@ -85,7 +90,9 @@ def generate_diagnostics(names: Sequence[str], candidates: Sequence[Sequence[str
     best_j = [max(range(m), key=lambda j, i=i: (items[j][i], -j)) for i in range(len(refs))]
     oracle_texts = [candidates[i][j] for i, j in enumerate(best_j)]
     out: dict[str, Any] = {
-        "models": list(names), "n": len(refs), "rouge1": rouge,
+        "models": list(names),
+        "n": len(refs),
+        "rouge1": rouge,
         "ensemble": {"rouge1": metrics.rouge1(refs, chosen)},
         "oracle": {"rouge1": metrics.rouge1(refs, oracle_texts)},
     }
@@ -116,6 +123,8 @@ def format_generate_diagnostics(d: dict[str, Any]) -> str:
     if has_bs:
         row += f"  {d['ensemble']['bertscore'] * 100:9.2f}"
     lines.append(row)
-    lines.append(f"{'oracle':<{width}}  {d['oracle']['rouge1'] * 100:6.2f}  (best candidate "
-                 "per id by ROUGE-1 against gold)")
+    lines.append(
+        f"{'oracle':<{width}}  {d['oracle']['rouge1'] * 100:6.2f}  (best candidate "
+        "per id by ROUGE-1 against gold)"
+    )
     return "\n".join(lines)

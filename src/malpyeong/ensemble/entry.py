@@ -115,8 +115,11 @@ def parse_overrides(values: Sequence[str]) -> tuple[Path | None, dict[str, str]]
     for value in values:
         key, sep, path = value.partition("=")
         if not sep or not key or not path:
-            raise UserError(f"'{value}' is not NAME=PATH", field="model_override",
-                            hint="tiny=DIR, or a recipe's model id =PATH")
+            raise UserError(
+                f"'{value}' is not NAME=PATH",
+                field="model_override",
+                hint="tiny=DIR, or a recipe's model id =PATH",
+            )
         if key == TINY:
             tiny = Path(path)
         else:
@@ -128,9 +131,11 @@ def stand_in(model: str, tiny: Path) -> str:
     """A tiny random model of ``model``'s architecture family (built once in ``tiny``)."""
     family = get_backbone(model).family
     if family not in FAMILIES:
-        raise UserError(f"no tiny model of family '{family}' (for {model})",
-                        field="model_override", hint=f"tiny families: {', '.join(FAMILIES)}; "
-                        f"give {model}=PATH instead")
+        raise UserError(
+            f"no tiny model of family '{family}' (for {model})",
+            field="model_override",
+            hint=f"tiny families: {', '.join(FAMILIES)}; give {model}=PATH instead",
+        )
     folder = tiny / family
     if not (folder / "config.json").is_file():
         build_tiny_model(family, folder)
@@ -183,17 +188,28 @@ def plan_members(job: EntryJob) -> list[Member]:
         model = str(data["model"])
         weights = exact.get(model) or (stand_in(model, tiny) if tiny else model)
         run_dir = Path(job.out) / "runs" / path.stem
-        member = Member(path.stem, path, model, str(data.get("method", "lora")), weights, run_dir,
-                        state=run_state(run_dir))
+        member = Member(
+            path.stem,
+            path,
+            model,
+            str(data.get("method", "lora")),
+            weights,
+            run_dir,
+            state=run_state(run_dir),
+        )
         extra = {"resume": ["--resume"], "restart": ["--overwrite"]}.get(member.state, [])
         # a fresh parser per recipe: a parser keeps the values of a recipe it parsed as defaults
-        member.parsed = sft_parser().parse(["--config", str(path), "--model", weights,
-                                            "--output_dir", str(run_dir), *flags, *extra])
+        member.parsed = sft_parser().parse(
+            ["--config", str(path), "--model", weights, "--output_dir", str(run_dir), *flags, *extra]
+        )
         members.append(member)
     tasks = {m.parsed[0].task for m in members}
     if len(tasks) > 1:
-        raise UserError(f"the recipes are for different tasks: {', '.join(sorted(tasks))}",
-                        file=str(job.recipes), field="task")
+        raise UserError(
+            f"the recipes are for different tasks: {', '.join(sorted(tasks))}",
+            file=str(job.recipes),
+            field="task",
+        )
     return members
 
 
@@ -209,8 +225,9 @@ def train_member(member: Member) -> None:
     _release_memory()
 
 
-def predict_member(member: Member, task: Task, items: list, output: Path, *,
-                   batch_size: int | None, progress: bool) -> str:
+def predict_member(
+    member: Member, task: Task, items: list, output: Path, *, batch_size: int | None, progress: bool
+) -> str:
     """The member's predictions of ``items`` into ``output`` (resumed item by item)."""
     side = sidecar_path(output)
     if output.is_file() and side.is_file():
@@ -221,10 +238,10 @@ def predict_member(member: Member, task: Task, items: list, output: Path, *,
     spec = task.prompt_spec(source.defaults.get("prompt", "baseline"))
     engine = load_engine(source)
     size = batch_size or default_batch_size(task, getattr(engine, "model", None))
-    settings = AnswerSettings(prompt=spec, max_length=source.defaults.get("max_length"),
-                              batch_size=size)
-    summary = run_prediction(engine, task, items, output, settings=settings,
-                             model_name=member.name, progress=progress)
+    settings = AnswerSettings(prompt=spec, max_length=source.defaults.get("max_length"), batch_size=size)
+    summary = run_prediction(
+        engine, task, items, output, settings=settings, model_name=member.name, progress=progress
+    )
     del engine
     _release_memory()
     return f"{summary.n} items ({summary.resumed} resumed)"
@@ -241,22 +258,24 @@ def licence_warnings(members: Sequence[Member]) -> list[str]:
     for m in members:
         entry = REGISTRY.get(m.model)
         if entry is not None and non_commercial(entry):
-            lines.append(f"warning: member {m.name} ({m.model}) is licensed {entry.licence}: "
-                         "non-commercial use only, and so is a submission voted from it")
+            lines.append(
+                f"warning: member {m.name} ({m.model}) is licensed {entry.licence}: "
+                "non-commercial use only, and so is a submission voted from it"
+            )
     return lines
 
 
-def format_table(members: Sequence[Member], task: Task, method: str, ensemble: float,
-                 runs: dict[str, str]) -> str:
+def format_table(
+    members: Sequence[Member], task: Task, method: str, ensemble: float, runs: dict[str, str]
+) -> str:
     metric = f"dev {task.dev_metric}"
     head = ("member", "model", "method", "licence", "this run", metric)
-    rows = [head] + [(m.name, m.model, m.method, m.licence, runs.get(m.name, ""),
-                      f"{m.dev_score:.4f}") for m in members]
-    rows.append((f"ensemble ({method} vote)", f"{len(members)} members", "", "", "",
-                 f"{ensemble:.4f}"))
+    rows = [head] + [
+        (m.name, m.model, m.method, m.licence, runs.get(m.name, ""), f"{m.dev_score:.4f}") for m in members
+    ]
+    rows.append((f"ensemble ({method} vote)", f"{len(members)} members", "", "", "", f"{ensemble:.4f}"))
     widths = [max(len(r[i]) for r in rows) for i in range(len(head))]
-    return "\n".join("  ".join(c.ljust(w) for c, w in zip(r, widths, strict=True)).rstrip()
-                     for r in rows)
+    return "\n".join("  ".join(c.ljust(w) for c, w in zip(r, widths, strict=True)).rstrip() for r in rows)
 
 
 def run_entry(job: EntryJob, echo: Callable[[str], None] = print) -> dict[str, Any]:
@@ -266,8 +285,11 @@ def run_entry(job: EntryJob, echo: Callable[[str], None] = print) -> dict[str, A
     dev_files = {m.parsed[0].dev_file for m in members}
     dev = job.dev or (dev_files.pop() if len(dev_files) == 1 else None)
     if not dev:
-        raise UserError("the members name no single dev file", field="dev",
-                        hint="pass --dev DEV.json (the file every member is scored on)")
+        raise UserError(
+            "the members name no single dev file",
+            field="dev",
+            hint="pass --dev DEV.json (the file every member is scored on)",
+        )
     test_items = load_items(job.test, task)
     dev_items = load_items(dev, task, require_output=True)
     for line in licence_warnings(members):
@@ -276,16 +298,17 @@ def run_entry(job: EntryJob, echo: Callable[[str], None] = print) -> dict[str, A
     runs: dict[str, str] = {}
     for i, m in enumerate(members, 1):
         shown = m.model if m.weights == m.model else f"{m.model} -> {m.weights}"
-        verb = {"trained": "already trained", "resume": "resuming from its last checkpoint",
-                "restart": "restarting (stopped before its first checkpoint)"}.get(m.state,
-                                                                                    "training")
+        verb = {
+            "trained": "already trained",
+            "resume": "resuming from its last checkpoint",
+            "restart": "restarting (stopped before its first checkpoint)",
+        }.get(m.state, "training")
         echo(f"== member {i}/{len(members)} {m.name} ({shown}): {verb}")
         train_member(m)
         runs[m.name] = {"trained": "skipped", "resume": "resumed"}.get(m.state, "trained")
         for split, items in (("dev", dev_items), ("test", test_items)):
             path = out / split / f"{m.name}.json"
-            done = predict_member(m, task, items, path, batch_size=job.batch_size,
-                                  progress=job.progress)
+            done = predict_member(m, task, items, path, batch_size=job.batch_size, progress=job.progress)
             echo(f"   {split} predictions: {path} ({done})")
         m.dev_score = dev_score(task, dev_items, out / "dev" / f"{m.name}.json")
         echo(f"   dev {task.dev_metric} {m.dev_score:.4f}")
@@ -294,13 +317,32 @@ def run_entry(job: EntryJob, echo: Callable[[str], None] = print) -> dict[str, A
     dev_files_out = [str(out / "dev" / f"{n}.json") for n in names]
     submission = out / "submission.json"
     echo("== vote")
-    report = run_vote(VoteJob(inputs=test_files, output=str(submission), task=task.name,
-                              method=job.method, gold=dev, dev_results=dev_files_out,
-                              test=job.test, report=str(out / "vote_report.json"),
-                              overwrite=True), echo=echo)
+    report = run_vote(
+        VoteJob(
+            inputs=test_files,
+            output=str(submission),
+            task=task.name,
+            method=job.method,
+            gold=dev,
+            dev_results=dev_files_out,
+            test=job.test,
+            report=str(out / "vote_report.json"),
+            overwrite=True,
+        ),
+        echo=echo,
+    )
     method = report.get("method") or job.method or "default"
-    run_vote(VoteJob(inputs=dev_files_out, output=str(out / "dev_ensemble.json"), task=task.name,
-                     method=job.method, gold=dev, overwrite=True), echo=lambda _line: None)
+    run_vote(
+        VoteJob(
+            inputs=dev_files_out,
+            output=str(out / "dev_ensemble.json"),
+            task=task.name,
+            method=job.method,
+            gold=dev,
+            overwrite=True,
+        ),
+        echo=lambda _line: None,
+    )
     ensemble = dev_score(task, dev_items, out / "dev_ensemble.json")
     n = check_submission(submission, job.test, task)
     table = format_table(members, task, method, ensemble, runs)
@@ -308,11 +350,26 @@ def run_entry(job: EntryJob, echo: Callable[[str], None] = print) -> dict[str, A
     echo(f"{submission}: valid {task.name} submission, {n} items")
     for line in licence_warnings(members):
         echo(line)
-    data = {"task": task.name, "dev": dev, "test": job.test, "method": method,
-            "submission": str(submission), "ensemble_dev": ensemble,
-            "members": [{"name": m.name, "model": m.model, "weights": m.weights,
-                         "method": m.method, "licence": m.licence, "this_run": runs[m.name],
-                         f"dev_{task.dev_metric}": m.dev_score} for m in members]}
+    data = {
+        "task": task.name,
+        "dev": dev,
+        "test": job.test,
+        "method": method,
+        "submission": str(submission),
+        "ensemble_dev": ensemble,
+        "members": [
+            {
+                "name": m.name,
+                "model": m.model,
+                "weights": m.weights,
+                "method": m.method,
+                "licence": m.licence,
+                "this_run": runs[m.name],
+                f"dev_{task.dev_metric}": m.dev_score,
+            }
+            for m in members
+        ],
+    }
     atomic_write_json(out / "members.json", data)
     return data
 
@@ -328,6 +385,19 @@ def _release_memory() -> None:
         pass
 
 
-__all__ = ["EntryJob", "Member", "find_recipes", "format_table", "licence_warnings",
-           "drop_partial_checkpoints", "parse_overrides", "plan_members", "predict_member", "run_entry", "run_state",
-           "set_flags", "stand_in", "train_member"]
+__all__ = [
+    "EntryJob",
+    "Member",
+    "find_recipes",
+    "format_table",
+    "licence_warnings",
+    "drop_partial_checkpoints",
+    "parse_overrides",
+    "plan_members",
+    "predict_member",
+    "run_entry",
+    "run_state",
+    "set_flags",
+    "stand_in",
+    "train_member",
+]

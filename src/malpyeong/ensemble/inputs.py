@@ -39,19 +39,33 @@ def results_inputs(paths: Sequence[str | os.PathLike], option: str = "inputs") -
     for p in given:
         path = Path(p)
         if path.is_dir():
-            errors.append(UserError("is a folder, not a results file", file=p, field=option,
-                                    hint=f"give the files in it, e.g. {path / '*'} (sidecars "
-                                         "are recognised); folders are not expanded"))
+            errors.append(
+                UserError(
+                    "is a folder, not a results file",
+                    file=p,
+                    field=option,
+                    hint=f"give the files in it, e.g. {path / '*'} (sidecars "
+                    "are recognised); folders are not expanded",
+                )
+            )
         elif is_partial(path):
-            errors.append(UserError(
-                "an unfinished prediction (the partial sidecar of a run/test.py that stopped)",
-                file=p, field=option, hint="rerun its run/test.py command to finish it, or "
-                                           "leave it out"))
+            errors.append(
+                UserError(
+                    "an unfinished prediction (the partial sidecar of a run/test.py that stopped)",
+                    file=p,
+                    field=option,
+                    hint="rerun its run/test.py command to finish it, or leave it out",
+                )
+            )
         elif is_sidecar(path) and not any(Path(r) == results_of(path) for r in results):
-            errors.append(UserError(f"a sidecar without its results file {results_of(path)} "
-                                    "among the inputs", file=p, field=option,
-                                    hint="give the results file (NAME.json); its sidecar is "
-                                         "read with it"))
+            errors.append(
+                UserError(
+                    f"a sidecar without its results file {results_of(path)} among the inputs",
+                    file=p,
+                    field=option,
+                    hint="give the results file (NAME.json); its sidecar is read with it",
+                )
+            )
     seen: set[Path] = set()
     for p in results:
         key = Path(p).resolve()
@@ -79,14 +93,18 @@ def read_all_results(paths: Sequence[str | os.PathLike]) -> list[Results]:
     return out
 
 
-def results_by_name(names: Sequence[str], results: Sequence[Results], wanted: Sequence[str],
-                    what: str) -> list[Results]:
+def results_by_name(
+    names: Sequence[str], results: Sequence[Results], wanted: Sequence[str], what: str
+) -> list[Results]:
     """The results of the ``wanted`` models, in that order (``what``: the option, for errors)."""
     index = {n: r for n, r in zip(names, results, strict=False)}
     missing = [w for w in wanted if w not in index]
     if missing:
-        raise UserError(f"no {what} for model(s) {', '.join(missing)}", field=what,
-                        hint=f"{what} are matched by file name; have: {', '.join(names)}")
+        raise UserError(
+            f"no {what} for model(s) {', '.join(missing)}",
+            field=what,
+            hint=f"{what} are matched by file name; have: {', '.join(names)}",
+        )
     return [index[w] for w in wanted]
 
 
@@ -109,25 +127,35 @@ def infer_task(results: Sequence[Results]) -> Task:
     that would also accept them)."""
     named = {r.meta.get("task") for r in results if r.meta.get("task")}
     if len(named) > 1:
-        raise UserError(f"the inputs come from different tasks: {', '.join(sorted(named))}",
-                        field="task", hint="vote files of one task at a time")
+        raise UserError(
+            f"the inputs come from different tasks: {', '.join(sorted(named))}",
+            field="task",
+            hint="vote files of one task at a time",
+        )
     if named:
         return get_task(named.pop())
     values = [v for r in results for v in r.outputs.values()]
-    fits = [t for t in (get_task(n) for n in task_names())
-            if values and sum(t.check_output(v) is None for v in values) * 2 >= len(values)]
+    fits = [
+        t
+        for t in (get_task(n) for n in task_names())
+        if values and sum(t.check_output(v) is None for v in values) * 2 >= len(values)
+    ]
     choice = [t for t in fits if isinstance(t, ChoiceTask)]
     if len(choice) == 1:
         return choice[0]
     if len(fits) == 1:
         return fits[0]
-    raise UserError("cannot tell the task from the outputs (no sidecar names it)"
-                    + (f": they fit {', '.join(t.name for t in fits)}" if fits else ""),
-                    field="task", hint=f"pass --task ({', '.join(task_names())})")
+    raise UserError(
+        "cannot tell the task from the outputs (no sidecar names it)"
+        + (f": they fit {', '.join(t.name for t in fits)}" if fits else ""),
+        field="task",
+        hint=f"pass --task ({', '.join(task_names())})",
+    )
 
 
-def check_results(results: Sequence[Results], task: Task,
-                  expected: tuple[str, Sequence[str]] | None = None) -> None:
+def check_results(
+    results: Sequence[Results], task: Task, expected: tuple[str, Sequence[str]] | None = None
+) -> None:
     """Every check that must pass before voting; raise ``UserErrors`` listing every problem.
 
     Per file: no duplicate ids, every output valid for ``task``, a sidecar (when present) with
@@ -141,8 +169,9 @@ def check_results(results: Sequence[Results], task: Task,
         problems: list[UserError] = []
         for dup, n in Counter(r.ids).items():
             if n > 1:
-                problems.append(UserError(f"duplicate id ({n} items share it)", file=name,
-                                          item=dup, field="id"))
+                problems.append(
+                    UserError(f"duplicate id ({n} items share it)", file=name, item=dup, field="id")
+                )
         for i in r.ids:
             problem = task.check_output(r.outputs.get(i))
             if problem:
@@ -151,23 +180,32 @@ def check_results(results: Sequence[Results], task: Task,
             side = str(r.path.with_name(r.path.stem + ".sidecar.jsonl"))
             missing = [i for i in r.ids if i not in r.probs]
             if missing:
-                problems.append(UserError(
-                    f"sidecar has no probabilities for {len(missing)} id(s): "
-                    f"{_examples(missing)}", file=side, field="probs",
-                    hint="the sidecar is from another run; predict again or delete it"))
+                problems.append(
+                    UserError(
+                        f"sidecar has no probabilities for {len(missing)} id(s): {_examples(missing)}",
+                        file=side,
+                        field="probs",
+                        hint="the sidecar is from another run; predict again or delete it",
+                    )
+                )
             for i in r.ids:
                 p = r.probs.get(i)
                 if p is None:
                     continue
-                if len(p) != task.n_choices or not all(math.isfinite(x) and x >= 0 for x in p) \
-                        or sum(p) <= 0:
-                    problems.append(UserError(
-                        f"probs must be {task.n_choices} non-negative numbers, got {p}",
-                        file=side, item=i, field="probs"))
+                if len(p) != task.n_choices or not all(math.isfinite(x) and x >= 0 for x in p) or sum(p) <= 0:
+                    problems.append(
+                        UserError(
+                            f"probs must be {task.n_choices} non-negative numbers, got {p}",
+                            file=side,
+                            item=i,
+                            field="probs",
+                        )
+                    )
         if len(problems) > MAX_ERRORS_PER_FILE:
             more = len(problems) - MAX_ERRORS_PER_FILE
             problems = problems[:MAX_ERRORS_PER_FILE] + [
-                UserError(f"... and {more} more problem(s)", file=name)]
+                UserError(f"... and {more} more problem(s)", file=name)
+            ]
         errors.extend(problems)
     ref_name, ref_ids = expected if expected else (str(results[0].path), results[0].ids)
     ref = set(ref_ids)
@@ -182,16 +220,23 @@ def check_results(results: Sequence[Results], task: Task,
             parts.append(f"{len(missing)} id(s) of {ref_name} missing: {_examples(missing)}")
         if extra:
             parts.append(f"{len(extra)} id(s) not in {ref_name}: {_examples(extra)}")
-        errors.append(UserError("; ".join(parts), file=str(r.path), field="id",
-                                hint="every input must predict exactly the same items"))
+        errors.append(
+            UserError(
+                "; ".join(parts),
+                file=str(r.path),
+                field="id",
+                hint="every input must predict exactly the same items",
+            )
+        )
     if errors:
         raise UserErrors(errors)
 
 
 def vote_matrix(results: Sequence[Results], ids: Sequence[str], task: ChoiceTask) -> np.ndarray:
     """``(models, items)`` array of each model's chosen option index."""
-    return np.array([[task.index_of_output(r.outputs[i]) for i in ids] for r in results],
-                    dtype=np.int64).reshape(len(results), len(ids))
+    return np.array(
+        [[task.index_of_output(r.outputs[i]) for i in ids] for r in results], dtype=np.int64
+    ).reshape(len(results), len(ids))
 
 
 def prob_tensor(results: Sequence[Results], ids: Sequence[str], k: int) -> np.ndarray | None:
@@ -216,10 +261,12 @@ def resolve_priority(names: Sequence[str], given: Sequence[str] | None) -> list[
         elif index[key] not in order:
             order.append(index[key])
     if unknown:
-        raise UserError(f"--priority names unknown model(s): {', '.join(unknown)}",
-                        field="priority", hint=f"the inputs are: {', '.join(names)}")
+        raise UserError(
+            f"--priority names unknown model(s): {', '.join(unknown)}",
+            field="priority",
+            hint=f"the inputs are: {', '.join(names)}",
+        )
     missing = [names[i] for i in range(len(names)) if i not in order]
     if missing:
-        raise UserError(f"--priority must rank every input; missing: {', '.join(missing)}",
-                        field="priority")
+        raise UserError(f"--priority must rank every input; missing: {', '.join(missing)}", field="priority")
     return order

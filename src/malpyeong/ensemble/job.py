@@ -124,33 +124,42 @@ def _priority_by_accuracy(names: Sequence[str], votes: np.ndarray, gold: np.ndar
 def run_vote(job: VoteJob, echo: Callable[[str], None] = print) -> dict[str, Any]:
     """Check the inputs, combine them, report, and write the submission (see ``VoteJob``)."""
     if not (job.output or job.gold or job.select):
-        raise UserError("nothing to do",
-                        hint="give --output FILE, --gold DEV.json or --select FILE")
+        raise UserError("nothing to do", hint="give --output FILE, --gold DEV.json or --select FILE")
     if (job.select or job.calibrate or job.dev_results) and not job.gold:
-        raise UserError("--select, --calibrate and --dev-results need --gold DEV.json",
-                        field="gold")
+        raise UserError("--select, --calibrate and --dev-results need --gold DEV.json", field="gold")
     if job.method is not None and job.method not in METHODS:
         raise UserError(f"unknown method '{job.method}'", field="method", hint=", ".join(METHODS))
     paths = results_inputs(job.inputs, "inputs")
     dev_paths = results_inputs(job.dev_results, "dev-results") if job.dev_results else None
     check_distinct(
         [("--output", job.output), ("--select", job.select), ("--report", job.report)],
-        [*(("a results file to vote", p) for p in job.inputs), *(("--dev-results", p) for p in dev_paths or ()),
-         *((f"the sidecar of input {p}", sidecar_path(p)) for p in paths),
-         ("--gold", job.gold), ("--test", job.test), ("--members", job.members)])
+        [
+            *(("a results file to vote", p) for p in job.inputs),
+            *(("--dev-results", p) for p in dev_paths or ()),
+            *((f"the sidecar of input {p}", sidecar_path(p)) for p in paths),
+            ("--gold", job.gold),
+            ("--test", job.test),
+            ("--members", job.members),
+        ],
+    )
     for path in (job.output, job.select, job.report):
         if path:
             ensure_writable(path, job.overwrite)
     if job.weights is not None:
         if len(job.weights) != len(paths):
-            raise UserError(f"{len(job.weights)} weight(s) for {len(paths)} input(s)",
-                            field="weights", hint="one weight per input, in the order of the "
-                                                  "inputs")
+            raise UserError(
+                f"{len(job.weights)} weight(s) for {len(paths)} input(s)",
+                field="weights",
+                hint="one weight per input, in the order of the inputs",
+            )
         if not all(math.isfinite(w) for w in job.weights):
             raise UserError("weights must be finite numbers", field="weights")
     if job.method == "dawid_skene" and (job.weights or job.select or job.calibrate):
-        raise UserError("dawid_skene estimates each model's weight itself; --weights, --select "
-                        "and --calibrate go with the other methods", field="method")
+        raise UserError(
+            "dawid_skene estimates each model's weight itself; --weights, --select "
+            "and --calibrate go with the other methods",
+            field="method",
+        )
     results = read_all_results(paths)
     names = member_names(paths)
     weights_given = list(job.weights) if job.weights is not None else None
@@ -166,12 +175,15 @@ def run_vote(job: VoteJob, echo: Callable[[str], None] = print) -> dict[str, Any
         dropped = [n for n in names if n not in wanted]
         results, names = results_by_name(names, results, wanted, "inputs"), wanted
         file_weights = [float(m["weight"]) for m in plan["members"]]
-        echo(f"members from {job.members}: " + ", ".join(
-            f"{n} x{fmt_score(w)}" for n, w in zip(names, file_weights, strict=False))
-             + (f" (not used: {', '.join(dropped)})" if dropped else ""))
+        echo(
+            f"members from {job.members}: "
+            + ", ".join(f"{n} x{fmt_score(w)}" for n, w in zip(names, file_weights, strict=False))
+            + (f" (not used: {', '.join(dropped)})" if dropped else "")
+        )
     task = get_task(job.task) if job.task else infer_task(results)
-    check_results(results, task, (job.test, [it.id for it in load_items(job.test, task)])
-                  if job.test else None)
+    check_results(
+        results, task, (job.test, [it.id for it in load_items(job.test, task)]) if job.test else None
+    )
     template = load_items(job.test or results[0].path, task)  # the items, in output order
     ids = [it.id for it in template]
     gold_items = load_items(job.gold, task, require_output=True) if job.gold else None
@@ -180,24 +192,37 @@ def run_vote(job: VoteJob, echo: Callable[[str], None] = print) -> dict[str, Any
     if gold_items is not None:
         dev_ids = [it.id for it in gold_items]
         if dev_paths:
-            dev = results_by_name(member_names(dev_paths), read_all_results(dev_paths), names,
-                                  "dev-results")
+            dev = results_by_name(member_names(dev_paths), read_all_results(dev_paths), names, "dev-results")
             check_results(dev, task, (job.gold, dev_ids))
         elif set(ids) == set(dev_ids):
             dev = results
         else:
-            raise UserError(f"the inputs do not predict the items of {job.gold}", field="gold",
-                            hint="pass --dev-results with the same models' dev predictions")
-    report: dict[str, Any] = {"task": task.name, "inputs": sorted(paths), "models": names,
-                              "n": len(ids)}
+            raise UserError(
+                f"the inputs do not predict the items of {job.gold}",
+                field="gold",
+                hint="pass --dev-results with the same models' dev predictions",
+            )
+    report: dict[str, Any] = {"task": task.name, "inputs": sorted(paths), "models": names, "n": len(ids)}
     attached = len(set(job.inputs) - set(paths))
-    echo(f"{len(results)} {task.name} results files, {len(ids)} items each: {', '.join(names)}"
-         + (f" ({attached} sidecar(s) given with them, read with their results files)"
-            if attached else ""))
-    inputs = VoteInputs(job=job, task=task, results=results, names=names, items=template,
-                        dev=dev, dev_ids=dev_ids, gold_items=gold_items, plan=plan,
-                        file_weights=file_weights, report=report, echo=echo,
-                        weights=weights_given)
+    echo(
+        f"{len(results)} {task.name} results files, {len(ids)} items each: {', '.join(names)}"
+        + (f" ({attached} sidecar(s) given with them, read with their results files)" if attached else "")
+    )
+    inputs = VoteInputs(
+        job=job,
+        task=task,
+        results=results,
+        names=names,
+        items=template,
+        dev=dev,
+        dev_ids=dev_ids,
+        gold_items=gold_items,
+        plan=plan,
+        file_weights=file_weights,
+        report=report,
+        echo=echo,
+        weights=weights_given,
+    )
     if isinstance(task, ChoiceTask):
         outputs = _vote_choice(inputs)
     elif task.combiner == "fields":
@@ -210,8 +235,7 @@ def run_vote(job: VoteJob, echo: Callable[[str], None] = print) -> dict[str, Any
         report["output"] = job.output
         if job.test:
             n = check_submission(job.output, job.test, task)
-            echo(f"{job.output}: passes the official submission checks against {job.test} "
-                 f"({n} items)")
+            echo(f"{job.output}: passes the official submission checks against {job.test} ({n} items)")
     if job.report:
         atomic_write_json(job.report, report)
         echo(f"wrote the full report to {job.report}")
@@ -227,10 +251,13 @@ def _vote_choice(inputs: VoteInputs) -> dict[str, str]:
     if method == "soft" or job.calibrate:
         lacking = [str(r.path) for r in [*results, *(dev or [])] if r.probs is None]
         if lacking:
-            raise UserError(f"soft voting and --calibrate need probabilities; no sidecar with "
-                            f"probs for: {', '.join(dict.fromkeys(lacking))}", field="method",
-                            hint="predict with run/test.py (it writes NAME.sidecar.jsonl), "
-                                 "or use --method hard / weighted")
+            raise UserError(
+                f"soft voting and --calibrate need probabilities; no sidecar with "
+                f"probs for: {', '.join(dict.fromkeys(lacking))}",
+                field="method",
+                hint="predict with run/test.py (it writes NAME.sidecar.jsonl), "
+                "or use --method hard / weighted",
+            )
     votes, probs = vote_matrix(results, ids, task), prob_tensor(results, ids, k)
     dvotes = dprobs = dgold = None
     if dev is not None:
@@ -241,53 +268,82 @@ def _vote_choice(inputs: VoteInputs) -> dict[str, str]:
     temperatures: dict[str, float] | None = None
     if job.calibrate:
         if dprobs is None or probs is None:
-            raise UserError("--calibrate needs probabilities in every sidecar (dev and inputs)",
-                            field="calibrate")
+            raise UserError(
+                "--calibrate needs probabilities in every sidecar (dev and inputs)", field="calibrate"
+            )
         temperatures = {}
         echo("temperature calibration on dev (NLL before -> after)")
         for j, n in enumerate(names):
             t = fit_temperature(dprobs[j], dgold)
             temperatures[n] = t
-            echo(f"  {n}: T={t:.3f}  {nll(dprobs[j], dgold):.4f} -> "
-                 f"{nll(apply_temperature(dprobs[j], t), dgold):.4f}")
+            echo(
+                f"  {n}: T={t:.3f}  {nll(dprobs[j], dgold):.4f} -> "
+                f"{nll(apply_temperature(dprobs[j], t), dgold):.4f}"
+            )
     elif inputs.plan and inputs.plan.get("temperatures"):
         temperatures = {n: float(inputs.plan["temperatures"].get(n, 1.0)) for n in names}
     if temperatures:
         if probs is None:
             raise UserError("temperatures need probabilities in every sidecar", field="calibrate")
-        probs = np.stack([apply_temperature(probs[j], temperatures[n])
-                          for j, n in enumerate(names)])
+        probs = np.stack([apply_temperature(probs[j], temperatures[n]) for j, n in enumerate(names)])
         if dprobs is not None:
-            dprobs = np.stack([apply_temperature(dprobs[j], temperatures[n])
-                               for j, n in enumerate(names)])
+            dprobs = np.stack([apply_temperature(dprobs[j], temperatures[n]) for j, n in enumerate(names)])
         report["temperatures"] = temperatures
     weights = inputs.given_weights
     if weights is not None and len(weights) != len(names):
-        raise UserError(f"{len(weights)} weight(s) for {len(names)} input(s)", field="weights",
-                        hint="one weight per input, in the order of the inputs")
+        raise UserError(
+            f"{len(weights)} weight(s) for {len(names)} input(s)",
+            field="weights",
+            hint="one weight per input, in the order of the inputs",
+        )
     priority_names = inputs.given_priority
     all_names, all_dvotes = list(names), dvotes
     if job.select:
         sel_method = "soft" if method == "soft" else "weighted"
-        sel = caruana_select(dvotes, dgold, k, probs=dprobs, method=sel_method,
-                             rounds=job.rounds, init=job.init)
-        cv = cross_validate_selection(dvotes, dgold, k, probs=dprobs, method=sel_method,
-                                      rounds=job.rounds, init=job.init, folds=job.folds,
-                                      seed=job.seed)
+        sel = caruana_select(
+            dvotes, dgold, k, probs=dprobs, method=sel_method, rounds=job.rounds, init=job.init
+        )
+        cv = cross_validate_selection(
+            dvotes,
+            dgold,
+            k,
+            probs=dprobs,
+            method=sel_method,
+            rounds=job.rounds,
+            init=job.init,
+            folds=job.folds,
+            seed=job.seed,
+        )
         by_acc = _priority_by_accuracy(names, dvotes, dgold)
-        write_members(job.select, names, sel, sel_method, priority=by_acc, cv=cv,
-                      temperatures=temperatures, gold=job.gold, overwrite=job.overwrite)
+        write_members(
+            job.select,
+            names,
+            sel,
+            sel_method,
+            priority=by_acc,
+            cv=cv,
+            temperatures=temperatures,
+            gold=job.gold,
+            overwrite=job.overwrite,
+        )
         chosen = ", ".join(f"{names[j]} x{int(c)}" for j, c in enumerate(sel.counts) if c)
         echo(f"ensemble selection ({sel_method}, {job.rounds} rounds): {chosen}")
         if sel.pruned:
-            echo(f"  pruned (removing them did not lower dev accuracy): "
-                 f"{', '.join(names[j] for j in sel.pruned)}")
-        echo(f"  dev accuracy in-sample {sel.score:.4f}; {cv['folds']}-fold cross-validated "
-             f"{cv['selection']:.4f} (best single model picked the same way: "
-             f"{cv['best_single']:.4f})")
+            echo(
+                f"  pruned (removing them did not lower dev accuracy): "
+                f"{', '.join(names[j] for j in sel.pruned)}"
+            )
+        echo(
+            f"  dev accuracy in-sample {sel.score:.4f}; {cv['folds']}-fold cross-validated "
+            f"{cv['selection']:.4f} (best single model picked the same way: "
+            f"{cv['best_single']:.4f})"
+        )
         echo(f"  wrote {job.select}")
-        report["selection"] = {"counts": {names[j]: int(c) for j, c in enumerate(sel.counts)},
-                               "in_sample": sel.score, "cross_validation": cv}
+        report["selection"] = {
+            "counts": {names[j]: int(c) for j, c in enumerate(sel.counts)},
+            "in_sample": sel.score,
+            "cross_validation": cv,
+        }
         keep = [j for j, c in enumerate(sel.counts) if c]
         weights = [float(sel.counts[j]) for j in keep]
         names = [names[j] for j in keep]
@@ -299,8 +355,12 @@ def _vote_choice(inputs: VoteInputs) -> dict[str, str]:
         priority_names = [n for n in (job.priority or by_acc) if n in names]
     elif weights is None and dvotes is not None and method in ("hard", "weighted"):
         weights = [float((dvotes[j] == dgold).mean()) for j in range(len(names))]
-        echo("weights = dev accuracy" + (" (used to break ties)" if method == "hard" else "")
-             + ": " + ", ".join(f"{n} {w:.4f}" for n, w in zip(names, weights, strict=False)))
+        echo(
+            "weights = dev accuracy"
+            + (" (used to break ties)" if method == "hard" else "")
+            + ": "
+            + ", ".join(f"{n} {w:.4f}" for n, w in zip(names, weights, strict=False))
+        )
     if method == "weighted" and weights is None:
         raise UserError("weighted voting needs --weights or --gold", field="weights")
     priority = resolve_priority(names, priority_names)
@@ -308,28 +368,36 @@ def _vote_choice(inputs: VoteInputs) -> dict[str, str]:
     if outcome.estimate is not None:
         est = outcome.estimate
         acc = est.accuracy
-        echo(f"Dawid-Skene reliability without gold ({est.iterations} EM iterations from the "
-             "majority), estimated accuracy: "
-             + ", ".join(f"{n} {a:.4f}" for n, a in zip(names, acc, strict=True)))
+        echo(
+            f"Dawid-Skene reliability without gold ({est.iterations} EM iterations from the "
+            "majority), estimated accuracy: "
+            + ", ".join(f"{n} {a:.4f}" for n, a in zip(names, acc, strict=True))
+        )
         report["dawid_skene"] = {n: float(a) for n, a in zip(names, acc, strict=True)}
     counts = outcome.tie_counts()
-    echo(f"{method} voting: {len(outcome.ties)} of {len(ids)} ids were ties"
-         + (" (" + ", ".join(f"{v} by {r}" for r, v in sorted(counts.items())) + ")"
-            if counts else ""))
+    echo(
+        f"{method} voting: {len(outcome.ties)} of {len(ids)} ids were ties"
+        + (" (" + ", ".join(f"{v} by {r}" for r, v in sorted(counts.items())) + ")" if counts else "")
+    )
     for line in describe_ties(outcome, ids, labels, names):
         echo(line)
     report["method"], report["weights"] = method, weights
-    report["ties"] = [{"id": ids[t.index], "options": [labels[o] for o in t.options],
-                       "rule": t.rule, "winner": None if t.winner is None else labels[t.winner],
-                       "detail": t.detail if t.rule != "priority" else names[t.member]}
-                      for t in outcome.ties]
+    report["ties"] = [
+        {
+            "id": ids[t.index],
+            "options": [labels[o] for o in t.options],
+            "rule": t.rule,
+            "winner": None if t.winner is None else labels[t.winner],
+            "detail": t.detail if t.rule != "priority" else names[t.member],
+        }
+        for t in outcome.ties
+    ]
     raise_if_unresolved(outcome, ids, labels)
     if dvotes is not None:
         if dev is results:
             dpred = outcome.pred
         else:
-            d_out = vote_choices(dvotes, k, method, weights=weights, probs=dprobs,
-                                 priority=priority)
+            d_out = vote_choices(dvotes, k, method, weights=weights, probs=dprobs, priority=priority)
             dpred = d_out.pred.copy()
             for t in d_out.ties:
                 if t.winner is None:
@@ -345,8 +413,10 @@ def _vote_generate(inputs: VoteInputs) -> dict[str, Any]:
     job, task, echo, report = inputs.job, inputs.task, inputs.echo, inputs.report
     results, names, ids, dev = inputs.results, inputs.names, inputs.ids, inputs.dev
     if job.method not in (None, "hard", "weighted") or job.select or job.calibrate:
-        raise UserError(f"{task.name} is combined by MBR: --method soft, --select and "
-                        "--calibrate apply to choice tasks", field="method")
+        raise UserError(
+            f"{task.name} is combined by MBR: --method soft, --select and --calibrate apply to choice tasks",
+            field="method",
+        )
     weights = inputs.given_weights
     if weights is not None and len(weights) != len(names):
         raise UserError(f"{len(weights)} weight(s) for {len(names)} input(s)", field="weights")
@@ -363,10 +433,11 @@ def _vote_generate(inputs: VoteInputs) -> dict[str, Any]:
         echo(line)
     bad = [t for t in outcome.ties if t.winner is None]
     if bad:
-        raise UserError(f"{len(bad)} MBR tie(s) between different outputs, e.g. "
-                        f"{ids[bad[0].index]}", field="priority",
-                        hint="pass --priority NAME ... (every model, most trusted first) "
-                             "or --weights")
+        raise UserError(
+            f"{len(bad)} MBR tie(s) between different outputs, e.g. {ids[bad[0].index]}",
+            field="priority",
+            hint="pass --priority NAME ... (every model, most trusted first) or --weights",
+        )
     wins = Counter(j for w in outcome.winners for j in w)
     sole = Counter(w[0] for w in outcome.winners if len(w) == 1)
     width = max(len(n) for n in names)
@@ -379,9 +450,10 @@ def _vote_generate(inputs: VoteInputs) -> dict[str, Any]:
         echo(f"  {ids[i]}: {', '.join(names[j] for j in outcome.winners[i])}")
     report["similarity"] = sim_name
     report["winners"] = {ids[i]: [names[j] for j in w] for i, w in enumerate(outcome.winners)}
-    report["ties"] = [{"id": ids[t.index], "rule": t.rule,
-                       "winner": None if t.winner is None else names[t.winner]}
-                      for t in outcome.ties]
+    report["ties"] = [
+        {"id": ids[t.index], "rule": t.rule, "winner": None if t.winner is None else names[t.winner]}
+        for t in outcome.ties
+    ]
     chosen = [candidates[i][outcome.choice[i]] for i in range(len(ids))]
     if dev is not None:
         dcands = [[task.output_text(r.outputs[i]) for r in dev] for i in inputs.dev_ids]
@@ -391,8 +463,7 @@ def _vote_generate(inputs: VoteInputs) -> dict[str, Any]:
             d_out = mbr_choose(dcands, sim, weights=weights, priority=priority)
             dchosen = [c[j] if j >= 0 else c[0] for c, j in zip(dcands, d_out.choice, strict=False)]
         refs = [task.output_text(task.reference(it)) for it in inputs.gold_items]
-        diag = generate_diagnostics(names, dcands, refs, dchosen,
-                                    bertscore_model=job.bertscore_model)
+        diag = generate_diagnostics(names, dcands, refs, dchosen, bertscore_model=job.bertscore_model)
         echo(format_generate_diagnostics(diag))
         report["dev"] = diag
     return {ids[i]: chosen[i] for i in range(len(ids))}
@@ -403,26 +474,34 @@ def _combine_fields(inputs: VoteInputs) -> dict[str, Any]:
     builds one output per item from all the members' outputs and weights."""
     job, task, echo = inputs.job, inputs.task, inputs.echo
     if job.method not in (None, "hard", "weighted") or job.select or job.calibrate:
-        raise UserError(f"{task.name} is combined field by field: --method soft, --select and "
-                        "--calibrate apply to choice tasks", field="method")
+        raise UserError(
+            f"{task.name} is combined field by field: --method soft, --select and "
+            "--calibrate apply to choice tasks",
+            field="method",
+        )
     weights = inputs.given_weights or [1.0] * len(inputs.names)
     if len(weights) != len(inputs.names):
-        raise UserError(f"{len(weights)} weight(s) for {len(inputs.names)} input(s)",
-                        field="weights")
-    combined = {it.id: task.combine_fields(it, [r.outputs[it.id] for r in inputs.results],
-                                           list(weights))
-                for it in inputs.items}
-    echo(f"{task.name}: {len(combined)} outputs combined field by field from "
-         f"{len(inputs.names)} models")
+        raise UserError(f"{len(weights)} weight(s) for {len(inputs.names)} input(s)", field="weights")
+    combined = {
+        it.id: task.combine_fields(it, [r.outputs[it.id] for r in inputs.results], list(weights))
+        for it in inputs.items
+    }
+    echo(f"{task.name}: {len(combined)} outputs combined field by field from {len(inputs.names)} models")
     inputs.report["combined"] = "fields"
     if inputs.gold_items is not None:
-        dev_out = combined if inputs.dev is inputs.results else {
-            it.id: task.combine_fields(it, [r.outputs[it.id] for r in inputs.dev], list(weights))
-            for it in inputs.gold_items}
-        scores = {n: task.dev_evaluate(inputs.gold_items, r.outputs)[task.dev_metric]
-                  for n, r in zip(inputs.names, inputs.dev, strict=True)}
+        dev_out = (
+            combined
+            if inputs.dev is inputs.results
+            else {
+                it.id: task.combine_fields(it, [r.outputs[it.id] for r in inputs.dev], list(weights))
+                for it in inputs.gold_items
+            }
+        )
+        scores = {
+            n: task.dev_evaluate(inputs.gold_items, r.outputs)[task.dev_metric]
+            for n, r in zip(inputs.names, inputs.dev, strict=True)
+        }
         scores["combined"] = task.dev_evaluate(inputs.gold_items, dev_out)[task.dev_metric]
         echo(f"dev {task.dev_metric}: " + ", ".join(f"{n} {v:.4f}" for n, v in scores.items()))
         inputs.report["dev"] = {task.dev_metric: scores}
     return combined
-

@@ -23,8 +23,9 @@ def rouge1_similarity(pairs: Sequence[tuple[str, str]]) -> list[float]:
     return [rouge1_pair(a, b)["f"] for a, b in pairs]
 
 
-def bertscore_similarity(model_path: str, **kwargs: Any) -> Callable[[Sequence[tuple[str, str]]],
-                                                                       list[float]]:
+def bertscore_similarity(
+    model_path: str, **kwargs: Any
+) -> Callable[[Sequence[tuple[str, str]]], list[float]]:
     """BERTScore F1 of each pair with the model at ``model_path`` (loaded once)."""
     scorer = BertScorer(model_path, **kwargs)
 
@@ -44,10 +45,13 @@ class MbrOutcome:
     ties: list[Tie] = field(default_factory=list)
 
 
-def mbr_choose(candidates: Sequence[Sequence[str]],
-               similarity: Callable[[Sequence[tuple[str, str]]], list[float]], *,
-               weights: Sequence[float] | None = None,
-               priority: Sequence[int] | None = None) -> MbrOutcome:
+def mbr_choose(
+    candidates: Sequence[Sequence[str]],
+    similarity: Callable[[Sequence[tuple[str, str]]], list[float]],
+    *,
+    weights: Sequence[float] | None = None,
+    priority: Sequence[int] | None = None,
+) -> MbrOutcome:
     """Per item, the candidate with the highest (weighted) mean similarity to the others.
 
     ``candidates[i][j]`` is model j's text for item i. Candidates with identical text are one
@@ -80,14 +84,12 @@ def mbr_choose(candidates: Sequence[Sequence[str]],
             wsum = w[others].sum()
             scores[i, a] = (w[others] @ sim[a, others]) / wsum if wsum > 0 else 0.0
         best = top_options(scores[i], range(m))
-        distinct = sorted({texts[a] for a in best}, key=lambda t: min(
-            a for a in best if texts[a] == t))
+        distinct = sorted({texts[a] for a in best}, key=lambda t: min(a for a in best if texts[a] == t))
         pick: str | None = distinct[0]
         if len(distinct) > 1:
             tied_texts, rule, detail, decider = distinct, None, "", None
             if weights is not None:
-                support = {t: float(w[[a for a in range(m) if texts[a] == t]].sum())
-                           for t in tied_texts}
+                support = {t: float(w[[a for a in range(m) if texts[a] == t]].sum()) for t in tied_texts}
                 top = max(support.values())
                 narrowed = [t for t in tied_texts if math.isclose(support[t], top, rel_tol=RTOL)]
                 detail = "weights " + " vs ".join(fmt_score(support[t]) for t in tied_texts)
@@ -101,8 +103,7 @@ def mbr_choose(candidates: Sequence[Sequence[str]],
             pick = tied_texts[0] if len(tied_texts) == 1 else None
             options = tuple(min(a for a in best if texts[a] == t) for t in distinct)
             win = None if pick is None else min(a for a in range(m) if texts[a] == pick)
-            ties.append(Tie(i, options, rule, win, detail,
-                            decider if rule == "priority" else None))
+            ties.append(Tie(i, options, rule, win, detail, decider if rule == "priority" else None))
         if pick is None:
             choice.append(-1)
             winners.append([])
@@ -124,6 +125,5 @@ def describe_mbr_ties(outcome: MbrOutcome, ids: Sequence[str], names: Sequence[s
             lines.append(f"  {ids[t.index]}: {scores} -> UNRESOLVED")
         else:
             detail = f"{names[t.member]} wrote it" if t.rule == "priority" else t.detail
-            lines.append(f"  {ids[t.index]}: {scores} -> {names[t.winner]} by {t.rule} "
-                         f"({detail})")
+            lines.append(f"  {ids[t.index]}: {scores} -> {names[t.winner]} by {t.rule} ({detail})")
     return lines

@@ -23,16 +23,18 @@ from malpyeong.errors import UserError
 from malpyeong.io import atomic_write_json, ensure_writable, json_loads, require_file
 
 
-def _bag_scores(counts: np.ndarray, onehot: np.ndarray, probs: np.ndarray | None,
-                method: str) -> tuple[np.ndarray, np.ndarray | None]:
+def _bag_scores(
+    counts: np.ndarray, onehot: np.ndarray, probs: np.ndarray | None, method: str
+) -> tuple[np.ndarray, np.ndarray | None]:
     votes = np.tensordot(counts, onehot, axes=1)
     if method == "soft":
         return np.tensordot(counts, probs, axes=1), votes
     return votes, None if probs is None else np.tensordot(counts, probs, axes=1)
 
 
-def expected_accuracy(counts: np.ndarray, onehot: np.ndarray, probs: np.ndarray | None,
-                      gold: np.ndarray, method: str) -> float:
+def expected_accuracy(
+    counts: np.ndarray, onehot: np.ndarray, probs: np.ndarray | None, gold: np.ndarray, method: str
+) -> float:
     """Accuracy of the bag ``counts`` (copies per model); unbroken ties earn 1/k of an item."""
     primary, secondary = _bag_scores(counts, onehot, probs, method)
     tied = np.isclose(primary, primary.max(axis=1, keepdims=True), rtol=RTOL, atol=ATOL)
@@ -51,9 +53,17 @@ class Selection:
     pruned: list[int]  # models whose copies were removed by the pruning pass
 
 
-def caruana_select(votes: np.ndarray, gold: np.ndarray, k: int, *,
-                   probs: np.ndarray | None = None, method: str = "weighted",
-                   rounds: int = 25, init: int = 0, patience: int = 5) -> Selection:
+def caruana_select(
+    votes: np.ndarray,
+    gold: np.ndarray,
+    k: int,
+    *,
+    probs: np.ndarray | None = None,
+    method: str = "weighted",
+    rounds: int = 25,
+    init: int = 0,
+    patience: int = 5,
+) -> Selection:
     """Greedy forward ensemble selection with replacement (Caruana et al. 2004), then pruning.
 
     Start from the ``init`` best single models (0: Caruana's sorted initialisation -- the best
@@ -120,10 +130,18 @@ def caruana_select(votes: np.ndarray, gold: np.ndarray, k: int, *,
     return Selection(counts, best, history, pruned)
 
 
-def cross_validate_selection(votes: np.ndarray, gold: np.ndarray, k: int, *,
-                             probs: np.ndarray | None = None, method: str = "weighted",
-                             rounds: int = 25, init: int = 0, folds: int = 5,
-                             seed: int = 0) -> dict[str, Any]:
+def cross_validate_selection(
+    votes: np.ndarray,
+    gold: np.ndarray,
+    k: int,
+    *,
+    probs: np.ndarray | None = None,
+    method: str = "weighted",
+    rounds: int = 25,
+    init: int = 0,
+    folds: int = 5,
+    seed: int = 0,
+) -> dict[str, Any]:
     """k-fold CV of the whole selection procedure, with the best-single-model choice beside it.
 
     Each fold selects on the other folds and is scored on its own items; the figures pool all
@@ -139,8 +157,9 @@ def cross_validate_selection(votes: np.ndarray, gold: np.ndarray, k: int, *,
     for held in parts:
         train = np.setdiff1d(order, held)
         sub_probs = None if probs is None else probs[:, train]
-        chosen = caruana_select(votes[:, train], gold[train], k, probs=sub_probs, method=method,
-                                rounds=rounds, init=init)
+        chosen = caruana_select(
+            votes[:, train], gold[train], k, probs=sub_probs, method=method, rounds=rounds, init=init
+        )
         hp = None if probs is None else probs[:, held]
         acc = expected_accuracy(chosen.counts, onehot[:, held], hp, gold[held], method)
         train_acc = [(votes[i, train] == gold[train]).mean() for i in range(votes.shape[0])]
@@ -149,28 +168,44 @@ def cross_validate_selection(votes: np.ndarray, gold: np.ndarray, k: int, *,
         sel_credit += acc * len(held)
         single_credit += s_acc * len(held)
         per_fold.append({"n": int(len(held)), "selection": acc, "best_single": s_acc})
-    return {"folds": folds, "seed": seed, "selection": sel_credit / n,
-            "best_single": single_credit / n, "per_fold": per_fold}
+    return {
+        "folds": folds,
+        "seed": seed,
+        "selection": sel_credit / n,
+        "best_single": single_credit / n,
+        "per_fold": per_fold,
+    }
 
 
-def write_members(path: str | os.PathLike, names: Sequence[str], selection: Selection,
-                  method: str, *, priority: Sequence[str], cv: dict[str, Any] | None = None,
-                  temperatures: dict[str, float] | None = None, gold: str | None = None,
-                  overwrite: bool = False) -> Path:
+def write_members(
+    path: str | os.PathLike,
+    names: Sequence[str],
+    selection: Selection,
+    method: str,
+    *,
+    priority: Sequence[str],
+    cv: dict[str, Any] | None = None,
+    temperatures: dict[str, float] | None = None,
+    gold: str | None = None,
+    overwrite: bool = False,
+) -> Path:
     """The chosen members and weights, for ``ensemble/vote.py --members FILE``."""
     path = ensure_writable(path, overwrite)
     members = [{"name": names[i], "weight": int(c)} for i, c in enumerate(selection.counts) if c]
     obj: dict[str, Any] = {
-        "method": method, "members": members, "priority": list(priority),
-        "in_sample_accuracy": selection.score, "selected_from": list(names),
+        "method": method,
+        "members": members,
+        "priority": list(priority),
+        "in_sample_accuracy": selection.score,
+        "selected_from": list(names),
         "history": [{"added": names[j], "accuracy": s} for j, s in selection.history],
-        "pruned": [names[j] for j in selection.pruned], "gold": gold,
+        "pruned": [names[j] for j in selection.pruned],
+        "gold": gold,
     }
     if cv is not None:
         obj["cross_validation"] = cv
     if temperatures:
-        obj["temperatures"] = {n: t for n, t in temperatures.items() if n in
-                               {m["name"] for m in members}}
+        obj["temperatures"] = {n: t for n, t in temperatures.items() if n in {m["name"] for m in members}}
     atomic_write_json(path, obj)
     return path
 
@@ -183,11 +218,23 @@ def read_members(path: str | os.PathLike) -> dict[str, Any]:
     except ValueError as err:
         raise UserError(f"not valid JSON ({err})", file=str(p)) from None
     members = obj.get("members") if isinstance(obj, dict) else None
-    if not isinstance(members, list) or not members or not all(
-            isinstance(m, dict) and isinstance(m.get("name"), str)
-            and isinstance(m.get("weight"), (int, float)) and m["weight"] > 0 for m in members):
-        raise UserError("expected {\"members\": [{\"name\": ..., \"weight\": > 0}, ...]}",
-                        file=str(p), field="members", hint="write it with vote.py --select FILE")
+    if (
+        not isinstance(members, list)
+        or not members
+        or not all(
+            isinstance(m, dict)
+            and isinstance(m.get("name"), str)
+            and isinstance(m.get("weight"), (int, float))
+            and m["weight"] > 0
+            for m in members
+        )
+    ):
+        raise UserError(
+            'expected {"members": [{"name": ..., "weight": > 0}, ...]}',
+            file=str(p),
+            field="members",
+            hint="write it with vote.py --select FILE",
+        )
     if obj.get("method") not in (None, *METHODS):
         raise UserError(f"unknown method {obj.get('method')!r}", file=str(p), field="method")
     return obj

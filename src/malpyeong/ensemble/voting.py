@@ -71,8 +71,7 @@ def top_options(row: np.ndarray, among: Sequence[int]) -> list[int]:
     """The options of ``among`` whose score in ``row`` equals the best (to RTOL/ATOL)."""
     values = row[list(among)]
     top = values.max()
-    return [o for o, v in zip(among, values, strict=True)
-            if math.isclose(v, top, rel_tol=RTOL, abs_tol=ATOL)]
+    return [o for o, v in zip(among, values, strict=True) if math.isclose(v, top, rel_tol=RTOL, abs_tol=ATOL)]
 
 
 def fmt_score(x: float) -> str:
@@ -80,9 +79,15 @@ def fmt_score(x: float) -> str:
     return f"{x:g}" if float(x).is_integer() else f"{x:.4f}"
 
 
-def vote_choices(votes: np.ndarray, k: int, method: str = "hard", *,
-                 weights: Sequence[float] | None = None, probs: np.ndarray | None = None,
-                 priority: Sequence[int] | None = None) -> VoteOutcome:
+def vote_choices(
+    votes: np.ndarray,
+    k: int,
+    method: str = "hard",
+    *,
+    weights: Sequence[float] | None = None,
+    probs: np.ndarray | None = None,
+    priority: Sequence[int] | None = None,
+) -> VoteOutcome:
     """Vote each item (see the module docstring for the methods and the tie rule).
 
     ``votes``: ``(m, n)`` option indices; ``probs``: ``(m, n, k)`` or None; ``weights``: one per
@@ -96,8 +101,7 @@ def vote_choices(votes: np.ndarray, k: int, method: str = "hard", *,
     if len(w) != m:
         raise UserError(f"{len(w)} weight(s) for {m} model(s)", field="weights")
     if not np.isfinite(w).all() or (w < 0).any() or w.sum() <= 0:
-        raise UserError("weights must be finite, non-negative and not all zero",
-                        field="weights")
+        raise UserError("weights must be finite, non-negative and not all zero", field="weights")
     estimate: DawidSkene | None = None
 
     def reliability() -> DawidSkene:
@@ -119,8 +123,11 @@ def vote_choices(votes: np.ndarray, k: int, method: str = "hard", *,
             chain.append(("probabilities", np.tensordot(w, probs, axes=1)))
     elif method == "soft":
         if probs is None:
-            raise UserError("soft voting needs every model's probabilities (the sidecars)",
-                            field="method", hint="predict with run/test.py, or use --method hard")
+            raise UserError(
+                "soft voting needs every model's probabilities (the sidecars)",
+                field="method",
+                hint="predict with run/test.py, or use --method hard",
+            )
         primary = np.tensordot(w, probs, axes=1) / w.sum()
         chain.append(("votes", np.tensordot(w, onehot, axes=1)))
     else:
@@ -156,13 +163,13 @@ def vote_choices(votes: np.ndarray, k: int, method: str = "hard", *,
         winner = tied[0] if len(tied) == 1 else None
         if winner is not None:
             pred[row] = winner
-        ties.append(Tie(int(row), options, rule, winner, detail,
-                        decider if rule == "priority" else None))
+        ties.append(Tie(int(row), options, rule, winner, detail, decider if rule == "priority" else None))
     return VoteOutcome(pred, primary, ties, estimate)
 
 
-def describe_ties(outcome: VoteOutcome, ids: Sequence[str], labels: Sequence[str],
-                  names: Sequence[str]) -> list[str]:
+def describe_ties(
+    outcome: VoteOutcome, ids: Sequence[str], labels: Sequence[str], names: Sequence[str]
+) -> list[str]:
     """One line per tie: the id, the tied options and scores, the rule and the winner."""
     lines = []
     for t in outcome.ties:
@@ -171,8 +178,7 @@ def describe_ties(outcome: VoteOutcome, ids: Sequence[str], labels: Sequence[str
             lines.append(f"  {printable(ids[t.index])}: {scores} -> UNRESOLVED")
             continue
         detail = f"{names[t.member]} chose it" if t.rule == "priority" else t.detail
-        lines.append(f"  {printable(ids[t.index])}: {scores} -> {labels[t.winner]} by {t.rule} "
-                     f"({detail})")
+        lines.append(f"  {printable(ids[t.index])}: {scores} -> {labels[t.winner]} by {t.rule} ({detail})")
     return lines
 
 
@@ -182,6 +188,8 @@ def raise_if_unresolved(outcome: VoteOutcome, ids: Sequence[str], labels: Sequen
         first = bad[0]
         raise UserError(
             f"{len(bad)} tie(s) that no rule can break, e.g. {ids[first.index]} "
-            f"({' = '.join(labels[o] for o in first.options)})", field="priority",
+            f"({' = '.join(labels[o] for o in first.options)})",
+            field="priority",
             hint="their answers are symmetric; pass --priority NAME ... (every model, most "
-                 "trusted first); sidecars with probabilities or --weights also break ties")
+            "trusted first); sidecars with probabilities or --weights also break ties",
+        )

@@ -51,8 +51,7 @@ class AnswerSettings:
 
     def __post_init__(self) -> None:
         if self.scoring not in SCORINGS:
-            raise UserError(f"unknown scoring '{self.scoring}'", field="scoring",
-                            hint=", ".join(SCORINGS))
+            raise UserError(f"unknown scoring '{self.scoring}'", field="scoring", hint=", ".join(SCORINGS))
         if self.batch_size < 1:
             raise UserError(f"must be at least 1, got {self.batch_size}", field="batch_size")
 
@@ -60,14 +59,18 @@ class AnswerSettings:
         """Settings that do not apply to ``task`` (or to the engine) are an error, not ignored."""
         if self.scores(task):
             if engine != "hf":
-                raise UserError(f"the {engine} engine does not score options; {task.name} is "
-                                "answered by option scoring", field="engine", hint="--engine hf")
+                raise UserError(
+                    f"the {engine} engine does not score options; {task.name} is answered by option scoring",
+                    field="engine",
+                    hint="--engine hf",
+                )
         elif self.permute or self.scoring != "letter":
-            raise UserError(f"--scoring/--permute are for option scoring, not {task.name}",
-                            field="scoring")
+            raise UserError(f"--scoring/--permute are for option scoring, not {task.name}", field="scoring")
         if not self.constrain and task.output_schema() is None:
-            raise UserError(f"--no_constrain is for tasks with a JSON output; {task.name} "
-                            "generates free text", field="no_constrain")
+            raise UserError(
+                f"--no_constrain is for tasks with a JSON output; {task.name} generates free text",
+                field="no_constrain",
+            )
 
     def scores(self, task: Task) -> bool:
         """Whether ``task`` is answered by option scoring (else by generation)."""
@@ -82,9 +85,17 @@ class AnswerSettings:
             return {**head, "scoring": self.scoring, "permute": self.permute}
         g = self.generation
         extra = {"constrain": self.constrain} if task.output_schema() is not None else {}
-        return {**head, "max_new_tokens": g.max_new_tokens, "num_beams": g.num_beams,
-                "do_sample": g.do_sample, "temperature": g.temperature, "top_p": g.top_p,
-                "seed": g.seed, "engine": engine, **extra}
+        return {
+            **head,
+            "max_new_tokens": g.max_new_tokens,
+            "num_beams": g.num_beams,
+            "do_sample": g.do_sample,
+            "temperature": g.temperature,
+            "top_p": g.top_p,
+            "seed": g.seed,
+            "engine": engine,
+            **extra,
+        }
 
 
 @dataclass
@@ -110,19 +121,32 @@ class AnswerRun:
         return [a.output if a is not None else None for a in self.answers]
 
 
-def generation_prompts(task: Task, items: Sequence[Any], tokenizer: Any, backbone: Any,
-                       spec: PromptSpec, *, max_length: int | None = None,
-                       max_new_tokens: int = 256) -> list[FittedPrompt]:
+def generation_prompts(
+    task: Task,
+    items: Sequence[Any],
+    tokenizer: Any,
+    backbone: Any,
+    spec: PromptSpec,
+    *,
+    max_length: int | None = None,
+    max_new_tokens: int = 256,
+) -> list[FittedPrompt]:
     """Fitted prompts for generation; ``max_length`` counts prompt plus generated tokens."""
     reserve = max_new_tokens if max_length is not None and max_new_tokens < max_length else 0
-    return [fit_prompt(task, it, tokenizer, backbone, spec, max_length, reserve=reserve)
-            for it in items]
+    return [fit_prompt(task, it, tokenizer, backbone, spec, max_length, reserve=reserve) for it in items]
 
 
-def answer_items(engine: Engine, task: Task, items: Sequence[Any], settings: AnswerSettings, *,
-                 done: Collection[int] = (),
-                 on_answer: Callable[[int, Answer], None] | None = None,
-                 progress: bool = True, shard: Shard = ALONE) -> AnswerRun:
+def answer_items(
+    engine: Engine,
+    task: Task,
+    items: Sequence[Any],
+    settings: AnswerSettings,
+    *,
+    done: Collection[int] = (),
+    on_answer: Callable[[int, Answer], None] | None = None,
+    progress: bool = True,
+    shard: Shard = ALONE,
+) -> AnswerRun:
     """Answer every item not in ``done`` (indices); ``on_answer(index, answer)`` is called as
     each is finished, in completion order (what a resumable results writer needs). Under
     ``shard`` this process answers only its share (:mod:`malpyeong.inference.shard`)."""
@@ -136,8 +160,7 @@ def answer_items(engine: Engine, task: Task, items: Sequence[Any], settings: Ans
     if settings.scores(task):
         cut, over, removed = _score(engine, task, items, settings, done, report, progress, shard)
         return AnswerRun(answers, cut, over, 0, removed)
-    cut, over, unusable, removed = _generate(engine, task, items, settings, done, report,
-                                             progress, shard)
+    cut, over, unusable, removed = _generate(engine, task, items, settings, done, report, progress, shard)
     return AnswerRun(answers, cut, over, unusable, removed)
 
 
@@ -147,15 +170,30 @@ def cut_tokens(fitted: Sequence[FittedPrompt]) -> tuple[int, int]:
     return sum(f.full_tokens for f in cut), sum(len(f.input_ids) for f in cut)
 
 
-def _score(engine: Engine, task: ChoiceTask, items: Sequence[Any], settings: AnswerSettings,
-           done: Collection[int], report: Callable[[int, Answer], None],
-           progress: bool, shard: Shard) -> tuple[int, int, tuple[int, int]]:
+def _score(
+    engine: Engine,
+    task: ChoiceTask,
+    items: Sequence[Any],
+    settings: AnswerSettings,
+    done: Collection[int],
+    report: Callable[[int, Answer], None],
+    progress: bool,
+    shard: Shard,
+) -> tuple[int, int, tuple[int, int]]:
     reserve = option_reserve(engine.tokenizer, task, items, settings.scoring)
-    prompts = fit_choice_prompts(task, items, engine.tokenizer, engine.backbone, settings.prompt,
-                                 max_length=settings.max_length, permute=settings.permute,
-                                 reserve=reserve)
-    check_context(engine, items, [max(len(f.input_ids) for f in per) + reserve
-                                  for per in prompts.fitted], done)
+    prompts = fit_choice_prompts(
+        task,
+        items,
+        engine.tokenizer,
+        engine.backbone,
+        settings.prompt,
+        max_length=settings.max_length,
+        permute=settings.permute,
+        reserve=reserve,
+    )
+    check_context(
+        engine, items, [max(len(f.input_ids) for f in per) + reserve for per in prompts.fitted], done
+    )
     dropped = prompts.dropped
 
     def on_item(i: int, score: ItemScore) -> None:
@@ -163,22 +201,47 @@ def _score(engine: Engine, task: ChoiceTask, items: Sequence[Any], settings: Ans
         output = task.output_for(int(np.argmax(score.probs)))
         report(i, Answer(output, {"probs": probs, **score.extra, "dropped": dropped[i]}))
 
-    engine.score(task, items, prompts, scoring=settings.scoring, batch_size=settings.batch_size,
-                 done=done, on_item=on_item, progress=progress, shard=shard)
-    return sum(d > 0 for d in dropped), prompts.over_budget, \
-        cut_tokens([per[0] for per in prompts.fitted])
+    engine.score(
+        task,
+        items,
+        prompts,
+        scoring=settings.scoring,
+        batch_size=settings.batch_size,
+        done=done,
+        on_item=on_item,
+        progress=progress,
+        shard=shard,
+    )
+    return sum(d > 0 for d in dropped), prompts.over_budget, cut_tokens([per[0] for per in prompts.fitted])
 
 
-def _generate(engine: Engine, task: Task, items: Sequence[Any], settings: AnswerSettings,
-              done: Collection[int], report: Callable[[int, Answer], None],
-              progress: bool, shard: Shard) -> tuple[int, int, int, tuple[int, int]]:
+def _generate(
+    engine: Engine,
+    task: Task,
+    items: Sequence[Any],
+    settings: AnswerSettings,
+    done: Collection[int],
+    report: Callable[[int, Answer], None],
+    progress: bool,
+    shard: Shard,
+) -> tuple[int, int, int, tuple[int, int]]:
     g = settings.generation
-    fitted = generation_prompts(task, items, engine.tokenizer, engine.backbone, settings.prompt,
-                                max_length=settings.max_length, max_new_tokens=g.max_new_tokens)
+    fitted = generation_prompts(
+        task,
+        items,
+        engine.tokenizer,
+        engine.backbone,
+        settings.prompt,
+        max_length=settings.max_length,
+        max_new_tokens=g.max_new_tokens,
+    )
     check_context(engine, items, [len(f.input_ids) + 1 for f in fitted], done)
     # a task that reports perplexity also has its gold outputs scored
-    affixes = assistant_affixes(engine.tokenizer, engine.backbone) \
-        if isinstance(task, GenerateTask) and task.reference_loglik else None
+    affixes = (
+        assistant_affixes(engine.tokenizer, engine.backbone)
+        if isinstance(task, GenerateTask) and task.reference_loglik
+        else None
+    )
     unusable = 0
 
     def on_text(i: int, text: str) -> None:
@@ -194,15 +257,22 @@ def _generate(engine: Engine, task: Task, items: Sequence[Any], settings: Answer
         report(i, Answer(output, sidecar))
 
     schema = task.output_schema() if settings.constrain else None
-    engine.generate([f.input_ids for f in fitted], g, batch_size=settings.batch_size,
-                    done=done, on_result=on_text, progress=progress, shard=shard,
-                    schema=schema)
-    return sum(f.dropped > 0 for f in fitted), sum(not f.fits for f in fitted), unusable, \
-        cut_tokens(fitted)
+    engine.generate(
+        [f.input_ids for f in fitted],
+        g,
+        batch_size=settings.batch_size,
+        done=done,
+        on_result=on_text,
+        progress=progress,
+        shard=shard,
+        schema=schema,
+    )
+    return sum(f.dropped > 0 for f in fitted), sum(not f.fits for f in fitted), unusable, cut_tokens(fitted)
 
 
-def reference_logprob(engine: Engine, task: Task, item: Any, prompt: FittedPrompt,
-                      affixes: tuple[str, str]) -> tuple[float, int] | None:
+def reference_logprob(
+    engine: Engine, task: Task, item: Any, prompt: FittedPrompt, affixes: tuple[str, str]
+) -> tuple[float, int] | None:
     """``(log-likelihood, tokens)`` of ``item``'s gold output after its prompt, written as the
     training completion (end-of-turn included); None without gold output or when the engine
     cannot score. One item at a time, as its generation finishes: the value depends on the
@@ -216,8 +286,9 @@ def reference_logprob(engine: Engine, task: Task, item: Any, prompt: FittedPromp
     return values[0], len(completion)
 
 
-def check_context(engine: Engine, items: Sequence[Any], lengths: Sequence[int],
-                  done: Collection[int] = ()) -> None:
+def check_context(
+    engine: Engine, items: Sequence[Any], lengths: Sequence[int], done: Collection[int] = ()
+) -> None:
     """Refuse, before any work, a prompt longer than the model's context even after the length
     budget cut its conversation (what is left: the question, options, target utterances): the
     model cannot read it, and trying can ask for terabytes of memory."""
@@ -228,10 +299,12 @@ def check_context(engine: Engine, items: Sequence[Any], lengths: Sequence[int],
     if over:
         first = over[0]
         more = f" (and {len(over) - 1} more item(s))" if len(over) > 1 else ""
-        raise UserError(f"the prompt needs {lengths[first]} tokens, more than the model's "
-                        f"context of {limit}{more}", item=items[first].id, field="max_length",
-                        hint="the length budget cuts only the conversation; the rest of this "
-                             "item does not fit the model")
+        raise UserError(
+            f"the prompt needs {lengths[first]} tokens, more than the model's context of {limit}{more}",
+            item=items[first].id,
+            field="max_length",
+            hint="the length budget cuts only the conversation; the rest of this item does not fit the model",
+        )
 
 
 def parsed_output(task: Task, item: Any, text: str) -> Any | None:
@@ -252,5 +325,14 @@ def default_batch_size(task: Task, model: Any = None) -> int:
     return 16 if device is not None and device.type == "cuda" else 8
 
 
-__all__ = ["Answer", "AnswerRun", "AnswerSettings", "answer_items", "check_context",
-           "default_batch_size", "generation_prompts", "parsed_output", "reference_logprob"]
+__all__ = [
+    "Answer",
+    "AnswerRun",
+    "AnswerSettings",
+    "answer_items",
+    "check_context",
+    "default_batch_size",
+    "generation_prompts",
+    "parsed_output",
+    "reference_logprob",
+]

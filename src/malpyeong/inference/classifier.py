@@ -37,8 +37,10 @@ def is_classifier_run(run: dict) -> bool:
 def check_head_scoring(run: dict, scoring: str) -> None:
     """Before loading: a classification run scores through its head, not by letter or loglik."""
     if is_classifier_run(run) and scoring != "letter":
-        raise UserError("a classification head scores the options itself; --scoring "
-                        f"{scoring} is for language models", field="scoring")
+        raise UserError(
+            f"a classification head scores the options itself; --scoring {scoring} is for language models",
+            field="scoring",
+        )
 
 
 def head_probs(model: Any, rows: Sequence[Sequence[int]], pad_id: int) -> np.ndarray:
@@ -47,14 +49,17 @@ def head_probs(model: Any, rows: Sequence[Sequence[int]], pad_id: int) -> np.nda
 
     for row in rows:
         if row and row[-1] == pad_id:
-            raise UserError("a prompt ends with the pad token: the head cannot find its last "
-                            "token", field="model", hint="give the tokenizer a distinct pad token")
+            raise UserError(
+                "a prompt ends with the pad token: the head cannot find its last token",
+                field="model",
+                hint="give the tokenizer a distinct pad token",
+            )
     width = max(len(r) for r in rows)
     ids = torch.full((len(rows), width), pad_id, dtype=torch.long)
     mask = torch.zeros((len(rows), width), dtype=torch.long)
     for r, row in enumerate(rows):
-        ids[r, :len(row)] = torch.tensor(list(row), dtype=torch.long)
-        mask[r, :len(row)] = 1
+        ids[r, : len(row)] = torch.tensor(list(row), dtype=torch.long)
+        mask[r, : len(row)] = 1
     device = model_device(model)
     with torch.inference_mode():
         logits = model(input_ids=ids.to(device), attention_mask=mask.to(device)).logits
@@ -70,26 +75,39 @@ class ClassifierEngine(Engine):
     backbone: Backbone
     name: str = "hf"  # answers as the transformers engine does; the results header says so
 
-    def score(self, task: ChoiceTask, items: Sequence[Any], prompts: ChoicePrompts, *,
-              scoring: str, batch_size: int, done: Collection[int] = (),
-              on_item: Callable[[int, ItemScore], None] | None = None,
-              progress: bool = True, shard: Shard = ALONE) -> list[ItemScore | None]:
+    def score(
+        self,
+        task: ChoiceTask,
+        items: Sequence[Any],
+        prompts: ChoicePrompts,
+        *,
+        scoring: str,
+        batch_size: int,
+        done: Collection[int] = (),
+        on_item: Callable[[int, ItemScore], None] | None = None,
+        progress: bool = True,
+        shard: Shard = ALONE,
+    ) -> list[ItemScore | None]:
         check_head_scoring({"objective": OBJECTIVE}, scoring)
         n_out = getattr(getattr(self.model, "config", None), "num_labels", task.n_choices)
         if n_out != task.n_choices:
-            raise UserError(f"the head has {n_out} outputs, task {task.name} has "
-                            f"{task.n_choices} options", field="model")
+            raise UserError(
+                f"the head has {n_out} outputs, task {task.name} has {task.n_choices} options", field="model"
+            )
         orders = prompts.orders
         per_batch = max(1, batch_size // len(orders))  # an item's option orders stay together
         order = sorted(range(len(items)), key=lambda i: (-len(prompts.fitted[i][0].input_ids), i))
-        units = [order[lo:lo + per_batch] for lo in range(0, len(order), per_batch)]
+        units = [order[lo : lo + per_batch] for lo in range(0, len(order), per_batch)]
         mine = shard.batches(units)
         done_set = set(done)
         results: list[ItemScore | None] = [None] * len(items)
         todo = [u for k, u in enumerate(units) if k in mine and not set(u) <= done_set]
-        bar = progress_bar(sum(len(u) for k, u in enumerate(units) if k in mine), progress,
-                           "score (head)", initial=sum(len(set(u) & done_set)
-                                                       for k, u in enumerate(units) if k in mine))
+        bar = progress_bar(
+            sum(len(u) for k, u in enumerate(units) if k in mine),
+            progress,
+            "score (head)",
+            initial=sum(len(set(u) & done_set) for k, u in enumerate(units) if k in mine),
+        )
         pad = self.tokenizer.pad_token_id if self.tokenizer.pad_token_id is not None else 0
         if getattr(self.model, "training", False):
             self.model.eval()
@@ -111,13 +129,22 @@ class ClassifierEngine(Engine):
             bar.close()
         return results
 
-    def generate(self, prompts: list[list[int]], settings: GenerationSettings, *,
-                 batch_size: int, done: Collection[int] = (),
-                 on_result: Callable[[int, str], None] | None = None,
-                 progress: bool = True, shard: Shard = ALONE) -> list[str]:
-        raise UserError("a classification head does not generate text", field="model",
-                        hint="use a model trained with --objective sft for generation")
+    def generate(
+        self,
+        prompts: list[list[int]],
+        settings: GenerationSettings,
+        *,
+        batch_size: int,
+        done: Collection[int] = (),
+        on_result: Callable[[int, str], None] | None = None,
+        progress: bool = True,
+        shard: Shard = ALONE,
+    ) -> list[str]:
+        raise UserError(
+            "a classification head does not generate text",
+            field="model",
+            hint="use a model trained with --objective sft for generation",
+        )
 
 
-__all__ = ["OBJECTIVE", "ClassifierEngine", "check_head_scoring", "head_probs",
-           "is_classifier_run"]
+__all__ = ["OBJECTIVE", "ClassifierEngine", "check_head_scoring", "head_probs", "is_classifier_run"]

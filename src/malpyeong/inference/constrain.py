@@ -49,8 +49,10 @@ def _llguidance() -> Any:
         import llguidance.hf  # noqa: F401 - the tokenizer bridge
         import llguidance.torch  # noqa: F401 - the bitmask helpers
     except ImportError as err:
-        raise UserError("constrained decoding needs llguidance, which is not installed",
-                        hint="pip install llguidance, or pass --no_constrain") from err
+        raise UserError(
+            "constrained decoding needs llguidance, which is not installed",
+            hint="pip install llguidance, or pass --no_constrain",
+        ) from err
     return llguidance
 
 
@@ -62,10 +64,12 @@ def _ll_tokenizer(tokenizer: Any, vocab_size: int, stop_ids: Sequence[int]) -> A
     if hit is None or hit[0] is not tokenizer:
         llguidance = _llguidance()
         if not getattr(tokenizer, "is_fast", False):
-            raise UserError("constrained decoding needs a fast (Rust) tokenizer", field="model",
-                            hint="pass --no_constrain")
-        ll_tok = llguidance.hf.from_tokenizer(tokenizer, n_vocab=vocab_size,
-                                              eos_token=sorted(stop_ids))
+            raise UserError(
+                "constrained decoding needs a fast (Rust) tokenizer",
+                field="model",
+                hint="pass --no_constrain",
+            )
+        ll_tok = llguidance.hf.from_tokenizer(tokenizer, n_vocab=vocab_size, eos_token=sorted(stop_ids))
         hit = (tokenizer, ll_tok)
         _TOKENIZERS[key] = hit
     return hit[1]
@@ -133,11 +137,11 @@ class Completer:
         return "" if end == len(text) else None
 
     def _literal(self, lit: str, text: str, i: int, rest: str) -> int:
-        part = text[i:i + len(lit)]
+        part = text[i : i + len(lit)]
         if not lit.startswith(part):
             raise ValueError("not the layout")
         if len(part) < len(lit):
-            raise _Cut(lit[len(part):] + rest)
+            raise _Cut(lit[len(part) :] + rest)
         return i + len(lit)
 
     def _value(self, schema: dict, text: str, i: int) -> int:
@@ -148,9 +152,8 @@ class Completer:
             props = list(schema["properties"].items())
             i = self._literal("{", text, i, "")
             for n, (key, sub) in enumerate(props):
-                tail = "".join(f',"{k}":{self.shortest(v)}' for k, v in props[n + 1:]) + "}"
-                i = self._literal(("," if n else "") + f'"{key}":', text, i,
-                                  self.shortest(sub) + tail)
+                tail = "".join(f',"{k}":{self.shortest(v)}' for k, v in props[n + 1 :]) + "}"
+                i = self._literal(("," if n else "") + f'"{key}":', text, i, self.shortest(sub) + tail)
                 try:
                     i = self._value(sub, text, i)
                 except _Cut as cut:
@@ -225,13 +228,13 @@ class JsonConstraint:
     completer: Completer | None = None  # None: the schema is beyond it; no closing within budget
     token_bytes: list[bytes] | None = None  # each token's bytes (b"" for special tokens)
 
-    def logits_processor(self, rows: int, prompt_width: int,
-                         max_new_tokens: int | None = None) -> SchemaLogitsProcessor:
+    def logits_processor(
+        self, rows: int, prompt_width: int, max_new_tokens: int | None = None
+    ) -> SchemaLogitsProcessor:
         return SchemaLogitsProcessor(self, rows, prompt_width, max_new_tokens)
 
 
-def json_constraint(schema: dict, tokenizer: Any, vocab_size: int,
-                    stop_ids: Sequence[int]) -> JsonConstraint:
+def json_constraint(schema: dict, tokenizer: Any, vocab_size: int, stop_ids: Sequence[int]) -> JsonConstraint:
     """Compile ``schema`` for ``tokenizer``; a schema llguidance rejects is reported, not
     silently ignored."""
     llguidance = _llguidance()
@@ -245,10 +248,17 @@ def json_constraint(schema: dict, tokenizer: Any, vocab_size: int,
     except Unsupported as err:
         log.info("constraint: no closing within the token budget (%s)", err)
         completer = None
-    token_bytes = [b"" if ll_tok.is_special_token(i) else ll_tok.decode_bytes([i])
-                   for i in range(min(vocab_size, ll_tok.vocab_size))] if completer else None
-    return JsonConstraint(schema, grammar, ll_tok, vocab_size, tuple(sorted(stop_ids)),
-                          completer, token_bytes)
+    token_bytes = (
+        [
+            b"" if ll_tok.is_special_token(i) else ll_tok.decode_bytes([i])
+            for i in range(min(vocab_size, ll_tok.vocab_size))
+        ]
+        if completer
+        else None
+    )
+    return JsonConstraint(
+        schema, grammar, ll_tok, vocab_size, tuple(sorted(stop_ids)), completer, token_bytes
+    )
 
 
 class SchemaLogitsProcessor:
@@ -265,14 +275,14 @@ class SchemaLogitsProcessor:
     within the budget (counted in ``closed``).
     """
 
-    def __init__(self, constraint: JsonConstraint, rows: int, prompt_width: int,
-                 max_new_tokens: int | None = None) -> None:
+    def __init__(
+        self, constraint: JsonConstraint, rows: int, prompt_width: int, max_new_tokens: int | None = None
+    ) -> None:
         import torch
 
         llguidance = _llguidance()
         self.constraint = constraint
-        self.matchers = [llguidance.LLMatcher(constraint.tokenizer, constraint.grammar)
-                         for _ in range(rows)]
+        self.matchers = [llguidance.LLMatcher(constraint.tokenizer, constraint.grammar) for _ in range(rows)]
         self.finished = [False] * rows
         self.text = [bytearray() for _ in range(rows)]
         self.prompt_width = prompt_width
@@ -297,8 +307,9 @@ class SchemaLogitsProcessor:
                 elif not self.matchers[i].consume_token(token):
                     self.rejected += 1
                     self.finished[i] = True
-                    log.warning("constraint: token %d refused (%s)", token,
-                                self.matchers[i].get_error()[:200])
+                    log.warning(
+                        "constraint: token %d refused (%s)", token, self.matchers[i].get_error()[:200]
+                    )
                 elif self.constraint.token_bytes is not None:
                     self.text[i] += self.constraint.token_bytes[token]
         mask = lt.allocate_token_bitmask(len(self.matchers), self.constraint.vocab_size)
@@ -306,7 +317,7 @@ class SchemaLogitsProcessor:
             if not self.finished[i]:
                 lt.fill_next_token_bitmask(matcher, mask, i)
         allowed = ((mask.unsqueeze(-1) >> self.shifts) & 1).bool()
-        allowed = allowed.reshape(mask.shape[0], -1)[:, :scores.shape[1]]
+        allowed = allowed.reshape(mask.shape[0], -1)[:, : scores.shape[1]]
         if allowed.shape[1] < scores.shape[1]:  # logits wider than the tokenizer's vocabulary
             pad = allowed.new_zeros((allowed.shape[0], scores.shape[1] - allowed.shape[1]))
             allowed = torch.cat([allowed, pad], dim=1)
@@ -333,9 +344,14 @@ class SchemaLogitsProcessor:
             return
         import torch
 
-        spelling = torch.tensor([t for t in self._by_first_byte().get(need[0], ())
-                                 if need.startswith(self.constraint.token_bytes[t])],
-                                dtype=torch.long)
+        spelling = torch.tensor(
+            [
+                t
+                for t in self._by_first_byte().get(need[0], ())
+                if need.startswith(self.constraint.token_bytes[t])
+            ],
+            dtype=torch.long,
+        )
         spelling = spelling[allowed[row, spelling]] if spelling.numel() else spelling
         if not spelling.numel():
             return
@@ -376,6 +392,14 @@ def vllm_engine_kwargs(llm_class: Any) -> dict:
     return {}
 
 
-__all__ = ["CLOSING_MARGIN", "LIBRARY", "Completer", "JsonConstraint", "SchemaLogitsProcessor",
-           "Unsupported", "json_constraint",
-           "vllm_engine_kwargs", "vllm_sampling_kwargs"]
+__all__ = [
+    "CLOSING_MARGIN",
+    "LIBRARY",
+    "Completer",
+    "JsonConstraint",
+    "SchemaLogitsProcessor",
+    "Unsupported",
+    "json_constraint",
+    "vllm_engine_kwargs",
+    "vllm_sampling_kwargs",
+]

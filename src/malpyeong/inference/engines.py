@@ -48,27 +48,51 @@ class Engine:
     tokenizer: Any
     backbone: Backbone
 
-    def score(self, task: ChoiceTask, items: Sequence[Any], prompts: ChoicePrompts, *,
-              scoring: str, batch_size: int, done: Collection[int] = (),
-              on_item: Callable[[int, ItemScore], None] | None = None,
-              progress: bool = True, shard: Shard = ALONE) -> list[ItemScore | None]:
-        raise UserError(f"the {self.name} engine does not score options", field="engine",
-                        hint="use --engine hf for choice tasks")
+    def score(
+        self,
+        task: ChoiceTask,
+        items: Sequence[Any],
+        prompts: ChoicePrompts,
+        *,
+        scoring: str,
+        batch_size: int,
+        done: Collection[int] = (),
+        on_item: Callable[[int, ItemScore], None] | None = None,
+        progress: bool = True,
+        shard: Shard = ALONE,
+    ) -> list[ItemScore | None]:
+        raise UserError(
+            f"the {self.name} engine does not score options",
+            field="engine",
+            hint="use --engine hf for choice tasks",
+        )
 
-    def generate(self, prompts: list[list[int]], settings: GenerationSettings, *,
-                 batch_size: int, done: Collection[int] = (),
-                 on_result: Callable[[int, str], None] | None = None,
-                 progress: bool = True, shard: Shard = ALONE,
-                 schema: dict | None = None) -> list[str]:
+    def generate(
+        self,
+        prompts: list[list[int]],
+        settings: GenerationSettings,
+        *,
+        batch_size: int,
+        done: Collection[int] = (),
+        on_result: Callable[[int, str], None] | None = None,
+        progress: bool = True,
+        shard: Shard = ALONE,
+        schema: dict | None = None,
+    ) -> list[str]:
         raise NotImplementedError
 
     def stop_token_ids(self) -> list[int]:
         """EOS and the chat format's end-of-turn token: where an answer ends."""
         return end_of_turn_ids(self.tokenizer, self.backbone)
 
-    def completion_logprobs(self, prompts: list[list[int]], completions: list[list[int]], *,
-                            batch_size: int, done: Collection[int] = ()
-                            ) -> list[float | None] | None:
+    def completion_logprobs(
+        self,
+        prompts: list[list[int]],
+        completions: list[list[int]],
+        *,
+        batch_size: int,
+        done: Collection[int] = (),
+    ) -> list[float | None] | None:
         """Summed log-probability of each completion after its prompt, or None when this
         engine cannot score text (then perplexity-like metrics are not computed)."""
         return None
@@ -87,33 +111,75 @@ class HFEngine(Engine):
     backbone: Backbone
     name: str = "hf"
 
-    def score(self, task: ChoiceTask, items: Sequence[Any], prompts: ChoicePrompts, *,
-              scoring: str, batch_size: int, done: Collection[int] = (),
-              on_item: Callable[[int, ItemScore], None] | None = None,
-              progress: bool = True, shard: Shard = ALONE) -> list[ItemScore | None]:
-        return score_items(self.model, self.tokenizer, task, items, prompts, scoring=scoring,
-                           batch_size=batch_size, progress=progress, done=done, on_item=on_item,
-                           shard=shard)
+    def score(
+        self,
+        task: ChoiceTask,
+        items: Sequence[Any],
+        prompts: ChoicePrompts,
+        *,
+        scoring: str,
+        batch_size: int,
+        done: Collection[int] = (),
+        on_item: Callable[[int, ItemScore], None] | None = None,
+        progress: bool = True,
+        shard: Shard = ALONE,
+    ) -> list[ItemScore | None]:
+        return score_items(
+            self.model,
+            self.tokenizer,
+            task,
+            items,
+            prompts,
+            scoring=scoring,
+            batch_size=batch_size,
+            progress=progress,
+            done=done,
+            on_item=on_item,
+            shard=shard,
+        )
 
-    def completion_logprobs(self, prompts: list[list[int]], completions: list[list[int]], *,
-                            batch_size: int, done: Collection[int] = ()
-                            ) -> list[float | None] | None:
-        return sequence_logprobs(self.model, self.tokenizer, prompts, completions,
-                                 batch_size=batch_size, done=done)
+    def completion_logprobs(
+        self,
+        prompts: list[list[int]],
+        completions: list[list[int]],
+        *,
+        batch_size: int,
+        done: Collection[int] = (),
+    ) -> list[float | None] | None:
+        return sequence_logprobs(
+            self.model, self.tokenizer, prompts, completions, batch_size=batch_size, done=done
+        )
 
-    def generate(self, prompts: list[list[int]], settings: GenerationSettings, *,
-                 batch_size: int, done: Collection[int] = (),
-                 on_result: Callable[[int, str], None] | None = None,
-                 progress: bool = True, shard: Shard = ALONE,
-                 schema: dict | None = None) -> list[str]:
-        return generate_texts(self.model, self.tokenizer, prompts,
-                              max_new_tokens=settings.max_new_tokens, batch_size=batch_size,
-                              do_sample=settings.do_sample, temperature=settings.temperature,
-                              top_p=settings.top_p, num_beams=settings.num_beams,
-                              stop_token_ids=self.stop_token_ids(), seed=settings.seed,
-                              progress=progress, on_result=on_result, done=done, shard=shard,
-                              schema=schema)
-
+    def generate(
+        self,
+        prompts: list[list[int]],
+        settings: GenerationSettings,
+        *,
+        batch_size: int,
+        done: Collection[int] = (),
+        on_result: Callable[[int, str], None] | None = None,
+        progress: bool = True,
+        shard: Shard = ALONE,
+        schema: dict | None = None,
+    ) -> list[str]:
+        return generate_texts(
+            self.model,
+            self.tokenizer,
+            prompts,
+            max_new_tokens=settings.max_new_tokens,
+            batch_size=batch_size,
+            do_sample=settings.do_sample,
+            temperature=settings.temperature,
+            top_p=settings.top_p,
+            num_beams=settings.num_beams,
+            stop_token_ids=self.stop_token_ids(),
+            seed=settings.seed,
+            progress=progress,
+            on_result=on_result,
+            done=done,
+            shard=shard,
+            schema=schema,
+        )
 
     def context_size(self) -> int | None:
         config = getattr(self.model, "config", None)
@@ -134,22 +200,41 @@ class VLLMEngine(Engine):
     backbone: Backbone
     name: str = "vllm"
 
-    def generate(self, prompts: list[list[int]], settings: GenerationSettings, *,
-                 batch_size: int, done: Collection[int] = (),
-                 on_result: Callable[[int, str], None] | None = None,
-                 progress: bool = True, shard: Shard = ALONE,
-                 schema: dict | None = None) -> list[str]:
+    def generate(
+        self,
+        prompts: list[list[int]],
+        settings: GenerationSettings,
+        *,
+        batch_size: int,
+        done: Collection[int] = (),
+        on_result: Callable[[int, str], None] | None = None,
+        progress: bool = True,
+        shard: Shard = ALONE,
+        schema: dict | None = None,
+    ) -> list[str]:
         if not shard.alone:
-            raise UserError("run the vLLM engine in one process: it parallelises by itself",
-                            field="engine", hint="drop accelerate launch; use "
-                                                 "--tensor_parallel_size for several GPUs")
-        return generate_texts_vllm(self.llm, self.tokenizer, prompts,
-                                   max_new_tokens=settings.max_new_tokens, batch_size=batch_size,
-                                   do_sample=settings.do_sample, temperature=settings.temperature,
-                                   top_p=settings.top_p, num_beams=settings.num_beams,
-                                   stop_token_ids=self.stop_token_ids(), seed=settings.seed,
-                                   progress=progress, on_result=on_result, done=done,
-                                   schema=schema)
+            raise UserError(
+                "run the vLLM engine in one process: it parallelises by itself",
+                field="engine",
+                hint="drop accelerate launch; use --tensor_parallel_size for several GPUs",
+            )
+        return generate_texts_vllm(
+            self.llm,
+            self.tokenizer,
+            prompts,
+            max_new_tokens=settings.max_new_tokens,
+            batch_size=batch_size,
+            do_sample=settings.do_sample,
+            temperature=settings.temperature,
+            top_p=settings.top_p,
+            num_beams=settings.num_beams,
+            stop_token_ids=self.stop_token_ids(),
+            seed=settings.seed,
+            progress=progress,
+            on_result=on_result,
+            done=done,
+            schema=schema,
+        )
 
     def context_size(self) -> int | None:
         try:

@@ -38,7 +38,7 @@ def length_sorted_batches(lengths: Sequence[int], batch_size: int) -> list[list[
     if batch_size < 1:
         raise ValueError(f"batch_size must be at least 1, got {batch_size}")
     order = sorted(range(len(lengths)), key=lambda i: -lengths[i])
-    return [order[i:i + batch_size] for i in range(0, len(order), batch_size)]
+    return [order[i : i + batch_size] for i in range(0, len(order), batch_size)]
 
 
 def left_pad(rows: Sequence[Sequence[int]], pad_id: int) -> tuple[Any, Any]:
@@ -50,8 +50,8 @@ def left_pad(rows: Sequence[Sequence[int]], pad_id: int) -> tuple[Any, Any]:
     mask = torch.zeros((len(rows), width), dtype=torch.long)
     for i, r in enumerate(rows):
         if r:
-            ids[i, width - len(r):] = torch.tensor(list(r), dtype=torch.long)
-            mask[i, width - len(r):] = 1
+            ids[i, width - len(r) :] = torch.tensor(list(r), dtype=torch.long)
+            mask[i, width - len(r) :] = 1
     return ids, mask
 
 
@@ -67,8 +67,11 @@ def cache_keyword(model: Any) -> str:
 
 
 def pad_id_of(tokenizer: Any, model: Any = None) -> int:
-    for cand in (getattr(tokenizer, "pad_token_id", None), getattr(tokenizer, "eos_token_id", None),
-                 getattr(getattr(model, "generation_config", None), "pad_token_id", None)):
+    for cand in (
+        getattr(tokenizer, "pad_token_id", None),
+        getattr(tokenizer, "eos_token_id", None),
+        getattr(getattr(model, "generation_config", None), "pad_token_id", None),
+    ):
         if isinstance(cand, int):
             return cand
     return 0
@@ -110,14 +113,27 @@ def stop_token_ids_for(model: Any, tokenizer: Any, extra: Sequence[int] | None =
     return sorted(ids)
 
 
-def generate_texts(model: Any, tokenizer: Any, prompts: list[list[int]], *,
-                   max_new_tokens: int = 256, batch_size: int = 8, do_sample: bool = False,
-                   temperature: float = 1.0, top_p: float = 1.0, num_beams: int = 1,
-                   stop_token_ids: Sequence[int] | None = None,
-                   stop_strings: Sequence[str] | None = None, seed: int = 0, progress: bool = True,
-                   on_result: OnResult | None = None, done: Collection[int] = (),
-                   shard: Shard = ALONE, streamer: Any = None,
-                   schema: dict | None = None) -> list[str]:
+def generate_texts(
+    model: Any,
+    tokenizer: Any,
+    prompts: list[list[int]],
+    *,
+    max_new_tokens: int = 256,
+    batch_size: int = 8,
+    do_sample: bool = False,
+    temperature: float = 1.0,
+    top_p: float = 1.0,
+    num_beams: int = 1,
+    stop_token_ids: Sequence[int] | None = None,
+    stop_strings: Sequence[str] | None = None,
+    seed: int = 0,
+    progress: bool = True,
+    on_result: OnResult | None = None,
+    done: Collection[int] = (),
+    shard: Shard = ALONE,
+    streamer: Any = None,
+    schema: dict | None = None,
+) -> list[str]:
     """Decoded new text per prompt (token ids), in the order given.
 
     Greedy by default; ``num_beams`` > 1 for beam search, ``do_sample`` with ``temperature`` /
@@ -142,8 +158,11 @@ def generate_texts(model: Any, tokenizer: Any, prompts: list[list[int]], *,
     if streamer is not None and len(prompts) > 1:
         raise ValueError("a streamer follows one prompt; got several")
     if schema is not None and num_beams > 1:
-        raise UserError("constrained decoding does not combine with beam search",
-                        field="num_beams", hint="use --num_beams 1, or --no_constrain")
+        raise UserError(
+            "constrained decoding does not combine with beam search",
+            field="num_beams",
+            hint="use --num_beams 1, or --no_constrain",
+        )
 
     texts: list[str | None] = [None] * len(prompts)
     if not prompts:
@@ -152,9 +171,13 @@ def generate_texts(model: Any, tokenizer: Any, prompts: list[list[int]], *,
     stop_set = set(stops)
     pad = pad_id_of(tokenizer, model)
     device = model_device(model)
-    gen_kwargs: dict[str, Any] = {"max_new_tokens": max_new_tokens, "num_beams": num_beams,
-                                  "do_sample": do_sample, "eos_token_id": stops or None,
-                                  "pad_token_id": pad}
+    gen_kwargs: dict[str, Any] = {
+        "max_new_tokens": max_new_tokens,
+        "num_beams": num_beams,
+        "do_sample": do_sample,
+        "eos_token_id": stops or None,
+        "pad_token_id": pad,
+    }
     if streamer is not None:
         gen_kwargs["streamer"] = streamer
     if do_sample:
@@ -174,8 +197,9 @@ def generate_texts(model: Any, tokenizer: Any, prompts: list[list[int]], *,
     mine = shard.batches(batches)
     done_set = set(done)
     total = sum(len(batches[b]) for b in mine)
-    bar = progress_bar(total, progress, "generate",
-                       initial=sum(i in done_set for b in mine for i in batches[b]))
+    bar = progress_bar(
+        total, progress, "generate", initial=sum(i in done_set for b in mine for i in batches[b])
+    )
     closed = 0  # constrained rows steered to close their JSON within max_new_tokens
     start = time.perf_counter()
     try:
@@ -188,17 +212,19 @@ def generate_texts(model: Any, tokenizer: Any, prompts: list[list[int]], *,
             with torch.inference_mode():
                 extra = _constrained(constraint, ids, max_new_tokens)
                 try:
-                    out = model.generate(input_ids=ids.to(device), attention_mask=mask.to(device),
-                                         **gen_kwargs, **extra)
+                    out = model.generate(
+                        input_ids=ids.to(device), attention_mask=mask.to(device), **gen_kwargs, **extra
+                    )
                 except (ValueError, TypeError, NotImplementedError) as err:
                     if gen_kwargs.pop("cache_implementation", None) is None:
                         raise
                     log.info("static cache not usable here (%s); using the default cache", err)
                     extra = _constrained(constraint, ids, max_new_tokens)
-                    out = model.generate(input_ids=ids.to(device), attention_mask=mask.to(device),
-                                         **gen_kwargs, **extra)
+                    out = model.generate(
+                        input_ids=ids.to(device), attention_mask=mask.to(device), **gen_kwargs, **extra
+                    )
             closed += sum(len(p.closed) for p in extra.get("logits_processor", []))
-            new = out[:, ids.shape[1]:].tolist()
+            new = out[:, ids.shape[1] :].tolist()
             for row, i in enumerate(batch):
                 text = tokenizer.decode(cut_at_stop(new[row], stop_set), skip_special_tokens=False)
                 text = cut_at_strings(text, stop_strings)
@@ -212,8 +238,12 @@ def generate_texts(model: Any, tokenizer: Any, prompts: list[list[int]], *,
         bar.close()
     log.debug("generated %d texts in %.1fs", len(prompts), time.perf_counter() - start)
     if closed:
-        log.info("%d constrained generation(s) ran short of max_new_tokens %d and were steered "
-                 "to close their JSON", closed, max_new_tokens)
+        log.info(
+            "%d constrained generation(s) ran short of max_new_tokens %d and were steered "
+            "to close their JSON",
+            closed,
+            max_new_tokens,
+        )
     return [t if t is not None else "" for t in texts]
 
 
@@ -234,17 +264,32 @@ def _constrained(constraint: Any, ids: Any, max_new_tokens: int) -> dict:
         return {}
     from transformers import LogitsProcessorList
 
-    return {"logits_processor": LogitsProcessorList(
-        [constraint.logits_processor(ids.shape[0], ids.shape[1], max_new_tokens)])}
+    return {
+        "logits_processor": LogitsProcessorList(
+            [constraint.logits_processor(ids.shape[0], ids.shape[1], max_new_tokens)]
+        )
+    }
 
 
-def generate_texts_vllm(llm: Any, tokenizer: Any, prompts: list[list[int]], *,
-                        max_new_tokens: int = 256, batch_size: int = 8, do_sample: bool = False,
-                        temperature: float = 1.0, top_p: float = 1.0, num_beams: int = 1,
-                        stop_token_ids: Sequence[int] | None = None,
-                        stop_strings: Sequence[str] | None = None, seed: int = 0,
-                        progress: bool = True, on_result: OnResult | None = None,
-                        done: Collection[int] = (), schema: dict | None = None) -> list[str]:
+def generate_texts_vllm(
+    llm: Any,
+    tokenizer: Any,
+    prompts: list[list[int]],
+    *,
+    max_new_tokens: int = 256,
+    batch_size: int = 8,
+    do_sample: bool = False,
+    temperature: float = 1.0,
+    top_p: float = 1.0,
+    num_beams: int = 1,
+    stop_token_ids: Sequence[int] | None = None,
+    stop_strings: Sequence[str] | None = None,
+    seed: int = 0,
+    progress: bool = True,
+    on_result: OnResult | None = None,
+    done: Collection[int] = (),
+    schema: dict | None = None,
+) -> list[str]:
     """The same contract on a ``vllm.LLM`` (which does its own continuous batching).
 
     ``batch_size`` is the number of prompts handed to vLLM at a time (results are reported after
@@ -257,28 +302,39 @@ def generate_texts_vllm(llm: Any, tokenizer: Any, prompts: list[list[int]], *,
     except ImportError as err:  # pragma: no cover - depends on the environment
         from malpyeong.errors import UserError
 
-        raise UserError("--engine vllm needs vLLM, which is not installed",
-                        hint="pip install vllm, or use --engine hf") from err
+        raise UserError(
+            "--engine vllm needs vLLM, which is not installed", hint="pip install vllm, or use --engine hf"
+        ) from err
     if num_beams > 1:
         from malpyeong.errors import UserError
 
-        raise UserError("beam search is not supported with --engine vllm", field="num_beams",
-                        hint="use --engine hf")
-    stops = sorted(set(int(i) for i in (stop_token_ids or [])) |
-                   ({tokenizer.eos_token_id} if tokenizer.eos_token_id is not None else set()))
-    params = SamplingParams(max_tokens=max_new_tokens, temperature=temperature if do_sample else 0.0,
-                            top_p=top_p if do_sample else 1.0, seed=seed, stop_token_ids=stops,
-                            stop=list(stop_strings or []), skip_special_tokens=False,
-                            **(vllm_sampling_kwargs(schema) if schema is not None else {}))
+        raise UserError(
+            "beam search is not supported with --engine vllm", field="num_beams", hint="use --engine hf"
+        )
+    stops = sorted(
+        set(int(i) for i in (stop_token_ids or []))
+        | ({tokenizer.eos_token_id} if tokenizer.eos_token_id is not None else set())
+    )
+    params = SamplingParams(
+        max_tokens=max_new_tokens,
+        temperature=temperature if do_sample else 0.0,
+        top_p=top_p if do_sample else 1.0,
+        seed=seed,
+        stop_token_ids=stops,
+        stop=list(stop_strings or []),
+        skip_special_tokens=False,
+        **(vllm_sampling_kwargs(schema) if schema is not None else {}),
+    )
     texts: list[str] = [""] * len(prompts)
     chunk = max(batch_size, 1) * 8
     todo = [i for i in range(len(prompts)) if i not in set(done)]
     bar = progress_bar(len(prompts), progress, "generate (vllm)", initial=len(prompts) - len(todo))
     try:
         for lo in range(0, len(todo), chunk):
-            part = todo[lo:lo + chunk]
-            outs = llm.generate([TokensPrompt(prompt_token_ids=list(prompts[i])) for i in part],
-                                params, use_tqdm=False)
+            part = todo[lo : lo + chunk]
+            outs = llm.generate(
+                [TokensPrompt(prompt_token_ids=list(prompts[i])) for i in part], params, use_tqdm=False
+            )
             for i, out in zip(part, outs, strict=True):
                 texts[i] = out.outputs[0].text
                 if on_result is not None:
@@ -289,5 +345,12 @@ def generate_texts_vllm(llm: Any, tokenizer: Any, prompts: list[list[int]], *,
     return texts
 
 
-__all__ = ["cut_at_stop", "cut_at_strings", "generate_texts", "generate_texts_vllm", "left_pad",
-           "length_sorted_batches", "stop_token_ids_for"]
+__all__ = [
+    "cut_at_stop",
+    "cut_at_strings",
+    "generate_texts",
+    "generate_texts_vllm",
+    "left_pad",
+    "length_sorted_batches",
+    "stop_token_ids_for",
+]

@@ -48,6 +48,7 @@ from malpyeong.models.runfolder import (
 
 log = logging.getLogger(__name__)
 
+
 @dataclass
 class ModelSource:
     """What to load: the weights, the adapter on top, the tokenizer, and the run's defaults."""
@@ -69,8 +70,11 @@ def _adapter_base(folder: Path) -> str:
     config = read_json(folder / ADAPTER_CONFIG)
     base = config.get("base_model_name_or_path")
     if not base:
-        raise UserError("adapter config names no base model", file=str(folder / ADAPTER_CONFIG),
-                        field="base_model_name_or_path")
+        raise UserError(
+            "adapter config names no base model",
+            file=str(folder / ADAPTER_CONFIG),
+            field="base_model_name_or_path",
+        )
     return str(base)
 
 
@@ -81,20 +85,32 @@ def resolve_source(name: str | os.PathLike) -> ModelSource:
     if path.is_dir():
         if has_run_file(path):
             if not is_finished_run(path):
-                raise UserError("its training has not finished", file=name, field="model",
-                                hint="resume it with --resume, or predict from one of its "
-                                     "checkpoint-N folders")
+                raise UserError(
+                    "its training has not finished",
+                    file=name,
+                    field="model",
+                    hint="resume it with --resume, or predict from one of its checkpoint-N folders",
+                )
             return _run_source(path)
         owner = checkpoint_run(path)  # checkpoint-N of a run: the run's prompt and budget
         run = read_run(owner) if owner is not None else {}
         if is_adapter(path):
             base = _adapter_base(path)
-            return ModelSource("adapter", base, base, adapter=str(path),
-                               tokenizer=str(path) if has_tokenizer(path) else base, run=run)
+            return ModelSource(
+                "adapter",
+                base,
+                base,
+                adapter=str(path),
+                tokenizer=str(path) if has_tokenizer(path) else base,
+                run=run,
+            )
         if is_model(path):
             return ModelSource("local", name, run.get("model") or name, tokenizer=name, run=run)
-        raise UserError(f"not a model folder (no {MODEL_CONFIG}, {ADAPTER_CONFIG} or "
-                        f"{RUN_FILE})", file=name, field="model")
+        raise UserError(
+            f"not a model folder (no {MODEL_CONFIG}, {ADAPTER_CONFIG} or {RUN_FILE})",
+            file=name,
+            field="model",
+        )
     if path.exists():
         raise UserError("is a file, not a model folder or hub id", file=name, field="model")
     if name.startswith((".", "/", "~")) or name.count("/") > 1:
@@ -109,15 +125,19 @@ def _run_source(path: Path) -> ModelSource:
     base = run["model"]
     weights = weights_of(path, run)
     if weights is not None:
-        return ModelSource("run", str(weights), base,
-                           tokenizer=tokenizer_of(weights, path, base), run=run)
+        return ModelSource("run", str(weights), base, tokenizer=tokenizer_of(weights, path, base), run=run)
     adapter = adapter_of(path, run)
     if adapter is not None:
-        return ModelSource("run", base, base, adapter=str(adapter),
-                           tokenizer=tokenizer_of(adapter, path, base), run=run)
-    raise UserError("the run folder has neither a merged model nor an adapter "
-                    f"(merged_dir={run.get('merged_dir')!r}, adapter_dir={run.get('adapter_dir')!r})",
-                    file=str(path), field="model", hint="did training finish?")
+        return ModelSource(
+            "run", base, base, adapter=str(adapter), tokenizer=tokenizer_of(adapter, path, base), run=run
+        )
+    raise UserError(
+        "the run folder has neither a merged model nor an adapter "
+        f"(merged_dir={run.get('merged_dir')!r}, adapter_dir={run.get('adapter_dir')!r})",
+        file=str(path),
+        field="model",
+        hint="did training finish?",
+    )
 
 
 @dataclass
@@ -128,10 +148,16 @@ class Loaded:
     source: ModelSource
 
 
-def load_for_inference(name: str | os.PathLike | ModelSource, *, dtype: str | None = "auto",
-                       device: str | None = None, load_in_4bit: bool = False,
-                       trust_remote_code: bool | None = None, merge: bool = True,
-                       with_model: bool = True) -> Loaded:
+def load_for_inference(
+    name: str | os.PathLike | ModelSource,
+    *,
+    dtype: str | None = "auto",
+    device: str | None = None,
+    load_in_4bit: bool = False,
+    trust_remote_code: bool | None = None,
+    merge: bool = True,
+    with_model: bool = True,
+) -> Loaded:
     """Model (eval mode), tokenizer (left padding) and backbone for ``name``.
 
     ``load_in_4bit`` loads the base NF4-quantised (QLoRA style; needs a GPU and bitsandbytes);
@@ -142,38 +168,62 @@ def load_for_inference(name: str | os.PathLike | ModelSource, *, dtype: str | No
     # The base's registry entry when it has one (a merged copy keeps the base's chat quirks);
     # otherwise what the loaded weights' own config.json says.
     backbone = REGISTRY.get(source.base) or get_backbone(source.weights)
-    tokenizer = load_tokenizer(source.tokenizer or source.weights, backbone,
-                               trust_remote_code=trust_remote_code)
+    tokenizer = load_tokenizer(
+        source.tokenizer or source.weights, backbone, trust_remote_code=trust_remote_code
+    )
     tokenizer.padding_side = "left"
     model = None
     if with_model:
         device_map = _device_map(device)
         if load_in_4bit and not _cuda_available():
-            log.warning("--load_in_4bit on a CPU: NF4 weights through bitsandbytes' CPU path "
-                        "(slow; 4-bit loading is meant for GPUs)")
+            log.warning(
+                "--load_in_4bit on a CPU: NF4 weights through bitsandbytes' CPU path "
+                "(slow; 4-bit loading is meant for GPUs)"
+            )
         # a classification-head run: the base as a sequence classifier with the run's head
         num_labels = source.run.get("num_labels") if is_classifier_run(source.run) else None
-        model = load_model(source.weights, "qlora" if load_in_4bit else "full", backbone=backbone,
-                           dtype=dtype, device_map=device_map, trust_remote_code=trust_remote_code,
-                           num_labels=num_labels)
+        model = load_model(
+            source.weights,
+            "qlora" if load_in_4bit else "full",
+            backbone=backbone,
+            dtype=dtype,
+            device_map=device_map,
+            trust_remote_code=trust_remote_code,
+            num_labels=num_labels,
+        )
         if load_in_4bit and not getattr(model, "is_loaded_in_4bit", False):
-            raise UserError("--load_in_4bit did not give 4-bit weights (bitsandbytes has no "
-                            "4-bit backend on this device)", field="load_in_4bit",
-                            hint="drop --load_in_4bit, or run on a GPU")
+            raise UserError(
+                "--load_in_4bit did not give 4-bit weights (bitsandbytes has no "
+                "4-bit backend on this device)",
+                field="load_in_4bit",
+                hint="drop --load_in_4bit, or run on a GPU",
+            )
         if num_labels is not None:
             model.config.pad_token_id = tokenizer.pad_token_id
         if source.adapter:
             model = _attach_adapter(model, tokenizer, source.adapter, merge and not load_in_4bit)
         model.eval()
-    log.info("loaded %s (%s%s)", source.weights, source.kind,
-             f", adapter {source.adapter}" if source.adapter else "")
+    log.info(
+        "loaded %s (%s%s)",
+        source.weights,
+        source.kind,
+        f", adapter {source.adapter}" if source.adapter else "",
+    )
     return Loaded(model, tokenizer, backbone, source)
 
 
-def load_engine(source: ModelSource, *, engine: str = "hf", dtype: str | None = "auto",
-                device: str | None = None, load_in_4bit: bool = False,
-                trust_remote_code: bool | None = None, seed: int = 0,
-                tensor_parallel_size: int = 1, structured: bool = False) -> Engine:
+def load_engine(
+    source: ModelSource,
+    *,
+    engine: str = "hf",
+    dtype: str | None = "auto",
+    device: str | None = None,
+    load_in_4bit: bool = False,
+    trust_remote_code: bool | None = None,
+    seed: int = 0,
+    tensor_parallel_size: int = 1,
+    structured: bool = False,
+) -> Engine:
     """The answering engine for ``source``: a transformers model (``hf``), or a ``vllm.LLM``
     on a merged model folder or hub id (``vllm``, split over ``tensor_parallel_size`` GPUs;
     the tokenizer is loaded here for the prompts). ``structured``: generations will be
@@ -181,27 +231,40 @@ def load_engine(source: ModelSource, *, engine: str = "hf", dtype: str | None = 
     HF engine uses)."""
     if engine not in ENGINES:
         raise UserError(f"unknown engine '{engine}'", field="engine", hint=", ".join(ENGINES))
-    loaded = load_for_inference(source, dtype=dtype, device=device, load_in_4bit=load_in_4bit,
-                                trust_remote_code=trust_remote_code, with_model=engine == "hf")
+    loaded = load_for_inference(
+        source,
+        dtype=dtype,
+        device=device,
+        load_in_4bit=load_in_4bit,
+        trust_remote_code=trust_remote_code,
+        with_model=engine == "hf",
+    )
     if engine == "hf":
         kind = ClassifierEngine if is_classifier_run(source.run) else HFEngine
         return kind(loaded.model, loaded.tokenizer, loaded.backbone)
     if is_classifier_run(source.run):
-        raise UserError("a classification head runs on the hf engine", field="engine",
-                        hint="--engine hf")
+        raise UserError("a classification head runs on the hf engine", field="engine", hint="--engine hf")
     if source.adapter:
-        raise UserError("--engine vllm needs a merged model, this is an adapter",
-                        file=source.adapter, hint="train with --merge, or use --engine hf")
+        raise UserError(
+            "--engine vllm needs a merged model, this is an adapter",
+            file=source.adapter,
+            hint="train with --merge, or use --engine hf",
+        )
     try:
         from vllm import LLM
     except ImportError:
-        raise UserError("vLLM is not installed", field="engine",
-                        hint="pip install vllm, or use --engine hf") from None
-    llm = LLM(model=source.weights, tokenizer=source.tokenizer or source.weights,
-              dtype="auto" if dtype in (None, "auto") else dtype, seed=seed,
-              trust_remote_code=bool(trust_remote_code),
-              tensor_parallel_size=tensor_parallel_size,
-              **(vllm_engine_kwargs(LLM) if structured else {}))
+        raise UserError(
+            "vLLM is not installed", field="engine", hint="pip install vllm, or use --engine hf"
+        ) from None
+    llm = LLM(
+        model=source.weights,
+        tokenizer=source.tokenizer or source.weights,
+        dtype="auto" if dtype in (None, "auto") else dtype,
+        seed=seed,
+        trust_remote_code=bool(trust_remote_code),
+        tensor_parallel_size=tensor_parallel_size,
+        **(vllm_engine_kwargs(LLM) if structured else {}),
+    )
     return VLLMEngine(llm, loaded.tokenizer, loaded.backbone)
 
 
@@ -220,18 +283,21 @@ def check_device(device: str | None, field: str = "device") -> str | None:
 
     if device == "cuda" or device.startswith("cuda:"):
         if not torch.cuda.is_available():
-            raise UserError(f"--{field} {device}, but this machine has no usable CUDA device",
-                            field=field, hint="use --device cpu, or leave it out")
+            raise UserError(
+                f"--{field} {device}, but this machine has no usable CUDA device",
+                field=field,
+                hint="use --device cpu, or leave it out",
+            )
         index = device.partition(":")[2]
         if index and (not index.isdigit() or int(index) >= torch.cuda.device_count()):
-            raise UserError(f"no CUDA device {index} (this machine has "
-                            f"{torch.cuda.device_count()})", field=field)
+            raise UserError(
+                f"no CUDA device {index} (this machine has {torch.cuda.device_count()})", field=field
+            )
         return device
     if device == "mps" and not torch.backends.mps.is_available():
         raise UserError("--device mps, but MPS is not available here", field=field)
     if device != "mps":
-        raise UserError(f"unknown device '{device}'", field=field,
-                        hint="cpu, cuda, cuda:N or auto")
+        raise UserError(f"unknown device '{device}'", field=field, hint="cpu, cuda, cuda:N or auto")
     return device
 
 
@@ -257,10 +323,8 @@ def _attach_adapter(model: Any, tokenizer: Any, adapter: str, merge: bool) -> An
     try:
         model = PeftModel.from_pretrained(model, adapter)
     except (OSError, ValueError, RuntimeError) as err:
-        raise UserError(f"cannot attach adapter: {one_line(err)}",
-                        file=adapter, field="model") from None
+        raise UserError(f"cannot attach adapter: {one_line(err)}", file=adapter, field="model") from None
     return model.merge_and_unload() if merge else model
 
 
-__all__ = ["Loaded", "ModelSource", "check_device", "load_engine", "load_for_inference",
-           "resolve_source"]
+__all__ = ["Loaded", "ModelSource", "check_device", "load_engine", "load_for_inference", "resolve_source"]

@@ -30,6 +30,7 @@ from malpyeong.tasks.base import ChoiceTask, Task
 
 log = logging.getLogger(__name__)
 
+
 @dataclass
 class PredictSummary:
     n: int
@@ -47,8 +48,9 @@ class PredictSummary:
         return done / self.seconds if self.seconds > 0 else math.inf
 
 
-def _resumed_rows(output: Path, meta: dict, overwrite: bool, shard: Shard,
-                  own: JsonlAppender | None = None) -> dict[str, dict]:
+def _resumed_rows(
+    output: Path, meta: dict, overwrite: bool, shard: Shard, own: JsonlAppender | None = None
+) -> dict[str, dict]:
     """Rows already in the partial files (by id), after checking they belong to this run.
 
     The first process checks (and with ``overwrite`` removes) stale files before the others
@@ -60,9 +62,11 @@ def _resumed_rows(output: Path, meta: dict, overwrite: bool, shard: Shard,
             rows = read_jsonl(part)
             if rows and rows[0].get("_meta") != meta:
                 if not overwrite:
-                    raise UserError("a partial result file from a different run exists",
-                                    file=str(part), hint="delete it, or pass --overwrite to "
-                                                         "start over")
+                    raise UserError(
+                        "a partial result file from a different run exists",
+                        file=str(part),
+                        hint="delete it, or pass --overwrite to start over",
+                    )
                 if own is not None and part == own.path:
                     own.reset()
                 else:
@@ -72,16 +76,27 @@ def _resumed_rows(output: Path, meta: dict, overwrite: bool, shard: Shard,
     for part in partial_paths(output):
         rows = read_jsonl(part)
         if rows and rows[0].get("_meta") != meta:  # another process found it stale
-            raise UserError("a partial result file from a different run exists", file=str(part),
-                            hint="delete it, or pass --overwrite to start over")
+            raise UserError(
+                "a partial result file from a different run exists",
+                file=str(part),
+                hint="delete it, or pass --overwrite to start over",
+            )
         have.update((r["id"], r) for r in rows[1:] if "id" in r)
     return have
 
 
-def run_prediction(engine: Engine, task: Task, items: Sequence[Any], output: str | os.PathLike,
-                   *, settings: AnswerSettings | None = None, model_name: str = "",
-                   overwrite: bool = False, progress: bool = True,
-                   shard: Shard = ALONE) -> PredictSummary:
+def run_prediction(
+    engine: Engine,
+    task: Task,
+    items: Sequence[Any],
+    output: str | os.PathLike,
+    *,
+    settings: AnswerSettings | None = None,
+    model_name: str = "",
+    overwrite: bool = False,
+    progress: bool = True,
+    shard: Shard = ALONE,
+) -> PredictSummary:
     """Answer every item and write ``output`` + its sidecar (resuming from partial files).
 
     Under ``shard`` (``accelerate launch --num_processes N run/test.py ...``) each process
@@ -93,8 +108,12 @@ def run_prediction(engine: Engine, task: Task, items: Sequence[Any], output: str
     ensure_writable(output, overwrite)
     side = sidecar_path(output)
     ensure_writable(side, overwrite)
-    meta = {"model": model_name, "task": task.name, **settings.meta(task, engine.name),
-            "malpyeong_version": __version__}
+    meta = {
+        "model": model_name,
+        "task": task.name,
+        **settings.meta(task, engine.name),
+        "malpyeong_version": __version__,
+    }
     part = partial_path(output, shard.rank)
     fresh = not part.exists()
     # The first process opens (and locks) its partial file before reading any: a second run
@@ -119,16 +138,18 @@ def run_prediction(engine: Engine, task: Task, items: Sequence[Any], output: str
             out.write({"id": ids[i], "output": answer.output, **answer.sidecar})
 
         try:
-            run = answer_items(engine, task, items, settings, done=done, on_answer=write,
-                               progress=progress, shard=shard)
+            run = answer_items(
+                engine, task, items, settings, done=done, on_answer=write, progress=progress, shard=shard
+            )
         except UserError:
             if fresh and len(read_jsonl(part)) <= 1:  # refused before any answer: leave no file
                 part.unlink()
             raise
     seconds = time.perf_counter() - start
     barrier(shard)
-    summary = PredictSummary(len(items), len(done), run.cut, run.over_budget, seconds, output,
-                             side, run.cut_tokens)
+    summary = PredictSummary(
+        len(items), len(done), run.cut, run.over_budget, seconds, output, side, run.cut_tokens
+    )
     if shard.rank == 0:
         _write_final(task, items, meta, output, side)
     barrier(shard)
@@ -147,9 +168,12 @@ def _write_final(task: Task, items: Sequence[Any], meta: dict, output: Path, sid
     if not isinstance(task, ChoiceTask):
         empty = [it.id for it in items if parsed_output(task, it, rows[it.id]["text"]) is None]
         if empty:
-            log.warning("%d item(s) generated nothing usable (e.g. %s); their output is the "
-                        "task's fallback %r", len(empty), empty[0],
-                        task.fallback_output(items[ids.index(empty[0])]))
+            log.warning(
+                "%d item(s) generated nothing usable (e.g. %s); their output is the task's fallback %r",
+                len(empty),
+                empty[0],
+                task.fallback_output(items[ids.index(empty[0])]),
+            )
     lines = [json.dumps({"_meta": meta}, ensure_ascii=False)]
     lines += [json.dumps(rows[i], ensure_ascii=False) for i in ids]
     atomic_write_text(side, "\n".join(lines) + "\n")

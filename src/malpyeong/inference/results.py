@@ -47,7 +47,8 @@ def partial_paths(results_path: str | os.PathLike) -> list[Path]:
     """Every partial file of ``results_path`` that exists, whichever process wrote it."""
     side = sidecar_path(results_path)
     found = [side.with_name(side.name + ".partial")] + sorted(
-        side.parent.glob(side.name + ".partial.*"), key=lambda p: p.name)
+        side.parent.glob(side.name + ".partial.*"), key=lambda p: p.name
+    )
     return [p for p in found if p.is_file()]
 
 
@@ -106,15 +107,20 @@ def read_results(path: str | os.PathLike) -> Results:
                 meta = row["_meta"]
                 continue
             if not isinstance(row, dict) or not isinstance(row.get("id"), str):
-                raise UserError(f"row {n} has no string id", file=str(side),
-                                hint="the sidecar is damaged; predict again or delete it")
+                raise UserError(
+                    f"row {n} has no string id",
+                    file=str(side),
+                    hint="the sidecar is damaged; predict again or delete it",
+                )
             side_rows[row["id"]] = row
             if "probs" in row:
                 p = row["probs"]
                 if not isinstance(p, list) or not all(
-                        isinstance(x, (int, float)) and not isinstance(x, bool) for x in p):
-                    raise UserError("probs must be a list of numbers", file=str(side),
-                                    item=row["id"], field="probs")
+                    isinstance(x, (int, float)) and not isinstance(x, bool) for x in p
+                ):
+                    raise UserError(
+                        "probs must be a list of numbers", file=str(side), item=row["id"], field="probs"
+                    )
                 probs = probs if probs is not None else {}
                 probs[row["id"]] = [float(x) for x in p]
             if "text" in row:

@@ -48,13 +48,17 @@ def route_key(task: Task, key: str | None = None) -> str:
     if key is None:
         return task.route_keys[0]
     if key not in task.route_keys:
-        raise UserError(f"task {task.name} cannot route by '{key}'", field="route",
-                        hint="one of " + ", ".join(task.route_keys))
+        raise UserError(
+            f"task {task.name} cannot route by '{key}'",
+            field="route",
+            hint="one of " + ", ".join(task.route_keys),
+        )
     return key
 
 
-def select_items(task: Task, items: Sequence[Any], value: str | None, *, file: str | None = None,
-                 required: bool = True) -> list[Any]:
+def select_items(
+    task: Task, items: Sequence[Any], value: str | None, *, file: str | None = None, required: bool = True
+) -> list[Any]:
     """The items whose routing field (the task's first) is ``value``; all items for None.
 
     No item of ``value`` is an error naming the values there are, unless not ``required``
@@ -67,10 +71,13 @@ def select_items(task: Task, items: Sequence[Any], value: str | None, *, file: s
     if not chosen:
         there = sorted({task.route_value(it, key) for it in items})
         if required:
-            raise UserError(f"no item has {key} '{value}'", file=file, field="category",
-                            hint="values here: " + ", ".join(there))
-        log.warning("no dev item has %s '%s': the expert is evaluated on every dev item",
-                    key, value)
+            raise UserError(
+                f"no item has {key} '{value}'",
+                file=file,
+                field="category",
+                hint="values here: " + ", ".join(there),
+            )
+        log.warning("no dev item has %s '%s': the expert is evaluated on every dev item", key, value)
         return list(items)
     return chosen
 
@@ -82,8 +89,9 @@ def route_values(task: Task, items: Sequence[Any], key: str) -> list[str]:
 
 def write_experts(folder: str | os.PathLike, key: str, task: Task, experts: Sequence[str]) -> None:
     """``experts.json``: the routing field and the trained experts (sub-folder per value)."""
-    atomic_write_json(Path(folder) / EXPERTS_FILE,
-                      {"key": key, "task": task.name, "experts": {v: v for v in experts}})
+    atomic_write_json(
+        Path(folder) / EXPERTS_FILE, {"key": key, "task": task.name, "experts": {v: v for v in experts}}
+    )
 
 
 # ------------------------------------------------------------------------------ prediction
@@ -108,23 +116,29 @@ def expert_folders(folder: str | os.PathLike, key: str) -> dict[str, Path]:
     if (root / EXPERTS_FILE).is_file():
         info = read_json(root / EXPERTS_FILE)
         if info.get("key") != key:
-            raise UserError(f"these experts are split by '{info.get('key')}', not '{key}'",
-                            file=str(root / EXPERTS_FILE), field="route")
+            raise UserError(
+                f"these experts are split by '{info.get('key')}', not '{key}'",
+                file=str(root / EXPERTS_FILE),
+                field="route",
+            )
         names = [str(v) for v in (info.get("experts") or {}).values()]
-        found = {v: root / n for v, n in (info.get("experts") or {}).items()
-                 if is_finished_run(root / n)}
+        found = {v: root / n for v, n in (info.get("experts") or {}).items() if is_finished_run(root / n)}
     else:
         names = sorted(p.name for p in root.iterdir() if p.is_dir())
         found = {n: root / n for n in names if is_finished_run(root / n)}
     if not found:
-        raise UserError(f"no expert run folder here (one per {key} value, each with "
-                        "malpyeong_run.json)", file=str(folder), field="model",
-                        hint="train them with run/train.py --experts " + key)
+        raise UserError(
+            f"no expert run folder here (one per {key} value, each with malpyeong_run.json)",
+            file=str(folder),
+            field="model",
+            hint="train them with run/train.py --experts " + key,
+        )
     return found
 
 
-def plan_routes(folder: str | os.PathLike, task: Task, items: Sequence[Any], key: str,
-                fallback: str | None) -> list[Route]:
+def plan_routes(
+    folder: str | os.PathLike, task: Task, items: Sequence[Any], key: str, fallback: str | None
+) -> list[Route]:
     """Which model answers which items: the item's expert, else ``fallback``; an item with
     neither is an error (listing the values without an expert) before any model is loaded."""
     key = route_key(task, key)
@@ -141,9 +155,12 @@ def plan_routes(folder: str | os.PathLike, task: Task, items: Sequence[Any], key
         else:
             missing.add(value)
     if missing:
-        raise UserError(f"no expert for {key} {', '.join(sorted(missing))}", file=str(folder),
-                        field="route", hint="train them, or pass --fallback MODEL (a general "
-                                            "model for the items without an expert)")
+        raise UserError(
+            f"no expert for {key} {', '.join(sorted(missing))}",
+            file=str(folder),
+            field="route",
+            hint="train them, or pass --fallback MODEL (a general model for the items without an expert)",
+        )
     out = [r for r in routes.values() if r.indices]
     return out + ([general] if general is not None and general.indices else [])
 
@@ -154,11 +171,19 @@ def route_dir(output: str | os.PathLike) -> Path:
     return p.with_name(p.stem + ".route")
 
 
-def run_routed(routes: Sequence[Route], task: Task, items: Sequence[Any],
-               output: str | os.PathLike, *, key: str, model_name: str,
-               settings_for: Callable[[ModelSource], AnswerSettings],
-               engine_for: Callable[[ModelSource, AnswerSettings], Engine], engine_name: str,
-               progress: bool = True) -> dict:
+def run_routed(
+    routes: Sequence[Route],
+    task: Task,
+    items: Sequence[Any],
+    output: str | os.PathLike,
+    *,
+    key: str,
+    model_name: str,
+    settings_for: Callable[[ModelSource], AnswerSettings],
+    engine_for: Callable[[ModelSource, AnswerSettings], Engine],
+    engine_name: str,
+    progress: bool = True,
+) -> dict:
     """Answer each route's items with its model, then write one results file and sidecar.
 
     An expert whose results file is already complete (same settings) is not run again.
@@ -172,22 +197,42 @@ def run_routed(routes: Sequence[Route], task: Task, items: Sequence[Any],
     for route in routes:
         source = resolve_source(route.model)
         if source.run.get("task") and source.run["task"] != task.name:
-            raise UserError(f"expert trained for task {source.run['task']}, not {task.name}",
-                            file=route.model, field="model")
+            raise UserError(
+                f"expert trained for task {source.run['task']}, not {task.name}",
+                file=route.model,
+                field="model",
+            )
         settings = settings_for(source)
         mine = [items[i] for i in route.indices]
         part = parts / f"{route.name}.json"
-        meta = {"model": route.model, "task": task.name, **settings.meta(task, engine_name),
-                "malpyeong_version": __version__}
+        meta = {
+            "model": route.model,
+            "task": task.name,
+            **settings.meta(task, engine_name),
+            "malpyeong_version": __version__,
+        }
         if not _complete(part, meta, len(mine)):
             log.info("%s %s: %d items from %s", key, route.name, len(mine), route.model)
-            run_prediction(engine_for(source, settings), task, mine, part, settings=settings,
-                           model_name=route.model, overwrite=True, progress=progress)
+            run_prediction(
+                engine_for(source, settings),
+                task,
+                mine,
+                part,
+                settings=settings,
+                model_name=route.model,
+                overwrite=True,
+                progress=progress,
+            )
         for row in read_jsonl(sidecar_path(part))[1:]:
             rows[row["id"]] = {**row, "expert": route.name}
         metas[route.name] = meta
-    head = {"model": model_name, "task": task.name, "route": key, "experts": metas,
-            "malpyeong_version": __version__}
+    head = {
+        "model": model_name,
+        "task": task.name,
+        "route": key,
+        "experts": metas,
+        "malpyeong_version": __version__,
+    }
     ids = [it.id for it in items]
     lines = [json.dumps({"_meta": head}, ensure_ascii=False)]
     lines += [json.dumps(rows[i], ensure_ascii=False) for i in ids]
@@ -206,5 +251,16 @@ def _complete(part: Path, meta: dict, n: int) -> bool:
     return bool(rows) and rows[0].get("_meta") == meta and len(rows) == n + 1
 
 
-__all__ = ["EXPERTS_FILE", "FALLBACK", "Route", "expert_folders", "plan_routes", "route_dir",
-           "route_key", "route_values", "run_routed", "select_items", "write_experts"]
+__all__ = [
+    "EXPERTS_FILE",
+    "FALLBACK",
+    "Route",
+    "expert_folders",
+    "plan_routes",
+    "route_dir",
+    "route_key",
+    "route_values",
+    "run_routed",
+    "select_items",
+    "write_experts",
+]

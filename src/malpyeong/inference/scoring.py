@@ -70,10 +70,14 @@ def letter_token_ids(tokenizer: Any, prompt_text: str, letters: Sequence[str]) -
             raise UserError(f"the tokenizer has no token for option letter '{letter}'", field="model")
         ids.append(first[0])
     if len(set(ids)) != len(ids):
-        shown = ", ".join(f"{a}={tokenizer.convert_ids_to_tokens(i)!r}"
-                          for a, i in zip(letters, ids, strict=True))
-        raise UserError(f"option letters share a token ({shown})", field="model",
-                        hint="use --scoring loglik for this tokenizer")
+        shown = ", ".join(
+            f"{a}={tokenizer.convert_ids_to_tokens(i)!r}" for a, i in zip(letters, ids, strict=True)
+        )
+        raise UserError(
+            f"option letters share a token ({shown})",
+            field="model",
+            hint="use --scoring loglik for this tokenizer",
+        )
     return ids
 
 
@@ -122,8 +126,9 @@ def _cap(seq: TokenSequence) -> int:
     return seq.need[0] if seq.need else len(seq.ids)
 
 
-def prefix_groups(seqs: Sequence[TokenSequence], root: int = 0, *,
-                  min_prefix: int = MIN_SHARED_PREFIX) -> list[tuple[int, list[int]]]:
+def prefix_groups(
+    seqs: Sequence[TokenSequence], root: int = 0, *, min_prefix: int = MIN_SHARED_PREFIX
+) -> list[tuple[int, list[int]]]:
     """``(prefix length, members)`` groups of sequences that share tokens beyond the root.
 
     Sequences are sorted by their tokens, so shared prefixes sit next to each other; a sequence
@@ -151,8 +156,9 @@ def prefix_groups(seqs: Sequence[TokenSequence], root: int = 0, *,
     return groups
 
 
-def plan_units(seqs: Sequence[TokenSequence], batch_size: int, *, share: bool = True,
-               min_prefix: int = MIN_SHARED_PREFIX) -> Plan:
+def plan_units(
+    seqs: Sequence[TokenSequence], batch_size: int, *, share: bool = True, min_prefix: int = MIN_SHARED_PREFIX
+) -> Plan:
     """Cut the work into batches of at most ``batch_size`` sequences.
 
     With ``share``: the prefix common to all sequences (system prompt, headers) is the root;
@@ -171,8 +177,9 @@ def plan_units(seqs: Sequence[TokenSequence], batch_size: int, *, share: bool = 
             root = _lcp(first, s.ids, root)
         if root < min_prefix or len(seqs) < 2:
             root = 0
-    groups = prefix_groups(seqs, root, min_prefix=min_prefix) if share else \
-        [(0, [i]) for i in range(len(seqs))]
+    groups = (
+        prefix_groups(seqs, root, min_prefix=min_prefix) if share else [(0, [i]) for i in range(len(seqs))]
+    )
     shared: list[tuple[int, list[int]]] = []
     singles: list[int] = []
     for prefix, members in groups:
@@ -181,7 +188,7 @@ def plan_units(seqs: Sequence[TokenSequence], batch_size: int, *, share: bool = 
             continue
         members = sorted(members, key=lambda i: (-len(seqs[i].ids), i))
         for lo in range(0, len(members), batch_size):
-            shared.append((prefix, members[lo:lo + batch_size]))
+            shared.append((prefix, members[lo : lo + batch_size]))
     shared.sort(key=lambda g: (-g[0], min(g[1])))
     units: list[Unit] = []
     cur = Unit([])
@@ -196,14 +203,15 @@ def plan_units(seqs: Sequence[TokenSequence], batch_size: int, *, share: bool = 
         units.append(cur)
     singles.sort(key=lambda i: (-len(seqs[i].ids), i))
     for lo in range(0, len(singles), batch_size):
-        batch = singles[lo:lo + batch_size]
+        batch = singles[lo : lo + batch_size]
         units.append(Unit(batch, [(i, root) for i in batch], list(range(len(batch)))))
     return Plan(root, units)
 
 
 # Hybrid attention / state-space models: their cache is not a key-value cache to copy.
-HYBRID_MODEL_TYPES = frozenset({"jamba", "zamba", "zamba2", "bamba", "falcon_h1", "nemotron_h",
-                                "granitemoehybrid", "lfm2"})
+HYBRID_MODEL_TYPES = frozenset(
+    {"jamba", "zamba", "zamba2", "bamba", "falcon_h1", "nemotron_h", "granitemoehybrid", "lfm2"}
+)
 
 
 def can_share_prefix(model: Any, max_tokens: int) -> bool:
@@ -219,13 +227,16 @@ def can_share_prefix(model: Any, max_tokens: int) -> bool:
         return False
     if hasattr(config, "get_text_config"):
         config = config.get_text_config()
-    if getattr(config, "num_attention_heads", None) is None or \
-            getattr(config, "model_type", None) in HYBRID_MODEL_TYPES:
+    if (
+        getattr(config, "num_attention_heads", None) is None
+        or getattr(config, "model_type", None) in HYBRID_MODEL_TYPES
+    ):
         return False
     window = getattr(config, "sliding_window", None)
     types = getattr(config, "layer_types", None) or []
-    sliding = window is not None and (not types or "sliding_attention" in types or
-                                      getattr(config, "use_sliding_window", True) is True)
+    sliding = window is not None and (
+        not types or "sliding_attention" in types or getattr(config, "use_sliding_window", True) is True
+    )
     if sliding and window and max_tokens >= int(window):
         return False
     return True
@@ -249,7 +260,7 @@ def _right_pad(rows: Sequence[Sequence[int]], pad_id: int) -> Any:
 
     ids = torch.full((len(rows), max(len(r) for r in rows)), pad_id, dtype=torch.long)
     for r, row in enumerate(rows):
-        ids[r, :len(row)] = torch.tensor(list(row), dtype=torch.long)
+        ids[r, : len(row)] = torch.tensor(list(row), dtype=torch.long)
     return ids
 
 
@@ -277,11 +288,17 @@ def _member_mask(model: Any, starts: Sequence[int], prefix: int, tail: int) -> A
     return torch.zeros(allowed.shape, dtype=dtype).masked_fill(~allowed, torch.finfo(dtype).min)
 
 
-def run_units(model: Any, seqs: Sequence[TokenSequence], plan: Plan,
-              reduce: Callable[[int, Any], Any], *, pad_id: int = 0,
-              skip: Callable[[int], bool] | None = None,
-              on_done: Callable[[list[int]], None] | None = None,
-              units: Collection[int] | None = None) -> None:
+def run_units(
+    model: Any,
+    seqs: Sequence[TokenSequence],
+    plan: Plan,
+    reduce: Callable[[int, Any], Any],
+    *,
+    pad_id: int = 0,
+    skip: Callable[[int], bool] | None = None,
+    on_done: Callable[[list[int]], None] | None = None,
+    units: Collection[int] | None = None,
+) -> None:
     """Run the planned batches; ``reduce(seq_index, logits[len(need), V])`` per sequence.
 
     Right padding throughout, so no real token ever sees padding through causal attention. In
@@ -316,9 +333,12 @@ def run_units(model: Any, seqs: Sequence[TokenSequence], plan: Plan,
             else:
                 if root and root_cache is None:
                     root_cache = DynamicCache()
-                    model(input_ids=torch.tensor([seqs[unit.members[0]].ids[:root]],
-                                                 device=device),
-                          **{kv: root_cache}, use_cache=True, logits_to_keep=1)
+                    model(
+                        input_ids=torch.tensor([seqs[unit.members[0]].ids[:root]], device=device),
+                        **{kv: root_cache},
+                        use_cache=True,
+                        logits_to_keep=1,
+                    )
                 cache = DynamicCache()
                 if root:
                     cache = copy.deepcopy(root_cache)
@@ -326,22 +346,32 @@ def run_units(model: Any, seqs: Sequence[TokenSequence], plan: Plan,
                 heads = [seqs[src].ids[root:p] for src, p in unit.groups]
                 width = max(len(h) for h in heads)
                 if width:
-                    model(input_ids=_right_pad(heads, pad_id).to(device),
-                          attention_mask=torch.ones((len(heads), root + width), dtype=torch.long,
-                                                    device=device),
-                          position_ids=(root + torch.arange(width))[None].expand(len(heads), -1)
-                          .to(device), **{kv: cache}, use_cache=True, logits_to_keep=1)
+                    model(
+                        input_ids=_right_pad(heads, pad_id).to(device),
+                        attention_mask=torch.ones(
+                            (len(heads), root + width), dtype=torch.long, device=device
+                        ),
+                        position_ids=(root + torch.arange(width))[None].expand(len(heads), -1).to(device),
+                        **{kv: cache},
+                        use_cache=True,
+                        logits_to_keep=1,
+                    )
                 cache.batch_select_indices(torch.tensor(unit.group_of, device=device))
                 mask = _member_mask(model, starts, root + width, ids.shape[1])
                 positions = torch.tensor(starts)[:, None] + torch.arange(ids.shape[1])[None, :]
-                logits = _logits_rows(model, ids.to(device), keep.to(device),
-                                      attention_mask=mask.to(device),
-                                      position_ids=positions.to(device),
-                                      **{kv: cache}, use_cache=True)
+                logits = _logits_rows(
+                    model,
+                    ids.to(device),
+                    keep.to(device),
+                    attention_mask=mask.to(device),
+                    position_ids=positions.to(device),
+                    **{kv: cache},
+                    use_cache=True,
+                )
                 del cache
         at = 0
         for i, s in zip(unit.members, rows, strict=True):
-            reduce(i, logits[at:at + len(s.need)])
+            reduce(i, logits[at : at + len(s.need)])
             at += len(s.need)
         if on_done is not None:
             on_done(unit.members)
@@ -386,16 +416,35 @@ class ChoicePrompts:
         return sum(not all(f.fits for f in per) for per in self.fitted)
 
 
-def fit_choice_prompts(task: ChoiceTask, items: Sequence[Any], tokenizer: Any,
-                       backbone: Backbone, spec: PromptSpec, *, max_length: int | None = None,
-                       permute: bool = False, reserve: int = 0) -> ChoicePrompts:
+def fit_choice_prompts(
+    task: ChoiceTask,
+    items: Sequence[Any],
+    tokenizer: Any,
+    backbone: Backbone,
+    spec: PromptSpec,
+    *,
+    max_length: int | None = None,
+    permute: bool = False,
+    reserve: int = 0,
+) -> ChoicePrompts:
     """Fit (length budget) every item's prompt, in each option order that will be scored."""
     orders = cyclic_orders(task.n_choices) if permute else [tuple(range(task.n_choices))]
     fitted = []
     for item in items:
-        fitted.append([fit_prompt(task, item if o == orders[0] else task.permuted(item, o),
-                                  tokenizer, backbone, spec, max_length, reserve=reserve)
-                       for o in orders])
+        fitted.append(
+            [
+                fit_prompt(
+                    task,
+                    item if o == orders[0] else task.permuted(item, o),
+                    tokenizer,
+                    backbone,
+                    spec,
+                    max_length,
+                    reserve=reserve,
+                )
+                for o in orders
+            ]
+        )
     return ChoicePrompts(orders, fitted)
 
 
@@ -405,8 +454,9 @@ class ItemScore:
     extra: dict = field(default_factory=dict)
 
 
-def _option_sequences(tokenizer: Any, fitted: FittedPrompt, options: Sequence[str],
-                      prefix: str = "") -> list[TokenSequence]:
+def _option_sequences(
+    tokenizer: Any, fitted: FittedPrompt, options: Sequence[str], prefix: str = ""
+) -> list[TokenSequence]:
     """prompt + option text per option (after the template's answer ``prefix``, so a Mistral v3
     option reads ``[/INST] ▁text`` as the model writes answers); the logits needed are those that
     predict the option."""
@@ -414,18 +464,27 @@ def _option_sequences(tokenizer: Any, fitted: FittedPrompt, options: Sequence[st
     out = []
     for text in options:
         full = encode(tokenizer, fitted.text + prefix + text)
-        if not (len(full) > len(base) and full[:len(base)] == base):
+        if not (len(full) > len(base) and full[: len(base)] == base):
             full = list(base) + answer_ids(tokenizer, text, prefix)
         out.append(TokenSequence(full, list(range(len(base) - 1, len(full) - 1))))
     return out
 
 
-def score_items(model: Any, tokenizer: Any, task: ChoiceTask, items: Sequence[Any],
-                prompts: ChoicePrompts, *, scoring: str = "letter", batch_size: int = 16,
-                share_prefix: bool | None = None, progress: bool = True,
-                done: Collection[int] = (),
-                on_item: Callable[[int, ItemScore], None] | None = None,
-                shard: Shard = ALONE) -> list[ItemScore | None]:
+def score_items(
+    model: Any,
+    tokenizer: Any,
+    task: ChoiceTask,
+    items: Sequence[Any],
+    prompts: ChoicePrompts,
+    *,
+    scoring: str = "letter",
+    batch_size: int = 16,
+    share_prefix: bool | None = None,
+    progress: bool = True,
+    done: Collection[int] = (),
+    on_item: Callable[[int, ItemScore], None] | None = None,
+    shard: Shard = ALONE,
+) -> list[ItemScore | None]:
     """Score prepared prompts; ``done`` item indices are skipped (their entries stay None).
     Under ``shard`` only this process's batches are run (see :mod:`malpyeong.inference.shard`)."""
     import torch
@@ -469,7 +528,7 @@ def score_items(model: Any, tokenizer: Any, task: ChoiceTask, items: Sequence[An
             row = logits[0, letter_t.to(logits.device)].double().cpu().numpy()
             partial[i][(k, -1)] = row
         else:
-            targets = torch.tensor(seqs[s].ids[seqs[s].need[0] + 1:], device=logits.device)
+            targets = torch.tensor(seqs[s].ids[seqs[s].need[0] + 1 :], device=logits.device)
             logp = torch.log_softmax(logits.double(), dim=-1).gather(1, targets[:, None]).sum()
             partial[i][(k, j)] = float(logp)
         remaining[i] -= 1
@@ -481,21 +540,20 @@ def score_items(model: Any, tokenizer: Any, task: ChoiceTask, items: Sequence[An
         if remaining[i] == 0:
             partial[i] = {}
 
-    bar = progress_bar(len(mine), progress, f"score ({scoring})",
-                       initial=len(done_set & mine))
+    bar = progress_bar(len(mine), progress, f"score ({scoring})", initial=len(done_set & mine))
     pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
     if getattr(model, "training", False):
         model.eval()
     try:
-        run_units(model, seqs, plan, reduce, pad_id=pad,
-                  skip=lambda s: owner[s][0] in done_set, units=units)
+        run_units(model, seqs, plan, reduce, pad_id=pad, skip=lambda s: owner[s][0] in done_set, units=units)
     finally:
         bar.close()
     return results
 
 
-def _finish(task: ChoiceTask, item: Any, orders: list[tuple[int, ...]], parts: dict, scoring: str,
-            n: int) -> ItemScore:
+def _finish(
+    task: ChoiceTask, item: Any, orders: list[tuple[int, ...]], parts: dict, scoring: str, n: int
+) -> ItemScore:
     """Combine an item's per-order scores into probabilities over its original options."""
     probs = np.zeros(n, dtype=np.float64)
     if scoring == "letter":
@@ -511,15 +569,27 @@ def _finish(task: ChoiceTask, item: Any, orders: list[tuple[int, ...]], parts: d
         sums += unpermute(shown, order)
     sums /= len(orders)
     norms = sums / np.array(lengths)
-    return ItemScore(probs / len(orders), {"loglik": [float(x) for x in sums],
-                                           "loglik_norm": [float(x) for x in norms]})
+    return ItemScore(
+        probs / len(orders), {"loglik": [float(x) for x in sums], "loglik_norm": [float(x) for x in norms]}
+    )
 
 
-def score_choices(model: Any, tokenizer: Any, backbone: Backbone, task: ChoiceTask,
-                  items: Sequence[Any], *, spec: PromptSpec | None = None, batch_size: int = 16, max_length: int | None = None,
-                  scoring: str = "letter", permute: bool = False, progress: bool = True,
-                  on_result: Callable[[int, np.ndarray], None] | None = None,
-                  prompts: ChoicePrompts | None = None) -> np.ndarray:
+def score_choices(
+    model: Any,
+    tokenizer: Any,
+    backbone: Backbone,
+    task: ChoiceTask,
+    items: Sequence[Any],
+    *,
+    spec: PromptSpec | None = None,
+    batch_size: int = 16,
+    max_length: int | None = None,
+    scoring: str = "letter",
+    permute: bool = False,
+    progress: bool = True,
+    on_result: Callable[[int, np.ndarray], None] | None = None,
+    prompts: ChoicePrompts | None = None,
+) -> np.ndarray:
     """Probabilities over each item's options (original order), shape ``(n, n_choices)``.
 
     ``on_result(index, probs)`` is called as each item is finished (in completion order).
@@ -529,23 +599,43 @@ def score_choices(model: Any, tokenizer: Any, backbone: Backbone, task: ChoiceTa
     if scoring not in SCORINGS:
         raise UserError(f"unknown scoring '{scoring}'", field="scoring", hint=", ".join(SCORINGS))
     if prompts is None:
-        prompts = fit_choice_prompts(task, items, tokenizer, backbone,
-                                     spec or task.prompt_spec(None), max_length=max_length,
-                                     permute=permute,
-                                     reserve=option_reserve(tokenizer, task, items, scoring))
+        prompts = fit_choice_prompts(
+            task,
+            items,
+            tokenizer,
+            backbone,
+            spec or task.prompt_spec(None),
+            max_length=max_length,
+            permute=permute,
+            reserve=option_reserve(tokenizer, task, items, scoring),
+        )
     cut = sum(d > 0 for d in prompts.dropped)
     if cut:
         log.info("%d of %d prompts cut to fit max_length %s", cut, len(items), max_length)
-    results = score_items(model, tokenizer, task, items, prompts, scoring=scoring,
-                          batch_size=batch_size, progress=progress,
-                          on_item=(lambda i, r: on_result(i, r.probs)) if on_result else None)
+    results = score_items(
+        model,
+        tokenizer,
+        task,
+        items,
+        prompts,
+        scoring=scoring,
+        batch_size=batch_size,
+        progress=progress,
+        on_item=(lambda i, r: on_result(i, r.probs)) if on_result else None,
+    )
     return np.stack([r.probs for r in results]) if results else np.zeros((0, task.n_choices))
 
 
-def sequence_logprobs(model: Any, tokenizer: Any, prompts: Sequence[Sequence[int]],
-                      completions: Sequence[Sequence[int]], *, batch_size: int = 8,
-                      share_prefix: bool | None = None, done: Collection[int] = ()
-                      ) -> list[float | None]:
+def sequence_logprobs(
+    model: Any,
+    tokenizer: Any,
+    prompts: Sequence[Sequence[int]],
+    completions: Sequence[Sequence[int]],
+    *,
+    batch_size: int = 8,
+    share_prefix: bool | None = None,
+    done: Collection[int] = (),
+) -> list[float | None]:
     """The summed log-probability of each completion right after its prompt (token ids).
 
     Runs through the same batches as option scoring (:func:`plan_units` / :func:`run_units`),
@@ -555,8 +645,10 @@ def sequence_logprobs(model: Any, tokenizer: Any, prompts: Sequence[Sequence[int
     """
     import torch
 
-    seqs = [TokenSequence(list(p) + list(c), list(range(len(p) - 1, len(p) + len(c) - 1)))
-            for p, c in zip(prompts, completions, strict=True)]
+    seqs = [
+        TokenSequence(list(p) + list(c), list(range(len(p) - 1, len(p) + len(c) - 1)))
+        for p, c in zip(prompts, completions, strict=True)
+    ]
     if any(not c for c in completions) or any(not p for p in prompts):
         raise ValueError("every prompt and completion needs at least one token")
     if share_prefix is None:
@@ -568,7 +660,7 @@ def sequence_logprobs(model: Any, tokenizer: Any, prompts: Sequence[Sequence[int
     def reduce(s: int, logits: Any) -> None:
         if s in done_set:
             return
-        targets = torch.tensor(seqs[s].ids[seqs[s].need[0] + 1:], device=logits.device)
+        targets = torch.tensor(seqs[s].ids[seqs[s].need[0] + 1 :], device=logits.device)
         logp = torch.log_softmax(logits.double(), dim=-1).gather(1, targets[:, None]).sum()
         out[s] = float(logp)
 
@@ -583,13 +675,28 @@ def option_reserve(tokenizer: Any, task: ChoiceTask, items: Sequence[Any], scori
     """Room kept after the prompt: the longest option's tokens for loglik, else none."""
     if scoring == "letter":
         return 0
-    longest = max((len(tokenizer.encode(t, add_special_tokens=False))
-                   for it in items for t in task.choices(it)), default=0)
+    longest = max(
+        (len(tokenizer.encode(t, add_special_tokens=False)) for it in items for t in task.choices(it)),
+        default=0,
+    )
     return longest
 
 
-
-__all__ = ["SCORINGS", "ChoicePrompts", "ItemScore", "TokenSequence", "can_share_prefix",
-           "cyclic_orders", "fit_choice_prompts", "letter_token_ids", "option_reserve",
-           "plan_units", "run_units", "score_choices", "score_items", "sequence_logprobs",
-           "softmax", "unpermute"]
+__all__ = [
+    "SCORINGS",
+    "ChoicePrompts",
+    "ItemScore",
+    "TokenSequence",
+    "can_share_prefix",
+    "cyclic_orders",
+    "fit_choice_prompts",
+    "letter_token_ids",
+    "option_reserve",
+    "plan_units",
+    "run_units",
+    "score_choices",
+    "score_items",
+    "sequence_logprobs",
+    "softmax",
+    "unpermute",
+]

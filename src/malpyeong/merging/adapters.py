@@ -26,10 +26,17 @@ from malpyeong.models.runfolder import adapter_base as trained_on
 
 # YAML merge_method -> peft add_weighted_adapter combination_type, for LoRA adapters.
 ADAPTER_METHODS = {
-    "linear": "cat", "task_arithmetic": "cat", "cat": "cat", "svd": "svd",
-    "ties": "ties", "ties_svd": "ties_svd", "dare_linear": "dare_linear",
-    "dare_ties": "dare_ties", "dare_linear_svd": "dare_linear_svd",
-    "dare_ties_svd": "dare_ties_svd", "magnitude_prune": "magnitude_prune",
+    "linear": "cat",
+    "task_arithmetic": "cat",
+    "cat": "cat",
+    "svd": "svd",
+    "ties": "ties",
+    "ties_svd": "ties_svd",
+    "dare_linear": "dare_linear",
+    "dare_ties": "dare_ties",
+    "dare_linear_svd": "dare_linear_svd",
+    "dare_ties_svd": "dare_ties_svd",
+    "magnitude_prune": "magnitude_prune",
     "magnitude_prune_svd": "magnitude_prune_svd",
 }
 
@@ -41,51 +48,61 @@ def adapter_base(cfg: MergeConfig) -> str:
     declared = {m.spec: trained_on(m.path) for m in cfg.models}
     keys = {model_key(b) for b in declared.values()}
     if len(keys) > 1:
-        raise UserError("the adapters were trained on different bases: " + "; ".join(
-            f"{spec} on {base}" for spec, base in declared.items()), file=cfg.source,
-            field="models", hint="merge adapters of one base model")
+        raise UserError(
+            "the adapters were trained on different bases: "
+            + "; ".join(f"{spec} on {base}" for spec, base in declared.items()),
+            file=cfg.source,
+            field="models",
+            hint="merge adapters of one base model",
+        )
     base = next(iter(declared.values()))
     if cfg.base_model and model_key(cfg.base_model) != model_key(base):
-        raise UserError(f"base_model is {cfg.base_model}, but the adapters were trained on "
-                        f"{base}", file=cfg.source, field="base_model",
-                        hint="set base_model to the adapters' base, or leave it out")
+        raise UserError(
+            f"base_model is {cfg.base_model}, but the adapters were trained on {base}",
+            file=cfg.source,
+            field="base_model",
+            hint="set base_model to the adapters' base, or leave it out",
+        )
     return cfg.base_model or base
 
 
 def _scalar(value: Any, what: str, source: str) -> float:
     if isinstance(value, bool) or not isinstance(value, (int, float)):
-        raise UserError(f"{what} must be a number for this merge (gradients and filters need "
-                        "full models and mergekit)", file=source, field=what)
+        raise UserError(
+            f"{what} must be a number for this merge (gradients and filters need full models and mergekit)",
+            file=source,
+            field=what,
+        )
     return float(value)
 
 
 def adapter_arguments(cfg: MergeConfig) -> dict[str, Any]:
     """peft ``add_weighted_adapter`` arguments for ``cfg`` (weights normalised for linear)."""
     if cfg.method not in ADAPTER_METHODS:
-        raise UserError(f"merge_method '{cfg.method}' is not available for LoRA adapters",
-                        file=cfg.source, field="merge_method",
-                        hint=", ".join(ADAPTER_METHODS) + "; or fold each adapter into the base "
-                        "and merge full models (models: - model: BASE+ADAPTER)")
+        raise UserError(
+            f"merge_method '{cfg.method}' is not available for LoRA adapters",
+            file=cfg.source,
+            field="merge_method",
+            hint=", ".join(ADAPTER_METHODS) + "; or fold each adapter into the base "
+            "and merge full models (models: - model: BASE+ADAPTER)",
+        )
     weights = [_scalar(cfg.param(m, "weight", 1.0), "weight", cfg.source) for m in cfg.models]
     if cfg.method == "linear" and cfg.normalize():
         total = sum(weights)
         if abs(total) < 1e-12:
-            raise UserError("weights sum to 0 and normalize is on", file=cfg.source,
-                            field="weight")
+            raise UserError("weights sum to 0 and normalize is on", file=cfg.source, field="weight")
         weights = [w / total for w in weights]
-    args: dict[str, Any] = {"weights": weights,
-                            "combination_type": ADAPTER_METHODS[cfg.method]}
+    args: dict[str, Any] = {"weights": weights, "combination_type": ADAPTER_METHODS[cfg.method]}
     if cfg.method in DENSITY_METHODS:
-        densities = {_scalar(cfg.param(m, "density", 1.0), "density", cfg.source)
-                     for m in cfg.models}
+        densities = {_scalar(cfg.param(m, "density", 1.0), "density", cfg.source) for m in cfg.models}
         if len(densities) > 1:
-            raise UserError("peft takes one density for all adapters", file=cfg.source,
-                            field="density")
+            raise UserError("peft takes one density for all adapters", file=cfg.source, field="density")
         args["density"] = densities.pop()
         sign = cfg.parameters.get("majority_sign_method", "total")
         if sign not in ("total", "frequency"):
-            raise UserError("majority_sign_method is total or frequency", file=cfg.source,
-                            field="majority_sign_method")
+            raise UserError(
+                "majority_sign_method is total or frequency", file=cfg.source, field="majority_sign_method"
+            )
         args["majority_sign_method"] = sign
     if cfg.method.endswith("svd") and cfg.parameters.get("svd_rank") is not None:
         args["svd_rank"] = int(cfg.parameters["svd_rank"])
@@ -102,14 +119,18 @@ def load_adapters(cfg: MergeConfig, *, device: str = "cpu") -> Any:
     for m in cfg.models:
         conf = json.loads((Path(m.path) / "adapter_config.json").read_text(encoding="utf-8"))
         if conf.get("peft_type", "LORA") != "LORA" or conf.get("use_dora"):
-            raise UserError("only plain LoRA adapters can be merged (not DoRA or other types)",
-                            file=m.path, field="peft_type")
+            raise UserError(
+                "only plain LoRA adapters can be merged (not DoRA or other types)",
+                file=m.path,
+                field="peft_type",
+            )
     dtype = torch_dtype(cfg.dtype, torch.float32)
     try:
         model = AutoModelForCausalLM.from_pretrained(base, dtype=dtype)
     except OSError as err:
-        raise UserError(f"cannot load the base model ({one_line(err)})", file=str(base),
-                        field="base_model") from None
+        raise UserError(
+            f"cannot load the base model ({one_line(err)})", file=str(base), field="base_model"
+        ) from None
     model.to(device)
     peft_model = PeftModel.from_pretrained(model, cfg.models[0].path, adapter_name="m0")
     for i, m in enumerate(cfg.models[1:], 1):
@@ -127,8 +148,7 @@ def add_merged_adapter(peft_model: Any, cfg: MergeConfig, name: str) -> None:
     try:
         peft_model.add_weighted_adapter(adapters, adapter_name=name, **args)
     except ValueError as err:
-        raise UserError(f"peft cannot merge these adapters: {err}", file=cfg.source,
-                        field="models") from None
+        raise UserError(f"peft cannot merge these adapters: {err}", file=cfg.source, field="models") from None
     # peft copies use_rslora into the new adapter although the merged factors already carry
     # each adapter's scaling (its r = lora_alpha makes the plain scaling exactly 1): without
     # this, an rsLoRA merge would come out sqrt(r) times too strong.
@@ -147,13 +167,17 @@ def check_ranks(peft_model: Any, cfg: MergeConfig) -> None:
         return
     ranks = {peft_model.peft_config[f"m{i}"].r for i in range(len(cfg.models))}
     if len(ranks) > 1:
-        raise UserError(f"{cfg.method} on LoRA factors needs adapters of one rank (have "
-                        f"{sorted(ranks)})", file=cfg.source, field="merge_method",
-                        hint=f"use {cfg.method}_svd, linear or cat")
+        raise UserError(
+            f"{cfg.method} on LoRA factors needs adapters of one rank (have {sorted(ranks)})",
+            file=cfg.source,
+            field="merge_method",
+            hint=f"use {cfg.method}_svd, linear or cat",
+        )
 
 
-def save_adapter_run(peft_model: Any, cfg: MergeConfig, name: str, stage: Path, *,
-                     fold: bool, extra: dict[str, Any]) -> dict[str, Any]:
+def save_adapter_run(
+    peft_model: Any, cfg: MergeConfig, name: str, stage: Path, *, fold: bool, extra: dict[str, Any]
+) -> dict[str, Any]:
     """Write ``adapter/`` (+ with ``fold`` the merged full model at the root) and the run file
     into ``stage``."""
     peft_model.set_adapter(name)

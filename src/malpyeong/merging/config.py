@@ -26,9 +26,20 @@ from malpyeong.models.runfolder import (
     weights_of,
 )
 
-DENSITY_METHODS = {"ties", "ties_svd", "dare_linear", "dare_ties", "dare_linear_svd",
-                   "dare_ties_svd", "magnitude_prune", "magnitude_prune_svd", "della",
-                   "della_linear", "breadcrumbs", "breadcrumbs_ties"}
+DENSITY_METHODS = {
+    "ties",
+    "ties_svd",
+    "dare_linear",
+    "dare_ties",
+    "dare_linear_svd",
+    "dare_ties_svd",
+    "magnitude_prune",
+    "magnitude_prune_svd",
+    "della",
+    "della_linear",
+    "breadcrumbs",
+    "breadcrumbs_ties",
+}
 DEFAULT_NORMALIZE = {"linear": True, "ties": True}  # mergekit's defaults; others False
 OUR_KEYS = ("search",)  # top-level keys that are ours, not mergekit's
 
@@ -93,14 +104,16 @@ def _resolve_model(spec: str, folder: Path) -> tuple[str, str, dict | None]:
         run = read_run(path)
         found = adapter_of(path, run) or weights_of(path, run)
         if found is None:
-            raise UserError("run folder has neither an adapter nor a model", file=str(path),
-                            hint=f"check {RUN_FILE}")
+            raise UserError(
+                "run folder has neither an adapter nor a model", file=str(path), hint=f"check {RUN_FILE}"
+            )
         path = found
     if is_adapter(path):
         return str(path), "adapter", run
     if path.is_dir() and not is_model(path):
-        raise UserError(f"not a model folder (no {MODEL_CONFIG} or {ADAPTER_CONFIG})",
-                        file=str(path), field="models")
+        raise UserError(
+            f"not a model folder (no {MODEL_CONFIG} or {ADAPTER_CONFIG})", file=str(path), field="models"
+        )
     return str(path), "full", run
 
 
@@ -129,9 +142,12 @@ def require_models(models: Sequence[ModelRef], source: str) -> None:
         specs = m.spec.split("+") if m.kind == "base+lora" else [m.spec]
         for spec, path in zip(specs, paths, strict=True):
             if not Path(path).exists() and _looks_local(spec):
-                raise UserError("model not found (no such folder)", file=source,
-                                field=f"models[{i}]", hint=f"{spec}: check the path (relative "
-                                "to the working folder or to the YAML's folder)")
+                raise UserError(
+                    "model not found (no such folder)",
+                    file=source,
+                    field=f"models[{i}]",
+                    hint=f"{spec}: check the path (relative to the working folder or to the YAML's folder)",
+                )
 
 
 def parse_config(raw: Any, source: str = "<config>", folder: Path | None = None) -> MergeConfig:
@@ -141,8 +157,12 @@ def parse_config(raw: Any, source: str = "<config>", folder: Path | None = None)
         raise UserError("a merge config is a YAML mapping", file=source)
     method = raw.get("merge_method")
     if not isinstance(method, str):
-        raise UserError("missing merge_method", file=source, field="merge_method",
-                        hint="e.g. linear, task_arithmetic, ties, dare_ties, slerp")
+        raise UserError(
+            "missing merge_method",
+            file=source,
+            field="merge_method",
+            hint="e.g. linear, task_arithmetic, ties, dare_ties, slerp",
+        )
     if raw.get("slices") or raw.get("modules"):
         models_raw: list = []
     else:
@@ -157,8 +177,7 @@ def parse_config(raw: Any, source: str = "<config>", folder: Path | None = None)
             raise UserError("each entry needs model: PATH", file=source, field=f"models[{i}]")
         params = entry.get("parameters") or {}
         if not isinstance(params, dict):
-            raise UserError("parameters must be a mapping", file=source,
-                            field=f"models[{i}].parameters")
+            raise UserError("parameters must be a mapping", file=source, field=f"models[{i}].parameters")
         _check_finite(params, source, f"models[{i}].parameters")
         path, kind, run = _resolve_model(entry["model"], folder)
         models.append(ModelRef(entry["model"], path, kind, dict(params), run))
@@ -168,8 +187,9 @@ def parse_config(raw: Any, source: str = "<config>", folder: Path | None = None)
     if base is not None:
         path, kind, _ = _resolve_model(base, folder)
         if kind == "adapter":
-            raise UserError("base_model is an adapter; give the model it was trained on",
-                            file=source, field="base_model")
+            raise UserError(
+                "base_model is an adapter; give the model it was trained on", file=source, field="base_model"
+            )
         base = path
     parameters = raw.get("parameters") or {}
     if not isinstance(parameters, dict):
@@ -186,12 +206,25 @@ def parse_config(raw: Any, source: str = "<config>", folder: Path | None = None)
     if "adapter" in kinds and len(kinds) > 1:
         require_models(models, source)  # a missing adapter folder reads as a hub id: say so
         full = [m.spec for m in models if m.kind != "adapter"]
-        raise UserError("mixes LoRA adapters and full models (full: " + ", ".join(full) + ")",
-                        file=source, field="models",
-                        hint="merge adapters on their own, or write full ones as base+adapter; "
-                             "a name that is not a local folder is read as a hub id")
-    return MergeConfig(raw, method, models, base, dict(parameters), raw.get("dtype"),
-                       raw.get("out_dtype"), tok, search, source)
+        raise UserError(
+            "mixes LoRA adapters and full models (full: " + ", ".join(full) + ")",
+            file=source,
+            field="models",
+            hint="merge adapters on their own, or write full ones as base+adapter; "
+            "a name that is not a local folder is read as a hub id",
+        )
+    return MergeConfig(
+        raw,
+        method,
+        models,
+        base,
+        dict(parameters),
+        raw.get("dtype"),
+        raw.get("out_dtype"),
+        tok,
+        search,
+        source,
+    )
 
 
 def load_config(path: str | os.PathLike) -> MergeConfig:
@@ -207,8 +240,9 @@ def mergekit_dict(cfg: MergeConfig) -> dict[str, Any]:
     """The config as mergekit reads it: our keys dropped, model paths resolved."""
     out = {k: copy.deepcopy(v) for k, v in cfg.raw.items() if k not in OUR_KEYS}
     if cfg.models:
-        out["models"] = [{"model": m.path, **({"parameters": m.params} if m.params else {})}
-                         for m in cfg.models]
+        out["models"] = [
+            {"model": m.path, **({"parameters": m.params} if m.params else {})} for m in cfg.models
+        ]
     if cfg.base_model:
         out["base_model"] = cfg.base_model
     if cfg.tokenizer_source and "tokenizer_source" in out:
@@ -216,8 +250,9 @@ def mergekit_dict(cfg: MergeConfig) -> dict[str, Any]:
     return out
 
 
-def with_point(cfg: MergeConfig, method: str, weights: Sequence[float] | None,
-               density: float | None) -> MergeConfig:
+def with_point(
+    cfg: MergeConfig, method: str, weights: Sequence[float] | None, density: float | None
+) -> MergeConfig:
     """A copy of ``cfg`` with another method, per-model weights and density (a grid point)."""
     new = copy.deepcopy(cfg)
     new.method = new.raw["merge_method"] = method
@@ -237,9 +272,15 @@ def torch_dtype(name: str | None, default: Any = None) -> Any:
 
     if name in (None, "auto"):
         return default
-    table = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16,
-             "float64": torch.float64, "fp32": torch.float32, "fp16": torch.float16,
-             "bf16": torch.bfloat16}
+    table = {
+        "float32": torch.float32,
+        "float16": torch.float16,
+        "bfloat16": torch.bfloat16,
+        "float64": torch.float64,
+        "fp32": torch.float32,
+        "fp16": torch.float16,
+        "bf16": torch.bfloat16,
+    }
     if name not in table:
         raise UserError(f"unknown dtype '{name}'", field="dtype", hint=", ".join(table))
     return table[name]

@@ -40,8 +40,16 @@ log = logging.getLogger(__name__)
 ENGINES = ("auto", "stream", "mergekit")
 
 
-def merge_full(cfg: MergeConfig, out_dir: Path, *, engine: str = "auto", device: str = "cpu",
-               seed: int | None = 0, shard_size: int = 5 * 10**9, progress: bool = True) -> str:
+def merge_full(
+    cfg: MergeConfig,
+    out_dir: Path,
+    *,
+    engine: str = "auto",
+    device: str = "cpu",
+    seed: int | None = 0,
+    shard_size: int = 5 * 10**9,
+    progress: bool = True,
+) -> str:
     """Merge full models into ``out_dir`` (a plain model folder); returns the engine used."""
     if engine not in ENGINES:
         raise UserError(f"unknown engine '{engine}'", field="engine", hint=", ".join(ENGINES))
@@ -50,8 +58,7 @@ def merge_full(cfg: MergeConfig, out_dir: Path, *, engine: str = "auto", device:
         stream_merge(cfg, out_dir, shard_size=shard_size, progress=progress)
         return "stream"
     log.info("merging with mergekit%s", f" ({why})" if why and engine == "auto" else "")
-    mergekit_merge(cfg, out_dir, device=device, seed=seed, shard_size=shard_size,
-                   progress=progress)
+    mergekit_merge(cfg, out_dir, device=device, seed=seed, shard_size=shard_size, progress=progress)
     return "mergekit"
 
 
@@ -74,10 +81,15 @@ def run_merge_job(job: MergeJob, echo: Callable[[str], None] = print) -> dict[st
     cfg = load_config(job.config)
     require_models(cfg.models, cfg.source)
     out = Path(job.output)
-    check_distinct([("--output", out)], [*((f"model {m.spec}", p) for m in cfg.models
-                                           for p in m.path.split("+")),
-                                         ("base_model", cfg.base_model), ("--config", job.config)],
-                   folders=["--output"])
+    check_distinct(
+        [("--output", out)],
+        [
+            *((f"model {m.spec}", p) for m in cfg.models for p in m.path.split("+")),
+            ("base_model", cfg.base_model),
+            ("--config", job.config),
+        ],
+        folders=["--output"],
+    )
     stage = staging(out, job.overwrite)
     try:
         if job.search is not None:
@@ -91,8 +103,15 @@ def run_merge_job(job: MergeJob, echo: Callable[[str], None] = print) -> dict[st
             if job.fold:
                 raise UserError("--fold applies to LoRA adapters", field="fold")
             # the model at the folder's root, as mergekit writes it (from_pretrained(out))
-            engine = merge_full(cfg, stage, engine=job.engine, device=job.device,
-                                seed=job.seed, shard_size=job.shard_size, progress=job.progress)
+            engine = merge_full(
+                cfg,
+                stage,
+                engine=job.engine,
+                device=job.device,
+                seed=job.seed,
+                shard_size=job.shard_size,
+                progress=job.progress,
+            )
             echo(f"merged {len(cfg.models)} full models ({cfg.method}) with {engine}")
             ref = cfg.base_model or cfg.models[0].path.split("+")[0]
             info = run_info(cfg, ref, "full", None, WEIGHTS_DIR, {"engine": engine})
@@ -101,14 +120,15 @@ def run_merge_job(job: MergeJob, echo: Callable[[str], None] = print) -> dict[st
     except BaseException:
         shutil.rmtree(stage, ignore_errors=True)
         raise
-    parts = [f"adapter {out / info['adapter_dir']}" if info.get("adapter_dir") else "",
-             "a full model at its root" if info.get("merged_dir") else ""]
+    parts = [
+        f"adapter {out / info['adapter_dir']}" if info.get("adapter_dir") else "",
+        "a full model at its root" if info.get("merged_dir") else "",
+    ]
     echo(f"wrote {out} ({', '.join(p for p in parts if p)})")
     return info
 
 
-def _search(cfg: MergeConfig, job: MergeJob, stage: Path,
-            echo: Callable[[str], None]) -> dict[str, Any]:
+def _search(cfg: MergeConfig, job: MergeJob, stage: Path, echo: Callable[[str], None]) -> dict[str, Any]:
     opts = job.search
     points = search_grid(cfg)
     task, items, backbone, tokenizer = eval_setup(cfg, opts)
@@ -142,23 +162,30 @@ def _search(cfg: MergeConfig, job: MergeJob, stage: Path,
         method, weights, density, score = rows[best_i]
         best = with_point(cfg, method, weights, density)
         add_merged_adapter(peft_model, best, "merged")
-        info = save_adapter_run(peft_model, best, "merged", stage, fold=job.fold,
-                                extra={"search_score": score})
+        info = save_adapter_run(
+            peft_model, best, "merged", stage, fold=job.fold, extra={"search_score": score}
+        )
     else:
         best_dir = None
         for i, (method, weights, density) in enumerate(points):
             point = with_point(cfg, method, weights, density)
             cand = stage / f"candidate-{i}"
-            engine = merge_full(point, cand, engine=job.engine, device=job.device,
-                                seed=job.seed, shard_size=job.shard_size, progress=False)
+            engine = merge_full(
+                point,
+                cand,
+                engine=job.engine,
+                device=job.device,
+                seed=job.seed,
+                shard_size=job.shard_size,
+                progress=False,
+            )
             model = load_model(str(cand), "full", backbone=backbone, dtype="auto")
             model.to(opts.device).eval()
             score = evaluate_model(model, tokenizer, backbone, task, items, opts)
             del model
             gc.collect()
             rows.append((method, weights, density, score))
-            echo("  " + "  ".join(fmt_point(method, weights, density))
-                 + f"  {score:.4f}  ({engine})")
+            echo("  " + "  ".join(fmt_point(method, weights, density)) + f"  {score:.4f}  ({engine})")
             if better(score, best_i):
                 if best_dir is not None:
                     shutil.rmtree(best_dir)
@@ -175,9 +202,14 @@ def _search(cfg: MergeConfig, job: MergeJob, stage: Path,
         write_run(stage, best, info)
     table = format_search_table(rows, metric, best_i)
     echo(table)
-    atomic_write_json(stage / "merge_search.json", {
-        "metric": metric, "dev": opts.dev, "n": len(items), "best": best_i,
-        "rows": [{"merge_method": m, "weights": w, "density": d, metric: s}
-                 for m, w, d, s in rows]})
+    atomic_write_json(
+        stage / "merge_search.json",
+        {
+            "metric": metric,
+            "dev": opts.dev,
+            "n": len(items),
+            "best": best_i,
+            "rows": [{"merge_method": m, "weights": w, "density": d, metric: s} for m, w, d, s in rows],
+        },
+    )
     return info
-

@@ -17,10 +17,19 @@ from malpyeong.models.runfolder import is_run_folder
 from malpyeong.models.runfolder import run_info as make_run_info
 from malpyeong.models.runfolder import write_run as write_run_file
 
-TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "special_tokens_map.json",
-                   "tokenizer.model", "vocab.json", "merges.txt", "added_tokens.json",
-                   "chat_template.jinja", "chat_template.json", "sentencepiece.bpe.model",
-                   "spiece.model")
+TOKENIZER_FILES = (
+    "tokenizer.json",
+    "tokenizer_config.json",
+    "special_tokens_map.json",
+    "tokenizer.model",
+    "vocab.json",
+    "merges.txt",
+    "added_tokens.json",
+    "chat_template.jinja",
+    "chat_template.json",
+    "sentencepiece.bpe.model",
+    "spiece.model",
+)
 
 
 def staging(out: Path, overwrite: bool) -> Path:
@@ -29,8 +38,11 @@ def staging(out: Path, overwrite: bool) -> Path:
         raise UserError("output exists", file=str(out), hint="pass --overwrite to replace it")
     if out.exists() and (not out.is_dir() or (any(out.iterdir()) and not is_run_folder(out))):
         # --overwrite replaces a run folder, never an arbitrary folder given by mistake.
-        raise UserError("exists and is not a run folder; refusing to replace it", file=str(out),
-                        hint="choose a new --output")
+        raise UserError(
+            "exists and is not a run folder; refusing to replace it",
+            file=str(out),
+            hint="choose a new --output",
+        )
     out.parent.mkdir(parents=True, exist_ok=True)
     return make_temp_dir(out.parent, prefix=f".{out.name}.")
 
@@ -62,8 +74,14 @@ def tokenizer_source(cfg: MergeConfig, base: str) -> str:
     return str(first) if any((first / n).is_file() for n in TOKENIZER_FILES) else base
 
 
-def run_info(cfg: MergeConfig, model: str, method: str, adapter_dir: str | None,
-             merged_dir: str | None, extra: dict[str, Any]) -> dict[str, Any]:
+def run_info(
+    cfg: MergeConfig,
+    model: str,
+    method: str,
+    adapter_dir: str | None,
+    merged_dir: str | None,
+    extra: dict[str, Any],
+) -> dict[str, Any]:
     """The run file of a merge: task, prompt, max_length and target style carried over when
     the inputs agree (see :mod:`malpyeong.models.runfolder`)."""
     runs = [m.run for m in cfg.models if m.run]
@@ -71,15 +89,20 @@ def run_info(cfg: MergeConfig, model: str, method: str, adapter_dir: str | None,
     for key in ("task", "prompt", "max_length", "target_style"):
         values = {json.dumps(r.get(key)) for r in runs}
         shared[key] = runs[0].get(key) if runs and len(values) == 1 else None
-    info = make_run_info(model, method, adapter_dir=adapter_dir, merged_dir=merged_dir,
-                         stage="merge", **shared)
+    info = make_run_info(
+        model, method, adapter_dir=adapter_dir, merged_dir=merged_dir, stage="merge", **shared
+    )
     info.update({k: v for k, v in extra.items() if v is not None})
-    info["merge"] = {"method": cfg.method, "models": [m.spec for m in cfg.models],
-                     "weights": [m.params.get("weight") for m in cfg.models]}
+    info["merge"] = {
+        "method": cfg.method,
+        "models": [m.spec for m in cfg.models],
+        "weights": [m.params.get("weight") for m in cfg.models],
+    }
     return info
 
 
 def write_run(stage: Path, cfg: MergeConfig, info: dict[str, Any]) -> None:
     write_run_file(stage, info)
-    atomic_write_text(stage / "merge_config.yaml",
-                      yaml.safe_dump(cfg.raw, allow_unicode=True, sort_keys=False))
+    atomic_write_text(
+        stage / "merge_config.yaml", yaml.safe_dump(cfg.raw, allow_unicode=True, sort_keys=False)
+    )

@@ -47,8 +47,9 @@ def search_grid(cfg: MergeConfig) -> list[tuple[str, list[float], float | None]]
             weights.append([(2.0 if j == i else 1.0) / (n + 1) for j in range(n)])
     for w in weights:
         if not isinstance(w, list) or len(w) != n:
-            raise UserError(f"search weight {w} needs one number per model ({n})",
-                            file=cfg.source, field="search.weight")
+            raise UserError(
+                f"search weight {w} needs one number per model ({n})", file=cfg.source, field="search.weight"
+            )
     densities = grid.get("density")
     if densities is None:
         set_density = cfg.param(cfg.models[0], "density") if cfg.models else None
@@ -63,14 +64,18 @@ def search_grid(cfg: MergeConfig) -> list[tuple[str, list[float], float | None]]
     return points
 
 
-def evaluate_model(model: Any, tokenizer: Any, backbone: Backbone, task: Task, items: list,
-                   opts: EvalOptions) -> float:
+def evaluate_model(
+    model: Any, tokenizer: Any, backbone: Backbone, task: Task, items: list, opts: EvalOptions
+) -> float:
     """The task's dev metric of one candidate, answered through the shared answering path."""
-    settings = AnswerSettings(prompt=task.prompt_spec(opts.prompt), max_length=opts.max_length,
-                              scoring=opts.scoring, batch_size=opts.batch_size,
-                              generation=GenerationSettings(max_new_tokens=opts.max_new_tokens))
-    run = answer_items(HFEngine(model, tokenizer, backbone), task, items, settings,
-                       progress=False)
+    settings = AnswerSettings(
+        prompt=task.prompt_spec(opts.prompt),
+        max_length=opts.max_length,
+        scoring=opts.scoring,
+        batch_size=opts.batch_size,
+        generation=GenerationSettings(max_new_tokens=opts.max_new_tokens),
+    )
+    run = answer_items(HFEngine(model, tokenizer, backbone), task, items, settings, progress=False)
     outputs = {it.id: out for it, out in zip(items, run.outputs, strict=True)}
     return float(task.dev_evaluate(items, outputs)[task.dev_metric])
 
@@ -79,29 +84,35 @@ def eval_setup(cfg: MergeConfig, opts: EvalOptions) -> tuple[Task, list, Backbon
     task = get_task(opts.task)
     items = load_items(opts.dev, task, require_output=True)
     if opts.limit:
-        items = items[:opts.limit]
+        items = items[: opts.limit]
     runs = [m.run for m in cfg.models if m.run]
     if opts.prompt is None and runs and runs[0].get("prompt"):
         opts.prompt = runs[0]["prompt"]
     if opts.max_length is None and runs and runs[0].get("max_length"):
         opts.max_length = runs[0]["max_length"]
-    base = adapter_base(cfg) if cfg.kind == "adapter" else (
-        cfg.base_model or cfg.models[0].path.split("+")[0])
+    base = (
+        adapter_base(cfg) if cfg.kind == "adapter" else (cfg.base_model or cfg.models[0].path.split("+")[0])
+    )
     backbone = get_backbone(base)
     tok_src = tokenizer_source(cfg, base)
     return task, items, backbone, load_tokenizer(tok_src, backbone)
 
 
 def fmt_point(method: str, weights: list[float], density: float | None) -> list[str]:
-    return [method, "[" + ", ".join(f"{w:.3g}" for w in weights) + "]",
-            "-" if density is None else f"{density:g}"]
+    return [
+        method,
+        "[" + ", ".join(f"{w:.3g}" for w in weights) + "]",
+        "-" if density is None else f"{density:g}",
+    ]
 
 
-def format_search_table(rows: Sequence[tuple[str, list[float], float | None, float]],
-                        metric: str, best: int) -> str:
+def format_search_table(
+    rows: Sequence[tuple[str, list[float], float | None, float]], metric: str, best: int
+) -> str:
     cells = [["method", "weights", "density", metric]]
     for i, (m, w, d, s) in enumerate(rows):
         cells.append(fmt_point(m, w, d) + [f"{s:.4f}" + ("  <- best" if i == best else "")])
     widths = [max(len(r[j]) for r in cells) for j in range(3)]
-    return "\n".join("  ".join(c.ljust(w) for c, w in zip(r[:3], widths, strict=True))
-                     + "  " + r[3] for r in cells)
+    return "\n".join(
+        "  ".join(c.ljust(w) for c, w in zip(r[:3], widths, strict=True)) + "  " + r[3] for r in cells
+    )

@@ -28,11 +28,34 @@ from malpyeong.merging.config import MergeConfig, mergekit_dict, torch_dtype
 from malpyeong.merging.output import copy_tokenizer, tokenizer_source
 
 STREAM_METHODS = ("linear", "task_arithmetic")
-ST_DTYPES = {"F64": "float64", "F32": "float32", "F16": "float16", "BF16": "bfloat16",
-             "I64": "int64", "I32": "int32", "I16": "int16", "I8": "int8", "U8": "uint8",
-             "BOOL": "bool", "F8_E4M3": "float8_e4m3fn", "F8_E5M2": "float8_e5m2"}
-_ITEMSIZE = {"F64": 8, "F32": 4, "F16": 2, "BF16": 2, "I64": 8, "I32": 4, "I16": 2, "I8": 1,
-             "U8": 1, "BOOL": 1, "F8_E4M3": 1, "F8_E5M2": 1}
+ST_DTYPES = {
+    "F64": "float64",
+    "F32": "float32",
+    "F16": "float16",
+    "BF16": "bfloat16",
+    "I64": "int64",
+    "I32": "int32",
+    "I16": "int16",
+    "I8": "int8",
+    "U8": "uint8",
+    "BOOL": "bool",
+    "F8_E4M3": "float8_e4m3fn",
+    "F8_E5M2": "float8_e5m2",
+}
+_ITEMSIZE = {
+    "F64": 8,
+    "F32": 4,
+    "F16": 2,
+    "BF16": 2,
+    "I64": 8,
+    "I32": 4,
+    "I16": 2,
+    "I8": 1,
+    "U8": 1,
+    "BOOL": 1,
+    "F8_E4M3": 1,
+    "F8_E5M2": 1,
+}
 
 
 @dataclass
@@ -73,8 +96,11 @@ def model_tensors(folder: str | os.PathLike) -> dict[str, TensorInfo]:
     elif (folder / "model.safetensors").is_file():
         files = ["model.safetensors"]
     else:
-        raise UserError("no safetensors weights (model.safetensors[.index.json])",
-                        file=str(folder), hint="use engine: mergekit for .bin checkpoints")
+        raise UserError(
+            "no safetensors weights (model.safetensors[.index.json])",
+            file=str(folder),
+            hint="use engine: mergekit for .bin checkpoints",
+        )
     out: dict[str, TensorInfo] = {}
     for f in files:
         out.update(read_header(folder / f)[0])
@@ -125,15 +151,18 @@ def _st_code(dtype: Any) -> str:
 class SafetensorsWriter:
     """Writes a safetensors file tensor by tensor: the header (all offsets) goes first."""
 
-    def __init__(self, path: Path, specs: Sequence[tuple[str, str, tuple[int, ...]]],
-                 metadata: dict[str, str] | None = None) -> None:
+    def __init__(
+        self,
+        path: Path,
+        specs: Sequence[tuple[str, str, tuple[int, ...]]],
+        metadata: dict[str, str] | None = None,
+    ) -> None:
         header: dict[str, Any] = {"__metadata__": metadata or {"format": "pt"}}
         offset = 0
         self.expected = []
         for name, code, shape in specs:
             size = int(np.prod(shape, dtype=np.int64)) * _ITEMSIZE[code]
-            header[name] = {"dtype": code, "shape": list(shape),
-                            "data_offsets": [offset, offset + size]}
+            header[name] = {"dtype": code, "shape": list(shape), "data_offsets": [offset, offset + size]}
             self.expected.append((name, size))
             offset += size
         blob = json.dumps(header, separators=(",", ":")).encode("utf-8")
@@ -176,8 +205,7 @@ def stream_unsupported(cfg: MergeConfig) -> str | None:
     refs = [m.path for m in cfg.models] + ([cfg.base_model] if cfg.base_model else [])
     for ref in refs:
         p = Path(ref)
-        if not ((p / "model.safetensors").is_file()
-                or (p / "model.safetensors.index.json").is_file()):
+        if not ((p / "model.safetensors").is_file() or (p / "model.safetensors.index.json").is_file()):
             return f"{ref} is not a local safetensors model"
     allowed_model, allowed_top = {"weight"}, {"normalize", "lambda", "weight"}
     for m in cfg.models:
@@ -203,8 +231,9 @@ def parse_size(text: str | int) -> int:
     return int(float(t))
 
 
-def stream_merge(cfg: MergeConfig, out_dir: Path, *, shard_size: int = 5 * 10**9,
-                 progress: bool = True) -> Path:
+def stream_merge(
+    cfg: MergeConfig, out_dir: Path, *, shard_size: int = 5 * 10**9, progress: bool = True
+) -> Path:
     """Merge full models tensor by tensor into ``out_dir`` (see the module docstring).
 
     ``linear``: ``sum(w_i * T_i) / sum(w_i)`` (``normalize``, default on) computed in float32
@@ -216,8 +245,11 @@ def stream_merge(cfg: MergeConfig, out_dir: Path, *, shard_size: int = 5 * 10**9
 
     why = stream_unsupported(cfg)
     if why:
-        raise UserError(f"the streaming merger cannot do this config ({why})", file=cfg.source,
-                        hint="use --engine mergekit")
+        raise UserError(
+            f"the streaming merger cannot do this config ({why})",
+            file=cfg.source,
+            hint="use --engine mergekit",
+        )
     base_path = cfg.base_model if cfg.method == "task_arithmetic" else None
     members = [m for m in cfg.models if base_path is None or m.path != base_path]
     if not members:
@@ -226,19 +258,25 @@ def stream_merge(cfg: MergeConfig, out_dir: Path, *, shard_size: int = 5 * 10**9
     tables = [model_tensors(m.path) for m in members]
     base_table = model_tensors(base_path) if base_path else None
     ref = base_table or tables[0]
-    for m, t in zip([*members, *([None] if base_table else [])],
-                    [*tables, *([base_table] if base_table else [])], strict=True):
+    for m, t in zip(
+        [*members, *([None] if base_table else [])],
+        [*tables, *([base_table] if base_table else [])],
+        strict=True,
+    ):
         where = m.path if m else base_path
         if set(t) != set(ref):
             diff = sorted(set(t) ^ set(ref))
-            raise UserError(f"tensor names differ from the first model's: {', '.join(diff[:3])}"
-                            + (" ..." if len(diff) > 3 else ""), file=where,
-                            hint="models of one architecture and vocabulary only; "
-                                 "mergekit can handle other cases")
+            raise UserError(
+                f"tensor names differ from the first model's: {', '.join(diff[:3])}"
+                + (" ..." if len(diff) > 3 else ""),
+                file=where,
+                hint="models of one architecture and vocabulary only; mergekit can handle other cases",
+            )
         for name, info in t.items():
             if info.shape != ref[name].shape:
-                raise UserError(f"tensor {name} has shape {info.shape}, the first model "
-                                f"{ref[name].shape}", file=where)
+                raise UserError(
+                    f"tensor {name} has shape {info.shape}, the first model {ref[name].shape}", file=where
+                )
     merge_dtype = torch_dtype(cfg.dtype)
     out_dtype = torch_dtype(cfg.out_dtype) or merge_dtype
     normalize = cfg.normalize()
@@ -264,8 +302,11 @@ def stream_merge(cfg: MergeConfig, out_dir: Path, *, shard_size: int = 5 * 10**9
             used = 0
         shards[-1].append(spec)
         used += size
-    files = (["model.safetensors"] if len(shards) == 1 else
-             [f"model-{i + 1:05d}-of-{len(shards):05d}.safetensors" for i in range(len(shards))])
+    files = (
+        ["model.safetensors"]
+        if len(shards) == 1
+        else [f"model-{i + 1:05d}-of-{len(shards):05d}.safetensors" for i in range(len(shards))]
+    )
     out_dir.mkdir(parents=True, exist_ok=True)
     reader = TensorReader()
     bar = progress_bar(len(names), progress, "merge tensors")
@@ -273,9 +314,17 @@ def stream_merge(cfg: MergeConfig, out_dir: Path, *, shard_size: int = 5 * 10**9
         for fname, shard in zip(files, shards, strict=True):
             writer = SafetensorsWriter(out_dir / fname, shard)
             for name, code, _ in shard:
-                tensor = _merge_one(reader, name, [t[name] for t in tables],
-                                    base_table[name] if base_table else None, weights,
-                                    cfg.method, merge_dtype, normalize, lam)
+                tensor = _merge_one(
+                    reader,
+                    name,
+                    [t[name] for t in tables],
+                    base_table[name] if base_table else None,
+                    weights,
+                    cfg.method,
+                    merge_dtype,
+                    normalize,
+                    lam,
+                )
                 writer.write(name, tensor.to(getattr(torch, ST_DTYPES[code])))
                 del tensor
                 bar.update(1)
@@ -285,17 +334,28 @@ def stream_merge(cfg: MergeConfig, out_dir: Path, *, shard_size: int = 5 * 10**9
         bar.close()
     if len(files) > 1:
         total = sum(math.prod(s[2]) * _ITEMSIZE[s[1]] for s in specs)
-        atomic_write_json(out_dir / "model.safetensors.index.json", {
-            "metadata": {"total_size": total},
-            "weight_map": {s[0]: f for f, shard in zip(files, shards, strict=True)
-                           for s in shard}})
+        atomic_write_json(
+            out_dir / "model.safetensors.index.json",
+            {
+                "metadata": {"total_size": total},
+                "weight_map": {s[0]: f for f, shard in zip(files, shards, strict=True) for s in shard},
+            },
+        )
     _finish_model_folder(cfg, out_dir, base_path or members[0].path, out_dtype or merge_dtype)
     return out_dir
 
 
-def _merge_one(reader: TensorReader, name: str, infos: list[TensorInfo], base: TensorInfo | None,
-               weights: list[float], method: str, merge_dtype: Any, normalize: bool,
-               lam: float) -> Any:
+def _merge_one(
+    reader: TensorReader,
+    name: str,
+    infos: list[TensorInfo],
+    base: TensorInfo | None,
+    weights: list[float],
+    method: str,
+    merge_dtype: Any,
+    normalize: bool,
+    lam: float,
+) -> Any:
     """One output tensor; the same operations, in the same order, as mergekit's methods."""
     import torch
 
@@ -349,7 +409,7 @@ def _finish_model_folder(cfg: MergeConfig, out_dir: Path, ref_model: str, dtype:
     gen = Path(ref_model) / "generation_config.json"
     if gen.is_file():
         shutil.copy2(gen, out_dir / gen.name)
-    copy_tokenizer(tokenizer_source(cfg, ref_model) if cfg.tokenizer_source else ref_model,
-                   out_dir)
+    copy_tokenizer(tokenizer_source(cfg, ref_model) if cfg.tokenizer_source else ref_model, out_dir)
     (out_dir / "mergekit_config.yml").write_text(
-        yaml.safe_dump(mergekit_dict(cfg), allow_unicode=True, sort_keys=False), encoding="utf-8")
+        yaml.safe_dump(mergekit_dict(cfg), allow_unicode=True, sort_keys=False), encoding="utf-8"
+    )

@@ -24,6 +24,19 @@ from malpyeong.metrics.official import (
     rouge_tokens,
 )
 
-__all__ = ["BERTSCORE_MODEL", "DCS_METRICS", "BertScorer", "BleurtScorer", "MetricResult",
-           "accuracy", "bertscore", "bleurt", "cci_report", "dcs_scores", "rouge1",
-           "rouge1_items", "rouge1_pair", "rouge_tokens"]
+__all__ = [
+    "BERTSCORE_MODEL",
+    "DCS_METRICS",
+    "BertScorer",
+    "BleurtScorer",
+    "MetricResult",
+    "accuracy",
+    "bertscore",
+    "bleurt",
+    "cci_report",
+    "dcs_scores",
+    "rouge1",
+    "rouge1_items",
+    "rouge1_pair",
+    "rouge_tokens",
+]

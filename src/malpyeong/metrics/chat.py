@@ -52,8 +52,7 @@ def rouge_l_pair(ref: str, pred: str) -> float:
 
 def distinct_n(preds: Sequence[str], n: int) -> float:
     """Distinct n-grams / all n-grams over every reply (n-grams never cross replies)."""
-    grams = [tuple(toks[i:i + n]) for toks in map(rouge_tokens, preds)
-             for i in range(len(toks) - n + 1)]
+    grams = [tuple(toks[i : i + n]) for toks in map(rouge_tokens, preds) for i in range(len(toks) - n + 1)]
     return len(set(grams)) / len(grams) if grams else 0.0
 
 
@@ -65,32 +64,48 @@ def perplexity(logprobs: Sequence[float], tokens: Sequence[int]) -> float:
     return math.exp(-sum(logprobs) / total)
 
 
-def chat_scores(refs: Sequence[str], preds: Sequence[str], *,
-                ref_logprobs: Sequence[tuple[float, int] | None] | None = None,
-                bertscore_model: str | None = None, bertscore_layer: int | None = None,
-                skip: Collection[str] = (), device: str | None = None) -> dict[str, Any]:
+def chat_scores(
+    refs: Sequence[str],
+    preds: Sequence[str],
+    *,
+    ref_logprobs: Sequence[tuple[float, int] | None] | None = None,
+    bertscore_model: str | None = None,
+    bertscore_layer: int | None = None,
+    skip: Collection[str] = (),
+    device: str | None = None,
+) -> dict[str, Any]:
     """Every chat metric (None where it could not be computed, with a notice saying why)."""
     if len(refs) != len(preds) or not refs:
         raise ValueError(f"{len(refs)} gold replies but {len(preds)} predictions")
     rouge = [rouge_l_pair(r, p) for r, p in zip(refs, preds, strict=True)]
     out: dict[str, Any] = {
-        "rougeL": sum(rouge) / len(rouge), "bertscore": None, "perplexity": None,
-        "distinct1": distinct_n(preds, 1), "distinct2": distinct_n(preds, 2),
+        "rougeL": sum(rouge) / len(rouge),
+        "bertscore": None,
+        "perplexity": None,
+        "distinct1": distinct_n(preds, 1),
+        "distinct2": distinct_n(preds, 2),
         "avg_words": sum(len(p.split()) for p in preds) / len(preds),
-        "n": len(refs), "notices": [], "per_item": {"rougeL": rouge}}
+        "n": len(refs),
+        "notices": [],
+        "per_item": {"rougeL": rouge},
+    }
     if "perplexity" in skip:
         out["notices"].append("perplexity not computed: skipped on request")
     else:
         scored = [x for x in (ref_logprobs or []) if x is not None]
         if not scored:
-            out["notices"].append("perplexity not computed: the results hold no gold-reply "
-                                  "log-likelihoods (run run/test.py on a file with gold replies)")
+            out["notices"].append(
+                "perplexity not computed: the results hold no gold-reply "
+                "log-likelihoods (run run/test.py on a file with gold replies)"
+            )
         else:
             out["perplexity"] = perplexity([x[0] for x in scored], [x[1] for x in scored])
             out["perplexity_items"] = len(scored)
             if len(scored) < len(refs):
-                out["notices"].append(f"perplexity over {len(scored)} of {len(refs)} items "
-                                      "(the others have no gold-reply log-likelihood)")
+                out["notices"].append(
+                    f"perplexity over {len(scored)} of {len(refs)} items "
+                    "(the others have no gold-reply log-likelihood)"
+                )
     if "bertscore" in skip:
         out["notices"].append("bertscore not computed: skipped on request")
     else:
@@ -117,5 +132,12 @@ def default_layer(model: str) -> int:
     return min(BERTSCORE_LAYER, layers)
 
 
-__all__ = ["CHAT_METRICS", "SKIPPABLE", "chat_scores", "distinct_n", "lcs_length",
-           "perplexity", "rouge_l_pair"]
+__all__ = [
+    "CHAT_METRICS",
+    "SKIPPABLE",
+    "chat_scores",
+    "distinct_n",
+    "lcs_length",
+    "perplexity",
+    "rouge_l_pair",
+]

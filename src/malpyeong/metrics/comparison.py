@@ -73,9 +73,17 @@ def _fmt(x: float) -> str:
     return f"{x:.4f}"
 
 
-def compare(ids: list[str], scores: dict[str, list[float]], *, metric: str,
-            higher_is_better: bool = True, alpha: float = 0.05, level: float = 0.95,
-            resamples: int = 10_000, seed: int = 0) -> Comparison:
+def compare(
+    ids: list[str],
+    scores: dict[str, list[float]],
+    *,
+    metric: str,
+    higher_is_better: bool = True,
+    alpha: float = 0.05,
+    level: float = 0.95,
+    resamples: int = 10_000,
+    seed: int = 0,
+) -> Comparison:
     """Summaries per model and every pair's paired tests (``scores[name]`` in ``ids`` order)."""
     c = Comparison(metric, higher_is_better, alpha, level, resamples, seed, ids, scores)
     for name, values in scores.items():
@@ -85,17 +93,30 @@ def compare(ids: list[str], scores: dict[str, list[float]], *, metric: str,
     names = list(scores)
     raw = []
     for i, a in enumerate(names):
-        for b in names[i + 1:]:
+        for b in names[i + 1 :]:
             pa, pb = np.asarray(scores[a], dtype=float), np.asarray(scores[b], dtype=float)
             keep = ~(np.isnan(pa) | np.isnan(pb))
             d = pa[keep] - pb[keep]
             sign = 1 if higher_is_better else -1
             lo, hi, p_boot = stats.paired_bootstrap(d, level=level, resamples=resamples, seed=seed)
-            raw.append(PairResult(
-                a, b, len(d), float(d.mean()), (lo, hi), int(np.sum(sign * d > TIE)),
-                int(np.sum(np.abs(d) <= TIE)), int(np.sum(sign * d < -TIE)),
-                stats.permutation_p(d, resamples=resamples, seed=seed), p_boot,
-                stats.wilcoxon_p(d), None, False, ""))
+            raw.append(
+                PairResult(
+                    a,
+                    b,
+                    len(d),
+                    float(d.mean()),
+                    (lo, hi),
+                    int(np.sum(sign * d > TIE)),
+                    int(np.sum(np.abs(d) <= TIE)),
+                    int(np.sum(sign * d < -TIE)),
+                    stats.permutation_p(d, resamples=resamples, seed=seed),
+                    p_boot,
+                    stats.wilcoxon_p(d),
+                    None,
+                    False,
+                    "",
+                )
+            )
     adjusted = stats.holm([p.p_permutation for p in raw]) if len(raw) > 1 else [None] * len(raw)
     for pair, adj in zip(raw, adjusted, strict=True):
         pair.p_adjusted = adj
@@ -106,40 +127,67 @@ def compare(ids: list[str], scores: dict[str, list[float]], *, metric: str,
     return c
 
 
-def verdict(pair: PairResult, metric: str, higher_is_better: bool, alpha: float,
-            level: float) -> str:
+def verdict(pair: PairResult, metric: str, higher_is_better: bool, alpha: float, level: float) -> str:
     """One line: which model is better on ``metric`` and whether that is significant."""
     p_text = f"permutation p={pair.p_permutation:.4g}" + (
-        f" (Holm-adjusted {pair.p_adjusted:.4g})" if pair.p_adjusted is not None else "")
-    detail = (f"mean difference {pair.mean_diff:+.4f}, {level:.0%} CI [{pair.ci[0]:+.4f}, "
-              f"{pair.ci[1]:+.4f}]; wins/ties/losses {pair.wins}/{pair.ties}/{pair.losses}; "
-              f"{p_text}; Wilcoxon p={pair.p_wilcoxon:.4g}")
+        f" (Holm-adjusted {pair.p_adjusted:.4g})" if pair.p_adjusted is not None else ""
+    )
+    detail = (
+        f"mean difference {pair.mean_diff:+.4f}, {level:.0%} CI [{pair.ci[0]:+.4f}, "
+        f"{pair.ci[1]:+.4f}]; wins/ties/losses {pair.wins}/{pair.ties}/{pair.losses}; "
+        f"{p_text}; Wilcoxon p={pair.p_wilcoxon:.4g}"
+    )
     if not pair.significant:
-        return f"{pair.a} vs {pair.b}: no significant difference in {metric} at " \
-               f"alpha={alpha} ({detail})"
+        return f"{pair.a} vs {pair.b}: no significant difference in {metric} at alpha={alpha} ({detail})"
     a_better = (pair.mean_diff > 0) == higher_is_better
     winner, loser = (pair.a, pair.b) if a_better else (pair.b, pair.a)
     agree = "" if pair.p_wilcoxon < alpha else "; Wilcoxon does not agree"
-    return f"{winner} is better than {loser} in {metric}: significant at alpha={alpha} " \
-           f"({detail}{agree})"
+    return f"{winner} is better than {loser} in {metric}: significant at alpha={alpha} ({detail}{agree})"
 
 
 def tables(c: Comparison) -> list[tuple[list[str], list[list[str]]]]:
     """The per-model table and (with two models or more) the per-pair table: header, rows."""
-    models = (["model", "n", f"mean {c.metric}", "median", f"{c.level:.0%} CI of the mean"],
-              [[m.name, str(m.n), _fmt(m.mean), _fmt(m.median),
-                f"[{_fmt(m.ci[0])}, {_fmt(m.ci[1])}]"] for m in c.models])
+    models = (
+        ["model", "n", f"mean {c.metric}", "median", f"{c.level:.0%} CI of the mean"],
+        [
+            [m.name, str(m.n), _fmt(m.mean), _fmt(m.median), f"[{_fmt(m.ci[0])}, {_fmt(m.ci[1])}]"]
+            for m in c.models
+        ],
+    )
     out = [models]
     if c.pairs:
         rows = []
         for p in c.pairs:
-            perm = f"{p.p_permutation:.4g}" + (f" (Holm {p.p_adjusted:.4g})"
-                                               if p.p_adjusted is not None else "")
-            rows.append([f"{p.a} − {p.b}", str(p.n), f"{p.mean_diff:+.4f}",
-                         f"[{p.ci[0]:+.4f}, {p.ci[1]:+.4f}]", f"{p.wins} / {p.ties} / {p.losses}",
-                         perm, f"{p.p_wilcoxon:.4g}", "yes" if p.significant else "no"])
-        out.append((["pair (A − B)", "n", "mean difference", f"{c.level:.0%} CI",
-                     "wins / ties / losses", "permutation p", "Wilcoxon p", "significant"], rows))
+            perm = f"{p.p_permutation:.4g}" + (
+                f" (Holm {p.p_adjusted:.4g})" if p.p_adjusted is not None else ""
+            )
+            rows.append(
+                [
+                    f"{p.a} − {p.b}",
+                    str(p.n),
+                    f"{p.mean_diff:+.4f}",
+                    f"[{p.ci[0]:+.4f}, {p.ci[1]:+.4f}]",
+                    f"{p.wins} / {p.ties} / {p.losses}",
+                    perm,
+                    f"{p.p_wilcoxon:.4g}",
+                    "yes" if p.significant else "no",
+                ]
+            )
+        out.append(
+            (
+                [
+                    "pair (A − B)",
+                    "n",
+                    "mean difference",
+                    f"{c.level:.0%} CI",
+                    "wins / ties / losses",
+                    "permutation p",
+                    "Wilcoxon p",
+                    "significant",
+                ],
+                rows,
+            )
+        )
     return out
 
 
@@ -200,9 +248,11 @@ def draw_plots(c: Comparison) -> dict[str, bytes]:
 
 
 def intro(c: Comparison) -> str:
-    return (f"Metric: {c.metric} ({'higher' if c.higher_is_better else 'lower'} is better), "
-            f"{len(c.ids)} items; {c.resamples:,} resamples (seed {c.seed}); "
-            f"significance level {c.alpha}.")
+    return (
+        f"Metric: {c.metric} ({'higher' if c.higher_is_better else 'lower'} is better), "
+        f"{len(c.ids)} items; {c.resamples:,} resamples (seed {c.seed}); "
+        f"significance level {c.alpha}."
+    )
 
 
 def report_markdown(c: Comparison, title: str, sources: dict[str, str]) -> str:
@@ -218,26 +268,30 @@ def report_html(c: Comparison, title: str, intro: str, pngs: dict[str, bytes]) -
     tabs = []
     for header, rows in tables(c):
         head = "".join(f"<th>{html.escape(h)}</th>" for h in header)
-        body = "".join("<tr>" + "".join(f"<td>{html.escape(x)}</td>" for x in r) + "</tr>"
-                       for r in rows)
+        body = "".join("<tr>" + "".join(f"<td>{html.escape(x)}</td>" for x in r) + "</tr>" for r in rows)
         tabs.append(f"<table><tr>{head}</tr>{body}</table>")
     verdicts = "".join(f"<li>{html.escape(p.verdict)}</li>" for p in c.pairs)
-    images = "".join(f'<p><img alt="{f}" src="data:image/png;base64,'
-                     f'{base64.b64encode(pngs[f]).decode()}"></p>' for f in plot_files(c))
-    return (f"<!doctype html><html><head><meta charset='utf-8'><title>{html.escape(title)}"
-            "</title><style>body{font-family:sans-serif;max-width:70em;margin:2em auto}"
-            "table{border-collapse:collapse;margin:1em 0}td,th{border:1px solid #ccc;"
-            "padding:.3em .6em}</style></head><body>"
-            f"<h1>{html.escape(title)}</h1><p>{html.escape(intro)}</p>{''.join(tabs)}"
-            f"<h2>Verdicts</h2><ul>{verdicts}</ul><h2>Plots</h2>{images}</body></html>\n")
+    images = "".join(
+        f'<p><img alt="{f}" src="data:image/png;base64,{base64.b64encode(pngs[f]).decode()}"></p>'
+        for f in plot_files(c)
+    )
+    return (
+        f"<!doctype html><html><head><meta charset='utf-8'><title>{html.escape(title)}"
+        "</title><style>body{font-family:sans-serif;max-width:70em;margin:2em auto}"
+        "table{border-collapse:collapse;margin:1em 0}td,th{border:1px solid #ccc;"
+        "padding:.3em .6em}</style></head><body>"
+        f"<h1>{html.escape(title)}</h1><p>{html.escape(intro)}</p>{''.join(tabs)}"
+        f"<h2>Verdicts</h2><ul>{verdicts}</ul><h2>Plots</h2>{images}</body></html>\n"
+    )
 
 
 def report_files(c: Comparison) -> list[str]:
     return ["report.md", "report.html", "report.json", "scores.csv", *plot_files(c)]
 
 
-def write_reports(c: Comparison, out_dir: str | Path, *, title: str, sources: dict[str, str],
-                  overwrite: bool = False) -> list[Path]:
+def write_reports(
+    c: Comparison, out_dir: str | Path, *, title: str, sources: dict[str, str], overwrite: bool = False
+) -> list[Path]:
     """Every report file into ``out_dir`` (none is written if one exists without
     ``overwrite``)."""
     out = Path(out_dir)
@@ -246,9 +300,15 @@ def write_reports(c: Comparison, out_dir: str | Path, *, title: str, sources: di
     markdown = report_markdown(c, title, sources)
     atomic_write_text(out / "report.md", markdown)
     atomic_write_text(out / "report.html", report_html(c, title, intro(c), pngs))
-    atomic_write_json(out / "report.json", {
-        **{k: v for k, v in asdict(c).items() if k not in ("scores", "ids")},
-        "sources": sources, "n_items": len(c.ids)}, indent=2)
+    atomic_write_json(
+        out / "report.json",
+        {
+            **{k: v for k, v in asdict(c).items() if k not in ("scores", "ids")},
+            "sources": sources,
+            "n_items": len(c.ids),
+        },
+        indent=2,
+    )
     buf = io.StringIO()
     writer = csv.writer(buf, lineterminator="\n")
     writer.writerow(["id", *c.scores])
@@ -260,5 +320,13 @@ def write_reports(c: Comparison, out_dir: str | Path, *, title: str, sources: di
     return paths
 
 
-__all__ = ["Comparison", "ModelSummary", "PairResult", "compare", "markdown_table",
-           "report_files", "verdict", "write_reports"]
+__all__ = [
+    "Comparison",
+    "ModelSummary",
+    "PairResult",
+    "compare",
+    "markdown_table",
+    "report_files",
+    "verdict",
+    "write_reports",
+]

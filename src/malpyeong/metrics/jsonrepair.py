@@ -68,7 +68,7 @@ def _object_span(text: str) -> str | None:
         elif ch in "}]":
             depth -= 1
             if depth == 0:
-                return text[start:i + 1]
+                return text[start : i + 1]
     return text[start:]
 
 
@@ -88,7 +88,7 @@ def _drop_trailing_commas(text: str) -> str:
         if ch == '"':
             in_string = True
         elif ch == ",":
-            rest = text[i + 1:].lstrip()
+            rest = text[i + 1 :].lstrip()
             if rest[:1] in ("}", "]"):
                 continue
         out.append(ch)

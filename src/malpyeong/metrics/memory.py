@@ -82,8 +82,12 @@ def normalise_topic(text: str) -> str:
     return " ".join(_WORD.findall(text.lower()))
 
 
-def match_count(gold: Sequence[str], pred: Sequence[str], threshold: float = FACT_THRESHOLD,
-                similarity: Similarity = rouge1_f) -> int:
+def match_count(
+    gold: Sequence[str],
+    pred: Sequence[str],
+    threshold: float = FACT_THRESHOLD,
+    similarity: Similarity = rouge1_f,
+) -> int:
     """The size of the largest one-to-one matching of ``pred`` to ``gold`` whose pairs all have
     a similarity of at least ``threshold`` (ties between matchings of that size: the higher
     total similarity)."""
@@ -127,16 +131,19 @@ class SetScore:
         return 2 * p * r / (p + r) if p + r else 0.0
 
 
-def set_scores(gold: Sequence[Sequence[str]], pred: Sequence[Sequence[str]],
-               threshold: float = FACT_THRESHOLD, similarity: Similarity = rouge1_f) -> SetScore:
+def set_scores(
+    gold: Sequence[Sequence[str]],
+    pred: Sequence[Sequence[str]],
+    threshold: float = FACT_THRESHOLD,
+    similarity: Similarity = rouge1_f,
+) -> SetScore:
     score = SetScore()
     for g, p in zip(gold, pred, strict=True):
         score.add(match_count(g, p, threshold, similarity), len(p), len(g))
     return score
 
 
-def raw_scores(texts: Sequence[str], exact_turns: Sequence[int],
-               check: Callable[[Any], str | None]) -> dict:
+def raw_scores(texts: Sequence[str], exact_turns: Sequence[int], check: Callable[[Any], str | None]) -> dict:
     """Rates of the raw generations, as written and after repair; ``check`` is the schema
     check (None when an object is valid)."""
     n = len(texts)
@@ -156,8 +163,10 @@ def raw_scores(texts: Sequence[str], exact_turns: Sequence[int],
         state = read.value.get("memory_state")
         written = state.get("turn_count") if isinstance(state, dict) else None
         counts["turn_count_raw_right"] += type(written) is int and written == turns
-    out: dict[str, Any] = {k: counts[k] / n for k in ("json_valid_raw", "json_valid_repaired",
-                                                       "schema_valid_raw", "schema_valid_repaired")}
+    out: dict[str, Any] = {
+        k: counts[k] / n
+        for k in ("json_valid_raw", "json_valid_repaired", "schema_valid_raw", "schema_valid_repaired")
+    }
     out["turn_count_acc_raw"] = counts["turn_count_raw_right"] / n
     out["unrepairable"] = counts["unrepairable"]
     out["repairs"] = dict(repairs)
@@ -175,67 +184,106 @@ def _pairwise_bertscore(scorer: BertScorer) -> Similarity:
     return sim
 
 
-def memory_scores(gold: Sequence[dict], exact_turns: Sequence[int], pred: Sequence[dict],
-                  texts: Sequence[str] | None, check: Callable[[Any], str | None], *,
-                  threshold: float = FACT_THRESHOLD, bertscore_model: str | None = None,
-                  device: str | None = None) -> dict:
+def memory_scores(
+    gold: Sequence[dict],
+    exact_turns: Sequence[int],
+    pred: Sequence[dict],
+    texts: Sequence[str] | None,
+    check: Callable[[Any], str | None],
+    *,
+    threshold: float = FACT_THRESHOLD,
+    bertscore_model: str | None = None,
+    device: str | None = None,
+) -> dict:
     """The full report (see the module docstring); ``texts`` None: no raw-generation rates."""
     n = len(gold)
     if n == 0 or len(pred) != n or len(exact_turns) != n:
         raise ValueError(f"{n} gold states, {len(pred)} predictions, {len(exact_turns)} counts")
     gs = [g["memory_state"] for g in gold]
     ps = [p["memory_state"] for p in pred]
-    fact_items = [set_scores([g["key_facts"]], [p["key_facts"]], threshold)
-                  for g, p in zip(gs, ps, strict=True)]
-    ref_items = [set_scores([g["unresolved_refs"]], [p["unresolved_refs"]], threshold)
-                 for g, p in zip(gs, ps, strict=True)]
+    fact_items = [
+        set_scores([g["key_facts"]], [p["key_facts"]], threshold) for g, p in zip(gs, ps, strict=True)
+    ]
+    ref_items = [
+        set_scores([g["unresolved_refs"]], [p["unresolved_refs"]], threshold)
+        for g, p in zip(gs, ps, strict=True)
+    ]
     facts, refs = SetScore(), SetScore()
     for f, r in zip(fact_items, ref_items, strict=True):
         facts.add(f.matched, f.predicted, f.gold)
         refs.add(r.matched, r.predicted, r.gold)
     # per item, for paired comparisons (run/compare.py); the facts' P/R/F1 above stay micro
     per_item = {
-        "summary_rouge1": [rouge1_f(g["memory_summary"], p["memory_summary"])
-                           for g, p in zip(gold, pred, strict=True)],
-        "topic_exact": [float(normalise_topic(g["topic"]) == normalise_topic(p["topic"]))
-                        for g, p in zip(gs, ps, strict=True)],
+        "summary_rouge1": [
+            rouge1_f(g["memory_summary"], p["memory_summary"]) for g, p in zip(gold, pred, strict=True)
+        ],
+        "topic_exact": [
+            float(normalise_topic(g["topic"]) == normalise_topic(p["topic"]))
+            for g, p in zip(gs, ps, strict=True)
+        ],
         "topic_rougeL": [rouge_l_f(g["topic"], p["topic"]) for g, p in zip(gs, ps, strict=True)],
-        "turn_count_acc_delivered": [float(p["turn_count"] == t)
-                                     for p, t in zip(ps, exact_turns, strict=True)],
+        "turn_count_acc_delivered": [
+            float(p["turn_count"] == t) for p, t in zip(ps, exact_turns, strict=True)
+        ],
         "key_facts_f1": [f.f1 for f in fact_items],
         "unresolved_refs_f1": [r.f1 for r in ref_items],
     }
     report: dict[str, Any] = {
         "n": n,
-        "key_facts_precision": facts.precision, "key_facts_recall": facts.recall,
+        "key_facts_precision": facts.precision,
+        "key_facts_recall": facts.recall,
         "key_facts_f1": facts.f1,
-        "unresolved_refs_precision": refs.precision, "unresolved_refs_recall": refs.recall,
+        "unresolved_refs_precision": refs.precision,
+        "unresolved_refs_recall": refs.recall,
         "unresolved_refs_f1": refs.f1,
-        **{name: float(np.mean(per_item[name])) for name in
-           ("summary_rouge1", "topic_exact", "topic_rougeL", "turn_count_acc_delivered")},
+        **{
+            name: float(np.mean(per_item[name]))
+            for name in ("summary_rouge1", "topic_exact", "topic_rougeL", "turn_count_acc_delivered")
+        },
         "gold_turn_count_off": sum(g["turn_count"] != t for g, t in zip(gs, exact_turns, strict=True)),
         "fact_threshold": threshold,
         "facts": {"gold": facts.gold, "predicted": facts.predicted, "matched": facts.matched},
     }
     raw = raw_scores(texts, exact_turns, check) if texts is not None else {}
-    for name in ("json_valid_raw", "json_valid_repaired", "schema_valid_raw",
-                 "schema_valid_repaired", "turn_count_acc_raw", "unrepairable"):
+    for name in (
+        "json_valid_raw",
+        "json_valid_repaired",
+        "schema_valid_raw",
+        "schema_valid_repaired",
+        "turn_count_acc_raw",
+        "unrepairable",
+    ):
         report[name] = raw.get(name)
     report["repairs"] = raw.get("repairs")
     report["summary_bertscore"] = report["key_facts_f1_bertscore"] = None
     if bertscore_model:
         scorer = BertScorer(bertscore_model, device=device)
-        f1 = [s["f"] for s in scorer.score([g["memory_summary"] for g in gold],
-                                           [p["memory_summary"] for p in pred])]
+        f1 = [
+            s["f"]
+            for s in scorer.score([g["memory_summary"] for g in gold], [p["memory_summary"] for p in pred])
+        ]
         report["summary_bertscore"] = float(np.mean(f1))
         report["key_facts_f1_bertscore"] = set_scores(
-            [g["key_facts"] for g in gs], [p["key_facts"] for p in ps],
-            BERTSCORE_FACT_THRESHOLD, _pairwise_bertscore(scorer)).f1
+            [g["key_facts"] for g in gs],
+            [p["key_facts"] for p in ps],
+            BERTSCORE_FACT_THRESHOLD,
+            _pairwise_bertscore(scorer),
+        ).f1
         per_item["summary_bertscore"] = f1
     report["per_item"] = per_item
     return report
 
 
-__all__ = ["BERTSCORE_FACT_THRESHOLD", "FACT_THRESHOLD", "SetScore", "match_count",
-           "memory_scores", "normalise_topic", "raw_scores", "rouge1_f", "rouge_l_f",
-           "set_scores", "words"]
+__all__ = [
+    "BERTSCORE_FACT_THRESHOLD",
+    "FACT_THRESHOLD",
+    "SetScore",
+    "match_count",
+    "memory_scores",
+    "normalise_topic",
+    "raw_scores",
+    "rouge1_f",
+    "rouge_l_f",
+    "set_scores",
+    "words",
+]

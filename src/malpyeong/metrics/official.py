@@ -54,8 +54,11 @@ def _rate(n: int, correct: int) -> dict[str, float | int]:
     return {"n": n, "correct": correct, "accuracy": correct / n if n else 0.0}
 
 
-def cci_report(gold_labels: Sequence[str], pred_labels: Sequence[str],
-               categories: Sequence[str | Sequence[str]] | None = None) -> dict[str, Any]:
+def cci_report(
+    gold_labels: Sequence[str],
+    pred_labels: Sequence[str],
+    categories: Sequence[str | Sequence[str]] | None = None,
+) -> dict[str, Any]:
     """Accuracy plus the breakdowns that show where a CCI model fails.
 
     ``categories`` holds each item's category (a string, or several; an item then counts in
@@ -95,12 +98,10 @@ def cci_report(gold_labels: Sequence[str], pred_labels: Sequence[str],
         "n": len(gold_labels),
         "correct": correct,
         "accuracy": correct / len(gold_labels),
-        "confusion": {"labels": list(CCI_LABELS), "rows": "gold", "cols": "pred",
-                      "matrix": matrix},
+        "confusion": {"labels": list(CCI_LABELS), "rows": "gold", "cols": "pred", "matrix": matrix},
         "invalid_predictions": invalid,
         "by_gold_position": {label: _rate(*by_pos[label]) for label in CCI_LABELS},
-        "pred_distribution": {label: sum(row[j] for row in matrix)
-                              for j, label in enumerate(CCI_LABELS)},
+        "pred_distribution": {label: sum(row[j] for row in matrix) for j, label in enumerate(CCI_LABELS)},
     }
     if categories is not None:
         report["by_category"] = {cat: _rate(*by_cat[cat]) for cat in sorted(by_cat)}
@@ -119,8 +120,10 @@ def _mecab() -> Any:
     try:
         from mecab import MeCab
     except ImportError as err:
-        raise UserError("ROUGE-1 needs the Mecab morpheme analyser, which is not installed",
-                        hint="pip install python-mecab-ko") from err
+        raise UserError(
+            "ROUGE-1 needs the Mecab morpheme analyser, which is not installed",
+            hint="pip install python-mecab-ko",
+        ) from err
     return MeCab()
 
 
@@ -223,8 +226,13 @@ class BertScorer:
     true maximum is used (cosines in mBERT layer 9 are in practice positive).
     """
 
-    def __init__(self, model_path: str = BERTSCORE_MODEL, layer: int = BERTSCORE_LAYER,
-                 device: str | None = None, batch_size: int = 32) -> None:
+    def __init__(
+        self,
+        model_path: str = BERTSCORE_MODEL,
+        layer: int = BERTSCORE_LAYER,
+        device: str | None = None,
+        batch_size: int = 32,
+    ) -> None:
         import torch
         from transformers import AutoModel, AutoTokenizer
 
@@ -237,42 +245,49 @@ class BertScorer:
             raise ValueError(f"model has {n_layers} layers; layer {layer} requested")
         # Layers above the one we read are dead weight: drop them (what bert-score does too).
         encoder = getattr(model, "encoder", None)
-        if encoder is not None and isinstance(getattr(encoder, "layer", None),
-                                              torch.nn.ModuleList):
+        if encoder is not None and isinstance(getattr(encoder, "layer", None), torch.nn.ModuleList):
             encoder.layer = encoder.layer[:layer]
             model.config.num_hidden_layers = layer
         self.model = model.to(self.device).eval()
-        limit = min(int(self.tokenizer.model_max_length),
-                    int(getattr(model.config, "max_position_embeddings", 512)))
+        limit = min(
+            int(self.tokenizer.model_max_length), int(getattr(model.config, "max_position_embeddings", 512))
+        )
         self.max_length = limit
-        self.special_ids = {i for i in (self.tokenizer.cls_token_id,
-                                        self.tokenizer.sep_token_id) if i is not None}
+        self.special_ids = {
+            i for i in (self.tokenizer.cls_token_id, self.tokenizer.sep_token_id) if i is not None
+        }
 
     def _embed(self, texts: Sequence[str]) -> dict[str, tuple[Any, Any]]:
         """Unit-normalised layer embeddings and 0/1 weights per distinct text, length-batched."""
         import torch
 
         unique = sorted(set(texts))
-        ids = {t: self.tokenizer(t.strip(), add_special_tokens=True, truncation=True,
-                                 max_length=self.max_length)["input_ids"] for t in unique}
+        ids = {
+            t: self.tokenizer(
+                t.strip(), add_special_tokens=True, truncation=True, max_length=self.max_length
+            )["input_ids"]
+            for t in unique
+        }
         unique.sort(key=lambda t: len(ids[t]), reverse=True)
         pad = self.tokenizer.pad_token_id or 0
         out: dict[str, tuple[Any, Any]] = {}
         for start in range(0, len(unique), self.batch_size):
-            batch = unique[start:start + self.batch_size]
+            batch = unique[start : start + self.batch_size]
             width = max(len(ids[t]) for t in batch)
             input_ids = torch.full((len(batch), width), pad, dtype=torch.long)
             mask = torch.zeros((len(batch), width), dtype=torch.long)
             for row, t in enumerate(batch):
-                input_ids[row, :len(ids[t])] = torch.tensor(ids[t])
-                mask[row, :len(ids[t])] = 1
+                input_ids[row, : len(ids[t])] = torch.tensor(ids[t])
+                mask[row, : len(ids[t])] = 1
             with torch.inference_mode():
-                hidden = self.model(input_ids=input_ids.to(self.device),
-                                    attention_mask=mask.to(self.device),
-                                    output_hidden_states=True).hidden_states[self.layer]
+                hidden = self.model(
+                    input_ids=input_ids.to(self.device),
+                    attention_mask=mask.to(self.device),
+                    output_hidden_states=True,
+                ).hidden_states[self.layer]
             hidden = hidden.float().cpu()
             for row, t in enumerate(batch):
-                emb = hidden[row, :len(ids[t])]
+                emb = hidden[row, : len(ids[t])]
                 emb = emb / emb.norm(dim=-1, keepdim=True)
                 weight = torch.tensor([0.0 if i in self.special_ids else 1.0 for i in ids[t]])
                 out[t] = (emb, weight)
@@ -294,14 +309,20 @@ class BertScorer:
             r = (sim.max(dim=0).values * r_w).sum() / r_w.sum()
             f = 2 * p * r / (p + r)
             f_value = float(f)
-            scores.append({"p": float(p), "r": float(r),
-                           "f": 0.0 if math.isnan(f_value) else f_value})
+            scores.append({"p": float(p), "r": float(r), "f": 0.0 if math.isnan(f_value) else f_value})
         return scores
 
 
-def bertscore(refs: Sequence[str], preds: Sequence[str], model_path: str = BERTSCORE_MODEL,
-              *, layer: int = BERTSCORE_LAYER, device: str | None = None,
-              batch_size: int = 32, required: bool = False) -> MetricResult:
+def bertscore(
+    refs: Sequence[str],
+    preds: Sequence[str],
+    model_path: str = BERTSCORE_MODEL,
+    *,
+    layer: int = BERTSCORE_LAYER,
+    device: str | None = None,
+    batch_size: int = 32,
+    required: bool = False,
+) -> MetricResult:
     """Mean BERTScore F1 (0..1); ``value`` None with a notice when the default model can't be
     loaded, a ``UserError`` when the model the user named (``required``) can't."""
     _check_lengths(refs, preds)
@@ -309,13 +330,20 @@ def bertscore(refs: Sequence[str], preds: Sequence[str], model_path: str = BERTS
         scorer = BertScorer(model_path, layer=layer, device=device, batch_size=batch_size)
     except Exception as err:  # noqa: BLE001 - any load failure means "not available here"
         if required:
-            raise UserError(f"cannot load the BERTScore model ({_short(err)})",
-                            file=str(model_path), field="bertscore_model") from None
-        return _unavailable("bertscore", f"could not load model '{model_path}' ({_short(err)}); "
-                            "pass a local copy of bert-base-multilingual-cased")
+            raise UserError(
+                f"cannot load the BERTScore model ({_short(err)})",
+                file=str(model_path),
+                field="bertscore_model",
+            ) from None
+        return _unavailable(
+            "bertscore",
+            f"could not load model '{model_path}' ({_short(err)}); "
+            "pass a local copy of bert-base-multilingual-cased",
+        )
     f1 = [s["f"] for s in scorer.score(refs, preds)]
-    return MetricResult("bertscore", sum(f1) / len(f1), per_item=f1,
-                        details={"model": str(model_path), "layer": layer})
+    return MetricResult(
+        "bertscore", sum(f1) / len(f1), per_item=f1, details={"model": str(model_path), "layer": layer}
+    )
 
 
 # -------------------------------------------------------------------------------------- BLEURT
@@ -335,8 +363,7 @@ class BleurtScorer:
     ids 0/1, pairs cut to 512 tokens by dropping the last token of the longer side.
     """
 
-    def __init__(self, checkpoint: str | Path, device: str | None = None,
-                 batch_size: int = 16) -> None:
+    def __init__(self, checkpoint: str | Path, device: str | None = None, batch_size: int = 16) -> None:
         import torch
         from transformers import RemBertConfig, RemBertForSequenceClassification
 
@@ -345,30 +372,35 @@ class BleurtScorer:
             raise FileNotFoundError(f"no folder at {folder}")
         conf = json.loads((folder / "config.json").read_text(encoding="utf-8"))
         if conf.get("model_type") != "bleurt":
-            raise ValueError(f"config.json model_type is {conf.get('model_type')!r}, "
-                             "not 'bleurt'")
+            raise ValueError(f"config.json model_type is {conf.get('model_type')!r}, not 'bleurt'")
         spm_path = folder / "spm.model"
         if not spm_path.is_file():
-            raise FileNotFoundError(f"no spm.model in {folder} (only SentencePiece BLEURT-20 "
-                                    "checkpoints are supported)")
+            raise FileNotFoundError(
+                f"no spm.model in {folder} (only SentencePiece BLEURT-20 checkpoints are supported)"
+            )
         import sentencepiece
 
         self.sp = sentencepiece.SentencePieceProcessor(model_file=str(spm_path))
         hidden = conf["hidden_size"]
         emb = conf.get("embedding_size") or hidden
         config = RemBertConfig(
-            vocab_size=conf["vocab_size"], hidden_size=hidden,
+            vocab_size=conf["vocab_size"],
+            hidden_size=hidden,
             num_hidden_layers=conf["num_hidden_layers"],
             num_attention_heads=conf["num_attention_heads"],
-            input_embedding_size=emb, output_embedding_size=emb,
+            input_embedding_size=emb,
+            output_embedding_size=emb,
             intermediate_size=conf["intermediate_size"],
             hidden_act=conf.get("hidden_act", "gelu"),
-            hidden_dropout_prob=0.0, attention_probs_dropout_prob=0.0,
+            hidden_dropout_prob=0.0,
+            attention_probs_dropout_prob=0.0,
             classifier_dropout_prob=0.0,
             max_position_embeddings=conf["max_position_embeddings"],
             type_vocab_size=conf.get("type_vocab_size", 2),
             layer_norm_eps=conf.get("layer_norm_eps", 1e-12),
-            pad_token_id=conf.get("pad_token_id", 0), bos_token_id=None, eos_token_id=None,
+            pad_token_id=conf.get("pad_token_id", 0),
+            bos_token_id=None,
+            eos_token_id=None,
             num_labels=1,
         )
         model = RemBertForSequenceClassification(config)
@@ -376,8 +408,9 @@ class BleurtScorer:
         missing, unexpected = model.load_state_dict(state, strict=False)
         missing = [k for k in missing if not k.endswith("position_ids")]
         if missing or unexpected:
-            raise ValueError(f"weights do not match a BLEURT model: missing {missing[:3]}, "
-                             f"unexpected {unexpected[:3]}")
+            raise ValueError(
+                f"weights do not match a BLEURT model: missing {missing[:3]}, unexpected {unexpected[:3]}"
+            )
         self.device = device or _default_device()
         self.model = model.to(self.device).eval()
         self.batch_size = batch_size
@@ -405,20 +438,22 @@ class BleurtScorer:
         order = sorted(range(len(encoded)), key=lambda i: len(encoded[i][0]), reverse=True)
         result = [0.0] * len(encoded)
         for start in range(0, len(order), self.batch_size):
-            rows = order[start:start + self.batch_size]
+            rows = order[start : start + self.batch_size]
             width = max(len(encoded[i][0]) for i in rows)
             ids = torch.zeros((len(rows), width), dtype=torch.long)
             seg = torch.zeros_like(ids)
             mask = torch.zeros_like(ids)
             for k, i in enumerate(rows):
                 tok, segments = encoded[i]
-                ids[k, :len(tok)] = torch.tensor(tok)
-                seg[k, :len(tok)] = torch.tensor(segments)
-                mask[k, :len(tok)] = 1
+                ids[k, : len(tok)] = torch.tensor(tok)
+                seg[k, : len(tok)] = torch.tensor(segments)
+                mask[k, : len(tok)] = 1
             with torch.inference_mode():
-                logits = self.model(input_ids=ids.to(self.device),
-                                    token_type_ids=seg.to(self.device),
-                                    attention_mask=mask.to(self.device)).logits
+                logits = self.model(
+                    input_ids=ids.to(self.device),
+                    token_type_ids=seg.to(self.device),
+                    attention_mask=mask.to(self.device),
+                ).logits
             for k, value in zip(rows, logits[:, 0].float().cpu().tolist(), strict=True):
                 result[k] = value
         return result
@@ -441,7 +476,7 @@ def _bleurt_state_dict(folder: Path, hidden: int, emb: int) -> dict[str, Any]:
         if key.endswith(("position_ids", "token_type_ids")) and "embeddings" in key:
             continue  # buffers, not weights
         if key.startswith("bleurt."):
-            key = "rembert." + key[len("bleurt."):]
+            key = "rembert." + key[len("bleurt.") :]
         key = key.replace("encoder.embedding_projection.", "encoder.embedding_hidden_mapping_in.")
         state[key] = value
     proj = "rembert.encoder.embedding_hidden_mapping_in."
@@ -451,25 +486,37 @@ def _bleurt_state_dict(folder: Path, hidden: int, emb: int) -> dict[str, Any]:
     return state
 
 
-def bleurt(refs: Sequence[str], preds: Sequence[str], checkpoint: str | Path | None, *,
-           device: str | None = None, batch_size: int = 16) -> MetricResult:
+def bleurt(
+    refs: Sequence[str],
+    preds: Sequence[str],
+    checkpoint: str | Path | None,
+    *,
+    device: str | None = None,
+    batch_size: int = 16,
+) -> MetricResult:
     """Mean BLEURT-20 score (about 0..1); ``value`` None with a notice when no checkpoint is
     given; a checkpoint that was given but does not load is a ``UserError`` (exit 2), never a
     score silently left out."""
     _check_lengths(refs, preds)
     if checkpoint is None:
-        return _unavailable("bleurt", "no checkpoint given; download the PyTorch port of "
-                            "BLEURT-20 (huggingface.co/lucadiliello/BLEURT-20) and pass its folder")
+        return _unavailable(
+            "bleurt",
+            "no checkpoint given; download the PyTorch port of "
+            "BLEURT-20 (huggingface.co/lucadiliello/BLEURT-20) and pass its folder",
+        )
     try:
         scorer = BleurtScorer(checkpoint, device=device, batch_size=batch_size)
     except Exception as err:  # noqa: BLE001 - any load failure: the user's path is wrong
-        raise UserError(f"cannot load the BLEURT checkpoint ({_short(err)})",
-                        file=str(checkpoint), field="bleurt_checkpoint",
-                        hint="a folder of the PyTorch port of BLEURT-20 (config.json, "
-                             "model.safetensors, spm.model)") from None
+        raise UserError(
+            f"cannot load the BLEURT checkpoint ({_short(err)})",
+            file=str(checkpoint),
+            field="bleurt_checkpoint",
+            hint="a folder of the PyTorch port of BLEURT-20 (config.json, model.safetensors, spm.model)",
+        ) from None
     values = scorer.score(refs, preds)
-    return MetricResult("bleurt", sum(values) / len(values), per_item=values,
-                        details={"checkpoint": str(checkpoint)})
+    return MetricResult(
+        "bleurt", sum(values) / len(values), per_item=values, details={"checkpoint": str(checkpoint)}
+    )
 
 
 # ----------------------------------------------------------------------------------------- DCS
@@ -477,9 +524,15 @@ def bleurt(refs: Sequence[str], preds: Sequence[str], checkpoint: str | Path | N
 DCS_METRICS = ("rouge1", "bertscore", "bleurt")
 
 
-def dcs_scores(refs: Sequence[str], preds: Sequence[str], bertscore_model: str | None = None,
-               bleurt_checkpoint: str | Path | None = None, *, skip: Collection[str] = (),
-               device: str | None = None) -> dict[str, Any]:
+def dcs_scores(
+    refs: Sequence[str],
+    preds: Sequence[str],
+    bertscore_model: str | None = None,
+    bleurt_checkpoint: str | Path | None = None,
+    *,
+    skip: Collection[str] = (),
+    device: str | None = None,
+) -> dict[str, Any]:
     """All three DCS metrics and the leaderboard aggregate (mean of the available ones, x100).
 
     ``bertscore_model`` None means the hub id bert-base-multilingual-cased (works offline only
@@ -501,8 +554,13 @@ def dcs_scores(refs: Sequence[str], preds: Sequence[str], bertscore_model: str |
     if "bertscore" in skip:
         results["bertscore"] = _unavailable("bertscore", "skipped on request")
     else:
-        results["bertscore"] = bertscore(refs, preds, bertscore_model or BERTSCORE_MODEL,
-                                         device=device, required=bertscore_model is not None)
+        results["bertscore"] = bertscore(
+            refs,
+            preds,
+            bertscore_model or BERTSCORE_MODEL,
+            device=device,
+            required=bertscore_model is not None,
+        )
     if "bleurt" in skip:
         results["bleurt"] = _unavailable("bleurt", "skipped on request")
     else:
@@ -511,13 +569,15 @@ def dcs_scores(refs: Sequence[str], preds: Sequence[str], bertscore_model: str |
     used = [name for name in DCS_METRICS if results[name].value is not None]
     aggregate = (sum(results[name].value * 100 for name in used) / len(used)) if used else None
     out: dict[str, Any] = {name: results[name].value for name in DCS_METRICS}
-    out.update({
-        "aggregate": aggregate,
-        "aggregate_of": used,
-        "complete": len(used) == len(DCS_METRICS),
-        "notices": [r.notice for r in results.values() if r.notice],
-        "n": len(refs),
-        "per_item": {name: results[name].per_item for name in used},
-        "details": {name: results[name].details for name in used if results[name].details},
-    })
+    out.update(
+        {
+            "aggregate": aggregate,
+            "aggregate_of": used,
+            "complete": len(used) == len(DCS_METRICS),
+            "notices": [r.notice for r in results.values() if r.notice],
+            "n": len(refs),
+            "per_item": {name: results[name].per_item for name in used},
+            "details": {name: results[name].details for name in used if results[name].details},
+        }
+    )
     return out

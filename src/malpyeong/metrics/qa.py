@@ -32,8 +32,7 @@ from malpyeong.metrics.official import (
     rouge1_pair,
 )
 
-QA_METRICS = ("similarity", "rouge1", "f1", "em", "bertscore", "rationale_similarity",
-              "rationale_rouge1")
+QA_METRICS = ("similarity", "rouge1", "f1", "em", "bertscore", "rationale_similarity", "rationale_rouge1")
 NEEDS_EMBEDDER = ("similarity", "rationale_similarity")
 
 
@@ -74,16 +73,24 @@ class Embedder:
         """Per-item cosine; an empty prediction scores 0."""
         _check_lengths(refs, preds)
         texts = sorted(set(refs) | set(preds))
-        vectors = self.model.encode(texts, batch_size=32, convert_to_numpy=True,
-                                    normalize_embeddings=True, show_progress_bar=False)
+        vectors = self.model.encode(
+            texts, batch_size=32, convert_to_numpy=True, normalize_embeddings=True, show_progress_bar=False
+        )
         at = {t: v for t, v in zip(texts, vectors, strict=True)}
         return [0.0 if not p.strip() else float(at[r] @ at[p]) for r, p in zip(refs, preds, strict=True)]
 
 
-def qa_scores(refs: Sequence[str], preds: Sequence[str],
-              rationale_refs: Sequence[str | None], rationale_preds: Sequence[str | None], *,
-              embedder: str | None = None, bertscore_model: str | None = None,
-              device: str | None = None, only: Collection[str] | None = None) -> dict[str, Any]:
+def qa_scores(
+    refs: Sequence[str],
+    preds: Sequence[str],
+    rationale_refs: Sequence[str | None],
+    rationale_preds: Sequence[str | None],
+    *,
+    embedder: str | None = None,
+    bertscore_model: str | None = None,
+    device: str | None = None,
+    only: Collection[str] | None = None,
+) -> dict[str, Any]:
     """Every QA metric (or those in ``only``), means and per-item values.
 
     ``per_item`` lists are in item order; a reasoning metric holds NaN where the gold has no
@@ -111,13 +118,16 @@ def qa_scores(refs: Sequence[str], preds: Sequence[str],
     if "rouge1" in wanted:
         per_item["rouge1"] = [rouge1_pair(r, p)["f"] for r, p in zip(refs, preds, strict=True)]
     if "rationale_rouge1" in wanted:
-        per_item["rationale_rouge1"] = spread([rouge1_pair(r, p)["f"] if p else 0.0
-                                               for r, p in zip(r_refs, r_preds, strict=True)])
+        per_item["rationale_rouge1"] = spread(
+            [rouge1_pair(r, p)["f"] if p else 0.0 for r, p in zip(r_refs, r_preds, strict=True)]
+        )
     if any(m in wanted for m in NEEDS_EMBEDDER):
         model = None
         if embedder is None:
-            notices.append("similarity not computed: pass --embedder PATH, a sentence-transformers "
-                           "model folder (e.g. a local copy of jhgan/ko-sroberta-multitask)")
+            notices.append(
+                "similarity not computed: pass --embedder PATH, a sentence-transformers "
+                "model folder (e.g. a local copy of jhgan/ko-sroberta-multitask)"
+            )
         else:
             try:
                 model = Embedder(embedder, device)
@@ -132,9 +142,11 @@ def qa_scores(refs: Sequence[str], preds: Sequence[str],
             scorer = BertScorer(bertscore_model or BERTSCORE_MODEL, device=device)
             per_item["bertscore"] = [s["f"] for s in scorer.score(refs, preds)]
         except Exception as err:  # noqa: BLE001
-            notices.append(f"bertscore not computed: could not load model "
-                           f"'{bertscore_model or BERTSCORE_MODEL}' ({_short(err)}); pass "
-                           "--bertscore_model with a local copy")
+            notices.append(
+                f"bertscore not computed: could not load model "
+                f"'{bertscore_model or BERTSCORE_MODEL}' ({_short(err)}); pass "
+                "--bertscore_model with a local copy"
+            )
     report: dict[str, Any] = {}
     for name in QA_METRICS:
         values = [v for v in per_item.get(name, []) if not math.isnan(v)]
@@ -142,8 +154,15 @@ def qa_scores(refs: Sequence[str], preds: Sequence[str],
     if not with_rationale and any(m.startswith("rationale_") for m in wanted):
         notices.append("reasoning metrics not computed: no gold item has a reasoning")
     missing = sum(1 for r in rationale_preds if not (r or "").strip())
-    report.update({"n": len(refs), "rationale_n": len(with_rationale),
-                   "rationale_missing": missing, "notices": notices, "per_item": per_item})
+    report.update(
+        {
+            "n": len(refs),
+            "rationale_n": len(with_rationale),
+            "rationale_missing": missing,
+            "notices": notices,
+            "per_item": per_item,
+        }
+    )
     return report
 
 

@@ -23,8 +23,7 @@ def _blocks(resamples: int, n: int) -> Iterator[int]:
         done += size
 
 
-def bootstrap_means(values: Sequence[float], *, resamples: int = 10_000,
-                    seed: int = 0) -> np.ndarray:
+def bootstrap_means(values: Sequence[float], *, resamples: int = 10_000, seed: int = 0) -> np.ndarray:
     """Means of ``resamples`` samples drawn with replacement from ``values``."""
     x = np.asarray(values, dtype=float)
     rng = np.random.default_rng(seed)
@@ -34,8 +33,9 @@ def bootstrap_means(values: Sequence[float], *, resamples: int = 10_000,
     return np.concatenate(out)
 
 
-def mean_ci(values: Sequence[float], *, level: float = 0.95, resamples: int = 10_000,
-            seed: int = 0) -> tuple[float, float]:
+def mean_ci(
+    values: Sequence[float], *, level: float = 0.95, resamples: int = 10_000, seed: int = 0
+) -> tuple[float, float]:
     """Percentile bootstrap confidence interval of the mean."""
     means = bootstrap_means(values, resamples=resamples, seed=seed)
     tail = (1 - level) / 2 * 100
@@ -43,8 +43,9 @@ def mean_ci(values: Sequence[float], *, level: float = 0.95, resamples: int = 10
     return float(lo), float(hi)
 
 
-def paired_bootstrap(diffs: Sequence[float], *, level: float = 0.95, resamples: int = 10_000,
-                     seed: int = 0) -> tuple[float, float, float]:
+def paired_bootstrap(
+    diffs: Sequence[float], *, level: float = 0.95, resamples: int = 10_000, seed: int = 0
+) -> tuple[float, float, float]:
     """CI of the mean paired difference and a two-sided bootstrap p-value (twice the share of
     resampled means on the far side of 0, at most 1)."""
     means = bootstrap_means(diffs, resamples=resamples, seed=seed)
@@ -88,5 +89,4 @@ def holm(pvalues: Sequence[float]) -> list[float]:
     return adjusted
 
 
-__all__ = ["bootstrap_means", "holm", "mean_ci", "paired_bootstrap", "permutation_p",
-           "wilcoxon_p"]
+__all__ = ["bootstrap_means", "holm", "mean_ci", "paired_bootstrap", "permutation_p", "wilcoxon_p"]

@@ -91,9 +91,17 @@ TEMPLATES = {
 }
 
 # Text that ends an assistant turn, per chat format (generation stops there too).
-END_OF_TURN = {"llama3": "<|eot_id|>", "gemma2": "<end_of_turn>", "chatml": "<|im_end|>",
-               "mistral": None, "mistral_v3": None, "solar": None, "glm4": "<|user|>",
-               "transcript": "\n", "exaone": "[|endofturn|]"}
+END_OF_TURN = {
+    "llama3": "<|eot_id|>",
+    "gemma2": "<end_of_turn>",
+    "chatml": "<|im_end|>",
+    "mistral": None,
+    "mistral_v3": None,
+    "solar": None,
+    "glm4": "<|user|>",
+    "transcript": "\n",
+    "exaone": "[|endofturn|]",
+}
 
 # What a chat family's user turn starts with, before any text (Magpie feeds exactly this).
 PRE_QUERY = {
@@ -126,65 +134,211 @@ class Backbone:
     remote_code_note: str = ""  # shown next to the remote-code column (where the card differs)
 
 
-REGISTRY: dict[str, Backbone] = {b.name: b for b in [
-    Backbone("MLP-KTLim/llama-3-Korean-Bllossom-8B", "llama", "llama3", True, "sdpa",
-             "<|end_of_text|>", licence="llama3", notes="Llama-3 8B with Korean vocabulary expansion"),
-    Backbone("x2bee/POLAR-14B-v0.2", "llama", "chatml", True, "sdpa", None,
-             licence="apache-2.0", notes="SOLAR-style depth-upscaled Llama architecture"),
-    Backbone("rtzr/ko-gemma-2-9b-it", "gemma2", "gemma2", False, "eager", "<pad>",
-             licence="gemma", notes="Gemma-2 soft-capping needs eager attention"),
-    Backbone("google/gemma-2-9b-it", "gemma2", "gemma2", False, "eager", "<pad>",
-             licence="gemma", notes="Gemma-2 soft-capping needs eager attention"),
-    Backbone("beomi/Solar-Ko-Recovery-11B", "llama", "solar", True, "sdpa", None,
-             licence="apache-2.0", instruct=False, notes="base model; no chat template shipped"),
-    Backbone("yanolja/EEVE-Korean-Instruct-10.8B-v1.0", "llama", "solar", True, "sdpa", None,
-             licence="apache-2.0", notes="SOLAR-based; '### User:/### Assistant:' turns"),
-    Backbone("Qwen/Qwen2-7B", "qwen2", "chatml", True, "sdpa", "<|endoftext|>",
-             licence="apache-2.0", instruct=False, notes="base model"),
-    Backbone("Qwen/Qwen2-7B-Instruct", "qwen2", "chatml", True, "sdpa", "<|endoftext|>",
-             licence="apache-2.0"),
-    Backbone("THUDM/glm-4-9b-chat", "chatglm", "glm4", True, "eager", None, trust_remote_code=True,
-             licence="glm-4", notes="custom code: pass --trust_remote_code"),
-    Backbone("cpm-ai/Ocelot-Ko-self-instruction-10.8B-v1.0", "llama", "solar", True, "sdpa", None,
-             licence="cc-by-nc-4.0", notes="SOLAR-based Korean instruction model"),
-    Backbone("Qwen/Qwen2.5-3B-Instruct", "qwen2", "chatml", True, "sdpa", "<|endoftext|>",
-             licence="qwen-research"),
-    Backbone("meta-llama/Llama-3.2-3B-Instruct", "llama", "llama3", True, "sdpa",
-             "<|finetune_right_pad_id|>", licence="llama3.2", notes="gated on the hub"),
-    Backbone("mistralai/Mistral-7B-Instruct-v0.3", "mistral", "mistral_v3", False, "sdpa", "<unk>",
-             licence="apache-2.0",
-             notes="GQA (8 KV heads); v0.3 sets no sliding window (v0.1: 4096); "
-                   "no system role: folded; roles must alternate"),
-    Backbone("state-spaces/mamba-2.8b-hf", "mamba", "transcript", True, "eager", "<|padding|>",
-             licence="apache-2.0", instruct=False,
-             notes="state-space model, no attention and no chat template: a plain 'Name: line' "
-                   "transcript; LoRA on x_proj, embeddings, in_proj, out_proj"),
-    # Added for the published entries (issue 17); the facts are the model cards' (see notes).
-    Backbone("spow12/Qwen2-7B-ko-Instruct-orpo-ver_2.0_wo_chat", "qwen2", "chatml", True, "sdpa",
-             "<|endoftext|>", licence="cc-by-nc-4.0",
-             notes="Qwen2-7B-Instruct with Korean SFT + ORPO (card: qwen2, cc-by-nc-4.0); the "
-                   "tokenizer's own template is used; not checked here that it is ChatML"),
-    Backbone("LGAI-EXAONE/EXAONE-3.5-2.4B-Instruct", "exaone", "exaone", True, "sdpa", "[PAD]",
-             licence="exaone-1.1-nc", remote_code_note="card: yes; native in transformers 5.24",
-             notes="32K context; tied embeddings. The card loads it with trust_remote_code=True "
-                   "(its own modeling_exaone.py); transformers 5.24 (installed here) reads "
-                   "model_type 'exaone' natively (Llama layers, weights renamed on load), which "
-                   "we use; with an older transformers pass --trust_remote_code. Licence: EXAONE "
-                   "AI Model License 1.1 - NC (research use)"),
-    Backbone("LGAI-EXAONE/EXAONE-3.5-7.8B-Instruct", "exaone", "exaone", True, "sdpa", "[PAD]",
-             licence="exaone-1.1-nc", remote_code_note="card: yes; native in transformers 5.24",
-             notes="32K context; as the 2.4B for remote code and licence"),
-    Backbone("kakaocorp/kanana-1.5-8b-instruct-2505", "llama", "llama3", True, "sdpa",
-             "<|end_of_text|>", licence="apache-2.0",
-             notes="Llama architecture (card: llama, no custom code); 32K context, 128K with "
-                   "YaRN; Apache-2.0 as Kakao released Kanana 1.5 (the LICENSE file itself not "
-                   "read here); the Llama-3 chat format is our reading (tokenizer.json of "
-                   "Llama-3's size), the tokenizer's own template is what is used"),
-    Backbone("K-intelligence/Midm-2.0-Base-Instruct", "llama", "llama3", True, "sdpa", None,
-             licence="mit",
-             notes="Mi:dm 2.0 Base, 11.5B, Llama architecture (card: llama, no custom code, "
-                   "MIT); chat format not checked here: the tokenizer's own template is used"),
-]}
+REGISTRY: dict[str, Backbone] = {
+    b.name: b
+    for b in [
+        Backbone(
+            "MLP-KTLim/llama-3-Korean-Bllossom-8B",
+            "llama",
+            "llama3",
+            True,
+            "sdpa",
+            "<|end_of_text|>",
+            licence="llama3",
+            notes="Llama-3 8B with Korean vocabulary expansion",
+        ),
+        Backbone(
+            "x2bee/POLAR-14B-v0.2",
+            "llama",
+            "chatml",
+            True,
+            "sdpa",
+            None,
+            licence="apache-2.0",
+            notes="SOLAR-style depth-upscaled Llama architecture",
+        ),
+        Backbone(
+            "rtzr/ko-gemma-2-9b-it",
+            "gemma2",
+            "gemma2",
+            False,
+            "eager",
+            "<pad>",
+            licence="gemma",
+            notes="Gemma-2 soft-capping needs eager attention",
+        ),
+        Backbone(
+            "google/gemma-2-9b-it",
+            "gemma2",
+            "gemma2",
+            False,
+            "eager",
+            "<pad>",
+            licence="gemma",
+            notes="Gemma-2 soft-capping needs eager attention",
+        ),
+        Backbone(
+            "beomi/Solar-Ko-Recovery-11B",
+            "llama",
+            "solar",
+            True,
+            "sdpa",
+            None,
+            licence="apache-2.0",
+            instruct=False,
+            notes="base model; no chat template shipped",
+        ),
+        Backbone(
+            "yanolja/EEVE-Korean-Instruct-10.8B-v1.0",
+            "llama",
+            "solar",
+            True,
+            "sdpa",
+            None,
+            licence="apache-2.0",
+            notes="SOLAR-based; '### User:/### Assistant:' turns",
+        ),
+        Backbone(
+            "Qwen/Qwen2-7B",
+            "qwen2",
+            "chatml",
+            True,
+            "sdpa",
+            "<|endoftext|>",
+            licence="apache-2.0",
+            instruct=False,
+            notes="base model",
+        ),
+        Backbone(
+            "Qwen/Qwen2-7B-Instruct", "qwen2", "chatml", True, "sdpa", "<|endoftext|>", licence="apache-2.0"
+        ),
+        Backbone(
+            "THUDM/glm-4-9b-chat",
+            "chatglm",
+            "glm4",
+            True,
+            "eager",
+            None,
+            trust_remote_code=True,
+            licence="glm-4",
+            notes="custom code: pass --trust_remote_code",
+        ),
+        Backbone(
+            "cpm-ai/Ocelot-Ko-self-instruction-10.8B-v1.0",
+            "llama",
+            "solar",
+            True,
+            "sdpa",
+            None,
+            licence="cc-by-nc-4.0",
+            notes="SOLAR-based Korean instruction model",
+        ),
+        Backbone(
+            "Qwen/Qwen2.5-3B-Instruct",
+            "qwen2",
+            "chatml",
+            True,
+            "sdpa",
+            "<|endoftext|>",
+            licence="qwen-research",
+        ),
+        Backbone(
+            "meta-llama/Llama-3.2-3B-Instruct",
+            "llama",
+            "llama3",
+            True,
+            "sdpa",
+            "<|finetune_right_pad_id|>",
+            licence="llama3.2",
+            notes="gated on the hub",
+        ),
+        Backbone(
+            "mistralai/Mistral-7B-Instruct-v0.3",
+            "mistral",
+            "mistral_v3",
+            False,
+            "sdpa",
+            "<unk>",
+            licence="apache-2.0",
+            notes="GQA (8 KV heads); v0.3 sets no sliding window (v0.1: 4096); "
+            "no system role: folded; roles must alternate",
+        ),
+        Backbone(
+            "state-spaces/mamba-2.8b-hf",
+            "mamba",
+            "transcript",
+            True,
+            "eager",
+            "<|padding|>",
+            licence="apache-2.0",
+            instruct=False,
+            notes="state-space model, no attention and no chat template: a plain 'Name: line' "
+            "transcript; LoRA on x_proj, embeddings, in_proj, out_proj",
+        ),
+        # Added for the published entries (issue 17); the facts are the model cards' (see notes).
+        Backbone(
+            "spow12/Qwen2-7B-ko-Instruct-orpo-ver_2.0_wo_chat",
+            "qwen2",
+            "chatml",
+            True,
+            "sdpa",
+            "<|endoftext|>",
+            licence="cc-by-nc-4.0",
+            notes="Qwen2-7B-Instruct with Korean SFT + ORPO (card: qwen2, cc-by-nc-4.0); the "
+            "tokenizer's own template is used; not checked here that it is ChatML",
+        ),
+        Backbone(
+            "LGAI-EXAONE/EXAONE-3.5-2.4B-Instruct",
+            "exaone",
+            "exaone",
+            True,
+            "sdpa",
+            "[PAD]",
+            licence="exaone-1.1-nc",
+            remote_code_note="card: yes; native in transformers 5.24",
+            notes="32K context; tied embeddings. The card loads it with trust_remote_code=True "
+            "(its own modeling_exaone.py); transformers 5.24 (installed here) reads "
+            "model_type 'exaone' natively (Llama layers, weights renamed on load), which "
+            "we use; with an older transformers pass --trust_remote_code. Licence: EXAONE "
+            "AI Model License 1.1 - NC (research use)",
+        ),
+        Backbone(
+            "LGAI-EXAONE/EXAONE-3.5-7.8B-Instruct",
+            "exaone",
+            "exaone",
+            True,
+            "sdpa",
+            "[PAD]",
+            licence="exaone-1.1-nc",
+            remote_code_note="card: yes; native in transformers 5.24",
+            notes="32K context; as the 2.4B for remote code and licence",
+        ),
+        Backbone(
+            "kakaocorp/kanana-1.5-8b-instruct-2505",
+            "llama",
+            "llama3",
+            True,
+            "sdpa",
+            "<|end_of_text|>",
+            licence="apache-2.0",
+            notes="Llama architecture (card: llama, no custom code); 32K context, 128K with "
+            "YaRN; Apache-2.0 as Kakao released Kanana 1.5 (the LICENSE file itself not "
+            "read here); the Llama-3 chat format is our reading (tokenizer.json of "
+            "Llama-3's size), the tokenizer's own template is what is used",
+        ),
+        Backbone(
+            "K-intelligence/Midm-2.0-Base-Instruct",
+            "llama",
+            "llama3",
+            True,
+            "sdpa",
+            None,
+            licence="mit",
+            notes="Mi:dm 2.0 Base, 11.5B, Llama architecture (card: llama, no custom code, "
+            "MIT); chat format not checked here: the tokenizer's own template is used",
+        ),
+    ]
+}
 
 # Licences that forbid commercial use: an ensemble containing such a member inherits it.
 NON_COMMERCIAL = frozenset({"cc-by-nc-4.0", "exaone-1.1-nc", "qwen-research"})
@@ -193,6 +347,7 @@ NON_COMMERCIAL = frozenset({"cc-by-nc-4.0", "exaone-1.1-nc", "qwen-research"})
 def non_commercial(backbone: Backbone) -> bool:
     """Whether the backbone's licence forbids commercial use."""
     return backbone.licence in NON_COMMERCIAL
+
 
 # Defaults inferred from config.json's model_type for any other hub id or local path.
 BY_MODEL_TYPE = {
@@ -242,11 +397,20 @@ def get_backbone(name: str) -> Backbone:
 def registry_table() -> str:
     """The table ``run/train.py --list-models`` prints."""
     head = ("model", "family", "chat", "system", "attention", "pad", "remote code", "licence")
-    rows = [head] + [(b.name, b.family, b.chat_format, "yes" if b.system_role else "fold",
-                      b.attn_implementation, b.pad_token or "eos",
-                      ("yes" if b.trust_remote_code else "no")
-                      + (f" ({b.remote_code_note})" if b.remote_code_note else ""), b.licence)
-                     for b in REGISTRY.values()]
+    rows = [head] + [
+        (
+            b.name,
+            b.family,
+            b.chat_format,
+            "yes" if b.system_role else "fold",
+            b.attn_implementation,
+            b.pad_token or "eos",
+            ("yes" if b.trust_remote_code else "no")
+            + (f" ({b.remote_code_note})" if b.remote_code_note else ""),
+            b.licence,
+        )
+        for b in REGISTRY.values()
+    ]
     widths = [max(len(r[i]) for r in rows) for i in range(len(head))]
     return "\n".join("  ".join(c.ljust(w) for c, w in zip(r, widths, strict=False)).rstrip() for r in rows)
 
@@ -267,13 +431,15 @@ def fold_system(messages: list[dict]) -> list[dict]:
     return rest
 
 
-def render_chat(tokenizer: Any, messages: list[dict], backbone: Backbone, *,
-                add_generation_prompt: bool = True) -> str:
+def render_chat(
+    tokenizer: Any, messages: list[dict], backbone: Backbone, *, add_generation_prompt: bool = True
+) -> str:
     """The prompt text exactly as the model sees it."""
     if not backbone.system_role:
         messages = fold_system(messages)
-    return tokenizer.apply_chat_template(messages, tokenize=False,
-                                         add_generation_prompt=add_generation_prompt)
+    return tokenizer.apply_chat_template(
+        messages, tokenize=False, add_generation_prompt=add_generation_prompt
+    )
 
 
 def encode(tokenizer: Any, text: str) -> list[int]:
@@ -296,13 +462,14 @@ def answer_prefix(tokenizer: Any) -> str:
     user = [{"role": "user", "content": "x"}]
     try:
         prompt = tokenizer.apply_chat_template(user, tokenize=False, add_generation_prompt=True)
-        full = tokenizer.apply_chat_template(user + [{"role": "assistant", "content": PROBE}],
-                                             tokenize=False, add_generation_prompt=False)
+        full = tokenizer.apply_chat_template(
+            user + [{"role": "assistant", "content": PROBE}], tokenize=False, add_generation_prompt=False
+        )
     except Exception:  # noqa: BLE001 - no template, or one that rejects the probe
         return ""
-    if not (isinstance(full, str) and full.startswith(prompt) and PROBE in full[len(prompt):]):
+    if not (isinstance(full, str) and full.startswith(prompt) and PROBE in full[len(prompt) :]):
         return ""
-    return full[len(prompt):].split(PROBE, 1)[0]
+    return full[len(prompt) :].split(PROBE, 1)[0]
 
 
 def answer_ids(tokenizer: Any, text: str, prefix: str = "") -> list[int]:
@@ -337,16 +504,17 @@ def assistant_affixes(tokenizer: Any, backbone: Backbone) -> tuple[str, str]:
     """
     user = [{"role": "user", "content": "x"}]
     prompt = render_chat(tokenizer, user, backbone, add_generation_prompt=True)
-    full = render_chat(tokenizer, user + [{"role": "assistant", "content": SENTINEL}], backbone,
-                       add_generation_prompt=False)
+    full = render_chat(
+        tokenizer, user + [{"role": "assistant", "content": SENTINEL}], backbone, add_generation_prompt=False
+    )
     before, after = "", ""
-    if full.startswith(prompt) and SENTINEL in full[len(prompt):]:
-        before, after = full[len(prompt):].split(SENTINEL, 1)
+    if full.startswith(prompt) and SENTINEL in full[len(prompt) :]:
+        before, after = full[len(prompt) :].split(SENTINEL, 1)
     stops = [s for s in (END_OF_TURN.get(backbone.chat_format), tokenizer.eos_token) if s]
     hits = [(after.find(s), s) for s in stops if s in after]
     if hits:
         at, stop = min(hits)
-        after = after[:at + len(stop)]
+        after = after[: at + len(stop)]
     else:
         after = tokenizer.eos_token or ""
     return before, after
@@ -367,16 +535,22 @@ def _load_error(name: str, err: Exception, what: str = "model") -> UserError:
     kept whole (on one line), the useful part is often in its second half."""
     offline = os.environ.get("HF_HUB_OFFLINE") == "1"
     if Path(name).exists():
-        return UserError(f"cannot load the {what}: {type(err).__name__}: {one_line(err)}",
-                         file=name)
-    where = "not in the local hub cache and HF_HUB_OFFLINE=1" if offline else \
-        "not a local folder, and the hub could not provide it"
-    return UserError(f"cannot load model '{name}': {where}", field="model",
-                     hint="give a local path, or download it first with `hf download`")
+        return UserError(f"cannot load the {what}: {type(err).__name__}: {one_line(err)}", file=name)
+    where = (
+        "not in the local hub cache and HF_HUB_OFFLINE=1"
+        if offline
+        else "not a local folder, and the hub could not provide it"
+    )
+    return UserError(
+        f"cannot load model '{name}': {where}",
+        field="model",
+        hint="give a local path, or download it first with `hf download`",
+    )
 
 
-def load_tokenizer(name: str, backbone: Backbone | None = None, *,
-                   trust_remote_code: bool | None = None) -> Any:
+def load_tokenizer(
+    name: str, backbone: Backbone | None = None, *, trust_remote_code: bool | None = None
+) -> Any:
     """Tokenizer with a pad token and a chat template guaranteed."""
     from transformers import AutoTokenizer
 
@@ -404,11 +578,18 @@ def quantization_config(compute_dtype: Any = None) -> Any:
     from transformers import BitsAndBytesConfig
 
     if compute_dtype is None:
-        compute_dtype = torch.bfloat16 if (not torch.cuda.is_available()
-                                           or torch.cuda.is_bf16_supported()) else torch.float16
-    return BitsAndBytesConfig(load_in_4bit=True, bnb_4bit_quant_type="nf4",
-                              bnb_4bit_use_double_quant=True, bnb_4bit_compute_dtype=compute_dtype,
-                              bnb_4bit_quant_storage=compute_dtype)
+        compute_dtype = (
+            torch.bfloat16
+            if (not torch.cuda.is_available() or torch.cuda.is_bf16_supported())
+            else torch.float16
+        )
+    return BitsAndBytesConfig(
+        load_in_4bit=True,
+        bnb_4bit_quant_type="nf4",
+        bnb_4bit_use_double_quant=True,
+        bnb_4bit_compute_dtype=compute_dtype,
+        bnb_4bit_quant_storage=compute_dtype,
+    )
 
 
 def resolve_dtype(dtype: str | None) -> Any:
@@ -419,17 +600,29 @@ def resolve_dtype(dtype: str | None) -> Any:
             return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
         return torch.float32
     try:
-        return {"bf16": torch.bfloat16, "bfloat16": torch.bfloat16, "fp16": torch.float16,
-                "float16": torch.float16, "fp32": torch.float32, "float32": torch.float32}[dtype]
+        return {
+            "bf16": torch.bfloat16,
+            "bfloat16": torch.bfloat16,
+            "fp16": torch.float16,
+            "float16": torch.float16,
+            "fp32": torch.float32,
+            "float32": torch.float32,
+        }[dtype]
     except KeyError:
-        raise UserError(f"unknown dtype '{dtype}'", field="dtype",
-                        hint="bf16, fp16, fp32 or auto") from None
+        raise UserError(f"unknown dtype '{dtype}'", field="dtype", hint="bf16, fp16, fp32 or auto") from None
 
 
-def load_model(name: str, method: str = "full", *, backbone: Backbone | None = None,
-               dtype: str | None = "auto", device_map: Any = None,
-               trust_remote_code: bool | None = None, attn_implementation: str | None = None,
-               num_labels: int | None = None) -> Any:
+def load_model(
+    name: str,
+    method: str = "full",
+    *,
+    backbone: Backbone | None = None,
+    dtype: str | None = "auto",
+    device_map: Any = None,
+    trust_remote_code: bool | None = None,
+    attn_implementation: str | None = None,
+    num_labels: int | None = None,
+) -> Any:
     """A causal LM from a hub id or local path; ``method`` is full, lora or qlora.
 
     For qlora the base is loaded 4-bit (NF4); adapters are attached by the trainer (peft), so
@@ -451,7 +644,8 @@ def load_model(name: str, method: str = "full", *, backbone: Backbone | None = N
     }
     if method == "qlora":
         kwargs["quantization_config"] = quantization_config(
-            kwargs["dtype"] if kwargs["dtype"] != torch.float32 else None)
+            kwargs["dtype"] if kwargs["dtype"] != torch.float32 else None
+        )
         kwargs["dtype"] = kwargs["quantization_config"].bnb_4bit_compute_dtype
         if num_labels is not None:  # the new head is trained in full precision
             kwargs["quantization_config"].llm_int8_skip_modules = ["score", "classifier"]
@@ -485,8 +679,23 @@ def _local_device() -> Any:
     return "cpu"
 
 
-
-__all__ = ["NON_COMMERCIAL", "REGISTRY", "SENTINEL", "Backbone", "answer_ids", "answer_prefix",
-           "assistant_affixes", "completion_ids", "end_of_turn_ids", "encode", "fold_system",
-           "get_backbone", "load_model", "load_tokenizer", "non_commercial", "registry_table",
-           "render_chat", "replace"]
+__all__ = [
+    "NON_COMMERCIAL",
+    "REGISTRY",
+    "SENTINEL",
+    "Backbone",
+    "answer_ids",
+    "answer_prefix",
+    "assistant_affixes",
+    "completion_ids",
+    "end_of_turn_ids",
+    "encode",
+    "fold_system",
+    "get_backbone",
+    "load_model",
+    "load_tokenizer",
+    "non_commercial",
+    "registry_table",
+    "render_chat",
+    "replace",
+]

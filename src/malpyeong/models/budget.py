@@ -28,17 +28,26 @@ class FittedPrompt:
     full_tokens: int = 0  # the prompt's length before anything was cut
 
 
-def fit_prompt(task: Task, item: Any, tokenizer: Any, backbone: Backbone, spec: PromptSpec,
-               max_length: int | None = None, *, reserve: int = 0,
-               add_generation_prompt: bool = True) -> FittedPrompt:
+def fit_prompt(
+    task: Task,
+    item: Any,
+    tokenizer: Any,
+    backbone: Backbone,
+    spec: PromptSpec,
+    max_length: int | None = None,
+    *,
+    reserve: int = 0,
+    add_generation_prompt: bool = True,
+) -> FittedPrompt:
     """Render ``item``'s prompt; if longer than ``max_length - reserve`` tokens, cut utterances.
 
     ``reserve`` keeps room for what follows the prompt (the answer, or generated tokens).
     """
 
     def render(it: Any) -> tuple[str, list[int]]:
-        text = render_chat(tokenizer, chat_messages(task, it, spec), backbone,
-                           add_generation_prompt=add_generation_prompt)
+        text = render_chat(
+            tokenizer, chat_messages(task, it, spec), backbone, add_generation_prompt=add_generation_prompt
+        )
         return text, encode(tokenizer, text)
 
     text, ids = render(item)

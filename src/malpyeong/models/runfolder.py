@@ -41,8 +41,15 @@ MODEL_DIR = "model"  # where older run folders kept a full model (still read)
 MERGED_DIR = "merged"  # where older run folders kept a --merge model (still read)
 TOKENIZER_MARKERS = ("tokenizer.json", "tokenizer_config.json", "tokenizer.model")
 # Files that mark a folder as one we wrote, so --overwrite may replace it.
-MARKERS = (RUN_FILE, "config.yaml", "data_stats.json", "dev_metrics.json", "merge_config.yaml",
-           ADAPTER_DIR, MODEL_DIR)
+MARKERS = (
+    RUN_FILE,
+    "config.yaml",
+    "data_stats.json",
+    "dev_metrics.json",
+    "merge_config.yaml",
+    ADAPTER_DIR,
+    MODEL_DIR,
+)
 
 
 def is_run_folder(path: str | os.PathLike) -> bool:
@@ -106,13 +113,32 @@ def write_run(folder: str | os.PathLike, info: dict) -> None:
     atomic_write_json(Path(folder) / RUN_FILE, info)
 
 
-def run_info(model: str, method: str, *, adapter_dir: str | None, merged_dir: str | None,
-             task: str | None, prompt: str | None, max_length: int | None,
-             target_style: str | None, stage: str, **extra: Any) -> dict:
+def run_info(
+    model: str,
+    method: str,
+    *,
+    adapter_dir: str | None,
+    merged_dir: str | None,
+    task: str | None,
+    prompt: str | None,
+    max_length: int | None,
+    target_style: str | None,
+    stage: str,
+    **extra: Any,
+) -> dict:
     """The run file's content: what a loader needs to use the folder as it was trained."""
-    return {"model": model, "method": method, "adapter_dir": adapter_dir,
-            "merged_dir": merged_dir, "task": task, "prompt": prompt, "max_length": max_length,
-            "target_style": target_style, "stage": stage, **extra}
+    return {
+        "model": model,
+        "method": method,
+        "adapter_dir": adapter_dir,
+        "merged_dir": merged_dir,
+        "task": task,
+        "prompt": prompt,
+        "max_length": max_length,
+        "target_style": target_style,
+        "stage": stage,
+        **extra,
+    }
 
 
 def adapter_of(path: str | os.PathLike, run: dict | None = None) -> Path | None:
@@ -146,8 +172,11 @@ def adapter_base(folder: str | os.PathLike) -> str:
     config = read_json(Path(folder) / ADAPTER_CONFIG)
     base = config.get("base_model_name_or_path")
     if not isinstance(base, str) or not base:
-        raise UserError("adapter config names no base model",
-                        file=str(Path(folder) / ADAPTER_CONFIG), field="base_model_name_or_path")
+        raise UserError(
+            "adapter config names no base model",
+            file=str(Path(folder) / ADAPTER_CONFIG),
+            field="base_model_name_or_path",
+        )
     return base
 
 
@@ -155,8 +184,12 @@ def find_adapter(path: str | os.PathLike, field: str) -> Path:
     """An adapter folder, given the folder itself or a run folder that holds one."""
     found = adapter_of(path)
     if found is None:
-        raise UserError(f"no LoRA adapter here ({ADAPTER_CONFIG})", file=str(path), field=field,
-                        hint="give a run folder trained with --method lora or qlora")
+        raise UserError(
+            f"no LoRA adapter here ({ADAPTER_CONFIG})",
+            file=str(path),
+            field=field,
+            hint="give a run folder trained with --method lora or qlora",
+        )
     return found
 
 
@@ -168,9 +201,30 @@ def tokenizer_of(folder: Path, run_folder: Path, base: str) -> str:
     return base
 
 
-__all__ = ["ADAPTER_CONFIG", "ADAPTER_DIR", "MARKERS", "MERGED_DIR", "MODEL_CONFIG", "MODEL_DIR",
-           "RUN_FILE", "WEIGHTS_DIR", "adapter_base", "adapter_of", "checkpoint_run",
-           "find_adapter", "model_key",
-           "has_run_file", "has_tokenizer", "is_adapter", "is_finished_run", "is_model",
-           "is_run_folder",
-           "read_json", "read_run", "run_info", "tokenizer_of", "weights_of", "write_run"]
+__all__ = [
+    "ADAPTER_CONFIG",
+    "ADAPTER_DIR",
+    "MARKERS",
+    "MERGED_DIR",
+    "MODEL_CONFIG",
+    "MODEL_DIR",
+    "RUN_FILE",
+    "WEIGHTS_DIR",
+    "adapter_base",
+    "adapter_of",
+    "checkpoint_run",
+    "find_adapter",
+    "model_key",
+    "has_run_file",
+    "has_tokenizer",
+    "is_adapter",
+    "is_finished_run",
+    "is_model",
+    "is_run_folder",
+    "read_json",
+    "read_run",
+    "run_info",
+    "tokenizer_of",
+    "weights_of",
+    "write_run",
+]

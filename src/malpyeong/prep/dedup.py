@@ -44,7 +44,7 @@ from malpyeong.tasks import Task, get_task
 from malpyeong.tasks.base import parse_envelope
 
 KEEP = ("first", "longest")
-EXAMPLE_CHARS = 300    # report examples are cut here
+EXAMPLE_CHARS = 300  # report examples are cut here
 
 
 @dataclass
@@ -52,11 +52,11 @@ class Record:
     """One unit of dedup: what is compared (``parts``), what is written back (``raw``)."""
 
     id: str
-    parts: list[str]                   # all must be near-duplicates for two records to be
-    utterances: list[str]              # dialogue lines, for the contamination windows
-    raw: Any                           # the original item/record, written back unchanged
+    parts: list[str]  # all must be near-duplicates for two records to be
+    utterances: list[str]  # dialogue lines, for the contamination windows
+    raw: Any  # the original item/record, written back unchanged
     source: str = ""
-    text: str = field(init=False)      # the whole item text (exact dedup, "longest", report)
+    text: str = field(init=False)  # the whole item text (exact dedup, "longest", report)
 
     def __post_init__(self) -> None:
         self.text = "\n".join(self.parts)
@@ -66,11 +66,11 @@ class Record:
 # official items, through the task
 # ---------------------------------------------------------------------------------------------
 
+
 def task_records(items: Sequence[Any], task: Task, source: str = "") -> list[Record]:
     """Records of typed items (``malpyeong.data.load_items``): the parts and dialogue lines
     are what the task says (``dedup_parts``, ``dialogue_lines``), ``raw`` the item's record."""
-    return [Record(it.id, task.dedup_parts(it), task.dialogue_lines(it), it.raw, source)
-            for it in items]
+    return [Record(it.id, task.dedup_parts(it), task.dialogue_lines(it), it.raw, source) for it in items]
 
 
 def official_records(items: list[dict], task: str | Task, source: str = "") -> list[Record]:
@@ -82,8 +82,7 @@ def official_records(items: list[dict], task: str | Task, source: str = "") -> l
         item = task.parse_item(raw, problems)
         if problems or item is None:
             where, what = problems[0] if problems else ("item", "cannot be read")
-            raise UserError(what, file=source or None, item=official.item_label(raw, i),
-                            field=where)
+            raise UserError(what, file=source or None, item=official.item_label(raw, i), field=where)
         typed.append(item)
     return task_records(typed, task, source)
 
@@ -110,8 +109,13 @@ def reference_records(path: str | os.PathLike, task: Task | None = None) -> list
             rid, _, utterances = parse_envelope(raw, problems, utterance_ids=False)
             if problems:
                 where, what = problems[0]
-                raise UserError(what, file=name, item=official.item_label(raw, i), field=where,
-                                hint="--against takes official files of a dialogue task")
+                raise UserError(
+                    what,
+                    file=name,
+                    item=official.item_label(raw, i),
+                    field=where,
+                    hint="--against takes official files of a dialogue task",
+                )
             lines = [u.utterance for u in utterances]
         out.append(Record(str(rid), ["\n".join(lines)], lines, raw, name))
     return out
@@ -120,6 +124,7 @@ def reference_records(path: str | os.PathLike, task: Task | None = None) -> list
 # ---------------------------------------------------------------------------------------------
 # dedup on arrays
 # ---------------------------------------------------------------------------------------------
+
 
 def check_settings(k: int, keep: str) -> None:
     if not 0 <= k <= 63:
@@ -132,8 +137,8 @@ def check_settings(k: int, keep: str) -> None:
 class Signatures:
     """What dedup needs of n records, as arrays: fingerprints per part, exact keys, lengths."""
 
-    fps: np.ndarray      # (n, parts) uint64
-    keys: np.ndarray     # (n,) uint64: equal for records whose whole text normalises equally
+    fps: np.ndarray  # (n, parts) uint64
+    keys: np.ndarray  # (n,) uint64: equal for records whose whole text normalises equally
     lengths: np.ndarray  # (n,) int64: characters of the whole text ("longest")
 
     @classmethod
@@ -148,11 +153,12 @@ class Signatures:
     @classmethod
     def concat(cls, sigs: list[Signatures], nparts: int) -> Signatures:
         if not sigs:
-            return cls(np.zeros((0, nparts), np.uint64), np.zeros(0, np.uint64),
-                       np.zeros(0, np.int64))
-        return cls(np.concatenate([s.fps for s in sigs]),
-                   np.concatenate([s.keys for s in sigs]),
-                   np.concatenate([s.lengths for s in sigs]))
+            return cls(np.zeros((0, nparts), np.uint64), np.zeros(0, np.uint64), np.zeros(0, np.int64))
+        return cls(
+            np.concatenate([s.fps for s in sigs]),
+            np.concatenate([s.keys for s in sigs]),
+            np.concatenate([s.lengths for s in sigs]),
+        )
 
     def take(self, idx: np.ndarray) -> Signatures:
         return Signatures(self.fps[idx], self.keys[idx], self.lengths[idx])
@@ -175,12 +181,12 @@ def _keepers(label: np.ndarray, lengths: np.ndarray, keep: str) -> np.ndarray:
 class Plan:
     """The decision for n records: who is kept and which cluster everyone belongs to."""
 
-    kept: np.ndarray    # record indices kept, ascending
-    grp: np.ndarray     # exact-duplicate group of each record (numbered by first appearance)
-    gkeep: np.ndarray   # gkeep[g]: the record kept of group g
-    label: np.ndarray   # cluster of each record (its smallest group number)
-    ckeep: np.ndarray   # the record kept of each cluster, by cluster
-    size: np.ndarray    # records per cluster number
+    kept: np.ndarray  # record indices kept, ascending
+    grp: np.ndarray  # exact-duplicate group of each record (numbered by first appearance)
+    gkeep: np.ndarray  # gkeep[g]: the record kept of group g
+    label: np.ndarray  # cluster of each record (its smallest group number)
+    ckeep: np.ndarray  # the record kept of each cluster, by cluster
+    size: np.ndarray  # records per cluster number
 
     @property
     def n_groups(self) -> int:
@@ -192,9 +198,9 @@ def plan(sig: Signatures, *, k: int = 3, keep: str = "first") -> Plan:
     ``k`` bits), then one keeper per cluster."""
     check_settings(k, keep)
     n = len(sig.keys)
-    grp, first = groups(sig.keys)                 # group ids in order of first appearance
+    grp, first = groups(sig.keys)  # group ids in order of first appearance
     ng = len(first)
-    gkeep = _keepers(grp, sig.lengths, keep)      # gkeep[g]: the record kept for group g
+    gkeep = _keepers(grp, sig.lengths, keep)  # gkeep[g]: the record kept for group g
     fps = sig.fps[gkeep]
     nparts = fps.shape[1]
     pairs = near_duplicate_pairs(fps[:, 0], k, spanning=nparts == 1)
@@ -210,11 +216,11 @@ def plan(sig: Signatures, *, k: int = 3, keep: str = "first") -> Plan:
 class ClusterLayout:
     """The clusters of 2+ records as the report lists them (clusters in label order)."""
 
-    clusters: np.ndarray   # cluster labels
-    keepers: np.ndarray    # the record kept of each
-    dropped: np.ndarray    # every other member, cluster by cluster, input order inside
+    clusters: np.ndarray  # cluster labels
+    keepers: np.ndarray  # the record kept of each
+    dropped: np.ndarray  # every other member, cluster by cluster, input order inside
     dropped_for: np.ndarray  # the keeper each was dropped for
-    first: np.ndarray      # the first two dropped members of each cluster (-1: none)
+    first: np.ndarray  # the first two dropped members of each cluster (-1: none)
     second: np.ndarray
 
     @classmethod
@@ -228,17 +234,22 @@ class ClusterLayout:
         lo = np.searchsorted(p.label[dropped], big)
         hi = np.searchsorted(p.label[dropped], big, side="right")
         pad = np.append(dropped, -1)
-        return cls(big, keeper[big], dropped, keeper[p.label[dropped]], pad[lo],
-                   np.where(hi - lo >= 2, pad[np.minimum(lo + 1, len(dropped))], -1))
+        return cls(
+            big,
+            keeper[big],
+            dropped,
+            keeper[p.label[dropped]],
+            pad[lo],
+            np.where(hi - lo >= 2, pad[np.minimum(lo + 1, len(dropped))], -1),
+        )
 
     def named(self) -> tuple[np.ndarray, np.ndarray]:
         """Every record the report names (ascending), and whether its text is shown."""
         idx = np.concatenate((self.keepers, self.dropped))
         order = np.argsort(idx)
         shown = np.zeros(len(idx), dtype=bool)
-        shown[:len(self.keepers)] = True
-        shown[len(self.keepers):] = np.isin(self.dropped, np.concatenate((self.first,
-                                                                          self.second)))
+        shown[: len(self.keepers)] = True
+        shown[len(self.keepers) :] = np.isin(self.dropped, np.concatenate((self.first, self.second)))
         return idx[order], shown[order]
 
 
@@ -248,29 +259,38 @@ def report_example(text: str) -> str:
 
 def report_counts(p: Plan) -> dict[str, int]:
     n = len(p.label)
-    return {"n_in": n, "n_exact_dups": n - p.n_groups, "n_near_dups": p.n_groups - len(p.kept),
-            "n_out": len(p.kept)}
+    return {
+        "n_in": n,
+        "n_exact_dups": n - p.n_groups,
+        "n_near_dups": p.n_groups - len(p.kept),
+        "n_out": len(p.kept),
+    }
 
 
-def report_clusters(p: Plan, lay: ClusterLayout, describe: dict[int, tuple[str, str, str]]
-              ) -> Iterator[dict]:
+def report_clusters(p: Plan, lay: ClusterLayout, describe: dict[int, tuple[str, str, str]]) -> Iterator[dict]:
     """The report's clusters, largest first (ties in input order), with up to three examples."""
     sizes = p.size[lay.clusters]
     order = np.argsort(-sizes, kind="stable")
     keepers, first, second = lay.keepers.tolist(), lay.first.tolist(), lay.second.tolist()
     for j, size in zip(order.tolist(), sizes[order].tolist(), strict=True):
         shown = [keepers[j], first[j]] + ([second[j]] if second[j] >= 0 else [])
-        yield {"size": size, "kept": describe[keepers[j]][0],
-               "examples": [{"id": describe[i][0], "text": describe[i][2]} for i in shown]}
+        yield {
+            "size": size,
+            "kept": describe[keepers[j]][0],
+            "examples": [{"id": describe[i][0], "text": describe[i][2]} for i in shown],
+        }
 
 
-def report_dropped(p: Plan, lay: ClusterLayout, describe: dict[int, tuple[str, str, str]]
-             ) -> Iterator[dict]:
+def report_dropped(p: Plan, lay: ClusterLayout, describe: dict[int, tuple[str, str, str]]) -> Iterator[dict]:
     """Every dropped record (cluster by cluster), why, and the record kept instead."""
     exact = (p.gkeep[p.grp[lay.dropped]] != lay.dropped).tolist()
     for m, e, k in zip(lay.dropped.tolist(), exact, lay.dropped_for.tolist(), strict=True):
-        yield {"id": describe[m][0], "source": describe[m][1],
-               "reason": "exact" if e else "near", "kept": describe[k][0]}
+        yield {
+            "id": describe[m][0],
+            "source": describe[m][1],
+            "reason": "exact" if e else "near",
+            "kept": describe[k][0],
+        }
 
 
 def build_report(p: Plan, describe: dict[int, tuple[str, str, str]]) -> dict:
@@ -278,12 +298,16 @@ def build_report(p: Plan, describe: dict[int, tuple[str, str, str]]) -> dict:
     dropped record with the record it was dropped for. ``describe[i] = (id, source, text)``
     for every record :meth:`ClusterLayout.named` names."""
     lay = ClusterLayout.of(p)
-    return {**report_counts(p), "clusters": list(report_clusters(p, lay, describe)),
-            "dropped": list(report_dropped(p, lay, describe))}
+    return {
+        **report_counts(p),
+        "clusters": list(report_clusters(p, lay, describe)),
+        "dropped": list(report_dropped(p, lay, describe)),
+    }
 
 
-def dedup(records: list[Record], *, k: int = 3, features: str = "char5",
-          keep: str = "first") -> tuple[list[int], dict]:
+def dedup(
+    records: list[Record], *, k: int = 3, features: str = "char5", keep: str = "first"
+) -> tuple[list[int], dict]:
     """Indices of the records to keep (input order) and a report of what was removed and why."""
     check_settings(k, keep)
     if not records:
@@ -291,17 +315,19 @@ def dedup(records: list[Record], *, k: int = 3, features: str = "char5",
     nparts = len(records[0].parts)
     if any(len(r.parts) != nparts for r in records):
         raise UserError("records mix different kinds of items; dedup one task at a time")
-    sig = Signatures.of([[r.parts[j] for r in records] for j in range(nparts)],
-                        [r.text for r in records], features)
+    sig = Signatures.of(
+        [[r.parts[j] for r in records] for j in range(nparts)], [r.text for r in records], features
+    )
     p = plan(sig, k=k, keep=keep)
     named, shown = ClusterLayout.of(p).named()
-    describe = {i: (records[i].id, records[i].source, report_example(records[i].text) if s else "")
-                for i, s in zip(named.tolist(), shown.tolist(), strict=True)}
+    describe = {
+        i: (records[i].id, records[i].source, report_example(records[i].text) if s else "")
+        for i, s in zip(named.tolist(), shown.tolist(), strict=True)
+    }
     return p.kept.tolist(), build_report(p, describe)
 
 
-def dedup_texts(texts: list[str], *, k: int = 3, features: str = "char5",
-                keep: str = "first") -> list[int]:
+def dedup_texts(texts: list[str], *, k: int = 3, features: str = "char5", keep: str = "first") -> list[int]:
     """Indices of ``texts`` to keep (for generators such as Magpie that filter plain strings)."""
     check_settings(k, keep)
     if not texts:
@@ -313,12 +339,15 @@ def dedup_texts(texts: list[str], *, k: int = 3, features: str = "char5",
 # contamination guard
 # ---------------------------------------------------------------------------------------------
 
+
 def _units(utts: list[str], window: int) -> list[tuple[str, str]]:
     """(label, text) of the whole dialogue and of every window of ``window`` utterances."""
     units = [("dialogue", "\n".join(utts))]
     if len(utts) > window:
-        units += [(f"utterances {s + 1}-{s + window}", "\n".join(utts[s:s + window]))
-                  for s in range(len(utts) - window + 1)]
+        units += [
+            (f"utterances {s + 1}-{s + window}", "\n".join(utts[s : s + window]))
+            for s in range(len(utts) - window + 1)
+        ]
     return units
 
 
@@ -326,8 +355,15 @@ class Guard:
     """The dev/test side of the contamination check, hashed once; :meth:`check` takes the
     training side in as many batches as needed."""
 
-    def __init__(self, references: list[Record], *, k: int = 3, features: str = "char5",
-                 window: int = 4, min_chars: int = 40) -> None:
+    def __init__(
+        self,
+        references: list[Record],
+        *,
+        k: int = 3,
+        features: str = "char5",
+        window: int = 4,
+        min_chars: int = 40,
+    ) -> None:
         if window < 1:
             raise UserError(f"window must be >= 1, got {window}", field="window")
         check_settings(k, "first")
@@ -353,8 +389,14 @@ class Guard:
 
         def hit(i: int, unit: str, ref: Record, ref_unit: str, kind: str, dist: int) -> None:
             if i not in found:
-                found[i] = {"unit": unit, "matched_id": ref.id, "matched_source": ref.source,
-                            "matched_unit": ref_unit, "match": kind, "distance": dist}
+                found[i] = {
+                    "unit": unit,
+                    "matched_id": ref.id,
+                    "matched_source": ref.source,
+                    "matched_unit": ref_unit,
+                    "match": kind,
+                    "distance": dist,
+                }
 
         for i, utts in enumerate(utterances):
             for unit, text in _units(utts, self.window):
@@ -379,9 +421,15 @@ class Guard:
         return dict(sorted(found.items()))
 
 
-def contamination(records: list[Record], references: list[Record], *, k: int = 3,
-                  features: str = "char5", window: int = 4,
-                  min_chars: int = 40) -> dict[int, dict]:
+def contamination(
+    records: list[Record],
+    references: list[Record],
+    *,
+    k: int = 3,
+    features: str = "char5",
+    window: int = 4,
+    min_chars: int = 40,
+) -> dict[int, dict]:
     """Records whose dialogue or a window of it matches a reference dialogue or window.
 
     Returns ``{record index: match}`` where match names the record, the reference item and

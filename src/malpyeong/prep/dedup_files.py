@@ -43,7 +43,7 @@ from malpyeong.prep.dedup import (
 from malpyeong.tasks import Task, get_task
 from malpyeong.tasks import task_names as registered_tasks
 
-TEXT = "text"          # the pseudo-task of plain texts and SFT records (not in the task registry)
+TEXT = "text"  # the pseudo-task of plain texts and SFT records (not in the task registry)
 BLOCK_BYTES = 2 << 20  # text files are read in blocks of about this size (cache-friendly)
 
 
@@ -95,8 +95,7 @@ def _tidy_lines(block: bytes) -> tuple[np.ndarray, np.ndarray] | None:
     if len(buf) and buf[-1] != 10:
         ends = np.append(ends, len(buf))
     starts = np.concatenate(([0], ends[:-1] + 1))
-    if len(starts) == 0 or (ends <= starts).any() or _SPACE[buf[starts]].any() \
-            or _SPACE[buf[ends - 1]].any():
+    if len(starts) == 0 or (ends <= starts).any() or _SPACE[buf[starts]].any() or _SPACE[buf[ends - 1]].any():
         return None
     return starts, ends
 
@@ -113,9 +112,9 @@ def _loads(line: bytes) -> Any:
 class Batch:
     """Consecutive records of one input file: the texts dedup compares."""
 
-    parts: list[list[str]]            # parts[j][i]: part j of record i
-    texts: list[str]                  # the whole text of record i
-    ids: Callable[[int], str]         # the id of record i (asked for a few records only)
+    parts: list[list[str]]  # parts[j][i]: part j of record i
+    texts: list[str]  # the whole text of record i
+    ids: Callable[[int], str]  # the id of record i (asked for a few records only)
     utterances: Callable[[], list[list[str]]]  # dialogue lines (only for the guard)
 
     def __len__(self) -> int:
@@ -158,25 +157,21 @@ class TextFile:
             first = self._decode(block).lstrip()
             if first:
                 break
-        self.kind = "list" if first.startswith("[") else "jsonl" if first.startswith("{") \
-            else "lines"
+        self.kind = "list" if first.startswith("[") else "jsonl" if first.startswith("{") else "lines"
 
     def _decode(self, block: bytes) -> str:
         try:
             return block.decode("utf-8")
         except UnicodeDecodeError as err:
-            raise UserError(f"cannot read: not UTF-8 text ({err.reason})", file=self.name) \
-                from None
+            raise UserError(f"cannot read: not UTF-8 text ({err.reason})", file=self.name) from None
 
     def _load_list(self) -> list[Any]:
         try:
             data = json.loads(self.path.read_text(encoding="utf-8-sig"))
         except json.JSONDecodeError as err:
-            raise UserError(f"not valid JSON (line {err.lineno}: {err.msg})",
-                            file=self.name) from None
+            raise UserError(f"not valid JSON (line {err.lineno}: {err.msg})", file=self.name) from None
         except UnicodeDecodeError as err:
-            raise UserError(f"cannot read: not UTF-8 text ({err.reason})", file=self.name) \
-                from None
+            raise UserError(f"cannot read: not UTF-8 text ({err.reason})", file=self.name) from None
         if not isinstance(data, list):
             raise UserError("expected a JSON list of records", file=self.name)
         return data
@@ -216,11 +211,11 @@ class TextFile:
             try:
                 out.append(json.loads(ln))
             except json.JSONDecodeError as err:
-                raise UserError(f"not valid JSONL (line {n}: {err.msg})", file=self.name) \
-                    from None
+                raise UserError(f"not valid JSONL (line {n}: {err.msg})", file=self.name) from None
             except UnicodeDecodeError as err:
-                raise UserError(f"cannot read: not UTF-8 text ({err.reason})", file=self.name,
-                                item=str(n)) from None
+                raise UserError(
+                    f"cannot read: not UTF-8 text ({err.reason})", file=self.name, item=str(n)
+                ) from None
         return out
 
     def _id(self, rec: Any, label: int) -> str:
@@ -234,8 +229,9 @@ class TextFile:
             simple = False
         if not simple:
             texts = [_record_text(r, self.name, str(n)) for r, n in zip(recs, labels, strict=True)]
-        return Batch([texts], texts, lambda i: self._id(recs[i], labels[i]),
-                     lambda: [_utterances(t) for t in texts])
+        return Batch(
+            [texts], texts, lambda i: self._id(recs[i], labels[i]), lambda: [_utterances(t) for t in texts]
+        )
 
     # --- the two passes ---
 
@@ -266,20 +262,32 @@ class TextFile:
         """A record with no text at all is a mistake (texts of punctuation only are not)."""
         for i in np.flatnonzero(keys == 0).tolist():  # empty after normalisation
             if not batch.texts[i].strip():
-                raise UserError("no text", file=self.name, item=batch.ids(i), field="text",
-                                hint="give 'text', 'messages' or 'prompt'+'completion'")
+                raise UserError(
+                    "no text",
+                    file=self.name,
+                    item=batch.ids(i),
+                    field="text",
+                    hint="give 'text', 'messages' or 'prompt'+'completion'",
+                )
 
-    def copy_kept(self, keep: np.ndarray, out: BinaryIO, want: np.ndarray,
-                  with_text: np.ndarray, keys: np.ndarray,
-                  described: dict[int, tuple[str, str, str]]) -> None:
+    def copy_kept(
+        self,
+        keep: np.ndarray,
+        out: BinaryIO,
+        want: np.ndarray,
+        with_text: np.ndarray,
+        keys: np.ndarray,
+        described: dict[int, tuple[str, str, str]],
+    ) -> None:
         """Write the records whose ``keep`` is set; for the records ``want`` (ascending), put
         ``(id, file, text)`` in ``described`` under ``keys`` (the text only where
         ``with_text``, cut for the report)."""
 
         def describe(start: int, recs: Callable[[int], Any], labels: Sequence[int]) -> None:
             lo, hi = np.searchsorted(want, [start, start + len(labels)])
-            for key, g, text_too in zip(keys[lo:hi].tolist(), want[lo:hi].tolist(),
-                                        with_text[lo:hi].tolist(), strict=True):
+            for key, g, text_too in zip(
+                keys[lo:hi].tolist(), want[lo:hi].tolist(), with_text[lo:hi].tolist(), strict=True
+            ):
                 rec, n = recs(g - start), labels[g - start]
                 text = report_example(_record_text(rec, self.name, str(n))) if text_too else ""
                 described[key] = (self._id(rec, n), self.name, text)
@@ -288,8 +296,11 @@ class TextFile:
             recs = self._load_list()
             if len(recs) != len(keep):
                 raise UserError("the file changed while it was being read", file=self.name)
-            out.write("".join(json.dumps(recs[i], ensure_ascii=False) + "\n"
-                              for i in np.flatnonzero(keep).tolist()).encode("utf-8"))
+            out.write(
+                "".join(
+                    json.dumps(recs[i], ensure_ascii=False) + "\n" for i in np.flatnonzero(keep).tolist()
+                ).encode("utf-8")
+            )
             describe(0, recs.__getitem__, range(len(recs)))
             return
         start, lineno = 0, 1
@@ -299,29 +310,34 @@ class TextFile:
                 if bounds is not None:  # each line is its record as is: copy bytes by mask
                     starts, ends = bounds
                     if start + len(starts) > len(keep):
-                        raise UserError("the file changed while it was being read",
-                                        file=self.name)
-                    sel = keep[start:start + len(starts)]
+                        raise UserError("the file changed while it was being read", file=self.name)
+                    sel = keep[start : start + len(starts)]
                     buf = np.frombuffer(block, dtype=np.uint8)
                     line_size = np.diff(np.append(starts, len(buf)))  # with its newline
                     out.write(np.compress(np.repeat(sel, line_size), buf).tobytes())
                     if sel[-1] and block[-1:] != b"\n":
                         out.write(b"\n")
-                    describe(start, lambda i, s=starts, e=ends, b=block: _loads(b[s[i]:e[i]]),
-                             range(lineno, lineno + len(starts)))
+                    describe(
+                        start,
+                        lambda i, s=starts, e=ends, b=block: _loads(b[s[i] : e[i]]),
+                        range(lineno, lineno + len(starts)),
+                    )
                     start, lineno = start + len(starts), lineno + len(starts)
                     continue
             lines, labels, count = self._lines(block, lineno)
             if start + len(lines) > len(keep):
                 raise UserError("the file changed while it was being read", file=self.name)
-            sel = np.flatnonzero(keep[start:start + len(lines)]).tolist()
+            sel = np.flatnonzero(keep[start : start + len(lines)]).tolist()
             if self.kind == "jsonl":  # the original line, byte for byte (spaces around cut)
                 if sel:
                     out.write(b"\n".join([lines[i] for i in sel]) + b"\n")
                 describe(start, lambda i, lines=lines: _loads(lines[i]), labels)
             else:
-                out.write("".join(json.dumps({"text": lines[i]}, ensure_ascii=False) + "\n"
-                                  for i in sel).encode("utf-8"))
+                out.write(
+                    "".join(json.dumps({"text": lines[i]}, ensure_ascii=False) + "\n" for i in sel).encode(
+                        "utf-8"
+                    )
+                )
                 describe(start, lambda i, lines=lines: {"text": lines[i]}, labels)
             start, lineno = start + len(lines), lineno + count
         if start != len(keep):
@@ -339,14 +355,18 @@ class ItemFile:
     def batches(self) -> Iterator[Batch]:
         recs = self.records
         if recs:
-            yield Batch([[r.parts[j] for r in recs] for j in range(len(recs[0].parts))],
-                        [r.text for r in recs], lambda i: recs[i].id,
-                        lambda: [r.utterances for r in recs])
+            yield Batch(
+                [[r.parts[j] for r in recs] for j in range(len(recs[0].parts))],
+                [r.text for r in recs],
+                lambda i: recs[i].id,
+                lambda: [r.utterances for r in recs],
+            )
 
 
 # ---------------------------------------------------------------------------------------------
 # files in, files out
 # ---------------------------------------------------------------------------------------------
+
 
 def write_report(path: str | os.PathLike, report: dict) -> None:
     """The report as ``json.dumps(report, ensure_ascii=False, indent=2)`` writes it, atomically.
@@ -365,8 +385,10 @@ def write_report(path: str | os.PathLike, report: dict) -> None:
                 continue
             empty = True
             for item in value:
-                fh.write((b"[\n    " if empty else b",\n    ")
-                         + orjson.dumps(item, option=opt).replace(b"\n", b"\n    "))
+                fh.write(
+                    (b"[\n    " if empty else b",\n    ")
+                    + orjson.dumps(item, option=opt).replace(b"\n", b"\n    ")
+                )
                 empty = False
             fh.write(b"[]" if empty else b"\n  ]")
         fh.write(b"\n}\n" if report else b"}\n")
@@ -377,8 +399,8 @@ class DedupResult:
     """What :func:`dedup_files` decided; the report is made from it as it is written."""
 
     n_in: int
-    contaminated: list[dict]   # the items dropped by the guard, with their match
-    plan: Plan                 # over the items left after the guard
+    contaminated: list[dict]  # the items dropped by the guard, with their match
+    plan: Plan  # over the items left after the guard
     layout: ClusterLayout
     describe: dict[int, tuple[str, str, str]]  # (id, source, example) of the items named
 
@@ -390,30 +412,40 @@ class DedupResult:
         """The report's fields in order, clusters and dropped items as iterators (see
         :func:`write_report`; ``list()`` them to hold them)."""
         counts = report_counts(self.plan)
-        return {"n_in": self.n_in, "n_contaminated": len(self.contaminated),
-                **{key: v for key, v in counts.items() if key != "n_in"},
-                "clusters": report_clusters(self.plan, self.layout, self.describe),
-                "dropped": report_dropped(self.plan, self.layout, self.describe),
-                "contaminated": self.contaminated}
+        return {
+            "n_in": self.n_in,
+            "n_contaminated": len(self.contaminated),
+            **{key: v for key, v in counts.items() if key != "n_in"},
+            "clusters": report_clusters(self.plan, self.layout, self.describe),
+            "dropped": report_dropped(self.plan, self.layout, self.describe),
+            "contaminated": self.contaminated,
+        }
 
 
-def dedup_files(inputs: Sequence[str], task_name: str, out: str | os.PathLike, *,
-                against: Sequence[str] = (), k: int = 3, features: str = "char5",
-                keep: str = "first", window: int = 4, min_chars: int = 40) -> DedupResult:
+def dedup_files(
+    inputs: Sequence[str],
+    task_name: str,
+    out: str | os.PathLike,
+    *,
+    against: Sequence[str] = (),
+    k: int = 3,
+    features: str = "char5",
+    keep: str = "first",
+    window: int = 4,
+    min_chars: int = 40,
+) -> DedupResult:
     """Read ``inputs`` (in order), drop items leaking ``against`` dialogues, then exact and near
     duplicates; write the kept items to ``out`` (official tasks: a JSON list; ``text``: JSONL).
 
     Two passes over text inputs: hashing, then copying the kept lines; in between only arrays.
     """
     if task_name not in task_names():
-        raise UserError(f"unknown task {task_name!r}", field="task",
-                        hint=f"one of {', '.join(task_names())}")
+        raise UserError(f"unknown task {task_name!r}", field="task", hint=f"one of {', '.join(task_names())}")
     check_settings(k, keep)
     task = None if task_name == TEXT else get_task(task_name)
     sources = [TextFile(p) if task is None else ItemFile(p, task) for p in inputs]
     refs = [r for p in against for r in reference_records(p, task)]
-    guard = Guard(refs, k=k, features=features, window=window, min_chars=min_chars) \
-        if refs else None
+    guard = Guard(refs, k=k, features=features, window=window, min_chars=min_chars) if refs else None
 
     # pass 1: hash every record; the guard sees each batch's dialogues
     sigs: list[Signatures] = []
@@ -441,14 +473,14 @@ def dedup_files(inputs: Sequence[str], task_name: str, out: str | os.PathLike, *
     del sigs
     clean = np.ones(n, dtype=bool)
     clean[list(leaked)] = False
-    cidx = np.flatnonzero(clean)                  # clean record -> input record
+    cidx = np.flatnonzero(clean)  # clean record -> input record
     p = plan(sig.take(cidx) if leaked else sig, k=k, keep=keep)
     del sig
     keep_mask = np.zeros(n, dtype=bool)
     keep_mask[cidx[p.kept]] = True
     lay = ClusterLayout.of(p)
-    named, shown = lay.named()                    # clean indices, ascending
-    want = cidx[named]                            # the same records, as input indices
+    named, shown = lay.named()  # clean indices, ascending
+    want = cidx[named]  # the same records, as input indices
 
     # pass 2: write the kept items, collect what the report names
     describe: dict[int, tuple[str, str, str]] = {}
@@ -457,16 +489,16 @@ def dedup_files(inputs: Sequence[str], task_name: str, out: str | os.PathLike, *
         with atomic_open(out, "wb") as fh:
             for src, a, b in zip(sources, bounds[:-1], bounds[1:], strict=True):
                 lo, hi = np.searchsorted(want, [a, b])
-                src.copy_kept(keep_mask[a:b], fh, want[lo:hi] - a, shown[lo:hi],
-                              named[lo:hi], describe)
+                src.copy_kept(keep_mask[a:b], fh, want[lo:hi] - a, shown[lo:hi], named[lo:hi], describe)
     else:
         kept_raw = []
         for src, a in zip(sources, bounds[:-1], strict=True):
             recs = src.records
             kept_raw += [r.raw for i, r in enumerate(recs) if keep_mask[a + i]]
             lo, hi = np.searchsorted(want, [a, a + len(recs)])
-            for key, g, s in zip(named[lo:hi].tolist(), want[lo:hi].tolist(),
-                                 shown[lo:hi].tolist(), strict=True):
+            for key, g, s in zip(
+                named[lo:hi].tolist(), want[lo:hi].tolist(), shown[lo:hi].tolist(), strict=True
+            ):
                 r = recs[g - a]
                 describe[key] = (r.id, r.source, report_example(r.text) if s else "")
         atomic_write_json(out, kept_raw, indent=4)

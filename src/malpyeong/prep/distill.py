@@ -57,9 +57,7 @@ def raw_path(out: str | os.PathLike) -> Path:
     return out.with_name(out.name + ".raw.jsonl")
 
 
-def open_raw(
-    path: str | os.PathLike, meta: dict, key: str
-) -> tuple[dict[Any, dict], JsonlAppender]:
+def open_raw(path: str | os.PathLike, meta: dict, key: str) -> tuple[dict[Any, dict], JsonlAppender]:
     """Rows already in the raw file by ``row[key]``, and an appender for new rows.
 
     A new file starts with ``{"_meta": meta}``. An existing file must carry the same meta: rows
@@ -71,9 +69,7 @@ def open_raw(
     if rows:
         head = rows[0].get("_meta")
         if head is None:
-            raise UserError(
-                "raw file has no _meta header", file=str(path), hint="delete it to start over"
-            )
+            raise UserError("raw file has no _meta header", file=str(path), hint="delete it to start over")
         diff = sorted(k for k in set(head) | set(meta) if head.get(k) != meta.get(k))
         if diff:
             k = diff[0]
@@ -232,8 +228,7 @@ def engine_generate(engine: Engine, task: Task, settings: AnswerSettings) -> Gen
     def generate(items: list[Any]) -> list[str]:
         run = answer_items(engine, task, items, settings, progress=False)
         if run.over_budget:
-            log.warning("%d prompt(s) stay over --max_length after cutting the dialogue",
-                        run.over_budget)
+            log.warning("%d prompt(s) stay over --max_length after cutting the dialogue", run.over_budget)
         return [a.sidecar["text"] for a in run.answers]
 
     return generate

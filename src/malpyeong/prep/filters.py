@@ -108,10 +108,7 @@ def check_pair(instruction: str, response: str, config: FilterConfig | None = No
     ):
         return "length"
     for text in (ins, res):
-        if (
-            repeated_ngram_ratio(text) > c.max_word_repeat
-            or repeated_chars_ratio(text) > c.max_char_repeat
-        ):
+        if repeated_ngram_ratio(text) > c.max_word_repeat or repeated_chars_ratio(text) > c.max_char_repeat:
             return "repetition"
     if is_refusal(res):
         return "refusal"

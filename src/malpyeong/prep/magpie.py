@@ -92,9 +92,7 @@ def first_line(text: str) -> str:
     return text.lstrip().split("\n", 1)[0].strip()
 
 
-_SPECIAL = re.compile(
-    r"<\|[^|>]{1,40}\|>|<(?:start|end)_of_turn>|</?s>|<eos>|<bos>|<pad>|\[/?INST\]"
-)
+_SPECIAL = re.compile(r"<\|[^|>]{1,40}\|>|<(?:start|end)_of_turn>|</?s>|<eos>|<bos>|<pad>|\[/?INST\]")
 
 
 def strip_specials(text: str, specials: Sequence[str] = ()) -> str:

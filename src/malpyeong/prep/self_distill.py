@@ -51,36 +51,46 @@ class SelfDistillSettings:
 
     def __post_init__(self) -> None:
         if self.num_candidates < 1:
-            raise UserError(f"must be at least 1, got {self.num_candidates}",
-                            field="num_candidates")
+            raise UserError(f"must be at least 1, got {self.num_candidates}", field="num_candidates")
         if self.max_length_ratio <= 0:
             raise UserError("must be positive", field="max_length_ratio")
         if self.select not in SELECT:
-            raise UserError(f"unknown value '{self.select}'", field="select",
-                            hint="one of " + ", ".join(SELECT))
+            raise UserError(
+                f"unknown value '{self.select}'", field="select", hint="one of " + ", ".join(SELECT)
+            )
 
 
-def candidate_problem(text: str, reference_chars: float,
-                      settings: SelfDistillSettings) -> str | None:
+def candidate_problem(text: str, reference_chars: float, settings: SelfDistillSettings) -> str | None:
     """Why a cleaned candidate is unusable (``too_long``, ``repetitive``), or None."""
     if reference_chars > 0 and len(text) > settings.max_length_ratio * reference_chars:
         return "too_long"
-    if repeated_ngram_ratio(text) > settings.max_word_repeat or \
-            repeated_chars_ratio(text) > settings.max_char_repeat:
+    if (
+        repeated_ngram_ratio(text) > settings.max_word_repeat
+        or repeated_chars_ratio(text) > settings.max_char_repeat
+    ):
         return "repetitive"
     return None
 
 
-def select_candidates(task: GenerateTask, items: Sequence[Any],
-                      texts: dict[str, list[str]], settings: SelfDistillSettings,
-                      similarity: Similarity, *, prompt: PromptSpec) -> tuple[list[dict], dict]:
+def select_candidates(
+    task: GenerateTask,
+    items: Sequence[Any],
+    texts: dict[str, list[str]],
+    settings: SelfDistillSettings,
+    similarity: Similarity,
+    *,
+    prompt: PromptSpec,
+) -> tuple[list[dict], dict]:
     """One training record per item whose candidates leave a usable one, and a report."""
     use_gold = settings.select in ("auto", "gold")
     if settings.select == "gold":
         missing = [it.id for it in items if not task.has_output(it)]
         if missing:
-            raise UserError(f"{len(missing)} item(s) have no gold output, e.g. {missing[0]}",
-                            field="select", hint="use --select mbr or auto")
+            raise UserError(
+                f"{len(missing)} item(s) have no gold output, e.g. {missing[0]}",
+                field="select",
+                hint="use --select mbr or auto",
+            )
     dropped: Counter = Counter()
     kept: dict[str, list[tuple[str, Any]]] = {}  # id -> [(completion, output)]
     for item in items:
@@ -122,38 +132,56 @@ def select_candidates(task: GenerateTask, items: Sequence[Any],
             pick, rule, score = 0, "single", None
         else:
             # a tie goes to the earlier candidate (candidate 0 is the greedy answer)
-            outcome = mbr_choose([[c for c, _ in usable]], similarity,
-                                 priority=list(range(len(usable))))
+            outcome = mbr_choose([[c for c, _ in usable]], similarity, priority=list(range(len(usable))))
             pick, rule = outcome.choice[0], "mbr"
             score = float(outcome.scores[0, pick])
         how[rule] += 1
-        records.append({"id": item.id, "prompt_messages": task.messages(item, prompt),
-                        "completion": usable[pick][0], "source": SOURCE, "task": task.name,
-                        "selected_by": rule, "score": score})
-    report = {"task": task.name, "prompt": str(prompt), "n_items": len(items),
-              "n_kept": len(records), "candidates": settings.num_candidates,
-              "selected_by": dict(how), "candidates_dropped": dict(dropped),
-              "items_without_candidate": no_candidate}
+        records.append(
+            {
+                "id": item.id,
+                "prompt_messages": task.messages(item, prompt),
+                "completion": usable[pick][0],
+                "source": SOURCE,
+                "task": task.name,
+                "selected_by": rule,
+                "score": score,
+            }
+        )
+    report = {
+        "task": task.name,
+        "prompt": str(prompt),
+        "n_items": len(items),
+        "n_kept": len(records),
+        "candidates": settings.num_candidates,
+        "selected_by": dict(how),
+        "candidates_dropped": dict(dropped),
+        "items_without_candidate": no_candidate,
+    }
     return records, report
 
 
-def _gold_scores(task: GenerateTask, items: Sequence[Any],
-                 kept: dict[str, list[tuple[str, Any]]]) -> dict[str, list[float]]:
+def _gold_scores(
+    task: GenerateTask, items: Sequence[Any], kept: dict[str, list[tuple[str, Any]]]
+) -> dict[str, list[float]]:
     """Each kept candidate's dev metric against its item's gold, per item id."""
     scores: dict[str, list[float]] = {it.id: [] for it in items}
     width = max((len(kept[it.id]) for it in items), default=0)
     for k in range(width):  # one metric call per candidate rank, over every item that has one
         group = [it for it in items if len(kept[it.id]) > k]
-        values = task.item_scores(group, {it.id: kept[it.id][k][1] for it in group},
-                                  task.dev_metric)
+        values = task.item_scores(group, {it.id: kept[it.id][k][1] for it in group}, task.dev_metric)
         for it, value in zip(group, values, strict=True):
             scores[it.id].append(float(value))
     return scores
 
 
-def generate_candidates(items: Sequence[Any], generate: Generate, num_candidates: int, *,
-                        done: dict[str, dict] | None = None,
-                        on_row: Callable[[dict], None] | None = None) -> dict[str, list[str]]:
+def generate_candidates(
+    items: Sequence[Any],
+    generate: Generate,
+    num_candidates: int,
+    *,
+    done: dict[str, dict] | None = None,
+    on_row: Callable[[dict], None] | None = None,
+) -> dict[str, list[str]]:
     """``num_candidates`` texts per item, reusing ``done`` rows (keyed ``"<id>#<k>"``) and
     reporting each new row to ``on_row`` (the raw-file writer, for resuming)."""
     rows = dict(done or {})
@@ -168,25 +196,40 @@ def generate_candidates(items: Sequence[Any], generate: Generate, num_candidates
                 rows[row["key"]] = row
                 if on_row is not None:
                     on_row(row)
-    return {it.id: [rows[f"{it.id}#{k}"]["text"] for k in range(num_candidates)]
-            for it in items}
+    return {it.id: [rows[f"{it.id}#{k}"]["text"] for k in range(num_candidates)] for it in items}
 
 
-def candidate_generator(engine: Engine, task: GenerateTask, settings: AnswerSettings, *,
-                        temperature: float, top_p: float, seed: int) -> Generate:
+def candidate_generator(
+    engine: Engine,
+    task: GenerateTask,
+    settings: AnswerSettings,
+    *,
+    temperature: float,
+    top_p: float,
+    seed: int,
+) -> Generate:
     """``generate(items, k)`` on a loaded model: candidate 0 greedy (what the model submits),
     the others sampled with seed ``seed + k``, through the one answering path."""
     base = replace(settings, generate=True)
 
     def generate(items: list[Any], k: int) -> list[str]:
-        sampled = replace(base.generation, do_sample=True, temperature=temperature, top_p=top_p,
-                          seed=seed + k, num_beams=1)
-        run = answer_items(engine, task, items,
-                           replace(base, generation=sampled) if k else base, progress=False)
+        sampled = replace(
+            base.generation, do_sample=True, temperature=temperature, top_p=top_p, seed=seed + k, num_beams=1
+        )
+        run = answer_items(
+            engine, task, items, replace(base, generation=sampled) if k else base, progress=False
+        )
         return [a.sidecar["text"] for a in run.answers]
 
     return generate
 
 
-__all__ = ["SELECT", "SOURCE", "SelfDistillSettings", "candidate_generator", "candidate_problem",
-           "generate_candidates", "select_candidates"]
+__all__ = [
+    "SELECT",
+    "SOURCE",
+    "SelfDistillSettings",
+    "candidate_generator",
+    "candidate_problem",
+    "generate_candidates",
+    "select_candidates",
+]

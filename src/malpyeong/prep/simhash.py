@@ -35,13 +35,13 @@ from malpyeong.errors import UserError
 FEATURES = ("char5", "morph3")
 
 _U64 = np.uint64
-_P = _U64(0x100000001B3)            # odd multiplier (FNV-64 prime) for the polynomial n-gram hash
-_C1 = _U64(0xFF51AFD7ED558CCD)       # MurmurHash3 fmix64 constants
+_P = _U64(0x100000001B3)  # odd multiplier (FNV-64 prime) for the polynomial n-gram hash
+_C1 = _U64(0xFF51AFD7ED558CCD)  # MurmurHash3 fmix64 constants
 _C2 = _U64(0xC4CEB9FE1A85EC53)
-_LANES = _U64(0x0101010101010101)    # one bit per byte: eight 8-bit counters in a uint64
-_SEG = 255                           # features per reduceat segment: byte counters never overflow
+_LANES = _U64(0x0101010101010101)  # one bit per byte: eight 8-bit counters in a uint64
+_SEG = 255  # features per reduceat segment: byte counters never overflow
 _SALT = {"char5": 0x9E3779B97F4A7C15, "morph3": 0xD6E8FEB86659FD93, "short": 0x2545F4914F6CDD1D}
-_CHUNK_CHARS = 500_000               # code points per processing chunk (cache-sized; bounds memory)
+_CHUNK_CHARS = 500_000  # code points per processing chunk (cache-sized; bounds memory)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -87,7 +87,7 @@ def _norm_codes(joined: str) -> np.ndarray:
     text is all BMP (half the memory traffic) and uint32 otherwise."""
     table = _norm_table()
     b16 = joined.encode("utf-16-le", "surrogatepass")
-    if len(b16) == 2 * len(joined):          # no astral character: one 16-bit unit each
+    if len(b16) == 2 * len(joined):  # no astral character: one 16-bit unit each
         return np.take(_bmp_table(), np.frombuffer(b16, dtype="<u2"))  # take: faster than []
     cps = np.frombuffer(joined.encode("utf-32-le", "surrogatepass"), dtype="<u4")
     for cp in np.unique(cps[cps >= 0x10000]).tolist():
@@ -115,7 +115,7 @@ def char5_features(text: str) -> list[str]:
     s = normalize(text)
     if len(s) < 5:
         return [s] if s else []
-    return [s[i:i + 5] for i in range(len(s) - 4)]
+    return [s[i : i + 5] for i in range(len(s) - 4)]
 
 
 @lru_cache(maxsize=1)
@@ -123,8 +123,7 @@ def _mecab():  # noqa: ANN202 - optional dependency, imported lazily
     try:
         from mecab import MeCab
     except ImportError as err:  # pragma: no cover - depends on the environment
-        raise UserError("features 'morph3' need Mecab",
-                        hint="pip install python-mecab-ko") from err
+        raise UserError("features 'morph3' need Mecab", hint="pip install python-mecab-ko") from err
     return MeCab()
 
 
@@ -143,12 +142,13 @@ def morph3_features(text: str) -> list[str]:
     ms = morphemes(text)
     if len(ms) < 3:
         return [" ".join(ms)] if ms else []
-    return [" ".join(ms[i:i + 3]) for i in range(len(ms) - 2)]
+    return [" ".join(ms[i : i + 3]) for i in range(len(ms) - 2)]
 
 
 # ---------------------------------------------------------------------------------------------
 # hashing and bit counting
 # ---------------------------------------------------------------------------------------------
+
 
 def _fmix64(h: np.ndarray) -> np.ndarray:
     """MurmurHash3 finaliser, in place: a bijection that spreads every input bit to all 64."""
@@ -170,8 +170,7 @@ def _short_hash(symbols: Sequence[int], salt: int) -> int:
     return int(_fmix64(arr)[0])
 
 
-def _ngram_hashes(sym: np.ndarray, starts: np.ndarray, lengths: np.ndarray, n: int,
-                  salt: int) -> np.ndarray:
+def _ngram_hashes(sym: np.ndarray, starts: np.ndarray, lengths: np.ndarray, n: int, salt: int) -> np.ndarray:
     """Hash of the n-gram starting at every position of a concatenated symbol stream.
 
     Positions whose n-gram would cross the end of its text (the last ``n - 1`` of every text,
@@ -188,12 +187,11 @@ def _ngram_hashes(sym: np.ndarray, starts: np.ndarray, lengths: np.ndarray, n: i
     sym = sym.astype(_U64, copy=False)  # adding uint64 to uint64 is faster than mixed types
     for j in range(n):
         hv *= _P
-        hv += sym[j:j + m]
+        hv += sym[j : j + m]
     _fmix64(hv)
-    tail = np.minimum(lengths, n - 1)                 # crossing positions per text
+    tail = np.minimum(lengths, n - 1)  # crossing positions per text
     first = np.cumsum(tail) - tail
-    pos = np.repeat(starts + lengths - tail, tail) + (np.arange(int(tail.sum()))
-                                                       - np.repeat(first, tail))
+    pos = np.repeat(starts + lengths - tail, tail) + (np.arange(int(tail.sum())) - np.repeat(first, tail))
     h[pos] = 0
     return h
 
@@ -211,16 +209,15 @@ def _bit_counts(h: np.ndarray, starts: np.ndarray, lengths: np.ndarray) -> np.nd
     nseg = (lengths[has] + _SEG - 1) // _SEG
     seg_text = np.repeat(np.arange(len(has)), nseg)
     seg_first = np.cumsum(nseg) - nseg
-    seg_start = np.repeat(starts[has], nseg) + _SEG * (np.arange(len(seg_text))
-                                                      - seg_first[seg_text])
+    seg_start = np.repeat(starts[has], nseg) + _SEG * (np.arange(len(seg_text)) - seg_first[seg_text])
     sub = np.empty((len(seg_text), 64), dtype=np.int64)
     v = np.empty_like(h)
     for b in range(8):
         np.right_shift(h, _U64(b), out=v)
         v &= _LANES
-        packed = np.add.reduceat(v, seg_start)              # 8 byte counters, each <= 255
+        packed = np.add.reduceat(v, seg_start)  # 8 byte counters, each <= 255
         lanes = packed.astype("<u8").view(np.uint8).reshape(-1, 8)
-        sub[:, b::8] = lanes                                # byte j holds bit 8*j + b
+        sub[:, b::8] = lanes  # byte j holds bit 8*j + b
     if len(seg_text) == len(has):
         counts[has] = sub
     else:
@@ -234,8 +231,7 @@ def _pack(counts: np.ndarray, nf: np.ndarray) -> np.ndarray:
     return np.packbits(bits, axis=1, bitorder="little").view("<u8").reshape(-1).astype(_U64)
 
 
-def _stream_hashes(sym: np.ndarray, lengths: np.ndarray, n: int, salt: int
-                   ) -> tuple[np.ndarray, np.ndarray]:
+def _stream_hashes(sym: np.ndarray, lengths: np.ndarray, n: int, salt: int) -> tuple[np.ndarray, np.ndarray]:
     """Fingerprints and exact keys of texts given as a concatenated symbol stream + lengths.
 
     The exact key of a text is a hash of its whole symbol sequence: for ``n`` or more symbols,
@@ -252,7 +248,7 @@ def _stream_hashes(sym: np.ndarray, lengths: np.ndarray, n: int, salt: int
     has = np.flatnonzero(nf > 0)
     if len(has):
         plain = np.add.reduceat(h, starts[has])
-        h *= np.arange(1, 2 * len(h), 2, dtype=_U64)       # weight 2i + 1 at stream index i
+        h *= np.arange(1, 2 * len(h), 2, dtype=_U64)  # weight 2i + 1 at stream index i
         weighted = np.add.reduceat(h, starts[has])
         # (2(i - s) + 1) h = (2i + 1) h - 2s h: the weights restart at every text
         key = weighted - _U64(2) * starts[has].astype(_U64) * plain
@@ -260,7 +256,7 @@ def _stream_hashes(sym: np.ndarray, lengths: np.ndarray, n: int, salt: int
         keys[has] = _fmix64(key)
     shorts = np.flatnonzero((lengths > 0) & (lengths < n))
     for i in shorts.tolist():  # one feature: the fingerprint is that feature's hash
-        seq = sym[starts[i]:starts[i] + lengths[i]].tolist()
+        seq = sym[starts[i] : starts[i] + lengths[i]].tolist()
         fps[i] = keys[i] = _short_hash(seq, _SALT["short"] ^ salt)
     return fps, keys
 
@@ -280,11 +276,11 @@ def _cut_runs(sym: np.ndarray, lengths: np.ndarray) -> tuple[np.ndarray, np.ndar
     """Drop every character equal to the two before it in the same text (as ``normalize``)."""
     if len(sym) < 3:
         return sym, lengths
-    same = sym[1:] == sym[:-1]                 # same[i]: character i + 1 repeats character i
+    same = sym[1:] == sym[:-1]  # same[i]: character i + 1 repeats character i
     run = np.zeros(len(sym), dtype=bool)
     np.logical_and(same[1:], same[:-1], out=run[2:])
     starts = (np.cumsum(lengths) - lengths)[lengths > 0]
-    run[starts] = False                        # the first two characters of a text never go
+    run[starts] = False  # the first two characters of a text never go
     run[starts[starts + 1 < len(sym)] + 1] = False
     if not run.any():
         return sym, lengths
@@ -345,8 +341,9 @@ def _morph3(texts: Sequence[str]) -> np.ndarray:
 
 def _check_features(features: str) -> None:
     if features not in FEATURES:
-        raise UserError(f"unknown features {features!r}", field="features",
-                        hint=f"choose one of {', '.join(FEATURES)}")
+        raise UserError(
+            f"unknown features {features!r}", field="features", hint=f"choose one of {', '.join(FEATURES)}"
+        )
 
 
 def fingerprints(texts: Sequence[str], features: str = "char5") -> np.ndarray:
@@ -367,8 +364,7 @@ def exact_keys(texts: Sequence[str]) -> np.ndarray:
     return _char5(texts)[1]
 
 
-def fingerprints_and_keys(texts: Sequence[str], features: str = "char5"
-                          ) -> tuple[np.ndarray, np.ndarray]:
+def fingerprints_and_keys(texts: Sequence[str], features: str = "char5") -> tuple[np.ndarray, np.ndarray]:
     """:func:`fingerprints` and :func:`exact_keys` together (char5: one pass over the text)."""
     _check_features(features)
     fps, keys = _char5(texts)
@@ -429,8 +425,7 @@ def _tables(k: int, n: int, blocks: int | None = None) -> list[int]:
     return [sum(masks[i] for i in c) for c in combinations(range(blocks), blocks - k)]
 
 
-def _expand(lo: np.ndarray, hi: np.ndarray, budget: int) -> Iterator[tuple[np.ndarray,
-                                                                            np.ndarray]]:
+def _expand(lo: np.ndarray, hi: np.ndarray, budget: int) -> Iterator[tuple[np.ndarray, np.ndarray]]:
     """For each row r the candidates lo[r]..hi[r]-1, as (row, candidate) arrays of bounded size.
 
     A row with more candidates than ``budget`` still comes whole (alone), so memory stays
@@ -469,7 +464,7 @@ def _table_order(u: np.ndarray, mask: int) -> tuple[np.ndarray, np.ndarray]:
         return order, key[order]
     key = np.zeros(len(u), dtype=np.uint32)
     shift, bit = 0, 0
-    while mask >> bit:                      # pack each run of set bits under the previous ones
+    while mask >> bit:  # pack each run of set bits under the previous ones
         if not (mask >> bit) & 1:
             bit += 1
             continue
@@ -484,8 +479,7 @@ def _table_order(u: np.ndarray, mask: int) -> tuple[np.ndarray, np.ndarray]:
     return order, key[order]
 
 
-def _unique_near_pairs(u: np.ndarray, k: int, budget: int,
-                       blocks: int | None = None) -> np.ndarray:
+def _unique_near_pairs(u: np.ndarray, k: int, budget: int, blocks: int | None = None) -> np.ndarray:
     """Pairs (i < j) of distinct fingerprints ``u`` within ``k`` bits, each pair once."""
     masks = _tables(k, len(u), blocks)
     tables = [_U64(t) for t in masks]
@@ -516,13 +510,13 @@ def groups(values: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     n = len(values)
     if n == 0:
         return np.zeros(0, dtype=np.int64), np.zeros(0, dtype=np.int64)
-    order = np.argsort(values)                    # equal values in any order
+    order = np.argsort(values)  # equal values in any order
     sv = values[order]
     start = np.flatnonzero(np.concatenate(([True], sv[1:] != sv[:-1])))
     first_of_run = np.minimum.reduceat(order, start)
     is_first = np.zeros(n, dtype=bool)
     is_first[first_of_run] = True
-    rank = np.cumsum(is_first) - 1                # a first value's group number
+    rank = np.cumsum(is_first) - 1  # a first value's group number
     gid = np.empty(n, dtype=np.int64)
     gid[order] = np.repeat(rank[first_of_run], np.diff(np.append(start, n)))
     return gid, np.flatnonzero(is_first)
@@ -534,8 +528,9 @@ def _sort_pairs(p: np.ndarray) -> np.ndarray:
     return p[np.lexsort((p[:, 1], p[:, 0]))]
 
 
-def near_duplicate_pairs(fps: np.ndarray, k: int = 3, *, spanning: bool = False,
-                         budget: int = 4_000_000, blocks: int | None = None) -> np.ndarray:
+def near_duplicate_pairs(
+    fps: np.ndarray, k: int = 3, *, spanning: bool = False, budget: int = 4_000_000, blocks: int | None = None
+) -> np.ndarray:
     """Index pairs ``(i, j)``, ``i < j``, whose fingerprints differ in at most ``k`` bits.
 
     Identical fingerprints are collapsed first, so a huge group of copies never makes a
@@ -560,7 +555,7 @@ def near_duplicate_pairs(fps: np.ndarray, k: int = 3, *, spanning: bool = False,
         out.append(np.stack([np.minimum(a, b), np.maximum(a, b)], axis=1))
         return _sort_pairs(np.concatenate(out).astype(np.int64))
     cnt = np.bincount(inv, minlength=len(first))
-    order = np.argsort(inv, kind="stable")        # members grouped by unique fp, index order
+    order = np.argsort(inv, kind="stable")  # members grouped by unique fp, index order
     gstart = np.cumsum(cnt) - cnt
     out = []
     # all pairs inside each group of identical fingerprints
@@ -570,9 +565,10 @@ def near_duplicate_pairs(fps: np.ndarray, k: int = 3, *, spanning: bool = False,
     # every member of u times every member of v, for each near pair (u, v)
     if len(up):
         cu = cnt[up[:, 0]]
-        pair_rows = np.repeat(np.arange(len(up)), cu)              # one row per member of u
-        mem_u = order[np.repeat(gstart[up[:, 0]], cu) + (np.arange(len(pair_rows))
-                                                       - np.repeat(np.cumsum(cu) - cu, cu))]
+        pair_rows = np.repeat(np.arange(len(up)), cu)  # one row per member of u
+        mem_u = order[
+            np.repeat(gstart[up[:, 0]], cu) + (np.arange(len(pair_rows)) - np.repeat(np.cumsum(cu) - cu, cu))
+        ]
         v_of_row = up[pair_rows, 1]
         lo = gstart[v_of_row]
         for r, q in _expand(lo, lo + cnt[v_of_row], budget):
@@ -583,8 +579,9 @@ def near_duplicate_pairs(fps: np.ndarray, k: int = 3, *, spanning: bool = False,
     return _sort_pairs(np.concatenate(out).astype(np.int64))
 
 
-def cross_pairs(query: np.ndarray, ref: np.ndarray, k: int = 3, *,
-                budget: int = 4_000_000, blocks: int | None = None) -> np.ndarray:
+def cross_pairs(
+    query: np.ndarray, ref: np.ndarray, k: int = 3, *, budget: int = 4_000_000, blocks: int | None = None
+) -> np.ndarray:
     """Pairs ``(q, r)``: ``query[q]`` within ``k`` bits of ``ref[r]`` (contamination check).
 
     Same tables, but only query-against-reference candidates; sorted, each pair once.
@@ -621,10 +618,10 @@ def all_pairs_bruteforce(fps: np.ndarray, k: int = 3, chunk: int = 512) -> np.nd
     out = []
     for s in range(0, n, chunk):
         e = min(n, s + chunk)
-        d = popcount(fps[s:e, None] ^ fps[None, s:])       # (rows, n - s)
-        d[np.arange(e - s), np.arange(e - s)] = 255           # not a pair with itself
+        d = popcount(fps[s:e, None] ^ fps[None, s:])  # (rows, n - s)
+        d[np.arange(e - s), np.arange(e - s)] = 255  # not a pair with itself
         tri = np.arange(e - s)[:, None] > np.arange(n - s)[None, :]
-        d[tri] = 255                                          # below the diagonal: seen
+        d[tri] = 255  # below the diagonal: seen
         i, j = np.nonzero(d <= k)
         out.append(np.stack([i + s, j + s], axis=1))
     if not out:

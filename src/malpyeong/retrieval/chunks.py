@@ -99,5 +99,12 @@ def least_relevant_first(scores: Sequence[float]) -> list[int]:
     return sorted(range(len(scores)), key=lambda i: (scores[i], -i))
 
 
-__all__ = ["CHUNK_CHARS", "Chunk", "bm25_scores", "chunk_text", "content_terms",
-           "least_relevant_first", "middle_out"]
+__all__ = [
+    "CHUNK_CHARS",
+    "Chunk",
+    "bm25_scores",
+    "chunk_text",
+    "content_terms",
+    "least_relevant_first",
+    "middle_out",
+]

@@ -24,5 +24,17 @@ from malpyeong.tasks.registry import (
     tasks_help,
 )
 
-__all__ = ["DEFAULT_TASK", "TASKS", "ChoiceTask", "GenerateTask", "Metric", "PromptSpec", "Task", "Utterance",
-           "get_task", "register", "task_names", "tasks_help"]
+__all__ = [
+    "DEFAULT_TASK",
+    "TASKS",
+    "ChoiceTask",
+    "GenerateTask",
+    "Metric",
+    "PromptSpec",
+    "Task",
+    "Utterance",
+    "get_task",
+    "register",
+    "task_names",
+    "tasks_help",
+]

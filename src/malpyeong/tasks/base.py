@@ -93,8 +93,7 @@ OMITTED = Utterance("", "…")  # stands where utterances were cut, so the model
 
 def suggest(name: str, known: list[str]) -> str:
     close = difflib.get_close_matches(name, known, n=1, cutoff=0.4)
-    return f"did you mean '{close[0]}'? known: {', '.join(known)}" if close else \
-        f"known: {', '.join(known)}"
+    return f"did you mean '{close[0]}'? known: {', '.join(known)}" if close else f"known: {', '.join(known)}"
 
 
 class Task:
@@ -155,8 +154,11 @@ class Task:
         flags = [f.strip() for f in name.split("+") if f.strip() and f.strip() != "baseline"]
         for flag in flags:
             if flag not in self.prompt_flags:
-                raise UserError(f"unknown prompt variant '{flag}' for task {self.name}",
-                                field="prompt", hint=suggest(flag, sorted(self.prompt_flags)))
+                raise UserError(
+                    f"unknown prompt variant '{flag}' for task {self.name}",
+                    field="prompt",
+                    hint=suggest(flag, sorted(self.prompt_flags)),
+                )
         if "en" in flags and "bilingual" in flags:
             raise UserError("choose one of 'en' and 'bilingual'", field="prompt")
         return PromptSpec(frozenset(flags))
@@ -180,8 +182,11 @@ class Task:
         if style is None:
             return self.target_styles[0]
         if style not in self.target_styles:
-            raise UserError(f"unknown target style '{style}' for task {self.name}",
-                            field="target_style", hint=suggest(style, list(self.target_styles)))
+            raise UserError(
+                f"unknown target style '{style}' for task {self.name}",
+                field="target_style",
+                hint=suggest(style, list(self.target_styles)),
+            )
         return style
 
     # ----- length budget -----
@@ -229,16 +234,20 @@ class Task:
         for m in self.metrics:
             if m.name == name:
                 return m
-        raise UserError(f"task {self.name} has no metric '{name}'", field="metric",
-                        hint=suggest(name, [m.name for m in self.metrics]))
+        raise UserError(
+            f"task {self.name} has no metric '{name}'",
+            field="metric",
+            hint=suggest(name, [m.name for m in self.metrics]),
+        )
 
     def evaluate(self, gold: list[Any], outputs: dict[str, Any], **options: Any) -> dict:
         """The full report: every metric of :attr:`metrics` (None where it could not be
         computed), plus whatever breakdown the task offers."""
         raise NotImplementedError
 
-    def item_scores(self, gold: list[Any], outputs: dict[str, Any], metric: str,
-                    **options: Any) -> list[float]:
+    def item_scores(
+        self, gold: list[Any], outputs: dict[str, Any], metric: str, **options: Any
+    ) -> list[float]:
         """Per-item values of ``metric`` (one of :attr:`metrics`), in ``gold`` order: what a
         paired comparison of two models needs (``run/compare.py``). Default: the
         ``per_item`` lists a task's :meth:`evaluate` report carries."""
@@ -247,8 +256,10 @@ class Task:
         values = (report.get("per_item") or {}).get(metric)
         if values is None:
             why = "; ".join(n for n in report.get("notices", []) if metric in n)
-            raise UserError(f"task {self.name} gives no per-item values of '{metric}'"
-                            + (f": {why}" if why else ""), field="metric")
+            raise UserError(
+                f"task {self.name} gives no per-item values of '{metric}'" + (f": {why}" if why else ""),
+                field="metric",
+            )
         return [float(v) for v in values]
 
     def dev_evaluate(self, gold: list[Any], outputs: dict[str, Any]) -> dict:
@@ -261,8 +272,13 @@ class Task:
         lines = []
         for m in self.metrics:
             value = report.get(m.name)
-            shown = "not computed" if value is None else \
-                f"{value:.4f}" if isinstance(value, float) else str(value)
+            shown = (
+                "not computed"
+                if value is None
+                else f"{value:.4f}"
+                if isinstance(value, float)
+                else str(value)
+            )
             lines.append(f"{m.name:<12}{shown}")
         return "\n".join(lines)
 
@@ -276,20 +292,35 @@ class Task:
         raise NotImplementedError
 
     # ----- live conversation (run/chat.py) -----
-    def live_item(self, conversation: tuple[Utterance, ...], *, speaker: str | None = None,
-                  memory: str | None = None, persona: str | None = None,
-                  item_id: str = "live") -> Any:
+    def live_item(
+        self,
+        conversation: tuple[Utterance, ...],
+        *,
+        speaker: str | None = None,
+        memory: str | None = None,
+        persona: str | None = None,
+        item_id: str = "live",
+    ) -> Any:
         """An item built from a live conversation: the next reply of ``speaker`` (a task with
         :attr:`live_reply`), or the conversation to condense (a summariser folding a chat's
         older turns). Default: the task's own parser on a record holding only the
         conversation; a task that needs more says what is missing."""
-        record = {"id": item_id, "output": "", "input": {"conversation": [
-            {"speaker": u.speaker, "utterance": u.utterance} for u in conversation]}}
+        record = {
+            "id": item_id,
+            "output": "",
+            "input": {
+                "conversation": [{"speaker": u.speaker, "utterance": u.utterance} for u in conversation]
+            },
+        }
         problems: Problems = []
         item = self.parse_item(record, problems)
         if item is None or problems:
-            raise UserError(f"task {self.name} cannot take a bare conversation ("
-                            + "; ".join(f"{f}: {p}" for f, p in problems) + ")", field="task")
+            raise UserError(
+                f"task {self.name} cannot take a bare conversation ("
+                + "; ".join(f"{f}: {p}" for f, p in problems)
+                + ")",
+                field="task",
+            )
         return item
 
     def synthetic_records(self, n: int, seed: int, split: str) -> list[dict]:
@@ -442,8 +473,9 @@ def utterance_text(value: Any) -> str | None:
     return value if isinstance(value, str) else None
 
 
-def parse_envelope(record: Any, problems: Problems, *, utterance_ids: bool
-                   ) -> tuple[str | None, dict | None, list[Utterance]]:
+def parse_envelope(
+    record: Any, problems: Problems, *, utterance_ids: bool
+) -> tuple[str | None, dict | None, list[Utterance]]:
     """The parts every dialogue task shares: ``id``, ``input`` and ``input.conversation``.
 
     Returns ``(id, input, utterances)``; ``input`` is None when the record cannot be read
@@ -507,8 +539,10 @@ def chat_messages(task: Task, item: Any, spec: PromptSpec) -> list[dict]:
     return [{"role": "system", "content": spec.system}, *rest]
 
 
-def conversation_lines(conversation: tuple[Utterance, ...], marked: set[int] = frozenset(),
-                       mark: str = "") -> list[str]:
+def conversation_lines(
+    conversation: tuple[Utterance, ...], marked: set[int] = frozenset(), mark: str = ""
+) -> list[str]:
     """``화자{speaker}: {utterance}`` per utterance, as the official baseline writes them."""
-    return [f"{mark if i in marked else ''}화자{u.speaker}: {u.utterance}"
-            for i, u in enumerate(conversation)]
+    return [
+        f"{mark if i in marked else ''}화자{u.speaker}: {u.utterance}" for i, u in enumerate(conversation)
+    ]

@@ -28,8 +28,13 @@ from malpyeong.tasks.cci_synthetic import synthetic_cci
 from malpyeong.tasks.registry import register
 
 CATEGORIES = ("원인", "후행사건", "전제", "동기", "반응")
-CATEGORY_EN = {"원인": "cause", "후행사건": "subsequent event", "전제": "prerequisite",
-               "동기": "motivation", "반응": "emotional reaction"}
+CATEGORY_EN = {
+    "원인": "cause",
+    "후행사건": "subsequent event",
+    "전제": "prerequisite",
+    "동기": "motivation",
+    "반응": "emotional reaction",
+}
 # Our own wording of the guideline's five relations (원인, 후행 사건, 전제 조건, 내적 동기, 감정 반응).
 DEFINITIONS_KO = {
     "원인": "원인: 대상 발화의 사건이나 상태가 일어나게 된 까닭",
@@ -45,10 +50,14 @@ DEFINITIONS_EN = {
     "동기": "motivation: the speaker's inner feeling, desire or goal behind the target utterance",
     "반응": "emotional reaction: the emotion the listener or speaker feels about the target utterance",
 }
-PERSONA_KO = ("당신은 한국어 대화의 맥락을 정확히 읽어내는 언어학자입니다. "
-              "대화의 흐름과 화자의 의도를 근거로 가장 타당한 추론을 고릅니다.")
-PERSONA_EN = ("You are a linguist who reads the context of Korean conversations precisely and "
-              "chooses the most plausible inference from the flow of the dialogue and the speakers' intent.")
+PERSONA_KO = (
+    "당신은 한국어 대화의 맥락을 정확히 읽어내는 언어학자입니다. "
+    "대화의 흐름과 화자의 의도를 근거로 가장 타당한 추론을 고릅니다."
+)
+PERSONA_EN = (
+    "You are a linguist who reads the context of Korean conversations precisely and "
+    "chooses the most plausible inference from the flow of the dialogue and the speakers' intent."
+)
 OUTPUTS = ("inference_1", "inference_2", "inference_3")
 
 
@@ -111,7 +120,9 @@ class CCITask(ChoiceTask):
             known = {u.utterance_id for u in utterances}
             for r in ref:
                 if r not in known:
-                    problems.append(("input.reference_id", f"'{r}' is not an utterance_id of this conversation"))
+                    problems.append(
+                        ("input.reference_id", f"'{r}' is not an utterance_id of this conversation")
+                    )
         category = inp.get("category")
         if category not in CATEGORIES:
             problems.append(("input.category", f"{category!r} is not one of {', '.join(CATEGORIES)}"))
@@ -122,13 +133,13 @@ class CCITask(ChoiceTask):
                 problems.append((f"input.{key}", "missing or not a non-empty string"))
             options.append(value if isinstance(value, str) else "")
         if "output" not in record:
-            problems.append(("output", "missing (use \"\" in test files)"))
+            problems.append(("output", 'missing (use "" in test files)'))
         output = record.get("output")
         label = None
         if output in OUTPUTS:
             label = OUTPUTS.index(output)
         elif output not in ("", None) or ("output" in record and output is None):
-            problems.append(("output", f"{output!r} is not one of {', '.join(OUTPUTS)} or \"\""))
+            problems.append(("output", f'{output!r} is not one of {", ".join(OUTPUTS)} or ""'))
         if problems:
             return None
         return CCIItem(rid, tuple(utterances), tuple(ref), category, tuple(options), label, record)
@@ -168,11 +179,15 @@ class CCITask(ChoiceTask):
     def messages(self, item: CCIItem, spec: PromptSpec = BASELINE) -> list[dict]:
         refs = set(item.reference_indices)
         highlight = "highlight" in spec
-        parts = ["\n".join(["[Conversation]", *conversation_lines(
-            item.conversation, refs if highlight else set(), "★ ")])]
+        parts = [
+            "\n".join(
+                ["[Conversation]", *conversation_lines(item.conversation, refs if highlight else set(), "★ ")]
+            )
+        ]
         if highlight:
-            quoted = [f"화자{item.conversation[i].speaker}: {item.conversation[i].utterance}"
-                      for i in sorted(refs)]
+            quoted = [
+                f"화자{item.conversation[i].speaker}: {item.conversation[i].utterance}" for i in sorted(refs)
+            ]
             parts.append("\n".join(["[Target]", *quoted]))
         if "definitions" in spec:
             table = DEFINITIONS_EN if spec.language == "en" else DEFINITIONS_KO
@@ -181,7 +196,9 @@ class CCITask(ChoiceTask):
                 lines.append(DEFINITIONS_EN[item.category])
             parts.append("\n".join(["[Definition]", *lines]))
         parts.append("[Question]\n" + self.question(item, spec))
-        options = "\n".join(f"{letter}. {text}" for letter, text in zip(self.letters, item.options, strict=True))
+        options = "\n".join(
+            f"{letter}. {text}" for letter, text in zip(self.letters, item.options, strict=True)
+        )
         parts.append("[Option]\n" + options)
         if "cot" in spec:
             ko = "먼저 대화의 근거를 한두 문장으로 설명한 뒤, 마지막 줄에 '정답: A'처럼 답을 쓰세요."
@@ -189,9 +206,10 @@ class CCITask(ChoiceTask):
             parts.append({"ko": ko, "en": en, "bilingual": f"{ko}\n{en}"}[spec.language])
         system = OFFICIAL_SYSTEM
         if "persona" in spec:
-            system = {"ko": PERSONA_KO, "en": PERSONA_EN, "bilingual": f"{PERSONA_KO}\n{PERSONA_EN}"}[spec.language]
-        return [{"role": "system", "content": system},
-                {"role": "user", "content": "\n\n".join(parts)}]
+            system = {"ko": PERSONA_KO, "en": PERSONA_EN, "bilingual": f"{PERSONA_KO}\n{PERSONA_EN}"}[
+                spec.language
+            ]
+        return [{"role": "system", "content": system}, {"role": "user", "content": "\n\n".join(parts)}]
 
     def answer_text(self, item: CCIItem, index: int, *, style: str | None = None) -> str:
         """``A. <option text>`` (default) or ``A`` (``style="letter"``)."""
@@ -200,8 +218,7 @@ class CCITask(ChoiceTask):
             return letter
         return f"{letter}. {item.options[index]}"
 
-    def target(self, item: CCIItem, *, style: str | None = None,
-               rationale: str | None = None) -> str:
+    def target(self, item: CCIItem, *, style: str | None = None, rationale: str | None = None) -> str:
         """The gold answer (:meth:`answer_text`); with ``rationale`` (CoT) the rationale comes
         first and the answer line ``정답: A`` last."""
         if item.label is None:

@@ -40,8 +40,7 @@ from malpyeong.tasks.base import (
 from malpyeong.tasks.registry import register
 
 INSTRUCTION = {
-    "en": "You are {name}. Continue the conversation in character: reply with {name}'s next "
-          "line only.",
+    "en": "You are {name}. Continue the conversation in character: reply with {name}'s next line only.",
     "ko": "당신은 {name}입니다. {name}의 말투와 성격 그대로, {name}의 다음 대사 한 줄만 말하세요.",
 }
 MEMORY = {"en": "Earlier in this conversation:", "ko": "앞선 대화의 내용:"}
@@ -70,8 +69,11 @@ class ChatTask(GenerateTask):
     metrics = (
         Metric("rougeL", help="ROUGE-L F1 against the gold reply (Mecab morphemes / words)"),
         Metric("bertscore", help="BERTScore F1 against the gold reply, local encoder"),
-        Metric("perplexity", higher_is_better=False,
-               help="of the gold replies under the model (from run/test.py's sidecar)"),
+        Metric(
+            "perplexity",
+            higher_is_better=False,
+            help="of the gold replies under the model (from run/test.py's sidecar)",
+        ),
         Metric("distinct1", help="distinct unigrams / unigrams over all replies"),
         Metric("distinct2", help="distinct bigrams / bigrams over all replies"),
         Metric("avg_words", help="mean reply length in words"),
@@ -81,8 +83,9 @@ class ChatTask(GenerateTask):
     evaluate_sidecar = ("ref_logprob", "ref_tokens")
     live_reply = True
     evaluate_options = {
-        "bertscore_model": Option("BERTScore encoder: a local folder or cached hub id "
-                                  "(default bert-base-multilingual-cased)"),
+        "bertscore_model": Option(
+            "BERTScore encoder: a local folder or cached hub id (default bert-base-multilingual-cased)"
+        ),
         "bertscore_layer": Option("chat: BERTScore layer (default 9, or the encoder's last)"),
         "skip": Option("metrics to leave out on purpose", many=True),
         "device": Option("device for the metric models"),
@@ -107,14 +110,15 @@ class ChatTask(GenerateTask):
                 problems.append((f"input.{key}", f"is a {type(value).__name__}, not a string"))
             extra[key] = value.strip() or None if isinstance(value, str) else None
         if "output" not in record:
-            problems.append(("output", "missing (use \"\" in test files)"))
+            problems.append(("output", 'missing (use "" in test files)'))
         output = record.get("output")
         if "output" in record and not isinstance(output, str):
             problems.append(("output", f"is a {type(output).__name__}, not a string"))
         if problems:
             return None
-        return ChatItem(rid, tuple(utterances), speaker.strip(), output or "", extra["persona"],
-                        extra["memory"], record)
+        return ChatItem(
+            rid, tuple(utterances), speaker.strip(), output or "", extra["persona"], extra["memory"], record
+        )
 
     def has_output(self, item: ChatItem) -> bool:
         return bool(item.reply.strip())
@@ -122,15 +126,20 @@ class ChatTask(GenerateTask):
     def reference(self, item: ChatItem) -> str:
         return item.reply
 
-    def live_item(self, conversation: tuple[Utterance, ...], *, speaker: str | None = None,
-                  memory: str | None = None, persona: str | None = None,
-                  item_id: str = "live") -> ChatItem:
+    def live_item(
+        self,
+        conversation: tuple[Utterance, ...],
+        *,
+        speaker: str | None = None,
+        memory: str | None = None,
+        persona: str | None = None,
+        item_id: str = "live",
+    ) -> ChatItem:
         if not speaker:
             raise UserError("a live chat needs the character who replies", field="character")
         if not conversation:
             raise UserError("nothing to reply to", field="conversation")
-        return ChatItem(item_id, tuple(conversation), speaker, "", persona or None,
-                        memory or None, {})
+        return ChatItem(item_id, tuple(conversation), speaker, "", persona or None, memory or None, {})
 
     # ----- prompts -----
     def messages(self, item: ChatItem, spec: PromptSpec = BASELINE) -> list[dict]:
@@ -183,14 +192,14 @@ class ChatTask(GenerateTask):
         skip = set(options.get("skip") or ())
         unknown = sorted(skip - set(SKIPPABLE))
         if unknown:
-            raise UserError(f"cannot skip {', '.join(unknown)}", field="skip",
-                            hint=f"skippable: {', '.join(SKIPPABLE)}")
+            raise UserError(
+                f"cannot skip {', '.join(unknown)}", field="skip", hint=f"skippable: {', '.join(SKIPPABLE)}"
+            )
         sidecar = options.get("sidecar") or {}
         logprobs = []
         for it in gold:
             row = sidecar.get(it.id) or {}
-            ok = isinstance(row.get("ref_logprob"), (int, float)) and \
-                isinstance(row.get("ref_tokens"), int)
+            ok = isinstance(row.get("ref_logprob"), (int, float)) and isinstance(row.get("ref_tokens"), int)
             logprobs.append((float(row["ref_logprob"]), row["ref_tokens"]) if ok else None)
         layer = options.get("bertscore_layer")
         if layer is not None:
@@ -198,14 +207,19 @@ class ChatTask(GenerateTask):
                 layer = int(layer)
             except ValueError:
                 raise UserError(f"not a layer number: {layer!r}", field="bertscore_layer") from None
-        return chat_scores([it.reply for it in gold], [outputs[it.id] for it in gold],
-                           ref_logprobs=logprobs, bertscore_model=options.get("bertscore_model"),
-                           bertscore_layer=layer, skip=skip, device=options.get("device"))
+        return chat_scores(
+            [it.reply for it in gold],
+            [outputs[it.id] for it in gold],
+            ref_logprobs=logprobs,
+            bertscore_model=options.get("bertscore_model"),
+            bertscore_layer=layer,
+            skip=skip,
+            device=options.get("device"),
+        )
 
     def dev_evaluate(self, gold: list[ChatItem], outputs: dict[str, Any]) -> dict:
         """ROUGE-L and the diversity figures: nothing that needs another model."""
-        report = chat_scores([it.reply for it in gold], [outputs[it.id] for it in gold],
-                             skip=SKIPPABLE)
+        report = chat_scores([it.reply for it in gold], [outputs[it.id] for it in gold], skip=SKIPPABLE)
         return {k: report[k] for k in ("rougeL", "distinct1", "distinct2", "avg_words")}
 
     def format_report(self, report: dict) -> str:
@@ -226,6 +240,6 @@ def clean_reply(text: str, speaker: str) -> str:
     line = next((s.strip() for s in text.splitlines() if s.strip()), "")
     for prefix in (speaker, "assistant", "model"):
         if line.casefold().startswith(prefix.casefold() + ":"):
-            line = line[len(prefix) + 1:].strip()
+            line = line[len(prefix) + 1 :].strip()
             break
     return " ".join(line.split())

@@ -22,14 +22,21 @@ from malpyeong.tasks.base import (
 )
 from malpyeong.tasks.registry import register
 
-PERSONA_KO = ("당신은 긴 일상 대화를 정확하고 간결하게 요약하는 전문 편집자입니다. "
-              "대화에 없는 내용은 쓰지 않습니다.")
-PERSONA_EN = ("You are an editor who summarises long everyday conversations accurately and concisely, "
-              "never adding facts that are not in the conversation.")
-STYLE_KO = ("'두 화자는 이 대화에서 ...에 대해 이야기했습니다.'로 시작하고, 각 화자가 한 말을 "
-            "화자 이름으로 나누어 3~5문장으로 쓰세요.")
-STYLE_EN = ("Start with '두 화자는 이 대화에서 ...에 대해 이야기했습니다.' and write 3-5 Korean sentences, "
-            "what each speaker said under the speaker's name.")
+PERSONA_KO = (
+    "당신은 긴 일상 대화를 정확하고 간결하게 요약하는 전문 편집자입니다. 대화에 없는 내용은 쓰지 않습니다."
+)
+PERSONA_EN = (
+    "You are an editor who summarises long everyday conversations accurately and concisely, "
+    "never adding facts that are not in the conversation."
+)
+STYLE_KO = (
+    "'두 화자는 이 대화에서 ...에 대해 이야기했습니다.'로 시작하고, 각 화자가 한 말을 "
+    "화자 이름으로 나누어 3~5문장으로 쓰세요."
+)
+STYLE_EN = (
+    "Start with '두 화자는 이 대화에서 ...에 대해 이야기했습니다.' and write 3-5 Korean sentences, "
+    "what each speaker said under the speaker's name."
+)
 
 
 @dataclass(frozen=True)
@@ -53,10 +60,8 @@ class DCSTask(GenerateTask):
     )
     dev_metric = "rouge1"
     evaluate_options = {
-        "bertscore_model": Option("BERTScore model path or hub id "
-                                  "(default bert-base-multilingual-cased)"),
-        "bleurt_checkpoint": Option("local BLEURT-20 PyTorch checkpoint folder "
-                                    "(without it: not computed)"),
+        "bertscore_model": Option("BERTScore model path or hub id (default bert-base-multilingual-cased)"),
+        "bleurt_checkpoint": Option("local BLEURT-20 PyTorch checkpoint folder (without it: not computed)"),
         "skip": Option("metrics to leave out on purpose (rouge1, bertscore, bleurt)", many=True),
         "device": Option("device for the metric models"),
     }
@@ -72,12 +77,15 @@ class DCSTask(GenerateTask):
         if inp is None:
             return None
         keywords = inp.get("subject_keyword")
-        if not isinstance(keywords, list) or not keywords or \
-                not all(isinstance(k, str) and k.strip() for k in keywords):
+        if (
+            not isinstance(keywords, list)
+            or not keywords
+            or not all(isinstance(k, str) and k.strip() for k in keywords)
+        ):
             problems.append(("input.subject_keyword", "missing or not a non-empty list of strings"))
             keywords = []
         if "output" not in record:
-            problems.append(("output", "missing (use \"\" in test files)"))
+            problems.append(("output", 'missing (use "" in test files)'))
         output = record.get("output")
         if "output" in record and not isinstance(output, str):
             problems.append(("output", f"is a {type(output).__name__}, not a string"))
@@ -85,9 +93,15 @@ class DCSTask(GenerateTask):
             return None
         return DCSItem(rid, tuple(utterances), tuple(keywords), output or "", record)
 
-    def live_item(self, conversation: tuple[Utterance, ...], *, speaker: str | None = None,
-                  memory: str | None = None, persona: str | None = None,
-                  item_id: str = "live") -> DCSItem:
+    def live_item(
+        self,
+        conversation: tuple[Utterance, ...],
+        *,
+        speaker: str | None = None,
+        memory: str | None = None,
+        persona: str | None = None,
+        item_id: str = "live",
+    ) -> DCSItem:
         """A live conversation to summarise (``run/chat.py --summarizer`` a DCS run): the
         task wants subject keywords, so the generic one, 일상 대화."""
         return DCSItem(item_id, tuple(conversation), ("일상 대화",), "", {})
@@ -105,12 +119,15 @@ class DCSTask(GenerateTask):
         en = f"[Question]\nSummarise the conversation above on the topic(s): {keys}."
         question = {"ko": ko, "en": en, "bilingual": f"{ko}\n{en.split(chr(10), 1)[1]}"}[spec.language]
         if "style" in spec:
-            question += "\n" + {"ko": STYLE_KO, "en": STYLE_EN, "bilingual": f"{STYLE_KO}\n{STYLE_EN}"}[spec.language]
+            question += (
+                "\n" + {"ko": STYLE_KO, "en": STYLE_EN, "bilingual": f"{STYLE_KO}\n{STYLE_EN}"}[spec.language]
+            )
         system = OFFICIAL_SYSTEM
         if "persona" in spec:
-            system = {"ko": PERSONA_KO, "en": PERSONA_EN, "bilingual": f"{PERSONA_KO}\n{PERSONA_EN}"}[spec.language]
-        return [{"role": "system", "content": system},
-                {"role": "user", "content": chat + "\n\n" + question}]
+            system = {"ko": PERSONA_KO, "en": PERSONA_EN, "bilingual": f"{PERSONA_KO}\n{PERSONA_EN}"}[
+                spec.language
+            ]
+        return [{"role": "system", "content": system}, {"role": "user", "content": chat + "\n\n" + question}]
 
     def parse_output(self, item: DCSItem, text: str) -> str | None:
         return self.clean_output(text) or None
@@ -136,22 +153,25 @@ class DCSTask(GenerateTask):
     def evaluate(self, gold: list[DCSItem], outputs: dict[str, Any], **options: Any) -> dict:
         unknown = sorted(set(options.get("skip") or ()) - set(metrics.DCS_METRICS))
         if unknown:
-            raise UserError(f"cannot skip {', '.join(unknown)}", field="skip",
-                            hint=f"metrics: {', '.join(metrics.DCS_METRICS)}")
+            raise UserError(
+                f"cannot skip {', '.join(unknown)}",
+                field="skip",
+                hint=f"metrics: {', '.join(metrics.DCS_METRICS)}",
+            )
         refs = [it.summary for it in gold]
         preds = [outputs[it.id] for it in gold]
         return metrics.dcs_scores(refs, preds, **options)
 
-    def item_scores(self, gold: list[DCSItem], outputs: dict[str, Any], metric: str,
-                    **options: Any) -> list[float]:
+    def item_scores(
+        self, gold: list[DCSItem], outputs: dict[str, Any], metric: str, **options: Any
+    ) -> list[float]:
         """Only ``metric`` is computed (the other model-based metrics are skipped)."""
         skip = [m for m in metrics.DCS_METRICS if m != metric]
         return super().item_scores(gold, outputs, metric, **{**options, "skip": skip})
 
     def dev_evaluate(self, gold: list[DCSItem], outputs: dict[str, Any]) -> dict:
         """ROUGE-1 only: the other two need models that a training run may not have."""
-        return {"rouge1": metrics.rouge1([it.summary for it in gold],
-                                         [outputs[it.id] for it in gold])}
+        return {"rouge1": metrics.rouge1([it.summary for it in gold], [outputs[it.id] for it in gold])}
 
     def format_report(self, report: dict) -> str:
         lines = []
@@ -162,8 +182,11 @@ class DCSTask(GenerateTask):
         if agg is None:
             lines.append("aggregate not computed (no metric available)")
         else:
-            note = "" if report.get("complete") else \
-                f"  (mean of {', '.join(report['aggregate_of'])} only: not comparable with the leaderboard)"
+            note = (
+                ""
+                if report.get("complete")
+                else f"  (mean of {', '.join(report['aggregate_of'])} only: not comparable with the leaderboard)"
+            )
             lines.append(f"aggregate {agg:.2f}{note}")
         lines += [f"note: {n}" for n in report.get("notices", [])]
         return "\n".join(lines)

@@ -59,8 +59,10 @@ MAX_FACTS, MAX_FACT_CHARS = 12, 400
 MAX_REFS, MAX_REF_CHARS = 8, 80
 MAX_TURNS = 999_999
 
-FORMAT = ('{"memory_state":{"key_facts":["..."],"unresolved_refs":["..."],"topic":"...",'
-          '"turn_count":N},"memory_summary":"..."}')
+FORMAT = (
+    '{"memory_state":{"key_facts":["..."],"unresolved_refs":["..."],"topic":"...",'
+    '"turn_count":N},"memory_summary":"..."}'
+)
 SYSTEM_EN = (
     "You are the memory-state generator of a multi-turn dialogue system: on every turn you "
     "write the state of the conversation so far for the later components, as JSON only (no "
@@ -70,9 +72,11 @@ SYSTEM_EN = (
     "yet; topic: a few words; turn_count: {turns}; memory_summary: one sentence. After a "
     "previous memory state, the conversation holds only the new turns: update that state."
 )
-TURNS_EN = {"utterances": "the number of utterances in the conversation",
-            "speaker_turns": "the number of speaker turns in the conversation (consecutive "
-                             "utterances of one speaker count once)"}
+TURNS_EN = {
+    "utterances": "the number of utterances in the conversation",
+    "speaker_turns": "the number of speaker turns in the conversation (consecutive "
+    "utterances of one speaker count once)",
+}
 SYSTEM_KO = (
     "당신은 멀티턴 대화 시스템의 메모리 상태 생성기입니다. 매 턴 지금까지의 대화 상태를 다음 구성 "
     "요소를 위해 JSON으로만(코드 블록이나 다른 글 없이) 정확히 이 형식으로 씁니다:\n"
@@ -82,20 +86,23 @@ SYSTEM_KO = (
     "주제; turn_count: {turns}; memory_summary: 한 문장. 이전 메모리 상태 뒤의 대화는 새 턴뿐입니다: "
     "그 상태를 갱신하세요."
 )
-TURNS_KO = {"utterances": "대화의 발화 수",
-            "speaker_turns": "대화의 화자 턴 수(한 화자의 연속된 발화는 하나로 셉니다)"}
+TURNS_KO = {
+    "utterances": "대화의 발화 수",
+    "speaker_turns": "대화의 화자 턴 수(한 화자의 연속된 발화는 하나로 셉니다)",
+}
 
 
-def count_turns(conversation: tuple[Utterance, ...] | list[Utterance],
-                reading: str = "utterances") -> int:
+def count_turns(conversation: tuple[Utterance, ...] | list[Utterance], reading: str = "utterances") -> int:
     """``turn_count`` of a conversation: utterances, or speaker turns (runs of one speaker)."""
     if reading == "utterances":
         return len(conversation)
     if reading == "speaker_turns":
-        return sum(1 for i, u in enumerate(conversation)
-                   if i == 0 or u.speaker != conversation[i - 1].speaker)
-    raise UserError(f"unknown turn count reading '{reading}'", field="turn_count_by",
-                    hint=", ".join(TURN_READINGS))
+        return sum(
+            1 for i, u in enumerate(conversation) if i == 0 or u.speaker != conversation[i - 1].speaker
+        )
+    raise UserError(
+        f"unknown turn count reading '{reading}'", field="turn_count_by", hint=", ".join(TURN_READINGS)
+    )
 
 
 def _strings(value: Any, where: str, problems: Problems) -> None:
@@ -112,8 +119,7 @@ def state_problems(value: Any, where: str = "output", *, turn_count: bool = True
     which is set from the input anyway)."""
     problems: Problems = []
     if not isinstance(value, dict):
-        return [(where, f"is a {type(value).__name__}, not a memory object {{memory_state, "
-                        "memory_summary}")]
+        return [(where, f"is a {type(value).__name__}, not a memory object {{memory_state, memory_summary}}")]
     problems += [(f"{where}.{k}", "unknown field") for k in value if k not in OUTPUT_FIELDS]
     state = value.get("memory_state")
     if not isinstance(state, dict):
@@ -135,25 +141,29 @@ def state_problems(value: Any, where: str = "output", *, turn_count: bool = True
     return problems
 
 
-def make_state(key_facts: list[str], unresolved_refs: list[str], topic: str, turn_count: int,
-               memory_summary: str) -> dict:
+def make_state(
+    key_facts: list[str], unresolved_refs: list[str], topic: str, turn_count: int, memory_summary: str
+) -> dict:
     """A memory object with its keys in the schema's order (strings stripped)."""
-    return {"memory_state": {"key_facts": [f.strip() for f in key_facts],
-                             "unresolved_refs": [r.strip() for r in unresolved_refs],
-                             "topic": topic.strip(), "turn_count": turn_count},
-            "memory_summary": memory_summary.strip()}
+    return {
+        "memory_state": {
+            "key_facts": [f.strip() for f in key_facts],
+            "unresolved_refs": [r.strip() for r in unresolved_refs],
+            "topic": topic.strip(),
+            "turn_count": turn_count,
+        },
+        "memory_summary": memory_summary.strip(),
+    }
 
 
 def with_turn_count(state: dict, turn_count: int) -> dict:
     s = state["memory_state"]
-    return make_state(s["key_facts"], s["unresolved_refs"], s["topic"], turn_count,
-                      state["memory_summary"])
+    return make_state(s["key_facts"], s["unresolved_refs"], s["topic"], turn_count, state["memory_summary"])
 
 
 def dialogue_text(conversation: tuple[Utterance, ...]) -> str:
     """``speaker: utterance`` lines (a cut stretch shows as ``…``)."""
-    return "\n".join(f"{u.speaker}: {u.utterance}" if u.speaker else u.utterance
-                     for u in conversation)
+    return "\n".join(f"{u.speaker}: {u.utterance}" if u.speaker else u.utterance for u in conversation)
 
 
 @dataclass(frozen=True)
@@ -180,8 +190,10 @@ class MemoryTask(GenerateTask):
     description = "dialogue memory state: key facts, unresolved references, topic, turn count, summary (JSON)"
     metrics = (
         Metric("key_facts_f1", help="key facts matched one-to-one (ROUGE-1 F >= threshold)"),
-        Metric("key_facts_precision"), Metric("key_facts_recall"),
-        Metric("unresolved_refs_f1"), Metric("unresolved_refs_precision"),
+        Metric("key_facts_precision"),
+        Metric("key_facts_recall"),
+        Metric("unresolved_refs_f1"),
+        Metric("unresolved_refs_precision"),
         Metric("unresolved_refs_recall"),
         Metric("summary_rouge1", help="memory_summary ROUGE-1 F (Mecab for Korean, words else)"),
         Metric("topic_exact", help="topic equal after normalisation"),
@@ -201,10 +213,12 @@ class MemoryTask(GenerateTask):
     combiner = "fields"
     prompt_flags = {"ko": "Korean instructions (default: English)"}
     evaluate_options = {
-        "fact_threshold": Option(f"ROUGE-1 F a predicted fact needs to match a gold one "
-                                 f"(default {scores.FACT_THRESHOLD})"),
-        "bertscore_model": Option("local BERTScore model: also summary BERTScore and facts "
-                                  "matched by BERTScore"),
+        "fact_threshold": Option(
+            f"ROUGE-1 F a predicted fact needs to match a gold one (default {scores.FACT_THRESHOLD})"
+        ),
+        "bertscore_model": Option(
+            "local BERTScore model: also summary BERTScore and facts matched by BERTScore"
+        ),
         "device": Option("device for the metric models"),
     }
 
@@ -218,13 +232,12 @@ class MemoryTask(GenerateTask):
             return None
         reading = inp.get("turn_count_by", "utterances")
         if reading not in TURN_READINGS:
-            problems.append(("input.turn_count_by", f"{reading!r} is not one of "
-                                                    f"{', '.join(TURN_READINGS)}"))
+            problems.append(("input.turn_count_by", f"{reading!r} is not one of {', '.join(TURN_READINGS)}"))
         previous = inp.get("previous_state")
         if previous is not None:
             problems += state_problems(previous, "input.previous_state")
         if "output" not in record:
-            problems.append(("output", "missing (use \"\" in test files)"))
+            problems.append(("output", 'missing (use "" in test files)'))
         output = record.get("output")
         if output != "" and "output" in record:
             problems += state_problems(output)
@@ -249,7 +262,8 @@ class MemoryTask(GenerateTask):
     def messages(self, item: MemoryItem, spec: PromptSpec = BASELINE) -> list[dict]:
         ko = "ko" in spec
         system = (SYSTEM_KO if ko else SYSTEM_EN).replace(
-            "{turns}", (TURNS_KO if ko else TURNS_EN)[item.turn_reading])
+            "{turns}", (TURNS_KO if ko else TURNS_EN)[item.turn_reading]
+        )
         parts = []
         if item.previous is not None:
             head = "이전 메모리 상태:" if ko else "Previous memory state:"
@@ -260,8 +274,9 @@ class MemoryTask(GenerateTask):
     def render_output(self, output: dict) -> str:
         """Compact JSON in the schema's key order: exactly what constrained decoding writes."""
         s = output["memory_state"]
-        ordered = make_state(s["key_facts"], s["unresolved_refs"], s["topic"], s["turn_count"],
-                             output["memory_summary"])
+        ordered = make_state(
+            s["key_facts"], s["unresolved_refs"], s["topic"], s["turn_count"], output["memory_summary"]
+        )
         return json.dumps(ordered, ensure_ascii=False, separators=(",", ":"))
 
     def target(self, item: MemoryItem, *, style: str | None = None) -> str:
@@ -279,20 +294,28 @@ class MemoryTask(GenerateTask):
     def _build_schema() -> dict:
         """The JSON schema of constrained decoding: the format plus the decoding bounds above;
         ``x-guidance`` fixes the layout (no free whitespace, ``,`` and ``:`` separators)."""
+
         def strings(n: int, chars: int) -> dict:
             return {"type": "array", "items": _string_schema(chars), "maxItems": n}
 
-        state = {"type": "object", "additionalProperties": False, "required": list(STATE_FIELDS),
-                 "properties": {"key_facts": strings(MAX_FACTS, MAX_FACT_CHARS),
-                                "unresolved_refs": strings(MAX_REFS, MAX_REF_CHARS),
-                                "topic": _string_schema(MAX_TOPIC_CHARS),
-                                "turn_count": {"type": "integer", "minimum": 1,
-                                               "maximum": MAX_TURNS}}}
-        return {"x-guidance": {"whitespace_flexible": False, "item_separator": ",",
-                               "key_separator": ":"},
-                "type": "object", "additionalProperties": False, "required": list(OUTPUT_FIELDS),
-                "properties": {"memory_state": state,
-                               "memory_summary": _string_schema(MAX_SUMMARY_CHARS)}}
+        state = {
+            "type": "object",
+            "additionalProperties": False,
+            "required": list(STATE_FIELDS),
+            "properties": {
+                "key_facts": strings(MAX_FACTS, MAX_FACT_CHARS),
+                "unresolved_refs": strings(MAX_REFS, MAX_REF_CHARS),
+                "topic": _string_schema(MAX_TOPIC_CHARS),
+                "turn_count": {"type": "integer", "minimum": 1, "maximum": MAX_TURNS},
+            },
+        }
+        return {
+            "x-guidance": {"whitespace_flexible": False, "item_separator": ",", "key_separator": ":"},
+            "type": "object",
+            "additionalProperties": False,
+            "required": list(OUTPUT_FIELDS),
+            "properties": {"memory_state": state, "memory_summary": _string_schema(MAX_SUMMARY_CHARS)},
+        }
 
     def parse_output(self, item: MemoryItem, text: str) -> dict | None:
         """The state in a raw generation (repaired when needed), with the exact turn count;
@@ -331,27 +354,42 @@ class MemoryTask(GenerateTask):
         sidecar = options.get("sidecar") or {}
         raw = [(sidecar.get(it.id) or {}).get("text", "") for it in gold] if sidecar else None
         return scores.memory_scores(
-            [it.state for it in gold], [it.turn_count for it in gold],
-            [outputs[it.id] for it in gold], raw, self.check_output, threshold=threshold,
-            bertscore_model=options.get("bertscore_model"), device=options.get("device"))
+            [it.state for it in gold],
+            [it.turn_count for it in gold],
+            [outputs[it.id] for it in gold],
+            raw,
+            self.check_output,
+            threshold=threshold,
+            bertscore_model=options.get("bertscore_model"),
+            device=options.get("device"),
+        )
 
     def format_report(self, report: dict) -> str:
         lines = []
         for m in self.metrics:
             value = report.get(m.name)
-            shown = "not computed" if value is None else \
-                f"{value:.4f}" if isinstance(value, float) else str(value)
+            shown = (
+                "not computed"
+                if value is None
+                else f"{value:.4f}"
+                if isinstance(value, float)
+                else str(value)
+            )
             lines.append(f"{m.name:<26}{shown}")
         facts = report.get("facts", {})
-        lines.append(f"facts: {facts.get('matched')} of {facts.get('predicted')} predicted match "
-                     f"{facts.get('gold')} gold (ROUGE-1 F >= {report.get('fact_threshold')})")
+        lines.append(
+            f"facts: {facts.get('matched')} of {facts.get('predicted')} predicted match "
+            f"{facts.get('gold')} gold (ROUGE-1 F >= {report.get('fact_threshold')})"
+        )
         if report.get("repairs"):
             lines.append("repairs: " + ", ".join(f"{k} {v}" for k, v in report["repairs"].items()))
         if report.get("json_valid_raw") is None:
             lines.append("note: no sidecar with raw generations: raw rates not computed")
         if report.get("gold_turn_count_off"):
-            lines.append(f"note: {report['gold_turn_count_off']} gold turn_count(s) differ from "
-                         "the input's count (scored against the input's)")
+            lines.append(
+                f"note: {report['gold_turn_count_off']} gold turn_count(s) differ from "
+                "the input's count (scored against the input's)"
+            )
         return "\n".join(lines)
 
     # ----- ensembles -----

@@ -29,13 +29,13 @@ def _vote_topic(topics: Sequence[str], weights: Sequence[float]) -> str:
     return topics[first[best]]
 
 
-def _vote_strings(lists: Sequence[Sequence[str]], weights: Sequence[float],
-                  threshold: float) -> list[str]:
+def _vote_strings(lists: Sequence[Sequence[str]], weights: Sequence[float], threshold: float) -> list[str]:
     groups: list[tuple[str, set[int]]] = []  # (wording, models stating it)
     for j, strings in enumerate(lists):
         for s in strings:
-            scored = [(rouge1_f(wording, s), g) for g, (wording, models) in enumerate(groups)
-                      if j not in models]
+            scored = [
+                (rouge1_f(wording, s), g) for g, (wording, models) in enumerate(groups) if j not in models
+            ]
             sim, g = max(scored, default=(0.0, -1))
             if g >= 0 and sim >= threshold:
                 groups[g][1].add(j)
@@ -52,25 +52,29 @@ def _mbr_summary(summaries: Sequence[str], weights: Sequence[float]) -> str:
     def support(j: int) -> float:
         others = [k for k in range(len(summaries)) if k != j]
         total = sum(weights[k] for k in others)
-        return sum(weights[k] * rouge1_f(summaries[k], summaries[j]) for k in others) / total \
-            if total else 0.0
+        return (
+            sum(weights[k] * rouge1_f(summaries[k], summaries[j]) for k in others) / total if total else 0.0
+        )
 
     return summaries[max(range(len(summaries)), key=lambda j: (support(j), -j))]
 
 
-def combine_states(outputs: Sequence[dict], weights: Sequence[float], turn_count: int,
-                   threshold: float = FACT_THRESHOLD) -> dict:
+def combine_states(
+    outputs: Sequence[dict], weights: Sequence[float], turn_count: int, threshold: float = FACT_THRESHOLD
+) -> dict:
     """One memory object from several (valid) ones; see the module docstring."""
     if not outputs or len(outputs) != len(weights):
         raise ValueError(f"{len(outputs)} outputs and {len(weights)} weights")
     states = [o["memory_state"] for o in outputs]
-    return {"memory_state": {
-        "key_facts": _vote_strings([s["key_facts"] for s in states], weights, threshold),
-        "unresolved_refs": _vote_strings([s["unresolved_refs"] for s in states], weights,
-                                         threshold),
-        "topic": _vote_topic([s["topic"] for s in states], weights),
-        "turn_count": turn_count},
-        "memory_summary": _mbr_summary([o["memory_summary"] for o in outputs], weights)}
+    return {
+        "memory_state": {
+            "key_facts": _vote_strings([s["key_facts"] for s in states], weights, threshold),
+            "unresolved_refs": _vote_strings([s["unresolved_refs"] for s in states], weights, threshold),
+            "topic": _vote_topic([s["topic"] for s in states], weights),
+            "turn_count": turn_count,
+        },
+        "memory_summary": _mbr_summary([o["memory_summary"] for o in outputs], weights),
+    }
 
 
 __all__ = ["combine_states"]

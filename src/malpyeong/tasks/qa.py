@@ -41,27 +41,39 @@ from malpyeong.tasks.base import (
 from malpyeong.tasks.registry import register
 
 SYSTEM = {
-    "ko": ("당신은 긴 문서를 꼼꼼히 읽고 질문에 답하는 AI 어시스턴트입니다. 주어진 내용만을 근거로 "
-           "질문에 답한 뒤, 그 답에 이른 추론을 설명하세요."),
-    "en": ("You are an AI assistant who reads long documents carefully and answers questions "
-           "about them. Answer the question from the given content only, then explain the "
-           "reasoning that led to the answer."),
+    "ko": (
+        "당신은 긴 문서를 꼼꼼히 읽고 질문에 답하는 AI 어시스턴트입니다. 주어진 내용만을 근거로 "
+        "질문에 답한 뒤, 그 답에 이른 추론을 설명하세요."
+    ),
+    "en": (
+        "You are an AI assistant who reads long documents carefully and answers questions "
+        "about them. Answer the question from the given content only, then explain the "
+        "reasoning that led to the answer."
+    ),
 }
 SYSTEM_ANSWER_ONLY = {
     "ko": "당신은 긴 문서를 꼼꼼히 읽고 질문에 답하는 AI 어시스턴트입니다. 주어진 내용만을 근거로 질문에 답하세요.",
-    "en": ("You are an AI assistant who reads long documents carefully and answers questions "
-           "about them. Answer the question from the given content only."),
+    "en": (
+        "You are an AI assistant who reads long documents carefully and answers questions "
+        "about them. Answer the question from the given content only."
+    ),
 }
 SYSTEM_RATIONALE_FIRST = {
-    "ko": ("당신은 긴 문서를 꼼꼼히 읽고 질문에 답하는 AI 어시스턴트입니다. 주어진 내용만을 근거로 "
-           "먼저 추론을 설명한 뒤, 답을 쓰세요."),
-    "en": ("You are an AI assistant who reads long documents carefully and answers questions "
-           "about them. From the given content only, first explain your reasoning, then give "
-           "the answer."),
+    "ko": (
+        "당신은 긴 문서를 꼼꼼히 읽고 질문에 답하는 AI 어시스턴트입니다. 주어진 내용만을 근거로 "
+        "먼저 추론을 설명한 뒤, 답을 쓰세요."
+    ),
+    "en": (
+        "You are an AI assistant who reads long documents carefully and answers questions "
+        "about them. From the given content only, first explain your reasoning, then give "
+        "the answer."
+    ),
 }
 # the section markers, per language: content, question, answer, reasoning
-MARKERS = {"ko": ("###내용:", "###질문:", "###답:", "###추론:"),
-           "en": ("###Content:", "###Question:", "###Answer:", "###Reasoning:")}
+MARKERS = {
+    "ko": ("###내용:", "###질문:", "###답:", "###추론:"),
+    "en": ("###Content:", "###Question:", "###Answer:", "###Reasoning:"),
+}
 ANSWER_MARK = re.compile(r"#{2,3}\s*(?:답|정답|Answer)\s*[:：]", re.IGNORECASE)
 RATIONALE_MARK = re.compile(r"#{2,3}\s*(?:추론|근거|Reasoning|Rationale)\s*[:：]", re.IGNORECASE)
 CHAT_ARTEFACTS = re.compile(r"<\|[^|>]*\|>|<(?:start|end)_of_turn>|</?s>|<eos>|<bos>|\[/?INST\]")
@@ -108,10 +120,11 @@ class QATask(GenerateTask):
     cut_unit = "context chunks"
     over_budget = "error"
     evaluate_options = {
-        "embedder": Option("sentence-transformers model folder for 'similarity' (for real use "
-                           "jhgan/ko-sroberta-multitask; without it: not computed)"),
-        "bertscore_model": Option("BERTScore model path or hub id "
-                                  "(default bert-base-multilingual-cased)"),
+        "embedder": Option(
+            "sentence-transformers model folder for 'similarity' (for real use "
+            "jhgan/ko-sroberta-multitask; without it: not computed)"
+        ),
+        "bertscore_model": Option("BERTScore model path or hub id (default bert-base-multilingual-cased)"),
         "device": Option("device for the metric models"),
     }
     prompt_flags = {
@@ -138,18 +151,24 @@ class QATask(GenerateTask):
             if not isinstance(inp.get(key), str) or not inp[key].strip():
                 problems.append((f"input.{key}", "missing or not a non-empty string"))
         if "output" not in record:
-            problems.append(("output", "missing (use \"\" in test files)"))
+            problems.append(("output", 'missing (use "" in test files)'))
         output = record.get("output")
         if output not in ("", None) and (problem := self.check_output(output)):
             problems.append(("output", problem))
         elif output is None and "output" in record:
-            problems.append(("output", "null; use \"\" in test files"))
+            problems.append(("output", 'null; use "" in test files'))
         if problems:
             return None
         gold = output if isinstance(output, dict) else {}
         rationale = gold.get("rationale")
-        return QAItem(rid, inp["context"], inp["question"], gold.get("answer", ""),
-                      rationale if rationale and rationale.strip() else None, record)
+        return QAItem(
+            rid,
+            inp["context"],
+            inp["question"],
+            gold.get("answer", ""),
+            rationale if rationale and rationale.strip() else None,
+            record,
+        )
 
     def has_output(self, item: QAItem) -> bool:
         return bool(item.answer.strip())
@@ -159,7 +178,7 @@ class QATask(GenerateTask):
         return out | ({"rationale": item.rationale} if item.rationale else {})
 
     def check_output(self, value: Any) -> str | None:
-        shape = "output must be {\"answer\": non-empty string, \"rationale\": string (optional)}"
+        shape = 'output must be {"answer": non-empty string, "rationale": string (optional)}'
         if not isinstance(value, dict) or set(value) - {"answer", "rationale"}:
             return shape
         if not isinstance(value.get("answer"), str) or not value["answer"].strip():
@@ -178,11 +197,18 @@ class QATask(GenerateTask):
 
     def messages(self, item: QAItem, spec: PromptSpec = BASELINE) -> list[dict]:
         lang = "en" if "en" in spec else "ko"
-        system = (SYSTEM_ANSWER_ONLY if "answer_only" in spec else
-                  SYSTEM_RATIONALE_FIRST if "rationale_first" in spec else SYSTEM)[lang]
+        system = (
+            SYSTEM_ANSWER_ONLY
+            if "answer_only" in spec
+            else SYSTEM_RATIONALE_FIRST
+            if "rationale_first" in spec
+            else SYSTEM
+        )[lang]
         content, question = MARKERS[lang][:2]
-        return [{"role": "system", "content": system},
-                {"role": "user", "content": f"{content}\n{item.context}\n\n{question}\n{item.question}"}]
+        return [
+            {"role": "system", "content": system},
+            {"role": "user", "content": f"{content}\n{item.context}\n\n{question}\n{item.question}"},
+        ]
 
     def target_for(self, item: QAItem, spec: PromptSpec, *, style: str | None = None) -> str:
         """``###답: answer`` then ``###추론: reasoning`` (the reasoning first with
@@ -218,12 +244,12 @@ class QATask(GenerateTask):
         a = ANSWER_MARK.search(text)
         r = RATIONALE_MARK.search(text)
         if a is not None:
-            answer = text[a.end(): r.start() if r is not None and r.start() > a.start() else None]
+            answer = text[a.end() : r.start() if r is not None and r.start() > a.start() else None]
         else:
             answer = text[: r.start()] if r is not None else text
         rationale = ""
         if r is not None:
-            rationale = text[r.end(): a.start() if a is not None and a.start() > r.start() else None]
+            rationale = text[r.end() : a.start() if a is not None and a.start() > r.start() else None]
         answer, rationale = " ".join(answer.split()), " ".join(rationale.split())
         if not answer:
             return None
@@ -237,7 +263,7 @@ class QATask(GenerateTask):
         """The document's chunks and the order they may go in under ``spec``'s strategy."""
         chunks = chunk_text(item.context)
         if "retrieve" in spec:
-            scores = bm25_scores(item.question, [item.context[c.start:c.end] for c in chunks])
+            scores = bm25_scores(item.question, [item.context[c.start : c.end] for c in chunks])
             return chunks, least_relevant_first(list(scores))
         return chunks, middle_out(len(chunks))
 
@@ -249,7 +275,7 @@ class QATask(GenerateTask):
             parts: list[str] = []
             for i, c in enumerate(chunks):
                 if i not in gone:
-                    parts.append(item.context[c.start:c.end])
+                    parts.append(item.context[c.start : c.end])
                 elif not parts or parts[-1] != GAP + "\n":  # one mark per run of cut chunks
                     if parts and not parts[-1].endswith("\n"):
                         parts.append("\n")
@@ -270,21 +296,27 @@ class QATask(GenerateTask):
     def evaluate(self, gold: list[QAItem], outputs: dict[str, Any], **options: Any) -> dict:
         preds = [outputs[it.id] for it in gold]
         return qa_metrics.qa_scores(
-            [it.answer for it in gold], [p.get("answer", "") for p in preds],
-            [it.rationale for it in gold], [p.get("rationale") for p in preds], **options)
+            [it.answer for it in gold],
+            [p.get("answer", "") for p in preds],
+            [it.rationale for it in gold],
+            [p.get("rationale") for p in preds],
+            **options,
+        )
 
     def dev_evaluate(self, gold: list[QAItem], outputs: dict[str, Any]) -> dict:
         """The metrics that need no model (EM, F1, ROUGE-1)."""
         return self.evaluate(gold, outputs, only=("em", "f1", "rouge1", "rationale_rouge1"))
 
-    def item_scores(self, gold: list[QAItem], outputs: dict[str, Any], metric: str,
-                    **options: Any) -> list[float]:
+    def item_scores(
+        self, gold: list[QAItem], outputs: dict[str, Any], metric: str, **options: Any
+    ) -> list[float]:
         """Only ``metric`` is computed; NaN for a reasoning metric where the gold has none."""
         self.metric(metric)
         report = self.evaluate(gold, outputs, only=(metric,), **options)
         if report[metric] is None:
-            raise UserError(f"'{metric}' could not be computed: "
-                            + "; ".join(report["notices"]), field="metric")
+            raise UserError(
+                f"'{metric}' could not be computed: " + "; ".join(report["notices"]), field="metric"
+            )
         return report["per_item"][metric]
 
     def format_report(self, report: dict) -> str:
@@ -292,12 +324,17 @@ class QATask(GenerateTask):
         for m in self.metrics:
             value = report.get(m.name)
             lines.append(f"{m.name:<22}{'not computed' if value is None else f'{value:.4f}'}")
-        lines.append(f"items {report['n']}; with a gold reasoning {report['rationale_n']}; "
-                     f"predictions without reasoning {report['rationale_missing']}")
+        lines.append(
+            f"items {report['n']}; with a gold reasoning {report['rationale_n']}; "
+            f"predictions without reasoning {report['rationale_missing']}"
+        )
         lines += [f"note: {n}" for n in report.get("notices", [])]
         return "\n".join(lines)
 
     def eda_columns(self, item: QAItem) -> dict[str, Any]:
-        return {"context_chars": len(item.context), "question_chars": len(item.question),
-                "output_chars": len(item.answer) if item.answer.strip() else None,
-                "rationale_chars": len(item.rationale) if item.rationale else None}
+        return {
+            "context_chars": len(item.context),
+            "question_chars": len(item.question),
+            "output_chars": len(item.answer) if item.answer.strip() else None,
+            "rationale_chars": len(item.rationale) if item.rationale else None,
+        }

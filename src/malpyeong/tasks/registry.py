@@ -36,5 +36,4 @@ def task_names() -> list[str]:
 
 def tasks_help() -> str:
     """``name: description`` of every registered task, for ``--task``'s help."""
-    return "; ".join(f"{n}: {TASKS[n].description}" if TASKS[n].description else n
-                     for n in task_names())
+    return "; ".join(f"{n}: {TASKS[n].description}" if TASKS[n].description else n for n in task_names())

@@ -135,10 +135,23 @@ IGNORED: dict[str, str] = {
     "unfrozen_parameters": "full fine-tuning trains every parameter",
     "remove_unused_columns": "the trainer's columns are ours",
 }
-for prefix_key in ("wandb_project", "wandb_entity", "wandb_watch", "wandb_name", "wandb_log_model",
-                   "wandb_run_id", "use_wandb", "mlflow_tracking_uri", "mlflow_experiment_name",
-                   "mlflow_run_name", "use_mlflow", "comet_api_key", "comet_workspace",
-                   "comet_project_name", "use_comet"):
+for prefix_key in (
+    "wandb_project",
+    "wandb_entity",
+    "wandb_watch",
+    "wandb_name",
+    "wandb_log_model",
+    "wandb_run_id",
+    "use_wandb",
+    "mlflow_tracking_uri",
+    "mlflow_experiment_name",
+    "mlflow_run_name",
+    "use_mlflow",
+    "comet_api_key",
+    "comet_workspace",
+    "comet_project_name",
+    "use_comet",
+):
     IGNORED[prefix_key] = "runs log to TensorBoard (report_to)"
 
 # Axolotl's documented defaults where ours differ, for keys the config leaves out: the run is
@@ -152,12 +165,21 @@ AXOLOTL_DEFAULTS: dict[str, tuple[str, Any]] = {
     "load_best_model_at_end": ("load_best_model_at_end", False),
     "early_stopping_patience": ("early_stopping_patience", 0),  # Axolotl: none
 }
-FIRST = ("model", "task", "method", "train_file", "dev_file", "extra_train_files", "output_dir",
-         "max_length")
+FIRST = ("model", "task", "method", "train_file", "dev_file", "extra_train_files", "output_dir", "max_length")
 DATA_KEYS = ("datasets", "test_datasets", "val_set_size")  # see _data_files
-SCHEDULERS = ("linear", "cosine", "cosine_with_restarts", "polynomial", "constant",
-              "constant_with_warmup", "inverse_sqrt", "reduce_lr_on_plateau", "cosine_with_min_lr",
-              "cosine_warmup_with_min_lr", "warmup_stable_decay")
+SCHEDULERS = (
+    "linear",
+    "cosine",
+    "cosine_with_restarts",
+    "polynomial",
+    "constant",
+    "constant_with_warmup",
+    "inverse_sqrt",
+    "reduce_lr_on_plateau",
+    "cosine_with_min_lr",
+    "cosine_warmup_with_min_lr",
+    "warmup_stable_decay",
+)
 ADAPTERS = {"lora": "lora", "qlora": "qlora"}
 
 
@@ -172,16 +194,19 @@ class AxolotlMapping:
     defaults: list[tuple[str, Any]] = field(default_factory=list)  # Axolotl defaults applied
 
     def report(self) -> list[str]:
-        lines = [f"mapped {len(self.mapped)} Axolotl key(s): "
-                 + ", ".join(f"{k} -> {v}" for k, v in self.mapped)]
+        lines = [
+            f"mapped {len(self.mapped)} Axolotl key(s): " + ", ".join(f"{k} -> {v}" for k, v in self.mapped)
+        ]
         if self.ignored:
-            lines.append(f"ignored {len(self.ignored)} key(s): "
-                         + "; ".join(f"{k} ({why})" for k, why in self.ignored))
+            lines.append(
+                f"ignored {len(self.ignored)} key(s): " + "; ".join(f"{k} ({why})" for k, why in self.ignored)
+            )
         if self.unset:
             lines.append(f"{len(self.unset)} key(s) without a value: {', '.join(self.unset)}")
         if self.defaults:
-            lines.append("Axolotl's defaults for keys not given: "
-                         + ", ".join(f"{k} {v}" for k, v in self.defaults))
+            lines.append(
+                "Axolotl's defaults for keys not given: " + ", ".join(f"{k} {v}" for k, v in self.defaults)
+            )
         return lines
 
 
@@ -213,9 +238,12 @@ def _dataset_path(entry: Any, where: str, base: Path) -> tuple[str, str | None]:
     for candidate in (Path(path), base / path):
         if candidate.is_file():
             return str(candidate), entry.get("type")
-    raise UserError(f"'{path}' is not a local file", field=where,
-                    hint="our trainer reads local files in the task's layout; download the "
-                         "dataset and point 'path' at the file")
+    raise UserError(
+        f"'{path}' is not a local file",
+        field=where,
+        hint="our trainer reads local files in the task's layout; download the "
+        "dataset and point 'path' at the file",
+    )
 
 
 def infer_task(path: str) -> str:
@@ -229,13 +257,18 @@ def infer_task(path: str) -> str:
         fits.append(name)
     if len(fits) != 1:
         found = f"it fits {', '.join(fits)}" if fits else "no task reads it"
-        raise UserError(f"cannot tell the task of the training data: {found}", file=path,
-                        field="task", hint=f"pass --task ({', '.join(task_names())})")
+        raise UserError(
+            f"cannot tell the task of the training data: {found}",
+            file=path,
+            field="task",
+            hint=f"pass --task ({', '.join(task_names())})",
+        )
     return fits[0]
 
 
-def to_recipe(data: dict, *, source: str | Path = "", task: str | None = None,
-              train_file: str | None = None) -> AxolotlMapping:
+def to_recipe(
+    data: dict, *, source: str | Path = "", task: str | None = None, train_file: str | None = None
+) -> AxolotlMapping:
     """Our recipe from an Axolotl config mapping (``task`` and ``train_file``, when given, are the
     command line's; otherwise the training file comes from ``datasets`` and the task from it)."""
     if not is_axolotl(data):
@@ -274,12 +307,13 @@ def to_recipe(data: dict, *, source: str | Path = "", task: str | None = None,
                 m.recipe[ours] = value
                 m.defaults.append((key, value))
         first = [k for k in FIRST if k in m.recipe]  # the recipe reads like ours: model first
-        m.recipe = {**{k: m.recipe[k] for k in first},
-                    **{k: v for k, v in m.recipe.items() if k not in first}}
+        m.recipe = {
+            **{k: m.recipe[k] for k in first},
+            **{k: v for k, v in m.recipe.items() if k not in first},
+        }
     except UserError as err:
         err.file = err.file or (str(source) if source else None)
-        raise UserError(err.problem, file=err.file, item=err.item, field=err.field,
-                        hint=err.hint) from None
+        raise UserError(err.problem, file=err.file, item=err.item, field=err.field, hint=err.hint) from None
     return m
 
 
@@ -293,22 +327,34 @@ def _method(given: dict, put: Put, drop: Drop) -> None:
     """adapter + load_in_4bit / load_in_8bit -> method (full without an adapter, as Axolotl)."""
     adapter, four = given.get("adapter"), bool(given.get("load_in_4bit"))
     if adapter is not None and adapter not in ADAPTERS:
-        raise UserError(f"adapter '{adapter}' is not offered", field="adapter",
-                        hint="lora, qlora, or leave it out for full fine-tuning")
+        raise UserError(
+            f"adapter '{adapter}' is not offered",
+            field="adapter",
+            hint="lora, qlora, or leave it out for full fine-tuning",
+        )
     if adapter is None and four:
-        raise UserError("load_in_4bit without an adapter", field="load_in_4bit",
-                        hint="adapter: qlora (a 4-bit base trains LoRA adapters only)")
+        raise UserError(
+            "load_in_4bit without an adapter",
+            field="load_in_4bit",
+            hint="adapter: qlora (a 4-bit base trains LoRA adapters only)",
+        )
     method = "full" if adapter is None else ("qlora" if adapter == "qlora" or four else "lora")
     if "adapter" in given:
         put("adapter", {"method": method}, f"method: {method}")
     else:
         put("(no adapter)", {"method": "full"}, "method: full")
     if "load_in_4bit" in given:
-        put("load_in_4bit", {"method": method},
-            f"method: {method}" + ("" if four else " (false: no 4-bit base)"))
+        put(
+            "load_in_4bit",
+            {"method": method},
+            f"method: {method}" + ("" if four else " (false: no 4-bit base)"),
+        )
     if given.get("load_in_8bit"):
-        drop("load_in_8bit", "8-bit bases are not offered: " + (
-            "4-bit QLoRA is used" if method == "qlora" else "the base loads in bf16/fp32"))
+        drop(
+            "load_in_8bit",
+            "8-bit bases are not offered: "
+            + ("4-bit QLoRA is used" if method == "qlora" else "the base loads in bf16/fp32"),
+        )
     elif "load_in_8bit" in given:
         drop("load_in_8bit", "false: nothing to change")
 
@@ -320,8 +366,7 @@ def _learning_rate(given: dict, put: Put, drop: Drop) -> None:
         try:  # Axolotl takes a string too ("2e-5")
             put("learning_rate", {"learning_rate": float(given["learning_rate"])})
         except (TypeError, ValueError):
-            raise UserError(f"not a number: {given['learning_rate']!r}",
-                            field="learning_rate") from None
+            raise UserError(f"not a number: {given['learning_rate']!r}", field="learning_rate") from None
 
 
 def _scheduler(given: dict, put: Put, drop: Drop) -> None:
@@ -334,8 +379,9 @@ def _scheduler(given: dict, put: Put, drop: Drop) -> None:
 
 def _warmup(given: dict, put: Put, drop: Drop) -> None:
     if "warmup_steps" in given and "warmup_ratio" in given:
-        raise UserError("warmup_steps and warmup_ratio exclude each other (as in Axolotl)",
-                        field="warmup_ratio")
+        raise UserError(
+            "warmup_steps and warmup_ratio exclude each other (as in Axolotl)", field="warmup_ratio"
+        )
     if "warmup_steps" in given:
         put("warmup_steps", {"warmup_steps": int(given["warmup_steps"])})
     if "warmup_ratio" in given:  # transformers reads a warmup_steps below 1 as a ratio
@@ -360,13 +406,16 @@ def _optimizer(given: dict, put: Put, drop: Drop) -> None:
 def _lora_targets(given: dict, put: Put, drop: Drop) -> None:
     linear, modules = given.get("lora_target_linear"), given.get("lora_target_modules")
     if linear:
-        put("lora_target_linear", {"lora_target_modules": ["all-linear"]},
-            "lora_target_modules: [all-linear]")
+        put(
+            "lora_target_linear", {"lora_target_modules": ["all-linear"]}, "lora_target_modules: [all-linear]"
+        )
         if modules:
             drop("lora_target_modules", "lora_target_linear covers every linear layer")
     elif modules:
-        put("lora_target_modules",
-            {"lora_target_modules": [modules] if isinstance(modules, str) else list(modules)})
+        put(
+            "lora_target_modules",
+            {"lora_target_modules": [modules] if isinstance(modules, str) else list(modules)},
+        )
     if "lora_target_linear" in given and not linear:
         drop("lora_target_linear", "false: lora_target_modules, or our default (all-linear)")
 
@@ -393,8 +442,12 @@ def _precision(given: dict, put: Put, drop: Drop) -> None:
 
 
 def _attention(given: dict, put: Put, drop: Drop) -> None:
-    for key, kernel in (("flash_attention", "flash_attention_2"), ("sdp_attention", "sdpa"),
-                        ("eager_attention", "eager"), ("flex_attention", "flex_attention")):
+    for key, kernel in (
+        ("flash_attention", "flash_attention_2"),
+        ("sdp_attention", "sdpa"),
+        ("eager_attention", "eager"),
+        ("flex_attention", "flex_attention"),
+    ):
         if given.get(key):
             put(key, {"attn_implementation": kernel}, f"attn_implementation: {kernel}")
         elif key in given:
@@ -406,13 +459,14 @@ def _batching(given: dict, put: Put, drop: Drop) -> None:
     if packing:
         put("sample_packing", {"batching": "packing"}, "batching: packing")
     elif "sample_packing" in given:
-        drop("sample_packing", "false: our default batching (padding-free with flash "
-             "attention, else length-grouped)")
+        drop(
+            "sample_packing",
+            "false: our default batching (padding-free with flash attention, else length-grouped)",
+        )
     if grouped and not packing:
         put("group_by_length", {"batching": "length"}, "batching: length")
     elif "group_by_length" in given:
-        drop("group_by_length", "sample_packing decides" if grouped else "false: our default "
-             "batching")
+        drop("group_by_length", "sample_packing decides" if grouped else "false: our default batching")
 
 
 def _checkpointing(given: dict, put: Put, drop: Drop) -> None:
@@ -420,8 +474,7 @@ def _checkpointing(given: dict, put: Put, drop: Drop) -> None:
     if isinstance(value, bool):
         put("gradient_checkpointing", {"gradient_checkpointing": value})
     elif value is not None:
-        drop("gradient_checkpointing", f"'{value}' (offloading) is not offered; give true or "
-             "false")
+        drop("gradient_checkpointing", f"'{value}' (offloading) is not offered; give true or false")
 
 
 def _steps(given: dict, put: Put, drop: Drop) -> None:
@@ -432,31 +485,46 @@ def _steps(given: dict, put: Put, drop: Drop) -> None:
         values = {"eval_strategy": "steps", "eval_steps": ev}
         if sv is None:
             values.update(save_strategy="steps", save_steps=ev)
-        put("eval_steps", values, "eval_strategy: steps, eval_steps"
-            + ("" if sv is not None else " (save_steps follows it)"))
+        put(
+            "eval_steps",
+            values,
+            "eval_strategy: steps, eval_steps" + ("" if sv is not None else " (save_steps follows it)"),
+        )
     if sv is not None:
         values = {"save_strategy": "steps", "save_steps": sv}
         if ev is None:
             values.update(eval_strategy="steps", eval_steps=sv)
-        put("save_steps", values, "save_strategy: steps, save_steps"
-            + ("" if ev is not None else " (eval_steps follows it)"))
+        put(
+            "save_steps",
+            values,
+            "save_strategy: steps, save_steps" + ("" if ev is not None else " (eval_steps follows it)"),
+        )
 
 
 def _loss_and_template(given: dict, put: Put, drop: Drop) -> None:
     if "train_on_inputs" in given:
-        drop("train_on_inputs", "the loss is on the completion only (as false)"
-             if not given["train_on_inputs"] else "true is not offered: the loss is on the "
-             "completion only")
+        drop(
+            "train_on_inputs",
+            "the loss is on the completion only (as false)"
+            if not given["train_on_inputs"]
+            else "true is not offered: the loss is on the completion only",
+        )
     template = given.get("chat_template")
     if template is not None:
-        drop("chat_template", "tokenizer_default: the model's own, as ours"
-             if template == "tokenizer_default" else
-             f"'{template}': the model's tokenizer and the backbone registry give the format")
+        drop(
+            "chat_template",
+            "tokenizer_default: the model's own, as ours"
+            if template == "tokenizer_default"
+            else f"'{template}': the model's tokenizer and the backbone registry give the format",
+        )
     if "chat_template_jinja" in given:
         drop("chat_template_jinja", "the model's tokenizer gives the template")
     if given.get("rl"):
-        raise UserError(f"rl: {given['rl']} is preference training", field="rl",
-                        hint="this maps supervised fine-tuning configs; use orpo/train.py")
+        raise UserError(
+            f"rl: {given['rl']} is preference training",
+            field="rl",
+            hint="this maps supervised fine-tuning configs; use orpo/train.py",
+        )
     if "rl" in given:
         drop("rl", "false: supervised fine-tuning")
     if isinstance(given.get("torch_compile"), bool):
@@ -465,12 +533,25 @@ def _loss_and_template(given: dict, put: Put, drop: Drop) -> None:
         drop("torch_compile", f"'{given['torch_compile']}': give true or false")
 
 
-_SPECIAL = [_method, _learning_rate, _scheduler, _warmup, _optimizer, _lora_targets, _precision,
-            _attention, _batching, _checkpointing, _steps, _loss_and_template]
+_SPECIAL = [
+    _method,
+    _learning_rate,
+    _scheduler,
+    _warmup,
+    _optimizer,
+    _lora_targets,
+    _precision,
+    _attention,
+    _batching,
+    _checkpointing,
+    _steps,
+    _loss_and_template,
+]
 
 
-def _data_files(given: dict, m: AxolotlMapping, put: Put, drop: Drop, base: Path,
-                task: str | None, train_file: str | None) -> None:
+def _data_files(
+    given: dict, m: AxolotlMapping, put: Put, drop: Drop, base: Path, task: str | None, train_file: str | None
+) -> None:
     """datasets -> train_file (+ chat records -> extra_train_files); test_datasets -> dev_file;
     val_set_size; the task, told from the training file when not given."""
     datasets = given.get("datasets") or []
@@ -485,16 +566,16 @@ def _data_files(given: dict, m: AxolotlMapping, put: Put, drop: Drop, base: Path
             else:
                 drop("datasets", f"--train_file {train_file} given")
             if kind:
-                drop("datasets[0].type", f"'{kind}': the task builds the prompts from the "
-                     "official layout")
+                drop("datasets[0].type", f"'{kind}': the task builds the prompts from the official layout")
         elif kind == "chat_template":  # records with "messages", as run/magpie.py writes
             extra.append(path)
         else:
-            drop(f"datasets[{i}]", f"type '{kind}': only chat records (type chat_template, a "
-                 "'messages' list) are mixed in")
+            drop(
+                f"datasets[{i}]",
+                f"type '{kind}': only chat records (type chat_template, a 'messages' list) are mixed in",
+            )
     if extra:
-        put("datasets[1:]", {"extra_train_files": extra},
-            f"extra_train_files: {', '.join(extra)}")
+        put("datasets[1:]", {"extra_train_files": extra}, f"extra_train_files: {', '.join(extra)}")
     tests = given.get("test_datasets") or []
     if isinstance(tests, (str, dict)):
         tests = [tests]
@@ -505,8 +586,12 @@ def _data_files(given: dict, m: AxolotlMapping, put: Put, drop: Drop, base: Path
             drop(f"test_datasets[{i}]", "one dev file is evaluated")
     size = given.get("val_set_size")
     if size is not None:
-        drop("val_set_size", "0: no split, as ours" if not size else
-             "a split of the training file is not offered: give a dev file (test_datasets)")
+        drop(
+            "val_set_size",
+            "0: no split, as ours"
+            if not size
+            else "a split of the training file is not offered: give a dev file (test_datasets)",
+        )
     train = train_file or m.recipe.get("train_file")
     if task:
         m.recipe["task"] = task
@@ -540,15 +625,13 @@ def recipe_argv(argv: Sequence[str], echo: Callable[[str], None] = print) -> Ite
     if not is_axolotl(data):
         yield argv
         return
-    m = to_recipe(data, source=path, task=_flag(argv, "--task"),
-                  train_file=_flag(argv, "--train_file"))
+    m = to_recipe(data, source=path, task=_flag(argv, "--task"), train_file=_flag(argv, "--train_file"))
     echo(f"{path}: an Axolotl config, read as our recipe")
     for line in m.report():
         echo(f"  {line}")
     with tempfile.TemporaryDirectory() as tmp:
         recipe = Path(tmp) / "recipe.yaml"
-        recipe.write_text(yaml.safe_dump(m.recipe, allow_unicode=True, sort_keys=False),
-                          encoding="utf-8")
+        recipe.write_text(yaml.safe_dump(m.recipe, allow_unicode=True, sort_keys=False), encoding="utf-8")
         out = []
         for arg in argv:
             if arg.startswith("--config="):
@@ -557,5 +640,13 @@ def recipe_argv(argv: Sequence[str], echo: Callable[[str], None] = print) -> Ite
         yield out
 
 
-__all__ = ["IGNORED", "SAME", "AxolotlMapping", "infer_task", "is_axolotl", "read_config",
-           "recipe_argv", "to_recipe"]
+__all__ = [
+    "IGNORED",
+    "SAME",
+    "AxolotlMapping",
+    "infer_task",
+    "is_axolotl",
+    "read_config",
+    "recipe_argv",
+    "to_recipe",
+]

@@ -57,13 +57,21 @@ def head_name(model: Any) -> str:
     for name in HEAD_NAMES:
         if hasattr(base, name):
             return name
-    raise UserError(f"{type(base).__name__} has no classification head ({', '.join(HEAD_NAMES)})",
-                    field="objective", hint="use --objective sft for this backbone")
+    raise UserError(
+        f"{type(base).__name__} has no classification head ({', '.join(HEAD_NAMES)})",
+        field="objective",
+        hint="use --objective sft for this backbone",
+    )
 
 
-def build_classification_rows(task: ChoiceTask, items: Sequence[Any], tokenizer: Any,
-                              backbone: Backbone, spec: PromptSpec,
-                              max_length: int | None) -> tuple[list[dict], BudgetStats]:
+def build_classification_rows(
+    task: ChoiceTask,
+    items: Sequence[Any],
+    tokenizer: Any,
+    backbone: Backbone,
+    spec: PromptSpec,
+    max_length: int | None,
+) -> tuple[list[dict], BudgetStats]:
     """``{"id", "input_ids", "labels"}`` rows: the fitted prompt (as prediction renders it, generation
     prompt included) and the gold option's index."""
     stats = BudgetStats(items=len(items))
@@ -74,13 +82,15 @@ def build_classification_rows(task: ChoiceTask, items: Sequence[Any], tokenizer:
         if not fitted.fits:
             stats.over_budget += 1
             continue
-        rows.append({"id": item.id, "input_ids": list(fitted.input_ids),
-                     "labels": task.label_index(item)})
+        rows.append({"id": item.id, "input_ids": list(fitted.input_ids), "labels": task.label_index(item)})
         stats.tokens += len(fitted.input_ids)
     stats.examples = len(rows)
     if stats.over_budget:
-        log.warning("%d example(s) dropped: over max_length %s even with the conversation cut",
-                    stats.over_budget, max_length)
+        log.warning(
+            "%d example(s) dropped: over max_length %s even with the conversation cut",
+            stats.over_budget,
+            max_length,
+        )
     return rows, stats
 
 
@@ -89,30 +99,44 @@ def head_lora_config(model_args: ModelArguments, head: str) -> Any:
     from peft import LoraConfig
 
     modules = list(model_args.lora_target_modules)
-    return LoraConfig(r=model_args.lora_r, lora_alpha=model_args.lora_alpha,
-                      lora_dropout=model_args.lora_dropout,
-                      target_modules="all-linear" if modules == ["all-linear"] else modules,
-                      bias="none", task_type="SEQ_CLS", modules_to_save=[head])
+    return LoraConfig(
+        r=model_args.lora_r,
+        lora_alpha=model_args.lora_alpha,
+        lora_dropout=model_args.lora_dropout,
+        target_modules="all-linear" if modules == ["all-linear"] else modules,
+        bias="none",
+        task_type="SEQ_CLS",
+        modules_to_save=[head],
+    )
 
 
-def load_classifier_for_training(model_args: ModelArguments, config: Any, backbone: Backbone,
-                                 num_labels: int, pad_token_id: int) -> Any:
+def load_classifier_for_training(
+    model_args: ModelArguments, config: Any, backbone: Backbone, num_labels: int, pad_token_id: int
+) -> Any:
     """The classifier to train: full weights, or a (4-bit for qlora) base with LoRA adapters
     and a fully trained head."""
     from transformers import set_seed
 
     set_seed(config.seed)  # the head's and the adapters' start weights follow the recipe's seed
     remote = True if getattr(config, "trust_remote_code", False) else None
-    model = load_model(model_args.model, model_args.method, backbone=backbone,
-                       dtype=model_args.dtype, attn_implementation=model_args.attn_implementation,
-                       trust_remote_code=remote, num_labels=num_labels)
+    model = load_model(
+        model_args.model,
+        model_args.method,
+        backbone=backbone,
+        dtype=model_args.dtype,
+        attn_implementation=model_args.attn_implementation,
+        trust_remote_code=remote,
+        num_labels=num_labels,
+    )
     model.config.pad_token_id = pad_token_id  # the head reads the last token that is not padding
     if model_args.method == "qlora":
         from peft import prepare_model_for_kbit_training
 
         model = prepare_model_for_kbit_training(
-            model, use_gradient_checkpointing=config.gradient_checkpointing,
-            gradient_checkpointing_kwargs=config.gradient_checkpointing_kwargs)
+            model,
+            use_gradient_checkpointing=config.gradient_checkpointing,
+            gradient_checkpointing_kwargs=config.gradient_checkpointing_kwargs,
+        )
     if model_args.method == "full":
         return model
     from peft import get_peft_model
@@ -131,8 +155,7 @@ def task_metrics(task: ChoiceTask, items: Sequence[Any]) -> Any:
     def compute(prediction: Any) -> dict[str, float]:
         logits = prediction.predictions
         logits = logits[0] if isinstance(logits, tuple) else logits
-        outputs = {it.id: task.output_for(int(np.argmax(row)))
-                   for it, row in zip(items, logits, strict=True)}
+        outputs = {it.id: task.output_for(int(np.argmax(row))) for it, row in zip(items, logits, strict=True)}
         report = task.dev_evaluate(list(items), outputs)
         return {task.dev_metric: float(report[task.dev_metric])}
 
@@ -148,64 +171,97 @@ def train_classification(script: SFTArguments, model_args: ModelArguments, confi
     if not isinstance(task, ChoiceTask):  # the recipe check already refused it; kept for callers
         raise UserError(f"task {task.name} has no options to classify", field="objective")
     if script.merge:
-        raise UserError("--merge is for language-model adapters; a classification run is "
-                        "loaded as base + adapter + head", field="merge", hint="drop --merge")
+        raise UserError(
+            "--merge is for language-model adapters; a classification run is loaded as base + adapter + head",
+            field="merge",
+            hint="drop --merge",
+        )
     if script.extra_train_files:
-        raise UserError("extra SFT records carry no option label to classify", field="objective",
-                        hint="drop --extra_train_files, or train with --objective sft")
-    config = resolve_trainer_args(model_args, config, task, has_dev=bool(script.dev_file),
-                                  task_metric=bool(script.dev_file))
+        raise UserError(
+            "extra SFT records carry no option label to classify",
+            field="objective",
+            hint="drop --extra_train_files, or train with --objective sft",
+        )
+    config = resolve_trainer_args(
+        model_args, config, task, has_dev=bool(script.dev_file), task_metric=bool(script.dev_file)
+    )
     # the rows hold only what the classifier takes; peft's wrapper hides the forward signature
     # the Trainer would inspect to drop columns
     config = dataclasses.replace(config, remove_unused_columns=False)
-    out = check_run_folder(config.output_dir, overwrite=script.overwrite, resume=script.resume,
-                           inputs=run_inputs(script, model_args))
+    out = check_run_folder(
+        config.output_dir,
+        overwrite=script.overwrite,
+        resume=script.resume,
+        inputs=run_inputs(script, model_args),
+    )
     if script.resume:
         check_resume(out, script, model_args, config)
     backbone = get_backbone(model_args.model)
-    tokenizer = load_tokenizer(model_args.model, backbone,
-                               trust_remote_code=True if config.trust_remote_code else None)
+    tokenizer = load_tokenizer(
+        model_args.model, backbone, trust_remote_code=True if config.trust_remote_code else None
+    )
     max_length = config.max_length
     spec = task.prompt_spec(script.prompt)
 
     train_items, n_items, dev_items = training_items(task, script, config.seed)
-    rows, train_stats = build_classification_rows(task, train_items, tokenizer, backbone, spec,
-                                                  max_length)
+    rows, train_stats = build_classification_rows(task, train_items, tokenizer, backbone, spec, max_length)
     train_stats.items = n_items
     if not rows:
-        raise UserError("no training example fits max_length", field="max_length",
-                        hint=f"raise --max_length (now {max_length})")
-    dev_rows, dev_stats = build_classification_rows(task, dev_items, tokenizer, backbone, spec,
-                                                    max_length)
+        raise UserError(
+            "no training example fits max_length",
+            field="max_length",
+            hint=f"raise --max_length (now {max_length})",
+        )
+    dev_rows, dev_stats = build_classification_rows(task, dev_items, tokenizer, backbone, spec, max_length)
     fitted_ids = {r["id"] for r in dev_rows}
     dev_kept = [it for it in dev_items if it.id in fitted_ids]  # the rows' items, in order
-    log.info("classification: %d train examples, %d dev items, %d labels", len(rows),
-             len(dev_rows), task.n_choices)
+    log.info(
+        "classification: %d train examples, %d dev items, %d labels", len(rows), len(dev_rows), task.n_choices
+    )
 
-    model = load_classifier_for_training(model_args, config, backbone, task.n_choices,
-                                         tokenizer.pad_token_id)
+    model = load_classifier_for_training(model_args, config, backbone, task.n_choices, tokenizer.pad_token_id)
     with open_run_folder(out, overwrite=script.overwrite, resume=script.resume):
         checkpoint = resume_checkpoint(out) if script.resume else None
         if main_process():
-            atomic_write_json(out / "data_stats.json",
-                              {"train": train_stats.as_dict(),
-                               "dev": dev_stats.as_dict() if dev_items else None, "extra": None})
+            atomic_write_json(
+                out / "data_stats.json",
+                {
+                    "train": train_stats.as_dict(),
+                    "dev": dev_stats.as_dict() if dev_items else None,
+                    "extra": None,
+                },
+            )
             write_config(out, script, model_args, config)
-        trainer = Trainer(model=model, args=config, processing_class=tokenizer,
-                          data_collator=DataCollatorWithPadding(tokenizer),
-                          train_dataset=Dataset.from_list(_tensor_rows(rows)),
-                          eval_dataset=Dataset.from_list(_tensor_rows(dev_rows)) if dev_rows
-                          else None,
-                          compute_metrics=task_metrics(task, dev_kept) if dev_rows else None,
-                          callbacks=callbacks_for(script, config))
+        trainer = Trainer(
+            model=model,
+            args=config,
+            processing_class=tokenizer,
+            data_collator=DataCollatorWithPadding(tokenizer),
+            train_dataset=Dataset.from_list(_tensor_rows(rows)),
+            eval_dataset=Dataset.from_list(_tensor_rows(dev_rows)) if dev_rows else None,
+            compute_metrics=task_metrics(task, dev_kept) if dev_rows else None,
+            callbacks=callbacks_for(script, config),
+        )
         run_training(trainer, checkpoint)
         if main_process():
             write_dev_metrics(out, None, trainer)
-        info = save_run(trainer, tokenizer, out, script, model_args, task, max_length,
-                        stage="classification", target_style=None, backbone=backbone)
+        info = save_run(
+            trainer,
+            tokenizer,
+            out,
+            script,
+            model_args,
+            task,
+            max_length,
+            stage="classification",
+            target_style=None,
+            backbone=backbone,
+        )
         if main_process():  # the loader's contract: a sequence classifier over the options
-            write_run(out, {**info, "objective": OBJECTIVE, "num_labels": task.n_choices,
-                            "category": script.category})
+            write_run(
+                out,
+                {**info, "objective": OBJECTIVE, "num_labels": task.n_choices, "category": script.category},
+            )
     return out
 
 
@@ -214,5 +270,12 @@ def _tensor_rows(rows: list[dict]) -> list[dict]:
     return [{"input_ids": r["input_ids"], "labels": r["labels"]} for r in rows]
 
 
-__all__ = ["OBJECTIVE", "build_classification_rows", "head_lora_config", "head_name",
-           "load_classifier_for_training", "task_metrics", "train_classification"]
+__all__ = [
+    "OBJECTIVE",
+    "build_classification_rows",
+    "head_lora_config",
+    "head_name",
+    "load_classifier_for_training",
+    "task_metrics",
+    "train_classification",
+]

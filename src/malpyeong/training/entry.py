@@ -36,5 +36,6 @@ def has_flag(argv: Sequence[str] | None, flag: str) -> bool:
 
 # What Ctrl-C prints outside the training loop (which says exactly how to continue: see
 # trainers.interrupted_hint): before training nothing was replaced; after, --resume continues.
-INTERRUPTED = ("interrupted; rerun the same command (with --resume once a checkpoint was saved, "
-               "to continue from it)")
+INTERRUPTED = (
+    "interrupted; rerun the same command (with --resume once a checkpoint was saved, to continue from it)"
+)

@@ -46,9 +46,14 @@ class TaskEvaluator:
                 if generates:
                     model.config.use_cache = True
                 shard = current_shard()
-                mine = self.items[shard.rank::shard.world]
-                run = answer_items(HFEngine(model, self.tokenizer, self.backbone), self.task,
-                                   mine, self.settings, progress=False)
+                mine = self.items[shard.rank :: shard.world]
+                run = answer_items(
+                    HFEngine(model, self.tokenizer, self.backbone),
+                    self.task,
+                    mine,
+                    self.settings,
+                    progress=False,
+                )
         finally:
             if use_cache is not None:
                 model.config.use_cache = use_cache
@@ -60,22 +65,31 @@ class TaskEvaluator:
             pairs = gather_object(pairs)
         outputs = dict(pairs)
         report = self.task.dev_evaluate(self.items, outputs)
-        report = {**report, "answered_per_process": [len(self.items[r::shard.world])
-                                                     for r in range(shard.world)]}
+        report = {
+            **report,
+            "answered_per_process": [len(self.items[r :: shard.world]) for r in range(shard.world)],
+        }
         if generates:
-            report = {**report, "n": len(self.items), "examples": [
-                {"id": it.id, "prediction": outputs[it.id]} for it in self.items[:5]]}
+            report = {
+                **report,
+                "n": len(self.items),
+                "examples": [{"id": it.id, "prediction": outputs[it.id]} for it in self.items[:5]],
+            }
         self.reports.append(report)
         return {self.metric: float(report[self.metric])}
 
 
-def dev_answer_settings(script: CommonArguments, spec: PromptSpec, max_length: int | None,
-                        config: Any) -> AnswerSettings:
+def dev_answer_settings(
+    script: CommonArguments, spec: PromptSpec, max_length: int | None, config: Any
+) -> AnswerSettings:
     """How dev items are answered during training: as prediction would, with the run's prompt
     and budget (letter scoring; greedy decoding of ``eval_max_new_tokens``)."""
-    return AnswerSettings(prompt=spec, max_length=max_length,
-                          batch_size=config.per_device_eval_batch_size,
-                          generation=GenerationSettings(max_new_tokens=script.eval_max_new_tokens))
+    return AnswerSettings(
+        prompt=spec,
+        max_length=max_length,
+        batch_size=config.per_device_eval_batch_size,
+        generation=GenerationSettings(max_new_tokens=script.eval_max_new_tokens),
+    )
 
 
 def load_dev_items(task: Task, script: CommonArguments) -> list:

@@ -41,7 +41,6 @@ from malpyeong.training.recipe import SFTArguments
 log = logging.getLogger(__name__)
 
 
-
 @dataclass
 class BudgetStats:
     """How the length budget treated a split's prompts."""
@@ -82,18 +81,26 @@ def training_items(task: Task, script: SFTArguments, seed: int) -> tuple[list[An
     items = load_items(script.train_file, task, require_output=True)
     items = select_items(task, items, script.category, file=script.train_file)
     if script.max_train_items:
-        items = items[:script.max_train_items]
+        items = items[: script.max_train_items]
     n_items = len(items)
     if script.shuffle_options:
         items = augment_options(task, items, script.shuffle_copies, seed)
-    dev_items = select_items(task, load_dev_items(task, script), script.category,
-                             file=script.dev_file, required=False)
+    dev_items = select_items(
+        task, load_dev_items(task, script), script.category, file=script.dev_file, required=False
+    )
     return items, n_items, dev_items
 
 
-def build_sft_examples(task: Task, items: Sequence[Any], tokenizer: Any, backbone: Backbone,
-                       spec: PromptSpec, max_length: int | None, *,
-                       target_style: str | None = None) -> tuple[list[dict], BudgetStats]:
+def build_sft_examples(
+    task: Task,
+    items: Sequence[Any],
+    tokenizer: Any,
+    backbone: Backbone,
+    spec: PromptSpec,
+    max_length: int | None,
+    *,
+    target_style: str | None = None,
+) -> tuple[list[dict], BudgetStats]:
     """Pre-tokenised prompt-completion rows (``input_ids``, ``labels`` = -100 on the prompt)."""
     affixes = assistant_affixes(tokenizer, backbone)
     stats = BudgetStats(items=len(items))
@@ -108,23 +115,26 @@ def build_sft_examples(task: Task, items: Sequence[Any], tokenizer: Any, backbon
                 raise UserError(
                     f"does not fit max_length {max_length} even with every {task.cut_unit} "
                     f"unit cut: prompt {len(fitted.input_ids)} + completion {len(done)} tokens",
-                    item=item.id, field="max_length",
-                    hint="raise --max_length, or shorten this item's question or answer")
+                    item=item.id,
+                    field="max_length",
+                    hint="raise --max_length, or shorten this item's question or answer",
+                )
             stats.over_budget += 1
             continue
-        rows.append({"id": item.id, "input_ids": ids,
-                     "labels": [-100] * len(fitted.input_ids) + done})
+        rows.append({"id": item.id, "input_ids": ids, "labels": [-100] * len(fitted.input_ids) + done})
         stats.tokens += len(ids)
         stats.completion_tokens += len(done)
     stats.examples = len(rows)
     if stats.over_budget:
-        log.warning("%d example(s) dropped: prompt + completion exceed max_length %s even with "
-                    "the conversation cut", stats.over_budget, max_length)
+        log.warning(
+            "%d example(s) dropped: prompt + completion exceed max_length %s even with the conversation cut",
+            stats.over_budget,
+            max_length,
+        )
     return rows, stats
 
 
-def load_sft_records(path: str | os.PathLike,
-                     task: str | None = None) -> list[tuple[str, list[dict], str]]:
+def load_sft_records(path: str | os.PathLike, task: str | None = None) -> list[tuple[str, list[dict], str]]:
     """``(id, prompt messages, completion)`` of each record of a Magpie / distillation file.
 
     A record that names a task (distillation records do) must name ``task``, when given: a
@@ -138,31 +148,49 @@ def load_sft_records(path: str | os.PathLike,
         label = item_label(rec, index)
         named = rec.get("task") if isinstance(rec, dict) else None
         if task is not None and named is not None and named != task:
-            raise UserError(f"a record of task {named!r}; this run trains {task!r}",
-                            file=str(path), item=label, field="task",
-                            hint="mix in only records of the run's task (or general ones "
-                                 "without a task, such as Magpie's)")
+            raise UserError(
+                f"a record of task {named!r}; this run trains {task!r}",
+                file=str(path),
+                item=label,
+                field="task",
+                hint="mix in only records of the run's task (or general ones "
+                "without a task, such as Magpie's)",
+            )
         if isinstance(rec, dict) and isinstance(rec.get("messages"), list) and rec["messages"]:
             *prompt, last = rec["messages"]
-            completion = last.get("content") if isinstance(last, dict) and \
-                last.get("role") == "assistant" else None
+            completion = (
+                last.get("content") if isinstance(last, dict) and last.get("role") == "assistant" else None
+            )
             where = "messages"
         elif isinstance(rec, dict) and isinstance(rec.get("prompt_messages"), list):
             prompt, completion, where = rec["prompt_messages"], rec.get("completion"), "completion"
         else:
-            raise UserError("neither 'messages' nor 'prompt_messages' + 'completion'",
-                            file=str(path), item=label, field="messages")
-        ok = prompt and all(isinstance(m, dict) and m.get("role") in ("system", "user", "assistant")
-                            and isinstance(m.get("content"), str) for m in prompt)
+            raise UserError(
+                "neither 'messages' nor 'prompt_messages' + 'completion'",
+                file=str(path),
+                item=label,
+                field="messages",
+            )
+        ok = prompt and all(
+            isinstance(m, dict)
+            and m.get("role") in ("system", "user", "assistant")
+            and isinstance(m.get("content"), str)
+            for m in prompt
+        )
         if not ok or not isinstance(completion, str) or not completion.strip():
-            raise UserError("needs chat turns {role, content} and a final assistant answer",
-                            file=str(path), item=label, field=where)
+            raise UserError(
+                "needs chat turns {role, content} and a final assistant answer",
+                file=str(path),
+                item=label,
+                field=where,
+            )
         out.append((label, prompt, completion))
     return out
 
 
-def build_record_examples(records: Sequence[tuple[str, list[dict], str]], tokenizer: Any,
-                          backbone: Backbone, max_length: int | None) -> tuple[list[dict], BudgetStats]:
+def build_record_examples(
+    records: Sequence[tuple[str, list[dict], str]], tokenizer: Any, backbone: Backbone, max_length: int | None
+) -> tuple[list[dict], BudgetStats]:
     """Rows like ``build_sft_examples``'s from chat records; ones over ``max_length`` are dropped
     (their text is free-form, so there is no conversation to cut)."""
     affixes = assistant_affixes(tokenizer, backbone)
@@ -182,9 +210,15 @@ def build_record_examples(records: Sequence[tuple[str, list[dict], str]], tokeni
     return rows, stats
 
 
-def mix_extra_rows(rows: list[dict], script: SFTArguments, task: Task, tokenizer: Any,
-                   backbone: Backbone, max_length: int | None,
-                   seed: int) -> tuple[list[dict], dict | None]:
+def mix_extra_rows(
+    rows: list[dict],
+    script: SFTArguments,
+    task: Task,
+    tokenizer: Any,
+    backbone: Backbone,
+    max_length: int | None,
+    seed: int,
+) -> tuple[list[dict], dict | None]:
     """Gold rows plus the recipe's extra records, by ``extra_train_ratio`` (see :func:`mix`).
 
     Says per file how many records fit ``max_length`` (the others are dropped: free text has no
@@ -199,31 +233,55 @@ def mix_extra_rows(rows: list[dict], script: SFTArguments, task: Task, tokenizer
         records = load_sft_records(path, task.name)
         built, stats = build_record_examples(records, tokenizer, backbone, max_length)
         if records and not built:
-            raise UserError(f"none of its {len(records)} record(s) fits max_length {max_length}",
-                            file=str(path), field="extra_train_files",
-                            hint="raise --max_length, or leave the file out")
+            raise UserError(
+                f"none of its {len(records)} record(s) fits max_length {max_length}",
+                file=str(path),
+                field="extra_train_files",
+                hint="raise --max_length, or leave the file out",
+            )
         if stats.over_budget:
-            log.warning("%s: %d of %d record(s) longer than max_length %s are dropped", path,
-                        stats.over_budget, len(records), max_length)
-        per_file.append({"file": str(path), "records": len(records), "fit": len(built),
-                         "over_max_length": stats.over_budget})
+            log.warning(
+                "%s: %d of %d record(s) longer than max_length %s are dropped",
+                path,
+                stats.over_budget,
+                len(records),
+                max_length,
+            )
+        per_file.append(
+            {
+                "file": str(path),
+                "records": len(records),
+                "fit": len(built),
+                "over_max_length": stats.over_budget,
+            }
+        )
         extra += built
-    ratio = script.extra_train_ratio if script.extra_train_ratio is not None \
-        else len(extra) / max(len(rows), 1)
+    ratio = (
+        script.extra_train_ratio if script.extra_train_ratio is not None else len(extra) / max(len(rows), 1)
+    )
     mixed = mix(rows, extra, ratio, seed)
     mixed_in = len(mixed) - len(rows)
-    log.info("extra records: %d of %d fit max_length %s; %d mixed in with %d gold examples "
-             "(extra_train_ratio %s)", len(extra), sum(f["records"] for f in per_file),
-             max_length, mixed_in, len(rows), script.extra_train_ratio or "all")
-    info = {"items": sum(f["records"] for f in per_file), "examples": len(extra),
-            "over_budget": sum(f["over_max_length"] for f in per_file),
-            "files": list(script.extra_train_files), "per_file": per_file, "mixed_in": mixed_in}
+    log.info(
+        "extra records: %d of %d fit max_length %s; %d mixed in with %d gold examples (extra_train_ratio %s)",
+        len(extra),
+        sum(f["records"] for f in per_file),
+        max_length,
+        mixed_in,
+        len(rows),
+        script.extra_train_ratio or "all",
+    )
+    info = {
+        "items": sum(f["records"] for f in per_file),
+        "examples": len(extra),
+        "over_budget": sum(f["over_max_length"] for f in per_file),
+        "files": list(script.extra_train_files),
+        "per_file": per_file,
+        "mixed_in": mixed_in,
+    }
     return mixed, info
 
 
-def mix(
-    records_a: Sequence[dict], records_b: Sequence[dict], ratio: float, seed: int = 0
-) -> list[dict]:
+def mix(records_a: Sequence[dict], records_b: Sequence[dict], ratio: float, seed: int = 0) -> list[dict]:
     """All of ``records_a`` plus ``round(ratio * len(records_a))`` records drawn from
     ``records_b`` without replacement (all of them when there are fewer), shuffled with ``seed``.
 

@@ -36,23 +36,30 @@ def train_run(script: SFTArguments, model_args: ModelArguments, config: Any) -> 
     return train_sft(script, model_args, config)
 
 
-def train_experts(script: SFTArguments, model_args: ModelArguments,
-                  config: Any) -> tuple[Path, list[str]]:
+def train_experts(script: SFTArguments, model_args: ModelArguments, config: Any) -> tuple[Path, list[str]]:
     """Train one expert per value of ``script.experts``; the parent folder and the values."""
     task = get_task(script.task)
     key = route_key(task, script.experts)
     if key != route_key(task):
-        raise UserError(f"experts by '{key}' are not supported; use '{route_key(task)}'",
-                        field="experts")
-    parent = Path(resolve_trainer_args(model_args, config, task, has_dev=bool(script.dev_file),
-                                       task_metric=bool(script.dev_file)).output_dir)
+        raise UserError(f"experts by '{key}' are not supported; use '{route_key(task)}'", field="experts")
+    parent = Path(
+        resolve_trainer_args(
+            model_args, config, task, has_dev=bool(script.dev_file), task_metric=bool(script.dev_file)
+        ).output_dir
+    )
     if parent.exists() and any(parent.iterdir()) and not script.resume:
         if not script.overwrite:
-            raise UserError("experts folder exists", file=str(parent),
-                            hint="pass --overwrite to replace it or --resume to continue it")
+            raise UserError(
+                "experts folder exists",
+                file=str(parent),
+                hint="pass --overwrite to replace it or --resume to continue it",
+            )
         if not (parent / EXPERTS_FILE).is_file():
-            raise UserError(f"refusing to delete a folder without {EXPERTS_FILE}",
-                            file=str(parent), hint="choose another --output_dir")
+            raise UserError(
+                f"refusing to delete a folder without {EXPERTS_FILE}",
+                file=str(parent),
+                hint="choose another --output_dir",
+            )
         if main_process():
             shutil.rmtree(parent)
     values = route_values(task, load_items(script.train_file, task, require_output=True), key)
@@ -64,9 +71,17 @@ def train_experts(script: SFTArguments, model_args: ModelArguments,
         else:
             resume = script.resume and any(child.glob("checkpoint-*"))
             log.info("expert %s %s -> %s", key, value, child)
-            train_run(dataclasses.replace(script, category=value, experts=None, resume=resume,
-                                          overwrite=script.overwrite and not resume),
-                      model_args, dataclasses.replace(config, output_dir=str(child)))
+            train_run(
+                dataclasses.replace(
+                    script,
+                    category=value,
+                    experts=None,
+                    resume=resume,
+                    overwrite=script.overwrite and not resume,
+                ),
+                model_args,
+                dataclasses.replace(config, output_dir=str(child)),
+            )
         done.append(value)
         if main_process():
             write_experts(parent, key, task, done)

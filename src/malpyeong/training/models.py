@@ -20,15 +20,17 @@ def is_zero3(config: Any) -> bool:
     return plugin is not None and getattr(plugin, "zero_stage", None) == 3
 
 
-def lora_config(r: int = 16, alpha: int = 32, dropout: float = 0.05,
-                target_modules: Sequence[str] = ("all-linear",)) -> Any:
+def lora_config(
+    r: int = 16, alpha: int = 32, dropout: float = 0.05, target_modules: Sequence[str] = ("all-linear",)
+) -> Any:
     """LoRA on every linear layer but the LM head by default (what QLoRA's authors found best)."""
     from peft import LoraConfig
 
     modules = list(target_modules)
     target = "all-linear" if modules == ["all-linear"] else modules
-    return LoraConfig(r=r, lora_alpha=alpha, lora_dropout=dropout, target_modules=target,
-                      bias="none", task_type="CAUSAL_LM")
+    return LoraConfig(
+        r=r, lora_alpha=alpha, lora_dropout=dropout, target_modules=target, bias="none", task_type="CAUSAL_LM"
+    )
 
 
 # peft refuses LoRA on these modules of state-space models: their fused kernels read the
@@ -42,17 +44,23 @@ def lora_targets(model: Any, modules: Sequence[str]) -> list[str]:
     layer peft accepts there (not ``out_proj``), since peft would refuse the whole set."""
     import torch
 
-    if list(modules) != ["all-linear"] or \
-            getattr(getattr(model, "config", None), "model_type", None) not in SSM_MODEL_TYPES:
+    if (
+        list(modules) != ["all-linear"]
+        or getattr(getattr(model, "config", None), "model_type", None) not in SSM_MODEL_TYPES
+    ):
         return list(modules)
     output = model.get_output_embeddings()
-    names = {name.rsplit(".", 1)[-1] for name, module in model.named_modules()
-             if isinstance(module, torch.nn.Linear) and module is not output}
+    names = {
+        name.rsplit(".", 1)[-1]
+        for name, module in model.named_modules()
+        if isinstance(module, torch.nn.Linear) and module is not output
+    }
     return sorted(names - SSM_NO_LORA)
 
 
-def load_training_model(model_args: ModelArguments, config: Any, backbone: Backbone, *,
-                        sft_adapter: str | None = None) -> Any:
+def load_training_model(
+    model_args: ModelArguments, config: Any, backbone: Backbone, *, sft_adapter: str | None = None
+) -> Any:
     """The model to train: full weights, or the base with LoRA adapters (4-bit base for qlora).
 
     With ``sft_adapter`` (ORPO) the SFT adapter is loaded trainable and training continues on it
@@ -64,15 +72,22 @@ def load_training_model(model_args: ModelArguments, config: Any, backbone: Backb
     # weights (and so the whole run) are the same for the same recipe.
     set_seed(config.seed)
     remote = True if getattr(config, "trust_remote_code", False) else None
-    model = load_model(model_args.model, model_args.method, backbone=backbone,
-                       dtype=model_args.dtype, attn_implementation=model_args.attn_implementation,
-                       trust_remote_code=remote)
+    model = load_model(
+        model_args.model,
+        model_args.method,
+        backbone=backbone,
+        dtype=model_args.dtype,
+        attn_implementation=model_args.attn_implementation,
+        trust_remote_code=remote,
+    )
     if model_args.method == "qlora":
         from peft import prepare_model_for_kbit_training
 
         model = prepare_model_for_kbit_training(
-            model, use_gradient_checkpointing=config.gradient_checkpointing,
-            gradient_checkpointing_kwargs=config.gradient_checkpointing_kwargs)
+            model,
+            use_gradient_checkpointing=config.gradient_checkpointing,
+            gradient_checkpointing_kwargs=config.gradient_checkpointing_kwargs,
+        )
     if model_args.method == "full":
         if sft_adapter:
             from peft import PeftModel
@@ -87,27 +102,38 @@ def load_training_model(model_args: ModelArguments, config: Any, backbone: Backb
         # ZeRO-3 gathers parameters of one dtype: keep bf16 adapters on a bf16 base (trl does too)
         zero3 = is_zero3(config) and model_args.method == "lora"
         kwargs = {"autocast_adapter_dtype": False} if zero3 else {}
-        lora = lora_config(model_args.lora_r, model_args.lora_alpha, model_args.lora_dropout,
-                           lora_targets(model, model_args.lora_target_modules))
+        lora = lora_config(
+            model_args.lora_r,
+            model_args.lora_alpha,
+            model_args.lora_dropout,
+            lora_targets(model, model_args.lora_target_modules),
+        )
         try:
             model = get_peft_model(model, lora, **kwargs)
         except ValueError as err:  # e.g. a module peft refuses for this architecture
-            raise UserError(f"cannot put LoRA adapters there: {str(err).splitlines()[0]}",
-                            field="lora_target_modules") from None
+            raise UserError(
+                f"cannot put LoRA adapters there: {str(err).splitlines()[0]}", field="lora_target_modules"
+            ) from None
     if config.gradient_checkpointing:
         model.enable_input_require_grads()
     return model
 
 
-def merge_adapter(base: str, adapter_dir: str | os.PathLike, out_dir: str | os.PathLike, *,
-                  backbone: Backbone | None = None, dtype: str = "auto", tokenizer: Any = None,
-                  trust_remote_code: bool | None = None) -> Path:
+def merge_adapter(
+    base: str,
+    adapter_dir: str | os.PathLike,
+    out_dir: str | os.PathLike,
+    *,
+    backbone: Backbone | None = None,
+    dtype: str = "auto",
+    tokenizer: Any = None,
+    trust_remote_code: bool | None = None,
+) -> Path:
     """Merge a LoRA adapter into a full-precision copy of ``base`` (never into 4-bit weights)."""
     from peft import PeftModel
 
     backbone = backbone or get_backbone(base)
-    model = load_model(base, "full", backbone=backbone, dtype=dtype,
-                       trust_remote_code=trust_remote_code)
+    model = load_model(base, "full", backbone=backbone, dtype=dtype, trust_remote_code=trust_remote_code)
     merged = PeftModel.from_pretrained(model, str(adapter_dir)).merge_and_unload()
     out = Path(out_dir)
     merged.save_pretrained(out, safe_serialization=True)

@@ -91,9 +91,10 @@ STATE_FILE = "trainer_state.json"
 
 def complete_checkpoints(out: Path) -> tuple[list[Path], list[Path]]:
     """``(complete, incomplete)`` checkpoints of a run folder, each sorted by step."""
-    found = sorted((p for p in out.glob("checkpoint-*")
-                    if p.is_dir() and re.fullmatch(r"checkpoint-\d+", p.name)),
-                   key=lambda p: int(p.name.split("-")[1]))
+    found = sorted(
+        (p for p in out.glob("checkpoint-*") if p.is_dir() and re.fullmatch(r"checkpoint-\d+", p.name)),
+        key=lambda p: int(p.name.split("-")[1]),
+    )
     complete, incomplete = [], []
     for ckpt in found:
         try:
@@ -110,39 +111,57 @@ def resume_checkpoint(out: Path) -> Path:
     interruption (kill -9 while saving) are removed, so training saves them again."""
     complete, incomplete = complete_checkpoints(out)
     if not complete:
-        raise UserError("nothing to resume: no complete checkpoint-* in the run folder",
-                        file=str(out), hint="drop --resume (with --overwrite) to start again")
+        raise UserError(
+            "nothing to resume: no complete checkpoint-* in the run folder",
+            file=str(out),
+            hint="drop --resume (with --overwrite) to start again",
+        )
     last = complete[-1]
     newer = [c for c in incomplete if int(c.name.split("-")[1]) > int(last.name.split("-")[1])]
     if newer and main_process():
-        log.warning("resuming from %s: %s was cut short while saving (no readable %s) and is "
-                    "removed", last.name, ", ".join(c.name for c in newer), STATE_FILE)
+        log.warning(
+            "resuming from %s: %s was cut short while saving (no readable %s) and is removed",
+            last.name,
+            ", ".join(c.name for c in newer),
+            STATE_FILE,
+        )
         for c in newer:
             shutil.rmtree(c)
     return last
 
 
-def check_run_folder(path: str | os.PathLike, *, overwrite: bool, resume: bool,
-                     inputs: Sequence[tuple[str, str | None]] = ()) -> Path:
+def check_run_folder(
+    path: str | os.PathLike, *, overwrite: bool, resume: bool, inputs: Sequence[tuple[str, str | None]] = ()
+) -> Path:
     """Everything about the run folder that can be refused, checked before any work and without
     touching the disk: what is there, --overwrite/--resume, writable, not holding an input, not
     in use by another run."""
     out = Path(path)
     if out.exists() and not out.is_dir():
-        raise UserError("is a file, not a folder", file=str(out), field="output_dir",
-                        hint="choose another --output_dir")
+        raise UserError(
+            "is a file, not a folder", file=str(out), field="output_dir", hint="choose another --output_dir"
+        )
     check_distinct([("--output_dir", out)], inputs, folders=["--output_dir"])
     if resume:
         if not out.is_dir() or not complete_checkpoints(out)[0]:
-            raise UserError("nothing to resume: no complete checkpoint-* in the run folder",
-                            file=str(out), hint="drop --resume to start a new run")
+            raise UserError(
+                "nothing to resume: no complete checkpoint-* in the run folder",
+                file=str(out),
+                hint="drop --resume to start a new run",
+            )
     elif out.exists() and any(out.iterdir()):
         if not overwrite:
-            raise UserError("run folder exists", file=str(out),
-                            hint="pass --overwrite to replace it or --resume to continue it")
+            raise UserError(
+                "run folder exists",
+                file=str(out),
+                hint="pass --overwrite to replace it or --resume to continue it",
+            )
         if not is_run_folder(out):
-            raise UserError("refusing to delete a folder that is not a malpyeong run folder",
-                            file=str(out), hint="choose another --output_dir")
+            raise UserError(
+                "refusing to delete a folder that is not a malpyeong run folder",
+                file=str(out),
+                hint="choose another --output_dir",
+            )
     check_folder_writable(out, what=str(out))
     if out.is_dir():
         with exclusive(out, "run folder"):
@@ -176,18 +195,40 @@ def prepare_output_dir(path: str | os.PathLike, *, overwrite: bool, resume: bool
 # Recipe keys that may differ when a run is resumed: how long it trains and what it logs. Any
 # other change (LoRA rank, learning rate, data, prompt, ...) would not continue the same run:
 # it crashes loading the checkpoint, or silently trains a different one.
-RESUMABLE = {"max_steps", "num_train_epochs", "merge", "resume", "overwrite", "logging_steps",
-             "output_dir",  # a run folder may have been moved or copied
-             "logging_dir", "logging_first_step", "report_to", "disable_tqdm", "run_name",
-             "save_total_limit", "dataloader_num_workers", "dataloader_pin_memory",
-             "early_stopping_patience", "early_stopping_threshold", "eval_steps", "save_steps",
-             "eval_strategy", "save_strategy", "push_to_hub", "hub_model_id", "hub_strategy",
-             "hub_private_repo", "include_num_input_tokens_seen", "dev_eval_items",
-             "eval_max_new_tokens", "per_device_eval_batch_size"}
+RESUMABLE = {
+    "max_steps",
+    "num_train_epochs",
+    "merge",
+    "resume",
+    "overwrite",
+    "logging_steps",
+    "output_dir",  # a run folder may have been moved or copied
+    "logging_dir",
+    "logging_first_step",
+    "report_to",
+    "disable_tqdm",
+    "run_name",
+    "save_total_limit",
+    "dataloader_num_workers",
+    "dataloader_pin_memory",
+    "early_stopping_patience",
+    "early_stopping_threshold",
+    "eval_steps",
+    "save_steps",
+    "eval_strategy",
+    "save_strategy",
+    "push_to_hub",
+    "hub_model_id",
+    "hub_strategy",
+    "hub_private_repo",
+    "include_num_input_tokens_seen",
+    "dev_eval_items",
+    "eval_max_new_tokens",
+    "per_device_eval_batch_size",
+}
 
 
-def check_resume(out: Path, script: CommonArguments, model_args: ModelArguments,
-                 config: Any) -> None:
+def check_resume(out: Path, script: CommonArguments, model_args: ModelArguments, config: Any) -> None:
     """--resume continues the run as recorded in its config.yaml: a changed hyperparameter is
     refused, naming the key (config.yaml is left as it is)."""
     import yaml
@@ -196,19 +237,22 @@ def check_resume(out: Path, script: CommonArguments, model_args: ModelArguments,
     try:
         old = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
     except (OSError, yaml.YAMLError) as err:
-        raise UserError(f"cannot read the run's recipe: {one_line(err, 200)}", file=str(path),
-                        hint="resume needs the config.yaml the run wrote") from None
-    new = yaml.safe_load(yaml.safe_dump(resolved_config(script, model_args, config),
-                                        allow_unicode=True))
+        raise UserError(
+            f"cannot read the run's recipe: {one_line(err, 200)}",
+            file=str(path),
+            hint="resume needs the config.yaml the run wrote",
+        ) from None
+    new = yaml.safe_load(yaml.safe_dump(resolved_config(script, model_args, config), allow_unicode=True))
     changed = [k for k in old if k in new and k not in RESUMABLE and old[k] != new[k]]
     if changed:
         key = changed[0]
-        more = f" (and {len(changed) - 1} more: {', '.join(changed[1:])})" if len(changed) > 1 \
-            else ""
-        raise UserError(f"--resume with a changed hyperparameter: {key} was {old[key]!r}, now "
-                        f"{new[key]!r}{more}", file=str(path), field=key,
-                        hint=f"resume with --config {path} --resume, or start a new run with "
-                             "another --output_dir")
+        more = f" (and {len(changed) - 1} more: {', '.join(changed[1:])})" if len(changed) > 1 else ""
+        raise UserError(
+            f"--resume with a changed hyperparameter: {key} was {old[key]!r}, now {new[key]!r}{more}",
+            file=str(path),
+            field=key,
+            hint=f"resume with --config {path} --resume, or start a new run with another --output_dir",
+        )
 
 
 def _plain(value: Any) -> Any:
@@ -233,8 +277,9 @@ def resolved_config(script: CommonArguments, model_args: ModelArguments, config:
     for key, value in config.to_dict().items():
         if key in ("overwrite", "resume", "merge") or key.startswith("_") or key.endswith("_token"):
             continue
-        if value == "<HUB_TOKEN>" or (isinstance(value, str) and value.startswith("<") and
-                                      value.endswith(">")):
+        if value == "<HUB_TOKEN>" or (
+            isinstance(value, str) and value.startswith("<") and value.endswith(">")
+        ):
             continue
         out.setdefault(key, _plain(value))
     for key in ("overwrite", "resume"):
@@ -242,41 +287,61 @@ def resolved_config(script: CommonArguments, model_args: ModelArguments, config:
     return out
 
 
-def write_config(out: Path, script: CommonArguments, model_args: ModelArguments,
-                 config: Any) -> None:
+def write_config(out: Path, script: CommonArguments, model_args: ModelArguments, config: Any) -> None:
     import yaml
 
-    atomic_write_text(out / "config.yaml",
-                      yaml.safe_dump(resolved_config(script, model_args, config),
-                                     allow_unicode=True, sort_keys=False))
+    atomic_write_text(
+        out / "config.yaml",
+        yaml.safe_dump(resolved_config(script, model_args, config), allow_unicode=True, sort_keys=False),
+    )
 
 
-def run_info(script: CommonArguments, model_args: ModelArguments, task: Task,
-             max_length: int | None, *, stage: str, target_style: str | None,
-             merged: bool) -> dict:
+def run_info(
+    script: CommonArguments,
+    model_args: ModelArguments,
+    task: Task,
+    max_length: int | None,
+    *,
+    stage: str,
+    target_style: str | None,
+    merged: bool,
+) -> dict:
     """The run file of a training run (see :mod:`malpyeong.models.runfolder`)."""
     full = model_args.method == "full"
     return make_run_info(
-        model_args.model, model_args.method, adapter_dir=None if full else ADAPTER_DIR,
-        merged_dir=WEIGHTS_DIR if full or merged else None, task=task.name,
-        prompt=str(task.prompt_spec(script.prompt)), max_length=max_length,
-        target_style=target_style, stage=stage)
+        model_args.model,
+        model_args.method,
+        adapter_dir=None if full else ADAPTER_DIR,
+        merged_dir=WEIGHTS_DIR if full or merged else None,
+        task=task.name,
+        prompt=str(task.prompt_spec(script.prompt)),
+        max_length=max_length,
+        target_style=target_style,
+        stage=stage,
+    )
 
 
 def write_dev_metrics(out: Path, evaluator: TaskEvaluator | None, trainer: Any) -> dict:
     """History of dev evaluations, the best one and its full report (e.g. CCI by category)."""
-    data: dict[str, Any] = {"metric": None, "best": None, "best_step": None, "history": [],
-                            "best_report": None}
+    data: dict[str, Any] = {
+        "metric": None,
+        "best": None,
+        "best_step": None,
+        "history": [],
+        "best_report": None,
+    }
     if evaluator is not None and evaluator.history:
         key = f"eval_{evaluator.metric}"
-        best = max(range(len(evaluator.history)),
-                   key=lambda i: evaluator.history[i].get(key, -math.inf))
-        data.update(metric=evaluator.metric, best=evaluator.history[best].get(key),
-                    best_step=evaluator.history[best]["step"], history=evaluator.history,
-                    best_report=evaluator.reports[best] if best < len(evaluator.reports) else None)
+        best = max(range(len(evaluator.history)), key=lambda i: evaluator.history[i].get(key, -math.inf))
+        data.update(
+            metric=evaluator.metric,
+            best=evaluator.history[best].get(key),
+            best_step=evaluator.history[best]["step"],
+            history=evaluator.history,
+            best_report=evaluator.reports[best] if best < len(evaluator.reports) else None,
+        )
     else:
-        data["history"] = [h for h in trainer.state.log_history
-                           if any(k.startswith("eval_") for k in h)]
+        data["history"] = [h for h in trainer.state.log_history if any(k.startswith("eval_") for k in h)]
     atomic_write_json(out / "dev_metrics.json", data)
     return data
 
@@ -293,21 +358,40 @@ def dev_summary(out: Path) -> str | None:
     if not metric or not values:
         return None
     shown = values if len(values) <= 12 else values[:5] + ["..."] + values[-5:]
-    return (f"dev {metric} by evaluation: "
-            + " -> ".join(v if isinstance(v, str) else f"{v:.4f}" for v in shown)
-            + f" (best {data['best']:.4f} at step {data['best_step']})")
+    return (
+        f"dev {metric} by evaluation: "
+        + " -> ".join(v if isinstance(v, str) else f"{v:.4f}" for v in shown)
+        + f" (best {data['best']:.4f} at step {data['best_step']})"
+    )
 
 
-def save_run(trainer: Any, tokenizer: Any, out: Path, script: CommonArguments,
-             model_args: ModelArguments, task: Task, max_length: int | None, *, stage: str,
-             target_style: str | None, backbone: Backbone) -> dict:
+def save_run(
+    trainer: Any,
+    tokenizer: Any,
+    out: Path,
+    script: CommonArguments,
+    model_args: ModelArguments,
+    task: Task,
+    max_length: int | None,
+    *,
+    stage: str,
+    target_style: str | None,
+    backbone: Backbone,
+) -> dict:
     """Save the final (best) weights and the loader contract; merge if asked. A full model
     (full fine-tuning, --merge) is written at the run folder's root, as a model folder."""
     full = model_args.method == "full"
     weights = out if full else out / ADAPTER_DIR
     trainer.save_model(str(weights))  # every rank: ZeRO-3 gathers the shards here
-    info = run_info(script, model_args, task, max_length, stage=stage, target_style=target_style,
-                    merged=script.merge and not full)
+    info = run_info(
+        script,
+        model_args,
+        task,
+        max_length,
+        stage=stage,
+        target_style=target_style,
+        merged=script.merge and not full,
+    )
     if not main_process():
         return info
     tokenizer.save_pretrained(str(weights))
@@ -315,10 +399,12 @@ def save_run(trainer: Any, tokenizer: Any, out: Path, script: CommonArguments,
     if script.merge and not full:
         trainer.model = None
         gc.collect()
-        merge_adapter(model_args.model, weights, out, backbone=backbone,
-                      dtype=model_args.dtype, tokenizer=tokenizer)
+        merge_adapter(
+            model_args.model, weights, out, backbone=backbone, dtype=model_args.dtype, tokenizer=tokenizer
+        )
         merged = True
-    info = run_info(script, model_args, task, max_length, stage=stage, target_style=target_style,
-                    merged=merged)
+    info = run_info(
+        script, model_args, task, max_length, stage=stage, target_style=target_style, merged=merged
+    )
     write_run(out, info)
     return info

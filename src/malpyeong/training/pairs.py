@@ -32,8 +32,7 @@ from malpyeong.tasks.base import ChoiceTask, GenerateTask, Task
 REQUIRED = ("id", "source_id", "task", "record", "chosen", "rejected")
 
 
-def choice_pairs(task: ChoiceTask, items: Sequence[Any], *,
-                 target_style: str | None = None) -> list[dict]:
+def choice_pairs(task: ChoiceTask, items: Sequence[Any], *, target_style: str | None = None) -> list[dict]:
     """One pair per wrong option of each labelled item: the gold answer against it."""
     target_style = task.check_target_style(target_style)
     pairs = []
@@ -46,14 +45,28 @@ def choice_pairs(task: ChoiceTask, items: Sequence[Any], *,
             if wrong == gold:
                 continue
             rejected = task.answer_text(item, wrong, style=target_style)
-            pairs.append(_row(task, item, f"{item.id}#{task.letters[wrong]}", chosen, rejected,
-                              f"option:{task.letters[wrong]}", target_style))
+            pairs.append(
+                _row(
+                    task,
+                    item,
+                    f"{item.id}#{task.letters[wrong]}",
+                    chosen,
+                    rejected,
+                    f"option:{task.letters[wrong]}",
+                    target_style,
+                )
+            )
     return pairs
 
 
-def generate_pairs(task: GenerateTask, items: Sequence[Any], *,
-                   outputs: dict[str, Any] | None = None, results_name: str = "results",
-                   seed: int = 0) -> list[dict]:
+def generate_pairs(
+    task: GenerateTask,
+    items: Sequence[Any],
+    *,
+    outputs: dict[str, Any] | None = None,
+    results_name: str = "results",
+    seed: int = 0,
+) -> list[dict]:
     """One pair per item with a gold output (see the module docstring for ``rejected``)."""
     gold = [it for it in items if task.has_output(it)]
     pairs = []
@@ -62,14 +75,16 @@ def generate_pairs(task: GenerateTask, items: Sequence[Any], *,
         own = (outputs or {}).get(item.id)
         own_text = task.render_output(own) if own not in (None, "") else ""
         if own_text and own_text != chosen:
-            pairs.append(_row(task, item, f"{item.id}#model", chosen, own_text,
-                              f"results:{results_name}", None))
+            pairs.append(
+                _row(task, item, f"{item.id}#model", chosen, own_text, f"results:{results_name}", None)
+            )
             continue
         other = related_item(task, item, gold, seed)
         if other is None:
             continue
-        pairs.append(_row(task, item, f"{item.id}#other", chosen, task.target(other),
-                          f"other:{other.id}", None))
+        pairs.append(
+            _row(task, item, f"{item.id}#other", chosen, task.target(other), f"other:{other.id}", None)
+        )
     return pairs
 
 
@@ -90,8 +105,14 @@ def related_item(task: Task, item: Any, pool: Sequence[Any], seed: int = 0) -> A
     return max(candidates, key=score) if candidates else None
 
 
-def build_pairs(task: Task, items: Sequence[Any], *, target_style: str | None = None,
-                results: str | os.PathLike | None = None, seed: int = 0) -> list[dict]:
+def build_pairs(
+    task: Task,
+    items: Sequence[Any],
+    *,
+    target_style: str | None = None,
+    results: str | os.PathLike | None = None,
+    seed: int = 0,
+) -> list[dict]:
     """Pairs for ``task``: :func:`choice_pairs` or :func:`generate_pairs`."""
     if isinstance(task, ChoiceTask):
         if results is not None:
@@ -105,8 +126,9 @@ def build_pairs(task: Task, items: Sequence[Any], *, target_style: str | None = 
     return generate_pairs(task, items, outputs=outputs, results_name=name, seed=seed)
 
 
-def outputs_of_results(task: GenerateTask, items: Sequence[Any],
-                       results: str | os.PathLike) -> tuple[dict[str, Any], str]:
+def outputs_of_results(
+    task: GenerateTask, items: Sequence[Any], results: str | os.PathLike
+) -> tuple[dict[str, Any], str]:
     """A results file's non-empty outputs by id (parsed from the raw text where the output is
     missing), and the results' name."""
     res = read_results(results)
@@ -120,11 +142,19 @@ def outputs_of_results(task: GenerateTask, items: Sequence[Any],
     return outputs, res.name
 
 
-def _row(task: Task, item: Any, pair_id: str, chosen: str, rejected: str, origin: str,
-         target_style: str | None) -> dict:
-    return {"id": pair_id, "source_id": item.id, "task": task.name, "record": item.raw,
-            "chosen": chosen, "rejected": rejected, "rejected_from": origin,
-            "target_style": target_style}
+def _row(
+    task: Task, item: Any, pair_id: str, chosen: str, rejected: str, origin: str, target_style: str | None
+) -> dict:
+    return {
+        "id": pair_id,
+        "source_id": item.id,
+        "task": task.name,
+        "record": item.raw,
+        "chosen": chosen,
+        "rejected": rejected,
+        "rejected_from": origin,
+        "target_style": target_style,
+    }
 
 
 def write_pairs(pairs: Sequence[dict], path: str | os.PathLike, *, overwrite: bool = False) -> Path:
@@ -146,14 +176,19 @@ def read_pairs(path: str | os.PathLike) -> list[dict]:
     for n, row in enumerate(rows, 1):
         missing = [k for k in REQUIRED if k not in row] if isinstance(row, dict) else list(REQUIRED)
         if missing:
-            raise UserError(f"line {n} lacks {', '.join(missing)}", file=str(p),
-                            hint="build pairs with orpo/build_pairs.py")
-        if not (isinstance(row["chosen"], str) and isinstance(row["rejected"], str)
-                and row["chosen"].strip() and row["rejected"].strip()):
-            raise UserError("chosen and rejected must be non-empty strings", file=str(p),
-                            item=str(row["id"]))
+            raise UserError(
+                f"line {n} lacks {', '.join(missing)}",
+                file=str(p),
+                hint="build pairs with orpo/build_pairs.py",
+            )
+        if not (
+            isinstance(row["chosen"], str)
+            and isinstance(row["rejected"], str)
+            and row["chosen"].strip()
+            and row["rejected"].strip()
+        ):
+            raise UserError("chosen and rejected must be non-empty strings", file=str(p), item=str(row["id"]))
     tasks = {r["task"] for r in rows}
     if len(tasks) > 1:
-        raise UserError(f"pairs of several tasks in one file: {', '.join(sorted(tasks))}",
-                        file=str(p))
+        raise UserError(f"pairs of several tasks in one file: {', '.join(sorted(tasks))}", file=str(p))
     return rows

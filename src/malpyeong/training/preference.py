@@ -45,16 +45,14 @@ from malpyeong.training.trainers import TaskMetricsMixin, orpo_trainer_class, re
 PREFERENCE_DEFAULTS: dict[str, dict[str, Any]] = {
     "orpo": ORPO_DEFAULTS,
     "dpo": {**ORPO_DEFAULTS, "beta": 0.1},
-    "simpo": {**ORPO_DEFAULTS, "loss_type": "simpo", "cpo_alpha": 0.0, "beta": 2.0,
-              "simpo_gamma": 1.0},
+    "simpo": {**ORPO_DEFAULTS, "loss_type": "simpo", "cpo_alpha": 0.0, "beta": 2.0, "simpo_gamma": 1.0},
     "kto": {**ORPO_DEFAULTS, "beta": 0.1},
 }
 
 
 def check_algorithm(name: str) -> str:
     if name not in ALGORITHMS:
-        raise UserError(f"unknown value '{name}'", field="algorithm",
-                        hint=suggest(name, list(ALGORITHMS)))
+        raise UserError(f"unknown value '{name}'", field="algorithm", hint=suggest(name, list(ALGORITHMS)))
     return name
 
 
@@ -101,8 +99,9 @@ def config_class(algorithm: str) -> type:
 def preference_parser(algorithm: str = "orpo") -> RecipeParser:
     """Preference recipes: :class:`ORPOArguments`, the model's arguments and the trl config
     of ``algorithm`` with our defaults for it."""
-    return RecipeParser(ORPOArguments, config_class(algorithm),
-                        {**PREFERENCE_DEFAULTS[algorithm], "algorithm": algorithm})
+    return RecipeParser(
+        ORPOArguments, config_class(algorithm), {**PREFERENCE_DEFAULTS[algorithm], "algorithm": algorithm}
+    )
 
 
 # ---------------------------------------------------------------------------------------------
@@ -115,14 +114,15 @@ def dpo_trainer_class() -> type:
     class MalpyeongDPOTrainer(TaskMetricsMixin, DPOTrainer):
         """trl's DPOTrainer on rows rendered for the model (see the module docstring)."""
 
-        def _prepare_dataset(self, dataset: Any, processing_class: Any, args: Any,
-                             dataset_name: str) -> Any:
+        def _prepare_dataset(self, dataset: Any, processing_class: Any, args: Any, dataset_name: str) -> Any:
             tok = self._tokenizer
 
             def tokenize(row: dict) -> dict:
-                return {"prompt_ids": encode(tok, row["prompt"]),
-                        "chosen_ids": tok(row["chosen"], add_special_tokens=False)["input_ids"],
-                        "rejected_ids": tok(row["rejected"], add_special_tokens=False)["input_ids"]}
+                return {
+                    "prompt_ids": encode(tok, row["prompt"]),
+                    "chosen_ids": tok(row["chosen"], add_special_tokens=False)["input_ids"],
+                    "rejected_ids": tok(row["rejected"], add_special_tokens=False)["input_ids"],
+                }
 
             return dataset.map(tokenize, remove_columns=dataset.column_names)
 
@@ -148,24 +148,23 @@ def kto_trainer_class() -> type:
         """trl's KTOTrainer on rendered ``{prompt, completion, label}`` rows; the mismatched
         completions of the KL estimate are built as trl builds them (rotated within a batch)."""
 
-        def _prepare_dataset(self, dataset: Any, processing_class: Any, args: Any,
-                             dataset_name: str) -> Any:
+        def _prepare_dataset(self, dataset: Any, processing_class: Any, args: Any, dataset_name: str) -> Any:
             tok = self._tokenizer
 
             def tokenize(row: dict) -> dict:
-                return {"prompt_ids": encode(tok, row["prompt"]),
-                        "completion_ids": tok(row["completion"],
-                                              add_special_tokens=False)["input_ids"]}
+                return {
+                    "prompt_ids": encode(tok, row["prompt"]),
+                    "completion_ids": tok(row["completion"], add_special_tokens=False)["input_ids"],
+                }
 
-            dataset = dataset.map(tokenize, remove_columns=[
-                c for c in dataset.column_names if c != "label"])
+            dataset = dataset.map(tokenize, remove_columns=[c for c in dataset.column_names if c != "label"])
             if self.calculate_KL:
+
                 def rotate(batch: dict) -> dict:
                     ids = batch["completion_ids"]
                     return {"KL_completion_ids": [ids[-1]] + ids[:-1]}
 
-                dataset = dataset.map(rotate, batched=True,
-                                      batch_size=args.per_device_train_batch_size)
+                dataset = dataset.map(rotate, batched=True, batch_size=args.per_device_train_batch_size)
             return dataset
 
     return MalpyeongKTOTrainer
@@ -173,12 +172,17 @@ def kto_trainer_class() -> type:
 
 def preference_trainer_class(algorithm: str) -> type:
     check_algorithm(algorithm)
-    return {"orpo": orpo_trainer_class, "dpo": dpo_trainer_class,
-            "simpo": simpo_trainer_class, "kto": kto_trainer_class}[algorithm]()
+    return {
+        "orpo": orpo_trainer_class,
+        "dpo": dpo_trainer_class,
+        "simpo": simpo_trainer_class,
+        "kto": kto_trainer_class,
+    }[algorithm]()
 
 
-def reference_kwargs(algorithm: str, model: Any, model_args: ModelArguments, config: Any,
-                     started_in_memory: bool) -> dict:
+def reference_kwargs(
+    algorithm: str, model: Any, model_args: ModelArguments, config: Any, started_in_memory: bool
+) -> dict:
     """The trainer's ``ref_model`` where trl would pick the wrong one.
 
     trl finds the reference itself for an adapter (a frozen copy of the starting adapter) and
@@ -222,13 +226,26 @@ def unpaired_rows(rendered: Sequence[dict], examples: Sequence[dict], seed: int)
     shuffled here, with the run's seed, to mix desirable and undesirable answers in each batch.
     """
     label = {e["id"]: e["label"] for e in examples}
-    rows = [{"id": r["id"], "prompt": r["prompt"], "completion": r["chosen"],
-             "label": label[r["id"]]} for r in rendered]
+    rows = [
+        {"id": r["id"], "prompt": r["prompt"], "completion": r["chosen"], "label": label[r["id"]]}
+        for r in rendered
+    ]
     random.Random(seed).shuffle(rows)
     return rows
 
 
-__all__ = ["PREFERENCE_DEFAULTS", "algorithm_of", "as_pairs", "check_algorithm", "config_class",
-           "dpo_trainer_class", "drop_reference_adapter", "kto_trainer_class", "preference_parser",
-           "preference_trainer_class", "reference_kwargs", "simpo_trainer_class",
-           "unpaired_rows"]
+__all__ = [
+    "PREFERENCE_DEFAULTS",
+    "algorithm_of",
+    "as_pairs",
+    "check_algorithm",
+    "config_class",
+    "dpo_trainer_class",
+    "drop_reference_adapter",
+    "kto_trainer_class",
+    "preference_parser",
+    "preference_trainer_class",
+    "reference_kwargs",
+    "simpo_trainer_class",
+    "unpaired_rows",
+]

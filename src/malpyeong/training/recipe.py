@@ -49,24 +49,37 @@ class ModelArguments:
     """Which weights to train and how they are loaded: the method, dtype, attention kernel and
     LoRA adapters (alignment-handbook's ``ModelConfig``)."""
 
-    model: str | None = field(default=None, metadata=_help(
-        "base model: a hub id or a local folder (python run/train.py --list-models)"))
+    model: str | None = field(
+        default=None,
+        metadata=_help("base model: a hub id or a local folder (python run/train.py --list-models)"),
+    )
     method: str = field(default="lora", metadata=_help("full, lora or qlora (4-bit NF4 base)"))
     lora_r: int = field(default=16, metadata=_help("LoRA rank"))
     lora_alpha: int = field(default=32, metadata=_help("LoRA alpha (scaling = alpha / r)"))
     lora_dropout: float = field(default=0.05, metadata=_help("LoRA dropout"))
-    lora_target_modules: list[str] = field(default_factory=lambda: ["all-linear"], metadata=_help(
-        "modules that get adapters; 'all-linear' = every linear layer except the LM head"))
-    dtype: str = field(default="auto", metadata=_help(
-        "weights dtype: auto (bf16/fp16 on GPU, fp32 on CPU), bf16, fp16, fp32"))
-    attn_implementation: str | None = field(default=None, metadata=_help(
-        "attention kernel (default: the backbone's, e.g. eager for Gemma-2); flash_attention_2 "
-        "enables padding-free batching"))
+    lora_target_modules: list[str] = field(
+        default_factory=lambda: ["all-linear"],
+        metadata=_help("modules that get adapters; 'all-linear' = every linear layer except the LM head"),
+    )
+    dtype: str = field(
+        default="auto",
+        metadata=_help("weights dtype: auto (bf16/fp16 on GPU, fp32 on CPU), bf16, fp16, fp32"),
+    )
+    attn_implementation: str | None = field(
+        default=None,
+        metadata=_help(
+            "attention kernel (default: the backbone's, e.g. eager for Gemma-2); flash_attention_2 "
+            "enables padding-free batching"
+        ),
+    )
 
     def __post_init__(self) -> None:
         if not self.model:
-            raise UserError("no model given", field="model",
-                            hint="pass --model HUB_ID_OR_PATH or set 'model:' in the recipe")
+            raise UserError(
+                "no model given",
+                field="model",
+                hint="pass --model HUB_ID_OR_PATH or set 'model:' in the recipe",
+            )
         _choice(self.method, METHODS, "method")
         _choice(self.dtype, DTYPES, "dtype")
         if self.attn_implementation is not None and "/" not in self.attn_implementation:
@@ -85,32 +98,57 @@ class CommonArguments:
     """Script fields shared by SFT and ORPO runs (the model's fields are in
     :class:`ModelArguments`, the trainer's come from trl's configs)."""
 
-    prompt: str = field(default="baseline", metadata=_help(
-        "prompt variant of the task: flags joined by '+', e.g. highlight+definitions"))
-    dev_file: str | None = field(default=None, metadata=_help(
-        "dev data with gold outputs; evaluated with the task's metric during training"))
-    dev_eval_items: int | None = field(default=None, metadata=_help(
-        "evaluate the task metric on the first N dev items only (default: all for a choice task, "
-        "50 for a generation task)"))
-    eval_max_new_tokens: int = field(default=256, metadata=_help(
-        "generation length for the dev metric of a generation task (DCS)"))
-    early_stopping_patience: int = field(default=3, metadata=_help(
-        "stop after this many evaluations without improvement of the dev metric (0: never)"))
-    early_stopping_threshold: float = field(default=0.0, metadata=_help(
-        "how much the dev metric must improve to count as an improvement"))
-    batching: str = field(default="auto", metadata=_help(
-        "auto (padding-free with flash attention, else length-grouped), padding_free, packing, "
-        "length, none"))
-    max_train_items: int | None = field(default=None, metadata=_help(
-        "use only the first N training items (quick trials)"))
+    prompt: str = field(
+        default="baseline",
+        metadata=_help("prompt variant of the task: flags joined by '+', e.g. highlight+definitions"),
+    )
+    dev_file: str | None = field(
+        default=None,
+        metadata=_help("dev data with gold outputs; evaluated with the task's metric during training"),
+    )
+    dev_eval_items: int | None = field(
+        default=None,
+        metadata=_help(
+            "evaluate the task metric on the first N dev items only (default: all for a choice task, "
+            "50 for a generation task)"
+        ),
+    )
+    eval_max_new_tokens: int = field(
+        default=256, metadata=_help("generation length for the dev metric of a generation task (DCS)")
+    )
+    early_stopping_patience: int = field(
+        default=3,
+        metadata=_help("stop after this many evaluations without improvement of the dev metric (0: never)"),
+    )
+    early_stopping_threshold: float = field(
+        default=0.0, metadata=_help("how much the dev metric must improve to count as an improvement")
+    )
+    batching: str = field(
+        default="auto",
+        metadata=_help(
+            "auto (padding-free with flash attention, else length-grouped), padding_free, packing, "
+            "length, none"
+        ),
+    )
+    max_train_items: int | None = field(
+        default=None, metadata=_help("use only the first N training items (quick trials)")
+    )
     overwrite: bool = field(default=False, metadata=_help("replace an existing run folder"))
     resume: bool = field(default=False, metadata=_help("continue from the last checkpoint"))
-    merge: bool = field(default=False, metadata=_help(
-        "also write the adapter merged into a full-precision copy of the base model, at the "
-        "run folder's root (config.json and weights, as mergekit writes a model)"))
-    init_from: str | None = field(default=None, metadata=_help(
-        "staged training: start from this earlier run folder (its adapter merged into a bf16 "
-        "copy of the base, or its full model); this run (full or a new LoRA) continues from it"))
+    merge: bool = field(
+        default=False,
+        metadata=_help(
+            "also write the adapter merged into a full-precision copy of the base model, at the "
+            "run folder's root (config.json and weights, as mergekit writes a model)"
+        ),
+    )
+    init_from: str | None = field(
+        default=None,
+        metadata=_help(
+            "staged training: start from this earlier run folder (its adapter merged into a bf16 "
+            "copy of the base, or its full model); this run (full or a new LoRA) continues from it"
+        ),
+    )
 
     def __post_init__(self) -> None:
         _choice(self.batching, BATCHING, "batching")
@@ -119,8 +157,9 @@ class CommonArguments:
         if self.overwrite and self.resume:
             raise UserError("--overwrite and --resume exclude each other", field="resume")
         if self.eval_max_new_tokens < 1:
-            raise UserError(f"must be at least 1, got {self.eval_max_new_tokens}",
-                            field="eval_max_new_tokens")
+            raise UserError(
+                f"must be at least 1, got {self.eval_max_new_tokens}", field="eval_max_new_tokens"
+            )
         if self.early_stopping_patience < 0:
             raise UserError("must be 0 (off) or more", field="early_stopping_patience")
         for name in ("dev_eval_items", "max_train_items"):
@@ -138,63 +177,108 @@ class CommonArguments:
 class SFTArguments(CommonArguments):
     """What an SFT run needs beyond the trainer's fields."""
 
-    task: str = field(default=DEFAULT_TASK, metadata=_help(
-        f"the task: {', '.join(task_names())}"))
-    train_file: str | None = field(default=None, metadata=_help(
-        "training data with gold outputs (official layout, JSON list or JSONL)"))
-    target_style: str | None = field(default=None, metadata=_help(
-        "how the completion is written (default: the task's first style; CCI: letter_text "
-        "'A. <option>' or letter 'A')"))
-    shuffle_options: bool = field(default=False, metadata=_help(
-        "choice tasks: each item also appears with its options permuted (label moved): "
-        "against position bias"))
-    shuffle_copies: int = field(default=1, metadata=_help(
-        "with --shuffle_options: permuted copies per item (1-5)"))
-    extra_train_files: list[str] | None = field(default=None, metadata=_help(
-        "extra SFT records to mix in (JSONL from run/magpie.py or run/distill.py: 'messages' "
-        "ending with the assistant turn, or 'prompt_messages' + 'completion')"))
-    extra_train_ratio: float | None = field(default=None, metadata=_help(
-        "extra records per gold training example (e.g. 0.5: one for every two); default: all"))
-    completion_logits: bool = field(default=True, metadata=_help(
-        "project only the completion positions onto the vocabulary (faster with long prompts); "
-        "false: trl's fused LM head over every position"))
-    objective: str = field(default="sft", metadata=_help(
-        "sft (the answer written as text) or classification (choice tasks: a head with one "
-        "output per option on the backbone, trained with cross-entropy on the gold option)"))
-    category: str | None = field(default=None, metadata=_help(
-        "train on the items of this category only (one expert), e.g. 원인"))
-    experts: str | None = field(default=None, metadata=_help(
-        "train one expert per value of this item field in turn (CCI: category), each into "
-        "<output_dir>/<value>/"))
-    rules: str | None = field(default=None, metadata=_help(
-        "competition rules to follow, e.g. 2025 (= 2025-가): refuses what they forbid (extra "
-        "training files without external data) and prints a memory estimate against their "
-        "VRAM limit"))
+    task: str = field(default=DEFAULT_TASK, metadata=_help(f"the task: {', '.join(task_names())}"))
+    train_file: str | None = field(
+        default=None, metadata=_help("training data with gold outputs (official layout, JSON list or JSONL)")
+    )
+    target_style: str | None = field(
+        default=None,
+        metadata=_help(
+            "how the completion is written (default: the task's first style; CCI: letter_text "
+            "'A. <option>' or letter 'A')"
+        ),
+    )
+    shuffle_options: bool = field(
+        default=False,
+        metadata=_help(
+            "choice tasks: each item also appears with its options permuted (label moved): "
+            "against position bias"
+        ),
+    )
+    shuffle_copies: int = field(
+        default=1, metadata=_help("with --shuffle_options: permuted copies per item (1-5)")
+    )
+    extra_train_files: list[str] | None = field(
+        default=None,
+        metadata=_help(
+            "extra SFT records to mix in (JSONL from run/magpie.py or run/distill.py: 'messages' "
+            "ending with the assistant turn, or 'prompt_messages' + 'completion')"
+        ),
+    )
+    extra_train_ratio: float | None = field(
+        default=None,
+        metadata=_help("extra records per gold training example (e.g. 0.5: one for every two); default: all"),
+    )
+    completion_logits: bool = field(
+        default=True,
+        metadata=_help(
+            "project only the completion positions onto the vocabulary (faster with long prompts); "
+            "false: trl's fused LM head over every position"
+        ),
+    )
+    objective: str = field(
+        default="sft",
+        metadata=_help(
+            "sft (the answer written as text) or classification (choice tasks: a head with one "
+            "output per option on the backbone, trained with cross-entropy on the gold option)"
+        ),
+    )
+    category: str | None = field(
+        default=None, metadata=_help("train on the items of this category only (one expert), e.g. 원인")
+    )
+    experts: str | None = field(
+        default=None,
+        metadata=_help(
+            "train one expert per value of this item field in turn (CCI: category), each into "
+            "<output_dir>/<value>/"
+        ),
+    )
+    rules: str | None = field(
+        default=None,
+        metadata=_help(
+            "competition rules to follow, e.g. 2025 (= 2025-가): refuses what they forbid (extra "
+            "training files without external data) and prints a memory estimate against their "
+            "VRAM limit"
+        ),
+    )
 
     def __post_init__(self) -> None:
         super().__post_init__()
         task = get_task(self.task)
         self.target_style = task.check_target_style(self.target_style)
         if self.objective not in task.objectives:
-            raise UserError(f"task {task.name} cannot be trained with objective "
-                            f"'{self.objective}'", field="objective",
-                            hint="one of " + ", ".join(task.objectives))
+            raise UserError(
+                f"task {task.name} cannot be trained with objective '{self.objective}'",
+                field="objective",
+                hint="one of " + ", ".join(task.objectives),
+            )
         if (self.category is not None or self.experts is not None) and not task.route_keys:
-            raise UserError(f"task {task.name} has no field to split experts by",
-                            field="experts" if self.experts else "category")
+            raise UserError(
+                f"task {task.name} has no field to split experts by",
+                field="experts" if self.experts else "category",
+            )
         if self.experts is not None and self.experts not in task.route_keys:
-            raise UserError(f"unknown expert field '{self.experts}'", field="experts",
-                            hint="one of " + ", ".join(task.route_keys))
+            raise UserError(
+                f"unknown expert field '{self.experts}'",
+                field="experts",
+                hint="one of " + ", ".join(task.route_keys),
+            )
         if self.rules is not None:
             check_external_data(get_rules(self.rules), self.extra_train_files)
         if self.experts is not None and self.category is not None:
-            raise UserError("--experts trains every category; --category trains one",
-                            field="category", hint="pass one of them")
+            raise UserError(
+                "--experts trains every category; --category trains one",
+                field="category",
+                hint="pass one of them",
+            )
         if self.shuffle_options and not isinstance(task, ChoiceTask):
             raise UserError(f"task {task.name} has no options to shuffle", field="shuffle_options")
         if not self.train_file:
-            raise UserError("no training data given", field="train_file",
-                            hint="pass --train_file FILE or set 'train_file:' in the recipe")
+            raise UserError(
+                "no training data given",
+                field="train_file",
+                hint="pass --train_file FILE or set 'train_file:' in the recipe",
+            )
         _existing(self.train_file, "train_file")
         if not 1 <= self.shuffle_copies <= 5:
             raise UserError(f"must be 1 to 5, got {self.shuffle_copies}", field="shuffle_copies")
@@ -208,32 +292,49 @@ class SFTArguments(CommonArguments):
 class ORPOArguments(CommonArguments):
     """What a preference run (ORPO, DPO, SimPO, KTO) needs beyond the trainer's fields."""
 
-    algorithm: str = field(default="orpo", metadata=_help(
-        "preference objective: orpo, dpo, simpo (trl's CPO with loss_type simpo) or kto"))
-    pairs: str | None = field(default=None, metadata=_help(
-        "preference pairs from orpo/build_pairs.py (JSONL)"))
-    unpaired: str | None = field(default=None, metadata=_help(
-        "kto: desirable/undesirable examples from orpo/build_unpaired.py (JSONL); default: "
-        "the pairs unpaired (chosen desirable, rejected undesirable)"))
-    dev_pairs: str | None = field(default=None, metadata=_help(
-        "held-out pairs for the eval loss and margins (default: built from --dev_file)"))
-    sft_adapter: str | None = field(default=None, metadata=_help(
-        "start from this SFT run's adapter (a run folder or an adapter folder) and keep "
-        "training it"))
-    task: str | None = field(default=None, metadata=_help(
-        "task (default: the one in the pairs file)"))
+    algorithm: str = field(
+        default="orpo",
+        metadata=_help("preference objective: orpo, dpo, simpo (trl's CPO with loss_type simpo) or kto"),
+    )
+    pairs: str | None = field(
+        default=None, metadata=_help("preference pairs from orpo/build_pairs.py (JSONL)")
+    )
+    unpaired: str | None = field(
+        default=None,
+        metadata=_help(
+            "kto: desirable/undesirable examples from orpo/build_unpaired.py (JSONL); default: "
+            "the pairs unpaired (chosen desirable, rejected undesirable)"
+        ),
+    )
+    dev_pairs: str | None = field(
+        default=None,
+        metadata=_help("held-out pairs for the eval loss and margins (default: built from --dev_file)"),
+    )
+    sft_adapter: str | None = field(
+        default=None,
+        metadata=_help(
+            "start from this SFT run's adapter (a run folder or an adapter folder) and keep training it"
+        ),
+    )
+    task: str | None = field(default=None, metadata=_help("task (default: the one in the pairs file)"))
 
     def __post_init__(self) -> None:
         super().__post_init__()
         _choice(self.algorithm, ALGORITHMS, "algorithm")
         if self.unpaired is not None:
             if self.algorithm != "kto":
-                raise UserError(f"unpaired examples are for kto, not {self.algorithm}",
-                                field="unpaired", hint="pass --pairs FILE instead")
+                raise UserError(
+                    f"unpaired examples are for kto, not {self.algorithm}",
+                    field="unpaired",
+                    hint="pass --pairs FILE instead",
+                )
             _existing(self.unpaired, "unpaired")
         if not self.pairs and self.unpaired is None:
-            raise UserError("no pairs given", field="pairs",
-                            hint="build them with orpo/build_pairs.py, then pass --pairs FILE")
+            raise UserError(
+                "no pairs given",
+                field="pairs",
+                hint="build them with orpo/build_pairs.py, then pass --pairs FILE",
+            )
         if self.pairs:
             _existing(self.pairs, "pairs")
         if self.dev_pairs:
@@ -246,12 +347,20 @@ def check_init_from(path: str) -> str:
     """An earlier run folder to start from: it must hold a run file and weights."""
     p = Path(path)
     if not p.is_dir():
-        raise UserError("run folder not found", file=path, field="init_from",
-                        hint="give the output_dir of an earlier training run")
+        raise UserError(
+            "run folder not found",
+            file=path,
+            field="init_from",
+            hint="give the output_dir of an earlier training run",
+        )
     run = read_run(p) if has_run_file(p) else None
     if run is None or (adapter_of(p, run) is None and weights_of(p, run) is None):
-        raise UserError("not a finished run folder (no malpyeong_run.json with an adapter or a "
-                        "model)", file=path, field="init_from", hint="did that run finish?")
+        raise UserError(
+            "not a finished run folder (no malpyeong_run.json with an adapter or a model)",
+            file=path,
+            field="init_from",
+            hint="did that run finish?",
+        )
     return str(p)
 
 
@@ -286,8 +395,12 @@ TRAINER_DEFAULTS: dict[str, Any] = {
     "report_to": "tensorboard",
     "max_length": 1024,
 }
-ORPO_DEFAULTS: dict[str, Any] = {**TRAINER_DEFAULTS, "learning_rate": 5e-6, "beta": 0.1,
-                                 "num_train_epochs": 1.0}
+ORPO_DEFAULTS: dict[str, Any] = {
+    **TRAINER_DEFAULTS,
+    "learning_rate": 5e-6,
+    "beta": 0.1,
+    "num_train_epochs": 1.0,
+}
 ORPO_DEFAULTS.pop("max_length")  # ORPOConfig's own default (1024) applies
 
 
@@ -319,8 +432,9 @@ class RecipeParser:
     a dataclass's ``__post_init__`` rejects is reported before any model is loaded.
     """
 
-    def __init__(self, script_cls: type, config_cls: type, defaults: dict[str, Any],
-                 model_cls: type = ModelArguments) -> None:
+    def __init__(
+        self, script_cls: type, config_cls: type, defaults: dict[str, Any], model_cls: type = ModelArguments
+    ) -> None:
         from trl import TrlParser
 
         class _Parser(TrlParser):
@@ -329,17 +443,18 @@ class RecipeParser:
 
         # the model's fields first: "no model given" is the first complaint, as when they were
         # the first fields of the script's dataclass
-        self.parser = _Parser((model_cls, script_cls, config_cls),
-                              formatter_class=argparse.RawDescriptionHelpFormatter)
+        self.parser = _Parser(
+            (model_cls, script_cls, config_cls), formatter_class=argparse.RawDescriptionHelpFormatter
+        )
         self.script_cls, self.model_cls, self.config_cls = script_cls, model_cls, config_cls
         # use_cpu on a machine without CUDA: several processes there then form a CPU (gloo) group
-        self.parser.set_defaults(bf16=_bf16_default(), dataloader_pin_memory=_cuda(),
-                                 use_cpu=not _cuda(), **defaults)
+        self.parser.set_defaults(
+            bf16=_bf16_default(), dataloader_pin_memory=_cuda(), use_cpu=not _cuda(), **defaults
+        )
         self.defaults = defaults
         self.valid_keys = sorted({a.dest for a in self.parser._actions if a.dest != "help"})
         # our own keys (model and script), for hints and for "did you mean"
-        self.script_keys = [f.name for cls in (model_cls, script_cls)
-                            for f in dataclasses.fields(cls)]
+        self.script_keys = [f.name for cls in (model_cls, script_cls) for f in dataclasses.fields(cls)]
         self.options = {o for a in self.parser._actions for o in a.option_strings}
         self.description = ""
 
@@ -348,38 +463,52 @@ class RecipeParser:
         model, run) with their defaults; the trainer's hundreds of fields only under
         ``--help-all``."""
         helper = argparse.ArgumentParser(
-            prog=self.parser.prog, description=self.description, add_help=False,
+            prog=self.parser.prog,
+            description=self.description,
+            add_help=False,
             formatter_class=argparse.RawDescriptionHelpFormatter,
             usage="%(prog)s --config RECIPE.yaml [--key value ...]",
             epilog=f"Every field of trl's {self.config_cls.__name__} (transformers' "
-                   "TrainingArguments: learning_rate, num_train_epochs, max_steps, "
-                   "per_device_train_batch_size, gradient_accumulation_steps, max_length, "
-                   "eval_strategy, save_steps, seed, ...) is also a recipe key and a --key value "
-                   "flag; --help-all lists them all. Defaults set by malpyeong's recipes: "
-                   + ", ".join(f"{k} {v}" for k, v in self.defaults.items()) + ".")
+            "TrainingArguments: learning_rate, num_train_epochs, max_steps, "
+            "per_device_train_batch_size, gradient_accumulation_steps, max_length, "
+            "eval_strategy, save_steps, seed, ...) is also a recipe key and a --key value "
+            "flag; --help-all lists them all. Defaults set by malpyeong's recipes: "
+            + ", ".join(f"{k} {v}" for k, v in self.defaults.items())
+            + ".",
+        )
         g = helper.add_argument_group("the recipe")
-        g.add_argument("--config", metavar="RECIPE.yaml",
-                       help="the recipe (resource/configs/<task>/<backbone>_<method>.yaml); "
-                            "--key value flags override its values")
-        g.add_argument("--list-models", action="store_true",
-                       help="print the backbone registry (family, chat format, quirks) and exit")
+        g.add_argument(
+            "--config",
+            metavar="RECIPE.yaml",
+            help="the recipe (resource/configs/<task>/<backbone>_<method>.yaml); "
+            "--key value flags override its values",
+        )
+        g.add_argument(
+            "--list-models",
+            action="store_true",
+            help="print the backbone registry (family, chat format, quirks) and exit",
+        )
         g.add_argument("-h", "--help", action="store_true", help="this help")
-        g.add_argument("--help-all", action="store_true",
-                       help="also every trainer field (long)")
+        g.add_argument("--help-all", action="store_true", help="also every trainer field (long)")
         g.add_argument("--verbose", action="store_true", help=VERBOSE_HELP)
         for cls, title in ((self.model_cls, "the model"), (self.script_cls, "the run")):
             group = helper.add_argument_group(f"{title} ({cls.__name__})")
             for f in dataclasses.fields(cls):
-                default = self.defaults.get(f.name, f.default if f.default is not
-                                            dataclasses.MISSING else f.default_factory())
-                group.add_argument(f"--{f.name}", metavar=f.name.upper(),
-                                   help=f"{f.metadata.get('help', '')} (default: {default})")
+                default = self.defaults.get(
+                    f.name, f.default if f.default is not dataclasses.MISSING else f.default_factory()
+                )
+                group.add_argument(
+                    f"--{f.name}",
+                    metavar=f.name.upper(),
+                    help=f"{f.metadata.get('help', '')} (default: {default})",
+                )
         return helper.format_help()
 
     def nearest(self, key: str) -> str | None:
         """The closest valid key, our own fields first (lora_rank -> lora_r, not local_rank)."""
-        close = (difflib.get_close_matches(key, self.script_keys, n=1, cutoff=0.6)
-                 or difflib.get_close_matches(key, self.valid_keys, n=1, cutoff=0.6))
+        close = difflib.get_close_matches(
+            key, self.script_keys, n=1, cutoff=0.6
+        ) or difflib.get_close_matches(key, self.valid_keys, n=1, cutoff=0.6)
         return close[0] if close else None
 
     def check_recipe(self, path: str) -> dict:
@@ -402,18 +531,20 @@ class RecipeParser:
         if not unknown:
             for key, value in data.items():
                 if key != "env":
-                    problem = _value_problem(self.parser._option_string_actions[f"--{key}"],
-                                             value)
+                    problem = _value_problem(self.parser._option_string_actions[f"--{key}"], value)
                     if problem:
-                        raise UserError(problem, file=path, field=key,
-                                        hint="fix the value in the recipe")
+                        raise UserError(problem, file=path, field=key, hint="fix the value in the recipe")
         if unknown:
-            parts = [f"'{key}'" + (f" (did you mean '{c}'?)" if (c := self.nearest(str(key)))
-                                   else "") for key in unknown]
+            parts = [
+                f"'{key}'" + (f" (did you mean '{c}'?)" if (c := self.nearest(str(key))) else "")
+                for key in unknown
+            ]
             raise UserError(
-                f"unknown recipe key(s) {', '.join(parts)}", file=path,
+                f"unknown recipe key(s) {', '.join(parts)}",
+                file=path,
                 hint=f"valid keys: {', '.join(self.script_keys)}, and every "
-                     f"{self.config_cls.__name__} field (--help lists them)")
+                f"{self.config_cls.__name__} field (--help lists them)",
+            )
         return data
 
     def parse(self, argv: Sequence[str] | None) -> tuple[Any, ModelArguments, Any]:
@@ -426,14 +557,18 @@ class RecipeParser:
         if "-h" in args or "--help" in args:
             print(self.help())
             raise SystemExit(0)
-        unknown = [a.split("=", 1)[0] for a in args
-                   if a.startswith("--") and a.split("=", 1)[0] not in self.options | {"--config"}]
+        unknown = [
+            a.split("=", 1)[0]
+            for a in args
+            if a.startswith("--") and a.split("=", 1)[0] not in self.options | {"--config"}
+        ]
         if unknown:
             names = [u[2:].replace("-", "_") for u in unknown]
-            parts = [u + (f" (did you mean --{c}?)" if (c := self.nearest(n)) else "")
-                     for u, n in zip(unknown, names, strict=True)]
-            raise UserError(f"unknown option(s) {', '.join(parts)}",
-                            hint="--help lists every option")
+            parts = [
+                u + (f" (did you mean --{c}?)" if (c := self.nearest(n)) else "")
+                for u, n in zip(unknown, names, strict=True)
+            ]
+            raise UserError(f"unknown option(s) {', '.join(parts)}", hint="--help lists every option")
         if "--config" in args:
             at = args.index("--config")
             if at + 1 >= len(args):
@@ -478,9 +613,15 @@ def _value_problem(action: argparse.Action, value: Any) -> str | None:
 
 
 # Trainer fields that must be positive (at least 1 for counts) when set: checked before any work.
-POSITIVE_COUNTS = ("per_device_train_batch_size", "per_device_eval_batch_size",
-                   "gradient_accumulation_steps", "logging_steps", "save_total_limit",
-                   "max_length", "eval_accumulation_steps")
+POSITIVE_COUNTS = (
+    "per_device_train_batch_size",
+    "per_device_eval_batch_size",
+    "gradient_accumulation_steps",
+    "logging_steps",
+    "save_total_limit",
+    "max_length",
+    "eval_accumulation_steps",
+)
 
 
 def check_values(script: Any, model_args: ModelArguments, config: Any) -> None:
@@ -505,15 +646,22 @@ def check_values(script: Any, model_args: ModelArguments, config: Any) -> None:
             raise UserError(f"must be 0 or more, got {value}", field=name)
     max_steps = getattr(config, "max_steps", -1)
     if max_steps == 0 or (_is_number(max_steps) and max_steps < -1):
-        raise UserError(f"must be positive (or -1: train num_train_epochs), got {max_steps}",
-                        field="max_steps", hint="a run of 0 steps trains nothing")
+        raise UserError(
+            f"must be positive (or -1: train num_train_epochs), got {max_steps}",
+            field="max_steps",
+            hint="a run of 0 steps trains nothing",
+        )
     if max_steps in (-1, None) and getattr(config, "num_train_epochs", 1) <= 0:
-        raise UserError(f"must be positive, got {config.num_train_epochs}",
-                        field="num_train_epochs", hint="a run of 0 epochs trains nothing")
+        raise UserError(
+            f"must be positive, got {config.num_train_epochs}",
+            field="num_train_epochs",
+            hint="a run of 0 epochs trains nothing",
+        )
 
 
-def resolve_trainer_args(model_args: ModelArguments, config: Any, task: Task, *, has_dev: bool,
-                         task_metric: bool) -> Any:
+def resolve_trainer_args(
+    model_args: ModelArguments, config: Any, task: Task, *, has_dev: bool, task_metric: bool
+) -> Any:
     """Fill what depends on the task and the data: output folder, best-checkpoint metric, eval.
 
     ``has_dev``: there is a dev set to evaluate (loss); ``task_metric``: the task's own metric is
@@ -526,8 +674,7 @@ def resolve_trainer_args(model_args: ModelArguments, config: Any, task: Task, *,
     if config.metric_for_best_model in ("task", "eval_task"):
         metric = task.dev_metric if task_metric else "loss"
         changes["metric_for_best_model"] = metric
-        changes["greater_is_better"] = task.metric(metric).higher_is_better if task_metric \
-            else False
+        changes["greater_is_better"] = task.metric(metric).higher_is_better if task_metric else False
     if not has_dev:
         changes.update(eval_strategy="no", load_best_model_at_end=False)
     if changes:
@@ -548,8 +695,10 @@ def batching_changes(mode: str, attn_implementation: str, config: Any) -> dict[s
         mode = "padding_free" if flash else "length"
     if mode == "padding_free":
         if not flash:
-            log.warning("padding-free batching without flash attention: correct (boundaries come "
-                        "from position ids) but attention spans the whole flattened batch")
+            log.warning(
+                "padding-free batching without flash attention: correct (boundaries come "
+                "from position ids) but attention spans the whole flattened batch"
+            )
         # prompts are already fitted to max_length; trl refuses max_length with padding-free
         return {"padding_free": True, "max_length": None}
     if mode == "packing":

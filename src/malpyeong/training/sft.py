@@ -40,6 +40,7 @@ from malpyeong.training.trainers import callbacks_for, run_training, sft_trainer
 
 log = logging.getLogger(__name__)
 
+
 def train_sft(script: SFTArguments, model_args: ModelArguments, config: Any) -> Path:
     """Run SFT end to end and return the run folder.
 
@@ -50,69 +51,114 @@ def train_sft(script: SFTArguments, model_args: ModelArguments, config: Any) -> 
     from datasets import Dataset
 
     task = get_task(script.task)
-    config = resolve_trainer_args(model_args, config, task, has_dev=bool(script.dev_file),
-                                  task_metric=bool(script.dev_file))
-    out = check_run_folder(config.output_dir, overwrite=script.overwrite, resume=script.resume,
-                           inputs=run_inputs(script, model_args))
+    config = resolve_trainer_args(
+        model_args, config, task, has_dev=bool(script.dev_file), task_metric=bool(script.dev_file)
+    )
+    out = check_run_folder(
+        config.output_dir,
+        overwrite=script.overwrite,
+        resume=script.resume,
+        inputs=run_inputs(script, model_args),
+    )
     if script.resume:
         check_resume(out, script, model_args, config)
     recipe_args = model_args  # config.yaml keeps the recipe's base, not init_model/
     with ExitStack() as stack:
         if script.init_from:  # a stage from an adapter run merges it into this folder first
-            stack.enter_context(open_run_folder(out, overwrite=script.overwrite,
-                                                resume=script.resume))
+            stack.enter_context(open_run_folder(out, overwrite=script.overwrite, resume=script.resume))
         model_args, backbone, chain = begin_stage(script.init_from, model_args, out)
-        tokenizer = load_tokenizer(model_args.model, backbone,
-                                   trust_remote_code=True if config.trust_remote_code else None)
+        tokenizer = load_tokenizer(
+            model_args.model, backbone, trust_remote_code=True if config.trust_remote_code else None
+        )
         max_length = config.max_length
 
         train_items, n_items, dev_items = training_items(task, script, config.seed)
         spec = task.prompt_spec(script.prompt)
-        rows, train_stats = build_sft_examples(task, train_items, tokenizer, backbone, spec,
-                                               max_length, target_style=script.target_style)
+        rows, train_stats = build_sft_examples(
+            task, train_items, tokenizer, backbone, spec, max_length, target_style=script.target_style
+        )
         train_stats.items = n_items  # before option-order augmentation; examples counts the copies
         if not rows:
-            raise UserError("no training example fits max_length", field="max_length",
-                            hint=f"raise --max_length (now {max_length})")
-        rows, extra_stats = mix_extra_rows(rows, script, task, tokenizer, backbone, max_length,
-                                           config.seed)
-        dev_rows, dev_stats = build_sft_examples(task, dev_items, tokenizer, backbone, spec,
-                                                 max_length, target_style=script.target_style)
+            raise UserError(
+                "no training example fits max_length",
+                field="max_length",
+                hint=f"raise --max_length (now {max_length})",
+            )
+        rows, extra_stats = mix_extra_rows(rows, script, task, tokenizer, backbone, max_length, config.seed)
+        dev_rows, dev_stats = build_sft_examples(
+            task, dev_items, tokenizer, backbone, spec, max_length, target_style=script.target_style
+        )
         if dev_items and not dev_rows:
             raise UserError("no dev example fits max_length", file=script.dev_file, field="max_length")
-        stats = {"train": train_stats.as_dict(), "dev": dev_stats.as_dict() if dev_items else None,
-                 "extra": extra_stats}
-        log.info("train: %d examples (%d prompts cut, %d over budget); dev: %d items",
-                 train_stats.examples, train_stats.prompts_cut, train_stats.over_budget, len(dev_items))
+        stats = {
+            "train": train_stats.as_dict(),
+            "dev": dev_stats.as_dict() if dev_items else None,
+            "extra": extra_stats,
+        }
+        log.info(
+            "train: %d examples (%d prompts cut, %d over budget); dev: %d items",
+            train_stats.examples,
+            train_stats.prompts_cut,
+            train_stats.over_budget,
+            len(dev_items),
+        )
 
         attn = model_args.attn_implementation or backbone.attn_implementation
         trainer_config = dataclasses.replace(config, **batching_changes(script.batching, attn, config))
         model = load_training_model(model_args, trainer_config, backbone)
         if not script.init_from:  # everything checked: the old run may go now
-            stack.enter_context(open_run_folder(out, overwrite=script.overwrite,
-                                                resume=script.resume))
+            stack.enter_context(open_run_folder(out, overwrite=script.overwrite, resume=script.resume))
         checkpoint = resume_checkpoint(out) if script.resume else None
         if main_process():
             atomic_write_json(out / "data_stats.json", stats)
             write_config(out, script, recipe_args, config)
-            write_run(out, {**run_info(script, model_args, task, max_length, stage="sft",
-                                    target_style=script.target_style, merged=False),
-                       "finished": False})  # the final run file follows the weights
-        evaluator = TaskEvaluator(task, dev_items, tokenizer, backbone,
-                                  dev_answer_settings(script, spec, max_length, config)) \
-            if dev_items else None
+            write_run(
+                out,
+                {
+                    **run_info(
+                        script,
+                        model_args,
+                        task,
+                        max_length,
+                        stage="sft",
+                        target_style=script.target_style,
+                        merged=False,
+                    ),
+                    "finished": False,
+                },
+            )  # the final run file follows the weights
+        evaluator = (
+            TaskEvaluator(
+                task, dev_items, tokenizer, backbone, dev_answer_settings(script, spec, max_length, config)
+            )
+            if dev_items
+            else None
+        )
         trainer = sft_trainer_class()(
-            model=model, args=trainer_config, processing_class=tokenizer,
+            model=model,
+            args=trainer_config,
+            processing_class=tokenizer,
             train_dataset=Dataset.from_list(rows),
             eval_dataset=Dataset.from_list(dev_rows) if dev_rows else None,
-            callbacks=callbacks_for(script, trainer_config))
+            callbacks=callbacks_for(script, trainer_config),
+        )
         trainer.task_evaluator = evaluator
         if not script.completion_logits:
             trainer._completion_logits = False
         run_training(trainer, checkpoint)
         if main_process():
             write_dev_metrics(out, evaluator, trainer)
-        info = save_run(trainer, tokenizer, out, script, model_args, task, max_length,
-                        stage="sft", target_style=script.target_style, backbone=backbone)
+        info = save_run(
+            trainer,
+            tokenizer,
+            out,
+            script,
+            model_args,
+            task,
+            max_length,
+            stage="sft",
+            target_style=script.target_style,
+            backbone=backbone,
+        )
         end_stage(out, info, chain, model_args.method)
     return out

@@ -38,8 +38,9 @@ def root_base(run: dict) -> str:
     return run.get("base_model") or run["model"]
 
 
-def start_from(init_from: str, model_args: ModelArguments, out: Path, *,
-               main: bool = True) -> tuple[ModelArguments, dict]:
+def start_from(
+    init_from: str, model_args: ModelArguments, out: Path, *, main: bool = True
+) -> tuple[ModelArguments, dict]:
     """The model arguments of a stage that starts from the run ``init_from``, and the chain
     entry to record. ``model_args.model`` must name the chain's base model (its backbone
     quirks apply); it is replaced by the weights to start from."""
@@ -47,28 +48,39 @@ def start_from(init_from: str, model_args: ModelArguments, out: Path, *,
     run = read_run(folder)
     base = root_base(run)
     if model_args.model not in (None, base):
-        raise UserError(f"init_from run was trained on {base}, the recipe names "
-                        f"{model_args.model}", field="init_from",
-                        hint=f"set model: {base} (or drop it)")
+        raise UserError(
+            f"init_from run was trained on {base}, the recipe names {model_args.model}",
+            field="init_from",
+            hint=f"set model: {base} (or drop it)",
+        )
     backbone = get_backbone(base)
     weights = weights_of(folder, run)
     if weights is None:
         weights = out / INIT_DIR
         if main and not (weights / MODEL_CONFIG).is_file():
             merge_base = run["model"]  # the earlier run's own base (itself a merge if chained)
-            merge_adapter(merge_base, adapter_of(folder, run), weights,
-                          backbone=get_backbone(merge_base), dtype="bf16",
-                          tokenizer=_tokenizer(merge_base, folder, run))
+            merge_adapter(
+                merge_base,
+                adapter_of(folder, run),
+                weights,
+                backbone=get_backbone(merge_base),
+                dtype="bf16",
+                tokenizer=_tokenizer(merge_base, folder, run),
+            )
             _mark_chat_format(weights, backbone)
-    stage = {"run": str(folder), "stage": run.get("stage"), "method": run.get("method"),
-             "model": run["model"]}
-    chain = {"init_from": str(folder), "base_model": base,
-             "stages": [*run.get("stages", []), stage]}
+    stage = {
+        "run": str(folder),
+        "stage": run.get("stage"),
+        "method": run.get("method"),
+        "model": run["model"],
+    }
+    chain = {"init_from": str(folder), "base_model": base, "stages": [*run.get("stages", []), stage]}
     return dataclasses.replace(model_args, model=str(weights)), chain
 
 
-def begin_stage(init_from: str | None, model_args: ModelArguments,
-                out: Path) -> tuple[ModelArguments, Backbone, dict | None]:
+def begin_stage(
+    init_from: str | None, model_args: ModelArguments, out: Path
+) -> tuple[ModelArguments, Backbone, dict | None]:
     """What a training run starts from: the model arguments (the earlier run's weights with
     ``init_from``), the backbone of the chain's base, and the chain to record (or None)."""
     if not init_from:

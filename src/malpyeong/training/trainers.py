@@ -23,20 +23,33 @@ class TaskMetricsMixin:
 
     task_evaluator: TaskEvaluator | None = None
 
-    def evaluation_loop(self, dataloader: Any, description: str,
-                        prediction_loss_only: bool | None = None,
-                        ignore_keys: list[str] | None = None,
-                        metric_key_prefix: str = "eval") -> Any:
-        output = super().evaluation_loop(dataloader, description, prediction_loss_only,  # type: ignore[misc]
-                                         ignore_keys, metric_key_prefix)
+    def evaluation_loop(
+        self,
+        dataloader: Any,
+        description: str,
+        prediction_loss_only: bool | None = None,
+        ignore_keys: list[str] | None = None,
+        metric_key_prefix: str = "eval",
+    ) -> Any:
+        output = super().evaluation_loop(
+            dataloader,
+            description,
+            prediction_loss_only,  # type: ignore[misc]
+            ignore_keys,
+            metric_key_prefix,
+        )
         if self.task_evaluator is not None and metric_key_prefix == "eval":
             scores = self.task_evaluator(self.model)  # type: ignore[attr-defined]
             for key, value in scores.items():
                 output.metrics[f"{metric_key_prefix}_{key}"] = value
             state = self.state  # type: ignore[attr-defined]
             self.task_evaluator.history.append(
-                {"step": state.global_step, "epoch": state.epoch,
-                 **{k: v for k, v in output.metrics.items() if isinstance(v, (int, float))}})
+                {
+                    "step": state.global_step,
+                    "epoch": state.epoch,
+                    **{k: v for k, v in output.metrics.items() if isinstance(v, (int, float))},
+                }
+            )
         return output
 
 
@@ -71,8 +84,7 @@ def completion_loss(trainer: Any, model: Any, inputs: dict, num_items_in_batch: 
     logits = out.logits.float()
     tgt = targets[:, keep]
     mask = tgt != -100
-    loss_sum = F.cross_entropy(logits.flatten(0, 1), tgt.flatten(), ignore_index=-100,
-                               reduction="sum")
+    loss_sum = F.cross_entropy(logits.flatten(0, 1), tgt.flatten(), ignore_index=-100, reduction="sum")
     count = mask.sum() if num_items_in_batch is None else num_items_in_batch
     loss = loss_sum / torch.as_tensor(count, device=loss_sum.device).clamp(min=1)
     if trainer.args.average_tokens_across_devices and num_items_in_batch is not None:
@@ -103,13 +115,18 @@ def sft_trainer_class() -> type:
         """trl's SFTTrainer with the task metric at each evaluation and completion-only logits
         (:func:`completion_loss`) where the model supports them."""
 
-        def compute_loss(self, model: Any, inputs: dict, return_outputs: bool = False,
-                         num_items_in_batch: Any = None) -> Any:
+        def compute_loss(
+            self, model: Any, inputs: dict, return_outputs: bool = False, num_items_in_batch: Any = None
+        ) -> Any:
             usable = getattr(self, "_completion_logits", None)
             if usable is None:
-                plain = (self.args.loss_type == "nll" and self.compute_loss_func is None
-                         and self.args.label_smoothing_factor == 0 and not self.aux_loss_enabled
-                         and self.accelerator.parallelism_config is None)
+                plain = (
+                    self.args.loss_type == "nll"
+                    and self.compute_loss_func is None
+                    and self.args.label_smoothing_factor == 0
+                    and not self.aux_loss_enabled
+                    and self.accelerator.parallelism_config is None
+                )
                 usable = self._completion_logits = plain and accepts_logits_to_keep(self.model)
             if return_outputs or not usable:
                 return super().compute_loss(model, inputs, return_outputs, num_items_in_batch)
@@ -136,8 +153,7 @@ def rendered_pair_row(tok: Any, max_length: int, feature: dict) -> dict:
     """A ``{prompt, chosen, rejected}`` row already rendered for the model, as the token ids
     trl's ORPO and CPO trainers take (no second BOS, no extra EOS)."""
     prompt = encode(tok, feature["prompt"])
-    out: dict[str, list[int]] = {"prompt_input_ids": prompt,
-                                 "prompt_attention_mask": [1] * len(prompt)}
+    out: dict[str, list[int]] = {"prompt_input_ids": prompt, "prompt_attention_mask": [1] * len(prompt)}
     room = max(0, max_length - len(prompt))
     for side in ("chosen", "rejected"):
         done = tok(feature[side], add_special_tokens=False)["input_ids"][:room]
@@ -150,10 +166,12 @@ def rendered_pair_row(tok: Any, max_length: int, feature: dict) -> dict:
 def callbacks_for(script: CommonArguments, config: Any) -> list:
     from transformers import EarlyStoppingCallback
 
-    if script.early_stopping_patience and config.load_best_model_at_end \
-            and str(config.eval_strategy).lower() not in ("no", "intervalstrategy.no"):
-        return [EarlyStoppingCallback(script.early_stopping_patience,
-                                      script.early_stopping_threshold)]
+    if (
+        script.early_stopping_patience
+        and config.load_best_model_at_end
+        and str(config.eval_strategy).lower() not in ("no", "intervalstrategy.no")
+    ):
+        return [EarlyStoppingCallback(script.early_stopping_patience, script.early_stopping_threshold)]
     return []
 
 
@@ -161,10 +179,14 @@ def interrupted_hint(out: Path) -> str:
     """What Ctrl-C during training prints: how to continue, from what is on disk."""
     complete, _ = complete_checkpoints(out)
     if complete:
-        return (f"interrupted; to continue from {complete[-1].name}, rerun the same command with "
-                "--resume (without --overwrite)")
-    return ("interrupted before the first checkpoint was saved; rerun the same command with "
-            "--overwrite to start again")
+        return (
+            f"interrupted; to continue from {complete[-1].name}, rerun the same command with "
+            "--resume (without --overwrite)"
+        )
+    return (
+        "interrupted before the first checkpoint was saved; rerun the same command with "
+        "--overwrite to start again"
+    )
 
 
 def run_training(trainer: Any, checkpoint: Path | None) -> None:
@@ -175,8 +197,8 @@ def run_training(trainer: Any, checkpoint: Path | None) -> None:
     except KeyboardInterrupt:
         raise Interrupted(interrupted_hint(Path(trainer.args.output_dir))) from None
     except (ValueError, RuntimeError) as err:
-        if checkpoint is not None and ("checkpoint" in str(err).lower()
-                                       or "size mismatch" in str(err)):
-            raise UserError(f"cannot resume from {checkpoint.name}: {one_line(err, 300)}",
-                            file=str(checkpoint)) from None
+        if checkpoint is not None and ("checkpoint" in str(err).lower() or "size mismatch" in str(err)):
+            raise UserError(
+                f"cannot resume from {checkpoint.name}: {one_line(err, 300)}", file=str(checkpoint)
+            ) from None
         raise

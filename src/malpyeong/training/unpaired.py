@@ -38,21 +38,32 @@ def unpair(pairs: Sequence[dict]) -> list[dict]:
         if key not in seen:
             seen.add(key)
             rows.append(_row(p, f"{p['source_id']}#gold", p["chosen"], True, "gold", None))
-        rows.append(_row(p, f"{p['id']}#rejected", p["rejected"], False,
-                         p.get("rejected_from", "rejected"), None))
+        rows.append(
+            _row(p, f"{p['id']}#rejected", p["rejected"], False, p.get("rejected_from", "rejected"), None)
+        )
     return rows
 
 
-def scored_outputs(task: Task, items: Sequence[Any], outputs: dict[str, Any], *,
-                   threshold: float, metric: str | None = None,
-                   results_name: str = "results") -> list[dict]:
+def scored_outputs(
+    task: Task,
+    items: Sequence[Any],
+    outputs: dict[str, Any],
+    *,
+    threshold: float,
+    metric: str | None = None,
+    results_name: str = "results",
+) -> list[dict]:
     """Gold outputs (desirable) and the model's outputs labelled by their score against gold."""
     metric = metric or task.dev_metric
     gold = [it for it in items if task.has_output(it)]
     own = [it for it in gold if outputs.get(it.id) not in (None, "")]
-    scores = dict(zip([it.id for it in own],
-                      task.item_scores(own, {it.id: outputs[it.id] for it in own}, metric)
-                      if own else [], strict=True))
+    scores = dict(
+        zip(
+            [it.id for it in own],
+            task.item_scores(own, {it.id: outputs[it.id] for it in own}, metric) if own else [],
+            strict=True,
+        )
+    )
     rows: list[dict] = []
     for item in gold:
         base = {"source_id": item.id, "task": task.name, "record": item.raw, "target_style": None}
@@ -60,33 +71,45 @@ def scored_outputs(task: Task, items: Sequence[Any], outputs: dict[str, Any], *,
         if item.id in scores:
             text = task.render_output(outputs[item.id])
             score = scores[item.id]
-            rows.append(_row(base, f"{item.id}#model", text, score >= threshold,
-                             f"results:{results_name}", score))
+            rows.append(
+                _row(base, f"{item.id}#model", text, score >= threshold, f"results:{results_name}", score)
+            )
     return rows
 
 
-def build_unpaired(task: Task, items: Sequence[Any], *, target_style: str | None = None,
-                   results: str | os.PathLike | None = None, threshold: float = 0.5,
-                   metric: str | None = None, seed: int = 0) -> list[dict]:
+def build_unpaired(
+    task: Task,
+    items: Sequence[Any],
+    *,
+    target_style: str | None = None,
+    results: str | os.PathLike | None = None,
+    threshold: float = 0.5,
+    metric: str | None = None,
+    seed: int = 0,
+) -> list[dict]:
     """Unpaired rows for ``task``: from its pairs, or (a generate task with ``results``) from
     the model's outputs scored against gold."""
     if results is None or isinstance(task, ChoiceTask):
-        return unpair(build_pairs(task, items, target_style=target_style, results=results,
-                                  seed=seed))
+        return unpair(build_pairs(task, items, target_style=target_style, results=results, seed=seed))
     outputs, name = outputs_of_results(task, items, results)
-    return scored_outputs(task, items, outputs, threshold=threshold, metric=metric,
-                          results_name=name)
+    return scored_outputs(task, items, outputs, threshold=threshold, metric=metric, results_name=name)
 
 
-def _row(source: dict, row_id: str, completion: str, label: bool, origin: str,
-         score: float | None) -> dict:
-    return {"id": row_id, "source_id": source["source_id"], "task": source["task"],
-            "record": source["record"], "completion": completion, "label": bool(label),
-            "from": origin, "score": score, "target_style": source.get("target_style")}
+def _row(source: dict, row_id: str, completion: str, label: bool, origin: str, score: float | None) -> dict:
+    return {
+        "id": row_id,
+        "source_id": source["source_id"],
+        "task": source["task"],
+        "record": source["record"],
+        "completion": completion,
+        "label": bool(label),
+        "from": origin,
+        "score": score,
+        "target_style": source.get("target_style"),
+    }
 
 
-def write_unpaired(rows: Sequence[dict], path: str | os.PathLike, *,
-                   overwrite: bool = False) -> Path:
+def write_unpaired(rows: Sequence[dict], path: str | os.PathLike, *, overwrite: bool = False) -> Path:
     """JSONL, atomically; refuses an existing file without ``overwrite``."""
     out = ensure_writable(path, overwrite)
     atomic_write_text(out, "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows))
@@ -105,19 +128,24 @@ def read_unpaired(path: str | os.PathLike) -> list[dict]:
     for n, row in enumerate(rows, 1):
         missing = [k for k in REQUIRED if k not in row] if isinstance(row, dict) else list(REQUIRED)
         if missing:
-            raise UserError(f"line {n} lacks {', '.join(missing)}", file=str(p),
-                            hint="build them with orpo/build_unpaired.py")
+            raise UserError(
+                f"line {n} lacks {', '.join(missing)}",
+                file=str(p),
+                hint="build them with orpo/build_unpaired.py",
+            )
         if not isinstance(row["completion"], str) or not row["completion"].strip():
-            raise UserError("completion must be a non-empty string", file=str(p),
-                            item=str(row["id"]))
+            raise UserError("completion must be a non-empty string", file=str(p), item=str(row["id"]))
         if not isinstance(row["label"], bool):
-            raise UserError("label must be true (desirable) or false", file=str(p),
-                            item=str(row["id"]), field="label")
+            raise UserError(
+                "label must be true (desirable) or false", file=str(p), item=str(row["id"]), field="label"
+            )
     tasks = {r["task"] for r in rows}
     if len(tasks) > 1:
-        raise UserError(f"examples of several tasks in one file: {', '.join(sorted(tasks))}",
-                        file=str(p))
+        raise UserError(f"examples of several tasks in one file: {', '.join(sorted(tasks))}", file=str(p))
     if len({r["label"] for r in rows}) < 2:
-        raise UserError("KTO needs desirable and undesirable examples; the file has one kind",
-                        file=str(p), hint="lower or raise --threshold")
+        raise UserError(
+            "KTO needs desirable and undesirable examples; the file has one kind",
+            file=str(p),
+            hint="lower or raise --threshold",
+        )
     return rows

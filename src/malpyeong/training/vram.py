@@ -43,7 +43,7 @@ from malpyeong.models.backbones import get_backbone
 from malpyeong.rules import get_rules
 from malpyeong.tasks import ChoiceTask, get_task
 
-GIB = 1024 ** 3
+GIB = 1024**3
 NF4_BYTES = 0.5 + 1 / 64 + 4 / (64 * 256)  # 4-bit weights, 8-bit absmax per 64, fp32 per 256 blocks
 RUNTIME_OVERHEAD = 1 * GIB  # CUDA context and allocator slack, added before the limit check
 LINEAR_NAMES = ("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj")
@@ -70,24 +70,40 @@ class Architecture:
         try:
             hidden, heads = int(config["hidden_size"]), int(config["num_attention_heads"])
             gemma2 = config.get("model_type") == "gemma2"
-            return cls(hidden=hidden, layers=int(config["num_hidden_layers"]), heads=heads,
-                       kv_heads=int(config.get("num_key_value_heads") or heads),
-                       head_dim=int(config.get("head_dim") or hidden // heads),
-                       intermediate=int(config["intermediate_size"]),
-                       vocab=int(config["vocab_size"]),
-                       tied=bool(config.get("tie_word_embeddings", False)),
-                       norms_per_layer=4 if gemma2 else 2,
-                       softcap=bool(gemma2 and config.get("attn_logit_softcapping")))
+            return cls(
+                hidden=hidden,
+                layers=int(config["num_hidden_layers"]),
+                heads=heads,
+                kv_heads=int(config.get("num_key_value_heads") or heads),
+                head_dim=int(config.get("head_dim") or hidden // heads),
+                intermediate=int(config["intermediate_size"]),
+                vocab=int(config["vocab_size"]),
+                tied=bool(config.get("tie_word_embeddings", False)),
+                norms_per_layer=4 if gemma2 else 2,
+                softcap=bool(gemma2 and config.get("attn_logit_softcapping")),
+            )
         except (KeyError, TypeError, ValueError) as err:
-            raise UserError(f"config.json lacks what the memory estimate needs: {err}",
-                            field="model") from None
+            raise UserError(
+                f"config.json lacks what the memory estimate needs: {err}", field="model"
+            ) from None
 
     def linears(self) -> dict[str, tuple[int, int]]:
         """(in, out) features of each linear layer of one decoder layer."""
-        q, kv, h, i = self.heads * self.head_dim, self.kv_heads * self.head_dim, self.hidden, \
-            self.intermediate
-        return {"q_proj": (h, q), "k_proj": (h, kv), "v_proj": (h, kv), "o_proj": (q, h),
-                "gate_proj": (h, i), "up_proj": (h, i), "down_proj": (i, h)}
+        q, kv, h, i = (
+            self.heads * self.head_dim,
+            self.kv_heads * self.head_dim,
+            self.hidden,
+            self.intermediate,
+        )
+        return {
+            "q_proj": (h, q),
+            "k_proj": (h, kv),
+            "v_proj": (h, kv),
+            "o_proj": (q, h),
+            "gate_proj": (h, i),
+            "up_proj": (h, i),
+            "down_proj": (i, h),
+        }
 
     @property
     def linear_params(self) -> int:
@@ -97,8 +113,7 @@ class Architecture:
     def other_params(self) -> int:
         """Embeddings, an untied LM head, the norms."""
         head = 0 if self.tied else self.vocab * self.hidden
-        return self.vocab * self.hidden + head + \
-            (self.layers * self.norms_per_layer + 1) * self.hidden
+        return self.vocab * self.hidden + head + (self.layers * self.norms_per_layer + 1) * self.hidden
 
     @property
     def params(self) -> int:
@@ -106,22 +121,39 @@ class Architecture:
 
 
 # The registry's backbones, from their published config.json files (no download needed).
-_GEMMA2_9B = Architecture(hidden=3584, layers=42, heads=16, kv_heads=8, head_dim=256,
-                          intermediate=14336, vocab=256000, tied=True, norms_per_layer=4,
-                          softcap=True)
-_QWEN2_7B = Architecture(hidden=3584, layers=28, heads=28, kv_heads=4, head_dim=128,
-                         intermediate=18944, vocab=152064, tied=False)
+_GEMMA2_9B = Architecture(
+    hidden=3584,
+    layers=42,
+    heads=16,
+    kv_heads=8,
+    head_dim=256,
+    intermediate=14336,
+    vocab=256000,
+    tied=True,
+    norms_per_layer=4,
+    softcap=True,
+)
+_QWEN2_7B = Architecture(
+    hidden=3584, layers=28, heads=28, kv_heads=4, head_dim=128, intermediate=18944, vocab=152064, tied=False
+)
 ARCHITECTURES: dict[str, Architecture] = {
     "rtzr/ko-gemma-2-9b-it": _GEMMA2_9B,
     "google/gemma-2-9b-it": _GEMMA2_9B,
     "Qwen/Qwen2-7B": _QWEN2_7B,
     "Qwen/Qwen2-7B-Instruct": _QWEN2_7B,
-    "Qwen/Qwen2.5-3B-Instruct": Architecture(hidden=2048, layers=36, heads=16, kv_heads=2,
-                                             head_dim=128, intermediate=11008, vocab=151936,
-                                             tied=True),
-    "meta-llama/Llama-3.2-3B-Instruct": Architecture(hidden=3072, layers=28, heads=24,
-                                                     kv_heads=8, head_dim=128, intermediate=8192,
-                                                     vocab=128256, tied=True),
+    "Qwen/Qwen2.5-3B-Instruct": Architecture(
+        hidden=2048,
+        layers=36,
+        heads=16,
+        kv_heads=2,
+        head_dim=128,
+        intermediate=11008,
+        vocab=151936,
+        tied=True,
+    ),
+    "meta-llama/Llama-3.2-3B-Instruct": Architecture(
+        hidden=3072, layers=28, heads=24, kv_heads=8, head_dim=128, intermediate=8192, vocab=128256, tied=True
+    ),
 }
 
 
@@ -131,9 +163,11 @@ def architecture_of(model: str) -> Architecture:
         return ARCHITECTURES[model]
     path = Path(model) / "config.json"
     if not path.is_file():
-        raise UserError(f"no architecture numbers for '{model}' (not in the estimate's table, "
-                        "no local config.json)", field="model",
-                        hint="known: " + ", ".join(ARCHITECTURES))
+        raise UserError(
+            f"no architecture numbers for '{model}' (not in the estimate's table, no local config.json)",
+            field="model",
+            hint="known: " + ", ".join(ARCHITECTURES),
+        )
     return Architecture.from_config(json.loads(path.read_text(encoding="utf-8")))
 
 
@@ -204,8 +238,9 @@ def activation_bytes_per_token_layer(arch: Architecture, setup: Setup) -> float:
         if setup.lora_dropout > 0:
             saved += inputs * (4 + 1)  # each adapter's dropped fp32 copy and its mask
         elif b != 4:  # peft casts each adapter's input to fp32 (QLoRA: only the bf16 ones)
-            saved += sum(arch.linears()[n][0] for n in adapted
-                         if stream != 4 or n in ("o_proj", "down_proj")) * 4
+            saved += (
+                sum(arch.linears()[n][0] for n in adapted if stream != 4 or n in ("o_proj", "down_proj")) * 4
+            )
     return float(saved)
 
 
@@ -221,8 +256,7 @@ def estimate(arch: Architecture, setup: Setup) -> Estimate:
         trainable = arch.params * 3 * b  # gradient and AdamW's two moments, in the weights' dtype
     else:
         adapted = _adapted(arch, setup.lora_targets)
-        trainable_params = arch.layers * sum(setup.lora_r * sum(arch.linears()[n])
-                                             for n in adapted)
+        trainable_params = arch.layers * sum(setup.lora_r * sum(arch.linears()[n]) for n in adapted)
         if setup.num_labels:
             trainable_params += arch.hidden * setup.num_labels
         trainable = trainable_params * 16  # fp32 weight, gradient, two AdamW moments
@@ -242,55 +276,65 @@ def estimate(arch: Architecture, setup: Setup) -> Estimate:
     return Estimate(weights, trainable, trainable_params, act, other, logits, per_layer)
 
 
-def report(model: str, arch: Architecture, setup: Setup, est: Estimate,
-           limit_gb: float | None = None, rules: str | None = None) -> str:
+def report(
+    model: str,
+    arch: Architecture,
+    setup: Setup,
+    est: Estimate,
+    limit_gb: float | None = None,
+    rules: str | None = None,
+) -> str:
     """The lines run/train.py prints."""
+
     def gib(x: float) -> str:
         return f"{x / GIB:6.2f} GiB"
 
     gc = "on" if setup.gradient_checkpointing else "off"
     precision = {2: "bf16/fp16", 4: "fp32"}.get(setup.compute_bytes, f"{setup.compute_bytes} B")
-    lines = [f"memory estimate: {model}, {setup.method}, {precision} compute, batch "
-             f"{setup.batch} x {setup.seq} tokens, gradient checkpointing {gc}",
-             f"  weights       {gib(est.weights)}  ({arch.params / 1e9:.2f} B parameters"
-             + (", linear layers in 4-bit NF4" if setup.method == "qlora" else "") + ")",
-             f"  trainable     {gib(est.trainable)}  ({est.trainable_params / 1e6:.1f} M "
-             "parameters: gradients and AdamW moments"
-             + (", fp32 adapters)" if setup.method != "full" else ")"),
-             f"  activations   {gib(est.activations)}  (checkpointing {gc}; "
-             f"{'off' if setup.gradient_checkpointing else 'on'}: "
-             f"{est.activations_other / GIB:.2f} GiB)",
-             f"  backward      {gib(est.transient)}  (the larger of the loss's logits and "
-             f"their gradients, {est.logits / GIB:.2f} GiB, and one layer's gradients, "
-             f"{est.workspace / GIB:.2f} GiB)",
-             f"  total         {gib(est.total)}  (+ {RUNTIME_OVERHEAD / GIB:.0f} GiB CUDA "
-             "context and allocator slack)"]
+    lines = [
+        f"memory estimate: {model}, {setup.method}, {precision} compute, batch "
+        f"{setup.batch} x {setup.seq} tokens, gradient checkpointing {gc}",
+        f"  weights       {gib(est.weights)}  ({arch.params / 1e9:.2f} B parameters"
+        + (", linear layers in 4-bit NF4" if setup.method == "qlora" else "")
+        + ")",
+        f"  trainable     {gib(est.trainable)}  ({est.trainable_params / 1e6:.1f} M "
+        "parameters: gradients and AdamW moments" + (", fp32 adapters)" if setup.method != "full" else ")"),
+        f"  activations   {gib(est.activations)}  (checkpointing {gc}; "
+        f"{'off' if setup.gradient_checkpointing else 'on'}: "
+        f"{est.activations_other / GIB:.2f} GiB)",
+        f"  backward      {gib(est.transient)}  (the larger of the loss's logits and "
+        f"their gradients, {est.logits / GIB:.2f} GiB, and one layer's gradients, "
+        f"{est.workspace / GIB:.2f} GiB)",
+        f"  total         {gib(est.total)}  (+ {RUNTIME_OVERHEAD / GIB:.0f} GiB CUDA "
+        "context and allocator slack)",
+    ]
     if limit_gb is not None:
         need = (est.total + RUNTIME_OVERHEAD) / GIB
         verdict = "fits" if need <= limit_gb else "OVER the limit"
-        lines.append(f"  {rules or 'limit'}: {limit_gb:g} GB VRAM -> {need:.1f} GiB needed, "
-                     f"{verdict}")
+        lines.append(f"  {rules or 'limit'}: {limit_gb:g} GB VRAM -> {need:.1f} GiB needed, {verdict}")
     return "\n".join(lines)
-
-
 
 
 COMPLETION_TOKENS = 64  # logit positions per sequence with completion-only logits (a CCI answer)
 
 
-def recipe_setup(model_args: Any, script: Any, config: Any, *, eager: bool,
-                 num_labels: int | None) -> Setup:
+def recipe_setup(model_args: Any, script: Any, config: Any, *, eager: bool, num_labels: int | None) -> Setup:
     """The :class:`Setup` of a parsed recipe, for one GPU (``auto`` dtype means bf16 there)."""
     dtype = str(model_args.dtype)
     compute = 4 if dtype in ("fp32", "float32") and model_args.method != "qlora" else 2
-    return Setup(method=model_args.method, compute_bytes=compute,
-                 batch=int(config.per_device_train_batch_size),
-                 seq=int(getattr(config, "max_length", None) or 1024),
-                 gradient_checkpointing=bool(config.gradient_checkpointing),
-                 lora_r=model_args.lora_r, lora_targets=tuple(model_args.lora_target_modules),
-                 lora_dropout=model_args.lora_dropout, eager=eager,
-                 logit_positions=COMPLETION_TOKENS if getattr(script, "completion_logits", False)
-                 else None, num_labels=num_labels)
+    return Setup(
+        method=model_args.method,
+        compute_bytes=compute,
+        batch=int(config.per_device_train_batch_size),
+        seq=int(getattr(config, "max_length", None) or 1024),
+        gradient_checkpointing=bool(config.gradient_checkpointing),
+        lora_r=model_args.lora_r,
+        lora_targets=tuple(model_args.lora_target_modules),
+        lora_dropout=model_args.lora_dropout,
+        eager=eager,
+        logit_positions=COMPLETION_TOKENS if getattr(script, "completion_logits", False) else None,
+        num_labels=num_labels,
+    )
 
 
 def recipe_report(script: Any, model_args: Any, config: Any) -> str:
@@ -299,12 +343,27 @@ def recipe_report(script: Any, model_args: Any, config: Any) -> str:
     task = get_task(script.task)
     arch = architecture_of(model_args.model)
     attn = model_args.attn_implementation or get_backbone(model_args.model).attn_implementation
-    labels = task.n_choices if getattr(script, "objective", None) == OBJECTIVE and \
-        isinstance(task, ChoiceTask) else None
+    labels = (
+        task.n_choices
+        if getattr(script, "objective", None) == OBJECTIVE and isinstance(task, ChoiceTask)
+        else None
+    )
     setup = recipe_setup(model_args, script, config, eager=attn == "eager", num_labels=labels)
     return report(model_args.model, arch, setup, estimate(arch, setup), rules.vram_gb, rules.name)
 
 
-__all__ = ["ARCHITECTURES", "GIB", "NF4_BYTES", "RUNTIME_OVERHEAD", "Architecture", "Estimate",
-           "Setup", "activation_bytes_per_token_layer", "architecture_of", "estimate",
-           "recipe_report", "recipe_setup", "report"]
+__all__ = [
+    "ARCHITECTURES",
+    "GIB",
+    "NF4_BYTES",
+    "RUNTIME_OVERHEAD",
+    "Architecture",
+    "Estimate",
+    "Setup",
+    "activation_bytes_per_token_layer",
+    "architecture_of",
+    "estimate",
+    "recipe_report",
+    "recipe_setup",
+    "report",
+]

@@ -20,26 +20,38 @@ from malpyeong.training.axolotl import is_axolotl, read_config, to_recipe
 
 
 def add_options(group: argparse._ArgumentGroup) -> None:
-    group.add_argument("--recipe_task", metavar="TASK",
-                       help="the recipe's task (default: the one task that reads the training "
-                            "file of 'datasets')")
+    group.add_argument(
+        "--recipe_task",
+        metavar="TASK",
+        help="the recipe's task (default: the one task that reads the training file of 'datasets')",
+    )
 
 
-@converter("axolotl", "recipe", "an Axolotl training config (YAML) -> our recipe (YAML); every "
-           "key mapped or listed as ignored", add_options=add_options)
+@converter(
+    "axolotl",
+    "recipe",
+    "an Axolotl training config (YAML) -> our recipe (YAML); every key mapped or listed as ignored",
+    add_options=add_options,
+)
 def convert(path: Path, args: argparse.Namespace) -> Converted:
     data = read_config(path)
     if not is_axolotl(data):
-        raise UserError("not an Axolotl config (no 'base_model')", file=str(path),
-                        hint="an Axolotl config names its model in base_model")
+        raise UserError(
+            "not an Axolotl config (no 'base_model')",
+            file=str(path),
+            hint="an Axolotl config names its model in base_model",
+        )
     mapping = to_recipe(data, source=path, task=getattr(args, "recipe_task", None))
     check(mapping.recipe)
     report = "; ".join(mapping.report())
-    details = {"mapped": [{"axolotl": k, "ours": v} for k, v in mapping.mapped],
-               "ignored": [{"axolotl": k, "why": v} for k, v in mapping.ignored],
-               "unset": mapping.unset}
-    return Converted(data=mapping.recipe, report=f"our recipe from {path}: {report}",
-                     layout="yaml", details=details)
+    details = {
+        "mapped": [{"axolotl": k, "ours": v} for k, v in mapping.mapped],
+        "ignored": [{"axolotl": k, "why": v} for k, v in mapping.ignored],
+        "unset": mapping.unset,
+    }
+    return Converted(
+        data=mapping.recipe, report=f"our recipe from {path}: {report}", layout="yaml", details=details
+    )
 
 
 def check(recipe: dict) -> None:

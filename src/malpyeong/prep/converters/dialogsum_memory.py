@@ -64,9 +64,11 @@ def dialogue_utterances(dialogue: str) -> tuple[list[Utterance], int]:
     return utterances, joined
 
 
-def memory_record(rid: str, utterances: list[Utterance], topic: str, summary: str,
-                  reading: str, cuts: Counter) -> dict:
+def memory_record(
+    rid: str, utterances: list[Utterance], topic: str, summary: str, reading: str, cuts: Counter
+) -> dict:
     """One memory item from a DialogSum dialogue (see the module docstring)."""
+
     def cut(text: str, limit: int, what: str) -> str:
         short = cut_words(text, limit)
         cuts[what] += short != text
@@ -75,10 +77,16 @@ def memory_record(rid: str, utterances: list[Utterance], topic: str, summary: st
     facts = [cut(s, MAX_FACT_CHARS, "fact") for s in sentences(summary)]
     cuts["facts_beyond_max"] += max(0, len(facts) - MAX_FACTS)
     refs = [cut(r, MAX_REF_CHARS, "ref") for r in unresolved_refs([u.utterance for u in utterances])]
-    state = make_state(facts[:MAX_FACTS], refs[:MAX_REFS], cut(topic, MAX_TOPIC_CHARS, "topic"),
-                       count_turns(utterances, reading), cut(summary, MAX_SUMMARY_CHARS, "summary"))
-    inp: dict[str, Any] = {"conversation": [{"speaker": u.speaker, "utterance": u.utterance}
-                                            for u in utterances]}
+    state = make_state(
+        facts[:MAX_FACTS],
+        refs[:MAX_REFS],
+        cut(topic, MAX_TOPIC_CHARS, "topic"),
+        count_turns(utterances, reading),
+        cut(summary, MAX_SUMMARY_CHARS, "summary"),
+    )
+    inp: dict[str, Any] = {
+        "conversation": [{"speaker": u.speaker, "utterance": u.utterance} for u in utterances]
+    }
     if reading != "utterances":
         inp["turn_count_by"] = reading
     return {"id": rid, "input": inp, "output": state}
@@ -91,15 +99,17 @@ def validate(records: list[dict], name: str) -> None:
     for index, rec in enumerate(records):
         problems: list[tuple[str, str]] = []
         task.parse_item(rec, problems)
-        errors += [UserError(p, file=name, item=item_label(rec, index), field=f)
-                   for f, p in problems]
+        errors += [UserError(p, file=name, item=item_label(rec, index), field=f) for f, p in problems]
     if errors:
         raise UserErrors(errors[:20])
 
 
-@converter("dialogsum", "memory", help="DialogSum JSONL (fname, dialogue, summary, topic) -> "
-                                       "memory items (facts: summary sentences)",
-           add_options=add_memory_options)
+@converter(
+    "dialogsum",
+    "memory",
+    help="DialogSum JSONL (fname, dialogue, summary, topic) -> memory items (facts: summary sentences)",
+    add_options=add_memory_options,
+)
 def dialogsum_to_memory(path: Path, args: argparse.Namespace) -> Converted:
     reading = getattr(args, "turn_count", "utterances")
     rows = read_records(path)
@@ -110,14 +120,14 @@ def dialogsum_to_memory(path: Path, args: argparse.Namespace) -> Converted:
     cuts: Counter = Counter()
     joined = 0
     for index, row in enumerate(rows):
-        label = str(row["fname"]) if isinstance(row, dict) and row.get("fname") \
-            else item_label(row, index)
-        fields = {k: row.get(k) if isinstance(row, dict) else None
-                  for k in ("dialogue", "summary", "topic")}
+        label = str(row["fname"]) if isinstance(row, dict) and row.get("fname") else item_label(row, index)
+        fields = {k: row.get(k) if isinstance(row, dict) else None for k in ("dialogue", "summary", "topic")}
         bad = [k for k, v in fields.items() if not isinstance(v, str) or not v.strip()]
         if bad:
-            errors += [UserError("missing or not a non-empty string", file=str(path), item=label,
-                                 field=k) for k in bad]
+            errors += [
+                UserError("missing or not a non-empty string", file=str(path), item=label, field=k)
+                for k in bad
+            ]
             continue
         try:
             utterances, n = dialogue_utterances(fields["dialogue"])
@@ -126,27 +136,37 @@ def dialogsum_to_memory(path: Path, args: argparse.Namespace) -> Converted:
             continue
         joined += n
         rid = str(row.get("fname") or f"dialogsum-{index + 1}")
-        records.append(memory_record(rid, utterances, fields["topic"].strip(),
-                                     fields["summary"].strip(), reading, cuts))
+        records.append(
+            memory_record(rid, utterances, fields["topic"].strip(), fields["summary"].strip(), reading, cuts)
+        )
     if errors:
         raise UserErrors(errors[:20])
     validate(records, str(path))
     facts = [len(r["output"]["memory_state"]["key_facts"]) for r in records]
     refs = [len(r["output"]["memory_state"]["unresolved_refs"]) for r in records]
     turns = sorted(r["output"]["memory_state"]["turn_count"] for r in records)
-    details = {"items": len(records), "facts_per_item": sum(facts) / len(records),
-               "refs_per_item": sum(refs) / len(records),
-               "items_with_refs": sum(n > 0 for n in refs), "turn_count_by": reading,
-               "turn_count_min": turns[0], "turn_count_median": turns[len(turns) // 2],
-               "turn_count_max": turns[-1], "lines_joined": joined, "cut_to_bounds": dict(cuts)}
+    details = {
+        "items": len(records),
+        "facts_per_item": sum(facts) / len(records),
+        "refs_per_item": sum(refs) / len(records),
+        "items_with_refs": sum(n > 0 for n in refs),
+        "turn_count_by": reading,
+        "turn_count_min": turns[0],
+        "turn_count_median": turns[len(turns) // 2],
+        "turn_count_max": turns[-1],
+        "lines_joined": joined,
+        "cut_to_bounds": dict(cuts),
+    }
     cut = sum(v for k, v in cuts.items() if k != "facts_beyond_max")
-    report = (f"{len(records)} memory items from {len(rows)} DialogSum dialogues; "
-              f"{details['facts_per_item']:.2f} key facts per item (summary sentences), "
-              f"{details['refs_per_item']:.2f} unresolved refs per item "
-              f"({details['items_with_refs']} items with any); turn_count {turns[0]}-{turns[-1]} "
-              f"(median {details['turn_count_median']}, {reading}); {joined} continuation lines "
-              f"joined; {cut} strings cut to the decoding bounds, {cuts['facts_beyond_max']} facts "
-              f"beyond {MAX_FACTS} dropped")
+    report = (
+        f"{len(records)} memory items from {len(rows)} DialogSum dialogues; "
+        f"{details['facts_per_item']:.2f} key facts per item (summary sentences), "
+        f"{details['refs_per_item']:.2f} unresolved refs per item "
+        f"({details['items_with_refs']} items with any); turn_count {turns[0]}-{turns[-1]} "
+        f"(median {details['turn_count_median']}, {reading}); {joined} continuation lines "
+        f"joined; {cut} strings cut to the decoding bounds, {cuts['facts_beyond_max']} facts "
+        f"beyond {MAX_FACTS} dropped"
+    )
     return Converted(records, report, details=details)
 
 

@@ -30,8 +30,11 @@ def read_rows(path: Path) -> list[Any]:
         reader = csv.DictReader(fh)
         missing = [c for c in REQUIRED if c not in (reader.fieldnames or [])]
         if missing:
-            raise UserError(f"no column {', '.join(repr(c) for c in missing)}", file=str(path),
-                            hint=f"columns found: {', '.join(reader.fieldnames or []) or 'none'}")
+            raise UserError(
+                f"no column {', '.join(repr(c) for c in missing)}",
+                file=str(path),
+                hint=f"columns found: {', '.join(reader.fieldnames or []) or 'none'}",
+            )
         return list(reader)
 
 
@@ -59,14 +62,17 @@ def convert_row(row: Any, index: int, stem: str, problems: list[tuple[str, str]]
         problems.append(("answer", "empty, but the row has a cot_answer"))
         return None
     rid = str(row["id"]).strip() if str(row.get("id") or "").strip() else f"{stem}-{index:05d}"
-    output: Any = ({"answer": answer} | ({"rationale": rationale} if rationale else {})) \
-        if answer else ""
-    return {"id": rid, "input": {"context": context.strip(), "question": _text(row["question"])},
-            "output": output}
+    output: Any = ({"answer": answer} | ({"rationale": rationale} if rationale else {})) if answer else ""
+    return {
+        "id": rid,
+        "input": {"context": context.strip(), "question": _text(row["question"])},
+        "output": output,
+    }
 
 
-@converter("flat", "qa", "flat QA rows (context, question, answer, cot_answer; JSON, JSONL or "
-           "CSV) -> qa items")
+@converter(
+    "flat", "qa", "flat QA rows (context, question, answer, cot_answer; JSON, JSONL or CSV) -> qa items"
+)
 def convert(path: Path, args: argparse.Namespace) -> Converted:
     rows = read_rows(path)
     if not isinstance(rows, list) or not rows:
@@ -75,16 +81,22 @@ def convert(path: Path, args: argparse.Namespace) -> Converted:
     for index, row in enumerate(rows):
         problems: list[tuple[str, str]] = []
         record = convert_row(row, index, path.stem, problems)
-        errors += [UserError(p, file=str(path), item=f"row {index + 1}", field=f)
-                   for f, p in problems]
+        errors += [UserError(p, file=str(path), item=f"row {index + 1}", field=f) for f, p in problems]
         if record is not None:
             records.append(record)
     if errors:
         raise UserErrors(capped(errors, str(path)))
     gold = [r for r in records if r["output"]]
     reasoned = sum("rationale" in r["output"] for r in gold)
-    details = {"rows": len(rows), "items": len(records), "with_answer": len(gold),
-               "with_rationale": reasoned, "test_items": len(records) - len(gold)}
-    report = (f"{len(records)} qa items ({len(gold)} with an answer, {reasoned} of them with a "
-              f"rationale; {len(records) - len(gold)} without an answer: test items)")
+    details = {
+        "rows": len(rows),
+        "items": len(records),
+        "with_answer": len(gold),
+        "with_rationale": reasoned,
+        "test_items": len(records) - len(gold),
+    }
+    report = (
+        f"{len(records)} qa items ({len(gold)} with an answer, {reasoned} of them with a "
+        f"rationale; {len(records) - len(gold)} without an answer: test items)"
+    )
     return Converted(records, report, details=details)

@@ -24,7 +24,8 @@ import re
 SENTENCE_END = re.compile(r"(?<=[.!?。])\s+")
 _DEMONSTRATIVE = re.compile(r"\b(this|that|these|those)\s+([A-Za-z][A-Za-z-]*)\b", re.IGNORECASE)
 _WORD = re.compile(r"[A-Za-z][A-Za-z'-]*")
-NOT_A_NOUN = frozenset("""
+NOT_A_NOUN = frozenset(
+    """
 a an the this that these those is are was were be been being am 's do does did done have has had
 will would can could should shall may might must not no yes so too very really just only also
 even still again then there here now when where what which who whom whose why how if as at by
@@ -41,7 +42,8 @@ issue issues matter matters question questions problem problems reason reasons p
 ideas respect regard stuff
 sound sounds seem seems look looks give make go come work help mean happen cost take get feel
 depend belong need remain stand
-""".split())
+""".split()
+)
 
 
 def sentences(text: str) -> list[str]:
@@ -79,9 +81,9 @@ def unresolved_refs(utterances: list[str], last: int = 2) -> list[str]:
         text = utterances[k]
         for m in _DEMONSTRATIVE.finditer(text):
             head = m.group(2)
-            if not _is_head_noun(m.group(1), head, text[m.end():]):
+            if not _is_head_noun(m.group(1), head, text[m.end() :]):
                 continue
-            before = " ".join([*utterances[:k], text[:m.start()]])
+            before = " ".join([*utterances[:k], text[: m.start()]])
             if _stem(head) in {_stem(w) for w in _WORD.findall(before)}:
                 continue
             if m.group(0) not in found:
@@ -93,11 +95,14 @@ def add_memory_options(group: argparse._ArgumentGroup) -> None:
     """``--turn_count``, shared by the memory converters (added once)."""
     if "--turn_count" in group._option_string_actions:
         return
-    group.add_argument("--turn_count", choices=("utterances", "speaker_turns"),
-                       default="utterances",
-                       help="memory: turn_count is the number of utterances (default), or of "
-                            "speaker turns (consecutive utterances of one speaker count once; "
-                            "written as input.turn_count_by)")
+    group.add_argument(
+        "--turn_count",
+        choices=("utterances", "speaker_turns"),
+        default="utterances",
+        help="memory: turn_count is the number of utterances (default), or of "
+        "speaker turns (consecutive utterances of one speaker count once; "
+        "written as input.turn_count_by)",
+    )
 
 
 def cut_words(text: str, max_chars: int) -> str:

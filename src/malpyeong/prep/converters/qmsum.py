@@ -95,18 +95,26 @@ def parse_meeting(record: Any, line: int, problems: list[tuple[str, str]]) -> Me
         if name is None:
             problems.append((f"topic_list[{i}].topic", "missing or empty"))
             continue
-        topics.append(Topic(name, _spans(t.get("relevant_text_span"), n,
-                                         f"topic_list[{i}].relevant_text_span", problems)))
-    for key, out, with_spans in (("general_query_list", general, False),
-                                 ("specific_query_list", specific, True)):
+        topics.append(
+            Topic(
+                name, _spans(t.get("relevant_text_span"), n, f"topic_list[{i}].relevant_text_span", problems)
+            )
+        )
+    for key, out, with_spans in (
+        ("general_query_list", general, False),
+        ("specific_query_list", specific, True),
+    ):
         for i, q in enumerate(record.get(key) or []):
             query = _text(q.get("query")) if isinstance(q, dict) else None
             answer = _text(q.get("answer")) if isinstance(q, dict) else None
             if query is None or answer is None:
                 problems.append((f"{key}[{i}]", "needs a query and an answer string"))
                 continue
-            spans = _spans(q.get("relevant_text_span"), n, f"{key}[{i}].relevant_text_span",
-                           problems) if with_spans else ()
+            spans = (
+                _spans(q.get("relevant_text_span"), n, f"{key}[{i}].relevant_text_span", problems)
+                if with_spans
+                else ()
+            )
             out.append(Query(query, answer, spans))
     if problems:
         return None
@@ -125,13 +133,11 @@ def read_meetings(path: str | os.PathLike) -> list[Meeting]:
             try:
                 record = json.loads(text)
             except json.JSONDecodeError as err:
-                errors.append(UserError(f"not valid JSON ({err.msg})", file=str(path),
-                                        item=f"line {line}"))
+                errors.append(UserError(f"not valid JSON ({err.msg})", file=str(path), item=f"line {line}"))
                 continue
             problems: list[tuple[str, str]] = []
             meeting = parse_meeting(record, line, problems)
-            errors += [UserError(p, file=str(path), item=f"line {line}", field=f)
-                       for f, p in problems]
+            errors += [UserError(p, file=str(path), item=f"line {line}", field=f) for f, p in problems]
             if meeting is not None:
                 meetings.append(meeting)
     if errors:
@@ -147,5 +153,4 @@ def span_text(meeting: Meeting, spans: tuple[Span, ...]) -> list[Turn]:
     return [meeting.turns[i] for i in keep]
 
 
-__all__ = ["Meeting", "Query", "Span", "Topic", "Turn", "parse_meeting", "read_meetings",
-           "span_text"]
+__all__ = ["Meeting", "Query", "Span", "Topic", "Turn", "parse_meeting", "read_meetings", "span_text"]

@@ -59,12 +59,18 @@ MIN_DIALOGUE_TOKENS = 32  # below this a window's dialogue would be a fragment: 
 
 def add_qmsum_options(group: argparse._ArgumentGroup) -> None:
     add_memory_options(group)
-    group.add_argument("--max_length", type=int, default=512,
-                       help="qmsum: token budget of prompt + answer; longer windows are split "
-                            "at turn boundaries (default 512, the memory recipes')")
-    group.add_argument("--tokenizer", default=None,
-                       help="qmsum: count tokens with this tokenizer (default: 4 characters per "
-                            "token)")
+    group.add_argument(
+        "--max_length",
+        type=int,
+        default=512,
+        help="qmsum: token budget of prompt + answer; longer windows are split "
+        "at turn boundaries (default 512, the memory recipes')",
+    )
+    group.add_argument(
+        "--tokenizer",
+        default=None,
+        help="qmsum: count tokens with this tokenizer (default: 4 characters per token)",
+    )
 
 
 def token_counter(name: str | None) -> Callable[[str], int]:
@@ -75,8 +81,9 @@ def token_counter(name: str | None) -> Callable[[str], int]:
     try:
         tok = AutoTokenizer.from_pretrained(name)
     except (OSError, ValueError) as err:
-        raise UserError(f"cannot load the tokenizer: {str(err).splitlines()[0][:160]}",
-                        field="tokenizer") from None
+        raise UserError(
+            f"cannot load the tokenizer: {str(err).splitlines()[0][:160]}", field="tokenizer"
+        ) from None
     return lambda text: len(tok(text, add_special_tokens=False)["input_ids"])
 
 
@@ -92,8 +99,9 @@ def _query_turns(query: Query) -> set[int]:
     return set().union(*(_turns(s) for s in query.spans))
 
 
-def split_window(turn_ids: list[int], lines: dict[int, str], budget: int,
-                 count: Callable[[str], int]) -> list[list[int]]:
+def split_window(
+    turn_ids: list[int], lines: dict[int, str], budget: int, count: Callable[[str], int]
+) -> list[list[int]]:
     """Consecutive runs of turns whose dialogue text fits in ``budget`` tokens (a turn longer
     than the budget is a run of its own)."""
     runs: list[list[int]] = []
@@ -108,8 +116,9 @@ def split_window(turn_ids: list[int], lines: dict[int, str], budget: int,
     return runs
 
 
-def _summary_source(window: set[int], queries: list[Query], general: str | None,
-                    stats: Counter) -> str | None:
+def _summary_source(
+    window: set[int], queries: list[Query], general: str | None, stats: Counter
+) -> str | None:
     """The answer the window's summary is led from: the query covering most of the window when
     it covers at least half of it (the span's own summary), else the general answer."""
     best = max(queries, key=lambda q: len(window & _query_turns(q)), default=None)
@@ -121,8 +130,16 @@ def _summary_source(window: set[int], queries: list[Query], general: str | None,
     return general
 
 
-def fitted_state(facts: list[str], refs: list[str], topic: str, turns: int, source: str,
-                 room: int, count: Callable[[str], int], stats: Counter) -> dict:
+def fitted_state(
+    facts: list[str],
+    refs: list[str],
+    topic: str,
+    turns: int,
+    source: str,
+    room: int,
+    count: Callable[[str], int],
+    stats: Counter,
+) -> dict:
     """The window's state within ``room`` tokens: the summary is the source's first sentence
     (the format asks for one), then as many facts as still fit (the rest are counted)."""
     summary = cut_words(sentences(source)[0], MAX_SUMMARY_CHARS)
@@ -136,14 +153,16 @@ def fitted_state(facts: list[str], refs: list[str], topic: str, turns: int, sour
     return make_state(kept, refs, topic, turns, summary)
 
 
-def meeting_records(meeting: Meeting, reading: str, max_length: int,
-                    count: Callable[[str], int], stats: Counter) -> list[dict]:
+def meeting_records(
+    meeting: Meeting, reading: str, max_length: int, count: Callable[[str], int], stats: Counter
+) -> list[dict]:
     """The memory items of one meeting (see the module docstring). Half of what the prompt
     leaves of ``max_length`` goes to the dialogue, the rest to the answer."""
     general = meeting.general[0].answer if meeting.general else None
     lines = {i: f"{t.speaker}: {t.content}" for i, t in enumerate(meeting.turns)}
-    overhead = count(SYSTEM_EN.replace("{turns}", TURNS_EN[reading])) + count("Conversation:") \
-        + TEMPLATE_TOKENS
+    overhead = (
+        count(SYSTEM_EN.replace("{turns}", TURNS_EN[reading])) + count("Conversation:") + TEMPLATE_TOKENS
+    )
     dialogue_budget = max((max_length - overhead) // 2, MIN_DIALOGUE_TOKENS)
     records = []
     placed: set[int] = set()
@@ -158,39 +177,55 @@ def meeting_records(meeting: Meeting, reading: str, max_length: int,
             placed.update(id(q) for q in inside)
             runs = split_window(turn_ids, lines, dialogue_budget, count)
             stats["windows_split"] += len(runs) > 1
-            owner = {id(q): max(range(len(runs)), key=lambda k, q=q: (
-                len(set(runs[k]) & _query_turns(q)), -k)) for q in inside}
+            owner = {
+                id(q): max(range(len(runs)), key=lambda k, q=q: (len(set(runs[k]) & _query_turns(q)), -k))
+                for q in inside
+            }
             for k, run in enumerate(runs):
-                mine = sorted((q for q in inside if owner[id(q)] == k),
-                              key=lambda q: min(s[0] for s in q.spans))
+                mine = sorted(
+                    (q for q in inside if owner[id(q)] == k), key=lambda q: min(s[0] for s in q.spans)
+                )
                 source = _summary_source(set(run), mine, general, stats)
                 if source is None:
                     stats["windows_without_summary"] += 1
                     continue
-                utterances = [Utterance(meeting.turns[i].speaker, meeting.turns[i].content)
-                              for i in run]
-                refs = [cut_words(r, MAX_REF_CHARS)
-                        for r in unresolved_refs([u.utterance for u in utterances])][:MAX_REFS]
+                utterances = [Utterance(meeting.turns[i].speaker, meeting.turns[i].content) for i in run]
+                refs = [
+                    cut_words(r, MAX_REF_CHARS) for r in unresolved_refs([u.utterance for u in utterances])
+                ][:MAX_REFS]
                 facts = [cut_words(s, MAX_FACT_CHARS) for q in mine for s in sentences(q.answer)]
                 room = max_length - overhead - count(dialogue_text(tuple(utterances)))
-                state = fitted_state(facts, refs, cut_words(topic.name, MAX_TOPIC_CHARS),
-                                     count_turns(utterances, reading), source, room, count, stats)
+                state = fitted_state(
+                    facts,
+                    refs,
+                    cut_words(topic.name, MAX_TOPIC_CHARS),
+                    count_turns(utterances, reading),
+                    source,
+                    room,
+                    count,
+                    stats,
+                )
                 stats["over_budget"] += count(_compact(state)) > room
-                inp = {"conversation": [{"speaker": u.speaker, "utterance": u.utterance}
-                                        for u in utterances]}
+                inp = {"conversation": [{"speaker": u.speaker, "utterance": u.utterance} for u in utterances]}
                 if reading != "utterances":
                     inp["turn_count_by"] = reading
-                rid = f"qmsum-{meeting.line}-t{t_index + 1}-s{s_index + 1}" + \
-                    (f"-w{k + 1}" if len(runs) > 1 else "")
+                rid = f"qmsum-{meeting.line}-t{t_index + 1}-s{s_index + 1}" + (
+                    f"-w{k + 1}" if len(runs) > 1 else ""
+                )
                 records.append({"id": rid, "input": inp, "output": state})
     stats["queries_outside_topics"] += sum(id(q) not in placed for q in meeting.specific)
     stats["queries"] += len(meeting.specific)
     return records
 
 
-@converter("qmsum", "memory", help="QMSum meetings -> memory items, one window per topic span "
-                                   "(facts: the specific answers inside it), split to fit "
-                                   "--max_length", add_options=add_qmsum_options)
+@converter(
+    "qmsum",
+    "memory",
+    help="QMSum meetings -> memory items, one window per topic span "
+    "(facts: the specific answers inside it), split to fit "
+    "--max_length",
+    add_options=add_qmsum_options,
+)
 def qmsum_to_memory(path: Path, args: argparse.Namespace) -> Converted:
     reading = getattr(args, "turn_count", "utterances")
     max_length = getattr(args, "max_length", 512)
@@ -205,19 +240,26 @@ def qmsum_to_memory(path: Path, args: argparse.Namespace) -> Converted:
     validate(records, str(path))
     facts = [len(r["output"]["memory_state"]["key_facts"]) for r in records]
     stats["items"] = len(records)
-    details = {"meetings": len(meetings), **stats, "facts_per_item": sum(facts) / len(records),
-               "items_with_facts": sum(n > 0 for n in facts), "max_length": max_length,
-               "tokens": getattr(args, "tokenizer", None) or f"{CHARS_PER_TOKEN} chars/token",
-               "turn_count_by": reading}
-    report = (f"{len(records)} memory items from {stats['windows']} topic spans of "
-              f"{len(meetings)} meetings; {stats['windows_split']} windows split at turn "
-              f"boundaries to fit max_length {max_length} ({details['tokens']}); "
-              f"{details['facts_per_item']:.2f} key facts per item ({details['items_with_facts']} "
-              f"items with any); summary from the span's answer {stats['summary_from_span_answer']}"
-              f", from the general answer {stats['summary_from_general_answer']}; "
-              f"{stats['facts_dropped_to_fit']} facts left out to fit; "
-              f"{stats['queries_outside_topics']} of {stats['queries']} specific queries outside "
-              f"every topic span; {stats['over_budget']} items still over max_length")
+    details = {
+        "meetings": len(meetings),
+        **stats,
+        "facts_per_item": sum(facts) / len(records),
+        "items_with_facts": sum(n > 0 for n in facts),
+        "max_length": max_length,
+        "tokens": getattr(args, "tokenizer", None) or f"{CHARS_PER_TOKEN} chars/token",
+        "turn_count_by": reading,
+    }
+    report = (
+        f"{len(records)} memory items from {stats['windows']} topic spans of "
+        f"{len(meetings)} meetings; {stats['windows_split']} windows split at turn "
+        f"boundaries to fit max_length {max_length} ({details['tokens']}); "
+        f"{details['facts_per_item']:.2f} key facts per item ({details['items_with_facts']} "
+        f"items with any); summary from the span's answer {stats['summary_from_span_answer']}"
+        f", from the general answer {stats['summary_from_general_answer']}; "
+        f"{stats['facts_dropped_to_fit']} facts left out to fit; "
+        f"{stats['queries_outside_topics']} of {stats['queries']} specific queries outside "
+        f"every topic span; {stats['over_budget']} items still over max_length"
+    )
     return Converted(records, report, details=dict(details))
 
 

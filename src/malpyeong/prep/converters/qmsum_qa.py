@@ -40,17 +40,28 @@ def meeting_items(meeting: Meeting, prefix: str) -> list[dict]:
     context = "\n".join(line for _, line in transcript_lines(meeting))
     records = []
     for k, query in enumerate(meeting.specific, 1):
-        rationale = "\n".join(f"{t.speaker}: {clean_turn(t.content)}"
-                              for t in span_text(meeting, query.spans) if clean_turn(t.content))
+        rationale = "\n".join(
+            f"{t.speaker}: {clean_turn(t.content)}"
+            for t in span_text(meeting, query.spans)
+            if clean_turn(t.content)
+        )
         output = {"answer": query.answer} | ({"rationale": rationale} if rationale else {})
-        records.append({"id": f"{prefix}-m{meeting.line:03d}-q{k:02d}",
-                        "input": {"context": context, "question": query.query},
-                        "output": output})
+        records.append(
+            {
+                "id": f"{prefix}-m{meeting.line:03d}-q{k:02d}",
+                "input": {"context": context, "question": query.query},
+                "output": output,
+            }
+        )
     return records
 
 
-@converter("qmsum", "qa", "QMSum meetings: each specific query -> a question about the "
-           "transcript (answer; relevant spans' text as the rationale)")
+@converter(
+    "qmsum",
+    "qa",
+    "QMSum meetings: each specific query -> a question about the "
+    "transcript (answer; relevant spans' text as the rationale)",
+)
 def convert(path: Path, args: argparse.Namespace) -> Converted:
     meetings = read_meetings(path)
     prefix = f"qmsum-{path.stem.split('.')[0]}"
@@ -59,16 +70,23 @@ def convert(path: Path, args: argparse.Namespace) -> Converted:
     contexts = sorted({len(r["input"]["context"]) for r in records})
     rationales = [len(r["output"]["rationale"]) for r in records if "rationale" in r["output"]]
     general = sum(len(m.general) for m in meetings)
-    details = {"meetings": len(meetings), "items": len(records),
-               "with_rationale": len(rationales), "general_queries_skipped": general,
-               "marks_removed": marks,
-               "context_chars": {"min": contexts[0], "median": statistics.median(contexts),
-                                 "max": contexts[-1]},
-               "rationale_chars": {"min": min(rationales, default=0),
-                                   "median": statistics.median(rationales) if rationales else 0,
-                                   "max": max(rationales, default=0)}}
-    report = (f"{len(records)} qa items from {len(meetings)} meetings "
-              f"({len(rationales)} with a rationale; {general} general queries not converted); "
-              f"context {contexts[0]:,}-{contexts[-1]:,} characters "
-              f"(median {statistics.median(contexts):,.0f}); {marks:,} transcription marks removed")
+    details = {
+        "meetings": len(meetings),
+        "items": len(records),
+        "with_rationale": len(rationales),
+        "general_queries_skipped": general,
+        "marks_removed": marks,
+        "context_chars": {"min": contexts[0], "median": statistics.median(contexts), "max": contexts[-1]},
+        "rationale_chars": {
+            "min": min(rationales, default=0),
+            "median": statistics.median(rationales) if rationales else 0,
+            "max": max(rationales, default=0),
+        },
+    }
+    report = (
+        f"{len(records)} qa items from {len(meetings)} meetings "
+        f"({len(rationales)} with a rationale; {general} general queries not converted); "
+        f"context {contexts[0]:,}-{contexts[-1]:,} characters "
+        f"(median {statistics.median(contexts):,.0f}); {marks:,} transcription marks removed"
+    )
     return Converted(records, report, details=details)

@@ -40,13 +40,15 @@ class Converter:
 CONVERTERS: dict[tuple[str, str], Converter] = {}
 
 
-def converter(source: str, target: str, help: str,
-              add_options: Callable[[argparse._ArgumentGroup], None] | None = None
-              ) -> Callable[[ConvertFn], ConvertFn]:
+def converter(
+    source: str, target: str, help: str, add_options: Callable[[argparse._ArgumentGroup], None] | None = None
+) -> Callable[[ConvertFn], ConvertFn]:
     """Register ``fn`` as the converter from ``source`` to ``target``."""
+
     def wrap(fn: ConvertFn) -> ConvertFn:
         CONVERTERS[(source, target)] = Converter(source, target, help, fn, add_options)
         return fn
+
     return wrap
 
 
@@ -57,10 +59,16 @@ def find_converter(source: str, target: str | None) -> Converter:
         return matches[0]
     known = ", ".join(f"--from {s} --to {t}" for s, t in sorted(CONVERTERS))
     if not matches:
-        raise UserError(f"no converter from '{source}'" + (f" to '{target}'" if target else ""),
-                        field="from", hint=f"known: {known}" if known else "none registered")
-    raise UserError(f"'{source}' converts to several targets", field="to",
-                    hint=", ".join(f"--to {c.target}" for c in matches))
+        raise UserError(
+            f"no converter from '{source}'" + (f" to '{target}'" if target else ""),
+            field="from",
+            hint=f"known: {known}" if known else "none registered",
+        )
+    raise UserError(
+        f"'{source}' converts to several targets",
+        field="to",
+        hint=", ".join(f"--to {c.target}" for c in matches),
+    )
 
 
 __all__ = ["CONVERTERS", "Converted", "Converter", "converter", "find_converter"]

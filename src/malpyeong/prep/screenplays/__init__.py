@@ -28,6 +28,22 @@ from malpyeong.prep.screenplays.replies import (
     speaker_key,
 )
 
-__all__ = ["DROP_REASONS", "Episode", "Line", "PairOptions", "PairReport", "Source",
-           "SpeakerNames", "Turn", "build_pairs", "decode_bytes", "parse_source", "persona_of",
-           "read_mapping", "read_personas", "read_source", "speaker_key", "strip_directions"]
+__all__ = [
+    "DROP_REASONS",
+    "Episode",
+    "Line",
+    "PairOptions",
+    "PairReport",
+    "Source",
+    "SpeakerNames",
+    "Turn",
+    "build_pairs",
+    "decode_bytes",
+    "parse_source",
+    "persona_of",
+    "read_mapping",
+    "read_personas",
+    "read_source",
+    "speaker_key",
+    "strip_directions",
+]

@@ -31,8 +31,11 @@ def is_hangul(ch: str) -> bool:
 
 def decode_bytes(raw: bytes) -> tuple[str, str]:
     """``(text, encoding name)`` for the bytes of a text file; never raises."""
-    for bom, name in ((codecs.BOM_UTF8, "utf-8-sig"), (codecs.BOM_UTF16_LE, "utf-16"),
-                      (codecs.BOM_UTF16_BE, "utf-16")):
+    for bom, name in (
+        (codecs.BOM_UTF8, "utf-8-sig"),
+        (codecs.BOM_UTF16_LE, "utf-16"),
+        (codecs.BOM_UTF16_BE, "utf-16"),
+    ):
         if raw.startswith(bom):
             return raw.decode(name, errors="replace"), name
     try:

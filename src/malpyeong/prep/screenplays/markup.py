@@ -20,10 +20,39 @@ from pathlib import Path
 from malpyeong.errors import UserError
 from malpyeong.prep.screenplays.decode import decode_bytes
 
-BLOCK_TAGS = frozenset({
-    "p", "div", "hr", "li", "ul", "ol", "table", "tr", "td", "th", "blockquote", "pre", "center",
-    "body", "html", "dl", "dt", "dd", "section", "article", "header", "footer", "main",
-    "h1", "h2", "h3", "h4", "h5", "h6"})
+BLOCK_TAGS = frozenset(
+    {
+        "p",
+        "div",
+        "hr",
+        "li",
+        "ul",
+        "ol",
+        "table",
+        "tr",
+        "td",
+        "th",
+        "blockquote",
+        "pre",
+        "center",
+        "body",
+        "html",
+        "dl",
+        "dt",
+        "dd",
+        "section",
+        "article",
+        "header",
+        "footer",
+        "main",
+        "h1",
+        "h2",
+        "h3",
+        "h4",
+        "h5",
+        "h6",
+    }
+)
 HEADING_TAGS = frozenset({"h1", "h2", "h3", "h4", "h5", "h6"})
 SKIPPED_TAGS = frozenset({"head", "title", "script", "style"})
 HTML_SUFFIXES = (".html", ".htm", ".xhtml", ".shtml")
@@ -126,13 +155,13 @@ def docx_lines(path: str | os.PathLike) -> list[Line]:
         from docx.table import Table
         from docx.text.paragraph import Paragraph
     except ImportError as err:  # pragma: no cover - python-docx is a dependency
-        raise UserError("reading .docx needs python-docx", file=str(path),
-                        hint="pip install python-docx") from err
+        raise UserError(
+            "reading .docx needs python-docx", file=str(path), hint="pip install python-docx"
+        ) from err
     try:
         document = docx.Document(str(path))
     except Exception as err:  # noqa: BLE001 - a corrupt or mislabelled file
-        raise UserError(f"not a readable Word document ({type(err).__name__})",
-                        file=str(path)) from None
+        raise UserError(f"not a readable Word document ({type(err).__name__})", file=str(path)) from None
     out: list[Line] = []
     for child in document.element.body.iterchildren():
         tag = child.tag.rsplit("}", 1)[-1]

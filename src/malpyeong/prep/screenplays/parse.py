@@ -32,41 +32,100 @@ from malpyeong.prep.screenplays.markup import Line, Source
 OPENERS = {"(": ")", "[": "]", "{": "}"}
 CLOSERS = {")": "(", "]": "[", "}": "{"}
 
-SCENE_HEADING = re.compile(
-    r"^(?:[\[({]\s*(?:scene|장면|씬)\b|S\s*#\s*\d+|#\s*\d+\b|(?:INT|EXT)\.\s)", re.I)
+SCENE_HEADING = re.compile(r"^(?:[\[({]\s*(?:scene|장면|씬)\b|S\s*#\s*\d+|#\s*\d+\b|(?:INT|EXT)\.\s)", re.I)
 SCENE_CHANGE = re.compile(
     r"^[\[(]\s*(?:time[\s-]*lapse|cut\s+(?:back\s+)?to\b|back\s+(?:at|in|to)\b|flash\s*back|"
     r"later\b|meanwhile\b|the\s+next\s+(?:day|morning|night)|that\s+(?:night|evening)|"
-    r"시간\s*경과|잠시\s*후|다음\s*날)", re.I)
+    r"시간\s*경과|잠시\s*후|다음\s*날)",
+    re.I,
+)
 COMMERCIAL = re.compile(r"^(?:commercial\s+break|광고)$", re.I)
 CREDITS_LINE = re.compile(
     r"^(?:(?:opening|closing|ending|end)\s+(?:credits|titles)|credits|opening\s+titles|"
-    r"오프닝|엔딩\s*크레딧)$", re.I)
+    r"오프닝|엔딩\s*크레딧)$",
+    re.I,
+)
 END_LINE = re.compile(r"^(?:(?:the\s+)?end(?:\s+of\s+(?:the\s+)?episode)?|끝)$", re.I)
 # "Written by", "Originally written by", "Minor additions and adjustments by", "With Help From":
 # the keyword within the first three words, "by" / "from" within three words after it.
 CREDITS_BY = re.compile(
     r"^(?:[\w'-]+\s+){0,2}(?:written|transcri\w*|trascri\w*|teleplay|story|adjust\w*|"
     r"addition\w*|html\w*|direct\w*|produc\w*|edit\w*|correct\w*|typed|checked|help)"
-    r"(?:\s+[\w'-]+){0,3}?\s+(?:by|from)\b", re.I)
-NOTE_START = re.compile(
-    r"^[\[({]\s*(?:(?:transcriber|author|editor)'?s?\s+)?notes?\s*[:.-]", re.I)
-CREDIT_LABELS = frozenset({"각본", "극본", "연출", "작가", "원작", "제작", "채록", "번역", "자막",
-                           "cast", "credits", "with help from"})
-NOTE_LABELS = frozenset({"note", "notes", "transcriber's note", "transcribers note",
-                         "transcriber note", "author's note", "editor's note", "disclaimer"})
+    r"(?:\s+[\w'-]+){0,3}?\s+(?:by|from)\b",
+    re.I,
+)
+NOTE_START = re.compile(r"^[\[({]\s*(?:(?:transcriber|author|editor)'?s?\s+)?notes?\s*[:.-]", re.I)
+CREDIT_LABELS = frozenset(
+    {
+        "각본",
+        "극본",
+        "연출",
+        "작가",
+        "원작",
+        "제작",
+        "채록",
+        "번역",
+        "자막",
+        "cast",
+        "credits",
+        "with help from",
+    }
+)
+NOTE_LABELS = frozenset(
+    {
+        "note",
+        "notes",
+        "transcriber's note",
+        "transcribers note",
+        "transcriber note",
+        "author's note",
+        "editor's note",
+        "disclaimer",
+    }
+)
 SPEAKER = re.compile(r"^(?P<label>[^:：]{1,60}?)\s*[:：]\s*(?P<rest>.*)$")
 PAREN_SPEAKER = re.compile(r"^\((?P<label>[^()]{1,40})\)\s*[:：]\s*(?P<rest>\S.*)$")
 LABEL_CHARS = re.compile(r"^[^\W\d_][\w .'’&,/#+-]*$")
-MULTI_WORDS = frozenset({"all", "everyone", "everybody", "both", "together", "guys", "girls",
-                         "the guys", "the girls", "boys", "kids", "crowd", "group", "the gang",
-                         "모두", "다같이", "다 같이", "일동", "함께", "전원"})
+MULTI_WORDS = frozenset(
+    {
+        "all",
+        "everyone",
+        "everybody",
+        "both",
+        "together",
+        "guys",
+        "girls",
+        "the guys",
+        "the girls",
+        "boys",
+        "kids",
+        "crowd",
+        "group",
+        "the gang",
+        "모두",
+        "다같이",
+        "다 같이",
+        "일동",
+        "함께",
+        "전원",
+    }
+)
 MULTI_JOINERS = re.compile(r"\band\b|&|,|/|\+|\S(?:와|과|랑|이랑)\s")
 ENTITY = re.compile(r"&(?:#\d+|#x[0-9a-f]+|[a-z]+);", re.I)
 
-DROP_REASONS = ("scene_heading", "scene_change", "stage_direction", "credits",
-                "commercial_break", "end", "transcriber_note", "title", "no_speaker",
-                "multi_speaker", "direction_only")
+DROP_REASONS = (
+    "scene_heading",
+    "scene_change",
+    "stage_direction",
+    "credits",
+    "commercial_break",
+    "end",
+    "transcriber_note",
+    "title",
+    "no_speaker",
+    "multi_speaker",
+    "direction_only",
+)
 
 
 @dataclass
@@ -135,8 +194,12 @@ def clean_label(label: str) -> str:
 
 def is_label(label: str) -> bool:
     """A plausible speaker name: a few words of letters, starting with a letter."""
-    return (0 < len(label) <= 40 and len(label.split()) <= 6 and "http" not in label.lower()
-            and bool(LABEL_CHARS.match(label)))
+    return (
+        0 < len(label) <= 40
+        and len(label.split()) <= 6
+        and "http" not in label.lower()
+        and bool(LABEL_CHARS.match(label))
+    )
 
 
 def is_multi(label: str) -> bool:
@@ -229,8 +292,7 @@ def _continues(block: _Block | None, kind: str, line: Line, after_break: bool) -
     if block.kind != "spoken":
         return None
     if not after_break:
-        return "continuation" if kind == "plain" or strip_directions(line.text) else \
-            "stage_direction"
+        return "continuation" if kind == "plain" or strip_directions(line.text) else "stage_direction"
     if kind == "plain" and (line.quote or not strip_directions(text)):
         return "continuation"
     return None
@@ -260,14 +322,17 @@ def parse_source(source: Source, *, keep_multi: bool = True) -> Episode:
             current = _Block(kind, index, [rest], label)
             blocks.append(current)
     scenes: list[list[Turn]] = [[]]
+
     def fate(block: _Block, reason: str) -> None:
         line_fates[block.start] = (reason, line_fates[block.start][1])
 
     for block in blocks:
         if block.kind != "spoken":
             fate(block, block.kind)
-            if block.kind in ("scene_heading", "scene_change", "commercial_break", "credits",
-                              "end") and scenes[-1]:
+            if (
+                block.kind in ("scene_heading", "scene_change", "commercial_break", "credits", "end")
+                and scenes[-1]
+            ):
                 scenes.append([])
             continue
         text = strip_directions(" ".join(block.parts))
@@ -281,5 +346,4 @@ def parse_source(source: Source, *, keep_multi: bool = True) -> Episode:
             scenes[-1].append(Turn(block.label, text, block.start, multi))
     scenes = [s for s in scenes if s]
     fates = Counter(f for f, _ in line_fates)
-    return Episode(source.name, source.path, source.encoding, scenes, len(line_fates), fates,
-                   line_fates)
+    return Episode(source.name, source.path, source.encoding, scenes, len(line_fates), fates, line_fates)

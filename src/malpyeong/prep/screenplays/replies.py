@@ -48,8 +48,7 @@ def speaker_key(name: str) -> str:
 
 def capitalised(name: str) -> str:
     """``MRS. GELLER`` -> ``Mrs. Geller``, ``JOEY'S DATE`` -> ``Joey's Date``."""
-    return re.sub(r"[^\W\d_]+(?:'[^\W\d_]+)?",
-                  lambda m: m.group(0)[0].upper() + m.group(0)[1:].lower(), name)
+    return re.sub(r"[^\W\d_]+(?:'[^\W\d_]+)?", lambda m: m.group(0)[0].upper() + m.group(0)[1:].lower(), name)
 
 
 class SpeakerNames:
@@ -71,6 +70,7 @@ class SpeakerNames:
     def _choose(counts: Counter) -> str:
         """Mixed case over ALL CAPS (a transcript's shouting style), a capital first letter
         over a lowercase one (a typo), then the most frequent."""
+
         def all_caps(s: str) -> bool:
             return s == s.upper() and s != s.lower()
 
@@ -103,9 +103,13 @@ class PairReport:
 
     def as_dict(self, top: int = 10) -> dict:
         return {
-            "episodes": self.episodes, "encodings": dict(self.encodings), "scenes": self.scenes,
-            "lines_read": self.lines_read, "spoken_lines": self.spoken_lines,
-            "continuation_lines": self.continuation_lines, "turns": self.turns,
+            "episodes": self.episodes,
+            "encodings": dict(self.encodings),
+            "scenes": self.scenes,
+            "lines_read": self.lines_read,
+            "spoken_lines": self.spoken_lines,
+            "continuation_lines": self.continuation_lines,
+            "turns": self.turns,
             "pairs_written": self.pairs,
             "dropped_lines": {r: self.dropped[r] for r in DROP_REASONS if self.dropped[r]},
             "skipped_pairs": {r: self.skipped[r] for r in SKIP_REASONS if self.skipped[r]},
@@ -184,25 +188,33 @@ def build_pairs(episodes: Sequence[Episode], options: PairOptions) -> tuple[list
                 if reason:
                     report.skipped[reason] += 1
                     continue
-                context = turns[max(0, t - options.context):t]
-                inp: dict = {"conversation": [{"speaker": c.speaker, "utterance": c.text}
-                                              for c in context],
-                             "speaker": reply.speaker}
+                context = turns[max(0, t - options.context) : t]
+                inp: dict = {
+                    "conversation": [{"speaker": c.speaker, "utterance": c.text} for c in context],
+                    "speaker": reply.speaker,
+                }
                 persona = personas.get(names.key(reply.speaker))
                 if persona:
                     inp["persona"] = persona
-                records.append({"id": f"{ep_name}-{s:03d}-{t:03d}", "input": inp,
-                                "output": reply.text})
-        report.per_episode.append({"name": ep_name, "path": ep.path, "encoding": ep.encoding,
-                                   "scenes": len(ep.scenes), "lines_read": ep.lines_read,
-                                   "spoken_lines": ep.fates["spoken"],
-                                   "pairs": len(records) - written})
+                records.append({"id": f"{ep_name}-{s:03d}-{t:03d}", "input": inp, "output": reply.text})
+        report.per_episode.append(
+            {
+                "name": ep_name,
+                "path": ep.path,
+                "encoding": ep.encoding,
+                "scenes": len(ep.scenes),
+                "lines_read": ep.lines_read,
+                "spoken_lines": ep.fates["spoken"],
+                "pairs": len(records) - written,
+            }
+        )
     report.pairs = len(records)
     return records, report
 
 
-def _skip_reason(index: int, reply: Turn, names: SpeakerNames, character: str | None,
-                 min_words: int) -> str | None:
+def _skip_reason(
+    index: int, reply: Turn, names: SpeakerNames, character: str | None, min_words: int
+) -> str | None:
     if index == 0:
         return "first_turn"
     if character is not None and names.key(reply.speaker) != character:
@@ -220,10 +232,10 @@ def read_mapping(path: str, field: str) -> dict[str, str]:
     try:
         data = yaml.safe_load(p.read_text(encoding="utf-8-sig"))  # JSON is YAML too
     except yaml.YAMLError as err:
-        raise UserError(f"not JSON or YAML: {str(err).splitlines()[0]}", file=path,
-                        field=field) from None
-    if not isinstance(data, dict) or not all(isinstance(k, str) and isinstance(v, str)
-                                             for k, v in data.items()):
+        raise UserError(f"not JSON or YAML: {str(err).splitlines()[0]}", file=path, field=field) from None
+    if not isinstance(data, dict) or not all(
+        isinstance(k, str) and isinstance(v, str) for k, v in data.items()
+    ):
         raise UserError("expected a mapping of names to text", file=path, field=field)
     return data
 
@@ -234,8 +246,12 @@ def read_personas(path: str, character: str | None) -> dict[str, str]:
     if Path(path).suffix.lower() in MAPPING_SUFFIXES:
         return read_mapping(path, "persona")
     if not character:
-        raise UserError("a text persona describes one character", file=path, field="persona",
-                        hint="name the character, or give a JSON/YAML mapping speaker -> text")
+        raise UserError(
+            "a text persona describes one character",
+            file=path,
+            field="persona",
+            hint="name the character, or give a JSON/YAML mapping speaker -> text",
+        )
     if not Path(path).is_file():
         raise UserError("file not found", file=path, field="persona")
     text = Path(path).read_text(encoding="utf-8-sig").strip()
