@@ -73,3 +73,49 @@ def test_modules_stay_small_or_say_why():
         if text.count("\n") > 720 and "Why this module is long" not in text:
             long.append(f"{path.relative_to(ROOT)}: {text.count(chr(10))} lines")
     assert long == []
+
+
+# The package's layers, lowest first. A module may import from its own layer or a lower one,
+# never from a higher one. The ground floor is split in two: errors, io and rules stand on
+# nothing; data and cli stand on the task interface (data reads items through a task's parser,
+# cli builds every script's --task from the registry), so they sit just above tasks/.
+LAYERS = [
+    {"errors", "io", "rules"},
+    {"metrics"},
+    {"retrieval"},
+    {"tasks"},
+    {"data", "cli"},
+    {"models"},
+    {"inference"},
+    {"training"},
+    {"ensemble"},
+    {"prep"},
+    {"eda", "merging", "dialogue"},
+    {"serving"},
+]
+GROUND_FLOOR = {"__init__", "errors", "io", "rules", "data", "cli"}
+
+
+def layer_of(module: str) -> int:
+    top = module.split(".")[1] if "." in module else "__init__"
+    for n, names in enumerate(LAYERS):
+        if top in names:
+            return n
+    raise AssertionError(f"{module}: its package {top!r} is in no layer of LAYERS")
+
+
+def test_only_the_ground_floor_at_the_top():
+    loose = sorted(p.stem for p in SRC.glob("*.py") if p.stem not in GROUND_FLOOR)
+    assert loose == []
+
+
+def test_imports_never_run_up_a_layer():
+    modules = {module_name(p): p for p in SRC.rglob("*.py")}
+    upward = []
+    for m, p in sorted(modules.items()):
+        if m == "malpyeong":
+            continue
+        for i in sorted(top_level_imports(p)):
+            if i in modules and i != "malpyeong" and layer_of(i) > layer_of(m):
+                upward.append(f"{m} -> {i}")
+    assert upward == []
