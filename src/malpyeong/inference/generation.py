@@ -191,6 +191,7 @@ def generate_texts(
         # keys and values at each step (a third of the decoding time of a batch on a CPU).
         gen_kwargs["cache_implementation"] = "static"
     constraint = None
+    greedy = not do_sample and num_beams == 1  # the processor may then skip rows' masks
     if schema is not None:
         constraint = json_constraint(schema, tokenizer, _logits_width(model, tokenizer), stops)
     batches = length_sorted_batches([len(p) for p in prompts], batch_size)
@@ -210,7 +211,7 @@ def generate_texts(
             if do_sample:
                 torch.manual_seed(seed + b)
             with torch.inference_mode():
-                extra = _constrained(constraint, ids, max_new_tokens)
+                extra = _constrained(constraint, ids, max_new_tokens, greedy)
                 try:
                     out = model.generate(
                         input_ids=ids.to(device), attention_mask=mask.to(device), **gen_kwargs, **extra
@@ -219,7 +220,7 @@ def generate_texts(
                     if gen_kwargs.pop("cache_implementation", None) is None:
                         raise
                     log.info("static cache not usable here (%s); using the default cache", err)
-                    extra = _constrained(constraint, ids, max_new_tokens)
+                    extra = _constrained(constraint, ids, max_new_tokens, greedy)
                     out = model.generate(
                         input_ids=ids.to(device), attention_mask=mask.to(device), **gen_kwargs, **extra
                     )
@@ -257,16 +258,18 @@ def _logits_width(model: Any, tokenizer: Any) -> int:
     return int(getattr(getattr(model, "config", None), "vocab_size", None) or len(tokenizer))
 
 
-def _constrained(constraint: Any, ids: Any, max_new_tokens: int) -> dict:
+def _constrained(constraint: Any, ids: Any, max_new_tokens: int, greedy: bool) -> dict:
     """``generate`` keyword arguments for one batch: a fresh logits processor (one matcher per
-    row, closing every document within ``max_new_tokens``) when there is a constraint."""
+    row, closing every document within ``max_new_tokens``) when there is a constraint;
+    ``greedy``: ``generate`` takes each row's top token, so rows whose top token is allowed
+    need no mask."""
     if constraint is None:
         return {}
     from transformers import LogitsProcessorList
 
     return {
         "logits_processor": LogitsProcessorList(
-            [constraint.logits_processor(ids.shape[0], ids.shape[1], max_new_tokens)]
+            [constraint.logits_processor(ids.shape[0], ids.shape[1], max_new_tokens, greedy=greedy)]
         )
     }
 
