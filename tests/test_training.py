@@ -244,6 +244,8 @@ def test_recipe_keys_values_and_overrides(small_files, tiny_llama, tmp_path):
         (["--dev_file", "nope.json"], "dev_file", "file not found"),
         (["--eval_strategy", "steps", "--save_strategy", "epoch"], None, "invalid recipe value"),
     ]
+    if not liger_usable():
+        cases.append((["--use_liger_kernel", "true"], "use_liger_kernel", "use_liger_kernel needs"))
     for extra, field, words in cases:
         with pytest.raises(UserError) as err:
             sft_parser().parse(base + extra)
@@ -252,6 +254,14 @@ def test_recipe_keys_values_and_overrides(small_files, tiny_llama, tmp_path):
         sft_parser().parse(["--train_file", str(small_files["train"])])
     with pytest.raises(UserError, match="no training data"):
         sft_parser().parse(["--model", "m"])
+
+
+def liger_usable() -> bool:
+    import importlib.util
+
+    import torch
+
+    return importlib.util.find_spec("liger_kernel") is not None and torch.cuda.is_available()
 
 
 def test_output_dir_rules(tmp_path):
