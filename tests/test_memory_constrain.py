@@ -337,7 +337,7 @@ def full_expansion(scores, bitmask):
 def test_the_in_place_mask_is_the_full_expansion(width):
     import torch
 
-    from malpyeong.inference.constrain import apply_bitmask
+    from malpyeong.inference.constrain import apply_bitmask, apply_bitmask_dense
 
     g = torch.Generator().manual_seed(0)
     words = torch.randint(-(2**31), 2**31 - 1, (6, 3), dtype=torch.int32, generator=g)
@@ -349,8 +349,11 @@ def test_the_in_place_mask_is_the_full_expansion(width):
     expected = full_expansion(scores, words)
     rows = [0, 1, 2, 3, 4]  # row 5 is not masked
     expected[5] = scores[5]
-    apply_bitmask(scores, words, rows)
+    dense = scores.clone()
+    apply_bitmask(scores, words, rows)  # the CPU path
     assert torch.equal(scores, expected)
+    apply_bitmask_dense(dense, words, rows)  # the GPU path, run here on the CPU
+    assert torch.equal(dense, expected)
 
 
 def test_greedy_shortcuts_choose_what_exact_masks_choose(engine, small_bounds, monkeypatch):

@@ -401,17 +401,10 @@ def apply_bitmask(scores: Any, bitmask: Any, rows: Sequence[int]) -> None:
     """
     import torch
 
-    width = scores.shape[1]
     if scores.device.type != "cpu":
-        words = bitmask[list(rows)].to(scores.device, non_blocking=True)
-        bits = (words.unsqueeze(-1) >> torch.arange(32, device=scores.device, dtype=torch.int32)) & 1
-        bits = bits.reshape(len(rows), -1)
-        refused = torch.ones((len(rows), width), dtype=torch.bool, device=scores.device)
-        n = min(width, bits.shape[1])
-        refused[:, :n] = bits[:, :n] == 0
-        index = torch.tensor(list(rows), device=scores.device)
-        scores[index] = scores[index].masked_fill(refused, float("-inf"))
+        apply_bitmask_dense(scores, bitmask, rows)
         return
+    width = scores.shape[1]
     lanes = np.arange(32)
     for row in rows:
         words = bitmask[row].numpy()
@@ -431,6 +424,22 @@ def apply_bitmask(scores: Any, bitmask: Any, rows: Sequence[int]) -> None:
             bits = np.unpackbits(words[partial].view(np.uint8), bitorder="little").reshape(-1, 32)
             ids = (partial[:, None] * 32 + lanes)[~bits.astype(bool)]
             line[torch.from_numpy(ids[ids < width])] = float("-inf")
+
+
+def apply_bitmask_dense(scores: Any, bitmask: Any, rows: Sequence[int]) -> None:
+    """:func:`apply_bitmask` with every bit of the rows expanded on the logits' device (a GPU)."""
+    import torch
+
+    device = scores.device
+    words = bitmask[list(rows)].to(device, non_blocking=True)
+    bits = ((words.unsqueeze(-1) >> torch.arange(32, device=device, dtype=torch.int32)) & 1).reshape(
+        len(rows), -1
+    )
+    refused = torch.ones((len(rows), scores.shape[1]), dtype=torch.bool, device=device)
+    n = min(scores.shape[1], bits.shape[1])
+    refused[:, :n] = bits[:, :n] == 0
+    index = torch.tensor(list(rows), device=device)
+    scores[index] = scores[index].masked_fill(refused, float("-inf"))
 
 
 @dataclass
@@ -656,6 +665,7 @@ __all__ = [
     "TokenTables",
     "Unsupported",
     "apply_bitmask",
+    "apply_bitmask_dense",
     "json_constraint",
     "token_tables",
     "vllm_engine_kwargs",
