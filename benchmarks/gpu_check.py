@@ -313,14 +313,19 @@ def qlora_step(ctx: Context, family: str) -> Row:
     loss = next((h["train_loss"] for h in reversed(trainer.state.log_history) if "train_loss" in h), None)
     del trainer, model
     free_cuda()
+    size = f"{arch.params / 1e9:.2f} B" if arch.params >= 1e8 else f"{arch.params / 1e6:.2f} M"
+    memory = (
+        f"peak {peak / GIB:.2f} GiB vs estimate {est / GIB:.2f} GiB"
+        if ctx.cuda
+        else f"estimate {est / GIB:.3f} GiB (no peak figure on a CPU)"
+    )
     row = ok(
         ("dry run on the CPU, scaled-down model: " if ctx.dry else "")
-        + f"{arch.params / 1e9:.2f} B params, {attn}, {len(clock.times)} steps of {args.batch}x{args.seq}; "
-        f"peak {peak / GIB:.2f} GiB vs estimate {est / GIB:.2f} GiB",
+        + f"{size} params, {attn}, {len(clock.times)} steps of {args.batch}x{args.seq}; {memory}",
         tokens_per_s=round(tokens_per_s),
-        peak_gib=round(peak / GIB, 2),
-        estimate_gib=round(est / GIB, 2),
-        peak_over_estimate=round(peak / est, 2),
+        peak_gib=round(peak / GIB, 2) if ctx.cuda else None,
+        estimate_gib=round(est / GIB, 3),
+        peak_over_estimate=round(peak / est, 2) if ctx.cuda else None,
         train_loss=round(loss, 3) if loss is not None else None,
     )
     if loss is None or loss != loss:  # a NaN loss: the 4-bit path is broken
