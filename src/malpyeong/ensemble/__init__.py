@@ -54,6 +54,7 @@ from malpyeong.ensemble.stacking import (
     fit_stack,
     stack_features,
     stack_predict,
+    stack_report,
 )
 from malpyeong.ensemble.voting import (
     METHODS,
@@ -104,6 +105,7 @@ __all__ = [
     "run_vote",
     "stack_features",
     "stack_predict",
+    "stack_report",
     "vote_choices",
     "vote_matrix",
     "write_members",

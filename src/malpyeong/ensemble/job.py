@@ -47,6 +47,7 @@ from malpyeong.ensemble.stacking import (
     fit_stack,
     format_stack,
     stack_predict,
+    stack_report,
 )
 from malpyeong.ensemble.voting import (
     METHODS,
@@ -490,30 +491,9 @@ def _stack_choice(
         }
         for t in ties
     ]
-    report["stack"] = {
-        "model": "logistic regression over (item, option) rows: each member's probability and vote",
-        "folds": cv.folds,
-        "seed": cv.seed,
-        "C": model.c,
-        "validation_nll": {f"{c:g}": v for c, v in model.validation_nll.items()},
-        "coefficients": {
-            n: dict(zip(("probability", "vote"), map(float, model.weights[j]), strict=True))
-            for j, n in enumerate(names)
-        },
-        "option_bias": {lab: float(b) for lab, b in zip(labels, model.bias, strict=True)},
-        "cv_accuracy": cv.accuracy,
-        "per_fold": cv.per_fold,
-        "dev_accuracy": {
-            "stack_cross_validated": cv.accuracy,
-            "hard": plain_acc["hard"],
-            "soft": plain_acc["soft"],
-            "best_single": {
-                "name": names[best],
-                "accuracy": float(singles[best]),
-                "cross_validated": cv.best_single,
-            },
-        },
-    }
+    report["stack"] = stack_report(
+        names, labels, model, cv, {**plain_acc, "best_single": (names[best], float(singles[best]))}
+    )
     report["dev"] = diag
     return {ids[i]: labels[int(p)] for i, p in enumerate(pred)}
 

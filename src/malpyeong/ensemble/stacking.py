@@ -217,3 +217,33 @@ def format_stack(
         "  option bias: " + ", ".join(f"{lab} {b:.4f}" for lab, b in zip(labels, model.bias, strict=True))
     )
     return "\n".join(lines)
+
+
+def stack_report(
+    names: Sequence[str],
+    labels: Sequence[str],
+    model: StackModel,
+    cv: StackCV,
+    plain: dict[str, Any],
+) -> dict[str, Any]:
+    """The stack's part of ``--report``: the folds, its cross-validated accuracy beside the plain
+    votes' (``plain``: ``hard``, ``soft`` and ``best_single`` = (name, accuracy)), the weights."""
+    best_name, best_acc = plain["best_single"]
+    return {
+        "model": "logistic regression over (item, option) rows: each member's probability and vote",
+        "folds": cv.folds,
+        "seed": cv.seed,
+        "C": model.c,
+        "validation_nll": {f"{c:g}": v for c, v in model.validation_nll.items()},
+        "cv_accuracy": cv.accuracy,
+        "per_fold": cv.per_fold,
+        "dev_accuracy": {
+            "hard": plain["hard"],
+            "soft": plain["soft"],
+            "best_single": {"name": best_name, "accuracy": best_acc, "cross_validated": cv.best_single},
+        },
+        "coefficients": {
+            n: dict(zip(FEATURES, map(float, model.weights[j]), strict=True)) for j, n in enumerate(names)
+        },
+        "option_bias": {lab: float(b) for lab, b in zip(labels, model.bias, strict=True)},
+    }
