@@ -59,7 +59,7 @@ from malpyeong.prep.self_distill import (
     generate_candidates,
     select_candidates,
 )
-from malpyeong.tasks import GenerateTask, Task, get_task
+from malpyeong.tasks import Task, get_task
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
@@ -200,7 +200,7 @@ def main(argv: list[str] | None = None) -> int:
 
 def main_self(args: argparse.Namespace, task: Task) -> int:
     """--self: candidates from the fine-tuned model, the best agreeing one kept per item."""
-    if not isinstance(task, GenerateTask):
+    if task.has_options:  # self-distillation keeps the candidate the others agree with
         raise UserError(
             f"--self is for generate tasks, not {task.name}",
             field="self",

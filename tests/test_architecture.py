@@ -5,9 +5,12 @@ from __future__ import annotations
 
 import ast
 import re
+import shutil
 from pathlib import Path
 
 from conftest import ROOT
+
+from malpyeong.tasks import TASKS, Task, task_names
 
 SRC = ROOT / "src" / "malpyeong"
 SCRIPTS = [p for d in ("run", "orpo", "ensemble", "eda") for p in (ROOT / d).glob("*.py")]
@@ -52,16 +55,191 @@ def test_no_import_circle():
     assert cycles == []
 
 
-def test_no_task_known_by_name_outside_tasks():
-    offenders = []
-    for path in [*SRC.rglob("*.py"), *SCRIPTS]:
-        if "tasks" in path.relative_to(ROOT).parts:
+# ----------------------------------------------------------------------------- tasks by name
+# Nothing outside tasks/ knows a task: no branch on its kind, no task name as a literal. Both
+# checks read the source (ast), so they catch what a regex on lines would miss (an isinstance
+# over a tuple, a name split over lines) and skip what is not code (comments).
+
+NOT_A_TASK = "# not a task name"  # marks a line whose literal is another thing of the same name
+
+
+def task_classes() -> set[str]:
+    """Names of the task interface's classes and of every registered task's classes."""
+    return {c.__name__ for cls in TASKS.values() for c in cls.__mro__ if issubclass(c, Task)}
+
+
+def task_kinds() -> set[str]:
+    return {cls.kind for cls in TASKS.values()}
+
+
+def _names_in(node: ast.AST) -> set[str]:
+    """The class names an isinstance/issubclass target or a comparison operand mentions."""
+    if isinstance(node, ast.Name):
+        return {node.id}
+    if isinstance(node, ast.Attribute):
+        return {node.attr}
+    if isinstance(node, (ast.Tuple, ast.List, ast.Set)):
+        return set().union(*(_names_in(e) for e in node.elts))
+    if isinstance(node, ast.BinOp):  # ChoiceTask | GenerateTask
+        return _names_in(node.left) | _names_in(node.right)
+    return set()
+
+
+def _constants_in(node: ast.AST) -> set[str]:
+    if isinstance(node, ast.Constant) and isinstance(node.value, str):
+        return {node.value}
+    if isinstance(node, (ast.Tuple, ast.List, ast.Set)):
+        return set().union(*(_constants_in(e) for e in node.elts))
+    return set()
+
+
+def kind_branches(source: str) -> list[tuple[int, str]]:
+    """``(line, what)`` for every branch on a task's kind: ``isinstance`` / ``issubclass``
+    against a task class, a task class compared (``type(t) is ChoiceTask``), and ``.kind``
+    compared with a task kind or read off anything called task (``task.kind == ...``,
+    ``self.task.kind in (...)``, ``getattr(task, "kind")``)."""
+    classes, kinds = task_classes(), task_kinds()
+    found = []
+    for node in ast.walk(ast.parse(source)):
+        if isinstance(node, ast.Call) and isinstance(node.func, ast.Name):
+            if node.func.id in ("isinstance", "issubclass") and len(node.args) == 2:
+                hit = _names_in(node.args[1]) & classes
+                if hit:
+                    found.append((node.lineno, f"{node.func.id}(..., {', '.join(sorted(hit))})"))
+            if (
+                node.func.id == "getattr"
+                and len(node.args) >= 2
+                and _constants_in(node.args[1]) == {"kind"}
+                and "task" in ast.unparse(node.args[0]).lower()
+            ):
+                found.append((node.lineno, f"getattr({ast.unparse(node.args[0])}, 'kind')"))
+        elif isinstance(node, ast.Compare):
+            operands = [node.left, *node.comparators]
+            hit = set().union(*(_names_in(o) for o in operands if not isinstance(o, ast.Attribute)))
+            hit |= {o.attr for o in operands if isinstance(o, ast.Attribute)}
+            if hit & classes:
+                found.append((node.lineno, f"compares with {', '.join(sorted(hit & classes))}"))
+            for o in operands:
+                if isinstance(o, ast.Attribute) and o.attr == "kind":
+                    constants = set().union(*(_constants_in(x) for x in operands))
+                    if constants & kinds or "task" in ast.unparse(o.value).lower():
+                        found.append((node.lineno, f"{ast.unparse(o)} compared"))
+    return sorted(found)
+
+
+def task_name_literals(source: str) -> list[tuple[int, str]]:
+    """``(line, literal)`` for every string literal that is a registered task's name (any
+    case: ``get_task`` reads "CCI" as "cci"). Not counted: the names in ``__all__`` (Python
+    objects, e.g. ``Chat``) and a line marked ``# not a task name`` at its end or on the line
+    above (a chat session's "memory" strategy is not the memory task)."""
+    names = set(task_names())
+    lines = source.splitlines()
+    exported: set[int] = set()
+    tree = ast.parse(source)
+    for node in ast.walk(tree):
+        if isinstance(node, (ast.Assign, ast.AnnAssign)):
+            targets = node.targets if isinstance(node, ast.Assign) else [node.target]
+            if any(isinstance(t, ast.Name) and t.id == "__all__" for t in targets):
+                exported |= {id(c) for c in ast.walk(node.value)}
+    found = []
+    for node in ast.walk(tree):
+        if (
+            isinstance(node, ast.Constant)
+            and isinstance(node.value, str)
+            and node.value.lower() in names
+            and id(node) not in exported
+            and NOT_A_TASK not in lines[node.lineno - 1]
+            and NOT_A_TASK not in lines[node.lineno - 2 if node.lineno > 1 else 0]
+        ):
+            found.append((node.lineno, node.value))
+    return sorted(found)
+
+
+def task_offences(root: Path) -> list[str]:
+    """Every kind branch and task name outside ``tasks/``, in the package under ``root/src``
+    and the scripts under ``root``; ``path:line: what``."""
+    src = root / "src" / "malpyeong"
+    scripts = [p for d in ("run", "orpo", "ensemble", "eda") for p in sorted((root / d).glob("*.py"))]
+    found = []
+    for path in [*sorted(src.rglob("*.py")), *scripts]:
+        if path.is_relative_to(src / "tasks"):
             continue
         text = path.read_text(encoding="utf-8")
-        for n, line in enumerate(text.splitlines(), 1):
-            if re.search(r"""["'](cci|dcs)["']|\.summary\b|kind\s*[!=]=\s*["'](choice|generate)""", line):
-                offenders.append(f"{path.relative_to(ROOT)}:{n}: {line.strip()}")
-    assert offenders == []
+        where = path.relative_to(root)
+        found += [f"{where}:{n}: {what}" for n, what in kind_branches(text)]
+        found += [f"{where}:{n}: task name {name!r}" for n, name in task_name_literals(text)]
+        # an item field only one task has (DCS's summary) read outside its task
+        found += [
+            f"{where}:{n}: .summary"
+            for n, line in enumerate(text.splitlines(), 1)
+            if ".summary" in line and re.search(r"\.summary\b", line)
+        ]
+    return found
+
+
+def test_no_task_known_by_name_outside_tasks():
+    assert task_offences(ROOT) == []
+
+
+PLANTED = """from malpyeong.tasks import ChoiceTask, GenerateTask, get_task
+from malpyeong.tasks import base
+
+
+def answer(task, item):
+    if isinstance(task, ChoiceTask):
+        return 1
+    if isinstance(task, (base.GenerateTask, str)):
+        return 2
+    if issubclass(type(task), ChoiceTask | GenerateTask):
+        return 3
+    if type(task) is ChoiceTask:
+        return 4
+    if task.kind == "choice" or self.task.kind != "x" or other.kind in ("generate",):
+        return 5
+    if getattr(task, "kind") == "x":
+        return 6
+    return get_task({name!r})  # the one planted name
+"""
+
+
+def test_the_task_checks_catch_what_is_planted_outside_tasks(tmp_path):
+    """The checks are run on a copy of the source tree with offenders planted in inference/
+    (a branch on the kind; every registered task's name, so a task added later is covered) and
+    in a script; the same file under tasks/ and ordinary uses of other ``kind`` fields
+    (a model source's, a screenplay block's) are not flagged."""
+    shutil.copytree(ROOT / "src", tmp_path / "src", ignore=shutil.ignore_patterns("__pycache__"))
+    for d in ("run", "orpo", "ensemble", "eda"):
+        shutil.copytree(ROOT / d, tmp_path / d, ignore=shutil.ignore_patterns("__pycache__"))
+    names = task_names()
+    assert {"cci", "dcs"} <= set(names)
+    for n, name in enumerate(names):
+        (tmp_path / "src/malpyeong/inference" / f"planted_{n}.py").write_text(PLANTED.format(name=name))
+    (tmp_path / "src/malpyeong/tasks/planted.py").write_text(PLANTED.format(name=names[0]))
+    (tmp_path / "run/planted.py").write_text(f"TASK = {names[0].upper()!r}\n")
+    (tmp_path / "src/malpyeong/inference/other_kinds.py").write_text(
+        'def f(source, block):\n    return source.kind == "hub" or block.kind != "spoken"\n'
+        'NAME = "memory"  # not a task name: a chat session\'s memory strategy\n'
+        '__all__ = ["Chat", "Memory"]\n'
+    )
+    # (what the real tree holds is test_no_task_known_by_name_outside_tasks's business)
+    found = [f for f in task_offences(tmp_path) if "planted" in f or "other_kinds" in f]
+    expected = [
+        "6: isinstance(..., ChoiceTask)",
+        "8: isinstance(..., GenerateTask)",
+        "10: issubclass(..., ChoiceTask, GenerateTask)",
+        "12: compares with ChoiceTask",
+        "14: task.kind compared",
+        "14: self.task.kind compared",
+        "14: other.kind compared",
+        "16: getattr(task, 'kind')",
+    ]
+    for n, name in enumerate(names):
+        where = f"src/malpyeong/inference/planted_{n}.py"
+        mine = sorted(f.removeprefix(where + ":") for f in found if f.startswith(where + ":"))
+        assert mine == sorted([*expected, f"18: task name {name!r}"])
+    assert f"run/planted.py:1: task name {names[0].upper()!r}" in found
+    assert not [f for f in found if "tasks/planted" in f or "other_kinds" in f]
+    assert len(found) == len(names) * (len(expected) + 1) + 1
 
 
 def test_modules_stay_small_or_say_why():

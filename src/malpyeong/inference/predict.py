@@ -21,12 +21,12 @@ from typing import Any
 from malpyeong import __version__
 from malpyeong.data import write_submission
 from malpyeong.errors import UserError
-from malpyeong.inference.answer import Answer, AnswerSettings, answer_items, parsed_output
+from malpyeong.inference.answer import Answer, AnswerSettings, answer_items
 from malpyeong.inference.engines import Engine
 from malpyeong.inference.results import partial_path, partial_paths, sidecar_path
 from malpyeong.inference.shard import ALONE, Shard, barrier
 from malpyeong.io import JsonlAppender, atomic_write_text, ensure_writable, read_jsonl
-from malpyeong.tasks.base import ChoiceTask, Task
+from malpyeong.tasks.base import Task
 
 log = logging.getLogger(__name__)
 
@@ -165,15 +165,20 @@ def _write_final(task: Task, items: Sequence[Any], meta: dict, output: Path, sid
     if missing:
         raise RuntimeError(f"{len(missing)} items have no result (e.g. {missing[0]})")
     outputs = {i: rows[i]["output"] for i in ids}
-    if not isinstance(task, ChoiceTask):
-        empty = [it.id for it in items if parsed_output(task, it, rows[it.id]["text"]) is None]
-        if empty:
-            log.warning(
-                "%d item(s) generated nothing usable (e.g. %s); their output is the task's fallback %r",
-                len(empty),
-                empty[0],
-                task.fallback_output(items[ids.index(empty[0])]),
-            )
+    empty = [
+        it.id
+        for it in items
+        if "text" in rows[it.id]
+        and task.parse_output(it, rows[it.id]["text"]) is None
+        and task.fallback_output(it) is not None
+    ]
+    if empty:
+        log.warning(
+            "%d item(s) generated nothing usable (e.g. %s); their output is the task's fallback %r",
+            len(empty),
+            empty[0],
+            task.fallback_output(items[ids.index(empty[0])]),
+        )
     lines = [json.dumps({"_meta": meta}, ensure_ascii=False)]
     lines += [json.dumps(rows[i], ensure_ascii=False) for i in ids]
     atomic_write_text(side, "\n".join(lines) + "\n")

@@ -396,6 +396,7 @@ def get_backbone(name: str) -> Backbone:
 
 def registry_table() -> str:
     """The table ``run/train.py --list-models`` prints."""
+    # not a task name: the chat-format column
     head = ("model", "family", "chat", "system", "attention", "pad", "remote code", "licence")
     rows = [head] + [
         (

@@ -168,7 +168,7 @@ def train_classification(script: SFTArguments, model_args: ModelArguments, confi
     from transformers import DataCollatorWithPadding, Trainer
 
     task = get_task(script.task)
-    if not isinstance(task, ChoiceTask):  # the recipe check already refused it; kept for callers
+    if OBJECTIVE not in task.objectives:  # the recipe check already refused it; kept for callers
         raise UserError(f"task {task.name} has no options to classify", field="objective")
     if script.merge:
         raise UserError(

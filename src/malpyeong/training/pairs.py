@@ -114,7 +114,7 @@ def build_pairs(
     seed: int = 0,
 ) -> list[dict]:
     """Pairs for ``task``: :func:`choice_pairs` or :func:`generate_pairs`."""
-    if isinstance(task, ChoiceTask):
+    if task.has_options:  # each wrong option is a rejected answer
         if results is not None:
             raise UserError(f"--results is for generate tasks, not {task.name}", field="results")
         return choice_pairs(task, items, target_style=target_style)

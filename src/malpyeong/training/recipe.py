@@ -28,7 +28,7 @@ from malpyeong.errors import UserError, one_line
 from malpyeong.io import require_file
 from malpyeong.models.runfolder import adapter_of, find_adapter, has_run_file, read_run, weights_of
 from malpyeong.rules import check_external_data, get_rules
-from malpyeong.tasks import DEFAULT_TASK, ChoiceTask, Task, get_task, task_names
+from malpyeong.tasks import DEFAULT_TASK, Task, get_task, task_names
 
 log = logging.getLogger(__name__)
 
@@ -271,7 +271,7 @@ class SFTArguments(CommonArguments):
                 field="category",
                 hint="pass one of them",
             )
-        if self.shuffle_options and not isinstance(task, ChoiceTask):
+        if self.shuffle_options and not task.has_options:
             raise UserError(f"task {task.name} has no options to shuffle", field="shuffle_options")
         if not self.train_file:
             raise UserError(

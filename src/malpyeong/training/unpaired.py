@@ -23,7 +23,7 @@ from typing import Any
 
 from malpyeong.errors import UserError, one_line
 from malpyeong.io import atomic_write_text, ensure_writable, read_jsonl, require_file
-from malpyeong.tasks.base import ChoiceTask, Task
+from malpyeong.tasks.base import Task
 from malpyeong.training.pairs import build_pairs, outputs_of_results
 
 REQUIRED = ("id", "source_id", "task", "record", "completion", "label")
@@ -89,7 +89,7 @@ def build_unpaired(
 ) -> list[dict]:
     """Unpaired rows for ``task``: from its pairs, or (a generate task with ``results``) from
     the model's outputs scored against gold."""
-    if results is None or isinstance(task, ChoiceTask):
+    if results is None or task.has_options:
         return unpair(build_pairs(task, items, target_style=target_style, results=results, seed=seed))
     outputs, name = outputs_of_results(task, items, results)
     return scored_outputs(task, items, outputs, threshold=threshold, metric=metric, results_name=name)
