@@ -39,6 +39,7 @@ from pathlib import Path
 
 from malpyeong.cli import run_cli, task_argument, verbose_argument
 from malpyeong.data import load_items
+from malpyeong.device import device_map
 from malpyeong.ensemble.mbr import bertscore_similarity, rouge1_similarity
 from malpyeong.errors import UserError
 from malpyeong.inference.answer import AnswerSettings
@@ -162,7 +163,7 @@ def main(argv: list[str] | None = None) -> int:
                 args.method,
                 backbone=backbone,
                 dtype=args.dtype,
-                device_map={"": 0} if _cuda() else None,
+                device_map=device_map(),
             )
             settings = AnswerSettings(
                 prompt=spec,
@@ -260,12 +261,6 @@ def _never_k(items: list, k: int) -> list[str]:
 
 def _never(items: list) -> list[str]:
     raise AssertionError("every item is in the raw file; the teacher is not needed")
-
-
-def _cuda() -> bool:
-    import torch
-
-    return torch.cuda.is_available()
 
 
 if __name__ == "__main__":

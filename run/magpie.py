@@ -22,6 +22,7 @@ import sys
 from pathlib import Path
 
 from malpyeong.cli import run_cli, verbose_argument
+from malpyeong.device import device_map
 from malpyeong.errors import UserError
 from malpyeong.io import (
     atomic_write_json,
@@ -109,7 +110,7 @@ def main(argv: list[str] | None = None) -> int:
                 args.model,
                 backbone=backbone,
                 dtype=args.dtype,
-                device_map={"": 0} if _cuda() else None,
+                device_map=device_map(),
             )
             sample, respond = engine_functions(
                 model,
@@ -155,12 +156,6 @@ def main(argv: list[str] | None = None) -> int:
         f"({args.n - len(records)} filtered; see {report_path})"
     )
     return 0
-
-
-def _cuda() -> bool:
-    import torch
-
-    return torch.cuda.is_available()
 
 
 if __name__ == "__main__":

@@ -32,11 +32,12 @@ from dataclasses import replace
 
 from malpyeong.cli import read_system_prompt, run_cli, task_argument, verbose_argument
 from malpyeong.data import load_items
+from malpyeong.device import check_device
 from malpyeong.errors import UserError
 from malpyeong.inference.answer import AnswerSettings, default_batch_size
 from malpyeong.inference.classifier import check_head_scoring
 from malpyeong.inference.engines import Engine, GenerationSettings
-from malpyeong.inference.loading import ModelSource, check_device, load_engine, resolve_source
+from malpyeong.inference.loading import ModelSource, load_engine, resolve_source
 from malpyeong.inference.predict import run_prediction
 from malpyeong.inference.results import partial_path, sidecar_path
 from malpyeong.inference.routing import plan_routes, run_routed

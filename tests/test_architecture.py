@@ -254,11 +254,12 @@ def test_modules_stay_small_or_say_why():
 
 
 # The package's layers, lowest first. A module may import from its own layer or a lower one,
-# never from a higher one. The ground floor is split in two: errors, io and rules stand on
-# nothing; data and cli stand on the task interface (data reads items through a task's parser,
-# cli builds every script's --task from the registry), so they sit just above tasks/.
+# never from a higher one. The ground floor is split in two: errors, io, rules and device stand
+# on nothing (device is there because the metric models, below models/, take the one device
+# default too); data and cli stand on the task interface (data reads items through a task's
+# parser, cli builds every script's --task from the registry), so they sit just above tasks/.
 LAYERS = [
-    {"errors", "io", "rules"},
+    {"errors", "io", "rules", "device"},
     {"metrics"},
     {"retrieval"},
     {"tasks"},
@@ -271,7 +272,7 @@ LAYERS = [
     {"eda", "merging", "dialogue"},
     {"serving"},
 ]
-GROUND_FLOOR = {"__init__", "errors", "io", "rules", "data", "cli"}
+GROUND_FLOOR = {"__init__", "errors", "io", "rules", "device", "data", "cli"}
 
 
 def layer_of(module: str) -> int:
@@ -297,3 +298,16 @@ def test_imports_never_run_up_a_layer():
             if i in modules and i != "malpyeong" and layer_of(i) > layer_of(m):
                 upward.append(f"{m} -> {i}")
     assert upward == []
+
+
+def test_one_device_default():
+    """Whether CUDA is there, and which GPU a process takes, is asked in malpyeong/device.py
+    only; every model load takes its device from there."""
+    asking = []
+    for path in [*SRC.rglob("*.py"), *SCRIPTS]:
+        if path == SRC / "device.py":
+            continue
+        for n, line in enumerate(path.read_text(encoding="utf-8").splitlines(), 1):
+            if re.search(r"cuda\.is_available|cuda\.is_bf16_supported|LOCAL_RANK", line):
+                asking.append(f"{path.relative_to(ROOT)}:{n}: {line.strip()}")
+    assert asking == []

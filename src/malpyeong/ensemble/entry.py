@@ -32,6 +32,7 @@ from typing import Any
 import yaml
 
 from malpyeong.data import check_submission, load_items
+from malpyeong.device import cuda_available
 from malpyeong.ensemble import VoteJob, run_vote
 from malpyeong.errors import UserError
 from malpyeong.inference.answer import AnswerSettings, default_batch_size
@@ -376,13 +377,10 @@ def run_entry(job: EntryJob, echo: Callable[[str], None] = print) -> dict[str, A
 
 def _release_memory() -> None:
     gc.collect()
-    try:
+    if cuda_available():
         import torch
 
-        if torch.cuda.is_available():
-            torch.cuda.empty_cache()
-    except ImportError:
-        pass
+        torch.cuda.empty_cache()
 
 
 __all__ = [

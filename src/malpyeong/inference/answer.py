@@ -27,13 +27,13 @@ from typing import Any
 
 import numpy as np
 
+from malpyeong.device import model_device
 from malpyeong.errors import UserError
 from malpyeong.inference.engines import Engine, GenerationSettings
 from malpyeong.inference.scoring import SCORINGS, ItemScore, fit_choice_prompts, option_reserve
 from malpyeong.inference.shard import ALONE, Shard
 from malpyeong.models.backbones import assistant_affixes, completion_ids
 from malpyeong.models.budget import FittedPrompt, fit_prompt
-from malpyeong.models.device import model_device
 from malpyeong.tasks.base import BASELINE, PromptSpec, Task
 
 

@@ -24,6 +24,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from malpyeong.device import cuda_available, device_map
 from malpyeong.errors import UserError, one_line
 from malpyeong.inference.classifier import ClassifierEngine, is_classifier_run
 from malpyeong.inference.constrain import vllm_engine_kwargs
@@ -174,8 +175,7 @@ def load_for_inference(
     tokenizer.padding_side = "left"
     model = None
     if with_model:
-        device_map = _device_map(device)
-        if load_in_4bit and not _cuda_available():
+        if load_in_4bit and not cuda_available():
             log.warning(
                 "--load_in_4bit on a CPU: NF4 weights through bitsandbytes' CPU path "
                 "(slow; 4-bit loading is meant for GPUs)"
@@ -187,7 +187,7 @@ def load_for_inference(
             "qlora" if load_in_4bit else "full",
             backbone=backbone,
             dtype=dtype,
-            device_map=device_map,
+            device_map=device_map(device),
             trust_remote_code=trust_remote_code,
             num_labels=num_labels,
         )
@@ -268,50 +268,6 @@ def load_engine(
     return VLLMEngine(llm, loaded.tokenizer, loaded.backbone)
 
 
-def _cuda_available() -> bool:
-    import torch
-
-    return bool(torch.cuda.is_available())
-
-
-def check_device(device: str | None, field: str = "device") -> str | None:
-    """``device`` as given (cpu, cuda, cuda:N, auto or None), refused in one line when this
-    machine does not have it, before any model is loaded."""
-    if device in (None, "auto", "cpu"):
-        return device
-    import torch
-
-    if device == "cuda" or device.startswith("cuda:"):
-        if not torch.cuda.is_available():
-            raise UserError(
-                f"--{field} {device}, but this machine has no usable CUDA device",
-                field=field,
-                hint="use --device cpu, or leave it out",
-            )
-        index = device.partition(":")[2]
-        if index and (not index.isdigit() or int(index) >= torch.cuda.device_count()):
-            raise UserError(
-                f"no CUDA device {index} (this machine has {torch.cuda.device_count()})", field=field
-            )
-        return device
-    if device == "mps" and not torch.backends.mps.is_available():
-        raise UserError("--device mps, but MPS is not available here", field=field)
-    if device != "mps":
-        raise UserError(f"unknown device '{device}'", field=field, hint="cpu, cuda, cuda:N or auto")
-    return device
-
-
-def _device_map(device: str | None) -> Any:
-    import torch
-
-    device = check_device(device)
-    if device in (None, "auto"):  # under a launcher, each process takes its own GPU
-        return {"": int(os.environ.get("LOCAL_RANK", 0))} if torch.cuda.is_available() else None
-    if device == "cpu":
-        return None
-    return {"": device}
-
-
 def _attach_adapter(model: Any, tokenizer: Any, adapter: str, merge: bool) -> Any:
     try:
         from peft import PeftModel
@@ -327,4 +283,4 @@ def _attach_adapter(model: Any, tokenizer: Any, adapter: str, merge: bool) -> An
     return model.merge_and_unload() if merge else model
 
 
-__all__ = ["Loaded", "ModelSource", "check_device", "load_engine", "load_for_inference", "resolve_source"]
+__all__ = ["Loaded", "ModelSource", "load_engine", "load_for_inference", "resolve_source"]

@@ -11,11 +11,11 @@ from contextlib import ExitStack
 from pathlib import Path
 from typing import Any
 
+from malpyeong.device import model_device
 from malpyeong.errors import UserError
 from malpyeong.io import atomic_write_json
 from malpyeong.models.backbones import Backbone, encode, load_tokenizer
 from malpyeong.models.budget import fit_prompt
-from malpyeong.models.device import model_device
 from malpyeong.models.runfolder import ADAPTER_DIR, adapter_base, model_key, write_run
 from malpyeong.tasks import PromptSpec, Task, get_task
 from malpyeong.training.evaluation import TaskEvaluator, dev_answer_settings, load_dev_items
