@@ -311,3 +311,33 @@ def test_one_device_default():
             if re.search(r"cuda\.is_available|cuda\.is_bf16_supported|LOCAL_RANK", line):
                 asking.append(f"{path.relative_to(ROOT)}:{n}: {line.strip()}")
     assert asking == []
+
+
+def test_run_folder_names_live_in_runfolder():
+    """The run-folder format's file names are written once, in models/runfolder.py: everything
+    else uses its constants and finders (a literal elsewhere would drift on a rename)."""
+    from malpyeong.models import runfolder
+
+    names = {
+        getattr(runfolder, n)
+        for n in (
+            "RUN_FILE",
+            "TRAINER_STATE",
+            "EXPERTS_FILE",
+            "DEV_METRICS",
+            "DATA_STATS",
+            "CONFIG_FILE",
+            "MERGE_CONFIG",
+            "MERGE_SEARCH",
+            "INIT_DIR",
+            "ADAPTER_CONFIG",
+        )
+    }
+    found = []
+    for path in [*SRC.rglob("*.py"), *SCRIPTS]:
+        if path == SRC / "models" / "runfolder.py":
+            continue
+        for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+            if isinstance(node, ast.Constant) and node.value in names:
+                found.append(f"{path.relative_to(ROOT)}:{node.lineno}: {node.value!r}")
+    assert found == []

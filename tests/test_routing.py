@@ -16,11 +16,11 @@ from malpyeong.cli import run_cli
 from malpyeong.data import load_items
 from malpyeong.errors import UserError
 from malpyeong.inference.results import read_results, sidecar_path
-from malpyeong.inference.routing import EXPERTS_FILE, FALLBACK, route_dir, select_items
+from malpyeong.inference.routing import FALLBACK, route_dir, select_items
 from malpyeong.inference.scoring import letter_token_ids
 from malpyeong.models.backbones import get_backbone, load_tokenizer
 from malpyeong.models.budget import fit_prompt
-from malpyeong.models.runfolder import run_info, write_run
+from malpyeong.models.runfolder import EXPERTS_FILE, run_info, write_run
 from malpyeong.tasks import get_task
 from malpyeong.training import sft_parser
 

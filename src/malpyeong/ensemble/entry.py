@@ -41,7 +41,7 @@ from malpyeong.inference.predict import run_prediction
 from malpyeong.inference.results import partial_paths, read_results, sidecar_path
 from malpyeong.io import atomic_write_json
 from malpyeong.models.backbones import REGISTRY, get_backbone, non_commercial
-from malpyeong.models.runfolder import is_finished_run
+from malpyeong.models.runfolder import complete_checkpoints, is_finished_run, is_model
 from malpyeong.models.tiny import FAMILIES, build_tiny_model
 from malpyeong.tasks import DEFAULT_TASK, Task, get_task
 from malpyeong.training import sft_parser, train_sft
@@ -49,7 +49,6 @@ from malpyeong.training import sft_parser, train_sft
 log = logging.getLogger(__name__)
 
 TINY = "tiny"  # --model_override tiny=DIR: every member on a tiny model of its family
-TRAINER_STATE = "trainer_state.json"  # the last file the trainer writes into a checkpoint
 
 
 @dataclass
@@ -138,7 +137,7 @@ def stand_in(model: str, tiny: Path) -> str:
             hint=f"tiny families: {', '.join(FAMILIES)}; give {model}=PATH instead",
         )
     folder = tiny / family
-    if not (folder / "config.json").is_file():
+    if not is_model(folder):
         build_tiny_model(family, folder)
     return str(folder)
 
@@ -160,7 +159,7 @@ def run_state(run_dir: Path) -> str:
     one) or new."""
     if is_finished_run(run_dir):
         return "trained"
-    if any((c / TRAINER_STATE).is_file() for c in run_dir.glob("checkpoint-*")):
+    if complete_checkpoints(run_dir)[0]:
         return "resume"
     if run_dir.is_dir() and any(run_dir.iterdir()):
         return "restart"
@@ -168,13 +167,12 @@ def run_state(run_dir: Path) -> str:
 
 
 def drop_partial_checkpoints(run_dir: Path) -> list[str]:
-    """Remove the checkpoints a kill left half-written. The trainer writes trainer_state.json last
-    and resumes from the highest-numbered checkpoint whether complete or not."""
+    """Remove the checkpoints a kill left half-written (:func:`~malpyeong.models.runfolder.
+    complete_checkpoints`: the trainer writes its state last), so none is resumed from."""
     dropped = []
-    for c in run_dir.glob("checkpoint-*"):
-        if c.is_dir() and c.name.split("-", 1)[1].isdigit() and not (c / TRAINER_STATE).is_file():
-            shutil.rmtree(c)
-            dropped.append(c.name)
+    for c in complete_checkpoints(run_dir)[1]:
+        shutil.rmtree(c)
+        dropped.append(c.name)
     return sorted(dropped)
 
 

@@ -2,8 +2,8 @@
 
 What the 2024 CCI 가 winner did: one checkpoint per inference category. Training filters a
 recipe's data by the task's routing field (``--category 원인``; ``--experts category`` trains
-every value in turn into ``<run>/<value>/``, listed in ``<run>/experts.json``). Prediction with
-``run/test.py --model <run> --route category`` sends each item to its value's expert (a run
+every value in turn into ``<run>/<value>/``, listed in ``<run>/experts.json``; the file and its
+finder are the run-folder format's, :mod:`malpyeong.models.runfolder`). Prediction with ``run/test.py --model <run> --route category`` sends each item to its value's expert (a run
 folder ``<run>/<value>/``), or to a general model (``--fallback``) where no expert exists; each
 expert's results go to ``NAME.route/<value>.json`` (so a rerun resumes expert by expert), then
 one results file and one sidecar come out, each sidecar row naming its expert.
@@ -31,13 +31,12 @@ from malpyeong.inference.engines import Engine
 from malpyeong.inference.loading import ModelSource, resolve_source
 from malpyeong.inference.predict import run_prediction
 from malpyeong.inference.results import sidecar_path
-from malpyeong.io import atomic_write_json, atomic_write_text, read_jsonl
-from malpyeong.models.runfolder import is_finished_run, read_json
+from malpyeong.io import atomic_write_text, read_jsonl
+from malpyeong.models.runfolder import expert_folders
 from malpyeong.tasks.base import Task
 
 log = logging.getLogger(__name__)
 
-EXPERTS_FILE = "experts.json"  # in the parent run folder: the routing field and its experts
 FALLBACK = "_fallback"  # the route name of the general model in NAME.route/
 
 
@@ -87,13 +86,6 @@ def route_values(task: Task, items: Sequence[Any], key: str) -> list[str]:
     return sorted({task.route_value(it, key) for it in items})
 
 
-def write_experts(folder: str | os.PathLike, key: str, task: Task, experts: Sequence[str]) -> None:
-    """``experts.json``: the routing field and the trained experts (sub-folder per value)."""
-    atomic_write_json(
-        Path(folder) / EXPERTS_FILE, {"key": key, "task": task.name, "experts": {v: v for v in experts}}
-    )
-
-
 # ------------------------------------------------------------------------------ prediction
 
 
@@ -104,36 +96,6 @@ class Route:
     name: str  # the routing value, or FALLBACK
     model: str  # the folder or hub id answering these items
     indices: list[int] = field(default_factory=list)
-
-
-def expert_folders(folder: str | os.PathLike, key: str) -> dict[str, Path]:
-    """Routing value -> expert run folder, from ``experts.json`` or else the sub-folders that
-    are run folders (named after their value)."""
-    root = Path(folder)
-    if not root.is_dir():
-        raise UserError("experts folder not found", file=str(folder), field="model")
-    names: list[str]
-    if (root / EXPERTS_FILE).is_file():
-        info = read_json(root / EXPERTS_FILE)
-        if info.get("key") != key:
-            raise UserError(
-                f"these experts are split by '{info.get('key')}', not '{key}'",
-                file=str(root / EXPERTS_FILE),
-                field="route",
-            )
-        names = [str(v) for v in (info.get("experts") or {}).values()]
-        found = {v: root / n for v, n in (info.get("experts") or {}).items() if is_finished_run(root / n)}
-    else:
-        names = sorted(p.name for p in root.iterdir() if p.is_dir())
-        found = {n: root / n for n in names if is_finished_run(root / n)}
-    if not found:
-        raise UserError(
-            f"no expert run folder here (one per {key} value, each with malpyeong_run.json)",
-            file=str(folder),
-            field="model",
-            hint="train them with run/train.py --experts " + key,
-        )
-    return found
 
 
 def plan_routes(
@@ -252,15 +214,12 @@ def _complete(part: Path, meta: dict, n: int) -> bool:
 
 
 __all__ = [
-    "EXPERTS_FILE",
     "FALLBACK",
     "Route",
-    "expert_folders",
     "plan_routes",
     "route_dir",
     "route_key",
     "route_values",
     "run_routed",
     "select_items",
-    "write_experts",
 ]

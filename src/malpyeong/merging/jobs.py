@@ -33,7 +33,7 @@ from malpyeong.merging.search import (
 )
 from malpyeong.merging.streaming import stream_merge, stream_unsupported
 from malpyeong.models.backbones import load_model
-from malpyeong.models.runfolder import WEIGHTS_DIR
+from malpyeong.models.runfolder import MERGE_SEARCH, WEIGHTS_DIR
 
 log = logging.getLogger(__name__)
 
@@ -203,7 +203,7 @@ def _search(cfg: MergeConfig, job: MergeJob, stage: Path, echo: Callable[[str], 
     table = format_search_table(rows, metric, best_i)
     echo(table)
     atomic_write_json(
-        stage / "merge_search.json",
+        stage / MERGE_SEARCH,
         {
             "metric": metric,
             "dev": opts.dev,

@@ -27,7 +27,7 @@ from malpyeong.inference.classifier import OBJECTIVE
 from malpyeong.io import atomic_write_json
 from malpyeong.models.backbones import Backbone, get_backbone, load_model, load_tokenizer
 from malpyeong.models.budget import fit_prompt
-from malpyeong.models.runfolder import write_run
+from malpyeong.models.runfolder import DATA_STATS, write_run
 from malpyeong.tasks import ChoiceTask, get_task
 from malpyeong.tasks.base import PromptSpec
 from malpyeong.training.examples import BudgetStats, training_items
@@ -224,7 +224,7 @@ def train_classification(script: SFTArguments, model_args: ModelArguments, confi
         checkpoint = resume_checkpoint(out) if script.resume else None
         if main_process():
             atomic_write_json(
-                out / "data_stats.json",
+                out / DATA_STATS,
                 {
                     "train": train_stats.as_dict(),
                     "dev": dev_stats.as_dict() if dev_items else None,

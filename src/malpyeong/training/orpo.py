@@ -16,7 +16,14 @@ from malpyeong.errors import UserError
 from malpyeong.io import atomic_write_json
 from malpyeong.models.backbones import Backbone, encode, load_tokenizer
 from malpyeong.models.budget import fit_prompt
-from malpyeong.models.runfolder import ADAPTER_DIR, adapter_base, model_key, write_run
+from malpyeong.models.runfolder import (
+    ADAPTER_DIR,
+    DATA_STATS,
+    DEV_METRICS,
+    adapter_base,
+    model_key,
+    write_run,
+)
 from malpyeong.tasks import PromptSpec, Task, get_task
 from malpyeong.training.evaluation import TaskEvaluator, dev_answer_settings, load_dev_items
 from malpyeong.training.examples import BudgetStats, assistant_affixes
@@ -209,7 +216,7 @@ def train_orpo(script: ORPOArguments, model_args: ModelArguments, config: Any) -
         checkpoint = resume_checkpoint(out) if script.resume else None
         if main_process():
             stats = {"train": train_stats.as_dict(), "dev": dev_stats.as_dict() if dev_rows else None}
-            atomic_write_json(out / "data_stats.json", stats)
+            atomic_write_json(out / DATA_STATS, stats)
             write_config(out, script, recipe_args, config)
             write_run(
                 out,
@@ -258,7 +265,7 @@ def train_orpo(script: ORPOArguments, model_args: ModelArguments, config: Any) -
                     "before": _mean(margins_before),
                     "after": _mean(margins_after),
                 }
-                atomic_write_json(out / "dev_metrics.json", dev)
+                atomic_write_json(out / DEV_METRICS, dev)
         info = save_run(
             trainer,
             tokenizer,

@@ -12,7 +12,7 @@ from typing import Any
 from malpyeong.errors import UserError
 from malpyeong.io import atomic_write_json
 from malpyeong.models.backbones import load_tokenizer
-from malpyeong.models.runfolder import write_run
+from malpyeong.models.runfolder import DATA_STATS, write_run
 from malpyeong.tasks import get_task
 from malpyeong.training.evaluation import TaskEvaluator, dev_answer_settings
 from malpyeong.training.examples import build_sft_examples, mix_extra_rows, training_items
@@ -110,7 +110,7 @@ def train_sft(script: SFTArguments, model_args: ModelArguments, config: Any) -> 
             stack.enter_context(open_run_folder(out, overwrite=script.overwrite, resume=script.resume))
         checkpoint = resume_checkpoint(out) if script.resume else None
         if main_process():
-            atomic_write_json(out / "data_stats.json", stats)
+            atomic_write_json(out / DATA_STATS, stats)
             write_config(out, script, recipe_args, config)
             write_run(
                 out,

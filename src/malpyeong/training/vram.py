@@ -40,6 +40,7 @@ from typing import Any
 from malpyeong.errors import UserError
 from malpyeong.inference.classifier import OBJECTIVE
 from malpyeong.models.backbones import get_backbone
+from malpyeong.models.runfolder import MODEL_CONFIG
 from malpyeong.rules import get_rules
 from malpyeong.tasks import get_task
 
@@ -161,7 +162,7 @@ def architecture_of(model: str) -> Architecture:
     """The registry's numbers for ``model``, else its local config.json's."""
     if model in ARCHITECTURES:
         return ARCHITECTURES[model]
-    path = Path(model) / "config.json"
+    path = Path(model) / MODEL_CONFIG
     if not path.is_file():
         raise UserError(
             f"no architecture numbers for '{model}' (not in the estimate's table, no local config.json)",
