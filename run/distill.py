@@ -39,12 +39,11 @@ from pathlib import Path
 
 from malpyeong.cli import run_cli, task_argument, verbose_argument
 from malpyeong.data import load_items
-from malpyeong.device import device_map
 from malpyeong.ensemble.mbr import bertscore_similarity, rouge1_similarity
 from malpyeong.errors import UserError
 from malpyeong.inference.answer import AnswerSettings
-from malpyeong.inference.engines import GenerationSettings, HFEngine
-from malpyeong.inference.loading import load_for_inference, resolve_source
+from malpyeong.inference.engines import GenerationSettings
+from malpyeong.inference.loading import load_engine, resolve_source
 from malpyeong.io import (
     atomic_write_json,
     atomic_write_text,
@@ -154,16 +153,8 @@ def main(argv: list[str] | None = None) -> int:
     with raw:
         generate = _never
         if any(it.id not in done for it in items):
-            from malpyeong.models.backbones import get_backbone, load_model, load_tokenizer
-
-            backbone = get_backbone(args.teacher)
-            tokenizer = load_tokenizer(args.teacher, backbone)
-            model = load_model(
-                args.teacher,
-                args.method,
-                backbone=backbone,
-                dtype=args.dtype,
-                device_map=device_map(),
+            engine = load_engine(  # the teacher only when something is left to answer
+                resolve_source(args.teacher), dtype=args.dtype, load_in_4bit=args.method == "qlora"
             )
             settings = AnswerSettings(
                 prompt=spec,
@@ -171,8 +162,7 @@ def main(argv: list[str] | None = None) -> int:
                 generation=GenerationSettings(max_new_tokens=args.max_new_tokens, num_beams=args.num_beams),
                 batch_size=args.batch_size,
             )
-            tokenizer.padding_side = "left"
-            generate = engine_generate(HFEngine(model, tokenizer, backbone), task, settings)
+            generate = engine_generate(engine, task, settings)
         records, report = distill(
             task,
             items,
@@ -230,14 +220,13 @@ def main_self(args: argparse.Namespace, task: Task) -> int:
     with raw:
         generate = _never_k
         if any(f"{it.id}#{k}" not in done for it in items for k in range(args.num_candidates)):
-            loaded = load_for_inference(source, dtype=args.dtype)
+            engine = load_engine(source, dtype=args.dtype)
             answer = AnswerSettings(
                 prompt=spec,
                 max_length=args.max_length,
                 generation=GenerationSettings(max_new_tokens=args.max_new_tokens),
                 batch_size=args.batch_size,
             )
-            engine = HFEngine(loaded.model, loaded.tokenizer, loaded.backbone)
             generate = candidate_generator(
                 engine, task, answer, temperature=args.temperature, top_p=args.top_p, seed=args.seed
             )

@@ -22,8 +22,8 @@ import sys
 from pathlib import Path
 
 from malpyeong.cli import run_cli, verbose_argument
-from malpyeong.device import device_map
 from malpyeong.errors import UserError
+from malpyeong.inference.loading import load_for_inference, load_weights, resolve_source
 from malpyeong.io import (
     atomic_write_json,
     atomic_write_text,
@@ -87,10 +87,9 @@ def main(argv: list[str] | None = None) -> int:
     check_distinct([("--out", out), ("--report", report_path), ("the raw file", raw_path(out))])
     ensure_writable(out, args.overwrite)  # the report goes with OUT (rewritten with it)
     check_folder_writable(report_path.parent, what=str(report_path))
-    from malpyeong.models.backbones import get_backbone, load_model, load_tokenizer
-
-    backbone = get_backbone(args.model)
-    tokenizer = load_tokenizer(args.model, backbone)
+    source = resolve_source(args.model)
+    chat = load_for_inference(source, with_model=False)  # the tokenizer: the pre-query
+    backbone, tokenizer = chat.backbone, chat.tokenizer
     query = pre_query(backbone, tokenizer, args.system)
     meta = {
         "model": args.model,
@@ -106,12 +105,7 @@ def main(argv: list[str] | None = None) -> int:
     with raw:
         pending = sum(1 for i in range(args.n) if i not in done)
         if pending:
-            model = load_model(
-                args.model,
-                backbone=backbone,
-                dtype=args.dtype,
-                device_map=device_map(),
-            )
+            model = load_weights(chat.source, backbone, tokenizer, dtype=args.dtype)
             sample, respond = engine_functions(
                 model,
                 tokenizer,

@@ -341,3 +341,38 @@ def test_run_folder_names_live_in_runfolder():
             if isinstance(node, ast.Constant) and node.value in names:
                 found.append(f"{path.relative_to(ROOT)}:{node.lineno}: {node.value!r}")
     assert found == []
+
+
+# Where a model may be loaded: the loader itself, the one path that loads for answering, what
+# loads a model to train it, the metrics' own encoders (below models/), the adapter merge's base
+# (weights for arithmetic, never answered with) and the tiny test models.
+MODEL_LOADERS = (
+    "models/backbones.py",
+    "inference/loading.py",
+    "training/",
+    "metrics/",
+    "merging/adapters.py",
+    "models/tiny.py",
+)
+
+
+def test_every_model_load_goes_through_loading():
+    """``load_model(...)`` and ``X.from_pretrained(...)`` (X not a tokenizer or config) only in
+    MODEL_LOADERS: prediction, distillation, data generation, merge search, chat and the
+    scripts load through inference/loading.py."""
+    found = []
+    for path in [*SRC.rglob("*.py"), *SCRIPTS]:
+        where = path.relative_to(SRC).as_posix() if path.is_relative_to(SRC) else str(path)
+        if where.startswith(MODEL_LOADERS):
+            continue
+        for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+            if not isinstance(node, ast.Call):
+                continue
+            f = node.func
+            if isinstance(f, ast.Name) and f.id == "load_model":
+                found.append(f"{path.relative_to(ROOT)}:{node.lineno}: load_model")
+            elif isinstance(f, ast.Attribute) and f.attr in ("load_model", "from_pretrained"):
+                owner = ast.unparse(f.value)
+                if f.attr == "load_model" or not re.search(r"Tokenizer|Config", owner):
+                    found.append(f"{path.relative_to(ROOT)}:{node.lineno}: {owner}.{f.attr}")
+    assert found == []
