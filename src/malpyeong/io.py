@@ -236,6 +236,49 @@ def read_jsonl(path: str | os.PathLike) -> list[dict]:
     return rows
 
 
+def read_jsonl_file(
+    path: str | os.PathLike,
+    *,
+    required: Sequence[str] = (),
+    field: str | None = None,
+    what: str = "rows",
+    hint: str | None = None,
+) -> list[dict]:
+    """A JSONL input written whole (preference pairs, unpaired examples): every non-blank line a
+    JSON object holding the ``required`` keys, and at least one; the first bad line is one
+    ``UserError`` naming the file and the line (``hint``: how to make a good file). Unlike
+    :func:`read_jsonl` (files appended as work goes, whose torn last line is dropped), the last
+    line counts without its newline: nothing of a finished input is ever left out."""
+    p = require_file(path, field=field)
+    rows: list[dict] = []
+    try:
+        with open(p, encoding="utf-8-sig") as fh:
+            for lineno, line in enumerate(fh, 1):
+                if not line.strip():
+                    continue
+                try:
+                    row = json_loads(line)
+                except ValueError as err:
+                    raise UserError(
+                        f"line {lineno} is not valid JSON ({one_line(err, 120)})", file=str(p), field=field
+                    ) from None
+                missing = [k for k in required if k not in row] if isinstance(row, dict) else list(required)
+                if missing or not isinstance(row, dict):
+                    raise UserError(
+                        f"line {lineno} lacks {', '.join(missing)}"
+                        if missing
+                        else f"line {lineno} is not an object",
+                        file=str(p),
+                        hint=hint,
+                    )
+                rows.append(row)
+    except UnicodeDecodeError:
+        raise UserError("not UTF-8 text", file=str(p), field=field) from None
+    if not rows:
+        raise UserError(f"no {what} in the file", file=str(p), hint=hint)
+    return rows
+
+
 @contextmanager
 def exclusive(path: str | os.PathLike, what: str = "file"):
     """Hold an exclusive lock on the existing ``path`` (a file or a folder) for the block; a

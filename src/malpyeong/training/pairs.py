@@ -24,9 +24,9 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from malpyeong.errors import UserError, one_line
+from malpyeong.errors import UserError
 from malpyeong.inference.results import read_results
-from malpyeong.io import atomic_write_text, ensure_writable, read_jsonl, require_file
+from malpyeong.io import atomic_write_text, ensure_writable, read_jsonl_file
 from malpyeong.tasks.base import ChoiceTask, GenerateTask, Task
 
 REQUIRED = ("id", "source_id", "task", "record", "chosen", "rejected")
@@ -166,21 +166,11 @@ def write_pairs(pairs: Sequence[dict], path: str | os.PathLike, *, overwrite: bo
 
 def read_pairs(path: str | os.PathLike) -> list[dict]:
     """Pairs written by :func:`write_pairs`; a malformed row is one ``UserError``."""
-    p = require_file(path, field="pairs")
-    try:
-        rows = read_jsonl(p)
-    except ValueError as err:
-        raise UserError(f"not valid JSONL: {one_line(err)}", file=str(p)) from None
-    if not rows:
-        raise UserError("no pairs in the file", file=str(p))
-    for n, row in enumerate(rows, 1):
-        missing = [k for k in REQUIRED if k not in row] if isinstance(row, dict) else list(REQUIRED)
-        if missing:
-            raise UserError(
-                f"line {n} lacks {', '.join(missing)}",
-                file=str(p),
-                hint="build pairs with orpo/build_pairs.py",
-            )
+    p = Path(path)
+    rows = read_jsonl_file(
+        p, required=REQUIRED, field="pairs", what="pairs", hint="build pairs with orpo/build_pairs.py"
+    )
+    for row in rows:
         if not (
             isinstance(row["chosen"], str)
             and isinstance(row["rejected"], str)

@@ -21,8 +21,8 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from malpyeong.errors import UserError, one_line
-from malpyeong.io import atomic_write_text, ensure_writable, read_jsonl, require_file
+from malpyeong.errors import UserError
+from malpyeong.io import atomic_write_text, ensure_writable, read_jsonl_file
 from malpyeong.tasks.base import Task
 from malpyeong.training.pairs import build_pairs, outputs_of_results
 
@@ -118,21 +118,11 @@ def write_unpaired(rows: Sequence[dict], path: str | os.PathLike, *, overwrite: 
 
 def read_unpaired(path: str | os.PathLike) -> list[dict]:
     """Rows written by :func:`write_unpaired`; a malformed row is one ``UserError``."""
-    p = require_file(path, field="unpaired")
-    try:
-        rows = read_jsonl(p)
-    except ValueError as err:
-        raise UserError(f"not valid JSONL: {one_line(err)}", file=str(p)) from None
-    if not rows:
-        raise UserError("no examples in the file", file=str(p))
-    for n, row in enumerate(rows, 1):
-        missing = [k for k in REQUIRED if k not in row] if isinstance(row, dict) else list(REQUIRED)
-        if missing:
-            raise UserError(
-                f"line {n} lacks {', '.join(missing)}",
-                file=str(p),
-                hint="build them with orpo/build_unpaired.py",
-            )
+    p = Path(path)
+    rows = read_jsonl_file(
+        p, required=REQUIRED, field="unpaired", what="examples", hint="build them with orpo/build_unpaired.py"
+    )
+    for row in rows:
         if not isinstance(row["completion"], str) or not row["completion"].strip():
             raise UserError("completion must be a non-empty string", file=str(p), item=str(row["id"]))
         if not isinstance(row["label"], bool):
