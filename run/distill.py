@@ -50,8 +50,10 @@ from malpyeong.io import (
     check_distinct,
     check_folder_writable,
     ensure_writable,
+    open_resume,
+    resume_path,
 )
-from malpyeong.prep.distill import distill, engine_generate, open_raw, raw_path, student_prompt
+from malpyeong.prep.distill import distill, engine_generate, student_prompt
 from malpyeong.prep.self_distill import (
     SELECT,
     SelfDistillSettings,
@@ -136,7 +138,8 @@ def main(argv: list[str] | None = None) -> int:
     out = Path(args.out)
     report_path = out.with_name(out.name + ".report.json")  # goes with OUT
     check_distinct(
-        [("--out", out), ("the report", report_path), ("the raw file", raw_path(out))], [("--in", args.inp)]
+        [("--out", out), ("the report", report_path), ("the raw file", resume_path(out))],
+        [("--in", args.inp)],
     )
     ensure_writable(out, args.overwrite)  # the report goes with OUT (rewritten with it)
     check_folder_writable(report_path.parent, what=str(report_path))
@@ -149,7 +152,7 @@ def main(argv: list[str] | None = None) -> int:
         "max_new_tokens": args.max_new_tokens,
         "num_beams": args.num_beams,
     }
-    done, raw = open_raw(raw_path(out), meta, "id")
+    done, raw = open_resume(resume_path(out), meta, "id")
     with raw:
         generate = _never
         if any(it.id not in done for it in items):
@@ -180,7 +183,7 @@ def main(argv: list[str] | None = None) -> int:
             "teacher": args.teacher,
             "input": str(args.inp),
             "resumed": sum(it.id in done for it in items),
-            "raw": str(raw_path(out)),
+            "raw": str(resume_path(out)),
             **report,
         },
     )
@@ -216,7 +219,7 @@ def main_self(args: argparse.Namespace, task: Task) -> int:
         "seed": args.seed,
         "self": True,
     }
-    done, raw = open_raw(raw_path(out), meta, "key")
+    done, raw = open_resume(resume_path(out), meta, "key")
     with raw:
         generate = _never_k
         if any(f"{it.id}#{k}" not in done for it in items for k in range(args.num_candidates)):
@@ -235,7 +238,7 @@ def main_self(args: argparse.Namespace, task: Task) -> int:
     records, report = select_candidates(task, items, texts, settings, similarity, prompt=spec)
     atomic_write_text(out, "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in records))
     atomic_write_json(
-        report_path, {"teacher": args.teacher, "input": str(args.inp), "raw": str(raw_path(out)), **report}
+        report_path, {"teacher": args.teacher, "input": str(args.inp), "raw": str(resume_path(out)), **report}
     )
     print(
         f"{out}: {len(records)} of {len(items)} items kept, {args.num_candidates} candidates "

@@ -30,8 +30,9 @@ from malpyeong.io import (
     check_distinct,
     check_folder_writable,
     ensure_writable,
+    open_resume,
+    resume_path,
 )
-from malpyeong.prep.distill import open_raw, raw_path
 from malpyeong.prep.filters import FilterConfig, filter_pairs
 from malpyeong.prep.magpie import engine_functions, generate_pairs, pre_query, to_record
 
@@ -84,7 +85,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     out = Path(args.out)
     report_path = Path(args.report or out.with_name(out.name + ".report.json"))  # goes with OUT
-    check_distinct([("--out", out), ("--report", report_path), ("the raw file", raw_path(out))])
+    check_distinct([("--out", out), ("--report", report_path), ("the raw file", resume_path(out))])
     ensure_writable(out, args.overwrite)  # the report goes with OUT (rewritten with it)
     check_folder_writable(report_path.parent, what=str(report_path))
     source = resolve_source(args.model)
@@ -101,7 +102,7 @@ def main(argv: list[str] | None = None) -> int:
         "max_new_tokens": args.max_new_tokens,
         "max_instruction_tokens": args.max_instruction_tokens,
     }
-    done, raw = open_raw(raw_path(out), meta, "index")
+    done, raw = open_resume(resume_path(out), meta, "index")
     with raw:
         pending = sum(1 for i in range(args.n) if i not in done)
         if pending:
@@ -141,7 +142,7 @@ def main(argv: list[str] | None = None) -> int:
             "model": args.model,
             "n": args.n,
             "resumed": len(done),
-            "raw": str(raw_path(out)),
+            "raw": str(resume_path(out)),
             **report,
         },
     )

@@ -345,3 +345,42 @@ class JsonlAppender:
 
     def __exit__(self, *exc: object) -> None:
         self.close()
+
+
+# ------------------------------------------------------------------------------- resume files
+# A generator that writes one row per unit of work (a teacher's answer, a Magpie sample) appends
+# each to OUT.raw.jsonl as it is made; a rerun skips what is there and refuses to mix settings.
+
+
+def resume_path(out: str | os.PathLike) -> Path:
+    """Where a generator keeps its raw outputs and resumes from: ``OUT.raw.jsonl``."""
+    out = Path(out)
+    return out.with_name(out.name + ".raw.jsonl")
+
+
+def open_resume(path: str | os.PathLike, meta: dict, key: str) -> tuple[dict[Any, dict], JsonlAppender]:
+    """Rows already in the resume file by ``row[key]``, and an appender for new rows.
+
+    A new file starts with ``{"_meta": meta}``. An existing file must carry the same meta: rows
+    made by another model or with other settings are not silently mixed into one dataset.
+    """
+    path = Path(path)
+    rows = read_jsonl(path) if path.exists() else []
+    done: dict[Any, dict] = {}
+    if rows:
+        head = rows[0].get("_meta")
+        if head is None:
+            raise UserError("raw file has no _meta header", file=str(path), hint="delete it to start over")
+        diff = sorted(k for k in set(head) | set(meta) if head.get(k) != meta.get(k))
+        if diff:
+            k = diff[0]
+            raise UserError(
+                f"made with other settings: {k} was {head.get(k)!r}, now {meta.get(k)!r}",
+                file=str(path),
+                hint="use the same settings to resume, or delete it",
+            )
+        done = {r[key]: r for r in rows[1:] if key in r}
+    appender = JsonlAppender(path)
+    if not rows:
+        appender.write({"_meta": meta})
+    return done, appender

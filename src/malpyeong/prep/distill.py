@@ -18,26 +18,23 @@ Output records, one per kept item, in the trainer's prompt–completion format::
 can be told apart only by ``source``.
 
 Resume: every teacher output is appended to a raw JSONL file (``OUT.raw.jsonl``, first line a
-``{"_meta": ...}`` header with the settings); a rerun skips the ids already there and refuses
-to mix outputs made with other settings. The raw file stays after the run, so changing only
-the post-processing never needs the teacher again.
+``{"_meta": ...}`` header with the settings; :func:`malpyeong.io.open_resume`); a rerun skips
+the ids already there and refuses to mix outputs made with other settings. The raw file stays
+after the run, so changing only the post-processing never needs the teacher again.
 """
 
 from __future__ import annotations
 
 import logging
-import os
 from collections import Counter
 from collections.abc import Callable, Sequence
 from dataclasses import replace
-from pathlib import Path
 from typing import Any
 
 from malpyeong.cli import progress_bar
 from malpyeong.errors import UserError
 from malpyeong.inference.answer import AnswerSettings, answer_items
 from malpyeong.inference.engines import Engine
-from malpyeong.io import JsonlAppender, read_jsonl
 from malpyeong.tasks.base import PromptSpec, Task, chat_messages
 
 log = logging.getLogger(__name__)
@@ -45,44 +42,6 @@ log = logging.getLogger(__name__)
 # prompts (whatever the bound engine takes: items here) -> one raw text per prompt
 Generate = Callable[[list[Any]], list[str]]
 SOURCE = "distill"
-
-
-# ---------------------------------------------------------------------------------------------
-# raw file: resume from it, refuse to mix settings
-
-
-def raw_path(out: str | os.PathLike) -> Path:
-    """Where a generator keeps its raw outputs (and resumes from): ``OUT.raw.jsonl``."""
-    out = Path(out)
-    return out.with_name(out.name + ".raw.jsonl")
-
-
-def open_raw(path: str | os.PathLike, meta: dict, key: str) -> tuple[dict[Any, dict], JsonlAppender]:
-    """Rows already in the raw file by ``row[key]``, and an appender for new rows.
-
-    A new file starts with ``{"_meta": meta}``. An existing file must carry the same meta: rows
-    made by another model or with other settings are not silently mixed into one dataset.
-    """
-    path = Path(path)
-    rows = read_jsonl(path) if path.exists() else []
-    done: dict[Any, dict] = {}
-    if rows:
-        head = rows[0].get("_meta")
-        if head is None:
-            raise UserError("raw file has no _meta header", file=str(path), hint="delete it to start over")
-        diff = sorted(k for k in set(head) | set(meta) if head.get(k) != meta.get(k))
-        if diff:
-            k = diff[0]
-            raise UserError(
-                f"made with other settings: {k} was {head.get(k)!r}, now {meta.get(k)!r}",
-                file=str(path),
-                hint="use the same settings to resume, or delete it",
-            )
-        done = {r[key]: r for r in rows[1:] if key in r}
-    appender = JsonlAppender(path)
-    if not rows:
-        appender.write({"_meta": meta})
-    return done, appender
 
 
 # ---------------------------------------------------------------------------------------------
