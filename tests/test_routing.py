@@ -87,8 +87,8 @@ def experts(tiny_llama, tmp_path_factory) -> dict:
 def test_each_item_is_answered_by_its_category_expert(experts, tmp_path):
     out = tmp_path / "routed.json"
     main = load_script("run/test.py").main
-    assert (
-        main(
+    if True:
+        code = main(
             [
                 "--model",
                 str(experts["folder"]),
@@ -107,8 +107,7 @@ def test_each_item_is_answered_by_its_category_expert(experts, tmp_path):
                 "cpu",
             ]
         )
-        == 0
-    )
+    assert code == 0
     expected = {"원인": ("inference_1", "원인"), "전제": ("inference_2", "전제")}
     res = read_results(out)
     rows = {r["id"]: r for r in map(json.loads, sidecar_path(out).read_text().splitlines()[1:])}
@@ -240,34 +239,36 @@ def test_experts_train_in_turn_and_route(experts, tiny_llama, tmp_path):
 
 
 def test_routed_prediction_resumes_expert_by_expert(experts, tmp_path):
-    from malpyeong.inference.answer import AnswerSettings
-    from malpyeong.inference.loading import load_engine
-    from malpyeong.inference.routing import plan_routes, run_routed
+    from malpyeong.inference.predict import PredictionJob
+    from malpyeong.inference.routing import plan_routes
 
     task = get_task("cci")
     items = experts["items"]
     routes = plan_routes(experts["folder"], task, items, "category", str(experts["general"]))
     loaded: list[str] = []
 
-    def engine_for(source, settings, stop_at=None):
-        loaded.append(source.weights)
-        if stop_at is not None and len(loaded) == stop_at:
-            raise KeyboardInterrupt
-        return load_engine(source, device="cpu")
+    class Job(PredictionJob):
+        stop_at: int | None = None
+
+        def load(self, source, settings):
+            loaded.append(source.weights)
+            if self.stop_at is not None and len(loaded) == self.stop_at:
+                raise KeyboardInterrupt
+            return super().load(source, settings)
 
     def run(out, stop_at=None):
-        return run_routed(
-            routes,
+        job = Job(
             task,
-            items,
-            out,
-            key="category",
+            str(experts["folder"]),
+            output=out,
+            route="category",
+            fallback=str(experts["general"]),
             model_name="m",
-            settings_for=lambda s: AnswerSettings(),
-            engine_for=lambda s, st: engine_for(s, st, stop_at),
-            engine_name="hf",
+            device="cpu",
             progress=False,
         )
+        job.stop_at = stop_at
+        return job.run(items)
 
     out = tmp_path / "r.json"
     with pytest.raises(KeyboardInterrupt):

@@ -35,9 +35,7 @@ from malpyeong.data import check_submission, load_items
 from malpyeong.device import cuda_available
 from malpyeong.ensemble import VoteJob, run_vote
 from malpyeong.errors import UserError
-from malpyeong.inference.answer import AnswerSettings, default_batch_size
-from malpyeong.inference.loading import load_engine, resolve_source
-from malpyeong.inference.predict import run_prediction
+from malpyeong.inference.predict import PredictionJob
 from malpyeong.inference.results import partial_paths, read_results, sidecar_path
 from malpyeong.io import atomic_write_json
 from malpyeong.models.backbones import REGISTRY, get_backbone, non_commercial
@@ -233,15 +231,15 @@ def predict_member(
         return "done"
     if side.is_file() and partial_paths(output):
         side.unlink()  # killed between the two final files: the partial rows rebuild both
-    source = resolve_source(member.run_dir)  # the run's prompt and max_length, as run/test.py
-    spec = task.prompt_spec(source.defaults.get("prompt", "baseline"))
-    engine = load_engine(source)
-    size = batch_size or default_batch_size(task, getattr(engine, "model", None))
-    settings = AnswerSettings(prompt=spec, max_length=source.defaults.get("max_length"), batch_size=size)
-    summary = run_prediction(
-        engine, task, items, output, settings=settings, model_name=member.name, progress=progress
+    job = PredictionJob(  # the run's prompt and max_length, as run/test.py
+        task,
+        str(member.run_dir),
+        output=output,
+        batch_size=batch_size,
+        model_name=member.name,
+        progress=progress,
     )
-    del engine
+    summary = job.run(items)
     _release_memory()
     return f"{summary.n} items ({summary.resumed} resumed)"
 

@@ -6,7 +6,8 @@ every value in turn into ``<run>/<value>/``, listed in ``<run>/experts.json``; t
 finder are the run-folder format's, :mod:`malpyeong.models.runfolder`). Prediction with ``run/test.py --model <run> --route category`` sends each item to its value's expert (a run
 folder ``<run>/<value>/``), or to a general model (``--fallback``) where no expert exists; each
 expert's results go to ``NAME.route/<value>.json`` (so a rerun resumes expert by expert), then
-one results file and one sidecar come out, each sidecar row naming its expert.
+one results file and one sidecar come out, each sidecar row naming its expert (the loop over the
+experts is :class:`~malpyeong.inference.predict.PredictionJob`'s).
 
 The task says which fields may route (:attr:`~malpyeong.tasks.base.Task.route_keys`); nothing
 here knows a task.
@@ -18,18 +19,13 @@ import json
 import logging
 import os
 import shutil
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from malpyeong import __version__
 from malpyeong.data import write_submission
 from malpyeong.errors import UserError
-from malpyeong.inference.answer import AnswerSettings
-from malpyeong.inference.engines import Engine
-from malpyeong.inference.loading import ModelSource, resolve_source
-from malpyeong.inference.predict import run_prediction
 from malpyeong.inference.results import sidecar_path
 from malpyeong.io import atomic_write_text, read_jsonl
 from malpyeong.models.runfolder import expert_folders
@@ -133,79 +129,9 @@ def route_dir(output: str | os.PathLike) -> Path:
     return p.with_name(p.stem + ".route")
 
 
-def run_routed(
-    routes: Sequence[Route],
-    task: Task,
-    items: Sequence[Any],
-    output: str | os.PathLike,
-    *,
-    key: str,
-    model_name: str,
-    settings_for: Callable[[ModelSource], AnswerSettings],
-    engine_for: Callable[[ModelSource, AnswerSettings], Engine],
-    engine_name: str,
-    progress: bool = True,
-) -> dict:
-    """Answer each route's items with its model, then write one results file and sidecar.
-
-    An expert whose results file is already complete (same settings) is not run again.
-    Returns the header written to the sidecar.
-    """
-    output = Path(output)
-    parts = route_dir(output)
-    parts.mkdir(parents=True, exist_ok=True)
-    metas: dict[str, dict] = {}
-    rows: dict[str, dict] = {}
-    for route in routes:
-        source = resolve_source(route.model)
-        if source.run.get("task") and source.run["task"] != task.name:
-            raise UserError(
-                f"expert trained for task {source.run['task']}, not {task.name}",
-                file=route.model,
-                field="model",
-            )
-        settings = settings_for(source)
-        mine = [items[i] for i in route.indices]
-        part = parts / f"{route.name}.json"
-        meta = {
-            "model": route.model,
-            "task": task.name,
-            **settings.meta(task, engine_name),
-            "malpyeong_version": __version__,
-        }
-        if not _complete(part, meta, len(mine)):
-            log.info("%s %s: %d items from %s", key, route.name, len(mine), route.model)
-            run_prediction(
-                engine_for(source, settings),
-                task,
-                mine,
-                part,
-                settings=settings,
-                model_name=route.model,
-                overwrite=True,
-                progress=progress,
-            )
-        for row in read_jsonl(sidecar_path(part))[1:]:
-            rows[row["id"]] = {**row, "expert": route.name}
-        metas[route.name] = meta
-    head = {
-        "model": model_name,
-        "task": task.name,
-        "route": key,
-        "experts": metas,
-        "malpyeong_version": __version__,
-    }
-    ids = [it.id for it in items]
-    lines = [json.dumps({"_meta": head}, ensure_ascii=False)]
-    lines += [json.dumps(rows[i], ensure_ascii=False) for i in ids]
-    atomic_write_text(sidecar_path(output), "\n".join(lines) + "\n")
-    # the caller checked the output may be written before any expert ran
-    write_submission(list(items), {i: rows[i]["output"] for i in ids}, output, overwrite=True)
-    shutil.rmtree(parts)
-    return head
-
-
-def _complete(part: Path, meta: dict, n: int) -> bool:
+def route_complete(part: Path, meta: dict, n: int) -> bool:
+    """Whether an expert's results file ``part`` is finished: both files, made with ``meta``,
+    with ``n`` rows (a rerun does not load that expert again)."""
     side = sidecar_path(part)
     if not (part.is_file() and side.is_file()):
         return False
@@ -213,13 +139,26 @@ def _complete(part: Path, meta: dict, n: int) -> bool:
     return bool(rows) and rows[0].get("_meta") == meta and len(rows) == n + 1
 
 
+def write_routed(output: str | os.PathLike, items: Sequence[Any], rows: dict[str, dict], head: dict) -> None:
+    """One results file and one sidecar (header ``head``, each row naming its expert) from the
+    experts' rows, in item order; then the experts' own files go. The caller checked the output
+    may be written before any expert ran."""
+    ids = [it.id for it in items]
+    lines = [json.dumps({"_meta": head}, ensure_ascii=False)]
+    lines += [json.dumps(rows[i], ensure_ascii=False) for i in ids]
+    atomic_write_text(sidecar_path(output), "\n".join(lines) + "\n")
+    write_submission(list(items), {i: rows[i]["output"] for i in ids}, output, overwrite=True)
+    shutil.rmtree(route_dir(output))
+
+
 __all__ = [
     "FALLBACK",
     "Route",
     "plan_routes",
     "route_dir",
+    "route_complete",
     "route_key",
     "route_values",
-    "run_routed",
     "select_items",
+    "write_routed",
 ]
