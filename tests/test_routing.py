@@ -11,6 +11,7 @@ from pathlib import Path
 import pytest
 from conftest import load_script
 from test_training import make_synthetic_cci, write_json
+from test_trip import LIMIT, Trip
 
 from malpyeong.cli import run_cli
 from malpyeong.data import load_items
@@ -85,9 +86,10 @@ def experts(tiny_llama, tmp_path_factory) -> dict:
 
 
 def test_each_item_is_answered_by_its_category_expert(experts, tmp_path):
+    """(Measured on the way: the longest trip of a routed prediction, see tests/test_trip.py.)"""
     out = tmp_path / "routed.json"
     main = load_script("run/test.py").main
-    if True:
+    with Trip() as trip:
         code = main(
             [
                 "--model",
@@ -108,6 +110,7 @@ def test_each_item_is_answered_by_its_category_expert(experts, tmp_path):
             ]
         )
     assert code == 0
+    assert "inference/predict.py" in trip.longest and len(trip.longest) <= LIMIT, trip.longest
     expected = {"원인": ("inference_1", "원인"), "전제": ("inference_2", "전제")}
     res = read_results(out)
     rows = {r["id"]: r for r in map(json.loads, sidecar_path(out).read_text().splitlines()[1:])}
