@@ -376,3 +376,30 @@ def test_every_model_load_goes_through_loading():
                 if f.attr == "load_model" or not re.search(r"Tokenizer|Config", owner):
                     found.append(f"{path.relative_to(ROOT)}:{node.lineno}: {owner}.{f.attr}")
     assert found == []
+
+
+def test_every_package_names_its_public_parts():
+    """Each package's ``__init__`` says what the package is for (a docstring) and names its
+    public parts (``__all__``, every name of which is there to import)."""
+    import importlib
+
+    lacking = []
+    for init in sorted(SRC.rglob("__init__.py")):
+        if init.parent == SRC:
+            continue
+        name = module_name(init)
+        tree = ast.parse(init.read_text(encoding="utf-8"))
+        if not ast.get_docstring(tree):
+            lacking.append(f"{name}: no docstring")
+        module = importlib.import_module(name)
+        names = getattr(module, "__all__", None)
+        if not names:
+            lacking.append(f"{name}: no __all__")
+            continue
+        for n in names:
+            if not hasattr(module, n):
+                try:
+                    importlib.import_module(f"{name}.{n}")  # a submodule named in __all__
+                except ImportError:
+                    lacking.append(f"{name}: __all__ names {n!r}, which is not there")
+    assert lacking == []
