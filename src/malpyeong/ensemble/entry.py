@@ -41,7 +41,7 @@ from malpyeong.io import atomic_write_json
 from malpyeong.models.backbones import REGISTRY, get_backbone, non_commercial
 from malpyeong.models.runfolder import complete_checkpoints, is_finished_run, is_model
 from malpyeong.models.tiny import FAMILIES, build_tiny_model
-from malpyeong.tasks import DEFAULT_TASK, Task, get_task
+from malpyeong.tasks import DEFAULT_TASK, Task, TaskItem, get_task
 from malpyeong.training import sft_parser, train_sft
 
 log = logging.getLogger(__name__)
@@ -223,7 +223,7 @@ def train_member(member: Member) -> None:
 
 
 def predict_member(
-    member: Member, task: Task, items: list, output: Path, *, batch_size: int | None, progress: bool
+    member: Member, task: Task, items: list[TaskItem], output: Path, *, batch_size: int | None, progress: bool
 ) -> str:
     """The member's predictions of ``items`` into ``output`` (resumed item by item)."""
     side = sidecar_path(output)

@@ -34,7 +34,7 @@ from malpyeong.inference.scoring import SCORINGS, ItemScore, fit_choice_prompts,
 from malpyeong.inference.shard import ALONE, Shard
 from malpyeong.models.backbones import assistant_affixes, completion_ids
 from malpyeong.models.budget import FittedPrompt, fit_prompt
-from malpyeong.tasks.base import BASELINE, PromptSpec, Task
+from malpyeong.tasks.base import BASELINE, PromptSpec, Task, TaskItem
 
 
 @dataclass(frozen=True)
@@ -124,7 +124,7 @@ class AnswerRun:
 
 def generation_prompts(
     task: Task,
-    items: Sequence[Any],
+    items: Sequence[TaskItem],
     tokenizer: Any,
     backbone: Any,
     spec: PromptSpec,
@@ -140,7 +140,7 @@ def generation_prompts(
 def answer_items(
     engine: Engine,
     task: Task,
-    items: Sequence[Any],
+    items: Sequence[TaskItem],
     settings: AnswerSettings,
     *,
     done: Collection[int] = (),
@@ -174,7 +174,7 @@ def cut_tokens(fitted: Sequence[FittedPrompt]) -> tuple[int, int]:
 def _score(
     engine: Engine,
     task: Task,
-    items: Sequence[Any],
+    items: Sequence[TaskItem],
     settings: AnswerSettings,
     done: Collection[int],
     report: Callable[[int, Answer], None],
@@ -219,7 +219,7 @@ def _score(
 def _generate(
     engine: Engine,
     task: Task,
-    items: Sequence[Any],
+    items: Sequence[TaskItem],
     settings: AnswerSettings,
     done: Collection[int],
     report: Callable[[int, Answer], None],
@@ -270,7 +270,7 @@ def _generate(
 
 
 def reference_logprob(
-    engine: Engine, task: Task, item: Any, prompt: FittedPrompt, affixes: tuple[str, str]
+    engine: Engine, task: Task, item: TaskItem, prompt: FittedPrompt, affixes: tuple[str, str]
 ) -> tuple[float, int] | None:
     """``(log-likelihood, tokens)`` of ``item``'s gold output after its prompt, written as the
     training completion (end-of-turn included); None without gold output or when the engine
@@ -286,7 +286,7 @@ def reference_logprob(
 
 
 def check_context(
-    engine: Engine, items: Sequence[Any], lengths: Sequence[int], done: Collection[int] = ()
+    engine: Engine, items: Sequence[TaskItem], lengths: Sequence[int], done: Collection[int] = ()
 ) -> None:
     """Refuse, before any work, a prompt longer than the model's context even after the length
     budget cut its conversation (what is left: the question, options, target utterances): the

@@ -22,7 +22,6 @@ import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Any
 
 from malpyeong import __version__
 from malpyeong.data import load_items, write_submission
@@ -99,7 +98,7 @@ def _resumed_rows(
 def run_prediction(
     engine: Engine,
     task: Task,
-    items: Sequence[Any],
+    items: Sequence[TaskItem],
     output: str | os.PathLike,
     *,
     settings: AnswerSettings | None = None,
@@ -175,7 +174,7 @@ def run_prediction(
     return summary
 
 
-def _write_final(task: Task, items: Sequence[Any], meta: dict, output: Path, side: Path) -> None:
+def _write_final(task: Task, items: Sequence[TaskItem], meta: dict, output: Path, side: Path) -> None:
     """Both final files from every process's partial rows, in item order; then no partials."""
     parts = partial_paths(output)
     rows = {r["id"]: r for part in parts for r in read_jsonl(part)[1:] if "id" in r}

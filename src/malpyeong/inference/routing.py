@@ -22,14 +22,13 @@ import shutil
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
 
 from malpyeong.data import write_submission
 from malpyeong.errors import UserError
 from malpyeong.inference.results import sidecar_path
 from malpyeong.io import atomic_write_text, read_jsonl
 from malpyeong.models.runfolder import expert_folders
-from malpyeong.tasks.base import Task
+from malpyeong.tasks.base import Task, TaskItem
 
 log = logging.getLogger(__name__)
 
@@ -52,8 +51,13 @@ def route_key(task: Task, key: str | None = None) -> str:
 
 
 def select_items(
-    task: Task, items: Sequence[Any], value: str | None, *, file: str | None = None, required: bool = True
-) -> list[Any]:
+    task: Task,
+    items: Sequence[TaskItem],
+    value: str | None,
+    *,
+    file: str | None = None,
+    required: bool = True,
+) -> list[TaskItem]:
     """The items whose routing field (the task's first) is ``value``; all items for None.
 
     No item of ``value`` is an error naming the values there are, unless not ``required``
@@ -77,7 +81,7 @@ def select_items(
     return chosen
 
 
-def route_values(task: Task, items: Sequence[Any], key: str) -> list[str]:
+def route_values(task: Task, items: Sequence[TaskItem], key: str) -> list[str]:
     """The distinct values of ``key`` among ``items``, sorted (the experts to train)."""
     return sorted({task.route_value(it, key) for it in items})
 
@@ -95,7 +99,7 @@ class Route:
 
 
 def plan_routes(
-    folder: str | os.PathLike, task: Task, items: Sequence[Any], key: str, fallback: str | None
+    folder: str | os.PathLike, task: Task, items: Sequence[TaskItem], key: str, fallback: str | None
 ) -> list[Route]:
     """Which model answers which items: the item's expert, else ``fallback``; an item with
     neither is an error (listing the values without an expert) before any model is loaded."""
@@ -139,7 +143,9 @@ def route_complete(part: Path, meta: dict, n: int) -> bool:
     return bool(rows) and rows[0].get("_meta") == meta and len(rows) == n + 1
 
 
-def write_routed(output: str | os.PathLike, items: Sequence[Any], rows: dict[str, dict], head: dict) -> None:
+def write_routed(
+    output: str | os.PathLike, items: Sequence[TaskItem], rows: dict[str, dict], head: dict
+) -> None:
     """One results file and one sidecar (header ``head``, each row naming its expert) from the
     experts' rows, in item order; then the experts' own files go. The caller checked the output
     may be written before any expert ran."""

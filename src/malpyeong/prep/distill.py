@@ -35,7 +35,7 @@ from malpyeong.cli import progress_bar
 from malpyeong.errors import UserError
 from malpyeong.inference.answer import AnswerSettings, answer_items
 from malpyeong.inference.engines import Engine
-from malpyeong.tasks.base import PromptSpec, Task, chat_messages
+from malpyeong.tasks.base import PromptSpec, Task, TaskItem, chat_messages
 
 log = logging.getLogger(__name__)
 
@@ -49,7 +49,7 @@ SOURCE = "distill"
 
 
 def run_teacher(
-    items: Sequence[Any],
+    items: Sequence[TaskItem],
     generate: Generate,
     *,
     done: dict[str, dict] | None = None,
@@ -87,7 +87,7 @@ def run_teacher(
 
 
 def build_records(
-    task: Task, items: Sequence[Any], texts: dict[str, str], *, prompt: str | None = None
+    task: Task, items: Sequence[TaskItem], texts: dict[str, str], *, prompt: str | None = None
 ) -> tuple[list[dict], dict]:
     """Training records from teacher texts, and a report of what was kept and why not.
 
@@ -141,7 +141,7 @@ def student_prompt(task: Task, prompt: str | PromptSpec | None) -> PromptSpec:
 
 def distill(
     task: Task,
-    items: Sequence[Any],
+    items: Sequence[TaskItem],
     generate: Generate,
     *,
     prompt: str | None = None,
@@ -184,7 +184,7 @@ def engine_generate(engine: Engine, task: Task, settings: AnswerSettings) -> Gen
     teacher's prompts are fitted and decoded exactly as prediction does it."""
     settings = replace(settings, generate=True)
 
-    def generate(items: list[Any]) -> list[str]:
+    def generate(items: list[TaskItem]) -> list[str]:
         run = answer_items(engine, task, items, settings, progress=False)
         if run.over_budget:
             log.warning("%d prompt(s) stay over --max_length after cutting the dialogue", run.over_budget)

@@ -29,7 +29,7 @@ from malpyeong.models.backbones import Backbone, load_model
 from malpyeong.models.budget import fit_prompt
 from malpyeong.models.runfolder import DATA_STATS, write_run
 from malpyeong.tasks import ChoiceTask, get_task
-from malpyeong.tasks.base import PromptSpec
+from malpyeong.tasks.base import PromptSpec, TaskItem
 from malpyeong.training.examples import BudgetStats, training_items
 from malpyeong.training.models import is_zero3
 from malpyeong.training.outputs import (
@@ -62,7 +62,7 @@ def head_name(model: Any) -> str:
 
 def build_classification_rows(
     task: ChoiceTask,
-    items: Sequence[Any],
+    items: Sequence[TaskItem],
     tokenizer: Any,
     backbone: Backbone,
     spec: PromptSpec,
@@ -145,7 +145,7 @@ def load_classifier_for_training(
     return model
 
 
-def task_metrics(task: ChoiceTask, items: Sequence[Any]) -> Any:
+def task_metrics(task: ChoiceTask, items: Sequence[TaskItem]) -> Any:
     """``compute_metrics`` for the Trainer: the task's dev metric from the head's argmax."""
 
     def compute(prediction: Any) -> dict[str, float]:

@@ -27,12 +27,14 @@ from typing import Any
 from malpyeong.errors import UserError
 from malpyeong.inference.results import read_results
 from malpyeong.io import atomic_write_text, ensure_writable, read_jsonl_file
-from malpyeong.tasks.base import ChoiceTask, GenerateTask, Task
+from malpyeong.tasks.base import ChoiceTask, GenerateTask, Task, TaskItem
 
 REQUIRED = ("id", "source_id", "task", "record", "chosen", "rejected")
 
 
-def choice_pairs(task: ChoiceTask, items: Sequence[Any], *, target_style: str | None = None) -> list[dict]:
+def choice_pairs(
+    task: ChoiceTask, items: Sequence[TaskItem], *, target_style: str | None = None
+) -> list[dict]:
     """One pair per wrong option of each labelled item: the gold answer against it."""
     target_style = task.check_target_style(target_style)
     pairs = []
@@ -61,7 +63,7 @@ def choice_pairs(task: ChoiceTask, items: Sequence[Any], *, target_style: str | 
 
 def generate_pairs(
     task: GenerateTask,
-    items: Sequence[Any],
+    items: Sequence[TaskItem],
     *,
     outputs: dict[str, Any] | None = None,
     results_name: str = "results",
@@ -88,7 +90,7 @@ def generate_pairs(
     return pairs
 
 
-def related_item(task: Task, item: Any, pool: Sequence[Any], seed: int = 0) -> Any | None:
+def related_item(task: Task, item: TaskItem, pool: Sequence[TaskItem], seed: int = 0) -> TaskItem | None:
     """The item in ``pool`` (not ``item``, another gold output) sharing the most key terms.
 
     Ties are broken by a hash of ``seed`` and the two ids, so the choice is stable across runs.
@@ -107,7 +109,7 @@ def related_item(task: Task, item: Any, pool: Sequence[Any], seed: int = 0) -> A
 
 def build_pairs(
     task: Task,
-    items: Sequence[Any],
+    items: Sequence[TaskItem],
     *,
     target_style: str | None = None,
     results: str | os.PathLike | None = None,
@@ -127,7 +129,7 @@ def build_pairs(
 
 
 def outputs_of_results(
-    task: GenerateTask, items: Sequence[Any], results: str | os.PathLike
+    task: GenerateTask, items: Sequence[TaskItem], results: str | os.PathLike
 ) -> tuple[dict[str, Any], str]:
     """A results file's non-empty outputs by id (parsed from the raw text where the output is
     missing), and the results' name."""
@@ -143,7 +145,13 @@ def outputs_of_results(
 
 
 def _row(
-    task: Task, item: Any, pair_id: str, chosen: str, rejected: str, origin: str, target_style: str | None
+    task: Task,
+    item: TaskItem,
+    pair_id: str,
+    chosen: str,
+    rejected: str,
+    origin: str,
+    target_style: str | None,
 ) -> dict:
     return {
         "id": pair_id,

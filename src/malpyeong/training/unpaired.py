@@ -23,7 +23,7 @@ from typing import Any
 
 from malpyeong.errors import UserError
 from malpyeong.io import atomic_write_text, ensure_writable, read_jsonl_file
-from malpyeong.tasks.base import Task
+from malpyeong.tasks.base import Task, TaskItem
 from malpyeong.training.pairs import build_pairs, outputs_of_results
 
 REQUIRED = ("id", "source_id", "task", "record", "completion", "label")
@@ -46,7 +46,7 @@ def unpair(pairs: Sequence[dict]) -> list[dict]:
 
 def scored_outputs(
     task: Task,
-    items: Sequence[Any],
+    items: Sequence[TaskItem],
     outputs: dict[str, Any],
     *,
     threshold: float,
@@ -79,7 +79,7 @@ def scored_outputs(
 
 def build_unpaired(
     task: Task,
-    items: Sequence[Any],
+    items: Sequence[TaskItem],
     *,
     target_style: str | None = None,
     results: str | os.PathLike | None = None,
