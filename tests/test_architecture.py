@@ -1,5 +1,9 @@
-"""The architecture's promises, checked on the source: no import circle among the package's
-modules, no task known by name outside ``tasks/``, no module too long without a reason."""
+"""The architecture's promises, checked on the source (docs/architecture.md): no import circle
+among the package's modules, no import up a layer, only the ground floor at the top of the
+package, no task known by name or by kind outside ``tasks/``, one device default, every model
+load for answering through ``inference/loading.py``, the run-folder names in
+``models/runfolder.py``, every package naming its public parts, no module too long without a
+reason. (The longest trip from run/test.py is measured by tests/test_trip.py.)"""
 
 from __future__ import annotations
 

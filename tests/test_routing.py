@@ -5,6 +5,7 @@ checked with experts that answer differently by construction."""
 from __future__ import annotations
 
 import json
+import sys
 from collections import Counter
 from pathlib import Path
 
@@ -110,6 +111,10 @@ def test_each_item_is_answered_by_its_category_expert(experts, tmp_path):
             ]
         )
     assert code == 0
+    print(
+        f"routed: longest trip ({len(trip.longest)} library files): {' > '.join(trip.longest)}",
+        file=sys.stderr,
+    )
     assert "inference/predict.py" in trip.longest and len(trip.longest) <= LIMIT, trip.longest
     expected = {"원인": ("inference_1", "원인"), "전제": ("inference_2", "전제")}
     res = read_results(out)
