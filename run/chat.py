@@ -41,11 +41,11 @@ from malpyeong.errors import UserError
 from malpyeong.inference.loading import load_engine, resolve_source
 from malpyeong.prep.screenplays import persona_of, read_personas
 from malpyeong.tasks import TASKS, get_task
-from malpyeong.tasks.base import GenerateTask, PromptSpec
+from malpyeong.tasks.base import PromptSpec, Task
 
 DEFAULTS = {
     "user": "User",
-    "memory": "summary_buffer",
+    "memory": "summary_buffer",  # not a task name: the chat's memory strategy
     "memory_tokens": 512,
     "summary_tokens": 128,
     "max_new_tokens": 64,
@@ -105,13 +105,13 @@ def quiet() -> None:
     logging.getLogger("malpyeong").setLevel(logging.WARNING)
 
 
-def reply_task(name: str | None, run_task: str | None) -> GenerateTask:
+def reply_task(name: str | None, run_task: str | None) -> Task:
     able = sorted(n for n, cls in TASKS.items() if cls.live_reply)
     name = name or (run_task if run_task in able else None) or (able[0] if len(able) == 1 else None)
     if name is None:
         raise UserError("which task replies?", field="task", hint=f"--task {' or '.join(able)}")
     task = get_task(name)
-    if not (task.live_reply and isinstance(task, GenerateTask)):
+    if not task.live_reply:
         raise UserError(
             f"task {task.name} cannot hold a live chat",
             field="task",
@@ -155,7 +155,7 @@ def main(argv: list[str] | None = None) -> int:
         for k in (
             "character",
             "user",
-            "memory",
+            "memory",  # not a task name: the chat's memory strategy
             "memory_tokens",
             "summary_tokens",
             "summarizer",

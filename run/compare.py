@@ -25,10 +25,8 @@ from pathlib import Path
 from malpyeong.cli import add_metric_options, given_metric_options, run_cli, task_argument, verbose_argument
 from malpyeong.data import check_submission, load_items
 from malpyeong.errors import UserError
-from malpyeong.inference.answer import AnswerSettings
 from malpyeong.inference.engines import GenerationSettings
-from malpyeong.inference.loading import load_engine, resolve_source
-from malpyeong.inference.predict import run_prediction
+from malpyeong.inference.predict import PredictionJob
 from malpyeong.inference.results import read_results
 from malpyeong.io import check_distinct, check_folder_writable, ensure_writable
 from malpyeong.metrics.comparison import compare, markdown_table, write_reports
@@ -112,25 +110,25 @@ def generate(task: Task, args: argparse.Namespace, names: list[str]) -> list[str
     items = load_items(args.data, task)
     paths = []
     for model, name in zip(args.models, names, strict=True):
-        source = resolve_source(model)
-        spec = task.prompt_spec(args.prompt or source.defaults.get("prompt") or "baseline")
-        settings = AnswerSettings(
-            prompt=spec,
-            max_length=args.max_length or source.defaults.get("max_length"),
-            generation=GenerationSettings(max_new_tokens=args.max_new_tokens, seed=args.seed),
-            batch_size=args.batch_size,
-        )
-        settings.check_for(task, "hf")
         out = Path(args.out) / "predictions" / f"{name.replace('/', '_')}.json"
         if out.exists() and not args.overwrite:
             log.info("%s: predictions exist, reused", out)
         else:
-            engine = load_engine(
-                source, engine="hf", dtype=args.dtype, device=getattr(args, "device", None), seed=args.seed
+            job = PredictionJob(
+                task,
+                model,
+                output=out,
+                input=args.data,
+                prompt=args.prompt,
+                max_length=args.max_length,
+                batch_size=args.batch_size,
+                generation=GenerationSettings(max_new_tokens=args.max_new_tokens, seed=args.seed),
+                dtype=args.dtype,
+                device=getattr(args, "device", None),
+                overwrite=args.overwrite,
+                log=log,
             )
-            summary = run_prediction(
-                engine, task, items, out, settings=settings, model_name=model, overwrite=args.overwrite
-            )
+            summary = job.run(items)
             print(f"{out}: {summary.n} predictions; {summary.cut} prompts cut to fit")
         paths.append(str(out))
     return paths

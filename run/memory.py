@@ -25,14 +25,12 @@ from __future__ import annotations
 import argparse
 import json
 import sys
-from dataclasses import replace
 from pathlib import Path
 
 from malpyeong.cli import read_system_prompt, run_cli, verbose_argument
 from malpyeong.errors import UserError, UserErrors
-from malpyeong.inference.answer import AnswerSettings, answer_items
 from malpyeong.inference.engines import GenerationSettings
-from malpyeong.inference.loading import load_engine, resolve_source
+from malpyeong.inference.predict import PredictionJob
 from malpyeong.io import atomic_write_text, ensure_writable
 from malpyeong.tasks.memory import TURN_READINGS, MemoryItem, MemoryTask, state_problems
 
@@ -74,7 +72,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         type=int,
         default=None,
         help="token budget of prompt + answer; the oldest utterances are cut to fit "
-        "(default: the run's, or none)",
+        "(default: the run's, or the model's context size)",
     )
     p.add_argument("--show_raw", action="store_true", help="also print the raw generation to stderr")
     p.add_argument("--out", default=None, help="write the JSON to this file instead of stdout")
@@ -146,31 +144,26 @@ def main(argv: list[str] | None = None) -> int:
     if args.max_new_tokens < 1 or (args.max_length is not None and args.max_length < 1):
         raise UserError("--max_new_tokens and --max_length must be at least 1", field="max_length")
     task = MemoryTask()
-    source = resolve_source(args.model)
-    spec = replace(
-        task.prompt_spec(args.prompt or source.defaults.get("prompt")),
-        system=read_system_prompt(args.system_prompt_file),
+    job = PredictionJob(
+        task,
+        args.model,
+        prompt=args.prompt,
+        system_prompt=read_system_prompt(args.system_prompt_file),
+        max_length=args.max_length,
+        batch_size=1,
+        generation=GenerationSettings(max_new_tokens=args.max_new_tokens, seed=args.seed),
+        constrain=not args.no_constrain,
+        engine=args.engine,
+        dtype=args.dtype,
+        device=args.device,
+        progress=False,
     )
+    job.settings_for(job.source_of(args.model))  # a bad --model or --prompt: before reading input
     if args.out:
         ensure_writable(args.out, args.overwrite)
     state = read_state(args.state) if args.state else None
     item = build_item(task, read_dialogue(args.dialogue), state, args.turn_count)
-    settings = AnswerSettings(
-        prompt=spec,
-        max_length=args.max_length or source.defaults.get("max_length"),
-        generation=GenerationSettings(max_new_tokens=args.max_new_tokens, seed=args.seed),
-        batch_size=1,
-        constrain=not args.no_constrain,
-    )
-    engine = load_engine(
-        source,
-        engine=args.engine,
-        dtype=args.dtype,
-        device=args.device,
-        seed=args.seed,
-        structured=settings.constrain,
-    )
-    run = answer_items(engine, task, [item], settings, progress=False)
+    run = job.answer([item])
     answer = run.answers[0]
     if args.show_raw:
         print(f"raw generation: {answer.sidecar['text']}", file=sys.stderr)

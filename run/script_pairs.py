@@ -34,8 +34,9 @@ from malpyeong.prep.screenplays import (
     read_source,
 )
 from malpyeong.tasks import get_task
+from malpyeong.tasks.chat import ChatTask
 
-TARGET_TASK = "chat"  # the layout the records are written in
+TARGET_TASK = ChatTask.name  # the layout the records are written in
 SCRIPT_SUFFIXES = (".txt", ".text", ".html", ".htm", ".xhtml", ".docx")
 
 

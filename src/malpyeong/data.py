@@ -11,12 +11,13 @@ from __future__ import annotations
 import json
 import os
 from collections import Counter
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 from malpyeong.errors import UserError, UserErrors
 from malpyeong.io import atomic_write_json, ensure_writable, json_loads, require_file
-from malpyeong.tasks.base import Task
+from malpyeong.tasks.base import Task, TaskItem
 
 MAX_ERRORS_PER_FILE = 20  # past this a file is usually of another task; say so instead of flooding
 
@@ -88,7 +89,7 @@ def item_label(record: Any, index: int) -> str:
     return f"#{index}"
 
 
-def load_items(path: str | os.PathLike, task: Task, *, require_output: bool = False) -> list:
+def load_items(path: str | os.PathLike, task: Task, *, require_output: bool = False) -> list[TaskItem]:
     """Read and validate a data file for ``task``; raise ``UserErrors`` listing every problem.
 
     ``require_output``: training and dev files must carry gold outputs (test files have ``""``).
@@ -139,7 +140,7 @@ def capped(errors: list[UserError], name: str, hint: str | None = None) -> list[
 
 
 def write_submission(
-    items: list, outputs: dict[str, Any], path: str | os.PathLike, *, overwrite: bool = False
+    items: Sequence[TaskItem], outputs: dict[str, Any], path: str | os.PathLike, *, overwrite: bool = False
 ) -> Path:
     """Write ``items`` (as read from the test file) with ``output`` filled from ``outputs[id]``."""
     path = ensure_writable(path, overwrite)

@@ -236,6 +236,49 @@ def read_jsonl(path: str | os.PathLike) -> list[dict]:
     return rows
 
 
+def read_jsonl_file(
+    path: str | os.PathLike,
+    *,
+    required: Sequence[str] = (),
+    field: str | None = None,
+    what: str = "rows",
+    hint: str | None = None,
+) -> list[dict]:
+    """A JSONL input written whole (preference pairs, unpaired examples): every non-blank line a
+    JSON object holding the ``required`` keys, and at least one; the first bad line is one
+    ``UserError`` naming the file and the line (``hint``: how to make a good file). Unlike
+    :func:`read_jsonl` (files appended as work goes, whose torn last line is dropped), the last
+    line counts without its newline: nothing of a finished input is ever left out."""
+    p = require_file(path, field=field)
+    rows: list[dict] = []
+    try:
+        with open(p, encoding="utf-8-sig") as fh:
+            for lineno, line in enumerate(fh, 1):
+                if not line.strip():
+                    continue
+                try:
+                    row = json_loads(line)
+                except ValueError as err:
+                    raise UserError(
+                        f"line {lineno} is not valid JSON ({one_line(err, 120)})", file=str(p), field=field
+                    ) from None
+                missing = [k for k in required if k not in row] if isinstance(row, dict) else list(required)
+                if missing or not isinstance(row, dict):
+                    raise UserError(
+                        f"line {lineno} lacks {', '.join(missing)}"
+                        if missing
+                        else f"line {lineno} is not an object",
+                        file=str(p),
+                        hint=hint,
+                    )
+                rows.append(row)
+    except UnicodeDecodeError:
+        raise UserError("not UTF-8 text", file=str(p), field=field) from None
+    if not rows:
+        raise UserError(f"no {what} in the file", file=str(p), hint=hint)
+    return rows
+
+
 @contextmanager
 def exclusive(path: str | os.PathLike, what: str = "file"):
     """Hold an exclusive lock on the existing ``path`` (a file or a folder) for the block; a
@@ -302,3 +345,42 @@ class JsonlAppender:
 
     def __exit__(self, *exc: object) -> None:
         self.close()
+
+
+# ------------------------------------------------------------------------------- resume files
+# A generator that writes one row per unit of work (a teacher's answer, a Magpie sample) appends
+# each to OUT.raw.jsonl as it is made; a rerun skips what is there and refuses to mix settings.
+
+
+def resume_path(out: str | os.PathLike) -> Path:
+    """Where a generator keeps its raw outputs and resumes from: ``OUT.raw.jsonl``."""
+    out = Path(out)
+    return out.with_name(out.name + ".raw.jsonl")
+
+
+def open_resume(path: str | os.PathLike, meta: dict, key: str) -> tuple[dict[Any, dict], JsonlAppender]:
+    """Rows already in the resume file by ``row[key]``, and an appender for new rows.
+
+    A new file starts with ``{"_meta": meta}``. An existing file must carry the same meta: rows
+    made by another model or with other settings are not silently mixed into one dataset.
+    """
+    path = Path(path)
+    rows = read_jsonl(path) if path.exists() else []
+    done: dict[Any, dict] = {}
+    if rows:
+        head = rows[0].get("_meta")
+        if head is None:
+            raise UserError("raw file has no _meta header", file=str(path), hint="delete it to start over")
+        diff = sorted(k for k in set(head) | set(meta) if head.get(k) != meta.get(k))
+        if diff:
+            k = diff[0]
+            raise UserError(
+                f"made with other settings: {k} was {head.get(k)!r}, now {meta.get(k)!r}",
+                file=str(path),
+                hint="use the same settings to resume, or delete it",
+            )
+        done = {r[key]: r for r in rows[1:] if key in r}
+    appender = JsonlAppender(path)
+    if not rows:
+        appender.write({"_meta": meta})
+    return done, appender

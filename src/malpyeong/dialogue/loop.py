@@ -55,6 +55,7 @@ class Chat:
         if self.prompts is not None:
             with JsonlAppender(self.prompts) as log:
                 log.write(
+                    # not a task name: the chat's running memory
                     {"turn": index, "prompt": prompt.text, **prompt.info, "memory": self.session.memory}
                 )
         self.out.write(f"{s.character}: ")

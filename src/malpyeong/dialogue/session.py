@@ -44,6 +44,7 @@ class ChatSettings:
 
     def __post_init__(self) -> None:
         if self.memory not in MEMORIES:
+            # not a task name: the chat's memory strategy
             raise UserError(f"unknown memory '{self.memory}'", field="memory", hint=", ".join(MEMORIES))
         for name in ("memory_tokens", "summary_tokens", "max_length", "max_new_tokens"):
             if getattr(self, name) < 1:
@@ -86,7 +87,7 @@ class Session:
             "malpyeong_chat": FORMAT,
             "settings": dataclasses.asdict(self.settings),
             "turns": self.turns,
-            "memory": self.memory,
+            "memory": self.memory,  # not a task name: the chat's memory strategy
             "folded": self.folded,
             "log": self.log,
         }
@@ -110,7 +111,7 @@ def load_session(path: str | os.PathLike) -> Session:
         session = Session(
             settings,
             turns,
-            str(data.get("memory") or ""),
+            str(data.get("memory") or ""),  # not a task name: the chat's memory strategy
             int(data.get("folded") or 0),
             list(data.get("log") or []),
         )

@@ -97,8 +97,9 @@ class TaskSummarizer:
     settings: AnswerSettings
 
     def __call__(self, memory: str, turns: Sequence[Utterance]) -> str:
+        # not a task name: the running memory, as a speaker
         conversation = ((Utterance("memory", memory),) if memory else ()) + tuple(turns)
-        item = self.task.live_item(conversation, item_id="memory")
+        item = self.task.live_item(conversation, item_id="memory")  # not a task name: an item id
         run = answer_items(self.engine, self.task, [item], self.settings, progress=False)
         return " ".join(self.task.output_text(run.outputs[0]).split())
 

@@ -60,7 +60,7 @@ from malpyeong.ensemble.voting import (
 from malpyeong.errors import UserError
 from malpyeong.inference.results import Results, sidecar_path
 from malpyeong.io import atomic_write_json, check_distinct, ensure_writable
-from malpyeong.tasks import ChoiceTask, Task, get_task
+from malpyeong.tasks import Task, get_task
 
 # What ``--method`` accepts: the voting methods, and the stack fitted on dev (:mod:`.stacking`).
 VOTE_METHODS = (*METHODS, "stack")
@@ -248,7 +248,7 @@ def run_vote(job: VoteJob, echo: Callable[[str], None] = print) -> dict[str, Any
         echo=echo,
         weights=weights_given,
     )
-    if isinstance(task, ChoiceTask):
+    if task.combiner == "vote":
         outputs = _vote_choice(inputs)
     elif task.combiner == "fields":
         outputs = _combine_fields(inputs)

@@ -24,7 +24,7 @@ from malpyeong.inference.generation import generate_texts, generate_texts_vllm
 from malpyeong.inference.scoring import ChoicePrompts, ItemScore, score_items, sequence_logprobs
 from malpyeong.inference.shard import ALONE, Shard
 from malpyeong.models.backbones import Backbone, end_of_turn_ids
-from malpyeong.tasks.base import ChoiceTask
+from malpyeong.tasks.base import ChoiceTask, TaskItem
 
 ENGINES = ("hf", "vllm")
 
@@ -51,7 +51,7 @@ class Engine:
     def score(
         self,
         task: ChoiceTask,
-        items: Sequence[Any],
+        items: Sequence[TaskItem],
         prompts: ChoicePrompts,
         *,
         scoring: str,
@@ -114,7 +114,7 @@ class HFEngine(Engine):
     def score(
         self,
         task: ChoiceTask,
-        items: Sequence[Any],
+        items: Sequence[TaskItem],
         prompts: ChoicePrompts,
         *,
         scoring: str,

@@ -30,6 +30,7 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Any
 
+from malpyeong.device import default_device
 from malpyeong.errors import UserError
 
 # ----------------------------------------------------------------------------------------- CCI
@@ -202,12 +203,6 @@ def _short(err: BaseException) -> str:
     return f"{type(err).__name__}: {text[0] if text else ''}".rstrip(": ")
 
 
-def _default_device() -> str:
-    import torch
-
-    return "cuda" if torch.cuda.is_available() else "cpu"
-
-
 # ----------------------------------------------------------------------------------- BERTScore
 
 BERTSCORE_MODEL = "bert-base-multilingual-cased"
@@ -237,7 +232,7 @@ class BertScorer:
         from transformers import AutoModel, AutoTokenizer
 
         self.model_path, self.layer, self.batch_size = str(model_path), layer, batch_size
-        self.device = device or _default_device()
+        self.device = device or default_device()
         self.tokenizer = AutoTokenizer.from_pretrained(self.model_path)
         model = AutoModel.from_pretrained(self.model_path)
         n_layers = model.config.num_hidden_layers
@@ -411,7 +406,7 @@ class BleurtScorer:
             raise ValueError(
                 f"weights do not match a BLEURT model: missing {missing[:3]}, unexpected {unexpected[:3]}"
             )
-        self.device = device or _default_device()
+        self.device = device or default_device()
         self.model = model.to(self.device).eval()
         self.batch_size = batch_size
         self.max_seq_length = min(BLEURT_MAX_SEQ_LENGTH, conf["max_position_embeddings"])

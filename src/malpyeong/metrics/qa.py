@@ -24,6 +24,7 @@ from collections import Counter
 from collections.abc import Collection, Sequence
 from typing import Any
 
+from malpyeong.device import default_device
 from malpyeong.metrics.official import (
     BERTSCORE_MODEL,
     BertScorer,
@@ -67,7 +68,7 @@ class Embedder:
         from sentence_transformers import SentenceTransformer
 
         self.path = str(path)
-        self.model = SentenceTransformer(self.path, device=device or "cpu")
+        self.model = SentenceTransformer(self.path, device=device or default_device())
 
     def similarity(self, refs: Sequence[str], preds: Sequence[str]) -> list[float]:
         """Per-item cosine; an empty prediction scores 0."""

@@ -16,6 +16,7 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
+from malpyeong.device import cuda_available, cuda_bf16, default_device
 from malpyeong.errors import UserError, one_line
 
 log = logging.getLogger(__name__)
@@ -396,6 +397,7 @@ def get_backbone(name: str) -> Backbone:
 
 def registry_table() -> str:
     """The table ``run/train.py --list-models`` prints."""
+    # not a task name: the chat-format column
     head = ("model", "family", "chat", "system", "attention", "pad", "remote code", "licence")
     rows = [head] + [
         (
@@ -578,11 +580,7 @@ def quantization_config(compute_dtype: Any = None) -> Any:
     from transformers import BitsAndBytesConfig
 
     if compute_dtype is None:
-        compute_dtype = (
-            torch.bfloat16
-            if (not torch.cuda.is_available() or torch.cuda.is_bf16_supported())
-            else torch.float16
-        )
+        compute_dtype = torch.bfloat16 if (not cuda_available() or cuda_bf16()) else torch.float16
     return BitsAndBytesConfig(
         load_in_4bit=True,
         bnb_4bit_quant_type="nf4",
@@ -596,8 +594,8 @@ def resolve_dtype(dtype: str | None) -> Any:
     import torch
 
     if dtype in (None, "auto"):
-        if torch.cuda.is_available():
-            return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
+        if cuda_available():
+            return torch.bfloat16 if cuda_bf16() else torch.float16
         return torch.float32
     try:
         return {
@@ -650,7 +648,7 @@ def load_model(
         if num_labels is not None:  # the new head is trained in full precision
             kwargs["quantization_config"].llm_int8_skip_modules = ["score", "classifier"]
         if device_map is None:
-            device_map = {"": _local_device()}
+            device_map = {"": default_device()}  # 4-bit weights load onto one device
     if device_map is not None:
         kwargs["device_map"] = device_map
     from transformers.utils import logging as hf_logging
@@ -669,14 +667,6 @@ def load_model(
     finally:
         hf_logging.set_verbosity(verbosity)
     return model
-
-
-def _local_device() -> Any:
-    import torch
-
-    if torch.cuda.is_available():
-        return int(os.environ.get("LOCAL_RANK", 0))
-    return "cpu"
 
 
 __all__ = [

@@ -106,7 +106,7 @@ def validate(records: list[dict], name: str) -> None:
 
 @converter(
     "dialogsum",
-    "memory",
+    MemoryTask.name,
     help="DialogSum JSONL (fname, dialogue, summary, topic) -> memory items (facts: summary sentences)",
     add_options=add_memory_options,
 )

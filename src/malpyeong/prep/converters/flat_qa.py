@@ -16,6 +16,7 @@ from typing import Any
 from malpyeong.data import capped, read_records
 from malpyeong.errors import UserError, UserErrors
 from malpyeong.prep.converters.registry import Converted, converter
+from malpyeong.tasks.qa import QATask
 
 REQUIRED = ("context", "question")
 
@@ -71,7 +72,9 @@ def convert_row(row: Any, index: int, stem: str, problems: list[tuple[str, str]]
 
 
 @converter(
-    "flat", "qa", "flat QA rows (context, question, answer, cot_answer; JSON, JSONL or CSV) -> qa items"
+    "flat",
+    QATask.name,
+    "flat QA rows (context, question, answer, cot_answer; JSON, JSONL or CSV) -> qa items",
 )
 def convert(path: Path, args: argparse.Namespace) -> Converted:
     rows = read_rows(path)
