@@ -26,14 +26,13 @@ import argparse
 import json
 import sys
 from dataclasses import replace
-from pathlib import Path
 
 from malpyeong.cli import read_system_prompt, run_cli, verbose_argument
 from malpyeong.errors import UserError, UserErrors
 from malpyeong.inference.answer import AnswerSettings, answer_items
 from malpyeong.inference.engines import GenerationSettings
 from malpyeong.inference.loading import load_engine, resolve_source
-from malpyeong.io import atomic_write_text, ensure_writable
+from malpyeong.io import atomic_write_text, ensure_writable, json_loads, read_text, text_of
 from malpyeong.tasks.memory import TURN_READINGS, MemoryItem, MemoryTask, state_problems
 
 
@@ -90,12 +89,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
 def read_dialogue(name: str) -> list[dict]:
     """``Speaker: utterance`` lines as conversation entries; every bad line reported."""
     if name == "-":
-        text = sys.stdin.read()
+        text = text_of(sys.stdin.buffer.read(), "stdin", field="dialogue")
     else:
-        path = Path(name)
-        if not path.is_file():
-            raise UserError("file not found", file=name, field="dialogue")
-        text = path.read_text(encoding="utf-8-sig")
+        text = read_text(name, field="dialogue")
     turns, errors = [], []
     for number, line in enumerate(text.splitlines(), 1):
         if not line.strip():
@@ -117,13 +113,15 @@ def read_dialogue(name: str) -> list[dict]:
 
 
 def read_state(name: str) -> dict:
-    path = Path(name)
-    if not path.is_file():
-        raise UserError("file not found", file=name, field="state")
+    text = read_text(name, field="state")
     try:
-        state = json.loads(path.read_text(encoding="utf-8-sig"))
-    except ValueError as err:
-        raise UserError(f"not valid JSON ({err})", file=name, field="state") from None
+        state = json_loads(text.lstrip("\ufeff"))
+    except json.JSONDecodeError as err:
+        raise UserError(
+            f"not valid JSON (line {err.lineno}, column {err.colno}: {err.msg})", file=name, field="state"
+        ) from None
+    except ValueError as err:  # NaN / Infinity
+        raise UserError(f"not valid JSON: {err}", file=name, field="state") from None
     problems = state_problems(state, "state")
     if problems:
         raise UserErrors([UserError(p, file=name, field=f) for f, p in problems])

@@ -10,13 +10,19 @@
   them 0600, unreadable by teammates on a shared server).
 - A file appended to by a resumable job is locked while it is written, so two runs writing the
   same output at once stop with one line instead of interleaving their rows.
+- A plain-text input (a chat script, a dialogue, a prompt, a CSV table) is read by one reader,
+  :func:`read_text`: UTF-8 with or without a BOM, UTF-16 with a BOM, else the legacy encoding
+  its bytes show (CP949, Windows-1252, Latin-1; :func:`decode_text`), said once on the log;
+  a NUL byte (binary data, UTF-16 without a BOM) is refused naming its line.
 """
 
 from __future__ import annotations
 
+import codecs
 import errno
 import fcntl
 import json
+import logging
 import os
 import tempfile
 from collections.abc import Iterable, Iterator, Sequence
@@ -25,6 +31,8 @@ from pathlib import Path
 from typing import IO, Any
 
 from malpyeong.errors import UserError, one_line
+
+log = logging.getLogger(__name__)
 
 
 def current_umask() -> int:
@@ -57,6 +65,93 @@ def require_file(path: str | os.PathLike, *, field: str | None = None) -> Path:
     if not os.access(p, os.R_OK):
         raise UserError("cannot read: permission denied", file=str(p), field=field)
     return p
+
+
+# ------------------------------------------------------------------------------- text
+
+CP1252_UNDEFINED = frozenset(b"\x81\x8d\x8f\x90\x9d")
+KOREAN_MIN_SHARE = 0.15  # share of non-ASCII bytes above which CP949 is considered
+HANGUL_MIN_SHARE = 0.9  # share of the decoded non-ASCII characters that must be Hangul syllables
+UNAMBIGUOUS = ("utf-8", "utf-8-sig", "utf-16")  # a guessed legacy encoding is said on the log
+
+
+def _is_hangul(ch: str) -> bool:
+    return "\uac00" <= ch <= "\ud7a3"
+
+
+def decode_text(raw: bytes) -> tuple[str, str]:
+    """``(text, encoding name)`` for the bytes of a text file; never raises.
+
+    1. a byte-order mark (UTF-8, UTF-16) says it;
+    2. bytes that decode as strict UTF-8 are UTF-8 (other encodings almost never produce valid
+       UTF-8 multi-byte sequences by chance);
+    3. CP949, when many bytes are non-ASCII (Korean text is mostly Hangul) and they decode
+       strictly into Hangul syllables (a Latin-1 page with a few accented letters is neither);
+    4. Latin-1 when no byte lies in 0x80-0x9F (there Latin-1 and Windows-1252 agree);
+    5. Windows-1252, when no byte is one of the five it leaves undefined;
+    6. Latin-1, which maps every byte and so always succeeds.
+    """
+    for bom, name in (
+        (codecs.BOM_UTF8, "utf-8-sig"),
+        (codecs.BOM_UTF16_LE, "utf-16"),
+        (codecs.BOM_UTF16_BE, "utf-16"),
+    ):
+        if raw.startswith(bom):
+            return raw.decode(name, errors="replace"), name
+    try:
+        return raw.decode("utf-8"), "utf-8"
+    except UnicodeDecodeError:
+        pass
+    high = sum(b >= 0x80 for b in raw)
+    if raw and high / len(raw) >= KOREAN_MIN_SHARE:
+        try:
+            text = raw.decode("cp949")
+        except UnicodeDecodeError:
+            text = None
+        if text is not None:
+            wide = [c for c in text if ord(c) >= 0x80]
+            if wide and sum(map(_is_hangul, wide)) / len(wide) >= HANGUL_MIN_SHARE:
+                return text, "cp949"
+    if not any(0x80 <= b <= 0x9F for b in raw):
+        return raw.decode("latin-1"), "latin-1"  # the same text as cp1252 would give
+    if not CP1252_UNDEFINED.intersection(raw):
+        return raw.decode("cp1252"), "cp1252"
+    return raw.decode("latin-1"), "latin-1"
+
+
+def _looks_utf16(raw: bytes) -> bool:
+    """Every other byte NUL: UTF-16 text of mostly ASCII characters, saved without a BOM."""
+    sample = raw[:4096]
+    return len(sample) >= 4 and (
+        sample[1::2].count(0) > 0.4 * len(sample) / 2 or sample[0::2].count(0) > 0.4 * len(sample) / 2
+    )
+
+
+def text_of(raw: bytes, name: str, *, field: str | None = None) -> str:
+    """The text of a plain-text input's bytes (see :func:`read_text`); ``name`` names it in
+    messages (a path, or ``stdin``)."""
+    text, encoding = decode_text(raw)
+    nul = text.find("\x00")
+    if nul >= 0:
+        line = text.count("\n", 0, nul) + 1
+        why = "; it looks like UTF-16 saved without a byte-order mark" if _looks_utf16(raw) else ""
+        raise UserError(
+            f"line {line} holds a NUL byte, which text does not{why}",
+            file=name,
+            field=field,
+            hint="save the file as UTF-8 text",
+        )
+    if encoding not in UNAMBIGUOUS:
+        log.warning("%s: not UTF-8; read as %s (save it as UTF-8 to be sure)", name, encoding)
+    return text
+
+
+def read_text(path: str | os.PathLike, *, field: str | None = None) -> str:
+    """A plain-text input file as text, whatever encoding it was saved in (:func:`decode_text`);
+    one ``UserError`` naming the file (and ``field``, the option that gave it) when it is no
+    text file."""
+    p = require_file(path, field=field)
+    return text_of(p.read_bytes(), str(p), field=field)
 
 
 # ------------------------------------------------------------------------------- outputs

@@ -16,9 +16,8 @@ from typing import IO
 from malpyeong.dialogue.history import Memory
 from malpyeong.dialogue.reply import generate_reply
 from malpyeong.dialogue.session import Session
-from malpyeong.errors import UserError
 from malpyeong.inference.engines import HFEngine
-from malpyeong.io import JsonlAppender
+from malpyeong.io import JsonlAppender, read_text
 from malpyeong.tasks.base import GenerateTask
 
 COMMANDS = "/memory, /reset, /save FILE, /exit"
@@ -110,8 +109,6 @@ class Chat:
 
 
 def read_lines(path: str | os.PathLike) -> list[str]:
-    """User lines of a scripted conversation (one per line; blank lines skipped)."""
-    p = Path(path)
-    if not p.is_file():
-        raise UserError("file not found", file=str(p), field="input")
-    return [ln for ln in p.read_text(encoding="utf-8-sig").splitlines() if ln.strip()]
+    """User lines of a scripted conversation (one per line; blank lines skipped), read by the
+    one plain-text reader (any encoding it knows, a NUL byte refused)."""
+    return [ln for ln in read_text(path, field="input").splitlines() if ln.strip()]

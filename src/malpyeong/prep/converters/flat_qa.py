@@ -10,11 +10,13 @@ from __future__ import annotations
 
 import argparse
 import csv
+from io import StringIO
 from pathlib import Path
 from typing import Any
 
 from malpyeong.data import capped, read_records
 from malpyeong.errors import UserError, UserErrors
+from malpyeong.io import read_text
 from malpyeong.prep.converters.registry import Converted, converter
 
 REQUIRED = ("context", "question")
@@ -24,9 +26,7 @@ def read_rows(path: Path) -> list[Any]:
     """The file's rows: a CSV by its extension, else a JSON list or JSONL."""
     if path.suffix.lower() != ".csv":
         return read_records(path)
-    if not path.is_file():
-        raise UserError("file not found", file=str(path), hint="check the path")
-    with open(path, encoding="utf-8-sig", newline="") as fh:
+    with StringIO(read_text(path).lstrip("\ufeff"), newline="") as fh:
         reader = csv.DictReader(fh)
         missing = [c for c in REQUIRED if c not in (reader.fieldnames or [])]
         if missing:

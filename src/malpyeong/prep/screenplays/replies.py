@@ -25,6 +25,7 @@ from pathlib import Path
 import yaml
 
 from malpyeong.errors import UserError
+from malpyeong.io import read_text
 from malpyeong.prep.screenplays.parse import DROP_REASONS, Episode, Turn
 
 SKIP_REASONS = ("first_turn", "other_speaker", "short_reply")
@@ -226,11 +227,9 @@ def _skip_reason(
 
 def read_mapping(path: str, field: str) -> dict[str, str]:
     """A JSON or YAML file mapping names to text (aliases, personas)."""
-    p = Path(path)
-    if not p.is_file():
-        raise UserError("file not found", file=path, field=field)
+    text = read_text(path, field=field)
     try:
-        data = yaml.safe_load(p.read_text(encoding="utf-8-sig"))  # JSON is YAML too
+        data = yaml.safe_load(text)  # JSON is YAML too
     except yaml.YAMLError as err:
         raise UserError(f"not JSON or YAML: {str(err).splitlines()[0]}", file=path, field=field) from None
     if not isinstance(data, dict) or not all(
@@ -252,9 +251,7 @@ def read_personas(path: str, character: str | None) -> dict[str, str]:
             field="persona",
             hint="name the character, or give a JSON/YAML mapping speaker -> text",
         )
-    if not Path(path).is_file():
-        raise UserError("file not found", file=path, field="persona")
-    text = Path(path).read_text(encoding="utf-8-sig").strip()
+    text = read_text(path, field="persona").strip()
     if not text:
         raise UserError("empty persona file", file=path, field="persona")
     return {character: text}

@@ -1,0 +1,93 @@
+"""Trust on the newer paths (chat, memory, converters, script_pairs, compare, sessions, text and
+CSV readers): one section per defect class of the issue, each refusal checked as in
+test_defects.py (exit 2, one line on stderr, no traceback, the folder's files, hashes and modes
+unchanged), each silent class by its right output. Every test here failed before its fix.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+
+import pytest
+from conftest import load_script
+from test_defects import refused
+
+from malpyeong.cli import run_cli
+from malpyeong.dialogue import read_lines
+
+CHAT = load_script("run/chat.py")
+MEMORY = load_script("run/memory.py")
+CONVERT = load_script("run/convert.py")
+SCRIPT_PAIRS = load_script("run/script_pairs.py")
+
+
+def write(path, data: bytes | str):
+    if isinstance(data, str):
+        data = data.encode("utf-8")
+    path.write_bytes(data)
+    return path
+
+
+# ------------------------------------------------------------------ 1. plain text in any encoding
+
+TEXT = "A: Café olé, señor\nB: Naïve façade — “quoted”\n"
+LATIN = TEXT.replace("—", "-").replace("“", '"').replace("”", '"')  # Latin-1 has no dash, no quotes
+
+
+@pytest.mark.parametrize(
+    "encoding, text",
+    [("utf-8", TEXT), ("utf-8-sig", TEXT), ("utf-16", TEXT), ("cp1252", TEXT), ("latin-1", LATIN)],
+)
+def test_every_plain_text_input_reads_the_same_encodings(tmp_path, encoding, text, caplog):
+    path = write(tmp_path / "lines.txt", text.encode(encoding))  # utf-16 and utf-8-sig: with a BOM
+    with caplog.at_level(logging.WARNING, logger="malpyeong.io"):
+        assert read_lines(path) == text.splitlines()  # chat --input
+        assert MEMORY.read_dialogue(str(path))[1] == {"speaker": "B", "utterance": text.splitlines()[1][3:]}
+    legacy = encoding in ("cp1252", "latin-1")
+    notes = [r.getMessage() for r in caplog.records if "lines.txt" in r.getMessage()]
+    assert len(notes) == 2 * legacy and all(f"read as {encoding}" in n for n in notes)  # once a read
+
+
+def test_a_latin1_csv_converts(tmp_path, capsys):
+    csv = write(tmp_path / "qa.csv", "id,context,question,answer\nq1,Café olé,Où?,Ici\n".encode("latin-1"))
+    out = tmp_path / "qa.json"
+    argv = ["--from", "flat", "--to", "qa", "--in", csv, "--out", out]
+    assert run_cli(CONVERT.main, [str(a) for a in argv]) == 0
+    assert json.loads(out.read_text(encoding="utf-8"))[0]["input"]["context"] == "Café olé"
+
+
+def test_nul_bytes_are_refused_with_their_line(tmp_path, capsys):
+    nul = write(tmp_path / "nul.txt", b"A: one\nB: two\nA: th\x00ree\n")
+    utf16 = write(tmp_path / "u16.txt", "A: hello\nB: hi\n".encode("utf-16-le"))  # no BOM
+    csv = write(tmp_path / "qa.csv", b"context,question\nc,q\x00\n")
+    model = ["--model", "nobody/model"]  # never loaded: the input is read first
+    refused(
+        MEMORY,
+        [*model, "--dialogue", nul],
+        capsys,
+        tmp_path,
+        ("nul.txt", "field 'dialogue'", "line 3 holds a NUL byte"),
+    )
+    refused(
+        MEMORY,
+        [*model, "--dialogue", utf16],
+        capsys,
+        tmp_path,
+        ("line 1 holds a NUL byte", "UTF-16 saved without a byte-order mark"),
+    )
+    refused(
+        CONVERT,
+        ["--from", "flat", "--to", "qa", "--in", csv, "--out", tmp_path / "o.json"],
+        capsys,
+        tmp_path,
+        "line 2 holds a NUL byte",
+    )
+    prompt = write(tmp_path / "p.txt", b"You are\x00 kind.")
+    refused(
+        MEMORY,
+        [*model, "--dialogue", write(tmp_path / "ok.txt", "A: hi\n"), "--system_prompt_file", prompt],
+        capsys,
+        tmp_path,
+        ("field 'system_prompt_file'", "line 1 holds a NUL byte"),
+    )
