@@ -26,7 +26,6 @@ from __future__ import annotations
 
 import argparse
 import logging
-import math
 import sys
 from dataclasses import replace
 
@@ -133,10 +132,7 @@ def check_args(args: argparse.Namespace) -> None:
         value = getattr(args, name)
         if value is not None and value < 1:
             raise UserError(f"must be at least 1, got {value}", field=name)
-    if not (0 < args.top_p <= 1):
-        raise UserError(f"must be in (0, 1], got {args.top_p}", field="top_p")
-    if not math.isfinite(args.temperature) or args.temperature <= 0:
-        raise UserError(f"must be positive, got {args.temperature}", field="temperature")
+    generation_settings(args)  # the one check of decoding settings (engines.check_generation)
     if args.engine == "vllm":
         try:
             import vllm  # noqa: F401

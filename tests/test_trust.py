@@ -10,7 +10,7 @@ import json
 import logging
 
 import pytest
-from conftest import load_script
+from conftest import ROOT, load_script
 from test_defects import refused
 
 from malpyeong.cli import run_cli
@@ -20,6 +20,7 @@ CHAT = load_script("run/chat.py")
 MEMORY = load_script("run/memory.py")
 CONVERT = load_script("run/convert.py")
 SCRIPT_PAIRS = load_script("run/script_pairs.py")
+COMPARE = load_script("run/compare.py")
 
 
 def write(path, data: bytes | str):
@@ -91,3 +92,41 @@ def test_nul_bytes_are_refused_with_their_line(tmp_path, capsys):
         tmp_path,
         ("field 'system_prompt_file'", "line 1 holds a NUL byte"),
     )
+
+
+# ------------------------------------------------------------------ 2. one check of decoding settings
+
+
+@pytest.mark.parametrize(
+    "flag, value, says",
+    [
+        ("--temperature", "nan", "must be a finite number, got nan"),
+        ("--temperature", "0", "must be positive"),
+        ("--top_p", "5", "must be in (0, 1], got 5.0"),
+        ("--top_p", "inf", "must be a finite number"),
+        ("--seed", "-1", "must be in [0, 4294967295], got -1"),
+        ("--max_new_tokens", "0", "must be at least 1"),
+    ],
+)
+def test_chat_checks_its_sampling_settings_like_prediction(tiny_llama, tmp_path, capsys, flag, value, says):
+    lines = write(tmp_path / "lines.txt", "hello\n")
+    argv = ["--model", tiny_llama, "--session", tmp_path / "s.json", "--input", lines, flag, value]
+    refused(CHAT, argv, capsys, tmp_path, (f"field '{flag[2:]}'", says))
+
+
+def test_generation_settings_refuse_what_the_decoder_chokes_on():
+    from malpyeong.errors import UserError
+    from malpyeong.inference.engines import GenerationSettings
+
+    for bad in ({"temperature": float("nan")}, {"top_p": 1.5}, {"num_beams": 0}, {"do_sample": "yes"}):
+        with pytest.raises(UserError, match=f"field '{next(iter(bad))}'"):
+            GenerationSettings(**bad)
+    assert GenerationSettings(temperature=0.7, top_p=0.9, do_sample=True).top_p == 0.9
+
+
+def test_compare_checks_decoding_settings_before_generating(tiny_models, tmp_path, capsys):
+    data = tmp_path / "dev.json"
+    data.write_text((ROOT / "resource/data/dcs_dev.json").read_text(encoding="utf-8"), encoding="utf-8")
+    models = [tiny_models["llama"], tiny_models["qwen2"]]
+    argv = ["--task", "dcs", "--models", *models, "--data", data, "--out", tmp_path / "report"]
+    refused(COMPARE, [*argv, "--max_new_tokens", "0"], capsys, tmp_path, "field 'max_new_tokens'")

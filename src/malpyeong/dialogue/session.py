@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from malpyeong.errors import UserError
+from malpyeong.inference.engines import check_generation
 from malpyeong.io import atomic_write_json
 from malpyeong.tasks.base import Utterance
 
@@ -54,6 +55,13 @@ class ChatSettings:
             )
         if not self.character.strip() or not self.user.strip():
             raise UserError("names must not be empty", field="character")
+        check_generation(
+            max_new_tokens=self.max_new_tokens,
+            do_sample=self.do_sample,
+            temperature=self.temperature,
+            top_p=self.top_p,
+            seed=self.seed,
+        )
 
     @property
     def budget(self) -> int:
