@@ -21,6 +21,7 @@ MEMORY = load_script("run/memory.py")
 CONVERT = load_script("run/convert.py")
 SCRIPT_PAIRS = load_script("run/script_pairs.py")
 COMPARE = load_script("run/compare.py")
+TEST = load_script("run/test.py")
 
 
 def write(path, data: bytes | str):
@@ -130,3 +131,40 @@ def test_compare_checks_decoding_settings_before_generating(tiny_models, tmp_pat
     models = [tiny_models["llama"], tiny_models["qwen2"]]
     argv = ["--task", "dcs", "--models", *models, "--data", data, "--out", tmp_path / "report"]
     refused(COMPARE, [*argv, "--max_new_tokens", "0"], capsys, tmp_path, "field 'max_new_tokens'")
+
+
+# ------------------------------------------------------------------ 3. a folder that cannot generate
+
+
+def test_a_model_without_a_generation_head_is_refused_up_front(tiny_embedder, tiny_llama, tmp_path, capsys):
+    lines = write(tmp_path / "lines.txt", "hello\n")
+    dialogue = write(tmp_path / "d.txt", "A: hello\n")
+    says = (str(tiny_embedder), "is BertModel, an encoder", "no text-generation head")
+    refused(
+        CHAT,
+        ["--model", tiny_embedder, "--session", tmp_path / "s.json", "--input", lines],
+        capsys,
+        tmp_path,
+        ("field 'model'", *says),
+    )
+    refused(
+        MEMORY, ["--model", tiny_embedder, "--dialogue", dialogue], capsys, tmp_path, ("field 'model'", *says)
+    )
+    refused(
+        TEST,
+        [
+            "--model",
+            tiny_embedder,
+            "--task",
+            "dcs",
+            "--input",
+            ROOT / "resource/data/dcs_dev.json",
+            "--output",
+            tmp_path / "r.json",
+        ],
+        capsys,
+        tmp_path,
+        says,
+    )
+    chat = ["--model", tiny_llama, "--session", tmp_path / "s.json", "--input", lines, "--max_length", "256"]
+    refused(CHAT, [*chat, "--summarizer", tiny_embedder], capsys, tmp_path, ("field 'summarizer'", *says))

@@ -368,7 +368,13 @@ BY_MODEL_TYPE = {
 def _local_config(name: str) -> dict | None:
     path = Path(name) / "config.json"
     if path.is_file():
-        return json.loads(path.read_text(encoding="utf-8"))
+        try:
+            config = json.loads(path.read_text(encoding="utf-8"))
+        except (UnicodeDecodeError, json.JSONDecodeError) as err:
+            raise UserError(f"not valid JSON ({one_line(err, 120)})", file=str(path)) from None
+        if not isinstance(config, dict):
+            raise UserError("not a model config (a JSON object)", file=str(path))
+        return config
     try:  # a hub id that is already in the local cache
         from huggingface_hub import try_to_load_from_cache
 
@@ -378,6 +384,43 @@ def _local_config(name: str) -> dict | None:
     except Exception:  # noqa: BLE001 - a malformed id is reported when loading
         pass
     return None
+
+
+GENERATION_HEADS = ("ForCausalLM", "LMHeadModel", "ForConditionalGeneration")
+
+
+def generation_problem(name: str) -> str | None:
+    """Why the model ``name`` cannot write text, read from its config.json without loading it,
+    or None when it can (or when there is no local config to tell: loading then says).
+
+    transformers' ``AutoModelForCausalLM`` loads an encoder such as BERT with a fresh, random
+    LM head (``BertLMHeadModel``), which then generates noise or crashes on its position
+    table; its config's ``architectures`` say what the weights really are."""
+    config = _local_config(name)
+    if config is None:
+        return None
+    from transformers.models.auto.modeling_auto import MODEL_FOR_CAUSAL_LM_MAPPING_NAMES
+
+    model_type = config.get("model_type")
+    archs = [a for a in config.get("architectures") or [] if isinstance(a, str)]
+    if model_type in MODEL_FOR_CAUSAL_LM_MAPPING_NAMES and (
+        not archs or any(a.endswith(GENERATION_HEADS) for a in archs)
+    ):
+        return None
+    what = archs[0] if archs else f"a '{model_type}' model"
+    if archs and archs[0].endswith(("Classification", "ForMultipleChoice", "ForQuestionAnswering")):
+        kind = "a classifier"
+    elif archs and archs[0].endswith(("ForMaskedLM", "ForPreTraining", "Model")):
+        kind = (
+            "an encoder (embeddings, BERTScore)"
+            if not config.get("is_decoder")
+            else "a model without an LM head"
+        )
+    elif model_type not in MODEL_FOR_CAUSAL_LM_MAPPING_NAMES:
+        kind = "a kind transformers cannot load as a text generator"
+    else:
+        kind = "a model without an LM head"
+    return f"is {what}, {kind}: it has no text-generation head"
 
 
 def get_backbone(name: str) -> Backbone:
