@@ -39,6 +39,7 @@ from malpyeong.dialogue import (
 )
 from malpyeong.errors import UserError
 from malpyeong.inference.loading import load_engine, resolve_source
+from malpyeong.io import check_outputs
 from malpyeong.prep.screenplays import persona_of, read_personas
 from malpyeong.tasks import TASKS, get_task
 from malpyeong.tasks.base import GenerateTask, PromptSpec
@@ -171,6 +172,11 @@ def main(argv: list[str] | None = None) -> int:
         )
     }
     path = Path(args.session or f"sessions/chat-{time.strftime('%Y%m%d-%H%M%S')}.json")
+    check_outputs(  # before any work: the session and the prompt log never replace an input
+        [("--session", path), ("--prompts", args.prompts)],
+        [("--input", args.input), ("--persona", args.persona)],
+        kept=("--session", "--prompts"),  # a session is resumed, the prompt log appended to
+    )
     if path.exists():
         session = load_session(path)
         check_resume(session, given, str(path))

@@ -32,7 +32,7 @@ from malpyeong.errors import UserError, UserErrors
 from malpyeong.inference.answer import AnswerSettings, answer_items
 from malpyeong.inference.engines import GenerationSettings
 from malpyeong.inference.loading import load_engine, resolve_source
-from malpyeong.io import atomic_write_text, ensure_writable, json_loads, read_text, text_of
+from malpyeong.io import atomic_write_text, check_outputs, json_loads, read_text, text_of
 from malpyeong.tasks.memory import TURN_READINGS, MemoryItem, MemoryTask, state_problems
 
 
@@ -141,22 +141,30 @@ def build_item(task: MemoryTask, turns: list[dict], state: dict | None, reading:
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
-    if args.max_new_tokens < 1 or (args.max_length is not None and args.max_length < 1):
-        raise UserError("--max_new_tokens and --max_length must be at least 1", field="max_length")
+    check_outputs(  # before any work: no input is replaced, the output can be written
+        [("--out", args.out)],
+        [
+            ("--dialogue", None if args.dialogue == "-" else args.dialogue),
+            ("--state", args.state),
+            ("--system_prompt_file", args.system_prompt_file),
+        ],
+        overwrite=args.overwrite,
+    )
+    if args.max_length is not None and args.max_length < 1:
+        raise UserError(f"must be at least 1, got {args.max_length}", field="max_length")
+    generation = GenerationSettings(max_new_tokens=args.max_new_tokens, seed=args.seed)
     task = MemoryTask()
     source = resolve_source(args.model)
     spec = replace(
         task.prompt_spec(args.prompt or source.defaults.get("prompt")),
         system=read_system_prompt(args.system_prompt_file),
     )
-    if args.out:
-        ensure_writable(args.out, args.overwrite)
     state = read_state(args.state) if args.state else None
     item = build_item(task, read_dialogue(args.dialogue), state, args.turn_count)
     settings = AnswerSettings(
         prompt=spec,
         max_length=args.max_length or source.defaults.get("max_length"),
-        generation=GenerationSettings(max_new_tokens=args.max_new_tokens, seed=args.seed),
+        generation=generation,
         batch_size=1,
         constrain=not args.no_constrain,
     )

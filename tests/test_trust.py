@@ -22,6 +22,16 @@ CONVERT = load_script("run/convert.py")
 SCRIPT_PAIRS = load_script("run/script_pairs.py")
 COMPARE = load_script("run/compare.py")
 TEST = load_script("run/test.py")
+UNPAIRED = load_script("orpo/build_unpaired.py")
+MEMORY_STATE = {
+    "memory_state": {
+        "key_facts": ["A said hello."],
+        "unresolved_refs": [],
+        "topic": "greeting",
+        "turn_count": 2,
+    },
+    "memory_summary": "A and B greet each other.",
+}
 
 
 def write(path, data: bytes | str):
@@ -168,3 +178,72 @@ def test_a_model_without_a_generation_head_is_refused_up_front(tiny_embedder, ti
     )
     chat = ["--model", tiny_llama, "--session", tmp_path / "s.json", "--input", lines, "--max_length", "256"]
     refused(CHAT, [*chat, "--summarizer", tiny_embedder], capsys, tmp_path, ("field 'summarizer'", *says))
+
+
+# ------------------------------------------------------------------ 4. outputs never replace inputs
+
+
+def test_no_output_replaces_an_input(tiny_llama, tmp_path, capsys):
+    dialogue = write(tmp_path / "d.txt", "A: hello\nB: hi\n")
+    state = write(tmp_path / "state.json", json.dumps(MEMORY_STATE))
+    (tmp_path / "hard.txt").hardlink_to(dialogue)
+    (tmp_path / "soft.json").symlink_to(state)
+    memory = ["--model", tiny_llama, "--dialogue", dialogue, "--state", state, "--overwrite"]
+    refused(MEMORY, [*memory, "--out", dialogue], capsys, tmp_path, "--out is also an input (--dialogue)")
+    refused(
+        MEMORY,
+        [*memory, "--out", tmp_path / "hard.txt"],
+        capsys,
+        tmp_path,
+        "--out is also an input (--dialogue)",
+    )
+    refused(
+        MEMORY,
+        [*memory, "--out", tmp_path / "soft.json"],
+        capsys,
+        tmp_path,
+        "--out is also an input (--state)",
+    )
+
+    scripts = tmp_path / "scripts"
+    scripts.mkdir()
+    script = write(scripts / "a.txt", "ROSS: Hi there.\nRACHEL: Hello you.\nROSS: How are you?\n")
+    pairs = ["--in", scripts, "--overwrite"]
+    refused(SCRIPT_PAIRS, [*pairs, "--out", script], capsys, tmp_path, "--out is also an input (--in)")
+    refused(
+        SCRIPT_PAIRS,
+        [*pairs, "--out", scripts / "pairs.txt"],
+        capsys,
+        tmp_path,
+        "the next run would read it as a script",
+    )
+    refused(
+        SCRIPT_PAIRS,
+        [*pairs, "--out", tmp_path / "p.jsonl", "--persona", tmp_path / "p.jsonl.report.json"],
+        capsys,
+        tmp_path,
+        "the report is also an input (--persona)",
+    )
+
+    lines = write(tmp_path / "lines.txt", "hello\n")
+    chat = ["--model", tiny_llama, "--input", lines, "--max_length", "256"]
+    refused(
+        CHAT,
+        [*chat, "--session", tmp_path / "s.json", "--prompts", lines],
+        capsys,
+        tmp_path,
+        "--prompts is also an input (--input)",
+    )
+    refused(
+        CHAT,
+        [*chat, "--session", tmp_path / "x.json", "--prompts", tmp_path / "x.json"],
+        capsys,
+        tmp_path,
+        "--prompts and --session are the same path",
+    )
+    refused(CHAT, [*chat, "--session", lines], capsys, tmp_path, "--session is also an input (--input)")
+
+    data = ROOT / "resource/data/dcs_train.json"
+    train = write(tmp_path / "train.json", data.read_bytes())
+    argv = ["--task", "dcs", "--data", train, "--out", train, "--overwrite"]
+    refused(UNPAIRED, argv, capsys, tmp_path, "--out is also an input (--data)")

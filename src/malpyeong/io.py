@@ -253,6 +253,30 @@ def check_distinct(outputs: Named, inputs: Named = (), *, folders: Sequence[str]
                 )
 
 
+def check_outputs(
+    outputs: Named,
+    inputs: Named = (),
+    *,
+    overwrite: bool = False,
+    kept: Sequence[str] = (),
+) -> None:
+    """The one output check every script runs before any work: no output is an input or
+    another output (:func:`check_distinct`: the same file under another name, a hard link or a
+    symlink counts), and each output can be written (:func:`ensure_writable`: not a folder,
+    its folder writable, not an existing file unless ``overwrite``). ``kept`` names outputs
+    that may exist and are continued rather than replaced (a resumed session, an appended
+    log): they are checked for a writable folder only."""
+    outputs = [(n, p) for n, p in outputs if p is not None]
+    check_distinct(outputs, inputs)
+    for name, path in outputs:
+        if name in kept:
+            if Path(path).is_dir():
+                raise UserError(f"is a folder; {name} is a file", file=str(path))
+            check_folder_writable(Path(path).parent, what=str(path))
+        else:
+            ensure_writable(path, overwrite)
+
+
 # ------------------------------------------------------------------------------- writing
 
 
