@@ -38,7 +38,7 @@ from malpyeong.dialogue import (
     read_lines,
 )
 from malpyeong.errors import UserError
-from malpyeong.inference.loading import load_engine, resolve_source
+from malpyeong.inference.loading import check_device, check_generates, load_engine, resolve_source
 from malpyeong.io import check_outputs
 from malpyeong.prep.screenplays import persona_of, read_personas
 from malpyeong.tasks import TASKS, get_task
@@ -177,21 +177,39 @@ def main(argv: list[str] | None = None) -> int:
         [("--input", args.input), ("--persona", args.persona)],
         kept=("--session", "--prompts"),  # a session is resumed, the prompt log appended to
     )
-    if path.exists():
+    resumed = path.exists()
+    if resumed:
         session = load_session(path)
         check_resume(session, given, str(path))
         if args.persona:
             raise UserError("a resumed session keeps its persona", field="persona", file=str(path))
     else:
         session = Session(new_settings(args, given))
+    lines = read_lines(args.input) if args.input else None  # every input read before loading
     s = session.settings
     task = get_task(s.task)
     spec = task.prompt_spec(s.prompt)
-    engine = load_engine(resolve_source(s.model), dtype=args.dtype, device=args.device)
+    source = resolve_source(s.model)
+    check_generates(source)
+    if s.memory == "summary_buffer" and s.summarizer not in (None, "extractive"):
+        check_generates(resolve_source(s.summarizer, option="summarizer"))  # before the chat model loads
+    check_device(args.device)
+    engine = load_engine(source, dtype=args.dtype, device=args.device)
     positions = getattr(engine.model.config, "max_position_embeddings", None)
     if isinstance(positions, int) and s.max_length > positions:
+        origin = (
+            "--max_length"
+            if args.max_length
+            else "the session's max_length"
+            if resumed
+            else "max_length (the run's)"
+            if source.defaults.get("max_length")
+            else "max_length (the default)"
+        )
         raise UserError(
-            f"--max_length {s.max_length} is over the model's {positions} positions", field="max_length"
+            f"{origin} {s.max_length} is over the model's {positions} positions",
+            field="max_length",
+            hint=f"pass --max_length {positions} or less" if not resumed else "start a new session",
         )
     summarise = None
     if s.memory == "summary_buffer":
@@ -216,15 +234,15 @@ def main(argv: list[str] | None = None) -> int:
         echo=bool(args.input),
         prompts=Path(args.prompts) if args.prompts else None,
     )
-    session.save(path)
-    resumed = f", resumed at turn {len(session.turns)}" if session.turns else ""
+    # nothing is written until the first turn has its reply: a failed start leaves no session
+    at = f", resumed at turn {len(session.turns)}" if session.turns else ""
     print(
         f"# {s.character} ({s.model}); memory {s.memory}, {s.memory_tokens} tokens; "
-        f"session {path}{resumed}; commands: {COMMANDS}",
+        f"session {path}{at}; commands: {COMMANDS}",
         file=sys.stderr,
     )
-    if args.input:
-        for line in read_lines(args.input):
+    if lines is not None:
+        for line in lines:
             if not chat.say(line):
                 break
         return 0

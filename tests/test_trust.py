@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import json
 import logging
+import os
+import subprocess
 
 import pytest
 from conftest import ROOT, load_script
@@ -15,6 +17,7 @@ from test_defects import refused
 
 from malpyeong.cli import run_cli
 from malpyeong.dialogue import read_lines
+from malpyeong.errors import UserError
 
 CHAT = load_script("run/chat.py")
 MEMORY = load_script("run/memory.py")
@@ -247,3 +250,68 @@ def test_no_output_replaces_an_input(tiny_llama, tmp_path, capsys):
     train = write(tmp_path / "train.json", data.read_bytes())
     argv = ["--task", "dcs", "--data", train, "--out", train, "--overwrite"]
     refused(UNPAIRED, argv, capsys, tmp_path, "--out is also an input (--data)")
+
+
+# ------------------------------------------------------------------ 5. a failed chat start writes nothing
+
+FAST = ["--memory", "none", "--max_length", "256", "--max_new_tokens", "4"]
+
+
+@pytest.fixture
+def read_only(tmp_path):
+    """A folder nobody may write to (immutable: even root cannot; else read-only by mode)."""
+    ro = tmp_path / "ro"
+    ro.mkdir()
+    if os.getuid() == 0:
+        if subprocess.run(["chattr", "+i", str(ro)], capture_output=True).returncode != 0:
+            pytest.skip("cannot make a folder read-only for root here (no chattr)")
+    else:
+        os.chmod(ro, 0o555)
+    yield ro
+    if os.getuid() == 0:
+        subprocess.run(["chattr", "-i", str(ro)], check=True)
+    else:
+        os.chmod(ro, 0o755)
+
+
+def test_a_failed_chat_start_leaves_no_session(tiny_llama, tmp_path, capsys):
+    session, lines = tmp_path / "s.json", write(tmp_path / "lines.txt", "hello\n/exit\n")
+    argv = ["--model", tiny_llama, *FAST, "--session", session, "--prompts", tmp_path / "p.jsonl"]
+    refused(
+        CHAT, [*argv, "--input", tmp_path / "lnies.txt"], capsys, tmp_path, ("lnies.txt", "file not found")
+    )
+    refused(
+        CHAT, [*argv, "--input", lines, "--max_length", "9000"], capsys, tmp_path, "--max_length 9000 is over"
+    )
+    code = run_cli(CHAT.main, [str(a) for a in [*argv, "--input", lines]])  # the corrected rerun
+    assert code == 0, capsys.readouterr().err
+    assert [t["utterance"] for t in json.loads(session.read_text())["turns"]][:1] == ["hello"]
+    assert len((tmp_path / "p.jsonl").read_text().splitlines()) == 1
+
+
+def test_a_read_only_session_folder_is_named_before_loading(
+    tiny_llama, read_only, tmp_path, capsys, monkeypatch
+):
+    from malpyeong.io import atomic_write_text
+
+    lines = write(tmp_path / "lines.txt", "hello\n")
+    monkeypatch.setattr(CHAT, "load_engine", None)  # never reached
+    line = refused(
+        CHAT,
+        ["--model", tiny_llama, "--session", read_only / "s.json", "--input", lines],
+        capsys,
+        tmp_path,
+        f"cannot write in {read_only}",
+    )
+    assert line.startswith(f"error: {read_only / 's.json'}: ")
+    with pytest.raises(UserError) as err:
+        atomic_write_text(read_only / "x.json", "{}")
+    assert err.value.file == str(read_only / "x.json") and ".tmp" not in err.value.line()
+
+
+def test_save_into_a_read_only_folder_is_a_note_not_the_end(tiny_llama, read_only, tmp_path, capsys):
+    lines = write(tmp_path / "lines.txt", f"hello\n/save {read_only / 'copy.json'}\n/memory\n")
+    argv = ["--model", tiny_llama, *FAST, "--session", tmp_path / "s.json", "--input", lines]
+    assert run_cli(CHAT.main, [str(a) for a in argv]) == 0
+    out = capsys.readouterr().out
+    assert f"# not saved: {read_only / 'copy.json'}: cannot write here" in out and "# memory (none)" in out

@@ -286,8 +286,15 @@ def atomic_open(path: str | os.PathLike, mode: str = "w") -> Iterator[IO]:
     ``path`` when the block ends without an error (removed otherwise); it gets the permissions
     the umask gives a new file (``mkstemp`` alone would leave it 0600). ``mode``: "w" or "wb"."""
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    except OSError as err:  # named by the user's path, not by the temporary file's
+        raise UserError(
+            f"cannot write here: {err.strerror or one_line(err)}",
+            file=str(path),
+            hint="choose a folder you can write to",
+        ) from None
     try:
         os.fchmod(fd, 0o666 & ~current_umask())
         text = {"encoding": "utf-8", "newline": "\n"} if "b" not in mode else {}
