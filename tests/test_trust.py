@@ -315,3 +315,79 @@ def test_save_into_a_read_only_folder_is_a_note_not_the_end(tiny_llama, read_onl
     assert run_cli(CHAT.main, [str(a) for a in argv]) == 0
     out = capsys.readouterr().out
     assert f"# not saved: {read_only / 'copy.json'}: cannot write here" in out and "# memory (none)" in out
+
+
+# ------------------------------------------------------------------ 6. resumed session files are checked
+
+
+def session_file(tmp_path, model, **changes) -> dict:
+    """A valid saved session of two turns, with ``changes`` applied (``a.b``: nested keys)."""
+    data = {
+        "malpyeong_chat": 1,
+        "settings": {
+            "model": str(model),
+            "task": "chat",
+            "character": "Mina",
+            "memory": "none",
+            "max_length": 256,
+            "max_new_tokens": 4,
+        },
+        "turns": [{"speaker": "User", "utterance": "hi"}, {"speaker": "Mina", "utterance": "hello"}],
+        "memory": "",
+        "folded": 0,
+        "log": [{"turn": 0}],
+    }
+    for key, value in changes.items():
+        *parents, last = key.split(".")
+        target = data
+        for p in parents:
+            target = target[int(p)] if isinstance(target, list) else target[p]
+        target[int(last) if isinstance(target, list) else last] = value
+    return data
+
+
+def test_a_resumed_session_is_checked_like_a_data_file(tiny_llama, tmp_path, capsys, monkeypatch):
+    monkeypatch.setattr(CHAT, "load_engine", None)  # every refusal comes before loading
+    lines = write(tmp_path / "lines.txt", "more\n")
+    cases = [
+        ({"turns.1.utterance": None}, "field 'turns[1].utterance': must be text, got null None"),
+        (
+            {"settings.max_length": "256"},
+            "field 'settings.max_length': must be a whole number, got text '256'",
+        ),
+        ({"settings.do_sample": 1}, "field 'settings.do_sample': must be true or false, got int 1"),
+        ({"settings.top_p": 7}, "field 'settings.top_p': must be in (0, 1], got 7"),
+        ({"settings.task": "dcs"}, "field 'settings.task': task dcs cannot hold a live chat"),
+        ({"settings.prompt": "kk"}, "field 'settings.prompt': unknown prompt"),
+        ({"turns": {"0": "hi"}}, "field 'turns': must be a list of turns, got object"),
+        ({"folded": 5}, "field 'folded': must be a whole number from 0 to 2 (the turns), got 5"),
+        ({"memory": ["x"]}, "field 'memory': must be text (the running summary), got list"),
+        ({"settings.temprature": 0.5}, "field 'settings.temprature': unknown setting"),
+    ]
+    for i, (changes, says) in enumerate(cases):
+        path = write(tmp_path / f"s{i}.json", json.dumps(session_file(tmp_path, tiny_llama, **changes)))
+        refused(
+            CHAT,
+            ["--session", path, "--input", lines],
+            capsys,
+            tmp_path,
+            (f"s{i}.json", says, "give another --session"),
+        )
+    text = json.dumps(session_file(tmp_path, tiny_llama, **{"settings.temperature": 0.5}))
+    nan = write(tmp_path / "nan.json", text.replace("0.5", "NaN"))
+    refused(
+        CHAT,
+        ["--session", nan, "--input", lines],
+        capsys,
+        tmp_path,
+        "not valid JSON: NaN is not a JSON number",
+    )
+    cut = write(tmp_path / "cut.json", text[:-30])
+    refused(CHAT, ["--session", cut, "--input", lines], capsys, tmp_path, "not valid JSON (line 1, column")
+    two = write(
+        tmp_path / "two.json",
+        json.dumps(session_file(tmp_path, tiny_llama, **{"turns.0.speaker": 3, "log": 4})),
+    )
+    assert run_cli(CHAT.main, ["--session", str(two), "--input", str(lines)]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 2 and "turns[0].speaker" in err[0] and "field 'log'" in err[1], err
