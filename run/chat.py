@@ -36,6 +36,8 @@ from malpyeong.dialogue import (
     load_session,
     make_summarizer,
     read_lines,
+    script_record,
+    script_start,
 )
 from malpyeong.errors import UserError
 from malpyeong.inference.loading import check_device, check_generates, load_engine, resolve_source
@@ -186,6 +188,10 @@ def main(argv: list[str] | None = None) -> int:
     else:
         session = Session(new_settings(args, given))
     lines = read_lines(args.input) if args.input else None  # every input read before loading
+    start, note = script_start(session, args.input, lines) if lines is not None else (0, None)
+    if lines is not None and start == len(lines):  # nothing left to say: no model to load
+        print(f"# {note}", file=sys.stderr)
+        return 0
     s = session.settings
     task = get_task(s.task)
     spec = task.prompt_spec(s.prompt)
@@ -241,8 +247,11 @@ def main(argv: list[str] | None = None) -> int:
         f"session {path}{at}; commands: {COMMANDS}",
         file=sys.stderr,
     )
+    if note:
+        print(f"# {note}", file=sys.stderr)
     if lines is not None:
-        for line in lines:
+        for i, line in enumerate(lines[start:], start + 1):
+            session.script = script_record(args.input, lines[:i])  # saved with the turn
             if not chat.say(line):
                 break
         return 0

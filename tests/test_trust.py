@@ -391,3 +391,46 @@ def test_a_resumed_session_is_checked_like_a_data_file(tiny_llama, tmp_path, cap
     assert run_cli(CHAT.main, ["--session", str(two), "--input", str(lines)]) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 2 and "turns[0].speaker" in err[0] and "field 'log'" in err[1], err
+
+
+# ------------------------------------------------------------------ 7. a rerun continues a scripted chat
+
+
+def test_rerunning_a_scripted_chat_continues_after_the_answered_lines(
+    tiny_llama, tmp_path, capsys, monkeypatch
+):
+    import malpyeong.dialogue.loop as loop
+
+    session = tmp_path / "s.json"
+    lines = write(tmp_path / "lines.txt", "one\ntwo\n\nthree\nfour\n")
+    argv = [str(a) for a in ["--model", tiny_llama, *FAST, "--session", session, "--input", lines]]
+    replies, real = [], loop.generate_reply
+
+    def reply(engine, task, prompt, settings, turn, out):
+        if len(replies) == 2 and not getattr(reply, "resumed", False):
+            raise KeyboardInterrupt  # Ctrl-C while the third line is answered
+        replies.append(turn)
+        return real(engine, task, prompt, settings, turn, out)
+
+    monkeypatch.setattr(loop, "generate_reply", reply)
+    assert run_cli(CHAT.main, argv) == 130
+    assert "rerun the same command to resume" in capsys.readouterr().err
+    reply.resumed = True
+    assert run_cli(CHAT.main, argv) == 0  # the same command again
+    out, err = capsys.readouterr()
+    assert "continuing" in err and "after its first 2 line(s)" in err
+    assert [ln for ln in out.splitlines() if ln.startswith("User: ")] == ["User: three", "User: four"]
+    said = [t["utterance"] for t in json.loads(session.read_text())["turns"] if t["speaker"] == "User"]
+    assert said == ["one", "two", "three", "four"]  # each line once, in order
+
+    before = session.read_bytes()
+    assert run_cli(CHAT.main, argv) == 0
+    assert "all 4 lines" in capsys.readouterr().err and session.read_bytes() == before
+    write(lines, "one\nTWO\nthree\nfour\n")  # an answered line edited
+    refused(
+        CHAT, argv, capsys, tmp_path, ("lines.txt", "changed since this session read its first 4 line(s)")
+    )
+    write(lines, "one\ntwo\nthree\nfour\nfive\n")  # a line added at the end
+    assert run_cli(CHAT.main, argv) == 0
+    said = [t["utterance"] for t in json.loads(session.read_text())["turns"] if t["speaker"] == "User"]
+    assert said == ["one", "two", "three", "four", "five"]

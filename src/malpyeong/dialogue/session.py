@@ -9,9 +9,11 @@ when a session starts; a resumed session refuses a flag that would change one.
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 import json
 import os
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 from malpyeong.errors import UserError, UserErrors
@@ -128,6 +130,8 @@ class Session:
     memory: str = ""  # the running summary of turns[:folded]
     folded: int = 0  # turns before this index are in the memory (or forgotten), not the buffer
     log: list[dict] = field(default_factory=list)  # one row per reply: what its prompt held
+    # --input FILE: how far it was read ({"file", "lines", "sha256"}), so a rerun continues
+    script: dict | None = None
 
     @property
     def buffer(self) -> list[dict]:
@@ -149,6 +153,7 @@ class Session:
             "memory": self.memory,
             "folded": self.folded,
             "log": self.log,
+            **({"input": self.script} if self.script is not None else {}),
         }
 
     def save(self, path: str | os.PathLike) -> None:
@@ -186,13 +191,14 @@ def load_session(path: str | os.PathLike) -> Session:
         data.get("memory", ""),
         data.get("folded", 0),
         list(data.get("log", [])),
+        data.get("input"),
     )
 
 
 def session_problems(data: dict) -> list[tuple[str, str]]:
     """Every way a parsed session file is not one, as ``(field, problem)``."""
     problems: list[tuple[str, str]] = []
-    known = {"malpyeong_chat", "settings", "turns", "memory", "folded", "log"}
+    known = {"malpyeong_chat", "settings", "turns", "memory", "folded", "log", "input"}
     problems += [(k, "unknown field") for k in data if k not in known]
     settings = data.get("settings")
     if not isinstance(settings, dict):
@@ -227,7 +233,50 @@ def session_problems(data: dict) -> list[tuple[str, str]]:
     log = data.get("log", [])
     if not isinstance(log, list) or not all(isinstance(r, dict) for r in log):
         problems.append(("log", "must be a list of objects"))
+    script = data.get("input")
+    if script is not None and not (
+        isinstance(script, dict)
+        and isinstance(script.get("file"), str)
+        and type(script.get("lines")) is int
+        and script["lines"] >= 0
+        and isinstance(script.get("sha256"), str)
+    ):
+        problems.append(("input", "must be an object {file: text, lines: a whole number, sha256: text}"))
     return problems
+
+
+def script_record(path: str | os.PathLike, done: list[str]) -> dict:
+    """How far a scripted chat has read ``--input``: its first ``len(done)`` lines."""
+    digest = hashlib.sha256("\n".join(done).encode("utf-8")).hexdigest()
+    return {"file": str(Path(path).resolve()), "lines": len(done), "sha256": digest}
+
+
+def script_start(session: Session, path: str | os.PathLike, lines: list[str]) -> tuple[int, str | None]:
+    """Where a scripted chat starts in ``lines`` (of ``--input path``) and what to tell the user.
+
+    The same file as the session read before continues after the lines it answered (rerunning
+    the command resumes, never sending early lines twice); another file starts at its first
+    line; the same file changed in the lines already answered is refused (which lines were
+    answered is no longer known)."""
+    done = session.script
+    if done is None:
+        return 0, None
+    if done["file"] != str(Path(path).resolve()):
+        return (
+            0,
+            f"reading {path} from its first line (this session's earlier lines came from {done['file']})",
+        )
+    n = done["lines"]
+    if n > len(lines) or script_record(path, lines[:n])["sha256"] != done["sha256"]:
+        raise UserError(
+            f"changed since this session read its first {n} line(s); which were answered is no longer known",
+            file=str(path),
+            field="input",
+            hint="restore the file and add new lines at its end, or put the new lines in another file",
+        )
+    if n == len(lines):
+        return n, f"all {n} lines of {path} were answered already in this session; nothing to do"
+    return n, f"continuing {path} after its first {n} line(s), answered before in this session"
 
 
 def task_problems(name: Any, prompt: Any) -> list[tuple[str, str]]:
