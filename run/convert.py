@@ -20,9 +20,11 @@ from pathlib import Path
 import yaml
 
 from malpyeong.cli import run_cli, verbose_argument
+from malpyeong.data import check_written
 from malpyeong.errors import UserError
-from malpyeong.io import atomic_write_json, atomic_write_text, check_distinct, ensure_writable
+from malpyeong.io import atomic_write_json, atomic_write_text, check_outputs
 from malpyeong.prep.converters import CONVERTERS, find_converter
+from malpyeong.tasks import TASKS, get_task
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
@@ -59,11 +61,14 @@ def main(argv: list[str] | None = None) -> int:
         raise UserError("--from, --in and --out are needed", hint="--list shows the converters")
     conv = find_converter(args.source, args.target)
     out = Path(args.out)
-    check_distinct(
-        [("--out", out), ("the report", out.with_name(out.name + ".report.json"))], [("--in", args.inp)]
+    check_outputs(
+        [("--out", out), ("the report", out.with_name(out.name + ".report.json"))],
+        [("--in", args.inp)],
+        overwrite=args.overwrite,
     )
-    ensure_writable(out, args.overwrite)
     converted = conv.run(Path(args.inp), args)
+    if conv.target in TASKS:  # what is written is what run/validate.py accepts, or nothing is written
+        check_written(converted.data, get_task(conv.target), args.inp)
     write(args.out, converted)
     if converted.details:
         atomic_write_json(out.with_name(out.name + ".report.json"), converted.details)

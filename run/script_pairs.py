@@ -22,7 +22,7 @@ import sys
 from pathlib import Path
 
 from malpyeong.cli import run_cli, verbose_argument
-from malpyeong.data import load_items
+from malpyeong.data import check_written
 from malpyeong.errors import UserError
 from malpyeong.io import atomic_write_json, atomic_write_text, check_outputs
 from malpyeong.prep.screenplays import (
@@ -137,11 +137,11 @@ def main(argv: list[str] | None = None) -> int:
             hint="scripts need lines like 'Name: speech'"
             + (f"; is '{args.character}' a speaker?" if args.character else ""),
         )
+    check_written(records, get_task(TARGET_TASK), str(out), require_output=True)  # what training reads
     if out.suffix.lower() == ".jsonl":
         atomic_write_text(out, "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in records))
     else:
         atomic_write_json(out, records, indent=4)
-    load_items(out, get_task(TARGET_TASK), require_output=True)  # what training will read
     atomic_write_json(out.with_name(out.name + ".report.json"), report.as_dict(top=20))
     print(f"wrote {len(records)} pairs to {out}")
     return 0

@@ -13,7 +13,7 @@ import subprocess
 
 import pytest
 from conftest import ROOT, load_script
-from test_defects import refused
+from test_defects import refused, snapshot
 
 from malpyeong.cli import run_cli
 from malpyeong.dialogue import read_lines
@@ -26,6 +26,7 @@ SCRIPT_PAIRS = load_script("run/script_pairs.py")
 COMPARE = load_script("run/compare.py")
 TEST = load_script("run/test.py")
 UNPAIRED = load_script("orpo/build_unpaired.py")
+VALIDATE = load_script("run/validate.py")
 MEMORY_STATE = {
     "memory_state": {
         "key_facts": ["A said hello."],
@@ -434,3 +435,63 @@ def test_rerunning_a_scripted_chat_continues_after_the_answered_lines(
     assert run_cli(CHAT.main, argv) == 0
     said = [t["utterance"] for t in json.loads(session.read_text())["turns"] if t["speaker"] == "User"]
     assert said == ["one", "two", "three", "four", "five"]
+
+
+# ------------------------------------------------------------------ 8. converters write what validates
+
+
+def convert(argv, capsys) -> int:
+    return run_cli(CONVERT.main, [str(a) for a in ["--from", "flat", "--to", "qa", *argv]])
+
+
+def test_a_converter_never_writes_what_validate_refuses(tmp_path, capsys):
+    dup = write(
+        tmp_path / "dup.csv", "id,context,question,answer\nq1,c1,w1?,a1\nq2,c2,w2?,a2\nq1,c3,w3?,a3\n"
+    )
+    refused(
+        CONVERT,
+        ["--from", "flat", "--to", "qa", "--in", dup, "--out", tmp_path / "o.json"],
+        capsys,
+        tmp_path,
+        ("dup.csv: item q1: field 'id': duplicate id (2 items share it)", "nothing was written"),
+    )
+    good = write(
+        tmp_path / "good.csv", 'id,context,question,answer\nq1,"c1, with a comma",w1?,a1\nq2,c2,w2?,\n'
+    )
+    assert convert(["--in", good, "--out", tmp_path / "good.json"], capsys) == 0
+    assert run_cli(VALIDATE.main, ["--task", "qa", str(tmp_path / "good.json")]) == 0
+    assert "2 qa items (1 with gold output)" in capsys.readouterr().out
+
+
+def test_the_csv_reader_refuses_ragged_rows_and_repeated_columns_all_at_once(tmp_path, capsys):
+    bad = write(
+        tmp_path / "bad.csv",
+        "id,context,question,answer,answer\nq1,c1,w1?,a1,b1\nq2,c2,w2?,a2,b2,extra\nq3,c3\n\nq4,c4,w4?,a4,b4\n",
+    )
+    before = snapshot(tmp_path)
+    assert convert(["--in", bad, "--out", tmp_path / "o.json"], capsys) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err == [
+        f"error: {bad}: item line 1: column 'answer' appears 2 times (columns 4, 5) (every column needs its own name)",
+        f"error: {bad}: item row 2 (line 3): 6 fields, the header has 5 (quote a value that holds a comma; give every row every column)",
+        f"error: {bad}: item row 3 (line 4): 2 fields, the header has 5 (quote a value that holds a comma; give every row every column)",
+    ]
+    assert snapshot(tmp_path) == before
+
+
+def test_row_type_errors_are_named_for_what_they_are(tmp_path, capsys):
+    rows = [
+        {"context": "c", "question": 7},
+        {"context": ["p1", "p2"], "question": "q", "answer": [1]},
+        {"context": "", "question": "q"},
+    ]
+    path = write(tmp_path / "rows.json", json.dumps(rows))
+    before = snapshot(tmp_path)
+    assert convert(["--in", path, "--out", tmp_path / "o.json"], capsys) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err == [
+        f"error: {path}: item row 1: field 'question': is a int, not text",
+        f"error: {path}: item row 2: field 'answer': is a list, not text",
+        f"error: {path}: item row 3: field 'context': empty",
+    ]
+    assert snapshot(tmp_path) == before
