@@ -495,3 +495,110 @@ def test_row_type_errors_are_named_for_what_they_are(tmp_path, capsys):
         f"error: {path}: item row 3: field 'context': empty",
     ]
     assert snapshot(tmp_path) == before
+
+
+# ------------------------------------------------------------------ 9. real splits: DialogSum test, <directions>
+
+# The shape of DialogSum's test split (three summaries and topics per dialogue), in our own words.
+DIALOGSUM_TEST = [
+    {
+        "fname": "test_1",
+        "dialogue": "#Person1#: Could you water my plants this weekend?\n#Person2#: Sure, which ones?\n"
+        "#Person1#: The ferns on the balcony. They need it twice.",
+        "summary1": "#Person1# asks #Person2# to water the balcony ferns twice this weekend.",
+        "topic1": "plant care",
+        "summary2": "#Person2# agrees to water #Person1#'s ferns over the weekend.",
+        "topic2": "favour",
+        "summary3": "#Person1# needs the ferns watered while away.",
+        "topic3": "watering plants",
+    },
+    {
+        "fname": "test_2",
+        "dialogue": "#Person1#: The bus is late again.\n#Person2#: Let's walk, it is only a mile.",
+        "summary1": "#Person2# suggests walking because the bus is late.",
+        "topic1": "late bus",
+        "summary2": "The bus is late, so they decide to walk a mile.",
+        "topic2": "commute",
+        "summary3": "#Person1# and #Person2# walk instead of waiting.",
+        "topic3": "walking",
+    },
+]
+
+
+def test_dialogsum_test_split_converts_and_scores_against_every_reference(tmp_path, capsys):
+    from malpyeong.data import load_items
+    from malpyeong.metrics.memory import rouge1_f, rouge_l_f
+    from malpyeong.tasks import get_task
+
+    src = write(tmp_path / "dialogsum.test.jsonl", "".join(json.dumps(r) + "\n" for r in DIALOGSUM_TEST))
+    out = tmp_path / "memory_test.json"
+    assert (
+        run_cli(CONVERT.main, ["--from", "dialogsum", "--to", "memory", "--in", str(src), "--out", str(out)])
+        == 0
+    )
+    assert "2 items with several references" in capsys.readouterr().out
+    first = json.loads(out.read_text())[0]
+    assert first["output"]["memory_summary"] == DIALOGSUM_TEST[0]["summary1"]
+    assert first["output"]["memory_state"]["topic"] == "plant care"
+    assert first["references"] == {
+        "memory_summary": [DIALOGSUM_TEST[0]["summary2"], DIALOGSUM_TEST[0]["summary3"]],
+        "topic": ["favour", "watering plants"],
+    }
+    assert run_cli(VALIDATE.main, ["--task", "memory", "--gold", str(out)]) == 0
+
+    task = get_task("memory")
+    gold = load_items(out, task, require_output=True)
+    pred = {it.id: json.loads(json.dumps(it.state)) for it in gold}
+    pred["test_1"]["memory_summary"] = DIALOGSUM_TEST[0]["summary2"]  # one reference, word for word
+    pred["test_1"]["memory_state"]["topic"] = "watering plants"  # the third topic
+    report = task.evaluate(gold, pred)
+    refs = [DIALOGSUM_TEST[0][f"summary{i}"] for i in (1, 2, 3)]
+    one = sum(rouge1_f(r, refs[1]) for r in refs) / 3  # the mean over the references, not the best (1.0)
+    refs2 = [DIALOGSUM_TEST[1][f"summary{i}"] for i in (1, 2, 3)]
+    two = sum(rouge1_f(r, refs2[0]) for r in refs2) / 3
+    assert report["per_item"]["summary_rouge1"] == pytest.approx([one, two]) and one < 1.0 and two < 1.0
+    assert report["summary_rouge1"] == pytest.approx((one + two) / 2)
+    assert report["per_item"]["topic_exact"] == [1.0, 1.0]  # exact: any reference
+    topics = ["plant care", "favour", "watering plants"]
+    assert report["per_item"]["topic_rougeL"][0] == pytest.approx(
+        sum(rouge_l_f(t, topics[2]) for t in topics) / 3
+    )
+    # a single-reference item scores exactly as before
+    single = {k: v for k, v in first.items() if k != "references"}
+    item = task.parse_item(single, [])
+    alone = task.evaluate([item], {item.id: pred["test_1"]})
+    assert (
+        alone["summary_rouge1"] == pytest.approx(rouge1_f(refs[0], refs[1])) and alone["topic_exact"] == 0.0
+    )
+
+
+def test_angle_bracket_directions_leave_the_utterances(tmp_path, capsys):
+    scripts = tmp_path / "scripts"
+    scripts.mkdir()
+    write(
+        scripts / "ep.txt",
+        "ROSS: <laughs> Hi there, Rachel.\nRACHEL: &lt;to Ross&gt; You came back!\n<Monica enters>\n"
+        "MONICA: Hey you two <smiles>.\nROSS: So, what now? I <3 pizza.\n",
+    )
+    write(
+        scripts / "ep.html",
+        "<html><body><p><b>Ross:</b> &lt;laughs&gt; Hi there.</p><p><b>Rachel:</b> Hi &amp;lt;waves&amp;gt; back!</p>"
+        "<p>&lt;Joey walks in&gt;</p><p><b>Joey:</b> How you doin'?</p></body></html>",
+    )
+    out = tmp_path / "pairs.jsonl"
+    assert run_cli(SCRIPT_PAIRS.main, ["--in", str(scripts), "--out", str(out)]) == 0
+    said = {r["output"] for r in map(json.loads, out.read_text().splitlines())}
+    said |= {
+        u["utterance"]
+        for r in map(json.loads, out.read_text().splitlines())
+        for u in r["input"]["conversation"]
+    }
+    assert said == {
+        "Hi there, Rachel.",
+        "You came back!",
+        "Hey you two.",
+        "So, what now? I <3 pizza.",
+        "Hi there.",
+        "Hi back!",
+        "How you doin'?",
+    }
