@@ -27,7 +27,7 @@ from malpyeong.data import check_submission, load_items
 from malpyeong.errors import UserError
 from malpyeong.inference.answer import AnswerSettings
 from malpyeong.inference.engines import GenerationSettings
-from malpyeong.inference.loading import load_engine, resolve_source
+from malpyeong.inference.loading import check_generates, check_run_task, load_engine, resolve_source
 from malpyeong.inference.predict import run_prediction
 from malpyeong.inference.results import read_results
 from malpyeong.io import check_distinct, check_folder_writable, ensure_writable
@@ -74,6 +74,10 @@ def check_args(args: argparse.Namespace) -> None:
         raise UserError("two or more models are needed to compare", field="pred")
     if not 0 < args.alpha < 1:
         raise UserError(f"must be in (0, 1), got {args.alpha}", field="alpha")
+    for name in ("batch_size", "max_length", "max_new_tokens"):
+        value = getattr(args, name)
+        if value is not None and value < 1:
+            raise UserError(f"must be at least 1, got {value}", field=name)
     if args.resamples < 100:
         raise UserError(f"must be at least 100, got {args.resamples}", field="resamples")
 
@@ -110,9 +114,11 @@ def unique_names(paths: list[str]) -> list[str]:
 def generate(task: Task, args: argparse.Namespace, names: list[str]) -> list[str]:
     """Predict ``--data`` with each of ``--models`` (as run/test.py does); the results paths."""
     items = load_items(args.data, task)
-    paths = []
-    for model, name in zip(args.models, names, strict=True):
+    jobs = []  # every model checked before the first one generates
+    for model in args.models:
         source = resolve_source(model)
+        check_run_task(source, task.name)
+        check_generates(source)
         spec = task.prompt_spec(args.prompt or source.defaults.get("prompt") or "baseline")
         settings = AnswerSettings(
             prompt=spec,
@@ -121,6 +127,9 @@ def generate(task: Task, args: argparse.Namespace, names: list[str]) -> list[str
             batch_size=args.batch_size,
         )
         settings.check_for(task, "hf")
+        jobs.append((source, settings))
+    paths = []
+    for model, name, (source, settings) in zip(args.models, names, jobs, strict=True):
         out = Path(args.out) / "predictions" / f"{name.replace('/', '_')}.json"
         if out.exists() and not args.overwrite:
             log.info("%s: predictions exist, reused", out)

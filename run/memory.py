@@ -31,7 +31,7 @@ from malpyeong.cli import read_system_prompt, run_cli, verbose_argument
 from malpyeong.errors import UserError, UserErrors
 from malpyeong.inference.answer import AnswerSettings, answer_items
 from malpyeong.inference.engines import GenerationSettings
-from malpyeong.inference.loading import load_engine, resolve_source
+from malpyeong.inference.loading import check_run_task, load_engine, resolve_source
 from malpyeong.io import atomic_write_text, check_outputs, json_loads, read_text, text_of
 from malpyeong.tasks.memory import TURN_READINGS, MemoryItem, MemoryTask, state_problems
 
@@ -155,6 +155,7 @@ def main(argv: list[str] | None = None) -> int:
     generation = GenerationSettings(max_new_tokens=args.max_new_tokens, seed=args.seed)
     task = MemoryTask()
     source = resolve_source(args.model)
+    check_run_task(source, task.name)
     spec = replace(
         task.prompt_spec(args.prompt or source.defaults.get("prompt")),
         system=read_system_prompt(args.system_prompt_file),

@@ -35,7 +35,7 @@ from malpyeong.errors import UserError
 from malpyeong.inference.answer import AnswerSettings, default_batch_size
 from malpyeong.inference.classifier import check_head_scoring
 from malpyeong.inference.engines import Engine, GenerationSettings
-from malpyeong.inference.loading import ModelSource, check_device, load_engine, resolve_source
+from malpyeong.inference.loading import ModelSource, check_device, check_run_task, load_engine, resolve_source
 from malpyeong.inference.predict import run_prediction
 from malpyeong.inference.results import partial_path, sidecar_path
 from malpyeong.inference.routing import plan_routes, run_routed
@@ -151,12 +151,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.fallback:
         raise UserError("--fallback is for --route", field="fallback")
     source = resolve_source(args.model)
-    if source.run.get("task") and source.run["task"] != task.name:
-        raise UserError(
-            f"this run was trained for task {source.run['task']}, not {task.name}",
-            file=args.model,
-            field="task",
-        )
+    check_run_task(source, task.name)
     prompt = args.prompt or source.defaults.get("prompt") or "baseline"
     spec = replace(task.prompt_spec(prompt), system=read_system_prompt(args.system_prompt_file))
     max_length = args.max_length or source.defaults.get("max_length")

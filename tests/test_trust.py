@@ -27,6 +27,7 @@ COMPARE = load_script("run/compare.py")
 TEST = load_script("run/test.py")
 UNPAIRED = load_script("orpo/build_unpaired.py")
 VALIDATE = load_script("run/validate.py")
+RENDER = load_script("run/render.py")
 MEMORY_STATE = {
     "memory_state": {
         "key_facts": ["A said hello."],
@@ -602,3 +603,113 @@ def test_angle_bracket_directions_leave_the_utterances(tmp_path, capsys):
         "Hi back!",
         "How you doin'?",
     }
+
+
+# ------------------------------------------------------------------ 10. messages name the user's mistake
+
+
+def chat_run(tiny, folder):
+    """A finished run folder of the chat task (its model at the root, as training leaves it)."""
+    import shutil
+
+    shutil.copytree(tiny, folder)
+    (folder / "malpyeong_run.json").write_text(
+        json.dumps(
+            {"model": str(tiny), "task": "chat", "prompt": "persona", "merged_dir": ".", "max_length": 256}
+        )
+    )
+    return folder
+
+
+def test_messages_name_the_users_own_mistake(tiny_llama, tmp_path, capsys, monkeypatch):
+    no_tok = tmp_path / "cfgonly"
+    no_tok.mkdir()
+    (no_tok / "config.json").write_text((tiny_llama / "config.json").read_text())
+    data = tmp_path / "notmodel"
+    data.mkdir()
+    (data / "a.json").write_text("{}")
+    dev = write(tmp_path / "dev.json", (ROOT / "resource/data/dcs_dev.json").read_bytes())
+    render = ["--task", "dcs", "--data", dev, "--model"]
+    line = refused(
+        RENDER, [*render, no_tok], capsys, tmp_path, ("cfgonly", "field 'model'", "has no tokenizer")
+    )
+    assert "Couldn't instantiate" not in line
+    refused(
+        RENDER,
+        [*render, data],
+        capsys,
+        tmp_path,
+        "is not a model folder (no config.json, no tokenizer files)",
+    )
+
+    run = chat_run(tiny_llama, tmp_path / "chat_run")
+    monkeypatch.setattr(COMPARE, "run_prediction", None)  # nothing generates before every model is checked
+    compare = ["--task", "dcs", "--data", dev, "--out", tmp_path / "report", "--models"]
+    refused(
+        COMPARE,
+        [*compare, tiny_llama, run],
+        capsys,
+        tmp_path,
+        ("chat_run", "this run was trained for task chat, not dcs"),
+    )
+    refused(COMPARE, [*compare, tiny_llama, data], capsys, tmp_path, ("notmodel", "not a model folder"))
+    dialogue = write(tmp_path / "d.txt", "A: hi\n")
+    refused(
+        MEMORY,
+        ["--model", run, "--dialogue", dialogue],
+        capsys,
+        tmp_path,
+        "this run was trained for task chat, not memory",
+    )
+
+    lines = write(tmp_path / "lines.txt", "hello\n")
+    chat = [
+        "--model",
+        tiny_llama,
+        *FAST,
+        "--memory",
+        "summary_buffer",
+        "--session",
+        tmp_path / "s.json",
+        "--input",
+        lines,
+    ]
+    refused(
+        CHAT, [*chat, "--summarizer", data], capsys, tmp_path, ("field 'summarizer'", "not a model folder")
+    )
+    refused(
+        CHAT, [*chat, "--summarizer", no_tok], capsys, tmp_path, ("field 'summarizer'", "has no tokenizer")
+    )
+
+    cut = write(
+        tmp_path / "cut.jsonl",
+        (ROOT / "resource/data/memory_dev.jsonl").read_text().splitlines()[0] + '\n{"id": "x", "inp\n',
+    )
+    line = refused(
+        VALIDATE,
+        ["--task", "memory", cut],
+        capsys,
+        tmp_path,
+        ("line 2, column", "Unterminated string", "(cut short?)"),
+    )
+    assert "Extra data" not in line
+    state = write(
+        tmp_path / "state.json", '{"memory_state": {"key_facts": [],\n "topic": "x" "turn_count": 1}}'
+    )
+    refused(
+        MEMORY,
+        ["--model", tiny_llama, "--dialogue", dialogue, "--state", state],
+        capsys,
+        tmp_path,
+        "not valid JSON (line 2, column 15: Expecting ',' delimiter)",
+    )
+    scripts = tmp_path / "scripts"
+    scripts.mkdir()
+    write(scripts / "ep.txt", "ROSS: Hi there.\nRACHEL: Hello you.\n".encode("utf-16-le"))
+    refused(
+        SCRIPT_PAIRS,
+        ["--in", scripts, "--out", tmp_path / "p.jsonl"],
+        capsys,
+        tmp_path,
+        ("ep.txt", "UTF-16 saved without a byte-order mark"),
+    )

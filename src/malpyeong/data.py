@@ -48,12 +48,14 @@ def read_records(path: str | os.PathLike) -> list[Any]:
                 continue
             try:
                 records.append(json_loads(line))
-            except json.JSONDecodeError:
+            except json.JSONDecodeError as line_err:
                 try:
                     json.loads(text)
-                except json.JSONDecodeError as err:
+                except json.JSONDecodeError:  # the line's own error, not the whole file's "Extra data"
+                    cut = line_err.msg.startswith("Unterminated") or line_err.pos >= len(line.rstrip())
                     raise UserError(
-                        f"not valid JSON or JSONL (line {lineno}: {err.msg})", file=name
+                        f"not valid JSON or JSONL (line {lineno}, column {line_err.colno}: {line_err.msg}{' (cut short?)' if cut else ''})",
+                        file=name,
                     ) from None
                 raise UserError(
                     "top level is an object, not a list of items",

@@ -67,6 +67,7 @@ class ModelSource:
     tokenizer: str | None = None  # where the tokenizer is read from
     run: dict = field(default_factory=dict)  # malpyeong_run.json when from a run folder
     option: str = "model"  # the command-line option that named it (messages say which)
+    given: str = ""  # what the user gave (a run folder, a hub id), for messages
 
     @property
     def defaults(self) -> dict:
@@ -90,7 +91,7 @@ def resolve_source(name: str | os.PathLike, *, option: str = "model") -> ModelSo
     """Decide what ``name`` is (run folder, adapter, local model, hub id) without loading it;
     ``option`` is the command-line option that named it (``summarizer``), which messages name."""
     try:
-        return replace(_resolve(str(name), option), option=option)
+        return replace(_resolve(str(name), option), option=option, given=str(name))
     except UserError as err:
         raise renamed(err, option) from None
 
@@ -205,6 +206,34 @@ def load_for_inference(
     tokenizer (for checks that need no weights).
     """
     source = name if isinstance(name, ModelSource) else resolve_source(name)
+    try:
+        return _load_for_inference(source, dtype, device, load_in_4bit, trust_remote_code, merge, with_model)
+    except UserError as err:  # a folder given to --summarizer is named so, not as --model
+        raise renamed(err, source.option) from None
+
+
+def check_run_task(source: ModelSource, task: str) -> None:
+    """A training run answers the task it was trained for: another one is refused naming both
+    (its prompt variants and output format belong to its own task)."""
+    trained = source.run.get("task")
+    if trained and trained != task:
+        raise UserError(
+            f"this run was trained for task {trained}, not {task}",
+            file=source.given or None,
+            field=source.option,
+            hint=f"give a run of task {task}, or a model folder",
+        )
+
+
+def _load_for_inference(
+    source: ModelSource,
+    dtype: str | None,
+    device: str | None,
+    load_in_4bit: bool,
+    trust_remote_code: bool | None,
+    merge: bool,
+    with_model: bool,
+) -> Loaded:
     check_generates(source)
     # The base's registry entry when it has one (a merged copy keeps the base's chat quirks);
     # otherwise what the loaded weights' own config.json says.
@@ -373,6 +402,7 @@ __all__ = [
     "ModelSource",
     "check_device",
     "check_generates",
+    "check_run_task",
     "load_engine",
     "load_for_inference",
     "resolve_source",

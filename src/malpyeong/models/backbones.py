@@ -591,12 +591,36 @@ def _load_error(name: str, err: Exception, what: str = "model") -> UserError:
     )
 
 
+# A tokenizer's vocabulary is in one of these (fast, SentencePiece, BPE, WordPiece, tiktoken).
+VOCABULARY_FILES = (
+    "tokenizer.json",
+    "tokenizer.model",
+    "vocab.json",
+    "vocab.txt",
+    "spiece.model",
+    "sentencepiece.bpe.model",
+    "tokenizer.tiktoken",
+    "qwen.tiktoken",
+)
+
+
 def load_tokenizer(
     name: str, backbone: Backbone | None = None, *, trust_remote_code: bool | None = None
 ) -> Any:
     """Tokenizer with a pad token and a chat template guaranteed."""
     from transformers import AutoTokenizer
 
+    folder = Path(name)
+    if folder.is_dir() and not any((folder / f).is_file() for f in VOCABULARY_FILES):
+        # what transformers would say is "Couldn't instantiate the backend tokenizer ..."
+        raise UserError(
+            "has no tokenizer (no tokenizer.json, tokenizer.model, vocab.json or vocab.txt)"
+            if (folder / "config.json").is_file()
+            else "is not a model folder (no config.json, no tokenizer files)",
+            file=name,
+            field="model",
+            hint="give the model's folder, or the hub id it was downloaded from",
+        )
     backbone = backbone or get_backbone(name)
     remote = backbone.trust_remote_code if trust_remote_code is None else trust_remote_code
     try:

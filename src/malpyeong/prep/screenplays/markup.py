@@ -18,6 +18,7 @@ from html.parser import HTMLParser
 from pathlib import Path
 
 from malpyeong.errors import UserError
+from malpyeong.io import text_of
 from malpyeong.prep.screenplays.decode import decode_bytes
 
 BLOCK_TAGS = frozenset(
@@ -193,7 +194,10 @@ def read_source(path: str | os.PathLike) -> Source:
         raise UserError("file not found", file=str(p), hint="check the path")
     if p.suffix.lower() in DOCX_SUFFIXES:
         return Source(p.stem, str(p), docx_lines(p), "docx")
-    text, encoding = decode_bytes(p.read_bytes())
+    raw = p.read_bytes()
+    text, encoding = decode_bytes(raw)
+    if "\x00" in text:  # UTF-16 without a BOM reads as text with a NUL between the letters
+        text_of(raw, str(p), field="in")  # one line naming the NUL's line (and UTF-16)
     if p.suffix.lower() in HTML_SUFFIXES or looks_like_html(text):
         return Source(p.stem, str(p), html_lines(text), encoding)
     return Source(p.stem, str(p), text_lines(text), encoding)
