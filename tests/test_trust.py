@@ -28,6 +28,7 @@ TEST = load_script("run/test.py")
 UNPAIRED = load_script("orpo/build_unpaired.py")
 VALIDATE = load_script("run/validate.py")
 RENDER = load_script("run/render.py")
+EVALUATE = load_script("run/evaluate.py")
 MEMORY_STATE = {
     "memory_state": {
         "key_facts": ["A said hello."],
@@ -713,3 +714,64 @@ def test_messages_name_the_users_own_mistake(tiny_llama, tmp_path, capsys, monke
         tmp_path,
         ("ep.txt", "UTF-16 saved without a byte-order mark"),
     )
+
+
+# ------------------------------------------------------------------ 11. a metric model the user named
+
+
+@pytest.mark.parametrize(
+    "task, gold, option",
+    [
+        ("qa", "qa_dev.jsonl", "--embedder"),
+        ("qa", "qa_dev.jsonl", "--bertscore_model"),
+        ("memory", "memory_dev.jsonl", "--bertscore_model"),
+        ("chat", "chat_dev.jsonl", "--bertscore_model"),
+    ],
+)
+def test_a_metric_model_the_user_named_loads_or_stops(tmp_path, capsys, task, gold, option):
+    src = ROOT / "resource/data" / gold
+    records = [json.loads(line) for line in src.read_text(encoding="utf-8").splitlines() if line.strip()]
+    gold_file = write(tmp_path / gold, src.read_bytes())
+    pred = write(tmp_path / "pred.json", json.dumps(records, ensure_ascii=False))
+    folder = tmp_path / "not-a-model"
+    folder.mkdir()
+    (folder / "weights.txt").write_text("nothing")
+    argv = ["--task", task, "--gold", gold_file, "--pred", pred, option, folder]
+    refused(
+        EVALUATE,
+        argv,
+        capsys,
+        tmp_path,
+        ("not-a-model", f"field '{option[2:]}'", "not a model folder (no config.json)"),
+    )
+
+
+def test_the_default_bertscore_model_offline_is_one_notice_without_retries(monkeypatch, caplog):
+    import socket
+    import time
+
+    import malpyeong.metrics.official as official
+    from malpyeong.metrics.chat import chat_scores
+    from malpyeong.metrics.qa import qa_scores
+
+    monkeypatch.delenv("HF_HUB_OFFLINE", raising=False)  # a machine that thinks it is online
+    monkeypatch.setattr(official, "_REACHABLE", {}, raising=False)
+
+    def no_network(*args, **kwargs):
+        raise OSError("Name or service not known")
+
+    monkeypatch.setattr(socket, "create_connection", no_network)
+    monkeypatch.setattr(official, "cached_file", lambda *a, **k: None, raising=False)  # no local copy
+    start = time.monotonic()
+    with caplog.at_level(logging.WARNING):
+        chat = chat_scores(["a b c"], ["a b d"], skip=("perplexity",))
+        qa = qa_scores(["a b c"], ["a b d"], [None], [None], only=("bertscore",))
+    assert time.monotonic() - start < 10  # no download tried: no retries
+    for notices in (chat["notices"], qa["notices"]):
+        said = [n for n in notices if n.startswith("bertscore not computed")]
+        assert said == [
+            "bertscore not computed: the default model 'bert-base-multilingual-cased': not a local folder nor "
+            "in the local hub cache, and the hub cannot be reached; pass --bertscore_model with a local copy"
+        ]
+    assert not [r for r in caplog.records if "Retrying" in r.getMessage()]
+    assert chat["bertscore"] is None and qa["bertscore"] is None

@@ -39,7 +39,7 @@ from typing import Any
 import numpy as np
 
 from malpyeong.metrics.jsonrepair import read_json_object
-from malpyeong.metrics.official import BertScorer, rouge_tokens
+from malpyeong.metrics.official import BertScorer, load_metric_model, rouge_tokens
 
 FACT_THRESHOLD = 0.5
 BERTSCORE_FACT_THRESHOLD = 0.85
@@ -275,7 +275,13 @@ def memory_scores(
     report["repairs"] = raw.get("repairs")
     report["summary_bertscore"] = report["key_facts_f1_bertscore"] = None
     if bertscore_model:
-        scorer = BertScorer(bertscore_model, device=device)
+        scorer, _ = load_metric_model(
+            lambda p: BertScorer(p, device=device),
+            bertscore_model,
+            default=None,
+            option="bertscore_model",
+            what="bertscore",
+        )
         pairs = [(ref, p["memory_summary"]) for refs, p in zip(summaries, pred, strict=True) for ref in refs]
         flat = iter(s["f"] for s in scorer.score([r for r, _ in pairs], [q for _, q in pairs]))
         f1 = [float(np.mean([next(flat) for _ in refs])) for refs in summaries]
