@@ -42,6 +42,39 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     return p.parse_args(argv)
 
 
+def converter_options(conv) -> list[str]:
+    """The option strings a converter adds (``--max_length`` for qmsum)."""
+    if conv.add_options is None:
+        return []
+    group = argparse.ArgumentParser(add_help=False).add_argument_group()
+    conv.add_options(group)
+    return [s for action in group._group_actions for s in action.option_strings]
+
+
+def check_options(conv, argv: list[str]) -> None:
+    """An option of another converter, given to this one, would be ignored: refused instead."""
+    own = set(converter_options(conv))
+    foreign = {
+        opt: other
+        for other in CONVERTERS.values()
+        for opt in converter_options(other)
+        if opt not in own and any(a == opt or a.startswith(opt + "=") for a in argv)
+    }
+    if foreign:
+        raise UserError(
+            ", ".join(sorted(foreign)) + f" do(es) not apply to --from {conv.source} --to {conv.target}",
+            field="from",
+            hint="; ".join(
+                f"{o} is for --from {c.source} --to {c.target}" for o, c in sorted(foreign.items())
+            )
+            + (
+                f"; this converter takes {', '.join(sorted(own))}"
+                if own
+                else "; this converter takes no options"
+            ),
+        )
+
+
 def write(out: str, converted) -> None:
     if converted.layout == "yaml":
         atomic_write_text(out, yaml.safe_dump(converted.data, allow_unicode=True, sort_keys=False))
@@ -60,6 +93,7 @@ def main(argv: list[str] | None = None) -> int:
     if not (args.source and args.inp and args.out):
         raise UserError("--from, --in and --out are needed", hint="--list shows the converters")
     conv = find_converter(args.source, args.target)
+    check_options(conv, sys.argv[1:] if argv is None else [str(a) for a in argv])
     out = Path(args.out)
     check_outputs(
         [("--out", out), ("the report", out.with_name(out.name + ".report.json"))],

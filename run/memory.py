@@ -141,6 +141,12 @@ def build_item(task: MemoryTask, turns: list[dict], state: dict | None, reading:
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
+    if args.overwrite and not args.out:
+        raise UserError(
+            "--overwrite replaces --out, and no --out is given",
+            field="overwrite",
+            hint="the JSON goes to stdout without --out",
+        )
     check_outputs(  # before any work: no input is replaced, the output can be written
         [("--out", args.out)],
         [

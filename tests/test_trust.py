@@ -29,6 +29,8 @@ UNPAIRED = load_script("orpo/build_unpaired.py")
 VALIDATE = load_script("run/validate.py")
 RENDER = load_script("run/render.py")
 EVALUATE = load_script("run/evaluate.py")
+TRAIN = load_script("run/train.py")
+ENTRY = load_script("run/ensemble_entry.py")
 MEMORY_STATE = {
     "memory_state": {
         "key_facts": ["A said hello."],
@@ -775,3 +777,88 @@ def test_the_default_bertscore_model_offline_is_one_notice_without_retries(monke
         ]
     assert not [r for r in caplog.records if "Retrying" in r.getMessage()]
     assert chat["bertscore"] is None and qa["bertscore"] is None
+
+
+# ------------------------------------------------------------------ 12. smaller ones
+
+
+def test_smaller_mistakes_are_one_line(tiny_llama, tmp_path, capsys):
+    dev = write(tmp_path / "dev.json", (ROOT / "resource/data/dcs_dev.json").read_bytes())
+    refused(
+        RENDER,
+        ["--task", "dcs", "--data", dev, "--model", tiny_llama, "--n", "-1"],
+        capsys,
+        tmp_path,
+        "field 'n': must be 0 or more, got -1",
+    )
+
+    recipe = write(tmp_path / "r.yaml", f"model: {tiny_llama}\nlora_r: 16\ntrain_file: {dev}\nlora_r: 8\n")
+    refused(
+        TRAIN,
+        ["--config", recipe],
+        capsys,
+        tmp_path,
+        ("r.yaml", "key 'lora_r' is given twice (lines 2 and 4)"),
+    )
+    axolotl = write(
+        tmp_path / "ax.yaml",
+        f"base_model: {tiny_llama}\nlora_rr: 8\nmicro_bach_size: 2\nsome_new_axolotl_key: 1\n",
+    )
+    refused(
+        CONVERT,
+        ["--from", "axolotl", "--to", "recipe", "--in", axolotl, "--out", tmp_path / "r2.yaml"],
+        capsys,
+        tmp_path,
+        "unknown key(s): 'lora_rr' (did you mean 'lora_r'?), 'micro_bach_size' (did you mean 'micro_batch_size'?)",
+    )
+
+    dialogue = write(tmp_path / "d.txt", "A: hello\n")
+    refused(
+        MEMORY,
+        ["--model", tiny_llama, "--dialogue", dialogue, "--overwrite"],
+        capsys,
+        tmp_path,
+        "field 'overwrite': --overwrite replaces --out, and no --out is given",
+    )
+
+    ds = write(tmp_path / "ds.jsonl", json.dumps(DIALOGSUM_TEST[1]) + "\n")
+    line = refused(
+        CONVERT,
+        [
+            "--from",
+            "dialogsum",
+            "--to",
+            "memory",
+            "--in",
+            ds,
+            "--out",
+            tmp_path / "m.json",
+            "--max_length",
+            "100",
+        ],
+        capsys,
+        tmp_path,
+        "--max_length do(es) not apply to --from dialogsum --to memory",
+    )
+    assert "--max_length is for --from qmsum --to memory" in line
+
+    record = json.loads((ROOT / "resource/data/memory_dev.jsonl").read_text(encoding="utf-8").splitlines()[0])
+    n = len(record["input"]["conversation"])
+    record["output"]["memory_state"]["turn_count"] = n + 3
+    gold = write(tmp_path / "gold.jsonl", json.dumps(record, ensure_ascii=False) + "\n")
+    refused(
+        VALIDATE,
+        ["--task", "memory", gold],
+        capsys,
+        tmp_path,
+        f"field 'output.memory_state.turn_count': {n + 3}, but the conversation has {n} utterances",
+    )
+
+    recipes = tmp_path / "recipes"
+    recipes.mkdir()
+    write(recipes / "a.yaml", f"model: {tiny_llama}\ntrain_file: {dev}\ndev_file: {dev}\n")
+    entry = ["--recipes", recipes, "--test", dev]
+    refused(
+        ENTRY, [*entry, "--out", recipes / "out"], capsys, tmp_path, "--out is inside the --recipes folder"
+    )
+    refused(ENTRY, [*entry, "--out", tmp_path], capsys, tmp_path, "the input --recipes")

@@ -30,7 +30,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import IO, Any
 
-from malpyeong.errors import UserError, one_line
+from malpyeong.errors import UserError, UserErrors, one_line
 
 log = logging.getLogger(__name__)
 
@@ -152,6 +152,51 @@ def read_text(path: str | os.PathLike, *, field: str | None = None) -> str:
     text file."""
     p = require_file(path, field=field)
     return text_of(p.read_bytes(), str(p), field=field)
+
+
+def yaml_loads(text: str, name: str, *, field: str | None = None) -> Any:
+    """YAML (or JSON, which is YAML) text as Python values, refusing what PyYAML lets pass: a
+    key given twice in one mapping (PyYAML keeps the last, so ``lora_r: 16`` ... ``lora_r: 8``
+    trains with 8 and says nothing). Every repeated key is reported at once, with its lines."""
+    import yaml
+
+    repeated: list[UserError] = []
+
+    class Loader(yaml.SafeLoader):
+        def construct_mapping(self, node: Any, deep: bool = False) -> Any:
+            seen: dict[Any, int] = {}
+            for key_node, _ in node.value:
+                try:
+                    key = self.construct_object(key_node, deep=True)
+                    hash(key)
+                except Exception:  # noqa: BLE001 - PyYAML reports an unhashable key itself
+                    continue
+                line = key_node.start_mark.line + 1
+                if key in seen:
+                    repeated.append(
+                        UserError(
+                            f"key {key!r} is given twice (lines {seen[key]} and {line}); YAML would keep the last",
+                            file=name,
+                            field=field,
+                            hint="keep one of them",
+                        )
+                    )
+                else:
+                    seen[key] = line
+            return super().construct_mapping(node, deep=deep)
+
+    try:
+        data = yaml.load(text, Loader=Loader)  # noqa: S506 - a SafeLoader subclass
+    except yaml.YAMLError as err:
+        raise UserError(f"not valid YAML: {one_line(err, 200)}", file=name, field=field) from None
+    if repeated:
+        raise UserErrors(repeated) if len(repeated) > 1 else repeated[0]
+    return data
+
+
+def read_yaml(path: str | os.PathLike, *, field: str | None = None) -> Any:
+    """A YAML file (:func:`read_text`, then :func:`yaml_loads`)."""
+    return yaml_loads(read_text(path, field=field).lstrip("\ufeff"), str(path), field=field)
 
 
 # ------------------------------------------------------------------------------- outputs

@@ -269,6 +269,14 @@ class MemoryTask(GenerateTask):
         count = count_turns(utterances, reading)
         if previous is not None:
             count += previous["memory_state"]["turn_count"]
+        gold = output["memory_state"]["turn_count"] if output else None
+        if gold is not None and gold != count:  # turn_count is a function of the input
+            what = "utterances" if reading == "utterances" else "speaker turns"
+            before = " with the previous state's" if previous is not None else ""
+            problems.append(
+                ("output.memory_state.turn_count", f"{gold}, but the conversation has {count} {what}{before}")
+            )
+            return None
         return MemoryItem(
             rid, tuple(utterances), output or None, previous, reading, count, record, references
         )

@@ -22,10 +22,8 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import yaml
-
 from malpyeong.errors import UserError
-from malpyeong.io import read_text
+from malpyeong.io import read_text, read_yaml
 from malpyeong.prep.screenplays.parse import DROP_REASONS, Episode, Turn
 
 SKIP_REASONS = ("first_turn", "other_speaker", "short_reply")
@@ -227,11 +225,7 @@ def _skip_reason(
 
 def read_mapping(path: str, field: str) -> dict[str, str]:
     """A JSON or YAML file mapping names to text (aliases, personas)."""
-    text = read_text(path, field=field)
-    try:
-        data = yaml.safe_load(text)  # JSON is YAML too
-    except yaml.YAMLError as err:
-        raise UserError(f"not JSON or YAML: {str(err).splitlines()[0]}", file=path, field=field) from None
+    data = read_yaml(path, field=field)  # JSON is YAML too
     if not isinstance(data, dict) or not all(
         isinstance(k, str) and isinstance(v, str) for k, v in data.items()
     ):
