@@ -862,3 +862,39 @@ def test_smaller_mistakes_are_one_line(tiny_llama, tmp_path, capsys):
         ENTRY, [*entry, "--out", recipes / "out"], capsys, tmp_path, "--out is inside the --recipes folder"
     )
     refused(ENTRY, [*entry, "--out", tmp_path], capsys, tmp_path, "the input --recipes")
+
+
+# ------------------------------------------------------------------ 13. repository hygiene
+
+
+def test_no_session_is_tracked_and_outputs_are_ignored():
+    def git(*args):
+        return subprocess.run(["git", "-C", str(ROOT), *args], capture_output=True, text=True)
+
+    if git("rev-parse", "--git-dir").returncode != 0:
+        pytest.skip("not a git checkout")
+    assert git("ls-files", "sessions", "data").stdout == ""  # a committed session would be resumed
+    for path in ("sessions/chat-20250101-000000.json", "sessions/dana.json", "data/dialogsum_memory.json"):
+        assert git("check-ignore", "-q", path).returncode == 0, path
+
+
+@pytest.mark.parametrize(
+    "logger, message",
+    [
+        ("sentence_transformers.base.model", "Saving model to models/tiny-embedder"),
+        ("sentence_transformers.SentenceTransformer", "Load pretrained SentenceTransformer: x"),
+        ("matplotlib.font_manager", "Matplotlib is building the font cache; this may take a moment."),
+    ],
+)
+def test_library_notices_are_quiet_unless_verbose(logger, message, caplog):
+    from malpyeong.cli import quiet_libraries
+
+    for verbose in (False, True):
+        caplog.clear()
+        quiet_libraries(verbose)
+        with caplog.at_level(logging.INFO):  # what run_cli sets for the root logger
+            logging.getLogger(logger).setLevel(logging.NOTSET)  # as the library leaves it
+            logging.getLogger(logger).warning(message)
+            logging.getLogger(logger).info(message)
+        assert bool([r for r in caplog.records if r.name == logger]) == verbose
+    quiet_libraries(False)

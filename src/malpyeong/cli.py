@@ -43,6 +43,8 @@ NOISY_LOGGERS = (
     "huggingface_hub",
     "mergekit",
     "urllib3",
+    "sentence_transformers",  # "Load pretrained SentenceTransformer", "Saving model to ..."
+    "matplotlib",  # "Matplotlib is building the font cache; this may take a moment."
 )
 
 
