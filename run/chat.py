@@ -188,6 +188,8 @@ def main(argv: list[str] | None = None) -> int:
     else:
         session = Session(new_settings(args, given))
     lines = read_lines(args.input) if args.input else None  # every input read before loading
+    if lines == []:
+        raise UserError("no lines to say (the file is empty or blank)", file=args.input, field="input")
     start, note = script_start(session, args.input, lines) if lines is not None else (0, None)
     if lines is not None and start == len(lines):  # nothing left to say: no model to load
         print(f"# {note}", file=sys.stderr)

@@ -103,6 +103,9 @@ def test_nul_bytes_are_refused_with_their_line(tmp_path, capsys):
         tmp_path,
         "line 2 holds a NUL byte",
     )
+    blank = write(tmp_path / "blank.txt", "\n  \n")
+    chat = ["--model", "nobody/model", "--session", tmp_path / "s.json", "--input", blank]
+    refused(CHAT, chat, capsys, tmp_path, ("blank.txt", "field 'input'", "no lines to say"))
     prompt = write(tmp_path / "p.txt", b"You are\x00 kind.")
     refused(
         MEMORY,
