@@ -403,6 +403,9 @@ def generation_problem(name: str) -> str | None:
 
     model_type = config.get("model_type")
     archs = [a for a in config.get("architectures") or [] if isinstance(a, str)]
+    auto_map = config.get("auto_map")
+    if isinstance(auto_map, dict) and "AutoModelForCausalLM" in auto_map:
+        return None  # remote code that names its own causal LM class (GLM-4's ChatGLMModel config)
     if model_type in MODEL_FOR_CAUSAL_LM_MAPPING_NAMES and (
         not archs or any(a.endswith(GENERATION_HEADS) for a in archs)
     ):
