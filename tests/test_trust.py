@@ -433,7 +433,7 @@ def test_rerunning_a_scripted_chat_continues_after_the_answered_lines(
 
     before = session.read_bytes()
     assert run_cli(CHAT.main, argv) == 0
-    assert "all 4 lines" in capsys.readouterr().err and session.read_bytes() == before
+    assert "all 4 line(s)" in capsys.readouterr().err and session.read_bytes() == before
     write(lines, "one\nTWO\nthree\nfour\n")  # an answered line edited
     refused(
         CHAT, argv, capsys, tmp_path, ("lines.txt", "changed since this session read its first 4 line(s)")

@@ -275,7 +275,7 @@ def script_start(session: Session, path: str | os.PathLike, lines: list[str]) ->
             hint="restore the file and add new lines at its end, or put the new lines in another file",
         )
     if n == len(lines):
-        return n, f"all {n} lines of {path} were answered already in this session; nothing to do"
+        return n, f"all {n} line(s) of {path} were answered already in this session; nothing to do"
     return n, f"continuing {path} after its first {n} line(s), answered before in this session"
 
 
