@@ -31,11 +31,11 @@ from malpyeong.inference.engines import ENGINES, Engine, HFEngine, VLLMEngine
 from malpyeong.models.backbones import (
     REGISTRY,
     Backbone,
-    generation_problem,
     get_backbone,
     load_model,
     load_tokenizer,
 )
+from malpyeong.models.checks import generation_problem
 from malpyeong.models.runfolder import (
     ADAPTER_CONFIG,
     MODEL_CONFIG,

@@ -9,7 +9,6 @@ template at all (we give them their family's format).
 
 from __future__ import annotations
 
-import json
 import logging
 import os
 from dataclasses import dataclass, replace
@@ -17,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from malpyeong.errors import UserError, one_line
+from malpyeong.models.checks import local_config, tokenizer_problem
 
 log = logging.getLogger(__name__)
 
@@ -365,72 +365,11 @@ BY_MODEL_TYPE = {
 }
 
 
-def _local_config(name: str) -> dict | None:
-    path = Path(name) / "config.json"
-    if path.is_file():
-        try:
-            config = json.loads(path.read_text(encoding="utf-8"))
-        except (UnicodeDecodeError, json.JSONDecodeError) as err:
-            raise UserError(f"not valid JSON ({one_line(err, 120)})", file=str(path)) from None
-        if not isinstance(config, dict):
-            raise UserError("not a model config (a JSON object)", file=str(path))
-        return config
-    try:  # a hub id that is already in the local cache
-        from huggingface_hub import try_to_load_from_cache
-
-        cached = try_to_load_from_cache(name, "config.json")
-        if isinstance(cached, str):
-            return json.loads(Path(cached).read_text(encoding="utf-8"))
-    except Exception:  # noqa: BLE001 - a malformed id is reported when loading
-        pass
-    return None
-
-
-GENERATION_HEADS = ("ForCausalLM", "LMHeadModel", "ForConditionalGeneration")
-
-
-def generation_problem(name: str) -> str | None:
-    """Why the model ``name`` cannot write text, read from its config.json without loading it,
-    or None when it can (or when there is no local config to tell: loading then says).
-
-    transformers' ``AutoModelForCausalLM`` loads an encoder such as BERT with a fresh, random
-    LM head (``BertLMHeadModel``), which then generates noise or crashes on its position
-    table; its config's ``architectures`` say what the weights really are."""
-    config = _local_config(name)
-    if config is None:
-        return None
-    from transformers.models.auto.modeling_auto import MODEL_FOR_CAUSAL_LM_MAPPING_NAMES
-
-    model_type = config.get("model_type")
-    archs = [a for a in config.get("architectures") or [] if isinstance(a, str)]
-    auto_map = config.get("auto_map")
-    if isinstance(auto_map, dict) and "AutoModelForCausalLM" in auto_map:
-        return None  # remote code that names its own causal LM class (GLM-4's ChatGLMModel config)
-    if model_type in MODEL_FOR_CAUSAL_LM_MAPPING_NAMES and (
-        not archs or any(a.endswith(GENERATION_HEADS) for a in archs)
-    ):
-        return None
-    what = archs[0] if archs else f"a '{model_type}' model"
-    if archs and archs[0].endswith(("Classification", "ForMultipleChoice", "ForQuestionAnswering")):
-        kind = "a classifier"
-    elif archs and archs[0].endswith(("ForMaskedLM", "ForPreTraining", "Model")):
-        kind = (
-            "an encoder (embeddings, BERTScore)"
-            if not config.get("is_decoder")
-            else "a model without an LM head"
-        )
-    elif model_type not in MODEL_FOR_CAUSAL_LM_MAPPING_NAMES:
-        kind = "a kind transformers cannot load as a text generator"
-    else:
-        kind = "a model without an LM head"
-    return f"is {what}, {kind}: it has no text-generation head"
-
-
 def get_backbone(name: str) -> Backbone:
     """The registry entry for ``name``, or defaults inferred from its config.json."""
     if name in REGISTRY:
         return REGISTRY[name]
-    config = _local_config(name)
+    config = local_config(name)
     model_type = (config or {}).get("model_type", "llama")
     family, fmt, system, attn, pad = BY_MODEL_TYPE.get(model_type, BY_MODEL_TYPE["llama"])
     if config and config.get("malpyeong_chat_format"):
@@ -594,32 +533,16 @@ def _load_error(name: str, err: Exception, what: str = "model") -> UserError:
     )
 
 
-# A tokenizer's vocabulary is in one of these (fast, SentencePiece, BPE, WordPiece, tiktoken).
-VOCABULARY_FILES = (
-    "tokenizer.json",
-    "tokenizer.model",
-    "vocab.json",
-    "vocab.txt",
-    "spiece.model",
-    "sentencepiece.bpe.model",
-    "tokenizer.tiktoken",
-    "qwen.tiktoken",
-)
-
-
 def load_tokenizer(
     name: str, backbone: Backbone | None = None, *, trust_remote_code: bool | None = None
 ) -> Any:
     """Tokenizer with a pad token and a chat template guaranteed."""
     from transformers import AutoTokenizer
 
-    folder = Path(name)
-    if folder.is_dir() and not any((folder / f).is_file() for f in VOCABULARY_FILES):
-        # what transformers would say is "Couldn't instantiate the backend tokenizer ..."
+    problem = tokenizer_problem(name)  # instead of "Couldn't instantiate the backend tokenizer"
+    if problem:
         raise UserError(
-            "has no tokenizer (no tokenizer.json, tokenizer.model, vocab.json or vocab.txt)"
-            if (folder / "config.json").is_file()
-            else "is not a model folder (no config.json, no tokenizer files)",
+            problem,
             file=name,
             field="model",
             hint="give the model's folder, or the hub id it was downloaded from",

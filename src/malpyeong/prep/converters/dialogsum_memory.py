@@ -120,7 +120,7 @@ def reference_fields(row: dict) -> tuple[dict[str, list], list[str]]:
     numbers = sorted({int(m[2]) for k in row if (m := NUMBERED.match(k))})
     bad = []
     if numbers != list(range(1, len(numbers) + 1)):
-        bad.append(f"summary1..summary{numbers[-1]} (numbered from 1 without gaps)")
+        bad.append(f"summary1 to summary{numbers[-1]} (numbered from 1 without gaps)")
     values = {k: [row.get(f"{k}{i}") for i in numbers] for k in ("summary", "topic")}
     bad += [
         f"{k}{i}"
