@@ -119,7 +119,7 @@ def decode_text(raw: bytes) -> tuple[str, str]:
     return raw.decode("latin-1"), "latin-1"
 
 
-def _looks_utf16(raw: bytes) -> bool:
+def looks_utf16(raw: bytes) -> bool:
     """Every other byte NUL: UTF-16 text of mostly ASCII characters, saved without a BOM."""
     sample = raw[:4096]
     return len(sample) >= 4 and (
@@ -134,7 +134,7 @@ def text_of(raw: bytes, name: str, *, field: str | None = None) -> str:
     nul = text.find("\x00")
     if nul >= 0:
         line = text.count("\n", 0, nul) + 1
-        why = "; it looks like UTF-16 saved without a byte-order mark" if _looks_utf16(raw) else ""
+        why = "; it looks like UTF-16 saved without a byte-order mark" if looks_utf16(raw) else ""
         raise UserError(
             f"line {line} holds a NUL byte, which text does not{why}",
             file=name,

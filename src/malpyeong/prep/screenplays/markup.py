@@ -18,7 +18,7 @@ from html.parser import HTMLParser
 from pathlib import Path
 
 from malpyeong.errors import UserError
-from malpyeong.io import text_of
+from malpyeong.io import looks_utf16, text_of
 from malpyeong.prep.screenplays.decode import decode_bytes
 
 BLOCK_TAGS = frozenset(
@@ -196,8 +196,10 @@ def read_source(path: str | os.PathLike) -> Source:
         return Source(p.stem, str(p), docx_lines(p), "docx")
     raw = p.read_bytes()
     text, encoding = decode_bytes(raw)
-    if "\x00" in text:  # UTF-16 without a BOM reads as text with a NUL between the letters
-        text_of(raw, str(p), field="in")  # one line naming the NUL's line (and UTF-16)
+    if "\x00" in text:
+        if looks_utf16(raw):  # UTF-16 without a BOM: a NUL between the letters, no speaker found
+            text_of(raw, str(p), field="in")  # one line naming the file as UTF-16
+        text = text.replace("\x00", "")  # stray NULs of a scraped page: never a crash
     if p.suffix.lower() in HTML_SUFFIXES or looks_like_html(text):
         return Source(p.stem, str(p), html_lines(text), encoding)
     return Source(p.stem, str(p), text_lines(text), encoding)
