@@ -12,7 +12,7 @@ Steps (in this order, then the steps of every ``benchmarks/gpu_check_*.py`` modu
   compute, LoRA r16 on every linear layer, gradient checkpointing, completion-only logits)
   through our loader and trainer on random-weight models of real shapes: Llama-3.2-1B's (all
   16 layers, 1.24 B parameters, SDPA) and Gemma-2-2B's layer shapes with 6 of its 26 layers
-  (1.06 B parameters, eager attention as Gemma-2 needs); ``--steps`` steps of ``--batch`` x
+  (1.057 B parameters, eager attention as Gemma-2 needs); ``--steps`` steps of ``--batch`` x
   ``--seq`` tokens. Figures: tokens/s (after two warm-up steps), peak allocated memory against
   our estimate for the same recipe (the estimate's total, without its 1 GiB runtime margin).
 - ``ddp``: two-process DDP LoRA training (``accelerate launch``, resource/configs/accelerate/
@@ -30,7 +30,8 @@ the table is printed at the end and the exit status is 1 when a row failed (a st
 fails with its error; a step not reached within ``--budget`` seconds fails too). On a machine
 without CUDA (or without vLLM) those steps are skipped with one line each and the CPU steps
 run. Another module adds steps without editing this file: ``benchmarks/gpu_check_<name>.py``
-with a module-level ``STEPS = [(name, function)]``, each ``function(ctx: Context) -> dict``.
+with a module-level ``STEPS = [(name, function)]``, each ``function(ctx: Context) -> dict`` or
+``function() -> dict`` (a module that also runs on its own).
 Table format: docs/gpu_check.md.
 """
 
@@ -41,6 +42,7 @@ import contextlib
 import dataclasses
 import gc
 import importlib.util
+import inspect
 import json
 import os
 import subprocess
@@ -516,19 +518,41 @@ STEPS: list[tuple[str, Callable[[Context], Row]]] = [
 ]
 
 
-def all_steps() -> list[tuple[str, Callable[[Context], Row]]]:
-    """Ours, then each ``gpu_check_*.py`` module's ``STEPS`` next to this file, by file name."""
-    steps = list(STEPS)
-    for path in sorted(Path(__file__).parent.glob("gpu_check_*.py")):
+def all_steps(folder: Path | None = None) -> list[tuple[str, Callable[..., Row]]]:
+    """Ours, then each ``gpu_check_*.py`` module's ``STEPS`` in ``folder`` (this file's), by file
+    name. A module that fails to import becomes one step that fails with its error."""
+    steps: list[tuple[str, Callable[..., Row]]] = list(STEPS)
+    for path in sorted((folder or Path(__file__).parent).glob("gpu_check_*.py")):
         spec = importlib.util.spec_from_file_location(f"malpyeong_{path.stem}", path)
         module = importlib.util.module_from_spec(spec)
-        spec.loader.exec_module(module)
+        try:
+            spec.loader.exec_module(module)
+        except Exception as err:  # noqa: BLE001 - reported as a failed row, the others still run
+            message = f"{path.name} does not import: {type(err).__name__}: {' '.join(str(err).split())[:200]}"
+            steps.append((path.stem, lambda message=message: fail(message)))
+            continue
         steps += list(getattr(module, "STEPS", []))
     names = [n for n, _ in steps]
     twice = sorted({n for n in names if names.count(n) > 1})
     if twice:
         raise SystemExit(f"gpu_check: step names used twice: {', '.join(twice)}")
     return steps
+
+
+def call_step(function: Callable[..., Row], ctx: Context) -> Row:
+    """A step takes the context, or nothing (a module that also runs on its own); its row must be
+    a dict with a known ``status`` and a ``detail``."""
+    takes = [
+        p
+        for p in inspect.signature(function).parameters.values()
+        if p.default is p.empty and p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD)
+    ]
+    row = function(ctx) if takes else function()
+    if not isinstance(row, dict) or row.get("status") not in ("ok", "skip", "fail") or "detail" not in row:
+        return fail(
+            f"the step returned {str(row)[:200]!r}, not a row {{'status': ok|skip|fail, 'detail': ...}}"
+        )
+    return row
 
 
 def table(rows: list[tuple[str, float, Row]]) -> str:
@@ -543,7 +567,7 @@ def table(rows: list[tuple[str, float, Row]]) -> str:
     return "\n".join(lines)
 
 
-def main() -> int:
+def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
@@ -561,7 +585,7 @@ def main() -> int:
         action="store_true",
         help="without CUDA: run the QLoRA and DDP steps on the CPU with scaled-down models (checks the script)",
     )
-    args = parser.parse_args()
+    args = parser.parse_args(argv)
     steps = all_steps()
     if args.list:
         print("\n".join(n for n, _ in steps))
@@ -590,7 +614,7 @@ def main() -> int:
             start = time.perf_counter()
             try:
                 with contextlib.redirect_stdout(sys.stderr):  # libraries' prints: the table stays alone
-                    row = function(ctx)
+                    row = call_step(function, ctx)
             except Exception as err:  # noqa: BLE001 - a failing step is a row, the others still run
                 traceback.print_exc(file=sys.stderr)
                 row = fail(f"{type(err).__name__}: {' '.join(str(err).split())[:300]}")
