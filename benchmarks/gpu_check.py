@@ -557,11 +557,11 @@ def call_step(function: Callable[..., Row], ctx: Context) -> Row:
 
 def table(rows: list[tuple[str, float, Row]]) -> str:
     """One line per step: name, status, seconds, detail, then its figures as key=value."""
-    lines = [f"{'step':<18} {'status':<6} {'seconds':>7}  detail", "-" * 100]
+    lines = [f"{'step':<22} {'status':<6} {'seconds':>7}  detail", "-" * 100]
     for name, seconds, row in rows:
         figures = " ".join(f"{k}={v}" for k, v in row.items() if k not in ("status", "detail"))
         lines.append(
-            f"{name:<18} {row['status']:<6} {seconds:7.1f}  {row['detail']}"
+            f"{name:<22} {row['status']:<6} {seconds:7.1f}  {row['detail']}"
             + (f" [{figures}]" if figures else "")
         )
     return "\n".join(lines)
