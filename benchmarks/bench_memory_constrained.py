@@ -30,6 +30,7 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import os
 import statistics
 import sys
 import tempfile
@@ -46,14 +47,17 @@ from malpyeong.prep.converters.dialogsum_memory import dialogsum_to_memory
 from malpyeong.tasks import get_task
 
 ROOT = Path(__file__).resolve().parents[1]
-DEFAULT_DATA = next(
-    (
-        p / "shared" / "data" / "dialogsum" / "dialogsum.dev.jsonl"
-        for p in ROOT.parents
-        if (p / "shared" / "data" / "dialogsum").is_dir()
-    ),
-    ROOT.parent / "shared" / "data" / "dialogsum" / "dialogsum.dev.jsonl",
+# the shared data folder: $MALPYEONG_SHARED_DATA, else shared/data beside the checkout or any
+# folder above it (a git worktree sits deeper than the main checkout)
+SHARED_DATA = (
+    Path(os.environ["MALPYEONG_SHARED_DATA"])
+    if os.environ.get("MALPYEONG_SHARED_DATA")
+    else next(
+        (p / "shared" / "data" for p in Path(__file__).resolve().parents if (p / "shared" / "data").is_dir()),
+        Path(__file__).resolve().parents[2] / "shared" / "data",
+    )
 )
+DEFAULT_DATA = SHARED_DATA / "dialogsum" / "dialogsum.dev.jsonl"
 SAMPLES = [ROOT / "resource" / "data" / f"memory_{s}.jsonl" for s in ("train", "dev")]
 
 
