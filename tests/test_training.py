@@ -371,6 +371,7 @@ def test_completion_logits_loss_equals_trl_loss(small_files, tiny_llama, tmp_pat
     assert torch.allclose(grad, grad_trl, atol=1e-6)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("family", ["llama", "gemma2"])  # SDPA; Gemma-2's eager attention
 def test_packed_batches_train_as_the_examples_alone(family, small_files, tiny_models, tmp_path):
     """--batching packing (trl's bfd packing, padding-free rows whose position ids restart per
