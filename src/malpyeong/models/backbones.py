@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from malpyeong.errors import UserError, one_line
+from malpyeong.models.device import cuda_bf16
 
 log = logging.getLogger(__name__)
 
@@ -578,11 +579,7 @@ def quantization_config(compute_dtype: Any = None) -> Any:
     from transformers import BitsAndBytesConfig
 
     if compute_dtype is None:
-        compute_dtype = (
-            torch.bfloat16
-            if (not torch.cuda.is_available() or torch.cuda.is_bf16_supported())
-            else torch.float16
-        )
+        compute_dtype = torch.bfloat16 if (not torch.cuda.is_available() or cuda_bf16()) else torch.float16
     return BitsAndBytesConfig(
         load_in_4bit=True,
         bnb_4bit_quant_type="nf4",
@@ -597,7 +594,7 @@ def resolve_dtype(dtype: str | None) -> Any:
 
     if dtype in (None, "auto"):
         if torch.cuda.is_available():
-            return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
+            return torch.bfloat16 if cuda_bf16() else torch.float16
         return torch.float32
     try:
         return {

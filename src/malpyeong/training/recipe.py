@@ -26,6 +26,7 @@ from typing import Any
 from malpyeong.cli import VERBOSE_HELP
 from malpyeong.errors import UserError, one_line
 from malpyeong.io import require_file
+from malpyeong.models.device import cuda_bf16
 from malpyeong.models.runfolder import adapter_of, find_adapter, has_run_file, read_run, weights_of
 from malpyeong.rules import check_external_data, get_rules
 from malpyeong.tasks import DEFAULT_TASK, ChoiceTask, Task, get_task, task_names
@@ -414,12 +415,8 @@ def _cuda() -> bool:
 
 
 def _bf16_default() -> bool:
-    try:
-        import torch
-
-        return bool(torch.cuda.is_available() and torch.cuda.is_bf16_supported())
-    except Exception:  # noqa: BLE001 - no usable CUDA
-        return False
+    """bf16 mixed precision by default where the GPU computes it natively (fp16 elsewhere)."""
+    return cuda_bf16()
 
 
 class RecipeParser:
