@@ -5,6 +5,8 @@ The two-process runs are in tests/test_multiprocess.py; docs/gpu_paths.md lists 
 
 from __future__ import annotations
 
+import pytest
+
 # -- 8. bf16 on cards that only emulate it ------------------------------------------------------
 
 
@@ -35,3 +37,40 @@ def test_bf16_is_asked_without_emulation(monkeypatch):
     assert _bf16_default() is False  # no emulated bf16 mixed precision by default
     assert quantization_config().bnb_4bit_compute_dtype == torch.float16
     assert card.asked == [{"including_emulation": False}] * 3
+
+
+# -- 6. load errors keep the library's reason ---------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "raised, expected",
+    [
+        (  # QLoRA's device map under ZeRO-3 (transformers/integrations/accelerate.py)
+            ValueError("DeepSpeed Zero-3 is not compatible with passing a `device_map`."),
+            "field 'model': cannot load model 'org/model': ValueError: DeepSpeed Zero-3 is not "
+            "compatible with passing a `device_map`.",
+        ),
+        (  # a missing model still says where we looked, with the library's words after it
+            OSError("org/model is not a local folder and is not a valid model identifier"),
+            "field 'model': cannot load model 'org/model': not in the local hub cache and "
+            "HF_HUB_OFFLINE=1 (OSError: org/model is not a local folder and is not a valid model "
+            "identifier) (give a local path, or download it first with `hf download`)",
+        ),
+    ],
+)
+def test_a_hub_load_failure_keeps_the_library_reason(monkeypatch, raised, expected):
+    """A hub id whose from_pretrained raises: the one line carries the library's reason (a
+    ValueError is no download problem and is not called one)."""
+    from transformers import AutoModelForCausalLM
+
+    from malpyeong.errors import UserError
+    from malpyeong.models.backbones import get_backbone, load_model
+
+    def fail(*args, **kwargs):
+        raise raised
+
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    monkeypatch.setattr(AutoModelForCausalLM, "from_pretrained", fail)
+    with pytest.raises(UserError) as caught:
+        load_model("org/model", "full", backbone=get_backbone("org/model"))
+    assert caught.value.line() == expected
