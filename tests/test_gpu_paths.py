@@ -74,3 +74,52 @@ def test_a_hub_load_failure_keeps_the_library_reason(monkeypatch, raised, expect
     with pytest.raises(UserError) as caught:
         load_model("org/model", "full", backbone=get_backbone("org/model"))
     assert caught.value.line() == expected
+
+
+# -- 4. vLLM's dtype names and the backbone's trust_remote_code ---------------------------------
+
+
+class RecordingLLM:
+    """Stands in for ``vllm.LLM``: records what it is built with (vLLM's own ``ModelConfig``
+    accepts dtype auto, half, float16, bfloat16, float, float32 only)."""
+
+    built: list[dict] = []
+
+    def __init__(self, **kwargs) -> None:
+        if kwargs["dtype"] not in ("auto", "half", "float16", "bfloat16", "float", "float32"):
+            raise ValueError(f"Unknown dtype: {kwargs['dtype']}")
+        RecordingLLM.built.append(kwargs)
+
+
+@pytest.fixture
+def stand_in_vllm(monkeypatch):
+    import sys
+    import types
+
+    module = types.ModuleType("vllm")
+    module.LLM = RecordingLLM
+    monkeypatch.setitem(sys.modules, "vllm", module)
+    RecordingLLM.built = []
+    return RecordingLLM.built
+
+
+@pytest.mark.parametrize(
+    "ours, theirs", [("bf16", "bfloat16"), ("fp16", "float16"), ("fp32", "float32"), ("auto", "auto")]
+)
+def test_vllm_receives_its_own_dtype_names(stand_in_vllm, tiny_llama, ours, theirs):
+    from malpyeong.inference.loading import load_engine, resolve_source
+
+    engine = load_engine(resolve_source(tiny_llama), engine="vllm", dtype=ours)
+    assert engine.name == "vllm"
+    assert stand_in_vllm[0]["dtype"] == theirs
+    assert stand_in_vllm[0]["trust_remote_code"] is False  # a Llama: no custom code
+
+
+def test_vllm_gets_the_backbones_trust_remote_code(stand_in_vllm, tiny_llama):
+    """GLM-4's entry needs its custom tokenizer code: vLLM is told so unless the user says no."""
+    from malpyeong.inference.loading import ModelSource, load_engine
+
+    glm = ModelSource("local", str(tiny_llama), "THUDM/glm-4-9b-chat", tokenizer=str(tiny_llama))
+    load_engine(glm, engine="vllm", dtype="bf16")
+    load_engine(glm, engine="vllm", dtype="bf16", trust_remote_code=False)
+    assert [b["trust_remote_code"] for b in stand_in_vllm] == [True, False]

@@ -231,6 +231,7 @@ def load_engine(
     HF engine uses)."""
     if engine not in ENGINES:
         raise UserError(f"unknown engine '{engine}'", field="engine", hint=", ".join(ENGINES))
+    llm_dtype = vllm_dtype(dtype) if engine == "vllm" else None  # refused before any loading
     loaded = load_for_inference(
         source,
         dtype=dtype,
@@ -259,13 +260,37 @@ def load_engine(
     llm = LLM(
         model=source.weights,
         tokenizer=source.tokenizer or source.weights,
-        dtype="auto" if dtype in (None, "auto") else dtype,
+        dtype=llm_dtype,
         seed=seed,
-        trust_remote_code=bool(trust_remote_code),
+        # the backbone's default, as the HF engine has it (GLM-4's tokenizer is custom code)
+        trust_remote_code=loaded.backbone.trust_remote_code
+        if trust_remote_code is None
+        else trust_remote_code,
         tensor_parallel_size=tensor_parallel_size,
         **(vllm_engine_kwargs(LLM) if structured else {}),
     )
     return VLLMEngine(llm, loaded.tokenizer, loaded.backbone)
+
+
+# Our dtype names (--dtype) as vLLM spells them: vLLM takes auto, half, float16, bfloat16, float
+# and float32 only, and refuses bf16 / fp16 / fp32.
+VLLM_DTYPES = {
+    "auto": "auto",
+    "bf16": "bfloat16",
+    "bfloat16": "bfloat16",
+    "fp16": "float16",
+    "float16": "float16",
+    "fp32": "float32",
+    "float32": "float32",
+}
+
+
+def vllm_dtype(dtype: str | None) -> str:
+    """``dtype`` (our names, or None for auto) as vLLM's ``LLM(dtype=...)`` takes it."""
+    try:
+        return VLLM_DTYPES[dtype or "auto"]
+    except KeyError:
+        raise UserError(f"unknown dtype '{dtype}'", field="dtype", hint="bf16, fp16, fp32 or auto") from None
 
 
 def _cuda_available() -> bool:
@@ -327,4 +352,12 @@ def _attach_adapter(model: Any, tokenizer: Any, adapter: str, merge: bool) -> An
     return model.merge_and_unload() if merge else model
 
 
-__all__ = ["Loaded", "ModelSource", "check_device", "load_engine", "load_for_inference", "resolve_source"]
+__all__ = [
+    "Loaded",
+    "ModelSource",
+    "check_device",
+    "load_engine",
+    "load_for_inference",
+    "resolve_source",
+    "vllm_dtype",
+]
