@@ -123,3 +123,44 @@ def test_vllm_gets_the_backbones_trust_remote_code(stand_in_vllm, tiny_llama):
     load_engine(glm, engine="vllm", dtype="bf16")
     load_engine(glm, engine="vllm", dtype="bf16", trust_remote_code=False)
     assert [b["trust_remote_code"] for b in stand_in_vllm] == [True, False]
+
+
+# -- 9. the static cache only where it helps, and any failure of it falls back ------------------
+
+
+def test_static_cache_only_on_the_cpu(tiny_llama):
+    import torch
+    from transformers import AutoModelForCausalLM
+
+    from malpyeong.inference.generation import static_cache_helps
+
+    model = AutoModelForCausalLM.from_pretrained(tiny_llama)
+    assert model._can_compile_fullgraph  # what made every CUDA generation compile before
+    assert static_cache_helps(model, torch.device("cpu"))
+    assert not static_cache_helps(model, torch.device("cuda", 0))  # compiled decoding on a GPU: no
+
+
+def test_a_compile_failure_of_the_static_cache_falls_back(tiny_llama, monkeypatch):
+    """torch.compile errors are RuntimeErrors (torch._dynamo.exc.BackendCompilerFailed): the
+    generation falls back to the default cache and gives the same text."""
+    import torch
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    from malpyeong.inference.generation import generate_texts
+
+    tok = AutoTokenizer.from_pretrained(tiny_llama)
+    model = AutoModelForCausalLM.from_pretrained(tiny_llama)
+    prompts = [tok("안녕하세요 반갑습니다")["input_ids"], tok("오늘 날씨")["input_ids"]]
+    plain = generate_texts(model, tok, prompts, max_new_tokens=5, progress=False)
+    asked = []
+    real = model.generate
+
+    def compile_fails(**kwargs):
+        asked.append(kwargs.get("cache_implementation"))
+        if kwargs.get("cache_implementation") == "static":
+            raise torch._dynamo.exc.BackendCompilerFailed(lambda: None, RuntimeError("inductor failed"), None)
+        return real(**kwargs)
+
+    monkeypatch.setattr(model, "generate", compile_fails)
+    assert generate_texts(model, tok, prompts, max_new_tokens=5, progress=False) == plain
+    assert asked == ["static", None]  # tried once, then the default cache for the rest
