@@ -192,3 +192,103 @@ def test_margin_report_memory_stays_bounded_with_a_256k_vocabulary(tiny_llama):
     margins = pair_margins(model, tok, rows)
     assert margins == pytest.approx(bench.replaced(model, tok, rows), abs=1e-4)
     assert len(set(margins)) == 8  # eight different pairs, not one value
+
+
+# -- 5. adapters that never train ---------------------------------------------------------------
+
+
+def train_tiny(model, out, *extra, capsys=None) -> None:
+    """Two LoRA steps of run/train.py on the CCI samples (no evaluation, no checkpoint)."""
+    from conftest import ROOT, SAMPLES, load_script
+
+    from malpyeong.cli import run_cli
+
+    args = [
+        "--config",
+        ROOT / "resource" / "configs" / "cci" / "tiny_lora.yaml",
+        "--model",
+        model,
+        "--train_file",
+        SAMPLES / "cci_train.json",
+        "--dev_file",
+        SAMPLES / "cci_dev.json",
+        "--output_dir",
+        out,
+        "--report_to",
+        "none",
+        "--max_steps",
+        "2",
+        "--per_device_train_batch_size",
+        "2",
+        "--max_length",
+        "512",
+        "--eval_strategy",
+        "no",
+        "--save_strategy",
+        "no",
+        "--load_best_model_at_end",
+        "false",
+        "--warmup_steps",
+        "0",
+        *extra,
+    ]
+    code = run_cli(load_script(ROOT / "run" / "train.py").main, [str(a) for a in args])
+    assert code == 0, capsys.readouterr().err if capsys else code
+
+
+def lora_b(out) -> dict:
+    from safetensors.torch import load_file
+
+    weights = load_file(str(out / "adapter" / "adapter_model.safetensors"))
+    return {
+        k.split(".lora_B")[0].removeprefix("base_model.model."): v
+        for k, v in weights.items()
+        if "lora_B" in k
+    }
+
+
+@pytest.mark.slow
+def test_mamba_lora_trains_every_adapter_and_a_dead_one_is_named(tiny_mamba, tmp_path, caplog, capsys):
+    """all-linear on Mamba: every LoRA B matrix moves from zero (before: the dt_proj and x_proj
+    adapters were created too, and dt_proj's stayed at zero). Asked for dt_proj by name, the
+    guard names both of its dead adapters after the first optimiser step."""
+    import logging
+
+    caplog.set_level(logging.WARNING, logger="malpyeong.training.trainers")
+    train_tiny(tiny_mamba, tmp_path / "all", capsys=capsys)
+    moved = lora_b(tmp_path / "all")
+    assert {m.rsplit(".", 1)[-1] for m in moved} == {"in_proj"}
+    assert all(float(b.abs().max()) > 0 for b in moved.values()), moved.keys()
+    assert "received no gradient" not in caplog.text
+
+    train_tiny(tiny_mamba, tmp_path / "dead", "--lora_target_modules", "in_proj", "dt_proj", capsys=capsys)
+    dead = ["backbone.layers.0.mixer.dt_proj", "backbone.layers.1.mixer.dt_proj"]
+    b = lora_b(tmp_path / "dead")
+    assert [m for m in sorted(b) if float(b[m].abs().max()) == 0] == dead  # what the guard is for
+    warned = [r.getMessage() for r in caplog.records if "received no gradient" in r.getMessage()]
+    assert len(warned) == 1 and warned[0].startswith("2 adapter module(s) received no gradient")
+    assert f"train: {', '.join(dead)}." in warned[0]
+
+
+def test_the_adapter_guard_names_a_planted_dead_adapter_in_any_family(tiny_llama):
+    """A Llama whose first q_proj is called without its adapter (as a forward that reads the
+    weight directly would): after a backward pass only that module is named."""
+    import torch
+    import torch.nn.functional as F
+    from peft import get_peft_model
+    from transformers import AutoModelForCausalLM
+
+    from malpyeong.training.models import lora_config
+    from malpyeong.training.trainers import untrained_adapters
+
+    model = get_peft_model(AutoModelForCausalLM.from_pretrained(tiny_llama), lora_config(4, 8, 0.0))
+    q = model.base_model.model.model.layers[0].self_attn.q_proj
+    q.forward = lambda x, *a, **k: F.linear(x, q.base_layer.weight, q.base_layer.bias)
+    ids = torch.tensor([[1, 5, 9, 13, 17]])
+    assert untrained_adapters(model) == sorted(  # before any backward: nothing has a gradient
+        n.split(".lora_A")[0].removeprefix("base_model.model.")
+        for n, _ in model.named_parameters()
+        if ".lora_A." in n
+    )
+    model(input_ids=ids, labels=ids).loss.backward()
+    assert untrained_adapters(model) == ["model.layers.0.self_attn.q_proj"]
