@@ -292,3 +292,108 @@ def test_the_adapter_guard_names_a_planted_dead_adapter_in_any_family(tiny_llama
     )
     model(input_ids=ids, labels=ids).loss.backward()
     assert untrained_adapters(model) == ["model.layers.0.self_attn.q_proj"]
+
+
+# -- 3. reentrant activation checkpointing under the current name, for every trainer ------------
+
+
+def test_the_old_checkpointing_key_loads_with_one_note(tmp_path, caplog):
+    import logging
+
+    from conftest import SAMPLES
+
+    from malpyeong.errors import UserError
+    from malpyeong.training.entry import sft_parser
+    from malpyeong.training.outputs import resolved_config
+
+    data = f"train_file: {SAMPLES / 'cci_train.json'}\n"
+    recipe = tmp_path / "old.yaml"
+    recipe.write_text(f"model: m\n{data}gradient_checkpointing: false\n", encoding="utf-8")
+    caplog.set_level(logging.WARNING, logger="malpyeong.training.checkpointing")
+    script, model_args, config = sft_parser().parse(["--config", str(recipe)])
+    assert config.activation_checkpointing is False  # trl's default is True: the key was read
+    flags = ["--model", "m", "--train_file", str(SAMPLES / "cci_train.json")]
+    script, model_args, config = sft_parser().parse([*flags, "--gradient_checkpointing", "false"])
+    assert config.activation_checkpointing is False
+    notes = [r.getMessage() for r in caplog.records]
+    assert (
+        notes
+        == [
+            "note: gradient_checkpointing: transformers' old name of activation_checkpointing (removed in "
+            "transformers 6), read as the new; rename it in the recipe"
+        ]
+        * 2
+    )  # one per run
+    # the written recipe (config.yaml) has the current name only
+    written = resolved_config(script, model_args, config)
+    assert written["activation_checkpointing"] is False and "gradient_checkpointing" not in written
+    caplog.clear()
+    sft_parser().parse([*flags, "--activation_checkpointing", "false"])
+    assert caplog.records == []
+    both = tmp_path / "both.yaml"
+    both.write_text(
+        "model: m\ngradient_checkpointing: false\nactivation_checkpointing: true\n", encoding="utf-8"
+    )
+    with pytest.raises(
+        UserError, match="'gradient_checkpointing' \\(False\\) and 'activation_checkpointing'"
+    ):
+        sft_parser().parse(["--config", str(both)])
+
+
+class Built(Exception):
+    """Raised in place of training, once the trainer is built."""
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("which", ["sft", "classification", "orpo", "dpo", "simpo", "kto"])
+def test_every_trainer_gets_reentrant_checkpointing_under_zero3(which, tiny_llama, tmp_path, monkeypatch):
+    """LoRA under ZeRO-3 with activation checkpointing (ZeRO-3 stood in for: DeepSpeed is not
+    installed here): every trainer's arguments carry ``use_reentrant: true`` under transformers'
+    current name, and the model's checkpointing function is the reentrant one. Before, trl's
+    SFT/DPO/KTO trainers wrote the deprecated alias after the arguments were resolved (the
+    Trainer never read it) and ORPO, SimPO (CPO) and the classification head set nothing."""
+    from conftest import ROOT, SAMPLES, load_script
+    from transformers import TrainerCallback
+
+    from malpyeong.data import load_items
+    from malpyeong.tasks import get_task
+    from malpyeong.training import classification, models, orpo, sft
+    from malpyeong.training.pairs import build_pairs, write_pairs
+
+    built = {}
+
+    class StopAtTheStart(TrainerCallback):  # checkpointing is switched on by train(), before this
+        def on_train_begin(self, args, state, control, **kwargs):
+            raise Built
+
+    def stop(trainer, checkpoint):
+        built["trainer"] = trainer
+        trainer.add_callback(StopAtTheStart)
+        trainer.train()
+
+    monkeypatch.setattr(models, "is_zero3", lambda config: True)
+    monkeypatch.setattr(classification, "is_zero3", lambda config: True)
+    for module in (sft, classification, orpo):
+        monkeypatch.setattr(module, "run_training", stop)
+    common = ["--model", tiny_llama, "--output_dir", tmp_path / "run", "--report_to", "none"]
+    common += ["--activation_checkpointing", "true", "--max_length", "512", "--eval_strategy", "no"]
+    common += ["--load_best_model_at_end", "false", "--max_steps", "1"]
+    if which in ("sft", "classification"):
+        script = "run/train.py"
+        args = [*common, "--task", "cci", "--train_file", SAMPLES / "cci_train.json", "--objective", which]
+    else:
+        task = get_task("cci")
+        pairs = write_pairs(
+            build_pairs(task, load_items(SAMPLES / "cci_dev.json", task)[:4]), tmp_path / "p.jsonl"
+        )
+        script, args = "orpo/train.py", [*common, "--algorithm", which, "--pairs", pairs]
+    with pytest.raises(Built):
+        load_script(ROOT / script).main([str(a) for a in args])
+    trainer = built["trainer"]
+    assert trainer.args.activation_checkpointing_kwargs == {"use_reentrant": True}
+    funcs = {
+        tuple(sorted(m._gradient_checkpointing_func.keywords.items()))
+        for m in trainer.model.modules()
+        if getattr(m, "gradient_checkpointing", False) and hasattr(m, "_gradient_checkpointing_func")
+    }
+    assert funcs == {(("use_reentrant", True),)}

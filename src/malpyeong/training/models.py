@@ -11,6 +11,7 @@ from typing import Any
 
 from malpyeong.errors import UserError
 from malpyeong.models.backbones import Backbone, get_backbone, load_model
+from malpyeong.training.checkpointing import reentrant_under_zero3
 from malpyeong.training.recipe import ModelArguments
 
 
@@ -100,8 +101,8 @@ def load_training_model(
 
         model = prepare_model_for_kbit_training(
             model,
-            use_gradient_checkpointing=config.gradient_checkpointing,
-            gradient_checkpointing_kwargs=config.gradient_checkpointing_kwargs,
+            use_gradient_checkpointing=config.activation_checkpointing,
+            gradient_checkpointing_kwargs=config.activation_checkpointing_kwargs,
         )
     if model_args.method == "full":
         if sft_adapter:
@@ -129,8 +130,9 @@ def load_training_model(
             raise UserError(
                 f"cannot put LoRA adapters there: {str(err).splitlines()[0]}", field="lora_target_modules"
             ) from None
-    if config.gradient_checkpointing:
+    if config.activation_checkpointing:
         model.enable_input_require_grads()
+    reentrant_under_zero3(config, model, is_zero3(config))
     return model
 
 

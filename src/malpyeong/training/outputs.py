@@ -41,6 +41,7 @@ from malpyeong.models.backbones import Backbone
 from malpyeong.models.runfolder import ADAPTER_DIR, WEIGHTS_DIR, is_run_folder, write_run
 from malpyeong.models.runfolder import run_info as make_run_info
 from malpyeong.tasks.base import Task
+from malpyeong.training.checkpointing import RENAMED_KEYS
 from malpyeong.training.evaluation import TaskEvaluator
 from malpyeong.training.models import merge_adapter
 from malpyeong.training.recipe import CommonArguments, ModelArguments
@@ -276,6 +277,8 @@ def resolved_config(script: CommonArguments, model_args: ModelArguments, config:
             out[f.name] = _plain(getattr(args, f.name))
     for key, value in config.to_dict().items():
         if key in ("overwrite", "resume", "merge") or key.startswith("_") or key.endswith("_token"):
+            continue
+        if key in RENAMED_KEYS:  # transformers' old names mirror the current ones
             continue
         if value == "<HUB_TOKEN>" or (
             isinstance(value, str) and value.startswith("<") and value.endswith(">")

@@ -327,7 +327,7 @@ def recipe_setup(model_args: Any, script: Any, config: Any, *, eager: bool, num_
         compute_bytes=compute,
         batch=int(config.per_device_train_batch_size),
         seq=int(getattr(config, "max_length", None) or 1024),
-        gradient_checkpointing=bool(config.gradient_checkpointing),
+        gradient_checkpointing=bool(config.activation_checkpointing),
         lora_r=model_args.lora_r,
         lora_targets=tuple(model_args.lora_target_modules),
         lora_dropout=model_args.lora_dropout,
