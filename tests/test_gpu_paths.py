@@ -397,3 +397,77 @@ def test_every_trainer_gets_reentrant_checkpointing_under_zero3(which, tiny_llam
         if getattr(m, "gradient_checkpointing", False) and hasattr(m, "_gradient_checkpointing_func")
     }
     assert funcs == {(("use_reentrant", True),)}
+
+
+# -- 10. the memory estimate's new terms --------------------------------------------------------
+
+
+def test_memory_estimate_counts_bf16_qlora_adapters_8bit_adamw_and_eager_masks():
+    import dataclasses
+
+    from malpyeong.training.vram import ARCHITECTURES, GIB, Setup, estimate, mask_bytes
+
+    gemma = ARCHITECTURES["rtzr/ko-gemma-2-9b-it"]
+    qlora = Setup(method="qlora", compute_bytes=2, batch=4, seq=1024, gradient_checkpointing=True)
+    n = 54_018_048  # LoRA r=16 on every linear layer of Gemma-2-9B
+    fp32 = estimate(gemma, qlora)
+    bf16 = estimate(gemma, dataclasses.replace(qlora, adapter_bytes=2))
+    adam8 = estimate(gemma, dataclasses.replace(qlora, adapter_bytes=2, optimizer_8bit=True))
+    assert fp32.trainable == n * 16  # fp32 weight, gradient and two moments
+    assert bf16.trainable == n * 8  # trl's bf16 adapters: AdamW's moments follow the weight
+    assert adam8.trainable == pytest.approx(n * (2 + 2 + 2 * (1 + 4 / 256)))  # one byte a moment
+    # eager attention's masks: Gemma-2 builds two (sliding and full), batch x seq x seq each
+    long = Setup(method="lora", compute_bytes=2, batch=4, seq=8192, gradient_checkpointing=True)
+    assert mask_bytes(gemma, long) == 1 * GIB  # the issue's ~1 GiB at 4 x 8,192
+    assert mask_bytes(gemma, dataclasses.replace(long, method="qlora")) == 2 * GIB  # fp32 stream
+    assert mask_bytes(gemma, dataclasses.replace(long, eager=False)) == 0
+    one_kind = estimate(dataclasses.replace(gemma, mask_kinds=1), long)
+    assert estimate(gemma, long).activations - one_kind.activations == GIB / 2  # kept through backward
+    assert ARCHITECTURES["Qwen/Qwen2.5-3B-Instruct"].mask_kinds == 1
+
+
+def test_recipe_estimate_reads_the_optimizer_and_the_adapter_dtype():
+    from conftest import ROOT
+
+    from malpyeong.training.entry import sft_parser
+    from malpyeong.training.vram import recipe_setup
+
+    recipe = ROOT / "resource" / "configs" / "dcs" / "cpm" / "gemma-2-9b-it_qlora.yaml"
+    script, model_args, config = sft_parser().parse(["--config", str(recipe), "--train_file", str(recipe)])
+    setup = recipe_setup(model_args, script, config, eager=True, num_labels=None)
+    assert (setup.method, setup.adapter_bytes, setup.optimizer_8bit) == ("qlora", 2, True)
+    head = recipe_setup(model_args, script, config, eager=True, num_labels=4)
+    assert head.adapter_bytes == 4  # the classification head's plain Trainer keeps peft's fp32
+
+
+@pytest.mark.slow
+def test_trl_casts_qlora_adapters_to_bf16_on_our_path(tiny_llama, tmp_path, monkeypatch):
+    """What the estimate's bf16 QLoRA term stands on: our QLoRA model (4-bit base, fp32
+    adapters from peft) handed to trl's SFTTrainer has bf16 adapters when training starts."""
+    import torch
+    from conftest import ROOT, SAMPLES, load_script
+
+    from malpyeong.training import sft
+
+    seen = {}
+
+    def stop(trainer, checkpoint):
+        seen["dtypes"] = {p.dtype for p in trainer.model.parameters() if p.requires_grad}
+        raise Built
+
+    monkeypatch.setattr(sft, "run_training", stop)
+    args = [
+        "--model",
+        tiny_llama,
+        "--method",
+        "qlora",
+        "--task",
+        "cci",
+        "--train_file",
+        SAMPLES / "cci_train.json",
+    ]
+    args += ["--output_dir", tmp_path / "run", "--report_to", "none", "--eval_strategy", "no"]
+    args += ["--load_best_model_at_end", "false", "--max_steps", "1", "--max_length", "512"]
+    with pytest.raises(Built):
+        load_script(ROOT / "run" / "train.py").main([str(a) for a in args])
+    assert seen["dtypes"] == {torch.bfloat16}
