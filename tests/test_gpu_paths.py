@@ -471,3 +471,47 @@ def test_trl_casts_qlora_adapters_to_bf16_on_our_path(tiny_llama, tmp_path, monk
     with pytest.raises(Built):
         load_script(ROOT / "run" / "train.py").main([str(a) for a in args])
     assert seen["dtypes"] == {torch.bfloat16}
+
+
+# -- 2. dev evaluation: the same number of calls on every process; the logits width -------------
+
+
+def test_evaluation_shares_are_padded_to_equal_size():
+    from malpyeong.inference.shard import Shard
+    from malpyeong.training.evaluation import share
+
+    items = list(range(17))
+    assert share(items, Shard(0, 2)) == list(range(0, 17, 2))  # 9 items
+    assert share(items, Shard(1, 2)) == [*range(1, 17, 2), 1]  # 8 and a repeat, dropped later
+    assert share([7, 8], Shard(2, 3)) == [7]  # no item of its own: the first one
+
+
+def test_evaluation_counts_generate_calls_and_other_forward_passes(tiny_llama):
+    import torch
+    from transformers import AutoModelForCausalLM
+
+    from malpyeong.training.evaluation import counted_calls
+
+    model = AutoModelForCausalLM.from_pretrained(tiny_llama).eval()
+    ids = torch.tensor([[1, 5, 9]])
+    with counted_calls(model) as calls, torch.no_grad():
+        model(input_ids=ids)
+        model.generate(input_ids=ids, max_new_tokens=3, do_sample=False)  # 3 forward passes inside
+        model(input_ids=ids)
+    assert calls == {"generate": 1, "forward": 2}
+    assert "generate" not in model.__dict__  # the model's own generate again
+
+
+def test_logits_width_comes_from_the_config_not_a_zero3_partition(tiny_llama):
+    """Under ZeRO-3 a process's share of the LM head has shape [0]: the width of the logits (for
+    constrained decoding) is the config's vocab_size."""
+    import torch
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    from malpyeong.inference.generation import _logits_width
+
+    model = AutoModelForCausalLM.from_pretrained(tiny_llama)
+    vocab = model.config.vocab_size
+    assert _logits_width(model, AutoTokenizer.from_pretrained(tiny_llama)) == vocab
+    model.get_output_embeddings().weight = torch.nn.Parameter(torch.empty(0))  # a ZeRO-3 partition
+    assert _logits_width(model, AutoTokenizer.from_pretrained(tiny_llama)) == vocab

@@ -264,13 +264,19 @@ def _out_of_memory(err: BaseException) -> bool:
 
 
 def _logits_width(model: Any, tokenizer: Any) -> int:
-    """How many logits the model writes per step (its output embedding rows; may exceed the
-    tokenizer's vocabulary, which the constraint then masks)."""
+    """How many logits the model writes per step (may exceed the tokenizer's vocabulary, which
+    the constraint then masks): the config's ``vocab_size``, which resizing keeps equal to the
+    output embedding's rows. Not the weight's own shape first: under DeepSpeed ZeRO-3 a
+    process holds a partition of it, and its shape is 0."""
+    config = getattr(model, "config", None)
+    config = getattr(config, "get_text_config", lambda: config)()
+    vocab = getattr(config, "vocab_size", None)
+    if isinstance(vocab, int) and vocab > 0:
+        return vocab
     head = model.get_output_embeddings() if hasattr(model, "get_output_embeddings") else None
     weight = getattr(head, "weight", None)
-    if weight is not None:
-        return int(weight.shape[0])
-    return int(getattr(getattr(model, "config", None), "vocab_size", None) or len(tokenizer))
+    rows = int((getattr(weight, "ds_shape", None) or getattr(weight, "shape", None) or [0])[0])
+    return rows or len(tokenizer)
 
 
 def _constrained(constraint: Any, ids: Any, max_new_tokens: int) -> dict:
