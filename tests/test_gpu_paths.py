@@ -473,6 +473,117 @@ def test_trl_casts_qlora_adapters_to_bf16_on_our_path(tiny_llama, tmp_path, monk
     assert seen["dtypes"] == {torch.bfloat16}
 
 
+# -- 1 and 2. two processes (gloo): a staged run's merge, and dev evaluation ---------------------
+
+# Loaded by every Python process the launch starts (PYTHONPATH). SLOW_MERGE_S: merge_adapter takes
+# that many seconds longer, wherever it runs, and logs the process it ran in. PG_TIMEOUT_S: the
+# default collective timeout of a gloo group (30 minutes) becomes that, as NCCL's 10 minutes
+# would be on GPUs (on the CPU, transformers does not pass --ddp_timeout to the group).
+PATCHES = """
+import datetime, importlib.abc, importlib.util, os, sys, time
+
+
+class AfterImport(importlib.abc.MetaPathFinder):
+    def __init__(self, name, patch):
+        self.name, self.patch = name, patch
+
+    def find_spec(self, name, path, target=None):
+        if name != self.name:
+            return None
+        sys.meta_path.remove(self)
+        spec = importlib.util.find_spec(name)
+        run = spec.loader.exec_module
+
+        def exec_module(module):
+            run(module)
+            self.patch(module)
+
+        spec.loader.exec_module = exec_module
+        return spec
+
+
+def slow_merge(module):
+    real = module.merge_adapter
+
+    def slow(*args, **kwargs):
+        with open(os.environ["SLOW_MERGE_LOG"], "a") as log:
+            log.write(os.environ.get("RANK", "own process") + "\\n")
+        time.sleep(float(os.environ["SLOW_MERGE_S"]))
+        return real(*args, **kwargs)
+
+    module.merge_adapter = slow
+
+
+def short_timeout(module):
+    module.default_pg_timeout = datetime.timedelta(seconds=float(os.environ["PG_TIMEOUT_S"]))
+
+
+if os.environ.get("SLOW_MERGE_S"):
+    sys.meta_path.insert(0, AfterImport("malpyeong.training.models", slow_merge))
+if os.environ.get("PG_TIMEOUT_S"):
+    sys.meta_path.insert(0, AfterImport("torch.distributed.distributed_c10d", short_timeout))
+"""
+
+
+@pytest.mark.slow
+def test_two_processes_staged_merge_waits_untimed_and_evaluation_calls_match(tiny_llama, tmp_path):
+    """A staged run (LoRA on an earlier LoRA run, merged into init_model/) in two processes whose
+    collective timeout is 10 s, while the merge takes 20 s longer than it does: the other
+    process waits for it without timing out (before: it sat in a barrier and failed). The same
+    run evaluates 17 dev items one at a time: 9 and 8 answers, and both processes make the same
+    number of model calls (before: 9 and 8 forward passes)."""
+    import json
+    import os
+    import subprocess
+    import sys
+
+    from conftest import ROOT, SAMPLES
+    from test_multiprocess import LAUNCH
+
+    (tmp_path / "site").mkdir()
+    (tmp_path / "site" / "sitecustomize.py").write_text(PATCHES, encoding="utf-8")
+    env = {
+        **os.environ,
+        "HF_HUB_OFFLINE": "1",
+        "OMP_NUM_THREADS": "1",
+        "MALPYEONG_LOG": "WARNING",
+        "PYTHONPATH": os.pathsep.join([str(tmp_path / "site"), str(ROOT / "src")]),
+        "SLOW_MERGE_LOG": str(tmp_path / "merges.log"),
+    }
+    recipe = ["--config", ROOT / "resource" / "configs" / "cci" / "tiny_lora.yaml", "--model", tiny_llama]
+    quick = ["--report_to", "none", "--max_steps", "1", "--per_device_train_batch_size", "2"]
+    quick += ["--save_strategy", "no", "--load_best_model_at_end", "false", "--early_stopping_patience", "0"]
+
+    def train(*args, launch=False, **extra_env):
+        cmd = [*(LAUNCH if launch else [sys.executable]), ROOT / "run" / "train.py", *recipe, *quick, *args]
+        return subprocess.run(
+            [str(c) for c in cmd],
+            capture_output=True,
+            text=True,
+            cwd=ROOT,
+            env={**env, **extra_env},
+            timeout=900,
+        )
+
+    first = train("--output_dir", tmp_path / "first", "--eval_strategy", "no")
+    assert first.returncode == 0, first.stderr[-3000:]
+    staged = tmp_path / "staged"
+    done = train(
+        "--output_dir", staged, "--init_from", tmp_path / "first", "--model", tiny_llama,
+        "--eval_strategy", "steps", "--eval_steps", "1",
+        "--dev_file", SAMPLES / "cci_dev.json", "--dev_eval_items", "17", "--per_device_eval_batch_size", "1",
+        launch=True, SLOW_MERGE_S="20", PG_TIMEOUT_S="10",
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert (tmp_path / "merges.log").read_text().splitlines() == ["own process"]  # merged once, apart
+    assert (staged / "init_model" / "config.json").is_file()
+    assert not list(staged.glob(".*-done*")) and not list((staged / "init_model").glob(".*-done*"))
+    report = json.loads((staged / "dev_metrics.json").read_text())["best_report"]
+    assert report["n"] == 17 and report["answered_per_process"] == [9, 8]
+    calls = report["model_calls_per_process"]
+    assert len(calls) == 2 and calls[0] == calls[1] and calls[0]["forward"] >= 9, calls
+
+
 # -- 2. dev evaluation: the same number of calls on every process; the logits width -------------
 
 

@@ -41,31 +41,12 @@ from malpyeong.models.backbones import Backbone
 from malpyeong.models.runfolder import ADAPTER_DIR, WEIGHTS_DIR, is_run_folder, write_run
 from malpyeong.models.runfolder import run_info as make_run_info
 from malpyeong.tasks.base import Task
+from malpyeong.training.alone import main_process, merge_in_own_process, on_main_alone, wait_for_everyone
 from malpyeong.training.checkpointing import RENAMED_KEYS
 from malpyeong.training.evaluation import TaskEvaluator
-from malpyeong.training.models import merge_adapter
 from malpyeong.training.recipe import CommonArguments, ModelArguments
 
 log = logging.getLogger(__name__)
-
-
-def main_process() -> bool:
-    """True in the process that writes the run folder (rank 0 under accelerate/torchrun)."""
-    try:
-        from accelerate import PartialState
-
-        return PartialState().is_main_process
-    except Exception:  # noqa: BLE001 - accelerate not initialised: a single process
-        return int(os.environ.get("RANK", "0")) == 0
-
-
-def wait_for_everyone() -> None:
-    try:
-        from accelerate import PartialState
-
-        PartialState().wait_for_everyone()
-    except Exception:  # noqa: BLE001 - a single process has nobody to wait for
-        pass
 
 
 @contextmanager
@@ -84,6 +65,8 @@ def open_run_folder(path: str | os.PathLike, *, overwrite: bool, resume: bool) -
     with exclusive(out, "run folder"):
         yield out
 
+
+MERGE_MARKER = ".merge-done"  # the main process's merge finished (ok, or why not); removed after
 
 # Files that make a checkpoint complete: the trainer writes its state last (after the weights,
 # the optimizer and the RNG state), so a checkpoint cut short by kill -9 lacks a readable one.
@@ -395,19 +378,27 @@ def save_run(
         target_style=target_style,
         merged=script.merge and not full,
     )
-    if not main_process():
+    if main_process():
+        tokenizer.save_pretrained(str(weights))
+    if not (script.merge and not full):
+        if main_process():
+            write_run(out, info)
         return info
-    tokenizer.save_pretrained(str(weights))
-    merged = False
-    if script.merge and not full:
-        trainer.model = None
-        gc.collect()
-        merge_adapter(
-            model_args.model, weights, out, backbone=backbone, dtype=model_args.dtype, tokenizer=tokenizer
-        )
-        merged = True
-    info = run_info(
-        script, model_args, task, max_length, stage=stage, target_style=target_style, merged=merged
+    trainer.model = None
+    gc.collect()
+    # the main process merges in a process of its own (see malpyeong.training.alone): the
+    # others wait for it without a collective timeout, and the base is not loaded under ZeRO-3
+    on_main_alone(
+        lambda: merge_in_own_process(
+            model_args.model,
+            weights,
+            out,
+            backbone=backbone,
+            dtype=model_args.dtype,
+            tokenizer=weights,
+        ),
+        out / MERGE_MARKER,
     )
-    write_run(out, info)
+    if main_process():
+        write_run(out, info)
     return info
