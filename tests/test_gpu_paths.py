@@ -626,3 +626,21 @@ def test_logits_width_comes_from_the_config_not_a_zero3_partition(tiny_llama):
     assert _logits_width(model, AutoTokenizer.from_pretrained(tiny_llama)) == vocab
     model.get_output_embeddings().weight = torch.nn.Parameter(torch.empty(0))  # a ZeRO-3 partition
     assert _logits_width(model, AutoTokenizer.from_pretrained(tiny_llama)) == vocab
+
+
+# -- the GPU check's steps (benchmarks/gpu_check_distributed.py) -------------------------------
+
+
+def test_gpu_check_steps_import_and_skip_cleanly_here():
+    import torch
+    from conftest import load_script
+
+    if torch.cuda.is_available():
+        pytest.skip("a CUDA machine runs the steps for real")
+    check = load_script("benchmarks/gpu_check_distributed.py")
+    names = [name for name, _ in check.STEPS]
+    assert names == ["bf16_native", "vllm_dtype_bf16", "zero3_staged_scoring", "zero3_dev_generation"]
+    rows = {name: step() for name, step in check.STEPS}
+    assert {row["status"] for row in rows.values()} == {"skip"}
+    assert rows["zero3_staged_scoring"]["detail"] == "needs 2 CUDA GPU(s), this machine has 0"
+    assert all(row["detail"] for row in rows.values())
