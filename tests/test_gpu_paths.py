@@ -198,7 +198,7 @@ def test_margin_report_memory_stays_bounded_with_a_256k_vocabulary(tiny_llama):
 
 
 def train_tiny(model, out, *extra, capsys=None) -> None:
-    """Two LoRA steps of run/train.py on the CCI samples (no evaluation, no checkpoint)."""
+    """One LoRA step of run/train.py on the CCI samples (no evaluation, no checkpoint)."""
     from conftest import ROOT, SAMPLES, load_script
 
     from malpyeong.cli import run_cli
@@ -217,11 +217,11 @@ def train_tiny(model, out, *extra, capsys=None) -> None:
         "--report_to",
         "none",
         "--max_steps",
-        "2",
+        "1",
         "--per_device_train_batch_size",
         "2",
         "--max_length",
-        "512",
+        "384",
         "--eval_strategy",
         "no",
         "--save_strategy",
@@ -249,7 +249,7 @@ def lora_b(out) -> dict:
 
 @pytest.mark.slow
 def test_mamba_lora_trains_every_adapter_and_a_dead_one_is_named(tiny_mamba, tmp_path, caplog, capsys):
-    """all-linear on Mamba: every LoRA B matrix moves from zero (before: the dt_proj and x_proj
+    """all-linear on Mamba, one optimiser step: every LoRA B matrix moves from zero (before: the dt_proj and x_proj
     adapters were created too, and dt_proj's stayed at zero). Asked for dt_proj by name, the
     guard names both of its dead adapters after the first optimiser step."""
     import logging
@@ -551,7 +551,16 @@ def test_two_processes_staged_merge_waits_untimed_and_evaluation_calls_match(tin
         "SLOW_MERGE_LOG": str(tmp_path / "merges.log"),
     }
     recipe = ["--config", ROOT / "resource" / "configs" / "cci" / "tiny_lora.yaml", "--model", tiny_llama]
-    quick = ["--report_to", "none", "--max_steps", "1", "--per_device_train_batch_size", "2"]
+    quick = [
+        "--report_to",
+        "none",
+        "--max_steps",
+        "1",
+        "--per_device_train_batch_size",
+        "2",
+        "--max_length",
+        "384",
+    ]
     quick += ["--save_strategy", "no", "--load_best_model_at_end", "false", "--early_stopping_patience", "0"]
 
     def train(*args, launch=False, **extra_env):
