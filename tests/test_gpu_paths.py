@@ -28,13 +28,14 @@ def test_bf16_is_asked_without_emulation(monkeypatch):
     import torch
 
     from malpyeong.models.backbones import quantization_config, resolve_dtype
-    from malpyeong.training.recipe import _bf16_default
+    from malpyeong.training.entry import sft_parser
 
+    sft_parser()  # trl and bitsandbytes imported before "CUDA" is there (they would probe it)
     card = EmulatingCard()
     monkeypatch.setattr(torch.cuda, "is_available", card.is_available)
     monkeypatch.setattr(torch.cuda, "is_bf16_supported", card.is_bf16_supported)
     assert resolve_dtype("auto") == torch.float16  # the fp16 fallback runs on an emulating card
-    assert _bf16_default() is False  # no emulated bf16 mixed precision by default
+    assert sft_parser().parser.get_default("bf16") is False  # no emulated bf16 mixed precision
     assert quantization_config().bnb_4bit_compute_dtype == torch.float16
     assert card.asked == [{"including_emulation": False}] * 3
 

@@ -23,15 +23,12 @@ from collections.abc import Callable
 from pathlib import Path
 
 from malpyeong.cli import run_cli
+from malpyeong.device import alone_on_cpu_env
 from malpyeong.errors import UserError, one_line
 from malpyeong.models.backbones import Backbone, load_tokenizer
 from malpyeong.training.models import merge_adapter
 
 POLL_SECONDS = 1.0
-# What a process launched by torchrun / accelerate carries to join the group, and what makes
-# transformers build models through DeepSpeed: none of it reaches the merging process.
-DISTRIBUTED_ENV = ("RANK", "LOCAL_RANK", "WORLD_SIZE", "LOCAL_WORLD_SIZE", "GROUP_RANK", "MASTER_ADDR")
-DISTRIBUTED_PREFIXES = ("ACCELERATE_", "TORCHELASTIC_", "MASTER_", "ROLE_", "GROUP_", "DEEPSPEED_")
 
 
 def several_processes() -> bool:
@@ -95,12 +92,7 @@ def _write(marker: Path, text: str) -> None:
 def clean_env() -> dict[str, str]:
     """This process's environment without the distributed launch settings, the GPUs hidden (the
     merge runs on the CPU, as it did in the training process), and this package importable."""
-    env = {
-        k: v
-        for k, v in os.environ.items()
-        if k not in DISTRIBUTED_ENV and not k.startswith(DISTRIBUTED_PREFIXES)
-    }
-    env["CUDA_VISIBLE_DEVICES"] = ""
+    env = alone_on_cpu_env()
     src = str(Path(__file__).resolve().parents[2])
     env["PYTHONPATH"] = os.pathsep.join([src, *filter(None, [env.get("PYTHONPATH")])])
     return env

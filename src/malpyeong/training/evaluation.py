@@ -8,11 +8,11 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from malpyeong.data import load_items
+from malpyeong.device import model_device
 from malpyeong.inference.answer import AnswerSettings, answer_items
 from malpyeong.inference.engines import GenerationSettings, HFEngine
 from malpyeong.inference.shard import Shard, current_shard
 from malpyeong.models.backbones import Backbone
-from malpyeong.models.device import model_device
 from malpyeong.tasks.base import PromptSpec, Task
 from malpyeong.training.recipe import CommonArguments
 

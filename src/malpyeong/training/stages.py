@@ -17,6 +17,7 @@ from pathlib import Path
 from malpyeong.errors import UserError
 from malpyeong.models.backbones import Backbone, get_backbone
 from malpyeong.models.runfolder import (
+    INIT_DIR,
     MODEL_CONFIG,
     adapter_of,
     read_run,
@@ -27,7 +28,6 @@ from malpyeong.models.runfolder import (
 from malpyeong.training.alone import main_process, merge_in_own_process, on_main_alone
 from malpyeong.training.recipe import ModelArguments
 
-INIT_DIR = "init_model"
 INIT_MARKER = ".init-model-done"  # the main process's merge finished (ok, or why not); removed after
 
 
