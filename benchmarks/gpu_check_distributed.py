@@ -3,7 +3,8 @@
     python benchmarks/gpu_check_distributed.py          # each step's row as one JSON line
     python benchmarks/gpu_check.py                      # with every other gpu_check_*.py
 
-``STEPS`` lists ``(name, function)``; each function returns a row ``{"status": "ok" | "skip" |
+``STEPS`` lists ``(name, function)``; each function takes gpu_check.py's ``Context`` (unused
+here: None when this file runs alone) and returns a row ``{"status": "ok" | "skip" |
 "fail", "detail": str, ...figures}`` and skips, saying why, where its hardware or library is
 absent (no CUDA, fewer than two GPUs, no vLLM, no DeepSpeed), so the module imports and runs on
 a CPU. The steps, on tiny random-weight models built on the spot:
@@ -31,6 +32,7 @@ import tempfile
 import time
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 ROOT = Path(__file__).resolve().parents[1]
 Row = dict
@@ -88,7 +90,7 @@ def _run(cmd: list, timeout: int = 900) -> subprocess.CompletedProcess:
     )
 
 
-def bf16_native() -> Row:
+def bf16_native(ctx: Any = None) -> Row:
     missing = _needs(1)
     if missing:
         return missing
@@ -109,7 +111,7 @@ def bf16_native() -> Row:
     }
 
 
-def vllm_dtype_bf16() -> Row:
+def vllm_dtype_bf16(ctx: Any = None) -> Row:
     missing = _needs(1, ("vllm",))
     if missing:
         return missing
@@ -162,7 +164,7 @@ def _failed(done: subprocess.CompletedProcess) -> Row:
     return {"status": "fail", "detail": (done.stderr.strip().splitlines() or ["(no output)"])[-1][-500:]}
 
 
-def zero3_staged_scoring() -> Row:
+def zero3_staged_scoring(ctx: Any = None) -> Row:
     missing = _needs(2, ("deepspeed",))
     if missing:
         return missing
@@ -195,7 +197,7 @@ def zero3_staged_scoring() -> Row:
         }
 
 
-def zero3_dev_generation() -> Row:
+def zero3_dev_generation(ctx: Any = None) -> Row:
     missing = _needs(2, ("deepspeed",))
     if missing:
         return missing
@@ -221,7 +223,9 @@ def zero3_dev_generation() -> Row:
         }
 
 
-STEPS: list[tuple[str, Callable[[], Row]]] = [
+# benchmarks/gpu_check.py (speed issue) calls each step with its Context; the steps here need
+# nothing from it (each builds its own tiny model in a folder of its own), so run alone it is None.
+STEPS: list[tuple[str, Callable[[Any], Row]]] = [
     ("bf16_native", bf16_native),
     ("vllm_dtype_bf16", vllm_dtype_bf16),
     ("zero3_staged_scoring", zero3_staged_scoring),
@@ -233,7 +237,7 @@ def main() -> int:
     failed = False
     for name, step in STEPS:
         try:
-            row = step()
+            row = step(None)
         except Exception as err:  # noqa: BLE001 - a step that crashes is a failed check, not a crash
             row = {"status": "fail", "detail": f"{type(err).__name__}: {err}"[:500]}
         failed |= row["status"] == "fail"
