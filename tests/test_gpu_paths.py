@@ -1,7 +1,7 @@
 """The GPU and multi-GPU paths (issue 25), proved on the CPU where they can be: each test stands
 in for the piece of hardware or library it cannot have here (a CUDA card that only emulates
 bf16, a vLLM ``LLM``, a ZeRO-3 trainer config) and checks what our code asks of it.
-The two-process runs are in tests/test_multiprocess.py; docs/gpu_paths.md lists the findings."""
+The two-process run (gloo, findings 1 and 2) is near the end; docs/gpu_paths.md lists the findings."""
 
 from __future__ import annotations
 
@@ -250,9 +250,9 @@ def lora_b(out) -> dict:
 
 @pytest.mark.slow
 def test_mamba_lora_trains_every_adapter_and_a_dead_one_is_named(tiny_mamba, tmp_path, caplog, capsys):
-    """all-linear on Mamba, one optimiser step: every LoRA B matrix moves from zero (before: the dt_proj and x_proj
-    adapters were created too, and dt_proj's stayed at zero). Asked for dt_proj by name, the
-    guard names both of its dead adapters after the first optimiser step."""
+    """all-linear on Mamba, one optimiser step: every LoRA B matrix moves from zero (before: the
+    dt_proj and x_proj adapters were created too, and dt_proj's stayed at zero). Asked for
+    dt_proj by name, the guard names both of its dead adapters after the first optimiser step."""
     import logging
 
     caplog.set_level(logging.WARNING, logger="malpyeong.training.trainers")
