@@ -15,10 +15,10 @@ a CPU. The steps, on tiny random-weight models built on the spot:
 - ``zero3_staged_scoring``: two GPUs, DeepSpeed ZeRO-3 (resource/configs/accelerate/
   deepspeed_zero3.yaml): a LoRA stage on an earlier LoRA run (its merge into init_model/ made
   apart from the group), activation checkpointing on (reentrant under ZeRO-3), dev evaluation
-  of 17 CCI items one at a time (9 and 8 answers, the same number of forward passes), and
-  ``--merge`` at the end;
-- ``zero3_dev_generation``: two GPUs, ZeRO-3, the DCS dev metric by generation (5 items: 3 and 2
-  answers, the same number of ``generate`` calls).
+  of 17 CCI items one at a time (under ZeRO-3 each GPU answers all 17, with the same number of
+  forward passes), and ``--merge`` at the end;
+- ``zero3_dev_generation``: two GPUs, ZeRO-3, the DCS dev metric by generation (5 items, all 5
+  answered on each GPU: 5 ``generate`` calls on each).
 """
 
 from __future__ import annotations
@@ -189,7 +189,7 @@ def zero3_staged_scoring(ctx: Any = None) -> Row:
         report = json.loads((out / "dev_metrics.json").read_text())["best_report"]
         calls = report["model_calls_per_process"]
         merged = (out / "config.json").is_file() and (out / "init_model" / "config.json").is_file()
-        ok = report["answered_per_process"] == [9, 8] and calls[0] == calls[1] and merged
+        ok = report["answered_per_process"] == [17, 17] and calls[0] == calls[1] and merged
         return {
             "status": "ok" if ok else "fail",
             "detail": f"answered {report['answered_per_process']}, model calls {calls}, merged {merged}",
@@ -215,7 +215,7 @@ def zero3_dev_generation(ctx: Any = None) -> Row:
             return _failed(done)
         report = json.loads((out / "dev_metrics.json").read_text())["best_report"]
         calls = report["model_calls_per_process"]
-        ok = report["answered_per_process"] == [3, 2] and calls[0] == calls[1] and calls[0]["generate"] == 3
+        ok = report["answered_per_process"] == [5, 5] and calls[0] == calls[1] and calls[0]["generate"] == 5
         return {
             "status": "ok" if ok else "fail",
             "detail": f"answered {report['answered_per_process']}, model calls {calls}",

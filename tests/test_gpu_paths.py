@@ -623,6 +623,50 @@ def test_evaluation_counts_generate_calls_and_other_forward_passes(tiny_llama):
     assert "generate" not in model.__dict__  # the model's own generate again
 
 
+@pytest.mark.parametrize("zero3", [False, True])
+def test_under_zero3_every_process_answers_every_dev_item(zero3, tiny_llama, monkeypatch):
+    """Process 0 of 2. Under DDP it answers its padded share (3 of 5 items) and learns the
+    others' call counts afterwards. Under ZeRO-3 that exchange would meet a process still in its
+    forward passes (each an all-gather of the weights) out of order, so every process answers
+    all 5 items: the same plan and the same calls everywhere, by construction (before: the
+    padded share under ZeRO-3 too, so option scoring's batch plans could differ)."""
+    import accelerate.utils
+    from conftest import SAMPLES
+    from transformers import AutoModelForCausalLM
+
+    from malpyeong.data import load_items
+    from malpyeong.inference.answer import AnswerSettings
+    from malpyeong.inference.shard import Shard
+    from malpyeong.models.backbones import get_backbone, load_tokenizer
+    from malpyeong.tasks import get_task
+    from malpyeong.training import evaluation
+
+    gathered = []
+
+    def gather(objects):  # process 1: the same calls, and (under DDP) answers to its own share
+        gathered.append(objects)
+        if objects and isinstance(objects[0], tuple):
+            return objects + [(it.id, objects[0][1]) for it in items[1::2]]
+        return objects * 2
+
+    monkeypatch.setattr(evaluation, "current_shard", lambda: Shard(0, 2))
+    monkeypatch.setattr(evaluation, "zero3_enabled", lambda: zero3)
+    monkeypatch.setattr(evaluation, "even_out", lambda *args: None)  # process 1's counts are ours
+    monkeypatch.setattr(accelerate.utils, "gather_object", gather)
+    task = get_task("cci")
+    items = load_items(SAMPLES / "cci_dev.json", task, require_output=True)[:5]
+    backbone = get_backbone(tiny_llama)
+    evaluator = evaluation.TaskEvaluator(
+        task, items, load_tokenizer(tiny_llama, backbone), backbone, AnswerSettings(batch_size=1)
+    )
+    evaluator(AutoModelForCausalLM.from_pretrained(tiny_llama))
+    report = evaluator.reports[-1]
+    assert report["answered_per_process"] == ([5, 5] if zero3 else [3, 2])
+    answered = [pair for objects in gathered if objects and isinstance(objects[0], tuple) for pair in objects]
+    assert len(answered) == (0 if zero3 else 3)  # under ZeRO-3 no answers travel: each has all
+    assert report["model_calls_per_process"][0] == report["model_calls_per_process"][1]
+
+
 def test_logits_width_comes_from_the_config_not_a_zero3_partition(tiny_llama):
     """Under ZeRO-3 a process's share of the LM head has shape [0]: the width of the logits (for
     constrained decoding) is the config's vocab_size."""

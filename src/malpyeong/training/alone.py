@@ -25,6 +25,7 @@ from pathlib import Path
 from malpyeong.cli import run_cli
 from malpyeong.device import alone_on_cpu_env
 from malpyeong.errors import UserError, one_line
+from malpyeong.io import atomic_write_json
 from malpyeong.models.backbones import Backbone, load_tokenizer
 from malpyeong.training.models import merge_adapter
 
@@ -154,7 +155,7 @@ def _merge(spec: dict) -> None:
         path = out / "config.json"
         config = json.loads(path.read_text(encoding="utf-8"))
         config["malpyeong_chat_format"] = spec["chat_format"]
-        path.write_text(json.dumps(config, indent=2, ensure_ascii=False), encoding="utf-8")
+        atomic_write_json(path, config, indent=2)
 
 
 def main(argv: list[str] | None = None) -> int:

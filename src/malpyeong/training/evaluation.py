@@ -30,7 +30,13 @@ class TaskEvaluator:
     to equal size with repeats whose answers are dropped (so ``generate`` runs as many batches
     everywhere; transformers keeps their steps in lock-step with ``synced_gpus``), and a process
     that made fewer forward passes (option scoring plans its batches per share) makes the
-    missing ones on a one-token input. ``model_calls_per_process`` in the report shows it."""
+    missing ones on a one-token input. ``model_calls_per_process`` in the report shows it.
+
+    Under ZeRO-3 those missing passes would come too late: learning how many calls the others
+    made is itself a collective, which a process still in its own forward passes (each one an
+    all-gather of the weights) would meet out of order. So under ZeRO-3 every process answers
+    every item: the same plan, the same calls in the same order, by construction (the dev
+    metric is not split across the GPUs there)."""
 
     task: Task
     items: list
@@ -56,7 +62,8 @@ class TaskEvaluator:
                 if generates:
                     model.config.use_cache = True
                 shard = current_shard()
-                mine = share(self.items, shard)
+                everything = not shard.alone and zero3_enabled()
+                mine = list(self.items) if everything else share(self.items, shard)
                 with counted_calls(model) as calls:
                     run = answer_items(
                         HFEngine(model, self.tokenizer, self.backbone),
@@ -65,27 +72,30 @@ class TaskEvaluator:
                         self.settings,
                         progress=False,
                     )
-                    if not shard.alone:
+                    if not shard.alone and not everything:
                         even_out(model, self.tokenizer, calls)
         finally:
             if use_cache is not None:
                 model.config.use_cache = use_cache
             model.train(was_training)
-        real = len(self.items[shard.rank :: shard.world])  # the repeats after them are dropped
+        answered = [len(self.items[r :: shard.world]) for r in range(shard.world)]
+        real = len(mine) if everything else answered[shard.rank]  # the repeats after them are dropped
         pairs = [(it.id, out) for it, out in zip(mine[:real], run.outputs[:real], strict=True)]
         counts = [dict(calls)]
         if not shard.alone:  # each process answered its share: every process gets them all
             from accelerate.utils import gather_object
 
-            pairs = gather_object(pairs)
-            counts = gather_object(counts)
+            if not everything:
+                pairs = gather_object(pairs)
+            counts = gather_object(counts)  # after the same calls everywhere: in step
         outputs = dict(pairs)
         report = self.task.dev_evaluate(self.items, outputs)
         report = {
             **report,
-            "answered_per_process": [len(self.items[r :: shard.world]) for r in range(shard.world)],
+            "answered_per_process": [len(self.items)] * shard.world if everything else answered,
             "model_calls_per_process": counts,
         }
+
         if generates:
             report = {
                 **report,
@@ -94,6 +104,16 @@ class TaskEvaluator:
             }
         self.reports.append(report)
         return {self.metric: float(report[self.metric])}
+
+
+def zero3_enabled() -> bool:
+    """Whether the trainer in this process shards its weights with DeepSpeed ZeRO-3 (what
+    transformers asks to turn on ``synced_gpus``)."""
+    try:
+        from transformers.integrations import is_deepspeed_zero3_enabled
+    except ImportError:  # no DeepSpeed integration: no ZeRO-3
+        return False
+    return bool(is_deepspeed_zero3_enabled())
 
 
 def share(items: Sequence[Any], shard: Shard) -> list:
