@@ -74,16 +74,18 @@ def reply_streamer(
     return ReplyStreamer(tokenizer, view, out, held)
 
 
-def finish_reply(task: Task, item: Any, raw: str, streamer: ReplyStreamer | None, out: IO[str] | None) -> str:
+def finish_reply(
+    task: Task, item: Any, raw: str, streamer: ReplyStreamer | None, out: IO[str] | None, end: str = "\n"
+) -> str:
     """The reply the session stores for a raw generation; what the streamer has not shown of it
-    yet is written to ``out``."""
+    yet is written to ``out``, then ``end``."""
     reply = task.parse_output(item, raw) or task.fallback_output(item)
     if streamer is not None and out is not None:
         if reply.startswith(streamer.shown):
             streamer.write(reply)
         else:  # rare: the cleaned text changed under what was shown; show the reply again
             out.write(f" -> {reply}")
-        out.write("\n")
+        out.write(end)
         out.flush()
     return reply
 
