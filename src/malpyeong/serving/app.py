@@ -224,7 +224,15 @@ def create_app(state: ServerState, *, on_stop: Callable[[ServerState], None] | N
 
     @app.get("/health")
     async def health() -> dict:
-        return {"status": "ok", "models": len(registry.models), "queued": not scheduler.idle}
+        sizes = list(scheduler.batches)
+        return {
+            "status": "ok",
+            "models": len(registry.models),
+            "queued": not scheduler.idle,
+            "batches": len(sizes),
+            "largest_batch": max(sizes, default=0),
+            "mean_batch": round(sum(sizes) / len(sizes), 2) if sizes else 0,
+        }
 
     @app.get("/")
     async def root() -> Any:

@@ -16,7 +16,6 @@ Any registered task is served the same way: nothing here knows a task by name. A
 
 from __future__ import annotations
 
-from dataclasses import replace
 from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field
@@ -170,10 +169,10 @@ async def predict(
 ) -> dict:
     task = find_task(task_name)
     target = registry.get(req.model)
-    items = read_items(task, req, limits)
     if isinstance(target, Ensemble):
-        return await predict_ensemble(scheduler, registry, target, task, items, req, limits)
+        return await predict_ensemble(scheduler, registry, target, task, req, limits)
     settings = settings_for(target, task, req, limits)
+    items = read_items(task, req, limits)
     run = await scheduler.call(lambda: answer_items(target.engine, task, items, settings, progress=False))
     return {
         "object": "prediction",
@@ -194,7 +193,6 @@ async def predict_ensemble(
     registry: Registry,
     ensemble: Ensemble,
     task: Task,
-    items: list[Any],
     req: PredictRequest,
     limits: Limits,
 ) -> dict:
@@ -202,8 +200,7 @@ async def predict_ensemble(
     are combined by vote.py's code; every member's answer is in the response."""
     members = [registry.model(m) for m in ensemble.members]
     plans = [(m, settings_for(m, task, req, limits)) for m in members]
-    if task.combiner == "vote":  # the tie rule reads probabilities: every member scores options
-        plans = [(m, replace(s, generate=False)) for m, s in plans]
+    items = read_items(task, req, limits)
 
     def run_all() -> list[AnswerRun]:
         return [answer_items(m.engine, task, items, s, progress=False) for m, s in plans]
