@@ -32,7 +32,14 @@ from malpyeong.cli import run_cli, verbose_argument
 from malpyeong.dialogue import MEMORIES
 from malpyeong.ensemble import METHODS
 from malpyeong.errors import UserError
-from malpyeong.serving import Limits, ServeConfig, SessionDefaults, parse_ensemble, parse_model, serve
+from malpyeong.serving import (
+    Limits,
+    ServeConfig,
+    SessionDefaults,
+    parse_ensemble,
+    parse_model,
+    require_libraries,
+)
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
@@ -107,6 +114,9 @@ def main(argv: list[str] | None = None) -> int:
         web=args.web,
         drain_timeout=args.drain_timeout,
     )
+    require_libraries(web=args.web)
+    from malpyeong.serving.server import serve  # FastAPI and uvicorn: the serve extra
+
     return serve(config, out=lambda line: print(line, flush=True))
 
 

@@ -19,8 +19,7 @@ import sys
 
 from malpyeong.cli import run_cli, verbose_argument
 from malpyeong.errors import UserError
-from malpyeong.serving.config import check_bind
-from malpyeong.serving.web import ApiClient, PageError, build_page
+from malpyeong.serving.config import check_bind, require_libraries
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -32,6 +31,9 @@ def main(argv: list[str] | None = None) -> int:
     verbose_argument(p)
     args = p.parse_args(argv)
     check_bind(args.host, args.api_key)
+    require_libraries(web=True)
+    from malpyeong.serving.web import ApiClient, PageError, build_page  # the serve extra
+
     api = ApiClient(args.server, args.api_key)
     try:
         served = api.models()

@@ -16,8 +16,9 @@ pytest.importorskip("fastapi")
 pytest.importorskip("uvicorn")
 
 from malpyeong.errors import UserError  # noqa: E402
-from malpyeong.serving import Running, ServeConfig, SessionDefaults  # noqa: E402
+from malpyeong.serving import Limits, ServeConfig, SessionDefaults  # noqa: E402
 from malpyeong.serving.config import parse_ensemble, parse_model  # noqa: E402
+from malpyeong.serving.server import Running  # noqa: E402
 
 KEY = "test-key-0123456789"
 APPLE, BANANA = "사과가 좋아요.", "바나나는 싫어요."
@@ -358,8 +359,6 @@ def send(url: str, method: str, path: str, body, headers: dict) -> httpx.Respons
 @pytest.fixture(scope="module")
 def strict_server(models, tmp_path_factory):
     """The test server with small limits and an ensemble."""
-    from malpyeong.serving import Limits
-
     cfg = config(
         models,
         tmp_path_factory.mktemp("strict"),

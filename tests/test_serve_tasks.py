@@ -18,7 +18,8 @@ pytest.importorskip("uvicorn")
 
 from malpyeong.cli import run_cli  # noqa: E402
 from malpyeong.data import load_items  # noqa: E402
-from malpyeong.serving import Limits, Running, ServeConfig, parse_ensemble  # noqa: E402
+from malpyeong.serving import Limits, ServeConfig, parse_ensemble  # noqa: E402
+from malpyeong.serving.server import Running  # noqa: E402
 from malpyeong.tasks import get_task  # noqa: E402
 
 DATA = next(

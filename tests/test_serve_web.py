@@ -19,7 +19,8 @@ from selenium.webdriver.chrome.service import Service  # noqa: E402
 from selenium.webdriver.common.by import By  # noqa: E402
 from selenium.webdriver.support.ui import WebDriverWait  # noqa: E402
 
-from malpyeong.serving import Running, ServeConfig, SessionDefaults  # noqa: E402
+from malpyeong.serving import ServeConfig, SessionDefaults  # noqa: E402
+from malpyeong.serving.server import Running  # noqa: E402
 
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
 DRIVER = shutil.which("chromedriver")

@@ -15,6 +15,11 @@ One module per job:
 
 Serving adds sessions and batching, not a second way to answer: every answer comes from the
 engines and the answering path that prediction uses.
+
+The server's libraries (FastAPI, uvicorn, Gradio) are the ``serve`` extra: this package's top
+imports only what describes a server, so a missing extra is one line from
+:func:`~malpyeong.serving.config.require_libraries`; the server itself is
+:mod:`malpyeong.serving.server` (``serve``, ``Running``).
 """
 
 from malpyeong.serving.config import (
@@ -24,18 +29,15 @@ from malpyeong.serving.config import (
     SessionDefaults,
     parse_ensemble,
     parse_model,
+    require_libraries,
 )
-from malpyeong.serving.server import Running, build_app, build_state, serve
 
 __all__ = [
     "EnsembleSpec",
     "Limits",
-    "Running",
     "ServeConfig",
     "SessionDefaults",
-    "build_app",
-    "build_state",
     "parse_ensemble",
     "parse_model",
-    "serve",
+    "require_libraries",
 ]

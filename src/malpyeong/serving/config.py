@@ -12,6 +12,7 @@ Safe by default: the server binds 127.0.0.1; any other address needs ``--api_key
 
 from __future__ import annotations
 
+import importlib.util
 import ipaddress
 import math
 import re
@@ -167,6 +168,14 @@ class ServeConfig:
         return f"http://{'[' + host + ']' if ':' in host else host}:{self.port}"
 
 
+def require_libraries(web: bool = False) -> None:
+    """The server's libraries, or one line saying how to get them."""
+    wanted = ["fastapi", "uvicorn", "httpx", *(["gradio"] if web else [])]
+    missing = [m for m in wanted if importlib.util.find_spec(m) is None]
+    if missing:
+        raise UserError(f"the server needs {', '.join(missing)}", hint='pip install -e ".[serve]"')
+
+
 def is_loopback(host: str) -> bool:
     if host in LOOPBACK_NAMES:
         return True
@@ -199,4 +208,5 @@ __all__ = [
     "is_loopback",
     "parse_ensemble",
     "parse_model",
+    "require_libraries",
 ]

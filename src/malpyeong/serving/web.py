@@ -186,8 +186,9 @@ def build_page(api: ApiClient) -> Any:
                         )
                         send = gr.Button("Send", variant="primary", elem_id="chat-send", scale=1)
                     reset = gr.Button("Reset the session", elem_id="chat-reset")
-                with gr.Column(scale=2):
-                    memory = gr.Markdown(memory_markdown(None), elem_id="memory-panel")
+                with gr.Column(scale=2), gr.Group():
+                    gr.Markdown("#### Memory: what the next prompt remembers")
+                    memory = gr.Markdown(memory_markdown(None), elem_id="memory-panel", padding=True)
 
         with gr.Tab("Memory state"):
             with gr.Row():
