@@ -40,6 +40,7 @@ from malpyeong.serving import (
     parse_model,
     require_libraries,
 )
+from malpyeong.serving.registry import vllm_commands
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
@@ -58,6 +59,11 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--sessions", default="sessions/server", help="folder of the chat sessions")
     p.add_argument("--engine", default="hf", choices=("hf", "vllm"))
     p.add_argument("--tensor_parallel_size", type=int, default=1, help="--engine vllm: GPUs per model")
+    p.add_argument(
+        "--vllm_command",
+        action="store_true",
+        help="print the equivalent `vllm serve --lora-modules ...` command(s) and exit (loads nothing)",
+    )
     p.add_argument("--dtype", default="auto")
     p.add_argument("--device", default=None, help="cpu, cuda, cuda:1 (default: cuda if present)")
     p.add_argument("--trust_remote_code", action="store_true", default=None)
@@ -114,6 +120,10 @@ def main(argv: list[str] | None = None) -> int:
         web=args.web,
         drain_timeout=args.drain_timeout,
     )
+    if args.vllm_command:
+        for command in vllm_commands(config):
+            print(command)
+        return 0
     require_libraries(web=args.web)
     from malpyeong.serving.server import serve  # FastAPI and uvicorn: the serve extra
 

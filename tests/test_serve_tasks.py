@@ -7,6 +7,7 @@ from __future__ import annotations
 import json
 import sys
 import types
+from dataclasses import replace
 
 import httpx
 import pytest
@@ -19,6 +20,7 @@ pytest.importorskip("uvicorn")
 from malpyeong.cli import run_cli  # noqa: E402
 from malpyeong.data import load_items  # noqa: E402
 from malpyeong.serving import Limits, ServeConfig, parse_ensemble  # noqa: E402
+from malpyeong.serving.registry import vllm_commands  # noqa: E402
 from malpyeong.serving.server import Running  # noqa: E402
 from malpyeong.tasks import get_task  # noqa: E402
 
@@ -248,3 +250,9 @@ def test_vllm_engine_serves_adapters_through_its_lora_support(tmp_path, monkeypa
     assert fake.calls[0]["params"]["max_tokens"] == 5 and fake.calls[0]["params"]["temperature"] == 0.0
     # vLLM does not score options: a choice task on the vllm engine is refused in one line
     assert scored.status_code == 400 and "does not score options" in scored.json()["error"]["message"]
+    # the same models through vLLM's own OpenAI server: the command run/serve.py prints
+    (command,) = vllm_commands(replace(cfg, port=8000))
+    assert [w for w in command.split() if w != "\\"] == (
+        f"vllm serve {base} --host 127.0.0.1 --port 8000 --served-model-name base --enable-lora "
+        f"--max-loras 2 --max-lora-rank 8 --lora-modules a={a} b={b / 'adapter'}"
+    ).split()

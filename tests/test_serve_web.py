@@ -93,9 +93,16 @@ def test_chat_streams_and_the_memory_panel_follows(tiny_llama, browser, tmp_path
         browser.save_screenshot(str(shot))
         if os.environ.get("MALPYEONG_SCREENSHOT"):  # docs/serving-web.png, from a real run
             shutil.copy(shot, os.environ["MALPYEONG_SCREENSHOT"])
+        # the task tab: the made-up item of the first task, answered with its probabilities
+        tab = [b for b in browser.find_elements(By.CSS_SELECTOR, "button[role='tab']") if b.text == "Task"]
+        tab[0].click()
+        wait.until(lambda d: d.find_element(By.ID, "task-run").is_displayed())
+        browser.find_element(By.ID, "task-run").click()
+        answered = wait.until(lambda d: "probs" in d.find_element(By.ID, "task-output").text or None)
     # streamed: the reply grew in several steps before it was whole
     grown = sorted({len(r) for r in replies})
     assert len(grown) >= 3 and final.strip() and len(replies[0]) < len(final)
     # the panel changed: the session, its turns, the user's line folded into the summary
     assert after != before and session in after and "2 turn(s)" in after and "Summary" in after
+    assert answered
     assert shot.stat().st_size > 10_000 and Path(shot).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"

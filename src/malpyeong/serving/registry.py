@@ -13,21 +13,24 @@ Each name keeps its run's defaults (prompt variant, max_length, task), as predic
 from __future__ import annotations
 
 import logging
+import shlex
 import time
 from collections import defaultdict
 from dataclasses import dataclass
+from pathlib import Path
 
 from malpyeong.errors import UserError
 from malpyeong.inference.classifier import is_classifier_run
 from malpyeong.inference.engines import Engine
 from malpyeong.inference.loading import (
+    VLLM_LORA_RANKS,
     ModelSource,
     load_adapters,
     load_engine,
     load_vllm_adapters,
     resolve_source,
 )
-from malpyeong.models.runfolder import model_key
+from malpyeong.models.runfolder import ADAPTER_CONFIG, model_key, read_json
 from malpyeong.serving.config import ApiError, EnsembleSpec, ServeConfig
 from malpyeong.tasks import Task, get_task
 
@@ -167,6 +170,53 @@ def load_registry(config: ServeConfig) -> Registry:
     return Registry(ordered, ensembles)
 
 
+def vllm_commands(config: ServeConfig) -> list[str]:
+    """The ``vllm serve`` command that serves each base of ``config`` and its adapters through
+    vLLM's own OpenAI server (what ``--engine vllm`` does in this server): the base under its
+    name when it is served itself, each adapter as ``--lora-modules NAME=FOLDER``. Nothing is
+    loaded; the run folders are only read."""
+    sources = {name: resolve_source(source) for name, source in config.models.items()}
+    groups: dict[str, list[str]] = defaultdict(list)
+    for name, source in sources.items():
+        if is_classifier_run(source.run):
+            raise UserError("a classification head does not run on vLLM", file=name, field="model")
+        groups[model_key(source.weights)].append(name)
+    commands = []
+    for port, names in enumerate(groups.values(), config.port):
+        first = sources[names[0]]
+        bare = [n for n in names if not sources[n].adapter]
+        adapters = {n: sources[n].adapter for n in names if sources[n].adapter}
+        parts = ["vllm serve", shlex.quote(first.weights), "--host 127.0.0.1", f"--port {port}"]
+        if bare:
+            parts.append("--served-model-name " + " ".join(shlex.quote(n) for n in bare))
+        if adapters:
+            ranks = [int(read_json(Path(p) / ADAPTER_CONFIG).get("r") or 16) for p in adapters.values()]
+            rank = next((r for r in VLLM_LORA_RANKS if r >= max(ranks)), max(ranks))
+            parts += [
+                "--enable-lora",
+                f"--max-loras {len(adapters)}",
+                f"--max-lora-rank {rank}",
+                "--lora-modules",
+            ]
+            parts += [shlex.quote(f"{n}={p}") for n, p in adapters.items()]
+        if config.api_key:
+            parts.append('--api-key "$MALPYEONG_API_KEY"')
+        commands.append(" \\\n    ".join(_pairs(parts)))
+    return commands
+
+
+def _pairs(parts: list[str]) -> list[str]:
+    """Command parts on lines of about 100 characters."""
+    lines, line = [], ""
+    for part in parts:
+        if line and len(line) + len(part) > 96:
+            lines.append(line)
+            line = part
+        else:
+            line = f"{line} {part}".strip()
+    return [*lines, line]
+
+
 def _load_one(source: ModelSource, config: ServeConfig) -> Engine:
     return load_engine(
         source,
@@ -190,4 +240,4 @@ def _ensemble(spec: EnsembleSpec, models: dict[str, Served], config: ServeConfig
     return Ensemble(spec.name, spec.members, spec.weights, config.vote_method)
 
 
-__all__ = ["Ensemble", "Registry", "Served", "load_registry"]
+__all__ = ["Ensemble", "Registry", "Served", "load_registry", "vllm_commands"]

@@ -82,14 +82,16 @@ def _shown_host(host: str) -> str:
 def serve(config: ServeConfig, *, out: Callable[[str], None] = print) -> int:
     """Run until Ctrl-C; what it serves and where goes to ``out``."""
     state = build_state(config)
-    for card in state.registry.cards():
-        shared = f", shares its base with {card['shares_base_with']}" if card.get("shares_base_with") else ""
-        what = (
-            f"ensemble of {', '.join(card['members'])}"
-            if card.get("kind") == "ensemble"
-            else card.get("source")
+    width = max(len(n) for n in state.registry.names())
+    for name, served in state.registry.models.items():
+        src = served.source
+        what = f"adapter {src.adapter} on {src.weights}" if src.adapter and served.shared else src.weights
+        task = f"; task {served.task.name}" if served.task else ""
+        out(f"  {name:<{width}}  {what}{task}")
+    for name, ensemble in state.registry.ensembles.items():
+        out(
+            f"  {name:<{width}}  ensemble of {', '.join(ensemble.members)} ({ensemble.method or 'hard'} voting)"
         )
-        out(f"  {card['id']}: {what}{shared}")
 
     def stopped(s: ServerState) -> None:
         out(

@@ -36,6 +36,7 @@ from malpyeong.tasks import get_task
 from malpyeong.tasks.base import PromptSpec
 
 SESSION_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9_-]{0,63}")
+KEPT = 1024  # sessions kept in memory; older ones are read from their files again when used
 DEFAULT_MAX_LENGTH = 2048  # run/chat.py's, when the run says none (and the model takes it)
 
 
@@ -79,7 +80,13 @@ class SessionStore:
     def save(self, sid: str, session: Session) -> None:
         self.folder.mkdir(parents=True, exist_ok=True)
         session.save(self.path(sid))
-        self.cache[sid] = session
+        self.cache.pop(sid, None)
+        self.cache[sid] = session  # the most recently used last
+        for old in list(self.cache)[: max(0, len(self.cache) - KEPT)]:
+            lock = self.locks.get(old)
+            if lock is None or not lock.locked():  # saved already: its file has it
+                self.cache.pop(old)
+                self.locks.pop(old, None)
 
     def forget(self, sid: str) -> None:
         """Drop the copy in memory (after a failed turn: the file holds the last good state)."""
