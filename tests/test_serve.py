@@ -7,17 +7,16 @@ import json
 import threading
 
 import pytest
-from conftest import CCI_ITEM
 from serve_helpers import PROMPTS, build_base, run_folder, train_adapter
+
+pytestmark = pytest.mark.slow  # trains two adapters, then generates
 
 openai = pytest.importorskip("openai")
 httpx = pytest.importorskip("httpx")
 pytest.importorskip("fastapi")
 pytest.importorskip("uvicorn")
 
-from malpyeong.errors import UserError  # noqa: E402
-from malpyeong.serving import Limits, ServeConfig, SessionDefaults  # noqa: E402
-from malpyeong.serving.config import parse_ensemble, parse_model  # noqa: E402
+from malpyeong.serving import ServeConfig, SessionDefaults  # noqa: E402
 from malpyeong.serving.server import Running  # noqa: E402
 
 KEY = "test-key-0123456789"
@@ -88,7 +87,13 @@ def test_openai_client_lists_chats_and_streams(server):
     assert reply.choices[0].message.content == APPLE
     assert reply.choices[0].finish_reason == "stop"
     assert reply.usage.prompt_tokens > 0 and reply.usage.completion_tokens > 0
-    assert ask(c, "banana") == BANANA
+    banana = c.chat.completions.create(
+        model="banana",
+        messages=[{"role": "user", "content": "처음 보는 질문이에요"}],
+        temperature=0,
+        max_tokens=16,
+    )
+    assert banana.choices[0].message.content == BANANA
     assert ask(c, "base") not in (APPLE, BANANA)
 
     stream = c.chat.completions.create(
@@ -103,7 +108,7 @@ def test_openai_client_lists_chats_and_streams(server):
     pieces = [ch.choices[0].delta.content for ch in chunks if ch.choices and ch.choices[0].delta.content]
     assert "".join(pieces) == BANANA and len(pieces) > 1  # streamed, piece by piece
     assert [ch.choices[0].finish_reason for ch in chunks if ch.choices][-1] == "stop"
-    assert chunks[-1].usage.completion_tokens == reply.usage.completion_tokens + 1 or chunks[-1].usage
+    assert chunks[-1].usage.completion_tokens == banana.usage.completion_tokens
 
 
 def test_concurrent_requests_are_batched_per_adapter(server):
@@ -122,7 +127,7 @@ def test_concurrent_requests_are_batched_per_adapter(server):
     for t in threads:
         t.join(300)
     assert [replies[i] for i in range(len(names))] == [APPLE if n == "apple" else BANANA for n in names]
-    sizes = running.state.scheduler.batches[before:]
+    sizes = list(running.state.scheduler.batches)[before:]
     assert sum(sizes) == len(names) and max(sizes) > 1  # requests that came together shared a batch
 
 
@@ -232,158 +237,3 @@ def test_streamed_session_turn_shows_the_stored_reply(server):
     # what the client saw is what the session stored (the chat task's cleaned reply)
     assert stored["speaker"] == "Assistant" and "".join(pieces) == stored["utterance"]
     assert stored["utterance"].startswith("바나나") and len([p for p in pieces if p]) > 1
-
-
-def test_names_specs_and_binding_are_checked():
-    assert parse_model("runs/cci/gemma") == ("gemma", "runs/cci/gemma")
-    assert parse_model("g=rtzr/ko-gemma-2-9b-it") == ("g", "rtzr/ko-gemma-2-9b-it")
-    spec = parse_ensemble("v=a,b:2,c")
-    assert spec.members == ("a", "b", "c") and spec.weights == (1.0, 2.0, 1.0)
-    assert parse_ensemble("v=a,b").weights is None
-    for bad in ("../x=y", "a/b=c"):
-        with pytest.raises(UserError):
-            parse_model(bad)
-    with pytest.raises(UserError, match="without --api_key"):
-        ServeConfig(models={"a": "x"}, host="0.0.0.0")
-    with pytest.raises(UserError, match="unknown model"):
-        ServeConfig(models={"a": "x"}, ensembles=(parse_ensemble("v=a,b"),))
-    assert ServeConfig(models={"a": "x"}, host="0.0.0.0", api_key=KEY).host == "0.0.0.0"
-    assert ServeConfig(models={"a": "x"}, host="::1").host == "::1"
-
-
-LONG = "가나다라마바사 " * 600  # over the test server's prompt limit of 1024 tokens
-AUTH = {"Authorization": f"Bearer {KEY}"}
-CHAT = "/v1/chat/completions"
-PREDICT = "/v1/tasks/cci/predict"
-
-
-def chat_body(**fields) -> dict:
-    return {"model": "apple", "messages": [{"role": "user", "content": "hi"}], **fields}
-
-
-def chunked(size: int):
-    for _ in range(size // 65536 + 1):
-        yield b" " * 65536
-
-
-# (kind of mistake, method, path, body (dict: JSON; bytes/str: raw; generator: chunked), headers,
-# expected status)
-BAD_REQUESTS = [
-    ("malformed JSON", "POST", CHAT, b'{"model": "apple", "messages": [', AUTH, 400),
-    ("NaN in JSON", "POST", CHAT, b'{"model": "apple", "temperature": NaN, "messages": []}', AUTH, 400),
-    ("body is a JSON list, not an object", "POST", CHAT, b"[1, 2]", AUTH, 400),
-    ("unknown model", "POST", CHAT, chat_body(model="gpt-5"), AUTH, 404),
-    ("path as model name", "POST", CHAT, chat_body(model="../../etc/passwd"), AUTH, 404),
-    ("missing messages", "POST", CHAT, {"model": "apple"}, AUTH, 400),
-    ("empty messages", "POST", CHAT, chat_body(messages=[]), AUTH, 400),
-    ("messages of the wrong type", "POST", CHAT, chat_body(messages="hi"), AUTH, 400),
-    ("unknown role", "POST", CHAT, chat_body(messages=[{"role": "robot", "content": "hi"}]), AUTH, 400),
-    ("max_tokens of the wrong type", "POST", CHAT, chat_body(max_tokens="ten"), AUTH, 400),
-    ("temperature out of range", "POST", CHAT, chat_body(temperature=5), AUTH, 400),
-    ("top_p of 0", "POST", CHAT, chat_body(top_p=0), AUTH, 400),
-    ("max_tokens over the server's limit", "POST", CHAT, chat_body(max_tokens=100_000), AUTH, 400),
-    ("n > 1", "POST", CHAT, chat_body(n=2), AUTH, 400),
-    ("tools", "POST", CHAT, chat_body(tools=[{"type": "function", "function": {"name": "f"}}]), AUTH, 400),
-    ("misspelt field", "POST", CHAT, chat_body(temprature=0.5), AUTH, 400),
-    ("five stop strings", "POST", CHAT, chat_body(stop=["a", "b", "c", "d", "e"]), AUTH, 400),
-    ("unknown response_format", "POST", CHAT, chat_body(response_format={"type": "xml"}), AUTH, 400),
-    (
-        "response_format schema that does not compile",
-        "POST",
-        CHAT,
-        chat_body(
-            response_format={"type": "json_schema", "json_schema": {"name": "x", "schema": {"type": "nope"}}}
-        ),
-        AUTH,
-        400,
-    ),
-    (
-        "prompt over the token budget",
-        "POST",
-        CHAT,
-        chat_body(messages=[{"role": "user", "content": LONG}]),
-        AUTH,
-        400,
-    ),
-    ("body over the size limit (Content-Length)", "POST", CHAT, b"{" + b" " * 400_000 + b"}", AUTH, 413),
-    ("body over the size limit (chunked, no length)", "POST", CHAT, "chunked", AUTH, 413),
-    ("path as session id", "POST", CHAT, chat_body(session="../../tmp/x"), AUTH, 400),
-    (
-        "empty line in a session",
-        "POST",
-        CHAT,
-        chat_body(session="s", messages=[{"role": "user", "content": " "}]),
-        AUTH,
-        400,
-    ),
-    ("ensemble asked to chat", "POST", CHAT, chat_body(model="duo"), AUTH, 400),
-    ("no API key", "POST", CHAT, chat_body(), {}, 401),
-    ("wrong API key", "GET", "/v1/models", None, {"Authorization": "Bearer nope-nope-nope"}, 401),
-    ("unknown task", "POST", "/v1/tasks/nope/predict", {"model": "apple", "items": [{}]}, AUTH, 404),
-    ("path as task", "POST", "/v1/tasks/..%2F..%2Fetc/predict", {"model": "apple", "items": [{}]}, AUTH, 404),
-    (
-        "items that are not the task's format",
-        "POST",
-        PREDICT,
-        {"model": "apple", "items": [{"id": "x"}]},
-        AUTH,
-        400,
-    ),
-    ("items and conversation both missing", "POST", PREDICT, {"model": "apple"}, AUTH, 400),
-    ("more items than the server takes", "POST", PREDICT, {"model": "apple", "items": [{}] * 51}, AUTH, 400),
-    (
-        "unknown scoring",
-        "POST",
-        PREDICT,
-        {"model": "apple", "items": [CCI_ITEM], "scoring": "vibes"},
-        AUTH,
-        400,
-    ),
-    ("session that does not exist", "GET", "/v1/sessions/nobody", None, AUTH, 404),
-    ("unknown route", "GET", "/v1/embeddings", None, AUTH, 404),
-    ("wrong method", "GET", CHAT, None, AUTH, 405),
-]
-
-
-def send(url: str, method: str, path: str, body, headers: dict) -> httpx.Response:
-    kwargs: dict = {"headers": dict(headers), "timeout": 120}
-    if body == "chunked":
-        kwargs["content"] = chunked(400_000)
-    elif isinstance(body, dict):
-        kwargs["json"] = body
-    elif body is not None:
-        kwargs["content"] = body
-    return httpx.request(method, url + path, **kwargs)
-
-
-@pytest.fixture(scope="module")
-def strict_server(models, tmp_path_factory):
-    """The test server with small limits and an ensemble."""
-    cfg = config(
-        models,
-        tmp_path_factory.mktemp("strict"),
-        limits=Limits(max_body_bytes=300_000, max_prompt_tokens=1024, max_new_tokens=256, max_items=50),
-        ensembles=(parse_ensemble("duo=apple,banana"),),
-    )
-    with Running(cfg) as url:
-        yield url
-
-
-def test_bad_requests_get_a_4xx_and_one_line(strict_server, tmp_path):
-    rows = []
-    for kind, method, path, body, headers, expected in BAD_REQUESTS:
-        response = send(strict_server, method, path, body, headers)
-        text = response.text
-        assert response.status_code == expected, (kind, response.status_code, text)
-        assert "\n" not in text.strip() and "Traceback" not in text, (kind, text)
-        message = response.json()["error"]["message"]
-        assert message and "\n" not in message, kind
-        rows.append(f"| {kind} | `{method} {path}` | {response.status_code} | {message.replace('|', '/')} |")
-    assert len(BAD_REQUESTS) >= 15
-    table = "| request | route | status | the one line it gets (`error.message`) |\n|---|---|---|---|\n"
-    (tmp_path / "bad_requests.md").write_text(table + "\n".join(rows) + "\n", encoding="utf-8")
-    import os
-
-    if os.environ.get("MALPYEONG_BAD_REQUESTS_TABLE"):  # docs/serving.md's table, from a real run
-        with open(os.environ["MALPYEONG_BAD_REQUESTS_TABLE"], "w", encoding="utf-8") as out:
-            out.write(table + "\n".join(rows) + "\n")

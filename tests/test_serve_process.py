@@ -19,6 +19,12 @@ from conftest import ROOT
 pytest.importorskip("fastapi")
 pytest.importorskip("uvicorn")
 
+from malpyeong.errors import UserError  # noqa: E402
+from malpyeong.serving import ServeConfig  # noqa: E402
+from malpyeong.serving.config import parse_ensemble, parse_model  # noqa: E402
+
+KEY = "test-key-0123456789"
+
 
 def env() -> dict:
     return {
@@ -28,6 +34,23 @@ def env() -> dict:
         "OMP_NUM_THREADS": "1",
         "TOKENIZERS_PARALLELISM": "false",
     }
+
+
+def test_names_specs_and_binding_are_checked():
+    assert parse_model("runs/cci/gemma") == ("gemma", "runs/cci/gemma")
+    assert parse_model("g=rtzr/ko-gemma-2-9b-it") == ("g", "rtzr/ko-gemma-2-9b-it")
+    spec = parse_ensemble("v=a,b:2,c")
+    assert spec.members == ("a", "b", "c") and spec.weights == (1.0, 2.0, 1.0)
+    assert parse_ensemble("v=a,b").weights is None
+    for bad in ("../x=y", "a/b=c"):
+        with pytest.raises(UserError):
+            parse_model(bad)
+    with pytest.raises(UserError, match="without --api_key"):
+        ServeConfig(models={"a": "x"}, host="0.0.0.0")
+    with pytest.raises(UserError, match="unknown model"):
+        ServeConfig(models={"a": "x"}, ensembles=(parse_ensemble("v=a,b"),))
+    assert ServeConfig(models={"a": "x"}, host="0.0.0.0", api_key=KEY).host == "0.0.0.0"
+    assert ServeConfig(models={"a": "x"}, host="::1").host == "::1"
 
 
 def test_another_address_needs_an_api_key(tmp_path):

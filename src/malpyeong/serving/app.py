@@ -27,7 +27,7 @@ import asyncio
 import hmac
 import json
 import logging
-from collections.abc import Awaitable, Callable
+from collections.abc import Callable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from typing import Any
@@ -71,7 +71,6 @@ class ServerState:
     registry: Registry
     scheduler: Scheduler
     sessions: SessionStore
-    inflight: int = 0
 
 
 def error_response(err: ApiError) -> JSONResponse:
@@ -136,7 +135,10 @@ class Guard:
                 await _send_error(send, err)
                 return
         length = headers.get("content-length")
-        if length is not None and (not length.isdigit() or int(length) > self.max_body):
+        if length is not None and not length.isdigit():
+            await _send_error(send, ApiError(400, "the Content-Length header is not a number"))
+            return
+        if length is not None and int(length) > self.max_body:
             await _send_error(send, _too_large(self.max_body))
             return
         seen = 0
@@ -224,14 +226,14 @@ def create_app(state: ServerState, *, on_stop: Callable[[ServerState], None] | N
 
     @app.get("/health")
     async def health() -> dict:
-        sizes = list(scheduler.batches)
+        count, rows = scheduler.batch_count, scheduler.batched_rows
         return {
             "status": "ok",
             "models": len(registry.models),
             "queued": not scheduler.idle,
-            "batches": len(sizes),
-            "largest_batch": max(sizes, default=0),
-            "mean_batch": round(sum(sizes) / len(sizes), 2) if sizes else 0,
+            "batches": count,
+            "largest_batch": scheduler.largest_batch,
+            "mean_batch": round(rows / count, 2) if count else 0,
         }
 
     @app.get("/")
@@ -379,7 +381,5 @@ def create_app(state: ServerState, *, on_stop: Callable[[ServerState], None] | N
 
     return app
 
-
-Handler = Callable[..., Awaitable[Any]]
 
 __all__ = ["Guard", "ServerState", "api_error", "create_app"]

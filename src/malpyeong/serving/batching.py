@@ -27,6 +27,7 @@ import json
 import logging
 import threading
 import time
+from collections import deque
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, replace
 from typing import Any
@@ -202,7 +203,8 @@ class Scheduler:
         self._closing = False
         self._busy = False
         self._thread = threading.Thread(target=self._run, name="malpyeong-model", daemon=True)
-        self.batches: list[int] = []  # the size of every generation batch (figures, tests)
+        self.batches: deque[int] = deque(maxlen=4096)  # the sizes of the latest batches (tests)
+        self.batch_count = self.batched_rows = self.largest_batch = 0  # figures for /health
 
     def start(self) -> None:
         self._thread.start()
@@ -295,6 +297,9 @@ class Scheduler:
             for job in ready
         ]
         self.batches.append(len(ready))
+        self.batch_count += 1
+        self.batched_rows += len(ready)
+        self.largest_batch = max(self.largest_batch, len(ready))
         try:
             texts = engine.generate(
                 [job.prompt or [] for job in ready],
