@@ -107,8 +107,8 @@ def test_ctrl_c_drains_requests_in_flight_and_saves_sessions(tiny_llama, tmp_pat
         def post(name: str, body: dict) -> None:
             results[name] = httpx.post(f"{url}/v1/chat/completions", json=body, timeout=300)
 
-        long = {"model": "tiny", "messages": [{"role": "user", "content": "hi"}], "max_tokens": 300}
-        turn = {**long, "session": "drained", "max_tokens": 300}
+        long = {"model": "tiny", "messages": [{"role": "user", "content": "hi"}], "max_tokens": 200}
+        turn = {**long, "session": "drained", "max_tokens": 200}
         threads = [
             threading.Thread(target=post, args=("long", long)),
             threading.Thread(target=post, args=("turn", turn)),
