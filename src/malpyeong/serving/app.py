@@ -271,15 +271,15 @@ def create_app(state: ServerState, *, on_stop: Callable[[ServerState], None] | N
         if req.session is not None:
             return await session_chat(req, served)
         req.stops()  # checked before any work
-        ids = prompt_ids(served, req.messages, limits, req.max_new_tokens(limits))
+        ids, max_new = prompt_ids(served, req.messages, limits, req.asked_tokens(limits))
         schema = req.schema()
         if schema is not None:
             await check_schema(scheduler, served, schema)
         if not req.stream:
-            completion = await scheduler.run(plain_job(served, req, ids, limits, None))
+            completion = await scheduler.run(plain_job(served, req, ids, max_new, None))
             return response_body(completion_id(), served.name, completion.text, completion, len(ids))
         channel = Channel()
-        job = plain_job(served, req, ids, limits, channel.put)
+        job = plain_job(served, req, ids, max_new, channel.put)
         done = asyncio.wrap_future(scheduler.submit(job))
         return sse(served.name, channel, done, lambda c: (c, len(ids)), req)
 

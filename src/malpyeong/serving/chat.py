@@ -114,7 +114,8 @@ class ChatRequest(Strict):
             raise ApiError(400, "stop takes up to 4 non-empty strings of at most 64 characters", param="stop")
         return tuple(stops)
 
-    def max_new_tokens(self, limits: Limits) -> int:
+    def asked_tokens(self, limits: Limits) -> int | None:
+        """``max_tokens`` (or ``max_completion_tokens``) when given, checked against the limit."""
         asked = self.max_tokens or self.max_completion_tokens
         if asked is not None and asked > limits.max_new_tokens:
             raise ApiError(
@@ -122,12 +123,12 @@ class ChatRequest(Strict):
                 f"max_tokens {asked} is over this server's limit of {limits.max_new_tokens}",
                 param="max_tokens",
             )
-        return asked or min(DEFAULT_MAX_TOKENS, limits.max_new_tokens)
+        return asked
 
-    def generation(self, limits: Limits) -> GenerationSettings:
+    def generation(self, max_new_tokens: int) -> GenerationSettings:
         sample = self.temperature is not None and self.temperature > 0
         return GenerationSettings(
-            max_new_tokens=self.max_new_tokens(limits),
+            max_new_tokens=max_new_tokens,
             do_sample=sample,
             temperature=self.temperature if sample else 1.0,
             top_p=self.top_p if sample and self.top_p is not None else 1.0,
@@ -157,8 +158,11 @@ class ChatRequest(Strict):
         )
 
 
-def prompt_ids(served: Served, messages: list[Message], limits: Limits, max_new_tokens: int) -> list[int]:
-    """The messages rendered by the model's chat template, checked against the budgets."""
+def prompt_ids(
+    served: Served, messages: list[Message], limits: Limits, asked: int | None
+) -> tuple[list[int], int]:
+    """The messages rendered by the model's chat template, checked against the budgets, and
+    how many tokens the reply may have: ``asked``, else the default within the model's context."""
     engine = served.engine
     rendered = [
         {
@@ -184,15 +188,17 @@ def prompt_ids(served: Served, messages: list[Message], limits: Limits, max_new_
             param="messages",
         )
     context = served.context()
-    if context and len(ids) + max_new_tokens > context:
+    room = context - len(ids) if context else None
+    max_new = asked or min(DEFAULT_MAX_TOKENS, limits.max_new_tokens, *([room] if room else []))
+    if room is not None and (room < 1 or max_new > room):
         raise ApiError(
             400,
-            f"the prompt ({len(ids)} tokens) and max_tokens ({max_new_tokens}) exceed the context of "
+            f"the prompt ({len(ids)} tokens) and max_tokens ({max_new}) exceed the context of "
             f"{served.name} ({context} tokens)",
             kind="context_length_exceeded",
             param="messages",
         )
-    return ids
+    return ids, max_new
 
 
 async def check_schema(scheduler: Scheduler, served: Served, schema: dict) -> None:
@@ -313,8 +319,8 @@ async def event_stream(
     yield "data: [DONE]\n\n"
 
 
-def plain_job(served: Served, req: ChatRequest, ids: list[int], limits: Limits, sink: Any) -> GenerateJob:
-    settings = req.generation(limits)
+def plain_job(served: Served, req: ChatRequest, ids: list[int], max_new: int, sink: Any) -> GenerateJob:
+    settings = req.generation(max_new)
     return GenerateJob(
         served.engine,
         settings,

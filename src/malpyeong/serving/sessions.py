@@ -193,7 +193,7 @@ def open_session(
         "character": req.character,
         "user": req.user,
         "max_new_tokens": req.max_new_tokens,
-        **{k: v for k, v in sampling(req).items()},
+        **sampling(req),
     }
     try:
         check_resume(session, given, f"session {req.sid}")
