@@ -11,10 +11,11 @@ from serve_helpers import PROMPTS, build_base, run_folder, train_adapter
 
 pytestmark = pytest.mark.slow  # trains two adapters, then generates
 
-openai = pytest.importorskip("openai")
-httpx = pytest.importorskip("httpx")
 pytest.importorskip("fastapi")
 pytest.importorskip("uvicorn")
+
+import httpx  # noqa: E402
+import openai  # noqa: E402 - the unmodified client (dev extra)
 
 from malpyeong.serving import ServeConfig, SessionDefaults  # noqa: E402
 from malpyeong.serving.server import Running  # noqa: E402

@@ -114,7 +114,8 @@ def test_memory_state_of_every_dialogsum_item_from_an_untrained_model(tmp_path, 
     with the exact turn_count for every item of the converted DialogSum dev split, from an
     untrained tiny model (its tokenizer trained on the converted prompts, as
     run/tiny_model.py --corpus does, so the English prompts are short)."""
-    jsonschema = pytest.importorskip("jsonschema")
+    import jsonschema
+
     converted = tmp_path / "memory.json"
     call(
         "run/convert.py",

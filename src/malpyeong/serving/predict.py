@@ -4,9 +4,10 @@ The body holds ``items`` in the task's official input format (read by the task's
 every problem of every item reported), or a bare ``conversation`` (``[{"speaker",
 "utterance"}]``), which the task turns into an item itself (:meth:`Task.live_item`: a pasted
 dialogue for the memory-state generator). The model answers them with
-:func:`~malpyeong.inference.answer.answer_items` under the settings ``run/test.py`` would use
-for it: the run's prompt variant and max_length (else the model's context), letter scoring,
-the task's JSON schema as a constraint. Each output comes back in the official output format
+:func:`~malpyeong.inference.answer.answer_items` under the settings ``run/test.py``'s
+prediction job (:class:`~malpyeong.inference.predict.PredictionJob`) resolves for it: the run's
+prompt variant and max_length (else the model's context), letter scoring, the task's JSON schema
+as a constraint. Each output comes back in the official output format
 with what the results sidecar would hold (option probabilities, or the raw generation).
 
 Any registered task is served the same way: nothing here knows a task by name. An ensemble
@@ -16,14 +17,16 @@ Any registered task is served the same way: nothing here knows a task by name. A
 
 from __future__ import annotations
 
+import logging
 from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field
 
 from malpyeong.ensemble.members import combine_members, member_results
 from malpyeong.errors import UserError, UserErrors
-from malpyeong.inference.answer import AnswerRun, AnswerSettings, answer_items, default_batch_size
+from malpyeong.inference.answer import AnswerRun, AnswerSettings, answer_items
 from malpyeong.inference.engines import GenerationSettings
+from malpyeong.inference.predict import PredictionJob
 from malpyeong.inference.scoring import SCORINGS
 from malpyeong.serving.batching import Scheduler
 from malpyeong.serving.config import ApiError, Limits
@@ -31,7 +34,8 @@ from malpyeong.serving.registry import Ensemble, Registry, Served
 from malpyeong.tasks import Task, get_task, task_names
 from malpyeong.tasks.base import Utterance
 
-DEFAULT_MAX_NEW_TOKENS = 256  # run/test.py's
+QUIET = logging.getLogger(__name__ + ".job")  # the job's notes are for a terminal, not per request
+QUIET.setLevel(logging.WARNING)
 
 
 class Turn(BaseModel):
@@ -126,13 +130,14 @@ def read_items(task: Task, req: PredictRequest, limits: Limits) -> list[Any]:
 
 
 def settings_for(served: Served, task: Task, req: PredictRequest, limits: Limits) -> AnswerSettings:
-    """What ``run/test.py`` would answer with for this model: its run's prompt variant and
-    max_length (else the model's context), letter scoring, the task's schema."""
+    """What ``run/test.py`` answers this model with: its prediction job's settings (the run's
+    prompt variant and max_length, else baseline and the model's context; the batch size for
+    the task and device), with the request's prompt variant, scoring and reply length."""
     if served.task is not None and served.task.name != task.name:
         raise ApiError(
             400, f"{served.name} was trained for task {served.task.name}, not {task.name}", param="model"
         )
-    asked = req.max_new_tokens or DEFAULT_MAX_NEW_TOKENS
+    asked = req.max_new_tokens or GenerationSettings().max_new_tokens
     if asked > limits.max_new_tokens:
         raise ApiError(
             400,
@@ -143,17 +148,18 @@ def settings_for(served: Served, task: Task, req: PredictRequest, limits: Limits
         raise ApiError(
             400, f"unknown scoring '{req.scoring[:40]}' (one of {', '.join(SCORINGS)})", param="scoring"
         )
-    engine = served.engine
-    settings = AnswerSettings(
-        prompt=task.prompt_spec(req.prompt or served.prompt or "baseline"),
-        max_length=served.max_length or engine.context_size(),
+    job = PredictionJob(
+        task=task,
+        model=served.name,
+        prompt=req.prompt,
         scoring=req.scoring or "letter",
         permute=req.permute,
         generation=GenerationSettings(max_new_tokens=asked),
-        batch_size=default_batch_size(task, getattr(engine, "model", None)),
+        engine=served.engine.name,
+        progress=False,
+        log=QUIET,
     )
-    settings.check_for(task, engine.name)
-    return settings
+    return job.finish(job.settings_for(served.source), served.engine)
 
 
 def answers(run: AnswerRun, items: list[Any]) -> list[dict]:

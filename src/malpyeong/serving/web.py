@@ -119,6 +119,7 @@ def memory_markdown(view: dict | None) -> str:
         return "_No turns yet: the memory is empty._"
     s = view["settings"]
     lines = [
+        # not a task name: the session's memory strategy
         f"**Session** `{view['id']}` · {view['turns']} turn(s) · memory `{s['memory']}` "
         f"(buffer {s['memory_tokens']} tokens, summary {s['summary_tokens']})",
         "",
@@ -170,7 +171,7 @@ def build_page(api: ApiClient) -> Any:
 
     with gr.Blocks(title="malpyeong") as page:
         gr.Markdown("## malpyeong · serving what we train")
-        with gr.Tab("Chat"):
+        with gr.Tab("Chat"):  # not a task name: the tab's label
             with gr.Row():
                 chat_model = gr.Dropdown(label="Model", choices=[], elem_id="chat-model", scale=2)
                 character = gr.Textbox(
