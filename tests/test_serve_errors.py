@@ -3,15 +3,18 @@ of docs/serving.md is what this test gets (MALPYEONG_BAD_REQUESTS_TABLE=FILE wri
 
 from __future__ import annotations
 
+import json
 import os
 
 import pytest
 from conftest import CCI_ITEM
+from serve_helpers import random_adapter, run_folder
 
 httpx = pytest.importorskip("httpx")
 pytest.importorskip("fastapi")
 pytest.importorskip("uvicorn")
 
+from malpyeong.dialogue.session import ChatSettings, Session  # noqa: E402
 from malpyeong.serving import Limits, ServeConfig  # noqa: E402
 from malpyeong.serving.config import parse_ensemble  # noqa: E402
 from malpyeong.serving.server import Running  # noqa: E402
@@ -106,6 +109,16 @@ BAD_REQUESTS = [
         AUTH,
         400,
     ),
+    (
+        "a run trained for another task",
+        "POST",
+        PREDICT,
+        {"model": "dcs-run", "items": [CCI_ITEM]},
+        AUTH,
+        400,
+    ),
+    ("session file that is not JSON", "GET", "/v1/sessions/broken", None, AUTH, 409),
+    ("session file with a wrong field", "POST", CHAT, chat_body(session="wrong"), AUTH, 409),
     ("session that does not exist", "GET", "/v1/sessions/nobody", None, AUTH, 404),
     ("unknown route", "GET", "/v1/embeddings", None, AUTH, 404),
     ("wrong method", "GET", CHAT, None, AUTH, 405),
@@ -125,13 +138,24 @@ def send(url: str, method: str, path: str, body, headers: dict) -> httpx.Respons
 
 @pytest.fixture(scope="module")
 def strict_server(tiny_llama, tmp_path_factory):
-    """A server with an API key, small limits and an ensemble (untrained models: every request
-    here is refused before a model would answer it)."""
+    """A server with an API key, small limits, an ensemble and a run of another task (untrained
+    models: every request here is refused before a model would answer it)."""
+    folder = tmp_path_factory.mktemp("strict-runs")
+    dcs = run_folder(random_adapter(tiny_llama, folder / "adapter", 1), folder / "dcs", tiny_llama, "dcs")
+    sessions = tmp_path_factory.mktemp("strict")
+    (sessions / "broken.json").write_text('{"malpyeong_chat": 1, "settings": ', encoding="utf-8")
+    wrong = Session(ChatSettings(model="apple", task="chat", character="A")).as_dict()
+    (sessions / "wrong.json").write_text(json.dumps({**wrong, "turns": "hi"}), encoding="utf-8")
     cfg = ServeConfig(
-        models={"base": str(tiny_llama), "apple": str(tiny_llama), "banana": str(tiny_llama)},
+        models={
+            "base": str(tiny_llama),
+            "apple": str(tiny_llama),
+            "banana": str(tiny_llama),
+            "dcs-run": str(dcs),
+        },
         port=0,
         api_key=KEY,
-        sessions=tmp_path_factory.mktemp("strict"),
+        sessions=sessions,
         limits=Limits(max_body_bytes=300_000, max_prompt_tokens=1024, max_new_tokens=256, max_items=50),
         ensembles=(parse_ensemble("duo=apple,banana"),),
     )

@@ -133,10 +133,6 @@ def settings_for(served: Served, task: Task, req: PredictRequest, limits: Limits
     """What ``run/test.py`` answers this model with: its prediction job's settings (the run's
     prompt variant and max_length, else baseline and the model's context; the batch size for
     the task and device), with the request's prompt variant, scoring and reply length."""
-    if served.task is not None and served.task.name != task.name:
-        raise ApiError(
-            400, f"{served.name} was trained for task {served.task.name}, not {task.name}", param="model"
-        )
     asked = req.max_new_tokens or GenerationSettings().max_new_tokens
     if asked > limits.max_new_tokens:
         raise ApiError(
@@ -159,6 +155,10 @@ def settings_for(served: Served, task: Task, req: PredictRequest, limits: Limits
         progress=False,
         log=QUIET,
     )
+    try:  # run/test.py's checks of the model: the task it was trained for, that it writes text
+        job.check_source(served.source)
+    except UserError as err:  # named as served: the server's folders stay out of its replies
+        raise ApiError(400, f"{served.name}: {err.problem}", param="model") from None
     return job.finish(job.settings_for(served.source), served.engine)
 
 

@@ -25,6 +25,7 @@ from malpyeong.inference.engines import Engine
 from malpyeong.inference.loading import (
     VLLM_LORA_RANKS,
     ModelSource,
+    check_generates,
     load_adapters,
     load_engine,
     load_vllm_adapters,
@@ -133,6 +134,8 @@ def load_registry(config: ServeConfig) -> Registry:
     """Resolve every source first (one line for the first mistake, before anything loads), then
     load each base once."""
     sources = {name: resolve_source(source) for name, source in config.models.items()}
+    for source in sources.values():
+        check_generates(source)  # an encoder or a bare classifier: refused before any loads
     groups: dict[str, list[str]] = defaultdict(list)
     alone: list[str] = []
     for name, source in sources.items():

@@ -28,7 +28,7 @@ from malpyeong.dialogue.history import Memory, Prompt
 from malpyeong.dialogue.reply import finish_reply, reply_generation, reply_streamer, reply_task
 from malpyeong.dialogue.session import ChatSettings, Session, check_resume, load_session
 from malpyeong.dialogue.summarize import ExtractiveSummarizer, ModelSummarizer, engine_summarizer
-from malpyeong.errors import UserError
+from malpyeong.errors import UserError, UserErrors
 from malpyeong.serving.batching import Completion, GenerateJob, Sink
 from malpyeong.serving.config import ApiError, SessionDefaults
 from malpyeong.serving.registry import Registry, Served
@@ -72,8 +72,16 @@ class SessionStore:
             return None
         try:
             session = load_session(path)
-        except UserError as err:
-            raise ApiError(409, f"session {sid} cannot be read: {err.problem}", param="session") from None
+        except UserError as err:  # run/chat.py's loader: every problem found; the first one said
+            first = err.errors[0] if isinstance(err, UserErrors) else err
+            where = f"field '{first.field}': " if first.field else ""
+            more = len(err.errors) - 1 if isinstance(err, UserErrors) else 0
+            raise ApiError(
+                409,
+                f"session {sid} cannot be read: {where}{first.problem}"
+                + (f" (and {more} more problem(s))" if more else ""),
+                param="session",
+            ) from None
         self.cache[sid] = session
         return session
 
