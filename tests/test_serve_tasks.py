@@ -11,7 +11,7 @@ from dataclasses import replace
 
 import httpx
 import pytest
-from conftest import ROOT, SAMPLES, load_script
+from conftest import ROOT, SAMPLES, SHARED_DATA, load_script
 from serve_helpers import build_base, random_adapter, run_folder
 
 pytest.importorskip("fastapi")
@@ -24,11 +24,7 @@ from malpyeong.serving.registry import vllm_commands  # noqa: E402
 from malpyeong.serving.server import Running  # noqa: E402
 from malpyeong.tasks import get_task  # noqa: E402
 
-DATA = next(
-    (d for d in (ROOT.parent / "shared" / "data", ROOT.parent.parent / "shared" / "data") if d.is_dir()),
-    ROOT.parent / "shared" / "data",
-)
-DIALOGSUM = DATA / "dialogsum" / "dialogsum.dev.jsonl"
+DIALOGSUM = SHARED_DATA / "dialogsum" / "dialogsum.dev.jsonl"
 CCI_TEST = SAMPLES / "cci_test.json"
 
 
@@ -107,19 +103,46 @@ def test_an_ensemble_of_three_adapters_answers_as_vote_py(tmp_path, capsys):
     assert row["output"] in get_task("cci").output_labels and abs(sum(row["probs"]) - 1) < 1e-6
 
 
+def made_up_dialogsum(path, n: int):
+    """DialogSum-shaped records in our own words, of 2 to 7 turns (a machine without the real
+    data, CI's, still sends the converted items through the endpoint)."""
+    lines = [
+        "Did you bring the tickets for tonight?",
+        "Yes, two seats in row F.",
+        "Great. When does the show start?",
+        "At eight, right after dinner.",
+        "Can you also grab that blanket?",
+        "Sure, the blue one from the car.",
+        "Thanks, see you at the door.",
+    ]
+    rows = [
+        {
+            "fname": f"made_{i}",
+            "topic": ("theater", "travel", "food")[i % 3],
+            "dialogue": "\n".join(f"#Person{1 + j % 2}#: {lines[j]}" for j in range(2 + i % 6)),
+            "summary": f"#Person1# and #Person2# talk about seat {i}.",
+        }
+        for i in range(n)
+    ]
+    path.write_text("".join(json.dumps(r) + "\n" for r in rows), encoding="utf-8")
+    return path
+
+
 @pytest.mark.slow
-@pytest.mark.skipif(not DIALOGSUM.is_file(), reason="real DialogSum data not available")
 def test_memory_state_of_every_dialogsum_item_from_an_untrained_model(tmp_path, capsys):
     """The memory endpoint, under the task's JSON-schema constraint, gives a schema-valid state
-    with the exact turn_count for every item of the converted DialogSum dev split, from an
-    untrained tiny model (its tokenizer trained on the converted prompts, as
-    run/tiny_model.py --corpus does, so the English prompts are short)."""
+    with the exact turn_count for every item of the converted DialogSum dev split (500 items;
+    12 made-up DialogSum records where the real data is absent), from an untrained tiny model
+    (its tokenizer trained on the converted prompts, as run/tiny_model.py --corpus does, so the
+    English prompts are short)."""
     import jsonschema
 
+    real = DIALOGSUM.is_file()
+    source = DIALOGSUM if real else made_up_dialogsum(tmp_path / "dialogsum.jsonl", 12)
     converted = tmp_path / "memory.json"
     call(
         "run/convert.py",
-        ["--from", "dialogsum", "--to", "memory", "--in", DIALOGSUM, "--out", converted],
+        ["--from", "dialogsum", "--to", "memory", "--in", source, "--out", converted],
         capsys,
     )
     call(
@@ -141,7 +164,7 @@ def test_memory_state_of_every_dialogsum_item_from_an_untrained_model(tmp_path, 
     with Running(cfg) as url:
         response = httpx.post(
             f"{url}/v1/tasks/memory/predict",
-            json={"model": "tiny", "items": records, "max_new_tokens": 40},
+            json={"model": "tiny", "items": records, "max_new_tokens": 64},
             timeout=1800,
         )
         assert response.status_code == 200, response.text[:300]
@@ -160,7 +183,8 @@ def test_memory_state_of_every_dialogsum_item_from_an_untrained_model(tmp_path, 
         )
     schema = task.output_schema()
     outputs = body["outputs"]
-    assert len(outputs) == len(items) == 500 and body["usage"]["unusable"] == 0
+    assert len(outputs) == len(items) == (500 if real else 12) and body["usage"]["unusable"] == 0
+    assert real or sorted({it.turn_count for it in items}) == [2, 3, 4, 5, 6, 7]
     for item, out in zip(items, outputs, strict=True):
         assert out["id"] == item.id
         jsonschema.validate(out["output"], schema)
