@@ -133,3 +133,19 @@ def test_ctrl_c_drains_requests_in_flight_and_saves_sessions(tiny_llama, tmp_pat
     saved = json.loads((sessions / "drained.json").read_text(encoding="utf-8"))
     assert [t["speaker"] for t in saved["turns"]] == ["User", "Assistant"]
     assert saved["turns"][1]["utterance"] == turn_reply["choices"][0]["message"]["content"]
+
+
+def test_a_model_that_cannot_write_text_is_refused_before_any_loads(tiny_llama, tiny_embedder, monkeypatch):
+    """run/test.py's check (check_generates) on every --model before the first loads: an
+    encoder named second stops the server with one line, nothing loaded."""
+    from malpyeong.serving import registry
+
+    def loaded(*args, **kwargs):
+        raise AssertionError("a model was loaded before every --model was checked")
+
+    monkeypatch.setattr(registry, "load_adapters", loaded)
+    monkeypatch.setattr(registry, "load_engine", loaded)
+    cfg = ServeConfig(models={"ok": str(tiny_llama), "enc": str(tiny_embedder)}, port=0)
+    with pytest.raises(UserError) as refused:
+        registry.load_registry(cfg)
+    assert refused.value.file == str(tiny_embedder) and "causal language model" in refused.value.line()
