@@ -99,7 +99,11 @@ def stand_in_vllm(monkeypatch):
 
     module = types.ModuleType("vllm")
     module.LLM = RecordingLLM
+    lora = types.ModuleType("vllm.lora.request")
+    lora.LoRARequest = lambda *args: args
     monkeypatch.setitem(sys.modules, "vllm", module)
+    monkeypatch.setitem(sys.modules, "vllm.lora", types.ModuleType("vllm.lora"))
+    monkeypatch.setitem(sys.modules, "vllm.lora.request", lora)
     RecordingLLM.built = []
     return RecordingLLM.built
 
@@ -124,6 +128,21 @@ def test_vllm_gets_the_backbones_trust_remote_code(stand_in_vllm, tiny_llama):
     load_engine(glm, engine="vllm", dtype="bf16")
     load_engine(glm, engine="vllm", dtype="bf16", trust_remote_code=False)
     assert [b["trust_remote_code"] for b in stand_in_vllm] == [True, False]
+
+
+def test_the_servers_vllm_engine_gets_the_same_names(stand_in_vllm, tiny_llama):
+    """The server's one vLLM engine for a base and its adapters (load_vllm_adapters) is built
+    with vLLM's dtype name and the backbone's trust_remote_code too (before: ``bf16`` as given,
+    which vLLM refuses, and ``bool(None)``)."""
+    from malpyeong.inference.loading import ModelSource, load_vllm_adapters
+
+    glm = ModelSource("local", str(tiny_llama), "THUDM/glm-4-9b-chat", tokenizer=str(tiny_llama))
+    load_vllm_adapters({"glm": glm}, dtype="bf16")
+    load_vllm_adapters({"glm": glm}, dtype="fp16", trust_remote_code=False)
+    assert [(b["dtype"], b["trust_remote_code"]) for b in stand_in_vllm] == [
+        ("bfloat16", True),
+        ("float16", False),
+    ]
 
 
 # -- 9. the static cache only where it helps, and any failure of it falls back ------------------

@@ -359,10 +359,7 @@ def load_engine(
         tokenizer=source.tokenizer or source.weights,
         dtype=llm_dtype,
         seed=seed,
-        # the backbone's default, as the HF engine has it (GLM-4's tokenizer is custom code)
-        trust_remote_code=loaded.backbone.trust_remote_code
-        if trust_remote_code is None
-        else trust_remote_code,
+        trust_remote_code=vllm_trust_remote_code(loaded.backbone, trust_remote_code),
         tensor_parallel_size=tensor_parallel_size,
         **(vllm_engine_kwargs(LLM) if structured else {}),
     )
@@ -380,6 +377,12 @@ VLLM_DTYPES = {
     "fp32": "float32",
     "float32": "float32",
 }
+
+
+def vllm_trust_remote_code(backbone: Backbone, given: bool | None) -> bool:
+    """What vLLM is told about custom code: the user's word, else the backbone's default, as
+    the HF engine has it (GLM-4's tokenizer is custom code)."""
+    return bool(backbone.trust_remote_code if given is None else given)
 
 
 def vllm_dtype(dtype: str | None) -> str:
@@ -507,13 +510,14 @@ def load_vllm_adapters(
         ranks = [int(read_json(Path(p) / ADAPTER_CONFIG).get("r") or 16) for p in adapters.values()]
         rank = next((r for r in VLLM_LORA_RANKS if r >= max(ranks)), max(ranks))
         lora = {"enable_lora": True, "max_loras": len(adapters), "max_lora_rank": rank}
+    llm_dtype = vllm_dtype(dtype)  # refused before anything loads
     tokenizer = loaded_tokenizer(base, trust_remote_code)
     llm = LLM(
         model=base.weights,
         tokenizer=base.tokenizer or base.weights,
-        dtype="auto" if dtype in (None, "auto") else dtype,
+        dtype=llm_dtype,
         seed=seed,
-        trust_remote_code=bool(trust_remote_code),
+        trust_remote_code=vllm_trust_remote_code(backbone_of(base), trust_remote_code),
         tensor_parallel_size=tensor_parallel_size,
         **lora,
         **(vllm_engine_kwargs(LLM) if structured else {}),
