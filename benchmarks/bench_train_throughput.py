@@ -168,7 +168,7 @@ def main() -> int:
             "disable_tqdm": True,
             "seed": 0,
             "dataloader_pin_memory": False,
-            "gradient_checkpointing": False,
+            "activation_checkpointing": False,
             "bf16": False,
         }
 

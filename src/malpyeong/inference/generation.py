@@ -21,7 +21,7 @@ from typing import Any
 
 from malpyeong.cli import progress_bar
 from malpyeong.device import model_device
-from malpyeong.errors import UserError
+from malpyeong.errors import UserError, one_line
 from malpyeong.inference.constrain import json_constraint, vllm_sampling_kwargs
 from malpyeong.inference.shard import ALONE, Shard
 
@@ -189,9 +189,7 @@ def generate_texts(
         gen_kwargs.update(temperature=None, top_p=None, top_k=None)
     if getattr(model, "training", False):
         model.eval()
-    if num_beams == 1 and getattr(model, "_can_compile_fullgraph", False):
-        # A preallocated cache: the default one grows by concatenation, copying every layer's
-        # keys and values at each step (a third of the decoding time of a batch on a CPU).
+    if num_beams == 1 and static_cache_helps(model, device):
         gen_kwargs["cache_implementation"] = "static"
     constraint = None
     if schema is not None:
@@ -220,10 +218,10 @@ def generate_texts(
                     out = model.generate(
                         input_ids=ids.to(device), attention_mask=mask.to(device), **gen_kwargs, **extra
                     )
-                except (ValueError, TypeError, NotImplementedError) as err:
-                    if gen_kwargs.pop("cache_implementation", None) is None:
+                except Exception as err:  # noqa: BLE001 - any failure of the static cache's path
+                    if _out_of_memory(err) or gen_kwargs.pop("cache_implementation", None) is None:
                         raise
-                    log.info("static cache not usable here (%s); using the default cache", err)
+                    log.info("static cache not usable here (%s); using the default cache", one_line(err, 200))
                     extra = _constrained(constraint, ids, max_new_tokens)
                     out = model.generate(
                         input_ids=ids.to(device), attention_mask=mask.to(device), **gen_kwargs, **extra
@@ -252,14 +250,38 @@ def generate_texts(
     return [t if t is not None else "" for t in texts]
 
 
+def static_cache_helps(model: Any, device: Any) -> bool:
+    """Whether generation uses a preallocated (static) key-value cache.
+
+    Where it was measured to help: on a CPU the default cache grows by concatenation, copying
+    every layer's keys and values at each step (a third of the decoding time of a batch). On a
+    GPU a static cache makes transformers compile the forward pass for every new batch shape
+    (minutes, and a compile error inside dev evaluation or under ZeRO-3), so it is not used
+    there; nor for models that cannot be compiled whole (4-bit weights, some architectures).
+    """
+    return getattr(device, "type", str(device)) == "cpu" and bool(
+        getattr(model, "_can_compile_fullgraph", False)
+    )
+
+
+def _out_of_memory(err: BaseException) -> bool:
+    return type(err).__name__ == "OutOfMemoryError" or "out of memory" in str(err)
+
+
 def _logits_width(model: Any, tokenizer: Any) -> int:
-    """How many logits the model writes per step (its output embedding rows; may exceed the
-    tokenizer's vocabulary, which the constraint then masks)."""
+    """How many logits the model writes per step (may exceed the tokenizer's vocabulary, which
+    the constraint then masks): the config's ``vocab_size``, which resizing keeps equal to the
+    output embedding's rows. Not the weight's own shape first: under DeepSpeed ZeRO-3 a
+    process holds a partition of it, and its shape is 0."""
+    config = getattr(model, "config", None)
+    config = getattr(config, "get_text_config", lambda: config)()
+    vocab = getattr(config, "vocab_size", None)
+    if isinstance(vocab, int) and vocab > 0:
+        return vocab
     head = model.get_output_embeddings() if hasattr(model, "get_output_embeddings") else None
     weight = getattr(head, "weight", None)
-    if weight is not None:
-        return int(weight.shape[0])
-    return int(getattr(getattr(model, "config", None), "vocab_size", None) or len(tokenizer))
+    rows = int((getattr(weight, "ds_shape", None) or getattr(weight, "shape", None) or [0])[0])
+    return rows or len(tokenizer)
 
 
 def _constrained(constraint: Any, ids: Any, max_new_tokens: int) -> dict:
@@ -364,5 +386,6 @@ __all__ = [
     "generate_texts_vllm",
     "left_pad",
     "length_sorted_batches",
+    "static_cache_helps",
     "stop_token_ids_for",
 ]

@@ -328,6 +328,7 @@ def load_engine(
     HF engine uses)."""
     if engine not in ENGINES:
         raise UserError(f"unknown engine '{engine}'", field="engine", hint=", ".join(ENGINES))
+    llm_dtype = vllm_dtype(dtype) if engine == "vllm" else None  # refused before any loading
     loaded = load_for_inference(
         source,
         dtype=dtype,
@@ -356,13 +357,40 @@ def load_engine(
     llm = LLM(
         model=source.weights,
         tokenizer=source.tokenizer or source.weights,
-        dtype="auto" if dtype in (None, "auto") else dtype,
+        dtype=llm_dtype,
         seed=seed,
-        trust_remote_code=bool(trust_remote_code),
+        trust_remote_code=vllm_trust_remote_code(loaded.backbone, trust_remote_code),
         tensor_parallel_size=tensor_parallel_size,
         **(vllm_engine_kwargs(LLM) if structured else {}),
     )
     return VLLMEngine(llm, loaded.tokenizer, loaded.backbone)
+
+
+# Our dtype names (--dtype) as vLLM spells them: vLLM takes auto, half, float16, bfloat16, float
+# and float32 only, and refuses bf16 / fp16 / fp32.
+VLLM_DTYPES = {
+    "auto": "auto",
+    "bf16": "bfloat16",
+    "bfloat16": "bfloat16",
+    "fp16": "float16",
+    "float16": "float16",
+    "fp32": "float32",
+    "float32": "float32",
+}
+
+
+def vllm_trust_remote_code(backbone: Backbone, given: bool | None) -> bool:
+    """What vLLM is told about custom code: the user's word, else the backbone's default, as
+    the HF engine has it (GLM-4's tokenizer is custom code)."""
+    return bool(backbone.trust_remote_code if given is None else given)
+
+
+def vllm_dtype(dtype: str | None) -> str:
+    """``dtype`` (our names, or None for auto) as vLLM's ``LLM(dtype=...)`` takes it."""
+    try:
+        return VLLM_DTYPES[dtype or "auto"]
+    except KeyError:
+        raise UserError(f"unknown dtype '{dtype}'", field="dtype", hint="bf16, fp16, fp32 or auto") from None
 
 
 def _attach_adapter(model: Any, tokenizer: Any, adapter: str, merge: bool) -> Any:
@@ -482,13 +510,14 @@ def load_vllm_adapters(
         ranks = [int(read_json(Path(p) / ADAPTER_CONFIG).get("r") or 16) for p in adapters.values()]
         rank = next((r for r in VLLM_LORA_RANKS if r >= max(ranks)), max(ranks))
         lora = {"enable_lora": True, "max_loras": len(adapters), "max_lora_rank": rank}
+    llm_dtype = vllm_dtype(dtype)  # refused before anything loads
     tokenizer = loaded_tokenizer(base, trust_remote_code)
     llm = LLM(
         model=base.weights,
         tokenizer=base.tokenizer or base.weights,
-        dtype="auto" if dtype in (None, "auto") else dtype,
+        dtype=llm_dtype,
         seed=seed,
-        trust_remote_code=bool(trust_remote_code),
+        trust_remote_code=vllm_trust_remote_code(backbone_of(base), trust_remote_code),
         tensor_parallel_size=tensor_parallel_size,
         **lora,
         **(vllm_engine_kwargs(LLM) if structured else {}),
@@ -527,4 +556,5 @@ __all__ = [
     "load_weights",
     "loaded_tokenizer",
     "resolve_source",
+    "vllm_dtype",
 ]
