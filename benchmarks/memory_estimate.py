@@ -17,6 +17,7 @@ alone, as run/train.py --rules prints it; the ratio estimate / measured is print
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import os
 import subprocess
@@ -53,15 +54,17 @@ SIZES = {
         vocab_size=8000,
     ),
 }
-# (family, method, batch, seq, gradient checkpointing, lora dropout)
+# (family, method, batch, seq, gradient checkpointing, lora dropout, 8-bit AdamW)
 SETUPS = [
-    ("llama", "lora", 4, 512, False, 0.0),
-    ("llama", "lora", 4, 512, True, 0.0),
-    ("llama", "lora", 4, 512, False, 0.05),
-    ("llama", "full", 4, 512, False, 0.0),
-    ("llama", "qlora", 4, 512, False, 0.0),
-    ("gemma2", "lora", 4, 512, False, 0.0),
-    ("gemma2", "qlora", 4, 512, True, 0.05),
+    ("llama", "lora", 4, 512, False, 0.0, False),
+    ("llama", "lora", 4, 512, True, 0.0, False),
+    ("llama", "lora", 4, 512, False, 0.05, False),
+    ("llama", "full", 4, 512, False, 0.0, False),
+    ("llama", "qlora", 4, 512, False, 0.0, False),
+    ("llama", "qlora", 4, 512, True, 0.05, True),
+    ("gemma2", "lora", 4, 512, False, 0.0, False),
+    ("gemma2", "qlora", 4, 512, True, 0.05, False),
+    ("gemma2", "lora", 2, 1536, True, 0.0, False),  # eager masks: 2 x 2 x 1536^2 fp32 = 36 MiB
 ]
 QUICK = [SETUPS[0], SETUPS[4]]
 
@@ -90,11 +93,20 @@ if spec["method"] == "qlora":
 if spec["method"] != "full":
     from peft import get_peft_model
     model = get_peft_model(model, lora_config(16, 32, spec["dropout"]))
+if spec["method"] == "qlora":  # as trl's SFTTrainer does (QLoRA's paper: bf16 adapters)
+    for p in model.parameters():
+        if p.requires_grad:
+            p.data = p.data.to(torch.bfloat16)
 if spec["gc"]:
     model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
     model.enable_input_require_grads()
 model.train()
-opt = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=1e-4)
+params = [p for p in model.parameters() if p.requires_grad]
+if spec["adam8"]:
+    import bitsandbytes as bnb
+    opt = bnb.optim.AdamW8bit(params, lr=1e-4)
+else:
+    opt = torch.optim.AdamW(params, lr=1e-4)
 g = torch.Generator().manual_seed(0)
 ids = torch.randint(5, spec["vocab"], (spec["batch"], spec["seq"]), generator=g)
 for _ in range(2):  # the second step holds AdamW's moments while the activations live
@@ -129,8 +141,11 @@ def build(family: str, folder: Path) -> Path:
     return folder / family
 
 
-def measure(path: Path, family: str, method: str, batch: int, seq: int, gc: bool, dropout: float) -> dict:
+def measure(
+    path: Path, family: str, method: str, batch: int, seq: int, gc: bool, dropout: float, adam8: bool
+) -> dict:
     spec = {
+        "adam8": adam8,
         "path": str(path),
         "method": method,
         "batch": batch,
@@ -160,7 +175,7 @@ def measure(path: Path, family: str, method: str, batch: int, seq: int, gc: bool
     return json.loads(done.stdout.strip().splitlines()[-1])
 
 
-def estimated(path: Path, method: str, batch: int, seq: int, gc: bool, dropout: float):
+def estimated(path: Path, method: str, batch: int, seq: int, gc: bool, dropout: float, adam8: bool):
     arch = Architecture.from_config(json.loads((path / "config.json").read_text()))
     # on the CPU the model computes in fp32; QLoRA computes in bf16 there
     setup = Setup(
@@ -171,8 +186,15 @@ def estimated(path: Path, method: str, batch: int, seq: int, gc: bool, dropout: 
         gradient_checkpointing=gc,
         lora_dropout=dropout,
         eager=True,
+        adapter_bytes=2 if method == "qlora" else 4,
+        optimizer_8bit=adam8,
     )
-    return estimate(arch, setup)
+    # the estimate before issue 25: fp32 adapters, full AdamW state, no eager masks
+    before = estimate(
+        dataclasses.replace(arch, mask_kinds=0),
+        dataclasses.replace(setup, adapter_bytes=4, optimizer_8bit=False),
+    )
+    return estimate(arch, setup), before
 
 
 def main() -> int:
@@ -185,21 +207,25 @@ def main() -> int:
     rows = []
     with tempfile.TemporaryDirectory() as tmp:
         models = {f: build(f, Path(tmp)) for f in SIZES}
-        print(f"{'setup':36} {'estimate MiB':>12} {'measured MiB':>12} {'ratio':>6}")
-        for family, method, batch, seq, gc, dropout in QUICK if args.quick else SETUPS:
-            got = measure(models[family], family, method, batch, seq, gc, dropout)
-            est = estimated(models[family], method, batch, seq, gc, dropout)
+        print(f"{'setup':46} {'estimate MiB':>12} {'measured MiB':>12} {'ratio':>6} {'before':>6}")
+        for family, method, batch, seq, gc, dropout, adam8 in QUICK if args.quick else SETUPS:
+            got = measure(models[family], family, method, batch, seq, gc, dropout, adam8)
+            est, before = estimated(models[family], method, batch, seq, gc, dropout, adam8)
             name = f"{family} {method} {batch}x{seq} gc={'on' if gc else 'off'} p={dropout}"
+            name += " adamw8bit" if adam8 else ""
             mib = 1024**2
             row = {
                 "setup": name,
                 "estimate": est.total / mib,
                 "measured": got["peak"] / mib,
                 "ratio": est.total / got["peak"],
+                "ratio_before": before.total / got["peak"],
             }
             rows.append(row)
             print(
-                f"{name:36} {row['estimate']:12.0f} {row['measured']:12.0f} {row['ratio']:6.2f}", flush=True
+                f"{name:46} {row['estimate']:12.0f} {row['measured']:12.0f} {row['ratio']:6.2f} "
+                f"{row['ratio_before']:6.2f}",
+                flush=True,
             )
     ratios = [r["ratio"] for r in rows]
     print(
@@ -207,6 +233,12 @@ def main() -> int:
         f"(1.00 = exact; above 1 = the estimate is on the safe side); "
         f"{sum(ratios) / len(ratios):.2f} on average over {len(rows)} setups; "
         f"1 GiB = {GIB} bytes"
+    )
+    before = [r["ratio_before"] for r in rows]
+    print(
+        f"before issue 25 (fp32 QLoRA adapters, full AdamW state, no eager masks): "
+        f"{min(before):.2f} to {max(before):.2f}, {sum(before) / len(before):.2f} on average "
+        "(the machine was shared: the measurements are resident memory, not time)"
     )
     if args.json:
         Path(args.json).write_text(json.dumps(rows, indent=1))

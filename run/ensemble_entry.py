@@ -5,7 +5,7 @@
     # the whole flow on a CPU with tiny random models of each member's family (minutes):
     python run/ensemble_entry.py --recipes resource/configs/cci/malbbungchi/ \\
         --test resource/data/cci_test.json --out results/malbbungchi_tiny/ \\
-        --model_override tiny=models/tiny --set num_train_epochs=1 gradient_checkpointing=false
+        --model_override tiny=models/tiny --set num_train_epochs=1 activation_checkpointing=false
 
 --recipes is a folder of recipes, one per member (every *.yaml in it). Each member is trained
 from its recipe into OUT/runs/<member>/, predicts the dev file (the recipes' dev_file, or --dev)

@@ -84,7 +84,7 @@ def test_every_key_is_mapped_or_listed():
         "optim": "adamw_bnb_8bit",
         "lora_target_modules": ["all-linear"],
         "fp16": False,
-        "gradient_checkpointing": False,
+        "activation_checkpointing": False,
         "lora_r": 8,
         "lora_alpha": 16,
         "lora_dropout": 0.05,
@@ -184,7 +184,7 @@ def test_keys_left_out_take_axolotls_defaults():
             {"max_steps": 7, "max_grad_norm": 0.3, "early_stopping_patience": 2},
             {"max_steps": 7, "max_grad_norm": 0.3, "early_stopping_patience": 2},
         ),
-        ({"gradient_checkpointing": True}, {"gradient_checkpointing": True}),
+        ({"gradient_checkpointing": True}, {"activation_checkpointing": True}),
     ],
 )
 def test_keys_that_need_more_than_a_rename(changes, expected):

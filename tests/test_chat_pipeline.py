@@ -90,7 +90,7 @@ def test_lora_on_pairs_then_predict_evaluate_and_merge(family, targets, pairs, m
             "2",
             "--report_to",
             "none",
-            "--gradient_checkpointing",
+            "--activation_checkpointing",
             "false",
             "--max_length",
             "160",

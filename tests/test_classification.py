@@ -36,7 +36,7 @@ def head_argv(model: Path, train: Path, dev: Path | None, out: Path, *extra: str
         str(out),
         "--report_to",
         "none",
-        "--gradient_checkpointing",
+        "--activation_checkpointing",
         "false",
         "--disable_tqdm",
         "true",

@@ -47,7 +47,7 @@ CPM_VALUES = {
     "warmup_steps": 20,
     "learning_rate": 2e-5,
     "optim": "adamw_bnb_8bit",
-    "gradient_checkpointing": True,
+    "activation_checkpointing": True,
     "max_length": 8192,
 }
 
@@ -129,7 +129,7 @@ def test_cpm_recipe_has_every_value_of_the_entry(tmp_path):
         config.warmup_steps,
         config.learning_rate,
         config.max_length,
-        config.gradient_checkpointing,
+        config.activation_checkpointing,
     ) == (42, 5, 4, 4, 0.05, 20, 2e-5, 8192, True)
     assert config.lr_scheduler_type.value == "cosine"
 

@@ -75,7 +75,7 @@ def test_train_and_predict_print_no_library_warnings(tiny_llama, tmp_path):
         data / "cci_train.json",
         "--report_to",
         "none",
-        "--gradient_checkpointing",
+        "--activation_checkpointing",
         "true",
         "--max_steps",
         "1",

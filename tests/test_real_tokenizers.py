@@ -519,7 +519,7 @@ def test_lora_through_the_real_tokenizer_lifts_letter_scored_dev_accuracy(real_m
                 "0",
                 "--report_to",
                 "none",
-                "--gradient_checkpointing",
+                "--activation_checkpointing",
                 "false",
                 "--disable_tqdm",
                 "true",

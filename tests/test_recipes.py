@@ -127,7 +127,7 @@ def test_recipe_parses(path: Path, stand_ins, tmp_path):
     assert model_args.model == data["model"] and model_args.method == data["method"]
     assert config.learning_rate == pytest.approx(float(data["learning_rate"]))
     assert config.per_device_train_batch_size == data["per_device_train_batch_size"]
-    assert config.gradient_checkpointing == data["gradient_checkpointing"]
+    assert config.activation_checkpointing == data["activation_checkpointing"]
     if orpo:
         assert config.beta == pytest.approx(data["beta"])
     else:

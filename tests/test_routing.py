@@ -191,7 +191,7 @@ def test_experts_train_in_turn_and_route(experts, tiny_llama, tmp_path):
         str(out),
         "--report_to",
         "none",
-        "--gradient_checkpointing",
+        "--activation_checkpointing",
         "false",
         "--disable_tqdm",
         "true",

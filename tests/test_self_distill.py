@@ -119,7 +119,7 @@ def test_self_distill_cli_writes_records_the_trainer_reads(tiny_llama, dcs_recor
         str(train),
         "--report_to",
         "none",
-        "--gradient_checkpointing",
+        "--activation_checkpointing",
         "false",
         "--disable_tqdm",
         "true",

@@ -158,7 +158,7 @@ def test_a_registered_task_runs_through_every_step(plugin_task, tiny_llama, tmp_
             seed,
             "--report_to",
             "none",
-            "--gradient_checkpointing",
+            "--activation_checkpointing",
             "false",
             "--max_length",
             "256",

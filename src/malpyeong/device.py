@@ -31,17 +31,41 @@ def cuda_available() -> bool:
 
 
 def cuda_bf16() -> bool:
-    """Whether the CUDA device here computes in bfloat16 (what dtype "auto" picks)."""
+    """Whether the CUDA device here computes bfloat16 natively (Ampere and later): what dtype
+    "auto", the trainer's bf16 default and QLoRA's compute dtype pick.
+
+    ``torch.cuda.is_bf16_supported()`` also says yes where bf16 is only emulated (V100, T4):
+    there it is slow, and fp16 is the precision to use instead, so emulation does not count.
+    """
     if not cuda_available():
         return False
     import torch
 
-    return bool(torch.cuda.is_bf16_supported())
+    try:
+        return bool(torch.cuda.is_bf16_supported(including_emulation=False))
+    except Exception:  # noqa: BLE001 - a broken CUDA setup is no bf16
+        return False
 
 
 def local_rank() -> int:
     """This process's index on its machine under a launcher (0 alone)."""
     return int(os.environ.get("LOCAL_RANK", 0))
+
+
+# What a process started by torchrun / accelerate carries to join the group and take its GPU,
+# and what makes transformers build models through DeepSpeed.
+LAUNCH_ENV = ("RANK", "LOCAL_RANK", "WORLD_SIZE", "LOCAL_WORLD_SIZE", "GROUP_RANK", "MASTER_ADDR")
+LAUNCH_PREFIXES = ("ACCELERATE_", "TORCHELASTIC_", "MASTER_", "ROLE_", "GROUP_", "DEEPSPEED_")
+
+
+def alone_on_cpu_env(env: dict[str, str] | None = None) -> dict[str, str]:
+    """``env`` (this process's environment) for a child process that is no part of the launch:
+    no process group, no DeepSpeed, no GPU (``CUDA_VISIBLE_DEVICES`` empty), so its models load
+    on the CPU, whatever the launch around it."""
+    env = dict(os.environ if env is None else env)
+    kept = {k: v for k, v in env.items() if k not in LAUNCH_ENV and not k.startswith(LAUNCH_PREFIXES)}
+    kept["CUDA_VISIBLE_DEVICES"] = ""
+    return kept
 
 
 def default_device() -> str:
@@ -100,6 +124,7 @@ def model_device(model: Any) -> Any:
 
 
 __all__ = [
+    "alone_on_cpu_env",
     "check_device",
     "cuda_available",
     "cuda_bf16",

@@ -21,7 +21,7 @@ from typing import Any
 
 from malpyeong.cli import progress_bar
 from malpyeong.device import model_device
-from malpyeong.errors import UserError
+from malpyeong.errors import UserError, one_line
 from malpyeong.inference.constrain import json_constraint, vllm_sampling_kwargs
 from malpyeong.inference.shard import ALONE, Shard
 
@@ -133,6 +133,7 @@ def generate_texts(
     shard: Shard = ALONE,
     streamer: Any = None,
     schema: dict | None = None,
+    stream: Callable[[list[int]], Any] | None = None,
 ) -> list[str]:
     """Decoded new text per prompt (token ids), in the order given.
 
@@ -148,7 +149,9 @@ def generate_texts(
     batches are run (see :mod:`malpyeong.inference.shard`); the others come back as "" too.
 
     ``streamer``: a transformers streamer that sees the tokens as they are made (a live chat
-    shows its reply as it is written); for one prompt at a time.
+    shows its reply as it is written); for one prompt at a time. ``stream``: for several, a
+    function of a batch's prompt indices (in row order) that returns the streamer of that batch,
+    which then sees one token per row at each step (a server streams each row to its client).
 
     ``schema``: constrain every row to this JSON schema (greedy or sampling; not beam search,
     whose rows are reordered between steps).
@@ -186,9 +189,7 @@ def generate_texts(
         gen_kwargs.update(temperature=None, top_p=None, top_k=None)
     if getattr(model, "training", False):
         model.eval()
-    if num_beams == 1 and getattr(model, "_can_compile_fullgraph", False):
-        # A preallocated cache: the default one grows by concatenation, copying every layer's
-        # keys and values at each step (a third of the decoding time of a batch on a CPU).
+    if num_beams == 1 and static_cache_helps(model, device):
         gen_kwargs["cache_implementation"] = "static"
     constraint = None
     greedy = not do_sample and num_beams == 1  # the processor may then skip rows' masks
@@ -210,16 +211,18 @@ def generate_texts(
             ids, mask = left_pad([prompts[i] for i in batch], pad)
             if do_sample:
                 torch.manual_seed(seed + b)
+            if stream is not None:
+                gen_kwargs["streamer"] = stream(batch)
             with torch.inference_mode():
                 extra = _constrained(constraint, ids, max_new_tokens, greedy)
                 try:
                     out = model.generate(
                         input_ids=ids.to(device), attention_mask=mask.to(device), **gen_kwargs, **extra
                     )
-                except (ValueError, TypeError, NotImplementedError) as err:
-                    if gen_kwargs.pop("cache_implementation", None) is None:
+                except Exception as err:  # noqa: BLE001 - any failure of the static cache's path
+                    if _out_of_memory(err) or gen_kwargs.pop("cache_implementation", None) is None:
                         raise
-                    log.info("static cache not usable here (%s); using the default cache", err)
+                    log.info("static cache not usable here (%s); using the default cache", one_line(err, 200))
                     extra = _constrained(constraint, ids, max_new_tokens, greedy)
                     out = model.generate(
                         input_ids=ids.to(device), attention_mask=mask.to(device), **gen_kwargs, **extra
@@ -248,14 +251,38 @@ def generate_texts(
     return [t if t is not None else "" for t in texts]
 
 
+def static_cache_helps(model: Any, device: Any) -> bool:
+    """Whether generation uses a preallocated (static) key-value cache.
+
+    Where it was measured to help: on a CPU the default cache grows by concatenation, copying
+    every layer's keys and values at each step (a third of the decoding time of a batch). On a
+    GPU a static cache makes transformers compile the forward pass for every new batch shape
+    (minutes, and a compile error inside dev evaluation or under ZeRO-3), so it is not used
+    there; nor for models that cannot be compiled whole (4-bit weights, some architectures).
+    """
+    return getattr(device, "type", str(device)) == "cpu" and bool(
+        getattr(model, "_can_compile_fullgraph", False)
+    )
+
+
+def _out_of_memory(err: BaseException) -> bool:
+    return type(err).__name__ == "OutOfMemoryError" or "out of memory" in str(err)
+
+
 def _logits_width(model: Any, tokenizer: Any) -> int:
-    """How many logits the model writes per step (its output embedding rows; may exceed the
-    tokenizer's vocabulary, which the constraint then masks)."""
+    """How many logits the model writes per step (may exceed the tokenizer's vocabulary, which
+    the constraint then masks): the config's ``vocab_size``, which resizing keeps equal to the
+    output embedding's rows. Not the weight's own shape first: under DeepSpeed ZeRO-3 a
+    process holds a partition of it, and its shape is 0."""
+    config = getattr(model, "config", None)
+    config = getattr(config, "get_text_config", lambda: config)()
+    vocab = getattr(config, "vocab_size", None)
+    if isinstance(vocab, int) and vocab > 0:
+        return vocab
     head = model.get_output_embeddings() if hasattr(model, "get_output_embeddings") else None
     weight = getattr(head, "weight", None)
-    if weight is not None:
-        return int(weight.shape[0])
-    return int(getattr(getattr(model, "config", None), "vocab_size", None) or len(tokenizer))
+    rows = int((getattr(weight, "ds_shape", None) or getattr(weight, "shape", None) or [0])[0])
+    return rows or len(tokenizer)
 
 
 def _constrained(constraint: Any, ids: Any, max_new_tokens: int, greedy: bool) -> dict:
@@ -292,12 +319,15 @@ def generate_texts_vllm(
     on_result: OnResult | None = None,
     done: Collection[int] = (),
     schema: dict | None = None,
+    lora_request: Any = None,
 ) -> list[str]:
     """The same contract on a ``vllm.LLM`` (which does its own continuous batching).
 
     ``batch_size`` is the number of prompts handed to vLLM at a time (results are reported after
     each chunk, for resume). Beam search is not offered here; use the HF engine for it.
     ``schema`` goes to vLLM's structured outputs (llguidance, as on the HF engine).
+    ``lora_request``: a ``vllm.lora.request.LoRARequest``, the adapter every prompt is answered
+    with (vLLM's multi-LoRA serving: one base, adapters chosen per request).
     """
     try:
         from vllm import SamplingParams
@@ -335,8 +365,12 @@ def generate_texts_vllm(
     try:
         for lo in range(0, len(todo), chunk):
             part = todo[lo : lo + chunk]
+            lora = {"lora_request": lora_request} if lora_request is not None else {}
             outs = llm.generate(
-                [TokensPrompt(prompt_token_ids=list(prompts[i])) for i in part], params, use_tqdm=False
+                [TokensPrompt(prompt_token_ids=list(prompts[i])) for i in part],
+                params,
+                use_tqdm=False,
+                **lora,
             )
             for i, out in zip(part, outs, strict=True):
                 texts[i] = out.outputs[0].text
@@ -355,5 +389,6 @@ __all__ = [
     "generate_texts_vllm",
     "left_pad",
     "length_sorted_batches",
+    "static_cache_helps",
     "stop_token_ids_for",
 ]

@@ -519,17 +519,25 @@ def completion_ids(tokenizer: Any, affixes: tuple[str, str], target: str) -> lis
 
 def _load_error(name: str, err: Exception, what: str = "model") -> UserError:
     """One line for a model (or its tokenizer) that does not load; the library's message is
-    kept whole (on one line), the useful part is often in its second half."""
-    offline = os.environ.get("HF_HUB_OFFLINE") == "1"
+    kept whole (on one line), the useful part is often in its second half.
+
+    For a hub id, a missing file (``OSError``: not cached, no network, no such repository)
+    also says where we looked; any other failure (``ValueError``: QLoRA weights under ZeRO-3
+    with a device map, an attention kernel the model lacks) is the library's reason alone,
+    not a download problem."""
+    reason = f"{type(err).__name__}: {one_line(err)}"
     if Path(name).exists():
-        return UserError(f"cannot load the {what}: {type(err).__name__}: {one_line(err)}", file=name)
+        return UserError(f"cannot load the {what}: {reason}", file=name)
+    if not isinstance(err, OSError):
+        return UserError(f"cannot load model '{name}': {reason}", field="model")
+    offline = os.environ.get("HF_HUB_OFFLINE") == "1"
     where = (
         "not in the local hub cache and HF_HUB_OFFLINE=1"
         if offline
         else "not a local folder, and the hub could not provide it"
     )
     return UserError(
-        f"cannot load model '{name}': {where}",
+        f"cannot load model '{name}': {where} ({reason})",
         field="model",
         hint="give a local path, or download it first with `hf download`",
     )

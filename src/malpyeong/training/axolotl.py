@@ -62,7 +62,7 @@ SAME: dict[str, str] = {
     "greater_is_better": "greater_is_better",
     "early_stopping_patience": "early_stopping_patience",
     "trust_remote_code": "trust_remote_code",
-    "gradient_checkpointing_kwargs": "gradient_checkpointing_kwargs",
+    "gradient_checkpointing_kwargs": "activation_checkpointing_kwargs",
     "neftune_noise_alpha": "neftune_noise_alpha",
     "tf32": "tf32",
     "save_safetensors": "save_safetensors",
@@ -520,7 +520,7 @@ def _batching(given: dict, put: Put, drop: Drop) -> None:
 def _checkpointing(given: dict, put: Put, drop: Drop) -> None:
     value = given.get("gradient_checkpointing")
     if isinstance(value, bool):
-        put("gradient_checkpointing", {"gradient_checkpointing": value})
+        put("gradient_checkpointing", {"activation_checkpointing": value})
     elif value is not None:
         drop("gradient_checkpointing", f"'{value}' (offloading) is not offered; give true or false")
 

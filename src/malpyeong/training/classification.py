@@ -30,6 +30,7 @@ from malpyeong.models.budget import fit_prompt
 from malpyeong.models.runfolder import DATA_STATS, write_run
 from malpyeong.tasks import ChoiceTask, get_task
 from malpyeong.tasks.base import PromptSpec, TaskItem
+from malpyeong.training.checkpointing import reentrant_under_zero3
 from malpyeong.training.examples import BudgetStats, training_items
 from malpyeong.training.models import is_zero3
 from malpyeong.training.outputs import (
@@ -130,8 +131,8 @@ def load_classifier_for_training(
 
         model = prepare_model_for_kbit_training(
             model,
-            use_gradient_checkpointing=config.gradient_checkpointing,
-            gradient_checkpointing_kwargs=config.gradient_checkpointing_kwargs,
+            use_gradient_checkpointing=config.activation_checkpointing,
+            gradient_checkpointing_kwargs=config.activation_checkpointing_kwargs,
         )
     if model_args.method == "full":
         return model
@@ -140,8 +141,9 @@ def load_classifier_for_training(
     zero3 = is_zero3(config) and model_args.method == "lora"
     kwargs = {"autocast_adapter_dtype": False} if zero3 else {}
     model = get_peft_model(model, head_lora_config(model_args, head_name(model)), **kwargs)
-    if config.gradient_checkpointing:
+    if config.activation_checkpointing:
         model.enable_input_require_grads()
+    reentrant_under_zero3(config, model, zero3)  # the plain Trainer has no such workaround
     return model
 
 

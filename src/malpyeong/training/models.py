@@ -11,6 +11,7 @@ from typing import Any
 
 from malpyeong.errors import UserError
 from malpyeong.models.backbones import Backbone, get_backbone, load_model
+from malpyeong.training.checkpointing import reentrant_under_zero3
 from malpyeong.training.recipe import ModelArguments
 
 
@@ -37,16 +38,28 @@ def lora_config(
 # weights directly, so an adapter there would never be used (peft issue #2556).
 SSM_MODEL_TYPES = frozenset({"mamba", "mamba2", "falcon_mamba", "falcon_h1", "nemotron_h"})
 SSM_NO_LORA = frozenset({"out_proj", "conv1d"})
+# Linear layers whose weight a family's forward reads directly (``self.dt_proj.weight @ x``, or
+# the weight handed to a fused CUDA kernel) instead of calling the layer: peft accepts an adapter
+# there, but it gets no gradient and never changes the output (transformers 5.25: Mamba's
+# mixer reads dt_proj.weight on every path and x_proj.weight in the fused training kernel;
+# Falcon-Mamba and Jamba read dt_proj.weight). ``all-linear`` leaves them out.
+WEIGHT_READ_DIRECTLY: dict[str, frozenset[str]] = {
+    "mamba": frozenset({"x_proj", "dt_proj"}),
+    "falcon_mamba": frozenset({"dt_proj"}),
+    "jamba": frozenset({"dt_proj"}),
+}
 
 
 def lora_targets(model: Any, modules: Sequence[str]) -> list[str]:
-    """``modules`` as given; ``all-linear`` on a state-space model (Mamba) means every linear
-    layer peft accepts there (not ``out_proj``), since peft would refuse the whole set."""
+    """``modules`` as given; ``all-linear`` on a state-space model (Mamba) or a hybrid with a
+    Mamba mixer means every linear layer whose adapter would train there (not ``out_proj``,
+    which peft refuses, nor the layers the forward reads by weight, see
+    :data:`WEIGHT_READ_DIRECTLY`), since peft would refuse the whole set or add dead adapters."""
     import torch
 
-    if (
-        list(modules) != ["all-linear"]
-        or getattr(getattr(model, "config", None), "model_type", None) not in SSM_MODEL_TYPES
+    model_type = getattr(getattr(model, "config", None), "model_type", None)
+    if list(modules) != ["all-linear"] or (
+        model_type not in SSM_MODEL_TYPES and model_type not in WEIGHT_READ_DIRECTLY
     ):
         return list(modules)
     output = model.get_output_embeddings()
@@ -55,7 +68,10 @@ def lora_targets(model: Any, modules: Sequence[str]) -> list[str]:
         for name, module in model.named_modules()
         if isinstance(module, torch.nn.Linear) and module is not output
     }
-    return sorted(names - SSM_NO_LORA)
+    excluded = WEIGHT_READ_DIRECTLY.get(model_type, frozenset())
+    if model_type in SSM_MODEL_TYPES:
+        excluded = excluded | SSM_NO_LORA
+    return sorted(names - excluded)
 
 
 def load_training_model(
@@ -85,8 +101,8 @@ def load_training_model(
 
         model = prepare_model_for_kbit_training(
             model,
-            use_gradient_checkpointing=config.gradient_checkpointing,
-            gradient_checkpointing_kwargs=config.gradient_checkpointing_kwargs,
+            use_gradient_checkpointing=config.activation_checkpointing,
+            gradient_checkpointing_kwargs=config.activation_checkpointing_kwargs,
         )
     if model_args.method == "full":
         if sft_adapter:
@@ -114,8 +130,9 @@ def load_training_model(
             raise UserError(
                 f"cannot put LoRA adapters there: {str(err).splitlines()[0]}", field="lora_target_modules"
             ) from None
-    if config.gradient_checkpointing:
+    if config.activation_checkpointing:
         model.enable_input_require_grads()
+    reentrant_under_zero3(config, model, is_zero3(config))
     return model
 
 

@@ -45,7 +45,7 @@ from malpyeong.training.preference import (
 from malpyeong.training.recipe import ModelArguments, ORPOArguments, resolve_trainer_args
 from malpyeong.training.stages import end_stage
 from malpyeong.training.start import start_run
-from malpyeong.training.trainers import callbacks_for, run_training
+from malpyeong.training.trainers import accepts_logits_to_keep, callbacks_for, run_training
 from malpyeong.training.unpaired import read_unpaired, unpair
 
 
@@ -90,43 +90,56 @@ def build_orpo_rows(
     return rows, stats
 
 
-def pair_margins(model: Any, tokenizer: Any, rows: Sequence[dict], batch_size: int = 8) -> list[float]:
+def pair_margins(model: Any, tokenizer: Any, rows: Sequence[dict], chunk: int = 32) -> list[float]:
     """Per pair: log p(chosen | prompt) - log p(rejected | prompt), summed over response tokens.
 
-    The held-out check that preference training moved the model the right way.
+    The held-out check that preference training moved the model the right way. Each pair is
+    one forward pass of its two sequences, projected onto the vocabulary at the response
+    positions only (``logits_to_keep``), and the chosen tokens' log-probabilities are read
+    ``chunk`` positions at a time (the token's logit minus the log-sum-exp of its row): never
+    the float log-softmax of every position of a batch, which for a 256k vocabulary at ~700
+    tokens was ~14 GB of temporaries.
     """
     import torch
 
     device = model_device(model)
-    seqs: list[tuple[list[int], int]] = []
-    for row in rows:
-        prompt = encode(tokenizer, row["prompt"])
-        for side in ("chosen", "rejected"):
-            done = tokenizer(row[side], add_special_tokens=False)["input_ids"]
-            seqs.append((prompt + done, len(prompt)))
+    keep_logits = accepts_logits_to_keep(model)
     pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
-    totals: list[float] = []
+    margins: list[float] = []
     was_training = model.training
     model.eval()
     try:
-        for lo in range(0, len(seqs), batch_size):
-            batch = seqs[lo : lo + batch_size]
-            width = max(len(s) for s, _ in batch)
-            ids = torch.full((len(batch), width), pad, dtype=torch.long)
-            mask = torch.zeros((len(batch), width), dtype=torch.long)
-            for r, (s, _) in enumerate(batch):
+        for row in rows:
+            prompt = encode(tokenizer, row["prompt"])
+            sides = [tokenizer(row[s], add_special_tokens=False)["input_ids"] for s in ("chosen", "rejected")]
+            seqs = [prompt + done for done in sides]
+            width = max(len(s) for s in seqs)
+            ids = torch.full((2, width), pad, dtype=torch.long)
+            mask = torch.zeros((2, width), dtype=torch.long)
+            for r, s in enumerate(seqs):
                 ids[r, : len(s)] = torch.tensor(s)
                 mask[r, : len(s)] = 1
+            # the positions whose next token is a response token (of either side)
+            first = max(len(prompt) - 1, 0)
+            positions = torch.arange(first, width - 1)
+            kwargs = {"logits_to_keep": positions.to(device)} if keep_logits else {}
             with torch.no_grad():
-                out = model(input_ids=ids.to(device), attention_mask=mask.to(device))
-                logits = out.logits.float()
-            logp = torch.log_softmax(logits[:, :-1], dim=-1)
-            got = logp.gather(-1, ids[:, 1:].unsqueeze(-1).to(logp.device)).squeeze(-1)
-            for r, (s, start) in enumerate(batch):
-                totals.append(float(got[r, start - 1 : len(s) - 1].sum()))
+                logits = model(input_ids=ids.to(device), attention_mask=mask.to(device), **kwargs).logits
+                if not keep_logits:
+                    logits = logits[:, first : width - 1]
+                targets = ids[:, first + 1 : width].to(logits.device)
+                valid = mask[:, first + 1 : width].to(logits.device).bool()
+                total = torch.zeros(2, dtype=torch.float64, device=logits.device)
+                for lo in range(0, positions.numel(), chunk):
+                    part = logits[:, lo : lo + chunk].float()
+                    got = part.gather(-1, targets[:, lo : lo + chunk, None]).squeeze(-1)
+                    logp = got - torch.logsumexp(part, dim=-1)
+                    total += (logp * valid[:, lo : lo + chunk]).sum(-1).double()
+                    del part
+            margins.append(float(total[0] - total[1]))
     finally:
         model.train(was_training)
-    return [totals[i] - totals[i + 1] for i in range(0, len(totals), 2)]
+    return margins
 
 
 def check_adapter_base(sft_adapter: str | None, model: str) -> None:

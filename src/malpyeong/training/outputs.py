@@ -50,30 +50,12 @@ from malpyeong.models.runfolder import (
 )
 from malpyeong.models.runfolder import run_info as make_run_info
 from malpyeong.tasks.base import Task
+from malpyeong.training.alone import main_process, merge_in_own_process, on_main_alone, wait_for_everyone
+from malpyeong.training.checkpointing import RENAMED_KEYS
 from malpyeong.training.evaluation import TaskEvaluator
-from malpyeong.training.models import merge_adapter
 from malpyeong.training.recipe import CommonArguments, ModelArguments
 
 log = logging.getLogger(__name__)
-
-
-def main_process() -> bool:
-    """True in the process that writes the run folder (rank 0 under accelerate/torchrun)."""
-    try:
-        from accelerate import PartialState
-
-        return PartialState().is_main_process
-    except Exception:  # noqa: BLE001 - accelerate not initialised: a single process
-        return int(os.environ.get("RANK", "0")) == 0
-
-
-def wait_for_everyone() -> None:
-    try:
-        from accelerate import PartialState
-
-        PartialState().wait_for_everyone()
-    except Exception:  # noqa: BLE001 - a single process has nobody to wait for
-        pass
 
 
 @contextmanager
@@ -91,6 +73,9 @@ def open_run_folder(path: str | os.PathLike, *, overwrite: bool, resume: bool) -
         wait_for_everyone()
     with exclusive(out, "run folder"):
         yield out
+
+
+MERGE_MARKER = ".merge-done"  # the main process's merge finished (ok, or why not); removed after
 
 
 def resume_checkpoint(out: Path) -> Path:
@@ -264,6 +249,8 @@ def resolved_config(script: CommonArguments, model_args: ModelArguments, config:
     for key, value in config.to_dict().items():
         if key in ("overwrite", "resume", "merge") or key.startswith("_") or key.endswith("_token"):
             continue
+        if key in RENAMED_KEYS:  # transformers' old names mirror the current ones
+            continue
         if value == "<HUB_TOKEN>" or (
             isinstance(value, str) and value.startswith("<") and value.endswith(">")
         ):
@@ -379,19 +366,27 @@ def save_run(
         target_style=target_style,
         merged=script.merge and not full,
     )
-    if not main_process():
+    if main_process():
+        tokenizer.save_pretrained(str(weights))
+    if not (script.merge and not full):
+        if main_process():
+            write_run(out, info)
         return info
-    tokenizer.save_pretrained(str(weights))
-    merged = False
-    if script.merge and not full:
-        trainer.model = None
-        gc.collect()
-        merge_adapter(
-            model_args.model, weights, out, backbone=backbone, dtype=model_args.dtype, tokenizer=tokenizer
-        )
-        merged = True
-    info = run_info(
-        script, model_args, task, max_length, stage=stage, target_style=target_style, merged=merged
+    trainer.model = None
+    gc.collect()
+    # the main process merges in a process of its own (see malpyeong.training.alone): the
+    # others wait for it without a collective timeout, and the base is not loaded under ZeRO-3
+    on_main_alone(
+        lambda: merge_in_own_process(
+            model_args.model,
+            weights,
+            out,
+            backbone=backbone,
+            dtype=model_args.dtype,
+            tokenizer=weights,
+        ),
+        out / MERGE_MARKER,
     )
-    write_run(out, info)
+    if main_process():
+        write_run(out, info)
     return info

@@ -31,6 +31,7 @@ from malpyeong.io import read_yaml, require_file
 from malpyeong.models.runfolder import adapter_of, find_adapter, has_run_file, read_run, weights_of
 from malpyeong.rules import check_external_data, get_rules
 from malpyeong.tasks import DEFAULT_TASK, Task, get_task, task_names
+from malpyeong.training.checkpointing import current_flags, current_names, note_renamed
 
 log = logging.getLogger(__name__)
 
@@ -422,8 +423,15 @@ class RecipeParser:
         from trl import TrlParser
 
         class _Parser(TrlParser):
+            recipe: str | None = None
+            renamed: list[str] = []  # the recipe's keys under transformers' old names
+
             def error(self, message: str) -> None:  # argparse would print usage and exit(2)
                 raise UserError(message.splitlines()[0], hint="--help lists every option")
+
+            def set_defaults_with_config(self, **kwargs: Any) -> list[str]:
+                kwargs, self.renamed = current_names(kwargs, self.recipe)
+                return super().set_defaults_with_config(**kwargs)
 
         # the model's fields first: "no model given" is the first complaint, as when they were
         # the first fields of the script's dataclass
@@ -551,16 +559,20 @@ class RecipeParser:
                 for u, n in zip(unknown, names, strict=True)
             ]
             raise UserError(f"unknown option(s) {', '.join(parts)}", hint="--help lists every option")
+        self.parser.renamed = []
         if "--config" in args:
             at = args.index("--config")
             if at + 1 >= len(args):
                 raise UserError("--config needs a file", field="config")
+            self.parser.recipe = args[at + 1]
             self.check_recipe(args[at + 1])
+        args, renamed = current_flags(args)
         try:
             model_args, script, config = self.parser.parse_args_and_config(args)
         except (ValueError, TypeError) as err:  # a trainer config's __post_init__ rejected a value
             raise UserError(f"invalid recipe value: {one_line(err, 300)}") from None
         check_values(script, model_args, config)
+        note_renamed([*self.parser.renamed, *renamed])
         return script, model_args, config
 
 

@@ -11,13 +11,11 @@ earlier full-weight run is used as it is. The run file records the chain of runs
 from __future__ import annotations
 
 import dataclasses
-import json
 import shutil
 from pathlib import Path
-from typing import Any
 
 from malpyeong.errors import UserError
-from malpyeong.models.backbones import Backbone, get_backbone, load_tokenizer
+from malpyeong.models.backbones import Backbone, get_backbone
 from malpyeong.models.runfolder import (
     INIT_DIR,
     MODEL_CONFIG,
@@ -27,9 +25,10 @@ from malpyeong.models.runfolder import (
     weights_of,
     write_run,
 )
-from malpyeong.training.models import merge_adapter
-from malpyeong.training.outputs import main_process, wait_for_everyone
+from malpyeong.training.alone import main_process, merge_in_own_process, on_main_alone
 from malpyeong.training.recipe import ModelArguments
+
+INIT_MARKER = ".init-model-done"  # the main process's merge finished (ok, or why not); removed after
 
 
 def root_base(run: dict) -> str:
@@ -58,15 +57,16 @@ def start_from(
         weights = out / INIT_DIR
         if main and not (weights / MODEL_CONFIG).is_file():
             merge_base = run["model"]  # the earlier run's own base (itself a merge if chained)
-            merge_adapter(
+            adapter = adapter_of(folder, run)
+            merge_in_own_process(  # not in this process: see malpyeong.training.alone
                 merge_base,
-                adapter_of(folder, run),
+                adapter,
                 weights,
                 backbone=get_backbone(merge_base),
                 dtype="bf16",
-                tokenizer=_tokenizer(merge_base, folder, run),
+                tokenizer=tokenizer_of(adapter, folder, merge_base),
+                chat_format=backbone.chat_format,
             )
-            _mark_chat_format(weights, backbone)
     stage = {
         "run": str(folder),
         "stage": run.get("stage"),
@@ -84,8 +84,10 @@ def begin_stage(
     ``init_from``), the backbone of the chain's base, and the chain to record (or None)."""
     if not init_from:
         return model_args, get_backbone(model_args.model), None
-    model_args, chain = start_from(init_from, model_args, out, main=main_process())
-    wait_for_everyone()  # the main process wrote init_model/
+    # the main process writes init_model/ (a merge of minutes), the others wait for it without a
+    # collective timeout (see malpyeong.training.alone)
+    on_main_alone(lambda: start_from(init_from, model_args, out, main=True), out / INIT_MARKER)
+    model_args, chain = start_from(init_from, model_args, out, main=False)
     return model_args, get_backbone(chain["base_model"]), chain
 
 
@@ -94,20 +96,6 @@ def end_stage(out: Path, info: dict, chain: dict | None, method: str) -> dict:
     if chain is None or not main_process():
         return info
     return finish_stage(out, info, chain, method)
-
-
-def _tokenizer(base: str, folder: Path, run: dict) -> Any:
-    adapter = adapter_of(folder, run)
-    return load_tokenizer(tokenizer_of(adapter, folder, base), get_backbone(base))
-
-
-def _mark_chat_format(weights: Path, backbone: Backbone) -> None:
-    """Record the base's chat format in the merged copy's config.json, so the copy renders
-    prompts as the base does (its backbone entry is found by name, the copy has none)."""
-    path = weights / MODEL_CONFIG
-    config = json.loads(path.read_text(encoding="utf-8"))
-    config["malpyeong_chat_format"] = backbone.chat_format
-    path.write_text(json.dumps(config, indent=2, ensure_ascii=False), encoding="utf-8")
 
 
 def finish_stage(out: Path, info: dict, chain: dict, method: str) -> dict:

@@ -4,6 +4,7 @@ logits for SFT, ORPO on rows already rendered for the model, early stopping on t
 from __future__ import annotations
 
 import inspect
+import logging
 from pathlib import Path
 from typing import Any
 
@@ -12,6 +13,8 @@ from malpyeong.models.backbones import encode
 from malpyeong.models.runfolder import complete_checkpoints
 from malpyeong.training.evaluation import TaskEvaluator
 from malpyeong.training.recipe import CommonArguments
+
+log = logging.getLogger(__name__)
 
 
 class TaskMetricsMixin:
@@ -164,15 +167,77 @@ def rendered_pair_row(tok: Any, max_length: int, feature: dict) -> dict:
 
 
 def callbacks_for(script: CommonArguments, config: Any) -> list:
+    """Every run's callbacks: the adapter guard (:func:`adapter_guard`), and early stopping on
+    the dev metric where the recipe asks for it."""
     from transformers import EarlyStoppingCallback
 
+    callbacks = [adapter_guard()]
     if (
         script.early_stopping_patience
         and config.load_best_model_at_end
         and str(config.eval_strategy).lower() not in ("no", "intervalstrategy.no")
     ):
-        return [EarlyStoppingCallback(script.early_stopping_patience, script.early_stopping_threshold)]
-    return []
+        callbacks.append(
+            EarlyStoppingCallback(script.early_stopping_patience, script.early_stopping_threshold)
+        )
+    return callbacks
+
+
+# Parameter-name parts of peft's trainable pieces; the module's name is what comes before.
+ADAPTER_MARKERS = (".lora_A.", ".lora_B.", ".lora_embedding_A.", ".lora_embedding_B.", ".modules_to_save.")
+
+
+def untrained_adapters(model: Any) -> list[str]:
+    """The adapter modules none of whose trainable weights holds a gradient (peft's names, without
+    the ``base_model.model.`` prefix). Called after a backward pass: an adapter the forward never
+    used (its layer's weight read directly, as Mamba's ``dt_proj``) has no gradient at all,
+    where a used one has a tensor (zeros for LoRA's A at the first step, since B starts at 0)."""
+    grads: dict[str, bool] = {}
+    for name, param in model.named_parameters():
+        if not param.requires_grad:
+            continue
+        for marker in ADAPTER_MARKERS:
+            if marker in name:
+                module = name.split(marker, 1)[0].removeprefix("base_model.model.")
+                grads[module] = grads.get(module, False) or param.grad is not None
+                break
+    return sorted(m for m, has in grads.items() if not has)
+
+
+def adapter_guard() -> Any:
+    """A callback that, after the first optimiser step's backward pass, names every adapter
+    that received no gradient (it would end the run exactly as it started, silently). Under
+    DeepSpeed or FSDP the gradients live in the engine's own buffers, not on the parameters:
+    nothing is checked there."""
+    from transformers import TrainerCallback
+
+    class AdapterGuard(TrainerCallback):
+        def __init__(self) -> None:
+            self.checked = False
+            self.untrained: list[str] = []
+
+        def on_pre_optimizer_step(
+            self, args: Any, state: Any, control: Any, model: Any = None, **kw: Any
+        ) -> None:
+            if self.checked or model is None:
+                return
+            self.checked = True
+            if getattr(args, "deepspeed_plugin", None) is not None or getattr(args, "fsdp", None):
+                return
+            self.untrained = untrained_adapters(model)
+            if self.untrained:
+                shown = ", ".join(self.untrained[:8]) + (
+                    f" (and {len(self.untrained) - 8} more)" if len(self.untrained) > 8 else ""
+                )
+                log.warning(
+                    "%d adapter module(s) received no gradient in the first optimiser step and will not "
+                    "train: %s. The model's forward does not call them (e.g. it reads the layer's "
+                    "weight directly); leave them out of lora_target_modules",
+                    len(self.untrained),
+                    shown,
+                )
+
+    return AdapterGuard()
 
 
 def interrupted_hint(out: Path) -> str:

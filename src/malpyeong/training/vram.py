@@ -8,15 +8,20 @@ local model's come from its config.json). The estimate is a sum of four parts:
   4 bits plus NF4's block constants (double quantisation: 0.516 bytes per parameter), and the
   rest (embeddings, norms, an untied LM head) in fp32, because peft's
   ``prepare_model_for_kbit_training`` upcasts them;
-- **trainable state**: LoRA adapters (r x (in + out) per adapted linear layer, fp32) or every
-  weight for full fine-tuning, each with its gradient and AdamW's two moments;
+- **trainable state**: LoRA adapters (r x (in + out) per adapted linear layer) or every weight
+  for full fine-tuning, each with its gradient and AdamW's two moments. peft makes adapters
+  fp32, but trl's SFT (and DPO, KTO) trainers cast QLoRA's to bf16, and torch's AdamW keeps
+  its moments in the weight's dtype; 8-bit AdamW (``optim: adamw_bnb_8bit``) keeps one byte
+  per moment (and an fp32 scale per 256);
 - **activations** per token and layer, what autograd keeps for the backward pass: the fp32
   copies the RMSNorms make, the inputs of the attention and MLP blocks and of o_proj / down_proj,
   the queries, keys and values (repeated to every head under eager attention), the eager
   attention probabilities (one row of ``seq`` per head and token; more with Gemma-2's
   soft-capping), the four MLP intermediates, and the inputs LoRA's dropout copies for each
   adapted layer. With gradient checkpointing only each layer's input is kept, plus one layer's
-  activations while it is recomputed;
+  activations while it is recomputed. Eager attention also keeps its additive masks,
+  batch x seq x seq in the residual stream's dtype, one per kind of layer (Gemma-2 has two:
+  sliding-window and full), alive through the backward pass;
 - **logits**: the positions projected onto the vocabulary (every position, or the completion
   only with ``completion_logits``), their fp32 log-probabilities and two gradients of that size
   in the backward pass; a classification head's logits are negligible.
@@ -64,6 +69,7 @@ class Architecture:
     tied: bool
     norms_per_layer: int = 2  # Gemma-2 has four (pre/post attention, pre/post MLP)
     softcap: bool = False  # Gemma-2's attention logit soft-capping
+    mask_kinds: int = 1  # eager attention masks built per forward (Gemma-2: sliding and full)
 
     @classmethod
     def from_config(cls, config: dict) -> Architecture:
@@ -82,6 +88,7 @@ class Architecture:
                 tied=bool(config.get("tie_word_embeddings", False)),
                 norms_per_layer=4 if gemma2 else 2,
                 softcap=bool(gemma2 and config.get("attn_logit_softcapping")),
+                mask_kinds=2 if gemma2 and config.get("sliding_window") else 1,
             )
         except (KeyError, TypeError, ValueError) as err:
             raise UserError(
@@ -133,6 +140,7 @@ _GEMMA2_9B = Architecture(
     tied=True,
     norms_per_layer=4,
     softcap=True,
+    mask_kinds=2,
 )
 _QWEN2_7B = Architecture(
     hidden=3584, layers=28, heads=28, kv_heads=4, head_dim=128, intermediate=18944, vocab=152064, tied=False
@@ -187,12 +195,14 @@ class Setup:
     eager: bool = True  # eager attention keeps the attention probabilities
     logit_positions: int | None = None  # per sequence (None: every position)
     num_labels: int | None = None  # a classification head instead of the LM head
+    adapter_bytes: int = 4  # LoRA weights: fp32 (peft), 2 where trl casts QLoRA's to bf16
+    optimizer_8bit: bool = False  # bitsandbytes' 8-bit AdamW (adamw_bnb_8bit)
 
 
 @dataclass(frozen=True)
 class Estimate:
     weights: float  # bytes
-    trainable: float  # trainable weights' extra state: gradients, AdamW moments (+ fp32 LoRA)
+    trainable: float  # trainable weights' extra state: gradients, AdamW moments (+ the LoRA weights)
     trainable_params: int
     activations: float  # kept for backward, with the setup's gradient checkpointing
     activations_other: float  # the same without it (or with it, when it is off)
@@ -234,15 +244,34 @@ def activation_bytes_per_token_layer(arch: Architecture, setup: Setup) -> float:
     saved += b * q  # o_proj's input
     saved += b * 4 * i  # gate, up, activation, product
     if setup.method != "full":
-        adapted = _adapted(arch, setup.lora_targets)
-        inputs = sum(arch.linears()[n][0] for n in adapted)
-        if setup.lora_dropout > 0:
-            saved += inputs * (4 + 1)  # each adapter's dropped fp32 copy and its mask
-        elif b != 4:  # peft casts each adapter's input to fp32 (QLoRA: only the bf16 ones)
-            saved += (
-                sum(arch.linears()[n][0] for n in adapted if stream != 4 or n in ("o_proj", "down_proj")) * 4
-            )
+        # peft casts each adapter's input to the adapter's dtype; the copy (or, with dropout, the
+        # dropped copy and its mask) is what the adapter keeps. QLoRA's q/k/v/gate/up read the
+        # fp32 residual stream, o_proj and down_proj a compute-dtype tensor.
+        ab = setup.adapter_bytes
+        for n in _adapted(arch, setup.lora_targets):
+            width = arch.linears()[n][0]
+            given = b if n in ("o_proj", "down_proj") else stream
+            if setup.lora_dropout > 0:
+                saved += width * (ab + 1)
+            elif given != ab:
+                saved += width * ab
     return float(saved)
+
+
+def optimizer_bytes(setup: Setup, weight_bytes: float) -> float:
+    """AdamW's two moments per trainable weight: in the weight's dtype (torch), or one byte
+    each plus an fp32 scale per 256 (bitsandbytes' 8-bit AdamW)."""
+    return 2 * (1 + 4 / 256) if setup.optimizer_8bit else 2 * weight_bytes
+
+
+def mask_bytes(arch: Architecture, setup: Setup) -> float:
+    """Eager attention's additive masks: batch x seq x seq in the residual stream's dtype (QLoRA's
+    is fp32), one per kind of attention layer; none with SDPA / flash attention (no padding:
+    causal by a flag) or a classification head's plain causal batches alike."""
+    if not setup.eager:
+        return 0.0
+    stream = 4 if setup.method == "qlora" else setup.compute_bytes
+    return float(arch.mask_kinds * setup.batch * setup.seq * setup.seq * stream)
 
 
 def estimate(arch: Architecture, setup: Setup) -> Estimate:
@@ -254,19 +283,21 @@ def estimate(arch: Architecture, setup: Setup) -> Estimate:
         weights = float(arch.params * b)
     if setup.method == "full":
         trainable_params = arch.params
-        trainable = arch.params * 3 * b  # gradient and AdamW's two moments, in the weights' dtype
+        trainable = arch.params * (b + optimizer_bytes(setup, b))  # gradient and AdamW's moments
     else:
         adapted = _adapted(arch, setup.lora_targets)
         trainable_params = arch.layers * sum(setup.lora_r * sum(arch.linears()[n]) for n in adapted)
         if setup.num_labels:
             trainable_params += arch.hidden * setup.num_labels
-        trainable = trainable_params * 16  # fp32 weight, gradient, two AdamW moments
+        ab = setup.adapter_bytes  # the weight, its gradient, AdamW's two moments
+        trainable = trainable_params * (2 * ab + optimizer_bytes(setup, ab))
     tokens = setup.batch * setup.seq
     per_layer = activation_bytes_per_token_layer(arch, setup) * tokens
     stream = 4 if setup.method == "qlora" else b
     # with checkpointing, only each layer's input is kept, and the layer being recomputed
-    full = per_layer * arch.layers
-    checkpointed = arch.layers * tokens * stream * arch.hidden + per_layer
+    masks = mask_bytes(arch, setup)  # alive through the backward pass either way
+    full = per_layer * arch.layers + masks
+    checkpointed = arch.layers * tokens * stream * arch.hidden + per_layer + masks
     act, other = (checkpointed, full) if setup.gradient_checkpointing else (full, checkpointed)
     if setup.num_labels:
         logits = 0.0
@@ -299,7 +330,10 @@ def report(
         + (", linear layers in 4-bit NF4" if setup.method == "qlora" else "")
         + ")",
         f"  trainable     {gib(est.trainable)}  ({est.trainable_params / 1e6:.1f} M "
-        "parameters: gradients and AdamW moments" + (", fp32 adapters)" if setup.method != "full" else ")"),
+        f"parameters: gradients and {'8-bit ' if setup.optimizer_8bit else ''}AdamW moments"
+        + (
+            f", {'bf16' if setup.adapter_bytes == 2 else 'fp32'} adapters)" if setup.method != "full" else ")"
+        ),
         f"  activations   {gib(est.activations)}  (checkpointing {gc}; "
         f"{'off' if setup.gradient_checkpointing else 'on'}: "
         f"{est.activations_other / GIB:.2f} GiB)",
@@ -323,18 +357,22 @@ def recipe_setup(model_args: Any, script: Any, config: Any, *, eager: bool, num_
     """The :class:`Setup` of a parsed recipe, for one GPU (``auto`` dtype means bf16 there)."""
     dtype = str(model_args.dtype)
     compute = 4 if dtype in ("fp32", "float32") and model_args.method != "qlora" else 2
+    # trl's SFTTrainer casts QLoRA adapters to bf16; the classification head's Trainer does not
+    bf16_adapters = model_args.method == "qlora" and num_labels is None
     return Setup(
         method=model_args.method,
         compute_bytes=compute,
         batch=int(config.per_device_train_batch_size),
         seq=int(getattr(config, "max_length", None) or 1024),
-        gradient_checkpointing=bool(config.gradient_checkpointing),
+        gradient_checkpointing=bool(config.activation_checkpointing),
         lora_r=model_args.lora_r,
         lora_targets=tuple(model_args.lora_target_modules),
         lora_dropout=model_args.lora_dropout,
         eager=eager,
         logit_positions=COMPLETION_TOKENS if getattr(script, "completion_logits", False) else None,
         num_labels=num_labels,
+        adapter_bytes=2 if bf16_adapters else 4,
+        optimizer_8bit="8bit" in str(getattr(getattr(config, "optim", ""), "value", "")),
     )
 
 
@@ -364,6 +402,8 @@ __all__ = [
     "activation_bytes_per_token_layer",
     "architecture_of",
     "estimate",
+    "mask_bytes",
+    "optimizer_bytes",
     "recipe_report",
     "recipe_setup",
     "report",
