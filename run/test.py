@@ -20,6 +20,9 @@ Several processes (`accelerate launch --num_processes N run/test.py ...`) share 
 write the same files a single process would.
 A task with a JSON output (memory) is decoded under its schema unless --no_constrain is given;
 --system_prompt_file replaces the task's system prompt with a published model's exact one.
+--preset baseline2025 decodes as the 2025 official baselines did (greedy stays the default).
+--retrieve INDEX lists each item's top passages in its prompt (a run trained with an index
+uses it by default); the share of outputs the task had to repair is printed.
 """
 
 from __future__ import annotations
@@ -35,14 +38,16 @@ from malpyeong.data import load_items
 from malpyeong.errors import UserError
 from malpyeong.inference.answer import AnswerSettings, default_batch_size
 from malpyeong.inference.classifier import check_head_scoring
-from malpyeong.inference.engines import Engine, GenerationSettings
+from malpyeong.inference.engines import GENERATION_PRESETS, Engine, GenerationSettings
 from malpyeong.inference.loading import ModelSource, check_device, load_engine, resolve_source
+from malpyeong.inference.passages import DEFAULT_K, RetrievalSettings, check_task_retrieval, with_passages
 from malpyeong.inference.predict import run_prediction
 from malpyeong.inference.results import partial_path, sidecar_path
 from malpyeong.inference.routing import plan_routes, run_routed
 from malpyeong.inference.scoring import SCORINGS
 from malpyeong.inference.shard import current_shard
 from malpyeong.io import check_distinct, ensure_writable
+from malpyeong.rules import get_rules
 from malpyeong.tasks import Task, get_task
 
 log = logging.getLogger("test")
@@ -75,12 +80,47 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         action="store_true",
         help="choice tasks: average the cyclic option orders (cancels position bias)",
     )
-    p.add_argument("--max_new_tokens", type=int, default=256, help="generate tasks")
-    p.add_argument("--num_beams", type=int, default=1, help="generate tasks: beam search width")
-    p.add_argument("--do_sample", action="store_true", help="generate tasks: sample, not greedy")
-    p.add_argument("--temperature", type=float, default=1.0)
-    p.add_argument("--top_p", type=float, default=1.0)
+    p.add_argument(
+        "--preset",
+        default="greedy",
+        choices=sorted(GENERATION_PRESETS),
+        help="generate tasks: named decoding settings (the flags below override them): greedy "
+        "(default, reproducible) or baseline2025 (as the 2025 official baselines ran: sampling, "
+        "temperature 0.7, top-p 0.8, repetition penalty 1.05, 1,024 new tokens)",
+    )
+    p.add_argument("--max_new_tokens", type=int, default=None, help="generate tasks (default 256)")
+    p.add_argument("--num_beams", type=int, default=None, help="generate tasks: beam search width")
+    p.add_argument(
+        "--do_sample", action="store_true", default=None, help="generate tasks: sample, not greedy"
+    )
+    p.add_argument("--temperature", type=float, default=None)
+    p.add_argument("--top_p", type=float, default=None)
+    p.add_argument("--repetition_penalty", type=float, default=None, help="generate tasks (default 1.0: off)")
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument(
+        "--retrieve",
+        default=None,
+        metavar="INDEX",
+        help="a retrieval index folder (run/retrieve.py build): each prompt lists its top "
+        "passages (default: the training run's index, if it was trained with one)",
+    )
+    p.add_argument(
+        "--retrieve_k", type=int, default=None, help="passages per item (default: the run's, or 5)"
+    )
+    p.add_argument(
+        "--retrieve_mode", default=None, help="sparse, dense or hybrid (default: the run's or the index's)"
+    )
+    p.add_argument(
+        "--no_retrieve",
+        action="store_true",
+        help="predict without passages even if the run was trained with them",
+    )
+    p.add_argument(
+        "--rules",
+        default=None,
+        help="competition rules to follow, e.g. 2025 (= 2025-가): refuses retrieval over a corpus "
+        "the rules count as external data",
+    )
     p.add_argument(
         "--no_constrain",
         action="store_true",
@@ -129,14 +169,25 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
 
 def check_args(args: argparse.Namespace) -> None:
     """Every mistake we can see before loading a model."""
-    for name in ("batch_size", "max_new_tokens", "num_beams", "max_length", "tensor_parallel_size"):
+    for name in (
+        "batch_size",
+        "max_new_tokens",
+        "num_beams",
+        "max_length",
+        "tensor_parallel_size",
+        "retrieve_k",
+    ):
         value = getattr(args, name)
         if value is not None and value < 1:
             raise UserError(f"must be at least 1, got {value}", field=name)
-    if not (0 < args.top_p <= 1):
+    if args.top_p is not None and not (0 < args.top_p <= 1):
         raise UserError(f"must be in (0, 1], got {args.top_p}", field="top_p")
-    if not math.isfinite(args.temperature) or args.temperature <= 0:
-        raise UserError(f"must be positive, got {args.temperature}", field="temperature")
+    for name in ("temperature", "repetition_penalty"):
+        value = getattr(args, name)
+        if value is not None and (not math.isfinite(value) or value <= 0):
+            raise UserError(f"must be positive, got {value}", field=name)
+    if args.no_retrieve and args.retrieve:
+        raise UserError("--retrieve and --no_retrieve exclude each other", field="no_retrieve")
     if args.engine == "vllm":
         try:
             import vllm  # noqa: F401
@@ -166,8 +217,11 @@ def main(argv: list[str] | None = None) -> int:
     max_length = args.max_length or source.defaults.get("max_length")
     items = load_items(args.input, task)
     check_outputs(args)
+    retrieval = retrieval_settings(args, task, source.defaults)
+    items = with_passages(task, items, retrieval)
     generation = generation_settings(args)
     settings = AnswerSettings(
+        retrieval=retrieval.meta() if retrieval else None,
         prompt=spec,
         max_length=max_length,
         scoring=args.scoring,
@@ -228,6 +282,9 @@ def main(argv: list[str] | None = None) -> int:
         f"{f', {summary.over_budget} still over' if summary.over_budget else ''}; "
         f"details in {summary.sidecar}"
     )
+    for flag, count in summary.flags.items():
+        help_text = task.output_flag_help.get(flag, flag)
+        print(f"{flag}: {count} of {summary.n} outputs ({count / summary.n:.1%}): {help_text}")
     if summary.cut:
         before, after = summary.cut_tokens
         print(
@@ -250,14 +307,30 @@ def check_outputs(args: argparse.Namespace) -> None:
 
 
 def generation_settings(args: argparse.Namespace) -> GenerationSettings:
-    return GenerationSettings(
-        max_new_tokens=args.max_new_tokens,
-        num_beams=args.num_beams,
-        do_sample=args.do_sample,
-        temperature=args.temperature,
-        top_p=args.top_p,
-        seed=args.seed,
-    )
+    """The preset's settings, with every flag given on the command line on top."""
+    given = {
+        k: getattr(args, k)
+        for k in ("max_new_tokens", "num_beams", "do_sample", "temperature", "top_p", "repetition_penalty")
+        if getattr(args, k) is not None
+    }
+    return GenerationSettings(**{**GENERATION_PRESETS[args.preset], **given, "seed": args.seed})
+
+
+def retrieval_settings(args: argparse.Namespace, task: Task, defaults: dict) -> RetrievalSettings | None:
+    """--retrieve, or the index the run was trained with (unless --no_retrieve), checked
+    against the task and the rules before any model is loaded."""
+    trained = defaults.get("retrieve") or {}
+    settings = None
+    if args.retrieve or (trained and not args.no_retrieve):
+        settings = RetrievalSettings(
+            args.retrieve or trained["index"],
+            args.retrieve_k or int(trained.get("k") or DEFAULT_K),
+            args.retrieve_mode or trained.get("mode"),
+        )
+    elif args.retrieve_k or args.retrieve_mode:
+        raise UserError("--retrieve_k and --retrieve_mode go with --retrieve", field="retrieve")
+    check_task_retrieval(task, settings, get_rules(args.rules) if args.rules else None)
+    return settings
 
 
 def predict_routed(args: argparse.Namespace, task: Task) -> int:
@@ -265,6 +338,8 @@ def predict_routed(args: argparse.Namespace, task: Task) -> int:
     items = load_items(args.input, task)
     routes = plan_routes(args.model, task, items, args.route, args.fallback)
     check_outputs(args)
+    retrieval = retrieval_settings(args, task, {})
+    items = with_passages(task, items, retrieval)
     generation = generation_settings(args)
 
     def settings_for(source: ModelSource) -> AnswerSettings:  # each expert's own defaults
@@ -278,6 +353,7 @@ def predict_routed(args: argparse.Namespace, task: Task) -> int:
             permute=args.permute,
             max_length=args.max_length or source.defaults.get("max_length"),
             generation=generation,
+            retrieval=retrieval.meta() if retrieval else None,
             batch_size=args.batch_size or 8,
             constrain=not args.no_constrain,
         )

@@ -43,6 +43,8 @@ NOISY_LOGGERS = (
     "huggingface_hub",
     "mergekit",
     "urllib3",
+    "sentence_transformers",
+    "bm25s",
 )
 
 

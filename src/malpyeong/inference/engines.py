@@ -39,6 +39,25 @@ class GenerationSettings:
     temperature: float = 1.0
     top_p: float = 1.0
     seed: int = 0
+    repetition_penalty: float = 1.0  # > 1 makes tokens already in the text less likely
+
+
+# Named generation settings (run/test.py --preset). "greedy" is the reproducible default;
+# "baseline2025" decodes as the 2025 official baselines (teddysum Korean_QA_RAG_2025 and
+# Korean_Culture_QA_2025) ran: sampling at temperature 0.7, top-p 0.8, repetition penalty 1.05,
+# up to 1,024 new tokens. The baselines left do_sample to the model's generation config, which
+# samples for Qwen3; top_k is not set here either, so the model's own (Qwen3: 20) applies, as
+# it did there. Qwen3's thinking is off through the chat template (models.backbones).
+GENERATION_PRESETS: dict[str, dict] = {
+    "greedy": {},
+    "baseline2025": {
+        "max_new_tokens": 1024,
+        "do_sample": True,
+        "temperature": 0.7,
+        "top_p": 0.8,
+        "repetition_penalty": 1.05,
+    },
+}
 
 
 class Engine:
@@ -171,6 +190,7 @@ class HFEngine(Engine):
             do_sample=settings.do_sample,
             temperature=settings.temperature,
             top_p=settings.top_p,
+            repetition_penalty=settings.repetition_penalty,
             num_beams=settings.num_beams,
             stop_token_ids=self.stop_token_ids(),
             seed=settings.seed,
@@ -227,6 +247,7 @@ class VLLMEngine(Engine):
             do_sample=settings.do_sample,
             temperature=settings.temperature,
             top_p=settings.top_p,
+            repetition_penalty=settings.repetition_penalty,
             num_beams=settings.num_beams,
             stop_token_ids=self.stop_token_ids(),
             seed=settings.seed,
@@ -243,4 +264,4 @@ class VLLMEngine(Engine):
             return None
 
 
-__all__ = ["ENGINES", "Engine", "GenerationSettings", "HFEngine", "VLLMEngine"]
+__all__ = ["ENGINES", "GENERATION_PRESETS", "Engine", "GenerationSettings", "HFEngine", "VLLMEngine"]

@@ -13,8 +13,9 @@ import logging
 import math
 import os
 import time
+from collections import Counter
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -41,6 +42,7 @@ class PredictSummary:
     output: Path
     sidecar: Path
     cut_tokens: tuple[int, int] = (0, 0)  # the cut prompts' tokens before and after cutting
+    flags: dict[str, int] = field(default_factory=dict)  # outputs per flag (Task.output_flags)
 
     @property
     def items_per_s(self) -> float:
@@ -151,13 +153,14 @@ def run_prediction(
         len(items), len(done), run.cut, run.over_budget, seconds, output, side, run.cut_tokens
     )
     if shard.rank == 0:
-        _write_final(task, items, meta, output, side)
+        summary.flags = _write_final(task, items, meta, output, side)
     barrier(shard)
     return summary
 
 
-def _write_final(task: Task, items: Sequence[Any], meta: dict, output: Path, side: Path) -> None:
-    """Both final files from every process's partial rows, in item order; then no partials."""
+def _write_final(task: Task, items: Sequence[Any], meta: dict, output: Path, side: Path) -> dict[str, int]:
+    """Both final files from every process's partial rows, in item order; then no partials.
+    Returns how many outputs carry each flag (resumed rows included)."""
     parts = partial_paths(output)
     rows = {r["id"]: r for part in parts for r in read_jsonl(part)[1:] if "id" in r}
     ids = [it.id for it in items]
@@ -180,6 +183,7 @@ def _write_final(task: Task, items: Sequence[Any], meta: dict, output: Path, sid
     write_submission(list(items), outputs, output, overwrite=True)
     for part in parts:
         part.unlink()
+    return dict(Counter(flag for i in ids for flag in rows[i].get("flags", ())))
 
 
 __all__ = ["PredictSummary", "run_prediction"]

@@ -26,6 +26,7 @@ from malpyeong.retrieval.corpus import Passage
 from malpyeong.tasks.base import BASELINE, Cuts, GenerateTask, Problems, PromptSpec, Utterance
 
 log = logging.getLogger(__name__)
+WARNED: set[tuple[object, str]] = set()  # (item id, spelling) already warned about
 
 CHAT_ARTEFACTS = re.compile(r"<\|[^|>]*\|>|<(?:start|end)_of_turn>|</?s>|<eos>|<bos>|\[/?INST\]|</?think>")
 ANSWER_LEAD = re.compile(r"^\s*(?:답변|답|정답|Answer)\s*[:：]\s*", re.IGNORECASE)
@@ -98,12 +99,14 @@ class AnswerTask(GenerateTask):
             problems.append(("input.question", "missing or not a non-empty string"))
         kind = inp.get("question_type")
         if kind in self.type_aliases:
-            log.warning(
-                "item %s: question_type '%s' read as '%s' (a misspelling the official files hold)",
-                rid,
-                kind,
-                self.type_aliases[kind],
-            )
+            if (rid, kind) not in WARNED:  # once per item, however often the file is read
+                WARNED.add((rid, kind))
+                log.warning(
+                    "item %s: question_type '%s' read as '%s' (a misspelling the official files hold)",
+                    rid,
+                    kind,
+                    self.type_aliases[kind],
+                )
             kind = self.type_aliases[kind]
         elif kind not in self.question_types:
             problems.append(

@@ -122,6 +122,12 @@ class NormsTask(AnswerTask):
     def system_prompt(self, spec: PromptSpec) -> str:
         return PERSONA if "persona" in spec else super().system_prompt(spec)
 
+    def retrieval_query(self, item: AnswerItem) -> str:
+        """The quoted sentence(s) the question is about, without the instruction around them
+        (which every question shares: it would pull in whichever passage says "규범")."""
+        quoted = QUOTED.findall(item.question)
+        return " ".join(quoted) if quoted else item.question
+
     # ----- reading generations -----
     def read_answer(self, item: AnswerItem, text: str) -> str:
         text = " ".join(text.split())
