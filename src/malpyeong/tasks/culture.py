@@ -21,6 +21,7 @@ from malpyeong.errors import UserError
 from malpyeong.metrics import korean2025 as k25
 from malpyeong.tasks.answers import AnswerItem, AnswerTask, clean_generation
 from malpyeong.tasks.base import Metric, Option, PromptSpec
+from malpyeong.tasks.cci import option_length_columns
 from malpyeong.tasks.culture_synthetic import synthetic_culture
 from malpyeong.tasks.dcs import drop_repeated_tail
 from malpyeong.tasks.rag import answer_of, check_skip, format_2025
@@ -189,23 +190,34 @@ class CultureTask(AnswerTask):
         return format_2025(self.metrics, report) + "".join(f"\nnote: {n}" for n in report.get("notices", []))
 
     # ----- EDA -----
+    eda_labels = {CHOICE: "multiple choice", SHORT: "short answer", ESSAY: "descriptive"}
+
     def eda_columns(self, item: AnswerItem) -> dict[str, Any]:
+        """Question type as the category; for 선다형 the option count, the gold position and
+        option-length bias (as CCI's), None elsewhere."""
         options = options_of(item.question) if item.question_type == CHOICE else []
-        gold = int(item.answer) - 1 if options and item.answer.isdigit() else None
+        gold = int(item.answer) - 1 if item.answer.isdigit() else None
         out: dict[str, Any] = {
             "category": item.question_type,
             "question_chars": len(item.question),
             "output_chars": len(item.answer) if item.answer else None,
             "options": len(options) or None,
         }
-        if options and gold is not None and gold < len(options):
-            lens = [len(o) for o in options]
-            out |= {
-                "gold": str(gold + 1),
-                "gold_longest": lens[gold] == max(lens),
-                "chance_longest": lens.count(max(lens)) / len(lens),
-            }
-        return out
+        if options:
+            digits = tuple(str(n) for n in range(1, len(options) + 1))
+            gold = gold if gold is not None and gold < len(options) else None
+            return out | option_length_columns([len(o) for o in options], gold, digits)
+        return out | dict.fromkeys(
+            (
+                "option_chars_mean",
+                "gold",
+                "gold_chars",
+                "gold_longest",
+                "gold_shortest",
+                "chance_longest",
+                "chance_shortest",
+            )
+        )
 
 
 def choice_number(text: str, options: list[str]) -> str:

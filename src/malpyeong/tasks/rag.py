@@ -180,6 +180,14 @@ class NormsTask(AnswerTask):
         )
 
     # ----- EDA -----
+    eda_labels = {
+        "선택형": "choose",
+        "교정형": "correct",
+        "선다형": "multiple choice",
+        "서술형": "descriptive",
+        "단답형": "short answer",
+    }
+
     def eda_columns(self, item: AnswerItem) -> dict[str, Any]:
         answer, reason = k25.split_answer_reason(item.answer) if item.answer else ("", "")
         return {
@@ -188,6 +196,7 @@ class NormsTask(AnswerTask):
             "output_chars": len(item.answer) if item.answer else None,
             "reason_chars": len(reason) if item.answer else None,
             "answer_phrase": any(p in item.answer for p in k25.ANSWER_PHRASES) if item.answer else None,
+            "gold": None,  # no options to place the gold among
         }
 
 
