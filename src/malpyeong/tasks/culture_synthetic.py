@@ -30,8 +30,8 @@ def has_final(word: str) -> bool:
 
 
 def synthetic_culture(n: int, seed: int, prefix: str, *, with_output: bool = True) -> list[dict]:
-    """``n`` official-layout culture records (ids ``{prefix}-{i}``): 70% 선다형, 15% 단답형,
-    15% 서술형; ``with_output`` False leaves the output out, as the official test files do."""
+    """``n`` official-layout culture records (ids ``{prefix}-{i}``): 80% 선다형, 10% 단답형,
+    10% 서술형; ``with_output`` False leaves the output out, as the official test files do."""
     rng = random.Random(seed)
     records = []
     for i in range(n):
@@ -39,15 +39,15 @@ def synthetic_culture(n: int, seed: int, prefix: str, *, with_output: bool = Tru
         roll = rng.random()
         eul = "을" if has_final(topic) else "를"
         eun = "은" if has_final(topic) else "는"
-        if roll < 0.7:
+        if roll < 0.8:
             kind = "선다형"
             options = rng.sample(OBJECTS, 3)
             label = rng.randrange(4)
             options.insert(label, topic)
-            listed = "   ".join(f"{k}\t {o}" for k, o in enumerate(options, 1))
-            question = f"다음 중 '{topic}'에 해당하는 것은? \\n {listed}"
+            listed = "\t".join(f"{k}\t{o}" for k, o in enumerate(options, 1))
+            question = f"다음 중 '{topic}'에 해당하는 것은?\\n{listed}"
             answer = str(label + 1)
-        elif roll < 0.85:
+        elif roll < 0.9:
             kind = "단답형"
             question = f"오늘 배운 전통문화 '{topic}'{eul} 한 단어로 쓰세요."
             answer = f"{topic}#{topic} 문화"
