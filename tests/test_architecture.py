@@ -59,7 +59,7 @@ def test_no_task_known_by_name_outside_tasks():
             continue
         text = path.read_text(encoding="utf-8")
         for n, line in enumerate(text.splitlines(), 1):
-            if re.search(r"""["'](cci|dcs)["']|\.summary\b|kind\s*[!=]=\s*["'](choice|generate)""", line):
+            if re.search(r"""["'](cci|dcs|rag|culture)["']|\.summary\b|kind\s*[!=]=\s*["'](choice|generate)""", line):
                 offenders.append(f"{path.relative_to(ROOT)}:{n}: {line.strip()}")
     assert offenders == []
 

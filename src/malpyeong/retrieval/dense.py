@@ -1,7 +1,7 @@
 """Dense retrieval: passages and queries embedded by a sentence-transformers model, ranked by
 cosine similarity (unit vectors, so a dot product).
 
-Models the 2025 teams used for Korean norms and culture retrieval: ``nlpai-lab/KURE-v1``
+Models the 2025 teams used for Korean retrieval: ``nlpai-lab/KURE-v1``
 (a Korean fine-tune of bge-m3, 1,024 dimensions, 8,192 tokens) and ``BAAI/bge-m3`` (multilingual,
 its dense output here); neither needs a query prefix. Models that do (e5: ``query: `` /
 ``passage: ``) take ``query_prefix`` / ``passage_prefix``. The embeddings are saved as a
