@@ -11,8 +11,10 @@ from conftest import ROOT, SAMPLES, load_script
 from test_metrics import _make_bleurt
 
 from malpyeong.cli import run_cli
+from malpyeong.data import load_items
 from malpyeong.inference.results import read_results
 from malpyeong.models.runfolder import read_run
+from malpyeong.tasks import get_task
 
 pytestmark = pytest.mark.slow
 NAMES = {
@@ -84,6 +86,11 @@ def test_train_predict_validate_evaluate_both_tasks(tiny_qwen3, tiny_embedder, t
             assert "valid" in call(
                 "run/validate.py", "--task", task, "--submission", out, "--test", source, capsys=capsys
             )
+            task_ = get_task(task)
+            for item in load_items(source, task_):  # a fallback is counted as unusable, never as repaired
+                row = results.rows[item.id]
+                if task_.parse_output(item, row["text"]) is None:
+                    assert row["output"] == task_.fallback_output(item) and "flags" not in row, row
             rows = json.loads(out.read_text(encoding="utf-8"))
             for row in rows:
                 assert isinstance(row["output"]["answer"], str) and row["output"]["answer"].strip()

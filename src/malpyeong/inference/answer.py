@@ -251,12 +251,13 @@ def _generate(
     def on_text(i: int, text: str) -> None:
         nonlocal unusable
         output = parsed_output(task, items[i], text)
+        # how the output was read (e.g. repaired into the official form); a fallback has none
+        flags = task.output_flags(items[i], text, output) if output is not None else []
         if output is None and not isinstance(task, ChoiceTask):
             output = task.fallback_output(items[i])
             unusable += 1
         sidecar = {"text": text, "dropped": fitted[i].dropped}
-        flags = task.output_flags(items[i], text, output) if output is not None else []
-        if flags:  # how the output was read (e.g. repaired into the official form)
+        if flags:
             sidecar["flags"] = flags
         ref = reference_logprob(engine, task, items[i], fitted[i], affixes) if affixes else None
         if ref is not None:
