@@ -85,7 +85,10 @@ def test_recipes_exist_for_every_backbone_and_task():
             for method in ("qlora", "lora", *ALGORITHMS):
                 assert f"{task}/{short}_{method}.yaml" in names, (task, short, method)
     assert len(ONLY_2025) == 5
-    for model in ONLY_2025 | {"LGAI-EXAONE/EXAONE-3.5-7.8B-Instruct"}:
+    for model in ONLY_2025 | {
+        "LGAI-EXAONE/EXAONE-3.5-7.8B-Instruct",
+        "kakaocorp/kanana-1.5-8b-instruct-2505",
+    }:
         for task in ("rag", "culture"):
             for method in ("qlora", "lora"):
                 assert f"{task}/{model.split('/')[-1]}_{method}.yaml" in names, (task, model, method)
