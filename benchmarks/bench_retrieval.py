@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import random
 import resource
 import statistics
@@ -31,14 +32,17 @@ import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
-DEFAULT_DATA = next(  # ../shared/data beside the checkout (or beside its worktree folder)
-    (
-        p
-        for p in (ROOT.parent / "shared" / "data" / "nikl", ROOT.parents[1] / "shared" / "data" / "nikl")
-        if p.is_dir()
-    ),
-    ROOT.parent / "shared" / "data" / "nikl",
+# the shared data folder: $MALPYEONG_SHARED_DATA, else shared/data beside the checkout or any
+# folder above it (a worktree's too)
+SHARED_DATA = (
+    Path(os.environ["MALPYEONG_SHARED_DATA"])
+    if os.environ.get("MALPYEONG_SHARED_DATA")
+    else next(
+        (p / "shared" / "data" for p in ROOT.parents if (p / "shared" / "data").is_dir()),
+        ROOT.parent / "shared" / "data",
+    )
 )
+DEFAULT_DATA = SHARED_DATA / "nikl"
 NORMS = ROOT / "resource" / "data" / "norms"
 LABELS = ROOT / "resource" / "data" / "norms_relevance.jsonl"
 CHUNK_CHARS = 200

@@ -9,11 +9,11 @@ import pytest
 from malpyeong.metrics.korean2025 import (
     answer_match,
     choice_match,
-    culture_scores,
     exact_match,
     norms_scores,
     official_text_scorer,
     split_answer_reason,
+    typed_scores,
 )
 
 TOL = 1e-12
@@ -139,7 +139,7 @@ def test_culture_scores_with_one_type_missing():
     preds = ["3", "2번", "서울에는 궁궐이 다섯 곳 있다.", "조선의 궁궐"]
     types = ["선다형", "선다형", "서술형", "서술형"]
     calls: list = []
-    report = culture_scores(golds, preds, types, fake_scorer(calls))
+    report = typed_scores(golds, preds, types, fake_scorer(calls))
     assert calls == [(golds[2:], preds[2:])]
     r1 = (
         len(preds[2]) / (len(preds[2]) + len(golds[2])) + len(preds[3]) / (len(preds[3]) + len(golds[3]))
@@ -157,12 +157,12 @@ def test_culture_scores_all_three_types():
     golds = ["1", "정약용 # 다산", "김치는 발효 음식이다."]
     preds = ["1", "다산", "김치는 발효 음식이다."]
     calls: list = []
-    report = culture_scores(golds, preds, ["선다형", "단답형", "서술형"], fake_scorer(calls))
+    report = typed_scores(golds, preds, ["선다형", "단답형", "서술형"], fake_scorer(calls))
     descriptive = (0.5 + 0.5 + 0.01 * len(golds[2]) + 0.25) / 3
     assert report["accuracy"] == 1.0 and report["exact_match"] == 1.0
     assert abs(report["final"] - (1.0 + 1.0 + descriptive) / 3) < TOL
     with pytest.raises(ValueError, match="question types"):
-        culture_scores(["1"], ["1"], ["객관식"], fake_scorer([]))
+        typed_scores(["1"], ["1"], ["객관식"], fake_scorer([]))
 
 
 def test_official_scorer_rouge_only_is_incomplete():

@@ -98,8 +98,8 @@ class GenerationSettings:
 
 
 # Named generation settings (run/test.py --preset). "greedy" is the reproducible default;
-# "baseline2025" decodes as the 2025 official baselines (teddysum Korean_QA_RAG_2025 and
-# Korean_Culture_QA_2025) ran: sampling at temperature 0.7, top-p 0.8, repetition penalty 1.05,
+# "baseline2025" decodes as the two 2025 official baselines (teddysum's repositories of the
+# 2025 tasks) ran: sampling at temperature 0.7, top-p 0.8, repetition penalty 1.05,
 # up to 1,024 new tokens. The baselines left do_sample to the model's generation config, which
 # samples for Qwen3; top_k is not set here either, so the model's own (Qwen3: 20) applies, as
 # it did there. Qwen3's thinking is off through the chat template (models.backbones).

@@ -23,7 +23,7 @@ Corpus scores:
 * :func:`norms_scores`: EM over all items; ROUGE-1, BERTScore and BLEURT over the reasons of
   the items where *both* gold and prediction have a reason; descriptive = their mean, 0 when no
   item has both; final = (EM + descriptive) / 2.
-* :func:`culture_scores`: 선다형 accuracy, 단답형 EM, 서술형 descriptive (the mean of the three
+* :func:`typed_scores` (the 한국문화 QA task): 선다형 accuracy, 단답형 EM, 서술형 descriptive (the mean of the three
   text metrics over the 서술형 items); final = the mean over the question types present.
 
 The text metrics are the official ones the DCS task reproduces (:mod:`.official`). A metric
@@ -49,7 +49,7 @@ QUOTES = "\"'"
 
 # Question types of 한국문화 질의응답 and the score each contributes to the final mean.
 CHOICE, SHORT, ESSAY = "선다형", "단답형", "서술형"
-CULTURE_TYPES = (CHOICE, SHORT, ESSAY)
+QA_TYPES = (CHOICE, SHORT, ESSAY)
 
 TextScorer = Callable[[Sequence[str], Sequence[str]], dict[str, Any]]
 
@@ -211,7 +211,7 @@ def norms_scores(
     }
 
 
-def culture_scores(
+def typed_scores(
     golds: Sequence[str],
     preds: Sequence[str],
     types: Sequence[str],
@@ -220,10 +220,10 @@ def culture_scores(
     """The 한국문화 report: ``accuracy`` (선다형), ``exact_match`` (단답형), the three text
     metrics and ``descriptive`` (서술형), ``final`` = the mean over the types present, counts."""
     _check(golds, preds, types)
-    unknown = sorted(set(types) - set(CULTURE_TYPES))
+    unknown = sorted(set(types) - set(QA_TYPES))
     if unknown:
-        raise ValueError(f"question types {unknown} are not {', '.join(CULTURE_TYPES)}")
-    idx = {kind: [i for i, t in enumerate(types) if t == kind] for kind in CULTURE_TYPES}
+        raise ValueError(f"question types {unknown} are not {', '.join(QA_TYPES)}")
+    idx = {kind: [i for i, t in enumerate(types) if t == kind] for kind in QA_TYPES}
     item_score: list[float | None] = [None] * len(golds)
     accuracy = exact = None
     if idx[CHOICE]:
@@ -247,7 +247,7 @@ def culture_scores(
             [golds[i] for i in idx[ESSAY]], [preds[i] for i in idx[ESSAY]], text_scorer, what="서술형 item"
         )
     parts = {CHOICE: accuracy, SHORT: exact, ESSAY: text["descriptive"]}
-    present = [kind for kind in CULTURE_TYPES if idx[kind]]
+    present = [kind for kind in QA_TYPES if idx[kind]]
     values = [parts[kind] for kind in present]
     final = None if any(v is None for v in values) else sum(values) / len(values)
     per_item: dict[str, list[float | None]] = {"type_score": item_score}
@@ -273,13 +273,13 @@ def culture_scores(
 __all__ = [
     "ANSWER_PHRASES",
     "CHOICE",
-    "CULTURE_TYPES",
+    "QA_TYPES",
     "ESSAY",
     "SHORT",
     "TEXT_METRICS",
     "answer_match",
     "choice_match",
-    "culture_scores",
+    "typed_scores",
     "descriptive_scores",
     "exact_match",
     "norms_scores",

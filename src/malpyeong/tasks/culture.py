@@ -71,7 +71,7 @@ def options_of(question: str) -> list[str]:
 class CultureTask(AnswerTask):
     name = "culture"
     description = "한국문화 질의응답 (2025): 선다형 (option number), 단답형 (a word) and 서술형 (sentences)"
-    question_types = k25.CULTURE_TYPES
+    question_types = k25.QA_TYPES
     passages_heading = "[참고 자료]"
     metrics = (
         Metric("final", help="the leaderboard figure: the mean over the question types present"),
@@ -156,9 +156,7 @@ class CultureTask(AnswerTask):
             device=options.get("device"),
         )
         preds = [answer_of(outputs[it.id]) for it in gold]
-        return k25.culture_scores(
-            [it.answer for it in gold], preds, [it.question_type for it in gold], scorer
-        )
+        return k25.typed_scores([it.answer for it in gold], preds, [it.question_type for it in gold], scorer)
 
     def dev_evaluate(self, gold: list[AnswerItem], outputs: dict[str, Any]) -> dict:
         """Accuracy, exact match and ROUGE-1 (the other two need models)."""
