@@ -170,6 +170,8 @@ def check_args(args: argparse.Namespace) -> None:
         if value is not None and value < 1:
             raise UserError(f"must be at least 1, got {value}", field=name)
     generation_settings(args)  # the one check of decoding settings (engines.check_generation)
+    if args.no_retrieve and args.retrieve:
+        raise UserError("--retrieve and --no_retrieve exclude each other", field="no_retrieve")
     if args.engine == "vllm":
         try:
             import vllm  # noqa: F401
@@ -180,8 +182,8 @@ def check_args(args: argparse.Namespace) -> None:
 
 
 def generation_settings(args: argparse.Namespace) -> GenerationSettings:
-    """The preset's settings with every flag given on the command line on top (checked once, in
-    GenerationSettings: engines.check_generation)."""
+    """The preset's settings, with every flag given on the command line on top (checked once,
+    in GenerationSettings: engines.check_generation)."""
     given = {
         k: getattr(args, k)
         for k in ("max_new_tokens", "num_beams", "do_sample", "temperature", "top_p", "repetition_penalty")
@@ -203,6 +205,11 @@ def main(argv: list[str] | None = None) -> int:
         system_prompt=read_system_prompt(args.system_prompt_file),
         max_length=args.max_length,
         batch_size=args.batch_size,
+        retrieve=args.retrieve,
+        retrieve_k=args.retrieve_k,
+        retrieve_mode=args.retrieve_mode,
+        no_retrieve=args.no_retrieve,
+        rules=args.rules,
         scoring=args.scoring,
         permute=args.permute,
         generation=generation_settings(args),
@@ -215,11 +222,6 @@ def main(argv: list[str] | None = None) -> int:
         tensor_parallel_size=args.tensor_parallel_size,
         route=args.route,
         fallback=args.fallback,
-        retrieve=args.retrieve,
-        retrieve_k=args.retrieve_k,
-        retrieve_mode=args.retrieve_mode,
-        no_retrieve=args.no_retrieve,
-        rules=args.rules,
         overwrite=args.overwrite,
         progress=not args.no_progress,
         shard=current_shard() if not args.route else ALONE,

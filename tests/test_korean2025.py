@@ -134,7 +134,7 @@ def test_norms_scores_no_pair_gives_descriptive_zero():
     assert report["rouge1"] is None and report["counts"]["reason_pairs"] == 0
 
 
-def test_culture_scores_with_one_type_missing():
+def test_typed_scores_with_one_type_missing():
     golds = ["3", "2", "서울의 궁궐은 다섯 곳이다.", "조선 시대의 궁궐이다."]
     preds = ["3", "2번", "서울에는 궁궐이 다섯 곳 있다.", "조선의 궁궐"]
     types = ["선다형", "선다형", "서술형", "서술형"]
@@ -153,7 +153,7 @@ def test_culture_scores_with_one_type_missing():
     assert report["counts"] == {"items": 4, "by_type": {"선다형": 2, "서술형": 2}}
 
 
-def test_culture_scores_all_three_types():
+def test_typed_scores_all_three_types():
     golds = ["1", "정약용 # 다산", "김치는 발효 음식이다."]
     preds = ["1", "다산", "김치는 발효 음식이다."]
     calls: list = []

@@ -59,8 +59,8 @@ class PredictSummary:
     output: Path
     sidecar: Path
     cut_tokens: tuple[int, int] = (0, 0)  # the cut prompts' tokens before and after cutting
-    flags: dict[str, int] = field(default_factory=dict)  # outputs per flag (Task.output_flags)
     max_length: int | None = None  # the budget the prompts were fitted to
+    flags: dict[str, int] = field(default_factory=dict)  # outputs per flag (Task.output_flags)
 
     @property
     def items_per_s(self) -> float:
@@ -176,7 +176,7 @@ def run_prediction(
         output,
         side,
         run.cut_tokens,
-        max_length=settings.max_length,
+        settings.max_length,
     )
     if shard.rank == 0:
         summary.flags = _write_final(task, items, meta, output, side)
@@ -261,13 +261,13 @@ class PredictionJob:
     load_in_4bit: bool = False
     trust_remote_code: bool | None = None
     tensor_parallel_size: int = 1
-    route: str | None = None  # routing field: model is a folder of experts
-    fallback: str | None = None  # with route: the model for items without an expert
-    retrieve: str | None = None  # index folder listing passages in each prompt (None: the run's)
+    retrieve: str | None = None  # a retrieval index folder (None: the run's, if trained with one)
     retrieve_k: int | None = None  # passages per item (None: the run's, else DEFAULT_K)
     retrieve_mode: str | None = None  # sparse, dense or hybrid (None: the run's, else the index's)
-    no_retrieve: bool = False  # no passages even where the run was trained with an index
-    rules: str | None = None  # competition rules: a retrieval corpus they forbid is refused
+    no_retrieve: bool = False  # no passages, even where the run was trained with them
+    rules: str | None = None  # competition rules: retrieval over a corpus they forbid is refused
+    route: str | None = None  # routing field: model is a folder of experts
+    fallback: str | None = None  # with route: the model for items without an expert
     model_name: str | None = None  # what the sidecar header calls the model (default: model)
     overwrite: bool = False
     progress: bool = True
@@ -288,33 +288,10 @@ class PredictionJob:
         check_generates(source)
         return source
 
-    def settings_for(self, source: ModelSource) -> AnswerSettings:
-        """The answer settings for ``source`` before it is loaded: the run's prompt variant
-        and max_length where none was given; what cannot apply to the task is refused."""
-        spec = self.task.prompt_spec(self.prompt or source.defaults.get("prompt") or "baseline")
-        retrieval = self.retrieval_for(source)
-        settings = AnswerSettings(
-            retrieval=retrieval.meta() if retrieval else None,
-            prompt=replace(spec, system=self.system_prompt),
-            max_length=self.max_length or source.defaults.get("max_length"),
-            scoring=self.scoring,
-            permute=self.permute,
-            generation=self.generation,
-            batch_size=self.batch_size or 8,
-            constrain=self.constrain,
-        )
-        settings.check_for(self.task, self.engine)
-        check_head_scoring(source.run, self.scoring)
-        return settings
-
     def retrieval_for(self, source: ModelSource | None) -> RetrievalSettings | None:
-        """``retrieve``, or the index ``source``'s run was trained with (unless
-        ``no_retrieve``), checked against the task and the rules before any model is loaded.
-        A routed prediction uses only ``retrieve`` (its experts share the items' passages)."""
-        if self.no_retrieve and self.retrieve:
-            raise UserError("--retrieve and --no_retrieve exclude each other", field="no_retrieve")
-        if self.route:
-            source = None
+        """The passages the items get: ``retrieve``, or the index ``source``'s run was trained
+        with (unless ``no_retrieve``); checked against the task and the rules before any model
+        is loaded. A routed prediction (``source`` None) takes ``retrieve`` only."""
         trained = (source.defaults.get("retrieve") if source is not None else None) or {}
         settings = None
         if self.retrieve or (trained and not self.no_retrieve):
@@ -328,9 +305,24 @@ class PredictionJob:
         check_task_retrieval(self.task, settings, get_rules(self.rules) if self.rules else None)
         return settings
 
-    def with_passages(self, items: Sequence[TaskItem], source: ModelSource | None) -> list[TaskItem]:
-        """``items`` with their retrieved passages (unchanged without retrieval)."""
-        return with_passages(self.task, items, self.retrieval_for(source), device=self.device)
+    def settings_for(self, source: ModelSource, retrieval: RetrievalSettings | None = None) -> AnswerSettings:
+        """The answer settings for ``source`` before it is loaded: the run's prompt variant
+        and max_length where none was given, the passages' settings; what cannot apply to the
+        task is refused."""
+        spec = self.task.prompt_spec(self.prompt or source.defaults.get("prompt") or "baseline")
+        settings = AnswerSettings(
+            retrieval=retrieval.meta() if retrieval else None,
+            prompt=replace(spec, system=self.system_prompt),
+            max_length=self.max_length or source.defaults.get("max_length"),
+            scoring=self.scoring,
+            permute=self.permute,
+            generation=self.generation,
+            batch_size=self.batch_size or 8,
+            constrain=self.constrain,
+        )
+        settings.check_for(self.task, self.engine)
+        check_head_scoring(source.run, self.scoring)
+        return settings
 
     def load(self, source: ModelSource, settings: AnswerSettings) -> Engine:
         """The engine for ``source`` (through :mod:`malpyeong.inference.loading`)."""
@@ -384,8 +376,9 @@ class PredictionJob:
     def answer(self, items: Sequence[TaskItem]) -> AnswerRun:
         """Answer ``items`` with no results file (``run/memory.py``)."""
         source = self.source_of(self.model)
-        settings = self.settings_for(source)
-        items = self.with_passages(items, source)
+        retrieval = self.retrieval_for(source)
+        settings = self.settings_for(source, retrieval)
+        items = with_passages(self.task, items, retrieval)
         engine = self.load(source, settings)
         return answer_items(engine, self.task, items, self.finish(settings, engine), progress=self.progress)
 
@@ -396,9 +389,11 @@ class PredictionJob:
         if self.fallback:
             raise UserError("--fallback is for --route", field="fallback")
         source = self.source_of(self.model)
-        settings = self.settings_for(source)
-        items = self.with_passages(self._items(items), source)
+        retrieval = self.retrieval_for(source)
+        settings = self.settings_for(source, retrieval)
+        items = self._items(items)
         self.check_output()
+        items = with_passages(self.task, items, retrieval)
         output = self._output()
         shown = {k: v for k, v in settings.meta(self.task, self.engine).items() if k != "prompt"}
         self.log.info(
@@ -427,9 +422,11 @@ class PredictionJob:
     def _run_routed(self, items: Sequence[TaskItem] | None) -> RoutedSummary:
         """Each route's items answered by its model into ``NAME.route/<value>.json`` (an expert
         whose file is complete is not run again), then one results file and sidecar."""
-        items = self.with_passages(self._items(items), None)
+        items = self._items(items)
         routes = plan_routes(self.model, self.task, items, self.route, self.fallback)
         self.check_output()
+        retrieval = self.retrieval_for(None)
+        items = with_passages(self.task, items, retrieval)
         output = self._output()
         parts = route_dir(output)
         parts.mkdir(parents=True, exist_ok=True)
@@ -437,7 +434,7 @@ class PredictionJob:
         rows: dict[str, dict] = {}
         for route in routes:
             source = self.source_of(route.model, expert=True)
-            settings = self.settings_for(source)
+            settings = self.settings_for(source, retrieval)
             mine = [items[i] for i in route.indices]
             part = parts / f"{route.name}.json"
             meta = self.meta(route.model, settings)

@@ -191,11 +191,6 @@ class Task:
         """None when ``value`` is a valid submission output, else what is wrong with it."""
         raise NotImplementedError
 
-    def check_output_for(self, item: Any, value: Any) -> str | None:
-        """:meth:`check_output` for the output of a known test item (a task whose valid
-        outputs depend on the item, e.g. an option number among its options, says more)."""
-        return self.check_output(value)
-
     def parse_output(self, item: Any, text: str) -> Any | None:
         """The official output from a raw generation for ``item``, or None when nothing usable
         is in it (a choice task: the option its answer names, e.g. ``정답: B``)."""
@@ -206,6 +201,11 @@ class Task:
         still passes the official checks (the count is reported); None where the task has no
         fallback (a choice task guesses no option)."""
         return None
+
+    def check_output_for(self, item: Any, value: Any) -> str | None:
+        """:meth:`check_output` for the output of a known test item (a task whose valid
+        outputs depend on the item, e.g. an option number among its options, says more)."""
+        return self.check_output(value)
 
     # ----- prompts -----
     def prompt_spec(self, name: str | PromptSpec | None) -> PromptSpec:
