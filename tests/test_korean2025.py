@@ -7,6 +7,7 @@ import math
 import pytest
 
 from malpyeong.metrics.korean2025 import (
+    TEXT_METRICS,
     answer_match,
     choice_match,
     exact_match,
@@ -174,3 +175,34 @@ def test_official_scorer_rouge_only_is_incomplete():
     assert report["descriptive"] == 1.0 and report["final"] == 1.0
     assert any("skipped" in n for n in report["notices"])
     assert math.isclose(report["exact_match"], 1.0)
+
+
+def constant_scorer(values: dict[str, float]):
+    """Text metrics fixed per item (each metric its constant)."""
+
+    def score(refs, preds):
+        return {"per_item": {k: [v] * len(refs) for k, v in values.items()}, "notices": []}
+
+    return score
+
+
+def test_published_baseline_components_give_the_published_finals():
+    """The 2025 baselines' published figures: rag Qwen3-8B EM 0.3454, ROUGE-1 0.2603, BERTScore
+    0.7036, BLEURT 0.5313 -> final 0.4219; culture Qwen3-8B accuracy 0.4715, EM 0.4118,
+    descriptive 0.5586 -> final 0.4806. Files built to hit the components exactly give those finals."""
+    n = 5000  # EM 0.3454 = 1727 / 5000
+    golds = ['"가"가 옳다. 이유'] * n
+    preds = ['"가"가 옳다. 다른 이유'] * 1727 + ['"나"가 옳다. 다른 이유'] * (n - 1727)
+    scorer = constant_scorer({"rouge1": 0.2603, "bertscore": 0.7036, "bleurt": 0.5313})
+    report = norms_scores(golds, preds, ["선택형"] * n, scorer)
+    assert abs(report["exact_match"] - 0.3454) < TOL and report["counts"]["reason_pairs"] == n
+    assert round(report["final"], 4) == 0.4219
+    choice = ["1"] * 943 + ["2"] * (2000 - 943)  # accuracy 0.4715 = 943 / 2000
+    short = ["정약용"] * 2059 + ["이순신"] * (5000 - 2059)  # EM 0.4118 = 2059 / 5000
+    golds = ["1"] * 2000 + ["정약용 # 다산"] * 5000 + ["설명"] * 10
+    preds = choice + short + ["다른 설명"] * 10
+    types = ["선다형"] * 2000 + ["단답형"] * 5000 + ["서술형"] * 10
+    report = typed_scores(golds, preds, types, constant_scorer(dict.fromkeys(TEXT_METRICS, 0.5586)))
+    assert abs(report["accuracy"] - 0.4715) < TOL and abs(report["exact_match"] - 0.4118) < TOL
+    assert abs(report["descriptive"] - 0.5586) < TOL
+    assert round(report["final"], 4) == 0.4806
