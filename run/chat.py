@@ -37,6 +37,7 @@ from malpyeong.dialogue import (
     load_session,
     make_summarizer,
     read_lines,
+    reply_task,
     script_record,
     script_start,
 )
@@ -44,8 +45,8 @@ from malpyeong.errors import UserError
 from malpyeong.inference.loading import check_generates, load_engine, resolve_source
 from malpyeong.io import check_outputs
 from malpyeong.prep.screenplays import persona_of, read_personas
-from malpyeong.tasks import TASKS, get_task
-from malpyeong.tasks.base import PromptSpec, Task
+from malpyeong.tasks import get_task
+from malpyeong.tasks.base import PromptSpec
 
 DEFAULTS = {
     "user": "User",
@@ -107,21 +108,6 @@ def quiet() -> None:
     transformers.logging.set_verbosity_error()
     transformers.logging.disable_progress_bar()
     logging.getLogger("malpyeong").setLevel(logging.WARNING)
-
-
-def reply_task(name: str | None, run_task: str | None) -> Task:
-    able = sorted(n for n, cls in TASKS.items() if cls.live_reply)
-    name = name or (run_task if run_task in able else None) or (able[0] if len(able) == 1 else None)
-    if name is None:
-        raise UserError("which task replies?", field="task", hint=f"--task {' or '.join(able)}")
-    task = get_task(name)
-    if not task.live_reply:
-        raise UserError(
-            f"task {task.name} cannot hold a live chat",
-            field="task",
-            hint=f"tasks that can: {', '.join(able)}",
-        )
-    return task
 
 
 def new_settings(args: argparse.Namespace, given: dict) -> ChatSettings:

@@ -55,7 +55,7 @@ LOADED_BY = {
 # distribution that requires it (checked against the installed metadata).
 UNDECLARED = {
     "huggingface_hub": {"why": "the hub cache lookup of model sources", "comes_with": "transformers"},
-    "pydantic": {"why": "mergekit's config validation errors", "comes_with": "mergekit"},
+    "starlette": {"why": "the server's route errors (FastAPI is built on it)", "comes_with": "fastapi"},
     "vllm": {"why": "the optional GPU engine (run/test.py --engine vllm); the user installs it"},
 }
 
@@ -75,9 +75,16 @@ def runtime_requirements() -> list[str]:
 
 
 def dev_requirements() -> list[str]:
+    """The dev extra, with the extras it names (``malpyeong[serve]``) spelled out."""
     tomllib = pytest.importorskip("tomllib")
-    project = tomllib.loads((ROOT / "pyproject.toml").read_text(encoding="utf-8"))["project"]
-    return _names("\n".join(project["optional-dependencies"]["dev"]))
+    extras = tomllib.loads((ROOT / "pyproject.toml").read_text(encoding="utf-8"))["project"][
+        "optional-dependencies"
+    ]
+    lines = []
+    for line in extras["dev"]:
+        own = re.fullmatch(r"malpyeong\[([a-z0-9_,-]+)\]", line.strip())
+        lines += [x for extra in own.group(1).split(",") for x in extras[extra]] if own else [line]
+    return _names("\n".join(lines))
 
 
 def import_name(dist: str) -> str:

@@ -11,7 +11,14 @@ from __future__ import annotations
 
 from malpyeong.dialogue.history import Memory, Prompt
 from malpyeong.dialogue.loop import COMMANDS, Chat, read_lines
-from malpyeong.dialogue.reply import ReplyStreamer, generate_reply
+from malpyeong.dialogue.reply import (
+    ReplyStreamer,
+    finish_reply,
+    generate_reply,
+    reply_generation,
+    reply_streamer,
+    reply_task,
+)
 from malpyeong.dialogue.session import (
     MEMORIES,
     ChatSettings,
@@ -42,10 +49,14 @@ __all__ = [
     "Session",
     "TaskSummarizer",
     "check_resume",
+    "finish_reply",
     "generate_reply",
     "load_session",
     "make_summarizer",
     "read_lines",
+    "reply_generation",
+    "reply_streamer",
+    "reply_task",
     "script_record",
     "script_start",
     "truncate_tokens",

@@ -23,7 +23,7 @@ from typing import Any
 
 from malpyeong.inference.answer import AnswerSettings, answer_items
 from malpyeong.inference.engines import Engine, GenerationSettings
-from malpyeong.inference.loading import load_engine, resolve_source
+from malpyeong.inference.loading import ModelSource, load_engine, resolve_source
 from malpyeong.models.backbones import encode, render_chat
 from malpyeong.tasks import get_task
 from malpyeong.tasks.base import Task, Utterance
@@ -166,6 +166,17 @@ def make_summarizer(
         return ExtractiveSummarizer(engine.tokenizer, max_tokens, user)
     source = resolve_source(name, option="summarizer")
     other = load_engine(source, dtype=dtype, device=device)
+    return engine_summarizer(
+        other, source, chat_task=chat_task, max_tokens=max_tokens, user=user, language=language
+    )
+
+
+def engine_summarizer(
+    other: Engine, source: ModelSource, *, chat_task: str, max_tokens: int, user: str, language: str = "en"
+) -> ModelSummarizer | TaskSummarizer:
+    """The summariser a loaded model ``other`` (from ``source``) makes: a run of another task
+    answers through that task (a DCS summariser, a memory-state generator), any other model
+    rewrites the summary from plain instructions."""
     task_name = source.run.get("task")
     if task_name and task_name != chat_task:
         task = get_task(task_name)

@@ -139,6 +139,8 @@ class ClassifierEngine(Engine):
         on_result: Callable[[int, str], None] | None = None,
         progress: bool = True,
         shard: Shard = ALONE,
+        schema: dict | None = None,
+        stream: Callable[[list[int]], Any] | None = None,
     ) -> list[str]:
         raise UserError(
             "a classification head does not generate text",

@@ -16,7 +16,8 @@ when it is used.
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Collection, Sequence
+from collections.abc import Callable, Collection, Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any
 
@@ -152,6 +153,7 @@ class Engine:
         progress: bool = True,
         shard: Shard = ALONE,
         schema: dict | None = None,
+        stream: Callable[[list[int]], Any] | None = None,
     ) -> list[str]:
         raise NotImplementedError
 
@@ -235,6 +237,7 @@ class HFEngine(Engine):
         progress: bool = True,
         shard: Shard = ALONE,
         schema: dict | None = None,
+        stream: Callable[[list[int]], Any] | None = None,
     ) -> list[str]:
         return generate_texts(
             self.model,
@@ -254,6 +257,7 @@ class HFEngine(Engine):
             done=done,
             shard=shard,
             schema=schema,
+            stream=stream,
         )
 
     def context_size(self) -> int | None:
@@ -267,13 +271,47 @@ class HFEngine(Engine):
 
 
 @dataclass
+class AdapterEngine(HFEngine):
+    """One LoRA adapter of a model that carries several (peft's multi-adapter model: the base
+    loaded once, each adapter attached under its own name), or with ``adapter`` None the bare
+    base with every adapter off. Each call switches the shared model to its adapter first, so
+    the engines of one base must be called one at a time (a server's single model thread)."""
+
+    adapter: str | None = None
+
+    @contextmanager
+    def active(self) -> Iterator[None]:
+        if self.adapter is None:
+            with self.model.disable_adapter():
+                yield
+            return
+        self.model.set_adapter(self.adapter)
+        yield
+
+    def score(self, *args: Any, **kwargs: Any) -> list[ItemScore | None]:
+        with self.active():
+            return super().score(*args, **kwargs)
+
+    def completion_logprobs(self, *args: Any, **kwargs: Any) -> list[float | None] | None:
+        with self.active():
+            return super().completion_logprobs(*args, **kwargs)
+
+    def generate(self, *args: Any, **kwargs: Any) -> list[str]:
+        with self.active():
+            return super().generate(*args, **kwargs)
+
+
+@dataclass
 class VLLMEngine(Engine):
-    """A ``vllm.LLM``: generation only (continuous batching; no option scoring)."""
+    """A ``vllm.LLM``: generation only (continuous batching; no option scoring). ``lora``: a
+    ``LoRARequest`` every generation uses (one adapter of an ``LLM(enable_lora=True)``). A
+    ``stream`` is not fed: the texts arrive whole when vLLM returns them."""
 
     llm: Any
     tokenizer: Any
     backbone: Backbone
     name: str = "vllm"
+    lora: Any = None
 
     def generate(
         self,
@@ -286,6 +324,7 @@ class VLLMEngine(Engine):
         progress: bool = True,
         shard: Shard = ALONE,
         schema: dict | None = None,
+        stream: Callable[[list[int]], Any] | None = None,
     ) -> list[str]:
         if not shard.alone:
             raise UserError(
@@ -310,6 +349,7 @@ class VLLMEngine(Engine):
             on_result=on_result,
             done=done,
             schema=schema,
+            lora_request=self.lora,
         )
 
     def context_size(self) -> int | None:
@@ -319,4 +359,12 @@ class VLLMEngine(Engine):
             return None
 
 
-__all__ = ["ENGINES", "GENERATION_PRESETS", "Engine", "GenerationSettings", "HFEngine", "VLLMEngine"]
+__all__ = [
+    "ENGINES",
+    "GENERATION_PRESETS",
+    "AdapterEngine",
+    "Engine",
+    "GenerationSettings",
+    "HFEngine",
+    "VLLMEngine",
+]

@@ -134,6 +134,7 @@ def generate_texts(
     shard: Shard = ALONE,
     streamer: Any = None,
     schema: dict | None = None,
+    stream: Callable[[list[int]], Any] | None = None,
 ) -> list[str]:
     """Decoded new text per prompt (token ids), in the order given.
 
@@ -150,7 +151,9 @@ def generate_texts(
     batches are run (see :mod:`malpyeong.inference.shard`); the others come back as "" too.
 
     ``streamer``: a transformers streamer that sees the tokens as they are made (a live chat
-    shows its reply as it is written); for one prompt at a time.
+    shows its reply as it is written); for one prompt at a time. ``stream``: for several, a
+    function of a batch's prompt indices (in row order) that returns the streamer of that batch,
+    which then sees one token per row at each step (a server streams each row to its client).
 
     ``schema``: constrain every row to this JSON schema (greedy or sampling; not beam search,
     whose rows are reordered between steps).
@@ -213,6 +216,8 @@ def generate_texts(
             ids, mask = left_pad([prompts[i] for i in batch], pad)
             if do_sample:
                 torch.manual_seed(seed + b)
+            if stream is not None:
+                gen_kwargs["streamer"] = stream(batch)
             with torch.inference_mode():
                 extra = _constrained(constraint, ids, max_new_tokens)
                 try:
@@ -294,12 +299,15 @@ def generate_texts_vllm(
     on_result: OnResult | None = None,
     done: Collection[int] = (),
     schema: dict | None = None,
+    lora_request: Any = None,
 ) -> list[str]:
     """The same contract on a ``vllm.LLM`` (which does its own continuous batching).
 
     ``batch_size`` is the number of prompts handed to vLLM at a time (results are reported after
     each chunk, for resume). Beam search is not offered here; use the HF engine for it.
     ``schema`` goes to vLLM's structured outputs (llguidance, as on the HF engine).
+    ``lora_request``: a ``vllm.lora.request.LoRARequest``, the adapter every prompt is answered
+    with (vLLM's multi-LoRA serving: one base, adapters chosen per request).
     """
     try:
         from vllm import SamplingParams
@@ -338,8 +346,12 @@ def generate_texts_vllm(
     try:
         for lo in range(0, len(todo), chunk):
             part = todo[lo : lo + chunk]
+            lora = {"lora_request": lora_request} if lora_request is not None else {}
             outs = llm.generate(
-                [TokensPrompt(prompt_token_ids=list(prompts[i])) for i in part], params, use_tqdm=False
+                [TokensPrompt(prompt_token_ids=list(prompts[i])) for i in part],
+                params,
+                use_tqdm=False,
+                **lora,
             )
             for i, out in zip(part, outs, strict=True):
                 texts[i] = out.outputs[0].text

@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import logging
 import os
+from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
@@ -28,7 +29,7 @@ from malpyeong.device import cuda_available, device_map
 from malpyeong.errors import UserError, one_line
 from malpyeong.inference.classifier import ClassifierEngine, is_classifier_run
 from malpyeong.inference.constrain import vllm_engine_kwargs
-from malpyeong.inference.engines import ENGINES, Engine, HFEngine, VLLMEngine
+from malpyeong.inference.engines import ENGINES, AdapterEngine, Engine, HFEngine, VLLMEngine
 from malpyeong.models.backbones import (
     REGISTRY,
     Backbone,
@@ -48,6 +49,7 @@ from malpyeong.models.runfolder import (
     is_adapter,
     is_finished_run,
     is_model,
+    model_key,
     read_json,
     read_run,
     tokenizer_of,
@@ -378,13 +380,151 @@ def _attach_adapter(model: Any, tokenizer: Any, adapter: str, merge: bool) -> An
     return model.merge_and_unload() if merge else model
 
 
+def backbone_of(source: ModelSource) -> Backbone:
+    """The chat quirks of ``source``: its base's registry entry when it has one (a merged copy
+    keeps the base's chat format), else what the weights' own config.json says."""
+    return REGISTRY.get(source.base) or get_backbone(source.weights)
+
+
+def _shared_base(sources: Mapping[str, ModelSource]) -> ModelSource:
+    if not sources:
+        raise ValueError("no sources")
+    keys = {model_key(s.weights) for s in sources.values()}
+    if len(keys) > 1:
+        raise ValueError(f"sources on different bases: {sorted(keys)}")
+    first = next(iter(sources.values()))
+    return replace(first, adapter=None, run={})
+
+
+def load_adapters(
+    sources: Mapping[str, ModelSource],
+    *,
+    dtype: str | None = "auto",
+    device: str | None = None,
+    trust_remote_code: bool | None = None,
+) -> dict[str, Engine]:
+    """One engine per name for sources that share their weights (adapters of one base, or the
+    base itself): the base is loaded once and every adapter attached to it under its own name
+    (peft's multi-adapter model), so eight adapters cost one base in memory. Each name keeps
+    its own tokenizer and backbone entry; the engines switch the model to their adapter on
+    every call (:class:`~malpyeong.inference.engines.AdapterEngine`), so they are called one
+    at a time."""
+    base = _shared_base(sources)
+    loaded = load_for_inference(base, dtype=dtype, device=device, trust_remote_code=trust_remote_code)
+    tokenizers: dict[str, Any] = {}
+    for name, source in sources.items():
+        where = source.tokenizer or source.weights
+        same = where == (base.tokenizer or base.weights)
+        tokenizers[name] = loaded.tokenizer if same else loaded_tokenizer(source, trust_remote_code)
+    model = loaded.model
+    emb = model.get_input_embeddings()
+    widest = max(len(t) for t in tokenizers.values())
+    if emb is not None and widest > emb.weight.shape[0]:
+        model.resize_token_embeddings(widest)  # training added tokens (e.g. a pad)
+    adapters = {name: s.adapter for name, s in sources.items() if s.adapter}
+    if not adapters:
+        return {n: HFEngine(model, tokenizers[n], backbone_of(s)) for n, s in sources.items()}
+    try:
+        from peft import PeftModel
+    except ImportError as err:
+        raise UserError("loading a LoRA adapter needs peft", hint="pip install peft") from err
+    # peft's own names (a served name may hold characters peft does not take, such as ".")
+    internal = {name: f"adapter{i}" for i, name in enumerate(adapters)}
+    for i, (name, path) in enumerate(adapters.items()):
+        try:
+            if i == 0:
+                model = PeftModel.from_pretrained(model, path, adapter_name=internal[name])
+            else:
+                model.load_adapter(path, adapter_name=internal[name])
+        except (OSError, ValueError, RuntimeError, KeyError) as err:
+            raise UserError(f"cannot attach adapter: {one_line(err)}", file=path, field="model") from None
+    model.eval()
+    log.info("loaded %s once with %d adapter(s): %s", base.weights, len(adapters), ", ".join(adapters))
+    return {
+        n: AdapterEngine(model, tokenizers[n], backbone_of(s), adapter=internal.get(n))
+        for n, s in sources.items()
+    }
+
+
+VLLM_LORA_RANKS = (8, 16, 32, 64, 128, 256, 320, 512)  # the max_lora_rank values vLLM accepts
+
+
+def load_vllm_adapters(
+    sources: Mapping[str, ModelSource],
+    *,
+    dtype: str | None = "auto",
+    seed: int = 0,
+    tensor_parallel_size: int = 1,
+    trust_remote_code: bool | None = None,
+    structured: bool = True,
+) -> dict[str, VLLMEngine]:
+    """One ``vllm.LLM`` for sources that share their weights, with vLLM's LoRA support when
+    some are adapters (``enable_lora``, ``max_loras`` = the adapters, ``max_lora_rank`` = the
+    largest rank rounded up to one vLLM takes); each name's engine answers with its
+    ``LoRARequest(name, id, adapter folder)``, the bare base with none. The equivalent server
+    is ``vllm serve BASE --enable-lora --lora-modules NAME=ADAPTER ...`` (docs/serving.md)."""
+    base = _shared_base(sources)
+    for name, source in sources.items():
+        if is_classifier_run(source.run):
+            raise UserError(
+                "a classification head runs on the hf engine", field="engine", file=name, hint="--engine hf"
+            )
+    try:
+        from vllm import LLM
+        from vllm.lora.request import LoRARequest
+    except ImportError:
+        raise UserError(
+            "vLLM is not installed", field="engine", hint="pip install vllm, or use --engine hf"
+        ) from None
+    adapters = {name: s.adapter for name, s in sources.items() if s.adapter}
+    lora: dict[str, Any] = {}
+    if adapters:
+        ranks = [int(read_json(Path(p) / ADAPTER_CONFIG).get("r") or 16) for p in adapters.values()]
+        rank = next((r for r in VLLM_LORA_RANKS if r >= max(ranks)), max(ranks))
+        lora = {"enable_lora": True, "max_loras": len(adapters), "max_lora_rank": rank}
+    tokenizer = loaded_tokenizer(base, trust_remote_code)
+    llm = LLM(
+        model=base.weights,
+        tokenizer=base.tokenizer or base.weights,
+        dtype="auto" if dtype in (None, "auto") else dtype,
+        seed=seed,
+        trust_remote_code=bool(trust_remote_code),
+        tensor_parallel_size=tensor_parallel_size,
+        **lora,
+        **(vllm_engine_kwargs(LLM) if structured else {}),
+    )
+    ids = {name: i + 1 for i, name in enumerate(adapters)}  # vLLM's adapter ids start at 1
+    return {
+        name: VLLMEngine(
+            llm,
+            tokenizer,
+            backbone_of(s),
+            lora=LoRARequest(name, ids[name], str(adapters[name])) if name in adapters else None,
+        )
+        for name, s in sources.items()
+    }
+
+
+def loaded_tokenizer(source: ModelSource, trust_remote_code: bool | None = None) -> Any:
+    """``source``'s tokenizer, padded on the left (prompts for generation)."""
+    tokenizer = load_tokenizer(
+        source.tokenizer or source.weights, backbone_of(source), trust_remote_code=trust_remote_code
+    )
+    tokenizer.padding_side = "left"
+    return tokenizer
+
+
 __all__ = [
     "Loaded",
     "ModelSource",
+    "backbone_of",
     "check_generates",
     "check_run_task",
+    "load_adapters",
     "load_engine",
     "load_for_inference",
+    "load_vllm_adapters",
     "load_weights",
+    "loaded_tokenizer",
     "resolve_source",
 ]

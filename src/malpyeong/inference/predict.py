@@ -278,11 +278,17 @@ class PredictionJob:
     def source_of(self, model: str, *, expert: bool = False) -> ModelSource:
         """``model`` resolved, refused when its run was trained for another task or when it
         cannot write text (an encoder folder): before anything is loaded."""
-        source = resolve_source(model)
+        return self.check_source(resolve_source(model), expert=expert)
+
+    def check_source(self, source: ModelSource, *, expert: bool = False) -> ModelSource:
+        """``source`` (resolved already; the server's loaded names) refused when its run was
+        trained for another task or when it cannot write text."""
         trained = source.run.get("task")
         if expert and trained and trained != self.task.name:
             raise UserError(
-                f"expert trained for task {trained}, not {self.task.name}", file=model, field="model"
+                f"expert trained for task {trained}, not {self.task.name}",
+                file=source.given or None,
+                field="model",
             )
         check_run_task(source, self.task.name)
         check_generates(source)
