@@ -280,8 +280,10 @@ def run_info(
     target_style: str | None,
     merged: bool,
 ) -> dict:
-    """The run file of a training run (see :mod:`malpyeong.models.runfolder`)."""
+    """The run file of a training run (see :mod:`malpyeong.models.runfolder`); a run trained
+    with retrieved passages records how, so prediction retrieves the same way by default."""
     full = model_args.method == "full"
+    retrieval = script.retrieval() if hasattr(script, "retrieval") else None
     return make_run_info(
         model_args.model,
         model_args.method,
@@ -292,6 +294,7 @@ def run_info(
         max_length=max_length,
         target_style=target_style,
         stage=stage,
+        **({"retrieve": retrieval.meta()} if retrieval is not None else {}),
     )
 
 
