@@ -292,8 +292,10 @@ def run_info(
     stage: str,
     target_style: str | None,
     merged: bool,
+    extra: dict | None = None,
 ) -> dict:
-    """The run file of a training run (see :mod:`malpyeong.models.runfolder`)."""
+    """The run file of a training run (see :mod:`malpyeong.models.runfolder`); ``extra``: what
+    the objective records besides (GRPO: the rewards and their weights)."""
     full = model_args.method == "full"
     return make_run_info(
         model_args.model,
@@ -305,6 +307,7 @@ def run_info(
         max_length=max_length,
         target_style=target_style,
         stage=stage,
+        **(extra or {}),
     )
 
 
@@ -364,6 +367,7 @@ def save_run(
     stage: str,
     target_style: str | None,
     backbone: Backbone,
+    extra: dict | None = None,
 ) -> dict:
     """Save the final (best) weights and the loader contract; merge if asked. A full model
     (full fine-tuning, --merge) is written at the run folder's root, as a model folder."""
@@ -378,6 +382,7 @@ def save_run(
         stage=stage,
         target_style=target_style,
         merged=script.merge and not full,
+        extra=extra,
     )
     if not main_process():
         return info
@@ -391,7 +396,14 @@ def save_run(
         )
         merged = True
     info = run_info(
-        script, model_args, task, max_length, stage=stage, target_style=target_style, merged=merged
+        script,
+        model_args,
+        task,
+        max_length,
+        stage=stage,
+        target_style=target_style,
+        merged=merged,
+        extra=extra,
     )
     write_run(out, info)
     return info
