@@ -10,7 +10,8 @@ import yaml
 from conftest import ROOT
 
 from malpyeong.models.backbones import REGISTRY
-from malpyeong.training import ALGORITHMS, preference_parser, sft_parser
+from malpyeong.training import ALGORITHMS, RL_ALGORITHMS, grpo_parser, preference_parser, sft_parser
+from malpyeong.training.rewards import parse_reward_weights
 
 CONFIGS = ROOT / "resource" / "configs"
 RECIPES = sorted(p for task in ("cci", "dcs", "chat") for p in (CONFIGS / task).glob("*.yaml"))
@@ -89,6 +90,8 @@ def test_recipes_exist_for_every_backbone_and_task():
         "cci/tiny_kto.yaml",
         "cci/tiny_staged_full.yaml",
         "cci/gemma-2-9b-it_full.yaml",
+        "cci/tiny_grpo.yaml",
+        "cci/Qwen2.5-3B-Instruct_grpo.yaml",
     ):
         assert name in names
 
@@ -98,8 +101,12 @@ def test_recipe_parses(path: Path, stand_ins, tmp_path):
     data = yaml.safe_load(path.read_text(encoding="utf-8"))
     task, stem = path.parent.name, path.stem
     method = stem.rsplit("_", 1)[1]
-    orpo = method in ALGORITHMS  # a preference recipe (orpo, dpo, simpo, kto)
-    parser = preference_parser(data.get("algorithm", "orpo")) if orpo else sft_parser()
+    rl = method in RL_ALGORITHMS  # GRPO on the task's rewards
+    orpo = method in ALGORITHMS or rl  # orpo/train.py: a preference recipe (orpo, dpo, simpo, kto) or grpo
+    if rl:
+        parser = grpo_parser()
+    else:
+        parser = preference_parser(data.get("algorithm", "orpo")) if orpo else sft_parser()
     parser.check_recipe(str(path))  # every key is known
     text = path.read_text(encoding="utf-8")
     command = ("orpo/train.py" if orpo else "run/train.py") + f" --config {path.relative_to(ROOT)}"
@@ -123,12 +130,16 @@ def test_recipe_parses(path: Path, stand_ins, tmp_path):
                 local[key] = str(ROOT / "resource" / "data" / f"{task}_{key.split('_')[0]}.json")
     copy = tmp_path / path.name
     copy.write_text(yaml.safe_dump(local, allow_unicode=True), encoding="utf-8")
-    _, model_args, config = parser.parse(["--config", str(copy)])
+    script, model_args, config = parser.parse(["--config", str(copy)])
     assert model_args.model == data["model"] and model_args.method == data["method"]
     assert config.learning_rate == pytest.approx(float(data["learning_rate"]))
     assert config.per_device_train_batch_size == data["per_device_train_batch_size"]
     assert config.gradient_checkpointing == data["gradient_checkpointing"]
-    if orpo:
+    if rl:
+        assert script.max_length == data["max_length"] and config.beta == pytest.approx(data["beta"])
+        assert config.num_generations == data["num_generations"]
+        assert parse_reward_weights(config.reward_weights) == data["reward_weights"]
+    elif orpo:
         assert config.beta == pytest.approx(data["beta"])
     else:
         assert config.max_length == data["max_length"]
