@@ -72,6 +72,10 @@ def check_args(args: argparse.Namespace) -> None:
         raise UserError("two or more models are needed to compare", field="pred")
     if not 0 < args.alpha < 1:
         raise UserError(f"must be in (0, 1), got {args.alpha}", field="alpha")
+    for name in ("batch_size", "max_length", "max_new_tokens"):
+        value = getattr(args, name)
+        if value is not None and value < 1:
+            raise UserError(f"must be at least 1, got {value}", field=name)
     if args.resamples < 100:
         raise UserError(f"must be at least 100, got {args.resamples}", field="resamples")
 
@@ -108,26 +112,31 @@ def unique_names(paths: list[str]) -> list[str]:
 def generate(task: Task, args: argparse.Namespace, names: list[str]) -> list[str]:
     """Predict ``--data`` with each of ``--models`` (as run/test.py does); the results paths."""
     items = load_items(args.data, task)
-    paths = []
+    jobs = []
     for model, name in zip(args.models, names, strict=True):
         out = Path(args.out) / "predictions" / f"{name.replace('/', '_')}.json"
+        job = PredictionJob(
+            task,
+            model,
+            output=out,
+            input=args.data,
+            prompt=args.prompt,
+            max_length=args.max_length,
+            batch_size=args.batch_size,
+            generation=GenerationSettings(max_new_tokens=args.max_new_tokens, seed=args.seed),
+            dtype=args.dtype,
+            device=getattr(args, "device", None),
+            overwrite=args.overwrite,
+            log=log,
+        )
+        job.settings_for(job.source_of(model))  # every model checked before the first generates
+        jobs.append(job)
+    paths = []
+    for job in jobs:
+        out = Path(job.output)
         if out.exists() and not args.overwrite:
             log.info("%s: predictions exist, reused", out)
         else:
-            job = PredictionJob(
-                task,
-                model,
-                output=out,
-                input=args.data,
-                prompt=args.prompt,
-                max_length=args.max_length,
-                batch_size=args.batch_size,
-                generation=GenerationSettings(max_new_tokens=args.max_new_tokens, seed=args.seed),
-                dtype=args.dtype,
-                device=getattr(args, "device", None),
-                overwrite=args.overwrite,
-                log=log,
-            )
             summary = job.run(items)
             print(f"{out}: {summary.n} predictions; {summary.cut} prompts cut to fit")
         paths.append(str(out))

@@ -25,13 +25,12 @@ from __future__ import annotations
 import argparse
 import json
 import sys
-from pathlib import Path
 
 from malpyeong.cli import read_system_prompt, run_cli, verbose_argument
 from malpyeong.errors import UserError, UserErrors
 from malpyeong.inference.engines import GenerationSettings
 from malpyeong.inference.predict import PredictionJob
-from malpyeong.io import atomic_write_text, ensure_writable
+from malpyeong.io import atomic_write_text, check_outputs, json_loads, read_text, text_of
 from malpyeong.tasks.memory import TURN_READINGS, MemoryItem, MemoryTask, state_problems
 
 
@@ -88,12 +87,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
 def read_dialogue(name: str) -> list[dict]:
     """``Speaker: utterance`` lines as conversation entries; every bad line reported."""
     if name == "-":
-        text = sys.stdin.read()
+        text = text_of(sys.stdin.buffer.read(), "stdin", field="dialogue")
     else:
-        path = Path(name)
-        if not path.is_file():
-            raise UserError("file not found", file=name, field="dialogue")
-        text = path.read_text(encoding="utf-8-sig")
+        text = read_text(name, field="dialogue")
     turns, errors = [], []
     for number, line in enumerate(text.splitlines(), 1):
         if not line.strip():
@@ -115,13 +111,15 @@ def read_dialogue(name: str) -> list[dict]:
 
 
 def read_state(name: str) -> dict:
-    path = Path(name)
-    if not path.is_file():
-        raise UserError("file not found", file=name, field="state")
+    text = read_text(name, field="state")
     try:
-        state = json.loads(path.read_text(encoding="utf-8-sig"))
-    except ValueError as err:
-        raise UserError(f"not valid JSON ({err})", file=name, field="state") from None
+        state = json_loads(text.lstrip("\ufeff"))
+    except json.JSONDecodeError as err:
+        raise UserError(
+            f"not valid JSON (line {err.lineno}, column {err.colno}: {err.msg})", file=name, field="state"
+        ) from None
+    except ValueError as err:  # NaN / Infinity
+        raise UserError(f"not valid JSON: {err}", file=name, field="state") from None
     problems = state_problems(state, "state")
     if problems:
         raise UserErrors([UserError(p, file=name, field=f) for f, p in problems])
@@ -141,8 +139,24 @@ def build_item(task: MemoryTask, turns: list[dict], state: dict | None, reading:
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
-    if args.max_new_tokens < 1 or (args.max_length is not None and args.max_length < 1):
-        raise UserError("--max_new_tokens and --max_length must be at least 1", field="max_length")
+    if args.overwrite and not args.out:
+        raise UserError(
+            "--overwrite replaces --out, and no --out is given",
+            field="overwrite",
+            hint="the JSON goes to stdout without --out",
+        )
+    check_outputs(  # before any work: no input is replaced, the output can be written
+        [("--out", args.out)],
+        [
+            ("--dialogue", None if args.dialogue == "-" else args.dialogue),
+            ("--state", args.state),
+            ("--system_prompt_file", args.system_prompt_file),
+        ],
+        overwrite=args.overwrite,
+    )
+    if args.max_length is not None and args.max_length < 1:
+        raise UserError(f"must be at least 1, got {args.max_length}", field="max_length")
+    generation = GenerationSettings(max_new_tokens=args.max_new_tokens, seed=args.seed)
     task = MemoryTask()
     job = PredictionJob(
         task,
@@ -151,7 +165,7 @@ def main(argv: list[str] | None = None) -> int:
         system_prompt=read_system_prompt(args.system_prompt_file),
         max_length=args.max_length,
         batch_size=1,
-        generation=GenerationSettings(max_new_tokens=args.max_new_tokens, seed=args.seed),
+        generation=generation,
         constrain=not args.no_constrain,
         engine=args.engine,
         dtype=args.dtype,
@@ -159,8 +173,6 @@ def main(argv: list[str] | None = None) -> int:
         progress=False,
     )
     job.settings_for(job.source_of(args.model))  # a bad --model or --prompt: before reading input
-    if args.out:
-        ensure_writable(args.out, args.overwrite)
     state = read_state(args.state) if args.state else None
     item = build_item(task, read_dialogue(args.dialogue), state, args.turn_count)
     run = job.answer([item])

@@ -26,7 +26,6 @@ from __future__ import annotations
 
 import argparse
 import logging
-import math
 import sys
 
 from malpyeong.cli import read_system_prompt, run_cli, task_argument, verbose_argument
@@ -125,10 +124,7 @@ def check_args(args: argparse.Namespace) -> None:
         value = getattr(args, name)
         if value is not None and value < 1:
             raise UserError(f"must be at least 1, got {value}", field=name)
-    if not (0 < args.top_p <= 1):
-        raise UserError(f"must be in (0, 1], got {args.top_p}", field="top_p")
-    if not math.isfinite(args.temperature) or args.temperature <= 0:
-        raise UserError(f"must be positive, got {args.temperature}", field="temperature")
+    generation_settings(args)  # the one check of decoding settings (engines.check_generation)
     if args.engine == "vllm":
         try:
             import vllm  # noqa: F401
@@ -136,6 +132,18 @@ def check_args(args: argparse.Namespace) -> None:
             raise UserError(
                 "vLLM is not installed", field="engine", hint="pip install vllm, or use --engine hf"
             ) from None
+
+
+def generation_settings(args: argparse.Namespace) -> GenerationSettings:
+    """The decoding settings (checked once, in GenerationSettings: engines.check_generation)."""
+    return GenerationSettings(
+        max_new_tokens=args.max_new_tokens,
+        num_beams=args.num_beams,
+        do_sample=args.do_sample,
+        temperature=args.temperature,
+        top_p=args.top_p,
+        seed=args.seed,
+    )
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -153,14 +161,7 @@ def main(argv: list[str] | None = None) -> int:
         batch_size=args.batch_size,
         scoring=args.scoring,
         permute=args.permute,
-        generation=GenerationSettings(
-            max_new_tokens=args.max_new_tokens,
-            num_beams=args.num_beams,
-            do_sample=args.do_sample,
-            temperature=args.temperature,
-            top_p=args.top_p,
-            seed=args.seed,
-        ),
+        generation=generation_settings(args),
         constrain=not args.no_constrain,
         engine=args.engine,
         dtype=args.dtype,

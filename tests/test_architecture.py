@@ -8,6 +8,7 @@ reason. (The longest trip from run/test.py is measured by tests/test_trip.py.)""
 from __future__ import annotations
 
 import ast
+import functools
 import re
 import shutil
 from pathlib import Path
@@ -17,6 +18,14 @@ from conftest import ROOT
 from malpyeong.tasks import TASKS, Task, task_names
 
 SRC = ROOT / "src" / "malpyeong"
+
+
+@functools.cache
+def parse(source: str) -> ast.Module:
+    """The syntax tree of ``source`` (each file is read by several checks: parsed once)."""
+    return ast.parse(source)
+
+
 SCRIPTS = [p for d in ("run", "orpo", "ensemble", "eda") for p in (ROOT / d).glob("*.py")]
 
 
@@ -27,7 +36,7 @@ def module_name(path: Path) -> str:
 
 def top_level_imports(path: Path) -> set[str]:
     """Internal modules imported at module level (not inside functions or TYPE_CHECKING)."""
-    tree = ast.parse(path.read_text(encoding="utf-8"))
+    tree = parse(path.read_text(encoding="utf-8"))
     found: set[str] = set()
     for node in tree.body:
         if isinstance(node, ast.ImportFrom) and node.module and node.module.startswith("malpyeong"):
@@ -104,7 +113,7 @@ def kind_branches(source: str) -> list[tuple[int, str]]:
     ``self.task.kind in (...)``, ``getattr(task, "kind")``)."""
     classes, kinds = task_classes(), task_kinds()
     found = []
-    for node in ast.walk(ast.parse(source)):
+    for node in ast.walk(parse(source)):
         if isinstance(node, ast.Call) and isinstance(node.func, ast.Name):
             if node.func.id in ("isinstance", "issubclass") and len(node.args) == 2:
                 hit = _names_in(node.args[1]) & classes
@@ -139,7 +148,7 @@ def task_name_literals(source: str) -> list[tuple[int, str]]:
     names = set(task_names())
     lines = source.splitlines()
     exported: set[int] = set()
-    tree = ast.parse(source)
+    tree = parse(source)
     for node in ast.walk(tree):
         if isinstance(node, (ast.Assign, ast.AnnAssign)):
             targets = node.targets if isinstance(node, ast.Assign) else [node.target]
@@ -341,7 +350,7 @@ def test_run_folder_names_live_in_runfolder():
     for path in [*SRC.rglob("*.py"), *SCRIPTS]:
         if path == SRC / "models" / "runfolder.py":
             continue
-        for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+        for node in ast.walk(parse(path.read_text(encoding="utf-8"))):
             if isinstance(node, ast.Constant) and node.value in names:
                 found.append(f"{path.relative_to(ROOT)}:{node.lineno}: {node.value!r}")
     assert found == []
@@ -369,7 +378,7 @@ def test_every_model_load_goes_through_loading():
         where = path.relative_to(SRC).as_posix() if path.is_relative_to(SRC) else str(path)
         if where.startswith(MODEL_LOADERS):
             continue
-        for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+        for node in ast.walk(parse(path.read_text(encoding="utf-8"))):
             if not isinstance(node, ast.Call):
                 continue
             f = node.func

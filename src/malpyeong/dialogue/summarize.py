@@ -164,7 +164,7 @@ def make_summarizer(
         return ModelSummarizer(engine, max_tokens, language)
     if name == "extractive":
         return ExtractiveSummarizer(engine.tokenizer, max_tokens, user)
-    source = resolve_source(name)
+    source = resolve_source(name, option="summarizer")
     other = load_engine(source, dtype=dtype, device=device)
     task_name = source.run.get("task")
     if task_name and task_name != chat_task:

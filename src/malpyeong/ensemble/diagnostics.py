@@ -98,7 +98,9 @@ def generate_diagnostics(
         "oracle": {"rouge1": metrics.rouge1(refs, oracle_texts)},
     }
     if bertscore_model:
-        scorer = metrics.BertScorer(bertscore_model)
+        scorer, _ = metrics.load_metric_model(
+            metrics.BertScorer, bertscore_model, default=None, option="bertscore_model", what="bertscore"
+        )
 
         def bs(preds: Sequence[str]) -> float:
             f = [s["f"] for s in scorer.score(refs, preds)]

@@ -29,15 +29,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import yaml
-
 from malpyeong.data import check_submission, load_items
 from malpyeong.device import cuda_available
 from malpyeong.ensemble import VoteJob, run_vote
 from malpyeong.errors import UserError
 from malpyeong.inference.predict import PredictionJob
 from malpyeong.inference.results import partial_paths, read_results, sidecar_path
-from malpyeong.io import atomic_write_json
+from malpyeong.io import atomic_write_json, check_distinct, read_yaml
 from malpyeong.models.backbones import REGISTRY, get_backbone, non_commercial
 from malpyeong.models.runfolder import complete_checkpoints, is_finished_run, is_model
 from malpyeong.models.tiny import FAMILIES, build_tiny_model
@@ -84,6 +82,25 @@ class Member:
         return entry.licence if entry else "unknown (not in the registry)"
 
 
+def check_entry_paths(job: EntryJob) -> None:
+    """Before any work: the output folder neither is nor sits inside the recipes folder (the
+    entry's own configs stay as the user wrote them, and a rerun reads them again), and holds
+    none of the inputs (its predictions would replace them)."""
+    out, recipes = Path(job.out).resolve(), Path(job.recipes).resolve()
+    if out == recipes or recipes in out.parents:
+        raise UserError(
+            "--out is inside the --recipes folder",
+            file=str(job.out),
+            field="out",
+            hint="write the entry elsewhere",
+        )
+    check_distinct(
+        [("--out", job.out)],
+        [("--recipes", job.recipes), ("--test", job.test), ("--dev", job.dev)],
+        folders=("--out",),
+    )
+
+
 def find_recipes(folder: str | os.PathLike) -> list[Path]:
     """The entry's recipes: every ``*.yaml`` in ``folder``, in name order."""
     root = Path(folder)
@@ -96,10 +113,7 @@ def find_recipes(folder: str | os.PathLike) -> list[Path]:
 
 
 def read_recipe(path: Path) -> dict:
-    try:
-        data = yaml.safe_load(path.read_text(encoding="utf-8"))
-    except yaml.YAMLError as err:
-        raise UserError(f"not valid YAML: {str(err).splitlines()[0]}", file=str(path)) from None
+    data = read_yaml(path, field="recipes")
     if not isinstance(data, dict) or not data.get("model"):
         raise UserError("a recipe must be a mapping with a 'model'", file=str(path))
     return data
@@ -277,6 +291,7 @@ def format_table(
 
 def run_entry(job: EntryJob, echo: Callable[[str], None] = print) -> dict[str, Any]:
     """Train, predict, score, vote and check (see the module docstring); the table's data."""
+    check_entry_paths(job)
     members = plan_members(job)
     task = get_task(members[0].parsed[0].task or DEFAULT_TASK)
     dev_files = {m.parsed[0].dev_file for m in members}

@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import logging
 import os
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -29,7 +29,14 @@ from malpyeong.errors import UserError, one_line
 from malpyeong.inference.classifier import ClassifierEngine, is_classifier_run
 from malpyeong.inference.constrain import vllm_engine_kwargs
 from malpyeong.inference.engines import ENGINES, Engine, HFEngine, VLLMEngine
-from malpyeong.models.backbones import REGISTRY, Backbone, get_backbone, load_model, load_tokenizer
+from malpyeong.models.backbones import (
+    REGISTRY,
+    Backbone,
+    get_backbone,
+    load_model,
+    load_tokenizer,
+)
+from malpyeong.models.checks import generation_problem
 from malpyeong.models.runfolder import (
     ADAPTER_CONFIG,
     MODEL_CONFIG,
@@ -60,6 +67,8 @@ class ModelSource:
     adapter: str | None = None  # LoRA adapter folder to attach
     tokenizer: str | None = None  # where the tokenizer is read from
     run: dict = field(default_factory=dict)  # malpyeong_run.json when from a run folder
+    option: str = "model"  # the command-line option that named it (messages say which)
+    given: str = ""  # what the user gave (a run folder, a hub id), for messages
 
     @property
     def defaults(self) -> dict:
@@ -79,9 +88,41 @@ def _adapter_base(folder: Path) -> str:
     return str(base)
 
 
-def resolve_source(name: str | os.PathLike) -> ModelSource:
-    """Decide what ``name`` is (run folder, adapter, local model, hub id) without loading it."""
-    name = str(name)
+def resolve_source(name: str | os.PathLike, *, option: str = "model") -> ModelSource:
+    """Decide what ``name`` is (run folder, adapter, local model, hub id) without loading it;
+    ``option`` is the command-line option that named it (``summarizer``), which messages name."""
+    try:
+        return replace(_resolve(str(name), option), option=option, given=str(name))
+    except UserError as err:
+        raise renamed(err, option) from None
+
+
+def renamed(err: UserError, option: str) -> UserError:
+    """``err`` naming ``option`` where it said ``model`` (the same folder given to --summarizer)."""
+    if err.field != "model" or option == "model":
+        return err
+    return UserError(err.problem, file=err.file, item=err.item, field=option, hint=err.hint)
+
+
+def check_generates(source: ModelSource) -> None:
+    """Refuse, before anything is loaded, a model that cannot write text (an encoder, a
+    classifier that is no malpyeong classification run), naming what the folder is."""
+    if is_classifier_run(source.run):
+        return
+    try:
+        problem = generation_problem(source.weights)
+    except UserError as err:
+        raise renamed(err, source.option) from None
+    if problem:
+        raise UserError(
+            problem,
+            file=source.weights,
+            field=source.option,
+            hint="give a causal language model: a run folder, an adapter or a model folder",
+        )
+
+
+def _resolve(name: str, option: str) -> ModelSource:
     path = Path(name)
     if path.is_dir():
         if has_run_file(path):
@@ -166,6 +207,35 @@ def load_for_inference(
     tokenizer (for checks that need no weights).
     """
     source = name if isinstance(name, ModelSource) else resolve_source(name)
+    try:
+        return _load_for_inference(source, dtype, device, load_in_4bit, trust_remote_code, merge, with_model)
+    except UserError as err:  # a folder given to --summarizer is named so, not as --model
+        raise renamed(err, source.option) from None
+
+
+def check_run_task(source: ModelSource, task: str) -> None:
+    """A training run answers the task it was trained for: another one is refused naming both
+    (its prompt variants and output format belong to its own task)."""
+    trained = source.run.get("task")
+    if trained and trained != task:
+        raise UserError(
+            f"this run was trained for task {trained}, not {task}",
+            file=source.given or None,
+            field=source.option,
+            hint=f"give a run of task {task}, or a model folder",
+        )
+
+
+def _load_for_inference(
+    source: ModelSource,
+    dtype: str | None,
+    device: str | None,
+    load_in_4bit: bool,
+    trust_remote_code: bool | None,
+    merge: bool,
+    with_model: bool,
+) -> Loaded:
+    check_generates(source)
     # The base's registry entry when it has one (a merged copy keeps the base's chat quirks);
     # otherwise what the loaded weights' own config.json says.
     backbone = REGISTRY.get(source.base) or get_backbone(source.weights)
@@ -308,4 +378,13 @@ def _attach_adapter(model: Any, tokenizer: Any, adapter: str, merge: bool) -> An
     return model.merge_and_unload() if merge else model
 
 
-__all__ = ["Loaded", "ModelSource", "load_engine", "load_for_inference", "load_weights", "resolve_source"]
+__all__ = [
+    "Loaded",
+    "ModelSource",
+    "check_generates",
+    "check_run_task",
+    "load_engine",
+    "load_for_inference",
+    "load_weights",
+    "resolve_source",
+]

@@ -30,7 +30,13 @@ from malpyeong.errors import UserError
 from malpyeong.inference.answer import Answer, AnswerRun, AnswerSettings, answer_items, default_batch_size
 from malpyeong.inference.classifier import check_head_scoring
 from malpyeong.inference.engines import Engine, GenerationSettings
-from malpyeong.inference.loading import ModelSource, load_engine, resolve_source
+from malpyeong.inference.loading import (
+    ModelSource,
+    check_generates,
+    check_run_task,
+    load_engine,
+    resolve_source,
+)
 from malpyeong.inference.results import partial_path, partial_paths, sidecar_path
 from malpyeong.inference.routing import Route, plan_routes, route_complete, route_dir, write_routed
 from malpyeong.inference.shard import ALONE, Shard, barrier
@@ -257,17 +263,16 @@ class PredictionJob:
 
     # ----- settings, resolved once per model source -----
     def source_of(self, model: str, *, expert: bool = False) -> ModelSource:
-        """``model`` resolved, refused when its run was trained for another task."""
+        """``model`` resolved, refused when its run was trained for another task or when it
+        cannot write text (an encoder folder): before anything is loaded."""
         source = resolve_source(model)
         trained = source.run.get("task")
-        if trained and trained != self.task.name:
-            if expert:
-                raise UserError(
-                    f"expert trained for task {trained}, not {self.task.name}", file=model, field="model"
-                )
+        if expert and trained and trained != self.task.name:
             raise UserError(
-                f"this run was trained for task {trained}, not {self.task.name}", file=model, field="task"
+                f"expert trained for task {trained}, not {self.task.name}", file=model, field="model"
             )
+        check_run_task(source, self.task.name)
+        check_generates(source)
         return source
 
     def settings_for(self, source: ModelSource) -> AnswerSettings:

@@ -9,7 +9,6 @@ template at all (we give them their family's format).
 
 from __future__ import annotations
 
-import json
 import logging
 import os
 from dataclasses import dataclass, replace
@@ -18,6 +17,7 @@ from typing import Any
 
 from malpyeong.device import cuda_available, cuda_bf16, default_device
 from malpyeong.errors import UserError, one_line
+from malpyeong.models.checks import local_config, tokenizer_problem
 
 log = logging.getLogger(__name__)
 
@@ -366,26 +366,11 @@ BY_MODEL_TYPE = {
 }
 
 
-def _local_config(name: str) -> dict | None:
-    path = Path(name) / "config.json"
-    if path.is_file():
-        return json.loads(path.read_text(encoding="utf-8"))
-    try:  # a hub id that is already in the local cache
-        from huggingface_hub import try_to_load_from_cache
-
-        cached = try_to_load_from_cache(name, "config.json")
-        if isinstance(cached, str):
-            return json.loads(Path(cached).read_text(encoding="utf-8"))
-    except Exception:  # noqa: BLE001 - a malformed id is reported when loading
-        pass
-    return None
-
-
 def get_backbone(name: str) -> Backbone:
     """The registry entry for ``name``, or defaults inferred from its config.json."""
     if name in REGISTRY:
         return REGISTRY[name]
-    config = _local_config(name)
+    config = local_config(name)
     model_type = (config or {}).get("model_type", "llama")
     family, fmt, system, attn, pad = BY_MODEL_TYPE.get(model_type, BY_MODEL_TYPE["llama"])
     if config and config.get("malpyeong_chat_format"):
@@ -556,6 +541,14 @@ def load_tokenizer(
     """Tokenizer with a pad token and a chat template guaranteed."""
     from transformers import AutoTokenizer
 
+    problem = tokenizer_problem(name)  # instead of "Couldn't instantiate the backend tokenizer"
+    if problem:
+        raise UserError(
+            problem,
+            file=name,
+            field="model",
+            hint="give the model's folder, or the hub id it was downloaded from",
+        )
     backbone = backbone or get_backbone(name)
     remote = backbone.trust_remote_code if trust_remote_code is None else trust_remote_code
     try:

@@ -26,7 +26,7 @@ from typing import Any
 from malpyeong.cli import VERBOSE_HELP
 from malpyeong.device import cuda_available, cuda_bf16
 from malpyeong.errors import UserError, one_line
-from malpyeong.io import require_file
+from malpyeong.io import read_yaml, require_file
 from malpyeong.models.runfolder import adapter_of, find_adapter, has_run_file, read_run, weights_of
 from malpyeong.rules import check_external_data, get_rules
 from malpyeong.tasks import DEFAULT_TASK, Task, get_task, task_names
@@ -500,16 +500,11 @@ class RecipeParser:
 
     def check_recipe(self, path: str) -> dict:
         """The recipe's mapping; one error naming every unknown key and the nearest valid one."""
-        import yaml
 
         p = Path(path)
         if not p.exists():
             raise UserError("recipe not found", file=path, field="config")
-        require_file(p, field="config")
-        try:
-            data = yaml.safe_load(p.read_text(encoding="utf-8"))
-        except yaml.YAMLError as err:
-            raise UserError(f"not valid YAML: {one_line(err, 200)}", file=path) from None
+        data = read_yaml(p, field="config")  # a key given twice is refused, not "the last wins"
         if data is None:
             return {}
         if not isinstance(data, dict):
