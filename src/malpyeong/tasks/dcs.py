@@ -52,6 +52,7 @@ class DCSItem:
 @register
 class DCSTask(GenerateTask):
     name = "dcs"
+    editions = ("2024",)
     description = "일상 대화 요약: summarise a long dialogue on given keywords"
     metrics = (
         Metric("rouge1", help="ROUGE-1 F over Mecab morphemes, as the official scorer"),

@@ -294,9 +294,11 @@ def run_info(
     merged: bool,
     extra: dict | None = None,
 ) -> dict:
-    """The run file of a training run (see :mod:`malpyeong.models.runfolder`); ``extra``: what
-    the objective records besides (GRPO: the rewards and their weights)."""
+    """The run file of a training run (see :mod:`malpyeong.models.runfolder`); a run trained
+    with retrieved passages records how, so prediction retrieves the same way by default;
+    ``extra``: what the objective records besides (GRPO: the rewards and their weights)."""
     full = model_args.method == "full"
+    retrieval = script.retrieval() if hasattr(script, "retrieval") else None
     return make_run_info(
         model_args.model,
         model_args.method,
@@ -307,6 +309,7 @@ def run_info(
         max_length=max_length,
         target_style=target_style,
         stage=stage,
+        **({"retrieve": retrieval.meta()} if retrieval is not None else {}),
         **(extra or {}),
     )
 

@@ -8,6 +8,10 @@ trainer config (``SFTConfig`` / ``ORPOConfig``). Every bad value fails here, in 
 ``UserError`` line, before any model is loaded. Also here: the trainer defaults our recipes
 assume, and the trainer settings filled in once the task, the data and the attention kernel are
 known.
+
+Why this module is long: every recipe key is a dataclass field with its help text and its check
+in ``__post_init__``, and a recipe is one flat namespace, so the fields of one run live together
+(split by class, they would still be read as one recipe).
 """
 
 from __future__ import annotations
@@ -26,9 +30,10 @@ from typing import Any
 from malpyeong.cli import VERBOSE_HELP
 from malpyeong.device import cuda_available, cuda_bf16
 from malpyeong.errors import UserError, one_line
+from malpyeong.inference.passages import DEFAULT_K, RetrievalSettings, check_task_retrieval
 from malpyeong.io import read_yaml, require_file
 from malpyeong.models.runfolder import adapter_of, find_adapter, has_run_file, read_run, weights_of
-from malpyeong.rules import check_external_data, get_rules
+from malpyeong.rules import check_augmentation, check_external_data, edition_note, get_rules
 from malpyeong.tasks import DEFAULT_TASK, Task, get_task, task_names
 
 log = logging.getLogger(__name__)
@@ -239,9 +244,22 @@ class SFTArguments(CommonArguments):
         default=None,
         metadata=_help(
             "competition rules to follow, e.g. 2025 (= 2025-가): refuses what they forbid (extra "
-            "training files without external data) and prints a memory estimate against their "
-            "VRAM limit"
+            "training files without external data; option copies and synthetic items without "
+            "augmentation; a retrieval corpus the competition does not ship, without external "
+            "data) and prints a memory estimate against their VRAM limit"
         ),
+    )
+    retrieve: str | None = field(
+        default=None,
+        metadata=_help(
+            "a retrieval index folder (run/retrieve.py build): each item's prompt lists its top "
+            "passages, at training and (the run's default) at prediction time"
+        ),
+    )
+    retrieve_k: int = field(default=DEFAULT_K, metadata=_help("with --retrieve: passages per item"))
+    retrieve_mode: str | None = field(
+        default=None,
+        metadata=_help("with --retrieve: sparse, dense or hybrid ranking (default: the index's kind)"),
     )
 
     def __post_init__(self) -> None:
@@ -265,8 +283,16 @@ class SFTArguments(CommonArguments):
                 field="experts",
                 hint="one of " + ", ".join(task.route_keys),
             )
-        if self.rules is not None:
-            check_external_data(get_rules(self.rules), self.extra_train_files)
+        rules = get_rules(self.rules) if self.rules is not None else None
+        if rules is not None:
+            check_external_data(rules, self.extra_train_files)
+            check_augmentation(
+                rules, "option-order copies (--shuffle_options)" if self.shuffle_options else None
+            )
+            note = edition_note(rules, task.name, task.editions)
+            if note:
+                log.info(note)
+        check_task_retrieval(task, self.retrieval(), rules)
         if self.experts is not None and self.category is not None:
             raise UserError(
                 "--experts trains every category; --category trains one",
@@ -288,6 +314,12 @@ class SFTArguments(CommonArguments):
             _existing(path, "extra_train_files")
         if self.extra_train_ratio is not None and self.extra_train_ratio < 0:
             raise UserError(f"must be >= 0, got {self.extra_train_ratio}", field="extra_train_ratio")
+
+    def retrieval(self) -> RetrievalSettings | None:
+        """The retrieval settings (None without --retrieve); checked when built."""
+        if self.retrieve is None:
+            return None
+        return RetrievalSettings(self.retrieve, self.retrieve_k, self.retrieve_mode)
 
 
 @dataclass

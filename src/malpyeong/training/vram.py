@@ -155,6 +155,36 @@ ARCHITECTURES: dict[str, Architecture] = {
     "meta-llama/Llama-3.2-3B-Instruct": Architecture(
         hidden=3072, layers=28, heads=24, kv_heads=8, head_dim=128, intermediate=8192, vocab=128256, tied=True
     ),
+    # The 2025 backbones (Qwen3's q/k norms are a few thousand parameters: left out).
+    "LGAI-EXAONE/EXAONE-3.5-7.8B-Instruct": Architecture(
+        hidden=4096,
+        layers=32,
+        heads=32,
+        kv_heads=8,
+        head_dim=128,
+        intermediate=14336,
+        vocab=102400,
+        tied=False,
+    ),
+    "Qwen/Qwen3-8B": Architecture(
+        hidden=4096,
+        layers=36,
+        heads=32,
+        kv_heads=8,
+        head_dim=128,
+        intermediate=12288,
+        vocab=151936,
+        tied=False,
+    ),
+    "Qwen/Qwen3-4B": Architecture(
+        hidden=2560, layers=36, heads=32, kv_heads=8, head_dim=128, intermediate=9728, vocab=151936, tied=True
+    ),
+    "Qwen/Qwen3-1.7B": Architecture(
+        hidden=2048, layers=28, heads=16, kv_heads=8, head_dim=128, intermediate=6144, vocab=151936, tied=True
+    ),
+    "Qwen/Qwen3-0.6B": Architecture(
+        hidden=1024, layers=28, heads=16, kv_heads=8, head_dim=128, intermediate=3072, vocab=151936, tied=True
+    ),
 }
 
 
@@ -342,7 +372,13 @@ def recipe_report(script: Any, model_args: Any, config: Any) -> str:
     """The estimate of a parsed run/train.py recipe against its ``rules``' VRAM limit."""
     rules = get_rules(script.rules)
     task = get_task(script.task)
-    arch = architecture_of(model_args.model)
+    try:
+        arch = architecture_of(model_args.model)
+    except UserError:  # the rules' other checks still apply; the estimate is advice
+        return (
+            f"memory estimate: not available for {model_args.model} (its architecture numbers are "
+            "not in the estimate's table and it is no local folder with a config.json)"
+        )
     attn = model_args.attn_implementation or get_backbone(model_args.model).attn_implementation
     labels = (
         task.n_choices
