@@ -91,6 +91,72 @@ def test_chat_rewards_one_line_and_rouge_l():
     assert scores(task, item, "  ") == {"format": 0.0, "quality": 0.0}
 
 
+def test_rag_rewards_official_shape_answer_match_and_alternatives():
+    task = get_task("rag")
+    record = {
+        "id": "r1",
+        "input": {
+            "question_type": "선택형",
+            "question": '"값이 {싸다/저렴하다}." 가운데 올바른 것을 고르시오.',
+        },
+        "output": {"answer": '"값이 싸다."#"값이 저렴하다."가 옳다. 두 말 모두 표준어이다.'},
+    }
+    item = task.parse_item(record, [])
+    # the second '#' alternative; reasons: 두/말/모두/표준어/이/다 against 두/말/은/... -> 12/13
+    got = scores(task, item, '"값이 저렴하다."가 옳다. 두 말은 모두 표준어이다.')
+    assert got == {"format": 1.0, "correct": 1.0, "quality": pytest.approx(12 / 13)}
+    # the scorer splits at the phrase before the alternatives: the first one never matches
+    got = scores(task, item, '"값이 싸다."가 옳다. 두 말 모두 표준어이다.')
+    assert got == {"format": 1.0, "correct": 0.0, "quality": 1.0}
+    assert scores(task, item, '"값이 저렴하다."가 옳다.') == {"format": 0.5, "correct": 1.0, "quality": 0.0}
+    assert scores(task, item, "값이 저렴하다가 옳다")["format"] == 0.5  # the phrase, not the shape
+    assert scores(task, item, "잘 모르겠습니다") == {"format": 0.0, "correct": 0.0, "quality": 0.0}
+
+
+def test_culture_rewards_per_question_type():
+    task = get_task("culture")
+    info = {"category": "문화", "domain": "예술", "topic_keyword": "가야금"}
+    choice = task.parse_item(
+        {
+            "id": "c1",
+            "input": {
+                **info,
+                "question_type": "선다형",
+                "question": "전통 악기는?\n1\t가야금 2\t사과 3\t기차",
+            },
+            "output": {"answer": "1"},
+        },
+        [],
+    )
+    short = task.parse_item(
+        {
+            "id": "c2",
+            "input": {**info, "question_type": "단답형", "question": "목민심서를 쓴 사람은?"},
+            "output": {"answer": "정약용 # 다산"},
+        },
+        [],
+    )
+    essay = task.parse_item(
+        {
+            "id": "c3",
+            "input": {**info, "question_type": "서술형", "question": "김치에 대해 서술하시오."},
+            "output": {"answer": "김치는 발효 음식이다."},
+        },
+        [],
+    )
+    assert scores(task, choice, "1") == {"format": 1.0, "correct": 1.0, "quality": None}
+    assert scores(task, choice, "1번") == {"format": 0.5, "correct": 1.0, "quality": None}  # read as 1
+    assert scores(task, choice, "2") == {"format": 1.0, "correct": 0.0, "quality": None}
+    assert scores(task, choice, "모르겠다") == {"format": 0.0, "correct": 0.0, "quality": None}
+    assert scores(task, short, "다산") == {"format": 1.0, "correct": 1.0, "quality": None}  # an alternative
+    assert scores(task, short, " 정약용 ") == {"format": 1.0, "correct": 1.0, "quality": None}
+    assert scores(task, short, "정약용 다산")["correct"] == 0.0
+    assert scores(task, short, "다산\n정약용이다") == {"format": 0.5, "correct": 1.0, "quality": None}
+    assert scores(task, essay, "김치는 발효 음식이다.") == {"format": 1.0, "correct": None, "quality": 1.0}
+    looped = scores(task, essay, "김치는 음식이다. 김치는 음식이다.")
+    assert looped["format"] == 0.5 and looped["correct"] is None and 0 < looped["quality"] < 1
+
+
 # ------------------------------------------------------------------------------ weights, user rewards
 
 

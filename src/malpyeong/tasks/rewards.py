@@ -12,6 +12,9 @@ recur:
   Mecab morphemes as the official scorer counts it); ``bertscore`` adds BERTScore F1 of the
   same two texts when a local BERTScore model is given.
 
+A reward may not apply to an item (culture's ``correct`` to a 서술형 question, whose score is
+its text): it returns None there, which trl leaves out of that reward's mean and sum.
+
 A reward scores a batch at once (:meth:`Reward.__call__`), so a model-based one (BERTScore)
 encodes the batch together; the others are plain per-item functions.
 """
@@ -34,14 +37,16 @@ class Reward:
     name: str
     weight: float  # the default weight in the weighted sum (recipes and flags may change it)
     help: str
-    score: Callable[[Any, str], float] | None = None
-    batch: Callable[[Sequence[Any], Sequence[str]], list[float]] | None = None
+    score: Callable[[Any, str], float | None] | None = None
+    batch: Callable[[Sequence[Any], Sequence[str]], list[float | None]] | None = None
 
-    def __call__(self, items: Sequence[Any], completions: Sequence[str]) -> list[float]:
+    def __call__(self, items: Sequence[Any], completions: Sequence[str]) -> list[float | None]:
         if self.batch is not None:
-            return [float(v) for v in self.batch(items, completions)]
-        assert self.score is not None, f"reward {self.name} has no score"
-        return [float(self.score(item, text)) for item, text in zip(items, completions, strict=True)]
+            values = self.batch(items, completions)
+        else:
+            assert self.score is not None, f"reward {self.name} has no score"
+            values = [self.score(item, text) for item, text in zip(items, completions, strict=True)]
+        return [None if v is None else float(v) for v in values]
 
 
 def format_reward(ok: Callable[[Any, str], float | bool], help: str, weight: float = 0.2) -> Reward:

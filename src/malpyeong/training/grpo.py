@@ -31,6 +31,7 @@ from typing import Any
 from malpyeong.data import load_items
 from malpyeong.device import cuda_available
 from malpyeong.errors import UserError
+from malpyeong.inference.passages import DEFAULT_K, RetrievalSettings, check_task_retrieval, with_passages
 from malpyeong.io import atomic_write_json
 from malpyeong.models.backbones import Backbone, encode, end_of_turn_ids
 from malpyeong.models.budget import fit_prompt
@@ -44,7 +45,7 @@ from malpyeong.models.runfolder import (
     read_run,
     write_run,
 )
-from malpyeong.rules import get_rules
+from malpyeong.rules import edition_note, get_rules
 from malpyeong.tasks import DEFAULT_TASK, PromptSpec, Task, get_task, task_names
 from malpyeong.training.evaluation import TaskEvaluator, dev_answer_settings, load_dev_items
 from malpyeong.training.examples import BudgetStats
@@ -121,7 +122,21 @@ class GRPOArguments(CommonArguments):
     )
     rules: str | None = field(
         default=None,
-        metadata=_help("competition rules, e.g. 2025-가: recorded, and a memory estimate against their VRAM"),
+        metadata=_help(
+            "competition rules, e.g. 2025-가: recorded, a retrieval corpus they count as external "
+            "data refused, and a memory estimate against their VRAM"
+        ),
+    )
+    retrieve: str | None = field(
+        default=None,
+        metadata=_help(
+            "a retrieval index folder (run/retrieve.py build): each prompt lists its top passages, "
+            "as in training with run/train.py --retrieve (and the run's default at prediction)"
+        ),
+    )
+    retrieve_k: int = field(default=DEFAULT_K, metadata=_help("with --retrieve: passages per item"))
+    retrieve_mode: str | None = field(
+        default=None, metadata=_help("with --retrieve: sparse, dense or hybrid (default: the index's kind)")
     )
 
     def __post_init__(self) -> None:
@@ -139,12 +154,22 @@ class GRPOArguments(CommonArguments):
             )
         if self.max_length < 2:
             raise UserError(f"must be at least 2, got {self.max_length}", field="max_length")
-        if self.rules is not None:
-            get_rules(self.rules)  # GRPO reads the task's own files only: nothing else to refuse
+        rules = get_rules(self.rules) if self.rules is not None else None
+        if rules is not None:  # GRPO reads the task's own file only: no external data
+            note = edition_note(rules, task.name, task.editions)
+            if note:
+                log.info(note)
+        check_task_retrieval(task, self.retrieval(), rules)
         if self.sft_adapter:
             self.sft_adapter = str(find_adapter(self.sft_adapter, "sft_adapter"))
         if self.sft_adapter and self.init_from:
             raise UserError("--sft_adapter and --init_from exclude each other", field="sft_adapter")
+
+    def retrieval(self) -> RetrievalSettings | None:
+        """The retrieval settings (None without --retrieve); checked when built."""
+        if self.retrieve is None:
+            return None
+        return RetrievalSettings(self.retrieve, self.retrieve_k, self.retrieve_mode)
 
 
 def grpo_config_class() -> type:
@@ -412,8 +437,11 @@ def train_grpo(script: GRPOArguments, model_args: ModelArguments, config: Any) -
     check_adapter_base(script.sft_adapter, model_args.model)
     check_grpo_config(config)
     style = task.check_target_style(script.target_style or _starting_style(script))
-    items = load_items(script.train_file, task, require_output=True)[: script.max_train_items]
-    dev_items = load_dev_items(task, script)
+    retrieval = script.retrieval()  # the passages each prompt lists, as SFT's (and prediction's)
+    items = with_passages(
+        task, load_items(script.train_file, task, require_output=True)[: script.max_train_items], retrieval
+    )
+    dev_items = with_passages(task, load_dev_items(task, script), retrieval)
     rewards = reward_set(
         task,
         [*items, *dev_items],

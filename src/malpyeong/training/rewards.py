@@ -107,7 +107,7 @@ class TaskRewardFunction:
         self.reward, self.items = reward, items
         self.__name__ = reward.name  # trl logs rewards/<name>/mean and /std
 
-    def __call__(self, prompts: list, completions: list, row: list[int], **_: Any) -> list[float]:
+    def __call__(self, prompts: list, completions: list, row: list[int], **_: Any) -> list[float | None]:
         texts = [c if isinstance(c, str) else c[-1]["content"] for c in completions]
         return self.reward([self.items[r] for r in row], texts)
 
