@@ -2,7 +2,8 @@
 checkpoint (under the 2025 rules, which refuse nothing GRPO does, and the run file records the
 rewards and their weights); and on the learnable synthetic CCI set, after a short SFT warm-up
 that leaves the model well below ceiling, GRPO raises held-out accuracy measured by run/test.py
-while the mean correctness reward rises over training."""
+while the mean correctness reward rises over training; on the rag samples, after an SFT warm-up
+that leaves the official answer shape near 0, GRPO on the format reward brings it to 0.9."""
 
 from __future__ import annotations
 
@@ -256,3 +257,61 @@ def test_grpo_raises_heldout_accuracy_after_a_short_sft_warmup(tmp_path, capsys)
     assert sum(correct[-2:]) / 2 > correct[0] + 0.05, correct
     info = json.loads((grpo / "malpyeong_run.json").read_text(encoding="utf-8"))
     assert info["target_style"] == "letter" and info["rewards"] == {"format": 0.2, "correct": 1.0}
+
+
+def build_rag_model(out: Path, items: list) -> Path:
+    """A tiny Llama whose tokenizer knows the rag samples' words, with a usable output scale."""
+    import torch
+    from transformers import AutoModelForCausalLM
+
+    from malpyeong.models.tiny import SEED_TEXT, build_tiny_model
+    from malpyeong.tasks import get_task
+
+    task = get_task("rag")
+    texts = [*SEED_TEXT.splitlines(), *(m["content"] for it in items for m in task.messages(it))]
+    path = build_tiny_model(
+        "llama", out, seed=0, hidden_size=64, layers=2, texts=[*texts, *map(task.target, items)]
+    )
+    model = AutoModelForCausalLM.from_pretrained(path)
+    with torch.no_grad():
+        model.get_output_embeddings().weight.mul_(16.0)
+    model.save_pretrained(path, safe_serialization=True)
+    return path
+
+
+RAG_SFT_STEPS = "7"  # leaves the official shape near 0 (0.08 of the first samples)
+RAG_GRPO_STEPS = "45"
+
+
+@pytest.mark.slow
+def test_grpo_teaches_the_rag_format_from_near_zero(tmp_path, capsys):
+    from malpyeong.data import load_items
+    from malpyeong.tasks import get_task
+
+    train = ROOT / "resource" / "data" / "rag_train.jsonl"
+    model = build_rag_model(tmp_path / "model", load_items(train, get_task("rag"), require_output=True))
+    sft, grpo = tmp_path / "sft", tmp_path / "grpo"
+    warmup = [a if a != "cci" else "rag" for a in SFT_WARMUP if a not in ("--target_style", "letter")]
+    warmup[warmup.index("--max_steps") + 1] = RAG_SFT_STEPS
+    warmup[warmup.index("--per_device_train_batch_size") + 1] = "4"
+    warmup[warmup.index("--warmup_steps") + 1] = "0"
+    argv = ["--model", str(model), "--train_file", str(train), "--output_dir", str(sft), *warmup]
+    assert run_cli(load_script(ROOT / "run" / "train.py").main, argv) == 0
+    argv = [
+        *("--algorithm", "grpo", "--task", "rag", "--model", str(model), "--train_file", str(train)),
+        *("--output_dir", str(grpo), "--sft_adapter", str(sft), "--method", "lora"),
+        *("--max_steps", RAG_GRPO_STEPS, "--num_generations", "8", "--per_device_train_batch_size", "32"),
+        *("--max_completion_length", "32", "--max_length", "512", "--learning_rate", "3e-4"),
+        *("--lr_scheduler_type", "constant", "--warmup_steps", "0", "--logging_steps", "1"),
+        *("--save_strategy", "no", "--report_to", "none", "--disable_tqdm", "true"),
+        *("--reward_weights", "format=1,correct=0,quality=0", "--rules", "2025-가"),
+    ]
+    assert run_cli(load_script(TRAIN).main, argv) == 0
+    capsys.readouterr()
+    shape = list(rewards_by_step(grpo, "format").values())
+    with capsys.disabled():
+        print("\nrag format reward by step: " + " ".join(f"{v:.2f}" for v in shape))
+    assert shape[0] <= 0.1, shape
+    assert sum(shape[-5:]) / 5 >= 0.9, shape
+    info = json.loads((grpo / "malpyeong_run.json").read_text(encoding="utf-8"))
+    assert info["rules"] == "2025-가" and info["rewards"] == {"format": 1.0, "correct": 0.0, "quality": 0.0}
