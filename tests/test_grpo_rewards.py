@@ -372,3 +372,21 @@ def test_normalize_then_sum_against_a_hand_computation(one_group_trainer):
     assert _advantages(trainer) == pytest.approx(want, abs=1e-5)
     # the rare reward (first) counts as much as the frequent one: the first completion leads
     assert max(range(4), key=lambda i: want[i]) == 0
+
+
+def test_the_summary_skips_steps_a_reward_did_not_apply_to(tmp_path):
+    from malpyeong.training.grpo import reward_summary
+
+    history = [
+        {"step": 1, "reward": 0.5, "rewards/correct/mean": 0.25, "rewards/quality/mean": None},
+        {"step": 2, "reward": 0.5, "rewards/correct/mean": None, "rewards/quality/mean": 0.5},
+        {"step": 3, "reward": 0.5, "rewards/correct/mean": 0.75, "rewards/quality/mean": float("nan")},
+        {"step": 4, "reward": 0.5, "rewards/essay/mean": None, "groups/zero_spread": 1, "groups/total": 2},
+    ]
+    (tmp_path / "log_history.json").write_text(json.dumps(history), encoding="utf-8")
+    assert reward_summary(tmp_path) == [
+        "reward correct: 0.250 at step 1 -> 0.750 at step 3",
+        "reward essay: applied to no completion",
+        "reward quality: 0.500 at step 2 -> 0.500 at step 2",
+        "groups with zero spread: 1.00 of 2.00 per generation batch on average",
+    ]

@@ -23,6 +23,7 @@ from __future__ import annotations
 import copy
 import json
 import logging
+import math
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -576,11 +577,14 @@ def reward_summary(out: Path) -> list[str]:
     names = sorted({k[len("rewards/") : -len("/mean")] for h in history for k in h if k.endswith("/mean")})
     for name in names:
         key = f"rewards/{name}/mean"
-        values = [h[key] for h in history if key in h]
-        lines.append(
-            f"reward {name}: {values[0]:.3f} at step {history[0]['step']} -> {values[-1]:.3f} at step "
-            f"{history[-1]['step']}"
-        )
+        # a logging step whose batch the reward did not apply to (None from every item) has none
+        scored = [(h["step"], h[key]) for h in history if isinstance(h.get(key), (int, float))]
+        scored = [(step, v) for step, v in scored if not math.isnan(v)]
+        if not scored:
+            lines.append(f"reward {name}: applied to no completion")
+            continue
+        (first_step, first), (last_step, last) = scored[0], scored[-1]
+        lines.append(f"reward {name}: {first:.3f} at step {first_step} -> {last:.3f} at step {last_step}")
     flat = [h["groups/zero_spread"] for h in history if "groups/zero_spread" in h]
     total = [h["groups/total"] for h in history if "groups/total" in h]
     if flat and total:
