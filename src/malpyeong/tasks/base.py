@@ -15,7 +15,7 @@ answered here -- :attr:`Task.has_options` (are there options to score, shuffle, 
 reject?), :attr:`Task.combiner` (how do several models' outputs combine?),
 :meth:`Task.parse_output` and :meth:`Task.fallback_output` (what does a generation give?),
 :attr:`Task.reference_loglik` (is the gold output scored too?), :attr:`Task.objectives` (which
-training objectives apply?).
+training objectives apply?), :meth:`Task.rewards` (what does reinforcement learning reward?).
 """
 
 from __future__ import annotations
@@ -29,6 +29,7 @@ from typing import Any, ClassVar, Literal, Protocol
 from malpyeong.errors import UserError
 from malpyeong.retrieval.corpus import Passage
 from malpyeong.retrieval.index import Index
+from malpyeong.tasks.rewards import Reward, format_reward, text_rewards
 
 Problems = list[tuple[str, str]]  # (field, problem) pairs collected while parsing one record
 
@@ -375,6 +376,28 @@ class Task:
             lines.append(f"{m.name:<12}{shown}")
         return "\n".join(lines)
 
+    # ----- rewards (GRPO) -----
+    def rewards(self, bertscore_model: str | None = None, device: str | None = None) -> list[Reward]:
+        """The rewards reinforcement learning may train this task on, with their default weights
+        (:mod:`malpyeong.tasks.rewards`). Default: ``format`` (:meth:`parse_output` reads the
+        completion) and ``quality`` (ROUGE-1 of :meth:`reward_texts`; ``bertscore`` too when a
+        BERTScore model is given)."""
+        return [
+            format_reward(
+                lambda item, text: self.parse_output(item, text) is not None,
+                "the completion reads as an output of the task",
+            ),
+            *text_rewards(self.reward_texts, bertscore_model, device, weight=1.0),
+        ]
+
+    def reward_texts(self, item: Any, text: str) -> tuple[str, str] | None:
+        """The gold text and the completion's, as the text rewards compare them (None: nothing
+        could be read from the completion). Default: :meth:`output_text` of both outputs."""
+        output = self.parse_output(item, text)
+        if output is None:
+            return None
+        return self.output_text(self.reference(item)), self.output_text(output)
+
     # ----- distillation -----
     distill_flags: ClassVar[frozenset[str]] = frozenset()  # prompt flags a teacher always gets
     distill_needs_gold: ClassVar[bool] = False  # whether teacher answers are checked against gold
@@ -490,6 +513,31 @@ class ChoiceTask(Task):
         raise NotImplementedError
 
     distill_needs_gold = True
+
+    def rewards(self, bertscore_model: str | None = None, device: str | None = None) -> list[Reward]:
+        """``format``: the completion names an option as the task's answers do (``A``,
+        ``A. ...``, ``정답: A``); ``correct``: the option it names is the gold one."""
+        if bertscore_model:
+            raise UserError(
+                f"task {self.name} answers with an option: there is no text for BERTScore to compare",
+                field="bertscore_model",
+            )
+        return [
+            format_reward(
+                lambda item, text: self.parse_answer(text) is not None, "the completion names an option"
+            ),
+            Reward(
+                "correct",
+                1.0,
+                "the option named is the gold one (accuracy)",
+                score=lambda item, text: float(
+                    self.label_index(item) is not None and self.parse_answer(text) == self.label_index(item)
+                ),
+            ),
+        ]
+
+    def reward_texts(self, item: Any, text: str) -> tuple[str, str] | None:
+        return None
 
     def distill_completion(self, item: Any, text: str) -> tuple[str | None, str]:
         """Kept only when the teacher names the gold option and reasons before it: the

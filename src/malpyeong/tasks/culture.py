@@ -19,6 +19,7 @@ from typing import Any
 
 from malpyeong.errors import UserError
 from malpyeong.metrics import korean2025 as k25
+from malpyeong.tasks.answer_rewards import culture_rewards, culture_texts
 from malpyeong.tasks.answers import AnswerItem, AnswerTask, clean_generation
 from malpyeong.tasks.base import Metric, Option, PromptSpec
 from malpyeong.tasks.cci import option_length_columns
@@ -26,6 +27,7 @@ from malpyeong.tasks.culture_synthetic import synthetic_culture
 from malpyeong.tasks.dcs import drop_repeated_tail
 from malpyeong.tasks.rag import answer_of, check_skip, format_2025
 from malpyeong.tasks.registry import register
+from malpyeong.tasks.rewards import Reward
 
 CHOICE, SHORT, ESSAY = k25.CHOICE, k25.SHORT, k25.ESSAY
 OPTION = re.compile(r"(?<!\d)(\d{1,2})\t\s*(.*?)(?=\s+\d{1,2}\t|\s*$)", re.S)
@@ -145,6 +147,13 @@ class CultureTask(AnswerTask):
 
     def fallback_output(self, item: AnswerItem) -> dict:
         return {"answer": "1" if item.question_type == CHOICE else "."}
+
+    # ----- rewards (GRPO): malpyeong.tasks.answer_rewards -----
+    def rewards(self, bertscore_model: str | None = None, device: str | None = None) -> list[Reward]:
+        return culture_rewards(self, bertscore_model, device)
+
+    def reward_texts(self, item: AnswerItem, text: str) -> tuple[str, str] | None:
+        return culture_texts(self, item, text)
 
     # ----- metrics -----
     def evaluate(self, gold: list[AnswerItem], outputs: dict[str, Any], **options: Any) -> dict:

@@ -26,10 +26,12 @@ from typing import Any
 
 from malpyeong.errors import UserError
 from malpyeong.metrics import korean2025 as k25
+from malpyeong.tasks.answer_rewards import norms_reason_texts, norms_rewards
 from malpyeong.tasks.answers import AnswerItem, AnswerTask, clean_generation
 from malpyeong.tasks.base import Metric, Option, PromptSpec
 from malpyeong.tasks.rag_synthetic import synthetic_norms
 from malpyeong.tasks.registry import register
+from malpyeong.tasks.rewards import Reward
 
 QUESTION_TYPES = ("선택형", "교정형", "선다형", "서술형", "단답형")
 FORM = '"…"가 옳다.'
@@ -138,6 +140,13 @@ class NormsTask(AnswerTask):
     def output_flags(self, item: AnswerItem, text: str, output: Any) -> list[str]:
         cleaned = clean_generation(text)
         return [] if any(p in cleaned for p in k25.ANSWER_PHRASES) or output is None else ["repaired"]
+
+    # ----- rewards (GRPO): malpyeong.tasks.answer_rewards -----
+    def rewards(self, bertscore_model: str | None = None, device: str | None = None) -> list[Reward]:
+        return norms_rewards(self, bertscore_model, device)
+
+    def reward_texts(self, item: AnswerItem, text: str) -> tuple[str, str] | None:
+        return norms_reason_texts(self, item, text)
 
     # ----- metrics -----
     def evaluate(self, gold: list[AnswerItem], outputs: dict[str, Any], **options: Any) -> dict:

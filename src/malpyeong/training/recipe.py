@@ -45,6 +45,7 @@ DTYPES = ("auto", "bf16", "bfloat16", "fp16", "float16", "fp32", "float32")
 ATTENTION = ("eager", "sdpa", "flash_attention_2", "flash_attention_3", "flex_attention")
 # preference objectives orpo/train.py offers (see malpyeong.training.preference)
 ALGORITHMS = ("orpo", "dpo", "simpo", "kto")
+RL_ALGORITHMS = ("grpo",)  # reinforcement learning with the task's rewards (malpyeong.training.grpo)
 
 
 def _help(text: str, **extra: Any) -> dict:
@@ -692,6 +693,17 @@ def resolve_trainer_args(
     ``has_dev``: there is a dev set to evaluate (loss); ``task_metric``: the task's own metric is
     computed on it (otherwise the best checkpoint is the one with the lowest eval loss).
     """
+    changes = trainer_arg_changes(model_args, config, task, has_dev=has_dev, task_metric=task_metric)
+    if changes:
+        config = dataclasses.replace(config, **changes)
+    return config
+
+
+def trainer_arg_changes(
+    model_args: ModelArguments, config: Any, task: Task, *, has_dev: bool, task_metric: bool
+) -> dict[str, Any]:
+    """The changes :func:`resolve_trainer_args` makes, as a mapping (for a config that cannot be
+    re-created by ``dataclasses.replace``: GRPOConfig derives its batch sizes once)."""
     changes: dict[str, Any] = {}
     if config.output_dir in ("auto", None, "trainer_output"):
         short = Path(model_args.model.rstrip("/")).name or "model"
@@ -702,9 +714,7 @@ def resolve_trainer_args(
         changes["greater_is_better"] = task.metric(metric).higher_is_better if task_metric else False
     if not has_dev:
         changes.update(eval_strategy="no", load_best_model_at_end=False)
-    if changes:
-        config = dataclasses.replace(config, **changes)
-    return config
+    return changes
 
 
 def batching_changes(mode: str, attn_implementation: str, config: Any) -> dict[str, Any]:
