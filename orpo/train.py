@@ -1,9 +1,12 @@
-"""Preference-tune a backbone on pairs from orpo/build_pairs.py: ORPO, DPO, SimPO or KTO.
+"""Preference-tune a backbone on pairs from orpo/build_pairs.py (ORPO, DPO, SimPO, KTO), or
+train it with GRPO on the task's own rewards.
 
     python orpo/train.py --config resource/configs/cci/tiny_orpo.yaml             # on a CPU
     python orpo/train.py --config resource/configs/cci/tiny_dpo.yaml              # DPO, SimPO, KTO
     python orpo/train.py --model rtzr/ko-gemma-2-9b-it --pairs pairs/cci.jsonl --method qlora \\
         --sft_adapter runs/cci/gemma --dev_file resource/data/cci_dev.json --algorithm dpo
+    python orpo/train.py --algorithm grpo --model M --task cci --train_file resource/data/cci_train.json \\
+        --output_dir runs/cci/grpo --reward_weights format=0.2,correct=1       # docs/grpo.md
 
 ``--algorithm`` (or the recipe's ``algorithm:``) chooses the objective and so trl's trainer and
 config: orpo (trl.experimental.orpo; an odds-ratio penalty, weighted by ``beta``, on the chosen
@@ -16,6 +19,10 @@ orpo/build_unpaired.py). ``--sft_adapter`` continues training an SFT run's LoRA 
 keys plus every field of the objective's trl config; ``--key value`` overrides it. The run
 folder has the same layout as SFT's (adapter or model, config.yaml, dev_metrics.json with the
 held-out chosen-minus-rejected log-probability margin before and after, malpyeong_run.json).
+``--algorithm grpo`` (trl.GRPOTrainer) samples ``num_generations`` completions per prompt of
+``--train_file`` (the task's official layout) and rewards them as the task is scored (format,
+correctness, text quality; ``--reward_weights format=0.2,correct=1``); the run file records the
+rewards and their weights, log_history.json each reward's mean and spread per step.
 Ctrl-C, then the same command with --resume, continues from the last complete checkpoint.
 --help-all also lists every trainer field.
 """
@@ -28,7 +35,7 @@ from pathlib import Path
 
 from malpyeong.cli import run_cli
 from malpyeong.models.runfolder import DEV_METRICS
-from malpyeong.training import INTERRUPTED, has_flag
+from malpyeong.training import INTERRUPTED, dev_summary, has_flag
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -37,9 +44,11 @@ def main(argv: list[str] | None = None) -> int:
 
         print(registry_table())
         return 0
-    from malpyeong.training import algorithm_of, dev_summary, preference_parser, train_orpo
+    from malpyeong.training import algorithm_of, preference_parser, train_orpo
 
     args = sys.argv[1:] if argv is None else argv
+    if algorithm_of(args) == "grpo":
+        return _grpo(args)
     parser = preference_parser(algorithm_of(args))
     parser.description = parser.parser.description = __doc__
     script, model_args, config = parser.parse(args)
@@ -50,6 +59,26 @@ def main(argv: list[str] | None = None) -> int:
             f"held-out chosen - rejected margin ({margin['pairs']} pairs): "
             f"{margin['before']:.3f} before, {margin['after']:.3f} after"
         )
+    print(f"run folder: {out}")
+    summary = dev_summary(out)
+    if summary:
+        print(summary)
+    return 0
+
+
+def _grpo(args: list[str]) -> int:
+    from malpyeong.training.grpo import grpo_parser, reward_summary, train_grpo
+
+    parser = grpo_parser()
+    parser.description = parser.parser.description = __doc__
+    script, model_args, config = parser.parse(args)
+    if script.rules:  # before anything is loaded: will the recipe fit the rules' GPU?
+        from malpyeong.training.vram import grpo_recipe_report
+
+        print(grpo_recipe_report(script, model_args, config))
+    out = train_grpo(script, model_args, config)
+    for line in reward_summary(out):
+        print(line)
     print(f"run folder: {out}")
     summary = dev_summary(out)
     if summary:

@@ -20,6 +20,9 @@ Several processes (`accelerate launch --num_processes N run/test.py ...`) share 
 write the same files a single process would.
 A task with a JSON output (memory) is decoded under its schema unless --no_constrain is given;
 --system_prompt_file replaces the task's system prompt with a published model's exact one.
+--preset baseline2025 decodes as the 2025 official baselines did (greedy stays the default).
+--retrieve INDEX lists each item's top passages in its prompt (a run trained with an index
+uses it by default); the share of outputs the task had to repair is printed.
 """
 
 from __future__ import annotations
@@ -30,7 +33,7 @@ import sys
 
 from malpyeong.cli import read_system_prompt, run_cli, task_argument, verbose_argument
 from malpyeong.errors import UserError
-from malpyeong.inference.engines import GenerationSettings
+from malpyeong.inference.engines import GENERATION_PRESETS, GenerationSettings
 from malpyeong.inference.predict import PredictionJob, RoutedSummary
 from malpyeong.inference.scoring import SCORINGS
 from malpyeong.inference.shard import ALONE, current_shard
@@ -66,12 +69,47 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         action="store_true",
         help="choice tasks: average the cyclic option orders (cancels position bias)",
     )
-    p.add_argument("--max_new_tokens", type=int, default=256, help="generate tasks")
-    p.add_argument("--num_beams", type=int, default=1, help="generate tasks: beam search width")
-    p.add_argument("--do_sample", action="store_true", help="generate tasks: sample, not greedy")
-    p.add_argument("--temperature", type=float, default=1.0)
-    p.add_argument("--top_p", type=float, default=1.0)
+    p.add_argument(
+        "--preset",
+        default="greedy",
+        choices=sorted(GENERATION_PRESETS),
+        help="generate tasks: named decoding settings (the flags below override them): greedy "
+        "(default, reproducible) or baseline2025 (as the 2025 official baselines ran: sampling, "
+        "temperature 0.7, top-p 0.8, repetition penalty 1.05, 1,024 new tokens)",
+    )
+    p.add_argument("--max_new_tokens", type=int, default=None, help="generate tasks (default 256)")
+    p.add_argument("--num_beams", type=int, default=None, help="generate tasks: beam search width")
+    p.add_argument(
+        "--do_sample", action="store_true", default=None, help="generate tasks: sample, not greedy"
+    )
+    p.add_argument("--temperature", type=float, default=None)
+    p.add_argument("--top_p", type=float, default=None)
+    p.add_argument("--repetition_penalty", type=float, default=None, help="generate tasks (default 1.0: off)")
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument(
+        "--retrieve",
+        default=None,
+        metavar="INDEX",
+        help="a retrieval index folder (run/retrieve.py build): each prompt lists its top "
+        "passages (default: the training run's index, if it was trained with one)",
+    )
+    p.add_argument(
+        "--retrieve_k", type=int, default=None, help="passages per item (default: the run's, or 5)"
+    )
+    p.add_argument(
+        "--retrieve_mode", default=None, help="sparse, dense or hybrid (default: the run's or the index's)"
+    )
+    p.add_argument(
+        "--no_retrieve",
+        action="store_true",
+        help="predict without passages even if the run was trained with them",
+    )
+    p.add_argument(
+        "--rules",
+        default=None,
+        help="competition rules to follow, e.g. 2025 (= 2025-가): refuses retrieval over a corpus "
+        "the rules count as external data",
+    )
     p.add_argument(
         "--no_constrain",
         action="store_true",
@@ -120,11 +158,20 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
 
 def check_args(args: argparse.Namespace) -> None:
     """Every mistake we can see before loading a model."""
-    for name in ("batch_size", "max_new_tokens", "num_beams", "max_length", "tensor_parallel_size"):
+    for name in (
+        "batch_size",
+        "max_new_tokens",
+        "num_beams",
+        "max_length",
+        "tensor_parallel_size",
+        "retrieve_k",
+    ):
         value = getattr(args, name)
         if value is not None and value < 1:
             raise UserError(f"must be at least 1, got {value}", field=name)
     generation_settings(args)  # the one check of decoding settings (engines.check_generation)
+    if args.no_retrieve and args.retrieve:
+        raise UserError("--retrieve and --no_retrieve exclude each other", field="no_retrieve")
     if args.engine == "vllm":
         try:
             import vllm  # noqa: F401
@@ -135,15 +182,14 @@ def check_args(args: argparse.Namespace) -> None:
 
 
 def generation_settings(args: argparse.Namespace) -> GenerationSettings:
-    """The decoding settings (checked once, in GenerationSettings: engines.check_generation)."""
-    return GenerationSettings(
-        max_new_tokens=args.max_new_tokens,
-        num_beams=args.num_beams,
-        do_sample=args.do_sample,
-        temperature=args.temperature,
-        top_p=args.top_p,
-        seed=args.seed,
-    )
+    """The preset's settings, with every flag given on the command line on top (checked once,
+    in GenerationSettings: engines.check_generation)."""
+    given = {
+        k: getattr(args, k)
+        for k in ("max_new_tokens", "num_beams", "do_sample", "temperature", "top_p", "repetition_penalty")
+        if getattr(args, k) is not None
+    }
+    return GenerationSettings(**{**GENERATION_PRESETS[args.preset], **given, "seed": args.seed})
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -159,6 +205,11 @@ def main(argv: list[str] | None = None) -> int:
         system_prompt=read_system_prompt(args.system_prompt_file),
         max_length=args.max_length,
         batch_size=args.batch_size,
+        retrieve=args.retrieve,
+        retrieve_k=args.retrieve_k,
+        retrieve_mode=args.retrieve_mode,
+        no_retrieve=args.no_retrieve,
+        rules=args.rules,
         scoring=args.scoring,
         permute=args.permute,
         generation=generation_settings(args),
@@ -193,6 +244,9 @@ def main(argv: list[str] | None = None) -> int:
         f"{f', {summary.over_budget} still over' if summary.over_budget else ''}; "
         f"details in {summary.sidecar}"
     )
+    for flag, count in summary.flags.items():
+        help_text = task.output_flag_help.get(flag, flag)
+        print(f"{flag}: {count} of {summary.n} outputs ({count / summary.n:.1%}): {help_text}")
     if summary.cut:
         before, after = summary.cut_tokens
         print(

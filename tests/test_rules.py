@@ -86,8 +86,11 @@ def test_gemma_qlora_recipe_estimate_is_printed_before_loading(tmp_path):
     arch = ARCHITECTURES["rtzr/ko-gemma-2-9b-it"]
     assert set(ARCHITECTURES) <= set(REGISTRY)
     assert arch.params == 9_241_705_984  # gemma-2-9b's published parameter count
+    # the recipe's option-order copies are augmentation, which the 가 setting forbids
+    with pytest.raises(UserError, match="allow no data augmentation: option-order copies"):
+        sft_parser().parse(["--config", str(GEMMA), "--rules", "2025", "--train_file", str(GEMMA)])
     script, model_args, config = sft_parser().parse(
-        ["--config", str(GEMMA), "--rules", "2025", "--train_file", str(GEMMA)]
+        ["--config", str(GEMMA), "--rules", "2025", "--train_file", str(GEMMA), "--shuffle_options", "false"]
     )
     text = recipe_report(script, model_args, config)
     assert "rtzr/ko-gemma-2-9b-it, qlora, bf16/fp16 compute, batch 4 x 1024 tokens" in text
@@ -109,6 +112,8 @@ def test_gemma_qlora_recipe_estimate_is_printed_before_loading(tmp_path):
             "2025",
             "--train_file",
             str(GEMMA),
+            "--shuffle_options",
+            "false",
             "--output_dir",
             str(tmp_path / "run"),
         ],

@@ -45,6 +45,7 @@ NOISY_LOGGERS = (
     "urllib3",
     "sentence_transformers",  # "Load pretrained SentenceTransformer", "Saving model to ..."
     "matplotlib",  # "Matplotlib is building the font cache; this may take a moment."
+    "bm25s",
 )
 
 

@@ -272,6 +272,7 @@ def check_submission(pred_path: str | os.PathLike, test_path: str | os.PathLike,
             )
         )
     test_ids = {r.get("id") for r in test if isinstance(r, dict)}
+    test_items = _parsed_by_id(test, task)
     seen: Counter = Counter()
     for index, row in enumerate(pred):
         label = item_label(row, index)
@@ -281,7 +282,10 @@ def check_submission(pred_path: str | os.PathLike, test_path: str | os.PathLike,
         seen[row["id"]] += 1
         if row["id"] not in test_ids:
             errors.append(UserError("id not in the test file", file=pname, item=label, field="id"))
+        item = test_items.get(row["id"])
         problem = task.check_output(row.get("output"))
+        if problem is None and item is not None:  # what is valid may depend on the item (its options)
+            problem = task.check_output_for(item, row.get("output"))
         if problem:
             errors.append(UserError(problem, file=pname, item=label, field="output"))
     for dup, n in seen.items():
@@ -290,3 +294,13 @@ def check_submission(pred_path: str | os.PathLike, test_path: str | os.PathLike,
     if errors:
         raise UserErrors(capped(errors, pname))
     return len(pred)
+
+
+def _parsed_by_id(records: list, task: Task) -> dict[str, Any]:
+    """The test file's items that parse, by id (the others are checked by output alone)."""
+    out = {}
+    for record in records:
+        item = task.parse_item(record, [])
+        if item is not None:
+            out[item.id] = item
+    return out

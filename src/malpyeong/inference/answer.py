@@ -49,6 +49,7 @@ class AnswerSettings:
     generate: bool = False  # generate even for a choice task (its answer parsed from the text)
     batch_size: int = 8  # how the work is batched; does not change the answers
     constrain: bool = True  # follow the task's JSON schema when it has one (malpyeong.inference.constrain)
+    retrieval: dict | None = None  # the passages' index, k and mode (items carry the passages)
 
     def __post_init__(self) -> None:
         if self.scoring not in SCORINGS:
@@ -82,6 +83,8 @@ class AnswerSettings:
         head = {"prompt": str(self.prompt), "max_length": self.max_length}
         if self.prompt.system is not None:
             head["system_prompt"] = self.prompt.system
+        if self.retrieval is not None:
+            head["retrieve"] = self.retrieval
         if self.scores(task):
             return {**head, "scoring": self.scoring, "permute": self.permute}
         g = self.generation
@@ -94,6 +97,7 @@ class AnswerSettings:
             "temperature": g.temperature,
             "top_p": g.top_p,
             "seed": g.seed,
+            **({"repetition_penalty": g.repetition_penalty} if g.repetition_penalty != 1.0 else {}),
             "engine": engine,
             **extra,
         }
@@ -244,12 +248,16 @@ def _generate(
     def on_text(i: int, text: str) -> None:
         nonlocal unusable
         output = task.parse_output(items[i], text)
+        # how the output was read (e.g. repaired into the official form); a fallback has none
+        flags = task.output_flags(items[i], text, output) if output is not None else []
         if output is None:
             fallback = task.fallback_output(items[i])
             if fallback is not None:  # a choice task guesses no option: its output stays empty
                 output = fallback
                 unusable += 1
         sidecar = {"text": text, "dropped": fitted[i].dropped}
+        if flags:
+            sidecar["flags"] = flags
         ref = reference_logprob(engine, task, items[i], fitted[i], affixes) if affixes else None
         if ref is not None:
             sidecar["ref_logprob"], sidecar["ref_tokens"] = ref

@@ -42,6 +42,7 @@ def check_generation(
     temperature: object = 1.0,
     top_p: object = 1.0,
     seed: object = 0,
+    repetition_penalty: object = 1.0,
 ) -> None:
     """The one check of decoding settings, for every entry point (prediction, chat, memory,
     compare, the server): a ``UserError`` naming the setting, before any model is loaded.
@@ -68,6 +69,8 @@ def check_generation(
         raise UserError(f"must be positive, got {temperature}", field="temperature")
     if not 0 < number("top_p", top_p) <= 1:
         raise UserError(f"must be in (0, 1], got {top_p}", field="top_p")
+    if number("repetition_penalty", repetition_penalty) <= 0:
+        raise UserError(f"must be positive, got {repetition_penalty}", field="repetition_penalty")
 
 
 @dataclass(frozen=True)
@@ -81,6 +84,7 @@ class GenerationSettings:
     temperature: float = 1.0
     top_p: float = 1.0
     seed: int = 0
+    repetition_penalty: float = 1.0  # > 1 makes tokens already in the text less likely
 
     def __post_init__(self) -> None:
         check_generation(
@@ -90,7 +94,26 @@ class GenerationSettings:
             temperature=self.temperature,
             top_p=self.top_p,
             seed=self.seed,
+            repetition_penalty=self.repetition_penalty,
         )
+
+
+# Named generation settings (run/test.py --preset). "greedy" is the reproducible default;
+# "baseline2025" decodes as the two 2025 official baselines (teddysum's repositories of the
+# 2025 tasks) ran: sampling at temperature 0.7, top-p 0.8, repetition penalty 1.05,
+# up to 1,024 new tokens. The baselines left do_sample to the model's generation config, which
+# samples for Qwen3; top_k is not set here either, so the model's own (Qwen3: 20) applies, as
+# it did there. Qwen3's thinking is off through the chat template (models.backbones).
+GENERATION_PRESETS: dict[str, dict] = {
+    "greedy": {},
+    "baseline2025": {
+        "max_new_tokens": 1024,
+        "do_sample": True,
+        "temperature": 0.7,
+        "top_p": 0.8,
+        "repetition_penalty": 1.05,
+    },
+}
 
 
 class Engine:
@@ -225,6 +248,7 @@ class HFEngine(Engine):
             do_sample=settings.do_sample,
             temperature=settings.temperature,
             top_p=settings.top_p,
+            repetition_penalty=settings.repetition_penalty,
             num_beams=settings.num_beams,
             stop_token_ids=self.stop_token_ids(),
             seed=settings.seed,
@@ -317,6 +341,7 @@ class VLLMEngine(Engine):
             do_sample=settings.do_sample,
             temperature=settings.temperature,
             top_p=settings.top_p,
+            repetition_penalty=settings.repetition_penalty,
             num_beams=settings.num_beams,
             stop_token_ids=self.stop_token_ids(),
             seed=settings.seed,
@@ -334,4 +359,12 @@ class VLLMEngine(Engine):
             return None
 
 
-__all__ = ["ENGINES", "AdapterEngine", "Engine", "GenerationSettings", "HFEngine", "VLLMEngine"]
+__all__ = [
+    "ENGINES",
+    "GENERATION_PRESETS",
+    "AdapterEngine",
+    "Engine",
+    "GenerationSettings",
+    "HFEngine",
+    "VLLMEngine",
+]

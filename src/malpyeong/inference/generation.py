@@ -123,6 +123,7 @@ def generate_texts(
     do_sample: bool = False,
     temperature: float = 1.0,
     top_p: float = 1.0,
+    repetition_penalty: float = 1.0,
     num_beams: int = 1,
     stop_token_ids: Sequence[int] | None = None,
     stop_strings: Sequence[str] | None = None,
@@ -138,7 +139,8 @@ def generate_texts(
     """Decoded new text per prompt (token ids), in the order given.
 
     Greedy by default; ``num_beams`` > 1 for beam search, ``do_sample`` with ``temperature`` /
-    ``top_p`` for sampling (seeded per batch from ``seed``). Generation stops at EOS, at any of
+    ``top_p`` for sampling (seeded per batch from ``seed``); ``repetition_penalty`` > 1 (either
+    way) makes tokens already in the sequence less likely. Generation stops at EOS, at any of
     ``stop_token_ids`` (pass the end-of-turn ids), and the text is cut at the first of
     ``stop_strings``. The text keeps other special tokens; the task's ``clean_output`` strips them.
 
@@ -181,6 +183,8 @@ def generate_texts(
         "eos_token_id": stops or None,
         "pad_token_id": pad,
     }
+    if repetition_penalty != 1.0:
+        gen_kwargs["repetition_penalty"] = repetition_penalty
     if streamer is not None:
         gen_kwargs["streamer"] = streamer
     if do_sample:
@@ -311,6 +315,7 @@ def generate_texts_vllm(
     do_sample: bool = False,
     temperature: float = 1.0,
     top_p: float = 1.0,
+    repetition_penalty: float = 1.0,
     num_beams: int = 1,
     stop_token_ids: Sequence[int] | None = None,
     stop_strings: Sequence[str] | None = None,
@@ -352,6 +357,7 @@ def generate_texts_vllm(
         max_tokens=max_new_tokens,
         temperature=temperature if do_sample else 0.0,
         top_p=top_p if do_sample else 1.0,
+        repetition_penalty=repetition_penalty,
         seed=seed,
         stop_token_ids=stops,
         stop=list(stop_strings or []),

@@ -74,8 +74,8 @@ class ModelSource:
 
     @property
     def defaults(self) -> dict:
-        """Prediction defaults recorded by training (prompt variant, max_length)."""
-        return {k: self.run[k] for k in ("prompt", "max_length") if self.run.get(k) is not None}
+        """Prediction defaults recorded by training (prompt variant, max_length, retrieval)."""
+        return {k: self.run[k] for k in ("prompt", "max_length", "retrieve") if self.run.get(k) is not None}
 
 
 def _adapter_base(folder: Path) -> str:

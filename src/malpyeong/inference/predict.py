@@ -19,6 +19,7 @@ import logging
 import math
 import os
 import time
+from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -37,10 +38,12 @@ from malpyeong.inference.loading import (
     load_engine,
     resolve_source,
 )
+from malpyeong.inference.passages import DEFAULT_K, RetrievalSettings, check_task_retrieval, with_passages
 from malpyeong.inference.results import partial_path, partial_paths, sidecar_path
 from malpyeong.inference.routing import Route, plan_routes, route_complete, route_dir, write_routed
 from malpyeong.inference.shard import ALONE, Shard, barrier
 from malpyeong.io import JsonlAppender, atomic_write_text, check_distinct, ensure_writable, read_jsonl
+from malpyeong.rules import get_rules
 from malpyeong.tasks.base import Task, TaskItem
 
 log = logging.getLogger(__name__)
@@ -57,6 +60,7 @@ class PredictSummary:
     sidecar: Path
     cut_tokens: tuple[int, int] = (0, 0)  # the cut prompts' tokens before and after cutting
     max_length: int | None = None  # the budget the prompts were fitted to
+    flags: dict[str, int] = field(default_factory=dict)  # outputs per flag (Task.output_flags)
 
     @property
     def items_per_s(self) -> float:
@@ -175,13 +179,16 @@ def run_prediction(
         settings.max_length,
     )
     if shard.rank == 0:
-        _write_final(task, items, meta, output, side)
+        summary.flags = _write_final(task, items, meta, output, side)
     barrier(shard)
     return summary
 
 
-def _write_final(task: Task, items: Sequence[TaskItem], meta: dict, output: Path, side: Path) -> None:
-    """Both final files from every process's partial rows, in item order; then no partials."""
+def _write_final(
+    task: Task, items: Sequence[TaskItem], meta: dict, output: Path, side: Path
+) -> dict[str, int]:
+    """Both final files from every process's partial rows, in item order; then no partials.
+    Returns how many outputs carry each flag (resumed rows included)."""
     parts = partial_paths(output)
     rows = {r["id"]: r for part in parts for r in read_jsonl(part)[1:] if "id" in r}
     ids = [it.id for it in items]
@@ -209,6 +216,7 @@ def _write_final(task: Task, items: Sequence[TaskItem], meta: dict, output: Path
     write_submission(list(items), outputs, output, overwrite=True)
     for part in parts:
         part.unlink()
+    return dict(Counter(flag for i in ids for flag in rows[i].get("flags", ())))
 
 
 # ------------------------------------------------------------------------------- the job
@@ -253,6 +261,11 @@ class PredictionJob:
     load_in_4bit: bool = False
     trust_remote_code: bool | None = None
     tensor_parallel_size: int = 1
+    retrieve: str | None = None  # a retrieval index folder (None: the run's, if trained with one)
+    retrieve_k: int | None = None  # passages per item (None: the run's, else DEFAULT_K)
+    retrieve_mode: str | None = None  # sparse, dense or hybrid (None: the run's, else the index's)
+    no_retrieve: bool = False  # no passages, even where the run was trained with them
+    rules: str | None = None  # competition rules: retrieval over a corpus they forbid is refused
     route: str | None = None  # routing field: model is a folder of experts
     fallback: str | None = None  # with route: the model for items without an expert
     model_name: str | None = None  # what the sidecar header calls the model (default: model)
@@ -281,11 +294,30 @@ class PredictionJob:
         check_generates(source)
         return source
 
-    def settings_for(self, source: ModelSource) -> AnswerSettings:
+    def retrieval_for(self, source: ModelSource | None) -> RetrievalSettings | None:
+        """The passages the items get: ``retrieve``, or the index ``source``'s run was trained
+        with (unless ``no_retrieve``); checked against the task and the rules before any model
+        is loaded. A routed prediction (``source`` None) takes ``retrieve`` only."""
+        trained = (source.defaults.get("retrieve") if source is not None else None) or {}
+        settings = None
+        if self.retrieve or (trained and not self.no_retrieve):
+            settings = RetrievalSettings(
+                self.retrieve or trained["index"],
+                self.retrieve_k or int(trained.get("k") or DEFAULT_K),
+                self.retrieve_mode or trained.get("mode"),
+            )
+        elif self.retrieve_k or self.retrieve_mode:
+            raise UserError("--retrieve_k and --retrieve_mode go with --retrieve", field="retrieve")
+        check_task_retrieval(self.task, settings, get_rules(self.rules) if self.rules else None)
+        return settings
+
+    def settings_for(self, source: ModelSource, retrieval: RetrievalSettings | None = None) -> AnswerSettings:
         """The answer settings for ``source`` before it is loaded: the run's prompt variant
-        and max_length where none was given; what cannot apply to the task is refused."""
+        and max_length where none was given, the passages' settings; what cannot apply to the
+        task is refused."""
         spec = self.task.prompt_spec(self.prompt or source.defaults.get("prompt") or "baseline")
         settings = AnswerSettings(
+            retrieval=retrieval.meta() if retrieval else None,
             prompt=replace(spec, system=self.system_prompt),
             max_length=self.max_length or source.defaults.get("max_length"),
             scoring=self.scoring,
@@ -350,7 +382,9 @@ class PredictionJob:
     def answer(self, items: Sequence[TaskItem]) -> AnswerRun:
         """Answer ``items`` with no results file (``run/memory.py``)."""
         source = self.source_of(self.model)
-        settings = self.settings_for(source)
+        retrieval = self.retrieval_for(source)
+        settings = self.settings_for(source, retrieval)
+        items = with_passages(self.task, items, retrieval)
         engine = self.load(source, settings)
         return answer_items(engine, self.task, items, self.finish(settings, engine), progress=self.progress)
 
@@ -361,9 +395,11 @@ class PredictionJob:
         if self.fallback:
             raise UserError("--fallback is for --route", field="fallback")
         source = self.source_of(self.model)
-        settings = self.settings_for(source)
+        retrieval = self.retrieval_for(source)
+        settings = self.settings_for(source, retrieval)
         items = self._items(items)
         self.check_output()
+        items = with_passages(self.task, items, retrieval)
         output = self._output()
         shown = {k: v for k, v in settings.meta(self.task, self.engine).items() if k != "prompt"}
         self.log.info(
@@ -395,6 +431,8 @@ class PredictionJob:
         items = self._items(items)
         routes = plan_routes(self.model, self.task, items, self.route, self.fallback)
         self.check_output()
+        retrieval = self.retrieval_for(None)
+        items = with_passages(self.task, items, retrieval)
         output = self._output()
         parts = route_dir(output)
         parts.mkdir(parents=True, exist_ok=True)
@@ -402,7 +440,7 @@ class PredictionJob:
         rows: dict[str, dict] = {}
         for route in routes:
             source = self.source_of(route.model, expert=True)
-            settings = self.settings_for(source)
+            settings = self.settings_for(source, retrieval)
             mine = [items[i] for i in route.indices]
             part = parts / f"{route.name}.json"
             meta = self.meta(route.model, settings)

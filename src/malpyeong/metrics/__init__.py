@@ -1,5 +1,7 @@
 """Metrics: the official NIKL scorers (:mod:`.official`: CCI accuracy and report, DCS ROUGE-1
-over Mecab morphemes, BERTScore, BLEURT-20), and one module per task that needs more.
+over Mecab morphemes, BERTScore, BLEURT-20; :mod:`.korean2025`: the 2025 exact match with ``#``
+alternatives, the norms answer / reason split, per-type aggregation), and one module per task
+that needs more.
 
 A task's ``evaluate`` calls what it needs from here; nothing here knows a task by name beyond
 the scorer it implements.

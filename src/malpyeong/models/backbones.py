@@ -5,6 +5,9 @@ rejects a system turn (we fold it into the first user turn), Gemma-2 needs eager
 (soft-capping), Llama-3 and Qwen2 ship no pad token, chat templates already carry BOS (so
 the rendered text is encoded without adding a second one), and base models have no chat
 template at all (we give them their family's format).
+
+Why this module is long: most of it is data, one registry entry per backbone with the facts
+read from its card; the code is the rendering and loading every caller shares.
 """
 
 from __future__ import annotations
@@ -70,6 +73,18 @@ TEMPLATES = {
         "{% if m['role'] == 'user' %}{{ '\\n' }}{% else %}{{ '[|endofturn|]\\n' }}{% endif %}"
         "{% endfor %}{% if add_generation_prompt %}{{ '[|assistant|]' }}{% endif %}"
     ),
+    # Qwen3: ChatML with a think block. As Qwen3's own template does, the last assistant turn
+    # is written after an empty think block, and the generation prompt gets one when
+    # enable_thinking is false (thinking off: what the 2025 baselines ran). No default system
+    # turn is added (unlike Qwen2's).
+    "qwen3": (
+        "{% for m in messages %}{% if m['role'] == 'assistant' and loop.last %}"
+        "{{ '<|im_start|>assistant\\n<think>\\n\\n</think>\\n\\n' + m['content'] + '<|im_end|>\\n' }}"
+        "{% else %}{{ '<|im_start|>' + m['role'] + '\\n' + m['content'] + '<|im_end|>\\n' }}{% endif %}"
+        "{% endfor %}{% if add_generation_prompt %}{{ '<|im_start|>assistant\\n' }}"
+        "{% if enable_thinking is defined and enable_thinking is false %}"
+        "{{ '<think>\\n\\n</think>\\n\\n' }}{% endif %}{% endif %}"
+    ),
     "solar": (
         "{% for m in messages %}{% if m['role'] == 'system' %}### System:\n"
         "{% elif m['role'] == 'user' %}### User:\n{% else %}### Assistant:\n{% endif %}"
@@ -96,6 +111,7 @@ END_OF_TURN = {
     "llama3": "<|eot_id|>",
     "gemma2": "<end_of_turn>",
     "chatml": "<|im_end|>",
+    "qwen3": "<|im_end|>",
     "mistral": None,
     "mistral_v3": None,
     "solar": None,
@@ -109,6 +125,7 @@ PRE_QUERY = {
     "llama3": "<|begin_of_text|><|start_header_id|>user<|end_header_id|>\n\n",
     "gemma2": "<bos><start_of_turn>user\n",
     "chatml": "<|im_start|>user\n",
+    "qwen3": "<|im_start|>user\n",
     "mistral": "<s>[INST] ",
     "mistral_v3": "<s>[INST]",  # the user text's own "▁" follows the control token
     "solar": "<s>### User:\n",
@@ -133,6 +150,9 @@ class Backbone:
     notes: str = ""
     padding_side: str = "right"  # for training; generation and scoring pad on the left
     remote_code_note: str = ""  # shown next to the remote-code column (where the card differs)
+    # A template switch for reasoning (Qwen3's enable_thinking): None, the template has none;
+    # False, thinking is switched off (load_tokenizer makes that the template's default).
+    thinking: bool | None = None
 
 
 REGISTRY: dict[str, Backbone] = {
@@ -327,6 +347,37 @@ REGISTRY: dict[str, Backbone] = {
             "read here); the Llama-3 chat format is our reading (tokenizer.json of "
             "Llama-3's size), the tokenizer's own template is what is used",
         ),
+        # The 2025 competition's backbones (issue 21): the baselines ran Qwen3-8B and
+        # HyperCLOVAX-SEED-Text-Instruct-1.5B with Qwen3's thinking off.
+        *(
+            Backbone(
+                f"Qwen/Qwen3-{size}",
+                "qwen3",
+                "qwen3",
+                True,
+                "sdpa",
+                "<|endoftext|>",
+                licence="apache-2.0",
+                thinking=False,
+                notes=f"Qwen3 {size}: thinking switched off through the chat template "
+                "(enable_thinking=False), as the 2025 baselines ran; GQA, q/k norms"
+                + ("; untied LM head" if size == "8B" else "; tied embeddings"),
+            )
+            for size in ("8B", "4B", "1.7B", "0.6B")
+        ),
+        Backbone(
+            "naver-hyperclovax/HyperCLOVAX-SEED-Text-Instruct-1.5B",
+            "llama",
+            "chatml",
+            True,
+            "sdpa",
+            None,
+            licence="hyperclovax-seed",
+            notes="Llama architecture, 16K context (card); its template writes ChatML turns "
+            "(<|im_start|> ... <|im_end|>) and ends a turn with <|endofturn|>: generation stops "
+            "at <|im_end|>, before it; the tokenizer's own template is what is used; licence: "
+            "HyperCLOVA X SEED model license (not read here)",
+        ),
         Backbone(
             "K-intelligence/Midm-2.0-Base-Instruct",
             "llama",
@@ -357,7 +408,7 @@ BY_MODEL_TYPE = {
     "gemma3_text": ("gemma3", "gemma2", False, "eager", "<pad>"),
     "llama": ("llama", "llama3", True, "sdpa", None),
     "qwen2": ("qwen2", "chatml", True, "sdpa", None),
-    "qwen3": ("qwen3", "chatml", True, "sdpa", None),
+    "qwen3": ("qwen3", "qwen3", True, "sdpa", None),
     "mistral": ("mistral", "mistral", False, "sdpa", None),
     "chatglm": ("chatglm", "glm4", True, "eager", None),
     "mamba": ("mamba", "transcript", True, "eager", None),
@@ -377,7 +428,10 @@ def get_backbone(name: str) -> Backbone:
         fmt = config["malpyeong_chat_format"]
     if model_type not in BY_MODEL_TYPE and config is not None:
         log.warning("model_type %r is not known; assuming Llama-style defaults", model_type)
-    return Backbone(name, family, fmt, system, attn, pad, licence="unknown (not in the registry)")
+    thinking = False if fmt == "qwen3" else None  # Qwen3 answers without thinking, as the baselines ran
+    return Backbone(
+        name, family, fmt, system, attn, pad, licence="unknown (not in the registry)", thinking=thinking
+    )
 
 
 def registry_table() -> str:
@@ -571,8 +625,22 @@ def load_tokenizer(
             tok.pad_token = tok.eos_token
     if not getattr(tok, "chat_template", None):
         tok.chat_template = TEMPLATES.get(backbone.chat_format, TEMPLATES["chatml"])
+    if backbone.thinking is False:
+        tok.chat_template = thinking_off(tok.chat_template)
     tok.padding_side = backbone.padding_side
     return tok
+
+
+THINKING_OFF = "{%- if enable_thinking is not defined %}{%- set enable_thinking = false %}{%- endif %}"
+
+
+def thinking_off(template: Any) -> Any:
+    """A chat template whose ``enable_thinking`` is false unless a caller says otherwise, so
+    every rendering (training, prediction, probes of the template) writes the same empty
+    think block; a template without the switch is returned as it is."""
+    if isinstance(template, str) and "enable_thinking" in template and not template.startswith(THINKING_OFF):
+        return THINKING_OFF + template
+    return template
 
 
 def quantization_config(compute_dtype: Any = None) -> Any:
@@ -689,4 +757,5 @@ __all__ = [
     "registry_table",
     "render_chat",
     "replace",
+    "thinking_off",
 ]

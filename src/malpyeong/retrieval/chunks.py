@@ -58,17 +58,23 @@ def chunk_text(text: str, size: int = CHUNK_CHARS) -> tuple[Chunk, ...]:
     return tuple(chunks)
 
 
-@lru_cache(maxsize=100_000)
-def content_terms(text: str) -> tuple[str, ...]:
-    """The content morphemes of ``text``, lowercased, in order (cached: a document's chunks are
-    ranked against each of its questions)."""
+def morpheme_terms(text: str) -> list[str]:
+    """The content morphemes of ``text``, lowercased, in order (uncached: what an index of a
+    whole corpus tokenizes once)."""
     from bm25s.stopwords import STOPWORDS_EN
 
     terms = []
     for surface, tag in _mecab().pos(text.lower()):
         if tag.split("+", 1)[0] in CONTENT_TAGS and surface not in STOPWORDS_EN:
             terms.append(surface)
-    return tuple(terms)
+    return terms
+
+
+@lru_cache(maxsize=100_000)
+def content_terms(text: str) -> tuple[str, ...]:
+    """:func:`morpheme_terms`, cached: a document's chunks are ranked against each of its
+    questions."""
+    return tuple(morpheme_terms(text))
 
 
 def bm25_scores(query: str, passages: Sequence[str]) -> np.ndarray:
@@ -107,4 +113,5 @@ __all__ = [
     "content_terms",
     "least_relevant_first",
     "middle_out",
+    "morpheme_terms",
 ]

@@ -6,7 +6,7 @@
 
 from __future__ import annotations
 
-from malpyeong.tasks import cci, chat, dcs, memory, qa  # noqa: F401 - importing registers them
+from malpyeong.tasks import cci, chat, culture, dcs, memory, qa, rag  # noqa: F401 - importing registers them
 from malpyeong.tasks.base import (
     ChoiceTask,
     GenerateTask,

@@ -15,7 +15,7 @@ answered here -- :attr:`Task.has_options` (are there options to score, shuffle, 
 reject?), :attr:`Task.combiner` (how do several models' outputs combine?),
 :meth:`Task.parse_output` and :meth:`Task.fallback_output` (what does a generation give?),
 :attr:`Task.reference_loglik` (is the gold output scored too?), :attr:`Task.objectives` (which
-training objectives apply?).
+training objectives apply?), :meth:`Task.rewards` (what does reinforcement learning reward?).
 """
 
 from __future__ import annotations
@@ -27,6 +27,9 @@ from dataclasses import dataclass, replace
 from typing import Any, ClassVar, Literal, Protocol
 
 from malpyeong.errors import UserError
+from malpyeong.retrieval.corpus import Passage
+from malpyeong.retrieval.index import Index
+from malpyeong.tasks.rewards import Reward, format_reward, text_rewards
 
 Problems = list[tuple[str, str]]  # (field, problem) pairs collected while parsing one record
 
@@ -157,6 +160,17 @@ class Task:
     objectives: ClassVar[tuple[str, ...]] = ("sft",)
     # Item fields by which items can be split among expert models (per-category experts).
     route_keys: ClassVar[tuple[str, ...]] = ()
+    # Competition editions the task belongs to ("2024", "2025"): --rules of another edition
+    # refuse it. Empty: not a competition task (every edition's rules may be followed).
+    editions: ClassVar[tuple[str, ...]] = ()
+    # Whether the task's items take retrieved passages (--retrieve INDEX; see add_passages).
+    retrieval: ClassVar[bool] = False
+    # Whether the competition itself ships the corpus retrieval reads (the norms document):
+    # rules without external data then still allow --retrieve.
+    official_corpus: ClassVar[bool] = False
+    # Flags a parsed output may carry (output_flags), with what each means; prediction counts
+    # them and run/test.py prints the share.
+    output_flag_help: ClassVar[dict[str, str]] = {}
 
     def route_value(self, item: Any, key: str) -> str:
         """The value of routing field ``key`` (one of :attr:`route_keys`) for ``item``."""
@@ -188,6 +202,11 @@ class Task:
         still passes the official checks (the count is reported); None where the task has no
         fallback (a choice task guesses no option)."""
         return None
+
+    def check_output_for(self, item: Any, value: Any) -> str | None:
+        """:meth:`check_output` for the output of a known test item (a task whose valid
+        outputs depend on the item, e.g. an option number among its options, says more)."""
+        return self.check_output(value)
 
     # ----- prompts -----
     def prompt_spec(self, name: str | PromptSpec | None) -> PromptSpec:
@@ -250,6 +269,30 @@ class Task:
         order = self.drop_order(item)
         return Cuts(len(order), lambda k: cut_conversation(self, item, order, k))
 
+    # ----- retrieval (--retrieve INDEX) -----
+    def retrieval_query(self, item: Any) -> str:
+        """The text an index is searched with for ``item`` (a task with :attr:`retrieval`)."""
+        raise NotImplementedError
+
+    def with_passages(self, item: Any, passages: tuple[Passage, ...]) -> Any:
+        """``item`` carrying retrieved ``passages`` (best first), which its prompt shows and the
+        length budget may cut (:meth:`cuts`)."""
+        raise NotImplementedError
+
+    def add_passages(self, items: list[Any], index: Index, k: int, *, mode: str | None = None) -> list[Any]:
+        """Every item with its top ``k`` passages of ``index``: the same call at training and at
+        prediction time, so both see the same passages."""
+        if not self.retrieval:
+            raise UserError(
+                f"task {self.name} does not take retrieved passages",
+                field="retrieve",
+                hint="leave out --retrieve",
+            )
+        hits = index.search_many([self.retrieval_query(it) for it in items], k, mode=mode)
+        return [
+            self.with_passages(it, tuple(h.passage for h in hs)) for it, hs in zip(items, hits, strict=True)
+        ]
+
     # ----- text views (dedup, contamination guard, similarity) -----
     def dedup_parts(self, item: Any) -> list[str]:
         """The texts that must *all* be near-duplicates for two items to count as duplicates."""
@@ -268,6 +311,11 @@ class Task:
         """The JSON schema a generation must follow (constrained decoding, on by default when
         a task has one; :mod:`malpyeong.inference.constrain`), or None for free text."""
         return None
+
+    def output_flags(self, item: Any, text: str, output: Any) -> list[str]:
+        """Flags of :attr:`output_flag_help` that say how ``output`` was read from ``text``
+        (e.g. "repaired": rewritten into the official form); kept in the results sidecar."""
+        return []
 
     def output_text(self, output: Any) -> str:
         """An output as one text, for similarity (MBR) and length statistics."""
@@ -327,6 +375,28 @@ class Task:
             )
             lines.append(f"{m.name:<12}{shown}")
         return "\n".join(lines)
+
+    # ----- rewards (GRPO) -----
+    def rewards(self, bertscore_model: str | None = None, device: str | None = None) -> list[Reward]:
+        """The rewards reinforcement learning may train this task on, with their default weights
+        (:mod:`malpyeong.tasks.rewards`). Default: ``format`` (:meth:`parse_output` reads the
+        completion) and ``quality`` (ROUGE-1 of :meth:`reward_texts`; ``bertscore`` too when a
+        BERTScore model is given)."""
+        return [
+            format_reward(
+                lambda item, text: self.parse_output(item, text) is not None,
+                "the completion reads as an output of the task",
+            ),
+            *text_rewards(self.reward_texts, bertscore_model, device, weight=1.0),
+        ]
+
+    def reward_texts(self, item: Any, text: str) -> tuple[str, str] | None:
+        """The gold text and the completion's, as the text rewards compare them (None: nothing
+        could be read from the completion). Default: :meth:`output_text` of both outputs."""
+        output = self.parse_output(item, text)
+        if output is None:
+            return None
+        return self.output_text(self.reference(item)), self.output_text(output)
 
     # ----- distillation -----
     distill_flags: ClassVar[frozenset[str]] = frozenset()  # prompt flags a teacher always gets
@@ -443,6 +513,31 @@ class ChoiceTask(Task):
         raise NotImplementedError
 
     distill_needs_gold = True
+
+    def rewards(self, bertscore_model: str | None = None, device: str | None = None) -> list[Reward]:
+        """``format``: the completion names an option as the task's answers do (``A``,
+        ``A. ...``, ``정답: A``); ``correct``: the option it names is the gold one."""
+        if bertscore_model:
+            raise UserError(
+                f"task {self.name} answers with an option: there is no text for BERTScore to compare",
+                field="bertscore_model",
+            )
+        return [
+            format_reward(
+                lambda item, text: self.parse_answer(text) is not None, "the completion names an option"
+            ),
+            Reward(
+                "correct",
+                1.0,
+                "the option named is the gold one (accuracy)",
+                score=lambda item, text: float(
+                    self.label_index(item) is not None and self.parse_answer(text) == self.label_index(item)
+                ),
+            ),
+        ]
+
+    def reward_texts(self, item: Any, text: str) -> tuple[str, str] | None:
+        return None
 
     def distill_completion(self, item: Any, text: str) -> tuple[str | None, str]:
         """Kept only when the teacher names the gold option and reasons before it: the

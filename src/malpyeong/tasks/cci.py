@@ -89,6 +89,7 @@ class CCIItem:
 @register
 class CCITask(ChoiceTask):
     name = "cci"
+    editions = ("2024",)
     description = "대화 맥락 추론: pick the right inference of three about target utterances"
     n_choices = 3
     output_labels = OUTPUTS

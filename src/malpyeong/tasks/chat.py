@@ -26,7 +26,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from malpyeong.errors import UserError
-from malpyeong.metrics.chat import CHAT_METRICS, SKIPPABLE, chat_scores
+from malpyeong.metrics.chat import CHAT_METRICS, SKIPPABLE, chat_scores, rouge_l_pair
 from malpyeong.tasks.base import (
     BASELINE,
     GenerateTask,
@@ -38,6 +38,7 @@ from malpyeong.tasks.base import (
     parse_envelope,
 )
 from malpyeong.tasks.registry import register
+from malpyeong.tasks.rewards import Reward, bertscore_reward, format_reward
 
 INSTRUCTION = {
     "en": "You are {name}. Continue the conversation in character: reply with {name}'s next line only.",
@@ -174,6 +175,27 @@ class ChatTask(GenerateTask):
 
     def fallback_output(self, item: ChatItem) -> str:
         return "..."
+
+    # ----- rewards -----
+    def rewards(self, bertscore_model: str | None = None, device: str | None = None) -> list[Reward]:
+        """``format``: one non-empty line (a reply, not a scene); ``quality``: its ROUGE-L F
+        against the gold reply, the task's dev metric (``bertscore`` too with a model)."""
+
+        def quality(item: ChatItem, text: str) -> float:
+            texts = self.reward_texts(item, text)
+            return 0.0 if texts is None else rouge_l_pair(*texts)
+
+        def one_line(item: ChatItem, text: str) -> bool:
+            lines = [s for s in ARTEFACTS.sub(" ", text).splitlines() if s.strip()]
+            return len(lines) == 1 and bool(clean_reply(text, item.speaker))
+
+        rewards = [
+            format_reward(one_line, "one non-empty line"),
+            Reward("quality", 1.0, "ROUGE-L F against the gold reply", score=quality),
+        ]
+        if bertscore_model:
+            rewards.append(bertscore_reward(self.reward_texts, bertscore_model, device))
+        return rewards
 
     # ----- length budget and text views -----
     def drop_order(self, item: ChatItem) -> list[int]:

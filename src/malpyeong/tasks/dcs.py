@@ -21,6 +21,7 @@ from malpyeong.tasks.base import (
     parse_envelope,
 )
 from malpyeong.tasks.registry import register
+from malpyeong.tasks.rewards import Reward, format_reward, text_rewards
 
 PERSONA_KO = (
     "당신은 긴 일상 대화를 정확하고 간결하게 요약하는 전문 편집자입니다. 대화에 없는 내용은 쓰지 않습니다."
@@ -51,6 +52,7 @@ class DCSItem:
 @register
 class DCSTask(GenerateTask):
     name = "dcs"
+    editions = ("2024",)
     description = "일상 대화 요약: summarise a long dialogue on given keywords"
     metrics = (
         Metric("rouge1", help="ROUGE-1 F over Mecab morphemes, as the official scorer"),
@@ -134,11 +136,19 @@ class DCSTask(GenerateTask):
 
     def clean_output(self, text: str) -> str:
         """Strip chat artefacts and a repeated tail from a generated summary."""
-        text = re.sub(r"<\|[^|>]*\|>|<(?:start|end)_of_turn>|</?s>|<eos>|<bos>|\[/?INST\]", " ", text)
-        text = re.sub(r"^\s*(?:model|assistant)\s*\n", "", text)
-        text = re.sub(r"^\s*(?:요약|Summary)\s*[:：]\s*", "", text)
-        text = " ".join(text.split())
-        return drop_repeated_tail(text)
+        return drop_repeated_tail(tidy_summary(text))
+
+    # ----- rewards -----
+    def rewards(self, bertscore_model: str | None = None, device: str | None = None) -> list[Reward]:
+        """``format``: a summary that repeats no sentence (nothing for :func:`drop_repeated_tail`
+        to cut); ``quality``: its ROUGE-1 F against the gold summary, as the official scorer
+        counts it (``bertscore`` too with a model)."""
+        return [
+            format_reward(
+                lambda item, text: well_formed_summary(text), "a non-empty summary that repeats no sentence"
+            ),
+            *text_rewards(self.reward_texts, bertscore_model, device, weight=1.0),
+        ]
 
     def drop_order(self, item: DCSItem) -> list[int]:
         """The middle first, outwards; the first and last utterances stay."""
@@ -197,6 +207,20 @@ class DCSTask(GenerateTask):
     def eda_columns(self, item: DCSItem) -> dict[str, Any]:
         """The gold summary's length."""
         return {"output_chars": len(item.summary) if item.summary.strip() else None}
+
+
+def tidy_summary(text: str) -> str:
+    """A generated summary without chat artefacts, a ``요약:`` lead, or extra whitespace."""
+    text = re.sub(r"<\|[^|>]*\|>|<(?:start|end)_of_turn>|</?s>|<eos>|<bos>|\[/?INST\]", " ", text)
+    text = re.sub(r"^\s*(?:model|assistant)\s*\n", "", text)
+    text = re.sub(r"^\s*(?:요약|Summary)\s*[:：]\s*", "", text)
+    return " ".join(text.split())
+
+
+def well_formed_summary(text: str) -> bool:
+    """Non-empty, and no sentence written twice (a decoding loop)."""
+    tidy = tidy_summary(text)
+    return bool(tidy) and drop_repeated_tail(tidy) == tidy
 
 
 def drop_repeated_tail(text: str) -> str:

@@ -51,6 +51,7 @@ from malpyeong.tasks.base import (
 )
 from malpyeong.tasks.memory_combine import combine_states
 from malpyeong.tasks.registry import register
+from malpyeong.tasks.rewards import Reward, bertscore_reward, format_reward
 
 TURN_READINGS = ("utterances", "speaker_turns")
 STATE_FIELDS = ("key_facts", "unresolved_refs", "topic", "turn_count")
@@ -145,6 +146,28 @@ def state_problems(value: Any, where: str = "output", *, turn_count: bool = True
     if not isinstance(summary, str) or not summary.strip():
         problems.append((f"{where}.memory_summary", "missing or not a non-empty string"))
     return problems
+
+
+def state_shape(item: MemoryItem, text: str) -> float:
+    """1: a schema-valid memory state as written, turn count included; 0.5: one that only the
+    repair step reads, or whose turn count is not a positive integer; 0: none."""
+    read = read_json_object(text)
+    if read.value is None or state_problems(read.value, turn_count=False):
+        return 0.0
+    return 1.0 if read.raw_valid and not state_problems(read.value) else 0.5
+
+
+def state_correctness(item: MemoryItem, text: str) -> float:
+    """The mean of: the turn count written equals the conversation's; the key facts' F1
+    against the gold facts. 0 when no state can be read."""
+    value = read_json_object(text).value
+    if value is None or state_problems(value, turn_count=False):
+        return 0.0
+    state = value["memory_state"]
+    written = state.get("turn_count")
+    turns = float(type(written) is int and written == item.turn_count)
+    facts = scores.set_scores([item.state["memory_state"]["key_facts"]], [state["key_facts"]]).f1
+    return (turns + facts) / 2
 
 
 REFERENCE_FIELDS = ("memory_summary", "topic")
@@ -358,6 +381,41 @@ class MemoryTask(GenerateTask):
         if value is None or state_problems(value, turn_count=False):
             return None
         return with_turn_count(value, item.turn_count)
+
+    # ----- rewards -----
+    def rewards(self, bertscore_model: str | None = None, device: str | None = None) -> list[Reward]:
+        """``format``: 1 for a state that passes the schema as written (its turn count an
+        integer), 0.5 for one that needs the repair step or has no usable turn count, 0 when none
+        can be read; ``correct``: the mean of the turn count written being the exact one and the
+        key facts' F1 (one-to-one matching, as :mod:`malpyeong.metrics.memory`); ``quality``:
+        the summary's ROUGE-1 F (``bertscore`` too with a model)."""
+
+        def quality(item: MemoryItem, text: str) -> float:
+            texts = self.reward_texts(item, text)
+            return 0.0 if texts is None else scores.rouge1_f(*texts)
+
+        rewards = [
+            format_reward(
+                state_shape, "a memory state that passes the schema as written (0.5: after repair)"
+            ),
+            Reward(
+                "correct",
+                1.0,
+                "mean of: the exact turn_count written, the key facts' F1",
+                score=lambda item, text: state_correctness(item, text),
+            ),
+            Reward("quality", 0.5, "memory_summary ROUGE-1 F against the gold", score=quality),
+        ]
+        if bertscore_model:
+            rewards.append(bertscore_reward(self.reward_texts, bertscore_model, device))
+        return rewards
+
+    def reward_texts(self, item: MemoryItem, text: str) -> tuple[str, str] | None:
+        """The gold summary and the completion's."""
+        value = read_json_object(text).value
+        if value is None or state_problems(value, turn_count=False):
+            return None
+        return item.state["memory_summary"], value["memory_summary"]
 
     def fallback_output(self, item: MemoryItem) -> dict:
         """The previous state carried forward, or an empty state; the turn count exact."""

@@ -39,6 +39,7 @@ from malpyeong.tasks.base import (
     Utterance,
 )
 from malpyeong.tasks.registry import register
+from malpyeong.tasks.rewards import Reward, format_reward, text_rewards
 
 SYSTEM = {
     "ko": (
@@ -257,6 +258,27 @@ class QATask(GenerateTask):
 
     def fallback_output(self, item: QAItem) -> dict:
         return {"answer": "."}
+
+    # ----- rewards -----
+    def rewards(self, bertscore_model: str | None = None, device: str | None = None) -> list[Reward]:
+        """``format``: an answer line (``###답:``) with an answer; ``correct``: the answer's exact
+        match (normalised, as the EM metric); ``quality``: ROUGE-1 F of the answer and reasoning
+        against the gold's (``bertscore`` too with a model)."""
+
+        def correct(item: QAItem, text: str) -> float:
+            output = self.parse_output(item, text)
+            return 0.0 if output is None else qa_metrics.exact_match(item.answer, output["answer"])
+
+        return [
+            format_reward(
+                lambda item, text: (
+                    ANSWER_MARK.search(text) is not None and self.parse_output(item, text) is not None
+                ),
+                "an answer line with an answer",
+            ),
+            Reward("correct", 1.0, "the answer matches the gold exactly (normalised)", score=correct),
+            *text_rewards(self.reward_texts, bertscore_model, device),
+        ]
 
     # ----- length budget -----
     def cut_order(self, item: QAItem, spec: PromptSpec) -> tuple[tuple, list[int]]:

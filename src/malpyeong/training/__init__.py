@@ -16,6 +16,8 @@ One job per module (each imports only the ones above it):
     preference   the objectives beside ORPO (DPO, SimPO, KTO): trainers, configs, defaults
     stages       staged training: a run that starts from an earlier run (init_from)
     sft, orpo    the two end-to-end runs (orpo runs every preference objective)
+    rewards      GRPO's rewards (the task's, weighted by name, and a user's own), zero-spread groups
+    grpo         GRPO with the task's rewards through trl's GRPOTrainer, end to end
     classification  a head over a choice task's options (--objective classification)
     experts      what run/train.py runs: one model, or one expert per category
     entry        what run/train.py and orpo/train.py share: parsers, a quiet console
@@ -46,6 +48,16 @@ from malpyeong.training.examples import (
     option_orders,
 )
 from malpyeong.training.experts import train_experts, train_run
+from malpyeong.training.grpo import (
+    GRPO_DEFAULTS,
+    GroupFilter,
+    GRPOArguments,
+    build_grpo_rows,
+    grpo_parser,
+    grpo_trainer_class,
+    reward_summary,
+    train_grpo,
+)
 from malpyeong.training.models import is_zero3, load_training_model, lora_config, merge_adapter
 from malpyeong.training.orpo import build_orpo_rows, pair_margins, train_orpo
 from malpyeong.training.outputs import (
@@ -78,6 +90,7 @@ from malpyeong.training.recipe import (
     DTYPES,
     METHODS,
     ORPO_DEFAULTS,
+    RL_ALGORITHMS,
     TRAINER_DEFAULTS,
     CommonArguments,
     ModelArguments,
@@ -88,6 +101,7 @@ from malpyeong.training.recipe import (
     check_values,
     resolve_trainer_args,
 )
+from malpyeong.training.rewards import RewardSet, parse_reward_weights, reward_set, zero_spread
 from malpyeong.training.sft import train_sft
 from malpyeong.training.stages import INIT_DIR, begin_stage, end_stage
 from malpyeong.training.trainers import (
@@ -102,6 +116,19 @@ from malpyeong.training.trainers import (
 
 __all__ = [
     "ALGORITHMS",
+    "GRPO_DEFAULTS",
+    "GRPOArguments",
+    "GroupFilter",
+    "RL_ALGORITHMS",
+    "RewardSet",
+    "build_grpo_rows",
+    "grpo_parser",
+    "grpo_trainer_class",
+    "parse_reward_weights",
+    "reward_set",
+    "reward_summary",
+    "train_grpo",
+    "zero_spread",
     "INIT_DIR",
     "PREFERENCE_DEFAULTS",
     "algorithm_of",

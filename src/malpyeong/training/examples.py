@@ -24,6 +24,7 @@ from typing import Any
 
 from malpyeong.data import item_label, load_items, read_records
 from malpyeong.errors import UserError
+from malpyeong.inference.passages import with_passages
 from malpyeong.inference.routing import select_items
 from malpyeong.models.backbones import (  # noqa: F401 - the affix helpers are re-exported
     SENTINEL,
@@ -34,11 +35,13 @@ from malpyeong.models.backbones import (  # noqa: F401 - the affix helpers are r
     render_chat,
 )
 from malpyeong.models.budget import fit_prompt
+from malpyeong.rules import check_augmentation, get_rules
 from malpyeong.tasks.base import ChoiceTask, PromptSpec, Task, TaskItem
 from malpyeong.training.evaluation import load_dev_items
 from malpyeong.training.recipe import SFTArguments
 
 log = logging.getLogger(__name__)
+SYNTHETIC_PREFIX = "synthetic-"  # the ids of run/synthetic.py's records: augmented data
 
 
 @dataclass
@@ -79,18 +82,25 @@ def augment_options(
 def training_items(task: Task, script: SFTArguments, seed: int) -> tuple[list[Any], int, list[Any]]:
     """The recipe's training items (its category only, capped at ``max_train_items``, then
     option-order copies), how many there were before the copies, and its dev items (same
-    category)."""
+    category); with ``--retrieve`` each carries its passages, as prediction will give them."""
     items = load_items(script.train_file, task, require_output=True)
     items = select_items(task, items, script.category, file=script.train_file)
     if script.max_train_items:
         items = items[: script.max_train_items]
+    if script.rules is not None:
+        synthetic = [it.id for it in items if str(it.id).startswith(SYNTHETIC_PREFIX)]
+        if synthetic:
+            check_augmentation(
+                get_rules(script.rules), f"{len(synthetic)} synthetic item(s) (e.g. {synthetic[0]})"
+            )
     n_items = len(items)
     if script.shuffle_options:
         items = augment_options(task, items, script.shuffle_copies, seed)
     dev_items = select_items(
         task, load_dev_items(task, script), script.category, file=script.dev_file, required=False
     )
-    return items, n_items, dev_items
+    retrieval = script.retrieval()
+    return with_passages(task, items, retrieval), n_items, with_passages(task, dev_items, retrieval)
 
 
 def build_sft_examples(

@@ -279,9 +279,13 @@ def run_info(
     stage: str,
     target_style: str | None,
     merged: bool,
+    extra: dict | None = None,
 ) -> dict:
-    """The run file of a training run (see :mod:`malpyeong.models.runfolder`)."""
+    """The run file of a training run (see :mod:`malpyeong.models.runfolder`); a run trained
+    with retrieved passages records how, so prediction retrieves the same way by default;
+    ``extra``: what the objective records besides (GRPO: the rewards and their weights)."""
     full = model_args.method == "full"
+    retrieval = script.retrieval() if hasattr(script, "retrieval") else None
     return make_run_info(
         model_args.model,
         model_args.method,
@@ -292,6 +296,8 @@ def run_info(
         max_length=max_length,
         target_style=target_style,
         stage=stage,
+        **({"retrieve": retrieval.meta()} if retrieval is not None else {}),
+        **(extra or {}),
     )
 
 
@@ -351,6 +357,7 @@ def save_run(
     stage: str,
     target_style: str | None,
     backbone: Backbone,
+    extra: dict | None = None,
 ) -> dict:
     """Save the final (best) weights and the loader contract; merge if asked. A full model
     (full fine-tuning, --merge) is written at the run folder's root, as a model folder."""
@@ -365,6 +372,7 @@ def save_run(
         stage=stage,
         target_style=target_style,
         merged=script.merge and not full,
+        extra=extra,
     )
     if main_process():
         tokenizer.save_pretrained(str(weights))

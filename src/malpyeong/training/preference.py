@@ -35,6 +35,7 @@ from malpyeong.tasks.base import suggest
 from malpyeong.training.recipe import (
     ALGORITHMS,
     ORPO_DEFAULTS,
+    RL_ALGORITHMS,
     ModelArguments,
     ORPOArguments,
     RecipeParser,
@@ -51,21 +52,23 @@ PREFERENCE_DEFAULTS: dict[str, dict[str, Any]] = {
 }
 
 
-def check_algorithm(name: str) -> str:
-    if name not in ALGORITHMS:
-        raise UserError(f"unknown value '{name}'", field="algorithm", hint=suggest(name, list(ALGORITHMS)))
+def check_algorithm(name: str, known: Sequence[str] = ALGORITHMS) -> str:
+    if name not in known:
+        raise UserError(f"unknown value '{name}'", field="algorithm", hint=suggest(name, list(known)))
     return name
 
 
 def algorithm_of(argv: Sequence[str]) -> str:
     """The objective a command line asks for, before its recipe is parsed (the trainer config
-    class depends on it): ``--algorithm X``, else the recipe's ``algorithm:``, else orpo."""
+    class depends on it): ``--algorithm X``, else the recipe's ``algorithm:``, else orpo. One of
+    the preference objectives, or ``grpo`` (:mod:`malpyeong.training.grpo`)."""
     args = list(argv)
+    known = (*ALGORITHMS, *RL_ALGORITHMS)
     for i, arg in enumerate(args):
         if arg == "--algorithm" and i + 1 < len(args):
-            return check_algorithm(args[i + 1])
+            return check_algorithm(args[i + 1], known)
         if arg.startswith("--algorithm="):
-            return check_algorithm(arg.split("=", 1)[1])
+            return check_algorithm(arg.split("=", 1)[1], known)
     if "--config" in args and args.index("--config") + 1 < len(args):
         path = Path(args[args.index("--config") + 1])
         try:
@@ -73,7 +76,7 @@ def algorithm_of(argv: Sequence[str]) -> str:
         except yaml.YAMLError:
             data = None  # the parser reports the broken recipe
         if isinstance(data, dict) and data.get("algorithm") is not None:
-            return check_algorithm(str(data["algorithm"]))
+            return check_algorithm(str(data["algorithm"]), known)
     return "orpo"
 
 

@@ -8,6 +8,10 @@ trainer config (``SFTConfig`` / ``ORPOConfig``). Every bad value fails here, in 
 ``UserError`` line, before any model is loaded. Also here: the trainer defaults our recipes
 assume, and the trainer settings filled in once the task, the data and the attention kernel are
 known.
+
+Why this module is long: every recipe key is a dataclass field with its help text and its check
+in ``__post_init__``, and a recipe is one flat namespace, so the fields of one run live together
+(split by class, they would still be read as one recipe).
 """
 
 from __future__ import annotations
@@ -27,9 +31,10 @@ from typing import Any
 from malpyeong.cli import VERBOSE_HELP
 from malpyeong.device import cuda_available, cuda_bf16
 from malpyeong.errors import UserError, one_line
+from malpyeong.inference.passages import DEFAULT_K, RetrievalSettings, check_task_retrieval
 from malpyeong.io import read_yaml, require_file
 from malpyeong.models.runfolder import adapter_of, find_adapter, has_run_file, read_run, weights_of
-from malpyeong.rules import check_external_data, get_rules
+from malpyeong.rules import check_augmentation, check_external_data, edition_note, get_rules
 from malpyeong.tasks import DEFAULT_TASK, Task, get_task, task_names
 from malpyeong.training.checkpointing import current_flags, current_names, note_renamed
 
@@ -41,6 +46,7 @@ DTYPES = ("auto", "bf16", "bfloat16", "fp16", "float16", "fp32", "float32")
 ATTENTION = ("eager", "sdpa", "flash_attention_2", "flash_attention_3", "flex_attention")
 # preference objectives orpo/train.py offers (see malpyeong.training.preference)
 ALGORITHMS = ("orpo", "dpo", "simpo", "kto")
+RL_ALGORITHMS = ("grpo",)  # reinforcement learning with the task's rewards (malpyeong.training.grpo)
 
 
 def _help(text: str, **extra: Any) -> dict:
@@ -240,9 +246,22 @@ class SFTArguments(CommonArguments):
         default=None,
         metadata=_help(
             "competition rules to follow, e.g. 2025 (= 2025-가): refuses what they forbid (extra "
-            "training files without external data) and prints a memory estimate against their "
-            "VRAM limit"
+            "training files without external data; option copies and synthetic items without "
+            "augmentation; a retrieval corpus the competition does not ship, without external "
+            "data) and prints a memory estimate against their VRAM limit"
         ),
+    )
+    retrieve: str | None = field(
+        default=None,
+        metadata=_help(
+            "a retrieval index folder (run/retrieve.py build): each item's prompt lists its top "
+            "passages, at training and (the run's default) at prediction time"
+        ),
+    )
+    retrieve_k: int = field(default=DEFAULT_K, metadata=_help("with --retrieve: passages per item"))
+    retrieve_mode: str | None = field(
+        default=None,
+        metadata=_help("with --retrieve: sparse, dense or hybrid ranking (default: the index's kind)"),
     )
 
     def __post_init__(self) -> None:
@@ -266,8 +285,16 @@ class SFTArguments(CommonArguments):
                 field="experts",
                 hint="one of " + ", ".join(task.route_keys),
             )
-        if self.rules is not None:
-            check_external_data(get_rules(self.rules), self.extra_train_files)
+        rules = get_rules(self.rules) if self.rules is not None else None
+        if rules is not None:
+            check_external_data(rules, self.extra_train_files)
+            check_augmentation(
+                rules, "option-order copies (--shuffle_options)" if self.shuffle_options else None
+            )
+            note = edition_note(rules, task.name, task.editions)
+            if note:
+                log.info(note)
+        check_task_retrieval(task, self.retrieval(), rules)
         if self.experts is not None and self.category is not None:
             raise UserError(
                 "--experts trains every category; --category trains one",
@@ -289,6 +316,12 @@ class SFTArguments(CommonArguments):
             _existing(path, "extra_train_files")
         if self.extra_train_ratio is not None and self.extra_train_ratio < 0:
             raise UserError(f"must be >= 0, got {self.extra_train_ratio}", field="extra_train_ratio")
+
+    def retrieval(self) -> RetrievalSettings | None:
+        """The retrieval settings (None without --retrieve); checked when built."""
+        if self.retrieve is None:
+            return None
+        return RetrievalSettings(self.retrieve, self.retrieve_k, self.retrieve_mode)
 
 
 @dataclass
@@ -670,6 +703,17 @@ def resolve_trainer_args(
     ``has_dev``: there is a dev set to evaluate (loss); ``task_metric``: the task's own metric is
     computed on it (otherwise the best checkpoint is the one with the lowest eval loss).
     """
+    changes = trainer_arg_changes(model_args, config, task, has_dev=has_dev, task_metric=task_metric)
+    if changes:
+        config = dataclasses.replace(config, **changes)
+    return config
+
+
+def trainer_arg_changes(
+    model_args: ModelArguments, config: Any, task: Task, *, has_dev: bool, task_metric: bool
+) -> dict[str, Any]:
+    """The changes :func:`resolve_trainer_args` makes, as a mapping (for a config that cannot be
+    re-created by ``dataclasses.replace``: GRPOConfig derives its batch sizes once)."""
     changes: dict[str, Any] = {}
     if config.output_dir in ("auto", None, "trainer_output"):
         short = Path(model_args.model.rstrip("/")).name or "model"
@@ -680,9 +724,7 @@ def resolve_trainer_args(
         changes["greater_is_better"] = task.metric(metric).higher_is_better if task_metric else False
     if not has_dev:
         changes.update(eval_strategy="no", load_best_model_at_end=False)
-    if changes:
-        config = dataclasses.replace(config, **changes)
-    return config
+    return changes
 
 
 def batching_changes(mode: str, attn_implementation: str, config: Any) -> dict[str, Any]:

@@ -163,6 +163,36 @@ ARCHITECTURES: dict[str, Architecture] = {
     "meta-llama/Llama-3.2-3B-Instruct": Architecture(
         hidden=3072, layers=28, heads=24, kv_heads=8, head_dim=128, intermediate=8192, vocab=128256, tied=True
     ),
+    # The 2025 backbones (Qwen3's q/k norms are a few thousand parameters: left out).
+    "LGAI-EXAONE/EXAONE-3.5-7.8B-Instruct": Architecture(
+        hidden=4096,
+        layers=32,
+        heads=32,
+        kv_heads=8,
+        head_dim=128,
+        intermediate=14336,
+        vocab=102400,
+        tied=False,
+    ),
+    "Qwen/Qwen3-8B": Architecture(
+        hidden=4096,
+        layers=36,
+        heads=32,
+        kv_heads=8,
+        head_dim=128,
+        intermediate=12288,
+        vocab=151936,
+        tied=False,
+    ),
+    "Qwen/Qwen3-4B": Architecture(
+        hidden=2560, layers=36, heads=32, kv_heads=8, head_dim=128, intermediate=9728, vocab=151936, tied=True
+    ),
+    "Qwen/Qwen3-1.7B": Architecture(
+        hidden=2048, layers=28, heads=16, kv_heads=8, head_dim=128, intermediate=6144, vocab=151936, tied=True
+    ),
+    "Qwen/Qwen3-0.6B": Architecture(
+        hidden=1024, layers=28, heads=16, kv_heads=8, head_dim=128, intermediate=3072, vocab=151936, tied=True
+    ),
 }
 
 
@@ -380,7 +410,13 @@ def recipe_report(script: Any, model_args: Any, config: Any) -> str:
     """The estimate of a parsed run/train.py recipe against its ``rules``' VRAM limit."""
     rules = get_rules(script.rules)
     task = get_task(script.task)
-    arch = architecture_of(model_args.model)
+    try:
+        arch = architecture_of(model_args.model)
+    except UserError:  # the rules' other checks still apply; the estimate is advice
+        return (
+            f"memory estimate: not available for {model_args.model} (its architecture numbers are "
+            "not in the estimate's table and it is no local folder with a config.json)"
+        )
     attn = model_args.attn_implementation or get_backbone(model_args.model).attn_implementation
     labels = (
         task.n_choices
@@ -391,8 +427,139 @@ def recipe_report(script: Any, model_args: Any, config: Any) -> str:
     return report(model_args.model, arch, setup, estimate(arch, setup), rules.vram_gb, rules.name)
 
 
+# ---------------------------------------------------------------------------------------------
+# GRPO: G samples per prompt
+
+
+@dataclass(frozen=True)
+class GRPOEstimate:
+    """A GRPO step's memory: the policy's training step on ``batch`` sequences of prompt and
+    completion, and the rollout that came before it, generating ``rollouts`` sequences at once
+    (the generation batch: ``per_device_train_batch_size x steps_per_generation`` completions,
+    ``num_generations`` per prompt) -- the two are not alive at the same time."""
+
+    train: Estimate  # the policy's step (logits over the completion positions only)
+    reference: float  # a frozen copy for the KL term (beta > 0): full weights, or a LoRA adapter
+    rollouts: int  # sequences generated at once on one device
+    kv_cache: float  # their keys and values, prompt and completion
+    prefill: float  # the largest transient of encoding their prompts (one layer's MLP, attention)
+
+    @property
+    def generation(self) -> float:
+        return self.kv_cache + self.prefill
+
+    @property
+    def total(self) -> float:
+        step = self.train.activations + self.train.transient
+        return self.train.weights + self.train.trainable + self.reference + max(step, self.generation)
+
+
+def grpo_estimate(
+    arch: Architecture,
+    setup: Setup,
+    *,
+    rollouts: int,
+    prompt_tokens: int,
+    completion_tokens: int,
+    beta: float,
+) -> GRPOEstimate:
+    """The memory of one GRPO step of ``setup`` (``setup.batch`` sequences of ``setup.seq``
+    tokens trained at once, logits at ``completion_tokens`` positions each)."""
+    train = estimate(arch, setup)
+    b = setup.compute_bytes
+    if beta == 0:
+        reference = 0.0
+    elif setup.method == "full":
+        reference = float(arch.params * b)  # a frozen copy of the starting weights
+    else:
+        reference = train.trainable_params * 4.0  # the starting adapter, frozen (fp32)
+    per_token = 2 * arch.layers * arch.kv_heads * arch.head_dim * b
+    kv_cache = float(rollouts * (prompt_tokens + completion_tokens) * per_token)
+    prefill_tokens = rollouts * prompt_tokens
+    prefill = prefill_tokens * (4 * arch.intermediate + 3 * arch.hidden) * b
+    if setup.eager:
+        prefill += rollouts * arch.heads * prompt_tokens * prompt_tokens * (4 + b)
+    prefill += rollouts * arch.vocab * 4  # the last position's logits
+    return GRPOEstimate(train, reference, rollouts, kv_cache, float(prefill))
+
+
+def grpo_report(
+    model: str, arch: Architecture, setup: Setup, est: GRPOEstimate, config: Any, rules: Any
+) -> str:
+    def gib(x: float) -> str:
+        return f"{x / GIB:6.2f} GiB"
+
+    step = est.train.activations + est.train.transient
+    gc = "on" if setup.gradient_checkpointing else "off"
+    precision = {2: "bf16/fp16", 4: "fp32"}.get(setup.compute_bytes, f"{setup.compute_bytes} B")
+    lines = [
+        f"memory estimate (GRPO): {model}, {setup.method}, {precision} compute, "
+        f"{config.num_generations} samples per prompt, gradient checkpointing {gc}",
+        f"  weights       {gib(est.train.weights)}  ({arch.params / 1e9:.2f} B parameters)",
+        f"  trainable     {gib(est.train.trainable)}  ({est.train.trainable_params / 1e6:.1f} M parameters: "
+        "gradients and AdamW moments)",
+        f"  reference     {gib(est.reference)}  (beta {config.beta:g}: "
+        + ("none needed)" if config.beta == 0 else "a frozen copy for the KL term)"),
+        f"  train step    {gib(step)}  ({setup.batch} sequences x {setup.seq} tokens, logits over "
+        f"{setup.logit_positions} completion positions)",
+        f"  rollout       {gib(est.generation)}  ({est.rollouts} completions generated at once: KV cache "
+        f"{est.kv_cache / GIB:.2f} GiB, prompt encoding {est.prefill / GIB:.2f} GiB)",
+        f"  total         {gib(est.total)}  (the larger of train step and rollout; + "
+        f"{RUNTIME_OVERHEAD / GIB:.0f} GiB CUDA context and allocator slack)",
+    ]
+    if getattr(config, "use_vllm", False):
+        share = float(getattr(config, "vllm_gpu_memory_utilization", 0.3))
+        where = getattr(config, "vllm_mode", "colocate")
+        lines.append(
+            f"  vLLM ({where}): "
+            + (
+                f"reserves {share:.0%} of the GPU beside the trainer (rollouts there, not in the figure above)"
+                if where == "colocate"
+                else "generates on its own GPU (trl vllm-serve)"
+            )
+        )
+    limit = rules.vram_gb if rules is not None else None
+    if limit is not None:
+        need = (est.total + RUNTIME_OVERHEAD) / GIB
+        verdict = "fits" if need <= limit else "OVER the limit"
+        lines.append(f"  {rules.name}: {limit:g} GB VRAM -> {need:.1f} GiB needed, {verdict}")
+    return "\n".join(lines)
+
+
+def grpo_recipe_report(script: Any, model_args: Any, config: Any) -> str:
+    """The estimate of a parsed GRPO recipe (orpo/train.py --algorithm grpo) against its rules."""
+    rules = get_rules(script.rules) if script.rules else None
+    arch = architecture_of(model_args.model)
+    attn = model_args.attn_implementation or get_backbone(model_args.model).attn_implementation
+    completion = int(config.max_completion_length)
+    dtype = str(model_args.dtype)
+    setup = Setup(
+        method=model_args.method,
+        compute_bytes=4 if dtype in ("fp32", "float32") and model_args.method != "qlora" else 2,
+        batch=int(config.per_device_train_batch_size),
+        seq=int(script.max_length),
+        gradient_checkpointing=bool(config.gradient_checkpointing),
+        lora_r=model_args.lora_r,
+        lora_targets=tuple(model_args.lora_target_modules),
+        lora_dropout=model_args.lora_dropout,
+        eager=attn == "eager",
+        logit_positions=completion,
+    )
+    rollouts = 0 if config.use_vllm else int(config.per_device_train_batch_size * config.steps_per_generation)
+    est = grpo_estimate(
+        arch,
+        setup,
+        rollouts=rollouts,
+        prompt_tokens=max(int(script.max_length) - completion, 1),
+        completion_tokens=completion,
+        beta=float(config.beta),
+    )
+    return grpo_report(model_args.model, arch, setup, est, config, rules)
+
+
 __all__ = [
     "ARCHITECTURES",
+    "GRPOEstimate",
     "GIB",
     "NF4_BYTES",
     "RUNTIME_OVERHEAD",
@@ -404,6 +571,9 @@ __all__ = [
     "estimate",
     "mask_bytes",
     "optimizer_bytes",
+    "grpo_estimate",
+    "grpo_recipe_report",
+    "grpo_report",
     "recipe_report",
     "recipe_setup",
     "report",
