@@ -25,6 +25,7 @@ from malpyeong.inference.constrain import (
 from malpyeong.inference.engines import GenerationSettings
 from malpyeong.inference.generation import generate_texts, generate_texts_vllm
 from malpyeong.inference.loading import load_engine, resolve_source
+from malpyeong.models.budget import fit_prompt
 from malpyeong.tasks import memory as memory_module
 from malpyeong.tasks.memory import MemoryTask
 
@@ -314,3 +315,126 @@ def test_vllm_gets_the_schema_through_structured_outputs(monkeypatch, engine):
     params = vllm_sampling_kwargs(schema)["guided_decoding"]
     assert params.kwargs == {"json": schema, "backend": "guidance"}
     assert vllm_engine_kwargs(type("OldLLM", (), {"__init__": lambda self, model: None})) == {}
+
+
+# ----------------------------------------------------------------------------- the fast paths
+
+
+def full_expansion(scores, bitmask):
+    """The plain way: every bit to a boolean, refused logits to -inf (a new tensor)."""
+    import torch
+
+    bits = (
+        ((bitmask.unsqueeze(-1) >> torch.arange(32, dtype=torch.int32)) & 1).bool().reshape(len(bitmask), -1)
+    )
+    allowed = torch.zeros(scores.shape, dtype=torch.bool)
+    n = min(bits.shape[1], scores.shape[1])
+    allowed[:, :n] = bits[:, :n]
+    return scores.masked_fill(~allowed, float("-inf"))
+
+
+@pytest.mark.parametrize("width", [70, 96, 130])  # inside, at and beyond the mask's 96 bits
+def test_the_in_place_mask_is_the_full_expansion(width):
+    import torch
+
+    from malpyeong.inference.constrain import apply_bitmask, apply_bitmask_dense
+
+    g = torch.Generator().manual_seed(0)
+    words = torch.randint(-(2**31), 2**31 - 1, (6, 3), dtype=torch.int32, generator=g)
+    words[1] = 0  # nothing allowed
+    words[2] = -1  # everything allowed
+    words[3] = torch.tensor([0, 1 << 5, 0], dtype=torch.int32)  # one token (sparse path)
+    words[4] = torch.tensor([-1, -1 ^ (1 << 7), -1], dtype=torch.int32)  # all but one (dense path)
+    scores = torch.randn(6, width, generator=g)
+    expected = full_expansion(scores, words)
+    rows = [0, 1, 2, 3, 4]  # row 5 is not masked
+    expected[5] = scores[5]
+    dense = scores.clone()
+    apply_bitmask(scores, words, rows)  # the CPU path
+    assert torch.equal(scores, expected)
+    apply_bitmask_dense(dense, words, rows)  # the GPU path, run here on the CPU
+    assert torch.equal(dense, expected)
+
+
+def test_greedy_shortcuts_choose_what_exact_masks_choose(engine, small_bounds, monkeypatch):
+    """Top-token checks and the masks of the schema without maxLength give, step by step, the
+    tokens that masking every row by the exact schema (the processor's sampling mode) gives;
+    every path is taken: top token allowed, relaxed mask, exact mask, closing."""
+    from malpyeong.inference import constrain
+
+    task = small_bounds
+    items = sample_items(task)[:4]
+    spec = task.prompt_spec(None)
+    prompts = [fit_prompt(task, it, engine.tokenizer, engine.backbone, spec).input_ids for it in items]
+    made = []
+    original = constrain.JsonConstraint.logits_processor
+
+    def recorded(self, rows, width, max_new_tokens=None, *, greedy=False, force=None):
+        made.append(original(self, rows, width, max_new_tokens, greedy=greedy if force is None else force))
+        return made[-1]
+
+    def run(force):
+        monkeypatch.setattr(
+            constrain.JsonConstraint,
+            "logits_processor",
+            lambda self, *a, greedy=False: recorded(self, *a, greedy=greedy, force=force),
+        )
+        made.clear()
+        texts = generate_texts(
+            engine.model,
+            engine.tokenizer,
+            prompts,
+            max_new_tokens=126,
+            batch_size=4,
+            stop_token_ids=engine.stop_token_ids(),
+            schema=task.output_schema(),
+            progress=False,
+        )
+        stats = constrain.ConstraintStats()
+        for p in made:
+            stats.add(p.stats)
+        return texts, stats
+
+    fast, stats = run(None)
+    exact, exact_stats = run(False)
+    assert fast == exact
+    assert exact_stats.top_allowed == exact_stats.relaxed_masks == 0
+    assert min(stats.top_allowed, stats.relaxed_masks, stats.exact_masks, stats.closing) > 0, stats
+    for text in fast:
+        assert task.check_output(json.loads(text)) is None
+
+
+def test_a_top_token_check_is_the_mask_bit_where_no_bytes_are_forced(engine):
+    """Over the whole (tiny) vocabulary, at every state of a schema-valid document: where
+    the schema forces no bytes, the processor's check of one token is that token's mask bit
+    (the stop tokens: allowed once the document is complete). Where bytes are forced the mask
+    allows only their canonical first token, which is why such rows are always masked."""
+    import llguidance
+    import llguidance.torch as lt
+    import numpy as np
+
+    task = MemoryTask()
+    tok = engine.tokenizer
+    constraint = json_constraint(task.output_schema(), tok, len(tok), engine.stop_token_ids())
+    proc = constraint.logits_processor(1, 0, greedy=True)
+    narrowed = 0
+    for item in sample_items(task)[:1]:
+        proc.matchers[0] = matcher = llguidance.LLMatcher(
+            constraint.tokenizer, constraint.grammar, log_level=0
+        )
+        ids = tok(task.target(item), add_special_tokens=False)["input_ids"]
+        for token in [*ids, None]:
+            mask = lt.allocate_token_bitmask(1, constraint.vocab_size)
+            lt.fill_next_token_bitmask(matcher, mask, 0)
+            bits = np.unpackbits(mask[0].numpy().view(np.uint8), bitorder="little")[: constraint.vocab_size]
+            checked = np.array([proc._allows(0, t) for t in range(constraint.vocab_size)])
+            if matcher.compute_ff_bytes():
+                narrowed += int((checked & ~bits.astype(bool)).any())
+            else:
+                assert (checked == bits.astype(bool)).all(), tok.decode(
+                    ids[: ids.index(token)] if token else ids
+                )
+            if token is not None:
+                assert matcher.consume_token(token)
+        assert matcher.is_accepting() and all(proc._allows(0, s) for s in engine.stop_token_ids())
+    assert narrowed > 0  # forced bytes do narrow the mask: the reason for the rule above

@@ -244,6 +244,8 @@ def test_recipe_keys_values_and_overrides(small_files, tiny_llama, tmp_path):
         (["--dev_file", "nope.json"], "dev_file", "file not found"),
         (["--eval_strategy", "steps", "--save_strategy", "epoch"], None, "invalid recipe value"),
     ]
+    if not liger_usable():
+        cases.append((["--use_liger_kernel", "true"], "use_liger_kernel", "use_liger_kernel needs"))
     for extra, field, words in cases:
         with pytest.raises(UserError) as err:
             sft_parser().parse(base + extra)
@@ -252,6 +254,14 @@ def test_recipe_keys_values_and_overrides(small_files, tiny_llama, tmp_path):
         sft_parser().parse(["--train_file", str(small_files["train"])])
     with pytest.raises(UserError, match="no training data"):
         sft_parser().parse(["--model", "m"])
+
+
+def liger_usable() -> bool:
+    import importlib.util
+
+    import torch
+
+    return importlib.util.find_spec("liger_kernel") is not None and torch.cuda.is_available()
 
 
 def test_output_dir_rules(tmp_path):
@@ -359,6 +369,75 @@ def test_completion_logits_loss_equals_trl_loss(small_files, tiny_llama, tmp_pat
     grad_trl = next(p.grad.clone() for n, p in model.named_parameters() if "lora_A" in n)
     assert torch.allclose(ours, theirs, atol=1e-5)
     assert torch.allclose(grad, grad_trl, atol=1e-6)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("family", ["llama", "gemma2"])  # SDPA; Gemma-2's eager attention
+def test_packed_batches_train_as_the_examples_alone(family, small_files, tiny_models, tmp_path):
+    """--batching packing (trl's bfd packing, padding-free rows whose position ids restart per
+    example): without flash attention, transformers builds a block-diagonal mask from the
+    position ids, so no token sees another example. The logits of a packed row are each
+    example's alone, and so are the loss (ours and trl's) and its gradient."""
+    import dataclasses
+
+    import torch
+    from datasets import Dataset
+    from trl import pack_dataset
+
+    from malpyeong.training import batching_changes, sft_trainer_class
+
+    path = tiny_models[family]
+    argv = sft_argv(path, small_files["train"], None, tmp_path / "o", "--batching", "packing")
+    argv += ["--eval_strategy", "no", "--load_best_model_at_end", "false"]
+    script, model_args, config = sft_parser().parse(argv)
+    task, bb = get_task("cci"), get_backbone(str(path))
+    config = dataclasses.replace(config, **batching_changes(script.batching, bb.attn_implementation, config))
+    assert config.packing and config.packing_strategy == "bfd"
+    tok = load_tokenizer(str(path), bb)
+    rows, _ = build_sft_examples(
+        task, load_items(small_files["train"], task), tok, bb, task.prompt_spec(None), 512
+    )
+    rows = [{k: r[k] for k in ("input_ids", "labels")} for r in rows[:3]]
+    model = load_training_model(model_args, config, bb)
+    model.eval()  # no dropout: the same numbers twice
+    trainer = sft_trainer_class()(
+        model=model, args=config, processing_class=tok, train_dataset=Dataset.from_list(rows)
+    )
+    assert trainer.padding_free
+    packed = pack_dataset(Dataset.from_list(rows), 4096, "bfd")
+    assert len(packed) == 1  # the three examples in one row
+    batch = trainer.data_collator([packed[0]])
+    assert batch["input_ids"].shape[0] == 1 and "attention_mask" not in batch
+    alone = [trainer.data_collator([r]) for r in sorted(rows, key=lambda r: -len(r["input_ids"]))]
+
+    def logits(inputs):
+        with torch.no_grad():
+            keys = (
+                "input_ids",
+                "position_ids",
+                "cu_seq_lens_q",
+                "cu_seq_lens_k",
+                "max_length_q",
+                "max_length_k",
+            )
+            return model(**{k: inputs[k] for k in keys if k in inputs}, use_cache=False).logits[0]
+
+    assert torch.allclose(logits(batch), torch.cat([logits(a) for a in alone]), atol=1e-5)
+    for completion_logits in (True, False):  # ours, then trl's own loss
+        trainer._completion_logits = completion_logits
+        model.zero_grad()
+        loss = trainer.compute_loss(model, dict(batch))
+        loss.backward()
+        grad = [p.grad.clone() for p in model.parameters() if p.requires_grad]
+        model.zero_grad()
+        counts = [int((a["labels"][:, 1:] != -100).sum()) for a in alone]
+        total = sum(
+            c * trainer.compute_loss(model, dict(a)) for c, a in zip(counts, alone, strict=True)
+        ) / sum(counts)
+        total.backward()
+        assert torch.allclose(loss, total, atol=1e-5), (completion_logits, float(loss), float(total))
+        for g, h in zip(grad, (p.grad for p in model.parameters() if p.requires_grad), strict=True):
+            assert torch.allclose(g, h, atol=1e-5)
 
 
 def test_qlora_model_is_4bit_with_trainable_adapters_only(small_files, tiny_llama, tmp_path):

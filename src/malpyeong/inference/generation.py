@@ -196,6 +196,7 @@ def generate_texts(
     if num_beams == 1 and static_cache_helps(model, device):
         gen_kwargs["cache_implementation"] = "static"
     constraint = None
+    greedy = not do_sample and num_beams == 1  # the processor may then skip rows' masks
     if schema is not None:
         constraint = json_constraint(schema, tokenizer, _logits_width(model, tokenizer), stops)
     batches = length_sorted_batches([len(p) for p in prompts], batch_size)
@@ -217,7 +218,7 @@ def generate_texts(
             if stream is not None:
                 gen_kwargs["streamer"] = stream(batch)
             with torch.inference_mode():
-                extra = _constrained(constraint, ids, max_new_tokens)
+                extra = _constrained(constraint, ids, max_new_tokens, greedy)
                 try:
                     out = model.generate(
                         input_ids=ids.to(device), attention_mask=mask.to(device), **gen_kwargs, **extra
@@ -226,7 +227,7 @@ def generate_texts(
                     if _out_of_memory(err) or gen_kwargs.pop("cache_implementation", None) is None:
                         raise
                     log.info("static cache not usable here (%s); using the default cache", one_line(err, 200))
-                    extra = _constrained(constraint, ids, max_new_tokens)
+                    extra = _constrained(constraint, ids, max_new_tokens, greedy)
                     out = model.generate(
                         input_ids=ids.to(device), attention_mask=mask.to(device), **gen_kwargs, **extra
                     )
@@ -288,16 +289,18 @@ def _logits_width(model: Any, tokenizer: Any) -> int:
     return rows or len(tokenizer)
 
 
-def _constrained(constraint: Any, ids: Any, max_new_tokens: int) -> dict:
+def _constrained(constraint: Any, ids: Any, max_new_tokens: int, greedy: bool) -> dict:
     """``generate`` keyword arguments for one batch: a fresh logits processor (one matcher per
-    row, closing every document within ``max_new_tokens``) when there is a constraint."""
+    row, closing every document within ``max_new_tokens``) when there is a constraint;
+    ``greedy``: ``generate`` takes each row's top token, so rows whose top token is allowed
+    need no mask."""
     if constraint is None:
         return {}
     from transformers import LogitsProcessorList
 
     return {
         "logits_processor": LogitsProcessorList(
-            [constraint.logits_processor(ids.shape[0], ids.shape[1], max_new_tokens)]
+            [constraint.logits_processor(ids.shape[0], ids.shape[1], max_new_tokens, greedy=greedy)]
         )
     }
 

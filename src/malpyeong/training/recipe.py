@@ -19,6 +19,7 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import difflib
+import importlib.util
 import logging
 import math
 import sys
@@ -683,6 +684,15 @@ def check_values(script: Any, model_args: ModelArguments, config: Any) -> None:
             field="num_train_epochs",
             hint="a run of 0 epochs trains nothing",
         )
+    check_liger(config)
+
+
+def check_liger(config: Any) -> None:
+    """trl's ``use_liger_kernel`` (Triton RMSNorm, RoPE, SwiGLU) needs the package and a GPU."""
+    need = "the liger-kernel package" if importlib.util.find_spec("liger_kernel") is None else None
+    if getattr(config, "use_liger_kernel", False) and (need or not cuda_available()):
+        hint = "pip install liger-kernel on a CUDA machine, or leave use_liger_kernel off"
+        raise UserError(f"use_liger_kernel needs {need or 'a CUDA GPU'}", field="use_liger_kernel", hint=hint)
 
 
 def resolve_trainer_args(
