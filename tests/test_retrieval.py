@@ -126,6 +126,50 @@ def test_sparse_ranking_and_scores_are_pinned():
         assert got == PINNED_TOP5[q["id"]], q["id"]
 
 
+def reference_terms(text):
+    """The index terms as the first implementation made them, from ``MeCab.pos``."""
+    from malpyeong.metrics.official import _mecab
+    from malpyeong.retrieval.sparse import INDEX_TAGS
+
+    out = []
+    for surface, tag in _mecab().pos(text.lower()):
+        if tag.split("+", 1)[0] in INDEX_TAGS:
+            out.append(surface)
+            if len(surface) >= 2 and all("가" <= c <= "힣" for c in surface):
+                out += ["#" + surface[i : i + 2] for i in range(len(surface) - 1)]
+    return out
+
+
+def test_fast_terms_and_ids_equal_mecab_pos(monkeypatch):
+    import bm25s
+
+    from malpyeong.metrics import official
+    from malpyeong.retrieval import sparse
+
+    texts = [p.shown for p in read_corpus(NORMS)] + [q["query"] for q in read_relevance(LABELS)]
+    texts += ["", " \t ", "GPU와 CPU를 x86에서 3.14배", "ㅋㅋㅋ ㅎㅎ 漢字 한자 😀", "Café NAÏVE 깨끗이"]
+    assert [sparse.index_terms(t) for t in texts] == [reference_terms(t) for t in texts]
+    ids, vocab = sparse.term_ids(texts)
+    words = {i: w for w, i in vocab.items()}
+    assert [[words[i] for i in doc] for doc in ids] == [reference_terms(t) for t in texts]
+    # the index from ids scores exactly as bm25s indexing the term strings itself
+    index = sparse.SparseIndex.build(texts)
+    peer = bm25s.BM25()
+    peer.index([reference_terms(t) for t in texts], show_progress=False)
+    for query in texts[-25:]:
+        terms = list(dict.fromkeys(reference_terms(query)))
+        if terms:
+            assert np.array_equal(index.scores(query), np.asarray(peer.get_scores(terms), dtype=np.float32))
+    # a Mecab binding without python-mecab-ko's tagger object: the slow path, the same terms
+
+    class PosOnly:
+        def pos(self, text):
+            return official._mecab().pos(text)
+
+    monkeypatch.setattr(sparse, "_mecab", PosOnly)
+    assert [sparse.index_terms(t) for t in texts[:10]] == [reference_terms(t) for t in texts[:10]]
+
+
 def test_dense_and_hybrid_with_a_tiny_local_embedder(tmp_path, tiny_embedder, capsys):
     index = Index.build(NORMS, "hybrid", embedder=str(tiny_embedder))
     loaded = Index.load(index.save(tmp_path / "hybrid"))
