@@ -69,14 +69,8 @@ def term_ids(texts: Iterable[str]) -> tuple[list[array], dict[str, int]]:
     """Each text's terms as ids (int32, in order) and the vocabulary, ids by first appearance."""
     vocab: dict[str, int] = {}
     ids = []
-    for text in texts:
-        doc = array("i")
-        for term in index_terms(text):
-            i = vocab.get(term)
-            if i is None:
-                i = vocab[term] = len(vocab)
-            doc.append(i)
-        ids.append(doc)
+    for text in texts:  # setdefault's default is the size before a new term goes in: its id
+        ids.append(array("i", [vocab.setdefault(term, len(vocab)) for term in index_terms(text)]))
     return ids, vocab
 
 
