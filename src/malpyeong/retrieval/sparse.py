@@ -10,12 +10,14 @@ and ``백분율`` share ``#백분``). On our labelled norms sample the adverbs l
 to 0.80 and the bigrams to 0.85. The index is saved in bm25s's own format (a CSC score
 matrix and the vocabulary) and loaded memory-mapped.
 
-Building is bound by Mecab, so it reads the analyser's own text output (one ``surface\tfeatures``
+Building is bound by Mecab, so it reads the analyser's own text output (one ``surface<tab>features``
 line per morpheme) with one regular expression instead of python-mecab-ko's ``pos``, which makes
-a Python object per morpheme (2.5x slower), and hands bm25s term ids (one ``array`` of int32
-per passage, the vocabulary built on the way) instead of lists of strings, which kept every term
-of the corpus alive as its own string (100,000 passages: gigabytes). The terms, and so every
-score, are exactly those of ``MeCab.pos`` (``tests/test_retrieval.py`` pins them).
+Python objects per morpheme (the terms of 5,400 texts: 8.3 s instead of 22.4 s), and hands
+bm25s term ids (one ``array`` of int32 per passage, the vocabulary built on the way) instead of
+lists of strings, which kept every term of the corpus alive as its own string. 100,000 chunks:
+441 s and 1,501 MiB peak before, 98 s and 555 MiB after (``benchmarks/bench_retrieval.py``);
+about half of what remains is Mecab's own parsing. The terms, and so every score, are exactly
+those of ``MeCab.pos`` (``tests/test_retrieval.py`` checks them and pins the rankings).
 """
 
 from __future__ import annotations
@@ -41,7 +43,7 @@ _HANGUL_WORD = re.compile("[가-힣]{2,}")
 
 
 def _mecab_output(text: str) -> str:
-    """Mecab's analysis of ``text`` as its text output (``surface\tTAG,...`` lines, then EOS)."""
+    """Mecab's analysis of ``text`` as its text output (``surface<tab>TAG,...`` lines, then EOS)."""
     tagger = _mecab()
     raw = getattr(tagger, "_tagger", None)  # python-mecab-ko's binding of MeCab::Tagger
     if raw is None:  # another binding: the slow path, same lines
