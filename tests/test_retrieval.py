@@ -89,6 +89,87 @@ def test_sparse_index_round_trip_and_recall_on_our_sample(tmp_path, capsys):
         )
 
 
+# The top 5 (passage id = score) of every labelled question on the norms sample, computed with the
+# first implementation (MeCab.pos per passage, string tokens handed to bm25s): a faster build
+# must rank and score exactly as it did.
+PINNED_TOP5 = {
+    "rag-train-1": "hangeul:6=2.58726 pyojuneo:5=1.75403 hangeul:14=1.19475 pyojuneo:2=0.96422 pyojuneo:6=0.94755",
+    "rag-train-2": "pyojuneo:3=2.18814 hangeul:6=1.77341 pronunciation:1=1.30841 oeraeeo:1=1.29156 romaja:1=1.25914",
+    "rag-train-3": "hangeul:10=3.00219 hangeul:14=1.11567 pronunciation:3=1.04815 pyojuneo:2=0.81443 hangeul:11=0.78674",
+    "rag-train-4": "hangeul:5=4.35859",
+    "rag-train-5": "pyojuneo:4=8.15139",
+    "rag-train-6": "oeraeeo:8=4.64374 oeraeeo:6=3.98948",
+    "rag-train-7": "hangeul:8=4.64675 romaja:3=0.95837 pyojuneo:2=0.88248 hangeul:5=0.78570 pyojuneo:7=0.71308",
+    "rag-train-8": "hangeul:10=3.54678 hangeul:14=1.11567 pronunciation:3=1.04815",
+    "rag-train-9": "hangeul:13=3.83074",
+    "rag-train-10": "oeraeeo:3=4.79260 hangeul:11=2.72747 pyojuneo:2=0.96422 pyojuneo:6=0.94755 hangeul:6=0.81385",
+    "rag-train-11": "pyojuneo:5=3.52239",
+    "rag-train-12": "hangeul:15=3.71256",
+    "rag-dev-1": "oeraeeo:6=2.65965 hangeul:6=1.77341",
+    "rag-dev-2": "",
+    "rag-dev-3": "hangeul:10=5.14862",
+    "rag-dev-4": "",
+    "rag-dev-5": "hangeul:13=3.83074 hangeul:2=1.20365 pronunciation:3=1.18283",
+    "rag-dev-6": "oeraeeo:4=3.49458 romaja:5=1.23994 pronunciation:3=0.98974 pronunciation:2=0.94873 pronunciation:6=0.78839",
+    "rag-test-1": "hangeul:4=1.41173",
+    "rag-test-2": "pyojuneo:4=4.07570",
+    "rag-test-3": "romaja:2=6.54688 romaja:3=4.36758 romaja:4=4.22051 romaja:1=3.82305 romaja:5=3.48283",
+    "rag-test-4": "hangeul:4=4.23518",
+    "rag-test-5": "hangeul:15=6.12265",
+}
+
+
+def test_sparse_ranking_and_scores_are_pinned():
+    index = Index.build(NORMS, "sparse")
+    for q in read_relevance(LABELS):
+        got = " ".join(f"{h.passage.id}={h.score:.5f}" for h in index.search(q["query"], 5))
+        assert got == PINNED_TOP5[q["id"]], q["id"]
+
+
+def reference_terms(text):
+    """The index terms as the first implementation made them, from ``MeCab.pos``."""
+    from malpyeong.metrics.official import _mecab
+    from malpyeong.retrieval.sparse import INDEX_TAGS
+
+    out = []
+    for surface, tag in _mecab().pos(text.lower()):
+        if tag.split("+", 1)[0] in INDEX_TAGS:
+            out.append(surface)
+            if len(surface) >= 2 and all("가" <= c <= "힣" for c in surface):
+                out += ["#" + surface[i : i + 2] for i in range(len(surface) - 1)]
+    return out
+
+
+def test_fast_terms_and_ids_equal_mecab_pos(monkeypatch):
+    import bm25s
+
+    from malpyeong.metrics import official
+    from malpyeong.retrieval import sparse
+
+    texts = [p.shown for p in read_corpus(NORMS)] + [q["query"] for q in read_relevance(LABELS)]
+    texts += ["", " \t ", "GPU와 CPU를 x86에서 3.14배", "ㅋㅋㅋ ㅎㅎ 漢字 한자 😀", "Café NAÏVE 깨끗이"]
+    assert [sparse.index_terms(t) for t in texts] == [reference_terms(t) for t in texts]
+    ids, vocab = sparse.term_ids(texts)
+    words = {i: w for w, i in vocab.items()}
+    assert [[words[i] for i in doc] for doc in ids] == [reference_terms(t) for t in texts]
+    # the index from ids scores exactly as bm25s indexing the term strings itself
+    index = sparse.SparseIndex.build(texts)
+    peer = bm25s.BM25()
+    peer.index([reference_terms(t) for t in texts], show_progress=False)
+    for query in texts[-25:]:
+        terms = list(dict.fromkeys(reference_terms(query)))
+        if terms:
+            assert np.array_equal(index.scores(query), np.asarray(peer.get_scores(terms), dtype=np.float32))
+    # a Mecab binding without python-mecab-ko's tagger object: the slow path, the same terms
+
+    class PosOnly:
+        def pos(self, text):
+            return official._mecab().pos(text)
+
+    monkeypatch.setattr(sparse, "_mecab", PosOnly)
+    assert [sparse.index_terms(t) for t in texts[:10]] == [reference_terms(t) for t in texts[:10]]
+
+
 def test_dense_and_hybrid_with_a_tiny_local_embedder(tmp_path, tiny_embedder, capsys):
     index = Index.build(NORMS, "hybrid", embedder=str(tiny_embedder))
     loaded = Index.load(index.save(tmp_path / "hybrid"))
@@ -100,6 +181,9 @@ def test_dense_and_hybrid_with_a_tiny_local_embedder(tmp_path, tiny_embedder, ca
         recall[mode] = report["recall@5"]
         assert 0.0 <= report["recall@5"] <= 1.0 and 0.0 <= report["mrr"] <= 1.0
     assert recall["sparse"] == pytest.approx(39 / 46, abs=1e-12)
+    # the tiny embedder is built deterministically, so dense and hybrid give the same every run
+    assert recall["dense"] == pytest.approx(4 / 46, abs=1e-12)
+    assert recall["hybrid"] == pytest.approx(35 / 46, abs=1e-12)
     with capsys.disabled():
         print(
             "\nrecall@5 on our labelled norms sample: "
@@ -108,6 +192,16 @@ def test_dense_and_hybrid_with_a_tiny_local_embedder(tmp_path, tiny_embedder, ca
         )
     with pytest.raises(UserError, match="cannot rank by 'dense'"):
         Index.load(Index.build(NORMS, "sparse").save(tmp_path / "sp")).search("x", mode="dense")
+
+
+def test_tiny_embedder_builds_are_identical(tmp_path, tiny_embedder):
+    """The tokenizer trainer numbered pieces in hash-map order, so every build had another
+    vocabulary and the tiny model's dense recall@5 moved between runs (0.02 / 0.24 / 0.28)."""
+    from malpyeong.models.tiny import build_tiny_embedder
+
+    again = build_tiny_embedder(tmp_path / "again")
+    for name in ("tokenizer.json", "model.safetensors", "config.json"):
+        assert (again / name).read_bytes() == (tiny_embedder / name).read_bytes(), name
 
 
 def test_relevance_ids_must_exist(tmp_path):

@@ -574,11 +574,24 @@ def build_tiny_embedder(
     )
     tok.pre_tokenizer = pre_tokenizers.BertPreTokenizer()
     alphabet = [chr(c) for c in [*range(0x1100, 0x1200), *range(0x21, 0x7F)]]
-    trainer = trainers.WordPieceTrainer(
-        vocab_size=vocab_size, special_tokens=specials, initial_alphabet=alphabet, show_progress=False
-    )
     texts = texts if texts is not None else corpus_texts() + SEED_TEXT_EN.splitlines()
+    # The trainer gives the "##" pieces of single characters ids in hash-map order, which then
+    # break ties between merges: the vocabulary (and so every embedding) changed from one build to
+    # the next (huggingface/tokenizers#1794). Handing it all of them first, sorted, makes it
+    # deterministic; they are then made ordinary vocabulary entries again below.
+    chars = set(alphabet).union(*(tok.normalizer.normalize_str(t) for t in texts))
+    pieces = ["##" + c for c in sorted(chars) if not c.isspace()]
+    trainer = trainers.WordPieceTrainer(
+        vocab_size=vocab_size + len(pieces),
+        special_tokens=specials + pieces,
+        initial_alphabet=alphabet,
+        show_progress=False,
+    )
     tok.train_from_iterator(texts, trainer=trainer)
+    trained = tok
+    tok = Tokenizer(WordPiece(trained.get_vocab(), unk_token="[UNK]"))
+    tok.normalizer, tok.pre_tokenizer = trained.normalizer, trained.pre_tokenizer
+    tok.add_special_tokens(specials)
     tok.post_processor = processors.TemplateProcessing(
         single="[CLS] $A [SEP]",
         pair="[CLS] $A [SEP] $B [SEP]",
