@@ -620,7 +620,7 @@ def build_tiny_embedder(
     BertModel(config).save_pretrained(bert, safe_serialization=True)
     tokenizer.save_pretrained(bert)
     encoder = models.Transformer(str(bert), max_seq_length=512)
-    pooling = models.Pooling(encoder.get_word_embedding_dimension(), pooling_mode="mean")
+    pooling = models.Pooling(config.hidden_size, pooling_mode="mean")  # the encoder's width
     SentenceTransformer(modules=[encoder, pooling], device="cpu").save(str(out))
     shutil.rmtree(bert)
     return out
