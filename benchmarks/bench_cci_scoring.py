@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import os
 import sys
 import tempfile
 import time
@@ -37,7 +38,17 @@ from malpyeong.models.tiny import build_tiny_model
 from malpyeong.tasks import get_task
 from malpyeong.tasks.base import BASELINE
 
-DEFAULT_DATA = Path(__file__).resolve().parents[2] / "shared" / "data" / "nikl" / "cci_test.json"
+# the shared data folder: $MALPYEONG_SHARED_DATA, else shared/data beside the checkout or any
+# folder above it (a git worktree sits deeper than the main checkout)
+SHARED_DATA = (
+    Path(os.environ["MALPYEONG_SHARED_DATA"])
+    if os.environ.get("MALPYEONG_SHARED_DATA")
+    else next(
+        (p / "shared" / "data" for p in Path(__file__).resolve().parents if (p / "shared" / "data").is_dir()),
+        Path(__file__).resolve().parents[2] / "shared" / "data",
+    )
+)
+DEFAULT_DATA = SHARED_DATA / "nikl" / "cci_test.json"
 
 
 def baseline(model, tokenizer, backbone, task, items, no_grad: bool) -> tuple[list[str], float]:

@@ -19,6 +19,7 @@ message) when the file is absent.
 from __future__ import annotations
 
 import argparse
+import os
 import statistics
 import sys
 import tempfile
@@ -32,7 +33,17 @@ from malpyeong.prep.converters.qmsum import read_meetings
 from malpyeong.prep.converters.qmsum_qa import meeting_items, transcript_lines
 from malpyeong.tasks import get_task
 
-DEFAULT_DATA = Path(__file__).resolve().parents[2] / "shared" / "data" / "qmsum" / "val.jsonl"
+# the shared data folder: $MALPYEONG_SHARED_DATA, else shared/data beside the checkout or any
+# folder above it (a git worktree sits deeper than the main checkout)
+SHARED_DATA = (
+    Path(os.environ["MALPYEONG_SHARED_DATA"])
+    if os.environ.get("MALPYEONG_SHARED_DATA")
+    else next(
+        (p / "shared" / "data" for p in Path(__file__).resolve().parents if (p / "shared" / "data").is_dir()),
+        Path(__file__).resolve().parents[2] / "shared" / "data",
+    )
+)
+DEFAULT_DATA = SHARED_DATA / "qmsum" / "val.jsonl"
 STRATEGIES = ("head_tail", "retrieve")
 
 

@@ -32,7 +32,17 @@ sys.path.insert(0, str(ROOT / "src"))
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
-DEFAULT_DATA = ROOT.parent / "shared" / "data" / "nikl" / "cci_train.json"
+# the shared data folder: $MALPYEONG_SHARED_DATA, else shared/data beside the checkout or any
+# folder above it (a git worktree sits deeper than the main checkout)
+SHARED_DATA = (
+    Path(os.environ["MALPYEONG_SHARED_DATA"])
+    if os.environ.get("MALPYEONG_SHARED_DATA")
+    else next(
+        (p / "shared" / "data" for p in Path(__file__).resolve().parents if (p / "shared" / "data").is_dir()),
+        Path(__file__).resolve().parents[2] / "shared" / "data",
+    )
+)
+DEFAULT_DATA = SHARED_DATA / "nikl" / "cci_train.json"
 
 
 class CountingCollator:

@@ -23,6 +23,7 @@ from pathlib import Path
 from malpyeong.cli import run_cli, task_argument, verbose_argument
 from malpyeong.data import load_items
 from malpyeong.errors import UserError
+from malpyeong.io import check_distinct
 from malpyeong.tasks import get_task
 
 
@@ -69,6 +70,10 @@ def main(argv: list[str] | None = None) -> int:
     out = Path(args.out)
     if (out / "index.html").exists() and not args.overwrite:
         raise UserError("report exists", file=str(out / "index.html"), hint="pass --overwrite to replace it")
+    check_distinct(
+        [(f"--out {name}", out / name) for name in ("index.html", "stats.json")],
+        [("--data", path) for path in args.data],
+    )
     names = split_names(args.data)
     if len(set(names)) != len(names):
         raise UserError("the same file is given twice", field="data")

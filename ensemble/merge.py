@@ -23,8 +23,8 @@ import argparse
 import sys
 
 from malpyeong.cli import run_cli, task_argument, verbose_argument
+from malpyeong.device import resolve_device
 from malpyeong.errors import UserError
-from malpyeong.inference.loading import check_device
 from malpyeong.merging import (
     ENGINES,
     EvalOptions,
@@ -74,11 +74,7 @@ def main(argv: list[str] | None = None) -> int:
     g.add_argument("--limit", type=int, help="score only the first N dev items (quick grids)")
     g.add_argument("--max-new-tokens", type=int, default=128, help="DCS generation length")
     args = parser.parse_args(argv)
-    device = check_device(args.device)
-    if device == "auto":
-        import torch
-
-        device = "cuda" if torch.cuda.is_available() else "cpu"
+    device = resolve_device(args.device)
     search = None
     if args.search:
         if not (args.dev and args.task):

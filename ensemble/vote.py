@@ -6,6 +6,8 @@
     python ensemble/vote.py results/test/*.json --dev-results results/dev/*.json \\
         --gold $D/cci_dev.json --method soft --calibrate --output results/soft.json
     python ensemble/vote.py results/dev/*.json --gold $D/cci_dev.json --select members.json
+    python ensemble/vote.py results/test/*.json --dev-results results/dev/*.json \\
+        --gold $D/cci_dev.json --method stack --output results/stack.json
     python ensemble/vote.py results/test/*.json --members members.json --output results/sel.json
     python ensemble/vote.py results/dcs/*.json --task dcs --output results/dcs_mbr.json
     python ensemble/vote.py results/*.json --output results/vote.json --rules 2025   # refused
@@ -20,7 +22,10 @@ valid outputs, no duplicates): any problem stops the run with exit 2. Ties are b
 sidecar probabilities, then the weights, then --priority, then -- without gold, sidecars or
 weights -- each model's reliability estimated from the answers themselves (Dawid-Skene EM,
 started from agreement with the majority); every tie and its rule is printed.
---method dawid_skene votes with that estimate outright.
+--method dawid_skene votes with that estimate outright. --method stack fits a logistic-regression
+meta-learner on dev over each member's option probabilities and votes, reports its
+cross-validated dev accuracy beside the plain votes', and answers with the model fitted on all of
+dev (--folds, --seed; docs/ensembling-stack.md).
 With --gold: per-model accuracy, agreement and error-correlation matrices, the ensemble's accuracy
 and the oracle ceiling, computed on the gold file's items (the inputs themselves, or
 --dev-results: the same models' dev predictions, matched by file name). DCS takes, per id, the
@@ -33,7 +38,7 @@ import argparse
 import sys
 
 from malpyeong.cli import run_cli, task_argument, verbose_argument
-from malpyeong.ensemble import METHODS, VoteJob, run_vote
+from malpyeong.ensemble import VOTE_METHODS, VoteJob, run_vote
 from malpyeong.errors import UserError
 from malpyeong.rules import check_ensemble, get_rules
 
@@ -58,8 +63,9 @@ def main(argv: list[str] | None = None) -> int:
     g = parser.add_argument_group("voting (choice tasks)")
     g.add_argument(
         "--method",
-        choices=METHODS,
-        help="hard (default), weighted, soft, or dawid_skene (reliability estimated without gold)",
+        choices=VOTE_METHODS,
+        help="hard (default), weighted, soft, dawid_skene (reliability estimated without gold), "
+        "or stack (a logistic-regression meta-learner fitted on --gold)",
     )
     g.add_argument(
         "--weights",
@@ -104,7 +110,12 @@ def main(argv: list[str] | None = None) -> int:
         help="selection starts from the N best single models (default 0: the best "
         "prefix of the models ranked by dev accuracy)",
     )
-    g.add_argument("--folds", type=int, default=5, help="cross-validation folds (default 5)")
+    g.add_argument(
+        "--folds",
+        type=int,
+        default=5,
+        help="cross-validation folds of --select and --method stack (default 5)",
+    )
     g.add_argument("--seed", type=int, default=0, help="seed of the fold split")
     g = parser.add_argument_group("summaries (generate tasks)")
     g.add_argument(

@@ -21,7 +21,7 @@ from collections import Counter
 from malpyeong.cli import run_cli, task_argument, verbose_argument
 from malpyeong.data import load_items
 from malpyeong.errors import UserError
-from malpyeong.io import ensure_writable
+from malpyeong.io import check_outputs
 from malpyeong.tasks import get_task
 from malpyeong.training.unpaired import build_unpaired, write_unpaired
 
@@ -55,7 +55,9 @@ def main(argv: list[str] | None = None) -> int:
     task = get_task(args.task)
     if args.metric is not None:
         task.metric(args.metric)  # an unknown metric fails before the work
-    ensure_writable(args.out, args.overwrite)
+    check_outputs(
+        [("--out", args.out)], [("--data", args.data), ("--results", args.results)], overwrite=args.overwrite
+    )
     items = load_items(args.data, task, require_output=True)
     rows = build_unpaired(
         task,

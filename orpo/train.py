@@ -27,6 +27,7 @@ import sys
 from pathlib import Path
 
 from malpyeong.cli import run_cli
+from malpyeong.models.runfolder import DEV_METRICS
 from malpyeong.training import INTERRUPTED, has_flag
 
 
@@ -57,7 +58,7 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def _heldout_margin(out: Path) -> dict | None:
-    path = out / "dev_metrics.json"
+    path = out / DEV_METRICS
     if not path.is_file():
         return None
     return json.loads(path.read_text(encoding="utf-8")).get("heldout_margin")

@@ -25,6 +25,7 @@ import time
 from pathlib import Path
 
 from malpyeong.cli import run_cli
+from malpyeong.device import check_device
 from malpyeong.dialogue import (
     COMMANDS,
     MEMORIES,
@@ -36,16 +37,19 @@ from malpyeong.dialogue import (
     load_session,
     make_summarizer,
     read_lines,
+    script_record,
+    script_start,
 )
 from malpyeong.errors import UserError
-from malpyeong.inference.loading import load_engine, resolve_source
+from malpyeong.inference.loading import check_generates, load_engine, resolve_source
+from malpyeong.io import check_outputs
 from malpyeong.prep.screenplays import persona_of, read_personas
 from malpyeong.tasks import TASKS, get_task
-from malpyeong.tasks.base import GenerateTask, PromptSpec
+from malpyeong.tasks.base import PromptSpec, Task
 
 DEFAULTS = {
     "user": "User",
-    "memory": "summary_buffer",
+    "memory": "summary_buffer",  # not a task name: the chat's memory strategy
     "memory_tokens": 512,
     "summary_tokens": 128,
     "max_new_tokens": 64,
@@ -105,13 +109,13 @@ def quiet() -> None:
     logging.getLogger("malpyeong").setLevel(logging.WARNING)
 
 
-def reply_task(name: str | None, run_task: str | None) -> GenerateTask:
+def reply_task(name: str | None, run_task: str | None) -> Task:
     able = sorted(n for n, cls in TASKS.items() if cls.live_reply)
     name = name or (run_task if run_task in able else None) or (able[0] if len(able) == 1 else None)
     if name is None:
         raise UserError("which task replies?", field="task", hint=f"--task {' or '.join(able)}")
     task = get_task(name)
-    if not (task.live_reply and isinstance(task, GenerateTask)):
+    if not task.live_reply:
         raise UserError(
             f"task {task.name} cannot hold a live chat",
             field="task",
@@ -155,7 +159,7 @@ def main(argv: list[str] | None = None) -> int:
         for k in (
             "character",
             "user",
-            "memory",
+            "memory",  # not a task name: the chat's memory strategy
             "memory_tokens",
             "summary_tokens",
             "summarizer",
@@ -171,21 +175,50 @@ def main(argv: list[str] | None = None) -> int:
         )
     }
     path = Path(args.session or f"sessions/chat-{time.strftime('%Y%m%d-%H%M%S')}.json")
-    if path.exists():
+    check_outputs(  # before any work: the session and the prompt log never replace an input
+        [("--session", path), ("--prompts", args.prompts)],
+        [("--input", args.input), ("--persona", args.persona)],
+        kept=("--session", "--prompts"),  # a session is resumed, the prompt log appended to
+    )
+    resumed = path.exists()
+    if resumed:
         session = load_session(path)
         check_resume(session, given, str(path))
         if args.persona:
             raise UserError("a resumed session keeps its persona", field="persona", file=str(path))
     else:
         session = Session(new_settings(args, given))
+    lines = read_lines(args.input) if args.input else None  # every input read before loading
+    if lines == []:
+        raise UserError("no lines to say (the file is empty or blank)", file=args.input, field="input")
+    start, note = script_start(session, args.input, lines) if lines is not None else (0, None)
+    if lines is not None and start == len(lines):  # nothing left to say: no model to load
+        print(f"# {note}", file=sys.stderr)
+        return 0
     s = session.settings
     task = get_task(s.task)
     spec = task.prompt_spec(s.prompt)
-    engine = load_engine(resolve_source(s.model), dtype=args.dtype, device=args.device)
+    source = resolve_source(s.model)
+    check_generates(source)
+    if s.memory == "summary_buffer" and s.summarizer not in (None, "extractive"):
+        check_generates(resolve_source(s.summarizer, option="summarizer"))  # before the chat model loads
+    check_device(args.device)
+    engine = load_engine(source, dtype=args.dtype, device=args.device)
     positions = getattr(engine.model.config, "max_position_embeddings", None)
     if isinstance(positions, int) and s.max_length > positions:
+        origin = (
+            "--max_length"
+            if args.max_length
+            else "the session's max_length"
+            if resumed
+            else "max_length (the run's)"
+            if source.defaults.get("max_length")
+            else "max_length (the default)"
+        )
         raise UserError(
-            f"--max_length {s.max_length} is over the model's {positions} positions", field="max_length"
+            f"{origin} {s.max_length} is over the model's {positions} positions",
+            field="max_length",
+            hint=f"pass --max_length {positions} or less" if not resumed else "start a new session",
         )
     summarise = None
     if s.memory == "summary_buffer":
@@ -210,15 +243,18 @@ def main(argv: list[str] | None = None) -> int:
         echo=bool(args.input),
         prompts=Path(args.prompts) if args.prompts else None,
     )
-    session.save(path)
-    resumed = f", resumed at turn {len(session.turns)}" if session.turns else ""
+    # nothing is written until the first turn has its reply: a failed start leaves no session
+    at = f", resumed at turn {len(session.turns)}" if session.turns else ""
     print(
         f"# {s.character} ({s.model}); memory {s.memory}, {s.memory_tokens} tokens; "
-        f"session {path}{resumed}; commands: {COMMANDS}",
+        f"session {path}{at}; commands: {COMMANDS}",
         file=sys.stderr,
     )
-    if args.input:
-        for line in read_lines(args.input):
+    if note:
+        print(f"# {note}", file=sys.stderr)
+    if lines is not None:
+        for i, line in enumerate(lines[start:], start + 1):
+            session.script = script_record(args.input, lines[:i])  # saved with the turn
             if not chat.say(line):
                 break
         return 0

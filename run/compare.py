@@ -25,10 +25,8 @@ from pathlib import Path
 from malpyeong.cli import add_metric_options, given_metric_options, run_cli, task_argument, verbose_argument
 from malpyeong.data import check_submission, load_items
 from malpyeong.errors import UserError
-from malpyeong.inference.answer import AnswerSettings
 from malpyeong.inference.engines import GenerationSettings
-from malpyeong.inference.loading import load_engine, resolve_source
-from malpyeong.inference.predict import run_prediction
+from malpyeong.inference.predict import PredictionJob
 from malpyeong.inference.results import read_results
 from malpyeong.io import check_distinct, check_folder_writable, ensure_writable
 from malpyeong.metrics.comparison import compare, markdown_table, write_reports
@@ -74,6 +72,10 @@ def check_args(args: argparse.Namespace) -> None:
         raise UserError("two or more models are needed to compare", field="pred")
     if not 0 < args.alpha < 1:
         raise UserError(f"must be in (0, 1), got {args.alpha}", field="alpha")
+    for name in ("batch_size", "max_length", "max_new_tokens"):
+        value = getattr(args, name)
+        if value is not None and value < 1:
+            raise UserError(f"must be at least 1, got {value}", field=name)
     if args.resamples < 100:
         raise UserError(f"must be at least 100, got {args.resamples}", field="resamples")
 
@@ -110,27 +112,32 @@ def unique_names(paths: list[str]) -> list[str]:
 def generate(task: Task, args: argparse.Namespace, names: list[str]) -> list[str]:
     """Predict ``--data`` with each of ``--models`` (as run/test.py does); the results paths."""
     items = load_items(args.data, task)
-    paths = []
+    jobs = []
     for model, name in zip(args.models, names, strict=True):
-        source = resolve_source(model)
-        spec = task.prompt_spec(args.prompt or source.defaults.get("prompt") or "baseline")
-        settings = AnswerSettings(
-            prompt=spec,
-            max_length=args.max_length or source.defaults.get("max_length"),
-            generation=GenerationSettings(max_new_tokens=args.max_new_tokens, seed=args.seed),
-            batch_size=args.batch_size,
-        )
-        settings.check_for(task, "hf")
         out = Path(args.out) / "predictions" / f"{name.replace('/', '_')}.json"
+        job = PredictionJob(
+            task,
+            model,
+            output=out,
+            input=args.data,
+            prompt=args.prompt,
+            max_length=args.max_length,
+            batch_size=args.batch_size,
+            generation=GenerationSettings(max_new_tokens=args.max_new_tokens, seed=args.seed),
+            dtype=args.dtype,
+            device=getattr(args, "device", None),
+            overwrite=args.overwrite,
+            log=log,
+        )
+        job.settings_for(job.source_of(model))  # every model checked before the first generates
+        jobs.append(job)
+    paths = []
+    for job in jobs:
+        out = Path(job.output)
         if out.exists() and not args.overwrite:
             log.info("%s: predictions exist, reused", out)
         else:
-            engine = load_engine(
-                source, engine="hf", dtype=args.dtype, device=getattr(args, "device", None), seed=args.seed
-            )
-            summary = run_prediction(
-                engine, task, items, out, settings=settings, model_name=model, overwrite=args.overwrite
-            )
+            summary = job.run(items)
             print(f"{out}: {summary.n} predictions; {summary.cut} prompts cut to fit")
         paths.append(str(out))
     return paths

@@ -42,16 +42,18 @@ from malpyeong.data import load_items
 from malpyeong.ensemble.mbr import bertscore_similarity, rouge1_similarity
 from malpyeong.errors import UserError
 from malpyeong.inference.answer import AnswerSettings
-from malpyeong.inference.engines import GenerationSettings, HFEngine
-from malpyeong.inference.loading import load_for_inference, resolve_source
+from malpyeong.inference.engines import GenerationSettings
+from malpyeong.inference.loading import load_engine, resolve_source
 from malpyeong.io import (
     atomic_write_json,
     atomic_write_text,
     check_distinct,
     check_folder_writable,
     ensure_writable,
+    open_resume,
+    resume_path,
 )
-from malpyeong.prep.distill import distill, engine_generate, open_raw, raw_path, student_prompt
+from malpyeong.prep.distill import distill, engine_generate, student_prompt
 from malpyeong.prep.self_distill import (
     SELECT,
     SelfDistillSettings,
@@ -59,7 +61,7 @@ from malpyeong.prep.self_distill import (
     generate_candidates,
     select_candidates,
 )
-from malpyeong.tasks import GenerateTask, Task, get_task
+from malpyeong.tasks import Task, get_task
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
@@ -136,7 +138,8 @@ def main(argv: list[str] | None = None) -> int:
     out = Path(args.out)
     report_path = out.with_name(out.name + ".report.json")  # goes with OUT
     check_distinct(
-        [("--out", out), ("the report", report_path), ("the raw file", raw_path(out))], [("--in", args.inp)]
+        [("--out", out), ("the report", report_path), ("the raw file", resume_path(out))],
+        [("--in", args.inp)],
     )
     ensure_writable(out, args.overwrite)  # the report goes with OUT (rewritten with it)
     check_folder_writable(report_path.parent, what=str(report_path))
@@ -149,20 +152,12 @@ def main(argv: list[str] | None = None) -> int:
         "max_new_tokens": args.max_new_tokens,
         "num_beams": args.num_beams,
     }
-    done, raw = open_raw(raw_path(out), meta, "id")
+    done, raw = open_resume(resume_path(out), meta, "id")
     with raw:
         generate = _never
         if any(it.id not in done for it in items):
-            from malpyeong.models.backbones import get_backbone, load_model, load_tokenizer
-
-            backbone = get_backbone(args.teacher)
-            tokenizer = load_tokenizer(args.teacher, backbone)
-            model = load_model(
-                args.teacher,
-                args.method,
-                backbone=backbone,
-                dtype=args.dtype,
-                device_map={"": 0} if _cuda() else None,
+            engine = load_engine(  # the teacher only when something is left to answer
+                resolve_source(args.teacher), dtype=args.dtype, load_in_4bit=args.method == "qlora"
             )
             settings = AnswerSettings(
                 prompt=spec,
@@ -170,8 +165,7 @@ def main(argv: list[str] | None = None) -> int:
                 generation=GenerationSettings(max_new_tokens=args.max_new_tokens, num_beams=args.num_beams),
                 batch_size=args.batch_size,
             )
-            tokenizer.padding_side = "left"
-            generate = engine_generate(HFEngine(model, tokenizer, backbone), task, settings)
+            generate = engine_generate(engine, task, settings)
         records, report = distill(
             task,
             items,
@@ -189,7 +183,7 @@ def main(argv: list[str] | None = None) -> int:
             "teacher": args.teacher,
             "input": str(args.inp),
             "resumed": sum(it.id in done for it in items),
-            "raw": str(raw_path(out)),
+            "raw": str(resume_path(out)),
             **report,
         },
     )
@@ -200,7 +194,7 @@ def main(argv: list[str] | None = None) -> int:
 
 def main_self(args: argparse.Namespace, task: Task) -> int:
     """--self: candidates from the fine-tuned model, the best agreeing one kept per item."""
-    if not isinstance(task, GenerateTask):
+    if task.has_options:  # self-distillation keeps the candidate the others agree with
         raise UserError(
             f"--self is for generate tasks, not {task.name}",
             field="self",
@@ -225,18 +219,17 @@ def main_self(args: argparse.Namespace, task: Task) -> int:
         "seed": args.seed,
         "self": True,
     }
-    done, raw = open_raw(raw_path(out), meta, "key")
+    done, raw = open_resume(resume_path(out), meta, "key")
     with raw:
         generate = _never_k
         if any(f"{it.id}#{k}" not in done for it in items for k in range(args.num_candidates)):
-            loaded = load_for_inference(source, dtype=args.dtype)
+            engine = load_engine(source, dtype=args.dtype)
             answer = AnswerSettings(
                 prompt=spec,
                 max_length=args.max_length,
                 generation=GenerationSettings(max_new_tokens=args.max_new_tokens),
                 batch_size=args.batch_size,
             )
-            engine = HFEngine(loaded.model, loaded.tokenizer, loaded.backbone)
             generate = candidate_generator(
                 engine, task, answer, temperature=args.temperature, top_p=args.top_p, seed=args.seed
             )
@@ -245,7 +238,7 @@ def main_self(args: argparse.Namespace, task: Task) -> int:
     records, report = select_candidates(task, items, texts, settings, similarity, prompt=spec)
     atomic_write_text(out, "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in records))
     atomic_write_json(
-        report_path, {"teacher": args.teacher, "input": str(args.inp), "raw": str(raw_path(out)), **report}
+        report_path, {"teacher": args.teacher, "input": str(args.inp), "raw": str(resume_path(out)), **report}
     )
     print(
         f"{out}: {len(records)} of {len(items)} items kept, {args.num_candidates} candidates "
@@ -260,12 +253,6 @@ def _never_k(items: list, k: int) -> list[str]:
 
 def _never(items: list) -> list[str]:
     raise AssertionError("every item is in the raw file; the teacher is not needed")
-
-
-def _cuda() -> bool:
-    import torch
-
-    return torch.cuda.is_available()
 
 
 if __name__ == "__main__":

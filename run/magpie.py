@@ -23,14 +23,16 @@ from pathlib import Path
 
 from malpyeong.cli import run_cli, verbose_argument
 from malpyeong.errors import UserError
+from malpyeong.inference.loading import load_for_inference, load_weights, resolve_source
 from malpyeong.io import (
     atomic_write_json,
     atomic_write_text,
     check_distinct,
     check_folder_writable,
     ensure_writable,
+    open_resume,
+    resume_path,
 )
-from malpyeong.prep.distill import open_raw, raw_path
 from malpyeong.prep.filters import FilterConfig, filter_pairs
 from malpyeong.prep.magpie import engine_functions, generate_pairs, pre_query, to_record
 
@@ -83,13 +85,12 @@ def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     out = Path(args.out)
     report_path = Path(args.report or out.with_name(out.name + ".report.json"))  # goes with OUT
-    check_distinct([("--out", out), ("--report", report_path), ("the raw file", raw_path(out))])
+    check_distinct([("--out", out), ("--report", report_path), ("the raw file", resume_path(out))])
     ensure_writable(out, args.overwrite)  # the report goes with OUT (rewritten with it)
     check_folder_writable(report_path.parent, what=str(report_path))
-    from malpyeong.models.backbones import get_backbone, load_model, load_tokenizer
-
-    backbone = get_backbone(args.model)
-    tokenizer = load_tokenizer(args.model, backbone)
+    source = resolve_source(args.model)
+    chat = load_for_inference(source, with_model=False)  # the tokenizer: the pre-query
+    backbone, tokenizer = chat.backbone, chat.tokenizer
     query = pre_query(backbone, tokenizer, args.system)
     meta = {
         "model": args.model,
@@ -101,16 +102,11 @@ def main(argv: list[str] | None = None) -> int:
         "max_new_tokens": args.max_new_tokens,
         "max_instruction_tokens": args.max_instruction_tokens,
     }
-    done, raw = open_raw(raw_path(out), meta, "index")
+    done, raw = open_resume(resume_path(out), meta, "index")
     with raw:
         pending = sum(1 for i in range(args.n) if i not in done)
         if pending:
-            model = load_model(
-                args.model,
-                backbone=backbone,
-                dtype=args.dtype,
-                device_map={"": 0} if _cuda() else None,
-            )
+            model = load_weights(chat.source, backbone, tokenizer, dtype=args.dtype)
             sample, respond = engine_functions(
                 model,
                 tokenizer,
@@ -146,7 +142,7 @@ def main(argv: list[str] | None = None) -> int:
             "model": args.model,
             "n": args.n,
             "resumed": len(done),
-            "raw": str(raw_path(out)),
+            "raw": str(resume_path(out)),
             **report,
         },
     )
@@ -155,12 +151,6 @@ def main(argv: list[str] | None = None) -> int:
         f"({args.n - len(records)} filtered; see {report_path})"
     )
     return 0
-
-
-def _cuda() -> bool:
-    import torch
-
-    return torch.cuda.is_available()
 
 
 if __name__ == "__main__":

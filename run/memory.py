@@ -25,15 +25,12 @@ from __future__ import annotations
 import argparse
 import json
 import sys
-from dataclasses import replace
-from pathlib import Path
 
 from malpyeong.cli import read_system_prompt, run_cli, verbose_argument
 from malpyeong.errors import UserError, UserErrors
-from malpyeong.inference.answer import AnswerSettings, answer_items
 from malpyeong.inference.engines import GenerationSettings
-from malpyeong.inference.loading import load_engine, resolve_source
-from malpyeong.io import atomic_write_text, ensure_writable
+from malpyeong.inference.predict import PredictionJob
+from malpyeong.io import atomic_write_text, check_outputs, json_loads, read_text, text_of
 from malpyeong.tasks.memory import TURN_READINGS, MemoryItem, MemoryTask, state_problems
 
 
@@ -74,7 +71,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         type=int,
         default=None,
         help="token budget of prompt + answer; the oldest utterances are cut to fit "
-        "(default: the run's, or none)",
+        "(default: the run's, or the model's context size)",
     )
     p.add_argument("--show_raw", action="store_true", help="also print the raw generation to stderr")
     p.add_argument("--out", default=None, help="write the JSON to this file instead of stdout")
@@ -90,12 +87,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
 def read_dialogue(name: str) -> list[dict]:
     """``Speaker: utterance`` lines as conversation entries; every bad line reported."""
     if name == "-":
-        text = sys.stdin.read()
+        text = text_of(sys.stdin.buffer.read(), "stdin", field="dialogue")
     else:
-        path = Path(name)
-        if not path.is_file():
-            raise UserError("file not found", file=name, field="dialogue")
-        text = path.read_text(encoding="utf-8-sig")
+        text = read_text(name, field="dialogue")
     turns, errors = [], []
     for number, line in enumerate(text.splitlines(), 1):
         if not line.strip():
@@ -117,13 +111,15 @@ def read_dialogue(name: str) -> list[dict]:
 
 
 def read_state(name: str) -> dict:
-    path = Path(name)
-    if not path.is_file():
-        raise UserError("file not found", file=name, field="state")
+    text = read_text(name, field="state")
     try:
-        state = json.loads(path.read_text(encoding="utf-8-sig"))
-    except ValueError as err:
-        raise UserError(f"not valid JSON ({err})", file=name, field="state") from None
+        state = json_loads(text.lstrip("\ufeff"))
+    except json.JSONDecodeError as err:
+        raise UserError(
+            f"not valid JSON (line {err.lineno}, column {err.colno}: {err.msg})", file=name, field="state"
+        ) from None
+    except ValueError as err:  # NaN / Infinity
+        raise UserError(f"not valid JSON: {err}", file=name, field="state") from None
     problems = state_problems(state, "state")
     if problems:
         raise UserErrors([UserError(p, file=name, field=f) for f, p in problems])
@@ -143,34 +139,43 @@ def build_item(task: MemoryTask, turns: list[dict], state: dict | None, reading:
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
-    if args.max_new_tokens < 1 or (args.max_length is not None and args.max_length < 1):
-        raise UserError("--max_new_tokens and --max_length must be at least 1", field="max_length")
+    if args.overwrite and not args.out:
+        raise UserError(
+            "--overwrite replaces --out, and no --out is given",
+            field="overwrite",
+            hint="the JSON goes to stdout without --out",
+        )
+    check_outputs(  # before any work: no input is replaced, the output can be written
+        [("--out", args.out)],
+        [
+            ("--dialogue", None if args.dialogue == "-" else args.dialogue),
+            ("--state", args.state),
+            ("--system_prompt_file", args.system_prompt_file),
+        ],
+        overwrite=args.overwrite,
+    )
+    if args.max_length is not None and args.max_length < 1:
+        raise UserError(f"must be at least 1, got {args.max_length}", field="max_length")
+    generation = GenerationSettings(max_new_tokens=args.max_new_tokens, seed=args.seed)
     task = MemoryTask()
-    source = resolve_source(args.model)
-    spec = replace(
-        task.prompt_spec(args.prompt or source.defaults.get("prompt")),
-        system=read_system_prompt(args.system_prompt_file),
-    )
-    if args.out:
-        ensure_writable(args.out, args.overwrite)
-    state = read_state(args.state) if args.state else None
-    item = build_item(task, read_dialogue(args.dialogue), state, args.turn_count)
-    settings = AnswerSettings(
-        prompt=spec,
-        max_length=args.max_length or source.defaults.get("max_length"),
-        generation=GenerationSettings(max_new_tokens=args.max_new_tokens, seed=args.seed),
+    job = PredictionJob(
+        task,
+        args.model,
+        prompt=args.prompt,
+        system_prompt=read_system_prompt(args.system_prompt_file),
+        max_length=args.max_length,
         batch_size=1,
+        generation=generation,
         constrain=not args.no_constrain,
-    )
-    engine = load_engine(
-        source,
         engine=args.engine,
         dtype=args.dtype,
         device=args.device,
-        seed=args.seed,
-        structured=settings.constrain,
+        progress=False,
     )
-    run = answer_items(engine, task, [item], settings, progress=False)
+    job.settings_for(job.source_of(args.model))  # a bad --model or --prompt: before reading input
+    state = read_state(args.state) if args.state else None
+    item = build_item(task, read_dialogue(args.dialogue), state, args.turn_count)
+    run = job.answer([item])
     answer = run.answers[0]
     if args.show_raw:
         print(f"raw generation: {answer.sidecar['text']}", file=sys.stderr)

@@ -14,6 +14,7 @@ import sys
 
 from malpyeong.cli import run_cli, task_argument, verbose_argument
 from malpyeong.data import load_items
+from malpyeong.errors import UserError
 from malpyeong.models.backbones import get_backbone, load_tokenizer
 from malpyeong.models.budget import fit_prompt
 from malpyeong.tasks import get_task
@@ -31,6 +32,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--n", type=int, default=1, help="how many prompts to print (0: none)")
     verbose_argument(parser)
     args = parser.parse_args(argv)
+    if args.n < 0:
+        raise UserError(f"must be 0 or more, got {args.n}", field="n")
+    if args.max_length is not None and args.max_length < 1:
+        raise UserError(f"must be at least 1, got {args.max_length}", field="max_length")
     task = get_task(args.task)
     spec = task.prompt_spec(args.prompt)
     items = load_items(args.data, task)

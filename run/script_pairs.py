@@ -22,9 +22,9 @@ import sys
 from pathlib import Path
 
 from malpyeong.cli import run_cli, verbose_argument
-from malpyeong.data import load_items
+from malpyeong.data import check_written
 from malpyeong.errors import UserError
-from malpyeong.io import atomic_write_json, atomic_write_text, ensure_writable
+from malpyeong.io import atomic_write_json, atomic_write_text, check_outputs
 from malpyeong.prep.screenplays import (
     PairOptions,
     build_pairs,
@@ -34,8 +34,9 @@ from malpyeong.prep.screenplays import (
     read_source,
 )
 from malpyeong.tasks import get_task
+from malpyeong.tasks.chat import ChatTask
 
-TARGET_TASK = "chat"  # the layout the records are written in
+TARGET_TASK = ChatTask.name  # the layout the records are written in
 SCRIPT_SUFFIXES = (".txt", ".text", ".html", ".htm", ".xhtml", ".docx")
 
 
@@ -99,7 +100,25 @@ def main(argv: list[str] | None = None) -> int:
         raise UserError(f"must be at least 1, got {args.context}", field="context")
     if args.min_words < 1:
         raise UserError(f"must be at least 1, got {args.min_words}", field="min_words")
-    out = ensure_writable(args.out, args.overwrite)
+    out = Path(args.out)
+    files = script_files(args.inputs)
+    check_outputs(  # before any work: no script, alias or persona file is replaced
+        [("--out", out), ("the report", out.with_name(out.name + ".report.json"))],
+        [*(("--in", f) for f in files), ("--aliases", args.aliases), ("--persona", args.persona)],
+        overwrite=args.overwrite,
+    )
+    for name in args.inputs:
+        folder = Path(name)
+        if (
+            folder.is_dir()
+            and out.suffix.lower() in SCRIPT_SUFFIXES
+            and out.resolve().parent == folder.resolve()
+        ):
+            raise UserError(
+                f"--out is in the --in folder {name} with a script's extension: the next run would read it as a script",
+                file=str(out),
+                hint="write the pairs as .jsonl or .json, or elsewhere",
+            )
     options = PairOptions(
         context=args.context,
         character=args.character,
@@ -108,9 +127,7 @@ def main(argv: list[str] | None = None) -> int:
         aliases=read_mapping(args.aliases, "aliases") if args.aliases else {},
         personas=read_personas(args.persona, args.character) if args.persona else {},
     )
-    episodes = [
-        parse_source(read_source(f), keep_multi=args.multi == "keep") for f in script_files(args.inputs)
-    ]
+    episodes = [parse_source(read_source(f), keep_multi=args.multi == "keep") for f in files]
     records, report = build_pairs(episodes, options)
     for line in report.lines():
         print(line)
@@ -121,11 +138,11 @@ def main(argv: list[str] | None = None) -> int:
             hint="scripts need lines like 'Name: speech'"
             + (f"; is '{args.character}' a speaker?" if args.character else ""),
         )
+    check_written(records, get_task(TARGET_TASK), str(out), require_output=True)  # what training reads
     if out.suffix.lower() == ".jsonl":
         atomic_write_text(out, "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in records))
     else:
         atomic_write_json(out, records, indent=4)
-    load_items(out, get_task(TARGET_TASK), require_output=True)  # what training will read
     atomic_write_json(out.with_name(out.name + ".report.json"), report.as_dict(top=20))
     print(f"wrote {len(records)} pairs to {out}")
     return 0

@@ -26,24 +26,15 @@ from __future__ import annotations
 
 import argparse
 import logging
-import math
 import sys
-from dataclasses import replace
 
 from malpyeong.cli import read_system_prompt, run_cli, task_argument, verbose_argument
-from malpyeong.data import load_items
 from malpyeong.errors import UserError
-from malpyeong.inference.answer import AnswerSettings, default_batch_size
-from malpyeong.inference.classifier import check_head_scoring
-from malpyeong.inference.engines import Engine, GenerationSettings
-from malpyeong.inference.loading import ModelSource, check_device, load_engine, resolve_source
-from malpyeong.inference.predict import run_prediction
-from malpyeong.inference.results import partial_path, sidecar_path
-from malpyeong.inference.routing import plan_routes, run_routed
+from malpyeong.inference.engines import GenerationSettings
+from malpyeong.inference.predict import PredictionJob, RoutedSummary
 from malpyeong.inference.scoring import SCORINGS
-from malpyeong.inference.shard import current_shard
-from malpyeong.io import check_distinct, ensure_writable
-from malpyeong.tasks import Task, get_task
+from malpyeong.inference.shard import ALONE, current_shard
+from malpyeong.tasks import get_task
 
 log = logging.getLogger("test")
 
@@ -133,10 +124,7 @@ def check_args(args: argparse.Namespace) -> None:
         value = getattr(args, name)
         if value is not None and value < 1:
             raise UserError(f"must be at least 1, got {value}", field=name)
-    if not (0 < args.top_p <= 1):
-        raise UserError(f"must be in (0, 1], got {args.top_p}", field="top_p")
-    if not math.isfinite(args.temperature) or args.temperature <= 0:
-        raise UserError(f"must be positive, got {args.temperature}", field="temperature")
+    generation_settings(args)  # the one check of decoding settings (engines.check_generation)
     if args.engine == "vllm":
         try:
             import vllm  # noqa: F401
@@ -146,110 +134,8 @@ def check_args(args: argparse.Namespace) -> None:
             ) from None
 
 
-def main(argv: list[str] | None = None) -> int:
-    args = parse_args(argv)
-    task = get_task(args.task)
-    check_args(args)
-    if args.route:
-        return predict_routed(args, task)
-    if args.fallback:
-        raise UserError("--fallback is for --route", field="fallback")
-    source = resolve_source(args.model)
-    if source.run.get("task") and source.run["task"] != task.name:
-        raise UserError(
-            f"this run was trained for task {source.run['task']}, not {task.name}",
-            file=args.model,
-            field="task",
-        )
-    prompt = args.prompt or source.defaults.get("prompt") or "baseline"
-    spec = replace(task.prompt_spec(prompt), system=read_system_prompt(args.system_prompt_file))
-    max_length = args.max_length or source.defaults.get("max_length")
-    items = load_items(args.input, task)
-    check_outputs(args)
-    generation = generation_settings(args)
-    settings = AnswerSettings(
-        prompt=spec,
-        max_length=max_length,
-        scoring=args.scoring,
-        permute=args.permute,
-        generation=generation,
-        batch_size=args.batch_size or 8,
-        constrain=not args.no_constrain,
-    )
-    settings.check_for(task, args.engine)
-    check_head_scoring(source.run, args.scoring)
-    shown = {k: v for k, v in settings.meta(task, args.engine).items() if k != "prompt"}
-    log.info(
-        "task %s, %d items from %s; prompt %s; %s",
-        task.name,
-        len(items),
-        args.input,
-        spec,
-        ", ".join(f"{k} {v}" for k, v in shown.items()),
-    )
-    if partial_path(args.output).exists():
-        log.info("found %s: resuming", partial_path(args.output))
-    engine = load_engine(
-        source,
-        engine=args.engine,
-        dtype=args.dtype,
-        device=args.device,
-        load_in_4bit=args.load_in_4bit,
-        trust_remote_code=args.trust_remote_code,
-        seed=args.seed,
-        tensor_parallel_size=args.tensor_parallel_size,
-        structured=settings.constrain and task.output_schema() is not None,
-    )
-    if args.batch_size is None:
-        settings = replace(settings, batch_size=default_batch_size(task, getattr(engine, "model", None)))
-    if max_length is None and engine.context_size():
-        # a bare model: its context is the budget (the conversation is cut to fit it)
-        max_length = engine.context_size()
-        settings = replace(settings, max_length=max_length)
-        log.info("no --max_length: using the model's context size, %d tokens", max_length)
-    shard = current_shard()
-    summary = run_prediction(
-        engine,
-        task,
-        items,
-        args.output,
-        settings=settings,
-        model_name=args.model,
-        overwrite=args.overwrite,
-        progress=not args.no_progress,
-        shard=shard,
-    )
-    if shard.rank != 0:
-        return 0
-    rate = f"{summary.items_per_s:.2f} items/s" if summary.n > summary.resumed else "all resumed"
-    print(
-        f"{summary.output}: {summary.n} {task.name} predictions ({summary.resumed} resumed; "
-        f"{rate}); {summary.cut} prompts cut to fit max_length {max_length or 'none'}"
-        f"{f', {summary.over_budget} still over' if summary.over_budget else ''}; "
-        f"details in {summary.sidecar}"
-    )
-    if summary.cut:
-        before, after = summary.cut_tokens
-        print(
-            f"length budget: {summary.cut} of {summary.n} prompts cut ({task.cut_unit}), "
-            f"{before - after:,} of their {before:,} prompt tokens removed "
-            f"({(before - after) / max(before, 1):.1%})"
-        )
-    return 0
-
-
-def check_outputs(args: argparse.Namespace) -> None:
-    """Before any work: the results file and its sidecar (neither an input, both writable) and
-    the device."""
-    check_distinct(
-        [("--output", args.output), ("its sidecar", sidecar_path(args.output))], [("--input", args.input)]
-    )
-    check_device(args.device)
-    ensure_writable(args.output, args.overwrite)
-    ensure_writable(sidecar_path(args.output), args.overwrite)
-
-
 def generation_settings(args: argparse.Namespace) -> GenerationSettings:
+    """The decoding settings (checked once, in GenerationSettings: engines.check_generation)."""
     return GenerationSettings(
         max_new_tokens=args.max_new_tokens,
         num_beams=args.num_beams,
@@ -260,61 +146,60 @@ def generation_settings(args: argparse.Namespace) -> GenerationSettings:
     )
 
 
-def predict_routed(args: argparse.Namespace, task: Task) -> int:
-    """Each item answered by its expert (``--route``), into one results file."""
-    items = load_items(args.input, task)
-    routes = plan_routes(args.model, task, items, args.route, args.fallback)
-    check_outputs(args)
-    generation = generation_settings(args)
-
-    def settings_for(source: ModelSource) -> AnswerSettings:  # each expert's own defaults
-        spec = replace(
-            task.prompt_spec(args.prompt or source.defaults.get("prompt") or "baseline"),
-            system=read_system_prompt(args.system_prompt_file),
-        )
-        settings = AnswerSettings(
-            prompt=spec,
-            scoring=args.scoring,
-            permute=args.permute,
-            max_length=args.max_length or source.defaults.get("max_length"),
-            generation=generation,
-            batch_size=args.batch_size or 8,
-            constrain=not args.no_constrain,
-        )
-        settings.check_for(task, args.engine)
-        check_head_scoring(source.run, args.scoring)
-        return settings
-
-    def engine_for(source: ModelSource, settings: AnswerSettings) -> Engine:
-        return load_engine(
-            source,
-            engine=args.engine,
-            dtype=args.dtype,
-            device=args.device,
-            load_in_4bit=args.load_in_4bit,
-            trust_remote_code=args.trust_remote_code,
-            seed=args.seed,
-            tensor_parallel_size=args.tensor_parallel_size,
-            structured=settings.constrain and task.output_schema() is not None,
-        )
-
-    run_routed(
-        routes,
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    task = get_task(args.task)
+    check_args(args)
+    job = PredictionJob(
         task,
-        items,
-        args.output,
-        key=args.route,
-        model_name=args.model,
-        settings_for=settings_for,
-        engine_for=engine_for,
-        engine_name=args.engine,
+        args.model,
+        output=args.output,
+        input=args.input,
+        prompt=args.prompt,
+        system_prompt=read_system_prompt(args.system_prompt_file),
+        max_length=args.max_length,
+        batch_size=args.batch_size,
+        scoring=args.scoring,
+        permute=args.permute,
+        generation=generation_settings(args),
+        constrain=not args.no_constrain,
+        engine=args.engine,
+        dtype=args.dtype,
+        device=args.device,
+        load_in_4bit=args.load_in_4bit,
+        trust_remote_code=args.trust_remote_code,
+        tensor_parallel_size=args.tensor_parallel_size,
+        route=args.route,
+        fallback=args.fallback,
+        overwrite=args.overwrite,
         progress=not args.no_progress,
+        shard=current_shard() if not args.route else ALONE,
+        log=log,
     )
-    shown = ", ".join(f"{r.name} {len(r.indices)}" for r in routes)
+    summary = job.run()
+    if isinstance(summary, RoutedSummary):
+        shown = ", ".join(f"{r.name} {len(r.indices)}" for r in summary.routes)
+        print(
+            f"{args.output}: {summary.n} {task.name} predictions routed by {args.route} "
+            f"({shown}); details in {summary.sidecar}"
+        )
+        return 0
+    if job.shard.rank != 0:
+        return 0
+    rate = f"{summary.items_per_s:.2f} items/s" if summary.n > summary.resumed else "all resumed"
     print(
-        f"{args.output}: {len(items)} {task.name} predictions routed by {args.route} "
-        f"({shown}); details in {sidecar_path(args.output)}"
+        f"{summary.output}: {summary.n} {task.name} predictions ({summary.resumed} resumed; "
+        f"{rate}); {summary.cut} prompts cut to fit max_length {summary.max_length or 'none'}"
+        f"{f', {summary.over_budget} still over' if summary.over_budget else ''}; "
+        f"details in {summary.sidecar}"
     )
+    if summary.cut:
+        before, after = summary.cut_tokens
+        print(
+            f"length budget: {summary.cut} of {summary.n} prompts cut ({task.cut_unit}), "
+            f"{before - after:,} of their {before:,} prompt tokens removed "
+            f"({(before - after) / max(before, 1):.1%})"
+        )
     return 0
 
 

@@ -16,7 +16,17 @@ os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "src"))
-NIKL = ROOT.parent / "shared" / "data" / "nikl"
+# the shared data folder: $MALPYEONG_SHARED_DATA, else shared/data beside the checkout or any
+# folder above it (a git worktree sits deeper than the main checkout)
+SHARED_DATA = (
+    Path(os.environ["MALPYEONG_SHARED_DATA"])
+    if os.environ.get("MALPYEONG_SHARED_DATA")
+    else next(
+        (p / "shared" / "data" for p in ROOT.parents if (p / "shared" / "data").is_dir()),
+        ROOT.parent / "shared" / "data",
+    )
+)
+NIKL = SHARED_DATA / "nikl"
 SAMPLES = ROOT / "resource" / "data"
 
 CCI_ITEM = {

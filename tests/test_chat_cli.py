@@ -126,9 +126,9 @@ def test_resumed_session_continues_identically(full_run, tiny_models, tmp_path, 
     assert code == 0 and out1.count("User: ") == 15
     code, out2, err = chat(["--session", session, "--input", second], capsys)
     assert code == 0 and "resumed at turn 30" in err
-    assert json.loads(session.read_text(encoding="utf-8")) == json.loads(
-        full_run[0].read_text(encoding="utf-8")
-    )
+    resumed, whole = (json.loads(p.read_text(encoding="utf-8")) for p in (session, full_run[0]))
+    assert resumed.pop("input")["file"] == str(second) and whole.pop("input")["lines"] == 30  # how far
+    assert resumed == whole
     code, _, err = chat(["--session", session, "--memory", "window", "--input", second], capsys)
     assert code == 2 and "a resumed session keeps its settings: --memory 'window'" in err
 

@@ -646,7 +646,7 @@ def test_messages_say_what_is_wrong(tiny_llama, data, tmp_path, capsys):
         ["--task", "cci", "--data", data["dev"], "--model", broken],
         capsys,
         tmp_path,
-        ("Couldn't instantiate the backend tokenizer", "(3) an equivalent slow"),
+        ("field 'model'", "has no tokenizer (no tokenizer.json, tokenizer.model, vocab.json or vocab.txt)"),
     )
     a = _adapter(tiny_llama, tmp_path / "a")
     cfg = tmp_path / "merge.yaml"

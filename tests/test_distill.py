@@ -16,12 +16,10 @@ from conftest import ROOT, load_script
 from malpyeong.cli import run_cli
 from malpyeong.data import load_items
 from malpyeong.errors import UserError
-from malpyeong.io import read_jsonl
+from malpyeong.io import open_resume, read_jsonl, resume_path
 from malpyeong.prep.distill import (
     build_records,
     distill,
-    open_raw,
-    raw_path,
     student_prompt,
 )
 from malpyeong.tasks import get_task
@@ -128,9 +126,9 @@ def test_resume_from_raw_file(cci_record, tmp_path):
         return [f"{it.id}의 근거.\n정답: {letters[it.label]}" for it in batch]
 
     meta = {"teacher": "stub", "task": "cci"}
-    raw = raw_path(tmp_path / "out.jsonl")
+    raw = resume_path(tmp_path / "out.jsonl")
     assert raw.name == "out.jsonl.raw.jsonl"
-    done, app = open_raw(raw, meta, "id")
+    done, app = open_resume(raw, meta, "id")
     calls = []
 
     def failing(batch):
@@ -142,7 +140,7 @@ def test_resume_from_raw_file(cci_record, tmp_path):
     with app, pytest.raises(KeyboardInterrupt):
         distill(task, items, failing, done=done, on_row=app.write, chunk_size=2, show_progress=False)
     assert len(read_jsonl(raw)) == 3  # header + one chunk
-    done, app = open_raw(raw, meta, "id")
+    done, app = open_resume(raw, meta, "id")
     assert len(done) == 2
     asked: list[str] = []
 
@@ -159,7 +157,7 @@ def test_resume_from_raw_file(cci_record, tmp_path):
     assert records == full and report["n_kept"] == 4
     # another teacher's outputs are never mixed in
     with pytest.raises(UserError, match="teacher was 'stub', now 'other'"):
-        open_raw(raw, {"teacher": "other", "task": "cci"}, "id")
+        open_resume(raw, {"teacher": "other", "task": "cci"}, "id")
 
 
 # ---------------------------------------------------------------------------------------------
@@ -221,7 +219,7 @@ def test_distill_cli_end_to_end(tiny_llama, cci_record, dcs_record, tmp_path, ca
         assert rec["source"] == "distill" and rec["task"] == "dcs"
         assert rec["prompt_messages"] == task.messages(items[rec["id"]])
         assert isinstance(rec["completion"], str) and rec["completion"].strip()
-    raw_rows = read_jsonl(raw_path(out))
+    raw_rows = read_jsonl(resume_path(out))
     assert len(raw_rows) == 3 and raw_rows[0]["_meta"]["teacher"] == str(tiny_llama)
     first = out.read_bytes()
 
@@ -229,7 +227,7 @@ def test_distill_cli_end_to_end(tiny_llama, cci_record, dcs_record, tmp_path, ca
     assert r.returncode == 2 and r.stderr.count("\n") == 1 and "--overwrite" in r.stderr
     r = _call(capsys, *common, "--overwrite")  # everything is in the raw file: nothing appended
     assert r.returncode == 0, r.stderr
-    assert read_jsonl(raw_path(out)) == raw_rows and out.read_bytes() == first
+    assert read_jsonl(resume_path(out)) == raw_rows and out.read_bytes() == first
 
     # CCI: the tiny teacher cannot answer, so nothing is kept, but every item was asked
     cci_path, _ = cci_items(cci_record, tmp_path, labels=(0, 2))
@@ -252,7 +250,7 @@ def test_distill_cli_end_to_end(tiny_llama, cci_record, dcs_record, tmp_path, ca
     report = json.loads(out.with_name(out.name + ".report.json").read_text(encoding="utf-8"))
     assert report["n_items"] == 2 and report["prompt"] == "cot"
     assert report["n_kept"] + sum(report["dropped"].values()) == 2
-    assert len(read_jsonl(raw_path(out))) == 3
+    assert len(read_jsonl(resume_path(out))) == 3
     assert len(out.read_text(encoding="utf-8").splitlines()) == report["n_kept"]
 
 

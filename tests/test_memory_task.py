@@ -66,6 +66,11 @@ def test_turn_count_is_the_number_of_utterances_or_speaker_turns(task, record):
     item, problems = parse(task, record)
     assert problems == [] and item.turn_count == 4 and item.turn_reading == "utterances"
     record["input"]["turn_count_by"] = "speaker_turns"
+    item, problems = parse(task, record)  # the gold count must follow the reading
+    assert item is None and problems == [
+        ("output.memory_state.turn_count", "4, but the conversation has 3 speaker turns")
+    ]
+    record["output"]["memory_state"]["turn_count"] = 3
     item, _ = parse(task, record)
     assert item.turn_count == 3  # A A | B | A
     assert count_turns(item.conversation, "speaker_turns") == 3
@@ -74,6 +79,7 @@ def test_turn_count_is_the_number_of_utterances_or_speaker_turns(task, record):
 
 def test_a_previous_state_adds_its_count(task, record):
     record["input"]["previous_state"] = state(["x"], [], "t", 7, "s")
+    record["output"]["memory_state"]["turn_count"] = 11
     item, problems = parse(task, record)
     assert problems == [] and item.turn_count == 11
 
@@ -135,7 +141,11 @@ def test_shipped_samples_validate(task):
 
 
 def test_target_is_compact_json_in_schema_order_with_the_exact_count(task, record):
-    record["output"]["memory_state"]["turn_count"] = 9  # a wrong gold count is not trained on
+    record["output"]["memory_state"]["turn_count"] = 9  # a wrong gold count is refused, never trained on
+    assert parse(task, record)[1] == [
+        ("output.memory_state.turn_count", "9, but the conversation has 4 utterances")
+    ]
+    record["output"]["memory_state"]["turn_count"] = 4
     item, _ = parse(task, record)
     assert task.target(item) == (
         '{"memory_state":{"key_facts":["A moved to Busan last month."],"unresolved_refs":[],'
@@ -166,6 +176,7 @@ def test_prompts(task, record):
     assert "메모리 상태 생성기" in ko_system["content"] and ko_user["content"].startswith("대화:\n")
     record["input"]["previous_state"] = state(["A moved."], [], "moving", 2, "A moved.")
     record["input"]["turn_count_by"] = "speaker_turns"
+    record["output"]["memory_state"]["turn_count"] = 5  # 2 before, 3 speaker turns now
     item, _ = parse(task, record)
     system, user = task.messages(item)
     assert "speaker turns" in system["content"]
@@ -206,6 +217,7 @@ def test_fallback_is_valid_and_carries_a_previous_state(task, record):
     assert task.fallback_output(item) == state([], [], "unknown", 4, "unknown")
     assert task.check_output(task.fallback_output(item)) is None
     record["input"]["previous_state"] = state(["A moved."], ["it"], "moving", 2, "A moved.")
+    record["output"]["memory_state"]["turn_count"] = 6
     item, _ = parse(task, record)
     assert task.fallback_output(item) == state(["A moved."], ["it"], "moving", 6, "A moved.")
 

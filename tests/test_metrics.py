@@ -584,7 +584,7 @@ def test_dcs_scores_reports_missing_models(tmp_path, monkeypatch):
     refs = [g[0] for g in GOLDEN]
     preds = [g[1] for g in GOLDEN]
     # a metric model the user named that does not load: an error (exit 2), not a silent gap
-    with pytest.raises(UserError, match="cannot load the BERTScore model"):
+    with pytest.raises(UserError, match="field .bertscore_model.: folder not found"):
         dcs_scores(refs, preds, bertscore_model=str(tmp_path / "nothing_here"))
     # the default BERTScore model, absent from the offline cache, and no BLEURT: notices
     monkeypatch.setattr(official, "BERTSCORE_MODEL", str(tmp_path / "not_cached"))

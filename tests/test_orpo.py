@@ -95,6 +95,20 @@ def test_pairs_file_round_trip_and_errors(cci_record, tmp_path):
         read_pairs(write_pairs(mixed, tmp_path / "m.jsonl"))
     with pytest.raises(UserError, match="file not found"):
         read_pairs(tmp_path / "none.jsonl")
+    # one checked JSONL reader (io.read_jsonl_file) for pairs and unpaired examples: a file
+    # written by hand keeps its last row without a final newline, a bad line is named
+    lines = [json.dumps(p, ensure_ascii=False) for p in pairs]
+    (tmp_path / "hand.jsonl").write_text("\n".join(lines), encoding="utf-8")
+    assert read_pairs(tmp_path / "hand.jsonl") == pairs
+    (tmp_path / "torn.jsonl").write_text(lines[0] + "\n" + lines[1][:20], encoding="utf-8")
+    with pytest.raises(UserError, match="line 2 is not valid JSON"):
+        read_pairs(tmp_path / "torn.jsonl")
+    (tmp_path / "list.jsonl").write_text(lines[0] + "\n[1, 2]\n", encoding="utf-8")
+    with pytest.raises(UserError, match="line 2 lacks id, source_id, task, record, chosen, rejected"):
+        read_pairs(tmp_path / "list.jsonl")
+    (tmp_path / "empty.jsonl").write_text("\n\n", encoding="utf-8")
+    with pytest.raises(UserError, match="no pairs in the file"):
+        read_pairs(tmp_path / "empty.jsonl")
 
 
 def test_build_pairs_cli(tmp_path, capsys):

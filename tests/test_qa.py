@@ -218,8 +218,8 @@ def test_similarity_and_bertscore_with_a_tiny_local_model(tiny_embedder):
     assert sims[0] == pytest.approx(1.0, abs=1e-5) and sims[1] < sims[0]
     assert report["per_item"]["rationale_similarity"] == [pytest.approx(1.0, abs=1e-5), 0.0]
     assert report["bertscore"] is not None and report["notices"] == []
-    missing = qa_scores(refs, preds, [None, None], [None, None], embedder="/no/such/model")
-    assert missing["similarity"] is None and "could not load" in missing["notices"][0]
+    with pytest.raises(UserError, match="field 'embedder': folder not found"):  # named: loads or stops
+        qa_scores(refs, preds, [None, None], [None, None], embedder="/no/such/model")
 
 
 def test_sample_files_are_valid_and_written_by_us():

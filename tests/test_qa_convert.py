@@ -88,7 +88,7 @@ def test_flat_problems_are_all_reported(tmp_path, capsys):
     code, _, err = convert(capsys, "--from", "flat", "--to", "qa", "--in", src, "--out", tmp_path / "o.json")
     assert code == 2
     assert err.splitlines() == [
-        f"error: {src}: item row 1: field 'context': missing or empty",
+        f"error: {src}: item row 1: field 'context': empty",
         f"error: {src}: item row 2: field 'answer': empty, but the row has a cot_answer",
     ]
     csv_src = tmp_path / "bad.csv"

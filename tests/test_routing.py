@@ -5,22 +5,24 @@ checked with experts that answer differently by construction."""
 from __future__ import annotations
 
 import json
+import sys
 from collections import Counter
 from pathlib import Path
 
 import pytest
 from conftest import load_script
 from test_training import make_synthetic_cci, write_json
+from test_trip import LIMIT, Trip
 
 from malpyeong.cli import run_cli
 from malpyeong.data import load_items
 from malpyeong.errors import UserError
 from malpyeong.inference.results import read_results, sidecar_path
-from malpyeong.inference.routing import EXPERTS_FILE, FALLBACK, route_dir, select_items
+from malpyeong.inference.routing import FALLBACK, route_dir, select_items
 from malpyeong.inference.scoring import letter_token_ids
 from malpyeong.models.backbones import get_backbone, load_tokenizer
 from malpyeong.models.budget import fit_prompt
-from malpyeong.models.runfolder import run_info, write_run
+from malpyeong.models.runfolder import EXPERTS_FILE, run_info, write_run
 from malpyeong.tasks import get_task
 from malpyeong.training import sft_parser
 
@@ -85,10 +87,11 @@ def experts(tiny_llama, tmp_path_factory) -> dict:
 
 
 def test_each_item_is_answered_by_its_category_expert(experts, tmp_path):
+    """(Measured on the way: the longest trip of a routed prediction, see tests/test_trip.py.)"""
     out = tmp_path / "routed.json"
     main = load_script("run/test.py").main
-    assert (
-        main(
+    with Trip() as trip:
+        code = main(
             [
                 "--model",
                 str(experts["folder"]),
@@ -107,8 +110,12 @@ def test_each_item_is_answered_by_its_category_expert(experts, tmp_path):
                 "cpu",
             ]
         )
-        == 0
+    assert code == 0
+    print(
+        f"routed: longest trip ({len(trip.longest)} library files): {' > '.join(trip.longest)}",
+        file=sys.stderr,
     )
+    assert "inference/predict.py" in trip.longest and len(trip.longest) <= LIMIT, trip.longest
     expected = {"원인": ("inference_1", "원인"), "전제": ("inference_2", "전제")}
     res = read_results(out)
     rows = {r["id"]: r for r in map(json.loads, sidecar_path(out).read_text().splitlines()[1:])}
@@ -240,34 +247,36 @@ def test_experts_train_in_turn_and_route(experts, tiny_llama, tmp_path):
 
 
 def test_routed_prediction_resumes_expert_by_expert(experts, tmp_path):
-    from malpyeong.inference.answer import AnswerSettings
-    from malpyeong.inference.loading import load_engine
-    from malpyeong.inference.routing import plan_routes, run_routed
+    from malpyeong.inference.predict import PredictionJob
+    from malpyeong.inference.routing import plan_routes
 
     task = get_task("cci")
     items = experts["items"]
     routes = plan_routes(experts["folder"], task, items, "category", str(experts["general"]))
     loaded: list[str] = []
 
-    def engine_for(source, settings, stop_at=None):
-        loaded.append(source.weights)
-        if stop_at is not None and len(loaded) == stop_at:
-            raise KeyboardInterrupt
-        return load_engine(source, device="cpu")
+    class Job(PredictionJob):
+        stop_at: int | None = None
+
+        def load(self, source, settings):
+            loaded.append(source.weights)
+            if self.stop_at is not None and len(loaded) == self.stop_at:
+                raise KeyboardInterrupt
+            return super().load(source, settings)
 
     def run(out, stop_at=None):
-        return run_routed(
-            routes,
+        job = Job(
             task,
-            items,
-            out,
-            key="category",
+            str(experts["folder"]),
+            output=out,
+            route="category",
+            fallback=str(experts["general"]),
             model_name="m",
-            settings_for=lambda s: AnswerSettings(),
-            engine_for=lambda s, st: engine_for(s, st, stop_at),
-            engine_name="hf",
+            device="cpu",
             progress=False,
         )
+        job.stop_at = stop_at
+        return job.run(items)
 
     out = tmp_path / "r.json"
     with pytest.raises(KeyboardInterrupt):

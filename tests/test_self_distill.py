@@ -15,8 +15,7 @@ from malpyeong.cli import run_cli
 from malpyeong.data import load_items
 from malpyeong.ensemble.mbr import rouge1_similarity
 from malpyeong.errors import UserError
-from malpyeong.io import read_jsonl
-from malpyeong.prep.distill import raw_path
+from malpyeong.io import read_jsonl, resume_path
 from malpyeong.prep.self_distill import (
     SelfDistillSettings,
     candidate_problem,
@@ -162,12 +161,12 @@ def test_self_distill_cli_writes_records_the_trainer_reads(tiny_llama, dcs_recor
     assert report["n_items"] == 4 and report["n_kept"] == len(records) >= 1
     assert set(report["selected_by"]) <= {"gold", "mbr", "single"}
     assert all(r["source"] == "self_distill" for r in records)
-    raw = read_jsonl(raw_path(out))
+    raw = read_jsonl(resume_path(out))
     assert raw[0]["_meta"]["self"] is True and len(raw) == 1 + 4 * 3
     first = out.read_bytes()
     # everything is in the raw file: --overwrite rebuilds OUT without the model
     assert run_cli(cli.main, argv + ["--overwrite"]) == 0
-    assert out.read_bytes() == first and read_jsonl(raw_path(out)) == raw
+    assert out.read_bytes() == first and read_jsonl(resume_path(out)) == raw
 
     # the next round trains on them
     second = tmp_path / "runs" / "dcs_round2"

@@ -14,6 +14,7 @@ from malpyeong.cli import run_cli
 from malpyeong.ensemble import (
     apply_temperature,
     choice_diagnostics,
+    fit_stack,
     fit_temperature,
     nll,
     vote_choices,
@@ -134,22 +135,55 @@ def test_symmetric_answers_still_need_priority(tmp_path, cci_record, capsys):
 
 
 def simulated_models(
-    tmp_path: Path, record: dict, n: int = 300, m: int = 7, acc: float = 0.7, seed: int = 0
+    tmp_path: Path,
+    record: dict,
+    n: int = 300,
+    m: int = 7,
+    acc: float = 0.7,
+    seed: int = 0,
+    probs: bool = False,
 ) -> tuple[list[Path], np.ndarray, Path]:
-    """``m`` results files (no sidecars) of models right with probability ``acc`` on each of
-    ``n`` items, wrong answers split evenly; returns the files, the gold and the test file."""
+    """``m`` results files of models right with probability ``acc`` on each of ``n`` items,
+    wrong answers split evenly; returns the files, the gold and the test file. With ``probs``
+    each file has a sidecar whose probabilities are informative (drawn after the votes, which
+    stay the same): a model gives the option it chose 0.6-0.95 when it is right and 0.5-0.7
+    when it is wrong, the rest split at random between the other options (so its choice is
+    always its most probable option)."""
     rng = np.random.default_rng(seed)
     gold = rng.integers(0, 3, size=n)
     right = rng.random((m, n)) < acc
     wrong = (gold[None, :] + rng.integers(1, 3, size=(m, n))) % 3
     votes = np.where(right, gold[None, :], wrong)
+    p = None
+    if probs:
+        prng = np.random.default_rng(seed + 1)
+        conf = np.where(right, 0.6 + 0.35 * prng.random((m, n)), 0.5 + 0.2 * prng.random((m, n)))
+        split = prng.dirichlet([1, 1], size=(m, n)) * (1 - conf)[..., None]
+        p = np.zeros((m, n, 3))
+        for shift in (1, 2):
+            np.put_along_axis(p, ((votes + shift) % 3)[..., None], split[..., shift - 1 : shift], axis=2)
+        np.put_along_axis(p, votes[..., None], conf[..., None], axis=2)
+        p = p.round(6)
     items = cci_items(record, n)
     paths = [
-        write_results(tmp_path / "results" / f"model{j}.json", items, votes[j].tolist()) for j in range(m)
+        write_results(
+            tmp_path / "results" / f"model{j}.json",
+            items,
+            votes[j].tolist(),
+            None if p is None else p[j].tolist(),
+        )
+        for j in range(m)
     ]
     test = tmp_path / "test.json"
     test.write_text(json.dumps(items, ensure_ascii=False), encoding="utf-8")
     return paths, gold, test
+
+
+def write_gold(path: Path, record: dict, gold: np.ndarray) -> Path:
+    path.write_text(
+        json.dumps(cci_items(record, len(gold), gold.tolist()), ensure_ascii=False), encoding="utf-8"
+    )
+    return path
 
 
 @pytest.mark.parametrize("method", ["hard", "dawid_skene"])
@@ -504,3 +538,163 @@ def test_vote_on_the_glob_of_a_folder_run_test_wrote(tiny_llama, tmp_path, capsy
     assert "passes the official submission checks" in text
     assert vote(*everything[::-1], "--output", tmp_path / "again.json") == 0
     assert (tmp_path / "again.json").read_bytes() == out.read_bytes()
+
+
+# ------------------------------------------------------------------------------- stacking
+
+
+def test_stack_on_the_seven_simulated_models_reports_cross_validated_accuracy_beside_hard_voting(
+    tmp_path, cci_record, capsys
+):
+    """The done-when figure: on the simulated seven-model set (with sidecars) the stack's
+    5-fold cross-validated dev accuracy is printed beside hard voting's (the same figure
+    ``--method hard`` reports), soft voting's and the best single model's; the file order and a
+    second run change no byte of the submission."""
+    paths, gold, test = simulated_models(tmp_path, cci_record, probs=True)
+    dev = write_gold(tmp_path / "dev.json", cci_record, gold)
+    out, report = tmp_path / "stack.json", tmp_path / "report.json"
+    argv = ("--gold", dev, "--method", "stack", "--test", test)
+    assert vote(*paths, *argv, "--output", out, "--report", report) == 0
+    text = capsys.readouterr().out
+    assert "fitted on 300 dev items (C = 100, chosen by 5-fold cross-validation)" in text
+    assert (
+        "dev accuracy (300 items; the stack's pooled over its 5 held-out folds, seed 0):\n"
+        "  stack        0.9867\n"
+        "  hard vote    0.9467\n"
+        "  soft vote    0.9733\n"
+        "  best single  0.7533 (model6; picked on the training folds instead: 0.7533)\n"
+    ) in text
+    assert "ensemble accuracy 0.9867, 5-fold cross-validated (best single 0.7533)" in text
+    assert "stack: 0 of 300 ids were ties" in text
+    assert "passes the official submission checks" in text
+    rep = json.loads(report.read_text())
+    assert rep["method"] == "stack" and rep["dev"]["ensemble"] == pytest.approx(296 / 300)
+    stack = rep["stack"]
+    assert stack["folds"] == 5 and stack["seed"] == 0 and stack["C"] == 100.0
+    assert stack["cv_accuracy"] == pytest.approx(296 / 300)
+    assert stack["dev_accuracy"]["hard"] == pytest.approx(284 / 300)
+    assert sorted(stack["coefficients"]) == [f"model{j}" for j in range(7)]
+    assert all(c["probability"] > 0 for c in stack["coefficients"].values())
+    assert sum(f["n"] for f in stack["per_fold"]) == 300
+    # Hard voting itself reports the same dev accuracy.
+    assert vote(*paths, "--gold", dev, "--method", "hard") == 0
+    assert "ensemble accuracy 0.9467 (best single 0.7533)" in capsys.readouterr().out
+    again, report2 = tmp_path / "again.json", tmp_path / "report2.json"
+    assert vote(*paths[::-1], *argv, "--output", again, "--report", report2) == 0
+    capsys.readouterr()
+    assert again.read_bytes() == out.read_bytes()
+    assert json.loads(report2.read_text())["stack"] == stack
+
+
+def _sharp_and_noise(rng: np.random.Generator, gold: np.ndarray, acc: float) -> tuple[list, list, list]:
+    """Choices and probabilities of three members: ``sharp`` (right with probability ``acc``,
+    0.9 on its choice when right and 0.45 when wrong) and two noise members (random choices,
+    0.5 on them)."""
+    n = len(gold)
+    right = rng.random(n) < acc
+    sharp = np.where(right, gold, (gold + rng.integers(1, 3, size=n)) % 3)
+    noise = rng.integers(0, 3, size=(2, n))
+    choices = [sharp, *noise]
+    confs = [np.where(right, 0.9, 0.45), np.full(n, 0.5), np.full(n, 0.5)]
+    probs = []
+    for c, conf in zip(choices, confs, strict=True):
+        p = np.repeat(((1 - conf) / 2)[:, None], 3, axis=1)
+        p[np.arange(n), c] = conf
+        probs.append(p.tolist())
+    return [c.tolist() for c in choices], probs, ["sharp", "noise1", "noise2"]
+
+
+def test_stack_fitted_on_dev_answers_the_test_set_where_the_majority_is_wrong(tmp_path, cci_record, capsys):
+    """Fitted on dev predictions (--dev-results), the stack trusts the informative member and
+    answers the test items where the two noise members outvote it; hard voting does not."""
+    rng = np.random.default_rng(5)
+    gold = np.tile([0, 1, 2], 20)
+    choices, probs, names = _sharp_and_noise(rng, gold, 0.8)
+    dev_items = cci_items(cci_record, 60)
+    dpaths = [
+        write_results(tmp_path / "dev" / f"{n}.json", dev_items, c, p)
+        for n, c, p in zip(names, choices, probs, strict=True)
+    ]
+    dev = write_gold(tmp_path / "dev.json", cci_record, gold)
+    test_items = cci_items(cci_record, 6)
+    for it in test_items:
+        it["id"] = it["id"].replace("v-", "t-")
+    test = tmp_path / "test.json"
+    test.write_text(json.dumps(test_items, ensure_ascii=False), encoding="utf-8")
+    tgold = [0, 1, 2, 0, 1, 2]
+    wrong = [(g + 1) % 3 for g in tgold]
+    sure = [[0.9 if o == g else 0.05 for o in range(3)] for g in tgold]
+    unsure = [[0.5 if o == w else 0.25 for o in range(3)] for w in wrong]
+    tpaths = [write_results(tmp_path / "test" / "sharp.json", test_items, tgold, sure)] + [
+        write_results(tmp_path / "test" / f"{n}.json", test_items, wrong, unsure) for n in names[1:]
+    ]
+    out, hard, report = tmp_path / "stack.json", tmp_path / "hard.json", tmp_path / "report.json"
+    common = ("--dev-results", *dpaths, "--gold", dev, "--test", test)
+    assert vote(*tpaths, *common, "--method", "stack", "--output", out, "--report", report) == 0
+    text = capsys.readouterr().out
+    assert read_outputs(out) == [LABELS[g] for g in tgold]
+    assert "  stack        0.8833\n  hard vote    0.6667\n" in text
+    assert "  best single  0.7500 (sharp; picked on the training folds instead: 0.7500)" in text
+    coef = json.loads(report.read_text())["stack"]["coefficients"]
+    assert coef["sharp"]["probability"] > 3 * max(abs(coef[n]["probability"]) for n in names[1:])
+    assert vote(*tpaths, *common, "--method", "hard", "--output", hard) == 0
+    assert read_outputs(hard) == [LABELS[w] for w in wrong]
+
+
+def test_informative_probabilities_weigh_more_than_noise():
+    """Two members whose choices are equally accurate: the one whose probabilities say when it
+    is right gets the larger probability weight; a third member answering at random gets about
+    none."""
+    rng = np.random.default_rng(11)
+    n = 240
+    gold = rng.integers(0, 3, size=n)
+    votes, probs = [], []
+    for informative in (True, False):
+        right = rng.random(n) < 0.7
+        v = np.where(right, gold, (gold + rng.integers(1, 3, size=n)) % 3)
+        conf = np.where(right, 0.85, 0.45) if informative else rng.uniform(0.45, 0.85, size=n)
+        p = np.repeat(((1 - conf) / 2)[:, None], 3, axis=1)
+        p[np.arange(n), v] = conf
+        votes.append(v)
+        probs.append(p)
+    v = rng.integers(0, 3, size=n)
+    p = rng.dirichlet([1, 1, 1], size=n)
+    votes.append(v)
+    probs.append(p)
+    model = fit_stack(np.array(votes), np.array(probs), gold, folds=5, seed=0)
+    informative, flat, noise = model.weights
+    assert informative[0] > flat[0] + 1 and informative[0] > 5 * abs(noise[0])
+    assert abs(noise[1]) < min(informative[1] + informative[0] / 2, flat[1] + flat[0] / 2)
+
+
+def test_stack_refuses_what_it_cannot_fit(tmp_path, cci_record, capsys):
+    """One line and exit 2, nothing written: no gold, a member without probabilities, a dev set
+    too small for the folds, and options the stack decides itself."""
+    gold = np.tile([0, 1, 2], 4)  # 4 items per option
+    items = cci_items(cci_record, 12)
+    probs = [[0.8 if o == g else 0.1 for o in range(3)] for g in gold]
+    a = write_results(tmp_path / "a.json", items, gold.tolist(), probs)
+    b = write_results(tmp_path / "b.json", items, gold.tolist(), probs)
+    bare = write_results(tmp_path / "bare.json", items, gold.tolist())
+    dev = write_gold(tmp_path / "dev.json", cci_record, gold)
+    out = tmp_path / "o.json"
+    for argv, says in [
+        ((a, b), "--method stack fits its meta-learner on dev: it needs --gold DEV.json"),
+        ((a, bare, "--gold", dev), f"no sidecar with probs for: {bare}"),
+        (
+            (a, b, "--gold", dev),
+            "dev has only 4 item(s) whose answer is inference_1; 5-fold cross-validation of the "
+            "stack needs at least 10 of each answer",
+        ),
+        ((a, b, "--gold", dev, "--folds", "3"), "needs at least 6 of each answer"),
+        ((a, b, "--gold", dev, "--weights", "1", "2"), "--method stack learns each member's weight itself"),
+        ((a, b, "--gold", dev, "--calibrate"), "--method stack learns each member's weight itself"),
+    ]:
+        assert vote(*argv, "--method", "stack", "--output", out) == 2
+        err = capsys.readouterr().err.strip().splitlines()
+        assert len(err) == 1 and says in err[0], err
+        assert not out.exists()
+    assert vote(a, b, "--gold", dev, "--method", "stack", "--folds", "3") == 2
+    assert "(pass --folds 2, or use a larger dev set)" in capsys.readouterr().err
+    assert vote(a, b, "--gold", dev, "--method", "stack", "--folds", "2", "--output", out) == 0
+    assert read_outputs(out) == [LABELS[g] for g in gold]

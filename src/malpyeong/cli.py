@@ -17,10 +17,10 @@ import os
 import sys
 import warnings
 from collections.abc import Callable, Sequence
-from pathlib import Path
 from typing import Any
 
 from malpyeong.errors import Interrupted, UserError, UserErrors, one_line, printable
+from malpyeong.io import read_text
 from malpyeong.tasks import TASKS, Task, task_names, tasks_help
 
 EXIT_USER_ERROR = 2
@@ -43,6 +43,8 @@ NOISY_LOGGERS = (
     "huggingface_hub",
     "mergekit",
     "urllib3",
+    "sentence_transformers",  # "Load pretrained SentenceTransformer", "Saving model to ..."
+    "matplotlib",  # "Matplotlib is building the font cache; this may take a moment."
 )
 
 
@@ -212,13 +214,7 @@ def read_system_prompt(path: str | None) -> str | None:
     """The exact system prompt in ``path`` (``--system_prompt_file``), or None without one."""
     if path is None:
         return None
-    p = Path(path)
-    if not p.is_file():
-        raise UserError("file not found", file=path, field="system_prompt_file")
-    try:
-        text = p.read_text(encoding="utf-8-sig").strip()
-    except UnicodeDecodeError:
-        raise UserError("not UTF-8 text", file=path, field="system_prompt_file") from None
+    text = read_text(path, field="system_prompt_file").strip()
     if not text:
         raise UserError("empty file", file=path, field="system_prompt_file")
     return text

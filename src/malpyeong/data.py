@@ -8,15 +8,19 @@ layout (the test items with ``output`` filled, ``ensure_ascii=False``, ``indent=
 
 from __future__ import annotations
 
+import csv
 import json
 import os
+import sys
 from collections import Counter
+from collections.abc import Sequence
+from io import StringIO
 from pathlib import Path
 from typing import Any
 
 from malpyeong.errors import UserError, UserErrors
-from malpyeong.io import atomic_write_json, ensure_writable, json_loads, require_file
-from malpyeong.tasks.base import Task
+from malpyeong.io import atomic_write_json, ensure_writable, json_loads, read_text, require_file
+from malpyeong.tasks.base import Task, TaskItem
 
 MAX_ERRORS_PER_FILE = 20  # past this a file is usually of another task; say so instead of flooding
 
@@ -45,12 +49,14 @@ def read_records(path: str | os.PathLike) -> list[Any]:
                 continue
             try:
                 records.append(json_loads(line))
-            except json.JSONDecodeError:
+            except json.JSONDecodeError as line_err:
                 try:
                     json.loads(text)
-                except json.JSONDecodeError as err:
+                except json.JSONDecodeError:  # the line's own error, not the whole file's "Extra data"
+                    cut = line_err.msg.startswith("Unterminated") or line_err.pos >= len(line.rstrip())
                     raise UserError(
-                        f"not valid JSON or JSONL (line {lineno}: {err.msg})", file=name
+                        f"not valid JSON or JSONL (line {lineno}, column {line_err.colno}: {line_err.msg}{' (cut short?)' if cut else ''})",
+                        file=name,
                     ) from None
                 raise UserError(
                     "top level is an object, not a list of items",
@@ -66,6 +72,71 @@ def read_records(path: str | os.PathLike) -> list[Any]:
         return records
     data = _parse_json(text, name)
     raise UserError(f"top level is a {type(data).__name__}, not a list of items", file=name)
+
+
+def read_csv(path: str | os.PathLike, *, required: tuple[str, ...] = ()) -> list[dict[str, str]]:
+    """The rows of a CSV table as ``{column: value}``, read by the one plain-text reader (any
+    encoding it knows). Every problem is reported at once: a repeated or empty column name
+    (a dict would keep only one of two ``answer`` columns), a row with more or fewer fields
+    than the header (a row cut short or with an unquoted comma would shift its values), a
+    missing ``required`` column, broken quoting (named by its line)."""
+    name = str(path)
+    text = read_text(path).lstrip("\ufeff")
+    if not text.strip():
+        raise UserError("empty file", file=name, hint="expected a header row and data rows")
+    csv.field_size_limit(sys.maxsize)  # a long context is one field; the default caps it at 128 KiB
+    reader = csv.reader(StringIO(text, newline=""), strict=True)
+    errors: list[UserError] = []
+    rows: list[dict[str, str]] = []
+    try:
+        header = [h.strip() for h in next(reader)]
+        seen: dict[str, list[int]] = {}
+        for column, h in enumerate(header, 1):
+            seen.setdefault(h, []).append(column)
+        for h, columns in seen.items():
+            where = ", ".join(map(str, columns))
+            if not h:
+                errors.append(
+                    UserError(f"column {where} of the header has no name", file=name, item="line 1")
+                )
+            elif len(columns) > 1:
+                errors.append(
+                    UserError(
+                        f"column {h!r} appears {len(columns)} times (columns {where})",
+                        file=name,
+                        item="line 1",
+                        hint="every column needs its own name",
+                    )
+                )
+        missing = [c for c in required if c not in seen]
+        if missing:
+            errors.append(
+                UserError(
+                    f"no column {', '.join(repr(c) for c in missing)}",
+                    file=name,
+                    item="line 1",
+                    hint=f"columns found: {', '.join(h for h in header if h) or 'none'}",
+                )
+            )
+        for fields in reader:
+            if not fields or (len(fields) == 1 and not fields[0].strip()):
+                continue  # a blank line
+            index = len(rows) + 1
+            if len(fields) != len(header):
+                errors.append(
+                    UserError(
+                        f"{len(fields)} fields, the header has {len(header)}",
+                        file=name,
+                        item=f"row {index} (line {reader.line_num})",
+                        hint="quote a value that holds a comma; give every row every column",
+                    )
+                )
+            rows.append(dict(zip(header, fields, strict=False)))
+    except csv.Error as err:
+        errors.append(UserError(f"not valid CSV ({err})", file=name, item=f"line {reader.line_num}"))
+    if errors:
+        raise UserErrors(capped(errors, name))
+    return rows
 
 
 def _parse_json(text: str, name: str) -> Any:
@@ -88,13 +159,36 @@ def item_label(record: Any, index: int) -> str:
     return f"#{index}"
 
 
-def load_items(path: str | os.PathLike, task: Task, *, require_output: bool = False) -> list:
+def load_items(path: str | os.PathLike, task: Task, *, require_output: bool = False) -> list[TaskItem]:
     """Read and validate a data file for ``task``; raise ``UserErrors`` listing every problem.
 
     ``require_output``: training and dev files must carry gold outputs (test files have ``""``).
     """
-    name = str(path)
-    records = read_records(path)
+    return parse_records(read_records(path), task, str(path), require_output=require_output)
+
+
+def check_written(records: list, task: Task, name: str, *, require_output: bool = False) -> list:
+    """What a converter is about to write, validated exactly as ``run/validate.py`` will read it
+    (serialised and parsed back, then :func:`parse_records`), before anything is written: a
+    converter never leaves a file the task refuses. ``name`` names the input in messages."""
+    try:
+        text = json.dumps(records, ensure_ascii=False, allow_nan=False)
+    except ValueError as err:  # NaN / Infinity
+        raise UserError(f"cannot be written as JSON ({err})", file=name, hint="nothing was written") from None
+    try:
+        return parse_records(json_loads(text), task, name, require_output=require_output)
+    except UserErrors as errs:
+        raise UserErrors([*errs.errors[:-1], _nothing_written(errs.errors[-1])]) from None
+
+
+def _nothing_written(err: UserError) -> UserError:
+    hint = "nothing was written" + (f"; {err.hint}" if err.hint else "")
+    return UserError(err.problem, file=err.file, item=err.item, field=err.field, hint=hint)
+
+
+def parse_records(records: Any, task: Task, name: str, *, require_output: bool = False) -> list:
+    """Raw records (as :func:`read_records` gives them) validated as ``task``'s items; every
+    problem reported at once, each naming ``name``, the item and the field."""
     if not isinstance(records, list):
         raise UserError(f"top level is a {type(records).__name__}, not a list of items", file=name)
     if not records:
@@ -139,7 +233,7 @@ def capped(errors: list[UserError], name: str, hint: str | None = None) -> list[
 
 
 def write_submission(
-    items: list, outputs: dict[str, Any], path: str | os.PathLike, *, overwrite: bool = False
+    items: Sequence[TaskItem], outputs: dict[str, Any], path: str | os.PathLike, *, overwrite: bool = False
 ) -> Path:
     """Write ``items`` (as read from the test file) with ``output`` filled from ``outputs[id]``."""
     path = ensure_writable(path, overwrite)

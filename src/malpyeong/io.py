@@ -10,13 +10,19 @@
   them 0600, unreadable by teammates on a shared server).
 - A file appended to by a resumable job is locked while it is written, so two runs writing the
   same output at once stop with one line instead of interleaving their rows.
+- A plain-text input (a chat script, a dialogue, a prompt, a CSV table) is read by one reader,
+  :func:`read_text`: UTF-8 with or without a BOM, UTF-16 with a BOM, else the legacy encoding
+  its bytes show (CP949, Windows-1252, Latin-1; :func:`decode_text`), said once on the log;
+  a NUL byte (binary data, UTF-16 without a BOM) is refused naming its line.
 """
 
 from __future__ import annotations
 
+import codecs
 import errno
 import fcntl
 import json
+import logging
 import os
 import tempfile
 from collections.abc import Iterable, Iterator, Sequence
@@ -24,7 +30,9 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import IO, Any
 
-from malpyeong.errors import UserError, one_line
+from malpyeong.errors import UserError, UserErrors, one_line
+
+log = logging.getLogger(__name__)
 
 
 def current_umask() -> int:
@@ -57,6 +65,138 @@ def require_file(path: str | os.PathLike, *, field: str | None = None) -> Path:
     if not os.access(p, os.R_OK):
         raise UserError("cannot read: permission denied", file=str(p), field=field)
     return p
+
+
+# ------------------------------------------------------------------------------- text
+
+CP1252_UNDEFINED = frozenset(b"\x81\x8d\x8f\x90\x9d")
+KOREAN_MIN_SHARE = 0.15  # share of non-ASCII bytes above which CP949 is considered
+HANGUL_MIN_SHARE = 0.9  # share of the decoded non-ASCII characters that must be Hangul syllables
+UNAMBIGUOUS = ("utf-8", "utf-8-sig", "utf-16")  # a guessed legacy encoding is said on the log
+
+
+def _is_hangul(ch: str) -> bool:
+    return "\uac00" <= ch <= "\ud7a3"
+
+
+def decode_text(raw: bytes) -> tuple[str, str]:
+    """``(text, encoding name)`` for the bytes of a text file; never raises.
+
+    1. a byte-order mark (UTF-8, UTF-16) says it;
+    2. bytes that decode as strict UTF-8 are UTF-8 (other encodings almost never produce valid
+       UTF-8 multi-byte sequences by chance);
+    3. CP949, when many bytes are non-ASCII (Korean text is mostly Hangul) and they decode
+       strictly into Hangul syllables (a Latin-1 page with a few accented letters is neither);
+    4. Latin-1 when no byte lies in 0x80-0x9F (there Latin-1 and Windows-1252 agree);
+    5. Windows-1252, when no byte is one of the five it leaves undefined;
+    6. Latin-1, which maps every byte and so always succeeds.
+    """
+    for bom, name in (
+        (codecs.BOM_UTF8, "utf-8-sig"),
+        (codecs.BOM_UTF16_LE, "utf-16"),
+        (codecs.BOM_UTF16_BE, "utf-16"),
+    ):
+        if raw.startswith(bom):
+            return raw.decode(name, errors="replace"), name
+    try:
+        return raw.decode("utf-8"), "utf-8"
+    except UnicodeDecodeError:
+        pass
+    high = sum(b >= 0x80 for b in raw)
+    if raw and high / len(raw) >= KOREAN_MIN_SHARE:
+        try:
+            text = raw.decode("cp949")
+        except UnicodeDecodeError:
+            text = None
+        if text is not None:
+            wide = [c for c in text if ord(c) >= 0x80]
+            if wide and sum(map(_is_hangul, wide)) / len(wide) >= HANGUL_MIN_SHARE:
+                return text, "cp949"
+    if not any(0x80 <= b <= 0x9F for b in raw):
+        return raw.decode("latin-1"), "latin-1"  # the same text as cp1252 would give
+    if not CP1252_UNDEFINED.intersection(raw):
+        return raw.decode("cp1252"), "cp1252"
+    return raw.decode("latin-1"), "latin-1"
+
+
+def looks_utf16(raw: bytes) -> bool:
+    """Every other byte NUL: UTF-16 text of mostly ASCII characters, saved without a BOM."""
+    sample = raw[:4096]
+    return len(sample) >= 4 and (
+        sample[1::2].count(0) > 0.4 * len(sample) / 2 or sample[0::2].count(0) > 0.4 * len(sample) / 2
+    )
+
+
+def text_of(raw: bytes, name: str, *, field: str | None = None) -> str:
+    """The text of a plain-text input's bytes (see :func:`read_text`); ``name`` names it in
+    messages (a path, or ``stdin``)."""
+    text, encoding = decode_text(raw)
+    nul = text.find("\x00")
+    if nul >= 0:
+        line = text.count("\n", 0, nul) + 1
+        why = "; it looks like UTF-16 saved without a byte-order mark" if looks_utf16(raw) else ""
+        raise UserError(
+            f"line {line} holds a NUL byte, which text does not{why}",
+            file=name,
+            field=field,
+            hint="save the file as UTF-8 text",
+        )
+    if encoding not in UNAMBIGUOUS:
+        log.warning("%s: not UTF-8; read as %s (save it as UTF-8 to be sure)", name, encoding)
+    return text
+
+
+def read_text(path: str | os.PathLike, *, field: str | None = None) -> str:
+    """A plain-text input file as text, whatever encoding it was saved in (:func:`decode_text`);
+    one ``UserError`` naming the file (and ``field``, the option that gave it) when it is no
+    text file."""
+    p = require_file(path, field=field)
+    return text_of(p.read_bytes(), str(p), field=field)
+
+
+def yaml_loads(text: str, name: str, *, field: str | None = None) -> Any:
+    """YAML (or JSON, which is YAML) text as Python values, refusing what PyYAML lets pass: a
+    key given twice in one mapping (PyYAML keeps the last, so ``lora_r: 16`` ... ``lora_r: 8``
+    trains with 8 and says nothing). Every repeated key is reported at once, with its lines."""
+    import yaml
+
+    repeated: list[UserError] = []
+
+    class Loader(yaml.SafeLoader):
+        def construct_mapping(self, node: Any, deep: bool = False) -> Any:
+            seen: dict[Any, int] = {}
+            for key_node, _ in node.value:
+                try:
+                    key = self.construct_object(key_node, deep=True)
+                    hash(key)
+                except Exception:  # noqa: BLE001 - PyYAML reports an unhashable key itself
+                    continue
+                line = key_node.start_mark.line + 1
+                if key in seen:
+                    repeated.append(
+                        UserError(
+                            f"key {key!r} is given twice (lines {seen[key]} and {line}); YAML would keep the last",
+                            file=name,
+                            field=field,
+                            hint="keep one of them",
+                        )
+                    )
+                else:
+                    seen[key] = line
+            return super().construct_mapping(node, deep=deep)
+
+    try:
+        data = yaml.load(text, Loader=Loader)  # noqa: S506 - a SafeLoader subclass
+    except yaml.YAMLError as err:
+        raise UserError(f"not valid YAML: {one_line(err, 200)}", file=name, field=field) from None
+    if repeated:
+        raise UserErrors(repeated) if len(repeated) > 1 else repeated[0]
+    return data
+
+
+def read_yaml(path: str | os.PathLike, *, field: str | None = None) -> Any:
+    """A YAML file (:func:`read_text`, then :func:`yaml_loads`)."""
+    return yaml_loads(read_text(path, field=field).lstrip("\ufeff"), str(path), field=field)
 
 
 # ------------------------------------------------------------------------------- outputs
@@ -158,6 +298,30 @@ def check_distinct(outputs: Named, inputs: Named = (), *, folders: Sequence[str]
                 )
 
 
+def check_outputs(
+    outputs: Named,
+    inputs: Named = (),
+    *,
+    overwrite: bool = False,
+    kept: Sequence[str] = (),
+) -> None:
+    """The one output check every script runs before any work: no output is an input or
+    another output (:func:`check_distinct`: the same file under another name, a hard link or a
+    symlink counts), and each output can be written (:func:`ensure_writable`: not a folder,
+    its folder writable, not an existing file unless ``overwrite``). ``kept`` names outputs
+    that may exist and are continued rather than replaced (a resumed session, an appended
+    log): they are checked for a writable folder only."""
+    outputs = [(n, p) for n, p in outputs if p is not None]
+    check_distinct(outputs, inputs)
+    for name, path in outputs:
+        if name in kept:
+            if Path(path).is_dir():
+                raise UserError(f"is a folder; {name} is a file", file=str(path))
+            check_folder_writable(Path(path).parent, what=str(path))
+        else:
+            ensure_writable(path, overwrite)
+
+
 # ------------------------------------------------------------------------------- writing
 
 
@@ -167,8 +331,15 @@ def atomic_open(path: str | os.PathLike, mode: str = "w") -> Iterator[IO]:
     ``path`` when the block ends without an error (removed otherwise); it gets the permissions
     the umask gives a new file (``mkstemp`` alone would leave it 0600). ``mode``: "w" or "wb"."""
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    except OSError as err:  # named by the user's path, not by the temporary file's
+        raise UserError(
+            f"cannot write here: {err.strerror or one_line(err)}",
+            file=str(path),
+            hint="choose a folder you can write to",
+        ) from None
     try:
         os.fchmod(fd, 0o666 & ~current_umask())
         text = {"encoding": "utf-8", "newline": "\n"} if "b" not in mode else {}
@@ -233,6 +404,49 @@ def read_jsonl(path: str | os.PathLike) -> list[dict]:
                     file=str(path),
                     hint="the file is damaged; delete it (or that line) to start over",
                 ) from None
+    return rows
+
+
+def read_jsonl_file(
+    path: str | os.PathLike,
+    *,
+    required: Sequence[str] = (),
+    field: str | None = None,
+    what: str = "rows",
+    hint: str | None = None,
+) -> list[dict]:
+    """A JSONL input written whole (preference pairs, unpaired examples): every non-blank line a
+    JSON object holding the ``required`` keys, and at least one; the first bad line is one
+    ``UserError`` naming the file and the line (``hint``: how to make a good file). Unlike
+    :func:`read_jsonl` (files appended as work goes, whose torn last line is dropped), the last
+    line counts without its newline: nothing of a finished input is ever left out."""
+    p = require_file(path, field=field)
+    rows: list[dict] = []
+    try:
+        with open(p, encoding="utf-8-sig") as fh:
+            for lineno, line in enumerate(fh, 1):
+                if not line.strip():
+                    continue
+                try:
+                    row = json_loads(line)
+                except ValueError as err:
+                    raise UserError(
+                        f"line {lineno} is not valid JSON ({one_line(err, 120)})", file=str(p), field=field
+                    ) from None
+                missing = [k for k in required if k not in row] if isinstance(row, dict) else list(required)
+                if missing or not isinstance(row, dict):
+                    raise UserError(
+                        f"line {lineno} lacks {', '.join(missing)}"
+                        if missing
+                        else f"line {lineno} is not an object",
+                        file=str(p),
+                        hint=hint,
+                    )
+                rows.append(row)
+    except UnicodeDecodeError:
+        raise UserError("not UTF-8 text", file=str(p), field=field) from None
+    if not rows:
+        raise UserError(f"no {what} in the file", file=str(p), hint=hint)
     return rows
 
 
@@ -302,3 +516,42 @@ class JsonlAppender:
 
     def __exit__(self, *exc: object) -> None:
         self.close()
+
+
+# ------------------------------------------------------------------------------- resume files
+# A generator that writes one row per unit of work (a teacher's answer, a Magpie sample) appends
+# each to OUT.raw.jsonl as it is made; a rerun skips what is there and refuses to mix settings.
+
+
+def resume_path(out: str | os.PathLike) -> Path:
+    """Where a generator keeps its raw outputs and resumes from: ``OUT.raw.jsonl``."""
+    out = Path(out)
+    return out.with_name(out.name + ".raw.jsonl")
+
+
+def open_resume(path: str | os.PathLike, meta: dict, key: str) -> tuple[dict[Any, dict], JsonlAppender]:
+    """Rows already in the resume file by ``row[key]``, and an appender for new rows.
+
+    A new file starts with ``{"_meta": meta}``. An existing file must carry the same meta: rows
+    made by another model or with other settings are not silently mixed into one dataset.
+    """
+    path = Path(path)
+    rows = read_jsonl(path) if path.exists() else []
+    done: dict[Any, dict] = {}
+    if rows:
+        head = rows[0].get("_meta")
+        if head is None:
+            raise UserError("raw file has no _meta header", file=str(path), hint="delete it to start over")
+        diff = sorted(k for k in set(head) | set(meta) if head.get(k) != meta.get(k))
+        if diff:
+            k = diff[0]
+            raise UserError(
+                f"made with other settings: {k} was {head.get(k)!r}, now {meta.get(k)!r}",
+                file=str(path),
+                hint="use the same settings to resume, or delete it",
+            )
+        done = {r[key]: r for r in rows[1:] if key in r}
+    appender = JsonlAppender(path)
+    if not rows:
+        appender.write({"_meta": meta})
+    return done, appender

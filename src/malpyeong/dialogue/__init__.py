@@ -12,7 +12,15 @@ from __future__ import annotations
 from malpyeong.dialogue.history import Memory, Prompt
 from malpyeong.dialogue.loop import COMMANDS, Chat, read_lines
 from malpyeong.dialogue.reply import ReplyStreamer, generate_reply
-from malpyeong.dialogue.session import MEMORIES, ChatSettings, Session, check_resume, load_session
+from malpyeong.dialogue.session import (
+    MEMORIES,
+    ChatSettings,
+    Session,
+    check_resume,
+    load_session,
+    script_record,
+    script_start,
+)
 from malpyeong.dialogue.summarize import (
     ExtractiveSummarizer,
     ModelSummarizer,
@@ -38,5 +46,7 @@ __all__ = [
     "load_session",
     "make_summarizer",
     "read_lines",
+    "script_record",
+    "script_start",
     "truncate_tokens",
 ]

@@ -13,12 +13,13 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import IO
 
+from malpyeong.cli import os_error_line
 from malpyeong.dialogue.history import Memory
 from malpyeong.dialogue.reply import generate_reply
-from malpyeong.dialogue.session import Session
+from malpyeong.dialogue.session import MEMORY, Session
 from malpyeong.errors import UserError
 from malpyeong.inference.engines import HFEngine
-from malpyeong.io import JsonlAppender
+from malpyeong.io import JsonlAppender, read_text
 from malpyeong.tasks.base import GenerateTask
 
 COMMANDS = "/memory, /reset, /save FILE, /exit"
@@ -52,14 +53,13 @@ class Chat:
         self.session.turns.append({"speaker": s.user, "utterance": line})
         prompt = self.memory.prompt(self.session)
         index = len(self.session.turns) - 1
-        if self.prompts is not None:
-            with JsonlAppender(self.prompts) as log:
-                log.write(
-                    {"turn": index, "prompt": prompt.text, **prompt.info, "memory": self.session.memory}
-                )
+        memory = self.session.memory
         self.out.write(f"{s.character}: ")
         self.out.flush()
         reply, _ = generate_reply(self.engine, self.task, prompt, s, index, self.out)
+        if self.prompts is not None:  # written with the turn, so a failed turn leaves no trace
+            with JsonlAppender(self.prompts) as log:
+                log.write({"turn": index, "prompt": prompt.text, **prompt.info, MEMORY: memory})
         self.session.turns.append({"speaker": s.character, "utterance": reply})
         self.session.log.append({"turn": index, **prompt.info})
         self.memory.update(self.session)  # the buffer within budget between turns too
@@ -73,7 +73,8 @@ class Chat:
             self.show_memory()
         elif name == "/reset":
             self.session.reset()
-            self.session.save(self.path)
+            if self.path.exists():  # a session not yet saved stays unwritten
+                self.session.save(self.path)
             self.note("session reset: no turns, no memory")
         elif name == "/save":
             self.save_copy(arg.strip())
@@ -101,7 +102,11 @@ class Chat:
         if Path(target).exists():
             self.note(f"not saved: {target} exists")
             return
-        self.session.save(target)
+        try:
+            self.session.save(target)
+        except (UserError, OSError) as err:  # a chat goes on when a copy cannot be written
+            self.note(f"not saved: {err.line() if isinstance(err, UserError) else os_error_line(err)}")
+            return
         self.note(f"saved to {target}")
 
     def note(self, text: str) -> None:
@@ -110,8 +115,6 @@ class Chat:
 
 
 def read_lines(path: str | os.PathLike) -> list[str]:
-    """User lines of a scripted conversation (one per line; blank lines skipped)."""
-    p = Path(path)
-    if not p.is_file():
-        raise UserError("file not found", file=str(p), field="input")
-    return [ln for ln in p.read_text(encoding="utf-8-sig").splitlines() if ln.strip()]
+    """User lines of a scripted conversation (one per line; blank lines skipped), read by the
+    one plain-text reader (any encoding it knows, a NUL byte refused)."""
+    return [ln for ln in read_text(path, field="input").splitlines() if ln.strip()]

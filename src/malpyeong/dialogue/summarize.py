@@ -97,8 +97,9 @@ class TaskSummarizer:
     settings: AnswerSettings
 
     def __call__(self, memory: str, turns: Sequence[Utterance]) -> str:
+        # not a task name: the running memory, as a speaker
         conversation = ((Utterance("memory", memory),) if memory else ()) + tuple(turns)
-        item = self.task.live_item(conversation, item_id="memory")
+        item = self.task.live_item(conversation, item_id="memory")  # not a task name: an item id
         run = answer_items(self.engine, self.task, [item], self.settings, progress=False)
         return " ".join(self.task.output_text(run.outputs[0]).split())
 
@@ -163,7 +164,7 @@ def make_summarizer(
         return ModelSummarizer(engine, max_tokens, language)
     if name == "extractive":
         return ExtractiveSummarizer(engine.tokenizer, max_tokens, user)
-    source = resolve_source(name)
+    source = resolve_source(name, option="summarizer")
     other = load_engine(source, dtype=dtype, device=device)
     task_name = source.run.get("task")
     if task_name and task_name != chat_task:

@@ -8,6 +8,7 @@ selection. One job per module:
 - :mod:`.calibration`: temperature scaling of probabilities on dev;
 - :mod:`.diagnostics`: dev figures of the models and the ensemble, and their tables;
 - :mod:`.selection`: Caruana ensemble selection, its cross-validation, the members file;
+- :mod:`.stacking`: the logistic-regression meta-learner fitted on dev, and its cross-validation;
 - :mod:`.mbr`: similarities and MBR selection of generated texts;
 - :mod:`.job`: ``run_vote``, what ``ensemble/vote.py`` runs.
 
@@ -29,7 +30,7 @@ from malpyeong.ensemble.inputs import (
     resolve_priority,
     vote_matrix,
 )
-from malpyeong.ensemble.job import VoteJob, run_vote
+from malpyeong.ensemble.job import VOTE_METHODS, VoteJob, run_vote
 from malpyeong.ensemble.mbr import (
     MbrOutcome,
     bertscore_similarity,
@@ -45,10 +46,21 @@ from malpyeong.ensemble.selection import (
     read_members,
     write_members,
 )
+from malpyeong.ensemble.stacking import (
+    StackCV,
+    StackModel,
+    check_stack_dev,
+    cross_validate_stack,
+    fit_stack,
+    stack_features,
+    stack_predict,
+    stack_report,
+)
 from malpyeong.ensemble.voting import (
     METHODS,
     Tie,
     VoteOutcome,
+    break_ties,
     describe_ties,
     raise_if_unresolved,
     vote_choices,
@@ -58,18 +70,25 @@ __all__ = [
     "METHODS",
     "MbrOutcome",
     "Selection",
+    "StackCV",
+    "StackModel",
     "Tie",
+    "VOTE_METHODS",
     "VoteJob",
     "VoteOutcome",
     "apply_temperature",
     "bertscore_similarity",
+    "break_ties",
     "caruana_select",
     "check_results",
+    "check_stack_dev",
     "choice_diagnostics",
     "cross_validate_selection",
+    "cross_validate_stack",
     "describe_mbr_ties",
     "describe_ties",
     "expected_accuracy",
+    "fit_stack",
     "fit_temperature",
     "format_choice_diagnostics",
     "format_generate_diagnostics",
@@ -84,6 +103,9 @@ __all__ = [
     "resolve_priority",
     "rouge1_similarity",
     "run_vote",
+    "stack_features",
+    "stack_predict",
+    "stack_report",
     "vote_choices",
     "vote_matrix",
     "write_members",

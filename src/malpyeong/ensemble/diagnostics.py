@@ -69,7 +69,8 @@ def format_choice_diagnostics(d: dict[str, Any]) -> str:
     lines += _matrix_lines("error corr.", d["error_correlation"])
     best = max(d["accuracy"].values())
     if "ensemble" in d:
-        lines.append(f"ensemble accuracy {d['ensemble']:.4f} (best single {best:.4f})")
+        note = f", {d['ensemble_note']}" if d.get("ensemble_note") else ""
+        lines.append(f"ensemble accuracy {d['ensemble']:.4f}{note} (best single {best:.4f})")
     lines.append(f"oracle (any model right) {d['oracle']:.4f}; all models wrong {d['all_wrong']:.4f}")
     return "\n".join(lines)
 
@@ -97,7 +98,9 @@ def generate_diagnostics(
         "oracle": {"rouge1": metrics.rouge1(refs, oracle_texts)},
     }
     if bertscore_model:
-        scorer = metrics.BertScorer(bertscore_model)
+        scorer, _ = metrics.load_metric_model(
+            metrics.BertScorer, bertscore_model, default=None, option="bertscore_model", what="bertscore"
+        )
 
         def bs(preds: Sequence[str]) -> float:
             f = [s["f"] for s in scorer.score(refs, preds)]

@@ -29,26 +29,22 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import yaml
-
 from malpyeong.data import check_submission, load_items
+from malpyeong.device import cuda_available
 from malpyeong.ensemble import VoteJob, run_vote
 from malpyeong.errors import UserError
-from malpyeong.inference.answer import AnswerSettings, default_batch_size
-from malpyeong.inference.loading import load_engine, resolve_source
-from malpyeong.inference.predict import run_prediction
+from malpyeong.inference.predict import PredictionJob
 from malpyeong.inference.results import partial_paths, read_results, sidecar_path
-from malpyeong.io import atomic_write_json
+from malpyeong.io import atomic_write_json, check_distinct, read_yaml
 from malpyeong.models.backbones import REGISTRY, get_backbone, non_commercial
-from malpyeong.models.runfolder import is_finished_run
+from malpyeong.models.runfolder import complete_checkpoints, is_finished_run, is_model
 from malpyeong.models.tiny import FAMILIES, build_tiny_model
-from malpyeong.tasks import DEFAULT_TASK, Task, get_task
+from malpyeong.tasks import DEFAULT_TASK, Task, TaskItem, get_task
 from malpyeong.training import sft_parser, train_sft
 
 log = logging.getLogger(__name__)
 
 TINY = "tiny"  # --model_override tiny=DIR: every member on a tiny model of its family
-TRAINER_STATE = "trainer_state.json"  # the last file the trainer writes into a checkpoint
 
 
 @dataclass
@@ -86,6 +82,25 @@ class Member:
         return entry.licence if entry else "unknown (not in the registry)"
 
 
+def check_entry_paths(job: EntryJob) -> None:
+    """Before any work: the output folder neither is nor sits inside the recipes folder (the
+    entry's own configs stay as the user wrote them, and a rerun reads them again), and holds
+    none of the inputs (its predictions would replace them)."""
+    out, recipes = Path(job.out).resolve(), Path(job.recipes).resolve()
+    if out == recipes or recipes in out.parents:
+        raise UserError(
+            "--out is inside the --recipes folder",
+            file=str(job.out),
+            field="out",
+            hint="write the entry elsewhere",
+        )
+    check_distinct(
+        [("--out", job.out)],
+        [("--recipes", job.recipes), ("--test", job.test), ("--dev", job.dev)],
+        folders=("--out",),
+    )
+
+
 def find_recipes(folder: str | os.PathLike) -> list[Path]:
     """The entry's recipes: every ``*.yaml`` in ``folder``, in name order."""
     root = Path(folder)
@@ -98,10 +113,7 @@ def find_recipes(folder: str | os.PathLike) -> list[Path]:
 
 
 def read_recipe(path: Path) -> dict:
-    try:
-        data = yaml.safe_load(path.read_text(encoding="utf-8"))
-    except yaml.YAMLError as err:
-        raise UserError(f"not valid YAML: {str(err).splitlines()[0]}", file=str(path)) from None
+    data = read_yaml(path, field="recipes")
     if not isinstance(data, dict) or not data.get("model"):
         raise UserError("a recipe must be a mapping with a 'model'", file=str(path))
     return data
@@ -137,7 +149,7 @@ def stand_in(model: str, tiny: Path) -> str:
             hint=f"tiny families: {', '.join(FAMILIES)}; give {model}=PATH instead",
         )
     folder = tiny / family
-    if not (folder / "config.json").is_file():
+    if not is_model(folder):
         build_tiny_model(family, folder)
     return str(folder)
 
@@ -159,7 +171,7 @@ def run_state(run_dir: Path) -> str:
     one) or new."""
     if is_finished_run(run_dir):
         return "trained"
-    if any((c / TRAINER_STATE).is_file() for c in run_dir.glob("checkpoint-*")):
+    if complete_checkpoints(run_dir)[0]:
         return "resume"
     if run_dir.is_dir() and any(run_dir.iterdir()):
         return "restart"
@@ -167,13 +179,12 @@ def run_state(run_dir: Path) -> str:
 
 
 def drop_partial_checkpoints(run_dir: Path) -> list[str]:
-    """Remove the checkpoints a kill left half-written. The trainer writes trainer_state.json last
-    and resumes from the highest-numbered checkpoint whether complete or not."""
+    """Remove the checkpoints a kill left half-written (:func:`~malpyeong.models.runfolder.
+    complete_checkpoints`: the trainer writes its state last), so none is resumed from."""
     dropped = []
-    for c in run_dir.glob("checkpoint-*"):
-        if c.is_dir() and c.name.split("-", 1)[1].isdigit() and not (c / TRAINER_STATE).is_file():
-            shutil.rmtree(c)
-            dropped.append(c.name)
+    for c in complete_checkpoints(run_dir)[1]:
+        shutil.rmtree(c)
+        dropped.append(c.name)
     return sorted(dropped)
 
 
@@ -226,7 +237,7 @@ def train_member(member: Member) -> None:
 
 
 def predict_member(
-    member: Member, task: Task, items: list, output: Path, *, batch_size: int | None, progress: bool
+    member: Member, task: Task, items: list[TaskItem], output: Path, *, batch_size: int | None, progress: bool
 ) -> str:
     """The member's predictions of ``items`` into ``output`` (resumed item by item)."""
     side = sidecar_path(output)
@@ -234,15 +245,15 @@ def predict_member(
         return "done"
     if side.is_file() and partial_paths(output):
         side.unlink()  # killed between the two final files: the partial rows rebuild both
-    source = resolve_source(member.run_dir)  # the run's prompt and max_length, as run/test.py
-    spec = task.prompt_spec(source.defaults.get("prompt", "baseline"))
-    engine = load_engine(source)
-    size = batch_size or default_batch_size(task, getattr(engine, "model", None))
-    settings = AnswerSettings(prompt=spec, max_length=source.defaults.get("max_length"), batch_size=size)
-    summary = run_prediction(
-        engine, task, items, output, settings=settings, model_name=member.name, progress=progress
+    job = PredictionJob(  # the run's prompt and max_length, as run/test.py
+        task,
+        str(member.run_dir),
+        output=output,
+        batch_size=batch_size,
+        model_name=member.name,
+        progress=progress,
     )
-    del engine
+    summary = job.run(items)
     _release_memory()
     return f"{summary.n} items ({summary.resumed} resumed)"
 
@@ -280,6 +291,7 @@ def format_table(
 
 def run_entry(job: EntryJob, echo: Callable[[str], None] = print) -> dict[str, Any]:
     """Train, predict, score, vote and check (see the module docstring); the table's data."""
+    check_entry_paths(job)
     members = plan_members(job)
     task = get_task(members[0].parsed[0].task or DEFAULT_TASK)
     dev_files = {m.parsed[0].dev_file for m in members}
@@ -376,13 +388,10 @@ def run_entry(job: EntryJob, echo: Callable[[str], None] = print) -> dict[str, A
 
 def _release_memory() -> None:
     gc.collect()
-    try:
+    if cuda_available():
         import torch
 
-        if torch.cuda.is_available():
-            torch.cuda.empty_cache()
-    except ImportError:
-        pass
+        torch.cuda.empty_cache()
 
 
 __all__ = [

@@ -24,7 +24,7 @@ import numpy as np
 
 from malpyeong.errors import UserError, UserErrors
 from malpyeong.inference.results import Results, is_partial, is_sidecar, read_results, results_of
-from malpyeong.tasks import ChoiceTask, Task, get_task, task_names
+from malpyeong.tasks import Task, get_task, task_names
 
 MAX_ERRORS_PER_FILE = 10
 
@@ -140,7 +140,7 @@ def infer_task(results: Sequence[Results]) -> Task:
         for t in (get_task(n) for n in task_names())
         if values and sum(t.check_output(v) is None for v in values) * 2 >= len(values)
     ]
-    choice = [t for t in fits if isinstance(t, ChoiceTask)]
+    choice = [t for t in fits if t.has_options]
     if len(choice) == 1:
         return choice[0]
     if len(fits) == 1:
@@ -176,7 +176,7 @@ def check_results(
             problem = task.check_output(r.outputs.get(i))
             if problem:
                 problems.append(UserError(problem, file=name, item=i, field="output"))
-        if r.probs is not None and isinstance(task, ChoiceTask):
+        if r.probs is not None and task.has_options:
             side = str(r.path.with_name(r.path.stem + ".sidecar.jsonl"))
             missing = [i for i in r.ids if i not in r.probs]
             if missing:
@@ -232,7 +232,7 @@ def check_results(
         raise UserErrors(errors)
 
 
-def vote_matrix(results: Sequence[Results], ids: Sequence[str], task: ChoiceTask) -> np.ndarray:
+def vote_matrix(results: Sequence[Results], ids: Sequence[str], task: Task) -> np.ndarray:
     """``(models, items)`` array of each model's chosen option index."""
     return np.array(
         [[task.index_of_output(r.outputs[i]) for i in ids] for r in results], dtype=np.int64

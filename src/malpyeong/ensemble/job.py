@@ -41,8 +41,17 @@ from malpyeong.ensemble.selection import (
     read_members,
     write_members,
 )
+from malpyeong.ensemble.stacking import (
+    check_stack_dev,
+    cross_validate_stack,
+    fit_stack,
+    format_stack,
+    stack_predict,
+    stack_report,
+)
 from malpyeong.ensemble.voting import (
     METHODS,
+    VoteOutcome,
     describe_ties,
     fmt_score,
     raise_if_unresolved,
@@ -51,7 +60,10 @@ from malpyeong.ensemble.voting import (
 from malpyeong.errors import UserError
 from malpyeong.inference.results import Results, sidecar_path
 from malpyeong.io import atomic_write_json, check_distinct, ensure_writable
-from malpyeong.tasks import ChoiceTask, Task, get_task
+from malpyeong.tasks import Task, get_task
+
+# What ``--method`` accepts: the voting methods, and the stack fitted on dev (:mod:`.stacking`).
+VOTE_METHODS = (*METHODS, "stack")
 
 
 @dataclass
@@ -127,8 +139,21 @@ def run_vote(job: VoteJob, echo: Callable[[str], None] = print) -> dict[str, Any
         raise UserError("nothing to do", hint="give --output FILE, --gold DEV.json or --select FILE")
     if (job.select or job.calibrate or job.dev_results) and not job.gold:
         raise UserError("--select, --calibrate and --dev-results need --gold DEV.json", field="gold")
-    if job.method is not None and job.method not in METHODS:
-        raise UserError(f"unknown method '{job.method}'", field="method", hint=", ".join(METHODS))
+    if job.method is not None and job.method not in VOTE_METHODS:
+        raise UserError(f"unknown method '{job.method}'", field="method", hint=", ".join(VOTE_METHODS))
+    if job.method == "stack":
+        if not job.gold:
+            raise UserError(
+                "--method stack fits its meta-learner on dev: it needs --gold DEV.json",
+                field="gold",
+                hint="and --dev-results DEV/*.json when the inputs are test predictions",
+            )
+        if job.weights is not None or job.select or job.members or job.calibrate:
+            raise UserError(
+                "--method stack learns each member's weight itself; --weights, --select, "
+                "--members and --calibrate go with the other methods",
+                field="method",
+            )
     paths = results_inputs(job.inputs, "inputs")
     dev_paths = results_inputs(job.dev_results, "dev-results") if job.dev_results else None
     check_distinct(
@@ -223,7 +248,7 @@ def run_vote(job: VoteJob, echo: Callable[[str], None] = print) -> dict[str, Any
         echo=echo,
         weights=weights_given,
     )
-    if isinstance(task, ChoiceTask):
+    if task.combiner == "vote":
         outputs = _vote_choice(inputs)
     elif task.combiner == "fields":
         outputs = _combine_fields(inputs)
@@ -248,11 +273,11 @@ def _vote_choice(inputs: VoteInputs) -> dict[str, str]:
     results, names, ids, dev = inputs.results, inputs.names, inputs.ids, inputs.dev
     k, labels = task.n_choices, task.output_labels
     method = job.method or (inputs.plan or {}).get("method") or "hard"
-    if method == "soft" or job.calibrate:
+    if method in ("soft", "stack") or job.calibrate:
         lacking = [str(r.path) for r in [*results, *(dev or [])] if r.probs is None]
         if lacking:
             raise UserError(
-                f"soft voting and --calibrate need probabilities; no sidecar with "
+                f"soft voting, stacking and --calibrate need probabilities; no sidecar with "
                 f"probs for: {', '.join(dict.fromkeys(lacking))}",
                 field="method",
                 hint="predict with run/test.py (it writes NAME.sidecar.jsonl), "
@@ -265,6 +290,8 @@ def _vote_choice(inputs: VoteInputs) -> dict[str, str]:
         dprobs = prob_tensor(dev, inputs.dev_ids, k)
         dgold = np.array([task.label_index(it) for it in inputs.gold_items], dtype=np.int64)
         report["dev_models"] = choice_diagnostics(names, dvotes, dgold)
+    if method == "stack":
+        return _stack_choice(inputs, votes, probs, dvotes, dprobs, dgold)
     temperatures: dict[str, float] | None = None
     if job.calibrate:
         if dprobs is None or probs is None:
@@ -408,13 +435,86 @@ def _vote_choice(inputs: VoteInputs) -> dict[str, str]:
     return {ids[i]: labels[int(p)] for i, p in enumerate(outcome.pred)}
 
 
+def _stack_choice(
+    inputs: VoteInputs,
+    votes: np.ndarray,
+    probs: np.ndarray,
+    dvotes: np.ndarray,
+    dprobs: np.ndarray,
+    dgold: np.ndarray,
+) -> dict[str, str]:
+    """``--method stack``: fit the meta-learner on dev, report its cross-validated dev accuracy
+    beside the plain votes', and answer the inputs with the model fitted on all of dev."""
+    job, task, echo, report = inputs.job, inputs.task, inputs.echo, inputs.report
+    names, ids, labels, k = inputs.names, inputs.ids, task.output_labels, task.n_choices
+    check_stack_dev(dgold, labels, job.folds)
+    priority = resolve_priority(names, inputs.given_priority)
+    model = fit_stack(dvotes, dprobs, dgold, folds=job.folds, seed=job.seed)
+    cv = cross_validate_stack(dvotes, dprobs, dgold, folds=job.folds, seed=job.seed, priority=priority)
+    singles = (dvotes == dgold).mean(axis=1)
+    best = int(np.argmax(singles))
+    # The plain votes as --method hard / soft with --gold would run them: they fit nothing on
+    # dev (beyond hard voting's tie-break weights), so their dev accuracy is already held-out.
+    plain = {
+        "hard": vote_choices(dvotes, k, "hard", weights=singles.tolist(), probs=dprobs, priority=priority),
+        "soft": vote_choices(dvotes, k, "soft", probs=dprobs, priority=priority),
+    }
+    plain_acc = {m: _accuracy(o, dgold) for m, o in plain.items()}
+    echo(format_stack(names, labels, model, len(dgold), job.folds))
+    width = len("best single")
+    echo(
+        f"dev accuracy ({len(dgold)} items; the stack's pooled over its {cv.folds} held-out folds, "
+        f"seed {cv.seed}):\n"
+        f"  {'stack':<{width}}  {cv.accuracy:.4f}\n"
+        f"  {'hard vote':<{width}}  {plain_acc['hard']:.4f}\n"
+        f"  {'soft vote':<{width}}  {plain_acc['soft']:.4f}\n"
+        f"  {'best single':<{width}}  {singles[best]:.4f} ({names[best]}; picked on the training "
+        f"folds instead: {cv.best_single:.4f})"
+    )
+    scores, pred, ties = stack_predict(model, votes, probs, priority)
+    outcome = VoteOutcome(pred, scores, ties)
+    echo(f"stack: {len(ties)} of {len(ids)} ids were ties")
+    for line in describe_ties(outcome, ids, labels, names):
+        echo(line)
+    raise_if_unresolved(outcome, ids, labels)
+    diag = choice_diagnostics(names, dvotes, dgold, cv.pred)
+    diag["ensemble_note"] = f"{cv.folds}-fold cross-validated"
+    echo(format_choice_diagnostics(diag))
+    report["method"], report["weights"] = "stack", None
+    report["ties"] = [
+        {
+            "id": ids[t.index],
+            "options": [labels[o] for o in t.options],
+            "rule": t.rule,
+            "winner": labels[t.winner],
+            "detail": t.detail if t.rule != "priority" else names[t.member],
+        }
+        for t in ties
+    ]
+    report["stack"] = stack_report(
+        names, labels, model, cv, {**plain_acc, "best_single": (names[best], float(singles[best]))}
+    )
+    report["dev"] = diag
+    return {ids[i]: labels[int(p)] for i, p in enumerate(pred)}
+
+
+def _accuracy(outcome: VoteOutcome, gold: np.ndarray) -> float:
+    """The share of items voted right; a tie no rule broke counts wrong."""
+    pred = outcome.pred.copy()
+    for t in outcome.ties:
+        if t.winner is None:
+            pred[t.index] = -1
+    return float((pred == gold).mean())
+
+
 def _vote_generate(inputs: VoteInputs) -> dict[str, Any]:
     """Combine a generate task by MBR over its outputs' text; the chosen output per id."""
     job, task, echo, report = inputs.job, inputs.task, inputs.echo, inputs.report
     results, names, ids, dev = inputs.results, inputs.names, inputs.ids, inputs.dev
     if job.method not in (None, "hard", "weighted") or job.select or job.calibrate:
         raise UserError(
-            f"{task.name} is combined by MBR: --method soft, --select and --calibrate apply to choice tasks",
+            f"{task.name} is combined by MBR: --method soft, dawid_skene and stack, --select and "
+            "--calibrate apply to choice tasks",
             field="method",
         )
     weights = inputs.given_weights
@@ -475,8 +575,8 @@ def _combine_fields(inputs: VoteInputs) -> dict[str, Any]:
     job, task, echo = inputs.job, inputs.task, inputs.echo
     if job.method not in (None, "hard", "weighted") or job.select or job.calibrate:
         raise UserError(
-            f"{task.name} is combined field by field: --method soft, --select and "
-            "--calibrate apply to choice tasks",
+            f"{task.name} is combined field by field: --method soft, dawid_skene and stack, "
+            "--select and --calibrate apply to choice tasks",
             field="method",
         )
     weights = inputs.given_weights or [1.0] * len(inputs.names)

@@ -15,7 +15,7 @@ from typing import Any
 import numpy as np
 
 from malpyeong.ensemble.voting import RTOL, Tie, fmt_score, top_options
-from malpyeong.metrics import BertScorer, rouge1_pair
+from malpyeong.metrics import BertScorer, load_metric_model, rouge1_pair
 
 
 def rouge1_similarity(pairs: Sequence[tuple[str, str]]) -> list[float]:
@@ -27,7 +27,13 @@ def bertscore_similarity(
     model_path: str, **kwargs: Any
 ) -> Callable[[Sequence[tuple[str, str]]], list[float]]:
     """BERTScore F1 of each pair with the model at ``model_path`` (loaded once)."""
-    scorer = BertScorer(model_path, **kwargs)
+    scorer, _ = load_metric_model(
+        lambda p: BertScorer(p, **kwargs),
+        model_path,
+        default=None,
+        option="bertscore_model",
+        what="bertscore",
+    )
 
     def sim(pairs: Sequence[tuple[str, str]]) -> list[float]:
         if not pairs:

@@ -32,7 +32,7 @@ from __future__ import annotations
 
 import math
 from collections import Counter
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -133,12 +133,29 @@ def vote_choices(
     else:
         primary = reliability().posterior
         chain.append(("votes", onehot.sum(axis=0)))
+    pred, ties = break_ties(
+        primary, chain, votes, priority, reliability=reliability if method != "dawid_skene" else None
+    )
+    return VoteOutcome(pred, primary, ties, estimate)
+
+
+def break_ties(
+    primary: np.ndarray,
+    chain: Sequence[tuple[str, np.ndarray]],
+    votes: np.ndarray,
+    priority: Sequence[int] | None = None,
+    reliability: Callable[[], DawidSkene] | None = None,
+) -> tuple[np.ndarray, list[Tie]]:
+    """The best option per item by ``primary`` (``(n, k)`` scores), its ties broken by the
+    ``chain`` of named ``(n, k)`` scores in order, then ``priority`` (model indices, most trusted
+    first, over ``votes``), then -- when ``reliability`` is given -- the Dawid-Skene posterior.
+    An item no rule separates keeps ``winner=None`` in its ``Tie``."""
     pred = primary.argmax(axis=1)
     top = primary.max(axis=1, keepdims=True)
     tied_rows = np.nonzero(np.isclose(primary, top, rtol=RTOL, atol=ATOL).sum(axis=1) > 1)[0]
     ties = []
     for row in tied_rows:
-        options = tuple(top_options(primary[row], range(k)))
+        options = tuple(top_options(primary[row], range(primary.shape[1])))
         tied, rule, detail, decider = list(options), None, "", None
         for name, scores in chain:
             narrowed = top_options(scores[row], tied)
@@ -153,7 +170,7 @@ def vote_choices(
                 if votes[member, row] in tied:
                     tied, rule, decider = [int(votes[member, row])], "priority", member
                     break
-        if len(tied) > 1 and method != "dawid_skene":
+        if len(tied) > 1 and reliability is not None:
             post = reliability().posterior
             narrowed = top_options(post[row], tied)
             detail = "posterior " + " vs ".join(f"{post[row, o]:.4f}" for o in tied)
@@ -164,7 +181,7 @@ def vote_choices(
         if winner is not None:
             pred[row] = winner
         ties.append(Tie(int(row), options, rule, winner, detail, decider if rule == "priority" else None))
-    return VoteOutcome(pred, primary, ties, estimate)
+    return pred, ties
 
 
 def describe_ties(

@@ -12,10 +12,11 @@ search and distillation all call :func:`answer_items`, so they cannot drift apar
    scored after its prompt, as the training completion (kept as ``ref_logprob`` /
    ``ref_tokens`` in the sidecar, which ``run/evaluate.py`` reads);
 3. turn the model's answer into the task's official output: the option label, or
-   :meth:`~malpyeong.tasks.base.GenerateTask.parse_output` of the generation, with the task's
+   :meth:`~malpyeong.tasks.base.Task.parse_output` of the generation, with the task's
    fallback output (counted) when a generation holds nothing usable.
 
-The task's kind is looked at here, once; callers never branch on it.
+Whether an item is scored or generated is decided here, once (:meth:`AnswerSettings.scores`:
+the task has options and was not asked to generate); callers never branch on it.
 """
 
 from __future__ import annotations
@@ -26,14 +27,14 @@ from typing import Any
 
 import numpy as np
 
+from malpyeong.device import model_device
 from malpyeong.errors import UserError
 from malpyeong.inference.engines import Engine, GenerationSettings
 from malpyeong.inference.scoring import SCORINGS, ItemScore, fit_choice_prompts, option_reserve
 from malpyeong.inference.shard import ALONE, Shard
 from malpyeong.models.backbones import assistant_affixes, completion_ids
 from malpyeong.models.budget import FittedPrompt, fit_prompt
-from malpyeong.models.device import model_device
-from malpyeong.tasks.base import BASELINE, ChoiceTask, GenerateTask, PromptSpec, Task
+from malpyeong.tasks.base import BASELINE, PromptSpec, Task, TaskItem
 
 
 @dataclass(frozen=True)
@@ -74,7 +75,7 @@ class AnswerSettings:
 
     def scores(self, task: Task) -> bool:
         """Whether ``task`` is answered by option scoring (else by generation)."""
-        return isinstance(task, ChoiceTask) and not self.generate
+        return task.has_options and not self.generate
 
     def meta(self, task: Task, engine: str) -> dict:
         """The settings that decide ``task``'s answers, as a results sidecar header records them."""
@@ -123,7 +124,7 @@ class AnswerRun:
 
 def generation_prompts(
     task: Task,
-    items: Sequence[Any],
+    items: Sequence[TaskItem],
     tokenizer: Any,
     backbone: Any,
     spec: PromptSpec,
@@ -139,7 +140,7 @@ def generation_prompts(
 def answer_items(
     engine: Engine,
     task: Task,
-    items: Sequence[Any],
+    items: Sequence[TaskItem],
     settings: AnswerSettings,
     *,
     done: Collection[int] = (),
@@ -172,8 +173,8 @@ def cut_tokens(fitted: Sequence[FittedPrompt]) -> tuple[int, int]:
 
 def _score(
     engine: Engine,
-    task: ChoiceTask,
-    items: Sequence[Any],
+    task: Task,
+    items: Sequence[TaskItem],
     settings: AnswerSettings,
     done: Collection[int],
     report: Callable[[int, Answer], None],
@@ -218,7 +219,7 @@ def _score(
 def _generate(
     engine: Engine,
     task: Task,
-    items: Sequence[Any],
+    items: Sequence[TaskItem],
     settings: AnswerSettings,
     done: Collection[int],
     report: Callable[[int, Answer], None],
@@ -237,19 +238,17 @@ def _generate(
     )
     check_context(engine, items, [len(f.input_ids) + 1 for f in fitted], done)
     # a task that reports perplexity also has its gold outputs scored
-    affixes = (
-        assistant_affixes(engine.tokenizer, engine.backbone)
-        if isinstance(task, GenerateTask) and task.reference_loglik
-        else None
-    )
+    affixes = assistant_affixes(engine.tokenizer, engine.backbone) if task.reference_loglik else None
     unusable = 0
 
     def on_text(i: int, text: str) -> None:
         nonlocal unusable
-        output = parsed_output(task, items[i], text)
-        if output is None and not isinstance(task, ChoiceTask):
-            output = task.fallback_output(items[i])
-            unusable += 1
+        output = task.parse_output(items[i], text)
+        if output is None:
+            fallback = task.fallback_output(items[i])
+            if fallback is not None:  # a choice task guesses no option: its output stays empty
+                output = fallback
+                unusable += 1
         sidecar = {"text": text, "dropped": fitted[i].dropped}
         ref = reference_logprob(engine, task, items[i], fitted[i], affixes) if affixes else None
         if ref is not None:
@@ -271,7 +270,7 @@ def _generate(
 
 
 def reference_logprob(
-    engine: Engine, task: Task, item: Any, prompt: FittedPrompt, affixes: tuple[str, str]
+    engine: Engine, task: Task, item: TaskItem, prompt: FittedPrompt, affixes: tuple[str, str]
 ) -> tuple[float, int] | None:
     """``(log-likelihood, tokens)`` of ``item``'s gold output after its prompt, written as the
     training completion (end-of-turn included); None without gold output or when the engine
@@ -287,7 +286,7 @@ def reference_logprob(
 
 
 def check_context(
-    engine: Engine, items: Sequence[Any], lengths: Sequence[int], done: Collection[int] = ()
+    engine: Engine, items: Sequence[TaskItem], lengths: Sequence[int], done: Collection[int] = ()
 ) -> None:
     """Refuse, before any work, a prompt longer than the model's context even after the length
     budget cut its conversation (what is left: the question, options, target utterances): the
@@ -307,19 +306,10 @@ def check_context(
         )
 
 
-def parsed_output(task: Task, item: Any, text: str) -> Any | None:
-    """The official output a generation gives for ``item``, or None when it gives none (a
-    choice task's generated answer names an option, e.g. ``정답: B``)."""
-    if isinstance(task, ChoiceTask):
-        index = task.parse_answer(text)
-        return None if index is None else task.output_for(index)
-    return task.parse_output(item, text)
-
-
 def default_batch_size(task: Task, model: Any = None) -> int:
     """Choice scoring: 16 on a GPU, 8 on a CPU (where wider batches only add padding); 8 for
     generation."""
-    if not isinstance(task, ChoiceTask):
+    if not task.has_options:
         return 8
     device = model_device(model) if model is not None else None
     return 16 if device is not None and device.type == "cuda" else 8
@@ -333,6 +323,5 @@ __all__ = [
     "check_context",
     "default_batch_size",
     "generation_prompts",
-    "parsed_output",
     "reference_logprob",
 ]

@@ -18,13 +18,13 @@ from typing import Any
 import numpy as np
 
 from malpyeong.cli import progress_bar
+from malpyeong.device import model_device
 from malpyeong.errors import UserError
 from malpyeong.inference.engines import Engine, GenerationSettings
 from malpyeong.inference.scoring import ChoicePrompts, ItemScore, softmax, unpermute
 from malpyeong.inference.shard import ALONE, Shard
 from malpyeong.models.backbones import Backbone
-from malpyeong.models.device import model_device
-from malpyeong.tasks.base import ChoiceTask
+from malpyeong.tasks.base import ChoiceTask, TaskItem
 
 OBJECTIVE = "classification"
 
@@ -78,7 +78,7 @@ class ClassifierEngine(Engine):
     def score(
         self,
         task: ChoiceTask,
-        items: Sequence[Any],
+        items: Sequence[TaskItem],
         prompts: ChoicePrompts,
         *,
         scoring: str,

@@ -15,6 +15,7 @@ when it is used.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable, Collection, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -24,14 +25,54 @@ from malpyeong.inference.generation import generate_texts, generate_texts_vllm
 from malpyeong.inference.scoring import ChoicePrompts, ItemScore, score_items, sequence_logprobs
 from malpyeong.inference.shard import ALONE, Shard
 from malpyeong.models.backbones import Backbone, end_of_turn_ids
-from malpyeong.tasks.base import ChoiceTask
+from malpyeong.tasks.base import ChoiceTask, TaskItem
 
 ENGINES = ("hf", "vllm")
 
 
+MAX_SEED = 2**32 - 1  # what numpy, torch and vLLM all take
+
+
+def check_generation(
+    *,
+    max_new_tokens: object = 1,
+    num_beams: object = 1,
+    do_sample: object = False,
+    temperature: object = 1.0,
+    top_p: object = 1.0,
+    seed: object = 0,
+) -> None:
+    """The one check of decoding settings, for every entry point (prediction, chat, memory,
+    compare, the server): a ``UserError`` naming the setting, before any model is loaded.
+    NaN and infinities are refused (``--temperature nan`` compares false with everything)."""
+
+    def whole(name: str, value: object, low: int, high: int | None = None) -> None:
+        if type(value) is not int:
+            raise UserError(f"must be a whole number, got {value!r}", field=name)
+        if value < low or (high is not None and value > high):
+            bound = f"at least {low}" if high is None else f"in [{low}, {high}]"
+            raise UserError(f"must be {bound}, got {value}", field=name)
+
+    def number(name: str, value: object) -> float:
+        if type(value) not in (int, float) or not math.isfinite(value):
+            raise UserError(f"must be a finite number, got {value!r}", field=name)
+        return float(value)
+
+    whole("max_new_tokens", max_new_tokens, 1)
+    whole("num_beams", num_beams, 1)
+    whole("seed", seed, 0, MAX_SEED)
+    if type(do_sample) is not bool:
+        raise UserError(f"must be true or false, got {do_sample!r}", field="do_sample")
+    if number("temperature", temperature) <= 0:
+        raise UserError(f"must be positive, got {temperature}", field="temperature")
+    if not 0 < number("top_p", top_p) <= 1:
+        raise UserError(f"must be in (0, 1], got {top_p}", field="top_p")
+
+
 @dataclass(frozen=True)
 class GenerationSettings:
-    """How text is decoded: greedy by default, beam search or sampling on request."""
+    """How text is decoded: greedy by default, beam search or sampling on request. Checked when
+    made (:func:`check_generation`), so no entry point can pass a value the decoder chokes on."""
 
     max_new_tokens: int = 256
     num_beams: int = 1
@@ -39,6 +80,16 @@ class GenerationSettings:
     temperature: float = 1.0
     top_p: float = 1.0
     seed: int = 0
+
+    def __post_init__(self) -> None:
+        check_generation(
+            max_new_tokens=self.max_new_tokens,
+            num_beams=self.num_beams,
+            do_sample=self.do_sample,
+            temperature=self.temperature,
+            top_p=self.top_p,
+            seed=self.seed,
+        )
 
 
 class Engine:
@@ -51,7 +102,7 @@ class Engine:
     def score(
         self,
         task: ChoiceTask,
-        items: Sequence[Any],
+        items: Sequence[TaskItem],
         prompts: ChoicePrompts,
         *,
         scoring: str,
@@ -114,7 +165,7 @@ class HFEngine(Engine):
     def score(
         self,
         task: ChoiceTask,
-        items: Sequence[Any],
+        items: Sequence[TaskItem],
         prompts: ChoicePrompts,
         *,
         scoring: str,

@@ -20,10 +20,10 @@ from collections.abc import Callable, Collection, Sequence
 from typing import Any
 
 from malpyeong.cli import progress_bar
+from malpyeong.device import model_device
 from malpyeong.errors import UserError
 from malpyeong.inference.constrain import json_constraint, vllm_sampling_kwargs
 from malpyeong.inference.shard import ALONE, Shard
-from malpyeong.models.device import model_device
 
 log = logging.getLogger(__name__)
 

@@ -20,15 +20,23 @@ from __future__ import annotations
 
 import logging
 import os
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
+from malpyeong.device import cuda_available, device_map
 from malpyeong.errors import UserError, one_line
 from malpyeong.inference.classifier import ClassifierEngine, is_classifier_run
 from malpyeong.inference.constrain import vllm_engine_kwargs
 from malpyeong.inference.engines import ENGINES, Engine, HFEngine, VLLMEngine
-from malpyeong.models.backbones import REGISTRY, Backbone, get_backbone, load_model, load_tokenizer
+from malpyeong.models.backbones import (
+    REGISTRY,
+    Backbone,
+    get_backbone,
+    load_model,
+    load_tokenizer,
+)
+from malpyeong.models.checks import generation_problem
 from malpyeong.models.runfolder import (
     ADAPTER_CONFIG,
     MODEL_CONFIG,
@@ -59,6 +67,8 @@ class ModelSource:
     adapter: str | None = None  # LoRA adapter folder to attach
     tokenizer: str | None = None  # where the tokenizer is read from
     run: dict = field(default_factory=dict)  # malpyeong_run.json when from a run folder
+    option: str = "model"  # the command-line option that named it (messages say which)
+    given: str = ""  # what the user gave (a run folder, a hub id), for messages
 
     @property
     def defaults(self) -> dict:
@@ -78,9 +88,41 @@ def _adapter_base(folder: Path) -> str:
     return str(base)
 
 
-def resolve_source(name: str | os.PathLike) -> ModelSource:
-    """Decide what ``name`` is (run folder, adapter, local model, hub id) without loading it."""
-    name = str(name)
+def resolve_source(name: str | os.PathLike, *, option: str = "model") -> ModelSource:
+    """Decide what ``name`` is (run folder, adapter, local model, hub id) without loading it;
+    ``option`` is the command-line option that named it (``summarizer``), which messages name."""
+    try:
+        return replace(_resolve(str(name), option), option=option, given=str(name))
+    except UserError as err:
+        raise renamed(err, option) from None
+
+
+def renamed(err: UserError, option: str) -> UserError:
+    """``err`` naming ``option`` where it said ``model`` (the same folder given to --summarizer)."""
+    if err.field != "model" or option == "model":
+        return err
+    return UserError(err.problem, file=err.file, item=err.item, field=option, hint=err.hint)
+
+
+def check_generates(source: ModelSource) -> None:
+    """Refuse, before anything is loaded, a model that cannot write text (an encoder, a
+    classifier that is no malpyeong classification run), naming what the folder is."""
+    if is_classifier_run(source.run):
+        return
+    try:
+        problem = generation_problem(source.weights)
+    except UserError as err:
+        raise renamed(err, source.option) from None
+    if problem:
+        raise UserError(
+            problem,
+            file=source.weights,
+            field=source.option,
+            hint="give a causal language model: a run folder, an adapter or a model folder",
+        )
+
+
+def _resolve(name: str, option: str) -> ModelSource:
     path = Path(name)
     if path.is_dir():
         if has_run_file(path):
@@ -165,6 +207,35 @@ def load_for_inference(
     tokenizer (for checks that need no weights).
     """
     source = name if isinstance(name, ModelSource) else resolve_source(name)
+    try:
+        return _load_for_inference(source, dtype, device, load_in_4bit, trust_remote_code, merge, with_model)
+    except UserError as err:  # a folder given to --summarizer is named so, not as --model
+        raise renamed(err, source.option) from None
+
+
+def check_run_task(source: ModelSource, task: str) -> None:
+    """A training run answers the task it was trained for: another one is refused naming both
+    (its prompt variants and output format belong to its own task)."""
+    trained = source.run.get("task")
+    if trained and trained != task:
+        raise UserError(
+            f"this run was trained for task {trained}, not {task}",
+            file=source.given or None,
+            field=source.option,
+            hint=f"give a run of task {task}, or a model folder",
+        )
+
+
+def _load_for_inference(
+    source: ModelSource,
+    dtype: str | None,
+    device: str | None,
+    load_in_4bit: bool,
+    trust_remote_code: bool | None,
+    merge: bool,
+    with_model: bool,
+) -> Loaded:
+    check_generates(source)
     # The base's registry entry when it has one (a merged copy keeps the base's chat quirks);
     # otherwise what the loaded weights' own config.json says.
     backbone = REGISTRY.get(source.base) or get_backbone(source.weights)
@@ -174,35 +245,16 @@ def load_for_inference(
     tokenizer.padding_side = "left"
     model = None
     if with_model:
-        device_map = _device_map(device)
-        if load_in_4bit and not _cuda_available():
-            log.warning(
-                "--load_in_4bit on a CPU: NF4 weights through bitsandbytes' CPU path "
-                "(slow; 4-bit loading is meant for GPUs)"
-            )
-        # a classification-head run: the base as a sequence classifier with the run's head
-        num_labels = source.run.get("num_labels") if is_classifier_run(source.run) else None
-        model = load_model(
-            source.weights,
-            "qlora" if load_in_4bit else "full",
-            backbone=backbone,
+        model = load_weights(
+            source,
+            backbone,
+            tokenizer,
             dtype=dtype,
-            device_map=device_map,
+            device=device,
+            load_in_4bit=load_in_4bit,
             trust_remote_code=trust_remote_code,
-            num_labels=num_labels,
+            merge=merge,
         )
-        if load_in_4bit and not getattr(model, "is_loaded_in_4bit", False):
-            raise UserError(
-                "--load_in_4bit did not give 4-bit weights (bitsandbytes has no "
-                "4-bit backend on this device)",
-                field="load_in_4bit",
-                hint="drop --load_in_4bit, or run on a GPU",
-            )
-        if num_labels is not None:
-            model.config.pad_token_id = tokenizer.pad_token_id
-        if source.adapter:
-            model = _attach_adapter(model, tokenizer, source.adapter, merge and not load_in_4bit)
-        model.eval()
     log.info(
         "loaded %s (%s%s)",
         source.weights,
@@ -210,6 +262,49 @@ def load_for_inference(
         f", adapter {source.adapter}" if source.adapter else "",
     )
     return Loaded(model, tokenizer, backbone, source)
+
+
+def load_weights(
+    source: ModelSource,
+    backbone: Backbone,
+    tokenizer: Any,
+    *,
+    dtype: str | None = "auto",
+    device: str | None = None,
+    load_in_4bit: bool = False,
+    trust_remote_code: bool | None = None,
+    merge: bool = True,
+) -> Any:
+    """The model of ``source`` in eval mode, on ``device`` (default: :func:`~malpyeong.device.
+    default_device`), for a tokenizer and backbone already in hand (:func:`load_for_inference`
+    loads them; merge search scores many candidates with one tokenizer)."""
+    if load_in_4bit and not cuda_available():
+        log.warning(
+            "--load_in_4bit on a CPU: NF4 weights through bitsandbytes' CPU path "
+            "(slow; 4-bit loading is meant for GPUs)"
+        )
+    # a classification-head run: the base as a sequence classifier with the run's head
+    num_labels = source.run.get("num_labels") if is_classifier_run(source.run) else None
+    model = load_model(
+        source.weights,
+        "qlora" if load_in_4bit else "full",
+        backbone=backbone,
+        dtype=dtype,
+        device_map=device_map(device),
+        trust_remote_code=trust_remote_code,
+        num_labels=num_labels,
+    )
+    if load_in_4bit and not getattr(model, "is_loaded_in_4bit", False):
+        raise UserError(
+            "--load_in_4bit did not give 4-bit weights (bitsandbytes has no 4-bit backend on this device)",
+            field="load_in_4bit",
+            hint="drop --load_in_4bit, or run on a GPU",
+        )
+    if num_labels is not None:
+        model.config.pad_token_id = tokenizer.pad_token_id
+    if source.adapter:
+        model = _attach_adapter(model, tokenizer, source.adapter, merge and not load_in_4bit)
+    return model.eval()
 
 
 def load_engine(
@@ -268,50 +363,6 @@ def load_engine(
     return VLLMEngine(llm, loaded.tokenizer, loaded.backbone)
 
 
-def _cuda_available() -> bool:
-    import torch
-
-    return bool(torch.cuda.is_available())
-
-
-def check_device(device: str | None, field: str = "device") -> str | None:
-    """``device`` as given (cpu, cuda, cuda:N, auto or None), refused in one line when this
-    machine does not have it, before any model is loaded."""
-    if device in (None, "auto", "cpu"):
-        return device
-    import torch
-
-    if device == "cuda" or device.startswith("cuda:"):
-        if not torch.cuda.is_available():
-            raise UserError(
-                f"--{field} {device}, but this machine has no usable CUDA device",
-                field=field,
-                hint="use --device cpu, or leave it out",
-            )
-        index = device.partition(":")[2]
-        if index and (not index.isdigit() or int(index) >= torch.cuda.device_count()):
-            raise UserError(
-                f"no CUDA device {index} (this machine has {torch.cuda.device_count()})", field=field
-            )
-        return device
-    if device == "mps" and not torch.backends.mps.is_available():
-        raise UserError("--device mps, but MPS is not available here", field=field)
-    if device != "mps":
-        raise UserError(f"unknown device '{device}'", field=field, hint="cpu, cuda, cuda:N or auto")
-    return device
-
-
-def _device_map(device: str | None) -> Any:
-    import torch
-
-    device = check_device(device)
-    if device in (None, "auto"):  # under a launcher, each process takes its own GPU
-        return {"": int(os.environ.get("LOCAL_RANK", 0))} if torch.cuda.is_available() else None
-    if device == "cpu":
-        return None
-    return {"": device}
-
-
 def _attach_adapter(model: Any, tokenizer: Any, adapter: str, merge: bool) -> Any:
     try:
         from peft import PeftModel
@@ -327,4 +378,13 @@ def _attach_adapter(model: Any, tokenizer: Any, adapter: str, merge: bool) -> An
     return model.merge_and_unload() if merge else model
 
 
-__all__ = ["Loaded", "ModelSource", "check_device", "load_engine", "load_for_inference", "resolve_source"]
+__all__ = [
+    "Loaded",
+    "ModelSource",
+    "check_generates",
+    "check_run_task",
+    "load_engine",
+    "load_for_inference",
+    "load_weights",
+    "resolve_source",
+]

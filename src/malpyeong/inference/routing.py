@@ -2,11 +2,12 @@
 
 What the 2024 CCI 가 winner did: one checkpoint per inference category. Training filters a
 recipe's data by the task's routing field (``--category 원인``; ``--experts category`` trains
-every value in turn into ``<run>/<value>/``, listed in ``<run>/experts.json``). Prediction with
-``run/test.py --model <run> --route category`` sends each item to its value's expert (a run
+every value in turn into ``<run>/<value>/``, listed in ``<run>/experts.json``; the file and its
+finder are the run-folder format's, :mod:`malpyeong.models.runfolder`). Prediction with ``run/test.py --model <run> --route category`` sends each item to its value's expert (a run
 folder ``<run>/<value>/``), or to a general model (``--fallback``) where no expert exists; each
 expert's results go to ``NAME.route/<value>.json`` (so a rerun resumes expert by expert), then
-one results file and one sidecar come out, each sidecar row naming its expert.
+one results file and one sidecar come out, each sidecar row naming its expert (the loop over the
+experts is :class:`~malpyeong.inference.predict.PredictionJob`'s).
 
 The task says which fields may route (:attr:`~malpyeong.tasks.base.Task.route_keys`); nothing
 here knows a task.
@@ -18,26 +19,19 @@ import json
 import logging
 import os
 import shutil
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
 
-from malpyeong import __version__
 from malpyeong.data import write_submission
 from malpyeong.errors import UserError
-from malpyeong.inference.answer import AnswerSettings
-from malpyeong.inference.engines import Engine
-from malpyeong.inference.loading import ModelSource, resolve_source
-from malpyeong.inference.predict import run_prediction
 from malpyeong.inference.results import sidecar_path
-from malpyeong.io import atomic_write_json, atomic_write_text, read_jsonl
-from malpyeong.models.runfolder import is_finished_run, read_json
-from malpyeong.tasks.base import Task
+from malpyeong.io import atomic_write_text, read_jsonl
+from malpyeong.models.runfolder import expert_folders
+from malpyeong.tasks.base import Task, TaskItem
 
 log = logging.getLogger(__name__)
 
-EXPERTS_FILE = "experts.json"  # in the parent run folder: the routing field and its experts
 FALLBACK = "_fallback"  # the route name of the general model in NAME.route/
 
 
@@ -57,8 +51,13 @@ def route_key(task: Task, key: str | None = None) -> str:
 
 
 def select_items(
-    task: Task, items: Sequence[Any], value: str | None, *, file: str | None = None, required: bool = True
-) -> list[Any]:
+    task: Task,
+    items: Sequence[TaskItem],
+    value: str | None,
+    *,
+    file: str | None = None,
+    required: bool = True,
+) -> list[TaskItem]:
     """The items whose routing field (the task's first) is ``value``; all items for None.
 
     No item of ``value`` is an error naming the values there are, unless not ``required``
@@ -82,16 +81,9 @@ def select_items(
     return chosen
 
 
-def route_values(task: Task, items: Sequence[Any], key: str) -> list[str]:
+def route_values(task: Task, items: Sequence[TaskItem], key: str) -> list[str]:
     """The distinct values of ``key`` among ``items``, sorted (the experts to train)."""
     return sorted({task.route_value(it, key) for it in items})
-
-
-def write_experts(folder: str | os.PathLike, key: str, task: Task, experts: Sequence[str]) -> None:
-    """``experts.json``: the routing field and the trained experts (sub-folder per value)."""
-    atomic_write_json(
-        Path(folder) / EXPERTS_FILE, {"key": key, "task": task.name, "experts": {v: v for v in experts}}
-    )
 
 
 # ------------------------------------------------------------------------------ prediction
@@ -106,38 +98,8 @@ class Route:
     indices: list[int] = field(default_factory=list)
 
 
-def expert_folders(folder: str | os.PathLike, key: str) -> dict[str, Path]:
-    """Routing value -> expert run folder, from ``experts.json`` or else the sub-folders that
-    are run folders (named after their value)."""
-    root = Path(folder)
-    if not root.is_dir():
-        raise UserError("experts folder not found", file=str(folder), field="model")
-    names: list[str]
-    if (root / EXPERTS_FILE).is_file():
-        info = read_json(root / EXPERTS_FILE)
-        if info.get("key") != key:
-            raise UserError(
-                f"these experts are split by '{info.get('key')}', not '{key}'",
-                file=str(root / EXPERTS_FILE),
-                field="route",
-            )
-        names = [str(v) for v in (info.get("experts") or {}).values()]
-        found = {v: root / n for v, n in (info.get("experts") or {}).items() if is_finished_run(root / n)}
-    else:
-        names = sorted(p.name for p in root.iterdir() if p.is_dir())
-        found = {n: root / n for n in names if is_finished_run(root / n)}
-    if not found:
-        raise UserError(
-            f"no expert run folder here (one per {key} value, each with malpyeong_run.json)",
-            file=str(folder),
-            field="model",
-            hint="train them with run/train.py --experts " + key,
-        )
-    return found
-
-
 def plan_routes(
-    folder: str | os.PathLike, task: Task, items: Sequence[Any], key: str, fallback: str | None
+    folder: str | os.PathLike, task: Task, items: Sequence[TaskItem], key: str, fallback: str | None
 ) -> list[Route]:
     """Which model answers which items: the item's expert, else ``fallback``; an item with
     neither is an error (listing the values without an expert) before any model is loaded."""
@@ -171,79 +133,9 @@ def route_dir(output: str | os.PathLike) -> Path:
     return p.with_name(p.stem + ".route")
 
 
-def run_routed(
-    routes: Sequence[Route],
-    task: Task,
-    items: Sequence[Any],
-    output: str | os.PathLike,
-    *,
-    key: str,
-    model_name: str,
-    settings_for: Callable[[ModelSource], AnswerSettings],
-    engine_for: Callable[[ModelSource, AnswerSettings], Engine],
-    engine_name: str,
-    progress: bool = True,
-) -> dict:
-    """Answer each route's items with its model, then write one results file and sidecar.
-
-    An expert whose results file is already complete (same settings) is not run again.
-    Returns the header written to the sidecar.
-    """
-    output = Path(output)
-    parts = route_dir(output)
-    parts.mkdir(parents=True, exist_ok=True)
-    metas: dict[str, dict] = {}
-    rows: dict[str, dict] = {}
-    for route in routes:
-        source = resolve_source(route.model)
-        if source.run.get("task") and source.run["task"] != task.name:
-            raise UserError(
-                f"expert trained for task {source.run['task']}, not {task.name}",
-                file=route.model,
-                field="model",
-            )
-        settings = settings_for(source)
-        mine = [items[i] for i in route.indices]
-        part = parts / f"{route.name}.json"
-        meta = {
-            "model": route.model,
-            "task": task.name,
-            **settings.meta(task, engine_name),
-            "malpyeong_version": __version__,
-        }
-        if not _complete(part, meta, len(mine)):
-            log.info("%s %s: %d items from %s", key, route.name, len(mine), route.model)
-            run_prediction(
-                engine_for(source, settings),
-                task,
-                mine,
-                part,
-                settings=settings,
-                model_name=route.model,
-                overwrite=True,
-                progress=progress,
-            )
-        for row in read_jsonl(sidecar_path(part))[1:]:
-            rows[row["id"]] = {**row, "expert": route.name}
-        metas[route.name] = meta
-    head = {
-        "model": model_name,
-        "task": task.name,
-        "route": key,
-        "experts": metas,
-        "malpyeong_version": __version__,
-    }
-    ids = [it.id for it in items]
-    lines = [json.dumps({"_meta": head}, ensure_ascii=False)]
-    lines += [json.dumps(rows[i], ensure_ascii=False) for i in ids]
-    atomic_write_text(sidecar_path(output), "\n".join(lines) + "\n")
-    # the caller checked the output may be written before any expert ran
-    write_submission(list(items), {i: rows[i]["output"] for i in ids}, output, overwrite=True)
-    shutil.rmtree(parts)
-    return head
-
-
-def _complete(part: Path, meta: dict, n: int) -> bool:
+def route_complete(part: Path, meta: dict, n: int) -> bool:
+    """Whether an expert's results file ``part`` is finished: both files, made with ``meta``,
+    with ``n`` rows (a rerun does not load that expert again)."""
     side = sidecar_path(part)
     if not (part.is_file() and side.is_file()):
         return False
@@ -251,16 +143,28 @@ def _complete(part: Path, meta: dict, n: int) -> bool:
     return bool(rows) and rows[0].get("_meta") == meta and len(rows) == n + 1
 
 
+def write_routed(
+    output: str | os.PathLike, items: Sequence[TaskItem], rows: dict[str, dict], head: dict
+) -> None:
+    """One results file and one sidecar (header ``head``, each row naming its expert) from the
+    experts' rows, in item order; then the experts' own files go. The caller checked the output
+    may be written before any expert ran."""
+    ids = [it.id for it in items]
+    lines = [json.dumps({"_meta": head}, ensure_ascii=False)]
+    lines += [json.dumps(rows[i], ensure_ascii=False) for i in ids]
+    atomic_write_text(sidecar_path(output), "\n".join(lines) + "\n")
+    write_submission(list(items), {i: rows[i]["output"] for i in ids}, output, overwrite=True)
+    shutil.rmtree(route_dir(output))
+
+
 __all__ = [
-    "EXPERTS_FILE",
     "FALLBACK",
     "Route",
-    "expert_folders",
     "plan_routes",
     "route_dir",
+    "route_complete",
     "route_key",
     "route_values",
-    "run_routed",
     "select_items",
-    "write_experts",
+    "write_routed",
 ]

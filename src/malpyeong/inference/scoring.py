@@ -35,12 +35,12 @@ from typing import Any
 import numpy as np
 
 from malpyeong.cli import progress_bar
+from malpyeong.device import model_device
 from malpyeong.errors import UserError
 from malpyeong.inference.generation import cache_keyword
 from malpyeong.inference.shard import ALONE, Shard
 from malpyeong.models.backbones import Backbone, answer_ids, answer_prefix, encode
 from malpyeong.models.budget import FittedPrompt, fit_prompt
-from malpyeong.models.device import model_device
 from malpyeong.tasks.base import ChoiceTask, PromptSpec
 
 log = logging.getLogger(__name__)

@@ -13,6 +13,8 @@ import os
 from collections.abc import Sequence
 from dataclasses import dataclass
 
+from malpyeong.device import cuda_available
+
 
 @dataclass(frozen=True)
 class Shard:
@@ -71,10 +73,9 @@ def current_shard() -> Shard:
     its rank among the processes, which join one process group here; else the only one."""
     if int(os.environ.get("WORLD_SIZE", "1")) <= 1:
         return ALONE
-    import torch
     from accelerate import PartialState
 
-    state = PartialState(cpu=not torch.cuda.is_available())  # no GPU: a gloo group on the CPU
+    state = PartialState(cpu=not cuda_available())  # no GPU: a gloo group on the CPU
     return Shard(state.process_index, state.num_processes)
 
 

@@ -21,7 +21,7 @@ from typing import Any
 from malpyeong.errors import UserError, one_line
 from malpyeong.merging.config import DENSITY_METHODS, MergeConfig, torch_dtype
 from malpyeong.merging.output import copy_tokenizer, run_info, tokenizer_source, write_run
-from malpyeong.models.runfolder import WEIGHTS_DIR, model_key
+from malpyeong.models.runfolder import ADAPTER_CONFIG, WEIGHTS_DIR, model_key
 from malpyeong.models.runfolder import adapter_base as trained_on
 
 # YAML merge_method -> peft add_weighted_adapter combination_type, for LoRA adapters.
@@ -117,7 +117,7 @@ def load_adapters(cfg: MergeConfig, *, device: str = "cpu") -> Any:
 
     base = adapter_base(cfg)
     for m in cfg.models:
-        conf = json.loads((Path(m.path) / "adapter_config.json").read_text(encoding="utf-8"))
+        conf = json.loads((Path(m.path) / ADAPTER_CONFIG).read_text(encoding="utf-8"))
         if conf.get("peft_type", "LORA") != "LORA" or conf.get("use_dora"):
             raise UserError(
                 "only plain LoRA adapters can be merged (not DoRA or other types)",
@@ -192,7 +192,7 @@ def save_adapter_run(
             os.replace(f, adapter_dir / f.name)
         sub.rmdir()
     base = adapter_base(cfg)
-    conf_path = adapter_dir / "adapter_config.json"
+    conf_path = adapter_dir / ADAPTER_CONFIG
     conf = json.loads(conf_path.read_text(encoding="utf-8"))
     conf["base_model_name_or_path"] = base
     conf_path.write_text(json.dumps(conf, indent=2), encoding="utf-8")

@@ -10,10 +10,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import yaml
-
 from malpyeong.errors import UserError
-from malpyeong.io import require_file
+from malpyeong.io import read_yaml, require_file
 from malpyeong.models.runfolder import (
     ADAPTER_CONFIG,
     MODEL_CONFIG,
@@ -229,10 +227,7 @@ def parse_config(raw: Any, source: str = "<config>", folder: Path | None = None)
 
 def load_config(path: str | os.PathLike) -> MergeConfig:
     p = require_file(path, field="config")
-    try:
-        raw = yaml.safe_load(p.read_text(encoding="utf-8"))
-    except yaml.YAMLError as err:
-        raise UserError(f"not valid YAML ({err})".replace("\n", " "), file=str(p)) from None
+    raw = read_yaml(p, field="config")
     return parse_config(raw, str(p), p.resolve().parent)
 
 

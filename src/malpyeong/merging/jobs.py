@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Any
 
 from malpyeong.errors import UserError
+from malpyeong.inference.loading import ModelSource, load_weights
 from malpyeong.io import atomic_write_json, check_distinct
 from malpyeong.merging.adapters import (
     adapter_arguments,
@@ -32,8 +33,7 @@ from malpyeong.merging.search import (
     search_grid,
 )
 from malpyeong.merging.streaming import stream_merge, stream_unsupported
-from malpyeong.models.backbones import load_model
-from malpyeong.models.runfolder import WEIGHTS_DIR
+from malpyeong.models.runfolder import MERGE_SEARCH, WEIGHTS_DIR
 
 log = logging.getLogger(__name__)
 
@@ -179,8 +179,8 @@ def _search(cfg: MergeConfig, job: MergeJob, stage: Path, echo: Callable[[str], 
                 shard_size=job.shard_size,
                 progress=False,
             )
-            model = load_model(str(cand), "full", backbone=backbone, dtype="auto")
-            model.to(opts.device).eval()
+            source = ModelSource("local", str(cand), backbone.name, tokenizer=str(cand))
+            model = load_weights(source, backbone, tokenizer, dtype="auto", device=opts.device)
             score = evaluate_model(model, tokenizer, backbone, task, items, opts)
             del model
             gc.collect()
@@ -203,7 +203,7 @@ def _search(cfg: MergeConfig, job: MergeJob, stage: Path, echo: Callable[[str], 
     table = format_search_table(rows, metric, best_i)
     echo(table)
     atomic_write_json(
-        stage / "merge_search.json",
+        stage / MERGE_SEARCH,
         {
             "metric": metric,
             "dev": opts.dev,

@@ -13,7 +13,7 @@ import yaml
 from malpyeong.errors import UserError
 from malpyeong.io import atomic_write_text, make_temp_dir
 from malpyeong.merging.config import MergeConfig
-from malpyeong.models.runfolder import is_run_folder
+from malpyeong.models.runfolder import MERGE_CONFIG, is_run_folder
 from malpyeong.models.runfolder import run_info as make_run_info
 from malpyeong.models.runfolder import write_run as write_run_file
 
@@ -103,6 +103,4 @@ def run_info(
 
 def write_run(stage: Path, cfg: MergeConfig, info: dict[str, Any]) -> None:
     write_run_file(stage, info)
-    atomic_write_text(
-        stage / "merge_config.yaml", yaml.safe_dump(cfg.raw, allow_unicode=True, sort_keys=False)
-    )
+    atomic_write_text(stage / MERGE_CONFIG, yaml.safe_dump(cfg.raw, allow_unicode=True, sort_keys=False))

@@ -15,7 +15,7 @@ from malpyeong.merging.adapters import adapter_base
 from malpyeong.merging.config import DENSITY_METHODS, MergeConfig
 from malpyeong.merging.output import tokenizer_source
 from malpyeong.models.backbones import Backbone, get_backbone, load_tokenizer
-from malpyeong.tasks import Task, get_task
+from malpyeong.tasks import Task, TaskItem, get_task
 
 
 @dataclass
@@ -65,7 +65,7 @@ def search_grid(cfg: MergeConfig) -> list[tuple[str, list[float], float | None]]
 
 
 def evaluate_model(
-    model: Any, tokenizer: Any, backbone: Backbone, task: Task, items: list, opts: EvalOptions
+    model: Any, tokenizer: Any, backbone: Backbone, task: Task, items: list[TaskItem], opts: EvalOptions
 ) -> float:
     """The task's dev metric of one candidate, answered through the shared answering path."""
     settings = AnswerSettings(

@@ -15,11 +15,13 @@
 
 from __future__ import annotations
 
+import json
 import math
 from collections.abc import Collection, Sequence
+from pathlib import Path
 from typing import Any
 
-from malpyeong.metrics.official import BERTSCORE_LAYER, BERTSCORE_MODEL, bertscore, rouge_tokens
+from malpyeong.metrics.official import BERTSCORE_LAYER, BERTSCORE_MODEL, bertscore, cached_file, rouge_tokens
 
 CHAT_METRICS = ("rougeL", "bertscore", "perplexity", "distinct1", "distinct2", "avg_words")
 SKIPPABLE = ("bertscore", "perplexity")
@@ -111,7 +113,9 @@ def chat_scores(
     else:
         model = bertscore_model or BERTSCORE_MODEL
         layer = bertscore_layer or default_layer(model)
-        result = bertscore(refs, preds, model, layer=layer, device=device)
+        result = bertscore(
+            refs, preds, model, layer=layer, device=device, required=bertscore_model is not None
+        )
         out["bertscore"] = result.value
         if result.notice:
             out["notices"].append(result.notice)
@@ -122,14 +126,17 @@ def chat_scores(
 
 
 def default_layer(model: str) -> int:
-    """mBERT's layer 9, or the last layer of a smaller encoder."""
+    """mBERT's layer 9, or the last layer of a smaller encoder (read from a local config only:
+    no download is tried here; bertscore() reports a model it cannot load)."""
+    local = Path(model) / "config.json"
+    found = str(local) if local.is_file() else cached_file(str(model))
     try:
-        from transformers import AutoConfig
-
-        layers = int(AutoConfig.from_pretrained(str(model)).num_hidden_layers)
-    except Exception:  # noqa: BLE001 - bertscore() reports a model it cannot load
-        return BERTSCORE_LAYER
-    return min(BERTSCORE_LAYER, layers)
+        layers = (
+            int(json.loads(Path(found).read_text(encoding="utf-8"))["num_hidden_layers"]) if found else None
+        )
+    except (OSError, ValueError, KeyError, TypeError):
+        layers = None
+    return BERTSCORE_LAYER if layers is None else min(BERTSCORE_LAYER, layers)
 
 
 __all__ = [

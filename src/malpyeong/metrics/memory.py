@@ -12,6 +12,11 @@ the items (rates) or summed over them first (fact precision and recall, micro-av
   input conversation;
 * ``topic``: exact match after normalisation (lowercased, punctuation dropped, spaces
   collapsed) and ROUGE-L F;
+* several references (``references``: DialogSum's test split has three summaries and three
+  topics): ROUGE and BERTScore are averaged over them, as ROUGE-1.5.5 does by default (its
+  ``-f A``; the best reference alone, ``-f B``, is kinder and not used), and the topic's exact
+  match counts when it equals any of them (the SQuAD convention for several gold answers);
+  with one reference every score is the single-reference one;
 * ``memory_summary``: ROUGE-1 F, over Mecab morphemes for Korean text (the official scorer's
   tokens) and lowercased words for other text;
 * ``key_facts`` and ``unresolved_refs``: precision, recall and F1 of a one-to-one matching of
@@ -34,7 +39,7 @@ from typing import Any
 import numpy as np
 
 from malpyeong.metrics.jsonrepair import read_json_object
-from malpyeong.metrics.official import BertScorer, rouge_tokens
+from malpyeong.metrics.official import BertScorer, load_metric_model, rouge_tokens
 
 FACT_THRESHOLD = 0.5
 BERTSCORE_FACT_THRESHOLD = 0.85
@@ -76,6 +81,11 @@ def rouge_l_f(ref: str, pred: str) -> float:
             cur.append(prev[j] + 1 if x == y else max(prev[j + 1], cur[j]))
         prev = cur
     return _f(prev[-1], len(b), len(a))
+
+
+def mean_over(refs: Sequence[str], pred: str, score: Similarity) -> float:
+    """The mean of ``score(ref, pred)`` over several references (the score itself for one)."""
+    return float(np.mean([score(ref, pred) for ref in refs]))
 
 
 def normalise_topic(text: str) -> str:
@@ -194,8 +204,10 @@ def memory_scores(
     threshold: float = FACT_THRESHOLD,
     bertscore_model: str | None = None,
     device: str | None = None,
+    references: Sequence[dict] | None = None,
 ) -> dict:
-    """The full report (see the module docstring); ``texts`` None: no raw-generation rates."""
+    """The full report (see the module docstring); ``texts`` None: no raw-generation rates;
+    ``references``: per item, further gold ``memory_summary`` / ``topic`` strings."""
     n = len(gold)
     if n == 0 or len(pred) != n or len(exact_turns) != n:
         raise ValueError(f"{n} gold states, {len(pred)} predictions, {len(exact_turns)} counts")
@@ -213,15 +225,20 @@ def memory_scores(
         facts.add(f.matched, f.predicted, f.gold)
         refs.add(r.matched, r.predicted, r.gold)
     # per item, for paired comparisons (run/compare.py); the facts' P/R/F1 above stay micro
+    extra = list(references) if references is not None else [{}] * n
+    summaries = [
+        [g["memory_summary"], *r.get("memory_summary", [])] for g, r in zip(gold, extra, strict=True)
+    ]
+    topics = [[g["topic"], *r.get("topic", [])] for g, r in zip(gs, extra, strict=True)]
     per_item = {
         "summary_rouge1": [
-            rouge1_f(g["memory_summary"], p["memory_summary"]) for g, p in zip(gold, pred, strict=True)
+            mean_over(refs, p["memory_summary"], rouge1_f) for refs, p in zip(summaries, pred, strict=True)
         ],
         "topic_exact": [
-            float(normalise_topic(g["topic"]) == normalise_topic(p["topic"]))
-            for g, p in zip(gs, ps, strict=True)
+            float(any(normalise_topic(t) == normalise_topic(p["topic"]) for t in refs))
+            for refs, p in zip(topics, ps, strict=True)
         ],
-        "topic_rougeL": [rouge_l_f(g["topic"], p["topic"]) for g, p in zip(gs, ps, strict=True)],
+        "topic_rougeL": [mean_over(refs, p["topic"], rouge_l_f) for refs, p in zip(topics, ps, strict=True)],
         "turn_count_acc_delivered": [
             float(p["turn_count"] == t) for p, t in zip(ps, exact_turns, strict=True)
         ],
@@ -242,6 +259,7 @@ def memory_scores(
         },
         "gold_turn_count_off": sum(g["turn_count"] != t for g, t in zip(gs, exact_turns, strict=True)),
         "fact_threshold": threshold,
+        "multi_reference": sum(len(s) > 1 or len(t) > 1 for s, t in zip(summaries, topics, strict=True)),
         "facts": {"gold": facts.gold, "predicted": facts.predicted, "matched": facts.matched},
     }
     raw = raw_scores(texts, exact_turns, check) if texts is not None else {}
@@ -257,11 +275,16 @@ def memory_scores(
     report["repairs"] = raw.get("repairs")
     report["summary_bertscore"] = report["key_facts_f1_bertscore"] = None
     if bertscore_model:
-        scorer = BertScorer(bertscore_model, device=device)
-        f1 = [
-            s["f"]
-            for s in scorer.score([g["memory_summary"] for g in gold], [p["memory_summary"] for p in pred])
-        ]
+        scorer, _ = load_metric_model(
+            lambda p: BertScorer(p, device=device),
+            bertscore_model,
+            default=None,
+            option="bertscore_model",
+            what="bertscore",
+        )
+        pairs = [(ref, p["memory_summary"]) for refs, p in zip(summaries, pred, strict=True) for ref in refs]
+        flat = iter(s["f"] for s in scorer.score([r for r, _ in pairs], [q for _, q in pairs]))
+        f1 = [float(np.mean([next(flat) for _ in refs])) for refs in summaries]
         report["summary_bertscore"] = float(np.mean(f1))
         report["key_facts_f1_bertscore"] = set_scores(
             [g["key_facts"] for g in gs],

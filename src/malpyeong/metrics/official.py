@@ -22,14 +22,18 @@ from __future__ import annotations
 
 import json
 import math
+import os
 import re
+import socket
 from collections import Counter
-from collections.abc import Collection, Sequence
+from collections.abc import Callable, Collection, Sequence
 from dataclasses import dataclass, field
 from functools import lru_cache
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
+from urllib.parse import urlparse
 
+from malpyeong.device import default_device
 from malpyeong.errors import UserError
 
 # ----------------------------------------------------------------------------------------- CCI
@@ -202,10 +206,79 @@ def _short(err: BaseException) -> str:
     return f"{type(err).__name__}: {text[0] if text else ''}".rstrip(": ")
 
 
-def _default_device() -> str:
-    import torch
+# ------------------------------------------------------------------------------ metric models
 
-    return "cuda" if torch.cuda.is_available() else "cpu"
+T = TypeVar("T")
+_REACHABLE: dict[str, bool] = {}
+
+
+def hub_reachable(timeout: float = 3.0) -> bool:
+    """Whether the model hub can be reached now (one TCP connection, asked once a process):
+    without it a download is never attempted, so transformers' five retries with their
+    warnings (a minute and a half) never happen."""
+    if os.environ.get("HF_HUB_OFFLINE") == "1":
+        return False
+    endpoint = urlparse(os.environ.get("HF_ENDPOINT") or "https://huggingface.co")
+    host = endpoint.hostname or "huggingface.co"
+    if host not in _REACHABLE:
+        try:
+            socket.create_connection((host, endpoint.port or 443), timeout=timeout).close()
+            _REACHABLE[host] = True
+        except OSError:
+            _REACHABLE[host] = False
+    return _REACHABLE[host]
+
+
+def cached_file(name: str, filename: str = "config.json") -> str | None:
+    """The local hub cache's copy of ``filename`` of the hub id ``name``, if any."""
+    try:
+        from huggingface_hub import try_to_load_from_cache
+
+        found = try_to_load_from_cache(name, filename)
+    except Exception:  # noqa: BLE001 - a malformed id is simply not cached
+        return None
+    return found if isinstance(found, str) else None
+
+
+def metric_model_problem(name: str) -> str | None:
+    """Why the metric model ``name`` (a folder or a hub id) cannot be loaded here, found
+    without loading it, or None when it can be tried."""
+    path = Path(name)
+    if path.exists():
+        if not path.is_dir():
+            return "is a file, not a model folder"
+        if not any((path / f).is_file() for f in ("config.json", "modules.json")):
+            return "not a model folder (no config.json)"
+        return None
+    if name.startswith((".", "/", "~")) or name.count("/") > 1:
+        return "folder not found"
+    if cached_file(name) or hub_reachable():
+        return None
+    return "not a local folder nor in the local hub cache, and the hub cannot be reached"
+
+
+def load_metric_model(
+    load: Callable[[str], T], name: str | None, *, default: str | None, option: str, what: str
+) -> tuple[T | None, str | None]:
+    """A metric's model, as ``(model, notice)``. The one the user named (``name``, from
+    ``--OPTION``) loads or stops the command with one line: what they asked for is never
+    quietly "not computed". Without a name the ``default`` is used when it can be: otherwise
+    ``(None, notice)``, one line saying why, found without a download attempt."""
+    target = name if name is not None else default
+    if target is None:
+        return None, f"{what} not computed: pass --{option}"
+    problem = metric_model_problem(target)
+    if problem is None:
+        try:
+            return load(target), None
+        except Exception as err:  # noqa: BLE001 - any load failure, named below
+            problem = f"cannot load it ({_short(err)})"
+    if name is not None:
+        raise UserError(problem, file=name, field=option, hint=f"give a local {what} model folder")
+    return (
+        None,
+        f"{what} not computed: the default model '{target}': {problem}; pass --{option} with a local copy",
+    )
 
 
 # ----------------------------------------------------------------------------------- BERTScore
@@ -237,7 +310,7 @@ class BertScorer:
         from transformers import AutoModel, AutoTokenizer
 
         self.model_path, self.layer, self.batch_size = str(model_path), layer, batch_size
-        self.device = device or _default_device()
+        self.device = device or default_device()
         self.tokenizer = AutoTokenizer.from_pretrained(self.model_path)
         model = AutoModel.from_pretrained(self.model_path)
         n_layers = model.config.num_hidden_layers
@@ -326,20 +399,15 @@ def bertscore(
     """Mean BERTScore F1 (0..1); ``value`` None with a notice when the default model can't be
     loaded, a ``UserError`` when the model the user named (``required``) can't."""
     _check_lengths(refs, preds)
-    try:
-        scorer = BertScorer(model_path, layer=layer, device=device, batch_size=batch_size)
-    except Exception as err:  # noqa: BLE001 - any load failure means "not available here"
-        if required:
-            raise UserError(
-                f"cannot load the BERTScore model ({_short(err)})",
-                file=str(model_path),
-                field="bertscore_model",
-            ) from None
-        return _unavailable(
-            "bertscore",
-            f"could not load model '{model_path}' ({_short(err)}); "
-            "pass a local copy of bert-base-multilingual-cased",
-        )
+    scorer, notice = load_metric_model(
+        lambda p: BertScorer(p, layer=layer, device=device, batch_size=batch_size),
+        str(model_path) if required else None,
+        default=str(model_path),
+        option="bertscore_model",
+        what="bertscore",
+    )
+    if scorer is None:
+        return MetricResult(name="bertscore", value=None, notice=notice)
     f1 = [s["f"] for s in scorer.score(refs, preds)]
     return MetricResult(
         "bertscore", sum(f1) / len(f1), per_item=f1, details={"model": str(model_path), "layer": layer}
@@ -411,7 +479,7 @@ class BleurtScorer:
             raise ValueError(
                 f"weights do not match a BLEURT model: missing {missing[:3]}, unexpected {unexpected[:3]}"
             )
-        self.device = device or _default_device()
+        self.device = device or default_device()
         self.model = model.to(self.device).eval()
         self.batch_size = batch_size
         self.max_seq_length = min(BLEURT_MAX_SEQ_LENGTH, conf["max_position_embeddings"])

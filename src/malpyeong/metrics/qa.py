@@ -24,11 +24,12 @@ from collections import Counter
 from collections.abc import Collection, Sequence
 from typing import Any
 
+from malpyeong.device import default_device
 from malpyeong.metrics.official import (
     BERTSCORE_MODEL,
     BertScorer,
     _check_lengths,
-    _short,
+    load_metric_model,
     rouge1_pair,
 )
 
@@ -67,7 +68,7 @@ class Embedder:
         from sentence_transformers import SentenceTransformer
 
         self.path = str(path)
-        self.model = SentenceTransformer(self.path, device=device or "cpu")
+        self.model = SentenceTransformer(self.path, device=device or default_device())
 
     def similarity(self, refs: Sequence[str], preds: Sequence[str]) -> list[float]:
         """Per-item cosine; an empty prediction scores 0."""
@@ -128,25 +129,26 @@ def qa_scores(
                 "similarity not computed: pass --embedder PATH, a sentence-transformers "
                 "model folder (e.g. a local copy of jhgan/ko-sroberta-multitask)"
             )
-        else:
-            try:
-                model = Embedder(embedder, device)
-            except Exception as err:  # noqa: BLE001 - any load failure means "not available here"
-                notices.append(f"similarity not computed: could not load '{embedder}' ({_short(err)})")
+        else:  # named by the user: it loads, or the command stops with one line
+            model, _ = load_metric_model(
+                lambda p: Embedder(p, device), embedder, default=None, option="embedder", what="similarity"
+            )
         if model is not None and "similarity" in wanted:
             per_item["similarity"] = model.similarity(refs, preds)
         if model is not None and "rationale_similarity" in wanted:
             per_item["rationale_similarity"] = spread(model.similarity(r_refs, r_preds))
     if "bertscore" in wanted:
-        try:
-            scorer = BertScorer(bertscore_model or BERTSCORE_MODEL, device=device)
+        scorer, notice = load_metric_model(
+            lambda p: BertScorer(p, device=device),
+            bertscore_model,
+            default=BERTSCORE_MODEL,
+            option="bertscore_model",
+            what="bertscore",
+        )
+        if scorer is None:
+            notices.append(notice)
+        else:
             per_item["bertscore"] = [s["f"] for s in scorer.score(refs, preds)]
-        except Exception as err:  # noqa: BLE001
-            notices.append(
-                f"bertscore not computed: could not load model "
-                f"'{bertscore_model or BERTSCORE_MODEL}' ({_short(err)}); pass "
-                "--bertscore_model with a local copy"
-            )
     report: dict[str, Any] = {}
     for name in QA_METRICS:
         values = [v for v in per_item.get(name, []) if not math.isnan(v)]

@@ -9,14 +9,15 @@ template at all (we give them their family's format).
 
 from __future__ import annotations
 
-import json
 import logging
 import os
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
+from malpyeong.device import cuda_available, cuda_bf16, default_device
 from malpyeong.errors import UserError, one_line
+from malpyeong.models.checks import local_config, tokenizer_problem
 
 log = logging.getLogger(__name__)
 
@@ -365,26 +366,11 @@ BY_MODEL_TYPE = {
 }
 
 
-def _local_config(name: str) -> dict | None:
-    path = Path(name) / "config.json"
-    if path.is_file():
-        return json.loads(path.read_text(encoding="utf-8"))
-    try:  # a hub id that is already in the local cache
-        from huggingface_hub import try_to_load_from_cache
-
-        cached = try_to_load_from_cache(name, "config.json")
-        if isinstance(cached, str):
-            return json.loads(Path(cached).read_text(encoding="utf-8"))
-    except Exception:  # noqa: BLE001 - a malformed id is reported when loading
-        pass
-    return None
-
-
 def get_backbone(name: str) -> Backbone:
     """The registry entry for ``name``, or defaults inferred from its config.json."""
     if name in REGISTRY:
         return REGISTRY[name]
-    config = _local_config(name)
+    config = local_config(name)
     model_type = (config or {}).get("model_type", "llama")
     family, fmt, system, attn, pad = BY_MODEL_TYPE.get(model_type, BY_MODEL_TYPE["llama"])
     if config and config.get("malpyeong_chat_format"):
@@ -396,6 +382,7 @@ def get_backbone(name: str) -> Backbone:
 
 def registry_table() -> str:
     """The table ``run/train.py --list-models`` prints."""
+    # not a task name: the chat-format column
     head = ("model", "family", "chat", "system", "attention", "pad", "remote code", "licence")
     rows = [head] + [
         (
@@ -554,6 +541,14 @@ def load_tokenizer(
     """Tokenizer with a pad token and a chat template guaranteed."""
     from transformers import AutoTokenizer
 
+    problem = tokenizer_problem(name)  # instead of "Couldn't instantiate the backend tokenizer"
+    if problem:
+        raise UserError(
+            problem,
+            file=name,
+            field="model",
+            hint="give the model's folder, or the hub id it was downloaded from",
+        )
     backbone = backbone or get_backbone(name)
     remote = backbone.trust_remote_code if trust_remote_code is None else trust_remote_code
     try:
@@ -578,11 +573,7 @@ def quantization_config(compute_dtype: Any = None) -> Any:
     from transformers import BitsAndBytesConfig
 
     if compute_dtype is None:
-        compute_dtype = (
-            torch.bfloat16
-            if (not torch.cuda.is_available() or torch.cuda.is_bf16_supported())
-            else torch.float16
-        )
+        compute_dtype = torch.bfloat16 if (not cuda_available() or cuda_bf16()) else torch.float16
     return BitsAndBytesConfig(
         load_in_4bit=True,
         bnb_4bit_quant_type="nf4",
@@ -596,8 +587,8 @@ def resolve_dtype(dtype: str | None) -> Any:
     import torch
 
     if dtype in (None, "auto"):
-        if torch.cuda.is_available():
-            return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
+        if cuda_available():
+            return torch.bfloat16 if cuda_bf16() else torch.float16
         return torch.float32
     try:
         return {
@@ -650,7 +641,7 @@ def load_model(
         if num_labels is not None:  # the new head is trained in full precision
             kwargs["quantization_config"].llm_int8_skip_modules = ["score", "classifier"]
         if device_map is None:
-            device_map = {"": _local_device()}
+            device_map = {"": default_device()}  # 4-bit weights load onto one device
     if device_map is not None:
         kwargs["device_map"] = device_map
     from transformers.utils import logging as hf_logging
@@ -669,14 +660,6 @@ def load_model(
     finally:
         hf_logging.set_verbosity(verbosity)
     return model
-
-
-def _local_device() -> Any:
-    import torch
-
-    if torch.cuda.is_available():
-        return int(os.environ.get("LOCAL_RANK", 0))
-    return "cpu"
 
 
 __all__ = [

@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from malpyeong.models.backbones import Backbone, encode, render_chat
-from malpyeong.tasks.base import OMITTED, PromptSpec, Task, chat_messages
+from malpyeong.tasks.base import OMITTED, PromptSpec, Task, TaskItem, chat_messages
 
 __all__ = ["OMITTED", "FittedPrompt", "fit_prompt"]  # OMITTED: the cut mark, now defined with the tasks
 
@@ -30,7 +30,7 @@ class FittedPrompt:
 
 def fit_prompt(
     task: Task,
-    item: Any,
+    item: TaskItem,
     tokenizer: Any,
     backbone: Backbone,
     spec: PromptSpec,

@@ -14,7 +14,13 @@ and ``push_to_hub`` read it as it is; our metadata sits beside them::
                          (adapter_dir, merged_dir: "." for the root), task, prompt, max_length,
                          target_style, stage
     config.yaml  dev_metrics.json  data_stats.json  runs/  checkpoint-*/     (training)
+    init_model/          the previous stage's full model (--init_from of an adapter run)
+    experts.json         a folder of experts (run/train.py --experts): the routing field and
+                         the sub-folder of each value, each a run folder of its own
     merge_config.yaml  merge_search.json                                     (ensemble/merge.py)
+
+A trainer checkpoint (``checkpoint-N/``) is complete once ``trainer_state.json`` is readable in
+it beside its weights: the trainer writes its state last, so one cut short by kill -9 lacks it.
 
 Older run folders kept the full model in ``model/`` (full fine-tuning, merges) or ``merged/``
 (``--merge``); their run file names that folder, so they load as before: readers follow
@@ -26,6 +32,7 @@ from __future__ import annotations
 import json
 import os
 import re
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -39,14 +46,23 @@ ADAPTER_DIR = "adapter"
 WEIGHTS_DIR = "."  # a full model (fine-tuned or merged) sits at the run folder's root
 MODEL_DIR = "model"  # where older run folders kept a full model (still read)
 MERGED_DIR = "merged"  # where older run folders kept a --merge model (still read)
+INIT_DIR = "init_model"  # a stage's starting model, when the previous stage left an adapter
+CONFIG_FILE = "config.yaml"  # the resolved recipe
+DEV_METRICS = "dev_metrics.json"  # the dev metric at each evaluation, the best, its report
+DATA_STATS = "data_stats.json"  # examples built, prompts cut by the length budget
+MERGE_CONFIG = "merge_config.yaml"  # what ensemble/merge.py merged
+MERGE_SEARCH = "merge_search.json"  # its grid's dev scores (--search)
+EXPERTS_FILE = "experts.json"  # a folder of experts: the routing field and its experts
+TRAINER_STATE = "trainer_state.json"  # written last into a checkpoint: the checkpoint is complete
+CHECKPOINT = re.compile(r"checkpoint-(\d+)")  # a trainer checkpoint's folder name
 TOKENIZER_MARKERS = ("tokenizer.json", "tokenizer_config.json", "tokenizer.model")
 # Files that mark a folder as one we wrote, so --overwrite may replace it.
 MARKERS = (
     RUN_FILE,
-    "config.yaml",
-    "data_stats.json",
-    "dev_metrics.json",
-    "merge_config.yaml",
+    CONFIG_FILE,
+    DATA_STATS,
+    DEV_METRICS,
+    MERGE_CONFIG,
     ADAPTER_DIR,
     MODEL_DIR,
 )
@@ -73,9 +89,42 @@ def checkpoint_run(path: str | os.PathLike) -> Path | None:
     """The run folder a trainer checkpoint (``RUN/checkpoint-N``) belongs to, when it has a run
     file: the checkpoint is then used with the run's prompt and max_length."""
     p = Path(path)
-    if re.fullmatch(r"checkpoint-\d+", p.name) and has_run_file(p.parent):
+    if CHECKPOINT.fullmatch(p.name) and has_run_file(p.parent):
         return p.parent
     return None
+
+
+def checkpoint_step(path: str | os.PathLike) -> int:
+    """The step of a checkpoint folder (``checkpoint-500`` -> 500)."""
+    found = CHECKPOINT.fullmatch(Path(path).name)
+    if found is None:
+        raise ValueError(f"not a checkpoint folder: {path}")
+    return int(found.group(1))
+
+
+def checkpoints(folder: str | os.PathLike) -> list[Path]:
+    """The trainer checkpoints in a run folder, by step."""
+    found = [p for p in Path(folder).glob("checkpoint-*") if p.is_dir() and CHECKPOINT.fullmatch(p.name)]
+    return sorted(found, key=checkpoint_step)
+
+
+def is_complete_checkpoint(path: str | os.PathLike) -> bool:
+    """A checkpoint the trainer finished writing: its state (written last) is readable and its
+    weights are there."""
+    p = Path(path)
+    try:
+        json.loads((p / TRAINER_STATE).read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return False
+    return any(p.glob("*.safetensors")) or any(p.glob("*.bin"))
+
+
+def complete_checkpoints(folder: str | os.PathLike) -> tuple[list[Path], list[Path]]:
+    """``(complete, incomplete)`` checkpoints of a run folder, each sorted by step."""
+    found = checkpoints(folder)
+    return [c for c in found if is_complete_checkpoint(c)], [
+        c for c in found if not is_complete_checkpoint(c)
+    ]
 
 
 def is_adapter(path: str | os.PathLike) -> bool:
@@ -193,6 +242,46 @@ def find_adapter(path: str | os.PathLike, field: str) -> Path:
     return found
 
 
+def write_experts(folder: str | os.PathLike, key: str, task: str, experts: Sequence[str]) -> None:
+    """``experts.json``: the routing field, the task and the trained experts (a sub-folder per
+    value, named after it)."""
+    atomic_write_json(
+        Path(folder) / EXPERTS_FILE, {"key": key, "task": task, "experts": {v: v for v in experts}}
+    )
+
+
+def is_experts_folder(folder: str | os.PathLike) -> bool:
+    return (Path(folder) / EXPERTS_FILE).is_file()
+
+
+def expert_folders(folder: str | os.PathLike, key: str) -> dict[str, Path]:
+    """Routing value -> finished expert run folder, from ``experts.json`` or else the
+    sub-folders that are run folders (named after their value)."""
+    root = Path(folder)
+    if not root.is_dir():
+        raise UserError("experts folder not found", file=str(folder), field="model")
+    if is_experts_folder(root):
+        info = read_json(root / EXPERTS_FILE)
+        if info.get("key") != key:
+            raise UserError(
+                f"these experts are split by '{info.get('key')}', not '{key}'",
+                file=str(root / EXPERTS_FILE),
+                field="route",
+            )
+        found = {v: root / n for v, n in (info.get("experts") or {}).items() if is_finished_run(root / n)}
+    else:
+        names = sorted(p.name for p in root.iterdir() if p.is_dir())
+        found = {n: root / n for n in names if is_finished_run(root / n)}
+    if not found:
+        raise UserError(
+            f"no expert run folder here (one per {key} value, each with {RUN_FILE})",
+            file=str(folder),
+            field="model",
+            hint="train them with run/train.py --experts " + key,
+        )
+    return found
+
+
 def tokenizer_of(folder: Path, run_folder: Path, base: str) -> str:
     """Where a run's tokenizer is read from: the weights folder, the run folder, else the base."""
     for candidate in (folder, run_folder):
@@ -204,16 +293,31 @@ def tokenizer_of(folder: Path, run_folder: Path, base: str) -> str:
 __all__ = [
     "ADAPTER_CONFIG",
     "ADAPTER_DIR",
+    "CHECKPOINT",
+    "CONFIG_FILE",
+    "DATA_STATS",
+    "DEV_METRICS",
+    "EXPERTS_FILE",
+    "INIT_DIR",
     "MARKERS",
     "MERGED_DIR",
+    "MERGE_CONFIG",
+    "MERGE_SEARCH",
     "MODEL_CONFIG",
     "MODEL_DIR",
     "RUN_FILE",
+    "TRAINER_STATE",
     "WEIGHTS_DIR",
     "adapter_base",
     "adapter_of",
     "checkpoint_run",
+    "checkpoint_step",
+    "checkpoints",
+    "complete_checkpoints",
+    "expert_folders",
     "find_adapter",
+    "is_complete_checkpoint",
+    "is_experts_folder",
     "model_key",
     "has_run_file",
     "has_tokenizer",
@@ -226,5 +330,6 @@ __all__ = [
     "run_info",
     "tokenizer_of",
     "weights_of",
+    "write_experts",
     "write_run",
 ]

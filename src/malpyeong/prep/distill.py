@@ -18,27 +18,24 @@ Output records, one per kept item, in the trainer's prompt–completion format::
 can be told apart only by ``source``.
 
 Resume: every teacher output is appended to a raw JSONL file (``OUT.raw.jsonl``, first line a
-``{"_meta": ...}`` header with the settings); a rerun skips the ids already there and refuses
-to mix outputs made with other settings. The raw file stays after the run, so changing only
-the post-processing never needs the teacher again.
+``{"_meta": ...}`` header with the settings; :func:`malpyeong.io.open_resume`); a rerun skips
+the ids already there and refuses to mix outputs made with other settings. The raw file stays
+after the run, so changing only the post-processing never needs the teacher again.
 """
 
 from __future__ import annotations
 
 import logging
-import os
 from collections import Counter
 from collections.abc import Callable, Sequence
 from dataclasses import replace
-from pathlib import Path
 from typing import Any
 
 from malpyeong.cli import progress_bar
 from malpyeong.errors import UserError
 from malpyeong.inference.answer import AnswerSettings, answer_items
 from malpyeong.inference.engines import Engine
-from malpyeong.io import JsonlAppender, read_jsonl
-from malpyeong.tasks.base import PromptSpec, Task, chat_messages
+from malpyeong.tasks.base import PromptSpec, Task, TaskItem, chat_messages
 
 log = logging.getLogger(__name__)
 
@@ -48,49 +45,11 @@ SOURCE = "distill"
 
 
 # ---------------------------------------------------------------------------------------------
-# raw file: resume from it, refuse to mix settings
-
-
-def raw_path(out: str | os.PathLike) -> Path:
-    """Where a generator keeps its raw outputs (and resumes from): ``OUT.raw.jsonl``."""
-    out = Path(out)
-    return out.with_name(out.name + ".raw.jsonl")
-
-
-def open_raw(path: str | os.PathLike, meta: dict, key: str) -> tuple[dict[Any, dict], JsonlAppender]:
-    """Rows already in the raw file by ``row[key]``, and an appender for new rows.
-
-    A new file starts with ``{"_meta": meta}``. An existing file must carry the same meta: rows
-    made by another model or with other settings are not silently mixed into one dataset.
-    """
-    path = Path(path)
-    rows = read_jsonl(path) if path.exists() else []
-    done: dict[Any, dict] = {}
-    if rows:
-        head = rows[0].get("_meta")
-        if head is None:
-            raise UserError("raw file has no _meta header", file=str(path), hint="delete it to start over")
-        diff = sorted(k for k in set(head) | set(meta) if head.get(k) != meta.get(k))
-        if diff:
-            k = diff[0]
-            raise UserError(
-                f"made with other settings: {k} was {head.get(k)!r}, now {meta.get(k)!r}",
-                file=str(path),
-                hint="use the same settings to resume, or delete it",
-            )
-        done = {r[key]: r for r in rows[1:] if key in r}
-    appender = JsonlAppender(path)
-    if not rows:
-        appender.write({"_meta": meta})
-    return done, appender
-
-
-# ---------------------------------------------------------------------------------------------
 # distillation
 
 
 def run_teacher(
-    items: Sequence[Any],
+    items: Sequence[TaskItem],
     generate: Generate,
     *,
     done: dict[str, dict] | None = None,
@@ -128,7 +87,7 @@ def run_teacher(
 
 
 def build_records(
-    task: Task, items: Sequence[Any], texts: dict[str, str], *, prompt: str | None = None
+    task: Task, items: Sequence[TaskItem], texts: dict[str, str], *, prompt: str | None = None
 ) -> tuple[list[dict], dict]:
     """Training records from teacher texts, and a report of what was kept and why not.
 
@@ -182,7 +141,7 @@ def student_prompt(task: Task, prompt: str | PromptSpec | None) -> PromptSpec:
 
 def distill(
     task: Task,
-    items: Sequence[Any],
+    items: Sequence[TaskItem],
     generate: Generate,
     *,
     prompt: str | None = None,
@@ -225,7 +184,7 @@ def engine_generate(engine: Engine, task: Task, settings: AnswerSettings) -> Gen
     teacher's prompts are fitted and decoded exactly as prediction does it."""
     settings = replace(settings, generate=True)
 
-    def generate(items: list[Any]) -> list[str]:
+    def generate(items: list[TaskItem]) -> list[str]:
         run = answer_items(engine, task, items, settings, progress=False)
         if run.over_budget:
             log.warning("%d prompt(s) stay over --max_length after cutting the dialogue", run.over_budget)

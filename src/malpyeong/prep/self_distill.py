@@ -31,7 +31,7 @@ from malpyeong.errors import UserError
 from malpyeong.inference.answer import AnswerSettings, answer_items
 from malpyeong.inference.engines import Engine
 from malpyeong.prep.filters import repeated_chars_ratio, repeated_ngram_ratio
-from malpyeong.tasks.base import GenerateTask, PromptSpec
+from malpyeong.tasks.base import GenerateTask, PromptSpec, TaskItem
 
 SOURCE = "self_distill"
 SELECT = ("auto", "gold", "mbr")
@@ -74,7 +74,7 @@ def candidate_problem(text: str, reference_chars: float, settings: SelfDistillSe
 
 def select_candidates(
     task: GenerateTask,
-    items: Sequence[Any],
+    items: Sequence[TaskItem],
     texts: dict[str, list[str]],
     settings: SelfDistillSettings,
     similarity: Similarity,
@@ -161,7 +161,7 @@ def select_candidates(
 
 
 def _gold_scores(
-    task: GenerateTask, items: Sequence[Any], kept: dict[str, list[tuple[str, Any]]]
+    task: GenerateTask, items: Sequence[TaskItem], kept: dict[str, list[tuple[str, Any]]]
 ) -> dict[str, list[float]]:
     """Each kept candidate's dev metric against its item's gold, per item id."""
     scores: dict[str, list[float]] = {it.id: [] for it in items}
@@ -175,7 +175,7 @@ def _gold_scores(
 
 
 def generate_candidates(
-    items: Sequence[Any],
+    items: Sequence[TaskItem],
     generate: Generate,
     num_candidates: int,
     *,
@@ -212,7 +212,7 @@ def candidate_generator(
     the others sampled with seed ``seed + k``, through the one answering path."""
     base = replace(settings, generate=True)
 
-    def generate(items: list[Any], k: int) -> list[str]:
+    def generate(items: list[TaskItem], k: int) -> list[str]:
         sampled = replace(
             base.generation, do_sample=True, temperature=temperature, top_p=top_p, seed=seed + k, num_beams=1
         )

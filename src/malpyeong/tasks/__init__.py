@@ -13,6 +13,7 @@ from malpyeong.tasks.base import (
     Metric,
     PromptSpec,
     Task,
+    TaskItem,
     Utterance,
 )
 from malpyeong.tasks.registry import (
@@ -32,6 +33,7 @@ __all__ = [
     "Metric",
     "PromptSpec",
     "Task",
+    "TaskItem",
     "Utterance",
     "get_task",
     "register",

@@ -5,10 +5,17 @@ A new task (dialogue memory state, context QA, ...) plugs in by subclassing :cla
 or :class:`GenerateTask` and registering with :func:`malpyeong.tasks.register`; nothing outside
 ``tasks/`` changes. A *choice* task is answered by scoring its options and combined by voting; a
 *generate* task is answered by decoding, its text turned into the official output by
-:meth:`GenerateTask.parse_output`, and combined by MBR (or field by field, see
-:attr:`GenerateTask.combiner`). Outputs need not be strings: whatever :meth:`Task.check_output`
-accepts (a label, a summary, a JSON object) is what results files, submissions and combiners
-carry.
+:meth:`Task.parse_output`, and combined by MBR (or field by field, see :attr:`Task.combiner`).
+Outputs need not be strings: whatever :meth:`Task.check_output` accepts (a label, a summary, a
+JSON object) is what results files, submissions and combiners carry.
+
+Code outside ``tasks/`` never asks which kind a task is (no ``isinstance(task, ChoiceTask)``, no
+``task.kind ==``; ``tests/test_architecture.py`` checks): it asks the question it means, each
+answered here -- :attr:`Task.has_options` (are there options to score, shuffle, vote on or
+reject?), :attr:`Task.combiner` (how do several models' outputs combine?),
+:meth:`Task.parse_output` and :meth:`Task.fallback_output` (what does a generation give?),
+:attr:`Task.reference_loglik` (is the gold output scored too?), :attr:`Task.objectives` (which
+training objectives apply?).
 """
 
 from __future__ import annotations
@@ -17,7 +24,7 @@ import difflib
 import json
 from collections.abc import Callable
 from dataclasses import dataclass, replace
-from typing import Any, ClassVar, Literal
+from typing import Any, ClassVar, Literal, Protocol
 
 from malpyeong.errors import UserError
 
@@ -96,11 +103,39 @@ def suggest(name: str, known: list[str]) -> str:
     return f"did you mean '{close[0]}'? known: {', '.join(known)}" if close else f"known: {', '.join(known)}"
 
 
+class TaskItem(Protocol):
+    """What every task's item has: its id and the record it was parsed from (the official
+    layout, as in the data file). Each task's own item type (``CCIItem``, ``DCSItem``, ...)
+    adds its fields; code outside ``tasks/`` needs only these two and hands the item back to
+    its task for the rest."""
+
+    @property
+    def id(self) -> str: ...
+
+    @property
+    def raw(self) -> Any: ...
+
+
 class Task:
     """Base class: parsing, prompts, targets, outputs and metrics for one task."""
 
     name: ClassVar[str]
+    # "choice" or "generate": for people (listings, docs). Code outside tasks/ asks the named
+    # questions below (has_options, combiner, ...), never this.
     kind: ClassVar[Literal["choice", "generate"]]
+    # Whether each item offers options to pick from (a choice task): it is answered by scoring
+    # them (unless asked to generate), its results carry one probability per option, its
+    # options can be shuffled for training, and each wrong one is a rejected answer.
+    has_options: ClassVar[bool] = False
+    n_choices: ClassVar[int] = 0  # options per item (0: the task has none)
+    output_labels: ClassVar[tuple[str, ...]] = ()  # official output per option position
+    # How several models' outputs combine (ensemble/vote.py): "vote" over option labels;
+    # "mbr" picks, per item, the candidate the others agree with most (similarity of
+    # output_text); "fields" asks the task (combine_fields).
+    combiner: ClassVar[Literal["vote", "mbr", "fields"]] = "mbr"
+    # Whether prediction also scores each gold output under the model (its log-likelihood as
+    # the training completion, kept in the sidecar as ref_logprob / ref_tokens): perplexity.
+    reference_loglik: ClassVar[bool] = False
     description: ClassVar[str] = ""  # one line, shown where tasks are listed (--help)
     prompt_flags: ClassVar[dict[str, str]] = {}  # flag -> what it does (shown by --help / errors)
     metrics: ClassVar[tuple[Metric, ...]]  # what evaluate() reports, the headline first
@@ -142,6 +177,17 @@ class Task:
     def check_output(self, value: Any) -> str | None:
         """None when ``value`` is a valid submission output, else what is wrong with it."""
         raise NotImplementedError
+
+    def parse_output(self, item: Any, text: str) -> Any | None:
+        """The official output from a raw generation for ``item``, or None when nothing usable
+        is in it (a choice task: the option its answer names, e.g. ``정답: B``)."""
+        raise NotImplementedError
+
+    def fallback_output(self, item: Any) -> Any | None:
+        """What is submitted when a generation held nothing usable: a valid output, so the file
+        still passes the official checks (the count is reported); None where the task has no
+        fallback (a choice task guesses no option)."""
+        return None
 
     # ----- prompts -----
     def prompt_spec(self, name: str | PromptSpec | None) -> PromptSpec:
@@ -344,9 +390,9 @@ class ChoiceTask(Task):
     """A task answered by picking one of ``n_choices`` options (letters A, B, C, ...)."""
 
     kind = "choice"
+    has_options = True
+    combiner = "vote"
     objectives = ("sft", "classification")
-    n_choices: ClassVar[int]
-    output_labels: ClassVar[tuple[str, ...]]  # official output per option position
 
     @property
     def letters(self) -> tuple[str, ...]:
@@ -377,6 +423,11 @@ class ChoiceTask(Task):
     def parse_answer(self, text: str) -> int | None:
         """The option a generated answer names, or None (for generated, e.g. CoT, answers)."""
         raise NotImplementedError
+
+    def parse_output(self, item: Any, text: str) -> str | None:
+        """The label of the option a generated answer names, or None."""
+        index = self.parse_answer(text)
+        return None if index is None else self.output_for(index)
 
     def rationale_of(self, text: str) -> str:
         """The reasoning of a generated answer (the text before its answer line)."""
@@ -417,16 +468,6 @@ class GenerateTask(Task):
 
     kind = "generate"
     dev_eval_items = 50  # generation is slow: the first 50 dev items during training
-    # How several models' outputs combine: "mbr" picks, per item, the candidate the others agree
-    # with most (similarity of output_text); "fields" asks the task (combine_fields).
-    combiner: ClassVar[Literal["mbr", "fields"]] = "mbr"
-    # Whether prediction also scores each gold output under the model (its log-likelihood as
-    # the training completion, kept in the sidecar as ref_logprob / ref_tokens): perplexity.
-    reference_loglik: ClassVar[bool] = False
-
-    def parse_output(self, item: Any, text: str) -> Any | None:
-        """The official output from a raw generation, or None when nothing usable is in it."""
-        raise NotImplementedError
 
     def render_output(self, output: Any) -> str:
         """An output as the model writes it (the training completion of a gold output)."""
@@ -445,8 +486,6 @@ class GenerateTask(Task):
         return self.render_output(output), "kept"
 
     def fallback_output(self, item: Any) -> Any:
-        """What is submitted when a generation held nothing usable: a valid output, so the
-        file still passes the official checks (the count is reported)."""
         return "."
 
     def combine_fields(self, item: Any, outputs: list[Any], weights: list[float]) -> Any:

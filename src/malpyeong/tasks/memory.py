@@ -19,6 +19,12 @@ utterance starts a new speaker turn: the state does not say who spoke last). The
 trained on the exact count, and the delivered value is always set from the input after
 decoding, whatever the model wrote.
 
+A gold item may carry further references beside its ``output`` (DialogSum's test split has
+three summaries and three topics per dialogue): ``"references": {"memory_summary": [...],
+"topic": [...]}``. Evaluation scores the summary's and the topic's ROUGE against all of them,
+averaged (ROUGE-1.5.5's default for several references, and never kinder than the best one
+alone), and the topic's exact match against any; a single-reference item is scored as before.
+
 Generations are constrained to :meth:`MemoryTask.output_schema` by default (every string
 non-empty, every field present, fixed key order, compact separators: the layout training
 targets are written in). Without the constraint, :mod:`malpyeong.metrics.jsonrepair` reads what it can.
@@ -27,7 +33,7 @@ targets are written in). Without the constraint, :mod:`malpyeong.metrics.jsonrep
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from malpyeong.errors import UserError
@@ -141,6 +147,20 @@ def state_problems(value: Any, where: str = "output", *, turn_count: bool = True
     return problems
 
 
+REFERENCE_FIELDS = ("memory_summary", "topic")
+
+
+def reference_problems(value: Any) -> Problems:
+    """Every way ``value`` is not a ``references`` object of further gold strings."""
+    if not isinstance(value, dict):
+        return [("references", f"is a {type(value).__name__}, not an object {{memory_summary, topic}}")]
+    problems: Problems = [(f"references.{k}", "unknown field") for k in value if k not in REFERENCE_FIELDS]
+    for name in REFERENCE_FIELDS:
+        if name in value:
+            _strings(value[name], f"references.{name}", problems)
+    return problems
+
+
 def make_state(
     key_facts: list[str], unresolved_refs: list[str], topic: str, turn_count: int, memory_summary: str
 ) -> dict:
@@ -175,6 +195,7 @@ class MemoryItem:
     turn_reading: str
     turn_count: int  # exact, from the input (kept when the length budget cuts utterances)
     raw: dict
+    references: dict = field(default_factory=dict)  # further gold {"memory_summary", "topic"} lists
 
 
 def _string_schema(max_chars: int) -> dict:
@@ -241,12 +262,24 @@ class MemoryTask(GenerateTask):
         output = record.get("output")
         if output != "" and "output" in record:
             problems += state_problems(output)
+        references = record.get("references", {})
+        problems += reference_problems(references)
         if problems:
             return None
         count = count_turns(utterances, reading)
         if previous is not None:
             count += previous["memory_state"]["turn_count"]
-        return MemoryItem(rid, tuple(utterances), output or None, previous, reading, count, record)
+        gold = output["memory_state"]["turn_count"] if output else None
+        if gold is not None and gold != count:  # turn_count is a function of the input
+            what = "utterances" if reading == "utterances" else "speaker turns"
+            before = " with the previous state's" if previous is not None else ""
+            problems.append(
+                ("output.memory_state.turn_count", f"{gold}, but the conversation has {count} {what}{before}")
+            )
+            return None
+        return MemoryItem(
+            rid, tuple(utterances), output or None, previous, reading, count, record, references
+        )
 
     def has_output(self, item: MemoryItem) -> bool:
         return item.state is not None
@@ -362,6 +395,7 @@ class MemoryTask(GenerateTask):
             threshold=threshold,
             bertscore_model=options.get("bertscore_model"),
             device=options.get("device"),
+            references=[it.references for it in gold],
         )
 
     def format_report(self, report: dict) -> str:
@@ -385,6 +419,11 @@ class MemoryTask(GenerateTask):
             lines.append("repairs: " + ", ".join(f"{k} {v}" for k, v in report["repairs"].items()))
         if report.get("json_valid_raw") is None:
             lines.append("note: no sidecar with raw generations: raw rates not computed")
+        if report.get("multi_reference"):
+            lines.append(
+                f"note: {report['multi_reference']} item(s) have several references: summary and topic "
+                "ROUGE averaged over them, topic_exact against any"
+            )
         if report.get("gold_turn_count_off"):
             lines.append(
                 f"note: {report['gold_turn_count_off']} gold turn_count(s) differ from "

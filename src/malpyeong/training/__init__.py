@@ -51,7 +51,6 @@ from malpyeong.training.orpo import build_orpo_rows, pair_margins, train_orpo
 from malpyeong.training.outputs import (
     check_resume,
     check_run_folder,
-    complete_checkpoints,
     dev_summary,
     main_process,
     open_run_folder,
@@ -139,7 +138,6 @@ __all__ = [
     "check_resume",
     "check_run_folder",
     "check_values",
-    "complete_checkpoints",
     "completion_ids",
     "completion_loss",
     "dev_summary",

@@ -16,6 +16,7 @@ Key names follow Axolotl's config reference (docs/config-reference.qmd of axolot
 
 from __future__ import annotations
 
+import difflib
 import tempfile
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
@@ -27,6 +28,7 @@ import yaml
 
 from malpyeong.data import load_items
 from malpyeong.errors import UserError, UserErrors
+from malpyeong.io import read_yaml
 from malpyeong.tasks import get_task, task_names
 
 # Axolotl key -> our key, values carried over as they are.
@@ -210,6 +212,47 @@ class AxolotlMapping:
         return lines
 
 
+# Keys read by the mapping functions of _SPECIAL (besides SAME, IGNORED and DATA_KEYS).
+SPECIAL_KEYS = (
+    "adapter",
+    "load_in_4bit",
+    "load_in_8bit",
+    "learning_rate",
+    "lr_scheduler",
+    "warmup_steps",
+    "warmup_ratio",
+    "optimizer",
+    "lora_target_linear",
+    "lora_target_modules",
+    "bf16",
+    "fp16",
+    "bfloat16",
+    "float16",
+    "float32",
+    "flash_attention",
+    "sdp_attention",
+    "eager_attention",
+    "flex_attention",
+    "sample_packing",
+    "group_by_length",
+    "gradient_checkpointing",
+    "eval_steps",
+    "save_steps",
+    "train_on_inputs",
+    "chat_template",
+    "chat_template_jinja",
+    "rl",
+    "torch_compile",
+)
+
+
+def nearest_key(key: str) -> str | None:
+    """The Axolotl key ``key`` is most likely a misspelling of (``lora_rr`` -> ``lora_r``)."""
+    known = [*SAME, *IGNORED, *DATA_KEYS, *SPECIAL_KEYS]
+    close = difflib.get_close_matches(key, known, n=1, cutoff=0.88)
+    return close[0] if close else None
+
+
 def is_axolotl(data: Any) -> bool:
     """An Axolotl config: a mapping with ``base_model`` and without our ``model``."""
     return isinstance(data, dict) and "base_model" in data and "model" not in data
@@ -219,10 +262,7 @@ def read_config(path: str | Path) -> Any:
     p = Path(path)
     if not p.is_file():
         raise UserError("config not found", file=str(path), field="config")
-    try:
-        return yaml.safe_load(p.read_text(encoding="utf-8"))
-    except yaml.YAMLError as err:
-        raise UserError(f"not valid YAML: {str(err).splitlines()[0]}", file=str(path)) from None
+    return read_yaml(p, field="config")
 
 
 def _dataset_path(entry: Any, where: str, base: Path) -> tuple[str, str | None]:
@@ -288,6 +328,14 @@ def to_recipe(
 
     given = {str(k): v for k, v in data.items() if v is not None}
     m.unset = [str(k) for k, v in data.items() if v is None]
+    known = {*SAME, *IGNORED, *DATA_KEYS, *SPECIAL_KEYS}
+    typos = [(k, close) for k in given if k not in known and (close := nearest_key(k))]
+    if typos:  # a misspelt key would be ignored and its setting silently left at the default
+        raise UserError(
+            "unknown key(s): " + ", ".join(f"'{k}' (did you mean '{c}'?)" for k, c in typos),
+            file=str(source) or None,
+            hint="fix the spelling; keys Axolotl has and we do not map are ignored with a note",
+        )
     try:
         for special in _SPECIAL:
             special(given, put, drop)

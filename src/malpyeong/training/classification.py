@@ -25,25 +25,21 @@ import numpy as np
 from malpyeong.errors import UserError
 from malpyeong.inference.classifier import OBJECTIVE
 from malpyeong.io import atomic_write_json
-from malpyeong.models.backbones import Backbone, get_backbone, load_model, load_tokenizer
+from malpyeong.models.backbones import Backbone, load_model
 from malpyeong.models.budget import fit_prompt
-from malpyeong.models.runfolder import write_run
+from malpyeong.models.runfolder import DATA_STATS, write_run
 from malpyeong.tasks import ChoiceTask, get_task
-from malpyeong.tasks.base import PromptSpec
+from malpyeong.tasks.base import PromptSpec, TaskItem
 from malpyeong.training.examples import BudgetStats, training_items
 from malpyeong.training.models import is_zero3
 from malpyeong.training.outputs import (
-    check_resume,
-    check_run_folder,
     main_process,
-    open_run_folder,
-    resume_checkpoint,
-    run_inputs,
     save_run,
     write_config,
     write_dev_metrics,
 )
 from malpyeong.training.recipe import ModelArguments, SFTArguments, resolve_trainer_args
+from malpyeong.training.start import start_run
 from malpyeong.training.trainers import callbacks_for, run_training
 
 log = logging.getLogger(__name__)
@@ -66,7 +62,7 @@ def head_name(model: Any) -> str:
 
 def build_classification_rows(
     task: ChoiceTask,
-    items: Sequence[Any],
+    items: Sequence[TaskItem],
     tokenizer: Any,
     backbone: Backbone,
     spec: PromptSpec,
@@ -149,7 +145,7 @@ def load_classifier_for_training(
     return model
 
 
-def task_metrics(task: ChoiceTask, items: Sequence[Any]) -> Any:
+def task_metrics(task: ChoiceTask, items: Sequence[TaskItem]) -> Any:
     """``compute_metrics`` for the Trainer: the task's dev metric from the head's argmax."""
 
     def compute(prediction: Any) -> dict[str, float]:
@@ -168,7 +164,7 @@ def train_classification(script: SFTArguments, model_args: ModelArguments, confi
     from transformers import DataCollatorWithPadding, Trainer
 
     task = get_task(script.task)
-    if not isinstance(task, ChoiceTask):  # the recipe check already refused it; kept for callers
+    if OBJECTIVE not in task.objectives:  # the recipe check already refused it; kept for callers
         raise UserError(f"task {task.name} has no options to classify", field="objective")
     if script.merge:
         raise UserError(
@@ -188,43 +184,41 @@ def train_classification(script: SFTArguments, model_args: ModelArguments, confi
     # the rows hold only what the classifier takes; peft's wrapper hides the forward signature
     # the Trainer would inspect to drop columns
     config = dataclasses.replace(config, remove_unused_columns=False)
-    out = check_run_folder(
-        config.output_dir,
-        overwrite=script.overwrite,
-        resume=script.resume,
-        inputs=run_inputs(script, model_args),
-    )
-    if script.resume:
-        check_resume(out, script, model_args, config)
-    backbone = get_backbone(model_args.model)
-    tokenizer = load_tokenizer(
-        model_args.model, backbone, trust_remote_code=True if config.trust_remote_code else None
-    )
-    max_length = config.max_length
-    spec = task.prompt_spec(script.prompt)
+    with start_run(script, model_args, config, stages=False) as run:  # no init_from: a new head
+        out, backbone, tokenizer = run.out, run.backbone, run.tokenizer
+        max_length = config.max_length
+        spec = task.prompt_spec(script.prompt)
 
-    train_items, n_items, dev_items = training_items(task, script, config.seed)
-    rows, train_stats = build_classification_rows(task, train_items, tokenizer, backbone, spec, max_length)
-    train_stats.items = n_items
-    if not rows:
-        raise UserError(
-            "no training example fits max_length",
-            field="max_length",
-            hint=f"raise --max_length (now {max_length})",
+        train_items, n_items, dev_items = training_items(task, script, config.seed)
+        rows, train_stats = build_classification_rows(
+            task, train_items, tokenizer, backbone, spec, max_length
         )
-    dev_rows, dev_stats = build_classification_rows(task, dev_items, tokenizer, backbone, spec, max_length)
-    fitted_ids = {r["id"] for r in dev_rows}
-    dev_kept = [it for it in dev_items if it.id in fitted_ids]  # the rows' items, in order
-    log.info(
-        "classification: %d train examples, %d dev items, %d labels", len(rows), len(dev_rows), task.n_choices
-    )
+        train_stats.items = n_items
+        if not rows:
+            raise UserError(
+                "no training example fits max_length",
+                field="max_length",
+                hint=f"raise --max_length (now {max_length})",
+            )
+        dev_rows, dev_stats = build_classification_rows(
+            task, dev_items, tokenizer, backbone, spec, max_length
+        )
+        fitted_ids = {r["id"] for r in dev_rows}
+        dev_kept = [it for it in dev_items if it.id in fitted_ids]  # the rows' items, in order
+        log.info(
+            "classification: %d train examples, %d dev items, %d labels",
+            len(rows),
+            len(dev_rows),
+            task.n_choices,
+        )
 
-    model = load_classifier_for_training(model_args, config, backbone, task.n_choices, tokenizer.pad_token_id)
-    with open_run_folder(out, overwrite=script.overwrite, resume=script.resume):
-        checkpoint = resume_checkpoint(out) if script.resume else None
+        model = load_classifier_for_training(
+            model_args, config, backbone, task.n_choices, tokenizer.pad_token_id
+        )
+        checkpoint = run.open()  # everything checked: the old run may go now
         if main_process():
             atomic_write_json(
-                out / "data_stats.json",
+                out / DATA_STATS,
                 {
                     "train": train_stats.as_dict(),
                     "dev": dev_stats.as_dict() if dev_items else None,

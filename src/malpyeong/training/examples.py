@@ -34,7 +34,7 @@ from malpyeong.models.backbones import (  # noqa: F401 - the affix helpers are r
     render_chat,
 )
 from malpyeong.models.budget import fit_prompt
-from malpyeong.tasks.base import ChoiceTask, PromptSpec, Task
+from malpyeong.tasks.base import ChoiceTask, PromptSpec, Task, TaskItem
 from malpyeong.training.evaluation import load_dev_items
 from malpyeong.training.recipe import SFTArguments
 
@@ -64,7 +64,9 @@ def option_orders(n: int, copies: int, key: str, seed: int) -> list[tuple[int, .
     return rng.sample(perms, min(copies, len(perms)))
 
 
-def augment_options(task: ChoiceTask, items: Sequence[Any], copies: int = 1, seed: int = 0) -> list[Any]:
+def augment_options(
+    task: ChoiceTask, items: Sequence[TaskItem], copies: int = 1, seed: int = 0
+) -> list[TaskItem]:
     """Each item, then ``copies`` versions with its options permuted (the label moves with them)."""
     out: list[Any] = []
     for item in items:
@@ -93,7 +95,7 @@ def training_items(task: Task, script: SFTArguments, seed: int) -> tuple[list[An
 
 def build_sft_examples(
     task: Task,
-    items: Sequence[Any],
+    items: Sequence[TaskItem],
     tokenizer: Any,
     backbone: Backbone,
     spec: PromptSpec,

@@ -18,8 +18,8 @@ from typing import Any
 from malpyeong.data import load_items
 from malpyeong.errors import UserError
 from malpyeong.inference.classifier import OBJECTIVE
-from malpyeong.inference.routing import EXPERTS_FILE, route_key, route_values, write_experts
-from malpyeong.models.runfolder import is_finished_run
+from malpyeong.inference.routing import route_key, route_values
+from malpyeong.models.runfolder import EXPERTS_FILE, checkpoints, is_finished_run, write_experts
 from malpyeong.tasks import get_task
 from malpyeong.training.classification import train_classification
 from malpyeong.training.outputs import main_process
@@ -69,7 +69,7 @@ def train_experts(script: SFTArguments, model_args: ModelArguments, config: Any)
         if script.resume and is_finished_run(child):
             log.info("expert %s: already trained, skipped", value)
         else:
-            resume = script.resume and any(child.glob("checkpoint-*"))
+            resume = script.resume and bool(checkpoints(child))
             log.info("expert %s %s -> %s", key, value, child)
             train_run(
                 dataclasses.replace(
@@ -84,7 +84,7 @@ def train_experts(script: SFTArguments, model_args: ModelArguments, config: Any)
             )
         done.append(value)
         if main_process():
-            write_experts(parent, key, task, done)
+            write_experts(parent, key, task.name, done)
     return parent, done
 
 

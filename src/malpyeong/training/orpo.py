@@ -7,28 +7,29 @@ from __future__ import annotations
 
 import json
 from collections.abc import Sequence
-from contextlib import ExitStack
 from pathlib import Path
 from typing import Any
 
+from malpyeong.device import model_device
 from malpyeong.errors import UserError
 from malpyeong.io import atomic_write_json
-from malpyeong.models.backbones import Backbone, encode, load_tokenizer
+from malpyeong.models.backbones import Backbone, encode
 from malpyeong.models.budget import fit_prompt
-from malpyeong.models.device import model_device
-from malpyeong.models.runfolder import ADAPTER_DIR, adapter_base, model_key, write_run
+from malpyeong.models.runfolder import (
+    ADAPTER_DIR,
+    DATA_STATS,
+    DEV_METRICS,
+    adapter_base,
+    model_key,
+    write_run,
+)
 from malpyeong.tasks import PromptSpec, Task, get_task
 from malpyeong.training.evaluation import TaskEvaluator, dev_answer_settings, load_dev_items
 from malpyeong.training.examples import BudgetStats, assistant_affixes
 from malpyeong.training.models import load_training_model
 from malpyeong.training.outputs import (
-    check_resume,
-    check_run_folder,
     main_process,
-    open_run_folder,
-    resume_checkpoint,
     run_info,
-    run_inputs,
     save_run,
     write_config,
     write_dev_metrics,
@@ -42,7 +43,8 @@ from malpyeong.training.preference import (
     unpaired_rows,
 )
 from malpyeong.training.recipe import ModelArguments, ORPOArguments, resolve_trainer_args
-from malpyeong.training.stages import begin_stage, end_stage
+from malpyeong.training.stages import end_stage
+from malpyeong.training.start import start_run
 from malpyeong.training.trainers import callbacks_for, run_training
 from malpyeong.training.unpaired import read_unpaired, unpair
 
@@ -170,22 +172,8 @@ def train_orpo(script: ORPOArguments, model_args: ModelArguments, config: Any) -
     config = resolve_trainer_args(
         model_args, config, task, has_dev=bool(dev_pairs), task_metric=bool(dev_items)
     )
-    out = check_run_folder(
-        config.output_dir,
-        overwrite=script.overwrite,
-        resume=script.resume,
-        inputs=run_inputs(script, model_args),
-    )
-    if script.resume:
-        check_resume(out, script, model_args, config)
-    recipe_args = model_args  # config.yaml keeps the recipe's base, not init_model/
-    with ExitStack() as stack:
-        if script.init_from:  # a stage from an adapter run merges it into this folder first
-            stack.enter_context(open_run_folder(out, overwrite=script.overwrite, resume=script.resume))
-        model_args, backbone, chain = begin_stage(script.init_from, model_args, out)
-        tokenizer = load_tokenizer(
-            model_args.model, backbone, trust_remote_code=True if config.trust_remote_code else None
-        )
+    with start_run(script, model_args, config) as run:
+        out, model_args, backbone, tokenizer = run.out, run.model_args, run.backbone, run.tokenizer
         max_length = config.max_length
         spec = task.prompt_spec(script.prompt)
         rows, train_stats = build_orpo_rows(
@@ -204,13 +192,11 @@ def train_orpo(script: ORPOArguments, model_args: ModelArguments, config: Any) -
             eval_rows = unpaired_rows(rendered, dev_examples, config.seed)
 
         model = load_training_model(model_args, config, backbone, sft_adapter=script.sft_adapter)
-        if not script.init_from:  # everything checked: the old run may go now
-            stack.enter_context(open_run_folder(out, overwrite=script.overwrite, resume=script.resume))
-        checkpoint = resume_checkpoint(out) if script.resume else None
+        checkpoint = run.open()  # everything checked: the old run may go now
         if main_process():
             stats = {"train": train_stats.as_dict(), "dev": dev_stats.as_dict() if dev_rows else None}
-            atomic_write_json(out / "data_stats.json", stats)
-            write_config(out, script, recipe_args, config)
+            atomic_write_json(out / DATA_STATS, stats)
+            write_config(out, script, run.recipe_args, config)
             write_run(
                 out,
                 {
@@ -258,7 +244,7 @@ def train_orpo(script: ORPOArguments, model_args: ModelArguments, config: Any) -
                     "before": _mean(margins_before),
                     "after": _mean(margins_after),
                 }
-                atomic_write_json(out / "dev_metrics.json", dev)
+                atomic_write_json(out / DEV_METRICS, dev)
         info = save_run(
             trainer,
             tokenizer,
@@ -273,7 +259,7 @@ def train_orpo(script: ORPOArguments, model_args: ModelArguments, config: Any) -
         )
         if main_process():
             drop_reference_adapter(out / ADAPTER_DIR)
-        end_stage(out, info, chain, model_args.method)
+        end_stage(out, info, run.chain, model_args.method)
     return out
 
 

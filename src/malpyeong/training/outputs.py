@@ -21,7 +21,6 @@ import json
 import logging
 import math
 import os
-import re
 import shutil
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
@@ -38,7 +37,17 @@ from malpyeong.io import (
     exclusive,
 )
 from malpyeong.models.backbones import Backbone
-from malpyeong.models.runfolder import ADAPTER_DIR, WEIGHTS_DIR, is_run_folder, write_run
+from malpyeong.models.runfolder import (
+    ADAPTER_DIR,
+    CONFIG_FILE,
+    DEV_METRICS,
+    TRAINER_STATE,
+    WEIGHTS_DIR,
+    checkpoint_step,
+    complete_checkpoints,
+    is_run_folder,
+    write_run,
+)
 from malpyeong.models.runfolder import run_info as make_run_info
 from malpyeong.tasks.base import Task
 from malpyeong.training.evaluation import TaskEvaluator
@@ -84,28 +93,6 @@ def open_run_folder(path: str | os.PathLike, *, overwrite: bool, resume: bool) -
         yield out
 
 
-# Files that make a checkpoint complete: the trainer writes its state last (after the weights,
-# the optimizer and the RNG state), so a checkpoint cut short by kill -9 lacks a readable one.
-STATE_FILE = "trainer_state.json"
-
-
-def complete_checkpoints(out: Path) -> tuple[list[Path], list[Path]]:
-    """``(complete, incomplete)`` checkpoints of a run folder, each sorted by step."""
-    found = sorted(
-        (p for p in out.glob("checkpoint-*") if p.is_dir() and re.fullmatch(r"checkpoint-\d+", p.name)),
-        key=lambda p: int(p.name.split("-")[1]),
-    )
-    complete, incomplete = [], []
-    for ckpt in found:
-        try:
-            json.loads((ckpt / STATE_FILE).read_text(encoding="utf-8"))
-            ok = any(ckpt.glob("*.safetensors")) or any(ckpt.glob("*.bin"))
-        except (OSError, ValueError):
-            ok = False
-        (complete if ok else incomplete).append(ckpt)
-    return complete, incomplete
-
-
 def resume_checkpoint(out: Path) -> Path:
     """The last complete checkpoint to resume from; newer ones left half-written by an
     interruption (kill -9 while saving) are removed, so training saves them again."""
@@ -117,13 +104,13 @@ def resume_checkpoint(out: Path) -> Path:
             hint="drop --resume (with --overwrite) to start again",
         )
     last = complete[-1]
-    newer = [c for c in incomplete if int(c.name.split("-")[1]) > int(last.name.split("-")[1])]
+    newer = [c for c in incomplete if checkpoint_step(c) > checkpoint_step(last)]
     if newer and main_process():
         log.warning(
             "resuming from %s: %s was cut short while saving (no readable %s) and is removed",
             last.name,
             ", ".join(c.name for c in newer),
-            STATE_FILE,
+            TRAINER_STATE,
         )
         for c in newer:
             shutil.rmtree(c)
@@ -233,7 +220,7 @@ def check_resume(out: Path, script: CommonArguments, model_args: ModelArguments,
     refused, naming the key (config.yaml is left as it is)."""
     import yaml
 
-    path = out / "config.yaml"
+    path = out / CONFIG_FILE
     try:
         old = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
     except (OSError, yaml.YAMLError) as err:
@@ -291,7 +278,7 @@ def write_config(out: Path, script: CommonArguments, model_args: ModelArguments,
     import yaml
 
     atomic_write_text(
-        out / "config.yaml",
+        out / CONFIG_FILE,
         yaml.safe_dump(resolved_config(script, model_args, config), allow_unicode=True, sort_keys=False),
     )
 
@@ -342,14 +329,14 @@ def write_dev_metrics(out: Path, evaluator: TaskEvaluator | None, trainer: Any) 
         )
     else:
         data["history"] = [h for h in trainer.state.log_history if any(k.startswith("eval_") for k in h)]
-    atomic_write_json(out / "dev_metrics.json", data)
+    atomic_write_json(out / DEV_METRICS, data)
     return data
 
 
 def dev_summary(out: Path) -> str | None:
     """One line on how the dev metric moved over the run's evaluations (from dev_metrics.json)."""
     try:
-        data = json.loads((out / "dev_metrics.json").read_text(encoding="utf-8"))
+        data = json.loads((out / DEV_METRICS).read_text(encoding="utf-8"))
     except (OSError, ValueError):
         return None
     metric = data.get("metric")

@@ -24,15 +24,17 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from malpyeong.errors import UserError, one_line
+from malpyeong.errors import UserError
 from malpyeong.inference.results import read_results
-from malpyeong.io import atomic_write_text, ensure_writable, read_jsonl, require_file
-from malpyeong.tasks.base import ChoiceTask, GenerateTask, Task
+from malpyeong.io import atomic_write_text, ensure_writable, read_jsonl_file
+from malpyeong.tasks.base import ChoiceTask, GenerateTask, Task, TaskItem
 
 REQUIRED = ("id", "source_id", "task", "record", "chosen", "rejected")
 
 
-def choice_pairs(task: ChoiceTask, items: Sequence[Any], *, target_style: str | None = None) -> list[dict]:
+def choice_pairs(
+    task: ChoiceTask, items: Sequence[TaskItem], *, target_style: str | None = None
+) -> list[dict]:
     """One pair per wrong option of each labelled item: the gold answer against it."""
     target_style = task.check_target_style(target_style)
     pairs = []
@@ -61,7 +63,7 @@ def choice_pairs(task: ChoiceTask, items: Sequence[Any], *, target_style: str | 
 
 def generate_pairs(
     task: GenerateTask,
-    items: Sequence[Any],
+    items: Sequence[TaskItem],
     *,
     outputs: dict[str, Any] | None = None,
     results_name: str = "results",
@@ -88,7 +90,7 @@ def generate_pairs(
     return pairs
 
 
-def related_item(task: Task, item: Any, pool: Sequence[Any], seed: int = 0) -> Any | None:
+def related_item(task: Task, item: TaskItem, pool: Sequence[TaskItem], seed: int = 0) -> TaskItem | None:
     """The item in ``pool`` (not ``item``, another gold output) sharing the most key terms.
 
     Ties are broken by a hash of ``seed`` and the two ids, so the choice is stable across runs.
@@ -107,14 +109,14 @@ def related_item(task: Task, item: Any, pool: Sequence[Any], seed: int = 0) -> A
 
 def build_pairs(
     task: Task,
-    items: Sequence[Any],
+    items: Sequence[TaskItem],
     *,
     target_style: str | None = None,
     results: str | os.PathLike | None = None,
     seed: int = 0,
 ) -> list[dict]:
     """Pairs for ``task``: :func:`choice_pairs` or :func:`generate_pairs`."""
-    if isinstance(task, ChoiceTask):
+    if task.has_options:  # each wrong option is a rejected answer
         if results is not None:
             raise UserError(f"--results is for generate tasks, not {task.name}", field="results")
         return choice_pairs(task, items, target_style=target_style)
@@ -127,7 +129,7 @@ def build_pairs(
 
 
 def outputs_of_results(
-    task: GenerateTask, items: Sequence[Any], results: str | os.PathLike
+    task: GenerateTask, items: Sequence[TaskItem], results: str | os.PathLike
 ) -> tuple[dict[str, Any], str]:
     """A results file's non-empty outputs by id (parsed from the raw text where the output is
     missing), and the results' name."""
@@ -143,7 +145,13 @@ def outputs_of_results(
 
 
 def _row(
-    task: Task, item: Any, pair_id: str, chosen: str, rejected: str, origin: str, target_style: str | None
+    task: Task,
+    item: TaskItem,
+    pair_id: str,
+    chosen: str,
+    rejected: str,
+    origin: str,
+    target_style: str | None,
 ) -> dict:
     return {
         "id": pair_id,
@@ -166,21 +174,11 @@ def write_pairs(pairs: Sequence[dict], path: str | os.PathLike, *, overwrite: bo
 
 def read_pairs(path: str | os.PathLike) -> list[dict]:
     """Pairs written by :func:`write_pairs`; a malformed row is one ``UserError``."""
-    p = require_file(path, field="pairs")
-    try:
-        rows = read_jsonl(p)
-    except ValueError as err:
-        raise UserError(f"not valid JSONL: {one_line(err)}", file=str(p)) from None
-    if not rows:
-        raise UserError("no pairs in the file", file=str(p))
-    for n, row in enumerate(rows, 1):
-        missing = [k for k in REQUIRED if k not in row] if isinstance(row, dict) else list(REQUIRED)
-        if missing:
-            raise UserError(
-                f"line {n} lacks {', '.join(missing)}",
-                file=str(p),
-                hint="build pairs with orpo/build_pairs.py",
-            )
+    p = Path(path)
+    rows = read_jsonl_file(
+        p, required=REQUIRED, field="pairs", what="pairs", hint="build pairs with orpo/build_pairs.py"
+    )
+    for row in rows:
         if not (
             isinstance(row["chosen"], str)
             and isinstance(row["rejected"], str)

@@ -30,6 +30,7 @@ import yaml
 
 from malpyeong.errors import UserError
 from malpyeong.models.backbones import encode
+from malpyeong.models.runfolder import is_adapter
 from malpyeong.tasks.base import suggest
 from malpyeong.training.recipe import (
     ALGORITHMS,
@@ -205,7 +206,7 @@ def drop_reference_adapter(adapter_dir: Path) -> None:
     saves it beside the trained one (``adapter/ref/``). It is the starting adapter, not the
     result: removed, so the folder holds what was trained."""
     ref = Path(adapter_dir) / "ref"
-    if (ref / "adapter_config.json").is_file():
+    if is_adapter(ref):
         shutil.rmtree(ref)
 
 

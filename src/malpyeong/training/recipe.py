@@ -24,11 +24,12 @@ from pathlib import Path
 from typing import Any
 
 from malpyeong.cli import VERBOSE_HELP
+from malpyeong.device import cuda_available, cuda_bf16
 from malpyeong.errors import UserError, one_line
-from malpyeong.io import require_file
+from malpyeong.io import read_yaml, require_file
 from malpyeong.models.runfolder import adapter_of, find_adapter, has_run_file, read_run, weights_of
 from malpyeong.rules import check_external_data, get_rules
-from malpyeong.tasks import DEFAULT_TASK, ChoiceTask, Task, get_task, task_names
+from malpyeong.tasks import DEFAULT_TASK, Task, get_task, task_names
 
 log = logging.getLogger(__name__)
 
@@ -271,7 +272,7 @@ class SFTArguments(CommonArguments):
                 field="category",
                 hint="pass one of them",
             )
-        if self.shuffle_options and not isinstance(task, ChoiceTask):
+        if self.shuffle_options and not task.has_options:
             raise UserError(f"task {task.name} has no options to shuffle", field="shuffle_options")
         if not self.train_file:
             raise UserError(
@@ -404,24 +405,6 @@ ORPO_DEFAULTS: dict[str, Any] = {
 ORPO_DEFAULTS.pop("max_length")  # ORPOConfig's own default (1024) applies
 
 
-def _cuda() -> bool:
-    try:
-        import torch
-
-        return bool(torch.cuda.is_available())
-    except Exception:  # noqa: BLE001
-        return False
-
-
-def _bf16_default() -> bool:
-    try:
-        import torch
-
-        return bool(torch.cuda.is_available() and torch.cuda.is_bf16_supported())
-    except Exception:  # noqa: BLE001 - no usable CUDA
-        return False
-
-
 class RecipeParser:
     """trl's ``TrlParser`` convention, with user mistakes reported as one ``UserError`` line.
 
@@ -449,7 +432,10 @@ class RecipeParser:
         self.script_cls, self.model_cls, self.config_cls = script_cls, model_cls, config_cls
         # use_cpu on a machine without CUDA: several processes there then form a CPU (gloo) group
         self.parser.set_defaults(
-            bf16=_bf16_default(), dataloader_pin_memory=_cuda(), use_cpu=not _cuda(), **defaults
+            bf16=cuda_bf16(),
+            dataloader_pin_memory=cuda_available(),
+            use_cpu=not cuda_available(),
+            **defaults,
         )
         self.defaults = defaults
         self.valid_keys = sorted({a.dest for a in self.parser._actions if a.dest != "help"})
@@ -513,16 +499,11 @@ class RecipeParser:
 
     def check_recipe(self, path: str) -> dict:
         """The recipe's mapping; one error naming every unknown key and the nearest valid one."""
-        import yaml
 
         p = Path(path)
         if not p.exists():
             raise UserError("recipe not found", file=path, field="config")
-        require_file(p, field="config")
-        try:
-            data = yaml.safe_load(p.read_text(encoding="utf-8"))
-        except yaml.YAMLError as err:
-            raise UserError(f"not valid YAML: {one_line(err, 200)}", file=path) from None
+        data = read_yaml(p, field="config")  # a key given twice is refused, not "the last wins"
         if data is None:
             return {}
         if not isinstance(data, dict):

@@ -5,26 +5,19 @@ from __future__ import annotations
 
 import dataclasses
 import logging
-from contextlib import ExitStack
 from pathlib import Path
 from typing import Any
 
 from malpyeong.errors import UserError
 from malpyeong.io import atomic_write_json
-from malpyeong.models.backbones import load_tokenizer
-from malpyeong.models.runfolder import write_run
+from malpyeong.models.runfolder import DATA_STATS, write_run
 from malpyeong.tasks import get_task
 from malpyeong.training.evaluation import TaskEvaluator, dev_answer_settings
 from malpyeong.training.examples import build_sft_examples, mix_extra_rows, training_items
 from malpyeong.training.models import load_training_model
 from malpyeong.training.outputs import (
-    check_resume,
-    check_run_folder,
     main_process,
-    open_run_folder,
-    resume_checkpoint,
     run_info,
-    run_inputs,
     save_run,
     write_config,
     write_dev_metrics,
@@ -35,7 +28,8 @@ from malpyeong.training.recipe import (
     batching_changes,
     resolve_trainer_args,
 )
-from malpyeong.training.stages import begin_stage, end_stage
+from malpyeong.training.stages import end_stage
+from malpyeong.training.start import start_run
 from malpyeong.training.trainers import callbacks_for, run_training, sft_trainer_class
 
 log = logging.getLogger(__name__)
@@ -54,22 +48,8 @@ def train_sft(script: SFTArguments, model_args: ModelArguments, config: Any) -> 
     config = resolve_trainer_args(
         model_args, config, task, has_dev=bool(script.dev_file), task_metric=bool(script.dev_file)
     )
-    out = check_run_folder(
-        config.output_dir,
-        overwrite=script.overwrite,
-        resume=script.resume,
-        inputs=run_inputs(script, model_args),
-    )
-    if script.resume:
-        check_resume(out, script, model_args, config)
-    recipe_args = model_args  # config.yaml keeps the recipe's base, not init_model/
-    with ExitStack() as stack:
-        if script.init_from:  # a stage from an adapter run merges it into this folder first
-            stack.enter_context(open_run_folder(out, overwrite=script.overwrite, resume=script.resume))
-        model_args, backbone, chain = begin_stage(script.init_from, model_args, out)
-        tokenizer = load_tokenizer(
-            model_args.model, backbone, trust_remote_code=True if config.trust_remote_code else None
-        )
+    with start_run(script, model_args, config) as run:
+        out, model_args, backbone, tokenizer = run.out, run.model_args, run.backbone, run.tokenizer
         max_length = config.max_length
 
         train_items, n_items, dev_items = training_items(task, script, config.seed)
@@ -106,12 +86,10 @@ def train_sft(script: SFTArguments, model_args: ModelArguments, config: Any) -> 
         attn = model_args.attn_implementation or backbone.attn_implementation
         trainer_config = dataclasses.replace(config, **batching_changes(script.batching, attn, config))
         model = load_training_model(model_args, trainer_config, backbone)
-        if not script.init_from:  # everything checked: the old run may go now
-            stack.enter_context(open_run_folder(out, overwrite=script.overwrite, resume=script.resume))
-        checkpoint = resume_checkpoint(out) if script.resume else None
+        checkpoint = run.open()  # everything checked: the old run may go now
         if main_process():
-            atomic_write_json(out / "data_stats.json", stats)
-            write_config(out, script, recipe_args, config)
+            atomic_write_json(out / DATA_STATS, stats)
+            write_config(out, script, run.recipe_args, config)
             write_run(
                 out,
                 {
@@ -160,5 +138,5 @@ def train_sft(script: SFTArguments, model_args: ModelArguments, config: Any) -> 
             target_style=script.target_style,
             backbone=backbone,
         )
-        end_stage(out, info, chain, model_args.method)
+        end_stage(out, info, run.chain, model_args.method)
     return out

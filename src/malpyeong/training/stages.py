@@ -19,6 +19,7 @@ from typing import Any
 from malpyeong.errors import UserError
 from malpyeong.models.backbones import Backbone, get_backbone, load_tokenizer
 from malpyeong.models.runfolder import (
+    INIT_DIR,
     MODEL_CONFIG,
     adapter_of,
     read_run,
@@ -29,8 +30,6 @@ from malpyeong.models.runfolder import (
 from malpyeong.training.models import merge_adapter
 from malpyeong.training.outputs import main_process, wait_for_everyone
 from malpyeong.training.recipe import ModelArguments
-
-INIT_DIR = "init_model"
 
 
 def root_base(run: dict) -> str:

@@ -9,8 +9,8 @@ from typing import Any
 
 from malpyeong.errors import Interrupted, UserError, one_line
 from malpyeong.models.backbones import encode
+from malpyeong.models.runfolder import complete_checkpoints
 from malpyeong.training.evaluation import TaskEvaluator
-from malpyeong.training.outputs import complete_checkpoints
 from malpyeong.training.recipe import CommonArguments
 
 

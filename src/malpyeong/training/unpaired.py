@@ -21,9 +21,9 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from malpyeong.errors import UserError, one_line
-from malpyeong.io import atomic_write_text, ensure_writable, read_jsonl, require_file
-from malpyeong.tasks.base import ChoiceTask, Task
+from malpyeong.errors import UserError
+from malpyeong.io import atomic_write_text, ensure_writable, read_jsonl_file
+from malpyeong.tasks.base import Task, TaskItem
 from malpyeong.training.pairs import build_pairs, outputs_of_results
 
 REQUIRED = ("id", "source_id", "task", "record", "completion", "label")
@@ -46,7 +46,7 @@ def unpair(pairs: Sequence[dict]) -> list[dict]:
 
 def scored_outputs(
     task: Task,
-    items: Sequence[Any],
+    items: Sequence[TaskItem],
     outputs: dict[str, Any],
     *,
     threshold: float,
@@ -79,7 +79,7 @@ def scored_outputs(
 
 def build_unpaired(
     task: Task,
-    items: Sequence[Any],
+    items: Sequence[TaskItem],
     *,
     target_style: str | None = None,
     results: str | os.PathLike | None = None,
@@ -89,7 +89,7 @@ def build_unpaired(
 ) -> list[dict]:
     """Unpaired rows for ``task``: from its pairs, or (a generate task with ``results``) from
     the model's outputs scored against gold."""
-    if results is None or isinstance(task, ChoiceTask):
+    if results is None or task.has_options:
         return unpair(build_pairs(task, items, target_style=target_style, results=results, seed=seed))
     outputs, name = outputs_of_results(task, items, results)
     return scored_outputs(task, items, outputs, threshold=threshold, metric=metric, results_name=name)
@@ -118,21 +118,11 @@ def write_unpaired(rows: Sequence[dict], path: str | os.PathLike, *, overwrite: 
 
 def read_unpaired(path: str | os.PathLike) -> list[dict]:
     """Rows written by :func:`write_unpaired`; a malformed row is one ``UserError``."""
-    p = require_file(path, field="unpaired")
-    try:
-        rows = read_jsonl(p)
-    except ValueError as err:
-        raise UserError(f"not valid JSONL: {one_line(err)}", file=str(p)) from None
-    if not rows:
-        raise UserError("no examples in the file", file=str(p))
-    for n, row in enumerate(rows, 1):
-        missing = [k for k in REQUIRED if k not in row] if isinstance(row, dict) else list(REQUIRED)
-        if missing:
-            raise UserError(
-                f"line {n} lacks {', '.join(missing)}",
-                file=str(p),
-                hint="build them with orpo/build_unpaired.py",
-            )
+    p = Path(path)
+    rows = read_jsonl_file(
+        p, required=REQUIRED, field="unpaired", what="examples", hint="build them with orpo/build_unpaired.py"
+    )
+    for row in rows:
         if not isinstance(row["completion"], str) or not row["completion"].strip():
             raise UserError("completion must be a non-empty string", file=str(p), item=str(row["id"]))
         if not isinstance(row["label"], bool):

@@ -40,8 +40,9 @@ from typing import Any
 from malpyeong.errors import UserError
 from malpyeong.inference.classifier import OBJECTIVE
 from malpyeong.models.backbones import get_backbone
+from malpyeong.models.runfolder import MODEL_CONFIG
 from malpyeong.rules import get_rules
-from malpyeong.tasks import ChoiceTask, get_task
+from malpyeong.tasks import get_task
 
 GIB = 1024**3
 NF4_BYTES = 0.5 + 1 / 64 + 4 / (64 * 256)  # 4-bit weights, 8-bit absmax per 64, fp32 per 256 blocks
@@ -161,7 +162,7 @@ def architecture_of(model: str) -> Architecture:
     """The registry's numbers for ``model``, else its local config.json's."""
     if model in ARCHITECTURES:
         return ARCHITECTURES[model]
-    path = Path(model) / "config.json"
+    path = Path(model) / MODEL_CONFIG
     if not path.is_file():
         raise UserError(
             f"no architecture numbers for '{model}' (not in the estimate's table, no local config.json)",
@@ -345,7 +346,7 @@ def recipe_report(script: Any, model_args: Any, config: Any) -> str:
     attn = model_args.attn_implementation or get_backbone(model_args.model).attn_implementation
     labels = (
         task.n_choices
-        if getattr(script, "objective", None) == OBJECTIVE and isinstance(task, ChoiceTask)
+        if getattr(script, "objective", None) == OBJECTIVE and OBJECTIVE in task.objectives
         else None
     )
     setup = recipe_setup(model_args, script, config, eager=attn == "eager", num_labels=labels)

@@ -2,6 +2,11 @@
 
     python run/convert.py --from dialogsum --to memory --in dialogsum.dev.jsonl --out memory.json
 
+The train and dev splits have one ``summary`` and one ``topic``; the test split has three of
+each (``summary1``..``summary3``, ``topic1``..``topic3``): the first are the item's output,
+the others its ``references`` (``{"memory_summary": [...], "topic": [...]}``), which evaluation
+scores against as well (:mod:`malpyeong.metrics.memory`).
+
 - conversation: each ``#Person1#: ...`` line of ``dialogue`` is an utterance, the speaker as
   written (``#Person1#``); a line with no speaker continues the utterance before it;
 - ``topic``: the record's topic; ``memory_summary``: its summary;
@@ -65,7 +70,13 @@ def dialogue_utterances(dialogue: str) -> tuple[list[Utterance], int]:
 
 
 def memory_record(
-    rid: str, utterances: list[Utterance], topic: str, summary: str, reading: str, cuts: Counter
+    rid: str,
+    utterances: list[Utterance],
+    topic: str,
+    summary: str,
+    reading: str,
+    cuts: Counter,
+    references: dict[str, list[str]] | None = None,
 ) -> dict:
     """One memory item from a DialogSum dialogue (see the module docstring)."""
 
@@ -89,7 +100,35 @@ def memory_record(
     }
     if reading != "utterances":
         inp["turn_count_by"] = reading
-    return {"id": rid, "input": inp, "output": state}
+    record = {"id": rid, "input": inp, "output": state}
+    limits = {"memory_summary": (MAX_SUMMARY_CHARS, "summary"), "topic": (MAX_TOPIC_CHARS, "topic")}
+    extra = {k: [cut(v, *limits[k]) for v in vs] for k, vs in (references or {}).items() if vs}
+    if extra:
+        record["references"] = extra
+    return record
+
+
+NUMBERED = re.compile(r"^(summary|topic)(\d+)$")
+
+
+def reference_fields(row: dict) -> tuple[dict[str, list], list[str]]:
+    """``{"summary": [...], "topic": [...]}`` of a DialogSum row, one each (train, dev) or
+    numbered from 1 (test: ``summary1``..``summary3``), and the fields that are wrong."""
+    if "summary" in row or "topic" in row or not any(NUMBERED.match(k) for k in row):
+        values = {k: [row.get(k)] for k in ("summary", "topic")}
+        return values, [k for k, v in values.items() if not isinstance(v[0], str) or not v[0].strip()]
+    numbers = sorted({int(m[2]) for k in row if (m := NUMBERED.match(k))})
+    bad = []
+    if numbers != list(range(1, len(numbers) + 1)):
+        bad.append(f"summary1 to summary{numbers[-1]} (numbered from 1 without gaps)")
+    values = {k: [row.get(f"{k}{i}") for i in numbers] for k in ("summary", "topic")}
+    bad += [
+        f"{k}{i}"
+        for k, vs in values.items()
+        for i, v in zip(numbers, vs, strict=True)
+        if not isinstance(v, str) or not v.strip()
+    ]
+    return values, bad
 
 
 def validate(records: list[dict], name: str) -> None:
@@ -106,7 +145,7 @@ def validate(records: list[dict], name: str) -> None:
 
 @converter(
     "dialogsum",
-    "memory",
+    MemoryTask.name,
     help="DialogSum JSONL (fname, dialogue, summary, topic) -> memory items (facts: summary sentences)",
     add_options=add_memory_options,
 )
@@ -121,8 +160,13 @@ def dialogsum_to_memory(path: Path, args: argparse.Namespace) -> Converted:
     joined = 0
     for index, row in enumerate(rows):
         label = str(row["fname"]) if isinstance(row, dict) and row.get("fname") else item_label(row, index)
-        fields = {k: row.get(k) if isinstance(row, dict) else None for k in ("dialogue", "summary", "topic")}
-        bad = [k for k, v in fields.items() if not isinstance(v, str) or not v.strip()]
+        if not isinstance(row, dict):
+            errors.append(UserError(f"is a {type(row).__name__}, not an object", file=str(path), item=label))
+            continue
+        dialogue = row.get("dialogue")
+        refs, bad = reference_fields(row)
+        if not isinstance(dialogue, str) or not dialogue.strip():
+            bad.insert(0, "dialogue")
         if bad:
             errors += [
                 UserError("missing or not a non-empty string", file=str(path), item=label, field=k)
@@ -130,15 +174,15 @@ def dialogsum_to_memory(path: Path, args: argparse.Namespace) -> Converted:
             ]
             continue
         try:
-            utterances, n = dialogue_utterances(fields["dialogue"])
+            utterances, n = dialogue_utterances(dialogue)
         except ValueError as err:
             errors.append(UserError(str(err), file=str(path), item=label, field="dialogue"))
             continue
         joined += n
         rid = str(row.get("fname") or f"dialogsum-{index + 1}")
-        records.append(
-            memory_record(rid, utterances, fields["topic"].strip(), fields["summary"].strip(), reading, cuts)
-        )
+        summaries, topics = [s.strip() for s in refs["summary"]], [t.strip() for t in refs["topic"]]
+        extra = {"memory_summary": summaries[1:], "topic": topics[1:]}
+        records.append(memory_record(rid, utterances, topics[0], summaries[0], reading, cuts, extra))
     if errors:
         raise UserErrors(errors[:20])
     validate(records, str(path))
@@ -167,6 +211,10 @@ def dialogsum_to_memory(path: Path, args: argparse.Namespace) -> Converted:
         f"joined; {cut} strings cut to the decoding bounds, {cuts['facts_beyond_max']} facts "
         f"beyond {MAX_FACTS} dropped"
     )
+    several = sum("references" in r for r in records)
+    if several:
+        details["items_with_several_references"] = several
+        report += f"; {several} items with several references (the others kept for evaluation)"
     return Converted(records, report, details=details)
 
 

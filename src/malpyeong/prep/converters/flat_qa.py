@@ -9,37 +9,35 @@ is reported at once, naming the row and the column.
 from __future__ import annotations
 
 import argparse
-import csv
 from pathlib import Path
 from typing import Any
 
-from malpyeong.data import capped, read_records
+from malpyeong.data import capped, read_csv, read_records
 from malpyeong.errors import UserError, UserErrors
 from malpyeong.prep.converters.registry import Converted, converter
+from malpyeong.tasks.qa import QATask
 
 REQUIRED = ("context", "question")
 
 
 def read_rows(path: Path) -> list[Any]:
-    """The file's rows: a CSV by its extension, else a JSON list or JSONL."""
+    """The file's rows: a CSV by its extension (:func:`malpyeong.data.read_csv`: ragged rows,
+    repeated columns and a missing column refused, every problem at once), else a JSON list or
+    JSONL."""
     if path.suffix.lower() != ".csv":
         return read_records(path)
-    if not path.is_file():
-        raise UserError("file not found", file=str(path), hint="check the path")
-    with open(path, encoding="utf-8-sig", newline="") as fh:
-        reader = csv.DictReader(fh)
-        missing = [c for c in REQUIRED if c not in (reader.fieldnames or [])]
-        if missing:
-            raise UserError(
-                f"no column {', '.join(repr(c) for c in missing)}",
-                file=str(path),
-                hint=f"columns found: {', '.join(reader.fieldnames or []) or 'none'}",
-            )
-        return list(reader)
+    return read_csv(path, required=REQUIRED)
 
 
 def _text(value: Any) -> str:
     return value.strip() if isinstance(value, str) else ""
+
+
+def _type_problem(value: Any, allowed: tuple[type, ...] = (str,)) -> str | None:
+    """How a value of the wrong type is named: what it is, and that text was expected."""
+    if value is None or isinstance(value, allowed) and not isinstance(value, bool):
+        return None
+    return f"is {'true/false' if isinstance(value, bool) else 'a ' + type(value).__name__}, not text"
 
 
 def convert_row(row: Any, index: int, stem: str, problems: list[tuple[str, str]]) -> dict | None:
@@ -50,18 +48,22 @@ def convert_row(row: Any, index: int, stem: str, problems: list[tuple[str, str]]
     if isinstance(context, list) and all(isinstance(c, str) for c in context):
         context = "\n\n".join(c.strip() for c in context)  # several passages
     for name, value in (("context", context), ("question", row.get("question"))):
-        if not _text(value):
-            problems.append((name, "missing or empty"))
+        wrong = _type_problem(value)
+        if wrong:
+            problems.append((name, wrong + (" (or a list of passages)" if name == "context" else "")))
+        elif not _text(value):
+            problems.append((name, "missing" if value is None else "empty"))
     for name in ("answer", "cot_answer", "id"):
-        if row.get(name) not in (None, "") and not isinstance(row[name], (str, int)):
-            problems.append((name, f"is a {type(row[name]).__name__}, not text"))
+        wrong = _type_problem(row.get(name), (str, int))
+        if wrong:
+            problems.append((name, wrong))
     if problems:
         return None
-    answer, rationale = _text(row.get("answer")), _text(row.get("cot_answer"))
+    answer, rationale = _text(_str(row.get("answer"))), _text(row.get("cot_answer"))
     if rationale and not answer:
         problems.append(("answer", "empty, but the row has a cot_answer"))
         return None
-    rid = str(row["id"]).strip() if str(row.get("id") or "").strip() else f"{stem}-{index:05d}"
+    rid = _str(row.get("id")).strip() or f"{stem}-{index:05d}"
     output: Any = ({"answer": answer} | ({"rationale": rationale} if rationale else {})) if answer else ""
     return {
         "id": rid,
@@ -70,8 +72,14 @@ def convert_row(row: Any, index: int, stem: str, problems: list[tuple[str, str]]
     }
 
 
+def _str(value: Any) -> str:
+    return "" if value is None else str(value)
+
+
 @converter(
-    "flat", "qa", "flat QA rows (context, question, answer, cot_answer; JSON, JSONL or CSV) -> qa items"
+    "flat",
+    QATask.name,
+    "flat QA rows (context, question, answer, cot_answer; JSON, JSONL or CSV) -> qa items",
 )
 def convert(path: Path, args: argparse.Namespace) -> Converted:
     rows = read_rows(path)

@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from malpyeong.errors import UserError, UserErrors
-from malpyeong.io import require_file
+from malpyeong.io import json_loads, read_text, require_file
 
 Span = tuple[int, int]  # first and last turn index, inclusive
 
@@ -126,20 +126,26 @@ def read_meetings(path: str | os.PathLike) -> list[Meeting]:
     path = require_file(path)
     errors: list[UserError] = []
     meetings = []
-    with open(path, encoding="utf-8-sig") as fh:
-        for line, text in enumerate(fh, 1):
-            if not text.strip():
-                continue
-            try:
-                record = json.loads(text)
-            except json.JSONDecodeError as err:
-                errors.append(UserError(f"not valid JSON ({err.msg})", file=str(path), item=f"line {line}"))
-                continue
-            problems: list[tuple[str, str]] = []
-            meeting = parse_meeting(record, line, problems)
-            errors += [UserError(p, file=str(path), item=f"line {line}", field=f) for f, p in problems]
-            if meeting is not None:
-                meetings.append(meeting)
+    for line, text in enumerate(read_text(path).lstrip("\ufeff").splitlines(), 1):
+        if not text.strip():
+            continue
+        try:
+            record = json_loads(text)
+        except json.JSONDecodeError as err:
+            errors.append(
+                UserError(
+                    f"not valid JSON (column {err.colno}: {err.msg})", file=str(path), item=f"line {line}"
+                )
+            )
+            continue
+        except ValueError as err:  # NaN / Infinity
+            errors.append(UserError(f"not valid JSON ({err})", file=str(path), item=f"line {line}"))
+            continue
+        problems: list[tuple[str, str]] = []
+        meeting = parse_meeting(record, line, problems)
+        errors += [UserError(p, file=str(path), item=f"line {line}", field=f) for f, p in problems]
+        if meeting is not None:
+            meetings.append(meeting)
     if errors:
         raise UserErrors(errors[:20])
     if not meetings:

@@ -47,6 +47,7 @@ from malpyeong.tasks.memory import (
     MAX_TOPIC_CHARS,
     SYSTEM_EN,
     TURNS_EN,
+    MemoryTask,
     count_turns,
     dialogue_text,
     make_state,
@@ -220,7 +221,7 @@ def meeting_records(
 
 @converter(
     "qmsum",
-    "memory",
+    MemoryTask.name,
     help="QMSum meetings -> memory items, one window per topic span "
     "(facts: the specific answers inside it), split to fit "
     "--max_length",

@@ -17,6 +17,7 @@ from pathlib import Path
 
 from malpyeong.prep.converters.qmsum import Meeting, read_meetings, span_text
 from malpyeong.prep.converters.registry import Converted, converter
+from malpyeong.tasks.qa import QATask
 
 MARK = re.compile(r"\{\w+\}")
 
@@ -58,7 +59,7 @@ def meeting_items(meeting: Meeting, prefix: str) -> list[dict]:
 
 @converter(
     "qmsum",
-    "qa",
+    QATask.name,
     "QMSum meetings: each specific query -> a question about the "
     "transcript (answer; relevant spans' text as the rationale)",
 )

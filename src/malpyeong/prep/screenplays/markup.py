@@ -18,6 +18,7 @@ from html.parser import HTMLParser
 from pathlib import Path
 
 from malpyeong.errors import UserError
+from malpyeong.io import looks_utf16, text_of
 from malpyeong.prep.screenplays.decode import decode_bytes
 
 BLOCK_TAGS = frozenset(
@@ -193,7 +194,12 @@ def read_source(path: str | os.PathLike) -> Source:
         raise UserError("file not found", file=str(p), hint="check the path")
     if p.suffix.lower() in DOCX_SUFFIXES:
         return Source(p.stem, str(p), docx_lines(p), "docx")
-    text, encoding = decode_bytes(p.read_bytes())
+    raw = p.read_bytes()
+    text, encoding = decode_bytes(raw)
+    if "\x00" in text:
+        if looks_utf16(raw):  # UTF-16 without a BOM: a NUL between the letters, no speaker found
+            text_of(raw, str(p), field="in")  # one line naming the file as UTF-16
+        text = text.replace("\x00", "")  # stray NULs of a scraped page: never a crash
     if p.suffix.lower() in HTML_SUFFIXES or looks_like_html(text):
         return Source(p.stem, str(p), html_lines(text), encoding)
     return Source(p.stem, str(p), text_lines(text), encoding)

@@ -112,6 +112,7 @@ MULTI_WORDS = frozenset(
 )
 MULTI_JOINERS = re.compile(r"\band\b|&|,|/|\+|\S(?:와|과|랑|이랑)\s")
 ENTITY = re.compile(r"&(?:#\d+|#x[0-9a-f]+|[a-z]+);", re.I)
+ANGLE_DIRECTION = re.compile(r"<[^<>\n]*>")  # <laughs>, <to Rachel> (after entities are decoded)
 
 DROP_REASONS = (
     "scene_heading",
@@ -166,7 +167,12 @@ def strip_directions(text: str) -> str:
     """``text`` without its bracketed parts, each bracket matched with its own closing one.
 
     A closing bracket without an opening one is dropped; an opening bracket that is never
-    closed drops the rest (a direction whose end is missing)."""
+    closed drops the rest (a direction whose end is missing). Directions in angle brackets
+    (``<laughs>``, ``<to Rachel>``, HTML-escaped as ``&lt;laughs&gt;`` on many pages) go too,
+    but only as a closed pair: a lone ``<`` is a less-than sign, not a direction."""
+    if ENTITY.search(text):
+        text = html.unescape(text).replace("\xa0", " ")
+    text = ANGLE_DIRECTION.sub(" ", text)
     out: list[str] = []
     stack: list[str] = []
     for ch in text:
@@ -236,7 +242,7 @@ def classify(line: Line) -> tuple[str, str | None, str]:
     m = PAREN_SPEAKER.match(text)
     if m and is_label(clean_label(m["label"])):
         return "spoken", clean_label(m["label"]), m["rest"]
-    if text[0] in OPENERS:
+    if text[0] in OPENERS or ANGLE_DIRECTION.fullmatch(html.unescape(text) if ENTITY.search(text) else text):
         return "direction", None, text
     m = SPEAKER.match(text)
     if m:

@@ -22,9 +22,8 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import yaml
-
 from malpyeong.errors import UserError
+from malpyeong.io import read_text, read_yaml
 from malpyeong.prep.screenplays.parse import DROP_REASONS, Episode, Turn
 
 SKIP_REASONS = ("first_turn", "other_speaker", "short_reply")
@@ -226,13 +225,7 @@ def _skip_reason(
 
 def read_mapping(path: str, field: str) -> dict[str, str]:
     """A JSON or YAML file mapping names to text (aliases, personas)."""
-    p = Path(path)
-    if not p.is_file():
-        raise UserError("file not found", file=path, field=field)
-    try:
-        data = yaml.safe_load(p.read_text(encoding="utf-8-sig"))  # JSON is YAML too
-    except yaml.YAMLError as err:
-        raise UserError(f"not JSON or YAML: {str(err).splitlines()[0]}", file=path, field=field) from None
+    data = read_yaml(path, field=field)  # JSON is YAML too
     if not isinstance(data, dict) or not all(
         isinstance(k, str) and isinstance(v, str) for k, v in data.items()
     ):
@@ -252,9 +245,7 @@ def read_personas(path: str, character: str | None) -> dict[str, str]:
             field="persona",
             hint="name the character, or give a JSON/YAML mapping speaker -> text",
         )
-    if not Path(path).is_file():
-        raise UserError("file not found", file=path, field="persona")
-    text = Path(path).read_text(encoding="utf-8-sig").strip()
+    text = read_text(path, field="persona").strip()
     if not text:
         raise UserError("empty persona file", file=path, field="persona")
     return {character: text}
