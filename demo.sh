@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# The main job with tiny local models, end to end on a CPU (about 14 minutes of CPU time on a
+# The main job with tiny local models, end to end on a CPU (about 13 minutes of CPU time on a
 # shared 2-core machine; most of it the four fine-tunings):
 # validate -> a learnable SYNTHETIC CCI set -> prompts -> train three tiny models on it (their dev
 # accuracy rises from chance) -> predict -> evaluate -> vote -> submission; then DCS on a
