@@ -5,8 +5,9 @@
 Not competition data, and labelled so: every id starts with ``synthetic-``. The task makes
 records in the official layout whose answer follows a rule visible in the text (CCI: the right
 inference names the thing the target utterance talks about; the wrong ones name things no
-dialogue mentions), so a tiny random-weight model starts at chance and a few hundred training
-steps teach it the rule: what the demo shows. Writes OUT/<task>_train.json, OUT/<task>_dev.json
+dialogue mentions. DCS: the summary is a template sentence filled with the facts the dialogue
+states), so a tiny random-weight model starts at chance and a few hundred training steps teach
+it the rule: what the demo shows. Writes OUT/<task>_train.json, OUT/<task>_dev.json
 (with gold outputs) and OUT/<task>_test.json (outputs empty, as an official test file).
 """
 

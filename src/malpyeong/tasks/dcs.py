@@ -20,6 +20,7 @@ from malpyeong.tasks.base import (
     conversation_lines,
     parse_envelope,
 )
+from malpyeong.tasks.dcs_synthetic import synthetic_dcs
 from malpyeong.tasks.registry import register
 from malpyeong.tasks.rewards import Reward, format_reward, text_rewards
 
@@ -73,6 +74,11 @@ class DCSTask(GenerateTask):
         "en": "English instructions",
         "bilingual": "Korean and English instructions",
     }
+
+    def synthetic_records(self, n: int, seed: int, split: str) -> list[dict]:
+        """Summaries a tiny model can learn: a template sentence filled with the facts the
+        dialogue states (:mod:`malpyeong.tasks.dcs_synthetic`)."""
+        return synthetic_dcs(n, seed, f"synthetic-{split}", with_output=split != "test")
 
     def parse_item(self, record: Any, problems: Problems) -> DCSItem | None:
         rid, inp, utterances = parse_envelope(record, problems, utterance_ids=False)
