@@ -16,7 +16,7 @@ def build_base(path: Path) -> Path:
     return build_tiny_model("llama", path, output_scale=16.0)
 
 
-def train_adapter(base: Path, out: Path, answer: str, *, steps: int = 40, lr: float = 1e-2) -> Path:
+def train_adapter(base: Path, out: Path, answer: str, *, steps: int = 80, lr: float = 1e-2) -> Path:
     """A LoRA adapter (all linear layers, r 8) trained to answer ``answer`` to any of
     :data:`PROMPTS`, each prompt rendered as the server renders a chat; a few seconds."""
     import torch

@@ -38,6 +38,7 @@ GOLDEN = {
     "llama3": "<|begin_of_text|><|start_header_id|>user<|end_header_id|>\n\n",
     "gemma2": "<bos><start_of_turn>user\n",
     "chatml": "<|im_start|>user\n",
+    "qwen3": "<|im_start|>user\n",  # ChatML without Qwen2's default system turn
     "mistral": "<s>[INST] ",
     "mistral_v3": "<s>[INST]",
     "solar": "<s>### User:\n",

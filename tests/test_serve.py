@@ -45,7 +45,7 @@ def config(models, tmp_path, **kwargs) -> ServeConfig:
         "port": 0,
         "api_key": KEY,
         "sessions": tmp_path / "sessions",
-        "session_defaults": SessionDefaults(memory_tokens=24, summary_tokens=32, summarizer="extractive"),
+        "session_defaults": SessionDefaults(memory_tokens=24, summary_tokens=64, summarizer="extractive"),
     }
     return ServeConfig(**{**values, **kwargs})
 
