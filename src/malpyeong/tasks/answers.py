@@ -22,8 +22,10 @@ import re
 from dataclasses import dataclass, replace
 from typing import Any, ClassVar
 
+from malpyeong.errors import UserError
+from malpyeong.metrics import korean2025 as k25
 from malpyeong.retrieval.corpus import Passage
-from malpyeong.tasks.base import BASELINE, Cuts, GenerateTask, Problems, PromptSpec, Utterance
+from malpyeong.tasks.base import BASELINE, Cuts, GenerateTask, Metric, Problems, PromptSpec, Utterance
 
 log = logging.getLogger(__name__)
 WARNED: set[tuple[object, str]] = set()  # (item id, spelling) already warned about
@@ -64,6 +66,33 @@ def clean_generation(text: str) -> str:
     """Chat artefacts (special tokens, an empty think block) and a leading ``답변:`` removed."""
     text = CHAT_ARTEFACTS.sub(" ", text).strip()
     return ANSWER_LEAD.sub("", text, count=1).strip()
+
+
+def answer_of(output: Any) -> str:
+    return output.get("answer", "") if isinstance(output, dict) else str(output)
+
+
+def check_skip(skip: Any) -> None:
+    unknown = sorted(set(skip or ()) - set(k25.TEXT_METRICS))
+    if unknown:
+        raise UserError(
+            f"cannot skip {', '.join(unknown)}", field="skip", hint=f"metrics: {', '.join(k25.TEXT_METRICS)}"
+        )
+
+
+def format_2025(metrics: tuple[Metric, ...], report: dict) -> str:
+    """One line per metric, the per-type counts, and whether the figure is the leaderboard's."""
+    lines = []
+    for m in metrics:
+        value = report.get(m.name)
+        lines.append(f"{m.name:<12}{'not computed' if value is None else f'{value:.4f}'}")
+    counts = report["counts"]["by_type"]
+    lines.append("items by type: " + ", ".join(f"{k} {v}" for k, v in counts.items()))
+    if not report.get("complete", True):
+        lines.append(
+            "final and descriptive from the available text metrics only: not comparable with the leaderboard"
+        )
+    return "\n".join(lines)
 
 
 class AnswerTask(GenerateTask):
@@ -229,3 +258,25 @@ class AnswerTask(GenerateTask):
     def read_answer(self, item: AnswerItem, text: str) -> str:
         """The official answer text from a cleaned generation ("" when there is none)."""
         return text.strip()
+
+    # ----- metrics -----
+    def official_scores(self, golds: list[str], preds: list[str], types: list[str], scorer: Any) -> dict:
+        """The official 2025 aggregate of this task (metrics.korean2025)."""
+        raise NotImplementedError
+
+    def evaluate(self, gold: list[AnswerItem], outputs: dict[str, Any], **options: Any) -> dict:
+        check_skip(options.get("skip"))
+        scorer = k25.official_text_scorer(
+            options.get("bertscore_model"),
+            options.get("bleurt_checkpoint"),
+            skip=options.get("skip") or (),
+            device=options.get("device"),
+        )
+        preds = [answer_of(outputs[it.id]) for it in gold]
+        return self.official_scores(
+            [it.answer for it in gold], preds, [it.question_type for it in gold], scorer
+        )
+
+    def dev_evaluate(self, gold: list[AnswerItem], outputs: dict[str, Any]) -> dict:
+        """The metrics that need no model (BERTScore and BLEURT are skipped)."""
+        return self.evaluate(gold, outputs, skip=("bertscore", "bleurt"))

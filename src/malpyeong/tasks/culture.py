@@ -20,12 +20,11 @@ from typing import Any
 from malpyeong.errors import UserError
 from malpyeong.metrics import korean2025 as k25
 from malpyeong.tasks.answer_rewards import culture_rewards, culture_texts
-from malpyeong.tasks.answers import AnswerItem, AnswerTask, clean_generation
+from malpyeong.tasks.answers import AnswerItem, AnswerTask, clean_generation, format_2025
 from malpyeong.tasks.base import Metric, Option, PromptSpec
 from malpyeong.tasks.cci import option_length_columns
 from malpyeong.tasks.culture_synthetic import synthetic_culture
 from malpyeong.tasks.dcs import drop_repeated_tail
-from malpyeong.tasks.rag import answer_of, check_skip, format_2025
 from malpyeong.tasks.registry import register
 from malpyeong.tasks.rewards import Reward
 
@@ -156,20 +155,8 @@ class CultureTask(AnswerTask):
         return culture_texts(self, item, text)
 
     # ----- metrics -----
-    def evaluate(self, gold: list[AnswerItem], outputs: dict[str, Any], **options: Any) -> dict:
-        check_skip(options.get("skip"))
-        scorer = k25.official_text_scorer(
-            options.get("bertscore_model"),
-            options.get("bleurt_checkpoint"),
-            skip=options.get("skip") or (),
-            device=options.get("device"),
-        )
-        preds = [answer_of(outputs[it.id]) for it in gold]
-        return k25.typed_scores([it.answer for it in gold], preds, [it.question_type for it in gold], scorer)
-
-    def dev_evaluate(self, gold: list[AnswerItem], outputs: dict[str, Any]) -> dict:
-        """Accuracy, exact match and ROUGE-1 (the other two need models)."""
-        return self.evaluate(gold, outputs, skip=("bertscore", "bleurt"))
+    def official_scores(self, golds: list[str], preds: list[str], types: list[str], scorer: Any) -> dict:
+        return k25.typed_scores(golds, preds, types, scorer)
 
     def item_scores(
         self, gold: list[AnswerItem], outputs: dict[str, Any], metric: str, **options: Any

@@ -27,7 +27,7 @@ from typing import Any
 from malpyeong.errors import UserError
 from malpyeong.metrics import korean2025 as k25
 from malpyeong.tasks.answer_rewards import norms_reason_texts, norms_rewards
-from malpyeong.tasks.answers import AnswerItem, AnswerTask, clean_generation
+from malpyeong.tasks.answers import AnswerItem, AnswerTask, clean_generation, format_2025
 from malpyeong.tasks.base import Metric, Option, PromptSpec
 from malpyeong.tasks.rag_synthetic import synthetic_norms
 from malpyeong.tasks.registry import register
@@ -149,20 +149,8 @@ class NormsTask(AnswerTask):
         return norms_reason_texts(self, item, text)
 
     # ----- metrics -----
-    def evaluate(self, gold: list[AnswerItem], outputs: dict[str, Any], **options: Any) -> dict:
-        check_skip(options.get("skip"))
-        scorer = k25.official_text_scorer(
-            options.get("bertscore_model"),
-            options.get("bleurt_checkpoint"),
-            skip=options.get("skip") or (),
-            device=options.get("device"),
-        )
-        preds = [answer_of(outputs[it.id]) for it in gold]
-        return k25.norms_scores([it.answer for it in gold], preds, [it.question_type for it in gold], scorer)
-
-    def dev_evaluate(self, gold: list[AnswerItem], outputs: dict[str, Any]) -> dict:
-        """Exact match and ROUGE-1 of the reasons (the other two need models)."""
-        return self.evaluate(gold, outputs, skip=("bertscore", "bleurt"))
+    def official_scores(self, golds: list[str], preds: list[str], types: list[str], scorer: Any) -> dict:
+        return k25.norms_scores(golds, preds, types, scorer)
 
     def item_scores(
         self, gold: list[AnswerItem], outputs: dict[str, Any], metric: str, **options: Any
@@ -207,33 +195,6 @@ class NormsTask(AnswerTask):
             "answer_phrase": any(p in item.answer for p in k25.ANSWER_PHRASES) if item.answer else None,
             "gold": None,  # no options to place the gold among
         }
-
-
-def answer_of(output: Any) -> str:
-    return output.get("answer", "") if isinstance(output, dict) else str(output)
-
-
-def check_skip(skip: Any) -> None:
-    unknown = sorted(set(skip or ()) - set(k25.TEXT_METRICS))
-    if unknown:
-        raise UserError(
-            f"cannot skip {', '.join(unknown)}", field="skip", hint=f"metrics: {', '.join(k25.TEXT_METRICS)}"
-        )
-
-
-def format_2025(metrics: tuple[Metric, ...], report: dict) -> str:
-    """One line per metric, the per-type counts, and whether the figure is the leaderboard's."""
-    lines = []
-    for m in metrics:
-        value = report.get(m.name)
-        lines.append(f"{m.name:<12}{'not computed' if value is None else f'{value:.4f}'}")
-    counts = report["counts"]["by_type"]
-    lines.append("items by type: " + ", ".join(f"{k} {v}" for k, v in counts.items()))
-    if not report.get("complete", True):
-        lines.append(
-            "final and descriptive from the available text metrics only: not comparable with the leaderboard"
-        )
-    return "\n".join(lines)
 
 
 def repair(question: str, text: str) -> str:
